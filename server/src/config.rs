@@ -1,0 +1,195 @@
+//! `parley serve` settings: flags, their `PARLEY_*` environment twins, and an optional TOML file.
+//!
+//! Precedence: flag > environment variable > config file > built-in default. Every setting has
+//! a default, so `parley serve` with nothing else works.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use serde::Deserialize;
+
+/// Flags of `parley serve`; each may also be set in the config file under the same name.
+#[derive(Args, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServeArgs {
+    /// TOML config file; flags and environment variables override it.
+    #[arg(long, env = "PARLEY_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Address for HTTP and WebSocket [default: 127.0.0.1:8080].
+    #[arg(long, env = "PARLEY_HTTP")]
+    pub http: Option<SocketAddr>,
+
+    /// Serve the /echo WebSocket endpoint (conformance testing) [default: false].
+    #[arg(long, env = "PARLEY_ECHO", num_args = 0..=1, default_missing_value = "true")]
+    pub echo: Option<bool>,
+
+    /// Largest message /echo accepts, in bytes [default: 16777216].
+    #[arg(long, env = "PARLEY_ECHO_MAX_MESSAGE")]
+    pub echo_max_message: Option<usize>,
+
+    /// Time a new connection has to send a complete HTTP request head [default: 10s].
+    #[arg(long, env = "PARLEY_HANDSHAKE_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub handshake_timeout: Option<Duration>,
+
+    /// A WebSocket silent this long is pinged at half of it and closed at all of it [default: 60s].
+    #[arg(long, env = "PARLEY_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
+
+    /// A write that makes no progress for this long drops the connection [default: 30s].
+    #[arg(long, env = "PARLEY_WRITE_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub write_timeout: Option<Duration>,
+
+    /// On SIGINT/SIGTERM, how long WebSockets get to answer the 1001 close [default: 10s].
+    #[arg(long, env = "PARLEY_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub shutdown_grace: Option<Duration>,
+
+    /// Most simultaneous TCP connections; more are refused [default: 100000].
+    #[arg(long, env = "PARLEY_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Origins allowed to open WebSockets, comma-separated; empty allows any [default: any].
+    #[arg(long, env = "PARLEY_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+
+    /// Accept permessage-deflate offers [default: true].
+    #[arg(long, env = "PARLEY_DEFLATE", num_args = 0..=1, default_missing_value = "true")]
+    pub deflate: Option<bool>,
+}
+
+/// Resolved settings: every field set.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Listening address.
+    pub http: SocketAddr,
+    /// /echo enabled.
+    pub echo: bool,
+    /// /echo message limit.
+    pub echo_max_message: usize,
+    /// Deadline for a complete request head.
+    pub handshake_timeout: Duration,
+    /// WebSocket idle timeout.
+    pub idle_timeout: Duration,
+    /// Per-write progress timeout.
+    pub write_timeout: Duration,
+    /// Shutdown grace period.
+    pub shutdown_grace: Duration,
+    /// Connection cap.
+    pub max_connections: usize,
+    /// Allowed origins; empty allows any.
+    pub allowed_origins: Vec<String>,
+    /// permessage-deflate accepted.
+    pub deflate: bool,
+}
+
+impl ServeArgs {
+    /// Reads the config file if one is named and fills in what flags and environment left unset.
+    pub fn resolve(self) -> anyhow::Result<Settings> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => ServeArgs::default(),
+        };
+        Ok(Settings {
+            http: self
+                .http
+                .or(file.http)
+                .unwrap_or(([127, 0, 0, 1], 8080).into()),
+            echo: self.echo.or(file.echo).unwrap_or(false),
+            echo_max_message: self
+                .echo_max_message
+                .or(file.echo_max_message)
+                .unwrap_or(16 << 20),
+            handshake_timeout: self
+                .handshake_timeout
+                .or(file.handshake_timeout)
+                .unwrap_or(Duration::from_secs(10)),
+            idle_timeout: self
+                .idle_timeout
+                .or(file.idle_timeout)
+                .unwrap_or(Duration::from_secs(60)),
+            write_timeout: self
+                .write_timeout
+                .or(file.write_timeout)
+                .unwrap_or(Duration::from_secs(30)),
+            shutdown_grace: self
+                .shutdown_grace
+                .or(file.shutdown_grace)
+                .unwrap_or(Duration::from_secs(10)),
+            max_connections: self
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(100_000),
+            allowed_origins: self
+                .allowed_origins
+                .or(file.allowed_origins)
+                .unwrap_or_default(),
+            deflate: self.deflate.or(file.deflate).unwrap_or(true),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn defaults_need_no_flags() {
+        let s = Cli::parse_from(["parley"]).serve.resolve().unwrap();
+        assert_eq!(s.http, "127.0.0.1:8080".parse().unwrap());
+        assert!(!s.echo);
+        assert_eq!(s.handshake_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = std::env::temp_dir().join(format!("parley-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("parley.toml");
+        std::fs::write(
+            &path,
+            "http = \"127.0.0.1:9000\"\necho = true\nidle-timeout = \"5s\"\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from([
+            "parley",
+            "--config",
+            path.to_str().unwrap(),
+            "--idle-timeout",
+            "7s",
+        ]);
+        let s = cli.serve.resolve().unwrap();
+        assert_eq!(s.http, "127.0.0.1:9000".parse().unwrap());
+        assert!(s.echo);
+        assert_eq!(s.idle_timeout, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        let dir = std::env::temp_dir().join(format!("parley-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("parley.toml");
+        std::fs::write(&path, "htp = \"127.0.0.1:9000\"\n").unwrap();
+        let cli = Cli::parse_from(["parley", "--config", path.to_str().unwrap()]);
+        assert!(cli.serve.resolve().is_err());
+    }
+}

@@ -1,0 +1,247 @@
+//! The HTTP side: accept loop, routing, and the WebSocket upgrade.
+//!
+//! One task per TCP connection runs hyper until the request that upgrades; the same task then
+//! drives the WebSocket, so the connection's permit and its shutdown watch live exactly as long
+//! as the socket.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use parley_protocol::deflate::{DeflateConfig, DeflateParams};
+use parley_protocol::handshake::{self, HandshakeConfig, OriginPolicy};
+use parley_protocol::{Connection, Event, Limits};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use crate::config::Settings;
+use crate::ws::{self, DriverConfig};
+
+/// Largest request head hyper buffers (its minimum is 8 KiB).
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
+
+type Body = Full<Bytes>;
+
+/// What every connection task shares; read-only after start.
+pub struct Server {
+    settings: Settings,
+    echo_handshake: HandshakeConfig,
+    /// Cancelled on SIGINT/SIGTERM: stop accepting, close every WebSocket with 1001.
+    shutdown: CancellationToken,
+    /// Every connection task, so shutdown can wait for them.
+    tracker: TaskTracker,
+    /// One permit per open TCP connection.
+    connections: Arc<Semaphore>,
+}
+
+/// WebSocket endpoints served on this port.
+#[derive(Clone, Copy, Debug)]
+enum Endpoint {
+    Echo,
+}
+
+/// An accepted handshake whose upgraded socket is still to come.
+struct PendingUpgrade {
+    on_upgrade: OnUpgrade,
+    endpoint: Endpoint,
+    deflate: Option<DeflateParams>,
+}
+
+impl Server {
+    /// Builds the shared state from resolved settings.
+    pub fn new(settings: Settings, shutdown: CancellationToken) -> Arc<Self> {
+        let origin = if settings.allowed_origins.is_empty() {
+            OriginPolicy::AllowAny
+        } else {
+            OriginPolicy::AllowList(settings.allowed_origins.clone())
+        };
+        let deflate = settings.deflate.then(DeflateConfig::default);
+        Arc::new(Self {
+            echo_handshake: HandshakeConfig::default()
+                .with_origin(origin)
+                .with_deflate(deflate),
+            connections: Arc::new(Semaphore::new(settings.max_connections)),
+            tracker: TaskTracker::new(),
+            shutdown,
+            settings,
+        })
+    }
+
+    /// Accepts connections until shutdown, then waits up to the grace period for them to end.
+    pub async fn run(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let accepted = tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Typically EMFILE: back off instead of spinning on a full process table.
+                    warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+                warn!(%peer, "connection limit reached; refusing");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let server = self.clone();
+            self.tracker.spawn(async move {
+                server.serve_connection(stream, permit).await;
+                debug!(%peer, "connection closed");
+            });
+        }
+        drop(listener);
+        self.tracker.close();
+        // Drivers answer the cancellation within the grace period; the margin covers their flush.
+        let limit = self.settings.shutdown_grace + Duration::from_secs(1);
+        if tokio::time::timeout(limit, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                open = self.tracker.len(),
+                "connections still open after the grace period"
+            );
+        }
+    }
+
+    async fn serve_connection(self: Arc<Self>, stream: TcpStream, _permit: OwnedSemaphorePermit) {
+        let upgrade: Arc<Mutex<Option<PendingUpgrade>>> = Arc::default();
+        let service = {
+            let server = self.clone();
+            let upgrade = upgrade.clone();
+            service_fn(move |req| {
+                let response = server.route(req, &upgrade);
+                async move { Ok::<_, Infallible>(response) }
+            })
+        };
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.settings.handshake_timeout)
+            .max_buf_size(MAX_REQUEST_HEAD)
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        tokio::pin!(conn);
+        let served = tokio::select! {
+            served = conn.as_mut() => served,
+            () = self.shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(error) = served {
+            debug!(%error, "HTTP connection ended with an error");
+        }
+        let pending = upgrade
+            .lock()
+            .map(|mut slot| slot.take())
+            .unwrap_or_default();
+        if let Some(pending) = pending {
+            self.run_websocket(pending).await;
+        }
+    }
+
+    fn route(
+        &self,
+        mut req: Request<Incoming>,
+        upgrade: &Mutex<Option<PendingUpgrade>>,
+    ) -> Response<Body> {
+        match (req.method(), req.uri().path()) {
+            (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
+            (_, "/echo") if self.settings.echo => {
+                match handshake::accept(&req, &self.echo_handshake) {
+                    Ok(accepted) => {
+                        let pending = PendingUpgrade {
+                            on_upgrade: hyper::upgrade::on(&mut req),
+                            endpoint: Endpoint::Echo,
+                            deflate: accepted.deflate,
+                        };
+                        if let Ok(mut slot) = upgrade.lock() {
+                            *slot = Some(pending);
+                        }
+                        accepted.response().map(|()| Body::default())
+                    }
+                    Err(error) => {
+                        debug!(%error, "WebSocket handshake refused");
+                        error.response().map(Body::from)
+                    }
+                }
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
+    async fn run_websocket(&self, pending: PendingUpgrade) {
+        let upgraded = match pending.on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                debug!(%error, "upgrade failed");
+                return;
+            }
+        };
+        let (limits, on_event) = match pending.endpoint {
+            Endpoint::Echo => {
+                let max = self.settings.echo_max_message;
+                (Limits::new(max, max), echo as fn(&mut Connection, Event))
+            }
+        };
+        let conn = Connection::new(limits, pending.deflate);
+        let cfg = DriverConfig {
+            idle_timeout: self.settings.idle_timeout,
+            write_timeout: self.settings.write_timeout,
+            close_timeout: self.settings.shutdown_grace,
+        };
+        let shutdown = self.shutdown.clone();
+        // Take the bare TCP stream back from hyper: no boxing on the hot path, vectored writes.
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let rbuf = BytesMut::from(&parts.read_buf[..]);
+                ws::drive(parts.io.into_inner(), rbuf, conn, cfg, shutdown, on_event).await;
+            }
+            Err(upgraded) => {
+                ws::drive(
+                    TokioIo::new(upgraded),
+                    BytesMut::new(),
+                    conn,
+                    cfg,
+                    shutdown,
+                    on_event,
+                )
+                .await;
+            }
+        }
+    }
+}
+
+/// The /echo endpoint: every message goes back as it came, text as text, binary as binary.
+fn echo(conn: &mut Connection, event: Event) {
+    if let Event::Message(message) = event {
+        // After our close frame went out, nothing more may be sent; dropping is correct.
+        let _ = conn.send(&message);
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}

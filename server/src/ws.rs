@@ -1,0 +1,168 @@
+//! Drives a [`Connection`] over a socket: reads, decodes, hands events to the endpoint, writes.
+//!
+//! One task per connection owns the socket and the protocol state, so neither needs a lock.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use parley_protocol::{CloseCode, Connection, Event};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+/// Read granularity: enough for a burst of small frames in one syscall.
+const READ_CHUNK: usize = 4096;
+/// Most buffers handed to one vectored write.
+const MAX_IOVECS: usize = 64;
+
+/// Timing rules for one WebSocket connection.
+#[derive(Clone, Copy, Debug)]
+pub struct DriverConfig {
+    /// Ping after half of this without input; close after all of it.
+    pub idle_timeout: Duration,
+    /// A write making no progress this long drops the connection.
+    pub write_timeout: Duration,
+    /// How long a peer has to answer our close frame.
+    pub close_timeout: Duration,
+}
+
+/// Runs the connection until it closes; `on_event` is the endpoint (echo, chat, STOMP…).
+pub async fn drive<S, F>(
+    mut io: S,
+    mut rbuf: BytesMut,
+    mut conn: Connection,
+    cfg: DriverConfig,
+    shutdown: CancellationToken,
+    mut on_event: F,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnMut(&mut Connection, Event),
+{
+    let mut outbox: VecDeque<Bytes> = VecDeque::new();
+    let mut last_input = Instant::now();
+    let mut ping_sent = false;
+    let mut close_deadline: Option<Instant> = None;
+    loop {
+        loop {
+            match conn.read(&mut rbuf) {
+                Ok(Some(event)) => on_event(&mut conn, event),
+                Ok(None) => break,
+                Err(error) => {
+                    debug!(%error, "failing WebSocket connection");
+                    break;
+                }
+            }
+        }
+        while let Some(bytes) = conn.poll_transmit() {
+            outbox.push_back(bytes);
+        }
+        if let Err(error) = write_all(&mut io, &mut outbox, cfg.write_timeout).await {
+            debug!(%error, "WebSocket write failed");
+            return;
+        }
+        if conn.is_closed() {
+            // Close handshake done (or connection failed): the server closes TCP first (§7.1.1).
+            let _ = timeout(cfg.write_timeout, io.shutdown()).await;
+            return;
+        }
+        if conn.is_closing() && close_deadline.is_none() {
+            close_deadline = Some(Instant::now() + cfg.close_timeout);
+        }
+        if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
+            rbuf.reserve(READ_CHUNK);
+        }
+        let idle_deadline = last_input
+            + if ping_sent {
+                cfg.idle_timeout
+            } else {
+                cfg.idle_timeout / 2
+            };
+        let deadline = close_deadline.map_or(idle_deadline, |d| d.min(idle_deadline));
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled(), if close_deadline.is_none() => {
+                conn.close(CloseCode::GOING_AWAY, "server shutting down");
+            }
+            read = io.read_buf(&mut rbuf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    last_input = Instant::now();
+                    ping_sent = false;
+                }
+            },
+            () = sleep_until(deadline) => {
+                if close_deadline.is_some_and(|d| Instant::now() >= d) {
+                    debug!("peer did not answer our close frame");
+                    return;
+                }
+                if ping_sent {
+                    conn.close(CloseCode::NORMAL, "idle timeout");
+                } else {
+                    // Browsers answer pings automatically, so a live idle client stays connected.
+                    let _ = conn.ping(b"");
+                    ping_sent = true;
+                }
+            }
+        }
+    }
+}
+
+/// Writes everything queued, several frames per syscall.
+async fn write_all<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    outbox: &mut VecDeque<Bytes>,
+    write_timeout: Duration,
+) -> io::Result<()> {
+    while !outbox.is_empty() {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let mut count = 0;
+        for (slot, bytes) in slices.iter_mut().zip(outbox.iter()) {
+            *slot = IoSlice::new(bytes);
+            count += 1;
+        }
+        let written = timeout(write_timeout, io.write_vectored(&slices[..count]))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))??;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        consume(outbox, written);
+    }
+    io.flush().await
+}
+
+/// Drops `n` written bytes from the front of the queue.
+fn consume(outbox: &mut VecDeque<Bytes>, mut n: usize) {
+    while n > 0 {
+        let Some(front) = outbox.front_mut() else {
+            return;
+        };
+        if front.len() <= n {
+            n -= front.len();
+            outbox.pop_front();
+        } else {
+            front.advance(n);
+            n = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consume_handles_partial_buffers() {
+        let mut q: VecDeque<Bytes> = [&b"abc"[..], b"de", b"fgh"]
+            .into_iter()
+            .map(Bytes::from_static)
+            .collect();
+        consume(&mut q, 4);
+        assert_eq!(q, [Bytes::from_static(b"e"), Bytes::from_static(b"fgh")]);
+        consume(&mut q, 4);
+        assert!(q.is_empty());
+    }
+}

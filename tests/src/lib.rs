@@ -1,0 +1,240 @@
+//! End-to-end test harness: builds the real `parley` binary once, runs it on an
+//! ephemeral loopback port, and offers byte-level HTTP/WebSocket helpers ([`raw`]).
+#![deny(missing_docs)]
+
+pub mod raw;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// How long [`ServerProcess::start`] waits for the `parley listening on ...` line.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Prefix of the single line the server prints on stdout once it is listening.
+pub const LISTENING_PREFIX: &str = "parley listening on http://";
+
+/// The Cargo workspace root (the parent of this crate's manifest directory).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// Path of the `parley` binary, built with `cargo build` once per test process.
+pub fn parley_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(build_parley)
+}
+
+fn build_parley() -> PathBuf {
+    let root = workspace_root();
+    let output = Command::new(env!("CARGO"))
+        .args(["build", "-p", "parley-server", "--bin", "parley"])
+        .current_dir(&root)
+        .stdin(Stdio::null())
+        .output()
+        .expect("failed to run `cargo build -p parley-server`");
+    assert!(
+        output.status.success(),
+        "`cargo build -p parley-server --bin parley` failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
+        // A relative CARGO_TARGET_DIR is relative to the directory cargo ran in: the root.
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    };
+    let bin = target_dir
+        .join("debug")
+        .join(format!("parley{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "cargo build succeeded but {} does not exist",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `parley serve` process on an ephemeral port; killed when dropped.
+pub struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    stderr_thread: Option<JoinHandle<()>>,
+}
+
+impl ServerProcess {
+    /// Runs `parley serve --http 127.0.0.1:0 ARGS...` and waits for its listening line.
+    pub fn start(args: &[&str]) -> ServerProcess {
+        let bin = parley_binary();
+        let mut child = Command::new(bin)
+            .arg("serve")
+            .args(["--http", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("failed to spawn {}: {e}", bin.display()));
+
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stderr_thread = {
+            let sink = Arc::clone(&stderr);
+            let mut pipe = child.stderr.take().expect("stderr is piped");
+            thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                loop {
+                    match pipe.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => sink.lock().unwrap().extend_from_slice(&chunk[..n]),
+                    }
+                }
+            })
+        };
+
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let first = reader.read_line(&mut line).map(|_| line);
+            let _ = tx.send(first);
+            // Keep draining so later output can never block the server or hit a closed pipe.
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+
+        let mut server = ServerProcess {
+            child,
+            // Placeholder until the listening line is parsed; never exposed before that.
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stderr,
+            stderr_thread: Some(stderr_thread),
+        };
+        let line = match rx.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(Ok(line)) if !line.is_empty() => line,
+            Ok(Ok(_)) => server.fail_startup("closed stdout without printing the listening line"),
+            Ok(Err(e)) => server.fail_startup(&format!("stdout read failed: {e}")),
+            Err(_) => server.fail_startup(&format!(
+                "printed no listening line within {STARTUP_TIMEOUT:?}"
+            )),
+        };
+        let line = line.trim_end_matches(['\r', '\n']);
+        let addr: SocketAddr = match line
+            .strip_prefix(LISTENING_PREFIX)
+            .and_then(|rest| rest.parse().ok())
+        {
+            Some(addr) => addr,
+            None => server.fail_startup(&format!(
+                "printed {line:?}, expected `{LISTENING_PREFIX}127.0.0.1:PORT`"
+            )),
+        };
+        assert!(
+            addr.ip().is_loopback() && addr.port() != 0,
+            "listening line names {addr}, expected 127.0.0.1 and the real (non-zero) port"
+        );
+        server.addr = addr;
+        server
+    }
+
+    fn fail_startup(&mut self, why: &str) -> ! {
+        let _ = self.child.kill();
+        let status = self.child.wait();
+        if let Some(t) = self.stderr_thread.take() {
+            let _ = t.join();
+        }
+        panic!(
+            "parley serve {why} (exit: {status:?}); stderr:\n{}",
+            self.stderr_log()
+        );
+    }
+
+    /// The address the server reported in its listening line.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `ws://ADDR{path}`, e.g. `ws_url("/echo")`.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to the server process.
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own child,
+        // which is not reaped yet (we hold the `Child`), so the pid cannot have been reused.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, {signal}) failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// Sends SIGTERM (graceful shutdown).
+    pub fn terminate(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    /// Sends SIGINT (graceful shutdown, as Ctrl-C).
+    pub fn interrupt(&self) {
+        self.signal(libc::SIGINT);
+    }
+
+    /// Blocks until the process exits, panicking if that takes longer than `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait on parley") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "parley did not exit within {timeout:?}; stderr so far:\n{}",
+                    self.stderr_log()
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The exit status if the process has already exited, without waiting.
+    pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait on parley")
+    }
+
+    /// Everything the server wrote to stderr so far (its logs).
+    pub fn stderr_log(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if thread::panicking() {
+            if let Some(t) = self.stderr_thread.take() {
+                let _ = t.join();
+            }
+            eprintln!(
+                "---- parley stderr ({}) ----\n{}",
+                self.addr,
+                self.stderr_log()
+            );
+        }
+    }
+}
