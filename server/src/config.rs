@@ -60,7 +60,24 @@ pub struct ServeArgs {
     #[arg(long, env = "PARLEY_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
 
-    /// Accept permessage-deflate offers [default: true].
+    /// STOMP over plain TCP: an address, or `off` [default: 127.0.0.1:61613].
+    #[arg(long, env = "PARLEY_STOMP_TCP")]
+    pub stomp_tcp: Option<String>,
+
+    /// Largest STOMP body, in bytes [default: 2097152].
+    #[arg(long, env = "PARLEY_STOMP_MAX_BODY")]
+    pub stomp_max_body: Option<usize>,
+
+    /// STOMP heart-beat the server offers, `SEND_MS,RECEIVE_MS` [default: 10000,10000].
+    #[arg(long, env = "PARLEY_STOMP_HEART_BEAT")]
+    pub stomp_heart_beat: Option<String>,
+
+    /// Deliveries a STOMP session may have waiting before it is closed as a slow consumer
+    /// [default: 1024].
+    #[arg(long, env = "PARLEY_STOMP_OUTBOX")]
+    pub stomp_outbox: Option<usize>,
+
+    /// Accept permessage-deflate offers on /echo [default: true].
     #[arg(long, env = "PARLEY_DEFLATE", num_args = 0..=1, default_missing_value = "true")]
     pub deflate: Option<bool>,
 }
@@ -88,6 +105,14 @@ pub struct Settings {
     pub allowed_origins: Vec<String>,
     /// permessage-deflate accepted.
     pub deflate: bool,
+    /// STOMP TCP listener, if enabled.
+    pub stomp_tcp: Option<SocketAddr>,
+    /// STOMP body limit.
+    pub stomp_max_body: usize,
+    /// STOMP heart-beat offer (send, receive) in ms.
+    pub stomp_heart_beat: (u64, u64),
+    /// STOMP per-session outbox capacity.
+    pub stomp_outbox: usize,
 }
 
 impl ServeArgs {
@@ -137,6 +162,33 @@ impl ServeArgs {
                 .or(file.allowed_origins)
                 .unwrap_or_default(),
             deflate: self.deflate.or(file.deflate).unwrap_or(true),
+            stomp_tcp: match self.stomp_tcp.or(file.stomp_tcp).as_deref() {
+                None => Some(([127, 0, 0, 1], 61613).into()),
+                Some("off") => None,
+                Some(addr) => {
+                    Some(addr.parse().with_context(|| {
+                        format!("--stomp-tcp {addr:?}: expected ADDR:PORT or off")
+                    })?)
+                }
+            },
+            stomp_max_body: self
+                .stomp_max_body
+                .or(file.stomp_max_body)
+                .unwrap_or(2 << 20),
+            stomp_heart_beat: match self.stomp_heart_beat.or(file.stomp_heart_beat).as_deref() {
+                None => (10_000, 10_000),
+                Some(v) => v
+                    .split_once(',')
+                    .and_then(|(x, y)| Some((x.trim().parse().ok()?, y.trim().parse().ok()?)))
+                    .with_context(|| {
+                        format!("--stomp-heart-beat {v:?}: expected SEND_MS,RECEIVE_MS")
+                    })?,
+            },
+            stomp_outbox: self
+                .stomp_outbox
+                .or(file.stomp_outbox)
+                .unwrap_or(1024)
+                .max(1),
         })
     }
 }
@@ -158,6 +210,20 @@ mod tests {
         assert_eq!(s.http, "127.0.0.1:8080".parse().unwrap());
         assert!(!s.echo);
         assert_eq!(s.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(s.stomp_tcp, Some("127.0.0.1:61613".parse().unwrap()));
+    }
+
+    #[test]
+    fn stomp_tcp_can_be_turned_off() {
+        let s = Cli::parse_from(["parley", "--stomp-tcp", "off"])
+            .serve
+            .resolve()
+            .unwrap();
+        assert_eq!(s.stomp_tcp, None);
+        assert!(Cli::parse_from(["parley", "--stomp-tcp", "nope"])
+            .serve
+            .resolve()
+            .is_err());
     }
 
     #[test]

@@ -26,8 +26,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::config::Settings;
+use crate::stomp::{StompHub, StompSettings};
 use crate::ws::{self, DriverConfig};
 
+/// STOMP subprotocols, most preferred first.
+const STOMP_SUBPROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
 /// Largest request head hyper buffers (its minimum is 8 KiB).
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
 
@@ -37,6 +40,9 @@ type Body = Full<Bytes>;
 pub struct Server {
     settings: Settings,
     echo_handshake: HandshakeConfig,
+    stomp_handshake: HandshakeConfig,
+    /// The STOMP broker and its sessions, shared by /stomp and the TCP listener.
+    stomp: Arc<StompHub>,
     /// Cancelled on SIGINT/SIGTERM: stop accepting, close every WebSocket with 1001.
     shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
@@ -49,6 +55,7 @@ pub struct Server {
 #[derive(Clone, Copy, Debug)]
 enum Endpoint {
     Echo,
+    Stomp,
 }
 
 /// An accepted handshake whose upgraded socket is still to come.
@@ -67,10 +74,25 @@ impl Server {
             OriginPolicy::AllowList(settings.allowed_origins.clone())
         };
         let deflate = settings.deflate.then(DeflateConfig::default);
+        let stomp = StompHub::new(StompSettings {
+            limits: parley_stomp::Limits::default().with_max_body(settings.stomp_max_body),
+            broker: Default::default(),
+            heart_beat: settings.stomp_heart_beat,
+            outbox_capacity: settings.stomp_outbox,
+            connect_timeout: settings.handshake_timeout,
+            write_timeout: settings.write_timeout,
+            idle_timeout: settings.idle_timeout,
+        });
         Arc::new(Self {
+            // STOMP frames are encoded once for every subscriber, so /stomp declines deflate:
+            // compressing per connection would undo that.
+            stomp_handshake: HandshakeConfig::default()
+                .with_origin(origin.clone())
+                .with_subprotocols(STOMP_SUBPROTOCOLS),
             echo_handshake: HandshakeConfig::default()
                 .with_origin(origin)
                 .with_deflate(deflate),
+            stomp,
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             tracker: TaskTracker::new(),
             shutdown,
@@ -79,7 +101,12 @@ impl Server {
     }
 
     /// Accepts connections until shutdown, then waits up to the grace period for them to end.
-    pub async fn run(self: Arc<Self>, listener: TcpListener) {
+    pub async fn run(self: Arc<Self>, listener: TcpListener, stomp_listener: Option<TcpListener>) {
+        if let Some(stomp_listener) = stomp_listener {
+            let hub = self.stomp.clone();
+            let accept = hub.serve_tcp(stomp_listener, self.shutdown.clone(), self.tracker.clone());
+            self.tracker.spawn(accept);
+        }
         loop {
             let accepted = tokio::select! {
                 () = self.shutdown.cancelled() => break,
@@ -161,29 +188,50 @@ impl Server {
         mut req: Request<Incoming>,
         upgrade: &Mutex<Option<PendingUpgrade>>,
     ) -> Response<Body> {
-        match (req.method(), req.uri().path()) {
-            (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
-            (_, "/echo") if self.settings.echo => {
-                match handshake::accept(&req, &self.echo_handshake) {
-                    Ok(accepted) => {
-                        let pending = PendingUpgrade {
-                            on_upgrade: hyper::upgrade::on(&mut req),
-                            endpoint: Endpoint::Echo,
-                            deflate: accepted.deflate,
-                        };
-                        if let Ok(mut slot) = upgrade.lock() {
-                            *slot = Some(pending);
-                        }
-                        accepted.response().map(|()| Body::default())
-                    }
-                    Err(error) => {
-                        debug!(%error, "WebSocket handshake refused");
-                        error.response().map(Body::from)
-                    }
+        let (endpoint, config) = match (req.method(), req.uri().path()) {
+            (&Method::GET | &Method::HEAD, "/healthz") => return text(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/stats") => return self.stats(),
+            (_, "/echo") if self.settings.echo => (Endpoint::Echo, &self.echo_handshake),
+            (_, "/stomp") => (Endpoint::Stomp, &self.stomp_handshake),
+            _ => return text(StatusCode::NOT_FOUND, "not found\n"),
+        };
+        match handshake::accept(&req, config) {
+            Ok(accepted) => {
+                let pending = PendingUpgrade {
+                    on_upgrade: hyper::upgrade::on(&mut req),
+                    endpoint,
+                    deflate: accepted.deflate,
+                };
+                if let Ok(mut slot) = upgrade.lock() {
+                    *slot = Some(pending);
                 }
+                accepted.response().map(|()| Body::default())
             }
-            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+            Err(error) => {
+                debug!(%error, "WebSocket handshake refused");
+                error.response().map(Body::from)
+            }
         }
+    }
+
+    /// Counters as JSON.
+    fn stats(&self) -> Response<Body> {
+        let s = &self.stomp.stats;
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let body = format!(
+            "{{\"connections\":{},\"stomp_sessions\":{},\"stomp_frames_in\":{},\"stomp_deliveries\":{},\"slow_consumers\":{}}}\n",
+            self.settings.max_connections - self.connections.available_permits(),
+            load(&s.sessions),
+            load(&s.frames_in),
+            load(&s.deliveries),
+            load(&s.slow_consumers),
+        );
+        let mut resp = Response::new(Body::from(body));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        resp
     }
 
     async fn run_websocket(&self, pending: PendingUpgrade) {
@@ -194,13 +242,6 @@ impl Server {
                 return;
             }
         };
-        let (limits, on_event) = match pending.endpoint {
-            Endpoint::Echo => {
-                let max = self.settings.echo_max_message;
-                (Limits::new(max, max), echo as fn(&mut Connection, Event))
-            }
-        };
-        let conn = Connection::new(limits, pending.deflate);
         let cfg = DriverConfig {
             idle_timeout: self.settings.idle_timeout,
             write_timeout: self.settings.write_timeout,
@@ -208,21 +249,31 @@ impl Server {
         };
         let shutdown = self.shutdown.clone();
         // Take the bare TCP stream back from hyper: no boxing on the hot path, vectored writes.
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                let rbuf = BytesMut::from(&parts.read_buf[..]);
-                ws::drive(parts.io.into_inner(), rbuf, conn, cfg, shutdown, on_event).await;
+        let (io, leftover) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => (
+                Ok(parts.io.into_inner()),
+                BytesMut::from(&parts.read_buf[..]),
+            ),
+            Err(upgraded) => (Err(TokioIo::new(upgraded)), BytesMut::new()),
+        };
+        match pending.endpoint {
+            Endpoint::Echo => {
+                let max = self.settings.echo_max_message;
+                let conn = Connection::new(Limits::new(max, max), pending.deflate);
+                match io {
+                    Ok(tcp) => ws::drive(tcp, leftover, conn, cfg, shutdown, echo).await,
+                    Err(boxed) => ws::drive(boxed, leftover, conn, cfg, shutdown, echo).await,
+                }
             }
-            Err(upgraded) => {
-                ws::drive(
-                    TokioIo::new(upgraded),
-                    BytesMut::new(),
-                    conn,
-                    cfg,
-                    shutdown,
-                    on_event,
-                )
-                .await;
+            Endpoint::Stomp => {
+                // One WebSocket message carries at most about a frame's worth of STOMP bytes.
+                let max = self.settings.stomp_max_body + 64 * 1024;
+                let conn = Connection::new(Limits::new(max, max), None);
+                let hub = self.stomp.clone();
+                match io {
+                    Ok(tcp) => hub.serve_websocket(tcp, leftover, conn, shutdown).await,
+                    Err(boxed) => hub.serve_websocket(boxed, leftover, conn, shutdown).await,
+                }
             }
         }
     }

@@ -2,6 +2,7 @@
 
 mod config;
 mod http;
+mod stomp;
 mod ws;
 
 use std::io::Write as _;
@@ -56,17 +57,30 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", settings.http))?;
     let addr = listener.local_addr()?;
+    let stomp_listener = match settings.stomp_tcp {
+        Some(stomp_addr) => Some(TcpListener::bind(stomp_addr).await.with_context(|| {
+            format!("binding STOMP TCP {stomp_addr} (--stomp-tcp off disables it)")
+        })?),
+        None => None,
+    };
     // Handlers go in before anyone learns the port: a signal arriving earlier would otherwise
     // get the default action and kill the process instead of shutting it down.
     let signals = ShutdownSignals::install()?;
     info!(%addr, echo = settings.echo, "listening");
     // A stable line on stdout so scripts and tests learn the port when binding port 0.
     println!("parley listening on http://{addr}");
+    if let Some(l) = &stomp_listener {
+        let stomp_addr = l.local_addr()?;
+        info!(addr = %stomp_addr, "STOMP over TCP listening");
+        println!("parley stomp listening on tcp://{stomp_addr}");
+    }
     std::io::stdout().flush()?;
 
     let shutdown = CancellationToken::new();
     tokio::spawn(signals.cancel_on_signal(shutdown.clone()));
-    Server::new(settings, shutdown).run(listener).await;
+    Server::new(settings, shutdown)
+        .run(listener, stomp_listener)
+        .await;
     info!("shut down");
     Ok(())
 }

@@ -110,8 +110,8 @@ pub async fn drive<S, F>(
     }
 }
 
-/// Writes everything queued, several frames per syscall.
-async fn write_all<S: AsyncWrite + Unpin>(
+/// Writes everything queued, several buffers per syscall.
+pub async fn write_all<S: AsyncWrite + Unpin>(
     io: &mut S,
     outbox: &mut VecDeque<Bytes>,
     write_timeout: Duration,

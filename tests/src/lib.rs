@@ -73,7 +73,7 @@ impl ServerProcess {
         let bin = parley_binary();
         let mut child = Command::new(bin)
             .arg("serve")
-            .args(["--http", "127.0.0.1:0"])
+            .args(["--http", "127.0.0.1:0", "--stomp-tcp", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

@@ -1,0 +1,538 @@
+//! STOMP sessions over plain TCP or WebSocket, sharing one broker.
+//!
+//! Each connection is one task that owns its socket, its [`Session`] and its decoder. The
+//! broker sits behind one mutex in [`StompHub`]; an operation runs and dispatches its deliveries
+//! under that lock, so every subscriber of a topic sees its messages in the same order.
+//! Deliveries go into each session's bounded outbox without blocking: a session whose outbox is
+//! full is a slow consumer and is closed with an ERROR frame (nats-server's policy), so it can
+//! never stall a publisher or the other subscribers.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use parley_protocol::frame::{FrameHeader, OpCode};
+use parley_protocol::{CloseCode, Connection, Event, Message};
+use parley_stomp::broker::{Broker, BrokerEvent, BrokerLimits, Delivery, SessionId};
+use parley_stomp::session::{Flow, Session, SessionConfig};
+use parley_stomp::{Decoder, Limits};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::ws::write_all;
+
+/// Read granularity.
+const READ_CHUNK: usize = 4096;
+/// Deliveries taken from the outbox before flushing, so a busy session writes in batches.
+const MAX_BATCH: usize = 256;
+
+/// Settings of the STOMP side.
+#[derive(Clone, Debug)]
+pub struct StompSettings {
+    /// Frame limits.
+    pub limits: Limits,
+    /// Broker limits.
+    pub broker: BrokerLimits,
+    /// Server heart-beat offer (send, receive) in ms.
+    pub heart_beat: (u64, u64),
+    /// Deliveries a session may have queued before it counts as a slow consumer.
+    pub outbox_capacity: usize,
+    /// Time from TCP accept (or WebSocket upgrade) to CONNECT.
+    pub connect_timeout: Duration,
+    /// A write making no progress this long drops the connection.
+    pub write_timeout: Duration,
+    /// WebSocket only: ping after half of this without input, close after all of it.
+    pub idle_timeout: Duration,
+}
+
+/// Counters shown at `/stats`.
+#[derive(Debug, Default)]
+pub struct StompStats {
+    /// Open STOMP connections.
+    pub sessions: AtomicU64,
+    /// Messages accepted by the broker (SEND that took effect).
+    pub frames_in: AtomicU64,
+    /// Deliveries handed to outboxes.
+    pub deliveries: AtomicU64,
+    /// Sessions closed because their outbox was full or they left too much unacknowledged.
+    pub slow_consumers: AtomicU64,
+}
+
+/// The broker and every session's outbox.
+pub struct StompHub {
+    inner: Mutex<HubInner>,
+    config: Arc<SessionConfig>,
+    settings: StompSettings,
+    next_session: AtomicU64,
+    /// Counters, read by `/stats`.
+    pub stats: StompStats,
+}
+
+struct HubInner {
+    broker: Broker,
+    outboxes: HashMap<SessionId, Outbox>,
+}
+
+/// The sending side of a session's bounded queue of deliveries.
+struct Outbox {
+    tx: mpsc::Sender<Delivery>,
+    evicted: Arc<Eviction>,
+}
+
+/// Set once when the hub decides a session must go.
+#[derive(Default)]
+struct Eviction {
+    reason: OnceLock<&'static str>,
+    token: CancellationToken,
+}
+
+impl Eviction {
+    fn evict(&self, reason: &'static str) -> bool {
+        let first = self.reason.set(reason).is_ok();
+        self.token.cancel();
+        first
+    }
+}
+
+impl StompHub {
+    /// A hub with an empty broker.
+    pub fn new(settings: StompSettings) -> Arc<Self> {
+        let mut config = SessionConfig::default();
+        config.server = format!("parley/{}", env!("CARGO_PKG_VERSION"));
+        config.heart_beat = settings.heart_beat;
+        Arc::new(Self {
+            inner: Mutex::new(HubInner {
+                broker: Broker::new(settings.broker.clone()),
+                outboxes: HashMap::new(),
+            }),
+            config: Arc::new(config),
+            settings,
+            next_session: AtomicU64::new(1),
+            stats: StompStats::default(),
+        })
+    }
+
+    /// Accepts STOMP over plain TCP until shutdown.
+    pub async fn serve_tcp(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+        tracker: tokio_util::task::TaskTracker,
+    ) {
+        loop {
+            let accepted = tokio::select! {
+                () = shutdown.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    warn!(%error, "STOMP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let hub = self.clone();
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move {
+                let transport = TcpTransport {
+                    stream,
+                    outbox: VecDeque::new(),
+                };
+                hub.run(transport, BytesMut::new(), shutdown).await;
+                debug!(%peer, "STOMP TCP connection closed");
+            });
+        }
+    }
+
+    /// Runs STOMP over an upgraded WebSocket.
+    pub async fn serve_websocket<S>(
+        self: Arc<Self>,
+        io: S,
+        leftover: BytesMut,
+        conn: Connection,
+        shutdown: CancellationToken,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let transport = WsTransport {
+            io,
+            rbuf: leftover,
+            conn,
+            outbox: VecDeque::new(),
+        };
+        self.run(transport, BytesMut::new(), shutdown).await;
+    }
+
+    /// The per-connection loop: decode client frames, apply them, write replies and deliveries,
+    /// keep heart-beats, and clean up whatever way the connection ends.
+    async fn run<T: Transport>(
+        self: Arc<Self>,
+        mut transport: T,
+        mut inbound: BytesMut,
+        shutdown: CancellationToken,
+    ) {
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut rx) = mpsc::channel(self.settings.outbox_capacity);
+        let evicted = Arc::new(Eviction::default());
+        self.lock().outboxes.insert(
+            id,
+            Outbox {
+                tx,
+                evicted: evicted.clone(),
+            },
+        );
+        self.stats.sessions.fetch_add(1, Ordering::Relaxed);
+
+        let mut session = Session::new(id, self.config.clone());
+        let mut decoder = Decoder::new(self.settings.limits.clone());
+        let mut replies = Vec::new();
+        let started = Instant::now();
+        let mut last_in = Instant::now();
+        let mut last_out = Instant::now();
+        let mut ws_ping_sent = false;
+        let mut close_code = CloseCode::NORMAL;
+        let reason: Option<String> = 'conn: loop {
+            // Everything already buffered, in order.
+            loop {
+                match decoder.decode(&mut inbound) {
+                    Ok(Some(frame)) => {
+                        let flow = self.handle(&mut session, frame, &mut replies);
+                        decoder.set_version(session.version());
+                        for reply in replies.drain(..) {
+                            transport.queue_frame(&[reply], true);
+                        }
+                        if flow == Flow::Close {
+                            break 'conn None;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => break 'conn Some(format!("malformed frame: {error}")),
+                }
+            }
+            if let Err(error) = transport.flush(self.settings.write_timeout).await {
+                debug!(%error, "STOMP write failed");
+                self.finish(id, &mut session);
+                return;
+            }
+            if transport.is_closed() {
+                break None;
+            }
+            let beat = session.heart_beat();
+            let mut deadline = if session.is_connected() {
+                let recv = beat.expect_within.map(|d| last_in + d);
+                let send = beat.send_every.map(|d| last_out + d);
+                [recv, send].into_iter().flatten().min()
+            } else {
+                Some(started + self.settings.connect_timeout)
+            };
+            if let Some(idle) = transport.idle_timeout(self.settings.idle_timeout) {
+                let ws_deadline = last_in + if ws_ping_sent { idle } else { idle / 2 };
+                deadline = Some(deadline.map_or(ws_deadline, |d| d.min(ws_deadline)));
+            }
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    close_code = CloseCode::GOING_AWAY;
+                    break Some("server shutting down".to_owned());
+                }
+                () = evicted.token.cancelled() => {
+                    let why = evicted.reason.get().copied().unwrap_or("evicted");
+                    break Some(format!("slow consumer: {why}"));
+                }
+                delivery = rx.recv() => {
+                    let Some(first) = delivery else { break Some("internal error".to_owned()) };
+                    self.queue_delivery(&mut transport, &session, first);
+                    for _ in 1..MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(d) => self.queue_delivery(&mut transport, &session, d),
+                            Err(_) => break,
+                        }
+                    }
+                    last_out = Instant::now();
+                }
+                read = transport.read(&mut inbound) => match read {
+                    Ok(true) => {
+                        last_in = Instant::now();
+                        ws_ping_sent = false;
+                    }
+                    Ok(false) | Err(_) => {
+                        // The peer left (or closed its WebSocket): answer what is owed, then go.
+                        self.finish(id, &mut session);
+                        let _ = transport.flush(self.settings.write_timeout).await;
+                        transport.close(CloseCode::NORMAL, self.settings.write_timeout).await;
+                        return;
+                    }
+                },
+                () = sleep_until(deadline.unwrap_or_else(far_future)) => {
+                    let now = Instant::now();
+                    if !session.is_connected() {
+                        break Some("no CONNECT frame in time".to_owned());
+                    }
+                    if beat.expect_within.is_some_and(|d| now >= last_in + d) {
+                        break Some("heart-beat timeout: nothing received from the client".to_owned());
+                    }
+                    if let Some(idle) = transport.idle_timeout(self.settings.idle_timeout) {
+                        if now >= last_in + idle {
+                            break Some("idle timeout".to_owned());
+                        }
+                        if !ws_ping_sent && now >= last_in + idle / 2 {
+                            transport.ping();
+                            ws_ping_sent = true;
+                        }
+                    }
+                    if beat.send_every.is_some_and(|d| now >= last_out + d) {
+                        transport.queue_frame(&[Bytes::from_static(b"\n")], true);
+                        last_out = now;
+                    }
+                }
+            }
+        };
+        if let Some(message) = reason {
+            debug!(session = id, %message, "closing STOMP session with ERROR");
+            transport.queue_frame(&[session.error_frame(&message, None)], true);
+        }
+        self.finish(id, &mut session);
+        let _ = transport.flush(self.settings.write_timeout).await;
+        transport
+            .close(close_code, self.settings.write_timeout)
+            .await;
+    }
+
+    /// Applies one client frame under the broker lock and dispatches what it causes.
+    fn handle(
+        &self,
+        session: &mut Session,
+        frame: parley_stomp::Frame,
+        replies: &mut Vec<Bytes>,
+    ) -> Flow {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let is_send = frame.command == parley_stomp::Command::Send;
+        let mut guard = self.lock();
+        let HubInner { broker, outboxes } = &mut *guard;
+        let flow = session.handle(frame, broker, now_ms, replies, &mut |event| {
+            self.dispatch(outboxes, event)
+        });
+        if is_send && flow == Flow::Continue {
+            self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+        }
+        flow
+    }
+
+    /// Carries out one broker event; never blocks.
+    fn dispatch(&self, outboxes: &HashMap<SessionId, Outbox>, event: BrokerEvent) {
+        match event {
+            BrokerEvent::Deliver(delivery) => {
+                let Some(outbox) = outboxes.get(&delivery.session) else {
+                    return;
+                };
+                match outbox.tx.try_send(delivery) {
+                    Ok(()) => {
+                        self.stats.deliveries.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(mpsc::error::TrySendError::Full(d)) => {
+                        if outbox
+                            .evicted
+                            .evict("too many messages waiting to be written")
+                        {
+                            self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                            info!(session = d.session, "slow consumer disconnected");
+                        }
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                }
+            }
+            BrokerEvent::Evict { session, reason } => {
+                if let Some(outbox) = outboxes.get(&session) {
+                    if outbox.evicted.evict(reason) {
+                        self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                        info!(session, reason, "slow consumer disconnected");
+                    }
+                }
+            }
+        }
+    }
+
+    fn queue_delivery<T: Transport>(&self, transport: &mut T, session: &Session, d: Delivery) {
+        let parts = session.message_parts(&d.subscription, d.ack, &d.message);
+        transport.queue_frame(&parts, d.message.body_is_utf8());
+    }
+
+    /// Removes the session from the broker (its unacked queue messages go elsewhere).
+    fn finish(&self, id: SessionId, session: &mut Session) {
+        let mut guard = self.lock();
+        let HubInner { broker, outboxes } = &mut *guard;
+        outboxes.remove(&id);
+        session.close(broker, &mut |event| self.dispatch(outboxes, event));
+        drop(guard);
+        self.stats.sessions.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubInner> {
+        // A panic while holding the lock would be a bug in the broker; keep serving the rest.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400)
+}
+
+/// How STOMP bytes travel: raw on TCP, inside WebSocket messages on `/stomp`.
+trait Transport {
+    /// Reads more STOMP bytes into `inbound`; `Ok(false)` at end of stream.
+    async fn read(&mut self, inbound: &mut BytesMut) -> io::Result<bool>;
+    /// Queues one STOMP frame made of `parts`; `text` says its body is UTF-8.
+    fn queue_frame(&mut self, parts: &[Bytes], text: bool);
+    /// Writes everything queued.
+    async fn flush(&mut self, write_timeout: Duration) -> io::Result<()>;
+    /// The transport itself finished (WebSocket close handshake).
+    fn is_closed(&self) -> bool;
+    /// Transport-level idle timeout, if the transport can probe liveness itself.
+    fn idle_timeout(&self, configured: Duration) -> Option<Duration>;
+    /// Sends a transport-level liveness probe.
+    fn ping(&mut self);
+    /// Ends the connection; a WebSocket closes with `code`.
+    async fn close(&mut self, code: CloseCode, write_timeout: Duration);
+}
+
+struct TcpTransport {
+    stream: TcpStream,
+    outbox: VecDeque<Bytes>,
+}
+
+impl Transport for TcpTransport {
+    async fn read(&mut self, inbound: &mut BytesMut) -> io::Result<bool> {
+        if inbound.capacity() - inbound.len() < READ_CHUNK / 4 {
+            inbound.reserve(READ_CHUNK);
+        }
+        Ok(self.stream.read_buf(inbound).await? > 0)
+    }
+
+    fn queue_frame(&mut self, parts: &[Bytes], _text: bool) {
+        self.outbox.extend(parts.iter().cloned());
+    }
+
+    async fn flush(&mut self, write_timeout: Duration) -> io::Result<()> {
+        write_all(&mut self.stream, &mut self.outbox, write_timeout).await
+    }
+
+    fn is_closed(&self) -> bool {
+        false
+    }
+
+    fn idle_timeout(&self, _configured: Duration) -> Option<Duration> {
+        None
+    }
+
+    fn ping(&mut self) {}
+
+    async fn close(&mut self, _code: CloseCode, write_timeout: Duration) {
+        let _ = timeout(write_timeout, self.stream.shutdown()).await;
+    }
+}
+
+struct WsTransport<S> {
+    io: S,
+    rbuf: BytesMut,
+    conn: Connection,
+    outbox: VecDeque<Bytes>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WsTransport<S> {
+    async fn read(&mut self, inbound: &mut BytesMut) -> io::Result<bool> {
+        loop {
+            // Whole WebSocket messages append to the STOMP stream: a STOMP frame may span
+            // messages and a message may hold several frames.
+            let mut got = false;
+            loop {
+                match self.conn.read(&mut self.rbuf) {
+                    Ok(Some(Event::Message(Message::Text(b) | Message::Binary(b)))) => {
+                        inbound.extend_from_slice(&b);
+                        got = true;
+                    }
+                    Ok(Some(Event::Close(_))) => return Ok(false),
+                    Ok(Some(_)) => got = true,
+                    Ok(None) => break,
+                    Err(error) => {
+                        debug!(%error, "failing STOMP WebSocket");
+                        return Ok(false);
+                    }
+                }
+            }
+            if got || self.conn.buffered_output() > 0 {
+                return Ok(true);
+            }
+            if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+                self.rbuf.reserve(READ_CHUNK);
+            }
+            if self.io.read_buf(&mut self.rbuf).await? == 0 {
+                return Ok(false);
+            }
+        }
+    }
+
+    fn queue_frame(&mut self, parts: &[Bytes], text: bool) {
+        let len = parts.iter().map(Bytes::len).sum();
+        let opcode = if text { OpCode::Text } else { OpCode::Binary };
+        let mut head = BytesMut::with_capacity(10);
+        FrameHeader::server(opcode, len).write(&mut head);
+        // Raw frames straight to the socket: one header, then the shared parts, never copied.
+        if self.conn.send_encoded(head.freeze()).is_ok() {
+            for part in parts {
+                let _ = self.conn.send_encoded(part.clone());
+            }
+        }
+    }
+
+    async fn flush(&mut self, write_timeout: Duration) -> io::Result<()> {
+        while let Some(bytes) = self.conn.poll_transmit() {
+            self.outbox.push_back(bytes);
+        }
+        write_all(&mut self.io, &mut self.outbox, write_timeout).await
+    }
+
+    fn is_closed(&self) -> bool {
+        self.conn.is_closed()
+    }
+
+    fn idle_timeout(&self, configured: Duration) -> Option<Duration> {
+        Some(configured)
+    }
+
+    fn ping(&mut self) {
+        let _ = self.conn.ping(b"");
+    }
+
+    async fn close(&mut self, code: CloseCode, write_timeout: Duration) {
+        if !self.conn.is_closed() {
+            self.conn.close(code, "");
+            let _ = self.flush(write_timeout).await;
+            // Give the peer a moment to answer the close; then the server closes TCP first.
+            let mut scratch = BytesMut::new();
+            let _ = timeout(Duration::from_secs(2), async {
+                while !self.conn.is_closed() {
+                    if !matches!(self.read(&mut scratch).await, Ok(true)) {
+                        break;
+                    }
+                    scratch.clear();
+                }
+            })
+            .await;
+            let _ = self.flush(write_timeout).await;
+        }
+        let _ = timeout(write_timeout, self.io.shutdown()).await;
+    }
+}

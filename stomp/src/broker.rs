@@ -1,0 +1,624 @@
+//! The broker core: destinations, subscriptions, acknowledgements, queues. No sockets, no clock.
+//!
+//! Sessions are named by [`SessionId`]. Every operation reports what must happen elsewhere as
+//! [`BrokerEvent`]s through a callback, in order, so a caller holding the broker under one lock
+//! hands every subscriber a topic's messages in the same order.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::codec::SharedMessage;
+use crate::destination::Destination;
+
+/// Identifies one client connection.
+pub type SessionId = u64;
+
+/// How a subscription acknowledges messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckMode {
+    /// Delivered means done.
+    Auto,
+    /// An ACK acknowledges this message and every earlier one of the subscription.
+    Client,
+    /// An ACK acknowledges exactly one message.
+    ClientIndividual,
+}
+
+impl AckMode {
+    /// Parses a SUBSCRIBE's `ack` header (absent: `auto`).
+    pub fn parse(header: Option<&str>) -> Option<Self> {
+        match header {
+            None | Some("auto") => Some(Self::Auto),
+            Some("client") => Some(Self::Client),
+            Some("client-individual") => Some(Self::ClientIndividual),
+            Some(_) => None,
+        }
+    }
+}
+
+/// Bounds on what the broker holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BrokerLimits {
+    /// Messages a queue holds while no consumer can take them (default 10,000).
+    pub max_queue_depth: usize,
+    /// Unacknowledged messages per client-ack subscription (default 1,000). Queues stop handing
+    /// such a consumer more; a topic subscriber past it is evicted as a slow consumer.
+    pub max_unacked: usize,
+    /// Subscriptions per session (default 1,000).
+    pub max_subscriptions: usize,
+}
+
+impl Default for BrokerLimits {
+    fn default() -> Self {
+        Self {
+            max_queue_depth: 10_000,
+            max_unacked: 1_000,
+            max_subscriptions: 1_000,
+        }
+    }
+}
+
+/// A message for one subscription of one session.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// The receiving session.
+    pub session: SessionId,
+    /// The subscription's id, as the client chose it.
+    pub subscription: Arc<str>,
+    /// The 1.2 `ack` value, for client ack modes.
+    pub ack: Option<u64>,
+    /// The shared, encode-once message.
+    pub message: Arc<SharedMessage>,
+}
+
+/// Something the broker's caller must carry out.
+#[derive(Clone, Debug)]
+pub enum BrokerEvent {
+    /// Write this message to its session.
+    Deliver(Delivery),
+    /// The session broke a flow-control limit: close it with an ERROR saying why.
+    Evict {
+        /// The offending session.
+        session: SessionId,
+        /// Human-readable reason.
+        reason: &'static str,
+    },
+}
+
+/// Why the broker refused an operation; the session answers with an ERROR.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// The session is not connected.
+    #[error("unknown session")]
+    UnknownSession,
+    /// A SUBSCRIBE reused an id the session already has.
+    #[error("subscription id {0:?} is already in use")]
+    DuplicateSubscription(String),
+    /// UNSUBSCRIBE of an id the session does not have.
+    #[error("no subscription with id {0:?}")]
+    UnknownSubscription(String),
+    /// Too many subscriptions on one session.
+    #[error("more than {0} subscriptions")]
+    TooManySubscriptions(usize),
+    /// ACK/NACK of something not awaiting acknowledgement.
+    #[error("no unacknowledged message {0:?}")]
+    UnknownAck(String),
+    /// The queue is full.
+    #[error("queue {0} is full")]
+    QueueFull(String),
+    /// SUBSCRIBE to `/user/<name>/queue/...` (subscribe to `/user/queue/...` instead), or SEND to
+    /// `/user/queue/...` (name the user).
+    #[error("{0}")]
+    WrongUserDestination(&'static str),
+}
+
+/// What identifies a message in an ACK or NACK.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AckRef {
+    /// 1.2: the MESSAGE's `ack` header.
+    AckId(u64),
+    /// 1.0/1.1: the MESSAGE's `message-id`, with the `subscription` in 1.1.
+    MessageId {
+        /// The message id.
+        message_id: u64,
+        /// The subscription, when given.
+        subscription: Option<String>,
+    },
+}
+
+struct SessionEntry {
+    user: Arc<str>,
+    subscriptions: HashMap<Arc<str>, Subscription>,
+    /// Deliveries awaiting ACK/NACK, oldest first.
+    unacked: VecDeque<Unacked>,
+    next_ack: u64,
+}
+
+struct Subscription {
+    route: Route,
+    ack: AckMode,
+    unacked: usize,
+}
+
+/// Where a subscription is registered.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Route {
+    /// Fan-out key: `/topic/x` or `/user/<user>/queue/x`.
+    FanOut(String),
+    /// Queue name.
+    Queue(String),
+}
+
+struct Unacked {
+    ack_id: u64,
+    message_id: u64,
+    subscription: Arc<str>,
+    /// Set for queue messages, which are redelivered on NACK or disconnect.
+    queue: Option<String>,
+    message: Arc<SharedMessage>,
+}
+
+#[derive(Default)]
+struct Queue {
+    consumers: Vec<(SessionId, Arc<str>)>,
+    /// Round-robin position in `consumers`.
+    next: usize,
+    held: VecDeque<(u64, Arc<SharedMessage>)>,
+}
+
+/// A published message: headers common to every delivery, and the body.
+#[derive(Clone, Debug)]
+pub struct Publish {
+    /// Extra headers (`content-type`, custom ones) passed through to subscribers.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Bytes,
+    /// Server time in ms since the epoch, for the `timestamp` header.
+    pub now_ms: u64,
+}
+
+/// Destinations, subscriptions and unacknowledged messages of every session.
+#[derive(Default)]
+pub struct Broker {
+    limits: BrokerLimits,
+    sessions: HashMap<SessionId, SessionEntry>,
+    fan_out: HashMap<String, Vec<(SessionId, Arc<str>)>>,
+    queues: HashMap<String, Queue>,
+    next_message_id: u64,
+}
+
+impl Broker {
+    /// An empty broker.
+    pub fn new(limits: BrokerLimits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    /// Registers a connected session of `user`.
+    pub fn connect(&mut self, session: SessionId, user: Arc<str>) {
+        let entry = SessionEntry {
+            user,
+            subscriptions: HashMap::new(),
+            unacked: VecDeque::new(),
+            next_ack: 0,
+        };
+        self.sessions.insert(session, entry);
+    }
+
+    /// Removes a session: its subscriptions end and its unacknowledged queue messages go to
+    /// other consumers.
+    pub fn disconnect(&mut self, session: SessionId, events: &mut dyn FnMut(BrokerEvent)) {
+        let Some(entry) = self.sessions.get(&session) else {
+            return;
+        };
+        let ids: Vec<Arc<str>> = entry.subscriptions.keys().cloned().collect();
+        for id in ids {
+            let _ = self.unsubscribe(session, &id, events);
+        }
+        self.sessions.remove(&session);
+    }
+
+    /// Adds a subscription; a queue hands it held messages at once.
+    pub fn subscribe(
+        &mut self,
+        session: SessionId,
+        id: &str,
+        destination: &Destination,
+        ack: AckMode,
+        events: &mut dyn FnMut(BrokerEvent),
+    ) -> Result<(), BrokerError> {
+        let max = self.limits.max_subscriptions;
+        let entry = self
+            .sessions
+            .get_mut(&session)
+            .ok_or(BrokerError::UnknownSession)?;
+        if entry.subscriptions.contains_key(id) {
+            return Err(BrokerError::DuplicateSubscription(id.to_owned()));
+        }
+        if entry.subscriptions.len() >= max {
+            return Err(BrokerError::TooManySubscriptions(max));
+        }
+        let route = match destination {
+            Destination::Topic(_) => Route::FanOut(destination.to_string()),
+            Destination::OwnUserQueue(queue) => {
+                Route::FanOut(format!("/user/{}/queue/{queue}", entry.user))
+            }
+            Destination::Queue(name) => Route::Queue(name.clone()),
+            Destination::UserQueue { .. } => {
+                return Err(BrokerError::WrongUserDestination(
+                    "subscribe to /user/queue/NAME to receive your own messages",
+                ))
+            }
+        };
+        let id: Arc<str> = id.into();
+        entry.subscriptions.insert(
+            id.clone(),
+            Subscription {
+                route: route.clone(),
+                ack,
+                unacked: 0,
+            },
+        );
+        match route {
+            Route::FanOut(key) => self.fan_out.entry(key).or_default().push((session, id)),
+            Route::Queue(name) => {
+                self.queues
+                    .entry(name.clone())
+                    .or_default()
+                    .consumers
+                    .push((session, id));
+                self.pump(&name, events);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a subscription; its unacknowledged queue messages go to other consumers.
+    pub fn unsubscribe(
+        &mut self,
+        session: SessionId,
+        id: &str,
+        events: &mut dyn FnMut(BrokerEvent),
+    ) -> Result<(), BrokerError> {
+        let entry = self
+            .sessions
+            .get_mut(&session)
+            .ok_or(BrokerError::UnknownSession)?;
+        let sub = entry
+            .subscriptions
+            .remove(id)
+            .ok_or_else(|| BrokerError::UnknownSubscription(id.to_owned()))?;
+        let mut requeue = Vec::new();
+        entry.unacked.retain(|u| {
+            let mine = &*u.subscription == id;
+            if mine {
+                if let Some(q) = &u.queue {
+                    requeue.push((q.clone(), u.message_id, u.message.clone()));
+                }
+            }
+            !mine
+        });
+        let is_this = |(s, sid): &(SessionId, Arc<str>)| *s == session && &**sid == id;
+        match &sub.route {
+            Route::FanOut(key) => {
+                if let Some(subs) = self.fan_out.get_mut(key) {
+                    subs.retain(|s| !is_this(s));
+                    if subs.is_empty() {
+                        self.fan_out.remove(key);
+                    }
+                }
+            }
+            Route::Queue(name) => {
+                if let Some(q) = self.queues.get_mut(name) {
+                    q.consumers.retain(|s| !is_this(s));
+                }
+            }
+        }
+        self.requeue(requeue, events);
+        if let Route::Queue(name) = &sub.route {
+            self.forget_idle_queue(name);
+        }
+        Ok(())
+    }
+
+    /// Publishes a message from `from` to `destination`; returns its message id.
+    pub fn publish(
+        &mut self,
+        from: SessionId,
+        destination: &Destination,
+        publish: Publish,
+        events: &mut dyn FnMut(BrokerEvent),
+    ) -> Result<u64, BrokerError> {
+        let sender = self
+            .sessions
+            .get(&from)
+            .ok_or(BrokerError::UnknownSession)?
+            .user
+            .clone();
+        let (route, shown) = match destination {
+            Destination::Topic(_) => (
+                Route::FanOut(destination.to_string()),
+                destination.to_string(),
+            ),
+            Destination::Queue(name) => (Route::Queue(name.clone()), destination.to_string()),
+            Destination::UserQueue { queue, .. } => (
+                Route::FanOut(destination.to_string()),
+                format!("/user/queue/{queue}"),
+            ),
+            Destination::OwnUserQueue(_) => {
+                return Err(BrokerError::WrongUserDestination(
+                    "send to /user/USER/queue/NAME to reach a user",
+                ))
+            }
+        };
+        if let Route::Queue(name) = &route {
+            if self
+                .queues
+                .get(name)
+                .is_some_and(|q| q.held.len() >= self.limits.max_queue_depth)
+            {
+                return Err(BrokerError::QueueFull(name.clone()));
+            }
+        }
+        self.next_message_id += 1;
+        let id = self.next_message_id;
+        let mut headers = Vec::with_capacity(publish.headers.len() + 4);
+        headers.push(("destination".to_owned(), shown));
+        headers.push(("message-id".to_owned(), id.to_string()));
+        headers.push(("timestamp".to_owned(), publish.now_ms.to_string()));
+        headers.push(("sender".to_owned(), sender.to_string()));
+        headers.extend(publish.headers);
+        let message = Arc::new(SharedMessage::new(headers, publish.body));
+        match route {
+            Route::FanOut(key) => self.fan_out_to(&key, id, &message, events),
+            Route::Queue(name) => {
+                self.queues
+                    .entry(name.clone())
+                    .or_default()
+                    .held
+                    .push_back((id, message));
+                self.pump(&name, events);
+                self.forget_idle_queue(&name);
+            }
+        }
+        Ok(id)
+    }
+
+    /// Acknowledges: one message (`client-individual`) or it and all earlier ones of its
+    /// subscription (`client`).
+    pub fn ack(
+        &mut self,
+        session: SessionId,
+        which: &AckRef,
+        events: &mut dyn FnMut(BrokerEvent),
+    ) -> Result<(), BrokerError> {
+        let settled = self.settle(session, which)?;
+        let queues: Vec<String> = settled.into_iter().filter_map(|u| u.queue).collect();
+        for q in dedup(queues) {
+            self.pump(&q, events);
+            self.forget_idle_queue(&q);
+        }
+        Ok(())
+    }
+
+    /// Rejects like [`Broker::ack`] selects; queue messages are redelivered, preferably to another
+    /// consumer, topic messages are dropped.
+    pub fn nack(
+        &mut self,
+        session: SessionId,
+        which: &AckRef,
+        events: &mut dyn FnMut(BrokerEvent),
+    ) -> Result<(), BrokerError> {
+        let settled = self.settle(session, which)?;
+        let requeue = settled
+            .into_iter()
+            .filter_map(|u| u.queue.map(|q| (q, u.message_id, u.message)))
+            .collect();
+        self.requeue(requeue, events);
+        Ok(())
+    }
+
+    /// Messages held by `/queue/<name>`, for stats and tests.
+    pub fn queue_depth(&self, name: &str) -> usize {
+        self.queues.get(name).map_or(0, |q| q.held.len())
+    }
+
+    /// Removes the acknowledged entries from the session's unacked list.
+    fn settle(&mut self, session: SessionId, which: &AckRef) -> Result<Vec<Unacked>, BrokerError> {
+        let entry = self
+            .sessions
+            .get_mut(&session)
+            .ok_or(BrokerError::UnknownSession)?;
+        let unknown = || {
+            BrokerError::UnknownAck(match which {
+                AckRef::AckId(id) => id.to_string(),
+                AckRef::MessageId { message_id, .. } => message_id.to_string(),
+            })
+        };
+        let pos = entry
+            .unacked
+            .iter()
+            .position(|u| match which {
+                AckRef::AckId(id) => u.ack_id == *id,
+                AckRef::MessageId {
+                    message_id,
+                    subscription,
+                } => {
+                    u.message_id == *message_id
+                        && subscription
+                            .as_deref()
+                            .is_none_or(|s| s == &*u.subscription)
+                }
+            })
+            .ok_or_else(unknown)?;
+        let sub_id = entry.unacked[pos].subscription.clone();
+        let mode = entry
+            .subscriptions
+            .get(&sub_id)
+            .map_or(AckMode::ClientIndividual, |s| s.ack);
+        let mut settled = Vec::new();
+        if mode == AckMode::Client {
+            // Cumulative: this one and every earlier one of the same subscription.
+            let mut i = 0;
+            let mut remaining = pos + 1;
+            while remaining > 0 {
+                remaining -= 1;
+                if entry.unacked[i].subscription == sub_id {
+                    settled.extend(entry.unacked.remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+        } else {
+            settled.extend(entry.unacked.remove(pos));
+        }
+        if let Some(sub) = entry.subscriptions.get_mut(&sub_id) {
+            sub.unacked -= settled.len().min(sub.unacked);
+        }
+        Ok(settled)
+    }
+
+    fn fan_out_to(
+        &mut self,
+        key: &str,
+        id: u64,
+        message: &Arc<SharedMessage>,
+        events: &mut dyn FnMut(BrokerEvent),
+    ) {
+        let Some(subs) = self.fan_out.get(key) else {
+            return;
+        };
+        let max_unacked = self.limits.max_unacked;
+        for (session, sub_id) in subs {
+            let Some(entry) = self.sessions.get_mut(session) else {
+                continue;
+            };
+            let Some(sub) = entry.subscriptions.get_mut(sub_id) else {
+                continue;
+            };
+            let ack = match sub.ack {
+                AckMode::Auto => None,
+                _ if sub.unacked >= max_unacked => {
+                    events(BrokerEvent::Evict {
+                        session: *session,
+                        reason: "too many unacknowledged messages",
+                    });
+                    continue;
+                }
+                _ => Some(track(entry, sub_id, id, None, message)),
+            };
+            events(BrokerEvent::Deliver(Delivery {
+                session: *session,
+                subscription: sub_id.clone(),
+                ack,
+                message: message.clone(),
+            }));
+        }
+    }
+
+    /// Hands held messages of a queue to consumers with room, round-robin.
+    fn pump(&mut self, name: &str, events: &mut dyn FnMut(BrokerEvent)) {
+        let Some(queue) = self.queues.get_mut(name) else {
+            return;
+        };
+        let max_unacked = self.limits.max_unacked;
+        while !queue.held.is_empty() && !queue.consumers.is_empty() {
+            let n = queue.consumers.len();
+            let ready = (0..n).map(|k| (queue.next + k) % n).find(|&i| {
+                let (session, sub_id) = &queue.consumers[i];
+                let sub = self
+                    .sessions
+                    .get(session)
+                    .and_then(|e| e.subscriptions.get(sub_id));
+                sub.is_some_and(|s| s.ack == AckMode::Auto || s.unacked < max_unacked)
+            });
+            let Some(i) = ready else { break };
+            queue.next = (i + 1) % n;
+            let (session, sub_id) = queue.consumers[i].clone();
+            let Some((id, message)) = queue.held.pop_front() else {
+                break;
+            };
+            let Some(entry) = self.sessions.get_mut(&session) else {
+                continue;
+            };
+            let mode = entry
+                .subscriptions
+                .get(&sub_id)
+                .map_or(AckMode::Auto, |s| s.ack);
+            let ack =
+                (mode != AckMode::Auto).then(|| track(entry, &sub_id, id, Some(name), &message));
+            events(BrokerEvent::Deliver(Delivery {
+                session,
+                subscription: sub_id,
+                ack,
+                message,
+            }));
+        }
+    }
+
+    /// Puts messages back at the front of their queues, in their original order, and pumps.
+    fn requeue(
+        &mut self,
+        messages: Vec<(String, u64, Arc<SharedMessage>)>,
+        events: &mut dyn FnMut(BrokerEvent),
+    ) {
+        let mut names = Vec::new();
+        for (name, id, message) in messages.into_iter().rev() {
+            self.queues
+                .entry(name.clone())
+                .or_default()
+                .held
+                .push_front((id, message));
+            names.push(name);
+        }
+        for name in dedup(names) {
+            self.pump(&name, events);
+        }
+    }
+
+    /// Drops a queue's entry once it has neither consumers nor messages.
+    fn forget_idle_queue(&mut self, name: &str) {
+        if self
+            .queues
+            .get(name)
+            .is_some_and(|q| q.consumers.is_empty() && q.held.is_empty())
+        {
+            self.queues.remove(name);
+        }
+    }
+}
+
+/// Records a client-ack delivery and returns its ack id.
+fn track(
+    entry: &mut SessionEntry,
+    sub_id: &Arc<str>,
+    message_id: u64,
+    queue: Option<&str>,
+    message: &Arc<SharedMessage>,
+) -> u64 {
+    entry.next_ack += 1;
+    let ack_id = entry.next_ack;
+    if let Some(sub) = entry.subscriptions.get_mut(sub_id) {
+        sub.unacked += 1;
+    }
+    entry.unacked.push_back(Unacked {
+        ack_id,
+        message_id,
+        subscription: sub_id.clone(),
+        queue: queue.map(str::to_owned),
+        message: message.clone(),
+    });
+    ack_id
+}
+
+fn dedup(mut v: Vec<String>) -> Vec<String> {
+    v.sort_unstable();
+    v.dedup();
+    v
+}

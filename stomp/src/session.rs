@@ -1,0 +1,418 @@
+//! One client's STOMP session: CONNECT, version and heart-beat negotiation, receipts, errors,
+//! transactions, and translating frames into broker operations.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::broker::{AckMode, AckRef, Broker, BrokerError, BrokerEvent, Publish, SessionId};
+use crate::codec::{self, SharedMessage};
+use crate::destination::{valid_user, Destination};
+use crate::frame::{Command, Frame, Version};
+
+/// Headers a SEND may not pass through to subscribers: the broker sets them, or they only
+/// concern the sender's own frame.
+const RESERVED_HEADERS: [&str; 8] = [
+    "destination",
+    "message-id",
+    "subscription",
+    "ack",
+    "timestamp",
+    "sender",
+    "receipt",
+    "transaction",
+];
+/// Open transactions per session.
+const MAX_TRANSACTIONS: usize = 16;
+/// Frames buffered in one transaction.
+const MAX_TRANSACTION_FRAMES: usize = 1_000;
+
+/// What a server offers every session.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct SessionConfig {
+    /// The CONNECTED `server` header, e.g. `parley/0.1.0`.
+    pub server: String,
+    /// Server heart-beat (can send every, wants to receive every), in ms; 0 = not at all.
+    pub heart_beat: (u64, u64),
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            server: "parley".to_owned(),
+            heart_beat: (10_000, 10_000),
+        }
+    }
+}
+
+/// Negotiated heart-beating: how often the server must send, and how long the client may stay
+/// silent before it is considered dead (already including tolerance).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeartBeat {
+    /// Send something at least this often.
+    pub send_every: Option<Duration>,
+    /// Disconnect a client silent for longer than this.
+    pub expect_within: Option<Duration>,
+}
+
+/// After a frame: keep going, or write the replies and close.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep the connection.
+    Continue,
+    /// Flush the replies, then close (after DISCONNECT or an ERROR).
+    Close,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    AwaitingConnect,
+    Connected,
+    Closed,
+}
+
+/// A client's session. Frames from the client go into [`Session::handle`]; replies (CONNECTED,
+/// RECEIPT, ERROR) come out as encoded bytes; broker effects as events.
+pub struct Session {
+    id: SessionId,
+    config: Arc<SessionConfig>,
+    state: State,
+    version: Version,
+    user: Option<Arc<str>>,
+    heart_beat: HeartBeat,
+    transactions: HashMap<String, Vec<Frame>>,
+}
+
+/// An error answered with an ERROR frame, then a close.
+struct Refusal(String);
+
+impl From<BrokerError> for Refusal {
+    fn from(e: BrokerError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+impl Session {
+    /// A session for connection `id`.
+    pub fn new(id: SessionId, config: Arc<SessionConfig>) -> Self {
+        Self {
+            id,
+            config,
+            state: State::AwaitingConnect,
+            version: Version::V1_0,
+            user: None,
+            heart_beat: HeartBeat::default(),
+            transactions: HashMap::new(),
+        }
+    }
+
+    /// The negotiated version (1.0 until CONNECT).
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// The user name, once connected.
+    pub fn user(&self) -> Option<&Arc<str>> {
+        self.user.as_ref()
+    }
+
+    /// The negotiated heart-beat, once connected.
+    pub fn heart_beat(&self) -> HeartBeat {
+        self.heart_beat
+    }
+
+    /// True once CONNECTED was sent and until the session closes.
+    pub fn is_connected(&self) -> bool {
+        self.state == State::Connected
+    }
+
+    /// Handles one client frame; encoded replies are appended to `replies`.
+    pub fn handle(
+        &mut self,
+        frame: Frame,
+        broker: &mut Broker,
+        now_ms: u64,
+        replies: &mut Vec<Bytes>,
+        events: &mut dyn FnMut(BrokerEvent),
+    ) -> Flow {
+        let receipt = frame.get("receipt").map(str::to_owned);
+        let result = match self.state {
+            State::Closed => return Flow::Close,
+            State::AwaitingConnect => match frame.command {
+                Command::Connect | Command::Stomp => self.connect(&frame, broker, replies),
+                _ => Err(Refusal("the first frame must be CONNECT or STOMP".into())),
+            },
+            State::Connected => self.connected_frame(frame, broker, now_ms, events),
+        };
+        match result {
+            Ok(flow) => {
+                if let Some(id) = receipt.filter(|_| self.state != State::AwaitingConnect) {
+                    replies.push(codec::encode(
+                        &Frame::new(Command::Receipt).header("receipt-id", id),
+                        self.version,
+                    ));
+                }
+                if flow == Flow::Close {
+                    self.close(broker, events);
+                }
+                flow
+            }
+            Err(Refusal(message)) => {
+                replies.push(self.error_frame(&message, receipt));
+                self.close(broker, events);
+                Flow::Close
+            }
+        }
+    }
+
+    /// An ERROR frame for a problem found outside [`Session::handle`] (bad bytes, slow
+    /// consumer, shutdown). The caller then closes the connection and calls [`Session::close`].
+    pub fn error_frame(&self, message: &str, receipt: Option<String>) -> Bytes {
+        let mut frame = Frame::new(Command::Error).header("message", first_line(message));
+        if let Some(id) = receipt {
+            frame = frame.header("receipt-id", id);
+        }
+        let frame = frame
+            .header("content-type", "text/plain")
+            .body(Bytes::from(format!("{message}\n")));
+        codec::encode(&frame, self.version)
+    }
+
+    /// Ends the session in the broker (idempotent): open transactions are aborted, unacked queue
+    /// messages go to other consumers.
+    pub fn close(&mut self, broker: &mut Broker, events: &mut dyn FnMut(BrokerEvent)) {
+        if self.state == State::Connected {
+            broker.disconnect(self.id, events);
+        }
+        self.transactions.clear();
+        self.state = State::Closed;
+    }
+
+    /// The bytes of one delivery for this session: the per-subscriber prefix and the shared part.
+    pub fn message_parts(
+        &self,
+        subscription: &str,
+        ack: Option<u64>,
+        message: &SharedMessage,
+    ) -> [Bytes; 2] {
+        // 1.0/1.1 clients acknowledge by message-id; only 1.2 has the `ack` header.
+        let ack = ack
+            .filter(|_| self.version == Version::V1_2)
+            .map(|a| a.to_string());
+        [
+            SharedMessage::prefix(subscription, ack.as_deref(), self.version),
+            message.shared(self.version).clone(),
+        ]
+    }
+
+    fn connect(
+        &mut self,
+        frame: &Frame,
+        broker: &mut Broker,
+        replies: &mut Vec<Bytes>,
+    ) -> Result<Flow, Refusal> {
+        let version = Version::negotiate(frame.get("accept-version"))
+            .ok_or_else(|| Refusal("supported protocol versions are 1.0 1.1 1.2".into()))?;
+        // STOMP is a 1.1+ command; answer 1.0-only clients' STOMP frames in 1.0 anyway.
+        let (cx, cy) = match frame.get("heart-beat") {
+            None => (0, 0),
+            Some(v) => parse_heart_beat(v)
+                .ok_or_else(|| Refusal(format!("invalid heart-beat header {v:?}")))?,
+        };
+        let (sx, sy) = self.config.heart_beat;
+        let every = |a: u64, b: u64| (a != 0 && b != 0).then(|| Duration::from_millis(a.max(b)));
+        self.heart_beat = HeartBeat {
+            send_every: every(sx, cy),
+            // Tolerance: twice the interval, so one late beat is not a death sentence.
+            expect_within: every(cx, sy).map(|d| d * 2),
+        };
+        let user: Arc<str> = match frame.get("login").filter(|l| !l.is_empty()) {
+            Some(login) => valid_user(login)
+                .ok_or_else(|| Refusal("login must be 1-32 of letters, digits, _ - .".into()))?
+                .into(),
+            None => format!("guest-{}", self.id).into(),
+        };
+        self.version = version;
+        broker.connect(self.id, user.clone());
+        self.user = Some(user.clone());
+        self.state = State::Connected;
+        let connected = Frame::new(Command::Connected)
+            .header("version", version.as_str())
+            .header("server", self.config.server.clone())
+            .header("session", self.id.to_string())
+            .header("heart-beat", format!("{sx},{sy}"))
+            .header("user-name", user.to_string());
+        replies.push(codec::encode(&connected, version));
+        Ok(Flow::Continue)
+    }
+
+    fn connected_frame(
+        &mut self,
+        frame: Frame,
+        broker: &mut Broker,
+        now_ms: u64,
+        events: &mut dyn FnMut(BrokerEvent),
+    ) -> Result<Flow, Refusal> {
+        match frame.command {
+            Command::Connect | Command::Stomp => Err(Refusal("already connected".into())),
+            Command::Send | Command::Ack | Command::Nack => {
+                if let Some(tx) = frame.get("transaction") {
+                    let tx = tx.to_owned();
+                    let frames = self
+                        .transactions
+                        .get_mut(&tx)
+                        .ok_or_else(|| Refusal(format!("unknown transaction {tx:?}")))?;
+                    if frames.len() >= MAX_TRANSACTION_FRAMES {
+                        return Err(Refusal(format!(
+                            "more than {MAX_TRANSACTION_FRAMES} frames in transaction {tx:?}"
+                        )));
+                    }
+                    frames.push(frame);
+                    return Ok(Flow::Continue);
+                }
+                self.apply(&frame, broker, now_ms, events)?;
+                Ok(Flow::Continue)
+            }
+            Command::Subscribe => {
+                let destination = Destination::parse(required(&frame, "destination")?)
+                    .map_err(|e| Refusal(e.to_string()))?;
+                // 1.0 makes `id` optional; the destination then names the subscription.
+                let id = match (frame.get("id"), self.version) {
+                    (Some(id), _) => id,
+                    (None, Version::V1_0) => required(&frame, "destination")?,
+                    (None, _) => return Err(Refusal("SUBSCRIBE requires an id header".into())),
+                };
+                let ack = AckMode::parse(frame.get("ack")).ok_or_else(|| {
+                    Refusal("ack must be auto, client or client-individual".into())
+                })?;
+                broker.subscribe(self.id, id, &destination, ack, events)?;
+                Ok(Flow::Continue)
+            }
+            Command::Unsubscribe => {
+                let id = match (frame.get("id"), self.version) {
+                    (Some(id), _) => id,
+                    (None, Version::V1_0) => required(&frame, "destination")?,
+                    (None, _) => return Err(Refusal("UNSUBSCRIBE requires an id header".into())),
+                };
+                broker.unsubscribe(self.id, id, events)?;
+                Ok(Flow::Continue)
+            }
+            Command::Begin => {
+                let tx = required(&frame, "transaction")?;
+                if self.transactions.contains_key(tx) {
+                    return Err(Refusal(format!("transaction {tx:?} already started")));
+                }
+                if self.transactions.len() >= MAX_TRANSACTIONS {
+                    return Err(Refusal(format!(
+                        "more than {MAX_TRANSACTIONS} open transactions"
+                    )));
+                }
+                self.transactions.insert(tx.to_owned(), Vec::new());
+                Ok(Flow::Continue)
+            }
+            Command::Commit => {
+                let tx = required(&frame, "transaction")?;
+                let frames = self
+                    .transactions
+                    .remove(tx)
+                    .ok_or_else(|| Refusal(format!("unknown transaction {tx:?}")))?;
+                for f in &frames {
+                    self.apply(f, broker, now_ms, events)?;
+                }
+                Ok(Flow::Continue)
+            }
+            Command::Abort => {
+                let tx = required(&frame, "transaction")?;
+                self.transactions
+                    .remove(tx)
+                    .ok_or_else(|| Refusal(format!("unknown transaction {tx:?}")))?;
+                Ok(Flow::Continue)
+            }
+            Command::Disconnect => Ok(Flow::Close),
+            Command::Connected | Command::Message | Command::Receipt | Command::Error => Err(
+                Refusal(format!("{} is a server frame", frame.command.as_str())),
+            ),
+        }
+    }
+
+    /// Carries out a SEND, ACK or NACK (now, or at COMMIT).
+    fn apply(
+        &mut self,
+        frame: &Frame,
+        broker: &mut Broker,
+        now_ms: u64,
+        events: &mut dyn FnMut(BrokerEvent),
+    ) -> Result<(), Refusal> {
+        match frame.command {
+            Command::Send => {
+                let destination = Destination::parse(required(frame, "destination")?)
+                    .map_err(|e| Refusal(e.to_string()))?;
+                let mut headers = Vec::new();
+                for (name, value) in &frame.headers {
+                    let reserved =
+                        RESERVED_HEADERS.contains(&name.as_str()) || name == "content-length";
+                    // First occurrence wins, so repeats are not passed on.
+                    if !reserved && !headers.iter().any(|(n, _): &(String, String)| n == name) {
+                        headers.push((name.clone(), value.clone()));
+                    }
+                }
+                let publish = Publish {
+                    headers,
+                    body: frame.body.clone(),
+                    now_ms,
+                };
+                broker.publish(self.id, &destination, publish, events)?;
+            }
+            Command::Ack | Command::Nack => {
+                let which = self.ack_ref(frame)?;
+                if frame.command == Command::Ack {
+                    broker.ack(self.id, &which, events)?;
+                } else {
+                    broker.nack(self.id, &which, events)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn ack_ref(&self, frame: &Frame) -> Result<AckRef, Refusal> {
+        let number = |name: &str| -> Result<u64, Refusal> {
+            let v = required(frame, name)?;
+            v.parse()
+                .map_err(|_| Refusal(format!("no unacknowledged message {v:?}")))
+        };
+        Ok(match self.version {
+            Version::V1_2 => AckRef::AckId(number("id")?),
+            Version::V1_1 => AckRef::MessageId {
+                message_id: number("message-id")?,
+                subscription: Some(required(frame, "subscription")?.to_owned()),
+            },
+            Version::V1_0 => AckRef::MessageId {
+                message_id: number("message-id")?,
+                subscription: None,
+            },
+        })
+    }
+}
+
+fn required<'f>(frame: &'f Frame, name: &str) -> Result<&'f str, Refusal> {
+    frame.get(name).ok_or_else(|| {
+        Refusal(format!(
+            "{} requires a {name} header",
+            frame.command.as_str()
+        ))
+    })
+}
+
+fn parse_heart_beat(v: &str) -> Option<(u64, u64)> {
+    let (x, y) = v.split_once(',')?;
+    Some((x.trim().parse().ok()?, y.trim().parse().ok()?))
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or_default()
+}
