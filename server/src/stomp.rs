@@ -218,9 +218,18 @@ impl StompHub {
                     Err(error) => break 'conn Some(format!("malformed frame: {error}")),
                 }
             }
-            if let Err(error) = transport.flush(self.settings.write_timeout).await {
+            // A consumer too slow to take what it is sent blocks here; eviction cuts it loose
+            // at once instead of after the write timeout.
+            let flushed = tokio::select! {
+                flushed = transport.flush(self.settings.write_timeout) => flushed,
+                () = evicted.token.cancelled() => Err(io::Error::other("slow consumer evicted while writing")),
+            };
+            if let Err(error) = flushed {
                 debug!(%error, "STOMP write failed");
                 self.finish(id, &mut session);
+                transport
+                    .close(CloseCode::POLICY_VIOLATION, Duration::from_millis(100))
+                    .await;
                 return;
             }
             if transport.is_closed() {

@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod raw;
+pub mod stomp;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -15,8 +16,11 @@ use std::time::{Duration, Instant};
 /// How long [`ServerProcess::start`] waits for the `parley listening on ...` line.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Prefix of the single line the server prints on stdout once it is listening.
+/// Prefix of the line the server prints on stdout once it is listening.
 pub const LISTENING_PREFIX: &str = "parley listening on http://";
+
+/// Prefix of the line that follows it when STOMP over TCP is enabled.
+pub const STOMP_LISTENING_PREFIX: &str = "parley stomp listening on tcp://";
 
 /// The Cargo workspace root (the parent of this crate's manifest directory).
 pub fn workspace_root() -> PathBuf {
@@ -63,6 +67,7 @@ fn build_parley() -> PathBuf {
 pub struct ServerProcess {
     child: Child,
     addr: SocketAddr,
+    stomp_addr: SocketAddr,
     stderr: Arc<Mutex<Vec<u8>>>,
     stderr_thread: Option<JoinHandle<()>>,
 }
@@ -101,9 +106,14 @@ impl ServerProcess {
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let first = reader.read_line(&mut line).map(|_| line);
-            let _ = tx.send(first);
+            // The HTTP line, then the STOMP TCP line (the harness always enables STOMP TCP).
+            for _ in 0..2 {
+                let mut line = String::new();
+                let read = reader.read_line(&mut line).map(|_| line);
+                if tx.send(read).is_err() {
+                    return;
+                }
+            }
             // Keep draining so later output can never block the server or hit a closed pipe.
             let _ = std::io::copy(&mut reader, &mut std::io::sink());
         });
@@ -112,6 +122,7 @@ impl ServerProcess {
             child,
             // Placeholder until the listening line is parsed; never exposed before that.
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stomp_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             stderr,
             stderr_thread: Some(stderr_thread),
         };
@@ -138,7 +149,26 @@ impl ServerProcess {
             "listening line names {addr}, expected 127.0.0.1 and the real (non-zero) port"
         );
         server.addr = addr;
+        let line = match rx.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(Ok(line)) if !line.is_empty() => line,
+            _ => server.fail_startup("printed no STOMP listening line"),
+        };
+        let line = line.trim_end_matches(['\r', '\n']);
+        match line
+            .strip_prefix(STOMP_LISTENING_PREFIX)
+            .and_then(|rest| rest.parse().ok())
+        {
+            Some(stomp_addr) => server.stomp_addr = stomp_addr,
+            None => server.fail_startup(&format!(
+                "printed {line:?}, expected `{STOMP_LISTENING_PREFIX}ADDR`"
+            )),
+        }
         server
+    }
+
+    /// The STOMP-over-TCP address the server reported.
+    pub fn stomp_addr(&self) -> SocketAddr {
+        self.stomp_addr
     }
 
     fn fail_startup(&mut self, why: &str) -> ! {
