@@ -12,6 +12,17 @@ use bytes::Bytes;
 use crate::codec::SharedMessage;
 use crate::destination::Destination;
 
+/// Headers the broker sets on every MESSAGE; publishers cannot supply them.
+const BROKER_HEADERS: [&str; 7] = [
+    "destination",
+    "message-id",
+    "timestamp",
+    "sender",
+    "subscription",
+    "ack",
+    "content-length",
+];
+
 /// Identifies one client connection.
 pub type SessionId = u64;
 
@@ -214,14 +225,27 @@ impl Broker {
     /// Removes a session: its subscriptions end and its unacknowledged queue messages go to
     /// other consumers.
     pub fn disconnect(&mut self, session: SessionId, events: &mut dyn FnMut(BrokerEvent)) {
-        let Some(entry) = self.sessions.get(&session) else {
+        // Unroute every subscription before redelivering anything, so nothing is handed back to
+        // another subscription of the session that is leaving.
+        let Some(entry) = self.sessions.remove(&session) else {
             return;
         };
-        let ids: Vec<Arc<str>> = entry.subscriptions.keys().cloned().collect();
-        for id in ids {
-            let _ = self.unsubscribe(session, &id, events);
+        let requeue: Vec<_> = entry
+            .unacked
+            .into_iter()
+            .filter_map(|u| u.queue.map(|q| (q, u.message_id, u.message)))
+            .collect();
+        let mut queues = Vec::new();
+        for (id, sub) in &entry.subscriptions {
+            self.unroute(session, id, &sub.route);
+            if let Route::Queue(name) = &sub.route {
+                queues.push(name.clone());
+            }
         }
-        self.sessions.remove(&session);
+        self.requeue(requeue, None, events);
+        for name in dedup(queues) {
+            self.forget_idle_queue(&name);
+        }
     }
 
     /// Adds a subscription; a queue hands it held messages at once.
@@ -290,13 +314,13 @@ impl Broker {
             .sessions
             .get_mut(&session)
             .ok_or(BrokerError::UnknownSession)?;
-        let sub = entry
+        let (id, sub) = entry
             .subscriptions
-            .remove(id)
+            .remove_entry(id)
             .ok_or_else(|| BrokerError::UnknownSubscription(id.to_owned()))?;
         let mut requeue = Vec::new();
         entry.unacked.retain(|u| {
-            let mine = &*u.subscription == id;
+            let mine = u.subscription == id;
             if mine {
                 if let Some(q) = &u.queue {
                     requeue.push((q.clone(), u.message_id, u.message.clone()));
@@ -304,8 +328,18 @@ impl Broker {
             }
             !mine
         });
-        let is_this = |(s, sid): &(SessionId, Arc<str>)| *s == session && &**sid == id;
-        match &sub.route {
+        self.unroute(session, &id, &sub.route);
+        self.requeue(requeue, None, events);
+        if let Route::Queue(name) = &sub.route {
+            self.forget_idle_queue(name);
+        }
+        Ok(())
+    }
+
+    /// Removes one subscription from the fan-out table or its queue's consumers.
+    fn unroute(&mut self, session: SessionId, id: &Arc<str>, route: &Route) {
+        let is_this = |(s, sid): &(SessionId, Arc<str>)| *s == session && sid == id;
+        match route {
             Route::FanOut(key) => {
                 if let Some(subs) = self.fan_out.get_mut(key) {
                     subs.retain(|s| !is_this(s));
@@ -320,11 +354,6 @@ impl Broker {
                 }
             }
         }
-        self.requeue(requeue, events);
-        if let Route::Queue(name) = &sub.route {
-            self.forget_idle_queue(name);
-        }
-        Ok(())
     }
 
     /// Publishes a message from `from` to `destination`; returns its message id.
@@ -373,7 +402,14 @@ impl Broker {
         headers.push(("message-id".to_owned(), id.to_string()));
         headers.push(("timestamp".to_owned(), publish.now_ms.to_string()));
         headers.push(("sender".to_owned(), sender.to_string()));
-        headers.extend(publish.headers);
+        // The broker's own headers come first and first wins, but a caller's copies of them are
+        // dropped anyway: nobody may present a forged sender to a lenient client.
+        headers.extend(
+            publish
+                .headers
+                .into_iter()
+                .filter(|(name, _)| !BROKER_HEADERS.contains(&name.as_str())),
+        );
         let message = Arc::new(SharedMessage::new(headers, publish.body));
         match route {
             Route::FanOut(key) => self.fan_out_to(&key, id, &message, events),
@@ -416,11 +452,12 @@ impl Broker {
         events: &mut dyn FnMut(BrokerEvent),
     ) -> Result<(), BrokerError> {
         let settled = self.settle(session, which)?;
+        let avoid = settled.first().map(|u| (session, u.subscription.clone()));
         let requeue = settled
             .into_iter()
             .filter_map(|u| u.queue.map(|q| (q, u.message_id, u.message)))
             .collect();
-        self.requeue(requeue, events);
+        self.requeue(requeue, avoid.as_ref(), events);
         Ok(())
     }
 
@@ -524,20 +561,35 @@ impl Broker {
 
     /// Hands held messages of a queue to consumers with room, round-robin.
     fn pump(&mut self, name: &str, events: &mut dyn FnMut(BrokerEvent)) {
+        self.pump_avoiding(name, None, events);
+    }
+
+    /// [`Broker::pump`], handing messages to `avoid` only when no other consumer has room (a
+    /// NACKed message should go to someone else).
+    fn pump_avoiding(
+        &mut self,
+        name: &str,
+        avoid: Option<&(SessionId, Arc<str>)>,
+        events: &mut dyn FnMut(BrokerEvent),
+    ) {
         let Some(queue) = self.queues.get_mut(name) else {
             return;
         };
         let max_unacked = self.limits.max_unacked;
         while !queue.held.is_empty() && !queue.consumers.is_empty() {
             let n = queue.consumers.len();
-            let ready = (0..n).map(|k| (queue.next + k) % n).find(|&i| {
+            let has_room = |i: usize| {
                 let (session, sub_id) = &queue.consumers[i];
                 let sub = self
                     .sessions
                     .get(session)
                     .and_then(|e| e.subscriptions.get(sub_id));
                 sub.is_some_and(|s| s.ack == AckMode::Auto || s.unacked < max_unacked)
-            });
+            };
+            let order = || (0..n).map(|k| (queue.next + k) % n);
+            let ready = order()
+                .find(|&i| has_room(i) && avoid != Some(&queue.consumers[i]))
+                .or_else(|| order().find(|&i| has_room(i)));
             let Some(i) = ready else { break };
             queue.next = (i + 1) % n;
             let (session, sub_id) = queue.consumers[i].clone();
@@ -566,6 +618,7 @@ impl Broker {
     fn requeue(
         &mut self,
         messages: Vec<(String, u64, Arc<SharedMessage>)>,
+        avoid: Option<&(SessionId, Arc<str>)>,
         events: &mut dyn FnMut(BrokerEvent),
     ) {
         let mut names = Vec::new();
@@ -578,7 +631,7 @@ impl Broker {
             names.push(name);
         }
         for name in dedup(names) {
-            self.pump(&name, events);
+            self.pump_avoiding(&name, avoid, events);
         }
     }
 

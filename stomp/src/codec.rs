@@ -138,24 +138,28 @@ impl Decoder {
             }
             None => {
                 let from = p.body_start + p.searched;
-                match memchr::memchr(0, &buf[from..]) {
-                    Some(i) => from + i - p.body_start,
-                    None => {
-                        p.searched = buf.len() - p.body_start;
-                        if p.searched > self.limits.max_body {
-                            return Err(StompError::BodyTooLarge {
-                                size: p.searched,
-                                max: self.limits.max_body,
-                            });
-                        }
-                        if buf.len() > self.limits.max_frame {
-                            return Err(StompError::FrameTooLarge {
-                                max: self.limits.max_frame,
-                            });
-                        }
-                        return Ok(None);
-                    }
+                // The body seen so far (all of it once the NUL is found) against the limits; a
+                // partial body only grows, so the verdict does not depend on read boundaries.
+                let (body_len, complete) = match memchr::memchr(0, &buf[from..]) {
+                    Some(i) => (from + i - p.body_start, true),
+                    None => (buf.len() - p.body_start, false),
+                };
+                if body_len > self.limits.max_body {
+                    return Err(StompError::BodyTooLarge {
+                        size: body_len,
+                        max: self.limits.max_body,
+                    });
                 }
+                if p.body_start + body_len + 1 > self.limits.max_frame {
+                    return Err(StompError::FrameTooLarge {
+                        max: self.limits.max_frame,
+                    });
+                }
+                if !complete {
+                    p.searched = body_len;
+                    return Ok(None);
+                }
+                body_len
             }
         };
         let Some(PendingBody {
@@ -176,24 +180,26 @@ impl Decoder {
     /// header-count limits as lines arrive. Returns the head's length including the empty line.
     fn scan_head(&mut self, buf: &[u8]) -> Result<Option<usize>, StompError> {
         let limits = &self.limits;
+        let too_long = || StompError::HeaderLineTooLong {
+            max: limits.max_header_line,
+        };
         let mut line_start = self.scanned;
         loop {
+            // A line's length excludes its EOL. A partial line is measured the same way (a
+            // trailing CR may be the start of CRLF), so the verdict never depends on where a
+            // read happened to end.
             let Some(i) = memchr::memchr(b'\n', &buf[line_start..]) else {
-                if buf.len() - line_start > limits.max_header_line {
-                    return Err(StompError::HeaderLineTooLong {
-                        max: limits.max_header_line,
-                    });
+                if strip_cr(&buf[line_start..]).len() > limits.max_header_line {
+                    return Err(too_long());
                 }
                 self.scanned = line_start;
                 return Ok(None);
             };
             let line_end = line_start + i;
-            if line_end - line_start > limits.max_header_line + 1 {
-                return Err(StompError::HeaderLineTooLong {
-                    max: limits.max_header_line,
-                });
-            }
             let line = strip_cr(&buf[line_start..line_end]);
+            if line.len() > limits.max_header_line {
+                return Err(too_long());
+            }
             let next = line_end + 1;
             if line.is_empty() && line_start > 0 {
                 return Ok(Some(next));
@@ -264,6 +270,11 @@ fn parse_head(head: &[u8], version: Version) -> Result<(Frame, Option<usize>), S
 
 /// Undoes header escaping for `version` (`None`: the frame is not escaped).
 fn unescape(raw: &[u8], version: Option<Version>) -> Result<String, StompError> {
+    // Many clients split frames at NUL before parsing, so a NUL in a header we pass on could
+    // end a frame early at a subscriber: refuse it at the edge.
+    if raw.contains(&0) {
+        return Err(StompError::NulInHeader);
+    }
     let text = std::str::from_utf8(raw).map_err(|_| StompError::InvalidUtf8)?;
     let version = match version {
         Some(v) if v != Version::V1_0 && text.contains('\\') => v,
@@ -288,10 +299,19 @@ fn unescape(raw: &[u8], version: Option<Version>) -> Result<String, StompError> 
 }
 
 /// Appends `s` escaped for `version` (`None`: verbatim).
+///
+/// 1.0 has no escapes, so a line break that a 1.1/1.2 client escaped cannot be represented: it
+/// becomes a space rather than a way to inject headers or frames into 1.0 subscriptions.
 fn escape_into(out: &mut BytesMut, s: &str, version: Option<Version>) {
     let version = match version {
         Some(v) if v != Version::V1_0 => v,
-        _ => return out.put_slice(s.as_bytes()),
+        Some(_) => {
+            for b in s.bytes() {
+                out.put_u8(if b == b'\n' || b == b'\r' { b' ' } else { b });
+            }
+            return;
+        }
+        None => return out.put_slice(s.as_bytes()),
     };
     for b in s.bytes() {
         match b {

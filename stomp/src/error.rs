@@ -16,6 +16,9 @@ pub enum StompError {
     /// Headers must be UTF-8.
     #[error("header is not valid UTF-8")]
     InvalidUtf8,
+    /// A header contains NUL.
+    #[error("header contains NUL")]
+    NulInHeader,
     /// `content-length` is not a non-negative integer.
     #[error("invalid content-length header")]
     InvalidContentLength,
