@@ -227,3 +227,50 @@ async fn http_get(server: &ServerProcess, path: &str) -> String {
         .unwrap();
     out
 }
+
+/// Heart-beats as negotiated: the server beats at max(sx, cy) and drops a client silent for
+/// longer than twice max(cx, sy).
+#[tokio::test]
+async fn heart_beats_are_sent_and_silence_is_punished() {
+    let server = ServerProcess::start(&["--stomp-heart-beat", "300,400"]);
+    let mut stream = tokio::net::TcpStream::connect(server.stomp_addr())
+        .await
+        .unwrap();
+    use tokio::io::AsyncWriteExt;
+    // We can send every 500 ms and want beats every 200 ms: server→client max(300, 200) = 300 ms,
+    // client→server max(500, 400) = 500 ms, tolerance ×2 = 1 s.
+    stream
+        .write_all(b"CONNECT\naccept-version:1.2\nhost:/\nheart-beat:500,200\n\n\0")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut beats_before_error = 0;
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = timeout(WAIT, stream.read(&mut chunk))
+            .await
+            .expect("server went quiet")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        received.extend_from_slice(&chunk[..n]);
+        if !received.windows(5).any(|w| w == b"ERROR") {
+            beats_before_error = received.iter().filter(|&&b| b == b'\n').count();
+        }
+    }
+    let elapsed = started.elapsed();
+    let text = String::from_utf8_lossy(&received);
+    assert!(
+        text.starts_with("CONNECTED\n") && text.contains("heart-beat:300,400"),
+        "{text}"
+    );
+    assert!(text.contains("ERROR\nmessage:heart-beat timeout"), "{text}");
+    assert!(
+        (Duration::from_millis(900)..Duration::from_secs(3)).contains(&elapsed),
+        "silent client dropped after {elapsed:?}, expected about 1 s"
+    );
+    // CONNECTED has 6 lines; the rest before the ERROR are beats (~3 in 1 s at 300 ms).
+    assert!(beats_before_error >= 6 + 2, "too few heart-beats: {text:?}");
+}
