@@ -5,6 +5,7 @@
 //! as the socket.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -102,11 +103,46 @@ impl Server {
 
     /// Accepts connections until shutdown, then waits up to the grace period for them to end.
     pub async fn run(self: Arc<Self>, listener: TcpListener, stomp_listener: Option<TcpListener>) {
-        if let Some(stomp_listener) = stomp_listener {
-            let hub = self.stomp.clone();
-            let accept = hub.serve_tcp(stomp_listener, self.shutdown.clone(), self.tracker.clone());
-            self.tracker.spawn(accept);
+        let stomp_accept = stomp_listener.map(|l| {
+            tokio::spawn(
+                self.clone()
+                    .accept_loop(l, |server, stream, permit| async move {
+                        let _permit = permit;
+                        server
+                            .stomp
+                            .clone()
+                            .serve_tcp(stream, server.shutdown.clone())
+                            .await;
+                    }),
+            )
+        });
+        self.clone()
+            .accept_loop(listener, Self::serve_connection)
+            .await;
+        if let Some(task) = stomp_accept {
+            let _ = task.await;
         }
+        self.tracker.close();
+        // Drivers answer the cancellation within the grace period; the margin covers their flush.
+        let limit = self.settings.shutdown_grace + Duration::from_secs(1);
+        if tokio::time::timeout(limit, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                open = self.tracker.len(),
+                "connections still open after the grace period"
+            );
+        }
+    }
+
+    /// Accepts until shutdown; every connection, HTTP or STOMP, takes one permit of the
+    /// connection limit and runs as a tracked task.
+    async fn accept_loop<F, Fut>(self: Arc<Self>, listener: TcpListener, serve: F)
+    where
+        F: Fn(Arc<Self>, TcpStream, OwnedSemaphorePermit) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         loop {
             let accepted = tokio::select! {
                 () = self.shutdown.cancelled() => break,
@@ -126,24 +162,11 @@ impl Server {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let server = self.clone();
+            let connection = serve(self.clone(), stream, permit);
             self.tracker.spawn(async move {
-                server.serve_connection(stream, permit).await;
+                connection.await;
                 debug!(%peer, "connection closed");
             });
-        }
-        drop(listener);
-        self.tracker.close();
-        // Drivers answer the cancellation within the grace period; the margin covers their flush.
-        let limit = self.settings.shutdown_grace + Duration::from_secs(1);
-        if tokio::time::timeout(limit, self.tracker.wait())
-            .await
-            .is_err()
-        {
-            warn!(
-                open = self.tracker.len(),
-                "connections still open after the grace period"
-            );
         }
     }
 

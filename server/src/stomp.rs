@@ -20,11 +20,11 @@ use parley_stomp::broker::{Broker, BrokerEvent, BrokerLimits, Delivery, SessionI
 use parley_stomp::session::{Flow, Session, SessionConfig};
 use parley_stomp::{Decoder, Limits};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::ws::write_all;
 
@@ -119,38 +119,13 @@ impl StompHub {
         })
     }
 
-    /// Accepts STOMP over plain TCP until shutdown.
-    pub async fn serve_tcp(
-        self: Arc<Self>,
-        listener: TcpListener,
-        shutdown: CancellationToken,
-        tracker: tokio_util::task::TaskTracker,
-    ) {
-        loop {
-            let accepted = tokio::select! {
-                () = shutdown.cancelled() => break,
-                accepted = listener.accept() => accepted,
-            };
-            let (stream, peer) = match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    warn!(%error, "STOMP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let hub = self.clone();
-            let shutdown = shutdown.clone();
-            tracker.spawn(async move {
-                let transport = TcpTransport {
-                    stream,
-                    outbox: VecDeque::new(),
-                };
-                hub.run(transport, BytesMut::new(), shutdown).await;
-                debug!(%peer, "STOMP TCP connection closed");
-            });
-        }
+    /// Runs STOMP over one plain TCP connection.
+    pub async fn serve_tcp(self: Arc<Self>, stream: TcpStream, shutdown: CancellationToken) {
+        let transport = TcpTransport {
+            stream,
+            outbox: VecDeque::new(),
+        };
+        self.run(transport, BytesMut::new(), shutdown).await;
     }
 
     /// Runs STOMP over an upgraded WebSocket.

@@ -274,3 +274,15 @@ async fn heart_beats_are_sent_and_silence_is_punished() {
     // CONNECTED has 6 lines; the rest before the ERROR are beats (~3 in 1 s at 300 ms).
     assert!(beats_before_error >= 6 + 2, "too few heart-beats: {text:?}");
 }
+
+/// STOMP TCP connections count toward `--max-connections` like HTTP ones.
+#[tokio::test]
+async fn stomp_connections_share_the_connection_limit() {
+    let server = ServerProcess::start(&["--max-connections", "2"]);
+    let _a = StompClient::connect(server.stomp_addr(), "a").await;
+    let _b = StompClient::connect(server.stomp_addr(), "b").await;
+    let mut third = tokio::net::TcpStream::connect(server.stomp_addr()).await.unwrap();
+    let mut buf = Vec::new();
+    let n = timeout(WAIT, third.read_to_end(&mut buf)).await.expect("over-limit connection left open");
+    assert!(n.is_err() || buf.is_empty(), "over-limit connection was served: {buf:?}");
+}
