@@ -60,6 +60,15 @@ pub struct ServeArgs {
     #[arg(long, env = "PARLEY_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
 
+    /// Largest chat message body on /ws, in bytes [default: 65536].
+    #[arg(long, env = "PARLEY_MAX_BODY")]
+    pub max_body: Option<usize>,
+
+    /// Messages per second one /ws connection may send (bursts of twice that); 0 disables
+    /// [default: 1000].
+    #[arg(long, env = "PARLEY_RATE_LIMIT")]
+    pub rate_limit: Option<u32>,
+
     /// STOMP over plain TCP: an address, or `off` [default: 127.0.0.1:61613].
     #[arg(long, env = "PARLEY_STOMP_TCP")]
     pub stomp_tcp: Option<String>,
@@ -105,6 +114,10 @@ pub struct Settings {
     pub allowed_origins: Vec<String>,
     /// permessage-deflate accepted.
     pub deflate: bool,
+    /// Chat body limit on /ws.
+    pub max_body: usize,
+    /// Messages per second per /ws connection (0: unlimited).
+    pub rate_limit: u32,
     /// STOMP TCP listener, if enabled.
     pub stomp_tcp: Option<SocketAddr>,
     /// STOMP body limit.
@@ -162,6 +175,8 @@ impl ServeArgs {
                 .or(file.allowed_origins)
                 .unwrap_or_default(),
             deflate: self.deflate.or(file.deflate).unwrap_or(true),
+            max_body: self.max_body.or(file.max_body).unwrap_or(64 * 1024),
+            rate_limit: self.rate_limit.or(file.rate_limit).unwrap_or(1000),
             stomp_tcp: match self.stomp_tcp.or(file.stomp_tcp).as_deref() {
                 None => Some(([127, 0, 0, 1], 61613).into()),
                 Some("off") => None,

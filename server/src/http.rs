@@ -19,7 +19,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use parley_protocol::deflate::{DeflateConfig, DeflateParams};
 use parley_protocol::handshake::{self, HandshakeConfig, OriginPolicy};
-use parley_protocol::{Connection, Event, Limits};
+use parley_protocol::{Connection, Limits};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::config::Settings;
+use crate::raw::{RawClient, RawSettings};
 use crate::stomp::{StompHub, StompSettings};
 use crate::ws::{self, DriverConfig};
 
@@ -42,7 +43,9 @@ pub struct Server {
     settings: Settings,
     echo_handshake: HandshakeConfig,
     stomp_handshake: HandshakeConfig,
-    /// The STOMP broker and its sessions, shared by /stomp and the TCP listener.
+    raw_handshake: HandshakeConfig,
+    raw: Arc<RawSettings>,
+    /// The broker and its sessions, shared by /stomp, /ws and the STOMP TCP listener.
     stomp: Arc<StompHub>,
     /// Cancelled on SIGINT/SIGTERM: stop accepting, close every WebSocket with 1001.
     shutdown: CancellationToken,
@@ -53,16 +56,18 @@ pub struct Server {
 }
 
 /// WebSocket endpoints served on this port.
-#[derive(Clone, Copy, Debug)]
-enum Endpoint {
+#[derive(Clone, Debug)]
+enum WsEndpoint {
     Echo,
     Stomp,
+    /// The raw JSON protocol, with the client's chosen name.
+    Raw(Option<String>),
 }
 
 /// An accepted handshake whose upgraded socket is still to come.
 struct PendingUpgrade {
     on_upgrade: OnUpgrade,
-    endpoint: Endpoint,
+    endpoint: WsEndpoint,
     deflate: Option<DeflateParams>,
 }
 
@@ -90,6 +95,11 @@ impl Server {
             stomp_handshake: HandshakeConfig::default()
                 .with_origin(origin.clone())
                 .with_subprotocols(STOMP_SUBPROTOCOLS),
+            raw_handshake: HandshakeConfig::default().with_origin(origin.clone()),
+            raw: Arc::new(RawSettings {
+                max_body: settings.max_body,
+                rate_limit: settings.rate_limit,
+            }),
             echo_handshake: HandshakeConfig::default()
                 .with_origin(origin)
                 .with_deflate(deflate),
@@ -214,8 +224,17 @@ impl Server {
         let (endpoint, config) = match (req.method(), req.uri().path()) {
             (&Method::GET | &Method::HEAD, "/healthz") => return text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/stats") => return self.stats(),
-            (_, "/echo") if self.settings.echo => (Endpoint::Echo, &self.echo_handshake),
-            (_, "/stomp") => (Endpoint::Stomp, &self.stomp_handshake),
+            (_, "/echo") if self.settings.echo => (WsEndpoint::Echo, &self.echo_handshake),
+            (_, "/stomp") => (WsEndpoint::Stomp, &self.stomp_handshake),
+            (_, "/ws") => match name_from_query(req.uri().query()) {
+                Ok(name) => (WsEndpoint::Raw(name), &self.raw_handshake),
+                Err(InvalidName) => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        "invalid name: 1-32 of letters, digits, _ - .\n",
+                    )
+                }
+            },
             _ => return text(StatusCode::NOT_FOUND, "not found\n"),
         };
         match handshake::accept(&req, config) {
@@ -280,15 +299,17 @@ impl Server {
             Err(upgraded) => (Err(TokioIo::new(upgraded)), BytesMut::new()),
         };
         match pending.endpoint {
-            Endpoint::Echo => {
+            WsEndpoint::Echo => {
                 let max = self.settings.echo_max_message;
                 let conn = Connection::new(Limits::new(max, max), pending.deflate);
                 match io {
-                    Ok(tcp) => ws::drive(tcp, leftover, conn, cfg, shutdown, echo).await,
-                    Err(boxed) => ws::drive(boxed, leftover, conn, cfg, shutdown, echo).await,
+                    Ok(tcp) => ws::drive(tcp, leftover, conn, cfg, shutdown, &mut ws::Echo).await,
+                    Err(boxed) => {
+                        ws::drive(boxed, leftover, conn, cfg, shutdown, &mut ws::Echo).await
+                    }
                 }
             }
-            Endpoint::Stomp => {
+            WsEndpoint::Stomp => {
                 // One WebSocket message carries at most about a frame's worth of STOMP bytes.
                 let max = self.settings.stomp_max_body + 64 * 1024;
                 let conn = Connection::new(Limits::new(max, max), None);
@@ -298,17 +319,37 @@ impl Server {
                     Err(boxed) => hub.serve_websocket(boxed, leftover, conn, shutdown).await,
                 }
             }
+            WsEndpoint::Raw(name) => {
+                let max = self.settings.max_body.max(1 << 20) + 64 * 1024;
+                let conn = Connection::new(Limits::new(max, max), None);
+                let mut client = RawClient::open(self.stomp.clone(), self.raw.clone(), name);
+                match io {
+                    Ok(tcp) => ws::drive(tcp, leftover, conn, cfg, shutdown, &mut client).await,
+                    Err(boxed) => {
+                        ws::drive(boxed, leftover, conn, cfg, shutdown, &mut client).await
+                    }
+                }
+            }
         }
     }
 }
 
-/// The /echo endpoint: every message goes back as it came, text as text, binary as binary.
-fn echo(conn: &mut Connection, event: Event) {
-    if let Event::Message(message) = event {
-        // After our close frame went out, nothing more may be sent; dropping is correct.
-        let _ = conn.send(&message);
+/// The `name` a raw client picked in `/ws?name=…`: `Ok(None)` for a guest, or a 400 answer.
+fn name_from_query(query: Option<&str>) -> Result<Option<String>, InvalidName> {
+    let name = query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("name="));
+    match name {
+        None | Some("") => Ok(None),
+        Some(name) => parley_stomp::destination::valid_user(name)
+            .map(Some)
+            .ok_or(InvalidName),
     }
 }
+
+/// `/ws?name=` holds something that is not a user name.
+struct InvalidName;
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut resp = Response::new(Body::from(body));

@@ -2,6 +2,7 @@
 
 mod config;
 mod http;
+mod raw;
 mod stomp;
 mod ws;
 

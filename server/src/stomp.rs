@@ -16,7 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use parley_protocol::frame::{FrameHeader, OpCode};
 use parley_protocol::{CloseCode, Connection, Event, Message};
-use parley_stomp::broker::{Broker, BrokerEvent, BrokerLimits, Delivery, SessionId};
+use parley_stomp::broker::{Broker, BrokerEvent, BrokerLimits, Delivery, Publish, SessionId};
+use parley_stomp::destination::Destination;
 use parley_stomp::session::{Flow, Session, SessionConfig};
 use parley_stomp::{Decoder, Limits};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -88,12 +89,22 @@ struct Outbox {
 
 /// Set once when the hub decides a session must go.
 #[derive(Default)]
-struct Eviction {
+pub struct Eviction {
     reason: OnceLock<&'static str>,
     token: CancellationToken,
 }
 
 impl Eviction {
+    /// Cancelled once the session must be closed.
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    /// Why the session must be closed.
+    pub fn reason(&self) -> &'static str {
+        self.reason.get().copied().unwrap_or("evicted")
+    }
+
     fn evict(&self, reason: &'static str) -> bool {
         let first = self.reason.set(reason).is_ok();
         self.token.cancel();
@@ -155,18 +166,7 @@ impl StompHub {
         mut inbound: BytesMut,
         shutdown: CancellationToken,
     ) {
-        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let (tx, mut rx) = mpsc::channel(self.settings.outbox_capacity);
-        let evicted = Arc::new(Eviction::default());
-        self.lock().outboxes.insert(
-            id,
-            Outbox {
-                tx,
-                evicted: evicted.clone(),
-            },
-        );
-        self.stats.sessions.fetch_add(1, Ordering::Relaxed);
-
+        let (id, mut rx, evicted) = self.open_session();
         let mut session = Session::new(id, self.config.clone());
         let mut decoder = Decoder::new(self.settings.limits.clone());
         let mut replies = Vec::new();
@@ -291,30 +291,61 @@ impl StompHub {
             .await;
     }
 
-    /// Applies one client frame under the broker lock and dispatches what it causes.
+    /// Registers a new session's outbox: deliveries arrive on the receiver; the eviction is
+    /// cancelled when the session must go.
+    pub fn open_session(&self) -> (SessionId, mpsc::Receiver<Delivery>, Arc<Eviction>) {
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(self.settings.outbox_capacity);
+        let evicted = Arc::new(Eviction::default());
+        self.lock().outboxes.insert(
+            id,
+            Outbox {
+                tx,
+                evicted: evicted.clone(),
+            },
+        );
+        self.stats.sessions.fetch_add(1, Ordering::Relaxed);
+        (id, rx, evicted)
+    }
+
+    /// Runs `op` on the broker under the lock; its deliveries go to outboxes at once and the
+    /// presence changes it causes are announced before the lock is released.
+    pub fn apply<R>(&self, op: impl FnOnce(&mut Broker, &mut dyn FnMut(BrokerEvent)) -> R) -> R {
+        let now_ms = now_ms();
+        let mut guard = self.lock();
+        let HubInner { broker, outboxes } = &mut *guard;
+        let mut presence = Vec::new();
+        let result = op(broker, &mut |event| {
+            self.dispatch(outboxes, event, &mut presence)
+        });
+        self.announce(broker, outboxes, presence, now_ms);
+        result
+    }
+
+    /// Applies one client frame.
     fn handle(
         &self,
         session: &mut Session,
         frame: parley_stomp::Frame,
         replies: &mut Vec<Bytes>,
     ) -> Flow {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         let is_send = frame.command == parley_stomp::Command::Send;
-        let mut guard = self.lock();
-        let HubInner { broker, outboxes } = &mut *guard;
-        let flow = session.handle(frame, broker, now_ms, replies, &mut |event| {
-            self.dispatch(outboxes, event)
-        });
+        let flow =
+            self.apply(|broker, events| session.handle(frame, broker, now_ms(), replies, events));
         if is_send && flow == Flow::Continue {
             self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
         }
         flow
     }
 
-    /// Carries out one broker event; never blocks.
-    fn dispatch(&self, outboxes: &HashMap<SessionId, Outbox>, event: BrokerEvent) {
+    /// Carries out one broker event; never blocks. Presence changes are collected to be
+    /// announced once the operation that caused them is done.
+    fn dispatch(
+        &self,
+        outboxes: &HashMap<SessionId, Outbox>,
+        event: BrokerEvent,
+        presence: &mut Vec<BrokerEvent>,
+    ) {
         match event {
             BrokerEvent::Deliver(delivery) => {
                 let Some(outbox) = outboxes.get(&delivery.session) else {
@@ -344,6 +375,44 @@ impl StompHub {
                     }
                 }
             }
+            joined_or_left => presence.push(joined_or_left),
+        }
+    }
+
+    /// Publishes presence changes of rooms (`/topic/<room>`, no dot) to `/topic/<room>.presence`
+    /// with headers `user` and `event` (`join` or `leave`).
+    fn announce(
+        &self,
+        broker: &mut Broker,
+        outboxes: &HashMap<SessionId, Outbox>,
+        presence: Vec<BrokerEvent>,
+        now_ms: u64,
+    ) {
+        for event in presence {
+            let (topic, user, what) = match event {
+                BrokerEvent::Joined { topic, user } => (topic, user, "join"),
+                BrokerEvent::Left { topic, user } => (topic, user, "leave"),
+                _ => continue,
+            };
+            let Some(room) = topic.strip_prefix("/topic/").filter(|r| !r.contains('.')) else {
+                continue;
+            };
+            let Ok(destination) = Destination::parse(&format!("/topic/{room}.presence")) else {
+                continue;
+            };
+            let headers = vec![
+                ("user".to_owned(), user.to_string()),
+                ("event".to_owned(), what.to_owned()),
+            ];
+            let publish = Publish {
+                headers,
+                body: Bytes::new(),
+                now_ms,
+            };
+            // Presence announcements cause no further presence changes.
+            let _ = broker.publish_as(user, &destination, publish, &mut |e| {
+                self.dispatch(outboxes, e, &mut Vec::new())
+            });
         }
     }
 
@@ -354,11 +423,17 @@ impl StompHub {
 
     /// Removes the session from the broker (its unacked queue messages go elsewhere).
     fn finish(&self, id: SessionId, session: &mut Session) {
-        let mut guard = self.lock();
-        let HubInner { broker, outboxes } = &mut *guard;
-        outboxes.remove(&id);
-        session.close(broker, &mut |event| self.dispatch(outboxes, event));
-        drop(guard);
+        self.close_session(id, |broker, events| session.close(broker, events));
+    }
+
+    /// Drops a session's outbox, then runs `close` (which takes it out of the broker).
+    pub fn close_session(
+        &self,
+        id: SessionId,
+        close: impl FnOnce(&mut Broker, &mut dyn FnMut(BrokerEvent)),
+    ) {
+        self.lock().outboxes.remove(&id);
+        self.apply(close);
         self.stats.sessions.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -368,6 +443,13 @@ impl StompHub {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Wall-clock time in ms since the Unix epoch, for message timestamps.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn far_future() -> Instant {

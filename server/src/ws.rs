@@ -3,6 +3,7 @@
 //! One task per connection owns the socket and the protocol state, so neither needs a lock.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::time::Duration;
 
@@ -29,17 +30,53 @@ pub struct DriverConfig {
     pub close_timeout: Duration,
 }
 
-/// Runs the connection until it closes; `on_event` is the endpoint (echo, chat, STOMP…).
-pub async fn drive<S, F>(
+/// What a WebSocket endpoint (echo, raw chat…) does with a connection the driver runs.
+pub trait Endpoint {
+    /// Handles one event from the peer (pongs and close answers are already queued).
+    fn on_event(&mut self, conn: &mut Connection, event: Event);
+
+    /// Waits for something to send that did not come from the peer (e.g. a room message).
+    /// Endpoints that only answer never resolve.
+    fn outbound(&mut self) -> impl Future<Output = Outbound> + Send;
+
+    /// Called once the connection is over, however it ended.
+    fn finish(&mut self) {}
+}
+
+/// Something an endpoint wants to send on its own.
+pub enum Outbound {
+    /// Frames already encoded (the driver writes them as they are).
+    Frames(Vec<Bytes>),
+    /// Close the connection with this code and reason.
+    Close(CloseCode, String),
+}
+
+/// Runs the connection until it closes.
+pub async fn drive<S, E>(
     mut io: S,
     mut rbuf: BytesMut,
     mut conn: Connection,
     cfg: DriverConfig,
     shutdown: CancellationToken,
-    mut on_event: F,
+    endpoint: &mut E,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
-    F: FnMut(&mut Connection, Event),
+    E: Endpoint,
+{
+    drive_inner(&mut io, &mut rbuf, &mut conn, cfg, shutdown, endpoint).await;
+    endpoint.finish();
+}
+
+async fn drive_inner<S, E>(
+    io: &mut S,
+    rbuf: &mut BytesMut,
+    conn: &mut Connection,
+    cfg: DriverConfig,
+    shutdown: CancellationToken,
+    endpoint: &mut E,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+    E: Endpoint,
 {
     let mut outbox: VecDeque<Bytes> = VecDeque::new();
     let mut last_input = Instant::now();
@@ -47,8 +84,8 @@ pub async fn drive<S, F>(
     let mut close_deadline: Option<Instant> = None;
     loop {
         loop {
-            match conn.read(&mut rbuf) {
-                Ok(Some(event)) => on_event(&mut conn, event),
+            match conn.read(rbuf) {
+                Ok(Some(event)) => endpoint.on_event(conn, event),
                 Ok(None) => break,
                 Err(error) => {
                     debug!(%error, "failing WebSocket connection");
@@ -59,7 +96,7 @@ pub async fn drive<S, F>(
         while let Some(bytes) = conn.poll_transmit() {
             outbox.push_back(bytes);
         }
-        if let Err(error) = write_all(&mut io, &mut outbox, cfg.write_timeout).await {
+        if let Err(error) = write_all(io, &mut outbox, cfg.write_timeout).await {
             debug!(%error, "WebSocket write failed");
             return;
         }
@@ -81,12 +118,21 @@ pub async fn drive<S, F>(
                 cfg.idle_timeout / 2
             };
         let deadline = close_deadline.map_or(idle_deadline, |d| d.min(idle_deadline));
+        let closing = close_deadline.is_some();
         tokio::select! {
             biased;
-            () = shutdown.cancelled(), if close_deadline.is_none() => {
+            () = shutdown.cancelled(), if !closing => {
                 conn.close(CloseCode::GOING_AWAY, "server shutting down");
             }
-            read = io.read_buf(&mut rbuf) => match read {
+            out = endpoint.outbound(), if !closing => match out {
+                Outbound::Frames(frames) => {
+                    for frame in frames {
+                        let _ = conn.send_encoded(frame);
+                    }
+                }
+                Outbound::Close(code, reason) => conn.close(code, &reason),
+            },
+            read = io.read_buf(rbuf) => match read {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {
                     last_input = Instant::now();
@@ -107,6 +153,22 @@ pub async fn drive<S, F>(
                 }
             }
         }
+    }
+}
+
+/// The /echo endpoint: every message goes back as it came, text as text, binary as binary.
+pub struct Echo;
+
+impl Endpoint for Echo {
+    fn on_event(&mut self, conn: &mut Connection, event: Event) {
+        if let Event::Message(message) = event {
+            // After our close frame went out, nothing more may be sent; dropping is correct.
+            let _ = conn.send(&message);
+        }
+    }
+
+    fn outbound(&mut self) -> impl Future<Output = Outbound> + Send {
+        std::future::pending()
     }
 }
 

@@ -97,6 +97,20 @@ pub enum BrokerEvent {
         /// Human-readable reason.
         reason: &'static str,
     },
+    /// The user's first subscription to this topic began: they are present.
+    Joined {
+        /// The topic, e.g. `/topic/general`.
+        topic: String,
+        /// Who joined.
+        user: Arc<str>,
+    },
+    /// The user's last subscription to this topic ended.
+    Left {
+        /// The topic.
+        topic: String,
+        /// Who left.
+        user: Arc<str>,
+    },
 }
 
 /// Why the broker refused an operation; the session answers with an ERROR.
@@ -198,6 +212,8 @@ pub struct Broker {
     limits: BrokerLimits,
     sessions: HashMap<SessionId, SessionEntry>,
     fan_out: HashMap<String, Vec<(SessionId, Arc<str>)>>,
+    /// Per topic, each present user's number of subscriptions (several tabs are one member).
+    present: HashMap<String, HashMap<Arc<str>, usize>>,
     queues: HashMap<String, Queue>,
     next_message_id: u64,
 }
@@ -237,7 +253,7 @@ impl Broker {
             .collect();
         let mut queues = Vec::new();
         for (id, sub) in &entry.subscriptions {
-            self.unroute(session, id, &sub.route);
+            self.unroute(session, &entry.user, id, &sub.route, events);
             if let Route::Queue(name) = &sub.route {
                 queues.push(name.clone());
             }
@@ -290,7 +306,25 @@ impl Broker {
             },
         );
         match route {
-            Route::FanOut(key) => self.fan_out.entry(key).or_default().push((session, id)),
+            Route::FanOut(key) => {
+                if matches!(destination, Destination::Topic(_)) {
+                    let user = entry.user.clone();
+                    let count = self
+                        .present
+                        .entry(key.clone())
+                        .or_default()
+                        .entry(user.clone())
+                        .or_default();
+                    *count += 1;
+                    if *count == 1 {
+                        events(BrokerEvent::Joined {
+                            topic: key.clone(),
+                            user,
+                        });
+                    }
+                }
+                self.fan_out.entry(key).or_default().push((session, id));
+            }
             Route::Queue(name) => {
                 self.queues
                     .entry(name.clone())
@@ -318,6 +352,7 @@ impl Broker {
             .subscriptions
             .remove_entry(id)
             .ok_or_else(|| BrokerError::UnknownSubscription(id.to_owned()))?;
+        let user = entry.user.clone();
         let mut requeue = Vec::new();
         entry.unacked.retain(|u| {
             let mine = u.subscription == id;
@@ -328,7 +363,7 @@ impl Broker {
             }
             !mine
         });
-        self.unroute(session, &id, &sub.route);
+        self.unroute(session, &user, &id, &sub.route, events);
         self.requeue(requeue, None, events);
         if let Route::Queue(name) = &sub.route {
             self.forget_idle_queue(name);
@@ -337,7 +372,14 @@ impl Broker {
     }
 
     /// Removes one subscription from the fan-out table or its queue's consumers.
-    fn unroute(&mut self, session: SessionId, id: &Arc<str>, route: &Route) {
+    fn unroute(
+        &mut self,
+        session: SessionId,
+        user: &Arc<str>,
+        id: &Arc<str>,
+        route: &Route,
+        events: &mut dyn FnMut(BrokerEvent),
+    ) {
         let is_this = |(s, sid): &(SessionId, Arc<str>)| *s == session && sid == id;
         match route {
             Route::FanOut(key) => {
@@ -347,6 +389,21 @@ impl Broker {
                         self.fan_out.remove(key);
                     }
                 }
+                if let Some(users) = self.present.get_mut(key) {
+                    if let Some(count) = users.get_mut(user) {
+                        *count -= 1;
+                        if *count == 0 {
+                            users.remove(user);
+                            events(BrokerEvent::Left {
+                                topic: key.clone(),
+                                user: user.clone(),
+                            });
+                        }
+                    }
+                    if users.is_empty() {
+                        self.present.remove(key);
+                    }
+                }
             }
             Route::Queue(name) => {
                 if let Some(q) = self.queues.get_mut(name) {
@@ -354,6 +411,17 @@ impl Broker {
                 }
             }
         }
+    }
+
+    /// The users subscribed to a topic, sorted.
+    pub fn members(&self, topic: &Destination) -> Vec<Arc<str>> {
+        let mut users: Vec<Arc<str>> = self
+            .present
+            .get(&topic.to_string())
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        users.sort_unstable();
+        users
     }
 
     /// Publishes a message from `from` to `destination`; returns its message id.
@@ -370,6 +438,18 @@ impl Broker {
             .ok_or(BrokerError::UnknownSession)?
             .user
             .clone();
+        self.publish_as(sender, destination, publish, events)
+    }
+
+    /// Publishes on behalf of `sender` without a session: messages the server itself generates,
+    /// such as presence announcements.
+    pub fn publish_as(
+        &mut self,
+        sender: Arc<str>,
+        destination: &Destination,
+        publish: Publish,
+        events: &mut dyn FnMut(BrokerEvent),
+    ) -> Result<u64, BrokerError> {
         let (route, shown) = match destination {
             Destination::Topic(_) => (
                 Route::FanOut(destination.to_string()),

@@ -372,6 +372,7 @@ pub struct SharedMessage {
     body: Bytes,
     encoded: [OnceLock<Bytes>; 3],
     body_is_utf8: OnceLock<bool>,
+    other_wire: OnceLock<Bytes>,
 }
 
 impl SharedMessage {
@@ -382,6 +383,7 @@ impl SharedMessage {
             body,
             encoded: Default::default(),
             body_is_utf8: OnceLock::new(),
+            other_wire: OnceLock::new(),
         }
     }
 
@@ -395,6 +397,20 @@ impl SharedMessage {
         *self
             .body_is_utf8
             .get_or_init(|| std::str::from_utf8(&self.body).is_ok())
+    }
+
+    /// The same message in another wire format (e.g. a JSON WebSocket frame for non-STOMP
+    /// clients), built by `encode` on first use and shared by every later recipient.
+    pub fn other_wire(&self, encode: impl FnOnce(&Self) -> Bytes) -> &Bytes {
+        self.other_wire.get_or_init(|| encode(self))
+    }
+
+    /// A header of the shared part (first one wins).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The shared part for `version`, encoded on first use and then reused.

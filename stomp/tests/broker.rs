@@ -28,6 +28,13 @@ fn msg(body: &str) -> Publish {
     }
 }
 
+/// Records an event; presence (Joined/Left) is tested on its own and kept out of the way here.
+fn keep(events: &mut Vec<BrokerEvent>, e: BrokerEvent) {
+    if !matches!(e, BrokerEvent::Joined { .. } | BrokerEvent::Left { .. }) {
+        events.push(e);
+    }
+}
+
 /// A broker plus the events its operations reported, in order.
 struct Harness {
     broker: Broker,
@@ -62,13 +69,13 @@ impl Harness {
     ) -> Result<(), BrokerError> {
         let events = &mut self.events;
         self.broker
-            .subscribe(session, id, &dest(to), ack, &mut |e| events.push(e))
+            .subscribe(session, id, &dest(to), ack, &mut |e| keep(events, e))
     }
 
     fn unsubscribe(&mut self, session: SessionId, id: &str) -> Result<(), BrokerError> {
         let events = &mut self.events;
         self.broker
-            .unsubscribe(session, id, &mut |e| events.push(e))
+            .unsubscribe(session, id, &mut |e| keep(events, e))
     }
 
     fn publish(&mut self, from: SessionId, to: &str, body: &str) -> Result<u64, BrokerError> {
@@ -83,24 +90,24 @@ impl Harness {
     ) -> Result<u64, BrokerError> {
         let events = &mut self.events;
         self.broker
-            .publish(from, &dest(to), publish, &mut |e| events.push(e))
+            .publish(from, &dest(to), publish, &mut |e| keep(events, e))
     }
 
     fn ack(&mut self, session: SessionId, ack: u64) -> Result<(), BrokerError> {
         let events = &mut self.events;
         self.broker
-            .ack(session, &AckRef::AckId(ack), &mut |e| events.push(e))
+            .ack(session, &AckRef::AckId(ack), &mut |e| keep(events, e))
     }
 
     fn nack(&mut self, session: SessionId, ack: u64) -> Result<(), BrokerError> {
         let events = &mut self.events;
         self.broker
-            .nack(session, &AckRef::AckId(ack), &mut |e| events.push(e))
+            .nack(session, &AckRef::AckId(ack), &mut |e| keep(events, e))
     }
 
     fn disconnect(&mut self, session: SessionId) {
         let events = &mut self.events;
-        self.broker.disconnect(session, &mut |e| events.push(e));
+        self.broker.disconnect(session, &mut |e| keep(events, e));
     }
 
     /// Takes every event reported so far.
@@ -490,15 +497,17 @@ fn client_ack_by_message_id_is_cumulative_too() {
         Err(BrokerError::UnknownAck(_))
     ));
     h.broker
-        .ack(ALICE, &by_id(ids[1], Some("s")), &mut |e| events.push(e))
+        .ack(ALICE, &by_id(ids[1], Some("s")), &mut |e| {
+            keep(&mut events, e)
+        })
         .unwrap();
     assert!(matches!(
         h.broker
-            .ack(ALICE, &by_id(ids[0], None), &mut |e| events.push(e)),
+            .ack(ALICE, &by_id(ids[0], None), &mut |e| keep(&mut events, e)),
         Err(BrokerError::UnknownAck(_))
     ));
     h.broker
-        .ack(ALICE, &by_id(ids[2], None), &mut |e| events.push(e))
+        .ack(ALICE, &by_id(ids[2], None), &mut |e| keep(&mut events, e))
         .unwrap();
     assert!(events.is_empty());
 }
@@ -865,4 +874,56 @@ fn broker_headers_cannot_be_forged() {
         assert_eq!(f.get("content-length"), Some("5"));
         assert_eq!(&f.body[..], b"hello");
     }
+}
+
+/// Presence: a user joins a topic with their first subscription and leaves with their last, so
+/// several tabs are one member; queues have no presence.
+#[test]
+fn presence_counts_users_not_sessions() {
+    let mut broker = Broker::new(BrokerLimits::default());
+    let mut events = Vec::new();
+    broker.connect(1, "alice".into());
+    broker.connect(2, "alice".into());
+    broker.connect(3, "bob".into());
+    let general = dest("/topic/general");
+    let mut push = |e: BrokerEvent| events.push(e);
+    broker
+        .subscribe(1, "a", &general, AckMode::Auto, &mut push)
+        .unwrap();
+    broker
+        .subscribe(2, "a", &general, AckMode::Auto, &mut push)
+        .unwrap();
+    broker
+        .subscribe(3, "b", &general, AckMode::Auto, &mut push)
+        .unwrap();
+    broker
+        .subscribe(3, "q", &dest("/queue/jobs"), AckMode::Auto, &mut push)
+        .unwrap();
+    let members: Vec<String> = broker
+        .members(&general)
+        .iter()
+        .map(|u| u.to_string())
+        .collect();
+    assert_eq!(members, ["alice", "bob"]);
+    broker.unsubscribe(1, "a", &mut push).unwrap();
+    broker.disconnect(3, &mut push);
+    broker.disconnect(2, &mut push);
+    let seen: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            BrokerEvent::Joined { topic, user } => Some(format!("+{user}@{topic}")),
+            BrokerEvent::Left { topic, user } => Some(format!("-{user}@{topic}")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "+alice@/topic/general",
+            "+bob@/topic/general",
+            "-bob@/topic/general",
+            "-alice@/topic/general"
+        ]
+    );
+    assert!(broker.members(&general).is_empty());
 }

@@ -128,6 +128,8 @@ impl Model {
                     "queue consumers are never evicted ({session})"
                 )))
             }
+            // Presence concerns topics only; this model has queues.
+            BrokerEvent::Joined { .. } | BrokerEvent::Left { .. } => return Ok(()),
         };
         let (destination, message_id) = decode(&d.subscription, d.ack, &d.message);
         let (q, w) = self

@@ -140,6 +140,7 @@ impl World {
                         .push(Received { raw, frames });
                 }
                 BrokerEvent::Evict { session, .. } => self.evicted.push(session),
+                BrokerEvent::Joined { .. } | BrokerEvent::Left { .. } => {}
             }
         }
     }

@@ -281,8 +281,48 @@ async fn stomp_connections_share_the_connection_limit() {
     let server = ServerProcess::start(&["--max-connections", "2"]);
     let _a = StompClient::connect(server.stomp_addr(), "a").await;
     let _b = StompClient::connect(server.stomp_addr(), "b").await;
-    let mut third = tokio::net::TcpStream::connect(server.stomp_addr()).await.unwrap();
+    let mut third = tokio::net::TcpStream::connect(server.stomp_addr())
+        .await
+        .unwrap();
     let mut buf = Vec::new();
-    let n = timeout(WAIT, third.read_to_end(&mut buf)).await.expect("over-limit connection left open");
-    assert!(n.is_err() || buf.is_empty(), "over-limit connection was served: {buf:?}");
+    let n = timeout(WAIT, third.read_to_end(&mut buf))
+        .await
+        .expect("over-limit connection left open");
+    assert!(
+        n.is_err() || buf.is_empty(),
+        "over-limit connection was served: {buf:?}"
+    );
+}
+
+/// Joining a room (subscribing to `/topic/<room>`) is announced on `/topic/<room>.presence`:
+/// a user's first subscription joins, their last one leaves; several sessions are one member.
+#[tokio::test]
+async fn presence_is_announced_per_user() {
+    let server = ServerProcess::start(&[]);
+    let addr = server.stomp_addr();
+    let mut watcher = StompClient::connect(addr, "watcher").await;
+    watcher.subscribe("p", "/topic/general.presence").await;
+    let mut tab1 = StompClient::connect(addr, "alice").await;
+    tab1.subscribe("r", "/topic/general").await;
+    let joined = watcher.recv().await.expect("join");
+    assert_eq!(
+        (joined.header("user"), joined.header("event")),
+        ("alice", "join"),
+        "{joined:?}"
+    );
+    let mut tab2 = StompClient::connect(addr, "alice").await;
+    tab2.subscribe("r", "/topic/general").await;
+    drop(tab1);
+    tab2.send("DISCONNECT", &[("receipt", "bye")], b"").await;
+    assert_eq!(
+        tab2.recv().await.expect("receipt").header("receipt-id"),
+        "bye"
+    );
+    // Only the last session leaving is a leave; the second tab's join was no event at all.
+    let left = watcher.recv().await.expect("leave");
+    assert_eq!(
+        (left.header("user"), left.header("event")),
+        ("alice", "leave"),
+        "{left:?}"
+    );
 }

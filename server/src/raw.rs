@@ -1,0 +1,493 @@
+//! The raw WebSocket JSON protocol at `/ws`: one JSON object per text message.
+//!
+//! A raw client is a session of the same broker STOMP clients use, so rooms are shared: joining
+//! room `general` subscribes to `/topic/general` (plus `.typing` and `.presence`), sending
+//! publishes there, and a direct message goes to `/user/<name>/queue/messages`. Each message is
+//! turned into its JSON WebSocket frame once and that frame is shared by every raw recipient.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parley_protocol::frame::{self, OpCode};
+use parley_protocol::{CloseCode, Connection, Event, Message};
+use parley_stomp::broker::{AckMode, Delivery, Publish, SessionId};
+use parley_stomp::destination::{valid_user, Destination};
+use parley_stomp::SharedMessage;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::stomp::{now_ms, Eviction, StompHub};
+use crate::ws::{Endpoint, Outbound};
+
+/// Deliveries turned into frames per wake-up, so a busy client gets batched writes.
+const MAX_BATCH: usize = 256;
+/// Errors in a row after which a client is disconnected (1008) instead of answered.
+const MAX_ERRORS_IN_A_ROW: u32 = 20;
+/// The user queue direct messages go to.
+const DM_QUEUE: &str = "messages";
+
+/// Limits of the raw protocol.
+#[derive(Clone, Debug)]
+pub struct RawSettings {
+    /// Largest message body, in bytes.
+    pub max_body: usize,
+    /// Messages per second a connection may send; 0 disables the limit.
+    pub rate_limit: u32,
+}
+
+/// One raw client.
+pub struct RawClient {
+    hub: Arc<StompHub>,
+    settings: Arc<RawSettings>,
+    id: SessionId,
+    user: Arc<str>,
+    deliveries: mpsc::Receiver<Delivery>,
+    evicted: Arc<Eviction>,
+    rooms: HashSet<String>,
+    errors_in_a_row: u32,
+    bucket: TokenBucket,
+}
+
+/// A refusal: machine-readable code and a human-readable message.
+struct Refusal(&'static str, String);
+
+impl RawClient {
+    /// Registers a client named `name` (or a guest) with the hub.
+    pub fn open(hub: Arc<StompHub>, settings: Arc<RawSettings>, name: Option<String>) -> Self {
+        let (id, deliveries, evicted) = hub.open_session();
+        let user: Arc<str> = name.unwrap_or_else(|| format!("guest-{id}")).into();
+        hub.apply(|broker, events| {
+            broker.connect(id, user.clone());
+            let dms = Destination::OwnUserQueue(DM_QUEUE.to_owned());
+            let _ = broker.subscribe(id, "dm", &dms, AckMode::Auto, events);
+        });
+        let bucket = TokenBucket::new(settings.rate_limit);
+        Self {
+            hub,
+            settings,
+            id,
+            user,
+            deliveries,
+            evicted,
+            rooms: HashSet::new(),
+            errors_in_a_row: 0,
+            bucket,
+        }
+    }
+
+    /// Handles one client message; returns the reply, if any.
+    fn handle(&mut self, text: &[u8]) -> Result<Option<Value>, (Refusal, Option<String>)> {
+        let value: Value = serde_json::from_slice(text)
+            .map_err(|e| (Refusal("bad_json", format!("not valid JSON: {e}")), None))?;
+        let Value::Object(msg) = value else {
+            return Err((Refusal("bad_json", "expected a JSON object".into()), None));
+        };
+        let reference = msg.get("ref").and_then(Value::as_str).map(str::to_owned);
+        self.command(&msg).map_err(|refusal| (refusal, reference))
+    }
+
+    fn command(&mut self, msg: &Map<String, Value>) -> Result<Option<Value>, Refusal> {
+        if !self.bucket.take() {
+            return Err(Refusal(
+                "rate_limited",
+                format!("more than {} messages per second", self.settings.rate_limit),
+            ));
+        }
+        let kind = string(msg, "type")?;
+        match kind {
+            "ping" => Ok(Some(serde_json::json!({"type": "pong"}))),
+            "join" => self.join(msg),
+            "leave" => self.leave(msg),
+            "send" => self.send(msg),
+            "typing" => {
+                let room = self.joined_room(msg)?;
+                self.publish(&Destination::Topic(format!("{room}.typing")), Bytes::new())?;
+                Ok(None)
+            }
+            "history" => Err(Refusal(
+                "not_supported",
+                "history arrives with durable storage".into(),
+            )),
+            other => Err(Refusal(
+                "unknown_type",
+                format!("unknown message type {other:?}"),
+            )),
+        }
+    }
+
+    fn join(&mut self, msg: &Map<String, Value>) -> Result<Option<Value>, Refusal> {
+        let room = room_name(string(msg, "room")?)?;
+        if msg.contains_key("since") {
+            return Err(Refusal(
+                "not_supported",
+                "catch-up (since) arrives with durable storage".into(),
+            ));
+        }
+        let (id, topic) = (self.id, Destination::Topic(room.clone()));
+        if !self.rooms.contains(&room) {
+            // The room first, announced to the others as its own step, then its side channels,
+            // so we do not receive our own join.
+            let sub = format!("room:{room}");
+            self.hub
+                .apply(|broker, events| broker.subscribe(id, &sub, &topic, AckMode::Auto, events))
+                .map_err(|e| Refusal("join_failed", e.to_string()))?;
+            self.hub.apply(|broker, events| {
+                for channel in ["typing", "presence"] {
+                    let dest = Destination::Topic(format!("{room}.{channel}"));
+                    let _ = broker.subscribe(
+                        id,
+                        &format!("{channel}:{room}"),
+                        &dest,
+                        AckMode::Auto,
+                        events,
+                    );
+                }
+            });
+        }
+        let members = self.hub.apply(|broker, _| broker.members(&topic));
+        self.rooms.insert(room.clone());
+        let members: Vec<&str> = members.iter().map(|m| &**m).collect();
+        Ok(Some(
+            serde_json::json!({"type": "joined", "room": room, "members": members}),
+        ))
+    }
+
+    fn leave(&mut self, msg: &Map<String, Value>) -> Result<Option<Value>, Refusal> {
+        let room = self.joined_room(msg)?;
+        let id = self.id;
+        self.hub.apply(|broker, events| {
+            for sub in [
+                format!("presence:{room}"),
+                format!("typing:{room}"),
+                format!("room:{room}"),
+            ] {
+                let _ = broker.unsubscribe(id, &sub, events);
+            }
+        });
+        self.rooms.remove(&room);
+        Ok(None)
+    }
+
+    fn send(&mut self, msg: &Map<String, Value>) -> Result<Option<Value>, Refusal> {
+        let body = string(msg, "body")?;
+        if body.len() > self.settings.max_body {
+            return Err(Refusal(
+                "body_too_large",
+                format!("body exceeds {} bytes", self.settings.max_body),
+            ));
+        }
+        let destination = match (msg.get("room"), msg.get("to")) {
+            (Some(_), _) => Destination::Topic(self.joined_room(msg)?),
+            (None, Some(_)) => {
+                let to = string(msg, "to")?;
+                let user = valid_user(to)
+                    .ok_or_else(|| Refusal("invalid_user", format!("no such user name {to:?}")))?;
+                Destination::UserQueue {
+                    user,
+                    queue: DM_QUEUE.to_owned(),
+                }
+            }
+            (None, None) => {
+                return Err(Refusal(
+                    "missing_field",
+                    "send needs \"room\" or \"to\"".into(),
+                ))
+            }
+        };
+        let id = self.publish(&destination, Bytes::copy_from_slice(body.as_bytes()))?;
+        let mut ack = serde_json::json!({"type": "ack", "id": id.to_string()});
+        if let Some(reference) = msg.get("ref").and_then(Value::as_str) {
+            ack["ref"] = Value::from(reference);
+        }
+        Ok(Some(ack))
+    }
+
+    fn publish(&self, destination: &Destination, body: Bytes) -> Result<u64, Refusal> {
+        let headers = vec![(
+            "content-type".to_owned(),
+            "text/plain;charset=utf-8".to_owned(),
+        )];
+        let publish = Publish {
+            headers,
+            body,
+            now_ms: now_ms(),
+        };
+        let id = self.id;
+        self.hub
+            .apply(|broker, events| broker.publish(id, destination, publish, events))
+            .map_err(|e| Refusal("send_failed", e.to_string()))
+    }
+
+    fn joined_room(&self, msg: &Map<String, Value>) -> Result<String, Refusal> {
+        let room = room_name(string(msg, "room")?)?;
+        if !self.rooms.contains(&room) {
+            return Err(Refusal("not_joined", format!("join room {room:?} first")));
+        }
+        Ok(room)
+    }
+
+    /// The frame a delivery becomes for this client, or `None` for our own typing.
+    fn frame_for(&self, delivery: &Delivery) -> Option<Bytes> {
+        let message = &delivery.message;
+        let is_typing = message
+            .header("destination")
+            .is_some_and(|d| d.ends_with(".typing"));
+        if is_typing && message.header("sender") == Some(&*self.user) {
+            return None;
+        }
+        // A DM's "to" is its recipient: every session that receives it belongs to that user.
+        Some(message.other_wire(|m| json_frame(m, &self.user)).clone())
+    }
+}
+
+impl Endpoint for RawClient {
+    fn on_event(&mut self, conn: &mut Connection, event: Event) {
+        let text = match event {
+            Event::Message(Message::Text(text)) => text,
+            Event::Message(Message::Binary(_)) => {
+                let e = error_json(
+                    &Refusal("bad_json", "send JSON as text messages".into()),
+                    None,
+                );
+                self.errors_in_a_row += 1;
+                let _ = conn.send_encoded(frame::encode(OpCode::Text, &e));
+                return;
+            }
+            _ => return,
+        };
+        let reply = match self.handle(&text) {
+            Ok(reply) => {
+                self.errors_in_a_row = 0;
+                reply.map(|v| serde_json::to_vec(&v).unwrap_or_default())
+            }
+            Err((refusal, reference)) => {
+                self.errors_in_a_row += 1;
+                Some(error_json(&refusal, reference))
+            }
+        };
+        if let Some(reply) = reply {
+            let _ = conn.send_encoded(frame::encode(OpCode::Text, &reply));
+        }
+        if self.errors_in_a_row >= MAX_ERRORS_IN_A_ROW {
+            conn.close(CloseCode::POLICY_VIOLATION, "too many errors in a row");
+        }
+    }
+
+    async fn outbound(&mut self) -> Outbound {
+        {
+            tokio::select! {
+                biased;
+                () = self.evicted.token().cancelled() => {
+                    Outbound::Close(CloseCode::POLICY_VIOLATION, format!("slow consumer: {}", self.evicted.reason()))
+                }
+                delivery = self.deliveries.recv() => {
+                    let Some(first) = delivery else {
+                        return Outbound::Close(CloseCode::INTERNAL_ERROR, String::new());
+                    };
+                    let mut frames: Vec<Bytes> = self.frame_for(&first).into_iter().collect();
+                    while frames.len() < MAX_BATCH {
+                        let Ok(next) = self.deliveries.try_recv() else { break };
+                        frames.extend(self.frame_for(&next));
+                    }
+                    Outbound::Frames(frames)
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        let id = self.id;
+        self.hub
+            .close_session(id, |broker, events| broker.disconnect(id, events));
+    }
+}
+
+/// Room names: 1-128 of letters, digits, `_ -` (dots are kept for `.typing` / `.presence`).
+fn room_name(room: &str) -> Result<String, Refusal> {
+    let ok = (1..=128).contains(&room.len())
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(room.to_owned())
+    } else {
+        Err(Refusal(
+            "invalid_room",
+            "room names are 1-128 of letters, digits, _ -".into(),
+        ))
+    }
+}
+
+fn string<'m>(msg: &'m Map<String, Value>, field: &'static str) -> Result<&'m str, Refusal> {
+    match msg.get(field) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(Refusal(
+            "invalid_field",
+            format!("{field:?} must be a string"),
+        )),
+        None => Err(Refusal("missing_field", format!("missing field {field:?}"))),
+    }
+}
+
+fn error_json(refusal: &Refusal, reference: Option<String>) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Error<'a> {
+        r#type: &'static str,
+        code: &'static str,
+        message: &'a str,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+    }
+    let e = Error {
+        r#type: "error",
+        code: refusal.0,
+        message: &refusal.1,
+        reference,
+    };
+    serde_json::to_vec(&e).unwrap_or_default()
+}
+
+/// What a message, typing or presence announcement looks like to raw clients, `type` first.
+#[derive(Serialize)]
+struct Outgoing<'a> {
+    r#type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ts: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Encodes a broker message as the raw protocol's JSON, in a ready WebSocket text frame.
+fn json_frame(m: &SharedMessage, recipient: &str) -> Bytes {
+    let destination = m.header("destination").unwrap_or_default();
+    let sender = m.header("sender");
+    let mut out = Outgoing {
+        r#type: "message",
+        room: None,
+        to: None,
+        id: m.header("message-id"),
+        from: sender,
+        user: None,
+        event: None,
+        ts: m.header("timestamp").and_then(|t| t.parse().ok()),
+        body: Some(String::from_utf8_lossy(m.body())),
+    };
+    if let Some(topic) = destination.strip_prefix("/topic/") {
+        if let Some(room) = topic.strip_suffix(".typing") {
+            out = Outgoing {
+                r#type: "typing",
+                room: Some(room),
+                user: sender,
+                ..none()
+            };
+        } else if let Some(room) = topic.strip_suffix(".presence") {
+            out = Outgoing {
+                r#type: "presence",
+                room: Some(room),
+                user: m.header("user"),
+                event: m.header("event"),
+                ..none()
+            };
+        } else {
+            out.room = Some(topic);
+        }
+    } else {
+        out.to = Some(recipient);
+    }
+    frame::encode(OpCode::Text, &serde_json::to_vec(&out).unwrap_or_default())
+}
+
+fn none<'a>() -> Outgoing<'a> {
+    Outgoing {
+        r#type: "",
+        room: None,
+        to: None,
+        id: None,
+        from: None,
+        user: None,
+        event: None,
+        ts: None,
+        body: None,
+    }
+}
+
+/// Allows `rate` messages per second with bursts of twice that.
+struct TokenBucket {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32) -> Self {
+        let rate = f64::from(rate);
+        Self {
+            rate,
+            tokens: rate * 2.0,
+            last: Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        if self.rate == 0.0 {
+            return true;
+        }
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.rate * 2.0);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn bucket_allows_a_burst_then_the_rate() {
+        let mut b = TokenBucket::new(10);
+        assert_eq!(
+            (0..25).filter(|_| b.take()).count(),
+            20,
+            "burst of twice the rate"
+        );
+        b.last -= Duration::from_millis(500);
+        assert_eq!(
+            (0..25).filter(|_| b.take()).count(),
+            5,
+            "refilled at 10/s for 0.5 s"
+        );
+        let mut off = TokenBucket::new(0);
+        assert!((0..10_000).all(|_| off.take()));
+    }
+
+    #[test]
+    fn room_names() {
+        assert!(room_name("general").is_ok());
+        assert!(room_name("a.b").is_err());
+        assert!(room_name("").is_err());
+    }
+}
