@@ -20,6 +20,10 @@ pub struct ServeArgs {
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
+    /// Data directory: the SQLite database lives here [default: ./parley-data].
+    #[arg(long, env = "PARLEY_DATA")]
+    pub data: Option<PathBuf>,
+
     /// Address for HTTP and WebSocket [default: 127.0.0.1:8080].
     #[arg(long, env = "PARLEY_HTTP")]
     pub http: Option<SocketAddr>,
@@ -94,6 +98,8 @@ pub struct ServeArgs {
 /// Resolved settings: every field set.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// Data directory.
+    pub data: PathBuf,
     /// Listening address.
     pub http: SocketAddr,
     /// /echo enabled.
@@ -141,6 +147,10 @@ impl ServeArgs {
             None => ServeArgs::default(),
         };
         Ok(Settings {
+            data: self
+                .data
+                .or(file.data)
+                .unwrap_or_else(|| PathBuf::from("parley-data")),
             http: self
                 .http
                 .or(file.http)

@@ -26,11 +26,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use crate::api;
 use crate::config::Settings;
+use crate::journal::Journal;
 use crate::raw::{RawClient, RawSettings};
 use crate::stomp::{StompHub, StompSettings};
+use crate::store::Store;
 use crate::ws::{self, DriverConfig};
 
+/// Messages waiting for the storage writer before senders are told it is overloaded.
+const JOURNAL_CAPACITY: usize = 65_536;
 /// STOMP subprotocols, most preferred first.
 const STOMP_SUBPROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
 /// Largest request head hyper buffers (its minimum is 8 KiB).
@@ -73,23 +78,32 @@ struct PendingUpgrade {
 
 impl Server {
     /// Builds the shared state from resolved settings.
-    pub fn new(settings: Settings, shutdown: CancellationToken) -> Arc<Self> {
+    pub fn new(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Arc<Self>> {
         let origin = if settings.allowed_origins.is_empty() {
             OriginPolicy::AllowAny
         } else {
             OriginPolicy::AllowList(settings.allowed_origins.clone())
         };
         let deflate = settings.deflate.then(DeflateConfig::default);
-        let stomp = StompHub::new(StompSettings {
-            limits: parley_stomp::Limits::default().with_max_body(settings.stomp_max_body),
-            broker: Default::default(),
-            heart_beat: settings.stomp_heart_beat,
-            outbox_capacity: settings.stomp_outbox,
-            connect_timeout: settings.handshake_timeout,
-            write_timeout: settings.write_timeout,
-            idle_timeout: settings.idle_timeout,
-        });
-        Arc::new(Self {
+        let journal = Journal::start(store.clone(), JOURNAL_CAPACITY);
+        let stomp = StompHub::new(
+            StompSettings {
+                limits: parley_stomp::Limits::default().with_max_body(settings.stomp_max_body),
+                broker: Default::default(),
+                heart_beat: settings.stomp_heart_beat,
+                outbox_capacity: settings.stomp_outbox,
+                connect_timeout: settings.handshake_timeout,
+                write_timeout: settings.write_timeout,
+                idle_timeout: settings.idle_timeout,
+            },
+            store,
+            journal,
+        )?;
+        Ok(Arc::new(Self {
             // STOMP frames are encoded once for every subscriber, so /stomp declines deflate:
             // compressing per connection would undo that.
             stomp_handshake: HandshakeConfig::default()
@@ -108,7 +122,7 @@ impl Server {
             tracker: TaskTracker::new(),
             shutdown,
             settings,
-        })
+        }))
     }
 
     /// Accepts connections until shutdown, then waits up to the grace period for them to end.
@@ -185,9 +199,17 @@ impl Server {
         let service = {
             let server = self.clone();
             let upgrade = upgrade.clone();
-            service_fn(move |req| {
-                let response = server.route(req, &upgrade);
-                async move { Ok::<_, Infallible>(response) }
+            service_fn(move |req: Request<Incoming>| {
+                let server = server.clone();
+                let upgrade = upgrade.clone();
+                async move {
+                    if req.uri().path().starts_with("/api/") {
+                        return Ok::<_, Infallible>(
+                            api::handle(server.stomp.store().clone(), req).await,
+                        );
+                    }
+                    Ok(server.route(req, &upgrade))
+                }
             })
         };
         let conn = http1::Builder::new()

@@ -1,12 +1,16 @@
 //! `parley`: the Parley chat server binary.
 
+mod api;
 mod config;
 mod http;
+mod journal;
 mod raw;
 mod stomp;
+mod store;
 mod ws;
 
 use std::io::Write as _;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -79,7 +83,8 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(signals.cancel_on_signal(shutdown.clone()));
-    Server::new(settings, shutdown)
+    let store: Arc<dyn store::Store> = Arc::new(store::SqliteStore::open(&settings.data)?);
+    Server::new(settings, store, shutdown)?
         .run(listener, stomp_listener)
         .await;
     info!("shut down");

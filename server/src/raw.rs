@@ -5,27 +5,30 @@
 //! publishes there, and a direct message goes to `/user/<name>/queue/messages`. Each message is
 //! turned into its JSON WebSocket frame once and that frame is shared by every raw recipient.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use parley_protocol::frame::{self, OpCode};
 use parley_protocol::{CloseCode, Connection, Event, Message};
-use parley_stomp::broker::{AckMode, Delivery, Publish, SessionId};
+use parley_stomp::broker::{AckMode, Delivery, Publish, Published, Receipt, SessionId};
 use parley_stomp::destination::{valid_user, Destination};
 use parley_stomp::SharedMessage;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::stomp::{now_ms, Eviction, StompHub};
+use crate::api::MessageJson;
+use crate::stomp::{now_ms, Eviction, SessionChannels, StompHub};
 use crate::ws::{Endpoint, Outbound};
 
 /// Deliveries turned into frames per wake-up, so a busy client gets batched writes.
 const MAX_BATCH: usize = 256;
 /// Errors in a row after which a client is disconnected (1008) instead of answered.
 const MAX_ERRORS_IN_A_ROW: u32 = 20;
+/// Most messages one catch-up replays; older ones are fetched with `history`.
+const MAX_REPLAY: usize = 10_000;
 /// The user queue direct messages go to.
 const DM_QUEUE: &str = "messages";
 
@@ -45,6 +48,11 @@ pub struct RawClient {
     id: SessionId,
     user: Arc<str>,
     deliveries: mpsc::Receiver<Delivery>,
+    /// Acks that come back once messages are durable, and history answers.
+    control: mpsc::Receiver<Bytes>,
+    control_tx: mpsc::Sender<Bytes>,
+    /// Catch-up replays to write, in order, before any live delivery.
+    replays: VecDeque<oneshot::Receiver<Vec<Bytes>>>,
     evicted: Arc<Eviction>,
     rooms: HashSet<String>,
     errors_in_a_row: u32,
@@ -57,7 +65,13 @@ struct Refusal(&'static str, String);
 impl RawClient {
     /// Registers a client named `name` (or a guest) with the hub.
     pub fn open(hub: Arc<StompHub>, settings: Arc<RawSettings>, name: Option<String>) -> Self {
-        let (id, deliveries, evicted) = hub.open_session();
+        let SessionChannels {
+            id,
+            deliveries,
+            control,
+            control_tx,
+            evicted,
+        } = hub.open_session();
         let user: Arc<str> = name.unwrap_or_else(|| format!("guest-{id}")).into();
         hub.apply(|broker, events| {
             broker.connect(id, user.clone());
@@ -71,6 +85,9 @@ impl RawClient {
             id,
             user,
             deliveries,
+            control,
+            control_tx,
+            replays: VecDeque::new(),
             evicted,
             rooms: HashSet::new(),
             errors_in_a_row: 0,
@@ -104,13 +121,16 @@ impl RawClient {
             "send" => self.send(msg),
             "typing" => {
                 let room = self.joined_room(msg)?;
-                self.publish(&Destination::Topic(format!("{room}.typing")), Bytes::new())?;
+                self.publish(
+                    &Destination::Topic(format!("{room}.typing")),
+                    Publish {
+                        now_ms: now_ms(),
+                        ..Publish::default()
+                    },
+                )?;
                 Ok(None)
             }
-            "history" => Err(Refusal(
-                "not_supported",
-                "history arrives with durable storage".into(),
-            )),
+            "history" => self.history(msg),
             other => Err(Refusal(
                 "unknown_type",
                 format!("unknown message type {other:?}"),
@@ -120,20 +140,22 @@ impl RawClient {
 
     fn join(&mut self, msg: &Map<String, Value>) -> Result<Option<Value>, Refusal> {
         let room = room_name(string(msg, "room")?)?;
-        if msg.contains_key("since") {
-            return Err(Refusal(
-                "not_supported",
-                "catch-up (since) arrives with durable storage".into(),
-            ));
-        }
+        let since = msg.get("since").map(message_id).transpose()?;
         let (id, topic) = (self.id, Destination::Topic(room.clone()));
         if !self.rooms.contains(&room) {
             // The room first, announced to the others as its own step, then its side channels,
-            // so we do not receive our own join.
+            // so we do not receive our own join. The last id is read in the same step as the
+            // subscription: everything after it arrives live, everything up to it is replayed.
             let sub = format!("room:{room}");
-            self.hub
-                .apply(|broker, events| broker.subscribe(id, &sub, &topic, AckMode::Auto, events))
-                .map_err(|e| Refusal("join_failed", e.to_string()))?;
+            let last = self
+                .hub
+                .apply(|broker, events| {
+                    broker.subscribe(id, &sub, &topic, AckMode::Auto, events)?;
+                    Ok(broker.room_last_id(&room))
+                })
+                .map_err(|e: parley_stomp::broker::BrokerError| {
+                    Refusal("join_failed", e.to_string())
+                })?;
             self.hub.apply(|broker, events| {
                 for channel in ["typing", "presence"] {
                     let dest = Destination::Topic(format!("{room}.{channel}"));
@@ -146,6 +168,10 @@ impl RawClient {
                     );
                 }
             });
+            if let Some(since) = since.filter(|&s| s < last) {
+                self.replays
+                    .push_back(self.replay(room.clone(), since, last));
+            }
         }
         let members = self.hub.apply(|broker, _| broker.members(&topic));
         self.rooms.insert(room.clone());
@@ -153,6 +179,75 @@ impl RawClient {
         Ok(Some(
             serde_json::json!({"type": "joined", "room": room, "members": members}),
         ))
+    }
+
+    /// Fetches the messages `since < id <= last` of `room` once everything up to `last` is
+    /// durable; live deliveries wait until these frames are written.
+    fn replay(&self, room: String, since: u64, last: u64) -> oneshot::Receiver<Vec<Bytes>> {
+        let (frames_tx, frames_rx) = oneshot::channel();
+        let (durable_tx, durable_rx) = oneshot::channel();
+        self.hub.journal().barrier(Box::new(move |ok| {
+            let _ = durable_tx.send(ok);
+        }));
+        let store = self.hub.store().clone();
+        tokio::spawn(async move {
+            let _ = durable_rx.await;
+            let limit = usize::try_from(last - since)
+                .unwrap_or(MAX_REPLAY)
+                .min(MAX_REPLAY);
+            let read = tokio::task::spawn_blocking(move || store.after(&room, since, limit)).await;
+            let frames = match read {
+                Ok(Ok(messages)) => messages
+                    .iter()
+                    .filter(|m| m.id <= last)
+                    .map(|m| {
+                        frame::encode(
+                            OpCode::Text,
+                            &serde_json::to_vec(&MessageJson::from(m)).unwrap_or_default(),
+                        )
+                    })
+                    .collect(),
+                _ => vec![frame::encode(
+                    OpCode::Text,
+                    &error_json(&Refusal("storage_error", "catch-up failed".into()), None),
+                )],
+            };
+            let _ = frames_tx.send(frames);
+        });
+        frames_rx
+    }
+
+    fn history(&self, msg: &Map<String, Value>) -> Result<Option<Value>, Refusal> {
+        let room = room_name(string(msg, "room")?)?;
+        let before = msg.get("before").map(message_id).transpose()?;
+        let limit = msg
+            .get("limit")
+            .and_then(Value::as_u64)
+            .unwrap_or(50)
+            .clamp(1, 500) as usize;
+        let store = self.hub.store().clone();
+        let reply = self.control_tx.clone();
+        tokio::spawn(async move {
+            let name = room.clone();
+            let read =
+                tokio::task::spawn_blocking(move || store.before(&name, before, limit)).await;
+            let json = match read {
+                Ok(Ok(messages)) => {
+                    let messages: Vec<MessageJson<'_>> =
+                        messages.iter().map(MessageJson::from).collect();
+                    serde_json::to_vec(
+                        &serde_json::json!({"type": "history", "room": room, "messages": messages}),
+                    )
+                    .unwrap_or_default()
+                }
+                _ => error_json(
+                    &Refusal("storage_error", "history is unavailable".into()),
+                    None,
+                ),
+            };
+            let _ = reply.send(frame::encode(OpCode::Text, &json)).await;
+        });
+        Ok(None)
     }
 
     fn leave(&mut self, msg: &Map<String, Value>) -> Result<Option<Value>, Refusal> {
@@ -197,24 +292,40 @@ impl RawClient {
                 ))
             }
         };
-        let id = self.publish(&destination, Bytes::copy_from_slice(body.as_bytes()))?;
-        let mut ack = serde_json::json!({"type": "ack", "id": id.to_string()});
-        if let Some(reference) = msg.get("ref").and_then(Value::as_str) {
-            ack["ref"] = Value::from(reference);
-        }
-        Ok(Some(ack))
-    }
-
-    fn publish(&self, destination: &Destination, body: Bytes) -> Result<u64, Refusal> {
+        let reference = msg.get("ref").and_then(Value::as_str).map(str::to_owned);
+        let ack = move |id: u64| {
+            let mut ack = serde_json::json!({"type": "ack", "id": id.to_string()});
+            if let Some(reference) = &reference {
+                ack["ref"] = Value::from(reference.as_str());
+            }
+            ack
+        };
+        // A room message is acknowledged once it is durable: the ack travels with it to storage.
+        let durable_ack = {
+            let ack = ack.clone();
+            Receipt(Arc::new(move |id| {
+                frame::encode(
+                    OpCode::Text,
+                    &serde_json::to_vec(&ack(id)).unwrap_or_default(),
+                )
+            }))
+        };
         let headers = vec![(
             "content-type".to_owned(),
             "text/plain;charset=utf-8".to_owned(),
         )];
+        let body = Bytes::copy_from_slice(body.as_bytes());
         let publish = Publish {
             headers,
             body,
             now_ms: now_ms(),
+            receipt: Some(durable_ack),
         };
+        let published = self.publish(&destination, publish)?;
+        Ok((!published.stored).then(|| ack(published.id)))
+    }
+
+    fn publish(&self, destination: &Destination, publish: Publish) -> Result<Published, Refusal> {
         let id = self.id;
         self.hub
             .apply(|broker, events| broker.publish(id, destination, publish, events))
@@ -277,12 +388,19 @@ impl Endpoint for RawClient {
     }
 
     async fn outbound(&mut self) -> Outbound {
+        if let Some(replay) = self.replays.front_mut() {
+            // Polling the receiver by reference keeps it if the driver wakes for something else.
+            let frames = replay.await.unwrap_or_default();
+            self.replays.pop_front();
+            return Outbound::Frames(frames);
+        }
         {
             tokio::select! {
                 biased;
                 () = self.evicted.token().cancelled() => {
                     Outbound::Close(CloseCode::POLICY_VIOLATION, format!("slow consumer: {}", self.evicted.reason()))
                 }
+                Some(ack) = self.control.recv() => Outbound::Frames(vec![ack]),
                 delivery = self.deliveries.recv() => {
                     let Some(first) = delivery else {
                         return Outbound::Close(CloseCode::INTERNAL_ERROR, String::new());
@@ -319,6 +437,16 @@ fn room_name(room: &str) -> Result<String, Refusal> {
             "room names are 1-128 of letters, digits, _ -".into(),
         ))
     }
+}
+
+/// A message id, given as a string (as the server sends them) or a number.
+fn message_id(v: &Value) -> Result<u64, Refusal> {
+    match v {
+        Value::String(s) => s.parse().ok(),
+        Value::Number(n) => n.as_u64(),
+        _ => None,
+    }
+    .ok_or_else(|| Refusal("invalid_field", "message ids are decimal numbers".into()))
 }
 
 fn string<'m>(msg: &'m Map<String, Value>, field: &'static str) -> Result<&'m str, Refusal> {

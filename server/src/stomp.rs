@@ -25,8 +25,10 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
+use crate::journal::{Completion, Journal};
+use crate::store::{Store, StoredMessage};
 use crate::ws::write_all;
 
 /// Read granularity.
@@ -72,6 +74,8 @@ pub struct StompHub {
     config: Arc<SessionConfig>,
     settings: StompSettings,
     next_session: AtomicU64,
+    store: Arc<dyn Store>,
+    journal: Journal,
     /// Counters, read by `/stats`.
     pub stats: StompStats,
 }
@@ -84,7 +88,23 @@ struct HubInner {
 /// The sending side of a session's bounded queue of deliveries.
 struct Outbox {
     tx: mpsc::Sender<Delivery>,
+    /// Acknowledgements (RECEIPT, JSON acks) that come back from storage.
+    control: mpsc::Sender<Bytes>,
     evicted: Arc<Eviction>,
+}
+
+/// What a session's task receives from the hub.
+pub struct SessionChannels {
+    /// The session's id in the broker.
+    pub id: SessionId,
+    /// Messages for its subscriptions.
+    pub deliveries: mpsc::Receiver<Delivery>,
+    /// Encoded acknowledgements to write as they are.
+    pub control: mpsc::Receiver<Bytes>,
+    /// A sender into `control`, for replies computed off the session's task.
+    pub control_tx: mpsc::Sender<Bytes>,
+    /// Cancelled when the session must be closed.
+    pub evicted: Arc<Eviction>,
 }
 
 /// Set once when the hub decides a session must go.
@@ -114,20 +134,41 @@ impl Eviction {
 
 impl StompHub {
     /// A hub with an empty broker.
-    pub fn new(settings: StompSettings) -> Arc<Self> {
+    pub fn new(
+        settings: StompSettings,
+        store: Arc<dyn Store>,
+        journal: Journal,
+    ) -> anyhow::Result<Arc<Self>> {
         let mut config = SessionConfig::default();
         config.server = format!("parley/{}", env!("CARGO_PKG_VERSION"));
         config.heart_beat = settings.heart_beat;
-        Arc::new(Self {
+        let mut broker = Broker::new(settings.broker.clone());
+        // Room ids continue where storage left off, so they never go backwards.
+        for (room, last) in store.last_ids()? {
+            broker.seed_room(&room, last);
+        }
+        Ok(Arc::new(Self {
             inner: Mutex::new(HubInner {
-                broker: Broker::new(settings.broker.clone()),
+                broker,
                 outboxes: HashMap::new(),
             }),
             config: Arc::new(config),
             settings,
             next_session: AtomicU64::new(1),
             stats: StompStats::default(),
-        })
+            store,
+            journal,
+        }))
+    }
+
+    /// The message store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The group-commit queue in front of the store.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
     }
 
     /// Runs STOMP over one plain TCP connection.
@@ -166,7 +207,13 @@ impl StompHub {
         mut inbound: BytesMut,
         shutdown: CancellationToken,
     ) {
-        let (id, mut rx, evicted) = self.open_session();
+        let SessionChannels {
+            id,
+            deliveries: mut rx,
+            mut control,
+            evicted,
+            ..
+        } = self.open_session();
         let mut session = Session::new(id, self.config.clone());
         let mut decoder = Decoder::new(self.settings.limits.clone());
         let mut replies = Vec::new();
@@ -232,6 +279,10 @@ impl StompHub {
                     let why = evicted.reason.get().copied().unwrap_or("evicted");
                     break Some(format!("slow consumer: {why}"));
                 }
+                Some(ack) = control.recv() => {
+                    transport.queue_frame(&[ack], true);
+                    last_out = Instant::now();
+                }
                 delivery = rx.recv() => {
                     let Some(first) = delivery else { break Some("internal error".to_owned()) };
                     self.queue_delivery(&mut transport, &session, first);
@@ -291,21 +342,28 @@ impl StompHub {
             .await;
     }
 
-    /// Registers a new session's outbox: deliveries arrive on the receiver; the eviction is
-    /// cancelled when the session must go.
-    pub fn open_session(&self) -> (SessionId, mpsc::Receiver<Delivery>, Arc<Eviction>) {
+    /// Registers a new session's outbox and returns what its task listens to.
+    pub fn open_session(&self) -> SessionChannels {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.settings.outbox_capacity);
+        let (tx, deliveries) = mpsc::channel(self.settings.outbox_capacity);
+        let (control_tx, control) = mpsc::channel(self.settings.outbox_capacity);
         let evicted = Arc::new(Eviction::default());
         self.lock().outboxes.insert(
             id,
             Outbox {
                 tx,
+                control: control_tx.clone(),
                 evicted: evicted.clone(),
             },
         );
         self.stats.sessions.fetch_add(1, Ordering::Relaxed);
-        (id, rx, evicted)
+        SessionChannels {
+            id,
+            deliveries,
+            control,
+            control_tx,
+            evicted,
+        }
     }
 
     /// Runs `op` on the broker under the lock; its deliveries go to outboxes at once and the
@@ -329,6 +387,7 @@ impl StompHub {
         frame: parley_stomp::Frame,
         replies: &mut Vec<Bytes>,
     ) -> Flow {
+        tracing::trace!(session = session_id(session), command = frame.command.as_str(), headers = ?frame.headers, "STOMP frame");
         let is_send = frame.command == parley_stomp::Command::Send;
         let flow =
             self.apply(|broker, events| session.handle(frame, broker, now_ms(), replies, events));
@@ -375,6 +434,45 @@ impl StompHub {
                     }
                 }
             }
+            BrokerEvent::Store {
+                session,
+                room,
+                id,
+                message,
+                receipt,
+            } => {
+                let stored = StoredMessage {
+                    room,
+                    id,
+                    from: message.header("sender").unwrap_or_default().to_owned(),
+                    ts: message
+                        .header("timestamp")
+                        .and_then(|t| t.parse().ok())
+                        .unwrap_or_default(),
+                    body: String::from_utf8_lossy(message.body()).into_owned(),
+                };
+                let outbox = session.and_then(|s| outboxes.get(&s));
+                let done = match (outbox, receipt) {
+                    (Some(outbox), Some(receipt)) => {
+                        let (control, evicted) = (outbox.control.clone(), outbox.evicted.clone());
+                        let done: Completion = Box::new(move |ok| {
+                            if !ok {
+                                evicted.evict("the message could not be stored");
+                            } else if control.try_send((receipt.0)(id)).is_err() {
+                                evicted.evict("too many acknowledgements waiting to be written");
+                            }
+                        });
+                        Some(done)
+                    }
+                    _ => None,
+                };
+                if self.journal.push(stored, done).is_err() {
+                    warn!("storage cannot keep up; closing the sender");
+                    if let Some(outbox) = outbox {
+                        outbox.evicted.evict("storage overloaded");
+                    }
+                }
+            }
             joined_or_left => presence.push(joined_or_left),
         }
     }
@@ -406,8 +504,8 @@ impl StompHub {
             ];
             let publish = Publish {
                 headers,
-                body: Bytes::new(),
                 now_ms,
+                ..Publish::default()
             };
             // Presence announcements cause no further presence changes.
             let _ = broker.publish_as(user, &destination, publish, &mut |e| {
@@ -443,6 +541,10 @@ impl StompHub {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+fn session_id(session: &Session) -> Option<&str> {
+    session.user().map(|u| &**u)
 }
 
 /// Wall-clock time in ms since the Unix epoch, for message timestamps.

@@ -85,6 +85,17 @@ pub struct Delivery {
     pub message: Arc<SharedMessage>,
 }
 
+/// Makes the bytes that acknowledge a stored message to its sender (a RECEIPT, a JSON ack),
+/// given the message id; run once the message is durable.
+#[derive(Clone)]
+pub struct Receipt(pub Arc<dyn Fn(u64) -> Bytes + Send + Sync>);
+
+impl std::fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Receipt")
+    }
+}
+
 /// Something the broker's caller must carry out.
 #[derive(Clone, Debug)]
 pub enum BrokerEvent {
@@ -96,6 +107,19 @@ pub enum BrokerEvent {
         session: SessionId,
         /// Human-readable reason.
         reason: &'static str,
+    },
+    /// A room message to persist; once durable, `receipt` (if any) goes to `session`.
+    Store {
+        /// The sender's session, if a session sent it.
+        session: Option<SessionId>,
+        /// The room (topic name).
+        room: String,
+        /// Its per-room id.
+        id: u64,
+        /// The message as delivered.
+        message: Arc<SharedMessage>,
+        /// What to send the sender once the message is durable.
+        receipt: Option<Receipt>,
     },
     /// The user's first subscription to this topic began: they are present.
     Joined {
@@ -196,7 +220,7 @@ struct Queue {
 }
 
 /// A published message: headers common to every delivery, and the body.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Publish {
     /// Extra headers (`content-type`, custom ones) passed through to subscribers.
     pub headers: Vec<(String, String)>,
@@ -204,6 +228,23 @@ pub struct Publish {
     pub body: Bytes,
     /// Server time in ms since the epoch, for the `timestamp` header.
     pub now_ms: u64,
+    /// For a room message: what acknowledges it once durable (then not acknowledged at once).
+    pub receipt: Option<Receipt>,
+}
+
+/// What a publish did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// The message id (per room for rooms).
+    pub id: u64,
+    /// It is a room message: it will be stored, and its receipt was handed on to wait for that.
+    pub stored: bool,
+}
+
+/// Room topics are stored and numbered per room; topics with a dot (`<room>.typing`,
+/// `<room>.presence`) are side channels and are not.
+pub fn is_room(topic: &str) -> bool {
+    !topic.contains('.')
 }
 
 /// Destinations, subscriptions and unacknowledged messages of every session.
@@ -214,6 +255,8 @@ pub struct Broker {
     fan_out: HashMap<String, Vec<(SessionId, Arc<str>)>>,
     /// Per topic, each present user's number of subscriptions (several tabs are one member).
     present: HashMap<String, HashMap<Arc<str>, usize>>,
+    /// Last message id of each room.
+    room_ids: HashMap<String, u64>,
     queues: HashMap<String, Queue>,
     next_message_id: u64,
 }
@@ -424,21 +467,21 @@ impl Broker {
         users
     }
 
-    /// Publishes a message from `from` to `destination`; returns its message id.
+    /// Publishes a message from `from` to `destination`.
     pub fn publish(
         &mut self,
         from: SessionId,
         destination: &Destination,
         publish: Publish,
         events: &mut dyn FnMut(BrokerEvent),
-    ) -> Result<u64, BrokerError> {
+    ) -> Result<Published, BrokerError> {
         let sender = self
             .sessions
             .get(&from)
             .ok_or(BrokerError::UnknownSession)?
             .user
             .clone();
-        self.publish_as(sender, destination, publish, events)
+        self.publish_from(Some(from), sender, destination, publish, events)
     }
 
     /// Publishes on behalf of `sender` without a session: messages the server itself generates,
@@ -449,7 +492,29 @@ impl Broker {
         destination: &Destination,
         publish: Publish,
         events: &mut dyn FnMut(BrokerEvent),
-    ) -> Result<u64, BrokerError> {
+    ) -> Result<Published, BrokerError> {
+        self.publish_from(None, sender, destination, publish, events)
+    }
+
+    /// Continues a room's numbering (e.g. from storage after a restart).
+    pub fn seed_room(&mut self, room: &str, last_id: u64) {
+        let id = self.room_ids.entry(room.to_owned()).or_default();
+        *id = (*id).max(last_id);
+    }
+
+    /// The last id given to a message of `room` (0 if none).
+    pub fn room_last_id(&self, room: &str) -> u64 {
+        self.room_ids.get(room).copied().unwrap_or(0)
+    }
+
+    fn publish_from(
+        &mut self,
+        session: Option<SessionId>,
+        sender: Arc<str>,
+        destination: &Destination,
+        publish: Publish,
+        events: &mut dyn FnMut(BrokerEvent),
+    ) -> Result<Published, BrokerError> {
         let (route, shown) = match destination {
             Destination::Topic(_) => (
                 Route::FanOut(destination.to_string()),
@@ -475,8 +540,22 @@ impl Broker {
                 return Err(BrokerError::QueueFull(name.clone()));
             }
         }
-        self.next_message_id += 1;
-        let id = self.next_message_id;
+        let room = match destination {
+            Destination::Topic(name) if is_room(name) => Some(name.clone()),
+            _ => None,
+        };
+        let id = match &room {
+            // Rooms number their messages themselves: consecutive, so a gap is visible.
+            Some(room) => {
+                let last = self.room_ids.entry(room.clone()).or_default();
+                *last += 1;
+                *last
+            }
+            None => {
+                self.next_message_id += 1;
+                self.next_message_id
+            }
+        };
         let mut headers = Vec::with_capacity(publish.headers.len() + 4);
         headers.push(("destination".to_owned(), shown));
         headers.push(("message-id".to_owned(), id.to_string()));
@@ -491,6 +570,16 @@ impl Broker {
                 .filter(|(name, _)| !BROKER_HEADERS.contains(&name.as_str())),
         );
         let message = Arc::new(SharedMessage::new(headers, publish.body));
+        let stored = room.is_some();
+        if let Some(room) = room {
+            events(BrokerEvent::Store {
+                session,
+                room,
+                id,
+                message: message.clone(),
+                receipt: publish.receipt,
+            });
+        }
         match route {
             Route::FanOut(key) => self.fan_out_to(&key, id, &message, events),
             Route::Queue(name) => {
@@ -503,7 +592,7 @@ impl Broker {
                 self.forget_idle_queue(&name);
             }
         }
-        Ok(id)
+        Ok(Published { id, stored })
     }
 
     /// Acknowledges: one message (`client-individual`) or it and all earlier ones of its

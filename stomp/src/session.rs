@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::broker::{AckMode, AckRef, Broker, BrokerError, BrokerEvent, Publish, SessionId};
+use crate::broker::{
+    AckMode, AckRef, Broker, BrokerError, BrokerEvent, Publish, Receipt, SessionId,
+};
 use crate::codec::{self, SharedMessage};
 use crate::destination::{valid_user, Destination};
 use crate::frame::{Command, Frame, Version};
@@ -84,6 +86,8 @@ pub struct Session {
     user: Option<Arc<str>>,
     heart_beat: HeartBeat,
     transactions: HashMap<String, Vec<Frame>>,
+    /// The current frame's RECEIPT waits for storage instead of going out now.
+    receipt_deferred: bool,
 }
 
 /// An error answered with an ERROR frame, then a close.
@@ -106,6 +110,7 @@ impl Session {
             user: None,
             heart_beat: HeartBeat::default(),
             transactions: HashMap::new(),
+            receipt_deferred: false,
         }
     }
 
@@ -149,7 +154,10 @@ impl Session {
         };
         match result {
             Ok(flow) => {
-                if let Some(id) = receipt.filter(|_| self.state != State::AwaitingConnect) {
+                let deferred = std::mem::take(&mut self.receipt_deferred);
+                if let Some(id) =
+                    receipt.filter(|_| self.state != State::AwaitingConnect && !deferred)
+                {
                     replies.push(codec::encode(
                         &Frame::new(Command::Receipt).header("receipt-id", id),
                         self.version,
@@ -359,12 +367,32 @@ impl Session {
                         headers.push((name.clone(), value.clone()));
                     }
                 }
+                // A SEND outside a transaction is acknowledged only once a room message is durable:
+                // the RECEIPT travels with the message to storage.
+                let receipt = match (frame.get("receipt"), frame.get("transaction")) {
+                    (Some(id), None) => {
+                        let bytes = codec::encode(
+                            &Frame::new(Command::Receipt).header("receipt-id", id),
+                            self.version,
+                        );
+                        Some(Receipt(Arc::new(move |_| bytes.clone())))
+                    }
+                    _ => None,
+                };
+                let defers_receipt = receipt.is_some();
                 let publish = Publish {
                     headers,
                     body: frame.body.clone(),
                     now_ms,
+                    receipt,
                 };
-                broker.publish(self.id, &destination, publish, events)?;
+                if broker
+                    .publish(self.id, &destination, publish, events)?
+                    .stored
+                    && defers_receipt
+                {
+                    self.receipt_deferred = true;
+                }
             }
             Command::Ack | Command::Nack => {
                 let which = self.ack_ref(frame)?;

@@ -25,12 +25,17 @@ fn msg(body: &str) -> Publish {
         headers: Vec::new(),
         body: Bytes::from(body.to_owned()),
         now_ms: 1_700_000_000_000,
+        ..Publish::default()
     }
 }
 
-/// Records an event; presence (Joined/Left) is tested on its own and kept out of the way here.
+/// Records an event; presence (Joined/Left) and storage (Store) are tested on their own and kept
+/// out of the way here.
 fn keep(events: &mut Vec<BrokerEvent>, e: BrokerEvent) {
-    if !matches!(e, BrokerEvent::Joined { .. } | BrokerEvent::Left { .. }) {
+    if !matches!(
+        e,
+        BrokerEvent::Joined { .. } | BrokerEvent::Left { .. } | BrokerEvent::Store { .. }
+    ) {
         events.push(e);
     }
 }
@@ -91,6 +96,7 @@ impl Harness {
         let events = &mut self.events;
         self.broker
             .publish(from, &dest(to), publish, &mut |e| keep(events, e))
+            .map(|published| published.id)
     }
 
     fn ack(&mut self, session: SessionId, ack: u64) -> Result<(), BrokerError> {
@@ -858,6 +864,7 @@ fn broker_headers_cannot_be_forged() {
         ],
         body: Bytes::from_static(b"hello"),
         now_ms: 42,
+        ..Publish::default()
     };
     let id = h.publish_with(ALICE, "/topic/t", forged).unwrap();
     let ds = h.deliveries();
@@ -926,4 +933,66 @@ fn presence_counts_users_not_sessions() {
         ]
     );
     assert!(broker.members(&general).is_empty());
+}
+
+/// Room topics (no dot) are numbered per room, consecutively, and handed to storage with the
+/// sender's receipt; side channels and queues are not.
+#[test]
+fn room_messages_are_numbered_per_room_and_stored() {
+    let mut broker = Broker::new(BrokerLimits::default());
+    broker.connect(1, "alice".into());
+    broker.seed_room("general", 41);
+    let mut stored = Vec::new();
+    let mut sink = |e: BrokerEvent| {
+        if let BrokerEvent::Store {
+            room, id, receipt, ..
+        } = e
+        {
+            stored.push((room, id, receipt.is_some()));
+        }
+    };
+    let receipt = parley_stomp::broker::Receipt(Arc::new(|id| Bytes::from(id.to_string())));
+    let with_receipt = Publish {
+        receipt: Some(receipt),
+        ..msg("a")
+    };
+    let p = broker
+        .publish(1, &dest("/topic/general"), with_receipt, &mut sink)
+        .unwrap();
+    assert_eq!((p.id, p.stored), (42, true));
+    assert_eq!(
+        broker
+            .publish(1, &dest("/topic/other"), msg("b"), &mut sink)
+            .unwrap()
+            .id,
+        1
+    );
+    assert!(
+        !broker
+            .publish(1, &dest("/topic/general.typing"), msg(""), &mut sink)
+            .unwrap()
+            .stored
+    );
+    assert!(
+        !broker
+            .publish(1, &dest("/queue/jobs"), msg("q"), &mut sink)
+            .unwrap()
+            .stored
+    );
+    assert_eq!(
+        broker
+            .publish(1, &dest("/topic/general"), msg("c"), &mut sink)
+            .unwrap()
+            .id,
+        43
+    );
+    assert_eq!(
+        stored,
+        [
+            ("general".to_owned(), 42, true),
+            ("other".to_owned(), 1, false),
+            ("general".to_owned(), 43, false)
+        ]
+    );
+    assert_eq!(broker.room_last_id("general"), 43);
 }

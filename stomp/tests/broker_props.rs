@@ -129,7 +129,9 @@ impl Model {
                 )))
             }
             // Presence concerns topics only; this model has queues.
-            BrokerEvent::Joined { .. } | BrokerEvent::Left { .. } => return Ok(()),
+            BrokerEvent::Joined { .. } | BrokerEvent::Left { .. } | BrokerEvent::Store { .. } => {
+                return Ok(())
+            }
         };
         let (destination, message_id) = decode(&d.subscription, d.ack, &d.message);
         let (q, w) = self
@@ -288,9 +290,12 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     headers: vec![],
                     body: "x".into(),
                     now_ms: 0,
+                    ..Publish::default()
                 };
                 let to = Destination::Queue(queue_name(q));
-                let result = broker.publish(s as SessionId, &to, publish, &mut sink);
+                let result = broker
+                    .publish(s as SessionId, &to, publish, &mut sink)
+                    .map(|published| published.id);
                 if model.held(q) >= MAX_QUEUE_DEPTH {
                     prop_assert_eq!(result, Err(BrokerError::QueueFull(queue_name(q))));
                 } else {

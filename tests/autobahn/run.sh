@@ -50,7 +50,7 @@ cargo build --release -p parley-server --bin parley
 rm -rf "$OUT" && mkdir -p "$OUT"
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
-RUST_LOG=warn target/release/parley serve --http "127.0.0.1:$PORT" --stomp-tcp off --echo >"$LOG" 2>&1 &
+RUST_LOG=warn target/release/parley serve --http "127.0.0.1:$PORT" --stomp-tcp off --data "$OUT/data" --echo >"$LOG" 2>&1 &
 SERVER_PID=$! WSTEST_PID=
 # shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {

@@ -63,6 +63,15 @@ fn build_parley() -> PathBuf {
     bin
 }
 
+/// A new, empty data directory for one server.
+pub fn fresh_data_dir() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("parley-test-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 /// A running `parley serve` process on an ephemeral port; killed when dropped.
 pub struct ServerProcess {
     child: Child,
@@ -75,9 +84,16 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Runs `parley serve --http 127.0.0.1:0 ARGS...` and waits for its listening line.
     pub fn start(args: &[&str]) -> ServerProcess {
+        Self::start_with_data(&fresh_data_dir(), args)
+    }
+
+    /// Like [`ServerProcess::start`], keeping its data in `data` (to restart on the same data).
+    pub fn start_with_data(data: &Path, args: &[&str]) -> ServerProcess {
         let bin = parley_binary();
         let mut child = Command::new(bin)
             .arg("serve")
+            .arg("--data")
+            .arg(data)
             .args(["--http", "127.0.0.1:0", "--stomp-tcp", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "warn")

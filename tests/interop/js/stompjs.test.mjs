@@ -68,12 +68,16 @@ const logDir = mkdtempSync(join(tmpdir(), 'parley-interop-js-'));
 
 /** Spawns `parley serve`; resolves with { proc, httpPort, stompPort, stop(), logPath } once both
  *  listening lines are on stdout. */
+// One data directory for the whole file, so a restarted server keeps its messages.
+const dataDir = mkdtempSync(join(tmpdir(), 'parley-js-data-'));
+
 async function startParley({ httpPort = 0 } = {}) {
   const bin = process.env.PARLEY_BIN;
   assert.ok(bin, 'PARLEY_BIN is not set');
   const logPath = join(logDir, `parley-${counter++}.log`);
   const logFd = openSync(logPath, 'a');
-  const proc = spawn(bin, ['serve', '--http', `127.0.0.1:${httpPort}`, '--stomp-tcp', '127.0.0.1:0'], {
+  const args = ['serve', '--http', `127.0.0.1:${httpPort}`, '--stomp-tcp', '127.0.0.1:0', '--data', dataDir];
+  const proc = spawn(bin, args, {
     stdio: ['ignore', 'pipe', logFd],
     env: { RUST_LOG: 'info', ...process.env },
   });

@@ -118,7 +118,8 @@ class ParleyServer:
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
         self.proc = subprocess.Popen(
-            [self.bin, "serve", "--http", self.http_addr, "--stomp-tcp", self.stomp_addr],
+            [self.bin, "serve", "--http", self.http_addr, "--stomp-tcp", self.stomp_addr,
+             "--data", tempfile.mkdtemp(prefix="parley-interop-data-")],
             stdout=subprocess.PIPE,
             stderr=log,
             stdin=subprocess.DEVNULL,

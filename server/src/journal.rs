@@ -1,0 +1,97 @@
+//! Group commit: messages to store queue up here and a dedicated thread writes them in batches,
+//! one transaction each, then runs each message's completion (the ack or RECEIPT).
+//!
+//! Fan-out never waits for this: subscribers get a message at once; only the sender's
+//! acknowledgement waits until the message is durable.
+
+use std::sync::{mpsc, Arc};
+use std::thread;
+
+use tracing::error;
+
+use crate::store::{Store, StoredMessage};
+
+/// Most messages per transaction.
+const MAX_BATCH: usize = 1024;
+
+/// Runs once the message is stored (`true`) or storing failed (`false`).
+pub type Completion = Box<dyn FnOnce(bool) + Send>;
+
+enum Job {
+    Store(StoredMessage, Option<Completion>),
+    /// Completes when everything queued before it has been written.
+    Barrier(Completion),
+}
+
+/// The queue in front of the writer thread.
+pub struct Journal {
+    tx: mpsc::SyncSender<Job>,
+}
+
+/// The writer's queue is full: storage cannot keep up.
+#[derive(Debug)]
+pub struct Overloaded;
+
+impl Journal {
+    /// Starts the writer thread; `capacity` bounds the jobs waiting for it.
+    pub fn start(store: Arc<dyn Store>, capacity: usize) -> Self {
+        let (tx, rx) = mpsc::sync_channel(capacity);
+        let spawned = thread::Builder::new()
+            .name("parley-journal".into())
+            .spawn(move || write_loop(&*store, &rx));
+        if let Err(e) = spawned {
+            error!(%e, "cannot start the journal thread");
+        }
+        Self { tx }
+    }
+
+    /// Queues a message; never blocks.
+    pub fn push(&self, message: StoredMessage, done: Option<Completion>) -> Result<(), Overloaded> {
+        self.tx
+            .try_send(Job::Store(message, done))
+            .map_err(|_| Overloaded)
+    }
+
+    /// Runs `done` once everything queued so far is durable (`false` if that cannot be known).
+    pub fn barrier(&self, done: Completion) {
+        match self.tx.try_send(Job::Barrier(done)) {
+            Ok(()) => {}
+            Err(
+                mpsc::TrySendError::Full(Job::Barrier(done))
+                | mpsc::TrySendError::Disconnected(Job::Barrier(done)),
+            ) => done(false),
+            Err(_) => {}
+        }
+    }
+}
+
+fn write_loop(store: &dyn Store, rx: &mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut batch = Vec::with_capacity(jobs.len());
+        let mut completions = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            match job {
+                Job::Store(message, done) => {
+                    batch.push(message);
+                    completions.extend(done);
+                }
+                Job::Barrier(done) => completions.push(done),
+            }
+        }
+        let ok = batch.is_empty()
+            || store
+                .append(&batch)
+                .map_err(|e| error!(error = %e, "storing messages failed"))
+                .is_ok();
+        for done in completions {
+            done(ok);
+        }
+    }
+}
