@@ -9,6 +9,9 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use parley_stomp::destination::Destination;
+
+use crate::stomp::StompHub;
 use crate::store::{Room, Store, StoredMessage};
 
 /// Largest request body accepted.
@@ -42,7 +45,8 @@ impl<'a> From<&'a StoredMessage> for MessageJson<'a> {
 }
 
 /// Serves `/api/...`.
-pub async fn handle(store: Arc<dyn Store>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub async fn handle(hub: Arc<StompHub>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let store = hub.store().clone();
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
     match (req.method(), segments.as_slice()) {
@@ -60,6 +64,15 @@ pub async fn handle(store: Arc<dyn Store>, req: Request<Incoming>) -> Response<F
             .await
         }
         (&Method::POST, ["rooms"]) => create_room(store, req).await,
+        (&Method::GET, ["rooms", room, "members"]) => {
+            if !valid_room(room) {
+                return error(StatusCode::BAD_REQUEST, "invalid room name");
+            }
+            let topic = Destination::Topic((*room).to_owned());
+            let members = hub.apply(|broker, _| broker.members(&topic));
+            let members: Vec<&str> = members.iter().map(|m| &**m).collect();
+            respond(StatusCode::OK, &json!(members))
+        }
         (&Method::GET, ["rooms", room, "messages"]) => {
             let room = (*room).to_owned();
             if !valid_room(&room) {
@@ -80,7 +93,7 @@ pub async fn handle(store: Arc<dyn Store>, req: Request<Incoming>) -> Response<F
             )
             .await
         }
-        (_, ["rooms"] | ["rooms", _, "messages"]) => {
+        (_, ["rooms"] | ["rooms", _, "messages" | "members"]) => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => error(StatusCode::NOT_FOUND, "not found"),

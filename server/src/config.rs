@@ -64,11 +64,11 @@ pub struct ServeArgs {
     #[arg(long, env = "PARLEY_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
 
-    /// Largest chat message body on /ws, in bytes [default: 65536].
+    /// Largest chat message body (/ws, STOMP SEND to rooms), in bytes [default: 65536].
     #[arg(long, env = "PARLEY_MAX_BODY")]
     pub max_body: Option<usize>,
 
-    /// Messages per second one /ws connection may send (bursts of twice that); 0 disables
+    /// Messages per second one connection may send (bursts of twice that); 0 disables
     /// [default: 1000].
     #[arg(long, env = "PARLEY_RATE_LIMIT")]
     pub rate_limit: Option<u32>,

@@ -32,6 +32,7 @@ use crate::journal::Journal;
 use crate::raw::{RawClient, RawSettings};
 use crate::stomp::{StompHub, StompSettings};
 use crate::store::Store;
+use crate::web;
 use crate::ws::{self, DriverConfig};
 
 /// Messages waiting for the storage writer before senders are told it is overloaded.
@@ -95,6 +96,8 @@ impl Server {
                 limits: parley_stomp::Limits::default().with_max_body(settings.stomp_max_body),
                 broker: Default::default(),
                 heart_beat: settings.stomp_heart_beat,
+                max_room_body: settings.max_body,
+                rate_limit: settings.rate_limit,
                 outbox_capacity: settings.stomp_outbox,
                 connect_timeout: settings.handshake_timeout,
                 write_timeout: settings.write_timeout,
@@ -204,9 +207,7 @@ impl Server {
                 let upgrade = upgrade.clone();
                 async move {
                     if req.uri().path().starts_with("/api/") {
-                        return Ok::<_, Infallible>(
-                            api::handle(server.stomp.store().clone(), req).await,
-                        );
+                        return Ok::<_, Infallible>(api::handle(server.stomp.clone(), req).await);
                     }
                     Ok(server.route(req, &upgrade))
                 }
@@ -243,6 +244,11 @@ impl Server {
         mut req: Request<Incoming>,
         upgrade: &Mutex<Option<PendingUpgrade>>,
     ) -> Response<Body> {
+        if req.method() == Method::GET {
+            if let Some(asset) = web::asset(req.uri().path()) {
+                return asset;
+            }
+        }
         let (endpoint, config) = match (req.method(), req.uri().path()) {
             (&Method::GET | &Method::HEAD, "/healthz") => return text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/stats") => return self.stats(),

@@ -7,6 +7,7 @@ mod journal;
 mod raw;
 mod stomp;
 mod store;
+mod web;
 mod ws;
 
 use std::io::Write as _;

@@ -27,8 +27,6 @@ use crate::ws::{Endpoint, Outbound};
 const MAX_BATCH: usize = 256;
 /// Errors in a row after which a client is disconnected (1008) instead of answered.
 const MAX_ERRORS_IN_A_ROW: u32 = 20;
-/// Most messages one catch-up replays; older ones are fetched with `history`.
-const MAX_REPLAY: usize = 10_000;
 /// The user queue direct messages go to.
 const DM_QUEUE: &str = "messages";
 
@@ -181,25 +179,14 @@ impl RawClient {
         ))
     }
 
-    /// Fetches the messages `since < id <= last` of `room` once everything up to `last` is
-    /// durable; live deliveries wait until these frames are written.
+    /// The catch-up frames for `since < id <= last` of `room`; live deliveries wait for them.
     fn replay(&self, room: String, since: u64, last: u64) -> oneshot::Receiver<Vec<Bytes>> {
+        let stored = self.hub.stored_between(room, since, last);
         let (frames_tx, frames_rx) = oneshot::channel();
-        let (durable_tx, durable_rx) = oneshot::channel();
-        self.hub.journal().barrier(Box::new(move |ok| {
-            let _ = durable_tx.send(ok);
-        }));
-        let store = self.hub.store().clone();
         tokio::spawn(async move {
-            let _ = durable_rx.await;
-            let limit = usize::try_from(last - since)
-                .unwrap_or(MAX_REPLAY)
-                .min(MAX_REPLAY);
-            let read = tokio::task::spawn_blocking(move || store.after(&room, since, limit)).await;
-            let frames = match read {
+            let frames = match stored.await {
                 Ok(Ok(messages)) => messages
                     .iter()
-                    .filter(|m| m.id <= last)
                     .map(|m| {
                         frame::encode(
                             OpCode::Text,
@@ -207,10 +194,10 @@ impl RawClient {
                         )
                     })
                     .collect(),
-                _ => vec![frame::encode(
-                    OpCode::Text,
-                    &error_json(&Refusal("storage_error", "catch-up failed".into()), None),
-                )],
+                _ => {
+                    let e = error_json(&Refusal("storage_error", "catch-up failed".into()), None);
+                    vec![frame::encode(OpCode::Text, &e)]
+                }
             };
             let _ = frames_tx.send(frames);
         });

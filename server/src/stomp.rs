@@ -19,10 +19,10 @@ use parley_protocol::{CloseCode, Connection, Event, Message};
 use parley_stomp::broker::{Broker, BrokerEvent, BrokerLimits, Delivery, Publish, SessionId};
 use parley_stomp::destination::Destination;
 use parley_stomp::session::{Flow, Session, SessionConfig};
-use parley_stomp::{Decoder, Limits};
+use parley_stomp::{Decoder, Limits, SharedMessage};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -31,6 +31,8 @@ use crate::journal::{Completion, Journal};
 use crate::store::{Store, StoredMessage};
 use crate::ws::write_all;
 
+/// Most messages one catch-up replays; older ones are paged with history.
+pub const MAX_REPLAY: usize = 10_000;
 /// Read granularity.
 const READ_CHUNK: usize = 4096;
 /// Deliveries taken from the outbox before flushing, so a busy session writes in batches.
@@ -45,6 +47,10 @@ pub struct StompSettings {
     pub broker: BrokerLimits,
     /// Server heart-beat offer (send, receive) in ms.
     pub heart_beat: (u64, u64),
+    /// Largest body of a room message.
+    pub max_room_body: usize,
+    /// SENDs per second per session (0: unlimited).
+    pub rate_limit: u32,
     /// Deliveries a session may have queued before it counts as a slow consumer.
     pub outbox_capacity: usize,
     /// Time from TCP accept (or WebSocket upgrade) to CONNECT.
@@ -142,6 +148,8 @@ impl StompHub {
         let mut config = SessionConfig::default();
         config.server = format!("parley/{}", env!("CARGO_PKG_VERSION"));
         config.heart_beat = settings.heart_beat;
+        config.max_room_body = settings.max_room_body;
+        config.rate_limit = settings.rate_limit;
         let mut broker = Broker::new(settings.broker.clone());
         // Room ids continue where storage left off, so they never go backwards.
         for (room, last) in store.last_ids()? {
@@ -166,9 +174,36 @@ impl StompHub {
         &self.store
     }
 
-    /// The group-commit queue in front of the store.
-    pub fn journal(&self) -> &Journal {
-        &self.journal
+    /// The stored messages of `room` with `since < id <= last` (at most [`MAX_REPLAY`]), read
+    /// once everything queued so far is durable, so no message up to `last` is missing.
+    pub fn stored_between(
+        &self,
+        room: String,
+        since: u64,
+        last: u64,
+    ) -> oneshot::Receiver<anyhow::Result<Vec<StoredMessage>>> {
+        let (result_tx, result_rx) = oneshot::channel();
+        let (durable_tx, durable_rx) = oneshot::channel();
+        self.journal.barrier(Box::new(move |ok| {
+            let _ = durable_tx.send(ok);
+        }));
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if !matches!(durable_rx.await, Ok(true)) {
+                let _ = result_tx.send(Err(anyhow::anyhow!("storage is not keeping up")));
+                return;
+            }
+            let limit = usize::try_from(last.saturating_sub(since))
+                .unwrap_or(MAX_REPLAY)
+                .min(MAX_REPLAY);
+            let read = tokio::task::spawn_blocking(move || store.after(&room, since, limit)).await;
+            let result = read
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r)
+                .map(|messages| messages.into_iter().filter(|m| m.id <= last).collect());
+            let _ = result_tx.send(result);
+        });
+        result_rx
     }
 
     /// Runs STOMP over one plain TCP connection.
@@ -222,12 +257,15 @@ impl StompHub {
         let mut last_out = Instant::now();
         let mut ws_ping_sent = false;
         let mut close_code = CloseCode::NORMAL;
+        // Catch-ups in progress: live deliveries wait until their stored messages are written.
+        let mut replays: VecDeque<Replay> = VecDeque::new();
         let reason: Option<String> = 'conn: loop {
             // Everything already buffered, in order.
             loop {
                 match decoder.decode(&mut inbound) {
                     Ok(Some(frame)) => {
-                        let flow = self.handle(&mut session, frame, &mut replies);
+                        let (flow, replay) = self.handle(&mut session, frame, &mut replies);
+                        replays.extend(replay);
                         decoder.set_version(session.version());
                         for reply in replies.drain(..) {
                             transport.queue_frame(&[reply], true);
@@ -283,7 +321,23 @@ impl StompHub {
                     transport.queue_frame(&[ack], true);
                     last_out = Instant::now();
                 }
-                delivery = rx.recv() => {
+                (replay, stored) = next_replay(&mut replays) => {
+                    let Ok(messages) = stored else { break Some("catch-up failed: storage error".to_owned()) };
+                    for m in messages {
+                        let headers = vec![
+                            ("destination".to_owned(), format!("/topic/{}", replay.room)),
+                            ("message-id".to_owned(), m.id.to_string()),
+                            ("timestamp".to_owned(), m.ts.to_string()),
+                            ("sender".to_owned(), m.from),
+                            ("content-type".to_owned(), "text/plain;charset=utf-8".to_owned()),
+                        ];
+                        let message = SharedMessage::new(headers, Bytes::from(m.body));
+                        let parts = session.message_parts(&replay.subscription, None, &message);
+                        transport.queue_frame(&parts, true);
+                    }
+                    last_out = Instant::now();
+                }
+                delivery = rx.recv(), if replays.is_empty() => {
                     let Some(first) = delivery else { break Some("internal error".to_owned()) };
                     self.queue_delivery(&mut transport, &session, first);
                     for _ in 1..MAX_BATCH {
@@ -386,15 +440,35 @@ impl StompHub {
         session: &mut Session,
         frame: parley_stomp::Frame,
         replies: &mut Vec<Bytes>,
-    ) -> Flow {
+    ) -> (Flow, Option<Replay>) {
         tracing::trace!(session = session_id(session), command = frame.command.as_str(), headers = ?frame.headers, "STOMP frame");
         let is_send = frame.command == parley_stomp::Command::Send;
-        let flow =
-            self.apply(|broker, events| session.handle(frame, broker, now_ms(), replies, events));
+        let catch_up = parley_stomp::session::catch_up(&frame, session.version());
+        // The subscription and the room's last id are taken in one step: everything after it
+        // arrives live, everything up to it is replayed.
+        let (flow, last) = self.apply(|broker, events| {
+            let flow = session.handle(frame, broker, now_ms(), replies, events);
+            let last = catch_up
+                .as_ref()
+                .map(|(room, _, _)| broker.room_last_id(room));
+            (flow, last)
+        });
         if is_send && flow == Flow::Continue {
             self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
         }
-        flow
+        let replay = match (catch_up, last) {
+            (Some((room, subscription, since)), Some(last))
+                if flow == Flow::Continue && since < last =>
+            {
+                Some(Replay {
+                    room: room.clone(),
+                    subscription,
+                    stored: self.stored_between(room, since, last),
+                })
+            }
+            _ => None,
+        };
+        (flow, replay)
     }
 
     /// Carries out one broker event; never blocks. Presence changes are collected to be
@@ -541,6 +615,28 @@ impl StompHub {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// A catch-up in progress for one subscription.
+struct Replay {
+    room: String,
+    subscription: String,
+    stored: oneshot::Receiver<anyhow::Result<Vec<StoredMessage>>>,
+}
+
+/// The oldest catch-up once its messages are read; never resolves when there is none.
+async fn next_replay(
+    replays: &mut VecDeque<Replay>,
+) -> (Replay, anyhow::Result<Vec<StoredMessage>>) {
+    let Some(front) = replays.front_mut() else {
+        return std::future::pending().await;
+    };
+    // Polled by reference, so a select! that picks another branch loses nothing.
+    let stored = (&mut front.stored)
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("catch-up task ended")));
+    let replay = replays.pop_front().expect("front exists: checked above");
+    (replay, stored)
 }
 
 fn session_id(session: &Session) -> Option<&str> {

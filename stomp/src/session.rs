@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::broker::is_room;
 use crate::broker::{
     AckMode, AckRef, Broker, BrokerError, BrokerEvent, Publish, Receipt, SessionId,
 };
@@ -39,6 +40,10 @@ pub struct SessionConfig {
     pub server: String,
     /// Server heart-beat (can send every, wants to receive every), in ms; 0 = not at all.
     pub heart_beat: (u64, u64),
+    /// Largest body of a room (chat) message; queues keep the frame limit.
+    pub max_room_body: usize,
+    /// SEND frames per second a session may make (bursts of twice that); 0 = unlimited.
+    pub rate_limit: u32,
 }
 
 impl Default for SessionConfig {
@@ -46,6 +51,8 @@ impl Default for SessionConfig {
         Self {
             server: "parley".to_owned(),
             heart_beat: (10_000, 10_000),
+            max_room_body: 64 * 1024,
+            rate_limit: 1_000,
         }
     }
 }
@@ -88,6 +95,35 @@ pub struct Session {
     transactions: HashMap<String, Vec<Frame>>,
     /// The current frame's RECEIPT waits for storage instead of going out now.
     receipt_deferred: bool,
+    /// Rate limit on SEND.
+    sends: TokenBucket,
+}
+
+/// A token bucket on the caller's clock: `rate` per second, bursts of twice that.
+#[derive(Debug, Default)]
+struct TokenBucket {
+    tokens: f64,
+    last_ms: Option<u64>,
+}
+
+impl TokenBucket {
+    fn take(&mut self, now_ms: u64, rate: u32) -> bool {
+        if rate == 0 {
+            return true;
+        }
+        let (rate, burst) = (f64::from(rate), f64::from(rate) * 2.0);
+        let elapsed = self.last_ms.map_or(burst / rate, |last| {
+            now_ms.saturating_sub(last) as f64 / 1000.0
+        });
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        self.last_ms = Some(now_ms);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// An error answered with an ERROR frame, then a close.
@@ -111,6 +147,7 @@ impl Session {
             heart_beat: HeartBeat::default(),
             transactions: HashMap::new(),
             receipt_deferred: false,
+            sends: TokenBucket::default(),
         }
     }
 
@@ -296,6 +333,13 @@ impl Session {
                 let ack = AckMode::parse(frame.get("ack")).ok_or_else(|| {
                     Refusal("ack must be auto, client or client-individual".into())
                 })?;
+                if frame.get("since").is_some() {
+                    // Checked here so a bad catch-up request is an ERROR like any other.
+                    catch_up_request(&frame, self.version)?;
+                    if ack != AckMode::Auto {
+                        return Err(Refusal("since requires ack:auto".into()));
+                    }
+                }
                 broker.subscribe(self.id, id, &destination, ack, events)?;
                 Ok(Flow::Continue)
             }
@@ -358,6 +402,20 @@ impl Session {
             Command::Send => {
                 let destination = Destination::parse(required(frame, "destination")?)
                     .map_err(|e| Refusal(e.to_string()))?;
+                if matches!(&destination, Destination::Topic(t) if is_room(t))
+                    && frame.body.len() > self.config.max_room_body
+                {
+                    return Err(Refusal(format!(
+                        "body exceeds {} bytes, the limit for room messages",
+                        self.config.max_room_body
+                    )));
+                }
+                if !self.sends.take(now_ms, self.config.rate_limit) {
+                    return Err(Refusal(format!(
+                        "rate limited: more than {} messages per second",
+                        self.config.rate_limit
+                    )));
+                }
                 let mut headers = Vec::new();
                 for (name, value) in &frame.headers {
                     let reserved =
@@ -425,6 +483,34 @@ impl Session {
             },
         })
     }
+}
+
+/// A SUBSCRIBE asking to catch up: the room, the subscription id, and the last message id the
+/// client has (Parley's `since` header). `Ok(None)` when the frame asks for no catch-up.
+pub fn catch_up(frame: &Frame, version: Version) -> Option<(String, String, u64)> {
+    catch_up_request(frame, version).ok().flatten()
+}
+
+fn catch_up_request(
+    frame: &Frame,
+    version: Version,
+) -> Result<Option<(String, String, u64)>, Refusal> {
+    let (Command::Subscribe, Some(since)) = (frame.command, frame.get("since")) else {
+        return Ok(None);
+    };
+    let since = since
+        .parse()
+        .map_err(|_| Refusal(format!("since must be a message id, not {since:?}")))?;
+    let destination = required(frame, "destination")?;
+    let room = match Destination::parse(destination) {
+        Ok(Destination::Topic(room)) if is_room(&room) => room,
+        _ => return Err(Refusal("since applies to rooms: /topic/<room>".into())),
+    };
+    let id = match (frame.get("id"), version) {
+        (Some(id), _) => id,
+        _ => destination,
+    };
+    Ok(Some((room, id.to_owned(), since)))
 }
 
 fn required<'f>(frame: &'f Frame, name: &str) -> Result<&'f str, Refusal> {

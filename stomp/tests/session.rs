@@ -1167,3 +1167,55 @@ fn commit_receipt_is_not_held_back_by_buffered_sends() {
     let ids: Vec<_> = replies.iter().filter_map(|f| f.get("receipt-id")).collect();
     assert_eq!(ids, ["c"]);
 }
+
+/// `since` (catch-up) is accepted on room topics with ack:auto and refused elsewhere.
+#[test]
+fn since_is_validated() {
+    let mut w = World::new();
+    w.connect(1, Some("1.2"), Some("alice"));
+    let sub = |dest: &str, since: &str, ack: &str| {
+        Frame::new(Command::Subscribe)
+            .header("id", dest)
+            .header("destination", dest)
+            .header("since", since)
+            .header("ack", ack)
+    };
+    w.ok(1, sub("/topic/room", "4", "auto"));
+    assert_eq!(
+        parley_stomp::session::catch_up(&sub("/topic/room", "4", "auto"), Version::V1_2),
+        Some(("room".to_owned(), "/topic/room".to_owned(), 4))
+    );
+    for (dest, since, ack) in [
+        ("/topic/r2", "x", "auto"),
+        ("/queue/q", "1", "auto"),
+        ("/topic/r.typing", "1", "auto"),
+        ("/topic/r3", "1", "client"),
+    ] {
+        let mut w = World::new();
+        w.connect(1, Some("1.2"), Some("alice"));
+        let (flow, replies) = w.handle(1, sub(dest, since, ack));
+        assert_error(flow, &replies, None);
+    }
+}
+
+#[test]
+fn room_body_limit_and_send_rate() {
+    let mut config = SessionConfig::default();
+    config.max_room_body = 4;
+    config.rate_limit = 2;
+    let mut w = World::with(BrokerLimits::default(), config);
+    w.connect(1, Some("1.2"), Some("alice"));
+    let (flow, replies) = w.handle(1, send("/topic/room", "12345"));
+    assert_error(flow, &replies, None);
+    let mut config = SessionConfig::default();
+    config.rate_limit = 2;
+    let mut w = World::with(BrokerLimits::default(), config);
+    w.connect(1, Some("1.2"), Some("alice"));
+    w.ok(1, send("/queue/q", "a long body is fine on a queue"));
+    for _ in 0..3 {
+        w.ok(1, send("/topic/room", "x"));
+    }
+    // A burst of twice the rate, then refused (the test clock does not move).
+    let (flow, replies) = w.handle(1, send("/topic/room", "x"));
+    assert_error(flow, &replies, None);
+}

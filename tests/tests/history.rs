@@ -300,3 +300,79 @@ async fn rest_rooms_and_messages() {
         400
     );
 }
+
+/// STOMP catch-up: SUBSCRIBE with `since` replays stored messages after that id, then goes live,
+/// with no gap and no duplicate while another client keeps sending.
+#[tokio::test]
+async fn stomp_subscribe_since_replays_then_goes_live() {
+    let server = ServerProcess::start(&["--rate-limit", "0"]);
+    let mut writer = raw(&server, "writer").await;
+    join(&mut writer, "stompy", None).await;
+    send_acked(&mut writer, "stompy", 10, "a").await;
+    let sender = tokio::spawn(async move {
+        let ids = send_acked(&mut writer, "stompy", 200, "b").await;
+        (writer, ids)
+    });
+    let mut reader = StompClient::connect(server.stomp_addr(), "reader").await;
+    reader
+        .send(
+            "SUBSCRIBE",
+            &[
+                ("id", "r"),
+                ("destination", "/topic/stompy"),
+                ("since", "3"),
+                ("receipt", "s"),
+            ],
+            b"",
+        )
+        .await;
+    let (_writer, sent) = timeout(WAIT, sender).await.unwrap().unwrap();
+    let last = *sent.last().unwrap();
+    let mut got = Vec::new();
+    while got.last() != Some(&last) {
+        let f = reader.recv().await.expect("frame");
+        match f.command.as_str() {
+            "MESSAGE" => {
+                assert_eq!(
+                    (f.header("subscription"), f.header("destination")),
+                    ("r", "/topic/stompy")
+                );
+                got.push(f.header("message-id").parse::<u64>().unwrap());
+            }
+            "RECEIPT" => {}
+            other => panic!("unexpected {other}: {f:?}"),
+        }
+    }
+    assert_eq!(got, (4..=last).collect::<Vec<_>>());
+
+    // A malformed catch-up request is an ERROR like any other.
+    let mut bad = StompClient::connect(server.stomp_addr(), "bad").await;
+    bad.send(
+        "SUBSCRIBE",
+        &[
+            ("id", "x"),
+            ("destination", "/topic/stompy"),
+            ("since", "yesterday"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(bad.recv().await.expect("ERROR").command, "ERROR");
+}
+
+#[tokio::test]
+async fn rest_members_lists_who_is_present() {
+    let server = ServerProcess::start(&[]);
+    let mut a = raw(&server, "ann").await;
+    join(&mut a, "hall", None).await;
+    let mut b = StompClient::connect(server.stomp_addr(), "ben").await;
+    b.subscribe("h", "/topic/hall").await;
+    let (status, members) = http(&server, "GET", "/api/rooms/hall/members", "").await;
+    assert_eq!((status, members), (200, json!(["ann", "ben"])));
+    assert_eq!(
+        http(&server, "GET", "/api/rooms/bad%20room/members", "")
+            .await
+            .0,
+        400
+    );
+}

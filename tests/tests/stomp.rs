@@ -141,7 +141,7 @@ async fn websocket_frames_split_and_joined_across_messages() {
 /// slowed down and miss nothing.
 #[tokio::test]
 async fn slow_subscriber_does_not_stall_others() {
-    let server = ServerProcess::start(&["--stomp-outbox", "128"]);
+    let server = ServerProcess::start(&["--stomp-outbox", "128", "--rate-limit", "0"]);
     let addr = server.stomp_addr();
     let mut slow = StompClient::connect(addr, "slow").await;
     slow.subscribe("s", "/topic/firehose").await;
@@ -325,4 +325,38 @@ async fn presence_is_announced_per_user() {
         ("alice", "leave"),
         "{left:?}"
     );
+}
+
+/// Room messages over STOMP obey the chat limits: body size and rate (ERROR, then close).
+#[tokio::test]
+async fn room_body_limit_and_rate_limit_apply_to_stomp() {
+    let server = ServerProcess::start(&["--max-body", "100", "--rate-limit", "5"]);
+    let mut big = StompClient::connect(server.stomp_addr(), "big").await;
+    big.send(
+        "SEND",
+        &[("destination", "/topic/limits"), ("receipt", "b")],
+        &[b'x'; 101],
+    )
+    .await;
+    let e = big.recv().await.expect("ERROR");
+    assert_eq!((e.command.as_str(), e.header("receipt-id")), ("ERROR", "b"));
+    assert!(e.header("message").contains("100 bytes"), "{e:?}");
+    // Queues keep the frame limit: a larger body is fine there.
+    let mut q = StompClient::connect(server.stomp_addr(), "q").await;
+    q.send(
+        "SEND",
+        &[("destination", "/queue/big"), ("receipt", "q")],
+        &[b'x'; 1000],
+    )
+    .await;
+    assert_eq!(q.recv().await.expect("RECEIPT").command, "RECEIPT");
+
+    let mut fast = StompClient::connect(server.stomp_addr(), "fast").await;
+    for _ in 0..20 {
+        fast.send("SEND", &[("destination", "/topic/limits.x")], b"hi")
+            .await;
+    }
+    let e = fast.recv().await.expect("ERROR");
+    assert_eq!(e.command, "ERROR");
+    assert!(e.header("message").contains("rate limited"), "{e:?}");
 }
