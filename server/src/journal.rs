@@ -9,7 +9,7 @@ use std::thread;
 
 use tracing::error;
 
-use crate::store::{Store, StoredMessage};
+use crate::store::{Room, Store, StoredMessage};
 
 /// Most messages per transaction.
 const MAX_BATCH: usize = 1024;
@@ -19,6 +19,8 @@ pub type Completion = Box<dyn FnOnce(bool) + Send>;
 
 enum Job {
     Store(StoredMessage, Option<Completion>),
+    /// Creates a room if it does not exist.
+    CreateRoom(Room),
     /// Completes when everything queued before it has been written.
     Barrier(Completion),
 }
@@ -52,6 +54,13 @@ impl Journal {
             .map_err(|_| Overloaded)
     }
 
+    /// Creates a room (if it does not exist yet) in order with the messages around it.
+    pub fn create_room(&self, room: Room) {
+        if self.tx.try_send(Job::CreateRoom(room)).is_err() {
+            error!("storage queue full: a new room was not recorded");
+        }
+    }
+
     /// Runs `done` once everything queued so far is durable (`false` if that cannot be known).
     pub fn barrier(&self, done: Completion) {
         match self.tx.try_send(Job::Barrier(done)) {
@@ -83,6 +92,12 @@ fn write_loop(store: &dyn Store, rx: &mpsc::Receiver<Job>) {
                     completions.extend(done);
                 }
                 Job::Barrier(done) => completions.push(done),
+                Job::CreateRoom(room) => {
+                    // Rooms go first: the messages of this batch may belong to it.
+                    if let Err(e) = store.create_room(&room) {
+                        error!(error = %e, room = %room.name, "creating a room failed");
+                    }
+                }
             }
         }
         let ok = batch.is_empty()

@@ -7,7 +7,7 @@
 //! full is a slow consumer and is closed with an ERROR frame (nats-server's policy), so it can
 //! never stall a publisher or the other subscribers.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::journal::{Completion, Journal};
-use crate::store::{Store, StoredMessage};
+use crate::store::{Room, Store, StoredMessage};
 use crate::ws::write_all;
 
 /// Most messages one catch-up replays; older ones are paged with history.
@@ -82,6 +82,8 @@ pub struct StompHub {
     next_session: AtomicU64,
     store: Arc<dyn Store>,
     journal: Journal,
+    /// Rooms known to exist in storage, so a join writes only the first time.
+    known_rooms: Mutex<HashSet<String>>,
     /// Counters, read by `/stats`.
     pub stats: StompStats,
 }
@@ -151,6 +153,7 @@ impl StompHub {
         config.max_room_body = settings.max_room_body;
         config.rate_limit = settings.rate_limit;
         let mut broker = Broker::new(settings.broker.clone());
+        let known_rooms = store.rooms()?.into_iter().map(|r| r.name).collect();
         // Room ids continue where storage left off, so they never go backwards.
         for (room, last) in store.last_ids()? {
             broker.seed_room(&room, last);
@@ -164,6 +167,7 @@ impl StompHub {
             settings,
             next_session: AtomicU64::new(1),
             stats: StompStats::default(),
+            known_rooms: Mutex::new(known_rooms),
             store,
             journal,
         }))
@@ -553,6 +557,18 @@ impl StompHub {
 
     /// Publishes presence changes of rooms (`/topic/<room>`, no dot) to `/topic/<room>.presence`
     /// with headers `user` and `event` (`join` or `leave`).
+    /// Joining a room that does not exist creates it (public), through the journal so it is
+    /// written in order with the room's messages and off the async runtime.
+    fn ensure_room(&self, room: &str) {
+        let mut known = self.known_rooms.lock().unwrap_or_else(|p| p.into_inner());
+        if known.insert(room.to_owned()) {
+            self.journal.create_room(Room {
+                name: room.to_owned(),
+                private: false,
+            });
+        }
+    }
+
     fn announce(
         &self,
         broker: &mut Broker,
@@ -569,6 +585,9 @@ impl StompHub {
             let Some(room) = topic.strip_prefix("/topic/").filter(|r| !r.contains('.')) else {
                 continue;
             };
+            if what == "join" {
+                self.ensure_room(room);
+            }
             let Ok(destination) = Destination::parse(&format!("/topic/{room}.presence")) else {
                 continue;
             };

@@ -262,6 +262,9 @@ async fn rest_rooms_and_messages() {
         400
     );
     assert_eq!(http(&server, "POST", "/api/rooms", "not json").await.0, 400);
+    // Joining creates a room, even before anything is said in it.
+    let mut lurker = StompClient::connect(server.stomp_addr(), "lurker").await;
+    lurker.subscribe("q", "/topic/quiet").await;
     let mut c = raw(&server, "poster").await;
     join(&mut c, "chatter", None).await;
     let ids = send_acked(&mut c, "chatter", 3, "x").await;
@@ -275,8 +278,8 @@ async fn rest_rooms_and_messages() {
         .collect();
     assert_eq!(
         names,
-        ["chatter", "plans"],
-        "explicit rooms and rooms created by a message"
+        ["chatter", "plans", "quiet"],
+        "explicit rooms and rooms created by joining"
     );
     let (status, page) = http(
         &server,

@@ -72,7 +72,7 @@ async fn raw_and_stomp_clients_share_a_room() {
 
     send(
         &mut alice,
-        json!({"type": "send", "room": "general", "body": "hi bob", "ref": "c1"}),
+        json!({"type": "send", "room": "general", "body": "hi bob", "ref": "c1", "from": "mallory"}),
     )
     .await;
     // The echo comes at once; the ack once the message is durable: either may be first.
