@@ -1,49 +1,18 @@
 //! Durable history: acknowledged messages survive kill -9, catch-up after reconnect has no gap
 //! and no duplicate, history pages backwards, and the REST API.
 
+mod json_client;
+
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use parley_tests::stomp::{StompClient, WAIT};
 use parley_tests::{fresh_data_dir, ServerProcess};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-async fn raw(server: &ServerProcess, name: &str) -> Ws {
-    let url = server.ws_url(&format!("/ws?name={name}"));
-    timeout(WAIT, tokio_tungstenite::connect_async(url))
-        .await
-        .expect("connect timed out")
-        .expect("connect")
-        .0
-}
-
-async fn send(ws: &mut Ws, value: Value) {
-    ws.send(Message::text(value.to_string()))
-        .await
-        .expect("send");
-}
-
-async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        match timeout(WAIT, ws.next())
-            .await
-            .expect("nothing received")
-            .expect("stream ended")
-            .expect("ws error")
-        {
-            Message::Text(t) => return serde_json::from_str(&t).expect("invalid JSON"),
-            Message::Ping(_) | Message::Pong(_) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
+use json_client::{raw, recv, send, Ws};
 
 /// Receives until `pred` holds, returning what matched; other messages are skipped.
 async fn recv_until(ws: &mut Ws, pred: impl Fn(&Value) -> bool) -> Value {

@@ -1,51 +1,17 @@
 //! The raw JSON protocol at /ws against the real binary, alone and sharing rooms with STOMP.
 
+mod json_client;
+
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use parley_tests::stomp::{StompClient, WAIT};
 use parley_tests::ServerProcess;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-async fn raw(server: &ServerProcess, name: &str) -> Ws {
-    let url = server.ws_url(&format!("/ws?name={name}"));
-    timeout(WAIT, tokio_tungstenite::connect_async(url))
-        .await
-        .expect("connect timed out")
-        .expect("connect")
-        .0
-}
-
-async fn send(ws: &mut Ws, value: Value) {
-    ws.send(Message::text(value.to_string()))
-        .await
-        .expect("send");
-}
-
-/// The next JSON message (pings and pongs skipped).
-async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        match timeout(WAIT, ws.next())
-            .await
-            .expect("nothing received")
-            .expect("stream ended")
-            .expect("ws error")
-        {
-            Message::Text(t) => {
-                assert!(t.starts_with("{\"type\":"), "`type` comes first: {t}");
-                return serde_json::from_str(&t).expect("server sent invalid JSON");
-            }
-            Message::Ping(_) | Message::Pong(_) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
+use json_client::{raw, recv, send, Ws};
 
 /// Nothing arrives for a short while.
 async fn quiet(ws: &mut Ws) {
