@@ -289,7 +289,7 @@ impl Server {
         let s = &self.stomp.stats;
         let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
         let body = format!(
-            "{{\"connections\":{},\"stomp_sessions\":{},\"stomp_frames_in\":{},\"stomp_deliveries\":{},\"slow_consumers\":{}}}\n",
+            "{{\"connections\":{},\"sessions\":{},\"stomp_frames_in\":{},\"stomp_deliveries\":{},\"slow_consumers\":{}}}\n",
             self.settings.max_connections - self.connections.available_permits(),
             load(&s.sessions),
             load(&s.frames_in),

@@ -13,11 +13,11 @@ use parley_protocol::frame::{self, OpCode};
 use parley_protocol::{CloseCode, Connection, Event, Message};
 use parley_stomp::broker::{AckMode, Delivery, Publish, Published, Receipt, SessionId};
 use parley_stomp::destination::{valid_user, Destination};
+use parley_stomp::rate::TokenBucket;
 use parley_stomp::SharedMessage;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::Instant;
 
 use crate::api::MessageJson;
 use crate::stomp::{now_ms, Eviction, SessionChannels, StompHub};
@@ -76,7 +76,7 @@ impl RawClient {
             let dms = Destination::OwnUserQueue(DM_QUEUE.to_owned());
             let _ = broker.subscribe(id, "dm", &dms, AckMode::Auto, events);
         });
-        let bucket = TokenBucket::new(settings.rate_limit);
+        let bucket = TokenBucket::default();
         Self {
             hub,
             settings,
@@ -105,7 +105,7 @@ impl RawClient {
     }
 
     fn command(&mut self, msg: &Map<String, Value>) -> Result<Option<Value>, Refusal> {
-        if !self.bucket.take() {
+        if !self.bucket.take(now_ms(), self.settings.rate_limit) {
             return Err(Refusal(
                 "rate_limited",
                 format!("more than {} messages per second", self.settings.rate_limit),
@@ -466,7 +466,7 @@ fn error_json(refusal: &Refusal, reference: Option<String>) -> Vec<u8> {
 }
 
 /// What a message, typing or presence announcement looks like to raw clients, `type` first.
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 struct Outgoing<'a> {
     r#type: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -508,7 +508,7 @@ fn json_frame(m: &SharedMessage, recipient: &str) -> Bytes {
                 r#type: "typing",
                 room: Some(room),
                 user: sender,
-                ..none()
+                ..Outgoing::default()
             };
         } else if let Some(room) = topic.strip_suffix(".presence") {
             out = Outgoing {
@@ -516,7 +516,7 @@ fn json_frame(m: &SharedMessage, recipient: &str) -> Bytes {
                 room: Some(room),
                 user: m.header("user"),
                 event: m.header("event"),
-                ..none()
+                ..Outgoing::default()
             };
         } else {
             out.room = Some(topic);
@@ -527,77 +527,9 @@ fn json_frame(m: &SharedMessage, recipient: &str) -> Bytes {
     frame::encode(OpCode::Text, &serde_json::to_vec(&out).unwrap_or_default())
 }
 
-fn none<'a>() -> Outgoing<'a> {
-    Outgoing {
-        r#type: "",
-        room: None,
-        to: None,
-        id: None,
-        from: None,
-        user: None,
-        event: None,
-        ts: None,
-        body: None,
-    }
-}
-
-/// Allows `rate` messages per second with bursts of twice that.
-struct TokenBucket {
-    rate: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn new(rate: u32) -> Self {
-        let rate = f64::from(rate);
-        Self {
-            rate,
-            tokens: rate * 2.0,
-            last: Instant::now(),
-        }
-    }
-
-    fn take(&mut self) -> bool {
-        if self.rate == 0.0 {
-            return true;
-        }
-        let now = Instant::now();
-        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
-        self.tokens = (self.tokens + refill).min(self.rate * 2.0);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-
-    #[test]
-    fn bucket_allows_a_burst_then_the_rate() {
-        let mut b = TokenBucket::new(10);
-        assert_eq!(
-            (0..25).filter(|_| b.take()).count(),
-            20,
-            "burst of twice the rate"
-        );
-        b.last -= Duration::from_millis(500);
-        assert_eq!(
-            (0..25).filter(|_| b.take()).count(),
-            5,
-            "refilled at 10/s for 0.5 s"
-        );
-        let mut off = TokenBucket::new(0);
-        assert!((0..10_000).all(|_| off.take()));
-    }
 
     #[test]
     fn room_names() {

@@ -10,6 +10,7 @@ pub mod codec;
 pub mod destination;
 pub mod error;
 pub mod frame;
+pub mod rate;
 pub mod session;
 
 pub use codec::{Decoder, Limits, SharedMessage};

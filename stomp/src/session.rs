@@ -14,6 +14,7 @@ use crate::broker::{
 use crate::codec::{self, SharedMessage};
 use crate::destination::{valid_user, Destination};
 use crate::frame::{Command, Frame, Version};
+use crate::rate::TokenBucket;
 
 /// Headers a SEND may not pass through to subscribers: the broker sets them, or they only
 /// concern the sender's own frame.
@@ -97,33 +98,6 @@ pub struct Session {
     receipt_deferred: bool,
     /// Rate limit on SEND.
     sends: TokenBucket,
-}
-
-/// A token bucket on the caller's clock: `rate` per second, bursts of twice that.
-#[derive(Debug, Default)]
-struct TokenBucket {
-    tokens: f64,
-    last_ms: Option<u64>,
-}
-
-impl TokenBucket {
-    fn take(&mut self, now_ms: u64, rate: u32) -> bool {
-        if rate == 0 {
-            return true;
-        }
-        let (rate, burst) = (f64::from(rate), f64::from(rate) * 2.0);
-        let elapsed = self.last_ms.map_or(burst / rate, |last| {
-            now_ms.saturating_sub(last) as f64 / 1000.0
-        });
-        self.tokens = (self.tokens + elapsed * rate).min(burst);
-        self.last_ms = Some(now_ms);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 /// An error answered with an ERROR frame, then a close.
