@@ -11,8 +11,10 @@ use anyhow::Context as _;
 use clap::Args;
 use serde::Deserialize;
 
+use crate::auth::{AuthSettings, JwtAlgorithm, KeySettings};
+
 /// Flags of `parley serve`; each may also be set in the config file under the same name.
-#[derive(Args, Debug, Default, Deserialize)]
+#[derive(Args, Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ServeArgs {
     /// TOML config file; flags and environment variables override it.
@@ -60,9 +62,67 @@ pub struct ServeArgs {
     #[arg(long, env = "PARLEY_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
 
-    /// Origins allowed to open WebSockets, comma-separated; empty allows any [default: any].
-    #[arg(long, env = "PARLEY_ALLOWED_ORIGINS", value_delimiter = ',')]
-    pub allowed_origins: Option<Vec<String>>,
+    /// Origins besides the server's own allowed to open WebSockets and use the session cookie,
+    /// repeatable or comma-separated; `*` allows any [default: none].
+    #[arg(
+        long,
+        alias = "allowed-origins",
+        env = "PARLEY_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    #[serde(alias = "allowed-origins")]
+    pub allowed_origin: Option<Vec<String>>,
+
+    /// Allow connections without an account (name-only guests) [default: false].
+    #[arg(long, env = "PARLEY_ALLOW_GUESTS", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_guests: Option<bool>,
+
+    /// Account registration: `open` or `closed` [default: open].
+    #[arg(long, env = "PARLEY_REGISTRATION")]
+    pub registration: Option<String>,
+
+    /// JWT signing algorithm: HS256, RS256 or ES256 [default: HS256].
+    #[arg(long, env = "PARLEY_JWT_ALGORITHM", value_enum)]
+    pub jwt_algorithm: Option<JwtAlgorithm>,
+
+    /// HS256 secret file shared by the nodes of a deployment [default: DATA/jwt-secret, generated;
+    /// `PARLEY_JWT_SECRET` gives the secret itself].
+    #[arg(long, env = "PARLEY_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// RS256/ES256 private key, PEM.
+    #[arg(long, env = "PARLEY_JWT_PRIVATE_KEY")]
+    pub jwt_private_key: Option<PathBuf>,
+
+    /// RS256/ES256 public key, PEM.
+    #[arg(long, env = "PARLEY_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// The `iss` of access tokens [default: parley].
+    #[arg(long, env = "PARLEY_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// The `aud` of access tokens [default: parley].
+    #[arg(long, env = "PARLEY_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Access token lifetime [default: 15m].
+    #[arg(long, env = "PARLEY_ACCESS_TTL", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub access_ttl: Option<Duration>,
+
+    /// Refresh token lifetime [default: 14days].
+    #[arg(long, env = "PARLEY_REFRESH_TTL", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub refresh_ttl: Option<Duration>,
+
+    /// Failed logins per username per minute before further attempts get 429 [default: 5].
+    #[arg(long, env = "PARLEY_LOGIN_FAILURES_PER_USER")]
+    pub login_failures_per_user: Option<u32>,
+
+    /// Failed logins per client IP per minute before further attempts get 429 [default: 20].
+    #[arg(long, env = "PARLEY_LOGIN_FAILURES_PER_IP")]
+    pub login_failures_per_ip: Option<u32>,
 
     /// Largest chat message body (/ws, STOMP SEND to rooms), in bytes [default: 65536].
     #[arg(long, env = "PARLEY_MAX_BODY")]
@@ -116,8 +176,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Connection cap.
     pub max_connections: usize,
-    /// Allowed origins; empty allows any.
-    pub allowed_origins: Vec<String>,
+    /// Accounts, tokens, guests, origins.
+    pub auth: AuthSettings,
     /// permessage-deflate accepted.
     pub deflate: bool,
     /// Chat body limit on /ws.
@@ -146,11 +206,12 @@ impl ServeArgs {
             }
             None => ServeArgs::default(),
         };
+        let data = self
+            .data
+            .or(file.data)
+            .unwrap_or_else(|| PathBuf::from("parley-data"));
         Ok(Settings {
-            data: self
-                .data
-                .or(file.data)
-                .unwrap_or_else(|| PathBuf::from("parley-data")),
+            data: data.clone(),
             http: self
                 .http
                 .or(file.http)
@@ -180,10 +241,57 @@ impl ServeArgs {
                 .max_connections
                 .or(file.max_connections)
                 .unwrap_or(100_000),
-            allowed_origins: self
-                .allowed_origins
-                .or(file.allowed_origins)
-                .unwrap_or_default(),
+            auth: AuthSettings {
+                keys: KeySettings {
+                    algorithm: self
+                        .jwt_algorithm
+                        .or(file.jwt_algorithm)
+                        .unwrap_or_default(),
+                    data: data.clone(),
+                    secret_file: self.jwt_secret_file.or(file.jwt_secret_file),
+                    secret: std::env::var("PARLEY_JWT_SECRET")
+                        .ok()
+                        .filter(|s| !s.is_empty()),
+                    private_key: self.jwt_private_key.or(file.jwt_private_key),
+                    public_key: self.jwt_public_key.or(file.jwt_public_key),
+                    issuer: self
+                        .jwt_issuer
+                        .or(file.jwt_issuer)
+                        .unwrap_or_else(|| "parley".to_owned()),
+                    audience: self
+                        .jwt_audience
+                        .or(file.jwt_audience)
+                        .unwrap_or_else(|| "parley".to_owned()),
+                },
+                access_ttl: self
+                    .access_ttl
+                    .or(file.access_ttl)
+                    .unwrap_or(Duration::from_secs(15 * 60)),
+                refresh_ttl: self
+                    .refresh_ttl
+                    .or(file.refresh_ttl)
+                    .unwrap_or(Duration::from_secs(14 * 86_400)),
+                registration_open: match self.registration.or(file.registration).as_deref() {
+                    None | Some("open") => true,
+                    Some("closed") => false,
+                    Some(other) => {
+                        anyhow::bail!("--registration {other:?}: expected open or closed")
+                    }
+                },
+                allow_guests: self.allow_guests.or(file.allow_guests).unwrap_or(false),
+                failures_per_user: self
+                    .login_failures_per_user
+                    .or(file.login_failures_per_user)
+                    .unwrap_or(5),
+                failures_per_ip: self
+                    .login_failures_per_ip
+                    .or(file.login_failures_per_ip)
+                    .unwrap_or(20),
+                allowed_origins: self
+                    .allowed_origin
+                    .or(file.allowed_origin)
+                    .unwrap_or_default(),
+            },
             deflate: self.deflate.or(file.deflate).unwrap_or(true),
             max_body: self.max_body.or(file.max_body).unwrap_or(64 * 1024),
             rate_limit: self.rate_limit.or(file.rate_limit).unwrap_or(1000),

@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,10 +28,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::api;
+use crate::auth::{Auth, Authenticated};
 use crate::config::Settings;
 use crate::journal::Journal;
 use crate::raw::{RawClient, RawSettings};
-use crate::stomp::{StompHub, StompSettings};
+use crate::stomp::{Credentials, StompHub, StompSettings};
 use crate::store::Store;
 use crate::web;
 use crate::ws::{self, DriverConfig};
@@ -53,6 +55,8 @@ pub struct Server {
     raw: Arc<RawSettings>,
     /// The broker and its sessions, shared by /stomp, /ws and the STOMP TCP listener.
     stomp: Arc<StompHub>,
+    /// Accounts and tokens.
+    auth: Arc<Auth>,
     /// Cancelled on SIGINT/SIGTERM: stop accepting, close every WebSocket with 1001.
     shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
@@ -65,9 +69,10 @@ pub struct Server {
 #[derive(Clone, Debug)]
 enum WsEndpoint {
     Echo,
-    Stomp,
-    /// The raw JSON protocol, with the client's chosen name.
-    Raw(Option<String>),
+    /// STOMP; the upgrade request may already have authenticated the client.
+    Stomp(Option<Authenticated>),
+    /// The raw JSON protocol, for an authenticated user or a guest.
+    Raw(Authenticated),
 }
 
 /// An accepted handshake whose upgraded socket is still to come.
@@ -82,13 +87,11 @@ impl Server {
     pub fn new(
         settings: Settings,
         store: Arc<dyn Store>,
+        auth: Arc<Auth>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
-        let origin = if settings.allowed_origins.is_empty() {
-            OriginPolicy::AllowAny
-        } else {
-            OriginPolicy::AllowList(settings.allowed_origins.clone())
-        };
+        // Origins are checked before the handshake (they depend on the Host: same-origin).
+        let origin = OriginPolicy::AllowAny;
         let deflate = settings.deflate.then(DeflateConfig::default);
         let journal = Journal::start(store.clone(), JOURNAL_CAPACITY);
         let stomp = StompHub::new(
@@ -105,6 +108,7 @@ impl Server {
             },
             store,
             journal,
+            auth.clone(),
         )?;
         Ok(Arc::new(Self {
             // STOMP frames are encoded once for every subscriber, so /stomp declines deflate:
@@ -121,6 +125,7 @@ impl Server {
                 .with_origin(origin)
                 .with_deflate(deflate),
             stomp,
+            auth,
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             tracker: TaskTracker::new(),
             shutdown,
@@ -133,12 +138,12 @@ impl Server {
         let stomp_accept = stomp_listener.map(|l| {
             tokio::spawn(
                 self.clone()
-                    .accept_loop(l, |server, stream, permit| async move {
+                    .accept_loop(l, |server, stream, peer, permit| async move {
                         let _permit = permit;
                         server
                             .stomp
                             .clone()
-                            .serve_tcp(stream, server.shutdown.clone())
+                            .serve_tcp(stream, peer.ip(), server.shutdown.clone())
                             .await;
                     }),
             )
@@ -167,7 +172,7 @@ impl Server {
     /// connection limit and runs as a tracked task.
     async fn accept_loop<F, Fut>(self: Arc<Self>, listener: TcpListener, serve: F)
     where
-        F: Fn(Arc<Self>, TcpStream, OwnedSemaphorePermit) -> Fut,
+        F: Fn(Arc<Self>, TcpStream, SocketAddr, OwnedSemaphorePermit) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
         loop {
@@ -189,7 +194,7 @@ impl Server {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let connection = serve(self.clone(), stream, permit);
+            let connection = serve(self.clone(), stream, peer, permit);
             self.tracker.spawn(async move {
                 connection.await;
                 debug!(%peer, "connection closed");
@@ -197,7 +202,12 @@ impl Server {
         }
     }
 
-    async fn serve_connection(self: Arc<Self>, stream: TcpStream, _permit: OwnedSemaphorePermit) {
+    async fn serve_connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        _permit: OwnedSemaphorePermit,
+    ) {
         let upgrade: Arc<Mutex<Option<PendingUpgrade>>> = Arc::default();
         let service = {
             let server = self.clone();
@@ -207,9 +217,11 @@ impl Server {
                 let upgrade = upgrade.clone();
                 async move {
                     if req.uri().path().starts_with("/api/") {
-                        return Ok::<_, Infallible>(api::handle(server.stomp.clone(), req).await);
+                        return Ok::<_, Infallible>(
+                            api::handle(server.stomp.clone(), req, peer.ip()).await,
+                        );
                     }
-                    Ok(server.route(req, &upgrade))
+                    Ok(server.route(req, &upgrade).await)
                 }
             })
         };
@@ -235,11 +247,11 @@ impl Server {
             .map(|mut slot| slot.take())
             .unwrap_or_default();
         if let Some(pending) = pending {
-            self.run_websocket(pending).await;
+            self.run_websocket(pending, peer).await;
         }
     }
 
-    fn route(
+    async fn route(
         &self,
         mut req: Request<Incoming>,
         upgrade: &Mutex<Option<PendingUpgrade>>,
@@ -252,17 +264,42 @@ impl Server {
         let (endpoint, config) = match (req.method(), req.uri().path()) {
             (&Method::GET | &Method::HEAD, "/healthz") => return text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/stats") => return self.stats(),
+            (_, "/echo" | "/stomp" | "/ws") if !self.origin_allowed(req.headers()) => {
+                // Cross-site WebSocket hijacking: a page elsewhere using our user's cookie.
+                return text(StatusCode::FORBIDDEN, "origin not allowed\n");
+            }
             (_, "/echo") if self.settings.echo => (WsEndpoint::Echo, &self.echo_handshake),
-            (_, "/stomp") => (WsEndpoint::Stomp, &self.stomp_handshake),
-            (_, "/ws") => match name_from_query(req.uri().query()) {
-                Ok(name) => (WsEndpoint::Raw(name), &self.raw_handshake),
-                Err(InvalidName) => {
-                    return text(
-                        StatusCode::BAD_REQUEST,
-                        "invalid name: 1-32 of letters, digits, _ - .\n",
-                    )
+            (_, path @ ("/stomp" | "/ws")) => {
+                let headers = req.headers();
+                let query = req.uri().query();
+                let known = match self.auth.authenticate(headers, query).await {
+                    Ok(known) => known,
+                    Err(why) => return unauthorized(&why),
+                };
+                if path == "/stomp" {
+                    (WsEndpoint::Stomp(known), &self.stomp_handshake)
+                } else {
+                    let who = match known {
+                        Some(who) => who,
+                        None => match name_from_query(query) {
+                            Err(InvalidName) => {
+                                return text(
+                                    StatusCode::BAD_REQUEST,
+                                    "invalid name: 1-32 of letters, digits, _ - .\n",
+                                )
+                            }
+                            Ok(name) => match self.stomp.guest(name.as_deref()).await {
+                                Ok(guest) => guest,
+                                Err(why) if self.auth.settings().allow_guests => {
+                                    return text_owned(StatusCode::FORBIDDEN, why)
+                                }
+                                Err(why) => return unauthorized(&why),
+                            },
+                        },
+                    };
+                    (WsEndpoint::Raw(who), &self.raw_handshake)
                 }
-            },
+            }
             _ => return text(StatusCode::NOT_FOUND, "not found\n"),
         };
         match handshake::accept(&req, config) {
@@ -282,6 +319,13 @@ impl Server {
                 error.response().map(Body::from)
             }
         }
+    }
+
+    /// Is the request's `Origin` (if any) ours or an allowed one?
+    fn origin_allowed(&self, headers: &http::HeaderMap) -> bool {
+        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        self.auth.origin_allowed(origin, host)
     }
 
     /// Counters as JSON.
@@ -304,7 +348,7 @@ impl Server {
         resp
     }
 
-    async fn run_websocket(&self, pending: PendingUpgrade) {
+    async fn run_websocket(&self, pending: PendingUpgrade, peer: SocketAddr) {
         let upgraded = match pending.on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(error) => {
@@ -337,20 +381,30 @@ impl Server {
                     }
                 }
             }
-            WsEndpoint::Stomp => {
+            WsEndpoint::Stomp(pre) => {
                 // One WebSocket message carries at most about a frame's worth of STOMP bytes.
                 let max = self.settings.stomp_max_body + 64 * 1024;
                 let conn = Connection::new(Limits::new(max, max), None);
                 let hub = self.stomp.clone();
+                let who = Credentials {
+                    pre,
+                    peer: peer.ip(),
+                };
                 match io {
-                    Ok(tcp) => hub.serve_websocket(tcp, leftover, conn, shutdown).await,
-                    Err(boxed) => hub.serve_websocket(boxed, leftover, conn, shutdown).await,
+                    Ok(tcp) => {
+                        hub.serve_websocket(tcp, leftover, conn, who, shutdown)
+                            .await
+                    }
+                    Err(boxed) => {
+                        hub.serve_websocket(boxed, leftover, conn, who, shutdown)
+                            .await
+                    }
                 }
             }
-            WsEndpoint::Raw(name) => {
+            WsEndpoint::Raw(who) => {
                 let max = self.settings.max_body.max(1 << 20) + 64 * 1024;
                 let conn = Connection::new(Limits::new(max, max), None);
-                let mut client = RawClient::open(self.stomp.clone(), self.raw.clone(), name);
+                let mut client = RawClient::open(self.stomp.clone(), self.raw.clone(), who);
                 match io {
                     Ok(tcp) => ws::drive(tcp, leftover, conn, cfg, shutdown, &mut client).await,
                     Err(boxed) => {
@@ -378,6 +432,22 @@ fn name_from_query(query: Option<&str>) -> Result<Option<String>, InvalidName> {
 
 /// `/ws?name=` holds something that is not a user name.
 struct InvalidName;
+
+/// 401 with a reason; `WWW-Authenticate` names the scheme clients should use.
+fn unauthorized(why: &str) -> Response<Body> {
+    let mut resp = text_owned(StatusCode::UNAUTHORIZED, format!("{why}\n"));
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    resp
+}
+
+fn text_owned(status: StatusCode, body: String) -> Response<Body> {
+    let mut resp = text(status, "");
+    *resp.body_mut() = Body::from(body);
+    resp
+}
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut resp = Response::new(Body::from(body));

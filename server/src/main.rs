@@ -1,6 +1,8 @@
 //! `parley`: the Parley chat server binary.
 
+mod acl;
 mod api;
+mod auth;
 mod config;
 mod http;
 mod journal;
@@ -35,6 +37,37 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(ServeArgs),
+    /// Manage accounts (on the server's data directory).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Print an access token for NAME, signed with the key `parley serve` uses (same options).
+    Token {
+        /// The user name the token is for.
+        name: String,
+        /// How long the token is valid.
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account; the password is read from the terminal, or from stdin.
+    Add {
+        /// The user name.
+        name: String,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Change an account's password; read from the terminal, or from stdin.
+    Passwd {
+        /// The user name.
+        name: String,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,10 +88,62 @@ fn main() -> anyhow::Result<()> {
                 .context("starting the tokio runtime")?
                 .block_on(serve(settings))
         }
+        Command::Token { name, ttl, serve } => {
+            let settings = serve.resolve()?;
+            if parley_stomp::destination::valid_user(&name).is_none() {
+                anyhow::bail!("{name:?} is not a user name: 1-32 of letters, digits, _ - .");
+            }
+            let token = auth::Keys::load(&settings.auth.keys)?.mint(&name, ttl)?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::User(UserCommand::Add { name, serve }) => {
+            let settings = serve.resolve()?;
+            let store = store::SqliteStore::open(&settings.data)?;
+            let password = read_password(true)?;
+            auth::check_new_account(&name, &password).map_err(anyhow::Error::msg)?;
+            let hash = auth::password::hash_now(&password)?;
+            if !store::Store::create_user(&store, &name, &hash)? {
+                anyhow::bail!("user {name:?} already exists");
+            }
+            eprintln!("created user {name}");
+            Ok(())
+        }
+        Command::User(UserCommand::Passwd { name, serve }) => {
+            let settings = serve.resolve()?;
+            let store = store::SqliteStore::open(&settings.data)?;
+            let password = read_password(true)?;
+            auth::check_new_account(&name, &password).map_err(anyhow::Error::msg)?;
+            let hash = auth::password::hash_now(&password)?;
+            if !store::Store::set_password(&store, &name, &hash)? {
+                anyhow::bail!("no user {name:?}");
+            }
+            eprintln!("password of {name} changed");
+            Ok(())
+        }
+    }
+}
+
+/// A new password: typed twice without echo on a terminal, else the first line of stdin.
+fn read_password(confirm: bool) -> anyhow::Result<String> {
+    use std::io::{BufRead as _, IsTerminal as _};
+    if std::io::stdin().is_terminal() {
+        let password = rpassword::prompt_password("Password: ")?;
+        if confirm && rpassword::prompt_password("Again: ")? != password {
+            anyhow::bail!("the passwords differ");
+        }
+        Ok(password)
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        Ok(line.trim_end_matches(['\n', '\r']).to_owned())
     }
 }
 
 async fn serve(settings: config::Settings) -> anyhow::Result<()> {
+    // Storage and keys first: a bad key or database stops the start before anyone connects.
+    let store: Arc<dyn store::Store> = Arc::new(store::SqliteStore::open(&settings.data)?);
+    let keys = auth::Keys::load(&settings.auth.keys)?;
     let listener = TcpListener::bind(settings.http)
         .await
         .with_context(|| format!("binding {}", settings.http))?;
@@ -84,8 +169,9 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(signals.cancel_on_signal(shutdown.clone()));
-    let store: Arc<dyn store::Store> = Arc::new(store::SqliteStore::open(&settings.data)?);
-    Server::new(settings, store, shutdown)?
+    let auth = auth::Auth::new(settings.auth.clone(), keys, store.clone());
+    tokio::spawn(auth.clone().purge_expired());
+    Server::new(settings, store, auth, shutdown)?
         .run(listener, stomp_listener)
         .await;
     info!("shut down");

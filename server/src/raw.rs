@@ -14,13 +14,15 @@ use parley_protocol::{CloseCode, Connection, Event, Message};
 use parley_stomp::broker::{AckMode, Delivery, Publish, Published, Receipt, SessionId};
 use parley_stomp::destination::{valid_user, Destination};
 use parley_stomp::rate::TokenBucket;
+use parley_stomp::session::Identity;
 use parley_stomp::SharedMessage;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::MessageJson;
-use crate::stomp::{now_ms, Eviction, SessionChannels, StompHub};
+use crate::auth::Authenticated;
+use crate::stomp::{instant_at, now_ms, Eviction, SessionChannels, Speaks, StompHub};
 use crate::ws::{Endpoint, Outbound};
 
 /// Deliveries turned into frames per wake-up, so a busy client gets batched writes.
@@ -29,6 +31,8 @@ const MAX_BATCH: usize = 256;
 const MAX_ERRORS_IN_A_ROW: u32 = 20;
 /// The user queue direct messages go to.
 const DM_QUEUE: &str = "messages";
+/// Close code for a connection whose token expired (like HTTP 401).
+const TOKEN_EXPIRED: u16 = 4401;
 
 /// Limits of the raw protocol.
 #[derive(Clone, Debug)]
@@ -45,6 +49,9 @@ pub struct RawClient {
     settings: Arc<RawSettings>,
     id: SessionId,
     user: Arc<str>,
+    identity: Identity,
+    /// When the credential runs out (ms since the epoch); renewed by `auth`; `None` for guests.
+    expires_ms: Option<u64>,
     deliveries: mpsc::Receiver<Delivery>,
     /// Acks that come back once messages are durable, and history answers.
     control: mpsc::Receiver<Bytes>,
@@ -61,18 +68,22 @@ pub struct RawClient {
 struct Refusal(&'static str, String);
 
 impl RawClient {
-    /// Registers a client named `name` (or a guest) with the hub.
-    pub fn open(hub: Arc<StompHub>, settings: Arc<RawSettings>, name: Option<String>) -> Self {
+    /// Registers an authenticated client (or a guest) with the hub.
+    pub fn open(hub: Arc<StompHub>, settings: Arc<RawSettings>, who: Authenticated) -> Self {
         let SessionChannels {
             id,
             deliveries,
             control,
             control_tx,
             evicted,
-        } = hub.open_session();
-        let user: Arc<str> = name.unwrap_or_else(|| format!("guest-{id}")).into();
+        } = hub.open_session(Speaks::Raw);
+        let Authenticated {
+            identity,
+            expires_ms,
+        } = who;
+        let user = identity.name.clone();
         hub.apply(|broker, events| {
-            broker.connect(id, user.clone());
+            broker.connect_as(id, user.clone(), identity.guest);
             let dms = Destination::OwnUserQueue(DM_QUEUE.to_owned());
             let _ = broker.subscribe(id, "dm", &dms, AckMode::Auto, events);
         });
@@ -82,6 +93,8 @@ impl RawClient {
             settings,
             id,
             user,
+            identity,
+            expires_ms,
             deliveries,
             control,
             control_tx,
@@ -117,8 +130,10 @@ impl RawClient {
             "join" => self.join(msg),
             "leave" => self.leave(msg),
             "send" => self.send(msg),
+            "auth" => self.renew(msg),
             "typing" => {
                 let room = self.joined_room(msg)?;
+                self.may_use(&room)?;
                 self.publish(
                     &Destination::Topic(format!("{room}.typing")),
                     Publish {
@@ -136,8 +151,40 @@ impl RawClient {
         }
     }
 
+    /// A fresh access token for the same user extends the connection's life.
+    fn renew(&mut self, msg: &Map<String, Value>) -> Result<Option<Value>, Refusal> {
+        let token = string(msg, "access_token")?;
+        let renewed = self
+            .hub
+            .auth()
+            .verify(token)
+            .map_err(|why| Refusal("unauthorized", why))?;
+        if self.identity.guest || renewed.identity.name != self.identity.name {
+            return Err(Refusal(
+                "unauthorized",
+                "the token is for another user".into(),
+            ));
+        }
+        self.expires_ms = renewed.expires_ms;
+        let expires_in = renewed
+            .expires_ms
+            .map_or(0, |e| e.saturating_sub(now_ms()) / 1000);
+        Ok(Some(
+            serde_json::json!({"type": "authed", "expires_in": expires_in}),
+        ))
+    }
+
+    /// Refuses a room this client may not read or post in.
+    fn may_use(&self, room: &str) -> Result<(), Refusal> {
+        self.hub
+            .acl()
+            .may_use(&self.identity, room)
+            .map_err(|why| Refusal("forbidden", why))
+    }
+
     fn join(&mut self, msg: &Map<String, Value>) -> Result<Option<Value>, Refusal> {
         let room = room_name(string(msg, "room")?)?;
+        self.may_use(&room)?;
         let since = msg.get("since").map(message_id).transpose()?;
         let (id, topic) = (self.id, Destination::Topic(room.clone()));
         if !self.rooms.contains(&room) {
@@ -206,6 +253,7 @@ impl RawClient {
 
     fn history(&self, msg: &Map<String, Value>) -> Result<Option<Value>, Refusal> {
         let room = room_name(string(msg, "room")?)?;
+        self.may_use(&room)?;
         let before = msg.get("before").map(message_id).transpose()?;
         let limit = msg
             .get("limit")
@@ -262,7 +310,11 @@ impl RawClient {
             ));
         }
         let destination = match (msg.get("room"), msg.get("to")) {
-            (Some(_), _) => Destination::Topic(self.joined_room(msg)?),
+            (Some(_), _) => {
+                let room = self.joined_room(msg)?;
+                self.may_use(&room)?;
+                Destination::Topic(room)
+            }
             (None, Some(_)) => {
                 let to = string(msg, "to")?;
                 let user = valid_user(to)
@@ -375,6 +427,13 @@ impl Endpoint for RawClient {
     }
 
     async fn outbound(&mut self) -> Outbound {
+        let expiry = self.expires_ms.map(instant_at);
+        let expired = async move {
+            match expiry {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         if let Some(replay) = self.replays.front_mut() {
             // Polling the receiver by reference keeps it if the driver wakes for something else.
             let frames = replay.await.unwrap_or_default();
@@ -385,7 +444,12 @@ impl Endpoint for RawClient {
             tokio::select! {
                 biased;
                 () = self.evicted.token().cancelled() => {
-                    Outbound::Close(CloseCode::POLICY_VIOLATION, format!("slow consumer: {}", self.evicted.reason()))
+                    let (code, reason) = self.evicted.reason();
+                    Outbound::Close(code, reason.to_owned())
+                }
+                () = expired => {
+                    let code = CloseCode::from_wire(TOKEN_EXPIRED).unwrap_or(CloseCode::POLICY_VIOLATION);
+                    Outbound::Close(code, "token expired".to_owned())
                 }
                 Some(ack) = self.control.recv() => Outbound::Frames(vec![ack]),
                 delivery = self.deliveries.recv() => {
@@ -479,6 +543,8 @@ struct Outgoing<'a> {
     from: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    guest: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     event: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -498,6 +564,7 @@ fn json_frame(m: &SharedMessage, recipient: &str) -> Bytes {
         id: m.header("message-id"),
         from: sender,
         user: None,
+        guest: m.header("sender-guest") == Some("true"),
         event: None,
         ts: m.header("timestamp").and_then(|t| t.parse().ok()),
         body: Some(String::from_utf8_lossy(m.body())),
@@ -508,15 +575,25 @@ fn json_frame(m: &SharedMessage, recipient: &str) -> Bytes {
                 r#type: "typing",
                 room: Some(room),
                 user: sender,
+                guest: m.header("sender-guest") == Some("true"),
                 ..Outgoing::default()
             };
         } else if let Some(room) = topic.strip_suffix(".presence") {
-            out = Outgoing {
-                r#type: "presence",
-                room: Some(room),
-                user: m.header("user"),
-                event: m.header("event"),
-                ..Outgoing::default()
+            out = match m.header("event") {
+                Some("delete") => Outgoing {
+                    r#type: "deleted",
+                    room: Some(room),
+                    id: m.header("deleted-id"),
+                    ..Outgoing::default()
+                },
+                event => Outgoing {
+                    r#type: "presence",
+                    room: Some(room),
+                    user: m.header("user"),
+                    guest: m.header("guest") == Some("true"),
+                    event,
+                    ..Outgoing::default()
+                },
             };
         } else {
             out.room = Some(topic);

@@ -7,8 +7,9 @@
 //! full is a slow consumer and is closed with an ERROR frame (nats-server's policy), so it can
 //! never stall a publisher or the other subscribers.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,8 +19,8 @@ use parley_protocol::frame::{FrameHeader, OpCode};
 use parley_protocol::{CloseCode, Connection, Event, Message};
 use parley_stomp::broker::{Broker, BrokerEvent, BrokerLimits, Delivery, Publish, SessionId};
 use parley_stomp::destination::Destination;
-use parley_stomp::session::{Flow, Session, SessionConfig};
-use parley_stomp::{Decoder, Limits, SharedMessage};
+use parley_stomp::session::{AccessPolicy, Flow, Identity, Session, SessionConfig};
+use parley_stomp::{Command, Decoder, Frame, Limits, SharedMessage};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -27,9 +28,16 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::acl::Acl;
+use crate::auth::{self, Auth, Authenticated, LoginError};
 use crate::journal::{Completion, Journal};
 use crate::store::{Room, Store, StoredMessage};
 use crate::ws::write_all;
+
+/// The destination a STOMP client SENDs a fresh access token to, to renew its session in-band.
+pub const AUTH_DESTINATION: &str = "/app/auth";
+/// Longest wait for a password check (it queues behind other logins) before CONNECT fails.
+const PASSWORD_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most messages one catch-up replays; older ones are paged with history.
 pub const MAX_REPLAY: usize = 10_000;
@@ -80,10 +88,14 @@ pub struct StompHub {
     config: Arc<SessionConfig>,
     settings: StompSettings,
     next_session: AtomicU64,
+    /// Numbers unnamed guests.
+    next_guest: AtomicU64,
     store: Arc<dyn Store>,
     journal: Journal,
-    /// Rooms known to exist in storage, so a join writes only the first time.
-    known_rooms: Mutex<HashSet<String>>,
+    /// Room rules; also tells which rooms exist, so a join creates a room only the first time.
+    acl: Arc<Acl>,
+    /// Accounts and tokens.
+    auth: Arc<Auth>,
     /// Counters, read by `/stats`.
     pub stats: StompStats,
 }
@@ -93,12 +105,30 @@ struct HubInner {
     outboxes: HashMap<SessionId, Outbox>,
 }
 
+/// Which protocol a session speaks, for messages the hub writes to it directly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Speaks {
+    /// STOMP frames.
+    Stomp,
+    /// The raw JSON protocol.
+    Raw,
+}
+
 /// The sending side of a session's bounded queue of deliveries.
 struct Outbox {
+    speaks: Speaks,
     tx: mpsc::Sender<Delivery>,
     /// Acknowledgements (RECEIPT, JSON acks) that come back from storage.
     control: mpsc::Sender<Bytes>,
     evicted: Arc<Eviction>,
+}
+
+/// What the transport already knows about a STOMP client before its CONNECT.
+pub struct Credentials {
+    /// Who the WebSocket upgrade request authenticated, if anyone.
+    pub pre: Option<Authenticated>,
+    /// The client's address, for login throttling.
+    pub peer: IpAddr,
 }
 
 /// What a session's task receives from the hub.
@@ -118,7 +148,8 @@ pub struct SessionChannels {
 /// Set once when the hub decides a session must go.
 #[derive(Default)]
 pub struct Eviction {
-    reason: OnceLock<&'static str>,
+    /// The WebSocket close code and the reason, which is also a STOMP ERROR's message.
+    reason: OnceLock<(CloseCode, String)>,
     token: CancellationToken,
 }
 
@@ -128,13 +159,24 @@ impl Eviction {
         &self.token
     }
 
-    /// Why the session must be closed.
-    pub fn reason(&self) -> &'static str {
-        self.reason.get().copied().unwrap_or("evicted")
+    /// The close code and why the session must be closed.
+    pub fn reason(&self) -> (CloseCode, &str) {
+        self.reason
+            .get()
+            .map_or((CloseCode::POLICY_VIOLATION, "evicted"), |(c, r)| (*c, r))
     }
 
-    fn evict(&self, reason: &'static str) -> bool {
-        let first = self.reason.set(reason).is_ok();
+    /// Closes a consumer that cannot keep up (1008).
+    fn evict_slow(&self, reason: &str) -> bool {
+        self.evict(
+            CloseCode::POLICY_VIOLATION,
+            format!("slow consumer: {reason}"),
+        )
+    }
+
+    /// Closes the session with `code` and `reason`; `true` the first time.
+    pub fn evict(&self, code: CloseCode, reason: String) -> bool {
+        let first = self.reason.set((code, reason)).is_ok();
         self.token.cancel();
         first
     }
@@ -146,14 +188,16 @@ impl StompHub {
         settings: StompSettings,
         store: Arc<dyn Store>,
         journal: Journal,
+        auth: Arc<Auth>,
     ) -> anyhow::Result<Arc<Self>> {
+        let acl = Acl::load(&*store)?;
         let mut config = SessionConfig::default();
+        config.access = AccessPolicy(acl.clone());
         config.server = format!("parley/{}", env!("CARGO_PKG_VERSION"));
         config.heart_beat = settings.heart_beat;
         config.max_room_body = settings.max_room_body;
         config.rate_limit = settings.rate_limit;
         let mut broker = Broker::new(settings.broker.clone());
-        let known_rooms = store.rooms()?.into_iter().map(|r| r.name).collect();
         // Room ids continue where storage left off, so they never go backwards.
         for (room, last) in store.last_ids()? {
             broker.seed_room(&room, last);
@@ -166,8 +210,10 @@ impl StompHub {
             config: Arc::new(config),
             settings,
             next_session: AtomicU64::new(1),
+            next_guest: AtomicU64::new(1),
             stats: StompStats::default(),
-            known_rooms: Mutex::new(known_rooms),
+            acl,
+            auth,
             store,
             journal,
         }))
@@ -176,6 +222,80 @@ impl StompHub {
     /// The message store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Room rules.
+    pub fn acl(&self) -> &Arc<Acl> {
+        &self.acl
+    }
+
+    /// Accounts and tokens.
+    pub fn auth(&self) -> &Arc<Auth> {
+        &self.auth
+    }
+
+    /// Waits until everything queued for storage so far is durable; `false` if storage failed.
+    pub async fn durable(&self) -> bool {
+        let (tx, rx) = oneshot::channel();
+        self.journal.barrier(Box::new(move |ok| {
+            let _ = tx.send(ok);
+        }));
+        matches!(rx.await, Ok(true))
+    }
+
+    /// Tells a room's members that message `id` was deleted: an `event:delete` on the room's
+    /// presence channel, with `deleted-id`.
+    pub fn announce_deleted(&self, room: &str, id: u64, by: &str) {
+        let Ok(destination) = Destination::parse(&format!("/topic/{room}.presence")) else {
+            return;
+        };
+        let publish = Publish {
+            headers: vec![
+                ("event".to_owned(), "delete".to_owned()),
+                ("deleted-id".to_owned(), id.to_string()),
+            ],
+            now_ms: now_ms(),
+            ..Publish::default()
+        };
+        let by: Arc<str> = by.into();
+        self.apply(|broker, events| {
+            let _ = broker.publish_as(by, &destination, publish, events);
+        });
+    }
+
+    /// Ends `user`'s subscriptions to `room` and tells their sessions: raw clients get an error
+    /// and stay connected; STOMP sessions (which have no other way to learn it) get an ERROR.
+    pub fn revoke_room(&self, user: &str, room: &str) {
+        let ended = self.apply(|broker, events| broker.revoke_room(user, room, events));
+        let why = format!("forbidden: you were removed from room {room:?}");
+        let guard = self.lock();
+        let mut told = Vec::new();
+        for (session, _) in ended {
+            if told.contains(&session) {
+                continue;
+            }
+            told.push(session);
+            let Some(outbox) = guard.outboxes.get(&session) else {
+                continue;
+            };
+            match outbox.speaks {
+                Speaks::Stomp => {
+                    outbox
+                        .evicted
+                        .evict(CloseCode::POLICY_VIOLATION, why.clone());
+                }
+                Speaks::Raw => {
+                    let json = serde_json::json!({
+                        "type": "error", "code": "forbidden", "room": room, "message": why,
+                    });
+                    let frame = parley_protocol::frame::encode(
+                        OpCode::Text,
+                        &serde_json::to_vec(&json).unwrap_or_default(),
+                    );
+                    let _ = outbox.control.try_send(frame);
+                }
+            }
+        }
     }
 
     /// The stored messages of `room` with `since < id <= last` (at most [`MAX_REPLAY`]), read
@@ -210,13 +330,19 @@ impl StompHub {
         result_rx
     }
 
-    /// Runs STOMP over one plain TCP connection.
-    pub async fn serve_tcp(self: Arc<Self>, stream: TcpStream, shutdown: CancellationToken) {
+    /// Runs STOMP over one plain TCP connection from `peer`.
+    pub async fn serve_tcp(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: IpAddr,
+        shutdown: CancellationToken,
+    ) {
         let transport = TcpTransport {
             stream,
             outbox: VecDeque::new(),
         };
-        self.run(transport, BytesMut::new(), shutdown).await;
+        let who = Credentials { pre: None, peer };
+        self.run(transport, BytesMut::new(), who, shutdown).await;
     }
 
     /// Runs STOMP over an upgraded WebSocket.
@@ -225,6 +351,7 @@ impl StompHub {
         io: S,
         leftover: BytesMut,
         conn: Connection,
+        who: Credentials,
         shutdown: CancellationToken,
     ) where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -235,7 +362,7 @@ impl StompHub {
             conn,
             outbox: VecDeque::new(),
         };
-        self.run(transport, BytesMut::new(), shutdown).await;
+        self.run(transport, BytesMut::new(), who, shutdown).await;
     }
 
     /// The per-connection loop: decode client frames, apply them, write replies and deliveries,
@@ -244,6 +371,7 @@ impl StompHub {
         self: Arc<Self>,
         mut transport: T,
         mut inbound: BytesMut,
+        who: Credentials,
         shutdown: CancellationToken,
     ) {
         let SessionChannels {
@@ -252,7 +380,9 @@ impl StompHub {
             mut control,
             evicted,
             ..
-        } = self.open_session();
+        } = self.open_session(Speaks::Stomp);
+        // When the credential runs out (ms since the epoch), unless renewed with /app/auth.
+        let mut expires_ms: Option<u64> = None;
         let mut session = Session::new(id, self.config.clone());
         let mut decoder = Decoder::new(self.settings.limits.clone());
         let mut replies = Vec::new();
@@ -268,6 +398,46 @@ impl StompHub {
             loop {
                 match decoder.decode(&mut inbound) {
                     Ok(Some(frame)) => {
+                        if !session.is_connected()
+                            && matches!(frame.command, Command::Connect | Command::Stomp)
+                        {
+                            match self.authenticate_connect(&frame, &who).await {
+                                Ok(authenticated) => {
+                                    expires_ms = authenticated.expires_ms;
+                                    session.authenticate(authenticated.identity);
+                                }
+                                Err(why) => {
+                                    let receipt = frame.get("receipt").map(str::to_owned);
+                                    transport
+                                        .queue_frame(&[session.error_frame(&why, receipt)], true);
+                                    break 'conn None;
+                                }
+                            }
+                        } else if session.is_connected()
+                            && frame.command == Command::Send
+                            && frame.get("destination") == Some(AUTH_DESTINATION)
+                        {
+                            match self.renew(&session, &frame) {
+                                Ok(exp) => {
+                                    expires_ms = exp;
+                                    if let Some(receipt) = frame.get("receipt") {
+                                        let r = Frame::new(Command::Receipt)
+                                            .header("receipt-id", receipt);
+                                        transport.queue_frame(
+                                            &[parley_stomp::codec::encode(&r, session.version())],
+                                            true,
+                                        );
+                                    }
+                                }
+                                Err(why) => {
+                                    let receipt = frame.get("receipt").map(str::to_owned);
+                                    transport
+                                        .queue_frame(&[session.error_frame(&why, receipt)], true);
+                                    break 'conn None;
+                                }
+                            }
+                            continue;
+                        }
                         let (flow, replay) = self.handle(&mut session, frame, &mut replies);
                         replays.extend(replay);
                         decoder.set_version(session.version());
@@ -300,10 +470,11 @@ impl StompHub {
                 break None;
             }
             let beat = session.heart_beat();
+            let expiry = expires_ms.map(instant_at);
             let mut deadline = if session.is_connected() {
                 let recv = beat.expect_within.map(|d| last_in + d);
                 let send = beat.send_every.map(|d| last_out + d);
-                [recv, send].into_iter().flatten().min()
+                [recv, send, expiry].into_iter().flatten().min()
             } else {
                 Some(started + self.settings.connect_timeout)
             };
@@ -318,8 +489,7 @@ impl StompHub {
                     break Some("server shutting down".to_owned());
                 }
                 () = evicted.token.cancelled() => {
-                    let why = evicted.reason.get().copied().unwrap_or("evicted");
-                    break Some(format!("slow consumer: {why}"));
+                    break Some(evicted.reason().1.to_owned());
                 }
                 Some(ack) = control.recv() => {
                     transport.queue_frame(&[ack], true);
@@ -328,13 +498,19 @@ impl StompHub {
                 (replay, stored) = next_replay(&mut replays) => {
                     let Ok(messages) = stored else { break Some("catch-up failed: storage error".to_owned()) };
                     for m in messages {
-                        let headers = vec![
+                        let mut headers = vec![
                             ("destination".to_owned(), format!("/topic/{}", replay.room)),
                             ("message-id".to_owned(), m.id.to_string()),
                             ("timestamp".to_owned(), m.ts.to_string()),
                             ("sender".to_owned(), m.from),
-                            ("content-type".to_owned(), "text/plain;charset=utf-8".to_owned()),
                         ];
+                        if m.guest {
+                            headers.push(("sender-guest".to_owned(), "true".to_owned()));
+                        }
+                        if m.deleted {
+                            headers.push(("deleted".to_owned(), "true".to_owned()));
+                        }
+                        headers.push(("content-type".to_owned(), "text/plain;charset=utf-8".to_owned()));
                         let message = SharedMessage::new(headers, Bytes::from(m.body));
                         let parts = session.message_parts(&replay.subscription, None, &message);
                         transport.queue_frame(&parts, true);
@@ -370,6 +546,9 @@ impl StompHub {
                     if !session.is_connected() {
                         break Some("no CONNECT frame in time".to_owned());
                     }
+                    if expiry.is_some_and(|at| now >= at) {
+                        break Some("token expired".to_owned());
+                    }
                     if beat.expect_within.is_some_and(|d| now >= last_in + d) {
                         break Some("heart-beat timeout: nothing received from the client".to_owned());
                     }
@@ -400,8 +579,100 @@ impl StompHub {
             .await;
     }
 
+    /// Decides who a CONNECT frame is: a JWT in `passcode` or `Authorization`, a username and
+    /// password, the identity of the WebSocket upgrade, or a guest. `Err` is the ERROR message.
+    async fn authenticate_connect(
+        &self,
+        frame: &Frame,
+        who: &Credentials,
+    ) -> Result<Authenticated, String> {
+        let failed = |why: &str| format!("authentication failed: {why}");
+        let login = frame.get("login").filter(|l| !l.is_empty());
+        let passcode = frame.get("passcode").filter(|p| !p.is_empty());
+        let bearer = frame
+            .get("Authorization")
+            .or_else(|| frame.get("authorization"))
+            .and_then(auth::bearer_value);
+        let token = bearer.or(passcode.filter(|p| auth::looks_like_jwt(p)));
+        if let Some(token) = token {
+            let authenticated = self.auth.verify(token).map_err(|e| failed(&e))?;
+            if login.is_some_and(|l| l != &*authenticated.identity.name) {
+                return Err(failed("login does not match the token's user"));
+            }
+            return Ok(authenticated);
+        }
+        match (login, passcode) {
+            (Some(login), Some(password)) => {
+                let check = self.auth.check_password(login, password, who.peer);
+                match timeout(PASSWORD_CHECK_TIMEOUT, check).await {
+                    Ok(Ok(())) => Ok(self.auth.session_for(login)),
+                    Ok(Err(LoginError::Invalid)) => Err(failed("invalid username or password")),
+                    Ok(Err(e)) => Err(failed(&e.to_string())),
+                    Err(_) => Err(failed("the server is busy; try again")),
+                }
+            }
+            (name, None) => match &who.pre {
+                // The upgrade request already said who this is.
+                Some(pre) if name.is_none_or(|n| n == &*pre.identity.name) => Ok(pre.clone()),
+                _ => self.guest(name).await.map_err(|e| failed(&e)),
+            },
+            (None, Some(_)) => Err(failed("passcode without login is not a token")),
+        }
+    }
+
+    /// A guest named `name` (or `guest-<n>`), if guests are allowed and the name is no account's.
+    pub async fn guest(&self, name: Option<&str>) -> Result<Authenticated, String> {
+        if !self.auth.settings().allow_guests {
+            return Err("an account is required (guests are not allowed)".into());
+        }
+        let name = match name {
+            Some(name) => {
+                let name = parley_stomp::destination::valid_user(name)
+                    .ok_or("names are 1-32 of letters, digits, _ - .")?;
+                match self.auth.is_registered(&name).await {
+                    Ok(false) => name,
+                    Ok(true) => {
+                        return Err(format!(
+                            "the name {name:?} belongs to a registered user; sign in"
+                        ))
+                    }
+                    Err(_) => return Err("storage error".into()),
+                }
+            }
+            None => format!(
+                "{}{}",
+                auth::GUEST_PREFIX,
+                self.next_guest.fetch_add(1, Ordering::Relaxed)
+            ),
+        };
+        Ok(Authenticated {
+            identity: Identity {
+                name: name.into(),
+                guest: true,
+            },
+            expires_ms: None,
+        })
+    }
+
+    /// A `SEND /app/auth`: a fresh token for the same user extends the session.
+    fn renew(&self, session: &Session, frame: &Frame) -> Result<Option<u64>, String> {
+        let body = std::str::from_utf8(&frame.body).unwrap_or_default().trim();
+        let token = frame
+            .get("access-token")
+            .or((!body.is_empty()).then_some(body))
+            .ok_or("SEND to /app/auth needs an access-token header")?;
+        let renewed = self
+            .auth
+            .verify(token)
+            .map_err(|e| format!("authentication failed: {e}"))?;
+        match session.identity() {
+            Some(me) if !me.guest && me.name == renewed.identity.name => Ok(renewed.expires_ms),
+            _ => Err("authentication failed: the token is for another user".into()),
+        }
+    }
+
     /// Registers a new session's outbox and returns what its task listens to.
-    pub fn open_session(&self) -> SessionChannels {
+    pub fn open_session(&self, speaks: Speaks) -> SessionChannels {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let (tx, deliveries) = mpsc::channel(self.settings.outbox_capacity);
         let (control_tx, control) = mpsc::channel(self.settings.outbox_capacity);
@@ -409,6 +680,7 @@ impl StompHub {
         self.lock().outboxes.insert(
             id,
             Outbox {
+                speaks,
                 tx,
                 control: control_tx.clone(),
                 evicted: evicted.clone(),
@@ -495,7 +767,7 @@ impl StompHub {
                     Err(mpsc::error::TrySendError::Full(d)) => {
                         if outbox
                             .evicted
-                            .evict("too many messages waiting to be written")
+                            .evict_slow("too many messages waiting to be written")
                         {
                             self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
                             info!(session = d.session, "slow consumer disconnected");
@@ -506,7 +778,7 @@ impl StompHub {
             }
             BrokerEvent::Evict { session, reason } => {
                 if let Some(outbox) = outboxes.get(&session) {
-                    if outbox.evicted.evict(reason) {
+                    if outbox.evicted.evict_slow(reason) {
                         self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
                         info!(session, reason, "slow consumer disconnected");
                     }
@@ -528,6 +800,8 @@ impl StompHub {
                         .and_then(|t| t.parse().ok())
                         .unwrap_or_default(),
                     body: String::from_utf8_lossy(message.body()).into_owned(),
+                    guest: message.header("sender-guest") == Some("true"),
+                    deleted: false,
                 };
                 let outbox = session.and_then(|s| outboxes.get(&s));
                 let done = match (outbox, receipt) {
@@ -535,9 +809,13 @@ impl StompHub {
                         let (control, evicted) = (outbox.control.clone(), outbox.evicted.clone());
                         let done: Completion = Box::new(move |ok| {
                             if !ok {
-                                evicted.evict("the message could not be stored");
+                                evicted.evict(
+                                    CloseCode::INTERNAL_ERROR,
+                                    "storage error: the message could not be stored".to_owned(),
+                                );
                             } else if control.try_send((receipt.0)(id)).is_err() {
-                                evicted.evict("too many acknowledgements waiting to be written");
+                                evicted
+                                    .evict_slow("too many acknowledgements waiting to be written");
                             }
                         });
                         Some(done)
@@ -547,7 +825,7 @@ impl StompHub {
                 if self.journal.push(stored, done).is_err() {
                     warn!("storage cannot keep up; closing the sender");
                     if let Some(outbox) = outbox {
-                        outbox.evicted.evict("storage overloaded");
+                        outbox.evicted.evict_slow("storage overloaded");
                     }
                 }
             }
@@ -559,12 +837,13 @@ impl StompHub {
     /// with headers `user` and `event` (`join` or `leave`).
     /// Joining a room that does not exist creates it (public), through the journal so it is
     /// written in order with the room's messages and off the async runtime.
-    fn ensure_room(&self, room: &str) {
-        let mut known = self.known_rooms.lock().unwrap_or_else(|p| p.into_inner());
-        if known.insert(room.to_owned()) {
+    /// The account that creates a room this way owns it.
+    fn ensure_room(&self, room: &str, owner: Option<&str>) {
+        if self.acl.create(room, false, owner) {
             self.journal.create_room(Room {
                 name: room.to_owned(),
                 private: false,
+                owner: owner.map(str::to_owned),
             });
         }
     }
@@ -577,24 +856,27 @@ impl StompHub {
         now_ms: u64,
     ) {
         for event in presence {
-            let (topic, user, what) = match event {
-                BrokerEvent::Joined { topic, user } => (topic, user, "join"),
-                BrokerEvent::Left { topic, user } => (topic, user, "leave"),
+            let (topic, user, guest, what) = match event {
+                BrokerEvent::Joined { topic, user, guest } => (topic, user, guest, "join"),
+                BrokerEvent::Left { topic, user, guest } => (topic, user, guest, "leave"),
                 _ => continue,
             };
             let Some(room) = topic.strip_prefix("/topic/").filter(|r| !r.contains('.')) else {
                 continue;
             };
             if what == "join" {
-                self.ensure_room(room);
+                self.ensure_room(room, (!guest).then_some(&*user));
             }
             let Ok(destination) = Destination::parse(&format!("/topic/{room}.presence")) else {
                 continue;
             };
-            let headers = vec![
+            let mut headers = vec![
                 ("user".to_owned(), user.to_string()),
                 ("event".to_owned(), what.to_owned()),
             ];
+            if guest {
+                headers.push(("guest".to_owned(), "true".to_owned()));
+            }
             let publish = Publish {
                 headers,
                 now_ms,
@@ -667,6 +949,11 @@ pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The `Instant` of a wall-clock time in ms since the epoch (now, if it has passed).
+pub fn instant_at(epoch_ms: u64) -> Instant {
+    Instant::now() + Duration::from_millis(epoch_ms.saturating_sub(now_ms()))
 }
 
 fn far_future() -> Instant {

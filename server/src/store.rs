@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::Context as _;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension as _};
 
 /// A stored room message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,8 +22,12 @@ pub struct StoredMessage {
     pub from: String,
     /// Server time in ms since the Unix epoch.
     pub ts: u64,
-    /// The text.
+    /// The text (empty once deleted).
     pub body: String,
+    /// Sent by a guest.
+    pub guest: bool,
+    /// Deleted by a room admin: a tombstone that keeps the id sequence gapless.
+    pub deleted: bool,
 }
 
 /// A room's public description.
@@ -31,8 +35,69 @@ pub struct StoredMessage {
 pub struct Room {
     /// Its name.
     pub name: String,
-    /// Private rooms are not listed to everyone (authorization arrives with accounts).
+    /// Private rooms are for their members only.
     pub private: bool,
+    /// The account that created it, if any; recorded as its first member with role owner.
+    pub owner: Option<String>,
+}
+
+/// What a member may do in a room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Reads and posts.
+    Member,
+    /// Also deletes messages and removes members.
+    Admin,
+    /// Also adds and removes admins; the creator.
+    Owner,
+}
+
+impl Role {
+    /// The name stored and shown in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Member => "member",
+            Self::Admin => "admin",
+            Self::Owner => "owner",
+        }
+    }
+
+    /// Parses a stored or requested role.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "member" => Some(Self::Member),
+            "admin" => Some(Self::Admin),
+            "owner" => Some(Self::Owner),
+            _ => None,
+        }
+    }
+}
+
+/// A refresh token as stored: only its hash, never the token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshRecord {
+    /// SHA-256 of the token.
+    pub hash: [u8; 32],
+    /// The login it descends from; revoked as a whole on reuse or logout.
+    pub family: String,
+    /// Its user.
+    pub user: String,
+    /// Expiry, ms since the epoch.
+    pub expires_ms: u64,
+}
+
+/// The outcome of presenting a refresh token for rotation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rotation {
+    /// It was valid; it is now revoked and its successor stored.
+    Rotated {
+        /// Its user.
+        user: String,
+    },
+    /// It had been rotated or revoked already: the whole family is now revoked.
+    Reused,
+    /// Unknown or expired.
+    Invalid,
 }
 
 /// What Parley persists.
@@ -54,10 +119,43 @@ pub trait Store: Send + Sync {
     fn create_room(&self, room: &Room) -> anyhow::Result<bool>;
     /// Every room, by name.
     fn rooms(&self) -> anyhow::Result<Vec<Room>>;
+    /// Turns a stored message into a tombstone; `false` if there is no such message.
+    fn delete_message(&self, room: &str, id: u64) -> anyhow::Result<bool>;
+
+    /// Every room membership: (room, user, role).
+    fn memberships(&self) -> anyhow::Result<Vec<(String, String, Role)>>;
+    /// Adds a member or changes their role.
+    fn set_member(&self, room: &str, user: &str, role: Role) -> anyhow::Result<()>;
+    /// Removes a member; `false` if they were not one.
+    fn remove_member(&self, room: &str, user: &str) -> anyhow::Result<bool>;
+
+    /// Creates an account; `false` if the name is taken.
+    fn create_user(&self, name: &str, password_hash: &str) -> anyhow::Result<bool>;
+    /// An account's password hash (PHC string), if the account exists.
+    fn password_hash(&self, name: &str) -> anyhow::Result<Option<String>>;
+    /// Replaces an account's password hash; `false` if there is no such account.
+    fn set_password(&self, name: &str, password_hash: &str) -> anyhow::Result<bool>;
+
+    /// Stores a new refresh token.
+    fn insert_refresh(&self, token: &RefreshRecord) -> anyhow::Result<()>;
+    /// Rotates the token hashed `old` into `new` (same family and user) in one transaction.
+    fn rotate_refresh(
+        &self,
+        old: &[u8; 32],
+        new: &RefreshRecord,
+        now_ms: u64,
+    ) -> anyhow::Result<Rotation>;
+    /// The user of a valid (known, unrevoked, unexpired) refresh token.
+    fn refresh_user(&self, hash: &[u8; 32], now_ms: u64) -> anyhow::Result<Option<String>>;
+    /// Revokes the family of the token hashed `hash`; `false` if the token is unknown.
+    fn revoke_family(&self, hash: &[u8; 32]) -> anyhow::Result<bool>;
+    /// Deletes expired refresh tokens; returns how many.
+    fn purge_refresh(&self, now_ms: u64) -> anyhow::Result<usize>;
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE rooms (
         name TEXT PRIMARY KEY,
         private INTEGER NOT NULL DEFAULT 0,
@@ -71,7 +169,32 @@ const MIGRATIONS: &[&str] = &["
         body TEXT NOT NULL,
         PRIMARY KEY (room, id)
     ) WITHOUT ROWID;
-"];
+",
+    "
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE refresh_tokens (
+        hash BLOB PRIMARY KEY,
+        family TEXT NOT NULL,
+        user TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX refresh_tokens_by_family ON refresh_tokens (family);
+    CREATE INDEX refresh_tokens_by_expiry ON refresh_tokens (expires_ms);
+    CREATE TABLE room_members (
+        room TEXT NOT NULL,
+        user TEXT NOT NULL,
+        role TEXT NOT NULL,
+        PRIMARY KEY (room, user)
+    ) WITHOUT ROWID;
+    ALTER TABLE messages ADD COLUMN guest INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+",
+];
 
 /// SQLite in WAL mode: one connection for the writer, one for readers (WAL lets them overlap).
 pub struct SqliteStore {
@@ -133,8 +256,12 @@ fn row_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
         from: row.get(2)?,
         ts: row.get::<_, i64>(3)? as u64,
         body: row.get(4)?,
+        guest: row.get(5)?,
+        deleted: row.get(6)?,
     })
 }
+
+const MESSAGE_COLUMNS: &str = "room, id, sender, ts, body, guest, deleted";
 
 impl Store for SqliteStore {
     fn append(&self, batch: &[StoredMessage]) -> anyhow::Result<()> {
@@ -142,14 +269,21 @@ impl Store for SqliteStore {
         let tx = conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO messages (room, id, sender, ts, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO messages (room, id, sender, ts, body, guest) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             let mut room = tx.prepare_cached(
                 "INSERT OR IGNORE INTO rooms (name, private, created_ms) VALUES (?1, 0, ?2)",
             )?;
             for m in batch {
                 room.execute(params![m.room, to_i64(m.ts)])?;
-                insert.execute(params![m.room, to_i64(m.id), m.from, to_i64(m.ts), m.body])?;
+                insert.execute(params![
+                    m.room,
+                    to_i64(m.id),
+                    m.from,
+                    to_i64(m.ts),
+                    m.body,
+                    m.guest
+                ])?;
             }
         }
         tx.commit()?;
@@ -163,9 +297,9 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> anyhow::Result<Vec<StoredMessage>> {
         let conn = lock(&self.reader);
-        let mut stmt = conn.prepare_cached(
-            "SELECT room, id, sender, ts, body FROM messages WHERE room = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
-        )?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
+        ))?;
         let rows = stmt.query_map(
             params![room, to_i64(before.unwrap_or(u64::MAX)), limit as i64],
             row_message,
@@ -177,9 +311,9 @@ impl Store for SqliteStore {
 
     fn after(&self, room: &str, after: u64, limit: usize) -> anyhow::Result<Vec<StoredMessage>> {
         let conn = lock(&self.reader);
-        let mut stmt = conn.prepare_cached(
-            "SELECT room, id, sender, ts, body FROM messages WHERE room = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-        )?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+        ))?;
         let rows = stmt.query_map(params![room, to_i64(after), limit as i64], row_message)?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
@@ -194,25 +328,181 @@ impl Store for SqliteStore {
     }
 
     fn create_room(&self, room: &Room) -> anyhow::Result<bool> {
-        let conn = lock(&self.writer);
+        let mut conn = lock(&self.writer);
         let now = crate::stomp::now_ms();
-        let changed = conn.execute(
+        let tx = conn.transaction()?;
+        let changed = tx.execute(
             "INSERT OR IGNORE INTO rooms (name, private, created_ms) VALUES (?1, ?2, ?3)",
             params![room.name, room.private, to_i64(now)],
         )?;
+        if let (1, Some(owner)) = (changed, &room.owner) {
+            tx.execute(
+                "INSERT OR REPLACE INTO room_members (room, user, role) VALUES (?1, ?2, 'owner')",
+                params![room.name, owner],
+            )?;
+        }
+        tx.commit()?;
         Ok(changed == 1)
     }
 
     fn rooms(&self) -> anyhow::Result<Vec<Room>> {
         let conn = lock(&self.reader);
-        let mut stmt = conn.prepare("SELECT name, private FROM rooms ORDER BY name")?;
+        let mut stmt = conn.prepare(
+            "SELECT name, private, (SELECT user FROM room_members m WHERE m.room = rooms.name AND m.role = 'owner') FROM rooms ORDER BY name",
+        )?;
         let rows = stmt.query_map([], |row| {
             Ok(Room {
                 name: row.get(0)?,
                 private: row.get(1)?,
+                owner: row.get(2)?,
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn delete_message(&self, room: &str, id: u64) -> anyhow::Result<bool> {
+        let conn = lock(&self.writer);
+        let changed = conn.execute(
+            "UPDATE messages SET body = '', deleted = 1 WHERE room = ?1 AND id = ?2",
+            params![room, to_i64(id)],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn memberships(&self) -> anyhow::Result<Vec<(String, String, Role)>> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare("SELECT room, user, role FROM room_members")?;
+        let rows = stmt.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (room, user, role) = row?;
+            out.push((room, user, Role::parse(&role).unwrap_or(Role::Member)));
+        }
+        Ok(out)
+    }
+
+    fn set_member(&self, room: &str, user: &str, role: Role) -> anyhow::Result<()> {
+        lock(&self.writer).execute(
+            "INSERT OR REPLACE INTO room_members (room, user, role) VALUES (?1, ?2, ?3)",
+            params![room, user, role.as_str()],
+        )?;
+        Ok(())
+    }
+
+    fn remove_member(&self, room: &str, user: &str) -> anyhow::Result<bool> {
+        let changed = lock(&self.writer).execute(
+            "DELETE FROM room_members WHERE room = ?1 AND user = ?2",
+            params![room, user],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn create_user(&self, name: &str, password_hash: &str) -> anyhow::Result<bool> {
+        let changed = lock(&self.writer).execute(
+            "INSERT OR IGNORE INTO users (name, password_hash, created_ms) VALUES (?1, ?2, ?3)",
+            params![name, password_hash, to_i64(crate::stomp::now_ms())],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn password_hash(&self, name: &str) -> anyhow::Result<Option<String>> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached("SELECT password_hash FROM users WHERE name = ?1")?;
+        Ok(stmt.query_row(params![name], |row| row.get(0)).optional()?)
+    }
+
+    fn set_password(&self, name: &str, password_hash: &str) -> anyhow::Result<bool> {
+        let changed = lock(&self.writer).execute(
+            "UPDATE users SET password_hash = ?2 WHERE name = ?1",
+            params![name, password_hash],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn insert_refresh(&self, token: &RefreshRecord) -> anyhow::Result<()> {
+        lock(&self.writer).execute(
+            "INSERT INTO refresh_tokens (hash, family, user, expires_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                &token.hash[..],
+                token.family,
+                token.user,
+                to_i64(token.expires_ms)
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn rotate_refresh(
+        &self,
+        old: &[u8; 32],
+        new: &RefreshRecord,
+        now_ms: u64,
+    ) -> anyhow::Result<Rotation> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction()?;
+        let found: Option<(String, String, i64, bool)> = tx
+            .query_row(
+                "SELECT family, user, expires_ms, revoked FROM refresh_tokens WHERE hash = ?1",
+                params![&old[..]],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            )
+            .optional()?;
+        let outcome = match found {
+            None => Rotation::Invalid,
+            Some((family, _, _, true)) => {
+                // A rotated token presented again: two parties hold the family. End it.
+                tx.execute(
+                    "UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1",
+                    params![family],
+                )?;
+                Rotation::Reused
+            }
+            Some((_, _, expires, false)) if expires <= to_i64(now_ms) => Rotation::Invalid,
+            Some((family, user, _, false)) => {
+                tx.execute(
+                    "UPDATE refresh_tokens SET revoked = 1 WHERE hash = ?1",
+                    params![&old[..]],
+                )?;
+                tx.execute(
+                    "INSERT INTO refresh_tokens (hash, family, user, expires_ms) VALUES (?1, ?2, ?3, ?4)",
+                    params![&new.hash[..], family, user, to_i64(new.expires_ms)],
+                )?;
+                Rotation::Rotated { user }
+            }
+        };
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    fn refresh_user(&self, hash: &[u8; 32], now_ms: u64) -> anyhow::Result<Option<String>> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached(
+            "SELECT user FROM refresh_tokens WHERE hash = ?1 AND revoked = 0 AND expires_ms > ?2",
+        )?;
+        Ok(stmt
+            .query_row(params![&hash[..], to_i64(now_ms)], |row| row.get(0))
+            .optional()?)
+    }
+
+    fn revoke_family(&self, hash: &[u8; 32]) -> anyhow::Result<bool> {
+        let changed = lock(&self.writer).execute(
+            "UPDATE refresh_tokens SET revoked = 1 WHERE family = (SELECT family FROM refresh_tokens WHERE hash = ?1)",
+            params![&hash[..]],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn purge_refresh(&self, now_ms: u64) -> anyhow::Result<usize> {
+        Ok(lock(&self.writer).execute(
+            "DELETE FROM refresh_tokens WHERE expires_ms <= ?1",
+            params![to_i64(now_ms)],
+        )?)
     }
 }
 
@@ -233,6 +523,8 @@ mod tests {
             from: "alice".into(),
             ts: 1000 + id,
             body: format!("m{id}"),
+            guest: id % 2 == 0,
+            deleted: false,
         }
     }
 
@@ -267,13 +559,15 @@ mod tests {
         assert!(store
             .create_room(&Room {
                 name: "a".into(),
-                private: true
+                private: true,
+                owner: Some("alice".into()),
             })
             .unwrap());
         assert!(!store
             .create_room(&Room {
                 name: "a".into(),
-                private: false
+                private: false,
+                owner: None,
             })
             .unwrap());
         store.append(&[msg("b", 1)]).unwrap();
@@ -282,14 +576,96 @@ mod tests {
             [
                 Room {
                     name: "a".into(),
-                    private: true
+                    private: true,
+                    owner: Some("alice".into()),
                 },
                 Room {
                     name: "b".into(),
-                    private: false
+                    private: false,
+                    owner: None,
                 }
             ]
         );
+        assert_eq!(
+            store.memberships().unwrap(),
+            [("a".into(), "alice".into(), Role::Owner)]
+        );
+    }
+
+    #[test]
+    fn deleted_messages_become_tombstones() {
+        let store = SqliteStore::open(&temp_dir("tombstones")).unwrap();
+        store.append(&[msg("r", 1), msg("r", 2)]).unwrap();
+        assert!(store.delete_message("r", 1).unwrap());
+        assert!(!store.delete_message("r", 9).unwrap());
+        let got = store.after("r", 0, 10).unwrap();
+        assert!(got[0].deleted && got[0].body.is_empty());
+        assert_eq!(got[1], msg("r", 2));
+    }
+
+    fn refresh(hash: u8, expires_ms: u64) -> RefreshRecord {
+        RefreshRecord {
+            hash: [hash; 32],
+            family: "f1".into(),
+            user: "alice".into(),
+            expires_ms,
+        }
+    }
+
+    #[test]
+    fn refresh_tokens_rotate_once_and_reuse_revokes_the_family() {
+        let store = SqliteStore::open(&temp_dir("refresh")).unwrap();
+        store.insert_refresh(&refresh(1, 10_000)).unwrap();
+        let rotated = store
+            .rotate_refresh(&[1; 32], &refresh(2, 10_000), 5)
+            .unwrap();
+        assert_eq!(
+            rotated,
+            Rotation::Rotated {
+                user: "alice".into()
+            }
+        );
+        assert_eq!(
+            store.refresh_user(&[2; 32], 5).unwrap().as_deref(),
+            Some("alice")
+        );
+        assert_eq!(
+            store.refresh_user(&[1; 32], 5).unwrap(),
+            None,
+            "rotated away"
+        );
+        // The old one again: theft. The newest one dies with it.
+        let reused = store
+            .rotate_refresh(&[1; 32], &refresh(3, 10_000), 6)
+            .unwrap();
+        assert_eq!(reused, Rotation::Reused);
+        assert_eq!(store.refresh_user(&[2; 32], 6).unwrap(), None);
+        assert_eq!(
+            store
+                .rotate_refresh(&[9; 32], &refresh(4, 10_000), 6)
+                .unwrap(),
+            Rotation::Invalid
+        );
+        store.insert_refresh(&refresh(5, 100)).unwrap();
+        assert_eq!(
+            store
+                .rotate_refresh(&[5; 32], &refresh(6, 10_000), 100)
+                .unwrap(),
+            Rotation::Invalid,
+            "expired"
+        );
+        assert_eq!(store.purge_refresh(100).unwrap(), 1);
+    }
+
+    #[test]
+    fn users_are_unique_and_passwords_change() {
+        let store = SqliteStore::open(&temp_dir("users")).unwrap();
+        assert!(store.create_user("alice", "h1").unwrap());
+        assert!(!store.create_user("alice", "h2").unwrap());
+        assert!(store.set_password("alice", "h3").unwrap());
+        assert!(!store.set_password("bob", "h3").unwrap());
+        assert_eq!(store.password_hash("alice").unwrap().as_deref(), Some("h3"));
+        assert_eq!(store.password_hash("bob").unwrap(), None);
     }
 
     #[test]

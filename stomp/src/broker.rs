@@ -13,11 +13,12 @@ use crate::codec::SharedMessage;
 use crate::destination::Destination;
 
 /// Headers the broker sets on every MESSAGE; publishers cannot supply them.
-const BROKER_HEADERS: [&str; 7] = [
+const BROKER_HEADERS: [&str; 8] = [
     "destination",
     "message-id",
     "timestamp",
     "sender",
+    "sender-guest",
     "subscription",
     "ack",
     "content-length",
@@ -127,6 +128,8 @@ pub enum BrokerEvent {
         topic: String,
         /// Who joined.
         user: Arc<str>,
+        /// They joined as a guest (no account).
+        guest: bool,
     },
     /// The user's last subscription to this topic ended.
     Left {
@@ -134,6 +137,8 @@ pub enum BrokerEvent {
         topic: String,
         /// Who left.
         user: Arc<str>,
+        /// They were a guest.
+        guest: bool,
     },
 }
 
@@ -181,6 +186,9 @@ pub enum AckRef {
 
 struct SessionEntry {
     user: Arc<str>,
+    /// A guest (no account): the broker marks its messages and presence so nobody mistakes it
+    /// for the account of the same name.
+    guest: bool,
     subscriptions: HashMap<Arc<str>, Subscription>,
     /// Deliveries awaiting ACK/NACK, oldest first.
     unacked: VecDeque<Unacked>,
@@ -270,10 +278,16 @@ impl Broker {
         }
     }
 
-    /// Registers a connected session of `user`.
+    /// Registers a connected session of account `user`.
     pub fn connect(&mut self, session: SessionId, user: Arc<str>) {
+        self.connect_as(session, user, false);
+    }
+
+    /// Registers a connected session of `user`, a guest or an account.
+    pub fn connect_as(&mut self, session: SessionId, user: Arc<str>, guest: bool) {
         let entry = SessionEntry {
             user,
+            guest,
             subscriptions: HashMap::new(),
             unacked: VecDeque::new(),
             next_ack: 0,
@@ -296,7 +310,7 @@ impl Broker {
             .collect();
         let mut queues = Vec::new();
         for (id, sub) in &entry.subscriptions {
-            self.unroute(session, &entry.user, id, &sub.route, events);
+            self.unroute(session, &entry.user, entry.guest, id, &sub.route, events);
             if let Route::Queue(name) = &sub.route {
                 queues.push(name.clone());
             }
@@ -351,7 +365,7 @@ impl Broker {
         match route {
             Route::FanOut(key) => {
                 if matches!(destination, Destination::Topic(_)) {
-                    let user = entry.user.clone();
+                    let (user, guest) = (entry.user.clone(), entry.guest);
                     let count = self
                         .present
                         .entry(key.clone())
@@ -363,6 +377,7 @@ impl Broker {
                         events(BrokerEvent::Joined {
                             topic: key.clone(),
                             user,
+                            guest,
                         });
                     }
                 }
@@ -395,7 +410,7 @@ impl Broker {
             .subscriptions
             .remove_entry(id)
             .ok_or_else(|| BrokerError::UnknownSubscription(id.to_owned()))?;
-        let user = entry.user.clone();
+        let (user, guest) = (entry.user.clone(), entry.guest);
         let mut requeue = Vec::new();
         entry.unacked.retain(|u| {
             let mine = u.subscription == id;
@@ -406,7 +421,7 @@ impl Broker {
             }
             !mine
         });
-        self.unroute(session, &user, &id, &sub.route, events);
+        self.unroute(session, &user, guest, &id, &sub.route, events);
         self.requeue(requeue, None, events);
         if let Route::Queue(name) = &sub.route {
             self.forget_idle_queue(name);
@@ -419,6 +434,7 @@ impl Broker {
         &mut self,
         session: SessionId,
         user: &Arc<str>,
+        guest: bool,
         id: &Arc<str>,
         route: &Route,
         events: &mut dyn FnMut(BrokerEvent),
@@ -440,6 +456,7 @@ impl Broker {
                             events(BrokerEvent::Left {
                                 topic: key.clone(),
                                 user: user.clone(),
+                                guest,
                             });
                         }
                     }
@@ -454,6 +471,35 @@ impl Broker {
                 }
             }
         }
+    }
+
+    /// Ends every subscription of `user`'s sessions to `/topic/<room>` and its side channels
+    /// (`/topic/<room>.*`), e.g. when they lose access to it. Returns the ended subscriptions.
+    pub fn revoke_room(
+        &mut self,
+        user: &str,
+        room: &str,
+        events: &mut dyn FnMut(BrokerEvent),
+    ) -> Vec<(SessionId, Arc<str>)> {
+        let topic = format!("/topic/{room}");
+        let side = format!("/topic/{room}.");
+        let ended: Vec<(SessionId, Arc<str>)> = self
+            .sessions
+            .iter()
+            .filter(|(_, e)| &*e.user == user)
+            .flat_map(|(&session, e)| {
+                e.subscriptions
+                    .iter()
+                    .filter(|(_, sub)| {
+                        matches!(&sub.route, Route::FanOut(k) if *k == topic || k.starts_with(&side))
+                    })
+                    .map(move |(id, _)| (session, id.clone()))
+            })
+            .collect();
+        for (session, id) in &ended {
+            let _ = self.unsubscribe(*session, id, events);
+        }
+        ended
     }
 
     /// The users subscribed to a topic, sorted.
@@ -475,13 +521,12 @@ impl Broker {
         publish: Publish,
         events: &mut dyn FnMut(BrokerEvent),
     ) -> Result<Published, BrokerError> {
-        let sender = self
+        let entry = self
             .sessions
             .get(&from)
-            .ok_or(BrokerError::UnknownSession)?
-            .user
-            .clone();
-        self.publish_from(Some(from), sender, destination, publish, events)
+            .ok_or(BrokerError::UnknownSession)?;
+        let (sender, guest) = (entry.user.clone(), entry.guest);
+        self.publish_from(Some(from), sender, guest, destination, publish, events)
     }
 
     /// Publishes on behalf of `sender` without a session: messages the server itself generates,
@@ -493,7 +538,7 @@ impl Broker {
         publish: Publish,
         events: &mut dyn FnMut(BrokerEvent),
     ) -> Result<Published, BrokerError> {
-        self.publish_from(None, sender, destination, publish, events)
+        self.publish_from(None, sender, false, destination, publish, events)
     }
 
     /// Continues a room's numbering (e.g. from storage after a restart).
@@ -511,6 +556,7 @@ impl Broker {
         &mut self,
         session: Option<SessionId>,
         sender: Arc<str>,
+        guest: bool,
         destination: &Destination,
         publish: Publish,
         events: &mut dyn FnMut(BrokerEvent),
@@ -561,6 +607,9 @@ impl Broker {
         headers.push(("message-id".to_owned(), id.to_string()));
         headers.push(("timestamp".to_owned(), publish.now_ms.to_string()));
         headers.push(("sender".to_owned(), sender.to_string()));
+        if guest {
+            headers.push(("sender-guest".to_owned(), "true".to_owned()));
+        }
         // The broker's own headers come first and first wins, but a caller's copies of them are
         // dropped anyway: nobody may present a forged sender to a lenient client.
         headers.extend(

@@ -12,19 +12,20 @@ use crate::broker::{
     AckMode, AckRef, Broker, BrokerError, BrokerEvent, Publish, Receipt, SessionId,
 };
 use crate::codec::{self, SharedMessage};
-use crate::destination::{valid_user, Destination};
+use crate::destination::Destination;
 use crate::frame::{Command, Frame, Version};
 use crate::rate::TokenBucket;
 
 /// Headers a SEND may not pass through to subscribers: the broker sets them, or they only
 /// concern the sender's own frame.
-const RESERVED_HEADERS: [&str; 8] = [
+const RESERVED_HEADERS: [&str; 9] = [
     "destination",
     "message-id",
     "subscription",
     "ack",
     "timestamp",
     "sender",
+    "sender-guest",
     "receipt",
     "transaction",
 ];
@@ -32,6 +33,54 @@ const RESERVED_HEADERS: [&str; 8] = [
 const MAX_TRANSACTIONS: usize = 16;
 /// Frames buffered in one transaction.
 const MAX_TRANSACTION_FRAMES: usize = 1_000;
+
+/// Who a session acts for, established by the server before CONNECT is handled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The user name shown as `sender` and `user-name`.
+    pub name: Arc<str>,
+    /// A guest (no account); its messages and presence are marked.
+    pub guest: bool,
+}
+
+/// Decides what a session may do; the server's permission rules. Called under the broker's lock,
+/// so it must be cheap and never block.
+pub trait Access: Send + Sync {
+    /// May `who` SUBSCRIBE to `destination`? `Err` says why not.
+    fn subscribe(&self, who: &Identity, destination: &Destination) -> Result<(), String>;
+    /// May `who` SEND to `destination`? `Err` says why not.
+    fn send(&self, who: &Identity, destination: &Destination) -> Result<(), String>;
+}
+
+/// Everyone may do everything: the default when the server sets no rules.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AllowAll;
+
+impl Access for AllowAll {
+    fn subscribe(&self, _: &Identity, _: &Destination) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn send(&self, _: &Identity, _: &Destination) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The permission rules a session follows.
+#[derive(Clone)]
+pub struct AccessPolicy(pub Arc<dyn Access>);
+
+impl std::fmt::Debug for AccessPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccessPolicy")
+    }
+}
+
+impl Default for AccessPolicy {
+    fn default() -> Self {
+        Self(Arc::new(AllowAll))
+    }
+}
 
 /// What a server offers every session.
 #[derive(Clone, Debug)]
@@ -45,6 +94,8 @@ pub struct SessionConfig {
     pub max_room_body: usize,
     /// SEND frames per second a session may make (bursts of twice that); 0 = unlimited.
     pub rate_limit: u32,
+    /// Who may subscribe and send where.
+    pub access: AccessPolicy,
 }
 
 impl Default for SessionConfig {
@@ -54,6 +105,7 @@ impl Default for SessionConfig {
             heart_beat: (10_000, 10_000),
             max_room_body: 64 * 1024,
             rate_limit: 1_000,
+            access: AccessPolicy::default(),
         }
     }
 }
@@ -91,7 +143,8 @@ pub struct Session {
     config: Arc<SessionConfig>,
     state: State,
     version: Version,
-    user: Option<Arc<str>>,
+    /// Set by [`Session::authenticate`] before CONNECT; CONNECT without it is refused.
+    identity: Option<Identity>,
     heart_beat: HeartBeat,
     transactions: HashMap<String, Vec<Frame>>,
     /// The current frame's RECEIPT waits for storage instead of going out now.
@@ -117,7 +170,7 @@ impl Session {
             config,
             state: State::AwaitingConnect,
             version: Version::V1_0,
-            user: None,
+            identity: None,
             heart_beat: HeartBeat::default(),
             transactions: HashMap::new(),
             receipt_deferred: false,
@@ -130,9 +183,20 @@ impl Session {
         self.version
     }
 
-    /// The user name, once connected.
+    /// Sets who this session acts for. The server checks the CONNECT frame's credentials and
+    /// calls this before handing the frame to [`Session::handle`].
+    pub fn authenticate(&mut self, identity: Identity) {
+        self.identity = Some(identity);
+    }
+
+    /// The user name, once authenticated.
     pub fn user(&self) -> Option<&Arc<str>> {
-        self.user.as_ref()
+        self.identity.as_ref().map(|i| &i.name)
+    }
+
+    /// Who this session acts for, once authenticated.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
     }
 
     /// The negotiated heart-beat, once connected.
@@ -248,15 +312,12 @@ impl Session {
             // Tolerance: twice the interval, so one late beat is not a death sentence.
             expect_within: every(cx, sy).map(|d| d * 2),
         };
-        let user: Arc<str> = match frame.get("login").filter(|l| !l.is_empty()) {
-            Some(login) => valid_user(login)
-                .ok_or_else(|| Refusal("login must be 1-32 of letters, digits, _ - .".into()))?
-                .into(),
-            None => format!("guest-{}", self.id).into(),
+        let Some(identity) = self.identity.clone() else {
+            return Err(Refusal("authentication required".into()));
         };
+        let user = identity.name.clone();
         self.version = version;
-        broker.connect(self.id, user.clone());
-        self.user = Some(user.clone());
+        broker.connect_as(self.id, user.clone(), identity.guest);
         self.state = State::Connected;
         let connected = Frame::new(Command::Connected)
             .header("version", version.as_str())
@@ -298,6 +359,7 @@ impl Session {
             Command::Subscribe => {
                 let destination = Destination::parse(required(&frame, "destination")?)
                     .map_err(|e| Refusal(e.to_string()))?;
+                self.allowed(|access, who| access.subscribe(who, &destination))?;
                 // 1.0 makes `id` optional; the destination then names the subscription.
                 let id = match (frame.get("id"), self.version) {
                     (Some(id), _) => id,
@@ -376,6 +438,7 @@ impl Session {
             Command::Send => {
                 let destination = Destination::parse(required(frame, "destination")?)
                     .map_err(|e| Refusal(e.to_string()))?;
+                self.allowed(|access, who| access.send(who, &destination))?;
                 if matches!(&destination, Destination::Topic(t) if is_room(t))
                     && frame.body.len() > self.config.max_room_body
                 {
@@ -437,6 +500,18 @@ impl Session {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Asks the server's rules; a refusal becomes `forbidden: <why>`.
+    fn allowed(
+        &self,
+        check: impl FnOnce(&dyn Access, &Identity) -> Result<(), String>,
+    ) -> Result<(), Refusal> {
+        let who = self
+            .identity
+            .as_ref()
+            .ok_or_else(|| Refusal("authentication required".into()))?;
+        check(&*self.config.access.0, who).map_err(|why| Refusal(format!("forbidden: {why}")))
     }
 
     fn ack_ref(&self, frame: &Frame) -> Result<AckRef, Refusal> {

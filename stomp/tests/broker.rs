@@ -918,8 +918,8 @@ fn presence_counts_users_not_sessions() {
     let seen: Vec<String> = events
         .iter()
         .filter_map(|e| match e {
-            BrokerEvent::Joined { topic, user } => Some(format!("+{user}@{topic}")),
-            BrokerEvent::Left { topic, user } => Some(format!("-{user}@{topic}")),
+            BrokerEvent::Joined { topic, user, .. } => Some(format!("+{user}@{topic}")),
+            BrokerEvent::Left { topic, user, .. } => Some(format!("-{user}@{topic}")),
             _ => None,
         })
         .collect();

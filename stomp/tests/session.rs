@@ -10,8 +10,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use parley_stomp::broker::{Broker, BrokerError, BrokerEvent, BrokerLimits, Publish, SessionId};
 use parley_stomp::codec;
-use parley_stomp::destination::Destination;
-use parley_stomp::session::{Flow, HeartBeat, Session, SessionConfig};
+use parley_stomp::destination::{valid_user, Destination};
+use parley_stomp::session::{
+    Access, AccessPolicy, Flow, HeartBeat, Identity, Session, SessionConfig,
+};
 use parley_stomp::{Command, Decoder, Frame, Limits, StompError, Version};
 
 const NOW: u64 = 1_700_000_000_123;
@@ -97,6 +99,26 @@ impl World {
             .sessions
             .entry(id)
             .or_insert_with(|| Session::new(id, config));
+        // The server authenticates before CONNECT reaches the session; this world trusts `login`
+        // (no login: a guest), and an invalid name gets no identity, so CONNECT is refused.
+        if matches!(frame.command, Command::Connect | Command::Stomp)
+            && session.identity().is_none()
+        {
+            match frame.get("login").filter(|l| !l.is_empty()) {
+                Some(login) => {
+                    if let Some(name) = valid_user(login) {
+                        session.authenticate(Identity {
+                            name: name.into(),
+                            guest: false,
+                        });
+                    }
+                }
+                None => session.authenticate(Identity {
+                    name: format!("guest-{id}").into(),
+                    guest: true,
+                }),
+            }
+        }
         let mut replies = Vec::new();
         let mut events = Vec::new();
         let flow = session.handle(frame, &mut self.broker, NOW, &mut replies, &mut |e| {
@@ -418,6 +440,101 @@ fn login_becomes_the_user_name() {
     assert_eq!(got[0].get("destination"), Some("/user/queue/inbox"));
 
     let (flow, replies) = w.handle(9, connect_frame(Some("1.2"), Some("not a valid name!")));
+    assert_error(flow, &replies, None);
+}
+
+#[test]
+fn connect_without_authentication_is_refused() {
+    let mut session = Session::new(1, Arc::new(SessionConfig::default()));
+    let mut broker = Broker::new(BrokerLimits::default());
+    let mut replies = Vec::new();
+    let flow = session.handle(
+        connect_frame(Some("1.2"), Some("alice")),
+        &mut broker,
+        NOW,
+        &mut replies,
+        &mut |_| {},
+    );
+    let frames = decode_all(&replies.concat(), Version::V1_2);
+    assert_error(flow, &frames, None);
+    assert_eq!(frames[0].get("message"), Some("authentication required"));
+}
+
+#[test]
+fn guests_are_marked_and_cannot_forge_the_mark() {
+    let mut w = World::new();
+    w.connect(1, Some("1.2"), Some("alice"));
+    w.connect(2, Some("1.2"), None);
+    w.ok(1, subscribe("r", "/topic/general", "auto"));
+    w.ok(2, send("/topic/general", "from a guest"));
+    w.ok(
+        1,
+        send("/topic/general", "from alice").header("sender-guest", "true"),
+    );
+    let got = w.messages(1);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].get("sender"), Some("guest-2"));
+    assert_eq!(got[0].get("sender-guest"), Some("true"));
+    assert_eq!(got[1].get("sender"), Some("alice"));
+    assert_eq!(
+        got[1].get("sender-guest"),
+        None,
+        "a forged guest mark is dropped"
+    );
+}
+
+/// Rules like the server's: `secret` rooms are for alice only; nobody sends to `.presence`.
+struct Rules;
+
+impl Access for Rules {
+    fn subscribe(&self, who: &Identity, destination: &Destination) -> Result<(), String> {
+        match destination {
+            Destination::Topic(t)
+                if t.split('.').next() == Some("secret") && &*who.name != "alice" =>
+            {
+                Err("not a member of secret".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn send(&self, who: &Identity, destination: &Destination) -> Result<(), String> {
+        if matches!(destination, Destination::Topic(t) if t.ends_with(".presence")) {
+            return Err("the server writes presence".into());
+        }
+        self.subscribe(who, destination)
+    }
+}
+
+#[test]
+fn access_rules_refuse_subscribe_and_send_with_an_error() {
+    let mut config = SessionConfig::default();
+    config.access = AccessPolicy(Arc::new(Rules));
+    let mut w = World::with(BrokerLimits::default(), config);
+    w.connect(1, Some("1.2"), Some("alice"));
+    w.connect(2, Some("1.2"), Some("bob"));
+    w.ok(1, subscribe("s", "/topic/secret", "auto"));
+    for dest in [
+        "/topic/secret",
+        "/topic/secret.typing",
+        "/topic/secret.presence",
+    ] {
+        let (flow, replies) = w.handle(2, subscribe("x", dest, "auto"));
+        assert_error(flow, &replies, None);
+        assert!(
+            replies[0]
+                .get("message")
+                .unwrap()
+                .starts_with("forbidden: "),
+            "{replies:?}"
+        );
+        w.sessions.remove(&2);
+        w.connect(2, Some("1.2"), Some("bob"));
+    }
+    let (flow, replies) = w.handle(2, send("/topic/secret", "let me in"));
+    assert_error(flow, &replies, None);
+    assert!(w.messages(1).is_empty(), "a refused SEND reaches nobody");
+    let (flow, replies) = w.handle(1, send("/topic/general.presence", "forged"));
     assert_error(flow, &replies, None);
 }
 

@@ -1,0 +1,461 @@
+//! Accounts and authentication: passwords, JWT access tokens, rotating refresh tokens, login
+//! throttling, and telling which origins a browser may call from. See `docs/auth.md`.
+
+mod jwt;
+pub mod password;
+mod throttle;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use http::HeaderMap;
+use parley_stomp::destination::valid_user;
+use parley_stomp::session::Identity;
+use sha2::{Digest, Sha256};
+
+pub use jwt::{JwtAlgorithm, KeySettings, Keys};
+pub use password::Passwords;
+use throttle::Throttle;
+
+use crate::stomp::now_ms;
+use crate::store::{RefreshRecord, Rotation, Store};
+
+/// The browser session cookie: it holds a refresh token.
+pub const SESSION_COOKIE: &str = "parley_session";
+/// Names starting with this are made up for guests, so accounts cannot take them.
+pub const GUEST_PREFIX: &str = "guest-";
+
+/// Auth settings, resolved.
+#[derive(Clone, Debug)]
+pub struct AuthSettings {
+    /// Signing keys and claims.
+    pub keys: KeySettings,
+    /// Access token lifetime.
+    pub access_ttl: Duration,
+    /// Refresh token lifetime.
+    pub refresh_ttl: Duration,
+    /// `POST /api/register` is open.
+    pub registration_open: bool,
+    /// Connections without an account are allowed.
+    pub allow_guests: bool,
+    /// Failed logins per username per minute before 429.
+    pub failures_per_user: u32,
+    /// Failed logins per client IP per minute before 429.
+    pub failures_per_ip: u32,
+    /// Extra origins allowed for WebSockets and cookie requests; `*` allows any.
+    pub allowed_origins: Vec<String>,
+}
+
+/// Who a request or connection is, and until when.
+#[derive(Clone, Debug)]
+pub struct Authenticated {
+    /// The user.
+    pub identity: Identity,
+    /// When the credential runs out (ms since the epoch); `None` for guests.
+    pub expires_ms: Option<u64>,
+}
+
+/// A freshly issued pair.
+#[derive(Debug)]
+pub struct TokenPair {
+    /// The JWT.
+    pub access_token: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+    /// The opaque refresh token.
+    pub refresh_token: String,
+}
+
+/// Why a login failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// Wrong username or password (deliberately not saying which).
+    #[error("invalid username or password")]
+    Invalid,
+    /// Too many failures lately; retry after this long.
+    #[error("too many failed logins; retry in {} s", .0.as_secs().max(1))]
+    Throttled(Duration),
+    /// Storage failed.
+    #[error("storage error")]
+    Storage(#[from] anyhow::Error),
+}
+
+/// Why a registration failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// Bad username or password, with the rule.
+    #[error("{0}")]
+    Invalid(&'static str),
+    /// The name is taken.
+    #[error("username taken")]
+    Taken,
+    /// Registration is closed.
+    #[error("registration is closed")]
+    Closed,
+    /// Storage failed.
+    #[error("storage error")]
+    Storage(#[from] anyhow::Error),
+}
+
+/// Why a refresh failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// Unknown, expired or revoked.
+    #[error("invalid refresh token")]
+    Invalid,
+    /// A rotated token came back: its family is now revoked.
+    #[error("refresh token reused; the session is revoked")]
+    Reused,
+    /// Storage failed.
+    #[error("storage error")]
+    Storage(#[from] anyhow::Error),
+}
+
+/// Accounts and tokens. Shared by every connection; cheap checks are synchronous, anything that
+/// hashes a password or touches storage is async and runs off the runtime's threads.
+pub struct Auth {
+    settings: AuthSettings,
+    keys: Keys,
+    passwords: Passwords,
+    throttle: Throttle,
+    store: Arc<dyn Store>,
+}
+
+impl Auth {
+    /// Auth over `store`, signing with `keys`.
+    pub fn new(settings: AuthSettings, keys: Keys, store: Arc<dyn Store>) -> Arc<Self> {
+        Arc::new(Self {
+            throttle: Throttle::new(settings.failures_per_user, settings.failures_per_ip),
+            passwords: Passwords::new(),
+            settings,
+            keys,
+            store,
+        })
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &AuthSettings {
+        &self.settings
+    }
+
+    /// Creates an account.
+    pub async fn register(&self, name: &str, password: &str) -> Result<(), RegisterError> {
+        if !self.settings.registration_open {
+            return Err(RegisterError::Closed);
+        }
+        check_new_account(name, password).map_err(RegisterError::Invalid)?;
+        let hash = self.passwords.hash(password.to_owned()).await?;
+        let (store, name) = (self.store.clone(), name.to_owned());
+        match blocking(move || store.create_user(&name, &hash)).await? {
+            true => Ok(()),
+            false => Err(RegisterError::Taken),
+        }
+    }
+
+    /// Checks a username and password, throttling repeated failures per name and per `ip`.
+    pub async fn check_password(
+        &self,
+        name: &str,
+        password: &str,
+        ip: IpAddr,
+    ) -> Result<(), LoginError> {
+        self.throttle
+            .check(name, ip)
+            .map_err(LoginError::Throttled)?;
+        let stored = match valid_user(name) {
+            Some(name) => {
+                let store = self.store.clone();
+                blocking(move || store.password_hash(&name)).await?
+            }
+            None => None,
+        };
+        // An unknown user is checked against a dummy hash: both failures take the same time.
+        if self.passwords.verify(password.to_owned(), stored).await {
+            self.throttle.succeeded(name);
+            Ok(())
+        } else {
+            self.throttle.failed(name, ip);
+            Err(LoginError::Invalid)
+        }
+    }
+
+    /// Logs in: a new access token and a refresh token starting a new family.
+    pub async fn login(
+        &self,
+        name: &str,
+        password: &str,
+        ip: IpAddr,
+    ) -> Result<TokenPair, LoginError> {
+        self.check_password(name, password, ip).await?;
+        let (refresh_token, record) = self.new_refresh(name, random_token(16));
+        let store = self.store.clone();
+        blocking(move || store.insert_refresh(&record)).await?;
+        Ok(self.pair(name, refresh_token))
+    }
+
+    /// Rotates a refresh token into a new pair.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, RefreshError> {
+        let old = hash_token(refresh_token);
+        // The successor inherits the old token's family and user inside the store.
+        let (new_token, record) = self.new_refresh("", String::new());
+        let store = self.store.clone();
+        let rotation = blocking(move || store.rotate_refresh(&old, &record, now_ms())).await?;
+        match rotation {
+            Rotation::Rotated { user } => Ok(self.pair(&user, new_token)),
+            Rotation::Reused => Err(RefreshError::Reused),
+            Rotation::Invalid => Err(RefreshError::Invalid),
+        }
+    }
+
+    /// Revokes the family of a refresh token.
+    pub async fn logout(&self, refresh_token: &str) -> anyhow::Result<bool> {
+        let hash = hash_token(refresh_token);
+        let store = self.store.clone();
+        blocking(move || store.revoke_family(&hash)).await
+    }
+
+    /// The user of a valid session cookie's refresh token, without rotating it.
+    pub async fn cookie_user(&self, refresh_token: &str) -> anyhow::Result<Option<String>> {
+        let hash = hash_token(refresh_token);
+        let store = self.store.clone();
+        blocking(move || store.refresh_user(&hash, now_ms())).await
+    }
+
+    /// True if `name` is an account.
+    pub async fn is_registered(&self, name: &str) -> anyhow::Result<bool> {
+        let (store, name) = (self.store.clone(), name.to_owned());
+        Ok(blocking(move || store.password_hash(&name))
+            .await?
+            .is_some())
+    }
+
+    /// Verifies an access token; `Err` says why it is refused, never echoing the token.
+    pub fn verify(&self, token: &str) -> Result<Authenticated, String> {
+        let claims = self.keys.verify(token)?;
+        Ok(Authenticated {
+            identity: Identity {
+                name: claims.sub.into(),
+                guest: false,
+            },
+            expires_ms: Some(claims.exp.saturating_mul(1000)),
+        })
+    }
+
+    /// An identity that lasts as long as an access token would, for password and cookie logins.
+    pub fn session_for(&self, name: &str) -> Authenticated {
+        Authenticated {
+            identity: Identity {
+                name: name.into(),
+                guest: false,
+            },
+            expires_ms: Some(now_ms() + self.settings.access_ttl.as_millis() as u64),
+        }
+    }
+
+    /// Authenticates an HTTP request by bearer token, `?access_token=` (when `query` allows it)
+    /// or the session cookie. `Ok(None)`: no credentials at all.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<Option<Authenticated>, String> {
+        if let Some(token) = bearer(headers) {
+            return self.verify(token).map(Some);
+        }
+        if let Some(token) = query.and_then(query_token) {
+            return self.verify(&token).map(Some);
+        }
+        if let Some(cookie) = session_cookie(headers) {
+            return match self.cookie_user(cookie).await {
+                Ok(Some(user)) => Ok(Some(self.session_for(&user))),
+                Ok(None) => Err("the session has ended; sign in again".into()),
+                Err(_) => Err("storage error".into()),
+            };
+        }
+        Ok(None)
+    }
+
+    /// Is a request with this `Origin` (and `Host`) allowed? No `Origin`: a non-browser client.
+    pub fn origin_allowed(&self, origin: Option<&str>, host: Option<&str>) -> bool {
+        let Some(origin) = origin else {
+            return true;
+        };
+        let same_origin = host.is_some_and(|host| {
+            origin
+                .split_once("://")
+                .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+        });
+        same_origin
+            || self
+                .settings
+                .allowed_origins
+                .iter()
+                .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+    }
+
+    /// Deletes expired refresh tokens now and then, until the process ends.
+    pub async fn purge_expired(self: Arc<Self>) {
+        let mut every = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            let store = self.store.clone();
+            match blocking(move || store.purge_refresh(now_ms())).await {
+                Ok(n) if n > 0 => tracing::info!(purged = n, "expired refresh tokens deleted"),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "purging refresh tokens failed"),
+            }
+        }
+    }
+
+    fn new_refresh(&self, user: &str, family: String) -> (String, RefreshRecord) {
+        let token = random_token(32);
+        let record = RefreshRecord {
+            hash: hash_token(&token),
+            family,
+            user: user.to_owned(),
+            expires_ms: now_ms() + self.settings.refresh_ttl.as_millis() as u64,
+        };
+        (token, record)
+    }
+
+    fn pair(&self, user: &str, refresh_token: String) -> TokenPair {
+        let ttl = self.settings.access_ttl;
+        TokenPair {
+            // Signing with a loaded key only fails on a broken key, which start-up rules out.
+            access_token: self.keys.mint(user, ttl).unwrap_or_default(),
+            expires_in: ttl.as_secs(),
+            refresh_token,
+        }
+    }
+}
+
+/// Username and password rules for new accounts.
+pub fn check_new_account(name: &str, password: &str) -> Result<(), &'static str> {
+    if valid_user(name).is_none() {
+        return Err("username must be 1-32 of letters, digits, _ - .");
+    }
+    if name.starts_with(GUEST_PREFIX) {
+        return Err("usernames starting with guest- are reserved for guests");
+    }
+    let chars = password.chars().count();
+    if !(8..=1024).contains(&chars) {
+        return Err("password must be 8-1024 characters");
+    }
+    Ok(())
+}
+
+/// `Authorization: Bearer <token>`.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    bearer_value(value)
+}
+
+/// The token of an `Authorization` value `Bearer <token>` (scheme case-insensitive).
+pub fn bearer_value(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The session cookie's value.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == SESSION_COOKIE && !value.is_empty()).then_some(value)
+        })
+}
+
+/// `access_token=` from a query string.
+pub fn query_token(query: &str) -> Option<String> {
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("access_token="))
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+}
+
+/// True if `s` has the shape of a JWT (three base64url parts), so a STOMP passcode holding one
+/// is checked as a token rather than as a password.
+pub fn looks_like_jwt(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    parts.len() == 3
+        && parts[0].starts_with("eyJ")
+        && parts.iter().all(|p| {
+            p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// `bytes` random bytes, base64url.
+fn random_token(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    // The OS random source failing is not something a server can work around.
+    getrandom::fill(&mut buf).expect("the OS random number generator failed");
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Runs a storage call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(call).await?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_rules() {
+        assert!(check_new_account("alice", "correct horse").is_ok());
+        assert!(check_new_account("", "correct horse").is_err());
+        assert!(check_new_account("a b", "correct horse").is_err());
+        assert!(check_new_account(&"a".repeat(33), "correct horse").is_err());
+        assert!(check_new_account("guest-1", "correct horse").is_err());
+        assert!(check_new_account("alice", "short").is_err());
+        assert!(
+            check_new_account("alice", &"é".repeat(1024)).is_ok(),
+            "counted in chars"
+        );
+        assert!(check_new_account("alice", &"x".repeat(1025)).is_err());
+    }
+
+    #[test]
+    fn credentials_are_found_in_headers_and_queries() {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", "bearer abc".parse().unwrap());
+        headers.insert("cookie", "a=1; parley_session=xyz; b=2".parse().unwrap());
+        assert_eq!(bearer(&headers), Some("abc"));
+        assert_eq!(session_cookie(&headers), Some("xyz"));
+        assert_eq!(bearer_value("Basic abc"), None);
+        assert_eq!(
+            query_token("name=x&access_token=t.u.v").as_deref(),
+            Some("t.u.v")
+        );
+        assert!(looks_like_jwt(
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.sig-_x"
+        ));
+        assert!(!looks_like_jwt("hunter2"));
+    }
+
+    #[test]
+    fn refresh_tokens_are_random_and_long() {
+        let a = random_token(32);
+        assert_eq!(a.len(), 43, "256 bits in base64url");
+        assert_ne!(a, random_token(32));
+    }
+}
