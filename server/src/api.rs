@@ -675,3 +675,34 @@ fn respond(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>
 fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     respond(status, &json!({"error": message}))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (http::HeaderName::from_static(k), v.parse().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn cookies_drop_secure_only_for_plain_http_on_this_machine() {
+        for host in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "[::1]:8080",
+            "127.0.0.1",
+        ] {
+            assert!(!secure_cookies(&headers(&[("host", host)])), "{host}");
+        }
+        assert!(secure_cookies(&headers(&[("host", "chat.example")])));
+        assert!(secure_cookies(&headers(&[("host", "10.0.0.5:8080")])));
+        assert!(secure_cookies(&headers(&[
+            ("host", "127.0.0.1:8080"),
+            ("x-forwarded-proto", "https")
+        ])));
+        assert!(secure_cookies(&headers(&[])), "no Host: stay safe");
+    }
+}

@@ -717,7 +717,13 @@ impl StompHub {
         frame: parley_stomp::Frame,
         replies: &mut Vec<Bytes>,
     ) -> (Flow, Option<Replay>) {
-        tracing::trace!(session = session_id(session), command = frame.command.as_str(), headers = ?frame.headers, "STOMP frame");
+        // Never the headers: CONNECT carries passwords and tokens.
+        tracing::trace!(
+            session = session_id(session),
+            command = frame.command.as_str(),
+            destination = frame.get("destination"),
+            "STOMP frame"
+        );
         let is_send = frame.command == parley_stomp::Command::Send;
         let catch_up = parley_stomp::session::catch_up(&frame, session.version());
         // The subscription and the room's last id are taken in one step: everything after it

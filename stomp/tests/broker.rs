@@ -996,3 +996,66 @@ fn room_messages_are_numbered_per_room_and_stored() {
     );
     assert_eq!(broker.room_last_id("general"), 43);
 }
+
+/// Losing access to a room ends a user's subscriptions to it and its side channels, on every
+/// session of that user, and nothing else.
+#[test]
+fn revoke_room_ends_the_users_room_subscriptions_only() {
+    let mut h = Harness::new();
+    h.connect(&[(1, "bob"), (2, "bob"), (3, "alice")]);
+    for (session, id, to) in [
+        (1, "r", "/topic/plans"),
+        (1, "t", "/topic/plans.typing"),
+        (1, "o", "/topic/other"),
+        (1, "l", "/topic/plansx"),
+        (2, "r", "/topic/plans"),
+        (3, "r", "/topic/plans"),
+    ] {
+        h.subscribe(session, id, to, AckMode::Auto).unwrap();
+    }
+    h.take();
+    let mut all = Vec::new();
+    let mut ended = h.broker.revoke_room("bob", "plans", &mut |e| all.push(e));
+    ended.sort();
+    let ended: Vec<(SessionId, &str)> = ended.iter().map(|(s, id)| (*s, &**id)).collect();
+    assert_eq!(ended, [(1, "r"), (1, "t"), (2, "r")]);
+    let mut left: Vec<String> = all
+        .into_iter()
+        .filter_map(|e| match e {
+            BrokerEvent::Left { topic, user, .. } => Some(format!("-{user}@{topic}")),
+            _ => None,
+        })
+        .collect();
+    left.sort();
+    assert_eq!(left, ["-bob@/topic/plans", "-bob@/topic/plans.typing"]);
+    h.publish(3, "/topic/plans", "secret").unwrap();
+    assert_eq!(who_got_what(&h.deliveries()), [(3, "secret".to_owned())]);
+    h.publish(3, "/topic/other", "open").unwrap();
+    assert_eq!(who_got_what(&h.deliveries()), [(1, "open".to_owned())]);
+}
+
+/// A guest's messages and presence carry the guest mark.
+#[test]
+fn guests_are_marked_in_messages_and_presence() {
+    let mut broker = Broker::new(BrokerLimits::default());
+    broker.connect_as(1, Arc::from("visitor"), true);
+    let mut events = Vec::new();
+    broker
+        .subscribe(1, "r", &dest("/topic/lobby"), AckMode::Auto, &mut |e| {
+            events.push(e)
+        })
+        .unwrap();
+    assert!(matches!(
+        &events[0],
+        BrokerEvent::Joined { guest: true, .. }
+    ));
+    events.clear();
+    broker
+        .publish(1, &dest("/topic/lobby"), msg("hi"), &mut |e| events.push(e))
+        .unwrap();
+    let delivered = events.iter().find_map(|e| match e {
+        BrokerEvent::Deliver(d) => Some(d.message.header("sender-guest")),
+        _ => None,
+    });
+    assert_eq!(delivered, Some(Some("true")));
+}

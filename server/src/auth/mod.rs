@@ -453,6 +453,42 @@ mod tests {
     }
 
     #[test]
+    fn origins_are_same_origin_or_listed() {
+        let data = std::env::temp_dir().join(format!("parley-origin-{}", std::process::id()));
+        let keys = KeySettings {
+            algorithm: JwtAlgorithm::Hs256,
+            data,
+            secret_file: None,
+            secret: Some("s".repeat(32)),
+            private_key: None,
+            public_key: None,
+            issuer: "parley".into(),
+            audience: "parley".into(),
+        };
+        let settings = AuthSettings {
+            keys: keys.clone(),
+            access_ttl: Duration::from_secs(60),
+            refresh_ttl: Duration::from_secs(60),
+            registration_open: true,
+            allow_guests: false,
+            failures_per_user: 5,
+            failures_per_ip: 20,
+            allowed_origins: vec!["https://good.example".into()],
+        };
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::SqliteStore::open(&keys.data.join("db")).unwrap());
+        let auth = Auth::new(settings, Keys::load(&keys).unwrap(), store);
+        let host = Some("127.0.0.1:8080");
+        assert!(auth.origin_allowed(None, host), "non-browser clients");
+        assert!(auth.origin_allowed(Some("http://127.0.0.1:8080"), host));
+        assert!(auth.origin_allowed(Some("https://GOOD.example"), host));
+        assert!(!auth.origin_allowed(Some("https://evil.example"), host));
+        assert!(!auth.origin_allowed(Some("http://127.0.0.1:8081"), host));
+        assert!(!auth.origin_allowed(Some("null"), host));
+        assert!(!auth.origin_allowed(Some("http://127.0.0.1:8080"), None));
+    }
+
+    #[test]
     fn refresh_tokens_are_random_and_long() {
         let a = random_token(32);
         assert_eq!(a.len(), 43, "256 bits in base64url");
