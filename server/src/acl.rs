@@ -113,13 +113,19 @@ impl Acl {
         }
     }
 
-    /// Private rooms `user` belongs to, for listing.
-    pub fn private_rooms_of(&self, user: &str) -> Vec<String> {
-        self.read()
+    /// Every room `who` may see, `(name, private)`, by name: the public ones and the private
+    /// ones they belong to. `None`: an anonymous reader (public rooms only).
+    pub fn rooms_visible_to(&self, who: Option<&Identity>) -> Vec<(String, bool)> {
+        let mut rooms: Vec<(String, bool)> = self
+            .read()
             .iter()
-            .filter(|(_, r)| r.private && r.members.contains_key(user))
-            .map(|(name, _)| name.clone())
-            .collect()
+            .filter(|(_, r)| {
+                !r.private || who.is_some_and(|w| !w.guest && r.members.contains_key(&*w.name))
+            })
+            .map(|(name, r)| (name.clone(), r.private))
+            .collect();
+        rooms.sort();
+        rooms
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, RoomRules>> {

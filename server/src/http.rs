@@ -272,6 +272,13 @@ impl Server {
             (_, path @ ("/stomp" | "/ws")) => {
                 let headers = req.headers();
                 let query = req.uri().query();
+                let only_cookie = crate::auth::bearer(headers).is_none()
+                    && query.and_then(crate::auth::query_token).is_none()
+                    && crate::auth::session_cookie(headers).is_some();
+                if only_cookie && !headers.contains_key(header::ORIGIN) {
+                    // A cookie is a browser credential, and browsers always send an Origin.
+                    return text(StatusCode::FORBIDDEN, "cookie sessions need an Origin\n");
+                }
                 let known = match self.auth.authenticate(headers, query).await {
                     Ok(known) => known,
                     Err(why) => return unauthorized(&why),

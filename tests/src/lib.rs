@@ -2,6 +2,8 @@
 //! ephemeral loopback port, and offers byte-level HTTP/WebSocket helpers ([`raw`]).
 #![deny(missing_docs)]
 
+pub mod auth;
+pub mod http;
 pub mod raw;
 pub mod stomp;
 
@@ -82,13 +84,27 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Runs `parley serve --http 127.0.0.1:0 ARGS...` and waits for its listening line.
+    /// Runs `parley serve --http 127.0.0.1:0 --allow-guests ARGS...` and waits for its listening
+    /// line. Guests are allowed because the chat suites connect by name; auth suites use
+    /// [`ServerProcess::start_strict`].
     pub fn start(args: &[&str]) -> ServerProcess {
         Self::start_with_data(&fresh_data_dir(), args)
     }
 
     /// Like [`ServerProcess::start`], keeping its data in `data` (to restart on the same data).
     pub fn start_with_data(data: &Path, args: &[&str]) -> ServerProcess {
+        let mut all = vec!["--allow-guests"];
+        all.extend_from_slice(args);
+        Self::start_strict_with_data(data, &all)
+    }
+
+    /// Runs `parley serve --http 127.0.0.1:0 ARGS...` on its defaults: no guests.
+    pub fn start_strict(args: &[&str]) -> ServerProcess {
+        Self::start_strict_with_data(&fresh_data_dir(), args)
+    }
+
+    /// Like [`ServerProcess::start_strict`], keeping its data in `data`.
+    pub fn start_strict_with_data(data: &Path, args: &[&str]) -> ServerProcess {
         let bin = parley_binary();
         let mut child = Command::new(bin)
             .arg("serve")

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 const LEEWAY_SECS: u64 = 30;
 /// Shortest HS256 secret accepted (RFC 7518 §3.2: at least the hash size).
 const MIN_SECRET: usize = 32;
+/// Smallest RSA modulus accepted (NIST SP 800-131A).
+const MIN_RSA_BITS: usize = 2048;
 /// The file in the data directory holding a generated HS256 secret.
 const SECRET_FILE: &str = "jwt-secret";
 
@@ -140,6 +142,14 @@ impl Keys {
         let probe = keys.mint("probe", Duration::from_secs(60))?;
         keys.verify(&probe)
             .map_err(|e| anyhow::anyhow!("the JWT private and public keys do not match: {e}"))?;
+        if algorithm == Algorithm::RS256 {
+            // An RSA signature is as long as the modulus.
+            let signature = probe.rsplit('.').next().unwrap_or_default();
+            let bits = URL_SAFE_NO_PAD.decode(signature).map_or(0, |s| s.len() * 8);
+            if bits < MIN_RSA_BITS {
+                bail!("the RS256 key has {bits} bits; at least {MIN_RSA_BITS} are required");
+            }
+        }
         Ok(keys)
     }
 
