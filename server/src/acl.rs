@@ -55,6 +55,10 @@ impl Acl {
 
     /// Records a new room; `false` if it was known already (nothing changes then).
     pub fn create(&self, room: &str, private: bool, owner: Option<&str>) -> bool {
+        // Called for every room message: the common case, a known room, takes the read lock only.
+        if self.exists(room) {
+            return false;
+        }
         let mut rooms = self.write();
         if rooms.contains_key(room) {
             return false;
@@ -79,6 +83,11 @@ impl Acl {
     /// The role of `user` in `room`, if they are a member.
     pub fn role(&self, room: &str, user: &str) -> Option<Role> {
         self.read().get(room)?.members.get(user).copied()
+    }
+
+    /// Forgets a room whose creation could not be stored.
+    pub fn forget(&self, room: &str) {
+        self.write().remove(room);
     }
 
     /// Adds a member or changes their role.

@@ -66,6 +66,10 @@ pub async fn handle(
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
     let api = Api { hub, peer };
+    if req.method() != Method::GET && req.method() != Method::HEAD && !api.origin_allowed(&req) {
+        // A page elsewhere must not log a browser in (login CSRF) or act with its cookie.
+        return error(StatusCode::FORBIDDEN, "origin not allowed");
+    }
     match (req.method(), segments.as_slice()) {
         (&Method::GET, ["info"]) => {
             let settings = api.hub.auth().settings();
@@ -177,11 +181,16 @@ impl Api {
             Err(resp) => return resp,
         };
         match self.auth().register(&creds.username, &creds.password).await {
-            Ok(()) => respond(StatusCode::CREATED, &json!({"username": creds.username})),
+            Ok(()) => {
+                // Guests who held this name lose it: from now on it means the account.
+                self.hub.evict_guests_named(&creds.username);
+                respond(StatusCode::CREATED, &json!({"username": creds.username}))
+            }
             Err(e @ RegisterError::Invalid(_)) => error(StatusCode::BAD_REQUEST, &e.to_string()),
             Err(e @ RegisterError::Taken) => error(StatusCode::CONFLICT, &e.to_string()),
             Err(e @ RegisterError::Closed) => error(StatusCode::FORBIDDEN, &e.to_string()),
             Err(RegisterError::Storage(e)) => storage_error(&e),
+            Err(e @ RegisterError::Busy(_)) => busy(&e.to_string()),
         }
     }
 
@@ -209,6 +218,7 @@ impl Api {
                 resp
             }
             Err(LoginError::Storage(e)) => storage_error(&e),
+            Err(e @ LoginError::Busy(_)) => busy(&e.to_string()),
         }
     }
 
@@ -293,6 +303,14 @@ impl Api {
             }
         }
         resp
+    }
+
+    /// No `Origin` (a non-browser client), or an allowed one.
+    fn origin_allowed(&self, req: &Request<Incoming>) -> bool {
+        let headers = req.headers();
+        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        self.auth().origin_allowed(origin, host)
     }
 
     /// CSRF rule for cookie-authenticated requests: an `Origin`, if sent, must be allowed, and a
@@ -398,31 +416,35 @@ impl Api {
                 "room names are 1-128 of letters, digits, _ -",
             );
         }
-        if self.hub.acl().exists(&new.name) {
-            return error(StatusCode::CONFLICT, "room exists");
-        }
         let room = Room {
             name: new.name,
             private: new.private,
             owner: Some(who.name.to_string()),
         };
+        // The name is taken in memory first, under the broker's lock, so no join can create it
+        // meanwhile and nobody who is not a member keeps a subscription made while it was free.
+        if !self.hub.claim_room(&room.name, room.private, &who.name) {
+            return error(StatusCode::CONFLICT, "room exists");
+        }
         let answer = json!({"name": room.name, "private": room.private, "owner": &*who.name});
         let store = self.hub.store().clone();
         let stored = room.clone();
-        let created = match tokio::task::spawn_blocking(move || store.create_room(&stored)).await {
-            Ok(Ok(created)) => created,
-            Ok(Err(e)) => return storage_error(&e),
-            Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
-        };
-        if !created
-            || !self
-                .hub
-                .acl()
-                .create(&room.name, room.private, Some(&who.name))
-        {
-            return error(StatusCode::CONFLICT, "room exists");
+        match tokio::task::spawn_blocking(move || store.create_room(&stored)).await {
+            Ok(Ok(true)) => respond(StatusCode::CREATED, &answer),
+            // Stored earlier without being known here (a message sent before any join).
+            Ok(Ok(false)) => {
+                self.hub.acl().forget(&room.name);
+                error(StatusCode::CONFLICT, "room exists")
+            }
+            Ok(Err(e)) => {
+                self.hub.acl().forget(&room.name);
+                storage_error(&e)
+            }
+            Err(_) => {
+                self.hub.acl().forget(&room.name);
+                error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            }
         }
-        respond(StatusCode::CREATED, &answer)
     }
 
     async fn add_member(&self, req: Request<Incoming>, room: &str) -> Response<Full<Bytes>> {
@@ -447,6 +469,10 @@ impl Api {
             Some(Some(role @ (Role::Member | Role::Admin))) => role,
             Some(_) => return error(StatusCode::BAD_REQUEST, "role is member or admin"),
         };
+        if new.user == *who.name {
+            // An owner demoting themselves would leave the room with nobody to run it.
+            return error(StatusCode::BAD_REQUEST, "the owner's role cannot change");
+        }
         match self.auth().is_registered(&new.user).await {
             Ok(true) => {}
             Ok(false) => return error(StatusCode::NOT_FOUND, "no such user"),
@@ -641,6 +667,14 @@ fn clear_cookie(resp: &mut Response<Full<Bytes>>, secure: bool) {
     if let Ok(value) = header::HeaderValue::from_str(&value) {
         resp.headers_mut().append(header::SET_COOKIE, value);
     }
+}
+
+/// 503 with `Retry-After`: password checks are queued up.
+fn busy(why: &str) -> Response<Full<Bytes>> {
+    let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, why);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    resp
 }
 
 fn no_content() -> Response<Full<Bytes>> {

@@ -102,7 +102,7 @@ fn main() -> anyhow::Result<()> {
             let store = store::SqliteStore::open(&settings.data)?;
             let password = read_password(true)?;
             auth::check_new_account(&name, &password).map_err(anyhow::Error::msg)?;
-            let hash = auth::password::hash_now(&password)?;
+            let hash = auth::password::hash_now(&password).map_err(anyhow::Error::msg)?;
             if !store::Store::create_user(&store, &name, &hash)? {
                 anyhow::bail!("user {name:?} already exists");
             }
@@ -114,7 +114,7 @@ fn main() -> anyhow::Result<()> {
             let store = store::SqliteStore::open(&settings.data)?;
             let password = read_password(true)?;
             auth::check_new_account(&name, &password).map_err(anyhow::Error::msg)?;
-            let hash = auth::password::hash_now(&password)?;
+            let hash = auth::password::hash_now(&password).map_err(anyhow::Error::msg)?;
             if !store::Store::set_password(&store, &name, &hash)? {
                 anyhow::bail!("no user {name:?}");
             }

@@ -184,23 +184,28 @@ impl RawClient {
 
     fn join(&mut self, msg: &Map<String, Value>) -> Result<Option<Value>, Refusal> {
         let room = room_name(string(msg, "room")?)?;
-        self.may_use(&room)?;
         let since = msg.get("since").map(message_id).transpose()?;
         let (id, topic) = (self.id, Destination::Topic(room.clone()));
-        if !self.rooms.contains(&room) {
-            // The room first, announced to the others as its own step, then its side channels,
-            // so we do not receive our own join. The last id is read in the same step as the
-            // subscription: everything after it arrives live, everything up to it is replayed.
-            let sub = format!("room:{room}");
-            let last = self
-                .hub
-                .apply(|broker, events| {
-                    broker.subscribe(id, &sub, &topic, AckMode::Auto, events)?;
-                    Ok(broker.room_last_id(&room))
-                })
-                .map_err(|e: parley_stomp::broker::BrokerError| {
-                    Refusal("join_failed", e.to_string())
-                })?;
+        let sub = format!("room:{room}");
+        // The access check, the subscription and the room's last id in one step under the
+        // broker's lock: a removal cannot slip in between, everything after `last` arrives live,
+        // everything up to it is replayed. The room first, announced to the others as its own
+        // step, then its side channels, so we do not receive our own join. The broker, not our
+        // own list, says whether we are subscribed: a removal may have ended it.
+        let acl = self.hub.acl().clone();
+        let identity = &self.identity;
+        let joined = self.hub.apply(|broker, events| {
+            acl.may_use(identity, &room)
+                .map_err(|why| Refusal("forbidden", why))?;
+            if broker.has_subscription(id, &sub) {
+                return Ok(None);
+            }
+            broker
+                .subscribe(id, &sub, &topic, AckMode::Auto, events)
+                .map_err(|e| Refusal("join_failed", e.to_string()))?;
+            Ok(Some(broker.room_last_id(&room)))
+        })?;
+        if let Some(last) = joined {
             self.hub.apply(|broker, events| {
                 for channel in ["typing", "presence"] {
                     let dest = Destination::Topic(format!("{room}.{channel}"));

@@ -243,6 +243,42 @@ impl StompHub {
         matches!(rx.await, Ok(true))
     }
 
+    /// Creates a room in memory for `owner`, under the broker's lock; if private, everyone but the
+    /// owner loses subscriptions made while the name was free. `false` if the room exists.
+    pub fn claim_room(&self, room: &str, private: bool, owner: &str) -> bool {
+        let ended = self.apply(|broker, events| {
+            if !self.acl.create(room, private, Some(owner)) {
+                return None;
+            }
+            Some(if private {
+                broker.revoke_room_where(room, &|user, guest| guest || user != owner, events)
+            } else {
+                Vec::new()
+            })
+        });
+        match ended {
+            None => false,
+            Some(ended) => {
+                self.tell_revoked(room, ended);
+                true
+            }
+        }
+    }
+
+    /// Closes the sessions of guests named `name` (it was just registered).
+    pub fn evict_guests_named(&self, name: &str) {
+        let guard = self.lock();
+        for session in guard.broker.sessions_of(name, true) {
+            if let Some(outbox) = guard.outboxes.get(&session) {
+                let code = CloseCode::from_wire(4401).unwrap_or(CloseCode::POLICY_VIOLATION);
+                outbox.evicted.evict(
+                    code,
+                    format!("the name {name:?} now belongs to a registered user"),
+                );
+            }
+        }
+    }
+
     /// Tells a room's members that message `id` was deleted: an `event:delete` on the room's
     /// presence channel, with `deleted-id`.
     pub fn announce_deleted(&self, room: &str, id: u64, by: &str) {
@@ -267,6 +303,10 @@ impl StompHub {
     /// and stay connected; STOMP sessions (which have no other way to learn it) get an ERROR.
     pub fn revoke_room(&self, user: &str, room: &str) {
         let ended = self.apply(|broker, events| broker.revoke_room(user, room, events));
+        self.tell_revoked(room, ended);
+    }
+
+    fn tell_revoked(&self, room: &str, ended: Vec<(SessionId, Arc<str>)>) {
         let why = format!("forbidden: you were removed from room {room:?}");
         let guard = self.lock();
         let mut told = Vec::new();
@@ -471,6 +511,11 @@ impl StompHub {
             }
             let beat = session.heart_beat();
             let expiry = expires_ms.map(instant_at);
+            // Checked every turn, not only when the timer branch wins: a client that keeps the
+            // socket busy must not outlive its token.
+            if session.is_connected() && expiry.is_some_and(|at| Instant::now() >= at) {
+                break Some("token expired".to_owned());
+            }
             let mut deadline = if session.is_connected() {
                 let recv = beat.expect_within.map(|d| last_in + d);
                 let send = beat.send_every.map(|d| last_out + d);
@@ -629,6 +674,9 @@ impl StompHub {
             Some(name) => {
                 let name = parley_stomp::destination::valid_user(name)
                     .ok_or("names are 1-32 of letters, digits, _ - .")?;
+                if name.starts_with(auth::GUEST_PREFIX) {
+                    return Err("names starting with guest- are given by the server".into());
+                }
                 match self.auth.is_registered(&name).await {
                     Ok(false) => name,
                     Ok(true) => {
@@ -797,6 +845,7 @@ impl StompHub {
                 message,
                 receipt,
             } => {
+                self.ensure_room(&room, None);
                 let stored = StoredMessage {
                     room,
                     id,

@@ -133,7 +133,8 @@ pub trait Store: Send + Sync {
     fn create_user(&self, name: &str, password_hash: &str) -> anyhow::Result<bool>;
     /// An account's password hash (PHC string), if the account exists.
     fn password_hash(&self, name: &str) -> anyhow::Result<Option<String>>;
-    /// Replaces an account's password hash; `false` if there is no such account.
+    /// Replaces an account's password hash and revokes all its refresh tokens; `false` if there
+    /// is no such account.
     fn set_password(&self, name: &str, password_hash: &str) -> anyhow::Result<bool>;
 
     /// Stores a new refresh token.
@@ -418,10 +419,18 @@ impl Store for SqliteStore {
     }
 
     fn set_password(&self, name: &str, password_hash: &str) -> anyhow::Result<bool> {
-        let changed = lock(&self.writer).execute(
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction()?;
+        let changed = tx.execute(
             "UPDATE users SET password_hash = ?2 WHERE name = ?1",
             params![name, password_hash],
         )?;
+        // Whoever knew the old password may hold a session: every one of them ends.
+        tx.execute(
+            "UPDATE refresh_tokens SET revoked = 1 WHERE user = ?1",
+            params![name],
+        )?;
+        tx.commit()?;
         Ok(changed == 1)
     }
 
@@ -662,7 +671,20 @@ mod tests {
         let store = SqliteStore::open(&temp_dir("users")).unwrap();
         assert!(store.create_user("alice", "h1").unwrap());
         assert!(!store.create_user("alice", "h2").unwrap());
+        store
+            .insert_refresh(&RefreshRecord {
+                hash: [7; 32],
+                family: "f".into(),
+                user: "alice".into(),
+                expires_ms: u64::MAX / 2,
+            })
+            .unwrap();
         assert!(store.set_password("alice", "h3").unwrap());
+        assert_eq!(
+            store.refresh_user(&[7; 32], 0).unwrap(),
+            None,
+            "sessions end"
+        );
         assert!(!store.set_password("bob", "h3").unwrap());
         assert_eq!(store.password_hash("alice").unwrap().as_deref(), Some("h3"));
         assert_eq!(store.password_hash("bob").unwrap(), None);

@@ -481,12 +481,24 @@ impl Broker {
         room: &str,
         events: &mut dyn FnMut(BrokerEvent),
     ) -> Vec<(SessionId, Arc<str>)> {
+        self.revoke_room_where(room, &|name, _| name == user, events)
+    }
+
+    /// Ends the subscriptions to `/topic/<room>` and `/topic/<room>.*` of every session whose
+    /// `(user, guest)` matches `revoke` (e.g. everyone who is not a member of a room that just
+    /// became private). Returns the ended subscriptions.
+    pub fn revoke_room_where(
+        &mut self,
+        room: &str,
+        revoke: &dyn Fn(&str, bool) -> bool,
+        events: &mut dyn FnMut(BrokerEvent),
+    ) -> Vec<(SessionId, Arc<str>)> {
         let topic = format!("/topic/{room}");
         let side = format!("/topic/{room}.");
         let ended: Vec<(SessionId, Arc<str>)> = self
             .sessions
             .iter()
-            .filter(|(_, e)| &*e.user == user)
+            .filter(|(_, e)| revoke(&e.user, e.guest))
             .flat_map(|(&session, e)| {
                 e.subscriptions
                     .iter()
@@ -500,6 +512,22 @@ impl Broker {
             let _ = self.unsubscribe(*session, id, events);
         }
         ended
+    }
+
+    /// The sessions of `user` that are guests (`guest`) or accounts.
+    pub fn sessions_of(&self, user: &str, guest: bool) -> Vec<SessionId> {
+        self.sessions
+            .iter()
+            .filter(|(_, e)| &*e.user == user && e.guest == guest)
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// True if `session` has a subscription with this id.
+    pub fn has_subscription(&self, session: SessionId, id: &str) -> bool {
+        self.sessions
+            .get(&session)
+            .is_some_and(|e| e.subscriptions.contains_key(id))
     }
 
     /// The users subscribed to a topic, sorted.

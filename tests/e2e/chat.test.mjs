@@ -1,5 +1,7 @@
 // Chatting in the browser: two users in a room, a late joiner's history, presence, typing, a
-// direct message that reaches only its recipient, rooms, scroll-up paging, and text-only rendering.
+// direct message that reaches only its recipient, rooms (public and private), scroll-up paging,
+// and text-only rendering. The server is strict (accounts only): every user creates an account
+// on the page's sign-in screen.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as e2e from './lib.mjs';
@@ -137,9 +139,12 @@ test('rooms: create one, others find it in their list; bodies are text, never HT
 });
 
 test('history pages in as you scroll up: 120 messages, 50 at a time, no gap, no duplicate', async () => {
-  // Seed the room with a raw /ws client running in a page (any client will do).
-  const seeded = await alice.page.evaluate(async (n) => {
-    const ws = new WebSocket(`ws://${location.host}/ws?name=seeder`);
+  // Seed the room with a raw /ws client running in a page (any client will do), authenticated
+  // with an access token in the query string.
+  await e2e.register(server, 'seeder');
+  const token = await e2e.apiToken(server, 'seeder');
+  const seeded = await alice.page.evaluate(async ([n, token]) => {
+    const ws = new WebSocket(`ws://${location.host}/ws?access_token=${encodeURIComponent(token)}`);
     await new Promise((resolve, reject) => {
       ws.onopen = resolve;
       ws.onerror = reject;
@@ -157,7 +162,7 @@ test('history pages in as you scroll up: 120 messages, 50 at a time, no gap, no 
     const count = await done;
     ws.close();
     return count;
-  }, 120);
+  }, [120, token]);
   assert.equal(seeded, 120);
 
   const dave = await open('dave', { hash: 'archive', viewport: { width: 1280, height: 700 } });
@@ -185,38 +190,34 @@ test('history pages in as you scroll up: 120 messages, 50 at a time, no gap, no 
   e2e.assertNoErrors(alice, bob, carol, dave);
 });
 
-test('a name is checked before connecting', async () => {
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  const errors = [];
-  page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
-  page.on('pageerror', (e) => errors.push(e.message));
-  await page.goto(server.url);
-  await page.fill('#name-input', 'not a name!');
-  await page.click('#name-submit');
-  await page.locator('#name-error', { hasText: 'not spaces, “!”' }).waitFor();
-  await e2e.screenshot(page, 'name-dialog');
-  assert.equal(await e2e.connState(page), 'connecting');
-  assert.equal(await page.locator('#name-dialog[open]').count(), 1);
-  await page.fill('#name-input', 'erin.b-2_x');
-  await page.click('#name-submit');
-  await e2e.waitOnline(page);
-  assert.equal(await page.locator('#me-name').textContent(), 'erin.b-2_x');
-  // The name is remembered: a reload goes straight in.
-  await page.reload();
-  await e2e.waitOnline(page);
-  assert.equal(await page.locator('#name-dialog[open]').count(), 0);
-  // Changing it reconnects under the new name, in the same room.
-  const room = await page.locator('#conv-title').textContent();
-  await page.click('#change-name');
-  await page.fill('#name-input', 'erin');
-  await page.click('#name-submit');
-  await page.locator('#me-name', { hasText: /^erin$/ }).waitFor();
-  await e2e.waitOnline(page);
-  await page.locator('#member-list [data-name="erin"]').waitFor();
-  assert.equal(await page.locator('#member-list [data-name="erin.b-2_x"]').count(), 0);
-  await page.locator('#conv-title', { hasText: room }).waitFor();
-  assert.equal(await page.evaluate(() => localStorage.getItem('parley.name')), 'erin');
-  assert.deepEqual(errors, []);
-  await context.close();
+test('private rooms: only members see them; the owner adds a member', async () => {
+  // The "private" box creates the room with POST /api/rooms {"private":true} (Bearer token).
+  await alice.page.fill('#new-room', 'hideout');
+  await alice.page.check('#new-room-private');
+  await alice.page.click('#new-room-form button');
+  await alice.page.locator('#conv-title', { hasText: '#hideout' }).waitFor();
+  await alice.page.locator('#room-list a[data-name="hideout"][data-private="true"] .lock').waitFor();
+  assert.equal(await alice.page.isChecked('#new-room-private'), false, 'the box is cleared after use');
+  await e2e.send(alice.page, 'members only');
+  // Bob does not see it, even after a refresh of his list.
+  await bob.page.evaluate(() => window.dispatchEvent(new Event('focus')));
+  await bob.page.locator('#room-list a[data-name="plans"]').waitFor();
+  await e2e.pause(300);
+  assert.equal(await bob.page.locator('#room-list a[data-name="hideout"]').count(), 0);
+  // Alice (the owner) adds him; now it is in his list and he can read and write.
+  const token = await e2e.apiToken(server, 'alice');
+  const resp = await fetch(`${server.url}/api/rooms/hideout/members`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+    body: JSON.stringify({ user: 'bob' }),
+  });
+  assert.equal(resp.status, 204, await resp.text());
+  await bob.page.evaluate(() => window.dispatchEvent(new Event('focus')));
+  await bob.page.locator('#room-list a[data-name="hideout"][data-private="true"]').click();
+  await bob.page.locator('#conv-title', { hasText: '#hideout' }).waitFor();
+  await e2e.waitForMessage(bob.page, 'members only', { from: 'alice' });
+  await e2e.send(bob.page, 'thanks for the invite');
+  await e2e.waitForMessage(alice.page, 'thanks for the invite', { from: 'bob' });
+  await e2e.screenshot(alice.page, 'private-room');
+  e2e.assertNoErrors(alice, bob, carol);
 });

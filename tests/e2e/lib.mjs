@@ -35,10 +35,12 @@ export function tempDir(prefix) {
 
 /**
  * Starts `parley serve` on `port` (0: any) with `dataDir`; resolves once it printed
- * `parley listening on http://127.0.0.1:PORT`.
+ * `parley listening on http://127.0.0.1:PORT`. Strict (accounts only, the server's default)
+ * unless `guests` (--allow-guests); `args` are added as they are.
  */
-export async function startServer({ port = 0, dataDir = tempDir('data') } = {}) {
-  const args = ['serve', '--http', `127.0.0.1:${port}`, '--stomp-tcp', 'off', '--data', dataDir];
+export async function startServer({ port = 0, dataDir = tempDir('data'), guests = false, args: extra = [] } = {}) {
+  const args = ['serve', '--http', `127.0.0.1:${port}`, '--stomp-tcp', 'off', '--data', dataDir,
+    ...(guests ? ['--allow-guests'] : []), ...extra];
   const proc = spawn(PARLEY_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' } });
   let stderr = '';
   proc.stderr.on('data', (chunk) => {
@@ -68,6 +70,7 @@ export async function startServer({ port = 0, dataDir = tempDir('data') } = {}) 
     url,
     port: Number(new URL(url).port),
     dataDir,
+    guests,
     proc,
     stderr: () => stderr,
     /** SIGTERM (graceful: WebSockets get a 1001 close) and wait for the exit. */
@@ -148,28 +151,108 @@ const OUTAGE_NOISE = [
   /^Failed to load resource: net::ERR_(CONNECTION_REFUSED|CONNECTION_RESET|EMPTY_RESPONSE)/,
 ];
 
+/** The password the helpers give `name` (at least 8 characters, as the server wants). */
+export const passwordOf = (name) => `pw-${name}-correct-horse`;
+
+/** POST a JSON body to the server from node (no Origin, no cookies): { status, body, headers }. */
+export async function postJson(server, path, body, headers = {}) {
+  const resp = await fetch(`${server.url}${path}`, {
+    method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body),
+  });
+  const text = await resp.text();
+  let json = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch {
+    /* not JSON */
+  }
+  return { status: resp.status, body: json, headers: resp.headers };
+}
+
+/** Registers `name` (password passwordOf(name) unless given) through the API; asserts 201. */
+export async function register(server, name, password = passwordOf(name)) {
+  const r = await postJson(server, '/api/register', { username: name, password });
+  assert.equal(r.status, 201, `register ${name}: HTTP ${r.status} ${JSON.stringify(r.body)}`);
+}
+
+/** Logs `name` in through the API (body token, no cookie) and returns the access token. */
+export async function apiToken(server, name, password = passwordOf(name)) {
+  const r = await postJson(server, '/api/login', { username: name, password });
+  assert.equal(r.status, 200, `login ${name}: HTTP ${r.status} ${JSON.stringify(r.body)}`);
+  assert.equal(typeof r.body.access_token, 'string');
+  return r.body.access_token;
+}
+
 /**
- * Opens the client as a new user (own browser context, so own localStorage) at `hash`, picks
- * `name` in the name dialog and waits until the page is online and showing the conversation.
+ * A page in its own browser context (own cookies and localStorage) at `hash`, with console
+ * errors collected. Chromium logs every HTTP error answer of a fetch as a console error: the
+ * 401 of the silent session resume (POST /api/token/refresh) on a page without a session is
+ * expected; tests that provoke others list them in `user.expectHttp` ([{ path, status }]).
  */
-export async function openUser(browser, server, name, { hash = '', via = server.url, viewport = { width: 1280, height: 800 }, ...ctxOptions } = {}) {
+export async function openPage(browser, server, name, { hash = '', via = server.url, viewport = { width: 1280, height: 800 }, ...ctxOptions } = {}) {
   const context = await browser.newContext({ viewport, ...ctxOptions });
   const page = await context.newPage();
   page.setDefaultTimeout(WAIT);
-  const user = { name, context, page, errors: [], outage: false };
+  const user = { name, context, page, errors: [], outage: false, via, expectHttp: [{ path: '/api/token/refresh', status: 401 }] };
   page.on('console', (msg) => {
     if (msg.type() !== 'error') return;
     const text = msg.text();
     if (user.outage && OUTAGE_NOISE.some((re) => re.test(text))) return;
-    user.errors.push(`console.error: ${text}`);
+    const http = /^Failed to load resource: the server responded with a status of (\d+)/.exec(text);
+    if (http) {
+      const { pathname } = new URL(msg.location().url || 'about:blank', 'http://x');
+      if (user.expectHttp.some((e) => e.path === pathname && e.status === Number(http[1]))) return;
+    }
+    user.errors.push(`console.error: ${text} (${msg.location().url || '?'})`);
   });
   page.on('pageerror', (err) => user.errors.push(`pageerror: ${err.stack || err.message}`));
   await page.goto(`${via}/${hash ? `#${hash}` : ''}`);
-  await page.locator('#name-dialog[open]').waitFor();
-  await page.fill('#name-input', name);
-  await page.click('#name-submit');
+  return user;
+}
+
+/** Waits for the sign-in screen, with GET /api/info answered (so the guest button is settled). */
+export async function waitSignIn(page) {
+  await page.locator('#auth-dialog[open][data-ready="true"]').waitFor();
+}
+
+/** Fills the sign-in screen and presses "Sign in" (or "Create account" with `create`). */
+export async function signIn(page, name, password = passwordOf(name), { create = false } = {}) {
+  await waitSignIn(page);
+  await page.fill('#auth-username', name);
+  await page.fill('#auth-password', password);
+  await page.click(create ? '#auth-register' : '#auth-signin');
+}
+
+/**
+ * Opens the client as a new user at `hash` and waits until the page is online and showing the
+ * conversation. How the user gets in:
+ *   as: 'create' (default)  "Create account" on the sign-in screen (registers, then signs in)
+ *   as: 'account'           registered through the API first, then "Sign in" on the page
+ *   as: 'guest'             "Continue as guest" (the server must allow guests) and the name dialog
+ */
+export async function openUser(browser, server, name, { as = 'create', ...options } = {}) {
+  const user = await openPage(browser, server, name, options);
+  const { page } = user;
+  if (as === 'guest') {
+    await waitSignIn(page);
+    await page.click('#auth-guest');
+    await page.locator('#name-dialog[open]').waitFor();
+    await page.fill('#name-input', name);
+    await page.click('#name-submit');
+  } else {
+    if (as === 'account') await register(server, name);
+    await signIn(page, name, passwordOf(name), { create: as === 'create' });
+  }
   await waitOnline(page);
+  await page.locator('#auth-dialog').waitFor({ state: 'hidden' });
   await page.locator('#name-dialog').waitFor({ state: 'hidden' });
+  assert.equal(await page.locator('#me-name').textContent(), name);
+  // The conversation is open (the room list is fetched and the room joined after CONNECTED).
+  const hash = options.hash || '';
+  await page.waitForFunction((want) => {
+    const title = document.getElementById('conv-title').textContent;
+    return want ? title === want : title !== '';
+  }, hash ? (hash.startsWith('@') ? hash : `#${hash}`) : '');
   return user;
 }
 

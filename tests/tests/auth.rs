@@ -1902,3 +1902,82 @@ async fn guest_messages_and_presence_are_marked_on_stomp() {
         "an account's message is not marked as a guest's (nor can a client forge it): {m:?}"
     );
 }
+
+#[tokio::test]
+async fn a_burst_of_concurrent_guesses_is_throttled_like_a_sequence() {
+    let (server, _) = strict(&["--login-failures-per-ip", "1000"]);
+    register_ok(server.addr(), "alice").await;
+    // All at once: each attempt counts as it starts, so no more than 5 are checked.
+    let guesses = (0..40).map(|i| {
+        let addr = server.addr();
+        async move {
+            login(addr, "alice", &format!("wrong guess {i}"))
+                .await
+                .status
+        }
+    });
+    let statuses = futures_util::future::join_all(guesses).await;
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let throttled = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((checked, throttled), (5, 35), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn a_new_password_ends_every_session_of_the_account() {
+    let (server, data) = strict(&[]);
+    register_ok(server.addr(), "alice").await;
+    let stolen = login_ok(server.addr(), "alice").await;
+    let out = user_passwd(&data, "alice", "a brand new password");
+    assert!(out.status.success(), "{out:?}");
+    refresh(server.addr(), &stolen.refresh)
+        .await
+        .assert_status(401, "a session from before the password change");
+}
+
+#[tokio::test]
+async fn login_from_another_site_is_refused() {
+    // Login CSRF: a page elsewhere must not sign the browser in as someone else.
+    let (server, _) = strict(&[]);
+    register_ok(server.addr(), "mallory").await;
+    let r = http::post_json(
+        server.addr(),
+        "/api/login",
+        &[("Origin", "https://evil.example")],
+        &json!({"username": "mallory", "password": password_for("mallory"), "cookie": true}),
+    )
+    .await;
+    r.assert_status(403, "login from a foreign origin");
+    assert!(r.set_cookie("parley_session").is_none());
+    let origin = same_origin(server.addr());
+    let r = http::post_json(
+        server.addr(),
+        "/api/login",
+        &[("Origin", origin.as_str())],
+        &json!({"username": "mallory", "password": password_for("mallory")}),
+    )
+    .await;
+    r.assert_status(200, "login from our own page");
+}
+
+#[tokio::test]
+async fn registering_a_name_ends_guest_sessions_that_used_it() {
+    let server = ServerProcess::start(&[]);
+    let (mut guest, _) = tokio_tungstenite::connect_async(server.ws_url("/ws?name=ceo"))
+        .await
+        .expect("a guest may use a free name");
+    register_ok(server.addr(), "ceo").await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(frame) = futures_util::StreamExt::next(&mut guest).await {
+            if let Ok(tokio_tungstenite::tungstenite::Message::Close(close)) = frame {
+                return close.map(|c| u16::from(c.code));
+            }
+        }
+        None
+    })
+    .await
+    .expect("the guest is closed at once");
+    assert_eq!(closed, Some(4401));
+    // A guest cannot pick a server-made guest name either.
+    let status = ws_status(server.addr(), "/ws?name=guest-1", &[]).await;
+    assert_eq!(status, 403);
+}

@@ -184,10 +184,17 @@ async fn history_pages_backwards() {
     );
 }
 
-async fn http(server: &ServerProcess, method: &str, path: &str, body: &str) -> (u16, Value) {
+/// A REST call with an account's bearer token.
+async fn http(
+    server: &ServerProcess,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, Value) {
     let mut s = TcpStream::connect(server.addr()).await.unwrap();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();
@@ -207,9 +214,11 @@ async fn http(server: &ServerProcess, method: &str, path: &str, body: &str) -> (
 #[tokio::test]
 async fn rest_rooms_and_messages() {
     let server = ServerProcess::start(&[]);
+    let token = parley_tests::auth::account(server.addr(), "owner").await;
     assert_eq!(
         http(
             &server,
+            &token,
             "POST",
             "/api/rooms",
             r#"{"name":"plans","private":false}"#
@@ -219,25 +228,36 @@ async fn rest_rooms_and_messages() {
         201
     );
     assert_eq!(
-        http(&server, "POST", "/api/rooms", r#"{"name":"plans"}"#)
+        http(&server, &token, "POST", "/api/rooms", r#"{"name":"plans"}"#)
             .await
             .0,
         409
     );
     assert_eq!(
-        http(&server, "POST", "/api/rooms", r#"{"name":"bad name"}"#)
+        http(
+            &server,
+            &token,
+            "POST",
+            "/api/rooms",
+            r#"{"name":"bad name"}"#
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        http(&server, &token, "POST", "/api/rooms", "not json")
             .await
             .0,
         400
     );
-    assert_eq!(http(&server, "POST", "/api/rooms", "not json").await.0, 400);
     // Joining creates a room, even before anything is said in it.
     let mut lurker = StompClient::connect(server.stomp_addr(), "lurker").await;
     lurker.subscribe("q", "/topic/quiet").await;
     let mut c = raw(&server, "poster").await;
     join(&mut c, "chatter", None).await;
     let ids = send_acked(&mut c, "chatter", 3, "x").await;
-    let (status, rooms) = http(&server, "GET", "/api/rooms", "").await;
+    let (status, rooms) = http(&server, &token, "GET", "/api/rooms", "").await;
     assert_eq!(status, 200);
     let names: Vec<&str> = rooms
         .as_array()
@@ -252,6 +272,7 @@ async fn rest_rooms_and_messages() {
     );
     let (status, page) = http(
         &server,
+        &token,
         "GET",
         &format!("/api/rooms/chatter/messages?before={}&limit=50", ids[2]),
         "",
@@ -266,9 +287,15 @@ async fn rest_rooms_and_messages() {
         .collect();
     assert_eq!(got, ids[..2].to_vec());
     assert_eq!(
-        http(&server, "GET", "/api/rooms/chatter/messages?limit=x", "")
-            .await
-            .0,
+        http(
+            &server,
+            &token,
+            "GET",
+            "/api/rooms/chatter/messages?limit=x",
+            ""
+        )
+        .await
+        .0,
         400
     );
 }
@@ -335,14 +362,15 @@ async fn stomp_subscribe_since_replays_then_goes_live() {
 #[tokio::test]
 async fn rest_members_lists_who_is_present() {
     let server = ServerProcess::start(&[]);
+    let token = parley_tests::auth::account(server.addr(), "reader").await;
     let mut a = raw(&server, "ann").await;
     join(&mut a, "hall", None).await;
     let mut b = StompClient::connect(server.stomp_addr(), "ben").await;
     b.subscribe("h", "/topic/hall").await;
-    let (status, members) = http(&server, "GET", "/api/rooms/hall/members", "").await;
+    let (status, members) = http(&server, &token, "GET", "/api/rooms/hall/members", "").await;
     assert_eq!((status, members), (200, json!(["ann", "ben"])));
     assert_eq!(
-        http(&server, "GET", "/api/rooms/bad%20room/members", "")
+        http(&server, &token, "GET", "/api/rooms/bad%20room/members", "")
             .await
             .0,
         400

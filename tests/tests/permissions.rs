@@ -786,3 +786,52 @@ async fn guests_cannot_create_rooms_or_enter_private_ones() {
     .await;
     r.assert_status(404, "a guest is no user to add");
 }
+
+#[tokio::test]
+async fn making_a_room_private_ends_subscriptions_taken_while_its_name_was_free() {
+    let server = ServerProcess::start_strict(&[]);
+    let alice = account(server.addr(), "alice").await;
+    let mallory = account(server.addr(), "mallory").await;
+    // Mallory squats on the side channels of a room nobody created yet.
+    let mut squatter = Stomp::with_token(server.stomp_addr(), &mallory, "mallory").await;
+    for (id, dest) in [
+        ("t", "/topic/plans.typing"),
+        ("p", "/topic/plans.presence"),
+        ("x", "/topic/plans.x"),
+    ] {
+        squatter.subscribe_ok(id, dest).await;
+    }
+    post_as(
+        server.addr(),
+        "/api/rooms",
+        &alice,
+        &json!({"name": "plans", "private": true}),
+    )
+    .await
+    .assert_status(201, "alice creates private room plans");
+    // The squatter is told (ERROR) and hears nothing the members say afterwards.
+    let mut owner = Stomp::with_token(server.stomp_addr(), &alice, "alice").await;
+    owner.subscribe_ok("r", "/topic/plans").await;
+    let receipt = owner
+        .send_receipt(
+            &[("destination", "/topic/plans.x")],
+            b"secret via side topic",
+        )
+        .await;
+    assert_eq!(receipt.command, "RECEIPT", "{receipt:?}");
+    stomp_never_gets(&mut squatter, "secret via side topic").await;
+}
+
+#[tokio::test]
+async fn the_owners_role_cannot_be_changed_by_the_owner() {
+    let w = World::new().await;
+    let status = w
+        .add_member(&w.alice, "secret", "alice", Some("member"))
+        .await;
+    assert_eq!(
+        status, 400,
+        "demoting oneself would leave the room ownerless"
+    );
+    let status = w.add_member(&w.alice, "secret", "bob", Some("admin")).await;
+    assert_eq!(status, 204);
+}

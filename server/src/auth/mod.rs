@@ -81,6 +81,9 @@ pub enum LoginError {
     /// Storage failed.
     #[error("storage error")]
     Storage(#[from] anyhow::Error),
+    /// Too many password checks are waiting.
+    #[error("{0}")]
+    Busy(#[from] password::HashError),
 }
 
 /// Why a registration failed.
@@ -98,6 +101,9 @@ pub enum RegisterError {
     /// Storage failed.
     #[error("storage error")]
     Storage(#[from] anyhow::Error),
+    /// Too many password checks are waiting.
+    #[error("{0}")]
+    Busy(#[from] password::HashError),
 }
 
 /// Why a refresh failed.
@@ -163,7 +169,7 @@ impl Auth {
         ip: IpAddr,
     ) -> Result<(), LoginError> {
         self.throttle
-            .check(name, ip)
+            .attempt(name, ip)
             .map_err(LoginError::Throttled)?;
         let stored = match valid_user(name) {
             Some(name) => {
@@ -173,11 +179,12 @@ impl Auth {
             None => None,
         };
         // An unknown user is checked against a dummy hash: both failures take the same time.
-        if self.passwords.verify(password.to_owned(), stored).await {
-            self.throttle.succeeded(name);
+        // The attempt already counts as a failure (see Throttle::attempt), also if this request
+        // is dropped mid-check; a right password takes it back.
+        if self.passwords.verify(password.to_owned(), stored).await? {
+            self.throttle.succeeded(name, ip);
             Ok(())
         } else {
-            self.throttle.failed(name, ip);
             Err(LoginError::Invalid)
         }
     }
@@ -269,9 +276,10 @@ impl Auth {
             return self.verify(&token).map(Some);
         }
         if let Some(cookie) = session_cookie(headers) {
+            // A stale cookie (logged out, revoked, expired) is no credential at all, so a page
+            // that still holds one can carry on as a guest where guests are allowed.
             return match self.cookie_user(cookie).await {
-                Ok(Some(user)) => Ok(Some(self.session_for(&user))),
-                Ok(None) => Err("the session has ended; sign in again".into()),
+                Ok(user) => Ok(user.map(|user| self.session_for(&user))),
                 Err(_) => Err("storage error".into()),
             };
         }

@@ -1,19 +1,42 @@
-//! Password hashing: argon2id with OWASP's parameters, off the async threads, a few at a time.
+//! Password hashing: argon2id with OWASP's parameters, on a few dedicated threads.
+//!
+//! Each hash needs 19 MiB. Running them on tokio's blocking pool would let every pool thread keep
+//! its own 19 MiB (the allocator retains it per thread) and let a burst of logins grow the
+//! process by gigabytes; a fixed set of hasher threads with a bounded queue caps both the memory
+//! and the CPU a login storm can take from message delivery.
 
-use std::sync::Arc;
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
-/// Hashes computed at once: each takes 19 MiB and tens of ms of a core, so a login storm queues
-/// here instead of exhausting memory and starving message delivery.
-const CONCURRENT_HASHES: usize = 4;
+/// Most hasher threads (memory: 19 MiB each).
+const MAX_HASHERS: usize = 4;
+/// Hash requests waiting for a thread; more are refused as "busy" rather than queued unbounded.
+const QUEUE: usize = 256;
 
-/// Hashes and verifies passwords.
+/// Why a hash could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// Too many password checks are waiting.
+    #[error("the server is busy checking passwords; retry shortly")]
+    Busy,
+    /// Hashing failed.
+    #[error("hashing failed: {0}")]
+    Failed(String),
+}
+
+enum Job {
+    Hash(String, oneshot::Sender<Result<String, HashError>>),
+    Verify(String, Arc<str>, oneshot::Sender<bool>),
+}
+
+/// Hashes and verifies passwords on dedicated threads.
 pub struct Passwords {
-    permits: Arc<Semaphore>,
+    jobs: SyncSender<Job>,
     /// The hash an unknown user's login is checked against, so it costs the same as a real one.
     dummy: Arc<str>,
 }
@@ -25,33 +48,66 @@ impl Default for Passwords {
 }
 
 impl Passwords {
-    /// A hasher with a fresh dummy hash.
+    /// Starts the hasher threads (one per core, at most [`MAX_HASHERS`]).
     pub fn new() -> Self {
+        let (jobs, rx) = sync_channel::<Job>(QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .clamp(1, MAX_HASHERS);
+        for i in 0..threads {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("parley-hash-{i}"))
+                .spawn(move || loop {
+                    // Take one job and release the queue before the slow part.
+                    let job = match rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    };
+                    match job {
+                        Job::Hash(password, reply) => {
+                            let _ = reply.send(hash_now(&password).map_err(HashError::Failed));
+                        }
+                        Job::Verify(password, stored, reply) => {
+                            let _ = reply.send(verify_now(&password, &stored));
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "could not start a password hasher thread");
+            }
+        }
         Self {
-            permits: Arc::new(Semaphore::new(CONCURRENT_HASHES)),
+            jobs,
             dummy: hash_now("parley dummy password").unwrap_or_default().into(),
         }
     }
 
     /// Hashes a password (PHC string).
-    pub async fn hash(&self, password: String) -> anyhow::Result<String> {
-        let _permit = self.permits.acquire().await?;
-        tokio::task::spawn_blocking(move || hash_now(&password)).await?
+    pub async fn hash(&self, password: String) -> Result<String, HashError> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job::Hash(password, tx))?;
+        rx.await.unwrap_or(Err(HashError::Busy))
     }
 
-    /// True if `password` matches `stored`; with no stored hash, checks a dummy and fails.
-    pub async fn verify(&self, password: String, stored: Option<String>) -> bool {
-        let Ok(_permit) = self.permits.acquire().await else {
-            return false;
-        };
-        let dummy = self.dummy.clone();
+    /// `Ok(true)` if `password` matches `stored`; with no stored hash, checks a dummy and fails.
+    pub async fn verify(
+        &self,
+        password: String,
+        stored: Option<String>,
+    ) -> Result<bool, HashError> {
         let exists = stored.is_some();
-        let matches = tokio::task::spawn_blocking(move || {
-            verify_now(&password, stored.as_deref().unwrap_or(&dummy))
+        let hash: Arc<str> = stored.map_or_else(|| self.dummy.clone(), Arc::from);
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job::Verify(password, hash, tx))?;
+        Ok(rx.await.unwrap_or(false) && exists)
+    }
+
+    fn submit(&self, job: Job) -> Result<(), HashError> {
+        self.jobs.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) | TrySendError::Disconnected(_) => HashError::Busy,
         })
-        .await
-        .unwrap_or(false);
-        exists && matches
     }
 }
 
@@ -61,12 +117,12 @@ fn argon2() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
-/// Hashes on the calling thread (the CLI, or inside `spawn_blocking`).
-pub fn hash_now(password: &str) -> anyhow::Result<String> {
+/// Hashes on the calling thread (the CLI, or a hasher thread).
+pub fn hash_now(password: &str) -> Result<String, String> {
     argon2()
         .hash_password(password.as_bytes())
         .map(|h| h.to_string())
-        .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))
+        .map_err(|e| format!("hashing the password: {e}"))
 }
 
 fn verify_now(password: &str, stored: &str) -> bool {
@@ -92,8 +148,12 @@ mod tests {
     #[tokio::test]
     async fn an_unknown_user_never_verifies() {
         let p = Passwords::new();
-        assert!(!p.verify("parley dummy password".into(), None).await);
+        assert!(!p
+            .verify("parley dummy password".into(), None)
+            .await
+            .unwrap());
         let h = p.hash("hunter22".into()).await.unwrap();
-        assert!(p.verify("hunter22".into(), Some(h)).await);
+        assert!(p.verify("hunter22".into(), Some(h.clone())).await.unwrap());
+        assert!(!p.verify("hunter23".into(), Some(h)).await.unwrap());
     }
 }

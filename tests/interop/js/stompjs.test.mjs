@@ -71,12 +71,15 @@ const logDir = mkdtempSync(join(tmpdir(), 'parley-interop-js-'));
 // One data directory for the whole file, so a restarted server keeps its messages.
 const dataDir = mkdtempSync(join(tmpdir(), 'parley-js-data-'));
 
+// Guests are allowed (--allow-guests): the protocol tests connect with a login name only. The
+// account tests register their users first.
 async function startParley({ httpPort = 0 } = {}) {
   const bin = process.env.PARLEY_BIN;
   assert.ok(bin, 'PARLEY_BIN is not set');
   const logPath = join(logDir, `parley-${counter++}.log`);
   const logFd = openSync(logPath, 'a');
-  const args = ['serve', '--http', `127.0.0.1:${httpPort}`, '--stomp-tcp', '127.0.0.1:0', '--data', dataDir];
+  const args = ['serve', '--http', `127.0.0.1:${httpPort}`, '--stomp-tcp', '127.0.0.1:0', '--data', dataDir,
+    '--allow-guests'];
   const proc = spawn(bin, args, {
     stdio: ['ignore', 'pipe', logFd],
     env: { RUST_LOG: 'info', ...process.env },
@@ -104,6 +107,7 @@ async function startParley({ httpPort = 0 } = {}) {
   return {
     proc,
     logPath,
+    httpUrl: `http://127.0.0.1:${http[1]}`,
     httpPort: Number(http[1]),
     stompPort: Number(stomp[1]),
     async stop() {
@@ -438,5 +442,81 @@ describe('parley only', { skip: PARLEY_ONLY }, () => {
     await publish(client, { destination: dest, body: 'back' });
     const [m] = await s.waitFor(1);
     assert.equal(m.body, 'back');
+  });
+});
+
+describe('accounts (parley only)', { skip: PARLEY_ONLY }, () => {
+  const passwordOf = (user) => `pw-${user}-correct-horse`;
+
+  async function postJson(path, body) {
+    const resp = await fetch(`${server.httpUrl}${path}`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
+    });
+    const text = await resp.text();
+    return { status: resp.status, body: text ? JSON.parse(text) : null };
+  }
+
+  /** A new account (POST /api/register) and its access token (POST /api/login). */
+  async function account(prefix) {
+    const user = uniq(prefix).slice(0, 32);
+    const reg = await postJson('/api/register', { username: user, password: passwordOf(user) });
+    assert.equal(reg.status, 201, `register: ${JSON.stringify(reg)}`);
+    const login = await postJson('/api/login', { username: user, password: passwordOf(user) });
+    assert.equal(login.status, 200, `login: ${JSON.stringify(login)}`);
+    assert.equal(typeof login.body.access_token, 'string');
+    return { user, token: login.body.access_token };
+  }
+
+  test('CONNECT with passcode:<jwt>: the session is the token\'s user', async (t) => {
+    t.after(closeAll);
+    const { user, token } = await account('jwt');
+    const { client, connectedFrame } = await connectClient({ connectHeaders: { host: '/', passcode: token } });
+    assert.equal(connectedFrame.headers['user-name'], user);
+    const dest = `/topic/${uniq('jwt')}`;
+    const s = await subscribe(client, dest);
+    await publish(client, { destination: dest, body: 'signed by a token' });
+    const [m] = await s.waitFor(1);
+    assert.equal(m.headers.sender, user);
+    assert.notEqual(m.headers['sender-guest'], 'true');
+    // Renewal on the open connection: SEND /app/auth with a fresh token, answered by a RECEIPT.
+    const fresh = await postJson('/api/login', { username: user, password: passwordOf(user) });
+    await publish(client, { destination: '/app/auth', headers: { 'access-token': fresh.body.access_token } });
+    await publish(client, { destination: dest, body: 'still me' });
+    const [, m2] = await s.waitFor(2);
+    assert.equal(m2.headers.sender, user);
+  });
+
+  test('CONNECT with login and password', async (t) => {
+    t.after(closeAll);
+    const { user } = await account('pw');
+    const { connectedFrame } = await connectClient({ connectHeaders: { host: '/', login: user, passcode: passwordOf(user) } });
+    assert.equal(connectedFrame.headers['user-name'], user);
+  });
+
+  test('a wrong password or a bad token gets an ERROR, not a session', async (t) => {
+    t.after(closeAll);
+    const { user, token } = await account('wrong');
+    for (const headers of [
+      { login: user, passcode: 'not-the-password' },
+      { passcode: `${token.slice(0, -4)}${token.endsWith('AAAA') ? 'BBBB' : 'AAAA'}` },
+    ]) {
+      await assert.rejects(() => connectClient({ connectHeaders: { host: '/', ...headers } }),
+        /STOMP ERROR: authentication failed/);
+    }
+  });
+
+  test('a guest\'s messages are marked sender-guest:true', async (t) => {
+    t.after(closeAll);
+    const { user, token } = await account('member');
+    const { client: member } = await connectClient({ connectHeaders: { host: '/', passcode: token } });
+    const { client: guest } = await connectClient({ user: uniq('visitor') });
+    const dest = `/topic/${uniq('mixed')}`;
+    const s = await subscribe(member, dest);
+    await publish(guest, { destination: dest, body: 'from a guest' });
+    await publish(member, { destination: dest, body: 'from an account' });
+    const [g, a] = await s.waitFor(2);
+    assert.equal(g.headers['sender-guest'], 'true');
+    assert.equal(a.headers.sender, user);
+    assert.notEqual(a.headers['sender-guest'], 'true');
   });
 });

@@ -1,8 +1,11 @@
 """Fixtures for the stomp.py interop suite.
 
 Targets (env INTEROP_TARGET):
-  parley (default)  spawn `$PARLEY_BIN serve --http 127.0.0.1:0 --stomp-tcp 127.0.0.1:0` once per session
-                    (plus per-test servers where a test needs its own), read both ports from stdout.
+  parley (default)  spawn `$PARLEY_BIN serve --http 127.0.0.1:0 --stomp-tcp 127.0.0.1:0 --allow-guests`
+                    once per session (plus per-test servers where a test needs its own), read both
+                    ports from stdout. Guests are allowed there because the protocol tests log in
+                    by name only; the account tests (test_auth.py) also get a strict server
+                    (`strict_target`, the server's default: accounts only).
   rabbitmq          the local RabbitMQ STOMP plugins (tcp 127.0.0.1:61613, ws://127.0.0.1:15674/ws,
                     guest/guest): only for checking the suite's expectations. Tests marked
                     `parley_only` are skipped there, with the marker's reason.
@@ -10,6 +13,7 @@ Targets (env INTEROP_TARGET):
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -19,6 +23,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +101,38 @@ class Target:
     def ws_url(self) -> str:
         return f"ws://{self.ws[0]}:{self.ws[1]}{self.ws_path}"
 
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.ws[0]}:{self.ws[1]}"
+
+    def post_json(self, path: str, body: dict, headers: dict | None = None) -> tuple[int, dict | None, dict]:
+        """POST a JSON body (urllib, no Origin, no cookies): (status, JSON answer or None, headers)."""
+        req = urllib.request.Request(
+            self.http_url + path, data=json.dumps(body).encode(), method="POST",
+            headers={"content-type": "application/json", "accept": "application/json", **(headers or {})})
+        try:
+            with urllib.request.urlopen(req, timeout=WAIT) as resp:
+                status, raw, hdrs = resp.status, resp.read(), dict(resp.headers)
+        except urllib.error.HTTPError as e:
+            status, raw, hdrs = e.code, e.read(), dict(e.headers)
+        try:
+            answer = json.loads(raw) if raw else None
+        except ValueError:
+            answer = None
+        return status, answer, hdrs
+
+    def register(self, username: str, password: str) -> None:
+        """POST /api/register; the account must be new."""
+        status, answer, _ = self.post_json("/api/register", {"username": username, "password": password})
+        assert status == 201, f"register {username}: HTTP {status} {answer!r}"
+
+    def login(self, username: str, password: str) -> str:
+        """POST /api/login; returns the access token (a JWT)."""
+        status, answer, _ = self.post_json("/api/login", {"username": username, "password": password})
+        assert status == 200, f"login {username}: HTTP {status} {answer!r}"
+        assert answer and isinstance(answer.get("access_token"), str), answer
+        return answer["access_token"]
+
 
 @dataclass
 class ParleyServer:
@@ -104,6 +142,8 @@ class ParleyServer:
     http_addr: str = "127.0.0.1:0"
     stomp_addr: str = "127.0.0.1:0"
     log_path: Path | None = None
+    guests: bool = True  # --allow-guests (the protocol tests connect by name); False: accounts only
+    extra_args: tuple[str, ...] = ()
     proc: subprocess.Popen | None = None
     http_port: int = 0
     stomp_port: int = 0
@@ -119,7 +159,8 @@ class ParleyServer:
         env.setdefault("RUST_LOG", "info")
         self.proc = subprocess.Popen(
             [self.bin, "serve", "--http", self.http_addr, "--stomp-tcp", self.stomp_addr,
-             "--data", tempfile.mkdtemp(prefix="parley-interop-data-")],
+             "--data", tempfile.mkdtemp(prefix="parley-interop-data-"),
+             *(["--allow-guests"] if self.guests else []), *self.extra_args],
             stdout=subprocess.PIPE,
             stderr=log,
             stdin=subprocess.DEVNULL,
@@ -209,6 +250,19 @@ def target(tmp_path_factory):
             print(f"\nparley (session server) exited with {rc}; log {server.log_path}:\n{server.log_tail()}")
 
 
+@pytest.fixture(scope="session")
+def strict_target(tmp_path_factory):
+    """A second Parley on its defaults: no guests, accounts only (Parley-only tests use it)."""
+    if TARGET != "parley":
+        pytest.skip("parley-only: accounts")
+    server = ParleyServer(parley_bin(), log_path=tmp_path_factory.getbasetemp() / "parley-strict.log",
+                          guests=False).start()
+    try:
+        yield server.target()
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def fresh_parley(tmp_path):
     """Per-test Parley servers (for tests that restart one). Call it to start one."""
@@ -230,9 +284,10 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     if rep.failed and TARGET == "parley":
-        t = item.funcargs.get("target") if hasattr(item, "funcargs") else None
-        if isinstance(t, Target) and t.server is not None:
-            rep.sections.append(("parley stderr (tail)", t.server.log_tail()))
+        for name in ("target", "strict_target"):
+            t = item.funcargs.get(name) if hasattr(item, "funcargs") else None
+            if isinstance(t, Target) and t.server is not None:
+                rep.sections.append((f"parley stderr, {name} (tail)", t.server.log_tail()))
 
 
 # --------------------------------------------------------------------------------------------

@@ -57,8 +57,13 @@ class Client(stomp.ConnectionListener):
     """One STOMP session: a stomp.py connection plus everything it received."""
 
     def __init__(self, target, transport: str, version: str, user: str | None = None,
-                 heartbeats=(0, 0), subprotocol: str | None = "auto", cond: threading.Condition | None = None):
+                 heartbeats=(0, 0), subprotocol: str | None = "auto", cond: threading.Condition | None = None,
+                 credentials: tuple[str | None, str | None] | None = None, ws_header: dict | None = None):
+        """`credentials` = (login, passcode) sent as they are (None leaves a header out); by default
+        the target decides from `user` (Target.credentials). `ws_header` adds HTTP headers to the
+        WebSocket upgrade request."""
         self.target, self.transport, self.version, self.user = target, transport, version, user
+        self.credentials = credentials
         # Clients of one test may share a condition, to wait on all of them at once.
         self.cond = cond or threading.Condition()
         self.connected_frame = None
@@ -84,6 +89,8 @@ class Client(stomp.ConnectionListener):
             hp = [target.ws]
             proto = SUBPROTOCOL[version] if subprotocol == "auto" else subprotocol
             header = {"Sec-WebSocket-Protocol": proto} if proto else None
+            if ws_header:
+                header = {**(header or {}), **ws_header}
             self.offered_subprotocol = proto
             if version == "1.2":
                 self.conn = stomp.WSStompConnection(hp, heartbeats=hb, vhost="/", ws_path=target.ws_path,
@@ -158,7 +165,7 @@ class Client(stomp.ConnectionListener):
     # ---- operations ------------------------------------------------------------------------
 
     def connect(self, timeout: float = WAIT, headers: dict | None = None):
-        login, passcode = self.target.credentials(self.user)
+        login, passcode = self.credentials if self.credentials is not None else self.target.credentials(self.user)
         self.conn.connect(login, passcode, wait=False, headers=headers or {})
         self.wait_for(lambda: self.connected_frame is not None or self.disconnected.is_set(), timeout, "CONNECTED",
                       allow_errors=True)
