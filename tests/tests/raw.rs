@@ -90,7 +90,7 @@ async fn presence_and_typing() {
     assert_eq!(joined["members"], json!(["alice", "carol"]));
     assert_eq!(
         recv(&mut alice).await,
-        json!({"type": "presence", "room": "lobby", "user": "carol", "event": "join"})
+        json!({"type": "presence", "room": "lobby", "user": "carol", "guest": true, "event": "join"})
     );
 
     // A second tab of carol is not a second member and no new event.
@@ -99,7 +99,7 @@ async fn presence_and_typing() {
     send(&mut carol, json!({"type": "typing", "room": "lobby"})).await;
     assert_eq!(
         recv(&mut alice).await,
-        json!({"type": "typing", "room": "lobby", "user": "carol"})
+        json!({"type": "typing", "room": "lobby", "user": "carol", "guest": true})
     );
 
     send(&mut carol, json!({"type": "leave", "room": "lobby"})).await;
@@ -107,7 +107,7 @@ async fn presence_and_typing() {
     carol2.close(None).await.unwrap();
     assert_eq!(
         recv(&mut alice).await,
-        json!({"type": "presence", "room": "lobby", "user": "carol", "event": "leave"})
+        json!({"type": "presence", "room": "lobby", "user": "carol", "guest": true, "event": "leave"})
     );
 }
 
