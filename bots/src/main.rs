@@ -1,0 +1,566 @@
+//! `parley-bots`: scripted load-testing bots for Parley and other STOMP brokers.
+//!
+//! A scenario file describes groups of bots; `run` connects them (ramped, bounded, from many
+//! source addresses), makes them chat, checks every delivery for gaps, duplicates and order,
+//! measures latency, and reports — with the scenario's SLOs deciding the exit status.
+
+mod auth;
+mod body;
+mod bot;
+mod checker;
+mod conn;
+mod pattern;
+mod procfs;
+mod scenario;
+mod stats;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicI64, AtomicUsize};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::{sleep_until, Instant};
+
+use crate::bot::{Behaviour, Bot, Phase, Shared};
+use crate::conn::Targets;
+use crate::scenario::{AuthMode, Scenario};
+use crate::stats::{
+    format_us, Aggregator, Clock, Errors, HistogramPool, Latency, Recorder, Totals,
+};
+
+/// How long bots get to hang up after the run before they are abandoned.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Exit status when a scenario's SLO is missed.
+const EXIT_SLO_MISSED: u8 = 1;
+
+/// Exit status for a bad scenario or command line.
+const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "parley-bots",
+    version,
+    about = "Scripted load-testing bots for Parley"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Runs a scenario against a server.
+    Run(RunArgs),
+    /// Validates a scenario file and exits.
+    Check {
+        /// The scenario file.
+        scenario: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The scenario file.
+    scenario: PathBuf,
+    /// The server's HTTP / WebSocket address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// The server's STOMP-over-TCP address.
+    #[arg(long, default_value = "127.0.0.1:61613")]
+    stomp_tcp: SocketAddr,
+    /// The server's HS256 secret, for groups with `auth = "token"`.
+    #[arg(long)]
+    jwt_secret_file: Option<PathBuf>,
+    /// Overrides the scenario's measured duration (e.g. `3s`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Prints one JSON object on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// The server's process id, to report its CPU time and memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Local source addresses to spread connections over, e.g. `127.0.0.2-127.0.0.50`.
+    #[arg(long, value_parser = parse_sources)]
+    sources: Option<Sources>,
+}
+
+/// A list of IPv4 source addresses.
+#[derive(Clone, Debug)]
+struct Sources(Vec<IpAddr>);
+
+/// Parses `A` or `A-B` (inclusive IPv4 range), or several of those separated by commas.
+fn parse_sources(text: &str) -> anyhow::Result<Sources> {
+    let mut all = Vec::new();
+    for part in text.split(',') {
+        let (from, to) = part.split_once('-').unwrap_or((part, part));
+        let from: Ipv4Addr = from.trim().parse().context("source address")?;
+        let to: Ipv4Addr = to.trim().parse().context("source address")?;
+        let (from, to) = (u32::from(from), u32::from(to));
+        if from > to || to - from > 65_535 {
+            bail!("source range {part:?} is empty or too large");
+        }
+        all.extend((from..=to).map(|a| IpAddr::V4(Ipv4Addr::from(a))));
+    }
+    Ok(Sources(all))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Check { scenario } => match Scenario::load(&scenario) {
+            Ok(s) => {
+                println!(
+                    "{}: ok ({} bots in {} groups)",
+                    s.name,
+                    s.bot_count(),
+                    s.groups.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("parley-bots: {e:#}");
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
+        Cmd::Run(args) => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("parley-bots: starting the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(args)) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("parley-bots: {e:#}");
+                    ExitCode::from(EXIT_USAGE)
+                }
+            }
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut scenario = Scenario::load(&args.scenario)?;
+    if let Some(d) = args.duration {
+        scenario.duration = d;
+    }
+    let total = scenario.bot_count();
+    if total > u64::from(u32::MAX) {
+        bail!("at most {} bots", u32::MAX);
+    }
+    let run_length = scenario.ramp_up + scenario.warmup + scenario.duration + scenario.drain;
+    let minter = if scenario.groups.iter().any(|g| g.auth == AuthMode::Token) {
+        let path = args
+            .jwt_secret_file
+            .as_ref()
+            .context("a group has auth = \"token\": pass --jwt-secret-file")?;
+        Some(auth::TokenMinter::from_file(
+            path,
+            run_length + Duration::from_secs(3600),
+        )?)
+    } else {
+        None
+    };
+
+    let progress =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    progress.enable_steady_tick(Duration::from_millis(250));
+    progress.set_message(format!("{}: starting {total} bots", scenario.name));
+
+    let t0 = Instant::now();
+    let measure_from = t0 + scenario.ramp_up + scenario.warmup;
+    let measure_until = measure_from + scenario.duration;
+    let (phase_tx, phase_rx) = watch::channel(Phase::Run);
+    let (stats_tx, stats_rx) = mpsc::unbounded_channel();
+    let pool = Arc::new(HistogramPool::default());
+    let connected = Arc::new(AtomicI64::new(0));
+    let aggregator = tokio::spawn(
+        Aggregator::new(
+            stats_rx,
+            Arc::clone(&pool),
+            Arc::clone(&connected),
+            Clock {
+                measure_from: measure_from.into_std(),
+            },
+            total,
+        )
+        .run(progress.clone()),
+    );
+    let shared = Arc::new(Shared {
+        targets: Targets {
+            http: args.http,
+            stomp_tcp: args.stomp_tcp,
+        },
+        sources: args.sources.map(|s| s.0).unwrap_or_default(),
+        minter,
+        connect_timeout: scenario.connect_timeout,
+        connect_slots: Arc::new(Semaphore::new(scenario.connect_concurrency)),
+        connected,
+        phase: phase_rx,
+        error_samples: AtomicUsize::new(0),
+        progress: progress.clone(),
+    });
+
+    let bots = plan_bots(&scenario)?;
+    let spawner = tokio::spawn(spawn_bots(
+        bots,
+        Arc::clone(&shared),
+        stats_tx,
+        pool,
+        t0,
+        scenario.ramp_up,
+    ));
+
+    sleep_until(measure_from).await;
+    let cpu_from = (
+        procfs::cpu_time(None),
+        args.server_pid.and_then(|p| procfs::cpu_time(Some(p))),
+    );
+    sleep_until(measure_until).await;
+    let _ = phase_tx.send(Phase::Drain);
+    tokio::time::sleep(scenario.drain).await;
+    let cpu_until = (
+        procfs::cpu_time(None),
+        args.server_pid.and_then(|p| procfs::cpu_time(Some(p))),
+    );
+    let server_memory = args.server_pid.and_then(procfs::memory_kib);
+    let _ = phase_tx.send(Phase::Stop);
+
+    let mut running = spawner.await.context("the bot spawner panicked")?;
+    let all_stopped = async { while running.join_next().await.is_some() {} };
+    if tokio::time::timeout(STOP_GRACE, all_stopped).await.is_err() {
+        eprintln!("parley-bots: some bots did not hang up within {STOP_GRACE:?}");
+    }
+    drop(shared);
+    let totals = aggregator.await.context("the aggregator panicked")?;
+
+    let cpu = |from: Option<Duration>, until: Option<Duration>| {
+        Some(round3(until?.saturating_sub(from?).as_secs_f64()))
+    };
+    let report = Report::new(
+        &scenario,
+        &totals,
+        cpu(cpu_from.0, cpu_until.0),
+        cpu(cpu_from.1, cpu_until.1),
+        server_memory,
+    );
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    for v in &report.slo.violations {
+        eprintln!("parley-bots: SLO missed: {v}");
+    }
+    Ok(if report.slo.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_SLO_MISSED)
+    })
+}
+
+/// `x` to three decimals, so the JSON reads cleanly.
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Every bot of the scenario, in start order.
+fn plan_bots(scenario: &Scenario) -> anyhow::Result<Vec<Bot>> {
+    let mut bots = Vec::new();
+    for g in &scenario.groups {
+        let pattern = g.room_pattern()?;
+        let behaviour = Arc::new(Behaviour {
+            protocol: g.protocol,
+            auth: g.auth,
+            rate: g.rate,
+            jitter: g.jitter,
+            size: g.size,
+            in_flight: g.in_flight,
+            dm_rate: g.dm_rate,
+            churn: g.churn,
+            slow: g.slow,
+        });
+        for n in 0..g.count {
+            bots.push(Bot {
+                // Checked against u32::MAX by the caller.
+                id: u32::try_from(bots.len()).context("too many bots")?,
+                name: g.bot_name(n),
+                room: pattern.expand(n),
+                dm_to: g.bot_name((n + 1) % g.count),
+                behaviour: Arc::clone(&behaviour),
+            });
+        }
+    }
+    Ok(bots)
+}
+
+/// Starts the bots evenly over `ramp_up`, each once a connection slot is free.
+async fn spawn_bots(
+    bots: Vec<Bot>,
+    shared: Arc<Shared>,
+    stats_tx: mpsc::UnboundedSender<stats::Delta>,
+    pool: Arc<HistogramPool>,
+    t0: Instant,
+    ramp_up: Duration,
+) -> JoinSet<()> {
+    let mut running = JoinSet::new();
+    let total = bots.len().max(1) as f64;
+    for (i, bot) in bots.into_iter().enumerate() {
+        sleep_until(t0 + ramp_up.mul_f64(i as f64 / total)).await;
+        let Ok(permit) = Arc::clone(&shared.connect_slots).acquire_owned().await else {
+            break;
+        };
+        if *shared.phase.borrow() != Phase::Run {
+            break;
+        }
+        let recorder = Recorder::new(stats_tx.clone(), Arc::clone(&pool));
+        running.spawn(bot.run(Arc::clone(&shared), recorder, permit));
+        // Reap finished bots as we go, so a long churn run does not pile up results.
+        while running.try_join_next().is_some() {}
+    }
+    running
+}
+
+/// The final report (also the `--json` output).
+#[derive(Debug, Serialize)]
+struct Report {
+    scenario: String,
+    bots: u64,
+    duration_s: f64,
+    connections: Connections,
+    messages: Messages,
+    latency_us: Latency,
+    errors: Errors,
+    client_cpu_s: Option<f64>,
+    server: Option<ServerUse>,
+    slo: SloResult,
+}
+
+#[derive(Debug, Serialize)]
+struct Connections {
+    /// Successful connections (reconnects included).
+    up: u64,
+    /// Failed connection attempts.
+    failed: u64,
+    /// Reconnections by churning bots.
+    reconnects: u64,
+    /// Most open at once.
+    peak: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct Messages {
+    sent: u64,
+    acked: u64,
+    delivered: u64,
+    foreign: u64,
+    sent_per_s: f64,
+    delivered_per_s: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct ServerUse {
+    cpu_s: Option<f64>,
+    rss_kib: Option<u64>,
+    peak_rss_kib: Option<u64>,
+    cpu_us_per_delivery: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct SloResult {
+    passed: bool,
+    violations: Vec<String>,
+}
+
+impl Report {
+    fn new(
+        scenario: &Scenario,
+        totals: &Totals,
+        client_cpu_s: Option<f64>,
+        server_cpu_s: Option<f64>,
+        server_memory: Option<(u64, u64)>,
+    ) -> Self {
+        let secs = scenario.duration.as_secs_f64();
+        let m = &totals.measured;
+        let latency = Latency::of(&totals.latencies);
+        let errors = Errors::of(&totals.all);
+        let server = (server_cpu_s.is_some() || server_memory.is_some()).then(|| ServerUse {
+            cpu_s: server_cpu_s,
+            rss_kib: server_memory.map(|m| m.0),
+            peak_rss_kib: server_memory.map(|m| m.1),
+            cpu_us_per_delivery: server_cpu_s
+                .filter(|_| m.delivered > 0)
+                .map(|cpu| round3(cpu * 1e6 / m.delivered as f64)),
+        });
+        let delivered_per_s = m.delivered as f64 / secs;
+        let mut violations = Vec::new();
+        if let Some(max) = scenario.slo.max_p99 {
+            let max_us = u64::try_from(max.as_micros()).unwrap_or(u64::MAX);
+            if latency.p99 > max_us {
+                violations.push(format!(
+                    "p99 latency {} > max_p99 {}",
+                    format_us(latency.p99),
+                    format_us(max_us)
+                ));
+            }
+        }
+        if let Some(max) = scenario.slo.max_errors {
+            if errors.total > max {
+                violations.push(format!("{} errors > max_errors {max}", errors.total));
+            }
+        }
+        if let Some(min) = scenario.slo.min_delivered_per_s {
+            if delivered_per_s < min {
+                violations.push(format!(
+                    "{delivered_per_s:.1} deliveries/s < min_delivered_per_s {min}"
+                ));
+            }
+        }
+        Self {
+            scenario: scenario.name.clone(),
+            bots: scenario.bot_count(),
+            duration_s: secs,
+            connections: Connections {
+                up: totals.all.connects,
+                failed: totals.all.connect_failures,
+                reconnects: totals.all.reconnects,
+                peak: totals.peak_connected,
+            },
+            messages: Messages {
+                sent: m.sent,
+                acked: m.acked,
+                delivered: m.delivered,
+                foreign: m.foreign,
+                sent_per_s: round3(m.sent as f64 / secs),
+                delivered_per_s: round3(delivered_per_s),
+            },
+            latency_us: latency,
+            errors,
+            client_cpu_s,
+            server,
+            slo: SloResult {
+                passed: violations.is_empty(),
+                violations,
+            },
+        }
+    }
+
+    /// The human-readable table.
+    fn table(&self) -> String {
+        use std::fmt::Write;
+        let mut t = String::new();
+        let l = &self.latency_us;
+        let e = &self.errors;
+        let m = &self.messages;
+        let c = &self.connections;
+        let opt =
+            |v: Option<f64>, unit: &str| v.map_or("-".to_owned(), |v| format!("{v:.2}{unit}"));
+        let rows: Vec<(&str, String)> = vec![
+            ("scenario", format!("{} ({} bots, {:.1}s measured)", self.scenario, self.bots, self.duration_s)),
+            ("connections", format!("{} up, {} failed, {} reconnects, peak {}", c.up, c.failed, c.reconnects, c.peak)),
+            ("sent", format!("{} ({:.1}/s), {} acknowledged", m.sent, m.sent_per_s, m.acked)),
+            ("delivered", format!("{} ({:.1}/s){}", m.delivered, m.delivered_per_s,
+                if m.foreign > 0 { format!(", {} foreign", m.foreign) } else { String::new() })),
+            ("latency", format!("p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+                format_us(l.p50), format_us(l.p90), format_us(l.p99), format_us(l.p999), format_us(l.max))),
+            ("errors", format!(
+                "{} total: connect {}, auth {}, protocol {}, gaps {} ({} missing), duplicates {}, out-of-order {}, closed-by-server {}",
+                e.total, e.connect, e.auth, e.protocol, e.gaps, e.missing, e.duplicates, e.out_of_order, e.closed_by_server)),
+            ("client cpu", opt(self.client_cpu_s, "s")),
+        ];
+        for (name, value) in rows {
+            // Writing into a String cannot fail.
+            writeln!(t, "{name:<12} {value}").expect("write to String");
+        }
+        if let Some(s) = &self.server {
+            writeln!(
+                t,
+                "{:<12} cpu {}, {} per delivery, rss {} (peak {})",
+                "server",
+                opt(s.cpu_s, "s"),
+                opt(s.cpu_us_per_delivery, "µs"),
+                s.rss_kib
+                    .map_or("-".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+                s.peak_rss_kib
+                    .map_or("-".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+            )
+            .expect("write to String");
+        }
+        let slo = if self.slo.passed {
+            "passed".to_owned()
+        } else {
+            format!("MISSED: {}", self.slo.violations.join("; "))
+        };
+        writeln!(t, "{:<12} {slo}", "slo").expect("write to String");
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_ranges() {
+        let s = parse_sources("127.0.0.2-127.0.0.4").unwrap().0;
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[2], IpAddr::V4(Ipv4Addr::new(127, 0, 0, 4)));
+        let s = parse_sources("127.0.0.1,127.0.1.1-127.0.1.2").unwrap().0;
+        assert_eq!(s.len(), 3);
+        assert!(parse_sources("127.0.0.5-127.0.0.2").is_err());
+        assert!(parse_sources("nope").is_err());
+    }
+
+    #[test]
+    fn bots_are_planned_from_groups() {
+        let s = Scenario::parse(
+            r#"
+            name = "p"
+            duration = "1s"
+            [[group]]
+            name = "a"
+            count = 3
+            protocol = "raw"
+            room = "r-{n % 2}"
+            [[group]]
+            name = "b"
+            count = 1
+            protocol = "stomp-tcp"
+            room = "solo"
+            "#,
+        )
+        .unwrap();
+        let bots = plan_bots(&s).unwrap();
+        let summary: Vec<_> = bots
+            .iter()
+            .map(|b| (b.id, b.name.as_str(), b.room.as_str(), b.dm_to.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (0, "a-0", "r-0", "a-1"),
+                (1, "a-1", "r-1", "a-2"),
+                (2, "a-2", "r-0", "a-0"),
+                (3, "b-0", "solo", "b-0"),
+            ]
+        );
+    }
+}

@@ -1,0 +1,221 @@
+//! `parley-bots` against the real server: the smoke scenario passes, a missed SLO fails the
+//! run, and minted tokens authenticate on every protocol.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{mpsc, OnceLock};
+use std::time::Duration;
+
+use parley_tests::{fresh_data_dir, workspace_root, ServerProcess};
+use serde_json::Value;
+
+/// A bots run never takes longer than this; past it the test kills it and fails.
+const RUN_LIMIT: Duration = Duration::from_secs(90);
+
+/// Path of the `parley-bots` binary, built once per test process (as the harness builds
+/// `parley`).
+fn bots_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = workspace_root();
+        let output = Command::new(env!("CARGO"))
+            .args(["build", "-p", "parley-bots", "--bin", "parley-bots"])
+            .current_dir(&root)
+            .stdin(Stdio::null())
+            .output()
+            .expect("failed to run `cargo build -p parley-bots`");
+        assert!(
+            output.status.success(),
+            "`cargo build -p parley-bots` failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(dir) if !dir.is_empty() => root.join(dir),
+            _ => root.join("target"),
+        };
+        let bin = target_dir
+            .join("debug")
+            .join(format!("parley-bots{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.is_file(), "{} does not exist", bin.display());
+        bin
+    })
+}
+
+/// Runs `parley-bots ARGS...`, killing it if it outlives [`RUN_LIMIT`].
+fn bots(args: &[&str]) -> Output {
+    let child = Command::new(bots_binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn parley-bots");
+    let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(RUN_LIMIT) {
+        Ok(output) => output.expect("wait for parley-bots"),
+        Err(_) => {
+            // SAFETY: kill(2) has no memory-safety preconditions; the child is not reaped yet
+            // (wait_with_output has not returned), so the pid is still ours.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("parley-bots {args:?} ran longer than {RUN_LIMIT:?}");
+        }
+    }
+}
+
+/// Runs a scenario with `--json` against `server`; returns the exit code and the report.
+fn run_json(server: &ServerProcess, scenario: &Path, extra: &[&str]) -> (Option<i32>, Value) {
+    let http = server.addr().to_string();
+    let stomp = server.stomp_addr().to_string();
+    let pid = server.pid().to_string();
+    let mut args = vec![
+        "run",
+        scenario.to_str().expect("UTF-8 path"),
+        "--http",
+        &http,
+        "--stomp-tcp",
+        &stomp,
+        "--server-pid",
+        &pid,
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let out = bots(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}):\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), report)
+}
+
+/// Writes `text` to a fresh temporary scenario file.
+fn scenario_file(name: &str, text: &str) -> PathBuf {
+    let dir = fresh_data_dir();
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).expect("write scenario");
+    path
+}
+
+fn assert_clean(report: &Value) {
+    let errors = &report["errors"];
+    for kind in [
+        "gaps",
+        "duplicates",
+        "out_of_order",
+        "connect",
+        "auth",
+        "protocol",
+    ] {
+        assert_eq!(errors[kind], 0, "{kind} in {report:#}");
+    }
+    assert!(
+        report["messages"]["delivered"].as_u64().unwrap_or(0) > 0,
+        "nothing delivered: {report:#}"
+    );
+}
+
+#[test]
+fn smoke_scenario_passes() {
+    let server = ServerProcess::start(&["--rate-limit", "0"]);
+    let smoke = workspace_root().join("bots/scenarios/smoke.toml");
+    let (code, report) = run_json(&server, &smoke, &["--duration", "3s"]);
+    assert_eq!(code, Some(0), "{report:#}\n{}", server.stderr_log());
+    assert_clean(&report);
+    assert_eq!(report["errors"]["total"], 0, "{report:#}");
+    assert_eq!(report["connections"]["up"], 9, "{report:#}");
+    assert_eq!(report["slo"]["passed"], true);
+    assert!(report["server"]["cpu_s"].is_number(), "{report:#}");
+    assert!(
+        report["latency_us"]["p99"].as_u64().unwrap() > 0,
+        "{report:#}"
+    );
+}
+
+#[test]
+fn a_missed_slo_fails_the_run() {
+    let server = ServerProcess::start(&["--rate-limit", "0"]);
+    let scenario = scenario_file(
+        "impossible",
+        r#"
+        name = "impossible"
+        duration = "1s"
+        ramp_up = "200ms"
+        [[group]]
+        name = "b"
+        count = 2
+        protocol = "stomp-tcp"
+        room = "impossible"
+        rate = 5
+        [slo]
+        min_delivered_per_s = 1e9
+        "#,
+    );
+    let (code, report) = run_json(&server, &scenario, &[]);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(report["slo"]["passed"], false);
+    let violations = report["slo"]["violations"].to_string();
+    assert!(violations.contains("min_delivered_per_s"), "{violations}");
+}
+
+#[test]
+fn minted_tokens_authenticate_on_every_protocol() {
+    let data = fresh_data_dir();
+    let server = ServerProcess::start_strict_with_data(&data, &["--rate-limit", "0"]);
+    let secret = data.join("jwt-secret");
+    assert!(secret.is_file(), "the server wrote no {}", secret.display());
+    let groups = |auth: &str| {
+        ["raw", "stomp-ws", "stomp-tcp"]
+            .iter()
+            .map(|p| {
+                format!(
+                    "[[group]]\nname = \"{p}\"\ncount = 2\nprotocol = \"{p}\"\nauth = \"{auth}\"\n\
+                     room = \"tokens\"\nrate = 5\ndm_rate = 1\n"
+                )
+            })
+            .collect::<String>()
+    };
+    let head = "name = \"tokens\"\nduration = \"2s\"\nramp_up = \"300ms\"\n";
+    let tokens = scenario_file("tokens", &format!("{head}{}", groups("token")));
+    let secret_arg = secret.to_str().expect("UTF-8 path");
+    let (code, report) = run_json(&server, &tokens, &["--jwt-secret-file", secret_arg]);
+    assert_eq!(code, Some(0), "{report:#}\n{}", server.stderr_log());
+    assert_clean(&report);
+    assert_eq!(report["connections"]["up"], 6, "{report:#}");
+
+    // The same bots as guests are refused by a server without --allow-guests, and counted.
+    let guests = scenario_file(
+        "guests",
+        &format!("{head}{}[slo]\nmax_errors = 0\n", groups("guest")),
+    );
+    let (code, report) = run_json(&server, &guests, &[]);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(report["errors"]["auth"], 6, "{report:#}");
+    assert_eq!(report["connections"]["failed"], 6, "{report:#}");
+}
+
+#[test]
+fn check_validates_scenarios() {
+    for name in [
+        "smoke",
+        "fanout",
+        "many-rooms",
+        "churn",
+        "slow-consumer",
+        "idle",
+    ] {
+        let path = workspace_root().join(format!("bots/scenarios/{name}.toml"));
+        let out = bots(&["check", path.to_str().expect("UTF-8 path")]);
+        assert!(out.status.success(), "{name}: {out:?}");
+    }
+    let bad = scenario_file("bad", "name = \"bad\"\nduration = \"1s\"\n");
+    let out = bots(&["check", bad.to_str().expect("UTF-8 path")]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("group"));
+}
