@@ -208,6 +208,20 @@ impl Server {
         peer: SocketAddr,
         _permit: OwnedSemaphorePermit,
     ) {
+        // Two steps in one task: HTTP until an upgrade, then the WebSocket. The HTTP state is
+        // gone before the WebSocket starts, so a long-lived connection does not carry it.
+        let pending = self.clone().serve_http(stream, peer).await;
+        if let Some(pending) = pending {
+            self.run_websocket(pending, peer).await;
+        }
+    }
+
+    /// Serves HTTP requests until the connection ends or a request upgrades it.
+    async fn serve_http(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> Option<PendingUpgrade> {
         let upgrade: Arc<Mutex<Option<PendingUpgrade>>> = Arc::default();
         let service = {
             let server = self.clone();
@@ -242,13 +256,10 @@ impl Server {
         if let Err(error) = served {
             debug!(%error, "HTTP connection ended with an error");
         }
-        let pending = upgrade
+        upgrade
             .lock()
             .map(|mut slot| slot.take())
-            .unwrap_or_default();
-        if let Some(pending) = pending {
-            self.run_websocket(pending, peer).await;
-        }
+            .unwrap_or_default()
     }
 
     async fn route(

@@ -62,6 +62,17 @@ pub struct RawClient {
     rooms: HashSet<String>,
     errors_in_a_row: u32,
     bucket: TokenBucket,
+    /// Sends of the current read, published together in one step (see `flush_sends`).
+    sends: Vec<QueuedSend>,
+    /// Replies produced by `flush_sends`, written before anything that follows them.
+    out: Vec<Vec<u8>>,
+}
+
+/// A validated `send`, waiting for the rest of its read.
+struct QueuedSend {
+    destination: Destination,
+    publish: Publish,
+    reference: Option<String>,
 }
 
 /// A refusal: machine-readable code and a human-readable message.
@@ -103,6 +114,8 @@ impl RawClient {
             rooms: HashSet::new(),
             errors_in_a_row: 0,
             bucket,
+            sends: Vec::new(),
+            out: Vec::new(),
         }
     }
 
@@ -125,6 +138,10 @@ impl RawClient {
             ));
         }
         let kind = string(msg, "type")?;
+        if kind != "send" {
+            // Everything before this command takes effect first.
+            self.flush_sends();
+        }
         match kind {
             "ping" => Ok(Some(serde_json::json!({"type": "pong"}))),
             "join" => self.join(msg),
@@ -337,20 +354,13 @@ impl RawClient {
             }
         };
         let reference = msg.get("ref").and_then(Value::as_str).map(str::to_owned);
-        let ack = move |id: u64| {
-            let mut ack = serde_json::json!({"type": "ack", "id": id.to_string()});
-            if let Some(reference) = &reference {
-                ack["ref"] = Value::from(reference.as_str());
-            }
-            ack
-        };
         // A room message is acknowledged once it is durable: the ack travels with it to storage.
         let durable_ack = {
-            let ack = ack.clone();
+            let reference = reference.clone();
             Receipt(Arc::new(move |id| {
                 frame::encode(
                     OpCode::Text,
-                    &serde_json::to_vec(&ack(id)).unwrap_or_default(),
+                    &serde_json::to_vec(&ack_json(id, reference.as_deref())).unwrap_or_default(),
                 )
             }))
         };
@@ -359,14 +369,52 @@ impl RawClient {
             "text/plain;charset=utf-8".to_owned(),
         )];
         let body = Bytes::copy_from_slice(body.as_bytes());
-        let publish = Publish {
-            headers,
-            body,
-            now_ms: now_ms(),
-            receipt: Some(durable_ack),
-        };
-        let published = self.publish(&destination, publish)?;
-        Ok((!published.stored).then(|| ack(published.id)))
+        self.sends.push(QueuedSend {
+            destination,
+            publish: Publish {
+                headers,
+                body,
+                now_ms: now_ms(),
+                receipt: Some(durable_ack),
+            },
+            reference,
+        });
+        Ok(None)
+    }
+
+    /// Publishes the queued sends in one step under the broker's lock, so their fan-out reaches
+    /// each subscriber as one batch (one wake-up, one write), and queues their replies.
+    fn flush_sends(&mut self) {
+        if self.sends.is_empty() {
+            return;
+        }
+        let id = self.id;
+        let mut sends = std::mem::take(&mut self.sends);
+        let results: Vec<_> = self.hub.apply(|broker, events| {
+            sends
+                .drain(..)
+                .map(|q| {
+                    let published = broker.publish(id, &q.destination, q.publish, events);
+                    (published, q.reference)
+                })
+                .collect()
+        });
+        // Keep the (now empty) allocation for the next read.
+        self.sends = sends;
+        for (published, reference) in results {
+            let reply = match published {
+                Ok(p) if p.stored => continue,
+                // DMs are not stored: accepted is all there is to say.
+                Ok(p) => {
+                    serde_json::to_vec(&ack_json(p.id, reference.as_deref())).unwrap_or_default()
+                }
+                Err(e) => {
+                    self.errors_in_a_row += 1;
+                    error_json(&Refusal("send_failed", e.to_string()), reference)
+                }
+            };
+            self.out.push(reply);
+        }
     }
 
     fn publish(&self, destination: &Destination, publish: Publish) -> Result<Published, Refusal> {
@@ -382,6 +430,13 @@ impl RawClient {
             return Err(Refusal("not_joined", format!("join room {room:?} first")));
         }
         Ok(room)
+    }
+
+    /// Writes the replies `flush_sends` queued.
+    fn write_out(&mut self, conn: &mut Connection) {
+        for reply in self.out.drain(..) {
+            let _ = conn.send_encoded(frame::encode(OpCode::Text, &reply));
+        }
     }
 
     /// The frame a delivery becomes for this client, or `None` for our own typing.
@@ -423,9 +478,18 @@ impl Endpoint for RawClient {
                 Some(error_json(&refusal, reference))
             }
         };
+        self.write_out(conn);
         if let Some(reply) = reply {
             let _ = conn.send_encoded(frame::encode(OpCode::Text, &reply));
         }
+        if self.errors_in_a_row >= MAX_ERRORS_IN_A_ROW {
+            conn.close(CloseCode::POLICY_VIOLATION, "too many errors in a row");
+        }
+    }
+
+    fn after_events(&mut self, conn: &mut Connection) {
+        self.flush_sends();
+        self.write_out(conn);
         if self.errors_in_a_row >= MAX_ERRORS_IN_A_ROW {
             conn.close(CloseCode::POLICY_VIOLATION, "too many errors in a row");
         }
@@ -473,6 +537,8 @@ impl Endpoint for RawClient {
     }
 
     fn finish(&mut self) {
+        // Sends already read are published even if the connection is going.
+        self.flush_sends();
         let id = self.id;
         self.hub
             .close_session(id, |broker, events| broker.disconnect(id, events));
@@ -514,6 +580,15 @@ fn string<'m>(msg: &'m Map<String, Value>, field: &'static str) -> Result<&'m st
         )),
         None => Err(Refusal("missing_field", format!("missing field {field:?}"))),
     }
+}
+
+/// `{"type":"ack","id":…,"ref":…}`.
+fn ack_json(id: u64, reference: Option<&str>) -> Value {
+    let mut ack = serde_json::json!({"type": "ack", "id": id.to_string()});
+    if let Some(reference) = reference {
+        ack["ref"] = Value::from(reference);
+    }
+    ack
 }
 
 fn error_json(refusal: &Refusal, reference: Option<String>) -> Vec<u8> {

@@ -21,7 +21,7 @@ use parley_stomp::broker::{Broker, BrokerEvent, BrokerLimits, Delivery, Publish,
 use parley_stomp::destination::Destination;
 use parley_stomp::session::{AccessPolicy, Flow, Identity, Session, SessionConfig};
 use parley_stomp::{Command, Decoder, Frame, Limits, SharedMessage};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, timeout, Instant};
@@ -32,7 +32,7 @@ use crate::acl::Acl;
 use crate::auth::{self, Auth, Authenticated, LoginError};
 use crate::journal::{Completion, Journal};
 use crate::store::{Room, Store, StoredMessage};
-use crate::ws::write_all;
+use crate::ws::{read_when_ready, release_if_empty, write_all, ReadReady};
 
 /// The destination a STOMP client SENDs a fresh access token to, to renew its session in-band.
 pub const AUTH_DESTINATION: &str = "/app/auth";
@@ -41,8 +41,10 @@ const PASSWORD_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Most messages one catch-up replays; older ones are paged with history.
 pub const MAX_REPLAY: usize = 10_000;
-/// Read granularity.
-const READ_CHUNK: usize = 4096;
+/// Bytes of frame-header scratch a WebSocket session allocates at a time.
+const HEAD_SCRATCH: usize = 1024;
+/// Client frames applied in one step under the broker's lock.
+const MAX_FRAME_BATCH: usize = 64;
 /// Deliveries taken from the outbox before flushing, so a busy session writes in batches.
 const MAX_BATCH: usize = 256;
 
@@ -103,6 +105,10 @@ pub struct StompHub {
 struct HubInner {
     broker: Broker,
     outboxes: HashMap<SessionId, Outbox>,
+    /// Deliveries of the operation in progress, handed to outboxes grouped by session when it
+    /// ends (still under the lock, so order holds): a subscriber woken once finds the whole
+    /// batch and writes it with one syscall. Kept to reuse its allocation.
+    pending: Vec<Delivery>,
 }
 
 /// Which protocol a session speaks, for messages the hub writes to it directly.
@@ -206,6 +212,7 @@ impl StompHub {
             inner: Mutex::new(HubInner {
                 broker,
                 outboxes: HashMap::new(),
+                pending: Vec::new(),
             }),
             config: Arc::new(config),
             settings,
@@ -394,13 +401,14 @@ impl StompHub {
         who: Credentials,
         shutdown: CancellationToken,
     ) where
-        S: AsyncRead + AsyncWrite + Unpin,
+        S: ReadReady + AsyncWrite + Send,
     {
         let transport = WsTransport {
             io,
             rbuf: leftover,
             conn,
             outbox: VecDeque::new(),
+            heads: BytesMut::new(),
         };
         self.run(transport, BytesMut::new(), who, shutdown).await;
     }
@@ -423,6 +431,7 @@ impl StompHub {
         } = self.open_session(Speaks::Stomp);
         // When the credential runs out (ms since the epoch), unless renewed with /app/auth.
         let mut expires_ms: Option<u64> = None;
+        let mut prefix: PrefixCache = None;
         let mut session = Session::new(id, self.config.clone());
         let mut decoder = Decoder::new(self.settings.limits.clone());
         let mut replies = Vec::new();
@@ -434,64 +443,102 @@ impl StompHub {
         // Catch-ups in progress: live deliveries wait until their stored messages are written.
         let mut replays: VecDeque<Replay> = VecDeque::new();
         let reason: Option<String> = 'conn: loop {
-            // Everything already buffered, in order.
+            // Everything already buffered, in order: plain frames in batches, CONNECT and
+            // /app/auth (which need async work) on their own.
+            let mut batch: Vec<Frame> = Vec::new();
+            let mut malformed = None;
             loop {
-                match decoder.decode(&mut inbound) {
-                    Ok(Some(frame)) => {
-                        if !session.is_connected()
-                            && matches!(frame.command, Command::Connect | Command::Stomp)
-                        {
-                            match self.authenticate_connect(&frame, &who).await {
-                                Ok(authenticated) => {
-                                    expires_ms = authenticated.expires_ms;
-                                    session.authenticate(authenticated.identity);
-                                }
-                                Err(why) => {
-                                    let receipt = frame.get("receipt").map(str::to_owned);
-                                    transport
-                                        .queue_frame(&[session.error_frame(&why, receipt)], true);
-                                    break 'conn None;
-                                }
-                            }
-                        } else if session.is_connected()
-                            && frame.command == Command::Send
-                            && frame.get("destination") == Some(AUTH_DESTINATION)
-                        {
-                            match self.renew(&session, &frame) {
-                                Ok(exp) => {
-                                    expires_ms = exp;
-                                    if let Some(receipt) = frame.get("receipt") {
-                                        let r = Frame::new(Command::Receipt)
-                                            .header("receipt-id", receipt);
-                                        transport.queue_frame(
-                                            &[parley_stomp::codec::encode(&r, session.version())],
-                                            true,
-                                        );
-                                    }
-                                }
-                                Err(why) => {
-                                    let receipt = frame.get("receipt").map(str::to_owned);
-                                    transport
-                                        .queue_frame(&[session.error_frame(&why, receipt)], true);
-                                    break 'conn None;
-                                }
-                            }
-                            continue;
+                let frame = match decoder.decode(&mut inbound) {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(error) => {
+                        malformed = Some(format!("malformed frame: {error}"));
+                        break;
+                    }
+                };
+                let special = if session.is_connected() {
+                    frame.command == Command::Send
+                        && frame.get("destination") == Some(AUTH_DESTINATION)
+                } else {
+                    matches!(frame.command, Command::Connect | Command::Stomp)
+                };
+                let special_frame = if special {
+                    Some(frame)
+                } else {
+                    batch.push(frame);
+                    if batch.len() < MAX_FRAME_BATCH {
+                        continue;
+                    }
+                    None
+                };
+                if !batch.is_empty() {
+                    let flow =
+                        self.handle_batch(&mut session, &mut batch, &mut replies, &mut replays);
+                    for reply in replies.drain(..) {
+                        transport.queue_frame(&[reply], true);
+                    }
+                    if flow == Flow::Close {
+                        break 'conn None;
+                    }
+                }
+                let Some(frame) = special_frame else {
+                    continue;
+                };
+                if !session.is_connected() {
+                    match self.authenticate_connect(&frame, &who).await {
+                        Ok(authenticated) => {
+                            expires_ms = authenticated.expires_ms;
+                            session.authenticate(authenticated.identity);
                         }
-                        let (flow, replay) = self.handle(&mut session, frame, &mut replies);
-                        replays.extend(replay);
-                        decoder.set_version(session.version());
-                        for reply in replies.drain(..) {
-                            transport.queue_frame(&[reply], true);
-                        }
-                        if flow == Flow::Close {
+                        Err(why) => {
+                            let receipt = frame.get("receipt").map(str::to_owned);
+                            transport.queue_frame(&[session.error_frame(&why, receipt)], true);
                             break 'conn None;
                         }
                     }
-                    Ok(None) => break,
-                    Err(error) => break 'conn Some(format!("malformed frame: {error}")),
+                    batch.push(frame);
+                    let flow =
+                        self.handle_batch(&mut session, &mut batch, &mut replies, &mut replays);
+                    decoder.set_version(session.version());
+                    for reply in replies.drain(..) {
+                        transport.queue_frame(&[reply], true);
+                    }
+                    if flow == Flow::Close {
+                        break 'conn None;
+                    }
+                } else {
+                    match self.renew(&session, &frame) {
+                        Ok(exp) => {
+                            expires_ms = exp;
+                            if let Some(receipt) = frame.get("receipt") {
+                                let r = Frame::new(Command::Receipt).header("receipt-id", receipt);
+                                transport.queue_frame(
+                                    &[parley_stomp::codec::encode(&r, session.version())],
+                                    true,
+                                );
+                            }
+                        }
+                        Err(why) => {
+                            let receipt = frame.get("receipt").map(str::to_owned);
+                            transport.queue_frame(&[session.error_frame(&why, receipt)], true);
+                            break 'conn None;
+                        }
+                    }
                 }
             }
+            if !batch.is_empty() {
+                let flow = self.handle_batch(&mut session, &mut batch, &mut replies, &mut replays);
+                for reply in replies.drain(..) {
+                    transport.queue_frame(&[reply], true);
+                }
+                if flow == Flow::Close {
+                    break 'conn None;
+                }
+            }
+            if let Some(reason) = malformed {
+                break 'conn Some(reason);
+            }
+            release_if_empty(&mut inbound);
             // A consumer too slow to take what it is sent blocks here; eviction cuts it loose
             // at once instead of after the write timeout.
             let flushed = tokio::select! {
@@ -564,10 +611,10 @@ impl StompHub {
                 }
                 delivery = rx.recv(), if replays.is_empty() => {
                     let Some(first) = delivery else { break Some("internal error".to_owned()) };
-                    self.queue_delivery(&mut transport, &session, first);
+                    self.queue_delivery(&mut transport, &session, &mut prefix, first);
                     for _ in 1..MAX_BATCH {
                         match rx.try_recv() {
-                            Ok(d) => self.queue_delivery(&mut transport, &session, d),
+                            Ok(d) => self.queue_delivery(&mut transport, &session, &mut prefix, d),
                             Err(_) => break,
                         }
                     }
@@ -749,56 +796,101 @@ impl StompHub {
     pub fn apply<R>(&self, op: impl FnOnce(&mut Broker, &mut dyn FnMut(BrokerEvent)) -> R) -> R {
         let now_ms = now_ms();
         let mut guard = self.lock();
-        let HubInner { broker, outboxes } = &mut *guard;
+        let HubInner {
+            broker,
+            outboxes,
+            pending,
+        } = &mut *guard;
         let mut presence = Vec::new();
         let result = op(broker, &mut |event| {
-            self.dispatch(outboxes, event, &mut presence)
+            self.dispatch(outboxes, event, &mut presence, pending)
         });
-        self.announce(broker, outboxes, presence, now_ms);
+        self.announce(broker, outboxes, presence, now_ms, pending);
+        self.deliver(outboxes, pending);
         result
     }
 
+    /// Hands the operation's deliveries to their outboxes, each session's together. The sort is
+    /// stable, so each session keeps its deliveries' order.
+    fn deliver(&self, outboxes: &HashMap<SessionId, Outbox>, pending: &mut Vec<Delivery>) {
+        if pending.len() > 1 {
+            pending.sort_by_key(|d| d.session);
+        }
+        let mut delivered = 0;
+        for delivery in pending.drain(..) {
+            let Some(outbox) = outboxes.get(&delivery.session) else {
+                continue;
+            };
+            match outbox.tx.try_send(delivery) {
+                Ok(()) => delivered += 1,
+                Err(mpsc::error::TrySendError::Full(d)) => {
+                    if outbox
+                        .evicted
+                        .evict_slow("too many messages waiting to be written")
+                    {
+                        self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                        info!(session = d.session, "slow consumer disconnected");
+                    }
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+        self.stats
+            .deliveries
+            .fetch_add(delivered, Ordering::Relaxed);
+    }
+
     /// Applies one client frame.
-    fn handle(
+    /// Applies client frames in one step under the broker's lock, stopping at the first that
+    /// closes the session. A publisher's frames from one read are fanned out together, so each
+    /// subscriber is woken once for all of them.
+    fn handle_batch(
         &self,
         session: &mut Session,
-        frame: parley_stomp::Frame,
+        frames: &mut Vec<Frame>,
         replies: &mut Vec<Bytes>,
-    ) -> (Flow, Option<Replay>) {
-        // Never the headers: CONNECT carries passwords and tokens.
-        tracing::trace!(
-            session = session_id(session),
-            command = frame.command.as_str(),
-            destination = frame.get("destination"),
-            "STOMP frame"
-        );
-        let is_send = frame.command == parley_stomp::Command::Send;
-        let catch_up = parley_stomp::session::catch_up(&frame, session.version());
-        // The subscription and the room's last id are taken in one step: everything after it
-        // arrives live, everything up to it is replayed.
-        let (flow, last) = self.apply(|broker, events| {
-            let flow = session.handle(frame, broker, now_ms(), replies, events);
-            let last = catch_up
-                .as_ref()
-                .map(|(room, _, _)| broker.room_last_id(room));
-            (flow, last)
-        });
-        if is_send && flow == Flow::Continue {
-            self.stats.frames_in.fetch_add(1, Ordering::Relaxed);
-        }
-        let replay = match (catch_up, last) {
-            (Some((room, subscription, since)), Some(last))
-                if flow == Flow::Continue && since < last =>
-            {
-                Some(Replay {
-                    room: room.clone(),
-                    subscription,
-                    stored: self.stored_between(room, since, last),
-                })
+        replays: &mut VecDeque<Replay>,
+    ) -> Flow {
+        let version = session.version();
+        let mut catch_ups = Vec::new();
+        let mut sends = 0;
+        let flow = self.apply(|broker, events| {
+            for frame in frames.drain(..) {
+                // Never the headers: CONNECT carries passwords and tokens.
+                tracing::trace!(
+                    session = session_id(session),
+                    command = frame.command.as_str(),
+                    destination = frame.get("destination"),
+                    "STOMP frame"
+                );
+                let is_send = frame.command == Command::Send;
+                let catch_up = parley_stomp::session::catch_up(&frame, version);
+                let flow = session.handle(frame, broker, now_ms(), replies, events);
+                if flow == Flow::Close {
+                    return Flow::Close;
+                }
+                sends += u64::from(is_send);
+                // The subscription and the room's last id are taken in one step: everything
+                // after it arrives live, everything up to it is replayed.
+                if let Some((room, subscription, since)) = catch_up {
+                    let last = broker.room_last_id(&room);
+                    if since < last {
+                        catch_ups.push((room, subscription, since, last));
+                    }
+                }
             }
-            _ => None,
-        };
-        (flow, replay)
+            Flow::Continue
+        });
+        frames.clear();
+        self.stats.frames_in.fetch_add(sends, Ordering::Relaxed);
+        for (room, subscription, since, last) in catch_ups {
+            replays.push_back(Replay {
+                room: room.clone(),
+                subscription,
+                stored: self.stored_between(room, since, last),
+            });
+        }
+        flow
     }
 
     /// Carries out one broker event; never blocks. Presence changes are collected to be
@@ -808,28 +900,10 @@ impl StompHub {
         outboxes: &HashMap<SessionId, Outbox>,
         event: BrokerEvent,
         presence: &mut Vec<BrokerEvent>,
+        pending: &mut Vec<Delivery>,
     ) {
         match event {
-            BrokerEvent::Deliver(delivery) => {
-                let Some(outbox) = outboxes.get(&delivery.session) else {
-                    return;
-                };
-                match outbox.tx.try_send(delivery) {
-                    Ok(()) => {
-                        self.stats.deliveries.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(mpsc::error::TrySendError::Full(d)) => {
-                        if outbox
-                            .evicted
-                            .evict_slow("too many messages waiting to be written")
-                        {
-                            self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                            info!(session = d.session, "slow consumer disconnected");
-                        }
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {}
-                }
-            }
+            BrokerEvent::Deliver(delivery) => pending.push(delivery),
             BrokerEvent::Evict { session, reason } => {
                 if let Some(outbox) = outboxes.get(&session) {
                     if outbox.evicted.evict_slow(reason) {
@@ -909,6 +983,7 @@ impl StompHub {
         outboxes: &HashMap<SessionId, Outbox>,
         presence: Vec<BrokerEvent>,
         now_ms: u64,
+        pending: &mut Vec<Delivery>,
     ) {
         for event in presence {
             let (topic, user, guest, what) = match event {
@@ -939,13 +1014,34 @@ impl StompHub {
             };
             // Presence announcements cause no further presence changes.
             let _ = broker.publish_as(user, &destination, publish, &mut |e| {
-                self.dispatch(outboxes, e, &mut Vec::new())
+                self.dispatch(outboxes, e, &mut Vec::new(), pending)
             });
         }
     }
 
-    fn queue_delivery<T: Transport>(&self, transport: &mut T, session: &Session, d: Delivery) {
-        let parts = session.message_parts(&d.subscription, d.ack, &d.message);
+    fn queue_delivery<T: Transport>(
+        &self,
+        transport: &mut T,
+        session: &Session,
+        prefix: &mut PrefixCache,
+        d: Delivery,
+    ) {
+        let parts = if d.ack.is_none() || session.version() != parley_stomp::Version::V1_2 {
+            // No `ack` header: the per-subscriber part is the same for every message of this
+            // subscription, so it is built once, not per delivery.
+            match prefix {
+                Some((subscription, bytes)) if Arc::ptr_eq(subscription, &d.subscription) => {
+                    [bytes.clone(), d.message.shared(session.version()).clone()]
+                }
+                _ => {
+                    let parts = session.message_parts(&d.subscription, None, &d.message);
+                    *prefix = Some((d.subscription.clone(), parts[0].clone()));
+                    parts
+                }
+            }
+        } else {
+            session.message_parts(&d.subscription, d.ack, &d.message)
+        };
         transport.queue_frame(&parts, d.message.body_is_utf8());
     }
 
@@ -972,6 +1068,9 @@ impl StompHub {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
+
+/// The last subscription's MESSAGE prefix (`MESSAGE` + `subscription`), reused while it repeats.
+type PrefixCache = Option<(Arc<str>, Bytes)>;
 
 /// A catch-up in progress for one subscription.
 struct Replay {
@@ -1040,10 +1139,7 @@ struct TcpTransport {
 
 impl Transport for TcpTransport {
     async fn read(&mut self, inbound: &mut BytesMut) -> io::Result<bool> {
-        if inbound.capacity() - inbound.len() < READ_CHUNK / 4 {
-            inbound.reserve(READ_CHUNK);
-        }
-        Ok(self.stream.read_buf(inbound).await? > 0)
+        Ok(read_when_ready(&mut self.stream, inbound).await? > 0)
     }
 
     fn queue_frame(&mut self, parts: &[Bytes], _text: bool) {
@@ -1074,9 +1170,11 @@ struct WsTransport<S> {
     rbuf: BytesMut,
     conn: Connection,
     outbox: VecDeque<Bytes>,
+    /// Where frame headers are written; see `queue_frame`.
+    heads: BytesMut,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WsTransport<S> {
+impl<S: ReadReady + AsyncWrite> Transport for WsTransport<S> {
     async fn read(&mut self, inbound: &mut BytesMut) -> io::Result<bool> {
         loop {
             // Whole WebSocket messages append to the STOMP stream: a STOMP frame may span
@@ -1100,10 +1198,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WsTransport<S> {
             if got || self.conn.buffered_output() > 0 {
                 return Ok(true);
             }
-            if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
-                self.rbuf.reserve(READ_CHUNK);
-            }
-            if self.io.read_buf(&mut self.rbuf).await? == 0 {
+            release_if_empty(&mut self.rbuf);
+            if read_when_ready(&mut self.io, &mut self.rbuf).await? == 0 {
                 return Ok(false);
             }
         }
@@ -1112,10 +1208,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for WsTransport<S> {
     fn queue_frame(&mut self, parts: &[Bytes], text: bool) {
         let len = parts.iter().map(Bytes::len).sum();
         let opcode = if text { OpCode::Text } else { OpCode::Binary };
-        let mut head = BytesMut::with_capacity(10);
-        FrameHeader::server(opcode, len).write(&mut head);
+        // Headers are cut from one scratch buffer: one allocation per ~100 frames, not per frame.
+        if self.heads.capacity() - self.heads.len() < 14 {
+            self.heads = BytesMut::with_capacity(HEAD_SCRATCH);
+        }
+        FrameHeader::server(opcode, len).write(&mut self.heads);
+        let head = self.heads.split().freeze();
         // Raw frames straight to the socket: one header, then the shared parts, never copied.
-        if self.conn.send_encoded(head.freeze()).is_ok() {
+        if self.conn.send_encoded(head).is_ok() {
             for part in parts {
                 let _ = self.conn.send_encoded(part.clone());
             }

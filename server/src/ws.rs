@@ -17,7 +17,7 @@ use tracing::debug;
 /// Read granularity: enough for a burst of small frames in one syscall.
 const READ_CHUNK: usize = 4096;
 /// Most buffers handed to one vectored write.
-const MAX_IOVECS: usize = 64;
+const MAX_IOVECS: usize = 512;
 
 /// Timing rules for one WebSocket connection.
 #[derive(Clone, Copy, Debug)]
@@ -34,6 +34,10 @@ pub struct DriverConfig {
 pub trait Endpoint {
     /// Handles one event from the peer (pongs and close answers are already queued).
     fn on_event(&mut self, conn: &mut Connection, event: Event);
+
+    /// Called once the events of one read have been handled: the place to carry out work that
+    /// was batched across them.
+    fn after_events(&mut self, _conn: &mut Connection) {}
 
     /// Waits for something to send that did not come from the peer (e.g. a room message).
     /// Endpoints that only answer never resolve.
@@ -60,7 +64,7 @@ pub async fn drive<S, E>(
     shutdown: CancellationToken,
     endpoint: &mut E,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: ReadReady + AsyncWrite,
     E: Endpoint,
 {
     drive_inner(&mut io, &mut rbuf, &mut conn, cfg, shutdown, endpoint).await;
@@ -75,7 +79,7 @@ async fn drive_inner<S, E>(
     shutdown: CancellationToken,
     endpoint: &mut E,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: ReadReady + AsyncWrite,
     E: Endpoint,
 {
     let mut outbox: VecDeque<Bytes> = VecDeque::new();
@@ -93,6 +97,7 @@ async fn drive_inner<S, E>(
                 }
             }
         }
+        endpoint.after_events(conn);
         while let Some(bytes) = conn.poll_transmit() {
             outbox.push_back(bytes);
         }
@@ -108,9 +113,7 @@ async fn drive_inner<S, E>(
         if conn.is_closing() && close_deadline.is_none() {
             close_deadline = Some(Instant::now() + cfg.close_timeout);
         }
-        if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
-            rbuf.reserve(READ_CHUNK);
-        }
+        release_if_empty(rbuf);
         let idle_deadline = last_input
             + if ping_sent {
                 cfg.idle_timeout
@@ -132,7 +135,7 @@ async fn drive_inner<S, E>(
                 }
                 Outbound::Close(code, reason) => conn.close(code, &reason),
             },
-            read = io.read_buf(rbuf) => match read {
+            read = read_when_ready(io, rbuf) => match read {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {
                     last_input = Instant::now();
@@ -172,6 +175,41 @@ impl Endpoint for Echo {
     }
 }
 
+/// A byte stream that can say when a read would find data, so an idle connection waits with no
+/// read buffer allocated and only reserves one when bytes are there.
+pub trait ReadReady: AsyncRead + Unpin {
+    /// Resolves when a read would not block (at once for streams that cannot tell).
+    fn ready(&self) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+impl ReadReady for tokio::net::TcpStream {
+    fn ready(&self) -> impl Future<Output = io::Result<()>> + Send {
+        self.readable()
+    }
+}
+
+impl ReadReady for hyper_util::rt::TokioIo<hyper::upgrade::Upgraded> {
+    fn ready(&self) -> impl Future<Output = io::Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
+}
+
+/// Waits for data, then reads it into `buf`, reserving room only now; `Ok(0)` at end of stream.
+pub async fn read_when_ready<S: ReadReady>(io: &mut S, buf: &mut BytesMut) -> io::Result<usize> {
+    io.ready().await?;
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+    io.read_buf(buf).await
+}
+
+/// Gives back a read buffer that holds nothing, so an idle connection keeps no allocation.
+pub fn release_if_empty(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > 0 {
+        *buf = BytesMut::new();
+    }
+}
+
 /// Writes everything queued, several buffers per syscall.
 pub async fn write_all<S: AsyncWrite + Unpin>(
     io: &mut S,
@@ -179,13 +217,19 @@ pub async fn write_all<S: AsyncWrite + Unpin>(
     write_timeout: Duration,
 ) -> io::Result<()> {
     while !outbox.is_empty() {
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        let mut count = 0;
-        for (slot, bytes) in slices.iter_mut().zip(outbox.iter()) {
-            *slot = IoSlice::new(bytes);
-            count += 1;
-        }
-        let written = timeout(write_timeout, io.write_vectored(&slices[..count]))
+        // The iovec array lives only inside one poll, not in the future: an idle connection's
+        // task must not carry it.
+        let queued = &*outbox;
+        let write = std::future::poll_fn(|cx| {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for (slot, bytes) in slices.iter_mut().zip(queued.iter()) {
+                *slot = IoSlice::new(bytes);
+                count += 1;
+            }
+            std::pin::Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count])
+        });
+        let written = timeout(write_timeout, write)
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))??;
         if written == 0 {
