@@ -131,7 +131,9 @@ async fn post(
         kind: ErrorKind::Connect,
         why: format!("POST {path}: {e}"),
     };
-    let mut tcp = tcp_connect(http, source).await.map_err(connect_error)?;
+    let mut tcp = tcp_connect(http, source, None)
+        .await
+        .map_err(connect_error)?;
     let request = format!(
         "POST {path} HTTP/1.1\r\nHost: {http}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{json}",

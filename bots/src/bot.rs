@@ -112,6 +112,10 @@ pub struct Bot {
 
 /// Per-connection receiving state: what [`Conn::read`] reports into.
 struct Receiving {
+    /// The bot's own id, to recognise its own messages coming back.
+    id: u32,
+    /// The protocol has no receipts: a sender's own message coming back is its acknowledgement.
+    echo_acks: bool,
     checker: SeqChecker,
     recorder: Recorder,
     in_flight: u32,
@@ -137,6 +141,9 @@ impl Handler for Receiving {
             }
             Verdict::Duplicate => self.recorder.error(ErrorKind::Duplicate),
             Verdict::OutOfOrder => self.recorder.error(ErrorKind::OutOfOrder),
+        }
+        if self.echo_acks && stream == Stream::Room && stamp.sender == self.id {
+            self.on_ack();
         }
     }
 
@@ -200,6 +207,8 @@ impl Bot {
     /// Runs the bot until the run stops; `permit` is its first connection slot.
     pub async fn run(self, shared: Arc<Shared>, recorder: Recorder, permit: OwnedSemaphorePermit) {
         let mut rx = Receiving {
+            id: self.id,
+            echo_acks: self.behaviour.protocol.acks_by_echo(),
             checker: SeqChecker::default(),
             recorder,
             in_flight: 0,
@@ -305,8 +314,15 @@ impl Bot {
             });
         }
         let credential = credential.as_ref().expect("set just above");
-        let mut conn =
-            Conn::open(b.protocol, shared.targets, source, &self.name, credential).await?;
+        let mut conn = Conn::open(
+            b.protocol,
+            &shared.targets,
+            source,
+            &self.name,
+            credential,
+            b.slow,
+        )
+        .await?;
         let lost = |e: crate::conn::Closed| OpenError {
             kind: ErrorKind::Connect,
             why: format!("while joining: {}", e.why),
@@ -373,7 +389,7 @@ impl Bot {
                         return Ended::Lost;
                     }
                 }
-                _ = sleep_until(next_room), if may_send && room_interval.is_some() => {
+                _ = due(next_room), if may_send && room_interval.is_some() => {
                     seqs.room += 1;
                     let stamp = Stamp { sender: self.id, seq: seqs.room, sent_us: body::now_us() };
                     body::encode(&mut text, stamp, b.size);
@@ -384,7 +400,7 @@ impl Bot {
                     rx.recorder.counters().sent += 1;
                     next_room = next_send(next_room, room_interval, rng, b.jitter);
                 }
-                _ = sleep_until(next_dm), if may_send && dm_interval.is_some() => {
+                _ = due(next_dm), if may_send && dm_interval.is_some() => {
                     seqs.dm += 1;
                     let stamp = Stamp { sender: self.id, seq: seqs.dm, sent_us: body::now_us() };
                     body::encode(&mut text, stamp, b.size);
@@ -426,6 +442,14 @@ fn next_send(last: Instant, interval: Option<Duration>, rng: &mut Rng, jitter: f
     }
     let next = last + rng.jittered(interval, jitter);
     next.max(now.checked_sub(MAX_CATCH_UP).unwrap_or(now))
+}
+
+/// Resolves at `at`; at once, without a timer, when `at` has passed (timers tick in whole
+/// milliseconds, which would cap a bot at 1,000 sends per second).
+async fn due(at: Instant) {
+    if at > Instant::now() {
+        sleep_until(at).await;
+    }
 }
 
 /// Resolves when the phase reaches `target` (or the run's controller is gone).

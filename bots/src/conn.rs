@@ -1,4 +1,4 @@
-//! One bot connection in any of the three protocols: open, join, send, read.
+//! One bot connection in any of the protocols: open, join, send, read.
 //!
 //! Reads hand what arrived to a [`Handler`] in place, so a received body is checked without
 //! being copied.
@@ -43,13 +43,46 @@ pub trait Handler {
     fn on_error(&mut self, kind: ErrorKind, why: &str);
 }
 
-/// Where the server listens.
-#[derive(Clone, Copy, Debug)]
+/// Receive buffer of a slow consumer's socket: small, so that the server's queue fills soon.
+const SLOW_RCVBUF: u32 = 4096;
+
+/// Socket.IO's Engine.IO v4 endpoint, WebSocket transport from the start.
+const SOCKETIO_PATH: &str = "/socket.io/?EIO=4&transport=websocket";
+
+/// Where the server listens, and what other servers need said differently.
+#[derive(Clone, Debug)]
 pub struct Targets {
     /// HTTP / WebSocket address.
     pub http: SocketAddr,
     /// STOMP over TCP address.
     pub stomp_tcp: SocketAddr,
+    /// The WebSocket path (and query) instead of the protocol's default (`/ws`, `/stomp`, `/`,
+    /// Socket.IO's `/socket.io/?EIO=4&transport=websocket`).
+    pub ws_path: Option<String>,
+    /// STOMP `login` for every bot instead of its name (e.g. RabbitMQ's `guest`).
+    pub stomp_login: Option<String>,
+    /// STOMP `passcode` for every bot instead of its token.
+    pub stomp_passcode: Option<String>,
+    /// STOMP `host` header (RabbitMQ: the virtual host, `/`) instead of the server's address.
+    pub stomp_host: Option<String>,
+}
+
+impl Targets {
+    /// Just the addresses; every protocol detail at its default.
+    pub fn new(http: SocketAddr, stomp_tcp: SocketAddr) -> Self {
+        Self {
+            http,
+            stomp_tcp,
+            ws_path: None,
+            stomp_login: None,
+            stomp_passcode: None,
+            stomp_host: None,
+        }
+    }
+
+    fn path<'a>(&'a self, default: &'a str) -> &'a str {
+        self.ws_path.as_deref().unwrap_or(default)
+    }
 }
 
 /// How a connection proves who it is.
@@ -102,12 +135,16 @@ pub struct Conn {
     link: Link,
     /// Reused for every outgoing STOMP frame (TCP) or raw JSON text.
     out: BytesMut,
+    /// A join that needs no answer (a broadcast server): reported by the next `read`.
+    joined_pending: bool,
 }
 
 enum Link {
     Raw(Box<WebSocketStream<TcpStream>>),
     StompWs(Box<WebSocketStream<TcpStream>>, StompIn),
     StompTcp(TcpStream, StompIn),
+    Broadcast(Box<WebSocketStream<TcpStream>>),
+    SocketIo(Box<WebSocketStream<TcpStream>>),
 }
 
 /// The receiving half of a STOMP connection: bytes waiting to be decoded.
@@ -118,12 +155,22 @@ struct StompIn {
 
 /// Opens a TCP connection, bound to `source` first when given (so many source addresses
 /// multiply the available ephemeral ports).
-pub async fn tcp_connect(target: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+///
+/// `rcvbuf` shrinks the socket's receive buffer (a slow consumer: the server's own queue, not
+/// the kernels' buffers, should fill up).
+pub async fn tcp_connect(
+    target: SocketAddr,
+    source: Option<IpAddr>,
+    rcvbuf: Option<u32>,
+) -> io::Result<TcpStream> {
     let socket = if target.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
+    if let Some(size) = rcvbuf {
+        socket.set_recv_buffer_size(size)?;
+    }
     if let Some(ip) = source {
         socket.bind(SocketAddr::new(ip, 0))?;
     }
@@ -136,33 +183,61 @@ impl Conn {
     /// Connects and authenticates (for STOMP: CONNECT answered by CONNECTED).
     pub async fn open(
         protocol: Protocol,
-        targets: Targets,
+        targets: &Targets,
         source: Option<IpAddr>,
         name: &str,
         credential: &Credential,
+        slow: bool,
     ) -> Result<Self, OpenError> {
+        let rcvbuf = slow.then_some(SLOW_RCVBUF);
         let link = match protocol {
             Protocol::Raw => {
+                let base = targets.path("/ws");
                 let path = match credential {
-                    Credential::Guest => format!("/ws?name={name}"),
-                    Credential::Token(_) => "/ws".to_owned(),
+                    Credential::Guest => format!("{base}?name={name}"),
+                    Credential::Token(_) => base.to_owned(),
                 };
-                let ws = ws_open(targets.http, source, &path, credential, None).await?;
+                let ws = ws_open(targets.http, (source, rcvbuf), &path, credential, None).await?;
                 Link::Raw(Box::new(ws))
             }
             Protocol::StompWs => {
                 let ws = ws_open(
                     targets.http,
-                    source,
-                    "/stomp",
+                    (source, rcvbuf),
+                    targets.path("/stomp"),
                     credential,
                     Some("v12.stomp"),
                 )
                 .await?;
                 Link::StompWs(Box::new(ws), StompIn::new())
             }
+            Protocol::WsBroadcast => {
+                let path = targets.path("/");
+                let ws = ws_open(
+                    targets.http,
+                    (source, rcvbuf),
+                    path,
+                    &Credential::Guest,
+                    None,
+                )
+                .await?;
+                Link::Broadcast(Box::new(ws))
+            }
+            Protocol::SocketIo => {
+                let path = targets.path(SOCKETIO_PATH);
+                let mut ws = ws_open(
+                    targets.http,
+                    (source, rcvbuf),
+                    path,
+                    &Credential::Guest,
+                    None,
+                )
+                .await?;
+                socketio_handshake(&mut ws).await?;
+                Link::SocketIo(Box::new(ws))
+            }
             Protocol::StompTcp => {
-                let tcp = tcp_connect(targets.stomp_tcp, source)
+                let tcp = tcp_connect(targets.stomp_tcp, source, rcvbuf)
                     .await
                     .map_err(OpenError::connect)?;
                 Link::StompTcp(tcp, StompIn::new())
@@ -171,26 +246,33 @@ impl Conn {
         let mut conn = Conn {
             link,
             out: BytesMut::with_capacity(256),
+            joined_pending: false,
         };
-        if !matches!(conn.link, Link::Raw(_)) {
-            conn.stomp_connect(targets.http, name, credential).await?;
+        if matches!(conn.link, Link::StompWs(..) | Link::StompTcp(..)) {
+            conn.stomp_connect(targets, name, credential).await?;
         }
         Ok(conn)
     }
 
     async fn stomp_connect(
         &mut self,
-        host: SocketAddr,
+        targets: &Targets,
         name: &str,
         credential: &Credential,
     ) -> Result<(), OpenError> {
+        let host = match &targets.stomp_host {
+            Some(h) => h.clone(),
+            None => targets.http.ip().to_string(),
+        };
         let mut connect = Frame::new(Command::Connect)
             .header("accept-version", "1.2")
-            .header("host", host.ip().to_string())
+            .header("host", host)
             // No heart-beats: an idle bot should cost the server nothing but its socket.
             .header("heart-beat", "0,0")
-            .header("login", name);
-        if let Credential::Token(token) = credential {
+            .header("login", targets.stomp_login.as_deref().unwrap_or(name));
+        if let Some(passcode) = &targets.stomp_passcode {
+            connect = connect.header("passcode", passcode.as_str());
+        } else if let Credential::Token(token) = credential {
             connect = connect.header("passcode", token.as_str());
         }
         let bytes = parley_stomp::codec::encode(&connect, Version::V1_2);
@@ -225,7 +307,9 @@ impl Conn {
     async fn read_stomp_frame(&mut self) -> Result<Frame, Closed> {
         loop {
             let (stomp, fill) = match &mut self.link {
-                Link::Raw(_) => return Err(Closed::new("not STOMP")),
+                Link::Raw(_) | Link::Broadcast(_) | Link::SocketIo(_) => {
+                    return Err(Closed::new("not STOMP"))
+                }
                 Link::StompWs(ws, stomp) => (stomp, Fill::Ws(ws)),
                 Link::StompTcp(tcp, stomp) => (stomp, Fill::Tcp(tcp)),
             };
@@ -253,6 +337,15 @@ impl Conn {
     /// follows once the server confirms.
     pub async fn join(&mut self, room: &str, dms: bool) -> Result<(), Closed> {
         match &mut self.link {
+            // One server, one room: connected is joined.
+            Link::Broadcast(_) => {
+                self.joined_pending = true;
+                Ok(())
+            }
+            Link::SocketIo(ws) => {
+                let text = format!(r#"42["join","{room}"]"#);
+                ws.send(Message::text(text)).await.map_err(ws_closed)
+            }
             Link::Raw(ws) => {
                 let text = format!(r#"{{"type":"join","room":"{room}"}}"#);
                 ws.send(Message::text(text)).await.map_err(ws_closed)
@@ -287,6 +380,20 @@ impl Conn {
 
     async fn send(&mut self, target: Target<'_>, body: &str, seq: u64) -> Result<(), Closed> {
         self.out.clear();
+        match (&mut self.link, target) {
+            (Link::Broadcast(ws), Target::Room(_)) => {
+                return ws.send(Message::text(body)).await.map_err(ws_closed);
+            }
+            (Link::SocketIo(ws), Target::Room(_)) => {
+                // Stamped bodies need no JSON escaping.
+                let text = format!(r#"42["msg","{body}"]"#);
+                return ws.send(Message::text(text)).await.map_err(ws_closed);
+            }
+            (Link::Broadcast(_) | Link::SocketIo(_), Target::User(_)) => {
+                return Err(Closed::new("this protocol has no direct messages"));
+            }
+            _ => {}
+        }
         if let Link::Raw(ws) = &mut self.link {
             // Rooms, user names and stamped bodies need no JSON escaping (validated at load).
             let mut text = String::with_capacity(body.len() + 64);
@@ -315,7 +422,30 @@ impl Conn {
     /// Cancel-safe: the only await is the read itself; what it returned is handled before this
     /// returns.
     pub async fn read(&mut self, h: &mut impl Handler) -> Result<(), Closed> {
+        if self.joined_pending {
+            self.joined_pending = false;
+            h.on_joined();
+            return Ok(());
+        }
         match &mut self.link {
+            Link::Broadcast(ws) => {
+                if let Some(payload) = next_ws_payload(ws).await? {
+                    h.on_message(Stream::Room, &payload);
+                }
+                Ok(())
+            }
+            Link::SocketIo(ws) => {
+                let Some(payload) = next_ws_payload(ws).await? else {
+                    return Ok(());
+                };
+                match handle_socketio(&payload, h) {
+                    SocketIoNext::Continue => Ok(()),
+                    // tungstenite flushes a queued pong on the next read even if this future is
+                    // dropped after queueing it.
+                    SocketIoNext::Pong => ws.send(Message::text("3")).await.map_err(ws_closed),
+                    SocketIoNext::Closed(why) => Err(Closed::new(why)),
+                }
+            }
             Link::Raw(ws) => {
                 let Some(payload) = next_ws_payload(ws).await? else {
                     return Ok(());
@@ -347,7 +477,7 @@ impl Conn {
     pub async fn close(mut self) {
         let polite = async {
             match &mut self.link {
-                Link::Raw(ws) => {
+                Link::Raw(ws) | Link::Broadcast(ws) | Link::SocketIo(ws) => {
                     let _ = (**ws).close(None).await;
                 }
                 Link::StompWs(..) | Link::StompTcp(..) => {
@@ -363,7 +493,7 @@ impl Conn {
                         Link::StompTcp(tcp, _) => {
                             let _ = tcp.shutdown().await;
                         }
-                        Link::Raw(_) => {}
+                        Link::Raw(_) | Link::Broadcast(_) | Link::SocketIo(_) => {}
                     }
                 }
             }
@@ -375,7 +505,7 @@ impl Conn {
 /// Writes encoded STOMP bytes on either transport.
 async fn write_stomp(link: &mut Link, bytes: &[u8]) -> Result<(), Closed> {
     match link {
-        Link::Raw(_) => Err(Closed::new("not STOMP")),
+        Link::Raw(_) | Link::Broadcast(_) | Link::SocketIo(_) => Err(Closed::new("not STOMP")),
         Link::StompWs(ws, _) => {
             // Every frame we send is ASCII, so it goes as a text message like browsers send.
             let text = Utf8Bytes::try_from(bytes::Bytes::copy_from_slice(bytes))
@@ -529,6 +659,88 @@ fn handle_raw(text: &[u8], h: &mut impl Handler) {
     }
 }
 
+/// What a Socket.IO connection does after a packet.
+#[derive(Debug, PartialEq, Eq)]
+enum SocketIoNext {
+    Continue,
+    /// The server pinged (Engine.IO `2`): answer `3`.
+    Pong,
+    /// The server disconnected us.
+    Closed(String),
+}
+
+/// Handles one Engine.IO packet (one WebSocket message) of an open Socket.IO connection.
+fn handle_socketio(packet: &[u8], h: &mut impl Handler) -> SocketIoNext {
+    match packet {
+        b"2" => return SocketIoNext::Pong,
+        b"1" => return SocketIoNext::Closed("engine.io close".into()),
+        [b'4', b'1', ..] => return SocketIoNext::Closed("socket.io disconnect".into()),
+        [b'4', b'2', event @ ..] => {
+            // The fast path for the event the bots send: `["msg","<stamped body>"]`.
+            if let Some(body) = event
+                .strip_prefix(br#"["msg",""#)
+                .and_then(|rest| rest.strip_suffix(br#""]"#))
+                .filter(|body| !body.contains(&b'\\'))
+            {
+                h.on_message(Stream::Room, body);
+                return SocketIoNext::Continue;
+            }
+            match serde_json::from_slice::<Vec<serde_json::Value>>(event) {
+                Ok(args) => match args.first().and_then(|e| e.as_str()) {
+                    Some("msg") => {
+                        let body = args.get(1).and_then(|b| b.as_str()).unwrap_or("");
+                        h.on_message(Stream::Room, body.as_bytes());
+                    }
+                    Some("joined") => h.on_joined(),
+                    _ => {}
+                },
+                Err(e) => h.on_error(ErrorKind::Protocol, &format!("bad socket.io event: {e}")),
+            }
+        }
+        [b'4', b'4', ..] => {
+            h.on_error(ErrorKind::Protocol, "socket.io connect_error");
+            return SocketIoNext::Closed("socket.io connect_error".into());
+        }
+        _ => {}
+    }
+    SocketIoNext::Continue
+}
+
+/// Engine.IO open (`0{...}`), then the Socket.IO connect to the main namespace (`40` answered
+/// by `40{"sid":...}`).
+async fn socketio_handshake(ws: &mut WebSocketStream<TcpStream>) -> Result<(), OpenError> {
+    let lost = |e: Closed| OpenError::connect(format!("socket.io handshake: {}", e.why));
+    let mut opened = false;
+    loop {
+        let Some(packet) = next_ws_payload(ws).await.map_err(lost)? else {
+            continue;
+        };
+        match &packet[..] {
+            [b'0', ..] if !opened => {
+                opened = true;
+                ws.send(Message::text("40"))
+                    .await
+                    .map_err(|e| lost(ws_closed(e)))?;
+            }
+            b"2" => ws
+                .send(Message::text("3"))
+                .await
+                .map_err(|e| lost(ws_closed(e)))?,
+            [b'4', b'0', ..] if opened => return Ok(()),
+            [b'4', b'4', ..] => {
+                return Err(OpenError {
+                    kind: ErrorKind::Auth,
+                    why: format!(
+                        "socket.io connect refused: {}",
+                        String::from_utf8_lossy(&packet[2..])
+                    ),
+                })
+            }
+            _ => {}
+        }
+    }
+}
+
 /// The next data message's payload; `Ok(None)` for control frames (tungstenite answers pings).
 async fn next_ws_payload(
     ws: &mut WebSocketStream<TcpStream>,
@@ -548,7 +760,7 @@ async fn next_ws_payload(
 
 async fn ws_open(
     http: SocketAddr,
-    source: Option<IpAddr>,
+    (source, rcvbuf): (Option<IpAddr>, Option<u32>),
     path: &str,
     credential: &Credential,
     subprotocol: Option<&'static str>,
@@ -566,7 +778,7 @@ async fn ws_open(
             HeaderValue::from_str(&format!("Bearer {token}")).map_err(OpenError::connect)?;
         request.headers_mut().insert("Authorization", value);
     }
-    let tcp = tcp_connect(http, source)
+    let tcp = tcp_connect(http, source, rcvbuf)
         .await
         .map_err(OpenError::connect)?;
     match tokio_tungstenite::client_async(request, tcp).await {
@@ -679,6 +891,39 @@ mod tests {
             .extend_from_slice(b"ERROR\nmessage:slow consumer\n\n\0");
         assert!(stomp.handle_all(&mut seen).is_err());
         assert_eq!(seen.errors[0].1, "slow consumer");
+    }
+
+    #[test]
+    fn socketio_packets_reach_the_handler() {
+        let mut seen = Seen::default();
+        let mut next = Vec::new();
+        for packet in [
+            &br#"42["joined","r"]"#[..],
+            br#"42["msg","1:2:3:xx"]"#,
+            br#"42["msg","a\"b"]"#,
+            b"2",
+            br#"42["other",1]"#,
+            b"42[nope",
+            b"3",
+            b"41",
+        ] {
+            next.push(handle_socketio(packet, &mut seen));
+        }
+        assert!(seen.joined);
+        assert_eq!(
+            seen.messages,
+            [
+                (Stream::Room, b"1:2:3:xx".to_vec()),
+                (Stream::Room, b"a\"b".to_vec())
+            ]
+        );
+        assert_eq!(seen.errors.len(), 1);
+        assert_eq!(next[3], SocketIoNext::Pong);
+        assert!(matches!(next[7], SocketIoNext::Closed(_)));
+        assert!(next[..7]
+            .iter()
+            .enumerate()
+            .all(|(i, n)| i == 3 || *n == SocketIoNext::Continue));
     }
 
     #[test]

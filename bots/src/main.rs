@@ -30,7 +30,7 @@ use tokio::time::{sleep_until, Instant};
 
 use crate::bot::{Behaviour, Bot, Phase, Shared};
 use crate::conn::Targets;
-use crate::scenario::{AuthMode, Scenario};
+use crate::scenario::{AuthMode, Protocol, Scenario};
 use crate::stats::{
     format_us, Aggregator, Clock, Errors, HistogramPool, Latency, Recorder, Totals,
 };
@@ -58,7 +58,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Runs a scenario against a server.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Validates a scenario file and exits.
     Check {
         /// The scenario file.
@@ -91,6 +91,23 @@ struct RunArgs {
     /// Local source addresses to spread connections over, e.g. `127.0.0.2-127.0.0.50`.
     #[arg(long, value_parser = parse_sources)]
     sources: Option<Sources>,
+    /// Runs every group with this protocol instead of its own (raw, stomp-ws, stomp-tcp,
+    /// ws-broadcast, socketio): one scenario against servers that speak different protocols.
+    #[arg(long, value_parser = Protocol::from_name)]
+    protocol: Option<Protocol>,
+    /// WebSocket path (and query) instead of the protocol's default, e.g. `/ws` for RabbitMQ
+    /// Web-STOMP.
+    #[arg(long)]
+    ws_path: Option<String>,
+    /// STOMP `login` header for every bot instead of its name (e.g. `guest` for RabbitMQ).
+    #[arg(long)]
+    stomp_login: Option<String>,
+    /// STOMP `passcode` header for every bot instead of its token.
+    #[arg(long)]
+    stomp_passcode: Option<String>,
+    /// STOMP `host` header instead of the server's address (RabbitMQ: the virtual host, `/`).
+    #[arg(long)]
+    stomp_host: Option<String>,
 }
 
 /// A list of IPv4 source addresses.
@@ -142,7 +159,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(args)) {
+            match runtime.block_on(run(*args)) {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("parley-bots: {e:#}");
@@ -157,6 +174,17 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut scenario = Scenario::load(&args.scenario)?;
     if let Some(d) = args.duration {
         scenario.duration = d;
+    }
+    if let Some(protocol) = args.protocol {
+        for g in &mut scenario.groups {
+            if g.dm_rate > 0.0 && !protocol.has_direct_messages() {
+                bail!(
+                    "group {:?} sends direct messages, which {protocol:?} cannot",
+                    g.name
+                );
+            }
+            g.protocol = protocol;
+        }
     }
     let total = scenario.bot_count();
     if total > u64::from(u32::MAX) {
@@ -206,8 +234,11 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     );
     let shared = Arc::new(Shared {
         targets: Targets {
-            http: args.http,
-            stomp_tcp: args.stomp_tcp,
+            ws_path: args.ws_path,
+            stomp_login: args.stomp_login,
+            stomp_passcode: args.stomp_passcode,
+            stomp_host: args.stomp_host,
+            ..Targets::new(args.http, args.stomp_tcp)
         },
         sources: args.sources.map(|s| s.0).unwrap_or_default(),
         minter,

@@ -81,7 +81,8 @@ pub struct Group {
     /// Disconnect and reconnect every this long (± jitter).
     #[serde(with = "humantime_serde", default)]
     pub churn: Option<Duration>,
-    /// Stop reading after joining (a slow consumer).
+    /// Stop reading after joining (a slow consumer); its socket gets a small (4 KiB) receive
+    /// buffer, so the server's queue rather than the kernel's buffers fills up.
     #[serde(default)]
     pub slow: bool,
 }
@@ -96,6 +97,49 @@ pub enum Protocol {
     StompWs,
     /// STOMP 1.2 over TCP.
     StompTcp,
+    /// Plain WebSocket to a broadcast server (e.g. the `ws` package's broadcast example): no
+    /// join, every text message is a room message and every message received is a delivery.
+    /// The server must echo to the sender too: a publisher's own messages are its
+    /// acknowledgements. No direct messages.
+    WsBroadcast,
+    /// Socket.IO 5 over Engine.IO 4, WebSocket transport only: `join` and `msg` events against
+    /// a room broadcast server (bench/node/socketio-rooms.js) that answers `joined` and echoes
+    /// `msg` to the sender too (its acknowledgement). No direct messages.
+    #[serde(rename = "socketio")]
+    SocketIo,
+}
+
+impl Protocol {
+    /// Every protocol with its scenario / command-line name.
+    pub const ALL: [(Protocol, &'static str); 5] = [
+        (Protocol::Raw, "raw"),
+        (Protocol::StompWs, "stomp-ws"),
+        (Protocol::StompTcp, "stomp-tcp"),
+        (Protocol::WsBroadcast, "ws-broadcast"),
+        (Protocol::SocketIo, "socketio"),
+    ];
+
+    /// The protocol called `name` in scenario files.
+    pub fn from_name(name: &str) -> anyhow::Result<Self> {
+        Self::ALL
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(p, _)| *p)
+            .with_context(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|(_, n)| *n).collect();
+                format!("unknown protocol {name:?} (one of {})", names.join(", "))
+            })
+    }
+
+    /// Whether a sender learns its message went through by seeing it come back (no receipts).
+    pub fn acks_by_echo(self) -> bool {
+        matches!(self, Protocol::WsBroadcast | Protocol::SocketIo)
+    }
+
+    /// Whether the protocol can address one user.
+    pub fn has_direct_messages(self) -> bool {
+        !self.acks_by_echo()
+    }
 }
 
 /// How a group authenticates.
@@ -275,6 +319,12 @@ impl Group {
         if self.slow && (self.sends() || self.churn.is_some()) {
             bail!("a slow group only listens: no rate, dm_rate or churn");
         }
+        if self.dm_rate > 0.0 && !self.protocol.has_direct_messages() {
+            bail!(
+                "protocol {:?} has no direct messages: no dm_rate",
+                self.protocol
+            );
+        }
         if self.churn.is_some_and(|c| c < Duration::from_millis(100)) {
             bail!("churn must be at least 100ms");
         }
@@ -374,6 +424,20 @@ mod tests {
             let text = FULL.replacen(from, to, 1);
             assert!(Scenario::parse(&text).is_err(), "{to:?} should be refused");
         }
+    }
+
+    #[test]
+    fn protocols_by_name() {
+        for (p, name) in Protocol::ALL {
+            assert_eq!(Protocol::from_name(name).unwrap(), p);
+            let text = FULL.replacen("protocol = \"raw\"", &format!("protocol = \"{name}\""), 1);
+            assert_eq!(Scenario::parse(&text).unwrap().groups[1].protocol, p);
+        }
+        assert!(Protocol::from_name("mqtt").is_err());
+        assert!(Protocol::SocketIo.acks_by_echo() && !Protocol::StompWs.acks_by_echo());
+        // No direct messages over a broadcast server.
+        let text = FULL.replacen("protocol = \"stomp-tcp\"", "protocol = \"ws-broadcast\"", 1);
+        assert!(Scenario::parse(&text).is_err());
     }
 
     #[test]
