@@ -18,7 +18,7 @@ use crate::auth::{
     SESSION_COOKIE,
 };
 use crate::stomp::StompHub;
-use crate::store::{Role, Room, StoredMessage};
+use crate::store::{Role, Room, Store, StoredMessage};
 
 /// Largest request body accepted.
 const MAX_REQUEST_BODY: usize = 64 * 1024;
@@ -173,6 +173,19 @@ struct RefreshBody {
 impl Api {
     fn auth(&self) -> &Auth {
         self.hub.auth()
+    }
+
+    /// Runs a storage call off the async runtime; a failure is already the 500 to answer.
+    async fn store<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&dyn Store) -> anyhow::Result<T> + Send + 'static,
+    ) -> Result<T, Refused> {
+        let store = self.hub.store().clone();
+        match tokio::task::spawn_blocking(move || call(&*store)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(storage_error(&e)),
+            Err(_) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")),
+        }
     }
 
     async fn register(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -427,22 +440,17 @@ impl Api {
             return error(StatusCode::CONFLICT, "room exists");
         }
         let answer = json!({"name": room.name, "private": room.private, "owner": &*who.name});
-        let store = self.hub.store().clone();
         let stored = room.clone();
-        match tokio::task::spawn_blocking(move || store.create_room(&stored)).await {
-            Ok(Ok(true)) => respond(StatusCode::CREATED, &answer),
+        match self.store(move |store| store.create_room(&stored)).await {
+            Ok(true) => respond(StatusCode::CREATED, &answer),
             // Stored earlier without being known here (a message sent before any join).
-            Ok(Ok(false)) => {
+            Ok(false) => {
                 self.hub.acl().forget(&room.name);
                 error(StatusCode::CONFLICT, "room exists")
             }
-            Ok(Err(e)) => {
+            Err(resp) => {
                 self.hub.acl().forget(&room.name);
-                storage_error(&e)
-            }
-            Err(_) => {
-                self.hub.acl().forget(&room.name);
-                error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+                resp
             }
         }
     }
@@ -478,11 +486,12 @@ impl Api {
             Ok(false) => return error(StatusCode::NOT_FOUND, "no such user"),
             Err(e) => return storage_error(&e),
         }
-        let (store, r, u) = (self.hub.store().clone(), room.to_owned(), new.user.clone());
-        match tokio::task::spawn_blocking(move || store.set_member(&r, &u, role)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return storage_error(&e),
-            Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+        let (r, u) = (room.to_owned(), new.user.clone());
+        if let Err(resp) = self
+            .store(move |store| store.set_member(&r, &u, role))
+            .await
+        {
+            return resp;
         }
         self.hub.acl().set_member(room, &new.user, role);
         no_content()
@@ -512,11 +521,9 @@ impl Api {
         if !allowed {
             return error(StatusCode::FORBIDDEN, "you may not remove this member");
         }
-        let (store, r, u) = (self.hub.store().clone(), room.to_owned(), user.to_owned());
-        match tokio::task::spawn_blocking(move || store.remove_member(&r, &u)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return storage_error(&e),
-            Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+        let (r, u) = (room.to_owned(), user.to_owned());
+        if let Err(resp) = self.store(move |store| store.remove_member(&r, &u)).await {
+            return resp;
         }
         acl.remove_member(room, user);
         if acl.is_private(room) {
@@ -548,12 +555,11 @@ impl Api {
         if !self.hub.durable().await {
             return error(StatusCode::SERVICE_UNAVAILABLE, "storage is not keeping up");
         }
-        let (store, r) = (self.hub.store().clone(), room.to_owned());
-        match tokio::task::spawn_blocking(move || store.delete_message(&r, id)).await {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => return error(StatusCode::NOT_FOUND, "no such message"),
-            Ok(Err(e)) => return storage_error(&e),
-            Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
+        let r = room.to_owned();
+        match self.store(move |store| store.delete_message(&r, id)).await {
+            Ok(true) => {}
+            Ok(false) => return error(StatusCode::NOT_FOUND, "no such message"),
+            Err(resp) => return resp,
         }
         self.hub.announce_deleted(room, id, &who.name);
         no_content()

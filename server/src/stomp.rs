@@ -434,7 +434,6 @@ impl StompHub {
         let mut prefix: PrefixCache = None;
         let mut session = Session::new(id, self.config.clone());
         let mut decoder = Decoder::new(self.settings.limits.clone());
-        let mut replies = Vec::new();
         let started = Instant::now();
         let mut last_in = Instant::now();
         let mut last_out = Instant::now();
@@ -471,69 +470,54 @@ impl StompHub {
                     }
                     None
                 };
-                if !batch.is_empty() {
-                    let flow =
-                        self.handle_batch(&mut session, &mut batch, &mut replies, &mut replays);
-                    for reply in replies.drain(..) {
-                        transport.queue_frame(&[reply], true);
-                    }
-                    if flow == Flow::Close {
-                        break 'conn None;
-                    }
+                if !batch.is_empty()
+                    && self.handle_batch(&mut session, &mut batch, &mut transport, &mut replays)
+                        == Flow::Close
+                {
+                    break 'conn None;
                 }
                 let Some(frame) = special_frame else {
                     continue;
                 };
-                if !session.is_connected() {
-                    match self.authenticate_connect(&frame, &who).await {
-                        Ok(authenticated) => {
-                            expires_ms = authenticated.expires_ms;
-                            session.authenticate(authenticated.identity);
-                        }
-                        Err(why) => {
-                            let receipt = frame.get("receipt").map(str::to_owned);
-                            transport.queue_frame(&[session.error_frame(&why, receipt)], true);
-                            break 'conn None;
-                        }
+                // CONNECT: who is this? /app/auth: a fresh token for the same user.
+                let renewing = session.is_connected();
+                let checked = if renewing {
+                    self.renew(&session, &frame)
+                } else {
+                    self.authenticate_connect(&frame, &who).await.map(|a| {
+                        session.authenticate(a.identity);
+                        a.expires_ms
+                    })
+                };
+                match checked {
+                    Ok(exp) => expires_ms = exp,
+                    Err(why) => {
+                        let receipt = frame.get("receipt").map(str::to_owned);
+                        transport.queue_frame(&[session.error_frame(&why, receipt)], true);
+                        break 'conn None;
                     }
+                }
+                if renewing {
+                    if let Some(receipt) = frame.get("receipt") {
+                        let r = Frame::new(Command::Receipt).header("receipt-id", receipt);
+                        let r = parley_stomp::codec::encode(&r, session.version());
+                        transport.queue_frame(&[r], true);
+                    }
+                } else {
                     batch.push(frame);
                     let flow =
-                        self.handle_batch(&mut session, &mut batch, &mut replies, &mut replays);
+                        self.handle_batch(&mut session, &mut batch, &mut transport, &mut replays);
                     decoder.set_version(session.version());
-                    for reply in replies.drain(..) {
-                        transport.queue_frame(&[reply], true);
-                    }
                     if flow == Flow::Close {
                         break 'conn None;
                     }
-                } else {
-                    match self.renew(&session, &frame) {
-                        Ok(exp) => {
-                            expires_ms = exp;
-                            if let Some(receipt) = frame.get("receipt") {
-                                let r = Frame::new(Command::Receipt).header("receipt-id", receipt);
-                                transport.queue_frame(
-                                    &[parley_stomp::codec::encode(&r, session.version())],
-                                    true,
-                                );
-                            }
-                        }
-                        Err(why) => {
-                            let receipt = frame.get("receipt").map(str::to_owned);
-                            transport.queue_frame(&[session.error_frame(&why, receipt)], true);
-                            break 'conn None;
-                        }
-                    }
                 }
             }
-            if !batch.is_empty() {
-                let flow = self.handle_batch(&mut session, &mut batch, &mut replies, &mut replays);
-                for reply in replies.drain(..) {
-                    transport.queue_frame(&[reply], true);
-                }
-                if flow == Flow::Close {
-                    break 'conn None;
-                }
+            if !batch.is_empty()
+                && self.handle_batch(&mut session, &mut batch, &mut transport, &mut replays)
+                    == Flow::Close
+            {
+                break 'conn None;
             }
             if let Some(reason) = malformed {
                 break 'conn Some(reason);
@@ -844,13 +828,15 @@ impl StompHub {
     /// Applies client frames in one step under the broker's lock, stopping at the first that
     /// closes the session. A publisher's frames from one read are fanned out together, so each
     /// subscriber is woken once for all of them.
-    fn handle_batch(
+    /// Replies (CONNECTED, RECEIPT, ERROR) are queued on `transport`.
+    fn handle_batch<T: Transport>(
         &self,
         session: &mut Session,
         frames: &mut Vec<Frame>,
-        replies: &mut Vec<Bytes>,
+        transport: &mut T,
         replays: &mut VecDeque<Replay>,
     ) -> Flow {
+        let mut replies = Vec::new();
         let version = session.version();
         let mut catch_ups = Vec::new();
         let mut sends = 0;
@@ -865,7 +851,7 @@ impl StompHub {
                 );
                 let is_send = frame.command == Command::Send;
                 let catch_up = parley_stomp::session::catch_up(&frame, version);
-                let flow = session.handle(frame, broker, now_ms(), replies, events);
+                let flow = session.handle(frame, broker, now_ms(), &mut replies, events);
                 if flow == Flow::Close {
                     return Flow::Close;
                 }
@@ -882,6 +868,9 @@ impl StompHub {
             Flow::Continue
         });
         frames.clear();
+        for reply in replies {
+            transport.queue_frame(&[reply], true);
+        }
         self.stats.frames_in.fetch_add(sends, Ordering::Relaxed);
         for (room, subscription, since, last) in catch_ups {
             replays.push_back(Replay {

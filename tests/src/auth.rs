@@ -384,49 +384,35 @@ fn openssl(args: &[&str]) {
 
 /// Generates an RSA key pair of `bits` in `dir`: (PKCS#8 private PEM, SPKI public PEM).
 pub fn rsa_keys(dir: &Path, bits: u32) -> (PathBuf, PathBuf) {
-    let key = dir.join(format!("rsa{bits}.key"));
-    let public = dir.join(format!("rsa{bits}.pub"));
-    openssl(&[
-        "genpkey",
-        "-algorithm",
+    key_pair(
+        dir,
+        &format!("rsa{bits}"),
         "RSA",
-        "-pkeyopt",
         &format!("rsa_keygen_bits:{bits}"),
-        "-out",
-        key.to_str().unwrap(),
-    ]);
-    openssl(&[
-        "pkey",
-        "-in",
-        key.to_str().unwrap(),
-        "-pubout",
-        "-out",
-        public.to_str().unwrap(),
-    ]);
-    (key, public)
+    )
 }
 
 /// Generates a P-256 key pair in `dir`: (PKCS#8 private PEM, SPKI public PEM).
 pub fn ec_keys(dir: &Path) -> (PathBuf, PathBuf) {
-    let key = dir.join("ec.key");
-    let public = dir.join("ec.pub");
+    key_pair(dir, "ec", "EC", "ec_paramgen_curve:P-256")
+}
+
+/// `openssl genpkey -algorithm ALGORITHM -pkeyopt OPTION` into `dir/NAME.key`, and its public
+/// half into `dir/NAME.pub`.
+fn key_pair(dir: &Path, name: &str, algorithm: &str, option: &str) -> (PathBuf, PathBuf) {
+    let key = dir.join(format!("{name}.key"));
+    let public = dir.join(format!("{name}.pub"));
+    let (key_path, public_path) = (key.to_str().unwrap(), public.to_str().unwrap());
     openssl(&[
         "genpkey",
         "-algorithm",
-        "EC",
+        algorithm,
         "-pkeyopt",
-        "ec_paramgen_curve:P-256",
+        option,
         "-out",
-        key.to_str().unwrap(),
+        key_path,
     ]);
-    openssl(&[
-        "pkey",
-        "-in",
-        key.to_str().unwrap(),
-        "-pubout",
-        "-out",
-        public.to_str().unwrap(),
-    ]);
+    openssl(&["pkey", "-in", key_path, "-pubout", "-out", public_path]);
     (key, public)
 }
 

@@ -36,16 +36,21 @@ pub fn parley_binary() -> &'static Path {
 }
 
 fn build_parley() -> PathBuf {
+    build_binary("parley-server", "parley")
+}
+
+/// Builds binary `bin` of workspace package `package` (debug) and returns its path.
+pub fn build_binary(package: &str, bin: &str) -> PathBuf {
     let root = workspace_root();
     let output = Command::new(env!("CARGO"))
-        .args(["build", "-p", "parley-server", "--bin", "parley"])
+        .args(["build", "-p", package, "--bin", bin])
         .current_dir(&root)
         .stdin(Stdio::null())
         .output()
-        .expect("failed to run `cargo build -p parley-server`");
+        .unwrap_or_else(|e| panic!("failed to run `cargo build -p {package}`: {e}"));
     assert!(
         output.status.success(),
-        "`cargo build -p parley-server --bin parley` failed ({}):\n{}",
+        "`cargo build -p {package} --bin {bin}` failed ({}):\n{}",
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
@@ -54,15 +59,24 @@ fn build_parley() -> PathBuf {
         Some(dir) if !dir.is_empty() => root.join(dir),
         _ => root.join("target"),
     };
-    let bin = target_dir
+    let path = target_dir
         .join("debug")
-        .join(format!("parley{}", std::env::consts::EXE_SUFFIX));
+        .join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
     assert!(
-        bin.is_file(),
+        path.is_file(),
         "cargo build succeeded but {} does not exist",
-        bin.display()
+        path.display()
     );
-    bin
+    path
+}
+
+/// Every value of header `name` (case-insensitive) among `headers`, in order.
+pub fn header_values<'h>(headers: &'h [(String, String)], name: &str) -> Vec<&'h str> {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
 }
 
 /// A new, empty data directory for one server.

@@ -6,7 +6,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{mpsc, OnceLock};
 use std::time::Duration;
 
-use parley_tests::{fresh_data_dir, workspace_root, ServerProcess};
+use parley_tests::{build_binary, fresh_data_dir, workspace_root, ServerProcess};
 use serde_json::Value;
 
 /// A bots run never takes longer than this; past it the test kills it and fails.
@@ -16,29 +16,7 @@ const RUN_LIMIT: Duration = Duration::from_secs(90);
 /// `parley`).
 fn bots_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let root = workspace_root();
-        let output = Command::new(env!("CARGO"))
-            .args(["build", "-p", "parley-bots", "--bin", "parley-bots"])
-            .current_dir(&root)
-            .stdin(Stdio::null())
-            .output()
-            .expect("failed to run `cargo build -p parley-bots`");
-        assert!(
-            output.status.success(),
-            "`cargo build -p parley-bots` failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
-            Some(dir) if !dir.is_empty() => root.join(dir),
-            _ => root.join("target"),
-        };
-        let bin = target_dir
-            .join("debug")
-            .join(format!("parley-bots{}", std::env::consts::EXE_SUFFIX));
-        assert!(bin.is_file(), "{} does not exist", bin.display());
-        bin
-    })
+    BIN.get_or_init(|| build_binary("parley-bots", "parley-bots"))
 }
 
 /// Runs `parley-bots ARGS...`, killing it if it outlives [`RUN_LIMIT`].
