@@ -208,9 +208,10 @@ impl Server {
         peer: SocketAddr,
         _permit: OwnedSemaphorePermit,
     ) {
-        // Two steps in one task: HTTP until an upgrade, then the WebSocket. The HTTP state is
-        // gone before the WebSocket starts, so a long-lived connection does not carry it.
-        let pending = self.clone().serve_http(stream, peer).await;
+        // Two steps in one task: HTTP until an upgrade, then the WebSocket. Each step's state
+        // is boxed, so the task itself stays a few bytes and a long-lived WebSocket carries
+        // neither the HTTP state nor the largest of the other endpoints' state machines.
+        let pending = Box::pin(self.clone().serve_http(stream, peer)).await;
         if let Some(pending) = pending {
             self.run_websocket(pending, peer).await;
         }
@@ -393,9 +394,13 @@ impl Server {
                 let max = self.settings.echo_max_message;
                 let conn = Connection::new(Limits::new(max, max), pending.deflate);
                 match io {
-                    Ok(tcp) => ws::drive(tcp, leftover, conn, cfg, shutdown, &mut ws::Echo).await,
+                    Ok(tcp) => {
+                        Box::pin(ws::drive(tcp, leftover, conn, cfg, shutdown, &mut ws::Echo))
+                            .await
+                    }
                     Err(boxed) => {
-                        ws::drive(boxed, leftover, conn, cfg, shutdown, &mut ws::Echo).await
+                        Box::pin(ws::drive(boxed, leftover, conn, cfg, shutdown, &mut ws::Echo))
+                            .await
                     }
                 }
             }
@@ -410,12 +415,10 @@ impl Server {
                 };
                 match io {
                     Ok(tcp) => {
-                        hub.serve_websocket(tcp, leftover, conn, who, shutdown)
-                            .await
+                        Box::pin(hub.serve_websocket(tcp, leftover, conn, who, shutdown)).await
                     }
                     Err(boxed) => {
-                        hub.serve_websocket(boxed, leftover, conn, who, shutdown)
-                            .await
+                        Box::pin(hub.serve_websocket(boxed, leftover, conn, who, shutdown)).await
                     }
                 }
             }
@@ -424,9 +427,11 @@ impl Server {
                 let conn = Connection::new(Limits::new(max, max), None);
                 let mut client = RawClient::open(self.stomp.clone(), self.raw.clone(), who);
                 match io {
-                    Ok(tcp) => ws::drive(tcp, leftover, conn, cfg, shutdown, &mut client).await,
+                    Ok(tcp) => {
+                        Box::pin(ws::drive(tcp, leftover, conn, cfg, shutdown, &mut client)).await
+                    }
                     Err(boxed) => {
-                        ws::drive(boxed, leftover, conn, cfg, shutdown, &mut client).await
+                        Box::pin(ws::drive(boxed, leftover, conn, cfg, shutdown, &mut client)).await
                     }
                 }
             }

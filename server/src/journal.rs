@@ -6,6 +6,7 @@
 
 use std::sync::{mpsc, Arc};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use tracing::error;
 
@@ -13,6 +14,12 @@ use crate::store::{Room, Store, StoredMessage};
 
 /// Most messages per transaction.
 const MAX_BATCH: usize = 1024;
+
+/// Least time between two commits. Every commit pays an fsync and WAL bookkeeping whatever its
+/// size, so under a steady trickle (thousands of rooms, a message each now and then) committing
+/// each message as it comes costs more than the fan-out itself; waiting this long lets them
+/// gather. Only the sender's acknowledgement waits: delivery never does.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(2);
 
 /// Runs once the message is stored (`true`) or storing failed (`false`).
 pub type Completion = Box<dyn FnOnce(bool) + Send>;
@@ -75,7 +82,14 @@ impl Journal {
 }
 
 fn write_loop(store: &dyn Store, rx: &mpsc::Receiver<Job>) {
+    let mut last_commit = Instant::now() - COMMIT_INTERVAL;
     while let Ok(first) = rx.recv() {
+        // Sleeping (rather than waiting on the channel) means senders wake this thread at most
+        // once per commit, not once per message.
+        let since = last_commit.elapsed();
+        if since < COMMIT_INTERVAL {
+            thread::sleep(COMMIT_INTERVAL - since);
+        }
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -105,6 +119,7 @@ fn write_loop(store: &dyn Store, rx: &mpsc::Receiver<Job>) {
                 .append(&batch)
                 .map_err(|e| error!(error = %e, "storing messages failed"))
                 .is_ok();
+        last_commit = Instant::now();
         for done in completions {
             done(ok);
         }

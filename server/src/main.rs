@@ -6,6 +6,7 @@ mod auth;
 mod config;
 mod http;
 mod journal;
+mod mailbox;
 mod raw;
 mod stomp;
 mod store;

@@ -18,10 +18,11 @@ use parley_stomp::session::Identity;
 use parley_stomp::SharedMessage;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::api::MessageJson;
 use crate::auth::Authenticated;
+use crate::mailbox;
 use crate::stomp::{instant_at, now_ms, Eviction, SessionChannels, Speaks, StompHub};
 use crate::ws::{Endpoint, Outbound};
 
@@ -52,10 +53,10 @@ pub struct RawClient {
     identity: Identity,
     /// When the credential runs out (ms since the epoch); renewed by `auth`; `None` for guests.
     expires_ms: Option<u64>,
-    deliveries: mpsc::Receiver<Delivery>,
+    deliveries: mailbox::Receiver<Delivery>,
     /// Acks that come back once messages are durable, and history answers.
-    control: mpsc::Receiver<Bytes>,
-    control_tx: mpsc::Sender<Bytes>,
+    control: mailbox::Receiver<Bytes>,
+    control_tx: mailbox::Sender<Bytes>,
     /// Catch-up replays to write, in order, before any live delivery.
     replays: VecDeque<oneshot::Receiver<Vec<Bytes>>>,
     evicted: Arc<Eviction>,
@@ -284,6 +285,7 @@ impl RawClient {
             .clamp(1, 500) as usize;
         let store = self.hub.store().clone();
         let reply = self.control_tx.clone();
+        let evicted = self.evicted.clone();
         tokio::spawn(async move {
             let name = room.clone();
             let read =
@@ -302,7 +304,11 @@ impl RawClient {
                     None,
                 ),
             };
-            let _ = reply.send(frame::encode(OpCode::Text, &json)).await;
+            if let Err(mailbox::TrySendError::Full(_)) =
+                reply.try_send(frame::encode(OpCode::Text, &json))
+            {
+                evicted.evict_slow("too many replies waiting to be written");
+            }
         });
         Ok(None)
     }
@@ -527,7 +533,7 @@ impl Endpoint for RawClient {
                     };
                     let mut frames: Vec<Bytes> = self.frame_for(&first).into_iter().collect();
                     while frames.len() < MAX_BATCH {
-                        let Ok(next) = self.deliveries.try_recv() else { break };
+                        let Some(next) = self.deliveries.try_recv() else { break };
                         frames.extend(self.frame_for(&next));
                     }
                     Outbound::Frames(frames)

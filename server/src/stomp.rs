@@ -23,7 +23,7 @@ use parley_stomp::session::{AccessPolicy, Flow, Identity, Session, SessionConfig
 use parley_stomp::{Command, Decoder, Frame, Limits, SharedMessage};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -31,6 +31,7 @@ use tracing::{debug, info, warn};
 use crate::acl::Acl;
 use crate::auth::{self, Auth, Authenticated, LoginError};
 use crate::journal::{Completion, Journal};
+use crate::mailbox;
 use crate::store::{Room, Store, StoredMessage};
 use crate::ws::{read_when_ready, release_if_empty, write_all, ReadReady};
 
@@ -123,9 +124,9 @@ pub enum Speaks {
 /// The sending side of a session's bounded queue of deliveries.
 struct Outbox {
     speaks: Speaks,
-    tx: mpsc::Sender<Delivery>,
+    tx: mailbox::Sender<Delivery>,
     /// Acknowledgements (RECEIPT, JSON acks) that come back from storage.
-    control: mpsc::Sender<Bytes>,
+    control: mailbox::Sender<Bytes>,
     evicted: Arc<Eviction>,
 }
 
@@ -142,11 +143,11 @@ pub struct SessionChannels {
     /// The session's id in the broker.
     pub id: SessionId,
     /// Messages for its subscriptions.
-    pub deliveries: mpsc::Receiver<Delivery>,
+    pub deliveries: mailbox::Receiver<Delivery>,
     /// Encoded acknowledgements to write as they are.
-    pub control: mpsc::Receiver<Bytes>,
+    pub control: mailbox::Receiver<Bytes>,
     /// A sender into `control`, for replies computed off the session's task.
-    pub control_tx: mpsc::Sender<Bytes>,
+    pub control_tx: mailbox::Sender<Bytes>,
     /// Cancelled when the session must be closed.
     pub evicted: Arc<Eviction>,
 }
@@ -173,7 +174,7 @@ impl Eviction {
     }
 
     /// Closes a consumer that cannot keep up (1008).
-    fn evict_slow(&self, reason: &str) -> bool {
+    pub fn evict_slow(&self, reason: &str) -> bool {
         self.evict(
             CloseCode::POLICY_VIOLATION,
             format!("slow consumer: {reason}"),
@@ -484,7 +485,8 @@ impl StompHub {
                 let checked = if renewing {
                     self.renew(&session, &frame)
                 } else {
-                    self.authenticate_connect(&frame, &who).await.map(|a| {
+                    // Boxed: CONNECT happens once, its state need not live in every idle session.
+                    Box::pin(self.authenticate_connect(&frame, &who)).await.map(|a| {
                         session.authenticate(a.identity);
                         a.expires_ms
                     })
@@ -532,8 +534,7 @@ impl StompHub {
             if let Err(error) = flushed {
                 debug!(%error, "STOMP write failed");
                 self.finish(id, &mut session);
-                transport
-                    .close(CloseCode::POLICY_VIOLATION, Duration::from_millis(100))
+                Box::pin(transport.close(CloseCode::POLICY_VIOLATION, Duration::from_millis(100)))
                     .await;
                 return;
             }
@@ -598,8 +599,8 @@ impl StompHub {
                     self.queue_delivery(&mut transport, &session, &mut prefix, first);
                     for _ in 1..MAX_BATCH {
                         match rx.try_recv() {
-                            Ok(d) => self.queue_delivery(&mut transport, &session, &mut prefix, d),
-                            Err(_) => break,
+                            Some(d) => self.queue_delivery(&mut transport, &session, &mut prefix, d),
+                            None => break,
                         }
                     }
                     last_out = Instant::now();
@@ -612,8 +613,11 @@ impl StompHub {
                     Ok(false) | Err(_) => {
                         // The peer left (or closed its WebSocket): answer what is owed, then go.
                         self.finish(id, &mut session);
-                        let _ = transport.flush(self.settings.write_timeout).await;
-                        transport.close(CloseCode::NORMAL, self.settings.write_timeout).await;
+                        Box::pin(async {
+                            let _ = transport.flush(self.settings.write_timeout).await;
+                            transport.close(CloseCode::NORMAL, self.settings.write_timeout).await;
+                        })
+                        .await;
                         return;
                     }
                 },
@@ -649,10 +653,12 @@ impl StompHub {
             transport.queue_frame(&[session.error_frame(&message, None)], true);
         }
         self.finish(id, &mut session);
-        let _ = transport.flush(self.settings.write_timeout).await;
-        transport
-            .close(close_code, self.settings.write_timeout)
-            .await;
+        let write_timeout = self.settings.write_timeout;
+        Box::pin(async {
+            let _ = transport.flush(write_timeout).await;
+            transport.close(close_code, write_timeout).await;
+        })
+        .await;
     }
 
     /// Decides who a CONNECT frame is: a JWT in `passcode` or `Authorization`, a username and
@@ -753,8 +759,8 @@ impl StompHub {
     /// Registers a new session's outbox and returns what its task listens to.
     pub fn open_session(&self, speaks: Speaks) -> SessionChannels {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let (tx, deliveries) = mpsc::channel(self.settings.outbox_capacity);
-        let (control_tx, control) = mpsc::channel(self.settings.outbox_capacity);
+        let (tx, deliveries) = mailbox::channel(self.settings.outbox_capacity);
+        let (control_tx, control) = mailbox::channel(self.settings.outbox_capacity);
         let evicted = Arc::new(Eviction::default());
         self.lock().outboxes.insert(
             id,
@@ -807,7 +813,7 @@ impl StompHub {
             };
             match outbox.tx.try_send(delivery) {
                 Ok(()) => delivered += 1,
-                Err(mpsc::error::TrySendError::Full(d)) => {
+                Err(mailbox::TrySendError::Full(d)) => {
                     if outbox
                         .evicted
                         .evict_slow("too many messages waiting to be written")
@@ -816,7 +822,7 @@ impl StompHub {
                         info!(session = d.session, "slow consumer disconnected");
                     }
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mailbox::TrySendError::Closed(_)) => {}
             }
         }
         self.stats
@@ -1099,6 +1105,13 @@ pub fn instant_at(epoch_ms: u64) -> Instant {
     Instant::now() + Duration::from_millis(epoch_ms.saturating_sub(now_ms()))
 }
 
+/// Frees a drained write queue's storage once a burst made it large.
+fn shrink_idle_queue(queue: &mut VecDeque<Bytes>) {
+    if queue.is_empty() && queue.capacity() > 64 {
+        *queue = VecDeque::new();
+    }
+}
+
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400)
 }
@@ -1136,7 +1149,9 @@ impl Transport for TcpTransport {
     }
 
     async fn flush(&mut self, write_timeout: Duration) -> io::Result<()> {
-        write_all(&mut self.stream, &mut self.outbox, write_timeout).await
+        write_all(&mut self.stream, &mut self.outbox, write_timeout).await?;
+        shrink_idle_queue(&mut self.outbox);
+        Ok(())
     }
 
     fn is_closed(&self) -> bool {
@@ -1215,7 +1230,11 @@ impl<S: ReadReady + AsyncWrite> Transport for WsTransport<S> {
         while let Some(bytes) = self.conn.poll_transmit() {
             self.outbox.push_back(bytes);
         }
-        write_all(&mut self.io, &mut self.outbox, write_timeout).await
+        write_all(&mut self.io, &mut self.outbox, write_timeout).await?;
+        // Nothing left to write: an idle connection keeps no header scratch or queue storage.
+        self.heads = BytesMut::new();
+        shrink_idle_queue(&mut self.outbox);
+        Ok(())
     }
 
     fn is_closed(&self) -> bool {

@@ -1,0 +1,214 @@
+//! Bounded queues from the hub to a connection's task that hold no storage while empty.
+//!
+//! tokio's `mpsc` allocates its cache-padded channel and a first block of 32 slots up front,
+//! about 2 KiB per queue; with two queues per connection that was a quarter of an idle
+//! connection's memory. Here an empty queue is one small allocation, and message storage
+//! exists only while messages wait. One consumer; senders are cheap to clone.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+/// A drained queue keeps at most this many slots; a burst's larger storage is freed.
+const KEEP_SLOTS: usize = 16;
+
+/// A queue holding at most `capacity` messages.
+pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    let shared = Arc::new(Shared {
+        capacity,
+        state: Mutex::new(State {
+            queue: VecDeque::new(),
+            waker: None,
+            senders: 1,
+            receiver_gone: false,
+        }),
+    });
+    (Sender(shared.clone()), Receiver(shared))
+}
+
+struct Shared<T> {
+    capacity: usize,
+    state: Mutex<State<T>>,
+}
+
+struct State<T> {
+    queue: VecDeque<T>,
+    waker: Option<Waker>,
+    senders: usize,
+    receiver_gone: bool,
+}
+
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // Nothing panics while holding the lock; recover anyway rather than spread a panic.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl<T> State<T> {
+    fn pop(&mut self) -> Option<T> {
+        let value = self.queue.pop_front();
+        if self.queue.is_empty() && self.queue.capacity() > KEEP_SLOTS {
+            self.queue = VecDeque::new();
+        }
+        value
+    }
+}
+
+/// Why a message was not queued; the message comes back.
+#[derive(Debug)]
+pub enum TrySendError<T> {
+    /// The queue holds `capacity` messages.
+    Full(T),
+    /// The receiver is gone.
+    Closed(T),
+}
+
+/// The sending side; clone it for more senders.
+pub struct Sender<T>(Arc<Shared<T>>);
+
+impl<T> Sender<T> {
+    /// Queues `value` without waiting, waking the receiver if it waits.
+    pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
+        let mut state = self.0.lock();
+        if state.receiver_gone {
+            return Err(TrySendError::Closed(value));
+        }
+        if state.queue.len() >= self.0.capacity {
+            return Err(TrySendError::Full(value));
+        }
+        state.queue.push_back(value);
+        let waker = state.waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        self.0.lock().senders += 1;
+        Self(self.0.clone())
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.senders -= 1;
+        let waker = if state.senders == 0 {
+            state.waker.take()
+        } else {
+            None
+        };
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// The receiving side.
+pub struct Receiver<T>(Arc<Shared<T>>);
+
+impl<T> Receiver<T> {
+    /// The next message; `None` once every sender is gone and the queue is empty.
+    /// Cancel-safe: dropping the future loses nothing.
+    pub async fn recv(&mut self) -> Option<T> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let mut state = self.0.lock();
+        if let Some(value) = state.pop() {
+            return Poll::Ready(Some(value));
+        }
+        if state.senders == 0 {
+            return Poll::Ready(None);
+        }
+        if !state.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            state.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// The next message if one is queued.
+    pub fn try_recv(&mut self) -> Option<T> {
+        self.0.lock().pop()
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.receiver_gone = true;
+        state.waker = None;
+        let queued = std::mem::take(&mut state.queue);
+        drop(state);
+        drop(queued);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn holds_at_most_capacity_and_keeps_order() {
+        let (tx, mut rx) = channel(2);
+        tx.try_send(1).unwrap();
+        tx.try_send(2).unwrap();
+        assert!(matches!(tx.try_send(3), Err(TrySendError::Full(3))));
+        assert_eq!(rx.try_recv(), Some(1));
+        tx.try_send(4).unwrap();
+        assert_eq!(rx.try_recv(), Some(2));
+        assert_eq!(rx.try_recv(), Some(4));
+        assert_eq!(rx.try_recv(), None);
+    }
+
+    #[test]
+    fn senders_see_a_dropped_receiver() {
+        let (tx, rx) = channel(4);
+        tx.try_send(1).unwrap();
+        drop(rx);
+        assert!(matches!(tx.try_send(2), Err(TrySendError::Closed(2))));
+    }
+
+    #[test]
+    fn storage_is_freed_once_a_burst_is_drained() {
+        let (tx, mut rx) = channel(1000);
+        for i in 0..500 {
+            tx.try_send(i).unwrap();
+        }
+        while rx.try_recv().is_some() {}
+        assert_eq!(rx.0.lock().queue.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receiver_wakes_on_send_and_ends_when_senders_go() {
+        let (tx, mut rx) = channel::<u32>(4);
+        let extra = tx.clone();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(v) = rx.recv().await {
+                got.push(v);
+            }
+            got
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        tx.try_send(7).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        extra.try_send(8).unwrap();
+        drop(tx);
+        drop(extra);
+        let got = tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .expect("receiver ended")
+            .unwrap();
+        assert_eq!(got, vec![7, 8]);
+    }
+}
