@@ -70,6 +70,17 @@ impl Acl {
         true
     }
 
+    /// Takes a room's privacy and owner as another node stored them (cluster mode): what
+    /// storage holds wins over a room this node created on a join meanwhile.
+    pub fn adopt(&self, room: &str, private: bool, owner: Option<&str>) {
+        let mut rooms = self.write();
+        let rules = rooms.entry(room.to_owned()).or_default();
+        rules.private = private;
+        if let Some(owner) = owner {
+            rules.members.insert(owner.to_owned(), Role::Owner);
+        }
+    }
+
     /// True if the room was created (by REST or by a first join).
     pub fn exists(&self, room: &str) -> bool {
         self.read().contains_key(room)

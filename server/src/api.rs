@@ -17,6 +17,7 @@ use crate::auth::{
     bearer, session_cookie, Auth, LoginError, RefreshError, RegisterError, TokenPair,
     SESSION_COOKIE,
 };
+use crate::cluster::AclChange;
 use crate::stomp::StompHub;
 use crate::store::{Role, Room, Store, StoredMessage};
 
@@ -442,7 +443,14 @@ impl Api {
         let answer = json!({"name": room.name, "private": room.private, "owner": &*who.name});
         let stored = room.clone();
         match self.store(move |store| store.create_room(&stored)).await {
-            Ok(true) => respond(StatusCode::CREATED, &answer),
+            Ok(true) => {
+                self.hub.acl_changed(AclChange::Created {
+                    room: room.name.clone(),
+                    private: room.private,
+                    owner: who.name.to_string(),
+                });
+                respond(StatusCode::CREATED, &answer)
+            }
             // Stored earlier without being known here (a message sent before any join).
             Ok(false) => {
                 self.hub.acl().forget(&room.name);
@@ -494,6 +502,11 @@ impl Api {
             return resp;
         }
         self.hub.acl().set_member(room, &new.user, role);
+        self.hub.acl_changed(AclChange::Member {
+            room: room.to_owned(),
+            user: new.user.clone(),
+            role: Some(role.as_str().to_owned()),
+        });
         no_content()
     }
 
@@ -529,6 +542,11 @@ impl Api {
         if acl.is_private(room) {
             self.hub.revoke_room(user, room);
         }
+        self.hub.acl_changed(AclChange::Member {
+            room: room.to_owned(),
+            user: user.to_owned(),
+            role: None,
+        });
         no_content()
     }
 

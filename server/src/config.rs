@@ -26,6 +26,16 @@ pub struct ServeArgs {
     #[arg(long, env = "PARLEY_DATA")]
     pub data: Option<PathBuf>,
 
+    /// PostgreSQL for rooms, messages and accounts (`postgres://user@host:port/db`), shared
+    /// by every node of a cluster [default: SQLite in the data directory].
+    #[arg(long, env = "PARLEY_DATABASE")]
+    pub database: Option<String>,
+
+    /// Redis for a cluster of nodes (`redis://host:port`): rooms, presence and direct
+    /// messages reach clients on every node; needs --database [default: one node alone].
+    #[arg(long, env = "PARLEY_CLUSTER")]
+    pub cluster: Option<String>,
+
     /// Address for HTTP and WebSocket [default: 127.0.0.1:8080].
     #[arg(long, env = "PARLEY_HTTP")]
     pub http: Option<SocketAddr>,
@@ -52,6 +62,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PARLEY_WRITE_TIMEOUT", value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde")]
     pub write_timeout: Option<Duration>,
+
+    /// On SIGINT/SIGTERM, how long /readyz answers 503 (new WebSocket upgrades refused) while
+    /// the node keeps serving, so a load balancer's health check takes it out first [default: 0s].
+    #[arg(long, env = "PARLEY_DRAIN_DELAY", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub drain_delay: Option<Duration>,
 
     /// On SIGINT/SIGTERM, how long WebSockets get to answer the 1001 close [default: 10s].
     #[arg(long, env = "PARLEY_SHUTDOWN_GRACE", value_parser = humantime::parse_duration)]
@@ -160,6 +176,10 @@ pub struct ServeArgs {
 pub struct Settings {
     /// Data directory.
     pub data: PathBuf,
+    /// PostgreSQL URL, if storage is there instead of SQLite.
+    pub database: Option<String>,
+    /// Redis URL of the cluster, if this node is one of several.
+    pub cluster: Option<String>,
     /// Listening address.
     pub http: SocketAddr,
     /// /echo enabled.
@@ -172,6 +192,8 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// Per-write progress timeout.
     pub write_timeout: Duration,
+    /// Time between a shutdown signal and closing connections, /readyz answering 503.
+    pub drain_delay: Duration,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
     /// Connection cap.
@@ -212,6 +234,12 @@ impl ServeArgs {
             .unwrap_or_else(|| PathBuf::from("parley-data"));
         Ok(Settings {
             data: data.clone(),
+            database: self.database.or(file.database),
+            cluster: self.cluster.or(file.cluster),
+            drain_delay: self
+                .drain_delay
+                .or(file.drain_delay)
+                .unwrap_or(Duration::ZERO),
             http: self
                 .http
                 .or(file.http)

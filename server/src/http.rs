@@ -21,14 +21,17 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use parley_protocol::deflate::{DeflateConfig, DeflateParams};
 use parley_protocol::handshake::{self, HandshakeConfig, OriginPolicy};
 use parley_protocol::{Connection, Limits};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::api;
 use crate::auth::{Auth, Authenticated};
+use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::journal::Journal;
 use crate::raw::{RawClient, RawSettings};
@@ -57,7 +60,10 @@ pub struct Server {
     stomp: Arc<StompHub>,
     /// Accounts and tokens.
     auth: Arc<Auth>,
-    /// Cancelled on SIGINT/SIGTERM: stop accepting, close every WebSocket with 1001.
+    /// Cancelled on SIGINT/SIGTERM, before `shutdown`: /readyz answers 503 and new
+    /// WebSockets and STOMP sessions are refused while existing ones carry on.
+    draining: CancellationToken,
+    /// Cancelled after the drain delay: stop accepting, close every WebSocket with 1001.
     shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     tracker: TaskTracker,
@@ -88,6 +94,8 @@ impl Server {
         settings: Settings,
         store: Arc<dyn Store>,
         auth: Arc<Auth>,
+        cluster: Option<Arc<Cluster>>,
+        draining: CancellationToken,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Self>> {
         // Origins are checked before the handshake (they depend on the Host: same-origin).
@@ -109,7 +117,11 @@ impl Server {
             store,
             journal,
             auth.clone(),
+            cluster.clone(),
         )?;
+        if let Some(cluster) = &cluster {
+            cluster.start(&stomp);
+        }
         Ok(Arc::new(Self {
             // STOMP frames are encoded once for every subscriber, so /stomp declines deflate:
             // compressing per connection would undo that.
@@ -128,6 +140,7 @@ impl Server {
             auth,
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             tracker: TaskTracker::new(),
+            draining,
             shutdown,
             settings,
         }))
@@ -136,17 +149,23 @@ impl Server {
     /// Accepts connections until shutdown, then waits up to the grace period for them to end.
     pub async fn run(self: Arc<Self>, listener: TcpListener, stomp_listener: Option<TcpListener>) {
         let stomp_accept = stomp_listener.map(|l| {
-            tokio::spawn(
-                self.clone()
-                    .accept_loop(l, |server, stream, peer, permit| async move {
-                        let _permit = permit;
-                        server
-                            .stomp
-                            .clone()
-                            .serve_tcp(stream, peer.ip(), server.shutdown.clone())
-                            .await;
-                    }),
-            )
+            tokio::spawn(self.clone().accept_loop(
+                l,
+                |server, mut stream, peer, permit| async move {
+                    let _permit = permit;
+                    if server.draining.is_cancelled() {
+                        let refusal =
+                            b"ERROR\nmessage:server draining: connect to another node\n\n\0";
+                        let _ = timeout(Duration::from_secs(1), stream.write_all(refusal)).await;
+                        return;
+                    }
+                    server
+                        .stomp
+                        .clone()
+                        .serve_tcp(stream, peer.ip(), server.shutdown.clone())
+                        .await;
+                },
+            ))
         });
         self.clone()
             .accept_loop(listener, Self::serve_connection)
@@ -275,6 +294,23 @@ impl Server {
         }
         let (endpoint, config) = match (req.method(), req.uri().path()) {
             (&Method::GET | &Method::HEAD, "/healthz") => return text(StatusCode::OK, "ok\n"),
+            (&Method::GET | &Method::HEAD, "/readyz") => {
+                return if self.draining.is_cancelled() {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+                } else {
+                    text(StatusCode::OK, "ready\n")
+                };
+            }
+            (_, "/echo" | "/stomp" | "/ws") if self.draining.is_cancelled() => {
+                // The balancer has not noticed /readyz yet: send the client to another node.
+                let mut resp = text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "draining: connect to another node\n",
+                );
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                return resp;
+            }
             (&Method::GET, "/stats") => return self.stats(),
             (_, "/echo" | "/stomp" | "/ws") if !self.origin_allowed(req.headers()) => {
                 // Cross-site WebSocket hijacking: a page elsewhere using our user's cookie.
@@ -395,12 +431,18 @@ impl Server {
                 let conn = Connection::new(Limits::new(max, max), pending.deflate);
                 match io {
                     Ok(tcp) => {
-                        Box::pin(ws::drive(tcp, leftover, conn, cfg, shutdown, &mut ws::Echo))
-                            .await
+                        Box::pin(ws::drive(tcp, leftover, conn, cfg, shutdown, &mut ws::Echo)).await
                     }
                     Err(boxed) => {
-                        Box::pin(ws::drive(boxed, leftover, conn, cfg, shutdown, &mut ws::Echo))
-                            .await
+                        Box::pin(ws::drive(
+                            boxed,
+                            leftover,
+                            conn,
+                            cfg,
+                            shutdown,
+                            &mut ws::Echo,
+                        ))
+                        .await
                     }
                 }
             }

@@ -24,8 +24,13 @@ const COMMIT_INTERVAL: Duration = Duration::from_millis(2);
 /// Runs once the message is stored (`true`) or storing failed (`false`).
 pub type Completion = Box<dyn FnOnce(bool) + Send>;
 
+/// Runs once a message numbered by the store is durable (`Some(id)`), or storing failed.
+pub type Numbered = Box<dyn FnOnce(Option<u64>) + Send>;
+
 enum Job {
     Store(StoredMessage, Option<Completion>),
+    /// Cluster mode: the store gives the id.
+    StoreNumbered(StoredMessage, Numbered),
     /// Creates a room if it does not exist.
     CreateRoom(Room),
     /// Completes when everything queued before it has been written.
@@ -58,6 +63,13 @@ impl Journal {
     pub fn push(&self, message: StoredMessage, done: Option<Completion>) -> Result<(), Overloaded> {
         self.tx
             .try_send(Job::Store(message, done))
+            .map_err(|_| Overloaded)
+    }
+
+    /// Queues a message for the store to number and keep (cluster mode); never blocks.
+    pub fn push_numbered(&self, message: StoredMessage, done: Numbered) -> Result<(), Overloaded> {
+        self.tx
+            .try_send(Job::StoreNumbered(message, done))
             .map_err(|_| Overloaded)
     }
 
@@ -99,11 +111,17 @@ fn write_loop(store: &dyn Store, rx: &mpsc::Receiver<Job>) {
         }
         let mut batch = Vec::with_capacity(jobs.len());
         let mut completions = Vec::with_capacity(jobs.len());
+        let mut numbered = Vec::new();
+        let mut numbered_done = Vec::new();
         for job in jobs {
             match job {
                 Job::Store(message, done) => {
                     batch.push(message);
                     completions.extend(done);
+                }
+                Job::StoreNumbered(message, done) => {
+                    numbered.push(message);
+                    numbered_done.push(done);
                 }
                 Job::Barrier(done) => completions.push(done),
                 Job::CreateRoom(room) => {
@@ -119,7 +137,16 @@ fn write_loop(store: &dyn Store, rx: &mpsc::Receiver<Job>) {
                 .append(&batch)
                 .map_err(|e| error!(error = %e, "storing messages failed"))
                 .is_ok();
+        let numbered_ok = numbered.is_empty()
+            || store
+                .append_numbered(&mut numbered)
+                .map_err(|e| error!(error = %e, "storing messages failed"))
+                .is_ok();
         last_commit = Instant::now();
+        // In batch order, so each room's messages complete in id order.
+        for (message, done) in numbered.iter().zip(numbered_done) {
+            done(numbered_ok.then_some(message.id));
+        }
         for done in completions {
             done(ok);
         }

@@ -3,6 +3,7 @@
 mod acl;
 mod api;
 mod auth;
+mod cluster;
 mod config;
 mod http;
 mod journal;
@@ -15,6 +16,7 @@ mod ws;
 
 use std::io::Write as _;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -100,11 +102,11 @@ fn main() -> anyhow::Result<()> {
         }
         Command::User(UserCommand::Add { name, serve }) => {
             let settings = serve.resolve()?;
-            let store = store::SqliteStore::open(&settings.data)?;
+            let store = store::open(&settings)?;
             let password = read_password(true)?;
             auth::check_new_account(&name, &password).map_err(anyhow::Error::msg)?;
             let hash = auth::password::hash_now(&password).map_err(anyhow::Error::msg)?;
-            if !store::Store::create_user(&store, &name, &hash)? {
+            if !store.create_user(&name, &hash)? {
                 anyhow::bail!("user {name:?} already exists");
             }
             eprintln!("created user {name}");
@@ -112,11 +114,11 @@ fn main() -> anyhow::Result<()> {
         }
         Command::User(UserCommand::Passwd { name, serve }) => {
             let settings = serve.resolve()?;
-            let store = store::SqliteStore::open(&settings.data)?;
+            let store = store::open(&settings)?;
             let password = read_password(true)?;
             auth::check_new_account(&name, &password).map_err(anyhow::Error::msg)?;
             let hash = auth::password::hash_now(&password).map_err(anyhow::Error::msg)?;
-            if !store::Store::set_password(&store, &name, &hash)? {
+            if !store.set_password(&name, &hash)? {
                 anyhow::bail!("no user {name:?}");
             }
             eprintln!("password of {name} changed");
@@ -143,7 +145,14 @@ fn read_password(confirm: bool) -> anyhow::Result<String> {
 
 async fn serve(settings: config::Settings) -> anyhow::Result<()> {
     // Storage and keys first: a bad key or database stops the start before anyone connects.
-    let store: Arc<dyn store::Store> = Arc::new(store::SqliteStore::open(&settings.data)?);
+    if settings.cluster.is_some() && settings.database.is_none() {
+        anyhow::bail!("--cluster needs --database postgres://…: the nodes share one store");
+    }
+    let store: Arc<dyn store::Store> = store::open(&settings)?.into();
+    let cluster = match &settings.cluster {
+        Some(url) => Some(cluster::Cluster::connect(url).await?),
+        None => None,
+    };
     let keys = auth::Keys::load(&settings.auth.keys)?;
     let listener = TcpListener::bind(settings.http)
         .await
@@ -168,11 +177,12 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
     }
     std::io::stdout().flush()?;
 
+    let draining = CancellationToken::new();
     let shutdown = CancellationToken::new();
-    tokio::spawn(signals.cancel_on_signal(shutdown.clone()));
+    tokio::spawn(signals.drain_on_signal(draining.clone(), settings.drain_delay, shutdown.clone()));
     let auth = auth::Auth::new(settings.auth.clone(), keys, store.clone());
     tokio::spawn(auth.clone().purge_expired());
-    Server::new(settings, store, auth, shutdown)?
+    Server::new(settings, store, auth, cluster, draining, shutdown)?
         .run(listener, stomp_listener)
         .await;
     info!("shut down");
@@ -201,8 +211,26 @@ impl ShutdownSignals {
         Ok(Self {})
     }
 
-    /// Cancels `shutdown` on the first signal.
-    async fn cancel_on_signal(mut self, shutdown: CancellationToken) {
+    /// On the first signal cancels `draining`, then `shutdown` after `delay` (or at once on a
+    /// second signal).
+    async fn drain_on_signal(
+        mut self,
+        draining: CancellationToken,
+        delay: Duration,
+        shutdown: CancellationToken,
+    ) {
+        self.next().await;
+        info!(?delay, "draining");
+        draining.cancel();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = self.next() => {}
+        }
+        info!("shutting down");
+        shutdown.cancel();
+    }
+
+    async fn next(&mut self) {
         #[cfg(unix)]
         tokio::select! {
             _ = self.interrupt.recv() => {}
@@ -210,7 +238,5 @@ impl ShutdownSignals {
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
-        info!("shutting down");
-        shutdown.cancel();
     }
 }

@@ -212,6 +212,7 @@ impl RawClient {
         // own list, says whether we are subscribed: a removal may have ended it.
         let acl = self.hub.acl().clone();
         let identity = &self.identity;
+        self.hub.prepare_rooms(std::slice::from_ref(&room));
         let joined = self.hub.apply(|broker, events| {
             acl.may_use(identity, &room)
                 .map_err(|why| Refusal("forbidden", why))?;
@@ -244,9 +245,20 @@ impl RawClient {
         let members = self.hub.apply(|broker, _| broker.members(&topic));
         self.rooms.insert(room.clone());
         let members: Vec<&str> = members.iter().map(|m| &**m).collect();
-        Ok(Some(
-            serde_json::json!({"type": "joined", "room": room, "members": members}),
-        ))
+        let reply = serde_json::json!({"type": "joined", "room": room, "members": members});
+        let waits = self.hub.not_live_yet(&[format!("/topic/{room}")]);
+        if waits.is_empty() {
+            return Ok(Some(reply));
+        }
+        // Cluster mode: `joined` once this node receives the room, so nothing sent after it
+        // is missed.
+        let control = self.control_tx.clone();
+        tokio::spawn(async move {
+            crate::stomp::until_live(waits).await;
+            let json = serde_json::to_vec(&reply).unwrap_or_default();
+            let _ = control.try_send(frame::encode(OpCode::Text, &json));
+        });
+        Ok(None)
     }
 
     /// The catch-up frames for `since < id <= last` of `room`; live deliveries wait for them.

@@ -11,25 +11,28 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use parley_protocol::frame::{FrameHeader, OpCode};
 use parley_protocol::{CloseCode, Connection, Event, Message};
-use parley_stomp::broker::{Broker, BrokerEvent, BrokerLimits, Delivery, Publish, SessionId};
+use parley_stomp::broker::{
+    Broker, BrokerEvent, BrokerLimits, Delivery, Forwarded, Publish, Receipt, SessionId,
+};
 use parley_stomp::destination::Destination;
 use parley_stomp::session::{AccessPolicy, Flow, Identity, Session, SessionConfig};
 use parley_stomp::{Command, Decoder, Frame, Limits, SharedMessage};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::acl::Acl;
 use crate::auth::{self, Auth, Authenticated, LoginError};
+use crate::cluster::{channel_of, AclChange, Cluster, RoomOrder, Watching};
 use crate::journal::{Completion, Journal};
 use crate::mailbox;
 use crate::store::{Room, Store, StoredMessage};
@@ -101,6 +104,12 @@ pub struct StompHub {
     auth: Arc<Auth>,
     /// Counters, read by `/stats`.
     pub stats: StompStats,
+    /// Cluster mode: the bus to the other nodes.
+    cluster: Option<Arc<Cluster>>,
+    /// This hub, for work that outlives a call (storage completions, reads from storage).
+    me: Weak<StompHub>,
+    /// Where that work runs: storage completions come from the journal's own thread.
+    runtime: tokio::runtime::Handle,
 }
 
 struct HubInner {
@@ -110,7 +119,26 @@ struct HubInner {
     /// ends (still under the lock, so order holds): a subscriber woken once finds the whole
     /// batch and writes it with one syscall. Kept to reuse its allocation.
     pending: Vec<Delivery>,
+    /// Cluster mode: what the operation in progress sends to other nodes.
+    forwards: Vec<(Option<SessionId>, Forwarded, Option<Receipt>)>,
+    /// Cluster mode: fan-out keys that gained their first (`true`) or lost their last
+    /// (`false`) subscriber here during the operation in progress.
+    watch_changes: Vec<(String, bool)>,
+    /// Cluster mode: per-room order of numbered messages.
+    order: HashMap<String, RoomOrder>,
+    /// Cluster mode: what this node receives from the bus.
+    watching: Watching,
 }
+
+/// Where [`StompHub::dispatch`] puts what an operation's events ask for.
+struct Effects<'a> {
+    pending: &'a mut Vec<Delivery>,
+    forwards: &'a mut Vec<(Option<SessionId>, Forwarded, Option<Receipt>)>,
+    watch_changes: &'a mut Vec<(String, bool)>,
+}
+
+/// Messages one room may have waiting for their predecessors on a node.
+const MAX_AHEAD: usize = 10_000;
 
 /// Which protocol a session speaks, for messages the hub writes to it directly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,6 +224,7 @@ impl StompHub {
         store: Arc<dyn Store>,
         journal: Journal,
         auth: Arc<Auth>,
+        cluster: Option<Arc<Cluster>>,
     ) -> anyhow::Result<Arc<Self>> {
         let acl = Acl::load(&*store)?;
         let mut config = SessionConfig::default();
@@ -205,15 +234,20 @@ impl StompHub {
         config.max_room_body = settings.max_room_body;
         config.rate_limit = settings.rate_limit;
         let mut broker = Broker::new(settings.broker.clone());
+        broker.set_forwarding(cluster.is_some());
         // Room ids continue where storage left off, so they never go backwards.
         for (room, last) in store.last_ids()? {
             broker.seed_room(&room, last);
         }
-        Ok(Arc::new(Self {
+        Ok(Arc::new_cyclic(|me| Self {
             inner: Mutex::new(HubInner {
                 broker,
                 outboxes: HashMap::new(),
                 pending: Vec::new(),
+                forwards: Vec::new(),
+                watch_changes: Vec::new(),
+                order: HashMap::new(),
+                watching: Watching::default(),
             }),
             config: Arc::new(config),
             settings,
@@ -224,6 +258,9 @@ impl StompHub {
             auth,
             store,
             journal,
+            cluster,
+            me: me.clone(),
+            runtime: tokio::runtime::Handle::current(),
         }))
     }
 
@@ -442,6 +479,8 @@ impl StompHub {
         let mut close_code = CloseCode::NORMAL;
         // Catch-ups in progress: live deliveries wait until their stored messages are written.
         let mut replays: VecDeque<Replay> = VecDeque::new();
+        // Cluster mode: channels the replies queued so far wait for.
+        let mut hold: Vec<watch::Receiver<bool>> = Vec::new();
         let reason: Option<String> = 'conn: loop {
             // Everything already buffered, in order: plain frames in batches, CONNECT and
             // /app/auth (which need async work) on their own.
@@ -472,8 +511,13 @@ impl StompHub {
                     None
                 };
                 if !batch.is_empty()
-                    && self.handle_batch(&mut session, &mut batch, &mut transport, &mut replays)
-                        == Flow::Close
+                    && self.handle_batch(
+                        &mut session,
+                        &mut batch,
+                        &mut transport,
+                        &mut replays,
+                        &mut hold,
+                    ) == Flow::Close
                 {
                     break 'conn None;
                 }
@@ -486,10 +530,12 @@ impl StompHub {
                     self.renew(&session, &frame)
                 } else {
                     // Boxed: CONNECT happens once, its state need not live in every idle session.
-                    Box::pin(self.authenticate_connect(&frame, &who)).await.map(|a| {
-                        session.authenticate(a.identity);
-                        a.expires_ms
-                    })
+                    Box::pin(self.authenticate_connect(&frame, &who))
+                        .await
+                        .map(|a| {
+                            session.authenticate(a.identity);
+                            a.expires_ms
+                        })
                 };
                 match checked {
                     Ok(exp) => expires_ms = exp,
@@ -507,8 +553,13 @@ impl StompHub {
                     }
                 } else {
                     batch.push(frame);
-                    let flow =
-                        self.handle_batch(&mut session, &mut batch, &mut transport, &mut replays);
+                    let flow = self.handle_batch(
+                        &mut session,
+                        &mut batch,
+                        &mut transport,
+                        &mut replays,
+                        &mut hold,
+                    );
                     decoder.set_version(session.version());
                     if flow == Flow::Close {
                         break 'conn None;
@@ -516,8 +567,13 @@ impl StompHub {
                 }
             }
             if !batch.is_empty()
-                && self.handle_batch(&mut session, &mut batch, &mut transport, &mut replays)
-                    == Flow::Close
+                && self.handle_batch(
+                    &mut session,
+                    &mut batch,
+                    &mut transport,
+                    &mut replays,
+                    &mut hold,
+                ) == Flow::Close
             {
                 break 'conn None;
             }
@@ -525,6 +581,9 @@ impl StompHub {
                 break 'conn Some(reason);
             }
             release_if_empty(&mut inbound);
+            if !hold.is_empty() {
+                until_live(std::mem::take(&mut hold)).await;
+            }
             // A consumer too slow to take what it is sent blocks here; eviction cuts it loose
             // at once instead of after the write timeout.
             let flushed = tokio::select! {
@@ -786,17 +845,25 @@ impl StompHub {
     pub fn apply<R>(&self, op: impl FnOnce(&mut Broker, &mut dyn FnMut(BrokerEvent)) -> R) -> R {
         let now_ms = now_ms();
         let mut guard = self.lock();
-        let HubInner {
-            broker,
-            outboxes,
-            pending,
-        } = &mut *guard;
+        let inner = &mut *guard;
         let mut presence = Vec::new();
-        let result = op(broker, &mut |event| {
-            self.dispatch(outboxes, event, &mut presence, pending)
+        let result = op(&mut inner.broker, &mut |event| {
+            self.dispatch(
+                &inner.outboxes,
+                event,
+                &mut presence,
+                &mut Effects {
+                    pending: &mut inner.pending,
+                    forwards: &mut inner.forwards,
+                    watch_changes: &mut inner.watch_changes,
+                },
+            )
         });
-        self.announce(broker, outboxes, presence, now_ms, pending);
-        self.deliver(outboxes, pending);
+        self.announce(inner, presence, now_ms);
+        if self.cluster.is_some() {
+            self.carry(inner);
+        }
+        self.deliver(&inner.outboxes, &mut inner.pending);
         result
     }
 
@@ -841,7 +908,13 @@ impl StompHub {
         frames: &mut Vec<Frame>,
         transport: &mut T,
         replays: &mut VecDeque<Replay>,
+        hold: &mut Vec<watch::Receiver<bool>>,
     ) -> Flow {
+        let subscribed = if self.cluster.is_some() {
+            self.prepare_subscriptions(session, frames)
+        } else {
+            Vec::new()
+        };
         let mut replies = Vec::new();
         let version = session.version();
         let mut catch_ups = Vec::new();
@@ -877,6 +950,8 @@ impl StompHub {
         for reply in replies {
             transport.queue_frame(&[reply], true);
         }
+        // Replies (RECEIPTs above all) go out once this node receives what was subscribed to.
+        hold.extend(self.not_live_yet(&subscribed));
         self.stats.frames_in.fetch_add(sends, Ordering::Relaxed);
         for (room, subscription, since, last) in catch_ups {
             replays.push_back(Replay {
@@ -888,6 +963,29 @@ impl StompHub {
         flow
     }
 
+    /// Cluster mode: the fan-out keys the SUBSCRIBE frames among `frames` will watch, after
+    /// readying the rooms among them (see [`StompHub::prepare_rooms`]).
+    fn prepare_subscriptions(&self, session: &Session, frames: &[Frame]) -> Vec<String> {
+        let me = session.identity().map(|i| i.name.to_string());
+        let mut keys = Vec::new();
+        let mut rooms = Vec::new();
+        for frame in frames.iter().filter(|f| f.command == Command::Subscribe) {
+            let Some(destination) = frame.get("destination") else {
+                continue;
+            };
+            if let Some(topic) = destination.strip_prefix("/topic/") {
+                if !topic.contains('.') {
+                    rooms.push(topic.to_owned());
+                }
+                keys.push(destination.to_owned());
+            } else if let (Some(rest), Some(me)) = (destination.strip_prefix("/user/"), &me) {
+                keys.push(format!("/user/{me}/{rest}"));
+            }
+        }
+        self.prepare_rooms(&rooms);
+        keys
+    }
+
     /// Carries out one broker event; never blocks. Presence changes are collected to be
     /// announced once the operation that caused them is done.
     fn dispatch(
@@ -895,10 +993,17 @@ impl StompHub {
         outboxes: &HashMap<SessionId, Outbox>,
         event: BrokerEvent,
         presence: &mut Vec<BrokerEvent>,
-        pending: &mut Vec<Delivery>,
+        fx: &mut Effects<'_>,
     ) {
         match event {
-            BrokerEvent::Deliver(delivery) => pending.push(delivery),
+            BrokerEvent::Deliver(delivery) => fx.pending.push(delivery),
+            BrokerEvent::Forward {
+                session,
+                message,
+                receipt,
+            } => fx.forwards.push((session, message, receipt)),
+            BrokerEvent::Watch { key } => fx.watch_changes.push((key, true)),
+            BrokerEvent::Unwatch { key } => fx.watch_changes.push((key, false)),
             BrokerEvent::Evict { session, reason } => {
                 if let Some(outbox) = outboxes.get(&session) {
                     if outbox.evicted.evict_slow(reason) {
@@ -972,14 +1077,7 @@ impl StompHub {
         }
     }
 
-    fn announce(
-        &self,
-        broker: &mut Broker,
-        outboxes: &HashMap<SessionId, Outbox>,
-        presence: Vec<BrokerEvent>,
-        now_ms: u64,
-        pending: &mut Vec<Delivery>,
-    ) {
+    fn announce(&self, inner: &mut HubInner, presence: Vec<BrokerEvent>, now_ms: u64) {
         for event in presence {
             let (topic, user, guest, what) = match event {
                 BrokerEvent::Joined { topic, user, guest } => (topic, user, guest, "join"),
@@ -1008,9 +1106,20 @@ impl StompHub {
                 ..Publish::default()
             };
             // Presence announcements cause no further presence changes.
-            let _ = broker.publish_as(user, &destination, publish, &mut |e| {
-                self.dispatch(outboxes, e, &mut Vec::new(), pending)
-            });
+            let _ = inner
+                .broker
+                .publish_as(user, &destination, publish, &mut |e| {
+                    self.dispatch(
+                        &inner.outboxes,
+                        e,
+                        &mut Vec::new(),
+                        &mut Effects {
+                            pending: &mut inner.pending,
+                            forwards: &mut inner.forwards,
+                            watch_changes: &mut inner.watch_changes,
+                        },
+                    )
+                });
         }
     }
 
@@ -1054,6 +1163,350 @@ impl StompHub {
         self.lock().outboxes.remove(&id);
         self.apply(close);
         self.stats.sessions.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Cluster mode (see crate::cluster)
+    // ----------------------------------------------------------------------------------------
+
+    /// After an operation: watch and unwatch channels, number and store room messages, and
+    /// send everything forwarded to the other nodes (delivering side-channel and user messages
+    /// here at once).
+    fn carry(&self, inner: &mut HubInner) {
+        let Some(cluster) = &self.cluster else { return };
+        for (key, on) in std::mem::take(&mut inner.watch_changes) {
+            let Some(channel) = channel_of(&key) else {
+                continue;
+            };
+            let watching = &mut inner.watching;
+            if on {
+                watching.keys.insert(key);
+                let refs = watching.refs.entry(channel.clone()).or_default();
+                *refs += 1;
+                if *refs == 1 {
+                    let (live, is_live) = watch::channel(false);
+                    watching.pending.insert(channel.clone(), is_live);
+                    cluster.watch(channel, live);
+                }
+            } else {
+                if let Some(room) = key.strip_prefix("/topic/").filter(|r| !r.contains('.')) {
+                    inner.order.remove(room);
+                }
+                watching.keys.remove(&key);
+                if let Some(refs) = watching.refs.get_mut(&channel) {
+                    *refs -= 1;
+                    if *refs == 0 {
+                        watching.refs.remove(&channel);
+                        watching.pending.remove(&channel);
+                        cluster.unwatch(channel);
+                    }
+                }
+            }
+        }
+        for (session, message, receipt) in std::mem::take(&mut inner.forwards) {
+            let Some(room) = message.room.clone() else {
+                // Not numbered, not stored: here now, and on its way to the others.
+                cluster.publish(&message);
+                let (outboxes, pending) = (&inner.outboxes, &mut inner.pending);
+                inner.broker.deliver_forwarded(message, &mut |e| {
+                    if let BrokerEvent::Deliver(d) = e {
+                        pending.push(d);
+                    } else if let BrokerEvent::Evict { session, reason } = e {
+                        if let Some(outbox) = outboxes.get(&session) {
+                            outbox.evicted.evict_slow(reason);
+                        }
+                    }
+                });
+                continue;
+            };
+            self.ensure_room(&room, None);
+            let stored = StoredMessage {
+                room,
+                id: 0,
+                from: message.sender.clone(),
+                ts: message.now_ms,
+                body: String::from_utf8_lossy(&message.body).into_owned(),
+                guest: message.guest,
+                deleted: false,
+            };
+            let sender = session.and_then(|s| inner.outboxes.get(&s));
+            let ack = sender.map(|o| (o.control.clone(), o.evicted.clone()));
+            let hub = self.me.clone();
+            let done: crate::journal::Numbered = Box::new(move |numbered| {
+                let Some(id) = numbered else {
+                    if let Some((_, evicted)) = ack {
+                        evicted.evict(
+                            CloseCode::INTERNAL_ERROR,
+                            "storage error: the message could not be stored".to_owned(),
+                        );
+                    }
+                    return;
+                };
+                let mut message = message;
+                message.id = id;
+                if let Some(hub) = hub.upgrade() {
+                    if let Some(cluster) = &hub.cluster {
+                        cluster.publish(&message);
+                    }
+                    hub.accept_forwarded(message);
+                }
+                if let (Some((control, evicted)), Some(receipt)) = (ack, receipt) {
+                    if control.try_send((receipt.0)(id)).is_err() {
+                        evicted.evict_slow("too many acknowledgements waiting to be written");
+                    }
+                }
+            });
+            if self.journal.push_numbered(stored, done).is_err() {
+                warn!("storage cannot keep up; closing the sender");
+                if let Some(outbox) = session.and_then(|s| inner.outboxes.get(&s)) {
+                    outbox.evicted.evict_slow("storage overloaded");
+                }
+            }
+        }
+    }
+
+    /// Delivers a message from the bus (or numbered here) to this node's subscribers, each
+    /// room's in id order: one ahead of the next expected id waits while the ones before it
+    /// are read from storage.
+    pub fn accept_forwarded(&self, message: Forwarded) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        self.accept_locked(inner, message);
+        self.deliver(&inner.outboxes, &mut inner.pending);
+    }
+
+    fn accept_locked(&self, inner: &mut HubInner, message: Forwarded) {
+        let HubInner {
+            broker,
+            outboxes,
+            pending,
+            order,
+            watching,
+            ..
+        } = inner;
+        let mut deliver = |broker: &mut Broker, m: Forwarded| {
+            broker.deliver_forwarded(m, &mut |e| match e {
+                BrokerEvent::Deliver(d) => pending.push(d),
+                BrokerEvent::Evict { session, reason } => {
+                    if let Some(outbox) = outboxes.get(&session) {
+                        outbox.evicted.evict_slow(reason);
+                    }
+                }
+                _ => {}
+            });
+        };
+        let Some(room) = message.room.clone() else {
+            deliver(broker, message);
+            return;
+        };
+        if !watching.keys.contains(&message.key) {
+            // Nobody here reads the room itself (perhaps only its side channels): keep count.
+            broker.seed_room(&room, message.id);
+            return;
+        }
+        let last = broker.room_last_id(&room);
+        if message.id <= last {
+            return; // already delivered (say, read from storage while it was on its way)
+        }
+        if message.id > last + 1 {
+            let waiting = order.entry(room.clone()).or_default();
+            if waiting.ahead.len() < MAX_AHEAD {
+                waiting.ahead.insert(message.id, message);
+            }
+            if !waiting.filling {
+                waiting.filling = true;
+                if let Some(me) = self.me.upgrade() {
+                    self.runtime.spawn(me.fill(room));
+                }
+            }
+            return;
+        }
+        deliver(broker, message);
+        if let Some(waiting) = order.get_mut(&room) {
+            while let Some(entry) = waiting.ahead.first_entry() {
+                let last = broker.room_last_id(&room);
+                if *entry.key() <= last {
+                    entry.remove();
+                } else if *entry.key() == last + 1 {
+                    deliver(broker, entry.remove());
+                } else {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Reads a room's missing messages from storage until nothing is missing: up to the first
+    /// one waiting, and up to what storage was seen to hold.
+    async fn fill(self: Arc<Self>, room: String) {
+        // A message only slightly behind its successor on the bus needs no read.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let mut fruitless = 0;
+        loop {
+            let (after, upto) = {
+                let mut guard = self.lock();
+                let inner = &mut *guard;
+                let last = inner.broker.room_last_id(&room);
+                let Some(waiting) = inner.order.get_mut(&room) else {
+                    return;
+                };
+                let first_ahead = waiting.ahead.keys().next().map(|id| id - 1);
+                let upto = first_ahead.unwrap_or(0).max(waiting.upto);
+                if upto <= last || fruitless > 5 {
+                    if upto > last {
+                        // Storage should hold these and does not: do not stall the room.
+                        warn!(%room, from = last + 1, to = upto, "messages missing from storage; skipped");
+                        inner.broker.seed_room(&room, upto);
+                    }
+                    waiting.filling = false;
+                    let ahead = std::mem::take(&mut waiting.ahead);
+                    for (_, m) in ahead {
+                        self.accept_locked(inner, m);
+                    }
+                    self.deliver(&inner.outboxes, &mut inner.pending);
+                    return;
+                }
+                (last, upto)
+            };
+            let store = self.store.clone();
+            let name = room.clone();
+            let limit = usize::try_from(upto - after)
+                .unwrap_or(MAX_REPLAY)
+                .min(MAX_REPLAY);
+            let read = tokio::task::spawn_blocking(move || store.after(&name, after, limit)).await;
+            match read {
+                Ok(Ok(messages)) if !messages.is_empty() => {
+                    fruitless = 0;
+                    let mut guard = self.lock();
+                    let inner = &mut *guard;
+                    for m in messages.into_iter().filter(|m| m.id <= upto) {
+                        let forwarded = forwarded_from_store(m);
+                        self.accept_locked(inner, forwarded);
+                    }
+                    self.deliver(&inner.outboxes, &mut inner.pending);
+                }
+                _ => {
+                    fruitless += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * fruitless)).await;
+                }
+            }
+        }
+    }
+
+    /// Delivers what storage holds of `room` beyond what this node delivered: after
+    /// subscribing to its channel, a reconnect to Redis, or messages lost on the bus.
+    pub fn resync_room(&self, room: String) {
+        let Some(me) = self.me.upgrade() else { return };
+        self.runtime.clone().spawn(async move {
+            let store = me.store.clone();
+            let name = room.clone();
+            let Ok(Ok(stored)) = tokio::task::spawn_blocking(move || store.last_id(&name)).await
+            else {
+                return;
+            };
+            let mut guard = me.lock();
+            let inner = &mut *guard;
+            if !inner.watching.keys.contains(&format!("/topic/{room}")) {
+                return;
+            }
+            let waiting = inner.order.entry(room.clone()).or_default();
+            waiting.upto = waiting.upto.max(stored);
+            if stored > inner.broker.room_last_id(&room) && !waiting.filling {
+                waiting.filling = true;
+                me.runtime.spawn(me.clone().fill(room));
+            }
+        });
+    }
+
+    /// [`StompHub::resync_room`] for every room this node watches.
+    pub fn resync_rooms(&self) {
+        let rooms: Vec<String> = self
+            .lock()
+            .watching
+            .keys
+            .iter()
+            .filter_map(|k| k.strip_prefix("/topic/").filter(|r| !r.contains('.')))
+            .map(str::to_owned)
+            .collect();
+        for room in rooms {
+            self.resync_room(room);
+        }
+    }
+
+    /// Before subscribing to rooms this node does not watch yet: what this node knows of them
+    /// may be old, so their last id jumps to storage's (without delivering anything). Catch-up
+    /// then replays up to it and the channel brings what follows.
+    pub fn prepare_rooms(&self, rooms: &[String]) {
+        if self.cluster.is_none() {
+            return;
+        }
+        for room in rooms {
+            let key = format!("/topic/{room}");
+            if self.lock().watching.keys.contains(&key) {
+                continue;
+            }
+            match self.store.last_id(room) {
+                Ok(last) => self.lock().broker.seed_room(room, last),
+                Err(error) => warn!(%error, %room, "reading a room's last id failed"),
+            }
+        }
+    }
+
+    /// Tells the other nodes (cluster mode) about a change of room rules made here.
+    pub fn acl_changed(&self, change: AclChange) {
+        if let Some(cluster) = &self.cluster {
+            cluster.publish_acl(change);
+        }
+    }
+
+    /// Applies a change of room rules another node made: a room that turned out private, or
+    /// a member added or removed, with the same effect on live subscriptions as if made here.
+    pub fn apply_acl(&self, change: AclChange) {
+        match change {
+            AclChange::Created {
+                room,
+                private,
+                owner,
+            } => {
+                self.acl.adopt(&room, private, Some(&owner));
+                if private {
+                    let acl = self.acl.clone();
+                    let ended = self.apply(|broker, events| {
+                        broker.revoke_room_where(
+                            &room,
+                            &|user, guest| guest || acl.role(&room, user).is_none(),
+                            events,
+                        )
+                    });
+                    self.tell_revoked(&room, ended);
+                }
+            }
+            AclChange::Member { room, user, role } => {
+                match role.as_deref().and_then(crate::store::Role::parse) {
+                    Some(role) => self.acl.set_member(&room, &user, role),
+                    None => {
+                        self.acl.remove_member(&room, &user);
+                        if self.acl.is_private(&room) {
+                            self.revoke_room(&user, &room);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// What to wait for before telling a client its subscriptions to `keys` are active: their
+    /// channels still being subscribed on this node.
+    pub fn not_live_yet(&self, keys: &[String]) -> Vec<watch::Receiver<bool>> {
+        if self.cluster.is_none() {
+            return Vec::new();
+        }
+        let inner = self.lock();
+        keys.iter()
+            .filter_map(|key| channel_of(key))
+            .filter_map(|channel| inner.watching.pending.get(&channel).cloned())
+            .filter(|live| !*live.borrow())
+            .collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HubInner> {
@@ -1114,6 +1567,35 @@ fn shrink_idle_queue(queue: &mut VecDeque<Bytes>) {
 
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400)
+}
+
+/// A stored room message as the bus would have carried it.
+fn forwarded_from_store(m: StoredMessage) -> Forwarded {
+    let key = format!("/topic/{}", m.room);
+    Forwarded {
+        shown: key.clone(),
+        key,
+        room: Some(m.room),
+        id: m.id,
+        sender: m.from,
+        guest: m.guest,
+        now_ms: m.ts,
+        headers: vec![(
+            "content-type".to_owned(),
+            "text/plain;charset=utf-8".to_owned(),
+        )],
+        body: Bytes::from(m.body),
+    }
+}
+
+/// Waits (at most 5 s) until every channel in `waits` is live.
+pub async fn until_live(waits: Vec<watch::Receiver<bool>>) {
+    let all = async {
+        for mut live in waits {
+            let _ = live.wait_for(|is| *is).await;
+        }
+    };
+    let _ = timeout(Duration::from_secs(5), all).await;
 }
 
 /// How STOMP bytes travel: raw on TCP, inside WebSocket messages on `/stomp`.

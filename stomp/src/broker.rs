@@ -122,6 +122,29 @@ pub enum BrokerEvent {
         /// What to send the sender once the message is durable.
         receipt: Option<Receipt>,
     },
+    /// Forwarding mode (a cluster): a message for a topic or user destination, to be carried to
+    /// every node (this one included) and delivered there with [`Broker::deliver_forwarded`].
+    /// The broker delivered nothing itself and gave a room message no id: the caller numbers
+    /// it (as it stores it) and acknowledges it with `receipt`.
+    Forward {
+        /// The sender's session, if a session sent it.
+        session: Option<SessionId>,
+        /// The message as it must be delivered on every node.
+        message: Forwarded,
+        /// What to send the sender once the message is durable (room messages).
+        receipt: Option<Receipt>,
+    },
+    /// Forwarding mode: the first subscription on this node to this fan-out key began, so
+    /// messages for it must now reach this node.
+    Watch {
+        /// The fan-out key (`/topic/general`, `/user/alice/queue/dm`).
+        key: String,
+    },
+    /// Forwarding mode: the last subscription on this node to this key ended.
+    Unwatch {
+        /// The fan-out key.
+        key: String,
+    },
     /// The user's first subscription to this topic began: they are present.
     Joined {
         /// The topic, e.g. `/topic/general`.
@@ -249,6 +272,58 @@ pub struct Published {
     pub stored: bool,
 }
 
+/// A message on its way between nodes: what every node needs to deliver it the same way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forwarded {
+    /// The fan-out key subscribers are registered under (`/topic/general`,
+    /// `/user/alice/queue/dm`).
+    pub key: String,
+    /// The `destination` header subscribers see.
+    pub shown: String,
+    /// For a room message, the room: such messages are numbered and stored.
+    pub room: Option<String>,
+    /// The room message's id (0 until numbered; unused for other destinations).
+    pub id: u64,
+    /// Who sent it.
+    pub sender: String,
+    /// The sender is a guest.
+    pub guest: bool,
+    /// Server time in ms since the epoch (`timestamp`).
+    pub now_ms: u64,
+    /// The sender's own headers (the broker's are added on delivery).
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// A message as subscribers get it: the broker's headers first, then the sender's own.
+fn build_message(
+    shown: String,
+    id: u64,
+    now_ms: u64,
+    sender: &str,
+    guest: bool,
+    extra: Vec<(String, String)>,
+    body: Bytes,
+) -> Arc<SharedMessage> {
+    let mut headers = Vec::with_capacity(extra.len() + 5);
+    headers.push(("destination".to_owned(), shown));
+    headers.push(("message-id".to_owned(), id.to_string()));
+    headers.push(("timestamp".to_owned(), now_ms.to_string()));
+    headers.push(("sender".to_owned(), sender.to_owned()));
+    if guest {
+        headers.push(("sender-guest".to_owned(), "true".to_owned()));
+    }
+    // The broker's own headers come first and first wins, but a caller's copies of them are
+    // dropped anyway: nobody may present a forged sender to a lenient client.
+    headers.extend(
+        extra
+            .into_iter()
+            .filter(|(name, _)| !BROKER_HEADERS.contains(&name.as_str())),
+    );
+    Arc::new(SharedMessage::new(headers, body))
+}
+
 /// Room topics are stored and numbered per room; topics with a dot (`<room>.typing`,
 /// `<room>.presence`) are side channels and are not.
 pub fn is_room(topic: &str) -> bool {
@@ -267,6 +342,8 @@ pub struct Broker {
     room_ids: HashMap<String, u64>,
     queues: HashMap<String, Queue>,
     next_message_id: u64,
+    /// Cluster mode: topic and user messages are forwarded, not delivered here.
+    forwarding: bool,
 }
 
 impl Broker {
@@ -276,6 +353,39 @@ impl Broker {
             limits,
             ..Self::default()
         }
+    }
+
+    /// Cluster mode: from now on messages to topics and user destinations come out as
+    /// [`BrokerEvent::Forward`] and are delivered by [`Broker::deliver_forwarded`] once they
+    /// come back from the bus; `/queue/` destinations stay on this node.
+    pub fn set_forwarding(&mut self, on: bool) {
+        self.forwarding = on;
+    }
+
+    /// Delivers a forwarded message to this node's subscribers of its key. A room message's
+    /// id becomes the room's last id here (the caller delivers each room's messages in order).
+    pub fn deliver_forwarded(&mut self, message: Forwarded, events: &mut dyn FnMut(BrokerEvent)) {
+        let id = match &message.room {
+            Some(room) => {
+                let last = self.room_ids.entry(room.clone()).or_default();
+                *last = (*last).max(message.id);
+                message.id
+            }
+            None => {
+                self.next_message_id += 1;
+                self.next_message_id
+            }
+        };
+        let shared = build_message(
+            message.shown,
+            id,
+            message.now_ms,
+            &message.sender,
+            message.guest,
+            message.headers,
+            message.body,
+        );
+        self.fan_out_to(&message.key, id, &shared, events);
     }
 
     /// Registers a connected session of account `user`.
@@ -381,7 +491,11 @@ impl Broker {
                         });
                     }
                 }
-                self.fan_out.entry(key).or_default().push((session, id));
+                let subscribers = self.fan_out.entry(key.clone()).or_default();
+                if subscribers.is_empty() && self.forwarding {
+                    events(BrokerEvent::Watch { key });
+                }
+                subscribers.push((session, id));
             }
             Route::Queue(name) => {
                 self.queues
@@ -446,6 +560,9 @@ impl Broker {
                     subs.retain(|s| !is_this(s));
                     if subs.is_empty() {
                         self.fan_out.remove(key);
+                        if self.forwarding {
+                            events(BrokerEvent::Unwatch { key: key.clone() });
+                        }
                     }
                 }
                 if let Some(users) = self.present.get_mut(key) {
@@ -618,6 +735,25 @@ impl Broker {
             Destination::Topic(name) if is_room(name) => Some(name.clone()),
             _ => None,
         };
+        if let (true, Route::FanOut(key)) = (self.forwarding, &route) {
+            let stored = room.is_some();
+            events(BrokerEvent::Forward {
+                session,
+                message: Forwarded {
+                    key: key.clone(),
+                    shown,
+                    room,
+                    id: 0,
+                    sender: sender.to_string(),
+                    guest,
+                    now_ms: publish.now_ms,
+                    headers: publish.headers,
+                    body: publish.body,
+                },
+                receipt: publish.receipt,
+            });
+            return Ok(Published { id: 0, stored });
+        }
         let id = match &room {
             // Rooms number their messages themselves: consecutive, so a gap is visible.
             Some(room) => {
@@ -630,23 +766,15 @@ impl Broker {
                 self.next_message_id
             }
         };
-        let mut headers = Vec::with_capacity(publish.headers.len() + 4);
-        headers.push(("destination".to_owned(), shown));
-        headers.push(("message-id".to_owned(), id.to_string()));
-        headers.push(("timestamp".to_owned(), publish.now_ms.to_string()));
-        headers.push(("sender".to_owned(), sender.to_string()));
-        if guest {
-            headers.push(("sender-guest".to_owned(), "true".to_owned()));
-        }
-        // The broker's own headers come first and first wins, but a caller's copies of them are
-        // dropped anyway: nobody may present a forged sender to a lenient client.
-        headers.extend(
-            publish
-                .headers
-                .into_iter()
-                .filter(|(name, _)| !BROKER_HEADERS.contains(&name.as_str())),
+        let message = build_message(
+            shown,
+            id,
+            publish.now_ms,
+            &sender,
+            guest,
+            publish.headers,
+            publish.body,
         );
-        let message = Arc::new(SharedMessage::new(headers, publish.body));
         let stored = room.is_some();
         if let Some(room) = room {
             events(BrokerEvent::Store {

@@ -1059,3 +1059,94 @@ fn guests_are_marked_in_messages_and_presence() {
     });
     assert_eq!(delivered, Some(Some("true")));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Forwarding mode (a cluster): topic and user messages leave the broker unnumbered and come
+// back through `deliver_forwarded`, numbered, on every node.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn forwarding_hands_out_topic_messages_instead_of_delivering_them() {
+    let mut h = Harness::new();
+    h.broker.set_forwarding(true);
+    h.connect(&[(ALICE, "alice"), (BOB, "bob")]);
+    h.subscribe(BOB, "s", "/topic/general", AckMode::Auto)
+        .unwrap();
+    assert!(
+        matches!(&h.take()[..], [BrokerEvent::Watch { key }] if key == "/topic/general"),
+        "the first subscriber here makes the node watch the topic"
+    );
+    h.subscribe(ALICE, "s", "/topic/general", AckMode::Auto)
+        .unwrap();
+    assert!(
+        h.take().is_empty(),
+        "only the first subscriber asks to watch"
+    );
+
+    let mut publish = msg("hello");
+    publish.headers.push(("sender".into(), "mallory".into()));
+    publish.headers.push(("x-note".into(), "kept".into()));
+    let events = &mut h.events;
+    let published = h
+        .broker
+        .publish(ALICE, &dest("/topic/general"), publish, &mut |e| {
+            events.push(e)
+        })
+        .unwrap();
+    assert!(
+        published.stored,
+        "a room message is stored by whoever numbers it"
+    );
+    let forwarded = match &h.take()[..] {
+        [BrokerEvent::Forward {
+            session: Some(ALICE),
+            message,
+            ..
+        }] => message.clone(),
+        other => panic!("expected one Forward and no delivery, got {other:?}"),
+    };
+    assert_eq!(forwarded.room.as_deref(), Some("general"));
+    assert_eq!(
+        (forwarded.key.as_str(), forwarded.sender.as_str()),
+        ("/topic/general", "alice")
+    );
+
+    // Back from the bus with the id the cluster gave it: both subscribers get it once.
+    let mut numbered = forwarded.clone();
+    numbered.id = 41;
+    let events = &mut h.events;
+    h.broker
+        .deliver_forwarded(numbered, &mut |e| keep(events, e));
+    let ds = h.deliveries();
+    assert_eq!(
+        who_got_what(&ds),
+        [(BOB, "hello".into()), (ALICE, "hello".into())]
+    );
+    let frame = wire(&ds[0]);
+    assert_eq!(frame.get("message-id"), Some("41"));
+    assert_eq!(
+        frame.get("sender"),
+        Some("alice"),
+        "a forged sender stays dropped"
+    );
+    assert_eq!(frame.get("x-note"), Some("kept"));
+    assert_eq!(h.broker.room_last_id("general"), 41);
+
+    h.unsubscribe(BOB, "s").unwrap();
+    assert!(h.take().is_empty(), "alice still subscribes here");
+    h.disconnect(ALICE);
+    assert!(
+        matches!(&h.take()[..], [BrokerEvent::Unwatch { key }] if key == "/topic/general"),
+        "the last subscriber gone, the node stops watching"
+    );
+}
+
+#[test]
+fn forwarding_leaves_queues_on_this_node() {
+    let mut h = Harness::new();
+    h.broker.set_forwarding(true);
+    h.connect(&[(ALICE, "alice"), (BOB, "bob")]);
+    h.subscribe(BOB, "q", "/queue/jobs", AckMode::Auto).unwrap();
+    h.publish(ALICE, "/queue/jobs", "work").unwrap();
+    assert_eq!(who_got_what(&h.deliveries()), [(BOB, "work".into())]);
+}

@@ -132,6 +132,13 @@ impl Model {
             BrokerEvent::Joined { .. } | BrokerEvent::Left { .. } | BrokerEvent::Store { .. } => {
                 return Ok(())
             }
+            other @ (BrokerEvent::Forward { .. }
+            | BrokerEvent::Watch { .. }
+            | BrokerEvent::Unwatch { .. }) => {
+                return Err(TestCaseError::fail(format!(
+                    "no cluster events without forwarding: {other:?}"
+                )))
+            }
         };
         let (destination, message_id) = decode(&d.subscription, d.ack, &d.message);
         let (q, w) = self

@@ -180,6 +180,7 @@ impl World {
                 BrokerEvent::Joined { .. }
                 | BrokerEvent::Left { .. }
                 | BrokerEvent::Store { .. } => {}
+                other => panic!("no cluster events without forwarding: {other:?}"),
             }
         }
     }

@@ -275,8 +275,15 @@ pub fn jwt_claims(token: &str) -> Value {
 /// Runs `parley ARGS` with `stdin` written to it and `env` added; bounded by 60 s.
 pub fn run_parley(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
     let bin = parley_binary();
+    // `parley user …` must write where the servers of this run read (see `database_for`).
+    let data = args
+        .iter()
+        .position(|a| *a == "--data")
+        .and_then(|i| args.get(i + 1));
+    let database = data.and_then(|d| crate::database_for(Path::new(d)));
     let mut child = Command::new(bin)
         .args(args)
+        .args(database.iter().flat_map(|url| ["--database", url.as_str()]))
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -451,6 +458,11 @@ impl SpawnedServer {
             .arg("--data")
             .arg(data)
             .args(["--http", "127.0.0.1:0", "--stomp-tcp", "127.0.0.1:0"])
+            .args(
+                crate::database_for(data)
+                    .into_iter()
+                    .flat_map(|url| ["--database".to_owned(), url]),
+            )
             .args(args)
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())

@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod cluster;
 pub mod http;
 pub mod raw;
 pub mod stomp;
@@ -88,6 +89,35 @@ pub fn fresh_data_dir() -> PathBuf {
     dir
 }
 
+/// With `PARLEY_TEST_DATABASE` set (a `postgres://…/db` URL), every data directory gets a
+/// PostgreSQL database of its own on that server, so the suites run against PostgreSQL
+/// instead of SQLite; restarting on the same data directory finds the same database.
+/// CI drops the `parley_e2e_*` databases afterwards.
+pub fn database_for(data: &Path) -> Option<String> {
+    use std::hash::{Hash as _, Hasher as _};
+    let admin = std::env::var("PARLEY_TEST_DATABASE").ok()?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    data.hash(&mut hasher);
+    let name = format!("parley_e2e_{:016x}", hasher.finish());
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    let url = format!("{base}/{name}");
+    // The blocking client runs its own runtime: keep it off the test's.
+    let created = std::thread::spawn(move || -> Result<(), postgres::Error> {
+        let mut client = postgres::Client::connect(&admin, postgres::NoTls)?;
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])?
+            .is_some();
+        if !exists {
+            client.batch_execute(&format!("CREATE DATABASE {name}"))?;
+        }
+        Ok(())
+    })
+    .join()
+    .expect("creating a test database panicked");
+    created.unwrap_or_else(|e| panic!("PARLEY_TEST_DATABASE: {e}"));
+    Some(url)
+}
+
 /// A running `parley serve` process on an ephemeral port; killed when dropped.
 pub struct ServerProcess {
     child: Child,
@@ -119,12 +149,22 @@ impl ServerProcess {
 
     /// Like [`ServerProcess::start_strict`], keeping its data in `data`.
     pub fn start_strict_with_data(data: &Path, args: &[&str]) -> ServerProcess {
+        Self::start_at(data, "127.0.0.1:0", "127.0.0.1:0", args)
+    }
+
+    /// Runs `parley serve --data DATA --http HTTP --stomp-tcp STOMP ARGS...` (to restart a
+    /// server where a load balancer expects it).
+    pub fn start_at(data: &Path, http: &str, stomp: &str, args: &[&str]) -> ServerProcess {
         let bin = parley_binary();
-        let mut child = Command::new(bin)
-            .arg("serve")
-            .arg("--data")
-            .arg(data)
-            .args(["--http", "127.0.0.1:0", "--stomp-tcp", "127.0.0.1:0"])
+        let mut command = Command::new(bin);
+        command.arg("serve").arg("--data").arg(data);
+        if !args.contains(&"--database") {
+            if let Some(url) = database_for(data) {
+                command.args(["--database", &url]);
+            }
+        }
+        let mut child = command
+            .args(["--http", http, "--stomp-tcp", stomp])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -256,6 +296,12 @@ impl ServerProcess {
             "kill({pid}, {signal}) failed: {}",
             std::io::Error::last_os_error()
         );
+    }
+
+    /// Sends SIGKILL and reaps the process: a crash, nothing flushed or closed.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM (graceful shutdown).

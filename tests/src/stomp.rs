@@ -36,6 +36,36 @@ pub struct StompClient {
 }
 
 impl StompClient {
+    /// Like [`StompClient::connect`], `None` instead of a panic when the server is not there
+    /// or does not answer CONNECTED (for clients that reconnect).
+    pub async fn try_connect(addr: SocketAddr, login: &str) -> Option<StompClient> {
+        let stream = timeout(WAIT, TcpStream::connect(addr)).await.ok()?.ok()?;
+        let mut client = StompClient {
+            stream,
+            buf: Vec::new(),
+        };
+        let connect = format!("CONNECT\naccept-version:1.2\nhost:/\nlogin:{login}\n\n\0");
+        timeout(WAIT, client.stream.write_all(connect.as_bytes()))
+            .await
+            .ok()?
+            .ok()?;
+        let connected = client.try_recv(WAIT).await?;
+        (connected.command == "CONNECTED").then_some(client)
+    }
+
+    /// The next frame within `limit`; `None` on close, error or timeout.
+    pub async fn try_recv(&mut self, limit: Duration) -> Option<Frame> {
+        timeout(limit, self.recv_inner()).await.ok().flatten()
+    }
+
+    /// Writes raw bytes; `false` if the connection is gone.
+    pub async fn try_send_raw(&mut self, bytes: &[u8]) -> bool {
+        matches!(
+            timeout(WAIT, self.stream.write_all(bytes)).await,
+            Ok(Ok(()))
+        )
+    }
+
     /// Connects over TCP and completes CONNECT/CONNECTED as `login`.
     pub async fn connect(addr: SocketAddr, login: &str) -> StompClient {
         let stream = timeout(WAIT, TcpStream::connect(addr))

@@ -113,3 +113,49 @@ async fn unanswered_close_is_abandoned_after_the_grace_period() {
     );
     ws.expect_eof(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn drain_turns_readyz_503_refuses_new_clients_then_closes_with_1001() {
+    use parley_tests::http::get;
+
+    let drain = Duration::from_secs(2);
+    let mut server = ServerProcess::start(&["--echo", "--drain-delay", "2s"]);
+    get(server.addr(), "/readyz", &[])
+        .await
+        .assert_status(200, "/readyz before the signal");
+    let (mut ws, _) = connect(&server, "/echo").await;
+
+    let signalled = Instant::now();
+    server.terminate();
+    // The balancer's health check sees the drain at once…
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let ready = get(server.addr(), "/readyz", &[]).await;
+        if ready.status == 503 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz still {} after SIGTERM",
+            ready.status
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    get(server.addr(), "/healthz", &[])
+        .await
+        .assert_status(200, "/healthz while draining: the process is alive");
+    // …a client that still lands here is sent elsewhere…
+    let refused = get(server.addr(), "/echo", &[("Upgrade", "websocket")]).await;
+    refused.assert_status(503, "a WebSocket upgrade while draining");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    // …and the ones already here keep being served until the delay ends.
+    common::assert_echo(&mut ws, "still here").await;
+    expect_going_away(&mut ws, "client").await;
+    assert!(
+        signalled.elapsed() >= drain - Duration::from_millis(100),
+        "closed after {:?}, before the {drain:?} drain delay",
+        signalled.elapsed()
+    );
+    let status = server.wait_exit(Duration::from_secs(5) + MARGIN);
+    assert!(status.success(), "parley exited with {status}, expected 0");
+}

@@ -1,8 +1,20 @@
-//! Durable storage of rooms and messages: a small trait, and SQLite (embedded, WAL) behind it.
+//! Durable storage of rooms, messages and accounts: a small trait, with SQLite (embedded, WAL;
+//! the default) and PostgreSQL ([`postgres`], shared by several nodes) behind it.
 //!
 //! The trait is synchronous and called from a dedicated writer thread (see [`crate::journal`])
-//! or `spawn_blocking`, never on the async runtime; a later PostgreSQL implementation can sit
-//! behind the same calls.
+//! or `spawn_blocking`, never on the async runtime (start-up aside).
+
+mod postgres;
+
+pub use self::postgres::PgStore;
+
+/// The store the settings name: PostgreSQL with `--database`, else SQLite in `--data`.
+pub fn open(settings: &crate::config::Settings) -> anyhow::Result<Box<dyn Store>> {
+    Ok(match &settings.database {
+        Some(url) => Box::new(PgStore::connect(url)?),
+        None => Box::new(SqliteStore::open(&settings.data)?),
+    })
+}
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -104,6 +116,17 @@ pub enum Rotation {
 pub trait Store: Send + Sync {
     /// Stores messages in one transaction; when it returns `Ok`, they are durable.
     fn append(&self, batch: &[StoredMessage]) -> anyhow::Result<()>;
+    /// Cluster mode: numbers the messages (each room's next ids, in batch order, shared by
+    /// every node using this database) and stores them in one transaction; on `Ok` every
+    /// message's `id` is set and they are durable.
+    fn append_numbered(&self, batch: &mut [StoredMessage]) -> anyhow::Result<()> {
+        let _ = batch;
+        anyhow::bail!("this store cannot number messages for a cluster (use --database)")
+    }
+    /// The last id given to a message of `room` (0 if none).
+    fn last_id(&self, room: &str) -> anyhow::Result<u64> {
+        Ok(self.after(room, 0, usize::MAX)?.last().map_or(0, |m| m.id))
+    }
     /// Up to `limit` messages of `room` with id below `before` (all if `None`), oldest first.
     fn before(
         &self,
@@ -324,6 +347,16 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
+    fn last_id(&self, room: &str) -> anyhow::Result<u64> {
+        let conn = lock(&self.reader);
+        let last: Option<i64> = conn.query_row(
+            "SELECT MAX(id) FROM messages WHERE room = ?1",
+            params![room],
+            |row| row.get(0),
+        )?;
+        Ok(last.map_or(0, |n| n as u64))
+    }
+
     fn last_ids(&self) -> anyhow::Result<HashMap<String, u64>> {
         let conn = lock(&self.reader);
         let mut stmt = conn.prepare("SELECT room, MAX(id) FROM messages GROUP BY room")?;
@@ -542,17 +575,85 @@ mod tests {
         }
     }
 
+    /// Opens the store under test, again on the same data when called again.
+    type Opener = Box<dyn Fn() -> Box<dyn Store>>;
+
+    /// Runs `check` on SQLite, then on PostgreSQL when `PARLEY_TEST_DATABASE` names a server
+    /// (CI sets it): both backends must behave the same.
+    fn on_every_backend(name: &str, check: impl Fn(&Opener)) {
+        let dir = temp_dir(name);
+        let sqlite: Opener = Box::new(move || Box::new(SqliteStore::open(&dir).unwrap()));
+        check(&sqlite);
+        if let Some(db) = postgres::tests::fresh_database(name) {
+            let url = db.url.clone();
+            let pg: Opener = Box::new(move || Box::new(PgStore::connect(&url).unwrap()));
+            check(&pg);
+        }
+    }
+
+    #[test]
+    fn nodes_sharing_a_database_number_each_room_consecutively() {
+        let Some(db) = postgres::tests::fresh_database("numbering") else {
+            return; // PostgreSQL only: SQLite serves one node.
+        };
+        let a = PgStore::connect(&db.url).unwrap();
+        let b = PgStore::connect(&db.url).unwrap();
+        // Single-node ids first: the shared counter continues after them.
+        a.append(&[msg("r", 1), msg("r", 2)]).unwrap();
+        let threads: Vec<_> = [a, b]
+            .into_iter()
+            .map(|store| {
+                std::thread::spawn(move || {
+                    let mut ids = Vec::new();
+                    for _ in 0..20 {
+                        let mut batch = vec![msg("r", 0), msg("s", 0), msg("r", 0)];
+                        store.append_numbered(&mut batch).unwrap();
+                        ids.extend(batch.iter().map(|m| (m.room.clone(), m.id)));
+                    }
+                    ids
+                })
+            })
+            .collect();
+        let mut got: Vec<(String, u64)> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        got.sort();
+        let r: Vec<u64> = got
+            .iter()
+            .filter(|(room, _)| room == "r")
+            .map(|p| p.1)
+            .collect();
+        let s: Vec<u64> = got
+            .iter()
+            .filter(|(room, _)| room == "s")
+            .map(|p| p.1)
+            .collect();
+        assert_eq!(
+            r,
+            (3..=82).collect::<Vec<_>>(),
+            "no gap, no duplicate across nodes"
+        );
+        assert_eq!(s, (1..=40).collect::<Vec<_>>());
+        let store = PgStore::connect(&db.url).unwrap();
+        assert_eq!(store.last_id("r").unwrap(), 82);
+        assert_eq!(store.after("r", 80, 10).unwrap().len(), 2);
+    }
+
     #[test]
     fn append_then_page_both_ways_and_survive_reopen() {
-        let dir = temp_dir("pages");
+        on_every_backend("pages", append_then_page_both_ways_and_survive_reopen_on);
+    }
+
+    fn append_then_page_both_ways_and_survive_reopen_on(open: &Opener) {
         {
-            let store = SqliteStore::open(&dir).unwrap();
+            let store = open();
             store
                 .append(&(1..=10).map(|i| msg("general", i)).collect::<Vec<_>>())
                 .unwrap();
             store.append(&[msg("other", 1)]).unwrap();
         }
-        let store = SqliteStore::open(&dir).unwrap();
+        let store = open();
         let ids = |v: Vec<StoredMessage>| v.into_iter().map(|m| m.id).collect::<Vec<_>>();
         assert_eq!(ids(store.before("general", None, 3).unwrap()), [8, 9, 10]);
         assert_eq!(ids(store.before("general", Some(8), 3).unwrap()), [5, 6, 7]);
@@ -569,7 +670,12 @@ mod tests {
 
     #[test]
     fn rooms_are_created_once_and_by_messages() {
-        let store = SqliteStore::open(&temp_dir("rooms")).unwrap();
+        on_every_backend("rooms", |open| {
+            rooms_are_created_once_and_by_messages_on(&*open())
+        });
+    }
+
+    fn rooms_are_created_once_and_by_messages_on(store: &dyn Store) {
         assert!(store
             .create_room(&Room {
                 name: "a".into(),
@@ -608,7 +714,12 @@ mod tests {
 
     #[test]
     fn deleted_messages_become_tombstones() {
-        let store = SqliteStore::open(&temp_dir("tombstones")).unwrap();
+        on_every_backend("tombstones", |open| {
+            deleted_messages_become_tombstones_on(&*open())
+        });
+    }
+
+    fn deleted_messages_become_tombstones_on(store: &dyn Store) {
         store.append(&[msg("r", 1), msg("r", 2)]).unwrap();
         assert!(store.delete_message("r", 1).unwrap());
         assert!(!store.delete_message("r", 9).unwrap());
@@ -628,7 +739,12 @@ mod tests {
 
     #[test]
     fn refresh_tokens_rotate_once_and_reuse_revokes_the_family() {
-        let store = SqliteStore::open(&temp_dir("refresh")).unwrap();
+        on_every_backend("refresh", |open| {
+            refresh_tokens_rotate_once_and_reuse_revokes_the_family_on(&*open())
+        });
+    }
+
+    fn refresh_tokens_rotate_once_and_reuse_revokes_the_family_on(store: &dyn Store) {
         store.insert_refresh(&refresh(1, 10_000)).unwrap();
         let rotated = store
             .rotate_refresh(&[1; 32], &refresh(2, 10_000), 5)
@@ -673,7 +789,12 @@ mod tests {
 
     #[test]
     fn users_are_unique_and_passwords_change() {
-        let store = SqliteStore::open(&temp_dir("users")).unwrap();
+        on_every_backend("users", |open| {
+            users_are_unique_and_passwords_change_on(&*open())
+        });
+    }
+
+    fn users_are_unique_and_passwords_change_on(store: &dyn Store) {
         assert!(store.create_user("alice", "h1").unwrap());
         assert!(!store.create_user("alice", "h2").unwrap());
         store
@@ -697,7 +818,12 @@ mod tests {
 
     #[test]
     fn a_duplicate_id_fails_the_whole_batch() {
-        let store = SqliteStore::open(&temp_dir("dup")).unwrap();
+        on_every_backend("dup", |open| {
+            a_duplicate_id_fails_the_whole_batch_on(&*open())
+        });
+    }
+
+    fn a_duplicate_id_fails_the_whole_batch_on(store: &dyn Store) {
         store.append(&[msg("r", 1)]).unwrap();
         assert!(store.append(&[msg("r", 2), msg("r", 1)]).is_err());
         assert_eq!(

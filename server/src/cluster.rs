@@ -1,0 +1,449 @@
+//! Cluster mode (`--cluster redis://…`): nodes share rooms through Redis sharded pub/sub, with
+//! PostgreSQL as the one store and the one source of message ids.
+//!
+//! A room message is numbered and stored first (one transaction: the room's counter and the
+//! row), then its node delivers it to its own clients and publishes it on the room's shard
+//! channel; every other node watching the room delivers it when it arrives. Each node hands a
+//! room's messages to its clients in id order, and ids are consecutive, so a message ahead of
+//! the next expected id shows a gap: it waits while the missing ones are read from storage,
+//! where they always are (they were committed before their id's successor could be given).
+//! Redis keeps nothing: losing it (or a message in it) costs latency, never a message.
+//!
+//! Side channels (`<room>.typing`, `<room>.presence`) travel on their room's channel and user
+//! destinations on the user's channel, neither numbered nor stored. `/queue/` destinations
+//! stay on the node where they were sent.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::{BufMut as _, Bytes, BytesMut};
+use fred::clients::{Client, SubscriberClient};
+use fred::interfaces::{ClientLike as _, EventInterface as _, PubsubInterface as _};
+use fred::types::config::{Config, ReconnectPolicy};
+use fred::types::Builder;
+use parley_stomp::broker::Forwarded;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::stomp::StompHub;
+
+/// Messages waiting to be published; beyond this they are dropped (other nodes then read them
+/// from storage when the next one shows the gap).
+const OUTGOING_CAPACITY: usize = 65_536;
+
+/// Pub/sub messages buffered between the Redis connection and the hub; a lagging hub loses
+/// some and resynchronises from storage.
+const INCOMING_CAPACITY: usize = 65_536;
+
+/// Connecting to Redis at start-up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The shard channel carrying a fan-out key's messages: a room and its side channels share
+/// one, a user's destinations another. The `{…}` hash tag keeps a room on one Redis Cluster
+/// shard.
+pub fn channel_of(key: &str) -> Option<String> {
+    if let Some(topic) = key.strip_prefix("/topic/") {
+        let room = topic.split('.').next().unwrap_or(topic);
+        return Some(format!("parley:{{{room}}}"));
+    }
+    let user = key.strip_prefix("/user/")?.split('/').next()?;
+    Some(format!("parley:user:{{{user}}}"))
+}
+
+/// The room whose messages a channel carries, if it is a room channel.
+fn room_of_channel(channel: &str) -> Option<&str> {
+    channel.strip_prefix("parley:{")?.strip_suffix('}')
+}
+
+/// A message on the bus: `P1` line, JSON envelope line, then the body as it is.
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    node: String,
+    key: String,
+    shown: String,
+    room: Option<String>,
+    id: u64,
+    sender: String,
+    guest: bool,
+    ts: u64,
+    headers: Vec<(String, String)>,
+}
+
+fn encode(node: &str, m: &Forwarded) -> Bytes {
+    let envelope = Envelope {
+        node: node.to_owned(),
+        key: m.key.clone(),
+        shown: m.shown.clone(),
+        room: m.room.clone(),
+        id: m.id,
+        sender: m.sender.clone(),
+        guest: m.guest,
+        ts: m.now_ms,
+        headers: m.headers.clone(),
+    };
+    let json = serde_json::to_vec(&envelope).unwrap_or_default();
+    let mut out = BytesMut::with_capacity(json.len() + m.body.len() + 4);
+    out.put_slice(b"P1\n");
+    out.put_slice(&json);
+    out.put_u8(b'\n');
+    out.put_slice(&m.body);
+    out.freeze()
+}
+
+/// The sending node and the message, or `None` for something that is not ours.
+fn decode(payload: &[u8]) -> Option<(String, Forwarded)> {
+    let rest = payload.strip_prefix(b"P1\n")?;
+    let end = rest.iter().position(|&b| b == b'\n')?;
+    let envelope: Envelope = serde_json::from_slice(&rest[..end]).ok()?;
+    let message = Forwarded {
+        key: envelope.key,
+        shown: envelope.shown,
+        room: envelope.room,
+        id: envelope.id,
+        sender: envelope.sender,
+        guest: envelope.guest,
+        now_ms: envelope.ts,
+        headers: envelope.headers,
+        body: Bytes::copy_from_slice(&rest[end + 1..]),
+    };
+    Some((envelope.node, message))
+}
+
+/// The channel every node receives room-rule changes on.
+const ACL_CHANNEL: &str = "parley:acl";
+
+/// A change of room rules made on one node, for the others' in-memory copy (storage has it).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum AclChange {
+    /// A room was created through the API.
+    Created {
+        /// Its name.
+        room: String,
+        /// Members only.
+        private: bool,
+        /// Who owns it.
+        owner: String,
+    },
+    /// A member was added, changed role (`role` set) or removed (`role` none).
+    Member {
+        /// The room.
+        room: String,
+        /// The member.
+        user: String,
+        /// `member`, `admin` or `owner`; none once removed.
+        role: Option<String>,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct AclEnvelope {
+    node: String,
+    #[serde(flatten)]
+    change: AclChange,
+}
+
+/// What the hub asks of the bus.
+enum Command {
+    /// Start receiving a channel; `live` turns true once messages on it reach this node.
+    Watch(String, watch::Sender<bool>),
+    /// Stop receiving a channel.
+    Unwatch(String),
+}
+
+/// This node's connection to the others.
+pub struct Cluster {
+    /// This node's random id: a node ignores its own messages coming back.
+    node: String,
+    outgoing: mpsc::Sender<(String, Bytes)>,
+    commands: mpsc::UnboundedSender<Command>,
+    /// Parts started by [`Cluster::start`].
+    parts: Mutex<Option<Parts>>,
+}
+
+struct Parts {
+    publisher: Client,
+    subscriber: SubscriberClient,
+    outgoing: mpsc::Receiver<(String, Bytes)>,
+    commands: mpsc::UnboundedReceiver<Command>,
+}
+
+impl Cluster {
+    /// Connects to Redis at `url` (`redis://host:port`); fails if it cannot within 10 s.
+    pub async fn connect(url: &str) -> anyhow::Result<Arc<Self>> {
+        let config = Config::from_url(url).with_context(|| format!("--cluster {url:?}"))?;
+        let mut builder = Builder::from_config(config);
+        builder
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_secs(5);
+                c.internal_command_timeout = Duration::from_secs(5);
+            })
+            .with_performance_config(|c| c.broadcast_channel_capacity = INCOMING_CAPACITY)
+            // Reconnect forever, every half second: Redis coming back is the normal case.
+            .set_policy(ReconnectPolicy::new_constant(0, 500));
+        let publisher = builder.build()?;
+        let subscriber = builder.build_subscriber_client()?;
+        let no_answer = || anyhow::anyhow!("no answer from Redis at {url} within 10 s");
+        tokio::time::timeout(CONNECT_TIMEOUT, publisher.init())
+            .await
+            .map_err(|_| no_answer())?
+            .with_context(|| format!("connecting to Redis at {url}"))?;
+        tokio::time::timeout(CONNECT_TIMEOUT, subscriber.init())
+            .await
+            .map_err(|_| no_answer())?
+            .with_context(|| format!("connecting to Redis at {url}"))?;
+        let mut id = [0u8; 8];
+        getrandom::fill(&mut id).map_err(|e| anyhow::anyhow!("random node id: {e}"))?;
+        let node = id.iter().map(|b| format!("{b:02x}")).collect();
+        let (outgoing_tx, outgoing) = mpsc::channel(OUTGOING_CAPACITY);
+        let (commands_tx, commands) = mpsc::unbounded_channel();
+        info!(%node, "joined the cluster");
+        Ok(Arc::new(Self {
+            node,
+            outgoing: outgoing_tx,
+            commands: commands_tx,
+            parts: Mutex::new(Some(Parts {
+                publisher,
+                subscriber,
+                outgoing,
+                commands,
+            })),
+        }))
+    }
+
+    /// Starts the tasks that publish, receive and manage subscriptions for `hub`.
+    pub fn start(&self, hub: &Arc<StompHub>) {
+        let Some(parts) = self.parts.lock().ok().and_then(|mut p| p.take()) else {
+            return;
+        };
+        let Parts {
+            publisher,
+            subscriber,
+            outgoing,
+            commands,
+        } = parts;
+        tokio::spawn(publish_loop(publisher, outgoing));
+        let _resubscribe = subscriber.manage_subscriptions();
+        let always = subscriber.clone();
+        tokio::spawn(async move {
+            if let Err(error) = always.ssubscribe(ACL_CHANNEL).await {
+                warn!(%error, "subscribing to room-rule changes failed; retried when Redis is back");
+            }
+        });
+        tokio::spawn(receive_loop(
+            subscriber.clone(),
+            self.node.clone(),
+            Arc::downgrade(hub),
+        ));
+        tokio::spawn(watch_loop(subscriber, commands, Arc::downgrade(hub)));
+    }
+
+    /// Sends `message` (numbered if it is a room's) to every other node; never blocks.
+    pub fn publish(&self, message: &Forwarded) {
+        let Some(channel) = channel_of(&message.key) else {
+            return;
+        };
+        if self
+            .outgoing
+            .try_send((channel, encode(&self.node, message)))
+            .is_err()
+        {
+            warn!("cluster bus backlog full: a message goes to other nodes through storage only");
+        }
+    }
+
+    /// Tells the other nodes about a change of room rules.
+    pub fn publish_acl(&self, change: AclChange) {
+        let envelope = AclEnvelope {
+            node: self.node.clone(),
+            change,
+        };
+        let mut payload = b"A1\n".to_vec();
+        payload.extend(serde_json::to_vec(&envelope).unwrap_or_default());
+        if self
+            .outgoing
+            .try_send((ACL_CHANNEL.to_owned(), Bytes::from(payload)))
+            .is_err()
+        {
+            warn!("cluster bus backlog full: a room-rule change did not reach other nodes");
+        }
+    }
+
+    /// Starts receiving `channel`; `live` turns true once it is subscribed and caught up.
+    pub fn watch(&self, channel: String, live: watch::Sender<bool>) {
+        let _ = self.commands.send(Command::Watch(channel, live));
+    }
+
+    /// Stops receiving `channel`.
+    pub fn unwatch(&self, channel: String) {
+        let _ = self.commands.send(Command::Unwatch(channel));
+    }
+}
+
+/// Publishes in order, many commands in flight on one connection.
+async fn publish_loop(publisher: Client, mut outgoing: mpsc::Receiver<(String, Bytes)>) {
+    let mut batch = Vec::with_capacity(256);
+    let mut failing = false;
+    while outgoing.recv_many(&mut batch, 256).await > 0 {
+        // Sent one after another without waiting: the client pipelines them in order.
+        let sends: Vec<_> = batch
+            .drain(..)
+            .map(|(channel, payload)| publisher.spublish::<(), _, _>(channel, payload))
+            .collect();
+        for send in sends {
+            match send.await {
+                Ok(()) => failing = false,
+                Err(error) if !failing => {
+                    failing = true;
+                    warn!(%error, "publishing to Redis failed; other nodes catch up from storage");
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// Hands every message from other nodes to the hub; after a reconnect or a lag, resynchronises
+/// every watched room from storage.
+async fn receive_loop(subscriber: SubscriberClient, node: String, hub: Weak<StompHub>) {
+    let mut messages = subscriber.message_rx();
+    let mut reconnects = subscriber.reconnect_rx();
+    loop {
+        tokio::select! {
+            received = messages.recv() => match received {
+                Ok(message) => {
+                    let Some(hub) = hub.upgrade() else { return };
+                    let Some(payload) = message.value.as_bytes() else { continue };
+                    if let Some(json) = payload.strip_prefix(b"A1\n") {
+                        match serde_json::from_slice::<AclEnvelope>(json) {
+                            Ok(e) if e.node != node => hub.apply_acl(e.change),
+                            Ok(_) => {}
+                            Err(error) => debug!(%error, "ignoring a malformed room-rule change"),
+                        }
+                        continue;
+                    }
+                    match decode(payload) {
+                        Some((from, _)) if from == node => {} // delivered here already
+                        Some((_, forwarded)) => hub.accept_forwarded(forwarded),
+                        None => debug!(channel = %message.channel, "ignoring a foreign message"),
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(lost)) => {
+                    warn!(lost, "fell behind the cluster bus; catching up from storage");
+                    let Some(hub) = hub.upgrade() else { return };
+                    hub.resync_rooms();
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+            reconnected = reconnects.recv() => {
+                if reconnected.is_ok() {
+                    info!("reconnected to Redis; catching up from storage");
+                    let Some(hub) = hub.upgrade() else { return };
+                    hub.resync_rooms();
+                    // Once more when the resubscriptions surely went through: what was sent
+                    // in between came on no channel.
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        hub.resync_rooms();
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Subscribes and unsubscribes channels as the hub asks, in order.
+async fn watch_loop(
+    subscriber: SubscriberClient,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    hub: Weak<StompHub>,
+) {
+    while let Some(command) = commands.recv().await {
+        match command {
+            Command::Watch(channel, live) => {
+                if let Err(error) = subscriber.ssubscribe(channel.clone()).await {
+                    // manage_subscriptions retries it once Redis is back.
+                    warn!(%error, %channel, "subscribing failed; retried when Redis is back");
+                }
+                // Messages committed while subscribing did not come on the channel: read them.
+                if let (Some(room), Some(hub)) = (room_of_channel(&channel), hub.upgrade()) {
+                    hub.resync_room(room.to_owned());
+                }
+                let _ = live.send(true);
+            }
+            Command::Unwatch(channel) => {
+                if let Err(error) = subscriber.sunsubscribe(channel.clone()).await {
+                    debug!(%error, %channel, "unsubscribing failed");
+                }
+            }
+        }
+    }
+}
+
+/// Per-room order on this node: messages that came before their predecessors.
+#[derive(Default)]
+pub struct RoomOrder {
+    /// Waiting messages by id.
+    pub ahead: std::collections::BTreeMap<u64, Forwarded>,
+    /// A read from storage is under way for this room.
+    pub filling: bool,
+    /// Storage is known to hold the room's messages up to this id: deliver up to it.
+    pub upto: u64,
+}
+
+/// What this node receives from the bus.
+#[derive(Default)]
+pub struct Watching {
+    /// Fan-out keys with subscribers here.
+    pub keys: std::collections::HashSet<String>,
+    /// Watched keys per channel.
+    pub refs: HashMap<String, usize>,
+    /// Channels still being subscribed: turns true once live.
+    pub pending: HashMap<String, watch::Receiver<bool>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rooms_and_their_side_channels_share_a_channel() {
+        assert_eq!(
+            channel_of("/topic/general").as_deref(),
+            Some("parley:{general}")
+        );
+        assert_eq!(
+            channel_of("/topic/general.typing").as_deref(),
+            Some("parley:{general}")
+        );
+        assert_eq!(
+            channel_of("/user/alice/queue/dm").as_deref(),
+            Some("parley:user:{alice}")
+        );
+        assert_eq!(channel_of("/queue/jobs"), None);
+        assert_eq!(room_of_channel("parley:{general}"), Some("general"));
+        assert_eq!(room_of_channel("parley:user:{alice}"), None);
+    }
+
+    #[test]
+    fn envelopes_round_trip_with_any_body() {
+        let message = Forwarded {
+            key: "/topic/r".into(),
+            shown: "/topic/r".into(),
+            room: Some("r".into()),
+            id: 7,
+            sender: "alice".into(),
+            guest: true,
+            now_ms: 1234,
+            headers: vec![("content-type".into(), "application/octet-stream".into())],
+            body: Bytes::from_static(b"\x00\n\xffbinary\n"),
+        };
+        let (node, back) = decode(&encode("n1", &message)).unwrap();
+        assert_eq!(node, "n1");
+        assert_eq!(back, message);
+        assert!(decode(b"something else").is_none());
+    }
+}
