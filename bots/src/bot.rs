@@ -92,6 +92,8 @@ pub struct Behaviour {
     pub dm_rate: f64,
     /// Reconnect interval.
     pub churn: Option<Duration>,
+    /// Reconnect after a lost connection and resume the room from the last id seen.
+    pub reconnect: bool,
     /// Stop reading after joining.
     pub slow: bool,
 }
@@ -120,12 +122,19 @@ struct Receiving {
     recorder: Recorder,
     in_flight: u32,
     joined: bool,
+    /// The last room message id received: where a resumed connection continues.
+    last_room_id: u64,
+    /// The next connection resumes this one (`since`), so the checks carry on across it.
+    resuming: bool,
     /// The last error, for samples.
     last_error: Option<(ErrorKind, String)>,
 }
 
 impl Handler for Receiving {
-    fn on_message(&mut self, stream: Stream, body: &[u8]) {
+    fn on_message(&mut self, stream: Stream, id: Option<u64>, body: &[u8]) {
+        if let (Stream::Room, Some(id)) = (stream, id) {
+            self.last_room_id = self.last_room_id.max(id);
+        }
         let Some(stamp) = body::parse(body) else {
             self.recorder.counters().foreign += 1;
             return;
@@ -213,8 +222,11 @@ impl Bot {
             recorder,
             in_flight: 0,
             joined: false,
+            last_room_id: 0,
+            resuming: false,
             last_error: None,
         };
+        let mut backoff = Duration::from_millis(100);
         let mut rng = Rng::new(self.id);
         let mut seqs = Sequences::default();
         let mut credential = None;
@@ -233,7 +245,9 @@ impl Bot {
                     Err(_) => break,
                 },
             };
-            rx.checker.reset();
+            if !rx.resuming {
+                rx.checker.reset();
+            }
             rx.joined = false;
             rx.in_flight = 0;
             let attempt = timeout(
@@ -264,10 +278,20 @@ impl Bot {
                                 _ = wait_for(&mut phase, Phase::Stop) => break,
                             }
                         }
+                        // A resuming bot keeps trying while the run lasts (a node restarting).
+                        None if rx.resuming => {
+                            tokio::select! {
+                                _ = tokio::time::sleep(rng.jittered(backoff, 0.5)) => {}
+                                _ = wait_for(&mut phase, Phase::Stop) => break,
+                            }
+                            backoff = (backoff * 2).min(Duration::from_secs(2));
+                            continue;
+                        }
                         None => break,
                     }
                 }
             };
+            backoff = Duration::from_millis(100);
             rx.recorder.counters().connects += 1;
             shared.connected.fetch_add(1, Ordering::Relaxed);
             let ended = self
@@ -279,6 +303,16 @@ impl Bot {
             }
             match ended {
                 Ended::Churn => rx.recorder.counters().reconnects += 1,
+                Ended::Lost if self.behaviour.reconnect => {
+                    // Back with backoff, continuing where this connection left off.
+                    rx.resuming = true;
+                    rx.recorder.counters().reconnects += 1;
+                    tokio::select! {
+                        _ = tokio::time::sleep(rng.jittered(backoff, 0.5)) => {}
+                        _ = wait_for(&mut phase, Phase::Stop) => break,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
                 Ended::Stopped | Ended::Lost => break,
             }
         }
@@ -327,7 +361,10 @@ impl Bot {
             kind: ErrorKind::Connect,
             why: format!("while joining: {}", e.why),
         };
-        conn.join(&self.room, b.dm_rate > 0.0).await.map_err(lost)?;
+        let since = (rx.resuming && rx.last_room_id > 0).then_some(rx.last_room_id);
+        conn.join(&self.room, b.dm_rate > 0.0, since)
+            .await
+            .map_err(lost)?;
         while !rx.joined {
             conn.read(rx).await.map_err(lost)?;
         }

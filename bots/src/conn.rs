@@ -34,7 +34,7 @@ const READ_RESERVE: usize = 8 * 1024;
 /// What a bot does with what arrives.
 pub trait Handler {
     /// A message on the bot's room or addressed to it; `body` is borrowed from the read buffer.
-    fn on_message(&mut self, stream: Stream, body: &[u8]);
+    fn on_message(&mut self, stream: Stream, id: Option<u64>, body: &[u8]);
     /// One of our sends was acknowledged (or refused: then `on_error` follows).
     fn on_ack(&mut self);
     /// The join is in effect.
@@ -335,7 +335,8 @@ impl Conn {
 
     /// Joins `room` (and subscribes to direct messages when `dms`); [`Handler::on_joined`]
     /// follows once the server confirms.
-    pub async fn join(&mut self, room: &str, dms: bool) -> Result<(), Closed> {
+    /// `since`: resume after this room message id (the server replays what came after it).
+    pub async fn join(&mut self, room: &str, dms: bool, since: Option<u64>) -> Result<(), Closed> {
         match &mut self.link {
             // One server, one room: connected is joined.
             Link::Broadcast(_) => {
@@ -347,7 +348,10 @@ impl Conn {
                 ws.send(Message::text(text)).await.map_err(ws_closed)
             }
             Link::Raw(ws) => {
-                let text = format!(r#"{{"type":"join","room":"{room}"}}"#);
+                let text = match since {
+                    Some(id) => format!(r#"{{"type":"join","room":"{room}","since":"{id}"}}"#),
+                    None => format!(r#"{{"type":"join","room":"{room}"}}"#),
+                };
                 ws.send(Message::text(text)).await.map_err(ws_closed)
             }
             Link::StompWs(..) | Link::StompTcp(..) => {
@@ -358,10 +362,13 @@ impl Conn {
                         .header("destination", "/user/queue/messages");
                     frames.extend_from_slice(&parley_stomp::codec::encode(&dm, Version::V1_2));
                 }
-                let sub = Frame::new(Command::Subscribe)
+                let mut sub = Frame::new(Command::Subscribe)
                     .header("id", "room")
                     .header("destination", format!("/topic/{room}"))
                     .header("receipt", JOIN_RECEIPT);
+                if let Some(id) = since {
+                    sub = sub.header("since", id.to_string());
+                }
                 frames.extend_from_slice(&parley_stomp::codec::encode(&sub, Version::V1_2));
                 self.write_stomp(&frames).await
             }
@@ -430,7 +437,7 @@ impl Conn {
         match &mut self.link {
             Link::Broadcast(ws) => {
                 if let Some(payload) = next_ws_payload(ws).await? {
-                    h.on_message(Stream::Room, &payload);
+                    h.on_message(Stream::Room, None, &payload);
                 }
                 Ok(())
             }
@@ -594,7 +601,8 @@ fn handle_stomp(frame: &Frame, h: &mut impl Handler) -> Result<(), Closed> {
                 .get("destination")
                 .is_some_and(|d| d.starts_with("/user/"));
             let stream = if dm { Stream::Direct } else { Stream::Room };
-            h.on_message(stream, &frame.body);
+            let id = frame.get("message-id").and_then(|i| i.parse().ok());
+            h.on_message(stream, id, &frame.body);
         }
         Command::Receipt => match frame.get("receipt-id") {
             Some(JOIN_RECEIPT) => h.on_joined(),
@@ -627,6 +635,8 @@ struct Incoming<'a> {
     code: Option<Cow<'a, str>>,
     #[serde(rename = "ref", borrow, default)]
     reference: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
 }
 
 fn handle_raw(text: &[u8], h: &mut impl Handler) {
@@ -641,7 +651,8 @@ fn handle_raw(text: &[u8], h: &mut impl Handler) {
             } else {
                 Stream::Room
             };
-            h.on_message(stream, msg.body.as_deref().unwrap_or("").as_bytes());
+            let id = msg.id.as_deref().and_then(|i| i.parse().ok());
+            h.on_message(stream, id, msg.body.as_deref().unwrap_or("").as_bytes());
         }
         "ack" => h.on_ack(),
         "joined" => h.on_joined(),
@@ -682,14 +693,14 @@ fn handle_socketio(packet: &[u8], h: &mut impl Handler) -> SocketIoNext {
                 .and_then(|rest| rest.strip_suffix(br#""]"#))
                 .filter(|body| !body.contains(&b'\\'))
             {
-                h.on_message(Stream::Room, body);
+                h.on_message(Stream::Room, None, body);
                 return SocketIoNext::Continue;
             }
             match serde_json::from_slice::<Vec<serde_json::Value>>(event) {
                 Ok(args) => match args.first().and_then(|e| e.as_str()) {
                     Some("msg") => {
                         let body = args.get(1).and_then(|b| b.as_str()).unwrap_or("");
-                        h.on_message(Stream::Room, body.as_bytes());
+                        h.on_message(Stream::Room, None, body.as_bytes());
                     }
                     Some("joined") => h.on_joined(),
                     _ => {}
@@ -825,7 +836,7 @@ mod tests {
     }
 
     impl Handler for Seen {
-        fn on_message(&mut self, stream: Stream, body: &[u8]) {
+        fn on_message(&mut self, stream: Stream, _id: Option<u64>, body: &[u8]) {
             self.messages.push((stream, body.to_vec()));
         }
         fn on_ack(&mut self) {

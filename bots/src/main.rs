@@ -327,6 +327,7 @@ fn plan_bots(scenario: &Scenario) -> anyhow::Result<Vec<Bot>> {
             in_flight: g.in_flight,
             dm_rate: g.dm_rate,
             churn: g.churn,
+            reconnect: g.reconnect,
             slow: g.slow,
         });
         for n in 0..g.count {

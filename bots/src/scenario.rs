@@ -81,6 +81,11 @@ pub struct Group {
     /// Disconnect and reconnect every this long (± jitter).
     #[serde(with = "humantime_serde", default)]
     pub churn: Option<Duration>,
+    /// When the server closes the connection (or it breaks), reconnect with backoff and resume
+    /// the room from the last id seen (`since`): nothing may then be missing (a cluster's
+    /// failover, a rolling restart).
+    #[serde(default)]
+    pub reconnect: bool,
     /// Stop reading after joining (a slow consumer); its socket gets a small (4 KiB) receive
     /// buffer, so the server's queue rather than the kernel's buffers fills up.
     #[serde(default)]

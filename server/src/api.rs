@@ -10,7 +10,6 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use parley_stomp::destination::Destination;
 use parley_stomp::session::Identity;
 
 use crate::auth::{
@@ -103,10 +102,7 @@ pub async fn handle(
             if let Err(resp) = api.reader(&req, &room).await {
                 return resp;
             }
-            let topic = Destination::Topic(room);
-            let members = api.hub.apply(|broker, _| broker.members(&topic));
-            let members: Vec<&str> = members.iter().map(|m| &**m).collect();
-            respond(StatusCode::OK, &json!(members))
+            respond(StatusCode::OK, &json!(api.hub.present(&room).await))
         }
         (&Method::POST, ["rooms", room, "members"]) => {
             let room = (*room).to_owned();

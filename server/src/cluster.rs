@@ -20,7 +20,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bytes::{BufMut as _, Bytes, BytesMut};
 use fred::clients::{Client, SubscriberClient};
-use fred::interfaces::{ClientLike as _, EventInterface as _, PubsubInterface as _};
+use fred::interfaces::{
+    ClientLike as _, EventInterface as _, HashesInterface as _, PubsubInterface as _,
+};
 use fred::types::config::{Config, ReconnectPolicy};
 use fred::types::Builder;
 use parley_stomp::broker::Forwarded;
@@ -146,6 +148,24 @@ struct AclEnvelope {
     change: AclChange,
 }
 
+/// A change of this node's presence in a room, for the shared presence hash.
+enum PresenceOp {
+    Joined {
+        room: String,
+        user: String,
+        guest: bool,
+    },
+    Left {
+        room: String,
+        user: String,
+    },
+}
+
+/// The Redis hash of who is in `room`: field `user\nnode`, value `expiry_ms guest(0|1)`.
+fn presence_key(room: &str) -> String {
+    format!("parley:{{{room}}}:present")
+}
+
 /// What the hub asks of the bus.
 enum Command {
     /// Start receiving a channel; `live` turns true once messages on it reach this node.
@@ -160,6 +180,11 @@ pub struct Cluster {
     node: String,
     outgoing: mpsc::Sender<(String, Bytes)>,
     commands: mpsc::UnboundedSender<Command>,
+    presence: mpsc::Sender<PresenceOp>,
+    /// For reading the presence hashes.
+    reader: Client,
+    /// Presence entries expire this long after their last refresh.
+    presence_ttl: Duration,
     /// Parts started by [`Cluster::start`].
     parts: Mutex<Option<Parts>>,
 }
@@ -169,11 +194,13 @@ struct Parts {
     subscriber: SubscriberClient,
     outgoing: mpsc::Receiver<(String, Bytes)>,
     commands: mpsc::UnboundedReceiver<Command>,
+    presence: mpsc::Receiver<PresenceOp>,
 }
 
 impl Cluster {
     /// Connects to Redis at `url` (`redis://host:port`); fails if it cannot within 10 s.
-    pub async fn connect(url: &str) -> anyhow::Result<Arc<Self>> {
+    /// A node's presence entries expire `presence_ttl` after their last refresh.
+    pub async fn connect(url: &str, presence_ttl: Duration) -> anyhow::Result<Arc<Self>> {
         let config = Config::from_url(url).with_context(|| format!("--cluster {url:?}"))?;
         let mut builder = Builder::from_config(config);
         builder
@@ -200,16 +227,21 @@ impl Cluster {
         let node = id.iter().map(|b| format!("{b:02x}")).collect();
         let (outgoing_tx, outgoing) = mpsc::channel(OUTGOING_CAPACITY);
         let (commands_tx, commands) = mpsc::unbounded_channel();
+        let (presence_tx, presence) = mpsc::channel(OUTGOING_CAPACITY);
         info!(%node, "joined the cluster");
         Ok(Arc::new(Self {
             node,
             outgoing: outgoing_tx,
             commands: commands_tx,
+            presence: presence_tx,
+            reader: publisher.clone(),
+            presence_ttl,
             parts: Mutex::new(Some(Parts {
                 publisher,
                 subscriber,
                 outgoing,
                 commands,
+                presence,
             })),
         }))
     }
@@ -224,7 +256,15 @@ impl Cluster {
             subscriber,
             outgoing,
             commands,
+            presence,
         } = parts;
+        tokio::spawn(presence_loop(
+            publisher.clone(),
+            self.node.clone(),
+            self.presence_ttl,
+            presence,
+            Arc::downgrade(hub),
+        ));
         tokio::spawn(publish_loop(publisher, outgoing));
         let _resubscribe = subscriber.manage_subscriptions();
         let always = subscriber.clone();
@@ -255,6 +295,47 @@ impl Cluster {
         }
     }
 
+    /// Records in the shared presence hash that `user` joined or left `room` on this node.
+    pub fn presence_changed(&self, room: &str, user: &str, guest: bool, joined: bool) {
+        let op = if joined {
+            PresenceOp::Joined {
+                room: room.to_owned(),
+                user: user.to_owned(),
+                guest,
+            }
+        } else {
+            PresenceOp::Left {
+                room: room.to_owned(),
+                user: user.to_owned(),
+            }
+        };
+        if self.presence.try_send(op).is_err() {
+            warn!("presence backlog full: a presence change was not shared");
+        }
+    }
+
+    /// Who is in `room` on any node (entries not expired); empty if Redis cannot say.
+    pub async fn present(&self, room: &str) -> Vec<String> {
+        let read = tokio::time::timeout(
+            Duration::from_secs(2),
+            self.reader
+                .hgetall::<HashMap<String, String>, _>(presence_key(room)),
+        )
+        .await;
+        let Ok(Ok(entries)) = read else {
+            return Vec::new();
+        };
+        let now = crate::stomp::now_ms();
+        let mut users: Vec<String> = entries
+            .iter()
+            .filter(|(_, value)| parse_presence(value).is_some_and(|(expiry, _)| expiry > now))
+            .filter_map(|(field, _)| field.split('\n').next().map(str::to_owned))
+            .collect();
+        users.sort();
+        users.dedup();
+        users
+    }
+
     /// Tells the other nodes about a change of room rules.
     pub fn publish_acl(&self, change: AclChange) {
         let envelope = AclEnvelope {
@@ -280,6 +361,106 @@ impl Cluster {
     /// Stops receiving `channel`.
     pub fn unwatch(&self, channel: String) {
         let _ = self.commands.send(Command::Unwatch(channel));
+    }
+}
+
+/// `expiry_ms guest` from a presence hash value.
+fn parse_presence(value: &str) -> Option<(u64, bool)> {
+    let (expiry, guest) = value.split_once(' ')?;
+    Some((expiry.parse().ok()?, guest == "1"))
+}
+
+/// Keeps this node's entries in the presence hashes (written on join and leave, refreshed every
+/// quarter of the TTL, so they come back after a Redis restart too), and removes other nodes'
+/// expired ones from the rooms this node serves, announcing those users' departure: a crashed
+/// node's users leave within about the TTL.
+async fn presence_loop(
+    client: Client,
+    node: String,
+    ttl: Duration,
+    mut ops: mpsc::Receiver<PresenceOp>,
+    hub: Weak<StompHub>,
+) {
+    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    let entry = |user: &str| format!("{user}\n{node}");
+    let value = |guest: bool| {
+        let expiry = crate::stomp::now_ms().saturating_add(ttl_ms);
+        format!("{expiry} {}", u8::from(guest))
+    };
+    let mut mine: HashMap<(String, String), bool> = HashMap::new();
+    let mut tick = tokio::time::interval((ttl / 4).max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            op = ops.recv() => match op {
+                None => return,
+                Some(PresenceOp::Joined { room, user, guest }) => {
+                    let field = entry(&user);
+                    let write = client.hset::<(), _, _>(presence_key(&room), vec![(field, value(guest))]);
+                    mine.insert((room, user), guest);
+                    if let Err(error) = write.await {
+                        debug!(%error, "presence not written; the next refresh retries");
+                    }
+                }
+                Some(PresenceOp::Left { room, user }) => {
+                    let field = entry(&user);
+                    mine.remove(&(room.clone(), user));
+                    if let Err(error) = client.hdel::<i64, _, _>(presence_key(&room), field).await {
+                        debug!(%error, "presence not removed; it expires");
+                    }
+                }
+            },
+            _ = tick.tick() => {
+                let pipeline = client.pipeline();
+                for ((room, user), guest) in &mine {
+                    let _ = pipeline
+                        .hset::<(), _, _>(presence_key(room), vec![(entry(user), value(*guest))])
+                        .await;
+                }
+                if !mine.is_empty() {
+                    if let Err(error) = pipeline.all::<Vec<fred::types::Value>>().await {
+                        debug!(%error, "refreshing presence failed; retried next time");
+                    }
+                }
+                let Some(hub) = hub.upgrade() else { return };
+                for room in hub.watched_rooms() {
+                    sweep(&client, &node, &room, &hub).await;
+                }
+            }
+        }
+    }
+}
+
+/// Removes expired presence entries of other nodes in `room`; whoever removes one announces
+/// that user's departure, unless they are still present through another node.
+async fn sweep(client: &Client, node: &str, room: &str, hub: &StompHub) {
+    let key = presence_key(room);
+    let Ok(entries) = client.hgetall::<HashMap<String, String>, _>(&key).await else {
+        return;
+    };
+    let now = crate::stomp::now_ms();
+    let live_users: std::collections::HashSet<&str> = entries
+        .iter()
+        .filter(|(_, v)| parse_presence(v).is_some_and(|(expiry, _)| expiry > now))
+        .filter_map(|(f, _)| f.split('\n').next())
+        .collect();
+    for (field, value) in &entries {
+        let Some((user, owner)) = field.split_once('\n') else {
+            continue;
+        };
+        let Some((expiry, guest)) = parse_presence(value) else {
+            continue;
+        };
+        if expiry > now || owner == node {
+            continue;
+        }
+        // HDEL decides which node announces it: the one whose delete removed the entry.
+        if matches!(client.hdel::<i64, _, _>(&key, field.as_str()).await, Ok(1))
+            && !live_users.contains(user)
+        {
+            info!(%room, %user, "presence expired: its node is gone");
+            hub.announce_gone(room, user, guest);
+        }
     }
 }
 

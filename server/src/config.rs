@@ -36,6 +36,13 @@ pub struct ServeArgs {
     #[arg(long, env = "PARLEY_CLUSTER")]
     pub cluster: Option<String>,
 
+    /// Cluster mode: a node's presence entries in Redis expire this long after their last
+    /// refresh (every quarter of it), so a crashed node's users leave within about this long
+    /// [default: 20s].
+    #[arg(long, env = "PARLEY_PRESENCE_TTL", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub presence_ttl: Option<Duration>,
+
     /// Address for HTTP and WebSocket [default: 127.0.0.1:8080].
     #[arg(long, env = "PARLEY_HTTP")]
     pub http: Option<SocketAddr>,
@@ -180,6 +187,8 @@ pub struct Settings {
     pub database: Option<String>,
     /// Redis URL of the cluster, if this node is one of several.
     pub cluster: Option<String>,
+    /// Expiry of this node's presence entries in the cluster.
+    pub presence_ttl: Duration,
     /// Listening address.
     pub http: SocketAddr,
     /// /echo enabled.
@@ -236,6 +245,10 @@ impl ServeArgs {
             data: data.clone(),
             database: self.database.or(file.database),
             cluster: self.cluster.or(file.cluster),
+            presence_ttl: self
+                .presence_ttl
+                .or(file.presence_ttl)
+                .unwrap_or(Duration::from_secs(20)),
             drain_delay: self
                 .drain_delay
                 .or(file.drain_delay)

@@ -150,7 +150,7 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
     }
     let store: Arc<dyn store::Store> = store::open(&settings)?.into();
     let cluster = match &settings.cluster {
-        Some(url) => Some(cluster::Cluster::connect(url).await?),
+        Some(url) => Some(cluster::Cluster::connect(url, settings.presence_ttl).await?),
         None => None,
     };
     let keys = auth::Keys::load(&settings.auth.keys)?;

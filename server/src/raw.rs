@@ -242,19 +242,22 @@ impl RawClient {
                     .push_back(self.replay(room.clone(), since, last));
             }
         }
-        let members = self.hub.apply(|broker, _| broker.members(&topic));
         self.rooms.insert(room.clone());
-        let members: Vec<&str> = members.iter().map(|m| &**m).collect();
-        let reply = serde_json::json!({"type": "joined", "room": room, "members": members});
-        let waits = self.hub.not_live_yet(&[format!("/topic/{room}")]);
-        if waits.is_empty() {
-            return Ok(Some(reply));
+        if !self.hub.is_clustered() {
+            let members = self.hub.apply(|broker, _| broker.members(&topic));
+            let members: Vec<&str> = members.iter().map(|m| &**m).collect();
+            return Ok(Some(
+                serde_json::json!({"type": "joined", "room": room, "members": members}),
+            ));
         }
         // Cluster mode: `joined` once this node receives the room, so nothing sent after it
-        // is missed.
-        let control = self.control_tx.clone();
+        // is missed, with everyone present on any node.
+        let waits = self.hub.not_live_yet(&[format!("/topic/{room}")]);
+        let (hub, control) = (self.hub.clone(), self.control_tx.clone());
         tokio::spawn(async move {
             crate::stomp::until_live(waits).await;
+            let members = hub.present(&room).await;
+            let reply = serde_json::json!({"type": "joined", "room": room, "members": members});
             let json = serde_json::to_vec(&reply).unwrap_or_default();
             let _ = control.try_send(frame::encode(OpCode::Text, &json));
         });

@@ -1078,6 +1078,18 @@ impl StompHub {
     }
 
     fn announce(&self, inner: &mut HubInner, presence: Vec<BrokerEvent>, now_ms: u64) {
+        self.announce_presence(inner, presence, now_ms, true);
+    }
+
+    /// [`StompHub::announce`]; `share` records the changes in the cluster's presence hashes
+    /// (not for a departure the cluster told us about).
+    fn announce_presence(
+        &self,
+        inner: &mut HubInner,
+        presence: Vec<BrokerEvent>,
+        now_ms: u64,
+        share: bool,
+    ) {
         for event in presence {
             let (topic, user, guest, what) = match event {
                 BrokerEvent::Joined { topic, user, guest } => (topic, user, guest, "join"),
@@ -1089,6 +1101,9 @@ impl StompHub {
             };
             if what == "join" {
                 self.ensure_room(room, (!guest).then_some(&*user));
+            }
+            if let (Some(cluster), true) = (&self.cluster, share) {
+                cluster.presence_changed(room, &user, guest, what == "join");
             }
             let Ok(destination) = Destination::parse(&format!("/topic/{room}.presence")) else {
                 continue;
@@ -1450,6 +1465,53 @@ impl StompHub {
                 Err(error) => warn!(%error, %room, "reading a room's last id failed"),
             }
         }
+    }
+
+    /// Several nodes share the rooms (`--cluster`).
+    pub fn is_clustered(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// Rooms with a subscriber on this node.
+    pub fn watched_rooms(&self) -> Vec<String> {
+        self.lock()
+            .watching
+            .keys
+            .iter()
+            .filter_map(|k| k.strip_prefix("/topic/").filter(|r| !r.contains('.')))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Announces that `user` left `room` because the node they were on is gone (cluster mode:
+    /// their presence entry expired).
+    pub fn announce_gone(&self, room: &str, user: &str, guest: bool) {
+        let left = BrokerEvent::Left {
+            topic: format!("/topic/{room}"),
+            user: user.into(),
+            guest,
+        };
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        self.announce_presence(inner, vec![left], now_ms(), false);
+        self.carry(inner);
+        self.deliver(&inner.outboxes, &mut inner.pending);
+    }
+
+    /// Who is in `room`: here, and in cluster mode on every node.
+    pub async fn present(&self, room: &str) -> Vec<String> {
+        let topic = Destination::Topic(room.to_owned());
+        let mut users: Vec<String> = self
+            .apply(|broker, _| broker.members(&topic))
+            .iter()
+            .map(|u| u.to_string())
+            .collect();
+        if let Some(cluster) = &self.cluster {
+            users.extend(cluster.present(room).await);
+            users.sort();
+            users.dedup();
+        }
+        users
     }
 
     /// Tells the other nodes (cluster mode) about a change of room rules made here.

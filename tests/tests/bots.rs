@@ -187,6 +187,7 @@ fn check_validates_scenarios() {
         "churn",
         "slow-consumer",
         "idle",
+        "failover",
     ] {
         let path = workspace_root().join(format!("bots/scenarios/{name}.toml"));
         let out = bots(&["check", path.to_str().expect("UTF-8 path")]);
@@ -196,4 +197,84 @@ fn check_validates_scenarios() {
     let out = bots(&["check", bad.to_str().expect("UTF-8 path")]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("group"));
+}
+
+#[test]
+fn bots_resume_through_a_node_failure_behind_nginx() {
+    use parley_tests::cluster::{Cluster, Nginx};
+
+    let mut cluster = Cluster::start("bots", 3, &["--rate-limit", "0"]);
+    let nodes: Vec<&ServerProcess> = cluster.nodes.iter().collect();
+    let nginx = Nginx::start(&nodes);
+    let scenario = scenario_file(
+        "resume",
+        r#"
+name = "resume"
+ramp_up = "1s"
+warmup = "0s"
+duration = "5s"
+drain = "2s"
+
+[[group]]
+name = "raw"
+count = 6
+protocol = "raw"
+room = "resume"
+rate = 20
+in_flight = 1
+reconnect = true
+
+[[group]]
+name = "ws"
+count = 6
+protocol = "stomp-ws"
+room = "resume"
+rate = 20
+in_flight = 1
+reconnect = true
+"#,
+    );
+    let http = nginx.http.to_string();
+    let stomp = nginx.stomp.to_string();
+    let path = scenario.to_str().expect("UTF-8 path").to_owned();
+    let run = std::thread::spawn(move || {
+        bots(&[
+            "run",
+            &path,
+            "--http",
+            &http,
+            "--stomp-tcp",
+            &stomp,
+            "--json",
+        ])
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.nodes[1].kill();
+    let out = run.join().expect("bots thread");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}):\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let errors = &report["errors"];
+    let reconnects = report["connections"]["reconnects"].as_u64().unwrap_or(0);
+    assert!(reconnects >= 1, "nobody was on the killed node? {report}");
+    assert!(
+        report["messages"]["delivered"].as_u64().unwrap_or(0) > 500,
+        "{report}"
+    );
+    assert_eq!(errors["duplicates"], 0, "{report}");
+    assert_eq!(errors["out_of_order"], 0, "{report}");
+    // Only a message never acknowledged (sent to the node as it died, never stored) may be
+    // missing, and then at every receiver; everything else is resumed from storage.
+    let missing = errors["missing"].as_u64().expect("missing is reported");
+    let unacked = report["messages"]["sent"].as_u64().unwrap_or(0)
+        - report["messages"]["acked"].as_u64().unwrap_or(0);
+    let receivers = report["bots"].as_u64().unwrap_or(0);
+    assert!(
+        missing <= unacked * receivers,
+        "missing {missing}, but only {unacked} sends went unacknowledged: {report}"
+    );
 }

@@ -329,3 +329,77 @@ async fn a_room_made_private_on_one_node_is_private_on_every_node() {
         "{refused:?}"
     );
 }
+
+#[tokio::test]
+async fn presence_spans_nodes_and_a_dead_nodes_users_leave_within_the_ttl() {
+    let mut cluster = Cluster::start("presence", 2, &["--presence-ttl", "2s"]);
+    let mut ann = raw(&cluster.nodes[0], "ann").await;
+    send(&mut ann, json!({"type": "join", "room": "lounge"})).await;
+    assert_eq!(recv(&mut ann).await["type"], "joined");
+    let mut ben = raw(&cluster.nodes[1], "ben").await;
+    send(&mut ben, json!({"type": "join", "room": "lounge"})).await;
+    let joined = recv(&mut ben).await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    assert_eq!(
+        joined["members"],
+        json!(["ann", "ben"]),
+        "who is present on any node"
+    );
+    let seen = recv(&mut ann).await;
+    assert_eq!(
+        (&seen["type"], &seen["user"], &seen["event"]),
+        (&json!("presence"), &json!("ben"), &json!("join")),
+        "{seen}"
+    );
+
+    // ann's node dies without a word: her entry expires and ben's node announces her leaving.
+    cluster.nodes[0].kill();
+    let started = std::time::Instant::now();
+    let left = loop {
+        let v = recv(&mut ben).await;
+        if v["type"] == "presence" {
+            break v;
+        }
+    };
+    assert_eq!(
+        (&left["user"], &left["event"]),
+        (&json!("ann"), &json!("leave")),
+        "{left}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?} with a 2 s TTL",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn queues_are_node_local() {
+    // Documented in docs/deploy.md: a /queue/ destination's producers and consumers must use
+    // the same node.
+    let cluster = Cluster::start("queues", 2, &[]);
+    let mut on_a = StompClient::connect(cluster.nodes[0].stomp_addr(), "worker-a").await;
+    let mut on_b = StompClient::connect(cluster.nodes[1].stomp_addr(), "worker-b").await;
+    on_a.subscribe("q", "/queue/jobs").await;
+    on_b.subscribe("q", "/queue/jobs").await;
+    let mut producer = StompClient::connect(cluster.nodes[0].stomp_addr(), "boss").await;
+    for i in 0..4 {
+        producer
+            .send(
+                "SEND",
+                &[("destination", "/queue/jobs")],
+                format!("job {i}").as_bytes(),
+            )
+            .await;
+    }
+    let (jobs, _) = collect(&mut on_a, 4).await;
+    assert_eq!(
+        jobs.len(),
+        4,
+        "the consumer on the producer's node gets every job"
+    );
+    assert!(
+        on_b.try_recv(Duration::from_millis(500)).await.is_none(),
+        "the other node's consumer gets none"
+    );
+}
