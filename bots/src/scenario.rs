@@ -471,6 +471,7 @@ mod tests {
             seen,
             [
                 "churn",
+                "failover",
                 "fanout",
                 "idle",
                 "many-rooms",

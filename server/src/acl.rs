@@ -32,6 +32,36 @@ pub type Denied = String;
 impl Acl {
     /// Loads every room and membership from storage.
     pub fn load(store: &dyn Store) -> anyhow::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            rooms: RwLock::new(Self::read_all(store)?),
+        }))
+    }
+
+    /// Replaces every room's rules with storage's (cluster mode: after missing changes); the
+    /// private rooms are returned, whose subscriptions need checking again.
+    pub fn reload(&self, store: &dyn Store) -> anyhow::Result<Vec<String>> {
+        let rooms = Self::read_all(store)?;
+        let private = rooms
+            .iter()
+            .filter(|(_, r)| r.private)
+            .map(|(name, _)| name.clone())
+            .collect();
+        *self.write() = rooms;
+        Ok(private)
+    }
+
+    /// Replaces one room's rules with what storage holds.
+    pub fn replace_room(&self, room: &str, private: bool, members: Vec<(String, Role)>) {
+        self.write().insert(
+            room.to_owned(),
+            RoomRules {
+                private,
+                members: members.into_iter().collect(),
+            },
+        );
+    }
+
+    fn read_all(store: &dyn Store) -> anyhow::Result<HashMap<String, RoomRules>> {
         let mut rooms: HashMap<String, RoomRules> = store
             .rooms()?
             .into_iter()
@@ -48,9 +78,7 @@ impl Acl {
         for (room, user, role) in store.memberships()? {
             rooms.entry(room).or_default().members.insert(user, role);
         }
-        Ok(Arc::new(Self {
-            rooms: RwLock::new(rooms),
-        }))
+        Ok(rooms)
     }
 
     /// Records a new room; `false` if it was known already (nothing changes then).
@@ -68,17 +96,6 @@ impl Acl {
             .unwrap_or_default();
         rooms.insert(room.to_owned(), RoomRules { private, members });
         true
-    }
-
-    /// Takes a room's privacy and owner as another node stored them (cluster mode): what
-    /// storage holds wins over a room this node created on a join meanwhile.
-    pub fn adopt(&self, room: &str, private: bool, owner: Option<&str>) {
-        let mut rooms = self.write();
-        let rules = rooms.entry(room.to_owned()).or_default();
-        rules.private = private;
-        if let Some(owner) = owner {
-            rules.members.insert(owner.to_owned(), Role::Owner);
-        }
     }
 
     /// True if the room was created (by REST or by a first join).

@@ -267,10 +267,12 @@ impl Cluster {
         ));
         tokio::spawn(publish_loop(publisher, outgoing));
         let _resubscribe = subscriber.manage_subscriptions();
-        let always = subscriber.clone();
+        let (always, rules_hub) = (subscriber.clone(), Arc::downgrade(hub));
         tokio::spawn(async move {
-            if let Err(error) = always.ssubscribe(ACL_CHANNEL).await {
-                warn!(%error, "subscribing to room-rule changes failed; retried when Redis is back");
+            subscribe_until_done(&always, ACL_CHANNEL).await;
+            // Changes made between loading the rules at start and now came on no channel.
+            if let Some(hub) = rules_hub.upgrade() {
+                hub.reload_acl();
             }
         });
         tokio::spawn(receive_loop(
@@ -426,6 +428,9 @@ async fn presence_loop(
                 for room in hub.watched_rooms() {
                     sweep(&client, &node, &room, &hub).await;
                 }
+                // A message the bus lost in a room where nobody speaks next shows no gap:
+                // compare with storage now and then.
+                hub.resync_rooms();
             }
         }
     }
@@ -457,6 +462,7 @@ async fn sweep(client: &Client, node: &str, room: &str, hub: &StompHub) {
         // HDEL decides which node announces it: the one whose delete removed the entry.
         if matches!(client.hdel::<i64, _, _>(&key, field.as_str()).await, Ok(1))
             && !live_users.contains(user)
+            && !hub.is_present_here(room, user)
         {
             info!(%room, %user, "presence expired: its node is gone");
             hub.announce_gone(room, user, guest);
@@ -469,20 +475,18 @@ async fn publish_loop(publisher: Client, mut outgoing: mpsc::Receiver<(String, B
     let mut batch = Vec::with_capacity(256);
     let mut failing = false;
     while outgoing.recv_many(&mut batch, 256).await > 0 {
-        // Sent one after another without waiting: the client pipelines them in order.
-        let sends: Vec<_> = batch
-            .drain(..)
-            .map(|(channel, payload)| publisher.spublish::<(), _, _>(channel, payload))
-            .collect();
-        for send in sends {
-            match send.await {
-                Ok(()) => failing = false,
-                Err(error) if !failing => {
-                    failing = true;
-                    warn!(%error, "publishing to Redis failed; other nodes catch up from storage");
-                }
-                Err(_) => {}
+        // One pipeline per batch: written in order, one round trip for all of them.
+        let pipeline = publisher.pipeline();
+        for (channel, payload) in batch.drain(..) {
+            let _ = pipeline.spublish::<(), _, _>(channel, payload).await;
+        }
+        match pipeline.all::<Vec<fred::types::Value>>().await {
+            Ok(_) => failing = false,
+            Err(error) if !failing => {
+                failing = true;
+                warn!(%error, "publishing to Redis failed; other nodes catch up from storage");
             }
+            Err(_) => {}
         }
     }
 }
@@ -516,6 +520,7 @@ async fn receive_loop(subscriber: SubscriberClient, node: String, hub: Weak<Stom
                     warn!(lost, "fell behind the cluster bus; catching up from storage");
                     let Some(hub) = hub.upgrade() else { return };
                     hub.resync_rooms();
+                    hub.reload_acl();
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             },
@@ -529,10 +534,24 @@ async fn receive_loop(subscriber: SubscriberClient, node: String, hub: Weak<Stom
                     tokio::spawn(async move {
                         tokio::time::sleep(Duration::from_secs(1)).await;
                         hub.resync_rooms();
+                        hub.reload_acl();
                     });
                 }
             }
         }
+    }
+}
+
+/// Subscribes to `channel`, trying again every half second until Redis takes it (fred only
+/// resubscribes after a reconnect what was subscribed successfully once).
+async fn subscribe_until_done(subscriber: &SubscriberClient, channel: &str) {
+    let mut warned = false;
+    while let Err(error) = subscriber.ssubscribe(channel.to_owned()).await {
+        if !warned {
+            warn!(%error, %channel, "subscribing failed; trying again until Redis takes it");
+            warned = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -545,10 +564,7 @@ async fn watch_loop(
     while let Some(command) = commands.recv().await {
         match command {
             Command::Watch(channel, live) => {
-                if let Err(error) = subscriber.ssubscribe(channel.clone()).await {
-                    // manage_subscriptions retries it once Redis is back.
-                    warn!(%error, %channel, "subscribing failed; retried when Redis is back");
-                }
+                subscribe_until_done(&subscriber, &channel).await;
                 // Messages committed while subscribing did not come on the channel: read them.
                 if let (Some(room), Some(hub)) = (room_of_channel(&channel), hub.upgrade()) {
                     hub.resync_room(room.to_owned());

@@ -148,7 +148,7 @@ fn write_loop(store: &dyn Store, rx: &mpsc::Receiver<Job>) {
             done(numbered_ok.then_some(message.id));
         }
         for done in completions {
-            done(ok);
+            done(ok && numbered_ok);
         }
     }
 }

@@ -224,6 +224,14 @@ impl RawClient {
                 .map_err(|e| Refusal("join_failed", e.to_string()))?;
             Ok(Some(broker.room_last_id(&room)))
         })?;
+        // Cluster mode: `joined` is written once this node receives the room (so nothing sent
+        // after it is missed), with everyone present on any node; it goes first in the replay
+        // queue so it still comes before the catch-up and the live messages.
+        let joined_slot = self.hub.is_clustered().then(|| {
+            let (slot, frames) = oneshot::channel();
+            self.replays.push_back(frames);
+            slot
+        });
         if let Some(last) = joined {
             self.hub.apply(|broker, events| {
                 for channel in ["typing", "presence"] {
@@ -250,16 +258,17 @@ impl RawClient {
                 serde_json::json!({"type": "joined", "room": room, "members": members}),
             ));
         }
-        // Cluster mode: `joined` once this node receives the room, so nothing sent after it
-        // is missed, with everyone present on any node.
+        let Some(slot) = joined_slot else {
+            return Ok(None);
+        };
         let waits = self.hub.not_live_yet(&[format!("/topic/{room}")]);
-        let (hub, control) = (self.hub.clone(), self.control_tx.clone());
+        let hub = self.hub.clone();
         tokio::spawn(async move {
             crate::stomp::until_live(waits).await;
             let members = hub.present(&room).await;
             let reply = serde_json::json!({"type": "joined", "room": room, "members": members});
             let json = serde_json::to_vec(&reply).unwrap_or_default();
-            let _ = control.try_send(frame::encode(OpCode::Text, &json));
+            let _ = slot.send(vec![frame::encode(OpCode::Text, &json)]);
         });
         Ok(None)
     }

@@ -966,13 +966,25 @@ impl StompHub {
     /// Cluster mode: the fan-out keys the SUBSCRIBE frames among `frames` will watch, after
     /// readying the rooms among them (see [`StompHub::prepare_rooms`]).
     fn prepare_subscriptions(&self, session: &Session, frames: &[Frame]) -> Vec<String> {
+        // Only for a connected session's well-formed destinations, and a few per batch: each
+        // new room costs a storage read.
+        if !session.is_connected() {
+            return Vec::new();
+        }
         let me = session.identity().map(|i| i.name.to_string());
         let mut keys = Vec::new();
         let mut rooms = Vec::new();
-        for frame in frames.iter().filter(|f| f.command == Command::Subscribe) {
+        for frame in frames
+            .iter()
+            .filter(|f| f.command == Command::Subscribe)
+            .take(16)
+        {
             let Some(destination) = frame.get("destination") else {
                 continue;
             };
+            if Destination::parse(destination).is_err() {
+                continue;
+            }
             if let Some(topic) = destination.strip_prefix("/topic/") {
                 if !topic.contains('.') {
                     rooms.push(topic.to_owned());
@@ -1068,6 +1080,33 @@ impl StompHub {
     /// written in order with the room's messages and off the async runtime.
     /// The account that creates a room this way owns it.
     fn ensure_room(&self, room: &str, owner: Option<&str>) {
+        if self.cluster.is_some() {
+            // Another node may have created it (even private) without this one hearing yet:
+            // no owner here until storage says who it is, then storage's rules, and the others
+            // are told to read them too.
+            if self.acl.create(room, false, None) {
+                self.journal.create_room(Room {
+                    name: room.to_owned(),
+                    private: false,
+                    owner: owner.map(str::to_owned),
+                });
+                let (hub, room, owner) =
+                    (self.me.clone(), room.to_owned(), owner.map(str::to_owned));
+                self.journal.barrier(Box::new(move |_| {
+                    if let Some(hub) = hub.upgrade() {
+                        hub.reload_room_rules(room.clone());
+                        if let (Some(cluster), Some(owner)) = (&hub.cluster, owner) {
+                            cluster.publish_acl(AclChange::Created {
+                                room,
+                                private: false,
+                                owner,
+                            });
+                        }
+                    }
+                }));
+            }
+            return;
+        }
         if self.acl.create(room, false, owner) {
             self.journal.create_room(Room {
                 name: room.to_owned(),
@@ -1357,6 +1396,7 @@ impl StompHub {
         // A message only slightly behind its successor on the bus needs no read.
         tokio::time::sleep(Duration::from_millis(10)).await;
         let mut fruitless = 0;
+        let mut errors = 0;
         loop {
             let (after, upto) = {
                 let mut guard = self.lock();
@@ -1390,19 +1430,29 @@ impl StompHub {
                 .min(MAX_REPLAY);
             let read = tokio::task::spawn_blocking(move || store.after(&name, after, limit)).await;
             match read {
-                Ok(Ok(messages)) if !messages.is_empty() => {
-                    fruitless = 0;
-                    let mut guard = self.lock();
-                    let inner = &mut *guard;
-                    for m in messages.into_iter().filter(|m| m.id <= upto) {
-                        let forwarded = forwarded_from_store(m);
-                        self.accept_locked(inner, forwarded);
+                Ok(Ok(messages)) => {
+                    let progressed = {
+                        let mut guard = self.lock();
+                        let inner = &mut *guard;
+                        for m in messages.into_iter().filter(|m| m.id <= upto) {
+                            let forwarded = forwarded_from_store(m);
+                            self.accept_locked(inner, forwarded);
+                        }
+                        self.deliver(&inner.outboxes, &mut inner.pending);
+                        inner.broker.room_last_id(&room) > after
+                    };
+                    // Storage held none of what is missing: count it; gave some: go on.
+                    if progressed {
+                        fruitless = 0;
+                    } else {
+                        fruitless += 1;
+                        tokio::time::sleep(Duration::from_millis(50 * fruitless)).await;
                     }
-                    self.deliver(&inner.outboxes, &mut inner.pending);
                 }
+                // Storage unreachable: never skip for that, try again (up to every 2 s).
                 _ => {
-                    fruitless += 1;
-                    tokio::time::sleep(Duration::from_millis(50 * fruitless)).await;
+                    errors = (errors + 1).min(40);
+                    tokio::time::sleep(Duration::from_millis(50 * errors)).await;
                 }
             }
         }
@@ -1411,41 +1461,40 @@ impl StompHub {
     /// Delivers what storage holds of `room` beyond what this node delivered: after
     /// subscribing to its channel, a reconnect to Redis, or messages lost on the bus.
     pub fn resync_room(&self, room: String) {
+        self.resync(vec![room]);
+    }
+
+    /// [`StompHub::resync_room`] for every room this node watches, with one storage read.
+    pub fn resync_rooms(&self) {
+        let rooms = self.watched_rooms();
+        if !rooms.is_empty() {
+            self.resync(rooms);
+        }
+    }
+
+    fn resync(&self, rooms: Vec<String>) {
         let Some(me) = self.me.upgrade() else { return };
         self.runtime.clone().spawn(async move {
             let store = me.store.clone();
-            let name = room.clone();
-            let Ok(Ok(stored)) = tokio::task::spawn_blocking(move || store.last_id(&name)).await
-            else {
-                return;
+            let read = tokio::task::spawn_blocking(move || store.last_ids_of(&rooms)).await;
+            let Ok(Ok(stored)) = read else {
+                return; // the next resync (a quarter of the presence TTL) tries again
             };
             let mut guard = me.lock();
             let inner = &mut *guard;
-            if !inner.watching.keys.contains(&format!("/topic/{room}")) {
-                return;
-            }
-            let waiting = inner.order.entry(room.clone()).or_default();
-            waiting.upto = waiting.upto.max(stored);
-            if stored > inner.broker.room_last_id(&room) && !waiting.filling {
-                waiting.filling = true;
-                me.runtime.spawn(me.clone().fill(room));
+            for (room, last) in stored {
+                if !inner.watching.keys.contains(&format!("/topic/{room}")) {
+                    continue;
+                }
+                let behind = last > inner.broker.room_last_id(&room);
+                let waiting = inner.order.entry(room.clone()).or_default();
+                waiting.upto = waiting.upto.max(last);
+                if behind && !waiting.filling {
+                    waiting.filling = true;
+                    me.runtime.spawn(me.clone().fill(room));
+                }
             }
         });
-    }
-
-    /// [`StompHub::resync_room`] for every room this node watches.
-    pub fn resync_rooms(&self) {
-        let rooms: Vec<String> = self
-            .lock()
-            .watching
-            .keys
-            .iter()
-            .filter_map(|k| k.strip_prefix("/topic/").filter(|r| !r.contains('.')))
-            .map(str::to_owned)
-            .collect();
-        for room in rooms {
-            self.resync_room(room);
-        }
     }
 
     /// Before subscribing to rooms this node does not watch yet: what this node knows of them
@@ -1461,7 +1510,15 @@ impl StompHub {
                 continue;
             }
             match self.store.last_id(room) {
-                Ok(last) => self.lock().broker.seed_room(room, last),
+                // Checked again under the lock: if another session started watching the room
+                // meanwhile, its last id stands (jumping it would drop messages on their way).
+                Ok(last) if last > 0 => {
+                    let mut inner = self.lock();
+                    if !inner.watching.keys.contains(&key) {
+                        inner.broker.seed_room(room, last);
+                    }
+                }
+                Ok(_) => {}
                 Err(error) => warn!(%error, %room, "reading a room's last id failed"),
             }
         }
@@ -1498,6 +1555,14 @@ impl StompHub {
         self.deliver(&inner.outboxes, &mut inner.pending);
     }
 
+    /// `user` has a subscription to `room` on this node.
+    pub fn is_present_here(&self, room: &str, user: &str) -> bool {
+        let topic = Destination::Topic(room.to_owned());
+        self.apply(|broker, _| broker.members(&topic))
+            .iter()
+            .any(|u| &**u == user)
+    }
+
     /// Who is in `room`: here, and in cluster mode on every node.
     pub async fn present(&self, room: &str) -> Vec<String> {
         let topic = Destination::Topic(room.to_owned());
@@ -1521,40 +1586,66 @@ impl StompHub {
         }
     }
 
-    /// Applies a change of room rules another node made: a room that turned out private, or
-    /// a member added or removed, with the same effect on live subscriptions as if made here.
+    /// Applies a change of room rules another node made. The message only says which room
+    /// changed: its rules are read back from storage, which holds what was decided, and live
+    /// subscriptions they no longer allow end as if the change had been made here.
     pub fn apply_acl(&self, change: AclChange) {
-        match change {
-            AclChange::Created {
-                room,
-                private,
-                owner,
-            } => {
-                self.acl.adopt(&room, private, Some(&owner));
-                if private {
-                    let acl = self.acl.clone();
-                    let ended = self.apply(|broker, events| {
-                        broker.revoke_room_where(
-                            &room,
-                            &|user, guest| guest || acl.role(&room, user).is_none(),
-                            events,
-                        )
-                    });
-                    self.tell_revoked(&room, ended);
-                }
-            }
-            AclChange::Member { room, user, role } => {
-                match role.as_deref().and_then(crate::store::Role::parse) {
-                    Some(role) => self.acl.set_member(&room, &user, role),
-                    None => {
-                        self.acl.remove_member(&room, &user);
-                        if self.acl.is_private(&room) {
-                            self.revoke_room(&user, &room);
-                        }
+        let room = match change {
+            AclChange::Created { room, .. } | AclChange::Member { room, .. } => room,
+        };
+        self.reload_room_rules(room);
+    }
+
+    /// Reads `room`'s rules from storage and applies them (cluster mode).
+    pub fn reload_room_rules(&self, room: String) {
+        let Some(me) = self.me.upgrade() else { return };
+        self.runtime.clone().spawn(async move {
+            let store = me.store.clone();
+            let name = room.clone();
+            match tokio::task::spawn_blocking(move || store.room_rules(&name)).await {
+                Ok(Ok(Some((private, members)))) => {
+                    me.acl.replace_room(&room, private, members);
+                    if private {
+                        me.end_subscriptions_not_allowed(&room);
                     }
                 }
+                Ok(Ok(None)) => {}
+                Ok(Err(error)) => warn!(%error, %room, "reading a room's rules failed"),
+                Err(error) => warn!(%error, %room, "reading a room's rules failed"),
             }
-        }
+        });
+    }
+
+    /// Reads every room's rules from storage again (cluster mode: after a Redis outage or lag,
+    /// changes announced meanwhile were missed).
+    pub fn reload_acl(&self) {
+        let Some(me) = self.me.upgrade() else { return };
+        self.runtime.clone().spawn(async move {
+            let (store, acl) = (me.store.clone(), me.acl.clone());
+            match tokio::task::spawn_blocking(move || acl.reload(&*store)).await {
+                Ok(Ok(private)) => {
+                    for room in private {
+                        me.end_subscriptions_not_allowed(&room);
+                    }
+                }
+                Ok(Err(error)) => warn!(%error, "reloading room rules failed"),
+                Err(error) => warn!(%error, "reloading room rules failed"),
+            }
+        });
+    }
+
+    /// Ends the subscriptions to private `room` (and its side channels) of guests and
+    /// non-members.
+    fn end_subscriptions_not_allowed(&self, room: &str) {
+        let acl = self.acl.clone();
+        let ended = self.apply(|broker, events| {
+            broker.revoke_room_where(
+                room,
+                &|user, guest| guest || acl.role(room, user).is_none(),
+                events,
+            )
+        });
+        self.tell_revoked(room, ended);
     }
 
     /// What to wait for before telling a client its subscriptions to `keys` are active: their

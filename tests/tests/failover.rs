@@ -155,12 +155,34 @@ async fn survive(cluster: &mut Cluster, nginx: &Nginx, disruption: Disruption) {
         "too little traffic to show anything: {}",
         acked.len()
     );
-    // The last word, acknowledged, so every reader knows when it has everything.
-    let mut closer = StompClient::connect(nginx.stomp, "closer").await;
-    closer
-        .send("SEND", &[("destination", ROOM), ("receipt", "end")], END)
-        .await;
-    assert_eq!(closer.recv().await.expect("receipt").command, "RECEIPT");
+    // The last word, acknowledged, so every reader knows when it has everything. A client like
+    // the others: it retries until a node acknowledges it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no node acknowledged the last message"
+        );
+        let Some(mut closer) = StompClient::try_connect(nginx.stomp, "closer").await else {
+            sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let frame = format!(
+            "SEND\ndestination:{ROOM}\nreceipt:end\ncontent-length:{}\n\n",
+            END.len()
+        );
+        let mut bytes = frame.into_bytes();
+        bytes.extend_from_slice(END);
+        bytes.push(0);
+        if closer.try_send_raw(&bytes).await {
+            if let Some(f) = closer.try_recv(Duration::from_secs(10)).await {
+                if f.command == "RECEIPT" {
+                    break;
+                }
+            }
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
 
     let mut reconnects = Vec::new();
     for (i, reader) in readers.into_iter().enumerate() {

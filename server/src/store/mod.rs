@@ -99,6 +99,9 @@ pub struct RefreshRecord {
 }
 
 /// The outcome of presenting a refresh token for rotation.
+/// A room's privacy and its members with their roles, as stored.
+pub type RoomRules = (bool, Vec<(String, Role)>);
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Rotation {
     /// It was valid; it is now revoked and its successor stored.
@@ -126,6 +129,26 @@ pub trait Store: Send + Sync {
     /// The last id given to a message of `room` (0 if none).
     fn last_id(&self, room: &str) -> anyhow::Result<u64> {
         Ok(self.after(room, 0, usize::MAX)?.last().map_or(0, |m| m.id))
+    }
+    /// [`Store::last_id`] of several rooms at once (rooms without messages may be left out).
+    fn last_ids_of(&self, rooms: &[String]) -> anyhow::Result<HashMap<String, u64>> {
+        rooms
+            .iter()
+            .map(|r| Ok((r.clone(), self.last_id(r)?)))
+            .collect()
+    }
+    /// A room's privacy and members, if the room exists.
+    fn room_rules(&self, room: &str) -> anyhow::Result<Option<RoomRules>> {
+        let Some(found) = self.rooms()?.into_iter().find(|r| r.name == room) else {
+            return Ok(None);
+        };
+        let members = self
+            .memberships()?
+            .into_iter()
+            .filter(|(r, _, _)| r == room)
+            .map(|(_, user, role)| (user, role))
+            .collect();
+        Ok(Some((found.private, members)))
     }
     /// Up to `limit` messages of `room` with id below `before` (all if `None`), oldest first.
     fn before(
@@ -710,6 +733,40 @@ mod tests {
             store.memberships().unwrap(),
             [("a".into(), "alice".into(), Role::Owner)]
         );
+    }
+
+    #[test]
+    fn any_body_round_trips_and_rules_and_last_ids_read_back() {
+        on_every_backend("bodies", |open| any_body_round_trips_on(&*open()));
+    }
+
+    fn any_body_round_trips_on(store: &dyn Store) {
+        let mut m = msg("odd", 1);
+        m.body = "nul \0 inside, and ünïcödé".into();
+        store.append(std::slice::from_ref(&m)).unwrap();
+        assert_eq!(store.after("odd", 0, 10).unwrap(), [m]);
+        assert!(store
+            .create_room(&Room {
+                name: "club".into(),
+                private: true,
+                owner: Some("alice".into()),
+            })
+            .unwrap());
+        store.set_member("club", "bob", Role::Admin).unwrap();
+        let (private, mut members) = store.room_rules("club").unwrap().expect("stored");
+        members.sort();
+        assert!(private);
+        assert_eq!(
+            members,
+            [("alice".into(), Role::Owner), ("bob".into(), Role::Admin)]
+        );
+        assert_eq!(store.room_rules("nowhere").unwrap(), None);
+        let last = store
+            .last_ids_of(&["odd".into(), "club".into(), "nowhere".into()])
+            .unwrap();
+        assert_eq!(last.get("odd"), Some(&1));
+        assert!(last.get("club").is_none_or(|&id| id == 0));
+        assert!(last.get("nowhere").is_none_or(|&id| id == 0));
     }
 
     #[test]

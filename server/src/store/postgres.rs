@@ -11,7 +11,7 @@ use postgres::{Client, NoTls, Row, Transaction};
 use r2d2::{Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 
-use super::{RefreshRecord, Role, Room, Rotation, Store, StoredMessage};
+use super::{RefreshRecord, Role, Room, RoomRules, Rotation, Store, StoredMessage};
 
 /// Connections kept open per node: the journal's writer, history readers, auth.
 const POOL_SIZE: u32 = 8;
@@ -33,7 +33,8 @@ const MIGRATIONS: &[&str] = &["
         id BIGINT NOT NULL,
         sender TEXT NOT NULL,
         ts BIGINT NOT NULL,
-        body TEXT NOT NULL,
+        -- Bytes, not TEXT: a chat body may hold NUL, which PostgreSQL text refuses.
+        body BYTEA NOT NULL,
         guest BOOLEAN NOT NULL DEFAULT FALSE,
         deleted BOOLEAN NOT NULL DEFAULT FALSE,
         PRIMARY KEY (room, id)
@@ -175,7 +176,7 @@ fn row_message(row: &Row) -> StoredMessage {
         id: to_u64(row.get(1)),
         from: row.get(2),
         ts: to_u64(row.get(3)),
-        body: row.get(4),
+        body: String::from_utf8_lossy(row.get::<_, &[u8]>(4)).into_owned(),
         guest: row.get(5),
         deleted: row.get(6),
     }
@@ -193,7 +194,7 @@ impl Store for PgStore {
         let ids: Vec<i64> = batch.iter().map(|m| to_i64(m.id)).collect();
         let senders: Vec<&str> = batch.iter().map(|m| m.from.as_str()).collect();
         let ts: Vec<i64> = batch.iter().map(|m| to_i64(m.ts)).collect();
-        let bodies: Vec<&str> = batch.iter().map(|m| m.body.as_str()).collect();
+        let bodies: Vec<&[u8]> = batch.iter().map(|m| m.body.as_bytes()).collect();
         let guests: Vec<bool> = batch.iter().map(|m| m.guest).collect();
         let now = to_i64(crate::stomp::now_ms());
         self.in_tx(|tx| {
@@ -206,7 +207,7 @@ impl Store for PgStore {
             tx.execute(
                 "INSERT INTO messages (room, id, sender, ts, body, guest)
                  SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::bigint[],
-                                      $5::text[], $6::bool[])",
+                                      $5::bytea[], $6::bool[])",
                 &[&rooms, &ids, &senders, &ts, &bodies, &guests],
             )?;
             // Keep the shared counter ahead of ids given here, should the node join a cluster.
@@ -257,12 +258,12 @@ impl Store for PgStore {
             let rooms: Vec<&str> = batch.iter().map(|m| m.room.as_str()).collect();
             let senders: Vec<&str> = batch.iter().map(|m| m.from.as_str()).collect();
             let ts: Vec<i64> = batch.iter().map(|m| to_i64(m.ts)).collect();
-            let bodies: Vec<&str> = batch.iter().map(|m| m.body.as_str()).collect();
+            let bodies: Vec<&[u8]> = batch.iter().map(|m| m.body.as_bytes()).collect();
             let guests: Vec<bool> = batch.iter().map(|m| m.guest).collect();
             tx.execute(
                 "INSERT INTO messages (room, id, sender, ts, body, guest)
                  SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::bigint[],
-                                      $5::text[], $6::bool[])",
+                                      $5::bytea[], $6::bool[])",
                 &[&rooms, &ids, &senders, &ts, &bodies, &guests],
             )?;
             Ok(ids)
@@ -271,6 +272,38 @@ impl Store for PgStore {
             m.id = to_u64(id);
         }
         Ok(())
+    }
+
+    fn room_rules(&self, room: &str) -> anyhow::Result<Option<RoomRules>> {
+        self.with(|conn| {
+            let Some(row) =
+                conn.query_opt("SELECT private FROM rooms WHERE name = $1", &[&room])?
+            else {
+                return Ok(None);
+            };
+            let members = conn
+                .query(
+                    "SELECT username, role FROM room_members WHERE room = $1",
+                    &[&room],
+                )?
+                .iter()
+                .map(|r| {
+                    let role: &str = r.get(1);
+                    (r.get(0), Role::parse(role).unwrap_or(Role::Member))
+                })
+                .collect();
+            Ok(Some((row.get(0), members)))
+        })
+    }
+
+    fn last_ids_of(&self, rooms: &[String]) -> anyhow::Result<HashMap<String, u64>> {
+        self.with(|conn| {
+            let rows = conn.query(
+                "SELECT name, last_id FROM rooms WHERE name = ANY($1)",
+                &[&rooms],
+            )?;
+            Ok(rows.iter().map(|r| (r.get(0), to_u64(r.get(1)))).collect())
+        })
     }
 
     fn last_id(&self, room: &str) -> anyhow::Result<u64> {
@@ -365,7 +398,7 @@ impl Store for PgStore {
         let id = to_i64(id);
         self.with(|conn| {
             Ok(conn.execute(
-                "UPDATE messages SET body = '', deleted = TRUE WHERE room = $1 AND id = $2",
+                "UPDATE messages SET body = ''::bytea, deleted = TRUE WHERE room = $1 AND id = $2",
                 &[&room, &id],
             )? == 1)
         })
