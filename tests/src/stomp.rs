@@ -53,6 +53,25 @@ impl StompClient {
         (connected.command == "CONNECTED").then_some(client)
     }
 
+    /// Connects as account `login` with `passcode` (a password or an access token).
+    pub async fn connect_as(addr: SocketAddr, login: &str, passcode: &str) -> StompClient {
+        let stream = timeout(WAIT, TcpStream::connect(addr))
+            .await
+            .expect("connect timed out")
+            .expect("connect");
+        let mut client = StompClient {
+            stream,
+            buf: Vec::new(),
+        };
+        let connect = format!(
+            "CONNECT\naccept-version:1.2\nhost:/\nlogin:{login}\npasscode:{passcode}\n\n\0"
+        );
+        client.send_raw(connect.as_bytes()).await;
+        let connected = client.recv().await.expect("CONNECTED");
+        assert_eq!(connected.command, "CONNECTED", "{connected:?}");
+        client
+    }
+
     /// The next frame within `limit`; `None` on close, error or timeout.
     pub async fn try_recv(&mut self, limit: Duration) -> Option<Frame> {
         timeout(limit, self.recv_inner()).await.ok().flatten()

@@ -403,3 +403,38 @@ async fn queues_are_node_local() {
         "the other node's consumer gets none"
     );
 }
+
+#[tokio::test]
+async fn joining_a_room_on_another_node_never_makes_you_its_owner() {
+    use parley_tests::auth::{account, post_as};
+
+    let cluster = Cluster::start("owner", 2, &[]);
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let bob = account(b.addr(), "bob").await;
+    let eve = account(a.addr(), "eve").await;
+    account(a.addr(), "mallory").await;
+    // bob's join on node B creates the room: storage records him as its owner.
+    let mut bob_on_b = StompClient::connect_as(b.stomp_addr(), "bob", &bob).await;
+    bob_on_b.subscribe("s", "/topic/garden").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // eve joins the same room on node A, which had never heard of it.
+    let mut eve_on_a = StompClient::connect_as(a.stomp_addr(), "eve", &eve).await;
+    eve_on_a.subscribe("s", "/topic/garden").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    post_as(
+        a.addr(),
+        "/api/rooms/garden/members",
+        &eve,
+        &json!({"user": "mallory"}),
+    )
+    .await
+    .assert_status(403, "eve is no owner of bob's room, on any node");
+    post_as(
+        a.addr(),
+        "/api/rooms/garden/members",
+        &bob,
+        &json!({"user": "mallory"}),
+    )
+    .await
+    .assert_status(204, "bob owns it, on node A too");
+}
