@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Rust test suites: `cargo test --workspace`, after making sure the services the cluster and
 # failover suites use are there — PostgreSQL (running on 127.0.0.1:5432, trust auth, database
-# `test`), redis-server and nginx with its stream module — installing (apt) or starting what is
+# `test`), redis-server, nginx with its stream module and haproxy — installing (apt) or starting what is
 # missing. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -11,6 +11,7 @@ command -v psql >/dev/null || missing+=(postgresql-client)
 command -v redis-server >/dev/null || missing+=(redis-server)
 [ -x /usr/sbin/nginx ] || missing+=(nginx)
 [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing+=(libnginx-mod-stream)
+command -v haproxy >/dev/null || missing+=(haproxy)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${missing[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"

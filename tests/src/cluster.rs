@@ -280,3 +280,74 @@ impl Drop for Nginx {
         let _ = self.child.wait();
     }
 }
+
+/// haproxy running `deploy/haproxy.cfg` in front of a cluster's nodes (HTTP at L7, STOMP over
+/// TCP at L4, both checking `/readyz`), with the nodes' and its own addresses put in.
+pub struct Haproxy {
+    child: Child,
+    /// Where clients reach the nodes over HTTP and WebSocket.
+    pub http: SocketAddr,
+    /// Where clients reach the nodes' STOMP over TCP.
+    pub stomp: SocketAddr,
+}
+
+impl Haproxy {
+    /// Starts haproxy for `nodes` (three at most, as in the shipped file).
+    pub fn start(nodes: &[&ServerProcess]) -> Haproxy {
+        let free = || {
+            TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+        };
+        let (http, stomp) = (free(), free());
+        let shipped = std::fs::read_to_string(crate::workspace_root().join("deploy/haproxy.cfg"))
+            .expect("deploy/haproxy.cfg");
+        let mut conf = shipped
+            .replace("bind :8080", &format!("bind {http}"))
+            .replace("bind :61610", &format!("bind {stomp}"))
+            // The test process's file limit is lower than a production haproxy's.
+            .replace("maxconn 100000", "maxconn 2000");
+        for i in 0..3 {
+            let node = nodes.get(i).unwrap_or(&nodes[0]);
+            conf = conf
+                .replace(&format!("127.0.0.1:808{}", i + 1), &node.addr().to_string())
+                .replace(
+                    &format!("check port 808{}", i + 1),
+                    &format!("check port {}", node.addr().port()),
+                )
+                .replace(
+                    &format!("127.0.0.1:6161{}", i + 1),
+                    &node.stomp_addr().to_string(),
+                );
+        }
+        let dir = fresh_data_dir().with_extension("haproxy");
+        std::fs::create_dir_all(&dir).expect("haproxy dir");
+        let path = dir.join("haproxy.cfg");
+        std::fs::write(&path, conf).expect("writing haproxy.cfg");
+        let mut child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the haproxy suite needs haproxy (apt-get install haproxy)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&http, Duration::from_millis(200)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("haproxy exited ({status})");
+            }
+            assert!(Instant::now() < deadline, "haproxy did not start on {http}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Haproxy { child, http, stomp }
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

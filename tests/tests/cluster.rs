@@ -438,3 +438,18 @@ async fn joining_a_room_on_another_node_never_makes_you_its_owner() {
     .await
     .assert_status(204, "bob owns it, on node A too");
 }
+
+#[tokio::test]
+async fn presence_is_rebuilt_by_the_nodes_after_a_redis_restart() {
+    let mut cluster = Cluster::start("presence_rebuild", 2, &["--presence-ttl", "2s"]);
+    let mut ann = raw(&cluster.nodes[0], "ann").await;
+    send(&mut ann, json!({"type": "join", "room": "den"})).await;
+    assert_eq!(recv(&mut ann).await["type"], "joined");
+    cluster.redis.restart(); // empty: nothing survives
+                             // Each node writes its entries again within a quarter of the TTL.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut cat = raw(&cluster.nodes[1], "cat").await;
+    send(&mut cat, json!({"type": "join", "room": "den"})).await;
+    let joined = recv(&mut cat).await;
+    assert_eq!(joined["members"], json!(["ann", "cat"]), "{joined}");
+}

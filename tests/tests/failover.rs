@@ -242,3 +242,119 @@ async fn a_rolling_restart_loses_no_acknowledged_message() {
     let nginx = Nginx::start(&nodes);
     survive(&mut cluster, &nginx, Disruption::RollingRestart).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_behind_haproxy_gets_no_new_clients_and_its_own_move_on() {
+    use parley_tests::cluster::Haproxy;
+    use parley_tests::http::get;
+
+    let cluster = Cluster::start("drain", 2, &["--drain-delay", "4s"]);
+    let nodes: Vec<&_> = cluster.nodes.iter().collect();
+    let haproxy = Haproxy::start(&nodes);
+    // Wait for haproxy's checks to see both nodes up.
+    sleep(Duration::from_millis(2500)).await;
+    let mut early = Vec::new();
+    for i in 0..10 {
+        let mut client = StompClient::connect(haproxy.stomp, &format!("early{i}")).await;
+        client.subscribe("s", "/topic/stay").await;
+        early.push(client);
+    }
+    cluster.nodes[0].terminate();
+    // haproxy checks /readyz every second and takes a node out after two failures; until the
+    // drain delay ends the node still serves its own clients.
+    sleep(Duration::from_millis(2600)).await;
+    for i in 0..10 {
+        // leastconn would send some of these to node 0 were it still in: it would refuse them.
+        let client = StompClient::try_connect(haproxy.stomp, &format!("late{i}")).await;
+        assert!(client.is_some(), "connection {i} reached the draining node");
+        get(haproxy.http, "/readyz", &[])
+            .await
+            .assert_status(200, "through haproxy while one node drains");
+    }
+    // After the drain the node's own clients are closed; coming back through haproxy works.
+    sleep(Duration::from_secs(3)).await;
+    let mut back = StompClient::try_connect(haproxy.stomp, "back")
+        .await
+        .expect("reconnected through haproxy");
+    back.subscribe("s", "/topic/stay").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_spread_over_three_nodes_behind_nginx_see_everyone_and_every_message() {
+    use futures_util::{SinkExt, StreamExt};
+    use serde_json::{json, Value};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let cluster = Cluster::start("spread", 3, &[]);
+    let nodes: Vec<&_> = cluster.nodes.iter().collect();
+    let nginx = Nginx::start(&nodes);
+    async fn next(
+        ws: &mut (impl StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin),
+    ) -> Value {
+        loop {
+            match timeout(Duration::from_secs(10), ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).expect("JSON"),
+                Ok(Some(Ok(_))) => continue,
+                other => panic!("connection ended: {other:?}"),
+            }
+        }
+    }
+    const CLIENTS: usize = 6;
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        let url = format!("ws://{}/ws?name=user{i}", nginx.http);
+        let (mut ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("through nginx");
+        ws.send(Message::text(
+            json!({"type": "join", "room": "plaza"}).to_string(),
+        ))
+        .await
+        .expect("join");
+        let joined = loop {
+            let v = next(&mut ws).await;
+            if v["type"] == "joined" {
+                break v;
+            }
+        };
+        if i == CLIENTS - 1 {
+            let mut members: Vec<String> = joined["members"]
+                .as_array()
+                .expect("members")
+                .iter()
+                .map(|m| m.as_str().unwrap_or_default().to_owned())
+                .collect();
+            members.sort();
+            let everyone: Vec<String> = (0..CLIENTS).map(|n| format!("user{n}")).collect();
+            assert_eq!(members, everyone, "presence spans the nodes");
+        }
+        clients.push(ws);
+    }
+    for round in 0..5 {
+        for (i, ws) in clients.iter_mut().enumerate() {
+            let body = format!("{i}:{round}");
+            ws.send(Message::text(
+                json!({"type": "send", "room": "plaza", "body": body}).to_string(),
+            ))
+            .await
+            .expect("send");
+        }
+    }
+    for (i, ws) in clients.iter_mut().enumerate() {
+        let mut ids = Vec::new();
+        while ids.len() < CLIENTS * 5 {
+            let v = next(ws).await;
+            if v["type"] == "message" {
+                ids.push(
+                    v["id"]
+                        .as_str()
+                        .expect("id")
+                        .parse::<u64>()
+                        .expect("numeric"),
+                );
+            }
+        }
+        let expected: Vec<u64> = (1..=(CLIENTS * 5) as u64).collect();
+        assert_eq!(ids, expected, "client {i}: every message once, in id order");
+    }
+}
