@@ -237,6 +237,7 @@ reconnect = true
     let http = nginx.http.to_string();
     let stomp = nginx.stomp.to_string();
     let path = scenario.to_str().expect("UTF-8 path").to_owned();
+    bots_binary(); // built before the run starts, not while the clock below runs
     let run = std::thread::spawn(move || {
         bots(&[
             "run",
@@ -248,7 +249,27 @@ reconnect = true
             "--json",
         ])
     });
-    std::thread::sleep(Duration::from_secs(3));
+    // Kill node 1 once bots are on it and chatting.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let node = cluster.nodes[1].addr();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = rt
+            .block_on(parley_tests::http::get(node, "/stats", &[]))
+            .json();
+        if stats["sessions"].as_u64().unwrap_or(0) >= 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no bots reached node 1: {stats}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
     cluster.nodes[1].kill();
     let out = run.join().expect("bots thread");
     let stdout = String::from_utf8_lossy(&out.stdout);
