@@ -354,6 +354,12 @@ def charts(summaries, chart_dir):
         "socketio": "#bf8700", "tungstenite": "#8250df", "rabbitmq": "#cf222e",
     }
 
+    def save(fig, name, alt):
+        fig.tight_layout()
+        fig.savefig(os.path.join(chart_dir, name))
+        plt.close(fig)
+        made.append((name, alt))
+
     # 1. deliveries per server CPU-second
     fan, sparse = by_scenario(summaries, "fanout"), by_scenario(summaries, "sparse")
     servers = [s for s in ORDER if s in fan or s in sparse]
@@ -374,10 +380,7 @@ def charts(summaries, chart_dir):
         ax.set_title("Fan-out 1 → 1000, 64-byte messages")
         ax.legend(loc="lower right", fontsize=8)
         ax.set_xlim(right=ax.get_xlim()[1] * 4)
-        fig.tight_layout()
-        fig.savefig(os.path.join(chart_dir, "deliveries-per-cpu-second.svg"))
-        plt.close(fig)
-        made.append(("deliveries-per-cpu-second.svg", "Deliveries per server CPU-second"))
+        save(fig, "deliveries-per-cpu-second.svg", "Deliveries per server CPU-second")
 
     # 2. latency percentiles
     lat = by_scenario(summaries, "latency")
@@ -393,10 +396,7 @@ def charts(summaries, chart_dir):
         ax.set_title("Latency at half of each server's max rate, 1 → 1000")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(os.path.join(chart_dir, "latency-percentiles.svg"))
-        plt.close(fig)
-        made.append(("latency-percentiles.svg", "Latency percentiles"))
+        save(fig, "latency-percentiles.svg", "Latency percentiles")
 
     # 3. memory per connection vs connection count
     per = defaultdict(list)
@@ -416,10 +416,7 @@ def charts(summaries, chart_dir):
         ax.set_title("Idle memory per connection (one subscription each)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(os.path.join(chart_dir, "memory-per-connection.svg"))
-        plt.close(fig)
-        made.append(("memory-per-connection.svg", "Memory per connection"))
+        save(fig, "memory-per-connection.svg", "Memory per connection")
     return made
 
 

@@ -16,7 +16,6 @@ use crate::auth::{
     bearer, session_cookie, Auth, LoginError, RefreshError, RegisterError, TokenPair,
     SESSION_COOKIE,
 };
-use crate::cluster::AclChange;
 use crate::stomp::StompHub;
 use crate::store::{Role, Room, Store, StoredMessage};
 
@@ -440,11 +439,7 @@ impl Api {
         let stored = room.clone();
         match self.store(move |store| store.create_room(&stored)).await {
             Ok(true) => {
-                self.hub.acl_changed(AclChange::Created {
-                    room: room.name.clone(),
-                    private: room.private,
-                    owner: who.name.to_string(),
-                });
+                self.hub.acl_changed(&room.name);
                 respond(StatusCode::CREATED, &answer)
             }
             // Stored earlier without being known here (a message sent before any join).
@@ -498,11 +493,7 @@ impl Api {
             return resp;
         }
         self.hub.acl().set_member(room, &new.user, role);
-        self.hub.acl_changed(AclChange::Member {
-            room: room.to_owned(),
-            user: new.user.clone(),
-            role: Some(role.as_str().to_owned()),
-        });
+        self.hub.acl_changed(room);
         no_content()
     }
 
@@ -538,11 +529,7 @@ impl Api {
         if acl.is_private(room) {
             self.hub.revoke_room(user, room);
         }
-        self.hub.acl_changed(AclChange::Member {
-            room: room.to_owned(),
-            user: user.to_owned(),
-            role: None,
-        });
+        self.hub.acl_changed(room);
         no_content()
     }
 

@@ -117,35 +117,11 @@ fn decode(payload: &[u8]) -> Option<(String, Forwarded)> {
 /// The channel every node receives room-rule changes on.
 const ACL_CHANNEL: &str = "parley:acl";
 
-/// A change of room rules made on one node, for the others' in-memory copy (storage has it).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "change", rename_all = "snake_case")]
-pub enum AclChange {
-    /// A room was created through the API.
-    Created {
-        /// Its name.
-        room: String,
-        /// Members only.
-        private: bool,
-        /// Who owns it.
-        owner: String,
-    },
-    /// A member was added, changed role (`role` set) or removed (`role` none).
-    Member {
-        /// The room.
-        room: String,
-        /// The member.
-        user: String,
-        /// `member`, `admin` or `owner`; none once removed.
-        role: Option<String>,
-    },
-}
-
+/// "The rules of this room changed" (storage holds what they are now).
 #[derive(Serialize, Deserialize)]
-struct AclEnvelope {
+struct RulesChanged {
     node: String,
-    #[serde(flatten)]
-    change: AclChange,
+    room: String,
 }
 
 /// A change of this node's presence in a room, for the shared presence hash.
@@ -338,11 +314,11 @@ impl Cluster {
         users
     }
 
-    /// Tells the other nodes about a change of room rules.
-    pub fn publish_acl(&self, change: AclChange) {
-        let envelope = AclEnvelope {
+    /// Tells the other nodes that `room`'s rules changed: they read them back from storage.
+    pub fn publish_rules_changed(&self, room: &str) {
+        let envelope = RulesChanged {
             node: self.node.clone(),
-            change,
+            room: room.to_owned(),
         };
         let mut payload = b"A1\n".to_vec();
         payload.extend(serde_json::to_vec(&envelope).unwrap_or_default());
@@ -503,8 +479,8 @@ async fn receive_loop(subscriber: SubscriberClient, node: String, hub: Weak<Stom
                     let Some(hub) = hub.upgrade() else { return };
                     let Some(payload) = message.value.as_bytes() else { continue };
                     if let Some(json) = payload.strip_prefix(b"A1\n") {
-                        match serde_json::from_slice::<AclEnvelope>(json) {
-                            Ok(e) if e.node != node => hub.apply_acl(e.change),
+                        match serde_json::from_slice::<RulesChanged>(json) {
+                            Ok(e) if e.node != node => hub.reload_room_rules(e.room),
                             Ok(_) => {}
                             Err(error) => debug!(%error, "ignoring a malformed room-rule change"),
                         }

@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 
 use crate::acl::Acl;
 use crate::auth::{self, Auth, Authenticated, LoginError};
-use crate::cluster::{channel_of, AclChange, Cluster, RoomOrder, Watching};
+use crate::cluster::{channel_of, Cluster, RoomOrder, Watching};
 use crate::journal::{Completion, Journal};
 use crate::mailbox;
 use crate::store::{Room, Store, StoredMessage};
@@ -1090,18 +1090,11 @@ impl StompHub {
                     private: false,
                     owner: owner.map(str::to_owned),
                 });
-                let (hub, room, owner) =
-                    (self.me.clone(), room.to_owned(), owner.map(str::to_owned));
+                let (hub, room) = (self.me.clone(), room.to_owned());
                 self.journal.barrier(Box::new(move |_| {
                     if let Some(hub) = hub.upgrade() {
-                        hub.reload_room_rules(room.clone());
-                        if let (Some(cluster), Some(owner)) = (&hub.cluster, owner) {
-                            cluster.publish_acl(AclChange::Created {
-                                room,
-                                private: false,
-                                owner,
-                            });
-                        }
+                        hub.acl_changed(&room);
+                        hub.reload_room_rules(room);
                     }
                 }));
             }
@@ -1261,16 +1254,7 @@ impl StompHub {
             let Some(room) = message.room.clone() else {
                 // Not numbered, not stored: here now, and on its way to the others.
                 cluster.publish(&message);
-                let (outboxes, pending) = (&inner.outboxes, &mut inner.pending);
-                inner.broker.deliver_forwarded(message, &mut |e| {
-                    if let BrokerEvent::Deliver(d) = e {
-                        pending.push(d);
-                    } else if let BrokerEvent::Evict { session, reason } = e {
-                        if let Some(outbox) = outboxes.get(&session) {
-                            outbox.evicted.evict_slow(reason);
-                        }
-                    }
-                });
+                self.accept_locked(inner, message);
                 continue;
             };
             self.ensure_room(&room, None);
@@ -1579,24 +1563,16 @@ impl StompHub {
         users
     }
 
-    /// Tells the other nodes (cluster mode) about a change of room rules made here.
-    pub fn acl_changed(&self, change: AclChange) {
+    /// Tells the other nodes (cluster mode) that `room`'s rules changed here; they read them
+    /// back from storage ([`StompHub::reload_room_rules`]).
+    pub fn acl_changed(&self, room: &str) {
         if let Some(cluster) = &self.cluster {
-            cluster.publish_acl(change);
+            cluster.publish_rules_changed(room);
         }
     }
 
-    /// Applies a change of room rules another node made. The message only says which room
-    /// changed: its rules are read back from storage, which holds what was decided, and live
-    /// subscriptions they no longer allow end as if the change had been made here.
-    pub fn apply_acl(&self, change: AclChange) {
-        let room = match change {
-            AclChange::Created { room, .. } | AclChange::Member { room, .. } => room,
-        };
-        self.reload_room_rules(room);
-    }
-
-    /// Reads `room`'s rules from storage and applies them (cluster mode).
+    /// Reads `room`'s rules from storage, which holds what was decided, and applies them (cluster
+    /// mode): live subscriptions they no longer allow end as if the change had been made here.
     pub fn reload_room_rules(&self, room: String) {
         let Some(me) = self.me.upgrade() else { return };
         self.runtime.clone().spawn(async move {
@@ -1651,7 +1627,7 @@ impl StompHub {
     /// What to wait for before telling a client its subscriptions to `keys` are active: their
     /// channels still being subscribed on this node.
     pub fn not_live_yet(&self, keys: &[String]) -> Vec<watch::Receiver<bool>> {
-        if self.cluster.is_none() {
+        if self.cluster.is_none() || keys.is_empty() {
             return Vec::new();
         }
         let inner = self.lock();

@@ -75,10 +75,7 @@ pub struct RedisProcess {
 impl RedisProcess {
     /// Starts one on a free loopback port and waits until it answers.
     pub fn start() -> RedisProcess {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_addr().port();
         let mut redis = RedisProcess { child: None, port };
         redis.restart();
         redis
@@ -100,24 +97,12 @@ impl RedisProcess {
     /// Starts it again on the same port, empty.
     pub fn restart(&mut self) {
         self.stop();
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the cluster suites need redis-server on PATH (apt-get install redis-server)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
+            .args(["--save", "", "--appendonly", "no"]);
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not start on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.child = Some(spawn_listening(&mut command, addr, "redis-server"));
     }
 }
 
@@ -202,27 +187,11 @@ pub struct Nginx {
 impl Nginx {
     /// Starts nginx for `nodes` (three at most, as in the shipped file).
     pub fn start(nodes: &[&ServerProcess]) -> Nginx {
-        let free = || {
-            TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-        };
-        let (http, stomp) = (free(), free());
-        let shipped = std::fs::read_to_string(crate::workspace_root().join("deploy/nginx.conf"))
-            .expect("deploy/nginx.conf");
-        let mut conf = shipped
+        let (http, stomp) = (free_addr(), free_addr());
+        let conf = shipped_for("deploy/nginx.conf", nodes)
             .replace("listen 8080;", &format!("listen {http};"))
             .replace("listen 61610;", &format!("listen {stomp};"))
             .replace("pid /tmp/parley-nginx.pid;", "pid nginx.pid;");
-        for i in 0..3 {
-            let node = nodes.get(i).unwrap_or(&nodes[0]);
-            conf = conf
-                .replace(&format!("127.0.0.1:808{}", i + 1), &node.addr().to_string())
-                .replace(
-                    &format!("127.0.0.1:6161{}", i + 1),
-                    &node.stomp_addr().to_string(),
-                );
-        }
         let prefix = fresh_data_dir().with_extension("nginx");
         std::fs::create_dir_all(&prefix).expect("nginx prefix");
         // Debian builds the stream module as a dynamic module (libnginx-mod-stream).
@@ -233,25 +202,14 @@ impl Nginx {
             .collect::<String>();
         let path = prefix.join("nginx.conf");
         std::fs::write(&path, format!("{modules}{conf}")).expect("writing nginx.conf");
-        let mut child = Command::new(nginx_binary())
+        let mut command = Command::new(nginx_binary());
+        command
             .arg("-p")
             .arg(&prefix)
             .arg("-c")
             .arg(&path)
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the nginx suites need nginx (apt-get install nginx)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&http, Duration::from_millis(200)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("nginx exited ({status}); needs nginx and libnginx-mod-stream");
-            }
-            assert!(Instant::now() < deadline, "nginx did not start on {http}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            .args(["-g", "daemon off;"]);
+        let child = spawn_listening(&mut command, http, "nginx (with libnginx-mod-stream)");
         Nginx { child, http, stomp }
     }
 }
@@ -294,53 +252,19 @@ pub struct Haproxy {
 impl Haproxy {
     /// Starts haproxy for `nodes` (three at most, as in the shipped file).
     pub fn start(nodes: &[&ServerProcess]) -> Haproxy {
-        let free = || {
-            TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-        };
-        let (http, stomp) = (free(), free());
-        let shipped = std::fs::read_to_string(crate::workspace_root().join("deploy/haproxy.cfg"))
-            .expect("deploy/haproxy.cfg");
-        let mut conf = shipped
+        let (http, stomp) = (free_addr(), free_addr());
+        let conf = shipped_for("deploy/haproxy.cfg", nodes)
             .replace("bind :8080", &format!("bind {http}"))
             .replace("bind :61610", &format!("bind {stomp}"))
             // The test process's file limit is lower than a production haproxy's.
             .replace("maxconn 100000", "maxconn 2000");
-        for i in 0..3 {
-            let node = nodes.get(i).unwrap_or(&nodes[0]);
-            conf = conf
-                .replace(&format!("127.0.0.1:808{}", i + 1), &node.addr().to_string())
-                .replace(
-                    &format!("check port 808{}", i + 1),
-                    &format!("check port {}", node.addr().port()),
-                )
-                .replace(
-                    &format!("127.0.0.1:6161{}", i + 1),
-                    &node.stomp_addr().to_string(),
-                );
-        }
         let dir = fresh_data_dir().with_extension("haproxy");
         std::fs::create_dir_all(&dir).expect("haproxy dir");
         let path = dir.join("haproxy.cfg");
         std::fs::write(&path, conf).expect("writing haproxy.cfg");
-        let mut child = Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the haproxy suite needs haproxy (apt-get install haproxy)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&http, Duration::from_millis(200)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("haproxy exited ({status})");
-            }
-            assert!(Instant::now() < deadline, "haproxy did not start on {http}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut command = Command::new("haproxy");
+        command.arg("-db").arg("-f").arg(&path);
+        let child = spawn_listening(&mut command, http, "haproxy");
         Haproxy { child, http, stomp }
     }
 }
@@ -350,4 +274,52 @@ impl Drop for Haproxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A free loopback address (the port is free the moment this returns).
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}
+
+/// The shipped balancer configuration at `path` with the nodes' addresses in place of the
+/// example ones (127.0.0.1:8081-8083 for HTTP, 127.0.0.1:61611-61613 for STOMP).
+fn shipped_for(path: &str, nodes: &[&ServerProcess]) -> String {
+    let mut conf = std::fs::read_to_string(crate::workspace_root().join(path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    for i in 0..3 {
+        let node = nodes.get(i).unwrap_or(&nodes[0]);
+        conf = conf
+            .replace(&format!("127.0.0.1:808{}", i + 1), &node.addr().to_string())
+            .replace(
+                &format!("check port 808{}", i + 1),
+                &format!("check port {}", node.addr().port()),
+            )
+            .replace(
+                &format!("127.0.0.1:6161{}", i + 1),
+                &node.stomp_addr().to_string(),
+            );
+    }
+    conf
+}
+
+/// Spawns `command` (output discarded) and waits until something listens on `addr`; panics
+/// if `what` is missing, exits, or does not listen within 10 s.
+fn spawn_listening(command: &mut Command, addr: SocketAddr, what: &str) -> Child {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("these suites need {what} (tests/run.sh installs it): {e}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited ({status})");
+        }
+        assert!(Instant::now() < deadline, "{what} did not listen on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
 }

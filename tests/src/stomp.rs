@@ -39,37 +39,38 @@ impl StompClient {
     /// Like [`StompClient::connect`], `None` instead of a panic when the server is not there
     /// or does not answer CONNECTED (for clients that reconnect).
     pub async fn try_connect(addr: SocketAddr, login: &str) -> Option<StompClient> {
-        let stream = timeout(WAIT, TcpStream::connect(addr)).await.ok()?.ok()?;
-        let mut client = StompClient {
-            stream,
-            buf: Vec::new(),
-        };
-        let connect = format!("CONNECT\naccept-version:1.2\nhost:/\nlogin:{login}\n\n\0");
-        timeout(WAIT, client.stream.write_all(connect.as_bytes()))
-            .await
-            .ok()?
-            .ok()?;
-        let connected = client.try_recv(WAIT).await?;
-        (connected.command == "CONNECTED").then_some(client)
+        Self::open(addr, &[("login", login)]).await.ok()
     }
 
     /// Connects as account `login` with `passcode` (a password or an access token).
     pub async fn connect_as(addr: SocketAddr, login: &str, passcode: &str) -> StompClient {
-        let stream = timeout(WAIT, TcpStream::connect(addr))
+        Self::open(addr, &[("login", login), ("passcode", passcode)])
             .await
-            .expect("connect timed out")
-            .expect("connect");
+            .unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// TCP connect and CONNECT with `headers`; `Err` says what went wrong.
+    async fn open(addr: SocketAddr, headers: &[(&str, &str)]) -> Result<StompClient, String> {
+        let stream = match timeout(WAIT, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => stream,
+            other => return Err(format!("connecting to {addr}: {other:?}")),
+        };
         let mut client = StompClient {
             stream,
             buf: Vec::new(),
         };
-        let connect = format!(
-            "CONNECT\naccept-version:1.2\nhost:/\nlogin:{login}\npasscode:{passcode}\n\n\0"
-        );
-        client.send_raw(connect.as_bytes()).await;
-        let connected = client.recv().await.expect("CONNECTED");
-        assert_eq!(connected.command, "CONNECTED", "{connected:?}");
-        client
+        let mut connect = String::from("CONNECT\naccept-version:1.2\nhost:/\n");
+        for (name, value) in headers {
+            connect.push_str(&format!("{name}:{value}\n"));
+        }
+        connect.push_str("\n\0");
+        if !client.try_send_raw(connect.as_bytes()).await {
+            return Err("writing CONNECT failed".into());
+        }
+        match client.try_recv(WAIT).await {
+            Some(f) if f.command == "CONNECTED" => Ok(client),
+            other => Err(format!("expected CONNECTED, got {other:?}")),
+        }
     }
 
     /// The next frame within `limit`; `None` on close, error or timeout.
@@ -87,22 +88,9 @@ impl StompClient {
 
     /// Connects over TCP and completes CONNECT/CONNECTED as `login`.
     pub async fn connect(addr: SocketAddr, login: &str) -> StompClient {
-        let stream = timeout(WAIT, TcpStream::connect(addr))
+        Self::open(addr, &[("login", login)])
             .await
-            .expect("connect timed out")
-            .expect("connect");
-        let mut client = StompClient {
-            stream,
-            buf: Vec::new(),
-        };
-        client
-            .send_raw(
-                format!("CONNECT\naccept-version:1.2\nhost:/\nlogin:{login}\n\n\0").as_bytes(),
-            )
-            .await;
-        let connected = client.recv().await.expect("CONNECTED");
-        assert_eq!(connected.command, "CONNECTED", "{connected:?}");
-        client
+            .unwrap_or_else(|why| panic!("{why}"))
     }
 
     /// Writes raw bytes.

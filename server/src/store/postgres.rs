@@ -184,18 +184,33 @@ fn row_message(row: &Row) -> StoredMessage {
 
 const MESSAGE_COLUMNS: &str = "room, id, sender, ts, body, guest, deleted";
 
+/// Inserts `batch` with `ids` in one statement: arrays in, rows out of UNNEST.
+fn insert_messages(
+    tx: &mut Transaction<'_>,
+    batch: &[StoredMessage],
+    ids: &[i64],
+) -> anyhow::Result<()> {
+    let rooms: Vec<&str> = batch.iter().map(|m| m.room.as_str()).collect();
+    let senders: Vec<&str> = batch.iter().map(|m| m.from.as_str()).collect();
+    let ts: Vec<i64> = batch.iter().map(|m| to_i64(m.ts)).collect();
+    let bodies: Vec<&[u8]> = batch.iter().map(|m| m.body.as_bytes()).collect();
+    let guests: Vec<bool> = batch.iter().map(|m| m.guest).collect();
+    tx.execute(
+        "INSERT INTO messages (room, id, sender, ts, body, guest)
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::bigint[],
+                              $5::bytea[], $6::bool[])",
+        &[&rooms, &ids, &senders, &ts, &bodies, &guests],
+    )?;
+    Ok(())
+}
+
 impl Store for PgStore {
     fn append(&self, batch: &[StoredMessage]) -> anyhow::Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
-        // One round trip per table for the whole batch: arrays in, rows out of UNNEST.
-        let rooms: Vec<&str> = batch.iter().map(|m| m.room.as_str()).collect();
         let ids: Vec<i64> = batch.iter().map(|m| to_i64(m.id)).collect();
-        let senders: Vec<&str> = batch.iter().map(|m| m.from.as_str()).collect();
-        let ts: Vec<i64> = batch.iter().map(|m| to_i64(m.ts)).collect();
-        let bodies: Vec<&[u8]> = batch.iter().map(|m| m.body.as_bytes()).collect();
-        let guests: Vec<bool> = batch.iter().map(|m| m.guest).collect();
+        let rooms: Vec<&str> = batch.iter().map(|m| m.room.as_str()).collect();
         let now = to_i64(crate::stomp::now_ms());
         self.in_tx(|tx| {
             tx.execute(
@@ -204,12 +219,7 @@ impl Store for PgStore {
                  ON CONFLICT (name) DO NOTHING",
                 &[&rooms, &now],
             )?;
-            tx.execute(
-                "INSERT INTO messages (room, id, sender, ts, body, guest)
-                 SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::bigint[],
-                                      $5::bytea[], $6::bool[])",
-                &[&rooms, &ids, &senders, &ts, &bodies, &guests],
-            )?;
+            insert_messages(tx, batch, &ids)?;
             // Keep the shared counter ahead of ids given here, should the node join a cluster.
             tx.execute(
                 "UPDATE rooms SET last_id = GREATEST(rooms.last_id, m.last)
@@ -255,17 +265,7 @@ impl Store for PgStore {
                 ids.push(*id);
                 *id += 1;
             }
-            let rooms: Vec<&str> = batch.iter().map(|m| m.room.as_str()).collect();
-            let senders: Vec<&str> = batch.iter().map(|m| m.from.as_str()).collect();
-            let ts: Vec<i64> = batch.iter().map(|m| to_i64(m.ts)).collect();
-            let bodies: Vec<&[u8]> = batch.iter().map(|m| m.body.as_bytes()).collect();
-            let guests: Vec<bool> = batch.iter().map(|m| m.guest).collect();
-            tx.execute(
-                "INSERT INTO messages (room, id, sender, ts, body, guest)
-                 SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::bigint[],
-                                      $5::bytea[], $6::bool[])",
-                &[&rooms, &ids, &senders, &ts, &bodies, &guests],
-            )?;
+            insert_messages(tx, batch, &ids)?;
             Ok(ids)
         })?;
         for (m, id) in batch.iter_mut().zip(numbered) {
