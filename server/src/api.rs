@@ -61,6 +61,7 @@ pub async fn handle(
     hub: Arc<StompHub>,
     req: Request<Incoming>,
     peer: IpAddr,
+    stomp_tcp: Option<std::net::SocketAddr>,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
@@ -79,7 +80,12 @@ pub async fn handle(
             };
             respond(
                 StatusCode::OK,
-                &json!({"guests": settings.allow_guests, "registration": registration}),
+                &json!({
+                    "guests": settings.allow_guests,
+                    "registration": registration,
+                    "rooms": {"pattern": ROOM_PATTERN, "max_length": 128, "rule": ROOM_RULE},
+                    "stomp_tcp": stomp_tcp.map(|a| a.to_string()),
+                }),
             )
         }
         (&Method::POST, ["register"]) => api.register(req).await,
@@ -566,6 +572,11 @@ impl Api {
         no_content()
     }
 }
+
+/// The room-name rule as a regular expression, for clients (`GET /api/info`).
+const ROOM_PATTERN: &str = "^[A-Za-z0-9_-]{1,128}$";
+/// The room-name rule in words.
+const ROOM_RULE: &str = "room names are 1-128 of letters, digits, _ -";
 
 /// Room names: 1-128 of letters, digits, `_ -`.
 pub fn valid_room(room: &str) -> bool {

@@ -177,6 +177,11 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
     }
     std::io::stdout().flush()?;
 
+    let mut settings = settings;
+    // Port 0 picks a free port: /api/info tells clients the address actually bound.
+    if let Some(l) = &stomp_listener {
+        settings.stomp_tcp = Some(l.local_addr()?);
+    }
     let draining = CancellationToken::new();
     let shutdown = CancellationToken::new();
     tokio::spawn(signals.drain_on_signal(draining.clone(), settings.drain_delay, shutdown.clone()));
