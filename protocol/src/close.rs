@@ -31,7 +31,7 @@ impl CloseCode {
 
     /// Accepts a code received in a close frame if an endpoint may send it: 1000-1003,
     /// 1007-1011, or the application/library range 3000-4999.
-    pub fn from_wire(code: u16) -> Option<Self> {
+    pub const fn from_wire(code: u16) -> Option<Self> {
         match code {
             1000..=1003 | 1007..=1011 | 3000..=4999 => Some(Self(code)),
             _ => None,
@@ -39,7 +39,7 @@ impl CloseCode {
     }
 
     /// The numeric code.
-    pub fn as_u16(self) -> u16 {
+    pub const fn as_u16(self) -> u16 {
         self.0
     }
 }
@@ -47,6 +47,18 @@ impl CloseCode {
 impl std::fmt::Display for CloseCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+// Defined here rather than in `error`, so that `error` needs nothing from this module.
+impl ProtocolError {
+    /// The close code that tells the peer which rule it broke.
+    pub fn close_code(&self) -> CloseCode {
+        match self {
+            Self::InvalidUtf8 | Self::InvalidCompressedData => CloseCode::INVALID_PAYLOAD,
+            Self::FrameTooBig { .. } | Self::MessageTooBig { .. } => CloseCode::MESSAGE_TOO_BIG,
+            _ => CloseCode::PROTOCOL_ERROR,
+        }
     }
 }
 

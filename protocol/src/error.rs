@@ -1,7 +1,5 @@
 //! Errors a peer can provoke by breaking the framing rules, each mapped to its close code.
 
-use crate::close::CloseCode;
-
 /// A rule of RFC 6455 / RFC 7692 the peer broke, or a configured limit it exceeded.
 ///
 /// The connection is failed: [`ProtocolError::close_code`] is the code to send before closing.
@@ -63,15 +61,4 @@ pub enum ProtocolError {
     /// A compressed message could not be inflated (RFC 7692 §6.2).
     #[error("compressed message is not valid DEFLATE data")]
     InvalidCompressedData,
-}
-
-impl ProtocolError {
-    /// The close code that tells the peer which rule it broke.
-    pub fn close_code(&self) -> CloseCode {
-        match self {
-            Self::InvalidUtf8 | Self::InvalidCompressedData => CloseCode::INVALID_PAYLOAD,
-            Self::FrameTooBig { .. } | Self::MessageTooBig { .. } => CloseCode::MESSAGE_TOO_BIG,
-            _ => CloseCode::PROTOCOL_ERROR,
-        }
-    }
 }

@@ -1,32 +1,23 @@
-//! `parley`: the Parley chat server binary.
+//! `parley`: the Parley chat server binary — its command line. `app` wires and runs the server.
 
 mod acl;
-mod api;
+mod app;
 mod auth;
-mod cluster;
+mod bus;
+mod clock;
 mod config;
+mod endpoints;
 mod http;
+mod hub;
 mod journal;
-mod mailbox;
-mod raw;
-mod stomp;
 mod store;
-mod web;
 mod ws;
-
-use std::io::Write as _;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tracing::info;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::ServeArgs;
-use crate::http::Server;
 
 /// Parley: a realtime chat server speaking WebSocket and STOMP.
 #[derive(Parser)]
@@ -89,7 +80,7 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the tokio runtime")?
-                .block_on(serve(settings))
+                .block_on(app::serve(settings))
         }
         Command::Token { name, ttl, serve } => {
             let settings = serve.resolve()?;
@@ -102,7 +93,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::User(UserCommand::Add { name, serve }) => {
             let settings = serve.resolve()?;
-            let store = store::open(&settings)?;
+            let store = app::open_store(&settings)?;
             let password = read_password(true)?;
             auth::check_new_account(&name, &password).map_err(anyhow::Error::msg)?;
             let hash = auth::password::hash_now(&password).map_err(anyhow::Error::msg)?;
@@ -114,7 +105,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::User(UserCommand::Passwd { name, serve }) => {
             let settings = serve.resolve()?;
-            let store = store::open(&settings)?;
+            let store = app::open_store(&settings)?;
             let password = read_password(true)?;
             auth::check_new_account(&name, &password).map_err(anyhow::Error::msg)?;
             let hash = auth::password::hash_now(&password).map_err(anyhow::Error::msg)?;
@@ -140,108 +131,5 @@ fn read_password(confirm: bool) -> anyhow::Result<String> {
         let mut line = String::new();
         std::io::stdin().lock().read_line(&mut line)?;
         Ok(line.trim_end_matches(['\n', '\r']).to_owned())
-    }
-}
-
-async fn serve(settings: config::Settings) -> anyhow::Result<()> {
-    // Storage and keys first: a bad key or database stops the start before anyone connects.
-    if settings.cluster.is_some() && settings.database.is_none() {
-        anyhow::bail!("--cluster needs --database postgres://…: the nodes share one store");
-    }
-    let store: Arc<dyn store::Store> = store::open(&settings)?.into();
-    let cluster = match &settings.cluster {
-        Some(url) => Some(cluster::Cluster::connect(url, settings.presence_ttl).await?),
-        None => None,
-    };
-    let keys = auth::Keys::load(&settings.auth.keys)?;
-    let listener = TcpListener::bind(settings.http)
-        .await
-        .with_context(|| format!("binding {}", settings.http))?;
-    let addr = listener.local_addr()?;
-    let stomp_listener = match settings.stomp_tcp {
-        Some(stomp_addr) => Some(TcpListener::bind(stomp_addr).await.with_context(|| {
-            format!("binding STOMP TCP {stomp_addr} (--stomp-tcp off disables it)")
-        })?),
-        None => None,
-    };
-    // Handlers go in before anyone learns the port: a signal arriving earlier would otherwise
-    // get the default action and kill the process instead of shutting it down.
-    let signals = ShutdownSignals::install()?;
-    info!(%addr, echo = settings.echo, "listening");
-    // A stable line on stdout so scripts and tests learn the port when binding port 0.
-    println!("parley listening on http://{addr}");
-    if let Some(l) = &stomp_listener {
-        let stomp_addr = l.local_addr()?;
-        info!(addr = %stomp_addr, "STOMP over TCP listening");
-        println!("parley stomp listening on tcp://{stomp_addr}");
-    }
-    std::io::stdout().flush()?;
-
-    let mut settings = settings;
-    // Port 0 picks a free port: /api/info tells clients the address actually bound.
-    if let Some(l) = &stomp_listener {
-        settings.stomp_tcp = Some(l.local_addr()?);
-    }
-    let draining = CancellationToken::new();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(signals.drain_on_signal(draining.clone(), settings.drain_delay, shutdown.clone()));
-    let auth = auth::Auth::new(settings.auth.clone(), keys, store.clone());
-    tokio::spawn(auth.clone().purge_expired());
-    Server::new(settings, store, auth, cluster, draining, shutdown)?
-        .run(listener, stomp_listener)
-        .await;
-    info!("shut down");
-    Ok(())
-}
-
-/// SIGINT and SIGTERM, registered with the OS.
-struct ShutdownSignals {
-    #[cfg(unix)]
-    interrupt: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    terminate: tokio::signal::unix::Signal,
-}
-
-impl ShutdownSignals {
-    fn install() -> anyhow::Result<Self> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            Ok(Self {
-                interrupt: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
-                terminate: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
-            })
-        }
-        #[cfg(not(unix))]
-        Ok(Self {})
-    }
-
-    /// On the first signal cancels `draining`, then `shutdown` after `delay` (or at once on a
-    /// second signal).
-    async fn drain_on_signal(
-        mut self,
-        draining: CancellationToken,
-        delay: Duration,
-        shutdown: CancellationToken,
-    ) {
-        self.next().await;
-        info!(?delay, "draining");
-        draining.cancel();
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = self.next() => {}
-        }
-        info!("shutting down");
-        shutdown.cancel();
-    }
-
-    async fn next(&mut self) {
-        #[cfg(unix)]
-        tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -1,4 +1,7 @@
-//! Drives a [`Connection`] over a socket: reads, decodes, hands events to the endpoint, writes.
+//! The one WebSocket driver: a [`WsSocket`] runs a [`Connection`] over a socket (reads without
+//! an idle buffer, vectored writes, idle pings, the close handshake with its configured wait),
+//! and [`drive`] runs an [`Endpoint`] (echo, raw JSON) on it. STOMP over WebSocket uses the same
+//! [`WsSocket`] as one of its transports.
 //!
 //! One task per connection owns the socket and the protocol state, so neither needs a lock.
 
@@ -8,6 +11,7 @@ use std::io::{self, IoSlice};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use parley_protocol::frame::{FrameHeader, OpCode};
 use parley_protocol::{CloseCode, Connection, Event};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep_until, timeout, Instant};
@@ -18,6 +22,8 @@ use tracing::debug;
 const READ_CHUNK: usize = 4096;
 /// Most buffers handed to one vectored write.
 const MAX_IOVECS: usize = 512;
+/// Bytes of frame-header scratch allocated at a time (see [`WsSocket::send_parts`]).
+const HEAD_SCRATCH: usize = 1024;
 
 /// Timing rules for one WebSocket connection.
 #[derive(Clone, Copy, Debug)]
@@ -30,14 +36,14 @@ pub struct DriverConfig {
     pub close_timeout: Duration,
 }
 
-/// What a WebSocket endpoint (echo, raw chat…) does with a connection the driver runs.
+/// What a WebSocket endpoint (echo, raw chat…) does with a connection [`drive`] runs.
 pub trait Endpoint {
     /// Handles one event from the peer (pongs and close answers are already queued).
     fn on_event(&mut self, conn: &mut Connection, event: Event);
 
     /// Called once the events of one read have been handled: the place to carry out work that
-    /// was batched across them.
-    fn after_events(&mut self, _conn: &mut Connection) {}
+    /// was batched across them, or that has to wait (for storage, say).
+    fn after_events(&mut self, conn: &mut Connection) -> impl Future<Output = ()> + Send;
 
     /// Waits for something to send that did not come from the peer (e.g. a room message).
     /// Endpoints that only answer never resolve.
@@ -55,123 +61,213 @@ pub enum Outbound {
     Close(CloseCode, String),
 }
 
-/// Runs the connection until it closes.
-pub async fn drive<S, E>(
-    mut io: S,
-    mut rbuf: BytesMut,
-    mut conn: Connection,
+/// One WebSocket over a socket: the protocol state, the read buffer, what waits to be written,
+/// and when the peer was last heard from.
+pub struct WsSocket<S> {
+    io: S,
+    rbuf: BytesMut,
+    conn: Connection,
+    outbox: VecDeque<Bytes>,
+    /// Where frame headers are written; see `send_parts`.
+    heads: BytesMut,
     cfg: DriverConfig,
-    shutdown: CancellationToken,
-    endpoint: &mut E,
-) where
+    last_input: Instant,
+    ping_sent: bool,
+}
+
+impl<S: ReadReady + AsyncWrite> WsSocket<S> {
+    /// A socket whose upgrade left `leftover` bytes unread.
+    pub fn new(io: S, leftover: BytesMut, conn: Connection, cfg: DriverConfig) -> Self {
+        Self {
+            io,
+            rbuf: leftover,
+            conn,
+            outbox: VecDeque::new(),
+            heads: BytesMut::new(),
+            cfg,
+            last_input: Instant::now(),
+            ping_sent: false,
+        }
+    }
+
+    /// Hands every complete event already read to `on_event`; `false` if the peer broke the
+    /// protocol (the connection then queued its close frame and is closed).
+    pub fn events(&mut self, mut on_event: impl FnMut(&mut Connection, Event)) -> bool {
+        loop {
+            match self.conn.read(&mut self.rbuf) {
+                Ok(Some(event)) => on_event(&mut self.conn, event),
+                Ok(None) => return true,
+                Err(error) => {
+                    debug!(%error, "failing WebSocket connection");
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Waits for bytes, reserving a read buffer only once they are there; `Ok(false)` at end of
+    /// stream.
+    pub async fn read_more(&mut self) -> io::Result<bool> {
+        release_if_empty(&mut self.rbuf);
+        if read_when_ready(&mut self.io, &mut self.rbuf).await? == 0 {
+            return Ok(false);
+        }
+        self.last_input = Instant::now();
+        self.ping_sent = false;
+        Ok(true)
+    }
+
+    /// Queues one message made of `parts` (text or binary), never copying them: a header from
+    /// a shared scratch buffer, then the parts as they are.
+    pub fn send_parts(&mut self, parts: &[Bytes], text: bool) {
+        let len = parts.iter().map(Bytes::len).sum();
+        let opcode = if text { OpCode::Text } else { OpCode::Binary };
+        // One scratch allocation serves ~100 headers.
+        if self.heads.capacity() - self.heads.len() < 14 {
+            self.heads = BytesMut::with_capacity(HEAD_SCRATCH);
+        }
+        FrameHeader::server(opcode, len).write(&mut self.heads);
+        let head = self.heads.split().freeze();
+        if self.conn.send_encoded(head).is_ok() {
+            for part in parts {
+                let _ = self.conn.send_encoded(part.clone());
+            }
+        }
+    }
+
+    /// Writes everything queued; an idle connection keeps no header scratch or queue storage.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        while let Some(bytes) = self.conn.poll_transmit() {
+            self.outbox.push_back(bytes);
+        }
+        write_all(&mut self.io, &mut self.outbox, self.cfg.write_timeout).await?;
+        self.heads = BytesMut::new();
+        shrink_idle_queue(&mut self.outbox);
+        Ok(())
+    }
+
+    /// The protocol state.
+    pub fn conn(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    /// The close handshake finished (or the connection failed).
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_closed()
+    }
+
+    /// When the idle rule next needs attention: a ping after half the idle timeout without
+    /// input, the close after all of it.
+    pub fn idle_deadline(&self) -> Instant {
+        let idle = self.cfg.idle_timeout;
+        self.last_input + if self.ping_sent { idle } else { idle / 2 }
+    }
+
+    /// Applies the idle rule at its deadline: pings once, and `true` when the connection has
+    /// been idle too long even so and must close.
+    pub fn idle_expired(&mut self) -> bool {
+        let now = Instant::now();
+        if now >= self.last_input + self.cfg.idle_timeout {
+            return true;
+        }
+        if !self.ping_sent && now >= self.last_input + self.cfg.idle_timeout / 2 {
+            // Browsers answer pings automatically, so a live idle client stays connected.
+            let _ = self.conn.ping(b"");
+            self.ping_sent = true;
+        }
+        false
+    }
+
+    /// Closes: sends our close frame (unless one was sent or the handshake is over), gives the peer the
+    /// configured close wait to answer (dropping anything else it sends), then closes TCP —
+    /// the server closes first (RFC 6455 §7.1.1).
+    pub async fn close(&mut self, code: CloseCode, reason: &str) {
+        self.conn.close(code, reason);
+        self.finish_close().await;
+    }
+
+    /// Waits for the peer to answer a close frame already sent (at most the close wait), then
+    /// closes TCP.
+    pub async fn finish_close(&mut self) {
+        let wait = self.cfg.close_timeout;
+        let _ = timeout(wait, async {
+            loop {
+                if self.flush().await.is_err() || self.conn.is_closed() {
+                    return;
+                }
+                if !self.events(|_, _| {}) || self.conn.is_closed() {
+                    continue; // flush the answer, then stop
+                }
+                if !matches!(self.read_more().await, Ok(true)) {
+                    return;
+                }
+            }
+        })
+        .await;
+        let _ = self.flush().await;
+        self.shutdown(self.cfg.write_timeout).await;
+    }
+
+    /// Closes TCP (what is queued and not yet flushed is dropped), waiting at most `wait`.
+    pub async fn shutdown(&mut self, wait: Duration) {
+        let _ = timeout(wait, self.io.shutdown()).await;
+    }
+}
+
+/// Runs `endpoint` on the socket until the connection closes; the endpoint's `finish` runs
+/// however it ended.
+pub async fn drive<S, E>(socket: &mut WsSocket<S>, shutdown: CancellationToken, endpoint: &mut E)
+where
     S: ReadReady + AsyncWrite,
     E: Endpoint,
 {
-    drive_inner(&mut io, &mut rbuf, &mut conn, cfg, shutdown, endpoint).await;
+    drive_inner(socket, shutdown, endpoint).await;
     endpoint.finish();
 }
 
-async fn drive_inner<S, E>(
-    io: &mut S,
-    rbuf: &mut BytesMut,
-    conn: &mut Connection,
-    cfg: DriverConfig,
-    shutdown: CancellationToken,
-    endpoint: &mut E,
-) where
+async fn drive_inner<S, E>(socket: &mut WsSocket<S>, shutdown: CancellationToken, endpoint: &mut E)
+where
     S: ReadReady + AsyncWrite,
     E: Endpoint,
 {
-    let mut outbox: VecDeque<Bytes> = VecDeque::new();
-    let mut last_input = Instant::now();
-    let mut ping_sent = false;
-    let mut close_deadline: Option<Instant> = None;
     loop {
-        loop {
-            match conn.read(rbuf) {
-                Ok(Some(event)) => endpoint.on_event(conn, event),
-                Ok(None) => break,
-                Err(error) => {
-                    debug!(%error, "failing WebSocket connection");
-                    break;
-                }
-            }
-        }
-        endpoint.after_events(conn);
-        while let Some(bytes) = conn.poll_transmit() {
-            outbox.push_back(bytes);
-        }
-        if let Err(error) = write_all(io, &mut outbox, cfg.write_timeout).await {
+        socket.events(|conn, event| endpoint.on_event(conn, event));
+        endpoint.after_events(&mut socket.conn).await;
+        if let Err(error) = socket.flush().await {
             debug!(%error, "WebSocket write failed");
             return;
         }
-        if conn.is_closed() {
-            // Close handshake done (or connection failed): the server closes TCP first (§7.1.1).
-            let _ = timeout(cfg.write_timeout, io.shutdown()).await;
-            return;
+        if socket.is_closed() {
+            return socket.shutdown(socket.cfg.write_timeout).await;
         }
-        if conn.is_closing() && close_deadline.is_none() {
-            close_deadline = Some(Instant::now() + cfg.close_timeout);
+        if socket.conn.is_closing() {
+            // The endpoint closed (e.g. too many errors): the peer has the close wait to answer.
+            return socket.finish_close().await;
         }
-        release_if_empty(rbuf);
-        let idle_deadline = last_input
-            + if ping_sent {
-                cfg.idle_timeout
-            } else {
-                cfg.idle_timeout / 2
-            };
-        let deadline = close_deadline.map_or(idle_deadline, |d| d.min(idle_deadline));
-        let closing = close_deadline.is_some();
-        tokio::select! {
+        let deadline = socket.idle_deadline();
+        let closing = tokio::select! {
             biased;
-            () = shutdown.cancelled(), if !closing => {
-                conn.close(CloseCode::GOING_AWAY, "server shutting down");
-            }
-            out = endpoint.outbound(), if !closing => match out {
+            () = shutdown.cancelled() => Some((CloseCode::GOING_AWAY, "server shutting down".to_owned())),
+            out = endpoint.outbound() => match out {
                 Outbound::Frames(frames) => {
                     for frame in frames {
-                        let _ = conn.send_encoded(frame);
+                        let _ = socket.conn.send_encoded(frame);
                     }
+                    None
                 }
-                Outbound::Close(code, reason) => conn.close(code, &reason),
+                Outbound::Close(code, reason) => Some((code, reason)),
             },
-            read = read_when_ready(io, rbuf) => match read {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {
-                    last_input = Instant::now();
-                    ping_sent = false;
-                }
+            read = socket.read_more() => match read {
+                Ok(true) => None,
+                Ok(false) | Err(_) => return,
             },
-            () = sleep_until(deadline) => {
-                if close_deadline.is_some_and(|d| Instant::now() >= d) {
-                    debug!("peer did not answer our close frame");
-                    return;
-                }
-                if ping_sent {
-                    conn.close(CloseCode::NORMAL, "idle timeout");
-                } else {
-                    // Browsers answer pings automatically, so a live idle client stays connected.
-                    let _ = conn.ping(b"");
-                    ping_sent = true;
-                }
-            }
+            () = sleep_until(deadline) => socket
+                .idle_expired()
+                .then(|| (CloseCode::NORMAL, "idle timeout".to_owned())),
+        };
+        if let Some((code, reason)) = closing {
+            return socket.close(code, &reason).await;
         }
-    }
-}
-
-/// The /echo endpoint: every message goes back as it came, text as text, binary as binary.
-pub struct Echo;
-
-impl Endpoint for Echo {
-    fn on_event(&mut self, conn: &mut Connection, event: Event) {
-        if let Event::Message(message) = event {
-            // After our close frame went out, nothing more may be sent; dropping is correct.
-            let _ = conn.send(&message);
-        }
-    }
-
-    fn outbound(&mut self) -> impl Future<Output = Outbound> + Send {
-        std::future::pending()
     }
 }
 
@@ -207,6 +303,13 @@ pub async fn read_when_ready<S: ReadReady>(io: &mut S, buf: &mut BytesMut) -> io
 pub fn release_if_empty(buf: &mut BytesMut) {
     if buf.is_empty() && buf.capacity() > 0 {
         *buf = BytesMut::new();
+    }
+}
+
+/// Frees a drained write queue's storage once a burst made it large.
+pub fn shrink_idle_queue(queue: &mut VecDeque<Bytes>) {
+    if queue.is_empty() && queue.capacity() > 64 {
+        *queue = VecDeque::new();
     }
 }
 

@@ -296,6 +296,21 @@ pub struct Forwarded {
     pub body: Bytes,
 }
 
+impl Forwarded {
+    /// The message as subscribers get it (a room message keeps its id).
+    pub fn into_message(self) -> Arc<SharedMessage> {
+        build_message(
+            self.shown,
+            self.id,
+            self.now_ms,
+            &self.sender,
+            self.guest,
+            self.headers,
+            self.body,
+        )
+    }
+}
+
 /// A message as subscribers get it: the broker's headers first, then the sender's own.
 fn build_message(
     shown: String,

@@ -71,6 +71,55 @@ fn valid_name(name: &str) -> Option<String> {
     ok.then(|| name.to_owned())
 }
 
+/// A room's name: 1-128 of letters, digits, `_ -`. No dots: a dot separates a room from its
+/// side channels (`/topic/<room>.typing`, `/topic/<room>.presence`), so a room is exactly a
+/// topic whose name has none. The one room-name rule of every protocol and the REST API.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomName(String);
+
+/// A string that is not a room name; its message states the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", RoomName::RULE)]
+pub struct InvalidRoomName;
+
+impl RoomName {
+    /// The rule in words, for error messages.
+    pub const RULE: &'static str = "room names are 1-128 of letters, digits, _ -";
+    /// The rule as a regular expression, for clients that check before asking.
+    pub const PATTERN: &'static str = "^[A-Za-z0-9_-]{1,128}$";
+    /// The longest name.
+    pub const MAX_LEN: usize = MAX_NAME_LEN;
+
+    /// Parses a room name.
+    pub fn parse(name: &str) -> Result<Self, InvalidRoomName> {
+        let ok = (1..=Self::MAX_LEN).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if ok {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(InvalidRoomName)
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name, owned.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for RoomName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// User names: 1-32 of letters, digits, `_ - .` (the rule accounts will use).
 pub fn valid_user(name: &str) -> Option<String> {
     let ok = (1..=32).contains(&name.len())
@@ -105,6 +154,18 @@ mod tests {
                 queue: "messages".into()
             })
         );
+    }
+
+    #[test]
+    fn room_names_are_topics_without_dots() {
+        assert!(RoomName::parse("general").is_ok());
+        assert!(RoomName::parse("a_b-C9").is_ok());
+        assert!(RoomName::parse(&"x".repeat(128)).is_ok());
+        for bad in ["", "a.b", "a b", "ü", &"x".repeat(129)] {
+            assert!(RoomName::parse(bad).is_err(), "{bad:?}");
+        }
+        // Every room is a valid topic, and a valid topic is a room exactly when it has no dot.
+        assert!(Destination::parse("/topic/general").is_ok());
     }
 
     #[test]

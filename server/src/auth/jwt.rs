@@ -155,7 +155,7 @@ impl Keys {
 
     /// Signs an access token for `user` valid for `ttl`.
     pub fn mint(&self, user: &str, ttl: Duration) -> anyhow::Result<String> {
-        let now = crate::stomp::now_ms() / 1000;
+        let now = crate::clock::now_ms() / 1000;
         let mut jti = [0u8; 16];
         getrandom::fill(&mut jti).context("random jti")?;
         let claims = Claims {

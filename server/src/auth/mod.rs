@@ -6,6 +6,7 @@ pub mod password;
 mod throttle;
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,8 +21,8 @@ pub use jwt::{JwtAlgorithm, KeySettings, Keys};
 pub use password::Passwords;
 use throttle::Throttle;
 
-use crate::stomp::now_ms;
-use crate::store::{RefreshRecord, Rotation, Store};
+use crate::clock::now_ms;
+use crate::store::{self, RefreshRecord, Rotation, Store};
 
 /// The browser session cookie: it holds a refresh token.
 pub const SESSION_COOKIE: &str = "parley_session";
@@ -128,6 +129,8 @@ pub struct Auth {
     passwords: Passwords,
     throttle: Throttle,
     store: Arc<dyn Store>,
+    /// Numbers unnamed guests.
+    next_guest: AtomicU64,
 }
 
 impl Auth {
@@ -139,6 +142,7 @@ impl Auth {
             settings,
             keys,
             store,
+            next_guest: AtomicU64::new(1),
         })
     }
 
@@ -154,8 +158,8 @@ impl Auth {
         }
         check_new_account(name, password).map_err(RegisterError::Invalid)?;
         let hash = self.passwords.hash(password.to_owned()).await?;
-        let (store, name) = (self.store.clone(), name.to_owned());
-        match blocking(move || store.create_user(&name, &hash)).await? {
+        let name = name.to_owned();
+        match store::run(&self.store, move |store| store.create_user(&name, &hash)).await? {
             true => Ok(()),
             false => Err(RegisterError::Taken),
         }
@@ -172,10 +176,7 @@ impl Auth {
             .attempt(name, ip)
             .map_err(LoginError::Throttled)?;
         let stored = match valid_user(name) {
-            Some(name) => {
-                let store = self.store.clone();
-                blocking(move || store.password_hash(&name)).await?
-            }
+            Some(name) => store::run(&self.store, move |store| store.password_hash(&name)).await?,
             None => None,
         };
         // An unknown user is checked against a dummy hash: both failures take the same time.
@@ -198,8 +199,7 @@ impl Auth {
     ) -> Result<TokenPair, LoginError> {
         self.check_password(name, password, ip).await?;
         let (refresh_token, record) = self.new_refresh(name, random_token(16));
-        let store = self.store.clone();
-        blocking(move || store.insert_refresh(&record)).await?;
+        store::run(&self.store, move |store| store.insert_refresh(&record)).await?;
         Ok(self.pair(name, refresh_token))
     }
 
@@ -208,8 +208,10 @@ impl Auth {
         let old = hash_token(refresh_token);
         // The successor inherits the old token's family and user inside the store.
         let (new_token, record) = self.new_refresh("", String::new());
-        let store = self.store.clone();
-        let rotation = blocking(move || store.rotate_refresh(&old, &record, now_ms())).await?;
+        let rotation = store::run(&self.store, move |store| {
+            store.rotate_refresh(&old, &record, now_ms())
+        })
+        .await?;
         match rotation {
             Rotation::Rotated { user } => Ok(self.pair(&user, new_token)),
             Rotation::Reused => Err(RefreshError::Reused),
@@ -220,23 +222,26 @@ impl Auth {
     /// Revokes the family of a refresh token.
     pub async fn logout(&self, refresh_token: &str) -> anyhow::Result<bool> {
         let hash = hash_token(refresh_token);
-        let store = self.store.clone();
-        blocking(move || store.revoke_family(&hash)).await
+        store::run(&self.store, move |store| store.revoke_family(&hash)).await
     }
 
     /// The user of a valid session cookie's refresh token, without rotating it.
     pub async fn cookie_user(&self, refresh_token: &str) -> anyhow::Result<Option<String>> {
         let hash = hash_token(refresh_token);
-        let store = self.store.clone();
-        blocking(move || store.refresh_user(&hash, now_ms())).await
+        store::run(&self.store, move |store| {
+            store.refresh_user(&hash, now_ms())
+        })
+        .await
     }
 
     /// True if `name` is an account.
     pub async fn is_registered(&self, name: &str) -> anyhow::Result<bool> {
-        let (store, name) = (self.store.clone(), name.to_owned());
-        Ok(blocking(move || store.password_hash(&name))
-            .await?
-            .is_some())
+        let name = name.to_owned();
+        Ok(
+            store::run(&self.store, move |store| store.password_hash(&name))
+                .await?
+                .is_some(),
+        )
     }
 
     /// Verifies an access token; `Err` says why it is refused, never echoing the token.
@@ -248,6 +253,51 @@ impl Auth {
                 guest: false,
             },
             expires_ms: Some(claims.exp.saturating_mul(1000)),
+        })
+    }
+
+    /// A fresh access token `token` presented in-band by a connection of `current`: the new
+    /// expiry if it is for the same (registered) user. `Err` says why it is refused.
+    pub fn renew(&self, current: &Identity, token: &str) -> Result<Option<u64>, String> {
+        let renewed = self.verify(token)?;
+        if current.guest || renewed.identity.name != current.name {
+            return Err("the token is for another user".into());
+        }
+        Ok(renewed.expires_ms)
+    }
+
+    /// A guest named `name` (or `guest-<n>`), if guests are allowed and the name is no account's.
+    pub async fn guest(&self, name: Option<&str>) -> Result<Authenticated, String> {
+        if !self.settings.allow_guests {
+            return Err("an account is required (guests are not allowed)".into());
+        }
+        let name = match name {
+            Some(name) => {
+                let name = valid_user(name).ok_or("names are 1-32 of letters, digits, _ - .")?;
+                if name.starts_with(GUEST_PREFIX) {
+                    return Err("names starting with guest- are given by the server".into());
+                }
+                match self.is_registered(&name).await {
+                    Ok(false) => name,
+                    Ok(true) => {
+                        return Err(format!(
+                            "the name {name:?} belongs to a registered user; sign in"
+                        ))
+                    }
+                    Err(_) => return Err("storage error".into()),
+                }
+            }
+            None => format!(
+                "{GUEST_PREFIX}{}",
+                self.next_guest.fetch_add(1, Ordering::Relaxed)
+            ),
+        };
+        Ok(Authenticated {
+            identity: Identity {
+                name: name.into(),
+                guest: true,
+            },
+            expires_ms: None,
         })
     }
 
@@ -309,8 +359,7 @@ impl Auth {
         let mut every = tokio::time::interval(Duration::from_secs(3600));
         loop {
             every.tick().await;
-            let store = self.store.clone();
-            match blocking(move || store.purge_refresh(now_ms())).await {
+            match store::run(&self.store, move |store| store.purge_refresh(now_ms())).await {
                 Ok(n) if n > 0 => tracing::info!(purged = n, "expired refresh tokens deleted"),
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "purging refresh tokens failed"),
@@ -414,13 +463,6 @@ fn random_token(bytes: usize) -> String {
 
 fn hash_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
-}
-
-/// Runs a storage call on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    call: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
-) -> anyhow::Result<T> {
-    tokio::task::spawn_blocking(call).await?
 }
 
 #[cfg(test)]

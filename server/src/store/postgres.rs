@@ -12,6 +12,7 @@ use r2d2::{Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 
 use super::{RefreshRecord, Role, Room, RoomRules, Rotation, Store, StoredMessage};
+use crate::clock::now_ms;
 
 /// Connections kept open per node: the journal's writer, history readers, auth.
 const POOL_SIZE: u32 = 8;
@@ -211,7 +212,7 @@ impl Store for PgStore {
         }
         let ids: Vec<i64> = batch.iter().map(|m| to_i64(m.id)).collect();
         let rooms: Vec<&str> = batch.iter().map(|m| m.room.as_str()).collect();
-        let now = to_i64(crate::stomp::now_ms());
+        let now = to_i64(now_ms());
         self.in_tx(|tx| {
             tx.execute(
                 "INSERT INTO rooms (name, private, created_ms)
@@ -240,7 +241,7 @@ impl Store for PgStore {
         for m in batch.iter() {
             *counts.entry(m.room.clone()).or_default() += 1;
         }
-        let now = to_i64(crate::stomp::now_ms());
+        let now = to_i64(now_ms());
         let numbered = self.in_tx(|tx| {
             // Rooms in name order: nodes locking several counters never wait on each other in
             // a cycle.
@@ -356,7 +357,7 @@ impl Store for PgStore {
     }
 
     fn create_room(&self, room: &Room) -> anyhow::Result<bool> {
-        let now = to_i64(crate::stomp::now_ms());
+        let now = to_i64(now_ms());
         self.in_tx(|tx| {
             let created = tx.execute(
                 "INSERT INTO rooms (name, private, created_ms) VALUES ($1, $2, $3)
@@ -442,7 +443,7 @@ impl Store for PgStore {
     }
 
     fn create_user(&self, name: &str, password_hash: &str) -> anyhow::Result<bool> {
-        let now = to_i64(crate::stomp::now_ms());
+        let now = to_i64(now_ms());
         self.with(|conn| {
             Ok(conn.execute(
                 "INSERT INTO users (name, password_hash, created_ms) VALUES ($1, $2, $3)

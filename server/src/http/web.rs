@@ -10,22 +10,22 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     (
         "/",
         "text/html; charset=utf-8",
-        include_bytes!("../../web-client/index.html"),
+        include_bytes!("../../../web-client/index.html"),
     ),
     (
         "/app.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../../web-client/app.js"),
+        include_bytes!("../../../web-client/app.js"),
     ),
     (
         "/style.css",
         "text/css; charset=utf-8",
-        include_bytes!("../../web-client/style.css"),
+        include_bytes!("../../../web-client/style.css"),
     ),
     (
         "/vendor/stomp.umd.min.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../../web-client/vendor/stomp.umd.min.js"),
+        include_bytes!("../../../web-client/vendor/stomp.umd.min.js"),
     ),
 ];
 

@@ -1,5 +1,6 @@
-//! Cluster mode (`--cluster redis://…`): nodes share rooms through Redis sharded pub/sub, with
-//! PostgreSQL as the one store and the one source of message ids.
+//! The cluster bus (`--cluster redis://…`): nodes share rooms through Redis sharded pub/sub, with
+//! PostgreSQL as the one store and the one source of message ids. It calls the hub back only
+//! through [`BusEvents`], so it depends on nothing above it.
 //!
 //! A room message is numbered and stored first (one transaction: the room's counter and the
 //! row), then its node delivers it to its own clients and publishes it on the room's shard
@@ -30,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use crate::stomp::StompHub;
+use crate::clock::now_ms;
 
 /// Messages waiting to be published; beyond this they are dropped (other nodes then read them
 /// from storage when the next one shows the gap).
@@ -58,6 +59,27 @@ pub fn channel_of(key: &str) -> Option<String> {
 /// The room whose messages a channel carries, if it is a room channel.
 fn room_of_channel(channel: &str) -> Option<&str> {
     channel.strip_prefix("parley:{")?.strip_suffix('}')
+}
+
+/// What the bus asks of the hub: delivering what other nodes sent, and catching up from
+/// storage when the bus may have lost something.
+pub trait BusEvents: Send + Sync {
+    /// A message from another node (or numbered here), to deliver to this node's subscribers.
+    fn accept_forwarded(&self, message: Forwarded);
+    /// `room`'s rules changed on another node: read them back from storage.
+    fn reload_room_rules(&self, room: String);
+    /// Every room's rules may have changed unseen: read them all back from storage.
+    fn reload_acl(&self);
+    /// Deliver what storage holds of `room` beyond what this node delivered.
+    fn resync_room(&self, room: String);
+    /// [`BusEvents::resync_room`] for every room this node watches.
+    fn resync_rooms(&self);
+    /// Rooms with a subscriber on this node.
+    fn watched_rooms(&self) -> Vec<String>;
+    /// `user` has a subscription to `room` on this node.
+    fn is_present_here(&self, room: &str, user: &str) -> bool;
+    /// `user` left `room` because the node they were on is gone.
+    fn announce_gone(&self, room: &str, user: &str, guest: bool);
 }
 
 /// A message on the bus: `P1` line, JSON envelope line, then the body as it is.
@@ -151,7 +173,7 @@ enum Command {
 }
 
 /// This node's connection to the others.
-pub struct Cluster {
+pub struct Bus {
     /// This node's random id: a node ignores its own messages coming back.
     node: String,
     outgoing: mpsc::Sender<(String, Bytes)>,
@@ -161,7 +183,7 @@ pub struct Cluster {
     reader: Client,
     /// Presence entries expire this long after their last refresh.
     presence_ttl: Duration,
-    /// Parts started by [`Cluster::start`].
+    /// Parts started by [`Bus::start`].
     parts: Mutex<Option<Parts>>,
 }
 
@@ -173,7 +195,7 @@ struct Parts {
     presence: mpsc::Receiver<PresenceOp>,
 }
 
-impl Cluster {
+impl Bus {
     /// Connects to Redis at `url` (`redis://host:port`); fails if it cannot within 10 s.
     /// A node's presence entries expire `presence_ttl` after their last refresh.
     pub async fn connect(url: &str, presence_ttl: Duration) -> anyhow::Result<Arc<Self>> {
@@ -223,7 +245,7 @@ impl Cluster {
     }
 
     /// Starts the tasks that publish, receive and manage subscriptions for `hub`.
-    pub fn start(&self, hub: &Arc<StompHub>) {
+    pub fn start(&self, hub: Weak<dyn BusEvents>) {
         let Some(parts) = self.parts.lock().ok().and_then(|mut p| p.take()) else {
             return;
         };
@@ -239,11 +261,11 @@ impl Cluster {
             self.node.clone(),
             self.presence_ttl,
             presence,
-            Arc::downgrade(hub),
+            hub.clone(),
         ));
         tokio::spawn(publish_loop(publisher, outgoing));
         let _resubscribe = subscriber.manage_subscriptions();
-        let (always, rules_hub) = (subscriber.clone(), Arc::downgrade(hub));
+        let (always, rules_hub) = (subscriber.clone(), hub.clone());
         tokio::spawn(async move {
             subscribe_until_done(&always, ACL_CHANNEL).await;
             // Changes made between loading the rules at start and now came on no channel.
@@ -254,9 +276,9 @@ impl Cluster {
         tokio::spawn(receive_loop(
             subscriber.clone(),
             self.node.clone(),
-            Arc::downgrade(hub),
+            hub.clone(),
         ));
-        tokio::spawn(watch_loop(subscriber, commands, Arc::downgrade(hub)));
+        tokio::spawn(watch_loop(subscriber, commands, hub));
     }
 
     /// Sends `message` (numbered if it is a room's) to every other node; never blocks.
@@ -303,7 +325,7 @@ impl Cluster {
         let Ok(Ok(entries)) = read else {
             return Vec::new();
         };
-        let now = crate::stomp::now_ms();
+        let now = now_ms();
         let mut users: Vec<String> = entries
             .iter()
             .filter(|(_, value)| parse_presence(value).is_some_and(|(expiry, _)| expiry > now))
@@ -357,12 +379,12 @@ async fn presence_loop(
     node: String,
     ttl: Duration,
     mut ops: mpsc::Receiver<PresenceOp>,
-    hub: Weak<StompHub>,
+    hub: Weak<dyn BusEvents>,
 ) {
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
     let entry = |user: &str| format!("{user}\n{node}");
     let value = |guest: bool| {
-        let expiry = crate::stomp::now_ms().saturating_add(ttl_ms);
+        let expiry = now_ms().saturating_add(ttl_ms);
         format!("{expiry} {}", u8::from(guest))
     };
     let mut mine: HashMap<(String, String), bool> = HashMap::new();
@@ -402,7 +424,7 @@ async fn presence_loop(
                 }
                 let Some(hub) = hub.upgrade() else { return };
                 for room in hub.watched_rooms() {
-                    sweep(&client, &node, &room, &hub).await;
+                    sweep(&client, &node, &room, &*hub).await;
                 }
                 // A message the bus lost in a room where nobody speaks next shows no gap:
                 // compare with storage now and then.
@@ -414,12 +436,12 @@ async fn presence_loop(
 
 /// Removes expired presence entries of other nodes in `room`; whoever removes one announces
 /// that user's departure, unless they are still present through another node.
-async fn sweep(client: &Client, node: &str, room: &str, hub: &StompHub) {
+async fn sweep(client: &Client, node: &str, room: &str, hub: &dyn BusEvents) {
     let key = presence_key(room);
     let Ok(entries) = client.hgetall::<HashMap<String, String>, _>(&key).await else {
         return;
     };
-    let now = crate::stomp::now_ms();
+    let now = now_ms();
     let live_users: std::collections::HashSet<&str> = entries
         .iter()
         .filter(|(_, v)| parse_presence(v).is_some_and(|(expiry, _)| expiry > now))
@@ -469,7 +491,7 @@ async fn publish_loop(publisher: Client, mut outgoing: mpsc::Receiver<(String, B
 
 /// Hands every message from other nodes to the hub; after a reconnect or a lag, resynchronises
 /// every watched room from storage.
-async fn receive_loop(subscriber: SubscriberClient, node: String, hub: Weak<StompHub>) {
+async fn receive_loop(subscriber: SubscriberClient, node: String, hub: Weak<dyn BusEvents>) {
     let mut messages = subscriber.message_rx();
     let mut reconnects = subscriber.reconnect_rx();
     loop {
@@ -535,7 +557,7 @@ async fn subscribe_until_done(subscriber: &SubscriberClient, channel: &str) {
 async fn watch_loop(
     subscriber: SubscriberClient,
     mut commands: mpsc::UnboundedReceiver<Command>,
-    hub: Weak<StompHub>,
+    hub: Weak<dyn BusEvents>,
 ) {
     while let Some(command) = commands.recv().await {
         match command {
@@ -554,28 +576,6 @@ async fn watch_loop(
             }
         }
     }
-}
-
-/// Per-room order on this node: messages that came before their predecessors.
-#[derive(Default)]
-pub struct RoomOrder {
-    /// Waiting messages by id.
-    pub ahead: std::collections::BTreeMap<u64, Forwarded>,
-    /// A read from storage is under way for this room.
-    pub filling: bool,
-    /// Storage is known to hold the room's messages up to this id: deliver up to it.
-    pub upto: u64,
-}
-
-/// What this node receives from the bus.
-#[derive(Default)]
-pub struct Watching {
-    /// Fan-out keys with subscribers here.
-    pub keys: std::collections::HashSet<String>,
-    /// Watched keys per channel.
-    pub refs: HashMap<String, usize>,
-    /// Channels still being subscribed: turns true once live.
-    pub pending: HashMap<String, watch::Receiver<bool>>,
 }
 
 #[cfg(test)]

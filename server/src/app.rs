@@ -1,0 +1,190 @@
+//! Wiring: opens storage, starts the journal, auth, the cluster bus and the hub, builds the
+//! endpoints and the listeners from the settings, and serves until a signal ends it.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::acl::Acl;
+use crate::auth::{Auth, Keys};
+use crate::bus::Bus;
+use crate::config::Settings;
+use crate::endpoints::stomp::{Stomp, StompSettings};
+use crate::http::{HttpSettings, Parts, Server};
+use crate::hub::{ChatSettings, Hub, HubSettings};
+use crate::journal::Journal;
+use crate::store::{self, PgStore, SqliteStore, Store};
+
+/// Messages waiting for the storage writer before senders are told it is overloaded.
+const JOURNAL_CAPACITY: usize = 65_536;
+
+/// The store the settings name: PostgreSQL with `--database`, else SQLite in `--data`.
+pub fn open_store(settings: &Settings) -> anyhow::Result<Box<dyn Store>> {
+    Ok(match &settings.database {
+        Some(url) => Box::new(PgStore::connect(url)?),
+        None => Box::new(SqliteStore::open(&settings.data)?),
+    })
+}
+
+/// Runs the server until SIGINT or SIGTERM (then drains and shuts down).
+pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
+    // Storage and keys first: a bad key or database stops the start before anyone connects.
+    if settings.cluster.is_some() && settings.database.is_none() {
+        anyhow::bail!("--cluster needs --database postgres://…: the nodes share one store");
+    }
+    let store: Arc<dyn Store> = open_store(&settings)?.into();
+    let bus = match &settings.cluster {
+        Some(url) => Some(Bus::connect(url, settings.presence_ttl).await?),
+        None => None,
+    };
+    let keys = Keys::load(&settings.auth.keys)?;
+    let listener = TcpListener::bind(settings.http)
+        .await
+        .with_context(|| format!("binding {}", settings.http))?;
+    let addr = listener.local_addr()?;
+    let stomp_listener = match settings.stomp_tcp {
+        Some(stomp_addr) => Some(TcpListener::bind(stomp_addr).await.with_context(|| {
+            format!("binding STOMP TCP {stomp_addr} (--stomp-tcp off disables it)")
+        })?),
+        None => None,
+    };
+    // Handlers go in before anyone learns the port: a signal arriving earlier would otherwise
+    // get the default action and kill the process instead of shutting it down.
+    let signals = ShutdownSignals::install()?;
+    info!(%addr, echo = settings.echo, "listening");
+    // A stable line on stdout so scripts and tests learn the port when binding port 0.
+    println!("parley listening on http://{addr}");
+    if let Some(l) = &stomp_listener {
+        let stomp_addr = l.local_addr()?;
+        // Port 0 picks a free port: /api/info tells clients the address actually bound.
+        settings.stomp_tcp = Some(stomp_addr);
+        info!(addr = %stomp_addr, "STOMP over TCP listening");
+        println!("parley stomp listening on tcp://{stomp_addr}");
+    }
+    std::io::stdout().flush()?;
+
+    let draining = CancellationToken::new();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signals.drain_on_signal(draining.clone(), settings.drain_delay, shutdown.clone()));
+    let auth = Auth::new(settings.auth.clone(), keys, store.clone());
+    tokio::spawn(auth.clone().purge_expired());
+    let (acl, last_ids) = store::run(&store, |s| Ok((Acl::load(s)?, s.last_ids()?))).await?;
+    let hub = start_hub(&settings, store, acl, last_ids, bus)?;
+    let parts = Parts {
+        stomp: Stomp::new(hub.clone(), auth.clone(), stomp_settings(&settings)),
+        chat: Arc::new(ChatSettings {
+            max_body: settings.max_body,
+            rate_limit: settings.rate_limit,
+        }),
+        hub,
+        auth,
+        draining,
+        shutdown,
+    };
+    Server::new(http_settings(&settings), parts)
+        .run(listener, stomp_listener)
+        .await;
+    info!("shut down");
+    Ok(())
+}
+
+/// The journal and the hub over `store`, numbering rooms on from `last_ids`.
+fn start_hub(
+    settings: &Settings,
+    store: Arc<dyn Store>,
+    acl: Arc<Acl>,
+    last_ids: HashMap<String, u64>,
+    bus: Option<Arc<Bus>>,
+) -> anyhow::Result<Arc<Hub>> {
+    let journal = Journal::start(store.clone(), JOURNAL_CAPACITY);
+    let hub_settings = HubSettings {
+        broker: Default::default(),
+        outbox_capacity: settings.stomp_outbox,
+    };
+    Ok(Hub::new(hub_settings, store, journal, acl, bus, last_ids))
+}
+
+fn stomp_settings(settings: &Settings) -> StompSettings {
+    StompSettings {
+        limits: parley_stomp::Limits::default().with_max_body(settings.stomp_max_body),
+        heart_beat: settings.stomp_heart_beat,
+        max_room_body: settings.max_body,
+        rate_limit: settings.rate_limit,
+        connect_timeout: settings.handshake_timeout,
+        write_timeout: settings.write_timeout,
+    }
+}
+
+fn http_settings(settings: &Settings) -> HttpSettings {
+    HttpSettings {
+        echo: settings.echo,
+        echo_max_message: settings.echo_max_message,
+        deflate: settings.deflate,
+        handshake_timeout: settings.handshake_timeout,
+        idle_timeout: settings.idle_timeout,
+        write_timeout: settings.write_timeout,
+        shutdown_grace: settings.shutdown_grace,
+        max_connections: settings.max_connections,
+        max_body: settings.max_body,
+        stomp_max_body: settings.stomp_max_body,
+        stomp_tcp: settings.stomp_tcp,
+    }
+}
+
+/// SIGINT and SIGTERM, registered with the OS.
+struct ShutdownSignals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                interrupt: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+                terminate: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// On the first signal cancels `draining`, then `shutdown` after `delay` (or at once on a
+    /// second signal).
+    async fn drain_on_signal(
+        mut self,
+        draining: CancellationToken,
+        delay: Duration,
+        shutdown: CancellationToken,
+    ) {
+        self.next().await;
+        info!(?delay, "draining");
+        draining.cancel();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = self.next() => {}
+        }
+        info!("shutting down");
+        shutdown.cancel();
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

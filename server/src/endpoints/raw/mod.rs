@@ -1,0 +1,288 @@
+//! The raw WebSocket JSON protocol at `/ws`: one JSON object per text message, turned into the
+//! hub's chat commands ([`ChatSession`]); deliveries come back as JSON built once per message
+//! and shared by every raw recipient. See `docs/protocol.md`.
+
+pub mod wire;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parley_protocol::{CloseCode, Connection, Event, Message};
+use parley_stomp::broker::{Delivery, Published, Receipt};
+use serde_json::{json, Map, Value};
+
+use crate::auth::{Auth, Authenticated};
+use crate::clock::now_ms;
+use crate::hub::{
+    ChatSession, ChatSettings, Held, Hub, JoinAnswer, Next, Notice, Refusal, Target,
+    CLOSE_UNAUTHORIZED,
+};
+use crate::ws::{Endpoint, Outbound};
+
+/// Errors in a row after which a client is disconnected (1008) instead of answered.
+const MAX_ERRORS_IN_A_ROW: u32 = 20;
+
+/// One raw client.
+pub struct RawClient {
+    chat: ChatSession,
+    auth: Arc<Auth>,
+    errors_in_a_row: u32,
+    /// The messages of the current read, handled in order once it is all in (`after_events`).
+    inbox: Vec<Message>,
+    /// The `ref` of each send queued in `chat`, in order, for its answer.
+    send_refs: Vec<Option<String>>,
+}
+
+/// A refusal, and the `ref` of the command it answers.
+type Failed = (Refusal, Option<String>);
+
+impl RawClient {
+    /// Connects an authenticated client (or a guest) to the hub.
+    pub fn open(
+        hub: &Arc<Hub>,
+        auth: Arc<Auth>,
+        settings: Arc<ChatSettings>,
+        who: Authenticated,
+    ) -> Self {
+        let mut chat = ChatSession::open(hub, who.identity, settings);
+        chat.session().set_expiry(who.expires_ms);
+        Self {
+            chat,
+            auth,
+            errors_in_a_row: 0,
+            inbox: Vec::new(),
+            send_refs: Vec::new(),
+        }
+    }
+
+    /// Handles one client message; returns the reply, if any.
+    async fn handle(
+        &mut self,
+        message: Message,
+        conn: &mut Connection,
+    ) -> Result<Option<Bytes>, Failed> {
+        let Message::Text(text) = message else {
+            return Err((refused("bad_json", "send JSON as text messages"), None));
+        };
+        let value: Value = serde_json::from_slice(&text)
+            .map_err(|e| (refused("bad_json", format!("not valid JSON: {e}")), None))?;
+        let Value::Object(msg) = value else {
+            return Err((refused("bad_json", "expected a JSON object"), None));
+        };
+        let reference = msg.get("ref").and_then(Value::as_str).map(str::to_owned);
+        self.command(&msg, reference.clone(), conn)
+            .await
+            .map_err(|refusal| (refusal, reference))
+    }
+
+    async fn command(
+        &mut self,
+        msg: &Map<String, Value>,
+        reference: Option<String>,
+        conn: &mut Connection,
+    ) -> Result<Option<Bytes>, Refusal> {
+        self.chat.admit()?;
+        let kind = string(msg, "type")?;
+        if kind != "send" {
+            // Everything before this command takes effect first.
+            self.flush_sends(conn);
+        }
+        let reply = match kind {
+            "ping" => Some(wire::text_frame(&json!({"type": "pong"}))),
+            "join" => {
+                let since = msg.get("since").map(message_id).transpose()?;
+                let room = string(msg, "room")?;
+                match self.chat.join(room, since).await? {
+                    JoinAnswer::Members(members) => Some(wire::joined(room, &members)),
+                    JoinAnswer::Later => None,
+                }
+            }
+            "leave" => self.chat.leave(string(msg, "room")?).map(|()| None)?,
+            "send" => self.send(msg, reference).map(|()| None)?,
+            "auth" => Some(self.renew(string(msg, "access_token")?)?),
+            "typing" => self.chat.typing(string(msg, "room")?).map(|()| None)?,
+            "history" => {
+                let before = msg.get("before").map(message_id).transpose()?;
+                let limit = msg.get("limit").and_then(Value::as_u64).unwrap_or(50);
+                let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+                self.chat.history(string(msg, "room")?, before, limit)?;
+                None
+            }
+            other => {
+                return Err(refused(
+                    "unknown_type",
+                    format!("unknown message type {other:?}"),
+                ))
+            }
+        };
+        Ok(reply)
+    }
+
+    /// A fresh access token for the same user extends the connection's life.
+    fn renew(&mut self, token: &str) -> Result<Bytes, Refusal> {
+        let expires_ms = self
+            .auth
+            .renew(self.chat.identity(), token)
+            .map_err(|why| refused("unauthorized", why))?;
+        self.chat.session().set_expiry(expires_ms);
+        let expires_in = expires_ms.map_or(0, |e| e.saturating_sub(now_ms()) / 1000);
+        Ok(wire::text_frame(
+            &json!({"type": "authed", "expires_in": expires_in}),
+        ))
+    }
+
+    fn send(&mut self, msg: &Map<String, Value>, reference: Option<String>) -> Result<(), Refusal> {
+        let body = string(msg, "body")?;
+        let target = match (msg.get("room"), msg.get("to")) {
+            (Some(_), _) => Target::Room(string(msg, "room")?),
+            (None, Some(_)) => Target::User(string(msg, "to")?),
+            (None, None) => return Err(refused("missing_field", "send needs \"room\" or \"to\"")),
+        };
+        // A room message is acknowledged once it is durable: the ack travels with it to storage.
+        let ack_ref = reference.clone();
+        let durable_ack = Receipt(Arc::new(move |id| {
+            wire::text_frame(&wire::ack(id, ack_ref.as_deref()))
+        }));
+        self.chat.send(target, body, durable_ack)?;
+        self.send_refs.push(reference);
+        Ok(())
+    }
+
+    /// Publishes the queued sends in one step and writes their answers: a DM is acknowledged
+    /// once accepted (DMs are not stored), a room message later, once durable.
+    fn flush_sends(&mut self, conn: &mut Connection) {
+        let results = self.chat.flush();
+        for (result, reference) in results.into_iter().zip(self.send_refs.drain(..)) {
+            let reply = match result {
+                Ok(Published { stored: true, .. }) => continue,
+                Ok(published) => wire::text_frame(&wire::ack(published.id, reference.as_deref())),
+                Err(refusal) => {
+                    self.errors_in_a_row += 1;
+                    wire::error(&refusal, reference)
+                }
+            };
+            let _ = conn.send_encoded(reply);
+        }
+    }
+
+    /// The frames of what the hub handed this session.
+    fn frames_for(&mut self, next: Next) -> Outbound {
+        let frame = match next {
+            Next::Evicted(code, reason) => return Outbound::Close(code, reason),
+            Next::Expired => {
+                return Outbound::Close(CLOSE_UNAUTHORIZED, "token expired".to_owned())
+            }
+            Next::Delivery(first) => {
+                let user = self.chat.identity().name.clone();
+                let batch = self.chat.session().batch(first);
+                return Outbound::Frames(batch.filter_map(|d| frame_for(&d, &user)).collect());
+            }
+            Next::Held(Held::Replay { messages, .. }) => match messages {
+                Ok(messages) => {
+                    let frames = messages
+                        .iter()
+                        .map(|m| wire::text_frame(&wire::MessageJson::from(m)));
+                    return Outbound::Frames(frames.collect());
+                }
+                Err(()) => wire::error(&refused("storage_error", "catch-up failed"), None),
+            },
+            Next::Held(Held::Joined { room, members }) => wire::joined(&room, &members),
+            Next::Held(Held::Lost) => return Outbound::Frames(Vec::new()),
+            Next::Notice(Notice::Encoded(bytes)) => bytes,
+            Next::Notice(Notice::Revoked { room, reason }) => wire::revoked(&room, &reason),
+            Next::Notice(Notice::History { room, messages }) => match messages {
+                Ok(messages) => wire::history(&room, &messages),
+                Err(()) => wire::error(&refused("storage_error", "history is unavailable"), None),
+            },
+        };
+        Outbound::Frames(vec![frame])
+    }
+}
+
+impl Endpoint for RawClient {
+    fn on_event(&mut self, _conn: &mut Connection, event: Event) {
+        if let Event::Message(message) = event {
+            self.inbox.push(message);
+        }
+    }
+
+    async fn after_events(&mut self, conn: &mut Connection) {
+        let inbox = std::mem::take(&mut self.inbox);
+        for message in inbox {
+            if conn.is_closing() || conn.is_closed() {
+                break;
+            }
+            let reply = match self.handle(message, conn).await {
+                Ok(reply) => {
+                    self.errors_in_a_row = 0;
+                    reply
+                }
+                Err((refusal, reference)) => {
+                    self.errors_in_a_row += 1;
+                    Some(wire::error(&refusal, reference))
+                }
+            };
+            if let Some(reply) = reply {
+                let _ = conn.send_encoded(reply);
+            }
+            self.close_if_hopeless(conn);
+        }
+        self.flush_sends(conn);
+        self.close_if_hopeless(conn);
+    }
+
+    async fn outbound(&mut self) -> Outbound {
+        let next = self.chat.session().next().await;
+        self.frames_for(next)
+    }
+
+    fn finish(&mut self) {
+        // Sends already read are published even if the connection is going.
+        self.chat.close();
+    }
+}
+
+impl RawClient {
+    fn close_if_hopeless(&mut self, conn: &mut Connection) {
+        if self.errors_in_a_row >= MAX_ERRORS_IN_A_ROW {
+            conn.close(CloseCode::POLICY_VIOLATION, "too many errors in a row");
+        }
+    }
+}
+
+/// The frame a delivery becomes for `user`'s client, or `None` for their own typing.
+fn frame_for(delivery: &Delivery, user: &str) -> Option<Bytes> {
+    let message = &delivery.message;
+    let is_typing = message
+        .header("destination")
+        .is_some_and(|d| d.ends_with(".typing"));
+    if is_typing && message.header("sender") == Some(user) {
+        return None;
+    }
+    Some(message.other_wire(|m| wire::message_frame(m, user)).clone())
+}
+
+fn refused(code: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal::new(code, message)
+}
+
+/// A message id, given as a string (as the server sends them) or a number.
+fn message_id(v: &Value) -> Result<u64, Refusal> {
+    match v {
+        Value::String(s) => s.parse().ok(),
+        Value::Number(n) => n.as_u64(),
+        _ => None,
+    }
+    .ok_or_else(|| refused("invalid_field", "message ids are decimal numbers"))
+}
+
+fn string<'m>(msg: &'m Map<String, Value>, field: &'static str) -> Result<&'m str, Refusal> {
+    match msg.get(field) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(refused(
+            "invalid_field",
+            format!("{field:?} must be a string"),
+        )),
+        None => Err(refused("missing_field", format!("missing field {field:?}"))),
+    }
+}

@@ -1,0 +1,184 @@
+//! The raw protocol's JSON: what the server sends, each object in a ready WebSocket text frame.
+//! The REST API answers history in the same message shape.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use parley_protocol::frame::{self, OpCode};
+use parley_stomp::SharedMessage;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::hub::Refusal;
+use crate::store::StoredMessage;
+
+/// One stored message as JSON, in the shape of a live `message`.
+#[derive(Serialize)]
+pub struct MessageJson<'a> {
+    r#type: &'static str,
+    room: &'a str,
+    id: String,
+    from: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    guest: bool,
+    ts: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    deleted: bool,
+}
+
+impl<'a> From<&'a StoredMessage> for MessageJson<'a> {
+    fn from(m: &'a StoredMessage) -> Self {
+        Self {
+            r#type: "message",
+            room: &m.room,
+            id: m.id.to_string(),
+            from: &m.from,
+            guest: m.guest,
+            ts: m.ts,
+            body: (!m.deleted).then_some(m.body.as_str()),
+            deleted: m.deleted,
+        }
+    }
+}
+
+/// A JSON value in a WebSocket text frame.
+pub fn text_frame(value: &impl Serialize) -> Bytes {
+    frame::encode(OpCode::Text, &serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// `{"type":"ack","id":…,"ref":…}`.
+pub fn ack(id: u64, reference: Option<&str>) -> Value {
+    let mut ack = json!({"type": "ack", "id": id.to_string()});
+    if let Some(reference) = reference {
+        ack["ref"] = Value::from(reference);
+    }
+    ack
+}
+
+/// `{"type":"error","code":…,"message":…,"ref":…}`.
+pub fn error(refusal: &Refusal, reference: Option<String>) -> Bytes {
+    #[derive(Serialize)]
+    struct Error<'a> {
+        r#type: &'static str,
+        code: &'static str,
+        message: &'a str,
+        #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+    }
+    text_frame(&Error {
+        r#type: "error",
+        code: refusal.code,
+        message: &refusal.message,
+        reference,
+    })
+}
+
+/// The answer to a join: who is in the room.
+pub fn joined(room: &str, members: &[impl AsRef<str>]) -> Bytes {
+    let members: Vec<&str> = members.iter().map(AsRef::as_ref).collect();
+    text_frame(&json!({"type": "joined", "room": room, "members": members}))
+}
+
+/// A page of history.
+pub fn history(room: &str, messages: &[StoredMessage]) -> Bytes {
+    let messages: Vec<MessageJson<'_>> = messages.iter().map(MessageJson::from).collect();
+    text_frame(&json!({"type": "history", "room": room, "messages": messages}))
+}
+
+/// The session lost access to `room` (it stays connected).
+pub fn revoked(room: &str, reason: &str) -> Bytes {
+    text_frame(&json!({"type": "error", "code": "forbidden", "room": room, "message": reason}))
+}
+
+/// What a message, typing or presence announcement looks like to raw clients, `type` first.
+#[derive(Serialize, Default)]
+struct Outgoing<'a> {
+    r#type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    guest: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ts: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<Cow<'a, str>>,
+}
+
+/// A delivered message as the raw protocol's JSON, in a ready WebSocket text frame. The frame
+/// is the same for every raw recipient (a DM's `to` is its recipient, and every session that
+/// receives it belongs to that user), so the caller caches it on the message.
+pub fn message_frame(m: &SharedMessage, recipient: &str) -> Bytes {
+    let destination = m.header("destination").unwrap_or_default();
+    let sender = m.header("sender");
+    let guest = m.header("sender-guest") == Some("true");
+    let out = match destination.strip_prefix("/topic/") {
+        Some(topic) => {
+            if let Some(room) = topic.strip_suffix(".typing") {
+                Outgoing {
+                    r#type: "typing",
+                    room: Some(room),
+                    user: sender,
+                    guest,
+                    ..Outgoing::default()
+                }
+            } else if let Some(room) = topic.strip_suffix(".presence") {
+                presence(m, room)
+            } else {
+                Outgoing {
+                    room: Some(topic),
+                    ..chat_message(m, sender, guest)
+                }
+            }
+        }
+        None => Outgoing {
+            to: Some(recipient),
+            ..chat_message(m, sender, guest)
+        },
+    };
+    text_frame(&out)
+}
+
+/// A room message or DM.
+fn chat_message<'a>(m: &'a SharedMessage, sender: Option<&'a str>, guest: bool) -> Outgoing<'a> {
+    Outgoing {
+        r#type: "message",
+        id: m.header("message-id"),
+        from: sender,
+        guest,
+        ts: m.header("timestamp").and_then(|t| t.parse().ok()),
+        body: Some(String::from_utf8_lossy(m.body())),
+        ..Outgoing::default()
+    }
+}
+
+/// A presence change, or a deletion announced on the presence channel.
+fn presence<'a>(m: &'a SharedMessage, room: &'a str) -> Outgoing<'a> {
+    match m.header("event") {
+        Some("delete") => Outgoing {
+            r#type: "deleted",
+            room: Some(room),
+            id: m.header("deleted-id"),
+            ..Outgoing::default()
+        },
+        event => Outgoing {
+            r#type: "presence",
+            room: Some(room),
+            user: m.header("user"),
+            guest: m.header("guest") == Some("true"),
+            event,
+            ..Outgoing::default()
+        },
+    }
+}

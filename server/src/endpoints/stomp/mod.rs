@@ -1,0 +1,532 @@
+//! STOMP 1.0–1.2 over plain TCP or WebSocket (`/stomp`): each connection decodes client
+//! frames, applies them to the hub's broker through the sans-IO [`Session`], and writes
+//! replies, deliveries and heart-beats. See `docs/stomp.md`.
+
+mod connect;
+mod transport;
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use parley_protocol::CloseCode;
+use parley_stomp::broker::Delivery;
+use parley_stomp::destination::Destination;
+use parley_stomp::session::{AccessPolicy, Flow, Session, SessionConfig};
+use parley_stomp::{Command, Decoder, Frame, Limits, Version};
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+pub use self::connect::Caller;
+use self::transport::{Tcp, Transport, Ws};
+use crate::auth::Auth;
+use crate::clock::{far_future, instant_at, now_ms};
+use crate::hub::{catch_up_range, live_from_stored, Held, Hub, HubSession, Next, Notice};
+use crate::ws::{release_if_empty, ReadReady, WsSocket};
+
+/// The destination a STOMP client SENDs a fresh access token to, to renew its session in-band.
+pub const AUTH_DESTINATION: &str = "/app/auth";
+/// Client frames applied in one step under the broker's lock.
+const MAX_FRAME_BATCH: usize = 64;
+/// SUBSCRIBEs per batch whose rooms are prepared in cluster mode (each new room costs a read).
+const MAX_PREPARED: usize = 16;
+
+/// Settings of the STOMP endpoint.
+#[derive(Clone, Debug)]
+pub struct StompSettings {
+    /// Frame limits.
+    pub limits: Limits,
+    /// Server heart-beat offer (send, receive) in ms.
+    pub heart_beat: (u64, u64),
+    /// Largest body of a room message.
+    pub max_room_body: usize,
+    /// SENDs per second per session (0: unlimited).
+    pub rate_limit: u32,
+    /// Time from TCP accept (or WebSocket upgrade) to CONNECT.
+    pub connect_timeout: Duration,
+    /// A write making no progress this long drops the connection.
+    pub write_timeout: Duration,
+}
+
+/// The STOMP endpoint: what every STOMP connection shares.
+pub struct Stomp {
+    hub: Arc<Hub>,
+    auth: Arc<Auth>,
+    config: Arc<SessionConfig>,
+    settings: StompSettings,
+}
+
+impl Stomp {
+    /// The endpoint for `hub`; CONNECTs are authenticated by `auth`.
+    pub fn new(hub: Arc<Hub>, auth: Arc<Auth>, settings: StompSettings) -> Arc<Self> {
+        let mut config = SessionConfig::default();
+        config.access = AccessPolicy(hub.acl().clone());
+        config.server = format!("parley/{}", env!("CARGO_PKG_VERSION"));
+        config.heart_beat = settings.heart_beat;
+        config.max_room_body = settings.max_room_body;
+        config.rate_limit = settings.rate_limit;
+        Arc::new(Self {
+            hub,
+            auth,
+            config: Arc::new(config),
+            settings,
+        })
+    }
+
+    /// Runs STOMP over one plain TCP connection.
+    pub async fn serve_tcp(&self, stream: TcpStream, caller: Caller, shutdown: CancellationToken) {
+        let transport = Tcp::new(stream, self.settings.write_timeout);
+        self.serve(transport, caller, &shutdown).await;
+    }
+
+    /// Runs STOMP over an upgraded WebSocket.
+    pub async fn serve_websocket<S>(
+        &self,
+        socket: WsSocket<S>,
+        caller: Caller,
+        shutdown: CancellationToken,
+    ) where
+        S: ReadReady + AsyncWrite + Send,
+    {
+        self.serve(Ws(socket), caller, &shutdown).await;
+    }
+
+    async fn serve<T: Transport>(
+        &self,
+        transport: T,
+        caller: Caller,
+        shutdown: &CancellationToken,
+    ) {
+        let hub = self.hub.open_session();
+        let session = Session::new(hub.id(), self.config.clone());
+        let mut conn = Conn {
+            stomp: self,
+            transport,
+            inbound: BytesMut::new(),
+            decoder: Decoder::new(self.settings.limits.clone()),
+            session,
+            hub,
+            caller,
+            prefix: None,
+            live_wait: Vec::new(),
+            started: Instant::now(),
+            last_in: Instant::now(),
+            last_out: Instant::now(),
+        };
+        let ending = conn.run(shutdown).await;
+        conn.finish(ending).await;
+    }
+}
+
+/// How a connection ends.
+enum Ending {
+    /// The session ended itself (DISCONNECT, or an ERROR it already queued).
+    Done,
+    /// Say why in an ERROR frame, then close (a WebSocket with this code).
+    Error(String, CloseCode),
+    /// The peer left or closed its WebSocket: answer what is owed, then go.
+    PeerLeft,
+    /// A write failed or a slow consumer was cut loose mid-write: no waiting on the peer.
+    WriteFailed,
+}
+
+/// The last subscription's MESSAGE prefix (`MESSAGE` + `subscription`), reused while it repeats.
+type PrefixCache = Option<(Arc<str>, Bytes)>;
+
+/// One STOMP connection.
+struct Conn<'a, T> {
+    stomp: &'a Stomp,
+    transport: T,
+    inbound: BytesMut,
+    decoder: Decoder,
+    session: Session,
+    hub: HubSession,
+    caller: Caller,
+    prefix: PrefixCache,
+    /// Cluster mode: fan-out keys whose bus channels must be live before replies go out.
+    live_wait: Vec<String>,
+    started: Instant,
+    last_in: Instant,
+    last_out: Instant,
+}
+
+impl<T: Transport> Conn<'_, T> {
+    /// The connection loop: apply what arrived, write, then wait for the next thing to do.
+    async fn run(&mut self, shutdown: &CancellationToken) -> Ending {
+        loop {
+            if let Some(ending) = self.handle_input().await {
+                return ending;
+            }
+            if !self.live_wait.is_empty() {
+                let keys = std::mem::take(&mut self.live_wait);
+                self.hub.hub().until_live(&keys).await;
+            }
+            // A consumer too slow to take what it is sent blocks here; eviction cuts it loose
+            // at once instead of after the write timeout.
+            let flushed = tokio::select! {
+                flushed = self.transport.flush() => flushed,
+                () = self.hub.evicted().token().cancelled() => {
+                    Err(io::Error::other("slow consumer evicted while writing"))
+                }
+            };
+            if let Err(error) = flushed {
+                debug!(%error, "STOMP write failed");
+                return Ending::WriteFailed;
+            }
+            if self.transport.is_closed() {
+                return Ending::Done;
+            }
+            // Checked every turn, not only when the timer fires: a client that keeps the socket
+            // busy must not outlive its token.
+            if self.session.is_connected() && self.hub.is_expired() {
+                return self.error("token expired");
+            }
+            let deadline = self.deadline();
+            let ending = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    Some(Ending::Error("server shutting down".to_owned(), CloseCode::GOING_AWAY))
+                }
+                next = self.hub.next() => self.on_next(next),
+                read = self.transport.read(&mut self.inbound) => match read {
+                    Ok(true) => {
+                        self.last_in = Instant::now();
+                        None
+                    }
+                    Ok(false) | Err(_) => Some(Ending::PeerLeft),
+                },
+                () = sleep_until(deadline) => self.on_deadline(),
+            };
+            if let Some(ending) = ending {
+                return ending;
+            }
+        }
+    }
+
+    /// Decodes and applies every complete frame buffered: plain frames in batches, CONNECT and
+    /// `/app/auth` (which need async work) on their own. `Some` when the connection must end.
+    async fn handle_input(&mut self) -> Option<Ending> {
+        let mut batch: Vec<Frame> = Vec::new();
+        let mut malformed = None;
+        loop {
+            let frame = match self.decoder.decode(&mut self.inbound) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(error) => {
+                    malformed = Some(format!("malformed frame: {error}"));
+                    break;
+                }
+            };
+            let special = if self.is_special(&frame) {
+                Some(frame)
+            } else {
+                batch.push(frame);
+                if batch.len() < MAX_FRAME_BATCH {
+                    continue;
+                }
+                None
+            };
+            if !batch.is_empty() && self.apply(&mut batch).await == Flow::Close {
+                return Some(Ending::Done);
+            }
+            if let Some(frame) = special {
+                if let Some(ending) = self.special(frame).await {
+                    return Some(ending);
+                }
+            }
+        }
+        if !batch.is_empty() && self.apply(&mut batch).await == Flow::Close {
+            return Some(Ending::Done);
+        }
+        if let Some(reason) = malformed {
+            return Some(self.error(&reason));
+        }
+        release_if_empty(&mut self.inbound);
+        None
+    }
+
+    /// CONNECT (before the session is connected) and SEND to [`AUTH_DESTINATION`] (after):
+    /// they need async work, so they are not batched.
+    fn is_special(&self, frame: &Frame) -> bool {
+        if self.session.is_connected() {
+            frame.command == Command::Send && frame.get("destination") == Some(AUTH_DESTINATION)
+        } else {
+            matches!(frame.command, Command::Connect | Command::Stomp)
+        }
+    }
+
+    /// CONNECT: who is this? `/app/auth`: a fresh token for the same user.
+    async fn special(&mut self, frame: Frame) -> Option<Ending> {
+        let renewing = self.session.is_connected();
+        let checked = if renewing {
+            self.renew(&frame)
+        } else {
+            // Boxed: CONNECT happens once, its state need not live in every idle session.
+            let auth = &self.stomp.auth;
+            Box::pin(connect::authenticate(auth, &frame, &self.caller))
+                .await
+                .map(|authenticated| {
+                    self.session.authenticate(authenticated.identity);
+                    authenticated.expires_ms
+                })
+        };
+        match checked {
+            Ok(expires_ms) => self.hub.set_expiry(expires_ms),
+            Err(why) => {
+                let receipt = frame.get("receipt").map(str::to_owned);
+                let error = self.session.error_frame(&why, receipt);
+                self.transport.queue_frame(&[error], true);
+                return Some(Ending::Done);
+            }
+        }
+        if renewing {
+            if let Some(receipt) = frame.get("receipt") {
+                let r = Frame::new(Command::Receipt).header("receipt-id", receipt);
+                let r = parley_stomp::codec::encode(&r, self.session.version());
+                self.transport.queue_frame(&[r], true);
+            }
+            return None;
+        }
+        let flow = self.apply(&mut vec![frame]).await;
+        self.decoder.set_version(self.session.version());
+        (flow == Flow::Close).then_some(Ending::Done)
+    }
+
+    /// A `SEND /app/auth`: the new expiry, or the ERROR message.
+    fn renew(&self, frame: &Frame) -> Result<Option<u64>, String> {
+        let body = std::str::from_utf8(&frame.body).unwrap_or_default().trim();
+        let token = frame
+            .get("access-token")
+            .or((!body.is_empty()).then_some(body))
+            .ok_or("SEND to /app/auth needs an access-token header")?;
+        let me = self
+            .session
+            .identity()
+            .ok_or("authentication failed: not connected")?;
+        self.stomp
+            .auth
+            .renew(me, token)
+            .map_err(|e| format!("authentication failed: {e}"))
+    }
+
+    /// Applies client frames in one step under the broker's lock, stopping at the first that
+    /// closes the session: a publisher's frames from one read are fanned out together, so each
+    /// subscriber is woken once for all of them. Replies (CONNECTED, RECEIPT, ERROR) are
+    /// queued on the transport; catch-ups start.
+    async fn apply(&mut self, frames: &mut Vec<Frame>) -> Flow {
+        let hub = self.hub.hub().clone();
+        if hub.is_clustered() {
+            let (keys, rooms) = subscriptions(&self.session, frames);
+            hub.prepare_rooms(rooms).await;
+            self.live_wait.extend(keys);
+        }
+        let mut replies = Vec::new();
+        let mut catch_ups = Vec::new();
+        let mut sends = 0;
+        let version = self.session.version();
+        let session = &mut self.session;
+        let flow = hub.apply(|broker, events| {
+            for frame in frames.drain(..) {
+                // Never the headers: CONNECT carries passwords and tokens.
+                tracing::trace!(
+                    user = session.user().map(|u| &**u),
+                    command = frame.command.as_str(),
+                    destination = frame.get("destination"),
+                    "STOMP frame"
+                );
+                let is_send = frame.command == Command::Send;
+                let catch_up = parley_stomp::session::catch_up(&frame, version);
+                if session.handle(frame, broker, now_ms(), &mut replies, events) == Flow::Close {
+                    return Flow::Close;
+                }
+                sends += u64::from(is_send);
+                if let Some((room, subscription, since)) = catch_up {
+                    if let Some((since, last)) = catch_up_range(broker, &room, since) {
+                        catch_ups.push((room, subscription, since, last));
+                    }
+                }
+            }
+            Flow::Continue
+        });
+        frames.clear();
+        for reply in replies {
+            self.transport.queue_frame(&[reply], true);
+        }
+        hub.stats
+            .messages_in
+            .fetch_add(sends, std::sync::atomic::Ordering::Relaxed);
+        for (room, subscription, since, last) in catch_ups {
+            self.hub.replay(room, subscription, since, last);
+        }
+        flow
+    }
+
+    /// Writes what the hub handed this session.
+    fn on_next(&mut self, next: Next) -> Option<Ending> {
+        match next {
+            // The reason goes in the ERROR frame; the WebSocket then closes normally.
+            Next::Evicted(_, reason) => return Some(self.error(&reason)),
+            Next::Expired => return Some(self.error("token expired")),
+            Next::Notice(Notice::Revoked { reason, .. }) => return Some(self.error(&reason)),
+            Next::Notice(Notice::Encoded(bytes)) => self.transport.queue_frame(&[bytes], true),
+            Next::Notice(Notice::History { .. }) | Next::Held(Held::Joined { .. }) => {}
+            Next::Held(Held::Replay {
+                subscription,
+                messages: Ok(messages),
+                ..
+            }) => {
+                for m in messages {
+                    let message = live_from_stored(m);
+                    let parts = self.session.message_parts(&subscription, None, &message);
+                    self.transport.queue_frame(&parts, message.body_is_utf8());
+                }
+            }
+            Next::Held(Held::Replay { .. } | Held::Lost) => {
+                return Some(self.error("catch-up failed: storage error"));
+            }
+            Next::Delivery(first) => {
+                let Self {
+                    hub,
+                    transport,
+                    session,
+                    prefix,
+                    ..
+                } = self;
+                for delivery in hub.batch(first) {
+                    queue_delivery(transport, session, prefix, delivery);
+                }
+            }
+        }
+        self.last_out = Instant::now();
+        None
+    }
+
+    /// The next time something is due: CONNECT, heart-beats, token expiry, WebSocket idleness.
+    fn deadline(&self) -> Instant {
+        let beat = self.session.heart_beat();
+        let mut deadline = if self.session.is_connected() {
+            let recv = beat.expect_within.map(|d| self.last_in + d);
+            let send = beat.send_every.map(|d| self.last_out + d);
+            let expiry = self.hub.expiry().map(instant_at);
+            [recv, send, expiry].into_iter().flatten().min()
+        } else {
+            Some(self.started + self.stomp.settings.connect_timeout)
+        };
+        if let Some(idle) = self.transport.idle_deadline() {
+            deadline = Some(deadline.map_or(idle, |d| d.min(idle)));
+        }
+        deadline.unwrap_or_else(far_future)
+    }
+
+    /// Whatever came due.
+    fn on_deadline(&mut self) -> Option<Ending> {
+        let now = Instant::now();
+        let beat = self.session.heart_beat();
+        if !self.session.is_connected() {
+            return Some(self.error("no CONNECT frame in time"));
+        }
+        if self.hub.is_expired() {
+            return Some(self.error("token expired"));
+        }
+        if beat.expect_within.is_some_and(|d| now >= self.last_in + d) {
+            return Some(self.error("heart-beat timeout: nothing received from the client"));
+        }
+        if self.transport.idle_expired() {
+            return Some(self.error("idle timeout"));
+        }
+        if beat.send_every.is_some_and(|d| now >= self.last_out + d) {
+            self.transport
+                .queue_frame(&[Bytes::from_static(b"\n")], true);
+            self.last_out = now;
+        }
+        None
+    }
+
+    fn error(&self, message: &str) -> Ending {
+        Ending::Error(message.to_owned(), CloseCode::NORMAL)
+    }
+
+    /// Leaves the broker (unacknowledged queue messages go elsewhere), then closes the
+    /// connection as `ending` says.
+    async fn finish(mut self, ending: Ending) {
+        let session = &mut self.session;
+        self.hub
+            .close(|broker, events| session.close(broker, events));
+        let code = match ending {
+            Ending::WriteFailed => return self.transport.abort(CloseCode::POLICY_VIOLATION).await,
+            Ending::Error(message, code) => {
+                debug!(%message, "closing STOMP session with ERROR");
+                let error = self.session.error_frame(&message, None);
+                self.transport.queue_frame(&[error], true);
+                code
+            }
+            Ending::Done | Ending::PeerLeft => CloseCode::NORMAL,
+        };
+        Box::pin(async {
+            let _ = self.transport.flush().await;
+            self.transport.close(code).await;
+        })
+        .await;
+    }
+}
+
+/// Queues one delivery: the per-subscriber prefix and the shared, encoded-once message.
+fn queue_delivery<T: Transport>(
+    transport: &mut T,
+    session: &Session,
+    prefix: &mut PrefixCache,
+    d: Delivery,
+) {
+    let parts = if d.ack.is_none() || session.version() != Version::V1_2 {
+        // No `ack` header: the per-subscriber part is the same for every message of this
+        // subscription, so it is built once, not per delivery.
+        match prefix {
+            Some((subscription, bytes)) if Arc::ptr_eq(subscription, &d.subscription) => {
+                [bytes.clone(), d.message.shared(session.version()).clone()]
+            }
+            _ => {
+                let parts = session.message_parts(&d.subscription, None, &d.message);
+                *prefix = Some((d.subscription.clone(), parts[0].clone()));
+                parts
+            }
+        }
+    } else {
+        session.message_parts(&d.subscription, d.ack, &d.message)
+    };
+    transport.queue_frame(&parts, d.message.body_is_utf8());
+}
+
+/// Cluster mode: the fan-out keys the SUBSCRIBE frames among `frames` will watch, and the rooms
+/// among them to prepare — for a connected session's well-formed destinations, a few per batch.
+fn subscriptions(session: &Session, frames: &[Frame]) -> (Vec<String>, Vec<String>) {
+    let (mut keys, mut rooms) = (Vec::new(), Vec::new());
+    if !session.is_connected() {
+        return (keys, rooms);
+    }
+    let me = session.identity().map(|i| i.name.to_string());
+    let subscribes = frames.iter().filter(|f| f.command == Command::Subscribe);
+    for destination in subscribes
+        .filter_map(|f| f.get("destination"))
+        .take(MAX_PREPARED)
+    {
+        match Destination::parse(destination) {
+            Ok(Destination::Topic(topic)) => {
+                if parley_stomp::broker::is_room(&topic) {
+                    rooms.push(topic);
+                }
+                keys.push(destination.to_owned());
+            }
+            Ok(Destination::OwnUserQueue(queue)) => {
+                if let Some(me) = &me {
+                    keys.push(format!("/user/{me}/queue/{queue}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    (keys, rooms)
+}

@@ -1,0 +1,151 @@
+//! How STOMP bytes travel: as they are on TCP (port 61613), inside WebSocket messages on
+//! `/stomp` (the one WebSocket driver, [`WsSocket`]).
+
+use std::collections::VecDeque;
+use std::io;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use parley_protocol::{CloseCode, Event, Message};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, Instant};
+
+use crate::ws::{read_when_ready, shrink_idle_queue, write_all, ReadReady, WsSocket};
+
+/// Longest wait for a last write to a peer that stopped taking what it is sent.
+const ABORT_WAIT: Duration = Duration::from_millis(100);
+
+/// A byte stream STOMP frames travel on.
+pub(super) trait Transport {
+    /// Reads more STOMP bytes into `inbound`; `Ok(false)` once the peer is gone.
+    async fn read(&mut self, inbound: &mut BytesMut) -> io::Result<bool>;
+    /// Queues one STOMP frame made of `parts`; `text` says its body is UTF-8.
+    fn queue_frame(&mut self, parts: &[Bytes], text: bool);
+    /// Writes everything queued.
+    async fn flush(&mut self) -> io::Result<()>;
+    /// The transport itself finished (WebSocket close handshake).
+    fn is_closed(&self) -> bool;
+    /// When the transport's own liveness rule next needs attention, if it has one.
+    fn idle_deadline(&self) -> Option<Instant>;
+    /// Applies that rule at its deadline (a WebSocket pings); `true` when the peer has been
+    /// idle too long.
+    fn idle_expired(&mut self) -> bool;
+    /// Ends the connection in order; a WebSocket closes with `code`.
+    async fn close(&mut self, code: CloseCode);
+    /// Ends a connection whose peer stopped taking what it is sent, without waiting on it.
+    async fn abort(&mut self, code: CloseCode);
+}
+
+/// STOMP over plain TCP.
+pub(super) struct Tcp {
+    stream: TcpStream,
+    outbox: VecDeque<Bytes>,
+    write_timeout: Duration,
+}
+
+impl Tcp {
+    pub(super) fn new(stream: TcpStream, write_timeout: Duration) -> Self {
+        Self {
+            stream,
+            outbox: VecDeque::new(),
+            write_timeout,
+        }
+    }
+}
+
+impl Transport for Tcp {
+    async fn read(&mut self, inbound: &mut BytesMut) -> io::Result<bool> {
+        Ok(read_when_ready(&mut self.stream, inbound).await? > 0)
+    }
+
+    fn queue_frame(&mut self, parts: &[Bytes], _text: bool) {
+        self.outbox.extend(parts.iter().cloned());
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        write_all(&mut self.stream, &mut self.outbox, self.write_timeout).await?;
+        shrink_idle_queue(&mut self.outbox);
+        Ok(())
+    }
+
+    fn is_closed(&self) -> bool {
+        false
+    }
+
+    fn idle_deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    fn idle_expired(&mut self) -> bool {
+        false
+    }
+
+    async fn close(&mut self, _code: CloseCode) {
+        let _ = timeout(self.write_timeout, self.stream.shutdown()).await;
+    }
+
+    async fn abort(&mut self, _code: CloseCode) {
+        let _ = timeout(ABORT_WAIT, self.stream.shutdown()).await;
+    }
+}
+
+/// STOMP over a WebSocket: whole messages append to the STOMP byte stream (a STOMP frame may
+/// span messages and a message may hold several frames); each frame goes out as one message.
+pub(super) struct Ws<S>(pub(super) WsSocket<S>);
+
+impl<S: ReadReady + AsyncWrite + Send> Transport for Ws<S> {
+    async fn read(&mut self, inbound: &mut BytesMut) -> io::Result<bool> {
+        loop {
+            let mut got = false;
+            let mut closed = false;
+            let intact = self.0.events(|_, event| match event {
+                Event::Message(Message::Text(b) | Message::Binary(b)) => {
+                    inbound.extend_from_slice(&b);
+                    got = true;
+                }
+                Event::Close(_) => closed = true,
+                _ => got = true,
+            });
+            if closed || !intact {
+                return Ok(false);
+            }
+            if got || self.0.conn().buffered_output() > 0 {
+                return Ok(true);
+            }
+            if !self.0.read_more().await? {
+                return Ok(false);
+            }
+        }
+    }
+
+    fn queue_frame(&mut self, parts: &[Bytes], text: bool) {
+        self.0.send_parts(parts, text);
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        self.0.flush().await
+    }
+
+    fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+
+    fn idle_deadline(&self) -> Option<Instant> {
+        Some(self.0.idle_deadline())
+    }
+
+    fn idle_expired(&mut self) -> bool {
+        self.0.idle_expired()
+    }
+
+    async fn close(&mut self, code: CloseCode) {
+        self.0.close(code, "").await;
+    }
+
+    async fn abort(&mut self, code: CloseCode) {
+        self.0.conn().close(code, "");
+        let _ = timeout(ABORT_WAIT, self.0.flush()).await;
+        self.0.shutdown(ABORT_WAIT).await;
+    }
+}

@@ -1,0 +1,246 @@
+//! The JSON REST API for the browser and tools (`/api/…`): routing, who is calling, and the
+//! answers' shape. Accounts and tokens are in `account`, rooms, members and history in `rooms`.
+//! See `docs/auth.md`.
+
+mod account;
+mod rooms;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use parley_stomp::destination::RoomName;
+use parley_stomp::session::Identity;
+use serde_json::json;
+
+use crate::auth::{bearer, session_cookie, Auth};
+use crate::hub::Hub;
+use crate::store::{self, Store};
+
+/// Largest request body accepted.
+const MAX_REQUEST_BODY: usize = 64 * 1024;
+
+/// What the API works with, for one request from `peer`.
+pub struct Api<'a> {
+    /// The chat hub.
+    pub hub: &'a Arc<Hub>,
+    /// Accounts and tokens.
+    pub auth: &'a Arc<Auth>,
+    /// Where STOMP over TCP listens, if it does.
+    pub stomp_tcp: Option<SocketAddr>,
+    /// The client's address.
+    pub peer: IpAddr,
+}
+
+/// An early answer (401, 403, ...).
+type Refused = Response<Full<Bytes>>;
+
+/// Serves `/api/...`.
+pub async fn handle(api: Api<'_>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
+    if req.method() != Method::GET && req.method() != Method::HEAD && !api.origin_allowed(&req) {
+        // A page elsewhere must not log a browser in (login CSRF) or act with its cookie.
+        return error(StatusCode::FORBIDDEN, "origin not allowed");
+    }
+    match (req.method(), segments.as_slice()) {
+        (&Method::GET, ["info"]) => api.info(),
+        (&Method::POST, ["register"]) => api.register(req).await,
+        (&Method::POST, ["login"]) => api.login(req).await,
+        (&Method::POST, ["token", "refresh"]) => api.refresh(req).await,
+        (&Method::POST, ["logout"]) => api.logout(req).await,
+        (&Method::GET, ["me"]) => match api.caller(&req).await {
+            Ok(Some(who)) => respond(
+                StatusCode::OK,
+                &json!({"username": &*who.name, "guest": who.guest}),
+            ),
+            Ok(None) => error(StatusCode::UNAUTHORIZED, "not signed in"),
+            Err(resp) => resp,
+        },
+        (&Method::GET, ["rooms"]) => api.list_rooms(&req).await,
+        (&Method::POST, ["rooms"]) => api.create_room(req).await,
+        (&Method::GET, ["rooms", room, "members"]) => api.members(&req, room).await,
+        (&Method::POST, ["rooms", room, "members"]) => {
+            let room = (*room).to_owned();
+            api.add_member(req, &room).await
+        }
+        (&Method::DELETE, ["rooms", room, "members", user]) => {
+            api.remove_member(&req, room, user).await
+        }
+        (&Method::GET, ["rooms", room, "messages"]) => api.messages(&req, room).await,
+        (&Method::DELETE, ["rooms", room, "messages", id]) => {
+            api.delete_message(&req, room, id).await
+        }
+        (_, ["info" | "me" | "rooms" | "register" | "login" | "logout"])
+        | (_, ["token", "refresh"])
+        | (_, ["rooms", _, "messages" | "members"])
+        | (_, ["rooms", _, "messages" | "members", _]) => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        _ => error(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+impl Api<'_> {
+    /// What the server offers, and the rules clients check before asking (no auth needed).
+    fn info(&self) -> Response<Full<Bytes>> {
+        let settings = self.auth.settings();
+        let registration = if settings.registration_open {
+            "open"
+        } else {
+            "closed"
+        };
+        respond(
+            StatusCode::OK,
+            &json!({
+                "guests": settings.allow_guests,
+                "registration": registration,
+                "rooms": {
+                    "pattern": RoomName::PATTERN,
+                    "max_length": RoomName::MAX_LEN,
+                    "rule": RoomName::RULE,
+                },
+                "stomp_tcp": self.stomp_tcp.map(|a| a.to_string()),
+            }),
+        )
+    }
+
+    /// Runs a storage call off the async runtime; a failure is already the 500 to answer.
+    async fn store<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&dyn Store) -> anyhow::Result<T> + Send + 'static,
+    ) -> Result<T, Refused> {
+        store::run(self.hub.store(), call)
+            .await
+            .map_err(|e| storage_error(&e))
+    }
+
+    /// No `Origin` (a non-browser client), or an allowed one.
+    fn origin_allowed(&self, req: &Request<Incoming>) -> bool {
+        let headers = req.headers();
+        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        self.auth.origin_allowed(origin, host)
+    }
+
+    /// CSRF rule for cookie-authenticated requests: an `Origin`, if sent, must be allowed, and a
+    /// state-changing request must send one.
+    fn cookie_origin_ok(&self, headers: &http::HeaderMap, state_changing: bool) -> bool {
+        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        match origin {
+            None => !state_changing,
+            Some(_) => self.auth.origin_allowed(origin, host),
+        }
+    }
+
+    /// Who is calling: a bearer token, or the session cookie (CSRF-checked). `Ok(None)` when the
+    /// request carries no credentials; a bad credential is an answer of its own (401/403).
+    async fn caller(&self, req: &Request<Incoming>) -> Result<Option<Identity>, Refused> {
+        let headers = req.headers();
+        if let Some(token) = bearer(headers) {
+            return match self.auth.verify(token) {
+                Ok(who) => Ok(Some(who.identity)),
+                Err(why) => Err(error(StatusCode::UNAUTHORIZED, &why)),
+            };
+        }
+        if session_cookie(headers).is_some() {
+            if !self.cookie_origin_ok(headers, req.method() != Method::GET) {
+                return Err(error(
+                    StatusCode::FORBIDDEN,
+                    "cookie requests need an allowed Origin",
+                ));
+            }
+            return match self.auth.authenticate(headers, None).await {
+                Ok(who) => Ok(who.map(|w| w.identity)),
+                Err(why) => Err(error(StatusCode::UNAUTHORIZED, &why)),
+            };
+        }
+        Ok(None)
+    }
+
+    /// The caller, who must be signed in with an account.
+    async fn account(&self, req: &Request<Incoming>) -> Result<Identity, Refused> {
+        match self.caller(req).await? {
+            Some(who) if !who.guest => Ok(who),
+            _ => Err(error(StatusCode::UNAUTHORIZED, "sign in first")),
+        }
+    }
+
+    /// The caller, or an anonymous guest where guests are allowed.
+    async fn caller_or_guest(&self, req: &Request<Incoming>) -> Result<Option<Identity>, Refused> {
+        match self.caller(req).await? {
+            Some(who) => Ok(Some(who)),
+            None if self.auth.settings().allow_guests => Ok(None),
+            None => Err(error(StatusCode::UNAUTHORIZED, "sign in first")),
+        }
+    }
+}
+
+/// Reads a JSON request body (at most [`MAX_REQUEST_BODY`]).
+async fn json_body<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Refused> {
+    let body = read_body(req).await?;
+    serde_json::from_slice(&body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")))
+}
+
+/// Like [`json_body`], where an empty body means the defaults.
+async fn json_body_or_empty<T: serde::de::DeserializeOwned + Default>(
+    req: Request<Incoming>,
+) -> Result<T, Refused> {
+    let body = read_body(req).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")))
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Refused> {
+    match Limited::new(req.into_body(), MAX_REQUEST_BODY)
+        .collect()
+        .await
+    {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(_) => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large",
+        )),
+    }
+}
+
+/// 503 with `Retry-After`: password checks are queued up.
+fn busy(why: &str) -> Response<Full<Bytes>> {
+    let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, why);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    resp
+}
+
+fn no_content() -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::default());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    resp
+}
+
+fn storage_error(e: &anyhow::Error) -> Response<Full<Bytes>> {
+    tracing::error!(error = %e, "storage error");
+    error(StatusCode::INTERNAL_SERVER_ERROR, "storage error")
+}
+
+fn respond(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::from(serde_json::to_vec(body).unwrap_or_default()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    respond(status, &json!({"error": message}))
+}

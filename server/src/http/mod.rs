@@ -1,0 +1,330 @@
+//! The listeners: accept loops (HTTP and STOMP over TCP), the connection limit, HTTP routing
+//! (health, stats, the web client, `/api/`), and handing upgrades to `upgrade`.
+//!
+//! One task per TCP connection runs hyper until the request that upgrades; the same task then
+//! drives the WebSocket, so the connection's permit and its shutdown watch live exactly as long
+//! as the socket.
+
+mod api;
+mod upgrade;
+mod web;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use self::upgrade::{Handshakes, PendingUpgrade};
+use crate::auth::Auth;
+use crate::endpoints::stomp::{Caller, Stomp};
+use crate::hub::{ChatSettings, Hub};
+
+/// Largest request head hyper buffers (its minimum is 8 KiB).
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
+
+type Body = Full<Bytes>;
+
+/// Settings of the listeners and the WebSocket side.
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    /// `/echo` enabled.
+    pub echo: bool,
+    /// `/echo` message limit.
+    pub echo_max_message: usize,
+    /// permessage-deflate accepted (on `/echo`).
+    pub deflate: bool,
+    /// Deadline for a complete request head.
+    pub handshake_timeout: Duration,
+    /// WebSocket idle timeout.
+    pub idle_timeout: Duration,
+    /// Per-write progress timeout.
+    pub write_timeout: Duration,
+    /// Shutdown grace period; also how long a WebSocket peer has to answer our close.
+    pub shutdown_grace: Duration,
+    /// Connection cap (HTTP and STOMP TCP together).
+    pub max_connections: usize,
+    /// Largest raw chat message body (sizes `/ws` WebSocket messages).
+    pub max_body: usize,
+    /// Largest STOMP frame body (sizes `/stomp` WebSocket messages).
+    pub stomp_max_body: usize,
+    /// Where STOMP over TCP listens, told to clients by `/api/info`.
+    pub stomp_tcp: Option<SocketAddr>,
+}
+
+/// What every connection task shares; read-only after start.
+pub struct Server {
+    settings: HttpSettings,
+    handshakes: Handshakes,
+    /// The chat hub, shared by every protocol.
+    hub: Arc<Hub>,
+    /// The STOMP endpoint (`/stomp` and the TCP listener).
+    stomp: Arc<Stomp>,
+    /// Limits of raw JSON clients.
+    chat: Arc<ChatSettings>,
+    /// Accounts and tokens.
+    auth: Arc<Auth>,
+    /// Cancelled on SIGINT/SIGTERM, before `shutdown`: /readyz answers 503 and new
+    /// WebSockets and STOMP sessions are refused while existing ones carry on.
+    draining: CancellationToken,
+    /// Cancelled after the drain delay: stop accepting, close every WebSocket with 1001.
+    shutdown: CancellationToken,
+    /// Every connection task, so shutdown can wait for them.
+    tracker: TaskTracker,
+    /// One permit per open TCP connection.
+    connections: Arc<Semaphore>,
+}
+
+/// The parts the server is built from.
+pub struct Parts {
+    /// The hub.
+    pub hub: Arc<Hub>,
+    /// The STOMP endpoint.
+    pub stomp: Arc<Stomp>,
+    /// Limits of raw JSON clients.
+    pub chat: Arc<ChatSettings>,
+    /// Accounts and tokens.
+    pub auth: Arc<Auth>,
+    /// Cancelled when draining starts.
+    pub draining: CancellationToken,
+    /// Cancelled when shutdown starts.
+    pub shutdown: CancellationToken,
+}
+
+impl Server {
+    /// The server over `parts`.
+    pub fn new(settings: HttpSettings, parts: Parts) -> Arc<Self> {
+        Arc::new(Self {
+            handshakes: Handshakes::new(settings.deflate),
+            connections: Arc::new(Semaphore::new(settings.max_connections)),
+            tracker: TaskTracker::new(),
+            hub: parts.hub,
+            stomp: parts.stomp,
+            chat: parts.chat,
+            auth: parts.auth,
+            draining: parts.draining,
+            shutdown: parts.shutdown,
+            settings,
+        })
+    }
+
+    /// Accepts connections until shutdown, then waits up to the grace period for them to end.
+    pub async fn run(self: Arc<Self>, listener: TcpListener, stomp_listener: Option<TcpListener>) {
+        let stomp_accept = stomp_listener
+            .map(|l| tokio::spawn(self.clone().accept_loop(l, Self::serve_stomp_tcp)));
+        self.clone()
+            .accept_loop(listener, Self::serve_connection)
+            .await;
+        if let Some(task) = stomp_accept {
+            let _ = task.await;
+        }
+        self.tracker.close();
+        // Drivers answer the cancellation within the grace period; the margin covers their flush.
+        let limit = self.settings.shutdown_grace + Duration::from_secs(1);
+        if timeout(limit, self.tracker.wait()).await.is_err() {
+            warn!(
+                open = self.tracker.len(),
+                "connections still open after the grace period"
+            );
+        }
+    }
+
+    /// Accepts until shutdown; every connection, HTTP or STOMP, takes one permit of the
+    /// connection limit and runs as a tracked task.
+    async fn accept_loop<F, Fut>(self: Arc<Self>, listener: TcpListener, serve: F)
+    where
+        F: Fn(Arc<Self>, TcpStream, SocketAddr, OwnedSemaphorePermit) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        loop {
+            let accepted = tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Typically EMFILE: back off instead of spinning on a full process table.
+                    warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+                warn!(%peer, "connection limit reached; refusing");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let connection = serve(self.clone(), stream, peer, permit);
+            self.tracker.spawn(async move {
+                connection.await;
+                debug!(%peer, "connection closed");
+            });
+        }
+    }
+
+    /// STOMP over TCP, unless the node is draining.
+    async fn serve_stomp_tcp(
+        self: Arc<Self>,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        if self.draining.is_cancelled() {
+            let refusal = b"ERROR\nmessage:server draining: connect to another node\n\n\0";
+            let _ = timeout(Duration::from_secs(1), stream.write_all(refusal)).await;
+            return;
+        }
+        let caller = Caller {
+            pre: None,
+            peer: peer.ip(),
+        };
+        Box::pin(self.stomp.serve_tcp(stream, caller, self.shutdown.clone())).await;
+    }
+
+    async fn serve_connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        // Two steps in one task: HTTP until an upgrade, then the WebSocket. Each step's state
+        // is boxed, so the task itself stays a few bytes and a long-lived WebSocket carries
+        // neither the HTTP state nor the largest of the other endpoints' state machines.
+        let pending = Box::pin(self.clone().serve_http(stream, peer)).await;
+        if let Some(pending) = pending {
+            self.run_websocket(pending, peer).await;
+        }
+    }
+
+    /// Serves HTTP requests until the connection ends or a request upgrades it.
+    async fn serve_http(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> Option<PendingUpgrade> {
+        let upgrade: Arc<Mutex<Option<PendingUpgrade>>> = Arc::default();
+        let service = {
+            let server = self.clone();
+            let upgrade = upgrade.clone();
+            service_fn(move |req: Request<Incoming>| {
+                let server = server.clone();
+                let upgrade = upgrade.clone();
+                async move { Ok::<_, Infallible>(server.route(req, peer, &upgrade).await) }
+            })
+        };
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.settings.handshake_timeout)
+            .max_buf_size(MAX_REQUEST_HEAD)
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        tokio::pin!(conn);
+        let served = tokio::select! {
+            served = conn.as_mut() => served,
+            () = self.shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(error) = served {
+            debug!(%error, "HTTP connection ended with an error");
+        }
+        upgrade
+            .lock()
+            .map(|mut slot| slot.take())
+            .unwrap_or_default()
+    }
+
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        upgrade: &Mutex<Option<PendingUpgrade>>,
+    ) -> Response<Body> {
+        let path = req.uri().path();
+        if path.starts_with("/api/") {
+            return api::handle(self.api(peer.ip()), req).await;
+        }
+        if req.method() == Method::GET {
+            if let Some(asset) = web::asset(path) {
+                return asset;
+            }
+        }
+        match (req.method(), path) {
+            (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
+            (&Method::GET | &Method::HEAD, "/readyz") => {
+                if self.draining.is_cancelled() {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+                } else {
+                    text(StatusCode::OK, "ready\n")
+                }
+            }
+            (&Method::GET, "/stats") => self.stats(),
+            (_, "/echo" | "/stomp" | "/ws") => self.upgrade(req, peer, upgrade).await,
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
+    /// What the REST API needs.
+    fn api(&self, peer: std::net::IpAddr) -> api::Api<'_> {
+        api::Api {
+            hub: &self.hub,
+            auth: &self.auth,
+            stomp_tcp: self.settings.stomp_tcp,
+            peer,
+        }
+    }
+
+    /// Counters as JSON: open TCP connections, then the hub's counts over every protocol.
+    fn stats(&self) -> Response<Body> {
+        let s = &self.hub.stats;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let body = format!(
+            "{{\"connections\":{},\"sessions\":{},\"messages_in\":{},\"deliveries\":{},\"slow_consumers\":{}}}\n",
+            self.settings.max_connections - self.connections.available_permits(),
+            load(&s.sessions),
+            load(&s.messages_in),
+            load(&s.deliveries),
+            load(&s.slow_consumers),
+        );
+        let mut resp = Response::new(Body::from(body));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        resp
+    }
+}
+
+fn text_owned(status: StatusCode, body: String) -> Response<Body> {
+    let mut resp = text(status, "");
+    *resp.body_mut() = Body::from(body);
+    resp
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}

@@ -1,0 +1,277 @@
+//! WebSocket upgrades: which endpoint a request asks for (`/echo`, `/stomp`, `/ws`), who it is
+//! (Origin, credentials, guests), our own handshake (`parley_protocol::handshake`), and running
+//! the endpoint on the upgraded socket.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use bytes::BytesMut;
+use http::{header, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use parley_protocol::deflate::{DeflateConfig, DeflateParams};
+use parley_protocol::handshake::{self, HandshakeConfig, OriginPolicy};
+use parley_protocol::{Connection, Limits};
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use super::{text, text_owned, Body, Server};
+use crate::auth::{self, Authenticated};
+use crate::endpoints::echo::Echo;
+use crate::endpoints::raw::RawClient;
+use crate::endpoints::stomp::Caller;
+use crate::ws::{self, DriverConfig, ReadReady, WsSocket};
+
+/// STOMP subprotocols, most preferred first.
+const STOMP_SUBPROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
+/// Room in a WebSocket message beyond the body it carries (headers, JSON fields).
+const MESSAGE_OVERHEAD: usize = 64 * 1024;
+
+/// Handshake rules per endpoint.
+pub(super) struct Handshakes {
+    echo: HandshakeConfig,
+    stomp: HandshakeConfig,
+    raw: HandshakeConfig,
+}
+
+impl Handshakes {
+    /// permessage-deflate only on `/echo`: STOMP and raw frames are encoded once for every
+    /// subscriber, and compressing per connection would undo that.
+    pub(super) fn new(deflate: bool) -> Self {
+        // Origins are checked before the handshake (they depend on the Host: same-origin).
+        let origin = OriginPolicy::AllowAny;
+        Self {
+            echo: HandshakeConfig::default()
+                .with_origin(origin.clone())
+                .with_deflate(deflate.then(DeflateConfig::default)),
+            stomp: HandshakeConfig::default()
+                .with_origin(origin.clone())
+                .with_subprotocols(STOMP_SUBPROTOCOLS),
+            raw: HandshakeConfig::default().with_origin(origin),
+        }
+    }
+}
+
+/// WebSocket endpoints served on this port.
+#[derive(Clone, Debug)]
+enum WsEndpoint {
+    Echo,
+    /// STOMP; the upgrade request may already have authenticated the client.
+    Stomp(Option<Authenticated>),
+    /// The raw JSON protocol, for an authenticated user or a guest.
+    Raw(Authenticated),
+}
+
+/// An accepted handshake whose upgraded socket is still to come.
+pub(super) struct PendingUpgrade {
+    on_upgrade: OnUpgrade,
+    endpoint: WsEndpoint,
+    deflate: Option<DeflateParams>,
+}
+
+impl Server {
+    /// Answers a request for `/echo`, `/stomp` or `/ws`: the 101 with the endpoint to run
+    /// stored in `upgrade`, or why not.
+    pub(super) async fn upgrade(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        upgrade: &Mutex<Option<PendingUpgrade>>,
+    ) -> Response<Body> {
+        if self.draining.is_cancelled() {
+            // The balancer has not noticed /readyz yet: send the client to another node.
+            let mut resp = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "draining: connect to another node\n",
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            return resp;
+        }
+        let headers = req.headers();
+        let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        if !self.auth.origin_allowed(origin, host) {
+            // Cross-site WebSocket hijacking: a page elsewhere using our user's cookie.
+            return text(StatusCode::FORBIDDEN, "origin not allowed\n");
+        }
+        let (endpoint, config) = match req.uri().path() {
+            "/echo" if self.settings.echo => (WsEndpoint::Echo, &self.handshakes.echo),
+            "/stomp" => match self.who(&req, peer, false).await {
+                Ok(known) => (WsEndpoint::Stomp(known), &self.handshakes.stomp),
+                Err(refusal) => return refusal,
+            },
+            "/ws" => match self.who(&req, peer, true).await {
+                Ok(Some(who)) => (WsEndpoint::Raw(who), &self.handshakes.raw),
+                Ok(None) => return unauthorized("sign in first"),
+                Err(refusal) => return refusal,
+            },
+            _ => return text(StatusCode::NOT_FOUND, "not found\n"),
+        };
+        match handshake::accept(&req, config) {
+            Ok(accepted) => {
+                let pending = PendingUpgrade {
+                    on_upgrade: hyper::upgrade::on(&mut req),
+                    endpoint,
+                    deflate: accepted.deflate,
+                };
+                if let Ok(mut slot) = upgrade.lock() {
+                    *slot = Some(pending);
+                }
+                accepted.response().map(|()| Body::default())
+            }
+            Err(error) => {
+                debug!(%error, "WebSocket handshake refused");
+                error.response().map(Body::from)
+            }
+        }
+    }
+
+    /// Who an upgrade request is: its bearer token, `?access_token=` or session cookie; with
+    /// `guests`, a guest (named by `?name=`) when it carries none. `Err` is the answer.
+    async fn who(
+        &self,
+        req: &Request<Incoming>,
+        _peer: SocketAddr,
+        guests: bool,
+    ) -> Result<Option<Authenticated>, Response<Body>> {
+        let headers = req.headers();
+        let query = req.uri().query();
+        let only_cookie = auth::bearer(headers).is_none()
+            && query.and_then(auth::query_token).is_none()
+            && auth::session_cookie(headers).is_some();
+        if only_cookie && !headers.contains_key(header::ORIGIN) {
+            // A cookie is a browser credential, and browsers always send an Origin.
+            return Err(text(
+                StatusCode::FORBIDDEN,
+                "cookie sessions need an Origin\n",
+            ));
+        }
+        let known = self
+            .auth
+            .authenticate(headers, query)
+            .await
+            .map_err(|why| unauthorized(&why))?;
+        if known.is_some() || !guests {
+            return Ok(known);
+        }
+        let Ok(name) = name_from_query(query) else {
+            return Err(text(
+                StatusCode::BAD_REQUEST,
+                "invalid name: 1-32 of letters, digits, _ - .\n",
+            ));
+        };
+        match self.auth.guest(name.as_deref()).await {
+            Ok(guest) => Ok(Some(guest)),
+            Err(why) if self.auth.settings().allow_guests => {
+                Err(text_owned(StatusCode::FORBIDDEN, why))
+            }
+            Err(why) => Err(unauthorized(&why)),
+        }
+    }
+
+    /// Runs the endpoint of an accepted upgrade on its socket until the connection ends.
+    pub(super) async fn run_websocket(&self, pending: PendingUpgrade, peer: SocketAddr) {
+        let PendingUpgrade {
+            on_upgrade,
+            endpoint,
+            deflate,
+        } = pending;
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                debug!(%error, "upgrade failed");
+                return;
+            }
+        };
+        // Take the bare TCP stream back from hyper: no boxing on the hot path, vectored writes.
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let leftover = BytesMut::from(&parts.read_buf[..]);
+                let io = parts.io.into_inner();
+                Box::pin(self.run_endpoint(io, leftover, endpoint, deflate, peer)).await;
+            }
+            Err(upgraded) => {
+                let io = TokioIo::new(upgraded);
+                let leftover = BytesMut::new();
+                Box::pin(self.run_endpoint(io, leftover, endpoint, deflate, peer)).await;
+            }
+        }
+    }
+
+    async fn run_endpoint<S>(
+        &self,
+        io: S,
+        leftover: BytesMut,
+        endpoint: WsEndpoint,
+        deflate: Option<DeflateParams>,
+        peer: SocketAddr,
+    ) where
+        S: ReadReady + AsyncWrite + Send,
+    {
+        let cfg = DriverConfig {
+            idle_timeout: self.settings.idle_timeout,
+            write_timeout: self.settings.write_timeout,
+            close_timeout: self.settings.shutdown_grace,
+        };
+        let shutdown = self.shutdown.clone();
+        let socket = |max: usize, deflate| {
+            WsSocket::new(
+                io,
+                leftover,
+                Connection::new(Limits::new(max, max), deflate),
+                cfg,
+            )
+        };
+        match endpoint {
+            WsEndpoint::Echo => {
+                let max = self.settings.echo_max_message;
+                let mut socket = socket(max, deflate);
+                ws::drive(&mut socket, shutdown, &mut Echo).await;
+            }
+            WsEndpoint::Stomp(pre) => {
+                // One WebSocket message carries at most about a frame's worth of STOMP bytes.
+                let socket = socket(self.settings.stomp_max_body + MESSAGE_OVERHEAD, None);
+                let caller = Caller {
+                    pre,
+                    peer: peer.ip(),
+                };
+                self.stomp.serve_websocket(socket, caller, shutdown).await;
+            }
+            WsEndpoint::Raw(who) => {
+                let max = self.settings.max_body.max(1 << 20) + MESSAGE_OVERHEAD;
+                let mut socket = socket(max, None);
+                let (auth, chat) = (self.auth.clone(), self.chat.clone());
+                let mut client = RawClient::open(&self.hub, auth, chat, who);
+                ws::drive(&mut socket, shutdown, &mut client).await;
+            }
+        }
+    }
+}
+
+/// The `name` a raw client picked in `/ws?name=…`: `Ok(None)` for a guest, `Err` if it is not
+/// a user name.
+fn name_from_query(query: Option<&str>) -> Result<Option<String>, ()> {
+    let name = query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("name="));
+    match name {
+        None | Some("") => Ok(None),
+        Some(name) => parley_stomp::destination::valid_user(name)
+            .map(Some)
+            .ok_or(()),
+    }
+}
+
+/// 401 with a reason; `WWW-Authenticate` names the scheme clients should use.
+fn unauthorized(why: &str) -> Response<Body> {
+    let mut resp = text_owned(StatusCode::UNAUTHORIZED, format!("{why}\n"));
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    resp
+}

@@ -1,0 +1,331 @@
+//! Chat commands for clients that speak in rooms rather than STOMP destinations (the raw JSON
+//! protocol today): join with catch-up, leave, send, typing and history on top of a
+//! [`HubSession`]. Each refusal carries a machine-readable code the endpoint passes on.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parley_stomp::broker::{AckMode, Publish, Published, Receipt};
+use parley_stomp::destination::{valid_user, Destination, RoomName};
+use parley_stomp::rate::TokenBucket;
+use parley_stomp::session::Identity;
+
+use super::history::catch_up_range;
+use super::outbox::{tell, Notice};
+use super::session::{Held, HubSession};
+use super::Hub;
+use crate::clock::now_ms;
+
+/// The user queue direct messages go to.
+pub const DM_QUEUE: &str = "messages";
+
+/// Limits of chat clients.
+#[derive(Clone, Debug)]
+pub struct ChatSettings {
+    /// Largest message body, in bytes.
+    pub max_body: usize,
+    /// Commands per second a session may send; 0 disables the limit.
+    pub rate_limit: u32,
+}
+
+/// A refused command: a machine-readable code and a human-readable message.
+#[derive(Debug)]
+pub struct Refusal {
+    /// E.g. `forbidden`, `not_joined`, `rate_limited`.
+    pub code: &'static str,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal with `code` and `message`.
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Where a message goes.
+#[derive(Clone, Copy, Debug)]
+pub enum Target<'a> {
+    /// A room the session joined.
+    Room(&'a str),
+    /// Every session of a user (a direct message).
+    User(&'a str),
+}
+
+/// What a join answers.
+#[derive(Debug)]
+pub enum JoinAnswer {
+    /// Joined; these are in the room.
+    Members(Vec<String>),
+    /// Cluster mode: the answer comes as [`Held::Joined`] once this node receives the room.
+    Later,
+}
+
+/// A chat client's session: its identity, joined rooms, rate limit and the sends of one read.
+pub struct ChatSession {
+    session: HubSession,
+    identity: Identity,
+    settings: Arc<ChatSettings>,
+    rooms: HashSet<String>,
+    bucket: TokenBucket,
+    /// Sends of the current read, published together in one step (see [`ChatSession::flush`]).
+    sends: Vec<(Destination, Publish)>,
+}
+
+impl ChatSession {
+    /// Connects `identity` to the hub, subscribed to its direct messages.
+    pub fn open(hub: &Arc<Hub>, identity: Identity, settings: Arc<ChatSettings>) -> Self {
+        let session = hub.open_session();
+        let (id, user, guest) = (session.id(), identity.name.clone(), identity.guest);
+        hub.apply(|broker, events| {
+            broker.connect_as(id, user, guest);
+            let dms = Destination::OwnUserQueue(DM_QUEUE.to_owned());
+            let _ = broker.subscribe(id, "dm", &dms, AckMode::Auto, events);
+        });
+        Self {
+            session,
+            identity,
+            settings,
+            rooms: HashSet::new(),
+            bucket: TokenBucket::default(),
+            sends: Vec::new(),
+        }
+    }
+
+    /// The hub session, to wait on for what to send.
+    pub fn session(&mut self) -> &mut HubSession {
+        &mut self.session
+    }
+
+    /// Who this is.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Takes one command from the rate limit.
+    pub fn admit(&mut self) -> Result<(), Refusal> {
+        let limit = self.settings.rate_limit;
+        if self.bucket.take(now_ms(), limit) {
+            Ok(())
+        } else {
+            Err(Refusal::new(
+                "rate_limited",
+                format!("more than {limit} messages per second"),
+            ))
+        }
+    }
+
+    /// Joins `room` (creating it if new), catching up from `since`. The access check, the
+    /// subscription and the room's last id happen in one step under the broker's lock: a
+    /// removal cannot slip in between, everything after that id arrives live and everything up
+    /// to it is replayed. The room first, announced to the others as its own step, then its
+    /// side channels, so the joiner does not receive its own join.
+    pub async fn join(&mut self, room: &str, since: Option<u64>) -> Result<JoinAnswer, Refusal> {
+        let room = parse_room(room)?;
+        let hub = self.session.hub().clone();
+        hub.prepare_rooms(vec![room.clone()]).await;
+        let (id, sub) = (self.session.id(), format!("room:{room}"));
+        let topic = Destination::Topic(room.clone());
+        let (acl, identity) = (hub.acl().clone(), &self.identity);
+        // The broker, not our own list, says whether we are subscribed: a removal may have
+        // ended it.
+        let joined = hub.apply(|broker, events| {
+            acl.may_use(identity, &room)
+                .map_err(|why| Refusal::new("forbidden", why))?;
+            if broker.has_subscription(id, &sub) {
+                return Ok(None);
+            }
+            broker
+                .subscribe(id, &sub, &topic, AckMode::Auto, events)
+                .map_err(|e| Refusal::new("join_failed", e.to_string()))?;
+            Ok(Some(since.and_then(|s| catch_up_range(broker, &room, s))))
+        })?;
+        // Cluster mode: the answer goes first among the held ones, before the catch-up.
+        let answer_slot = hub.is_clustered().then(|| self.session.hold());
+        if let Some(catch_up) = joined {
+            hub.apply(|broker, events| {
+                for channel in ["typing", "presence"] {
+                    let dest = Destination::Topic(format!("{room}.{channel}"));
+                    let sub = format!("{channel}:{room}");
+                    let _ = broker.subscribe(id, &sub, &dest, AckMode::Auto, events);
+                }
+            });
+            if let Some((since, last)) = catch_up {
+                self.session.replay(room.clone(), sub, since, last);
+            }
+        }
+        self.rooms.insert(room.clone());
+        let Some(slot) = answer_slot else {
+            return Ok(JoinAnswer::Members(hub.members_here(&room)));
+        };
+        tokio::spawn(async move {
+            hub.until_live(&[format!("/topic/{room}")]).await;
+            let members = hub.present(&room).await;
+            let _ = slot.send(Held::Joined { room, members });
+        });
+        Ok(JoinAnswer::Later)
+    }
+
+    /// Leaves a joined room.
+    pub fn leave(&mut self, room: &str) -> Result<(), Refusal> {
+        let room = self.joined(room)?;
+        let id = self.session.id();
+        self.session.hub().apply(|broker, events| {
+            for sub in [
+                format!("presence:{room}"),
+                format!("typing:{room}"),
+                format!("room:{room}"),
+            ] {
+                let _ = broker.unsubscribe(id, &sub, events);
+            }
+        });
+        self.rooms.remove(&room);
+        Ok(())
+    }
+
+    /// Tells a joined room this user is typing.
+    pub fn typing(&mut self, room: &str) -> Result<(), Refusal> {
+        let room = self.joined(room)?;
+        self.may_use(&room)?;
+        let id = self.session.id();
+        let destination = Destination::Topic(format!("{room}.typing"));
+        let publish = Publish {
+            now_ms: now_ms(),
+            ..Publish::default()
+        };
+        let hub = self.session.hub();
+        hub.apply(|broker, events| broker.publish(id, &destination, publish, events))
+            .map_err(|e| Refusal::new("send_failed", e.to_string()))?;
+        hub.stats.messages_in.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Queues a message for `target`; it is published with the others of this read by
+    /// [`ChatSession::flush`]. A room message's `receipt` is sent once it is durable.
+    pub fn send(
+        &mut self,
+        target: Target<'_>,
+        body: &str,
+        receipt: Receipt,
+    ) -> Result<(), Refusal> {
+        if body.len() > self.settings.max_body {
+            return Err(Refusal::new(
+                "body_too_large",
+                format!("body exceeds {} bytes", self.settings.max_body),
+            ));
+        }
+        let destination = match target {
+            Target::Room(room) => {
+                let room = self.joined(room)?;
+                self.may_use(&room)?;
+                Destination::Topic(room)
+            }
+            Target::User(to) => Destination::UserQueue {
+                user: valid_user(to).ok_or_else(|| {
+                    Refusal::new("invalid_user", format!("no such user name {to:?}"))
+                })?,
+                queue: DM_QUEUE.to_owned(),
+            },
+        };
+        let headers = vec![(
+            "content-type".to_owned(),
+            "text/plain;charset=utf-8".to_owned(),
+        )];
+        self.sends.push((
+            destination,
+            Publish {
+                headers,
+                body: Bytes::copy_from_slice(body.as_bytes()),
+                now_ms: now_ms(),
+                receipt: Some(receipt),
+            },
+        ));
+        Ok(())
+    }
+
+    /// Publishes the queued sends in one step under the broker's lock, so their fan-out reaches
+    /// each subscriber as one batch (one wake-up, one write). One result per send, in order.
+    pub fn flush(&mut self) -> Vec<Result<Published, Refusal>> {
+        if self.sends.is_empty() {
+            return Vec::new();
+        }
+        let id = self.session.id();
+        let mut sends = std::mem::take(&mut self.sends);
+        let hub = self.session.hub().clone();
+        let results: Vec<_> = hub.apply(|broker, events| {
+            sends
+                .drain(..)
+                .map(|(destination, publish)| {
+                    broker
+                        .publish(id, &destination, publish, events)
+                        .map_err(|e| Refusal::new("send_failed", e.to_string()))
+                })
+                .collect()
+        });
+        let accepted = results.iter().filter(|r| r.is_ok()).count();
+        hub.stats
+            .messages_in
+            .fetch_add(accepted as u64, Ordering::Relaxed);
+        // Keep the (now empty) allocation for the next read.
+        self.sends = sends;
+        results
+    }
+
+    /// Reads a page of `room`'s history; it arrives as [`Notice::History`].
+    pub fn history(&self, room: &str, before: Option<u64>, limit: usize) -> Result<(), Refusal> {
+        let room = parse_room(room)?;
+        self.may_use(&room)?;
+        let hub = self.session.hub().clone();
+        let (notices, evicted) = self.session.notifier();
+        tokio::spawn(async move {
+            let messages = hub
+                .history(room.clone(), before, limit)
+                .await
+                .map_err(|error| tracing::error!(%error, "storage error"));
+            tell(&notices, &evicted, Notice::History { room, messages });
+        });
+        Ok(())
+    }
+
+    /// Ends the session; sends already read are published first.
+    pub fn close(&mut self) {
+        self.flush();
+        let id = self.session.id();
+        self.session
+            .close(|broker, events| broker.disconnect(id, events));
+    }
+
+    /// Refuses a room this client may not read or post in.
+    fn may_use(&self, room: &str) -> Result<(), Refusal> {
+        self.session
+            .hub()
+            .acl()
+            .may_use(&self.identity, room)
+            .map_err(|why| Refusal::new("forbidden", why))
+    }
+
+    /// `room`, if this session joined it.
+    fn joined(&self, room: &str) -> Result<String, Refusal> {
+        let room = parse_room(room)?;
+        if !self.rooms.contains(&room) {
+            return Err(Refusal::new(
+                "not_joined",
+                format!("join room {room:?} first"),
+            ));
+        }
+        Ok(room)
+    }
+}
+
+/// A room name, or the `invalid_room` refusal stating the rule.
+fn parse_room(room: &str) -> Result<String, Refusal> {
+    RoomName::parse(room)
+        .map(RoomName::into_string)
+        .map_err(|e| Refusal::new("invalid_room", e.to_string()))
+}

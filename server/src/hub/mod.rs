@@ -1,0 +1,297 @@
+//! The chat hub: every session of every protocol, the rooms they share and the fan-out between
+//! them. It knows no wire format: endpoints encode what it hands them.
+//!
+//! The broker (sans-IO, in `parley-stomp`) sits behind one mutex here. An operation runs under
+//! that lock and hands its deliveries to each subscriber's bounded outbox before the lock is
+//! released, so every subscriber sees a topic's messages in one order and no publisher ever
+//! waits for a subscriber. A session whose outbox is full is a slow consumer and is evicted
+//! (nats-server's policy).
+//!
+//! Files: `session` (a connection's handle: open, next thing to send, close), `chat`
+//! (protocol-neutral chat commands: join, leave, send, typing, history), `history` (catch-up
+//! and history reads), `rooms` (room creation and rules, revocation), `presence`, `message`
+//! (stored ↔ live message conversion and the journal), `cluster` (numbering, per-room order and
+//! gap fill in cluster mode), `outbox` and `mailbox` (the queues to each session).
+
+mod chat;
+mod cluster;
+mod history;
+pub mod mailbox;
+mod message;
+mod order;
+mod outbox;
+mod presence;
+mod rooms;
+mod session;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use parley_stomp::broker::SessionId;
+use parley_stomp::broker::{Broker, BrokerEvent, BrokerLimits, Delivery, Forwarded, Receipt};
+use tracing::info;
+
+pub use self::chat::{ChatSession, ChatSettings, JoinAnswer, Refusal, Target};
+pub use self::history::{catch_up_range, DEFAULT_PAGE, MAX_PAGE};
+pub use self::message::live_from_stored;
+use self::order::{RoomOrder, Watching};
+use self::outbox::Outbox;
+pub use self::outbox::{Notice, CLOSE_UNAUTHORIZED};
+pub use self::session::{Held, HubSession, Next};
+use crate::acl::Acl;
+use crate::bus::Bus;
+use crate::clock::now_ms;
+use crate::journal::Journal;
+use crate::store::Store;
+
+/// Most messages one catch-up replays; older ones are paged with history.
+pub const MAX_REPLAY: usize = 10_000;
+
+/// The hub's limits.
+#[derive(Clone, Debug)]
+pub struct HubSettings {
+    /// Broker limits (subscriptions, queues, unacknowledged messages).
+    pub broker: BrokerLimits,
+    /// Deliveries a session may have queued before it counts as a slow consumer.
+    pub outbox_capacity: usize,
+}
+
+/// Counters shown at `/stats`, for every protocol.
+#[derive(Debug, Default)]
+pub struct HubStats {
+    /// Open chat sessions (STOMP and raw JSON).
+    pub sessions: AtomicU64,
+    /// Messages clients published that took effect (room messages, DMs, typing).
+    pub messages_in: AtomicU64,
+    /// Deliveries handed to outboxes.
+    pub deliveries: AtomicU64,
+    /// Sessions closed because their outbox was full or they left too much unacknowledged.
+    pub slow_consumers: AtomicU64,
+}
+
+/// The broker, every session's outbox, and what connects them to storage and other nodes.
+pub struct Hub {
+    inner: Mutex<HubInner>,
+    settings: HubSettings,
+    next_session: AtomicU64,
+    store: Arc<dyn Store>,
+    journal: Journal,
+    /// Room rules; also tells which rooms exist, so a join creates a room only the first time.
+    acl: Arc<Acl>,
+    /// Counters, read by `/stats`.
+    pub stats: HubStats,
+    /// Cluster mode: the bus to the other nodes.
+    bus: Option<Arc<Bus>>,
+    /// This hub, for work that outlives a call (storage completions, reads from storage).
+    me: Weak<Hub>,
+    /// Where that work runs: storage completions come from the journal's own thread.
+    runtime: tokio::runtime::Handle,
+}
+
+/// What the broker's lock guards.
+struct HubInner {
+    broker: Broker,
+    outboxes: HashMap<SessionId, Outbox>,
+    /// Deliveries of the operation in progress, handed to outboxes grouped by session when it
+    /// ends (still under the lock, so order holds): a subscriber woken once finds the whole
+    /// batch and writes it with one syscall. Kept to reuse its allocation.
+    pending: Vec<Delivery>,
+    /// Cluster mode: what the operation in progress sends to other nodes.
+    forwards: Vec<(Option<SessionId>, Forwarded, Option<Receipt>)>,
+    /// Cluster mode: fan-out keys that gained their first (`true`) or lost their last
+    /// (`false`) subscriber here during the operation in progress.
+    watch_changes: Vec<(String, bool)>,
+    /// Cluster mode: per-room order of numbered messages.
+    order: HashMap<String, RoomOrder>,
+    /// Cluster mode: what this node receives from the bus.
+    watching: Watching,
+}
+
+/// Where [`Hub::dispatch`] puts what an operation's events ask for.
+struct Effects<'a> {
+    pending: &'a mut Vec<Delivery>,
+    forwards: &'a mut Vec<(Option<SessionId>, Forwarded, Option<Receipt>)>,
+    watch_changes: &'a mut Vec<(String, bool)>,
+}
+
+impl Hub {
+    /// A hub over `store` with an empty broker whose room ids continue from `last_ids` (what
+    /// storage holds). With a `bus`, rooms are shared with other nodes (cluster mode).
+    pub fn new(
+        settings: HubSettings,
+        store: Arc<dyn Store>,
+        journal: Journal,
+        acl: Arc<Acl>,
+        bus: Option<Arc<Bus>>,
+        last_ids: HashMap<String, u64>,
+    ) -> Arc<Self> {
+        let mut broker = Broker::new(settings.broker.clone());
+        broker.set_forwarding(bus.is_some());
+        // Room ids continue where storage left off, so they never go backwards.
+        for (room, last) in last_ids {
+            broker.seed_room(&room, last);
+        }
+        let hub = Arc::new_cyclic(|me| Self {
+            inner: Mutex::new(HubInner {
+                broker,
+                outboxes: HashMap::new(),
+                pending: Vec::new(),
+                forwards: Vec::new(),
+                watch_changes: Vec::new(),
+                order: HashMap::new(),
+                watching: Watching::default(),
+            }),
+            settings,
+            next_session: AtomicU64::new(1),
+            stats: HubStats::default(),
+            acl,
+            store,
+            journal,
+            bus,
+            me: me.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        });
+        if let Some(bus) = &hub.bus {
+            let events: Weak<dyn crate::bus::BusEvents> = Arc::downgrade(&hub) as _;
+            bus.start(events);
+        }
+        hub
+    }
+
+    /// The message store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Room rules.
+    pub fn acl(&self) -> &Arc<Acl> {
+        &self.acl
+    }
+
+    /// Several nodes share the rooms (`--cluster`).
+    pub fn is_clustered(&self) -> bool {
+        self.bus.is_some()
+    }
+
+    /// Waits until everything queued for storage so far is durable; `false` if storage failed.
+    pub async fn durable(&self) -> bool {
+        matches!(self.durable_signal().await, Ok(true))
+    }
+
+    /// Runs `op` on the broker under the lock; its deliveries go to outboxes at once and the
+    /// presence changes it causes are announced before the lock is released.
+    pub fn apply<R>(&self, op: impl FnOnce(&mut Broker, &mut dyn FnMut(BrokerEvent)) -> R) -> R {
+        let now_ms = now_ms();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let mut presence = Vec::new();
+        let result = op(&mut inner.broker, &mut |event| {
+            self.dispatch(
+                &inner.outboxes,
+                event,
+                &mut presence,
+                &mut Effects {
+                    pending: &mut inner.pending,
+                    forwards: &mut inner.forwards,
+                    watch_changes: &mut inner.watch_changes,
+                },
+            )
+        });
+        self.announce_presence(inner, presence, now_ms, true);
+        if self.bus.is_some() {
+            self.carry(inner);
+        }
+        self.deliver(&inner.outboxes, &mut inner.pending);
+        result
+    }
+
+    /// Hands the operation's deliveries to their outboxes, each session's together. The sort is
+    /// stable, so each session keeps its deliveries' order.
+    fn deliver(&self, outboxes: &HashMap<SessionId, Outbox>, pending: &mut Vec<Delivery>) {
+        if pending.len() > 1 {
+            pending.sort_by_key(|d| d.session);
+        }
+        let mut delivered = 0;
+        for delivery in pending.drain(..) {
+            let Some(outbox) = outboxes.get(&delivery.session) else {
+                continue;
+            };
+            match outbox.deliveries.try_send(delivery) {
+                Ok(()) => delivered += 1,
+                Err(mailbox::TrySendError::Full(d)) => {
+                    self.evict_slow(outbox, d.session, "too many messages waiting to be written");
+                }
+                Err(mailbox::TrySendError::Closed(_)) => {}
+            }
+        }
+        self.stats
+            .deliveries
+            .fetch_add(delivered, Ordering::Relaxed);
+    }
+
+    /// Closes a session that cannot keep up, counting it once.
+    fn evict_slow(&self, outbox: &Outbox, session: SessionId, reason: &str) {
+        if outbox.evicted.evict_slow(reason) {
+            self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+            info!(session, reason, "slow consumer disconnected");
+        }
+    }
+
+    /// Carries out one broker event; never blocks. Presence changes are collected to be
+    /// announced once the operation that caused them is done.
+    fn dispatch(
+        &self,
+        outboxes: &HashMap<SessionId, Outbox>,
+        event: BrokerEvent,
+        presence: &mut Vec<BrokerEvent>,
+        fx: &mut Effects<'_>,
+    ) {
+        match event {
+            BrokerEvent::Deliver(delivery) => fx.pending.push(delivery),
+            BrokerEvent::Forward {
+                session,
+                message,
+                receipt,
+            } => fx.forwards.push((session, message, receipt)),
+            BrokerEvent::Watch { key } => fx.watch_changes.push((key, true)),
+            BrokerEvent::Unwatch { key } => fx.watch_changes.push((key, false)),
+            BrokerEvent::Evict { session, reason } => {
+                if let Some(outbox) = outboxes.get(&session) {
+                    self.evict_slow(outbox, session, reason);
+                }
+            }
+            BrokerEvent::Store {
+                session,
+                room,
+                id,
+                message,
+                receipt,
+            } => {
+                let sender = session.and_then(|s| outboxes.get(&s));
+                self.journal_message(sender, room, id, &message, receipt);
+            }
+            joined_or_left => presence.push(joined_or_left),
+        }
+    }
+
+    /// Takes a session's outbox away, then runs `close` (which takes it out of the broker).
+    fn close_session(
+        &self,
+        id: SessionId,
+        close: impl FnOnce(&mut Broker, &mut dyn FnMut(BrokerEvent)),
+    ) {
+        self.lock().outboxes.remove(&id);
+        self.apply(close);
+        self.stats.sessions.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubInner> {
+        // A panic while holding the lock would be a bug in the broker; keep serving the rest.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

@@ -1,0 +1,102 @@
+//! The hub's side of one session: its bounded queues and its eviction flag, and what the hub
+//! may tell a session besides deliveries.
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use parley_protocol::CloseCode;
+use parley_stomp::broker::Delivery;
+use tokio_util::sync::CancellationToken;
+
+use super::mailbox;
+use crate::store::StoredMessage;
+
+/// Close code (4401, like HTTP 401) for a session whose credential no longer holds: its token
+/// expired, or the guest name it used now belongs to an account. The client should sign in.
+pub const CLOSE_UNAUTHORIZED: CloseCode = match CloseCode::from_wire(4401) {
+    Some(code) => code,
+    None => CloseCode::POLICY_VIOLATION,
+};
+
+/// Something the hub tells one session besides room deliveries; its endpoint encodes it.
+#[derive(Debug)]
+pub enum Notice {
+    /// Bytes the endpoint encoded itself, e.g. the acknowledgement its
+    /// [`Receipt`](parley_stomp::broker::Receipt) made once a message was durable.
+    Encoded(Bytes),
+    /// The session's user may no longer read `room`; its subscriptions there ended.
+    Revoked {
+        /// The room.
+        room: String,
+        /// Why, for the client.
+        reason: String,
+    },
+    /// A page of history the session asked for; `Err` when storage failed.
+    History {
+        /// The room.
+        room: String,
+        /// The messages, oldest first.
+        messages: Result<Vec<StoredMessage>, ()>,
+    },
+}
+
+/// The sending side of a session's queues, kept by the hub.
+pub(super) struct Outbox {
+    /// Room deliveries.
+    pub(super) deliveries: mailbox::Sender<Delivery>,
+    /// Acknowledgements and other notices.
+    pub(super) notices: mailbox::Sender<Notice>,
+    /// Set when the session must go.
+    pub(super) evicted: Arc<Eviction>,
+}
+
+impl Outbox {
+    /// Queues `notice`; a session too slow to take it is evicted.
+    pub(super) fn notify(&self, notice: Notice) {
+        tell(&self.notices, &self.evicted, notice);
+    }
+}
+
+/// Queues `notice` on `notices`, evicting the session if it is full.
+pub(super) fn tell(notices: &mailbox::Sender<Notice>, evicted: &Eviction, notice: Notice) {
+    if let Err(mailbox::TrySendError::Full(_)) = notices.try_send(notice) {
+        evicted.evict_slow("too many notices waiting to be written");
+    }
+}
+
+/// Set once when the hub decides a session must go.
+#[derive(Default)]
+pub struct Eviction {
+    /// The WebSocket close code and the reason, which is also a STOMP ERROR's message.
+    reason: OnceLock<(CloseCode, String)>,
+    token: CancellationToken,
+}
+
+impl Eviction {
+    /// Cancelled once the session must be closed.
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    /// The close code and why the session must be closed.
+    pub fn reason(&self) -> (CloseCode, &str) {
+        self.reason
+            .get()
+            .map_or((CloseCode::POLICY_VIOLATION, "evicted"), |(c, r)| (*c, r))
+    }
+
+    /// Closes a consumer that cannot keep up (1008); `true` the first time.
+    pub fn evict_slow(&self, reason: &str) -> bool {
+        self.evict(
+            CloseCode::POLICY_VIOLATION,
+            format!("slow consumer: {reason}"),
+        )
+    }
+
+    /// Closes the session with `code` and `reason`; `true` the first time.
+    pub fn evict(&self, code: CloseCode, reason: String) -> bool {
+        let first = self.reason.set((code, reason)).is_ok();
+        self.token.cancel();
+        first
+    }
+}

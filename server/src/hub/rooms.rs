@@ -1,0 +1,192 @@
+//! Rooms and their rules as the hub applies them: creating rooms, ending subscriptions a rule no
+//! longer allows, and following rule changes made on other nodes.
+
+use std::sync::Arc;
+
+use parley_stomp::broker::{Publish, SessionId};
+use parley_stomp::destination::Destination;
+use tracing::warn;
+
+use super::outbox::{Notice, CLOSE_UNAUTHORIZED};
+use super::Hub;
+use crate::clock::now_ms;
+use crate::store::{self, Room};
+
+/// The room a fan-out key is, if it is a room itself (`/topic/general`; not its side channels
+/// `/topic/general.typing`, nor user destinations).
+pub(super) fn room_of_key(key: &str) -> Option<&str> {
+    key.strip_prefix("/topic/").filter(|r| !r.contains('.'))
+}
+
+impl Hub {
+    /// Creates a room in memory for `owner`, under the broker's lock; if private, everyone but the
+    /// owner loses subscriptions made while the name was free. `false` if the room exists.
+    pub fn claim_room(&self, room: &str, private: bool, owner: &str) -> bool {
+        let ended = self.apply(|broker, events| {
+            if !self.acl.create(room, private, Some(owner)) {
+                return None;
+            }
+            Some(if private {
+                broker.revoke_room_where(room, &|user, guest| guest || user != owner, events)
+            } else {
+                Vec::new()
+            })
+        });
+        match ended {
+            None => false,
+            Some(ended) => {
+                self.tell_revoked(room, ended);
+                true
+            }
+        }
+    }
+
+    /// Records a room that a join or a message brought into being (public), through the
+    /// journal so it is written in order with the room's messages and off the async runtime.
+    /// The account that creates a room this way owns it.
+    pub(super) fn ensure_room(&self, room: &str, owner: Option<&str>) {
+        if self.bus.is_some() {
+            // Another node may have created it (even private) without this one hearing yet:
+            // no owner here until storage says who it is, then storage's rules, and the others
+            // are told to read them too.
+            if self.acl.create(room, false, None) {
+                self.journal.create_room(Room {
+                    name: room.to_owned(),
+                    private: false,
+                    owner: owner.map(str::to_owned),
+                });
+                let (hub, room) = (self.me.clone(), room.to_owned());
+                self.journal.barrier(Box::new(move |_| {
+                    if let Some(hub) = hub.upgrade() {
+                        hub.acl_changed(&room);
+                        hub.reload_rules_of(room);
+                    }
+                }));
+            }
+            return;
+        }
+        if self.acl.create(room, false, owner) {
+            self.journal.create_room(Room {
+                name: room.to_owned(),
+                private: false,
+                owner: owner.map(str::to_owned),
+            });
+        }
+    }
+
+    /// Closes the sessions of guests named `name` (it was just registered).
+    pub fn evict_guests_named(&self, name: &str) {
+        let guard = self.lock();
+        for session in guard.broker.sessions_of(name, true) {
+            if let Some(outbox) = guard.outboxes.get(&session) {
+                outbox.evicted.evict(
+                    CLOSE_UNAUTHORIZED,
+                    format!("the name {name:?} now belongs to a registered user"),
+                );
+            }
+        }
+    }
+
+    /// Tells a room's members that message `id` was deleted: an `event:delete` on the room's
+    /// presence channel, with `deleted-id`.
+    pub fn announce_deleted(&self, room: &str, id: u64, by: &str) {
+        let Ok(destination) = Destination::parse(&format!("/topic/{room}.presence")) else {
+            return;
+        };
+        let publish = Publish {
+            headers: vec![
+                ("event".to_owned(), "delete".to_owned()),
+                ("deleted-id".to_owned(), id.to_string()),
+            ],
+            now_ms: now_ms(),
+            ..Publish::default()
+        };
+        let by: Arc<str> = by.into();
+        self.apply(|broker, events| {
+            let _ = broker.publish_as(by, &destination, publish, events);
+        });
+    }
+
+    /// Ends `user`'s subscriptions to `room` and tells their sessions.
+    pub fn revoke_room(&self, user: &str, room: &str) {
+        let ended = self.apply(|broker, events| broker.revoke_room(user, room, events));
+        self.tell_revoked(room, ended);
+    }
+
+    /// Tells each session that lost subscriptions to `room` (once per session).
+    fn tell_revoked(&self, room: &str, ended: Vec<(SessionId, Arc<str>)>) {
+        let reason = format!("forbidden: you were removed from room {room:?}");
+        let guard = self.lock();
+        let mut told = Vec::new();
+        for (session, _) in ended {
+            if told.contains(&session) {
+                continue;
+            }
+            told.push(session);
+            if let Some(outbox) = guard.outboxes.get(&session) {
+                outbox.notify(Notice::Revoked {
+                    room: room.to_owned(),
+                    reason: reason.clone(),
+                });
+            }
+        }
+    }
+
+    /// Tells the other nodes (cluster mode) that `room`'s rules changed here; they read them
+    /// back from storage.
+    pub fn acl_changed(&self, room: &str) {
+        if let Some(bus) = &self.bus {
+            bus.publish_rules_changed(room);
+        }
+    }
+
+    /// Reads `room`'s rules from storage, which holds what was decided, and applies them (cluster
+    /// mode): live subscriptions they no longer allow end as if the change had been made here.
+    pub(super) fn reload_rules_of(&self, room: String) {
+        let Some(me) = self.me.upgrade() else { return };
+        self.runtime.spawn(async move {
+            let name = room.clone();
+            match store::run(&me.store, move |s| s.room_rules(&name)).await {
+                Ok(Some((private, members))) => {
+                    me.acl.replace_room(&room, private, members);
+                    if private {
+                        me.end_subscriptions_not_allowed(&room);
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => warn!(%error, %room, "reading a room's rules failed"),
+            }
+        });
+    }
+
+    /// Reads every room's rules from storage again (cluster mode: after a Redis outage or lag,
+    /// changes announced meanwhile were missed).
+    pub(super) fn reload_all_rules(&self) {
+        let Some(me) = self.me.upgrade() else { return };
+        self.runtime.spawn(async move {
+            let acl = me.acl.clone();
+            match store::run(&me.store, move |s| acl.reload(s)).await {
+                Ok(private) => {
+                    for room in private {
+                        me.end_subscriptions_not_allowed(&room);
+                    }
+                }
+                Err(error) => warn!(%error, "reloading room rules failed"),
+            }
+        });
+    }
+
+    /// Ends the subscriptions to private `room` (and its side channels) of guests and
+    /// non-members.
+    fn end_subscriptions_not_allowed(&self, room: &str) {
+        let acl = self.acl.clone();
+        let ended = self.apply(|broker, events| {
+            broker.revoke_room_where(
+                room,
+                &|user, guest| guest || acl.role(room, user).is_none(),
+                events,
+            )
+        });
+        self.tell_revoked(room, ended);
+    }
+}

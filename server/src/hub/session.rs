@@ -1,0 +1,235 @@
+//! A connection's handle on the hub: opened by its endpoint, asked for what to send next, closed
+//! when the connection ends. Every protocol's connection loop waits on [`HubSession::next`].
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use parley_protocol::CloseCode;
+use parley_stomp::broker::{Broker, BrokerEvent, Delivery, SessionId};
+use tokio::sync::oneshot;
+
+use super::outbox::{Eviction, Notice, Outbox};
+use super::{mailbox, Hub};
+use crate::clock::instant_at;
+use crate::store::StoredMessage;
+
+/// Deliveries taken from the outbox at a time, so a busy session writes in batches.
+pub const DELIVERY_BATCH: usize = 256;
+
+/// An answer that must reach the client in order, before any delivery or notice after it.
+#[derive(Debug)]
+pub enum Held {
+    /// The stored messages of a catch-up: `room`'s messages after the client's `since` up to
+    /// the id it had when the subscription began (everything later arrives live).
+    Replay {
+        /// The subscription the messages belong to.
+        subscription: String,
+        /// Oldest first; `Err` when storage failed.
+        messages: Result<Vec<StoredMessage>, ()>,
+    },
+    /// Cluster mode: a join's answer, once this node receives the room.
+    Joined {
+        /// The room.
+        room: String,
+        /// Who is in it, on every node.
+        members: Vec<String>,
+    },
+    /// The work that was to produce the answer ended without one.
+    Lost,
+}
+
+/// What a session's connection should do next.
+#[derive(Debug)]
+pub enum Next {
+    /// The hub closed the session: close the connection with this code and reason.
+    Evicted(CloseCode, String),
+    /// The session's credential ran out.
+    Expired,
+    /// An answer held in order (see [`Held`]).
+    Held(Held),
+    /// Something the hub tells this session.
+    Notice(Notice),
+    /// A room delivery; more may follow at once ([`HubSession::batch`]).
+    Delivery(Delivery),
+}
+
+/// One session's end of the hub, owned by its connection's task.
+pub struct HubSession {
+    hub: Arc<Hub>,
+    id: SessionId,
+    deliveries: mailbox::Receiver<Delivery>,
+    notices: mailbox::Receiver<Notice>,
+    /// A sender into `notices`, for answers computed off the connection's task.
+    notice_tx: mailbox::Sender<Notice>,
+    evicted: Arc<Eviction>,
+    /// Answers to write in order before anything after them: catch-up replays and (cluster
+    /// mode) join answers. Live deliveries and notices wait while any is pending.
+    held: VecDeque<oneshot::Receiver<Held>>,
+    /// When the session's credential runs out (ms since the epoch); `None`: never.
+    expires_ms: Option<u64>,
+    closed: bool,
+}
+
+impl Hub {
+    /// Registers a new session and returns its handle; the session is in the broker once its
+    /// endpoint connects it (STOMP CONNECT, or at once for the raw protocol).
+    pub fn open_session(self: &Arc<Self>) -> HubSession {
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let capacity = self.settings.outbox_capacity;
+        let (deliveries_tx, deliveries) = mailbox::channel(capacity);
+        let (notice_tx, notices) = mailbox::channel(capacity);
+        let evicted = Arc::new(Eviction::default());
+        self.lock().outboxes.insert(
+            id,
+            Outbox {
+                deliveries: deliveries_tx,
+                notices: notice_tx.clone(),
+                evicted: evicted.clone(),
+            },
+        );
+        self.stats.sessions.fetch_add(1, Ordering::Relaxed);
+        HubSession {
+            hub: self.clone(),
+            id,
+            deliveries,
+            notices,
+            notice_tx,
+            evicted,
+            held: VecDeque::new(),
+            expires_ms: None,
+            closed: false,
+        }
+    }
+}
+
+impl HubSession {
+    /// The session's id in the broker.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The hub.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Set when the hub decides the session must go.
+    pub fn evicted(&self) -> &Eviction {
+        &self.evicted
+    }
+
+    /// Sets when the session's credential runs out (ms since the epoch; `None`: never).
+    pub fn set_expiry(&mut self, expires_ms: Option<u64>) {
+        self.expires_ms = expires_ms;
+    }
+
+    /// When the session's credential runs out.
+    pub fn expiry(&self) -> Option<u64> {
+        self.expires_ms
+    }
+
+    /// The credential has run out.
+    pub fn is_expired(&self) -> bool {
+        self.expires_ms
+            .is_some_and(|at| crate::clock::now_ms() >= at)
+    }
+
+    /// Waits for what to send next: an eviction or expiry first, then held answers in order,
+    /// then notices and deliveries once nothing is held. Cancel-safe: dropping the future
+    /// (another `select!` branch won) loses nothing.
+    pub async fn next(&mut self) -> Next {
+        let expiry = self.expires_ms.map(instant_at);
+        let Self {
+            deliveries,
+            notices,
+            evicted,
+            held,
+            ..
+        } = self;
+        let nothing_held = held.is_empty();
+        tokio::select! {
+            biased;
+            () = evicted.token().cancelled() => {
+                let (code, reason) = evicted.reason();
+                Next::Evicted(code, reason.to_owned())
+            }
+            () = until(expiry) => Next::Expired,
+            answer = front(held) => Next::Held(answer),
+            Some(notice) = notices.recv(), if nothing_held => Next::Notice(notice),
+            delivery = deliveries.recv(), if nothing_held => match delivery {
+                Some(delivery) => Next::Delivery(delivery),
+                None => Next::Evicted(CloseCode::INTERNAL_ERROR, "internal error".to_owned()),
+            },
+        }
+    }
+
+    /// `first` and the deliveries queued behind it, up to [`DELIVERY_BATCH`] in all.
+    pub fn batch(&mut self, first: Delivery) -> impl Iterator<Item = Delivery> + '_ {
+        let more = std::iter::from_fn(|| self.deliveries.try_recv());
+        std::iter::once(first).chain(more.take(DELIVERY_BATCH - 1))
+    }
+
+    /// Queues a catch-up: `room`'s stored messages with `since < id <= last`, read once
+    /// everything queued for storage is durable; live deliveries wait until it is written.
+    pub fn replay(&mut self, room: String, subscription: String, since: u64, last: u64) {
+        let (tx, rx) = oneshot::channel();
+        let read = self.hub.stored_between(room.clone(), since, last);
+        tokio::spawn(async move {
+            let messages = read.await.map_err(|error| {
+                tracing::warn!(%error, %room, "catch-up read failed");
+            });
+            let _ = tx.send(Held::Replay {
+                subscription,
+                messages,
+            });
+        });
+        self.held.push_back(rx);
+    }
+
+    /// Reserves the next place among the held answers; what is sent on it is written there.
+    pub fn hold(&mut self) -> oneshot::Sender<Held> {
+        let (tx, rx) = oneshot::channel();
+        self.held.push_back(rx);
+        tx
+    }
+
+    /// Queues a notice for this session from elsewhere (a task answering it later).
+    pub fn notifier(&self) -> (mailbox::Sender<Notice>, Arc<Eviction>) {
+        (self.notice_tx.clone(), self.evicted.clone())
+    }
+
+    /// Ends the session: its outbox goes, then `close` takes it out of the broker (with the
+    /// events that causes, e.g. presence). Later calls do nothing.
+    pub fn close(&mut self, close: impl FnOnce(&mut Broker, &mut dyn FnMut(BrokerEvent))) {
+        if !std::mem::replace(&mut self.closed, true) {
+            self.hub.close_session(self.id, close);
+        }
+    }
+}
+
+impl Drop for HubSession {
+    fn drop(&mut self) {
+        let id = self.id;
+        self.close(|broker, events| broker.disconnect(id, events));
+    }
+}
+
+/// Sleeps until `at`; forever without one.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The oldest held answer once it is ready; never resolves when nothing is held.
+async fn front(held: &mut VecDeque<oneshot::Receiver<Held>>) -> Held {
+    let Some(first) = held.front_mut() else {
+        return std::future::pending().await;
+    };
+    // Polled by reference, so a select! that picks another branch loses nothing.
+    let answer = first.await.unwrap_or(Held::Lost);
+    held.pop_front();
+    answer
+}

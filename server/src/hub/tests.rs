@@ -1,0 +1,314 @@
+//! The hub without sockets: sessions opened in memory over a temporary SQLite store, driven
+//! through the same [`ChatSession`] and [`HubSession`] calls the endpoints make.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parley_protocol::CloseCode;
+use parley_stomp::broker::{Delivery, Receipt};
+use parley_stomp::session::Identity;
+
+use super::*;
+use crate::store::SqliteStore;
+
+/// Longest wait for anything the hub should hand a session at once; only a failing test waits.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A hub over a fresh SQLite store in a temporary directory, removed when dropped.
+struct TestHub {
+    hub: Arc<Hub>,
+    dir: std::path::PathBuf,
+}
+
+impl TestHub {
+    fn new(name: &str, outbox_capacity: usize) -> Self {
+        let dir = std::env::temp_dir().join(format!("parley-hub-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir).expect("temporary store"));
+        let journal = Journal::start(store.clone(), 1024);
+        let acl = Acl::load(&*store).expect("empty rules");
+        let settings = HubSettings {
+            broker: BrokerLimits::default(),
+            outbox_capacity,
+        };
+        let hub = Hub::new(settings, store, journal, acl, None, HashMap::new());
+        Self { hub, dir }
+    }
+
+    fn client(&self, name: &str) -> Client {
+        let identity = Identity {
+            name: name.into(),
+            guest: false,
+        };
+        let settings = Arc::new(ChatSettings {
+            max_body: 4096,
+            rate_limit: 0,
+        });
+        Client(ChatSession::open(&self.hub, identity, settings))
+    }
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One session, as an endpoint would hold it.
+struct Client(ChatSession);
+
+impl Client {
+    async fn join(&mut self, room: &str, since: Option<u64>) -> Result<JoinAnswer, Refusal> {
+        self.0.join(room, since).await
+    }
+
+    /// Publishes one message per body, in one step; each acknowledgement (its id) comes back
+    /// as a notice once durable.
+    fn send(&mut self, target: Target<'_>, bodies: &[String]) {
+        for body in bodies {
+            let receipt = Receipt(Arc::new(|id| Bytes::from(id.to_string())));
+            self.0.send(target, body, receipt).expect("send accepted");
+        }
+        for result in self.0.flush() {
+            result.expect("published");
+        }
+    }
+
+    async fn next(&mut self) -> Next {
+        tokio::time::timeout(PATIENCE, self.0.session().next())
+            .await
+            .expect("the hub handed the session nothing")
+    }
+
+    /// The next room message or DM (presence and typing skipped): id and body.
+    async fn message(&mut self) -> (u64, String) {
+        loop {
+            if let Next::Delivery(d) = self.next().await {
+                if let Some(message) = chat_message(&d) {
+                    return message;
+                }
+            }
+        }
+    }
+
+    /// The next presence change: (user, event).
+    async fn presence(&mut self) -> (String, String) {
+        loop {
+            let Next::Delivery(d) = self.next().await else {
+                continue;
+            };
+            let m = &d.message;
+            if m.header("destination")
+                .is_some_and(|d| d.ends_with(".presence"))
+            {
+                let user = m.header("user").unwrap_or_default().to_owned();
+                return (user, m.header("event").unwrap_or_default().to_owned());
+            }
+        }
+    }
+
+    /// Waits until the acknowledgements of `n` durable messages came back.
+    async fn acks(&mut self, n: usize) {
+        let mut acked = 0;
+        while acked < n {
+            if let Next::Notice(Notice::Encoded(_)) = self.next().await {
+                acked += 1;
+            }
+        }
+    }
+}
+
+/// A room message or DM's id and body; `None` for presence and typing.
+fn chat_message(d: &Delivery) -> Option<(u64, String)> {
+    let m = &d.message;
+    let destination = m.header("destination").unwrap_or_default();
+    if destination.ends_with(".presence") || destination.ends_with(".typing") {
+        return None;
+    }
+    let id = m.header("message-id")?.parse().ok()?;
+    Some((id, String::from_utf8_lossy(m.body()).into_owned()))
+}
+
+fn bodies(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|n| format!("{prefix}-{n}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishers_interleave_but_every_subscriber_sees_one_order() {
+    let t = TestHub::new("order", 4096);
+    let mut readers = Vec::new();
+    for name in ["r1", "r2", "r3"] {
+        let mut reader = t.client(name);
+        reader.join("lobby", None).await.expect("joined");
+        readers.push(reader);
+    }
+    let (publishers, per_publisher) = (3, 200);
+    let mut tasks = Vec::new();
+    for p in 0..publishers {
+        let mut publisher = t.client(&format!("p{p}"));
+        publisher.join("lobby", None).await.expect("joined");
+        tasks.push(tokio::spawn(async move {
+            // Small batches, so the publishers' steps interleave under the lock.
+            for chunk in (0..per_publisher).step_by(5) {
+                publisher.send(
+                    Target::Room("lobby"),
+                    &bodies(&format!("p{p}"), chunk..chunk + 5),
+                );
+                tokio::task::yield_now().await;
+            }
+            publisher
+        }));
+    }
+    let mut seen = Vec::new();
+    for reader in &mut readers {
+        let mut got = Vec::new();
+        for _ in 0..publishers * per_publisher {
+            got.push(reader.message().await);
+        }
+        seen.push(got);
+    }
+    for task in tasks {
+        task.await.expect("publisher finished");
+    }
+    assert!(
+        seen.iter().all(|s| *s == seen[0]),
+        "subscribers disagree on the order"
+    );
+    let ids: Vec<u64> = seen[0].iter().map(|(id, _)| *id).collect();
+    let expected: Vec<u64> = (1..=(publishers * per_publisher) as u64).collect();
+    assert_eq!(ids, expected, "room ids are consecutive in delivery order");
+    for p in 0..publishers {
+        let prefix = format!("p{p}-");
+        let own: Vec<&String> = seen[0]
+            .iter()
+            .map(|(_, body)| body)
+            .filter(|b| b.starts_with(&prefix))
+            .collect();
+        assert_eq!(
+            own,
+            bodies(&format!("p{p}"), 0..per_publisher)
+                .iter()
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catching_up_during_sends_misses_nothing_and_repeats_nothing() {
+    let t = TestHub::new("catchup", 4096);
+    let total = 600;
+    let mut publisher = t.client("writer");
+    publisher.join("news", None).await.expect("joined");
+    publisher.send(Target::Room("news"), &bodies("m", 0..100));
+    publisher.acks(100).await;
+    let writer = tokio::spawn(async move {
+        for chunk in (100..total).step_by(10) {
+            publisher.send(Target::Room("news"), &bodies("m", chunk..chunk + 10));
+            tokio::task::yield_now().await;
+        }
+        publisher
+    });
+    // Joins while the writer is busy; it had read up to id 40 before.
+    let mut reader = t.client("reader");
+    reader.join("news", Some(40)).await.expect("joined");
+    let mut ids = Vec::new();
+    while ids.last() != Some(&(total as u64)) {
+        match reader.next().await {
+            Next::Held(Held::Replay { messages, .. }) => {
+                ids.extend(messages.expect("stored messages").iter().map(|m| m.id));
+            }
+            Next::Delivery(d) => ids.extend(chat_message(&d).map(|(id, _)| id)),
+            _ => {}
+        }
+    }
+    writer.await.expect("writer finished");
+    let expected: Vec<u64> = (41..=total as u64).collect();
+    assert_eq!(ids, expected, "catch-up then live: every id once, in order");
+}
+
+#[tokio::test]
+async fn several_sessions_of_one_user_are_one_member() {
+    let t = TestHub::new("presence", 4096);
+    let mut bob = t.client("bob");
+    bob.join("hall", None).await.expect("joined");
+    let mut tab1 = t.client("alice");
+    let mut tab2 = t.client("alice");
+    let JoinAnswer::Members(members) = tab1.join("hall", None).await.expect("joined") else {
+        panic!("one node answers at once");
+    };
+    assert_eq!(members.len(), 2, "{members:?}");
+    assert_eq!(bob.presence().await, ("alice".into(), "join".into()));
+    tab2.join("hall", None).await.expect("joined");
+    tab1.0.leave("hall").expect("left");
+    // Neither the second tab's join nor the first tab's leave is a change: the next presence
+    // event bob sees is alice leaving with her last tab.
+    drop(tab2);
+    assert_eq!(bob.presence().await, ("alice".into(), "leave".into()));
+    assert_eq!(t.hub.members_here("hall"), vec!["bob".to_owned()]);
+}
+
+#[tokio::test]
+async fn removing_a_member_ends_their_subscription_to_a_private_room() {
+    let t = TestHub::new("revoke", 4096);
+    assert!(t.hub.claim_room("secret", true, "alice"));
+    t.hub
+        .acl()
+        .set_member("secret", "bob", crate::store::Role::Member);
+    let mut alice = t.client("alice");
+    let mut bob = t.client("bob");
+    let mut carol = t.client("carol");
+    alice.join("secret", None).await.expect("owner joins");
+    bob.join("secret", None).await.expect("member joins");
+    let refused = carol.join("secret", None).await.expect_err("not a member");
+    assert_eq!(refused.code, "forbidden");
+
+    t.hub.acl().remove_member("secret", "bob");
+    t.hub.revoke_room("bob", "secret");
+    match bob.next().await {
+        Next::Notice(Notice::Revoked { room, .. }) => assert_eq!(room, "secret"),
+        other => panic!("expected the revocation, got {other:?}"),
+    }
+    alice.send(Target::Room("secret"), &["after".to_owned()]);
+    alice.send(Target::User("bob"), &["marker".to_owned()]);
+    // The room message never reaches bob: the DM sent after it is his next message.
+    assert_eq!(bob.message().await.1, "marker");
+    let refused = bob.0.send(
+        Target::Room("secret"),
+        "still here?",
+        Receipt(Arc::new(|_| Bytes::new())),
+    );
+    assert_eq!(refused.expect_err("no longer allowed").code, "forbidden");
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_evicted_and_nobody_else_notices() {
+    let capacity = 8;
+    let t = TestHub::new("slow", capacity);
+    let mut sleeper = t.client("sleeper");
+    let mut reader = t.client("reader");
+    let mut writer = t.client("writer");
+    for client in [&mut sleeper, &mut reader, &mut writer] {
+        client.join("busy", None).await.expect("joined");
+    }
+    // Presence announcements took some of the sleeper's room; these overflow the rest.
+    let sent = capacity * 3;
+    for n in 0..sent {
+        writer.send(Target::Room("busy"), &[format!("m{n}")]);
+        writer.message().await; // its own copy
+        let (_, body) = reader.message().await;
+        assert_eq!(
+            body,
+            format!("m{n}"),
+            "the reader keeps up and gets everything"
+        );
+    }
+    match sleeper.next().await {
+        Next::Evicted(code, reason) => {
+            assert_eq!(code, CloseCode::POLICY_VIOLATION);
+            assert!(reason.starts_with("slow consumer"), "{reason}");
+        }
+        other => panic!("expected eviction, got {other:?}"),
+    }
+    assert_eq!(t.hub.stats.slow_consumers.load(Ordering::Relaxed), 1);
+}

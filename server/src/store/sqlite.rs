@@ -1,0 +1,387 @@
+//! SQLite storage (embedded, WAL): the default, for one node.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use anyhow::Context as _;
+use rusqlite::{params, Connection, OptionalExtension as _};
+
+use super::{RefreshRecord, Role, Room, Rotation, Store, StoredMessage};
+use crate::clock::now_ms;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    "
+    CREATE TABLE rooms (
+        name TEXT PRIMARY KEY,
+        private INTEGER NOT NULL DEFAULT 0,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE messages (
+        room TEXT NOT NULL,
+        id INTEGER NOT NULL,
+        sender TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (room, id)
+    ) WITHOUT ROWID;
+",
+    "
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE refresh_tokens (
+        hash BLOB PRIMARY KEY,
+        family TEXT NOT NULL,
+        user TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX refresh_tokens_by_family ON refresh_tokens (family);
+    CREATE INDEX refresh_tokens_by_expiry ON refresh_tokens (expires_ms);
+    CREATE TABLE room_members (
+        room TEXT NOT NULL,
+        user TEXT NOT NULL,
+        role TEXT NOT NULL,
+        PRIMARY KEY (room, user)
+    ) WITHOUT ROWID;
+    ALTER TABLE messages ADD COLUMN guest INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+",
+];
+
+/// SQLite in WAL mode: one connection for the writer, one for readers (WAL lets them overlap).
+pub struct SqliteStore {
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `parley.db` in `dir` and runs pending migrations.
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating data directory {}", dir.display()))?;
+        let path = dir.join("parley.db");
+        let writer =
+            Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        // WAL + synchronous=FULL: a committed transaction survives power loss and kill -9.
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        writer.pragma_update(None, "synchronous", "FULL")?;
+        // Messages of thousands of rooms land on as many B-tree leaves: a larger page cache
+        // keeps them from being read back for every insert, and checkpointing less often
+        // copies a hot page into the database once instead of several times.
+        writer.pragma_update(None, "cache_size", -32 * 1024)?;
+        writer.pragma_update(None, "wal_autocheckpoint", 4000)?;
+        writer.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&writer)?;
+        let reader = Connection::open(&path)?;
+        reader.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Self {
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+        })
+    }
+}
+
+fn migrate(conn: &Connection) -> anyhow::Result<()> {
+    let done: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(done).unwrap_or(0))
+    {
+        conn.execute_batch(&format!(
+            "BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;",
+            i + 1
+        ))
+        .with_context(|| format!("migration {}", i + 1))?;
+    }
+    Ok(())
+}
+
+fn lock(m: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    // A panic mid-statement leaves the connection usable (SQLite rolls back the statement).
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn row_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+    Ok(StoredMessage {
+        room: row.get(0)?,
+        id: row.get::<_, i64>(1)? as u64,
+        from: row.get(2)?,
+        ts: row.get::<_, i64>(3)? as u64,
+        body: row.get(4)?,
+        guest: row.get(5)?,
+        deleted: row.get(6)?,
+    })
+}
+
+const MESSAGE_COLUMNS: &str = "room, id, sender, ts, body, guest, deleted";
+
+impl Store for SqliteStore {
+    fn append(&self, batch: &[StoredMessage]) -> anyhow::Result<()> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO messages (room, id, sender, ts, body, guest) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            let mut room = tx.prepare_cached(
+                "INSERT OR IGNORE INTO rooms (name, private, created_ms) VALUES (?1, 0, ?2)",
+            )?;
+            for m in batch {
+                room.execute(params![m.room, to_i64(m.ts)])?;
+                insert.execute(params![
+                    m.room,
+                    to_i64(m.id),
+                    m.from,
+                    to_i64(m.ts),
+                    m.body,
+                    m.guest
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn before(
+        &self,
+        room: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<StoredMessage>> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(
+            params![room, to_i64(before.unwrap_or(u64::MAX)), limit as i64],
+            row_message,
+        )?;
+        let mut out = rows.collect::<Result<Vec<_>, _>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    fn after(&self, room: &str, after: u64, limit: usize) -> anyhow::Result<Vec<StoredMessage>> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(params![room, to_i64(after), limit as i64], row_message)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn last_id(&self, room: &str) -> anyhow::Result<u64> {
+        let conn = lock(&self.reader);
+        let last: Option<i64> = conn.query_row(
+            "SELECT MAX(id) FROM messages WHERE room = ?1",
+            params![room],
+            |row| row.get(0),
+        )?;
+        Ok(last.map_or(0, |n| n as u64))
+    }
+
+    fn last_ids(&self) -> anyhow::Result<HashMap<String, u64>> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare("SELECT room, MAX(id) FROM messages GROUP BY room")?;
+        let rows = stmt.query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<Result<HashMap<_, _>, _>>()?)
+    }
+
+    fn create_room(&self, room: &Room) -> anyhow::Result<bool> {
+        let mut conn = lock(&self.writer);
+        let now = now_ms();
+        let tx = conn.transaction()?;
+        let changed = tx.execute(
+            "INSERT OR IGNORE INTO rooms (name, private, created_ms) VALUES (?1, ?2, ?3)",
+            params![room.name, room.private, to_i64(now)],
+        )?;
+        if let (1, Some(owner)) = (changed, &room.owner) {
+            tx.execute(
+                "INSERT OR REPLACE INTO room_members (room, user, role) VALUES (?1, ?2, 'owner')",
+                params![room.name, owner],
+            )?;
+        }
+        tx.commit()?;
+        Ok(changed == 1)
+    }
+
+    fn rooms(&self) -> anyhow::Result<Vec<Room>> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare(
+            "SELECT name, private, (SELECT user FROM room_members m WHERE m.room = rooms.name AND m.role = 'owner') FROM rooms ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            Ok(Room {
+                name: row.get(0)?,
+                private: row.get(1)?,
+                owner: row.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn delete_message(&self, room: &str, id: u64) -> anyhow::Result<bool> {
+        let conn = lock(&self.writer);
+        let changed = conn.execute(
+            "UPDATE messages SET body = '', deleted = 1 WHERE room = ?1 AND id = ?2",
+            params![room, to_i64(id)],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn memberships(&self) -> anyhow::Result<Vec<(String, String, Role)>> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare("SELECT room, user, role FROM room_members")?;
+        let rows = stmt.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (room, user, role) = row?;
+            out.push((room, user, Role::parse(&role).unwrap_or(Role::Member)));
+        }
+        Ok(out)
+    }
+
+    fn set_member(&self, room: &str, user: &str, role: Role) -> anyhow::Result<()> {
+        lock(&self.writer).execute(
+            "INSERT OR REPLACE INTO room_members (room, user, role) VALUES (?1, ?2, ?3)",
+            params![room, user, role.as_str()],
+        )?;
+        Ok(())
+    }
+
+    fn remove_member(&self, room: &str, user: &str) -> anyhow::Result<bool> {
+        let changed = lock(&self.writer).execute(
+            "DELETE FROM room_members WHERE room = ?1 AND user = ?2",
+            params![room, user],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn create_user(&self, name: &str, password_hash: &str) -> anyhow::Result<bool> {
+        let changed = lock(&self.writer).execute(
+            "INSERT OR IGNORE INTO users (name, password_hash, created_ms) VALUES (?1, ?2, ?3)",
+            params![name, password_hash, to_i64(now_ms())],
+        )?;
+        Ok(changed == 1)
+    }
+
+    fn password_hash(&self, name: &str) -> anyhow::Result<Option<String>> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached("SELECT password_hash FROM users WHERE name = ?1")?;
+        Ok(stmt.query_row(params![name], |row| row.get(0)).optional()?)
+    }
+
+    fn set_password(&self, name: &str, password_hash: &str) -> anyhow::Result<bool> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction()?;
+        let changed = tx.execute(
+            "UPDATE users SET password_hash = ?2 WHERE name = ?1",
+            params![name, password_hash],
+        )?;
+        // Whoever knew the old password may hold a session: every one of them ends.
+        tx.execute(
+            "UPDATE refresh_tokens SET revoked = 1 WHERE user = ?1",
+            params![name],
+        )?;
+        tx.commit()?;
+        Ok(changed == 1)
+    }
+
+    fn insert_refresh(&self, token: &RefreshRecord) -> anyhow::Result<()> {
+        lock(&self.writer).execute(
+            "INSERT INTO refresh_tokens (hash, family, user, expires_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                &token.hash[..],
+                token.family,
+                token.user,
+                to_i64(token.expires_ms)
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn rotate_refresh(
+        &self,
+        old: &[u8; 32],
+        new: &RefreshRecord,
+        now_ms: u64,
+    ) -> anyhow::Result<Rotation> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction()?;
+        let found: Option<(String, String, i64, bool)> = tx
+            .query_row(
+                "SELECT family, user, expires_ms, revoked FROM refresh_tokens WHERE hash = ?1",
+                params![&old[..]],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            )
+            .optional()?;
+        let outcome = match found {
+            None => Rotation::Invalid,
+            Some((family, _, _, true)) => {
+                // A rotated token presented again: two parties hold the family. End it.
+                tx.execute(
+                    "UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1",
+                    params![family],
+                )?;
+                Rotation::Reused
+            }
+            Some((_, _, expires, false)) if expires <= to_i64(now_ms) => Rotation::Invalid,
+            Some((family, user, _, false)) => {
+                tx.execute(
+                    "UPDATE refresh_tokens SET revoked = 1 WHERE hash = ?1",
+                    params![&old[..]],
+                )?;
+                tx.execute(
+                    "INSERT INTO refresh_tokens (hash, family, user, expires_ms) VALUES (?1, ?2, ?3, ?4)",
+                    params![&new.hash[..], family, user, to_i64(new.expires_ms)],
+                )?;
+                Rotation::Rotated { user }
+            }
+        };
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    fn refresh_user(&self, hash: &[u8; 32], now_ms: u64) -> anyhow::Result<Option<String>> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached(
+            "SELECT user FROM refresh_tokens WHERE hash = ?1 AND revoked = 0 AND expires_ms > ?2",
+        )?;
+        Ok(stmt
+            .query_row(params![&hash[..], to_i64(now_ms)], |row| row.get(0))
+            .optional()?)
+    }
+
+    fn revoke_family(&self, hash: &[u8; 32]) -> anyhow::Result<bool> {
+        let changed = lock(&self.writer).execute(
+            "UPDATE refresh_tokens SET revoked = 1 WHERE family = (SELECT family FROM refresh_tokens WHERE hash = ?1)",
+            params![&hash[..]],
+        )?;
+        Ok(changed > 0)
+    }
+
+    fn purge_refresh(&self, now_ms: u64) -> anyhow::Result<usize> {
+        Ok(lock(&self.writer).execute(
+            "DELETE FROM refresh_tokens WHERE expires_ms <= ?1",
+            params![to_i64(now_ms)],
+        )?)
+    }
+}

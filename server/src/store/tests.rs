@@ -1,0 +1,313 @@
+//! The storage tests, run against SQLite and, when `PARLEY_TEST_DATABASE` is set, PostgreSQL.
+
+use super::*;
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("parley-store-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn msg(room: &str, id: u64) -> StoredMessage {
+    StoredMessage {
+        room: room.into(),
+        id,
+        from: "alice".into(),
+        ts: 1000 + id,
+        body: format!("m{id}"),
+        guest: id % 2 == 0,
+        deleted: false,
+    }
+}
+
+/// Opens the store under test, again on the same data when called again.
+type Opener = Box<dyn Fn() -> Box<dyn Store>>;
+
+/// Runs `check` on SQLite, then on PostgreSQL when `PARLEY_TEST_DATABASE` names a server
+/// (CI sets it): both backends must behave the same.
+fn on_every_backend(name: &str, check: impl Fn(&Opener)) {
+    let dir = temp_dir(name);
+    let sqlite: Opener = Box::new(move || Box::new(SqliteStore::open(&dir).unwrap()));
+    check(&sqlite);
+    if let Some(db) = postgres::tests::fresh_database(name) {
+        let url = db.url.clone();
+        let pg: Opener = Box::new(move || Box::new(PgStore::connect(&url).unwrap()));
+        check(&pg);
+    }
+}
+
+#[test]
+fn nodes_sharing_a_database_number_each_room_consecutively() {
+    let Some(db) = postgres::tests::fresh_database("numbering") else {
+        return; // PostgreSQL only: SQLite serves one node.
+    };
+    let a = PgStore::connect(&db.url).unwrap();
+    let b = PgStore::connect(&db.url).unwrap();
+    // Single-node ids first: the shared counter continues after them.
+    a.append(&[msg("r", 1), msg("r", 2)]).unwrap();
+    let threads: Vec<_> = [a, b]
+        .into_iter()
+        .map(|store| {
+            std::thread::spawn(move || {
+                let mut ids = Vec::new();
+                for _ in 0..20 {
+                    let mut batch = vec![msg("r", 0), msg("s", 0), msg("r", 0)];
+                    store.append_numbered(&mut batch).unwrap();
+                    ids.extend(batch.iter().map(|m| (m.room.clone(), m.id)));
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut got: Vec<(String, u64)> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    got.sort();
+    let r: Vec<u64> = got
+        .iter()
+        .filter(|(room, _)| room == "r")
+        .map(|p| p.1)
+        .collect();
+    let s: Vec<u64> = got
+        .iter()
+        .filter(|(room, _)| room == "s")
+        .map(|p| p.1)
+        .collect();
+    assert_eq!(
+        r,
+        (3..=82).collect::<Vec<_>>(),
+        "no gap, no duplicate across nodes"
+    );
+    assert_eq!(s, (1..=40).collect::<Vec<_>>());
+    let store = PgStore::connect(&db.url).unwrap();
+    assert_eq!(store.last_id("r").unwrap(), 82);
+    assert_eq!(store.after("r", 80, 10).unwrap().len(), 2);
+}
+
+#[test]
+fn append_then_page_both_ways_and_survive_reopen() {
+    on_every_backend("pages", append_then_page_both_ways_and_survive_reopen_on);
+}
+
+fn append_then_page_both_ways_and_survive_reopen_on(open: &Opener) {
+    {
+        let store = open();
+        store
+            .append(&(1..=10).map(|i| msg("general", i)).collect::<Vec<_>>())
+            .unwrap();
+        store.append(&[msg("other", 1)]).unwrap();
+    }
+    let store = open();
+    let ids = |v: Vec<StoredMessage>| v.into_iter().map(|m| m.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.before("general", None, 3).unwrap()), [8, 9, 10]);
+    assert_eq!(ids(store.before("general", Some(8), 3).unwrap()), [5, 6, 7]);
+    assert_eq!(ids(store.after("general", 7, 100).unwrap()), [8, 9, 10]);
+    assert_eq!(
+        store.last_ids().unwrap(),
+        HashMap::from([("general".into(), 10), ("other".into(), 1)])
+    );
+    assert_eq!(
+        store.before("general", None, 1).unwrap()[0],
+        msg("general", 10)
+    );
+}
+
+#[test]
+fn rooms_are_created_once_and_by_messages() {
+    on_every_backend("rooms", |open| {
+        rooms_are_created_once_and_by_messages_on(&*open())
+    });
+}
+
+fn rooms_are_created_once_and_by_messages_on(store: &dyn Store) {
+    assert!(store
+        .create_room(&Room {
+            name: "a".into(),
+            private: true,
+            owner: Some("alice".into()),
+        })
+        .unwrap());
+    assert!(!store
+        .create_room(&Room {
+            name: "a".into(),
+            private: false,
+            owner: None,
+        })
+        .unwrap());
+    store.append(&[msg("b", 1)]).unwrap();
+    assert_eq!(
+        store.rooms().unwrap(),
+        [
+            Room {
+                name: "a".into(),
+                private: true,
+                owner: Some("alice".into()),
+            },
+            Room {
+                name: "b".into(),
+                private: false,
+                owner: None,
+            }
+        ]
+    );
+    assert_eq!(
+        store.memberships().unwrap(),
+        [("a".into(), "alice".into(), Role::Owner)]
+    );
+}
+
+#[test]
+fn any_body_round_trips_and_rules_and_last_ids_read_back() {
+    on_every_backend("bodies", |open| any_body_round_trips_on(&*open()));
+}
+
+fn any_body_round_trips_on(store: &dyn Store) {
+    let mut m = msg("odd", 1);
+    m.body = "nul \0 inside, and ünïcödé".into();
+    store.append(std::slice::from_ref(&m)).unwrap();
+    assert_eq!(store.after("odd", 0, 10).unwrap(), [m]);
+    assert!(store
+        .create_room(&Room {
+            name: "club".into(),
+            private: true,
+            owner: Some("alice".into()),
+        })
+        .unwrap());
+    store.set_member("club", "bob", Role::Admin).unwrap();
+    let (private, mut members) = store.room_rules("club").unwrap().expect("stored");
+    members.sort();
+    assert!(private);
+    assert_eq!(
+        members,
+        [("alice".into(), Role::Owner), ("bob".into(), Role::Admin)]
+    );
+    assert_eq!(store.room_rules("nowhere").unwrap(), None);
+    let last = store
+        .last_ids_of(&["odd".into(), "club".into(), "nowhere".into()])
+        .unwrap();
+    assert_eq!(last.get("odd"), Some(&1));
+    assert!(last.get("club").is_none_or(|&id| id == 0));
+    assert!(last.get("nowhere").is_none_or(|&id| id == 0));
+}
+
+#[test]
+fn deleted_messages_become_tombstones() {
+    on_every_backend("tombstones", |open| {
+        deleted_messages_become_tombstones_on(&*open())
+    });
+}
+
+fn deleted_messages_become_tombstones_on(store: &dyn Store) {
+    store.append(&[msg("r", 1), msg("r", 2)]).unwrap();
+    assert!(store.delete_message("r", 1).unwrap());
+    assert!(!store.delete_message("r", 9).unwrap());
+    let got = store.after("r", 0, 10).unwrap();
+    assert!(got[0].deleted && got[0].body.is_empty());
+    assert_eq!(got[1], msg("r", 2));
+}
+
+fn refresh(hash: u8, expires_ms: u64) -> RefreshRecord {
+    RefreshRecord {
+        hash: [hash; 32],
+        family: "f1".into(),
+        user: "alice".into(),
+        expires_ms,
+    }
+}
+
+#[test]
+fn refresh_tokens_rotate_once_and_reuse_revokes_the_family() {
+    on_every_backend("refresh", |open| {
+        refresh_tokens_rotate_once_and_reuse_revokes_the_family_on(&*open())
+    });
+}
+
+fn refresh_tokens_rotate_once_and_reuse_revokes_the_family_on(store: &dyn Store) {
+    store.insert_refresh(&refresh(1, 10_000)).unwrap();
+    let rotated = store
+        .rotate_refresh(&[1; 32], &refresh(2, 10_000), 5)
+        .unwrap();
+    assert_eq!(
+        rotated,
+        Rotation::Rotated {
+            user: "alice".into()
+        }
+    );
+    assert_eq!(
+        store.refresh_user(&[2; 32], 5).unwrap().as_deref(),
+        Some("alice")
+    );
+    assert_eq!(
+        store.refresh_user(&[1; 32], 5).unwrap(),
+        None,
+        "rotated away"
+    );
+    // The old one again: theft. The newest one dies with it.
+    let reused = store
+        .rotate_refresh(&[1; 32], &refresh(3, 10_000), 6)
+        .unwrap();
+    assert_eq!(reused, Rotation::Reused);
+    assert_eq!(store.refresh_user(&[2; 32], 6).unwrap(), None);
+    assert_eq!(
+        store
+            .rotate_refresh(&[9; 32], &refresh(4, 10_000), 6)
+            .unwrap(),
+        Rotation::Invalid
+    );
+    store.insert_refresh(&refresh(5, 100)).unwrap();
+    assert_eq!(
+        store
+            .rotate_refresh(&[5; 32], &refresh(6, 10_000), 100)
+            .unwrap(),
+        Rotation::Invalid,
+        "expired"
+    );
+    assert_eq!(store.purge_refresh(100).unwrap(), 1);
+}
+
+#[test]
+fn users_are_unique_and_passwords_change() {
+    on_every_backend("users", |open| {
+        users_are_unique_and_passwords_change_on(&*open())
+    });
+}
+
+fn users_are_unique_and_passwords_change_on(store: &dyn Store) {
+    assert!(store.create_user("alice", "h1").unwrap());
+    assert!(!store.create_user("alice", "h2").unwrap());
+    store
+        .insert_refresh(&RefreshRecord {
+            hash: [7; 32],
+            family: "f".into(),
+            user: "alice".into(),
+            expires_ms: u64::MAX / 2,
+        })
+        .unwrap();
+    assert!(store.set_password("alice", "h3").unwrap());
+    assert_eq!(
+        store.refresh_user(&[7; 32], 0).unwrap(),
+        None,
+        "sessions end"
+    );
+    assert!(!store.set_password("bob", "h3").unwrap());
+    assert_eq!(store.password_hash("alice").unwrap().as_deref(), Some("h3"));
+    assert_eq!(store.password_hash("bob").unwrap(), None);
+}
+
+#[test]
+fn a_duplicate_id_fails_the_whole_batch() {
+    on_every_backend("dup", |open| {
+        a_duplicate_id_fails_the_whole_batch_on(&*open())
+    });
+}
+
+fn a_duplicate_id_fails_the_whole_batch_on(store: &dyn Store) {
+    store.append(&[msg("r", 1)]).unwrap();
+    assert!(store.append(&[msg("r", 2), msg("r", 1)]).is_err());
+    assert_eq!(
+        store.last_ids().unwrap()["r"],
+        1,
+        "nothing of the failed batch stayed"
+    );
+}
