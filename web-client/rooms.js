@@ -1,4 +1,4 @@
-// Rooms: the name rule, the list, creating, joining (history, then `since`), members, typing, paging.
+// Rooms: the name rule (from /api/info), the list, creating, joining (history, then `since`), members, typing, paging.
 
 import { fetchMessages, listMembers, listRooms, postRoom } from './api.js';
 import { el } from './dom.js';
@@ -6,18 +6,44 @@ import {
   decorate, insertMessage, messageEl, nearBottom, renderHistoryStatus, renderMembers, renderMessages, renderRooms,
   renderTyping, scrollToBottom, showBanner,
 } from './render.js';
-import { auth, debug, isActive, online, roomState, state } from './state.js';
+import { auth, debug, info, isActive, online, roomState, state } from './state.js';
 
 const PAGE = 50; // messages per history page
 const TYPING_SHOW_FOR = 3000; // ms a typing notice is shown
 
 // ---- the name rule -----------------------------------------------------------------------------
 
-const ROOM_RE = /^[A-Za-z0-9_-]{1,128}$/;
+/**
+ * Takes the room-name rule from GET /api/info's `rooms` ({pattern, max_length, rule}). Without
+ * one (or with one this browser cannot use) `info.rooms` stays null and names are not checked here.
+ */
+export function learnRoomRule(rooms) {
+  info.rooms = roomRule(rooms);
+  const max = rooms && rooms.max_length;
+  if (info.rooms && Number.isSafeInteger(max) && max > 0) el.newRoom.maxLength = max;
+}
 
-/** What is wrong with `name` as a room name, or null. */
+function roomRule(rooms) {
+  if (!rooms || typeof rooms.pattern !== 'string') return null;
+  let pattern;
+  try {
+    pattern = new RegExp(rooms.pattern, 'u');
+  } catch {
+    return null;
+  }
+  const words = typeof rooms.rule === 'string' ? rooms.rule.trim() : '';
+  if (!words) return { pattern, rule: 'That is not a valid room name.' };
+  const sentence = words[0].toUpperCase() + words.slice(1);
+  return { pattern, rule: /[.!?]$/.test(sentence) ? sentence : `${sentence}.` };
+}
+
+/**
+ * What is wrong with `name` as a room name by the server's rule, or null. Without a rule (GET
+ * /api/info failed) only an empty name is refused here: the server refuses bad ones itself.
+ */
 export function roomNameProblem(name) {
-  return ROOM_RE.test(name) ? null : 'Room names are 1–128 letters, digits, _ or -.';
+  if (info.rooms) return info.rooms.pattern.test(name) ? null : info.rooms.rule;
+  return name ? null : 'Enter a room name.';
 }
 
 // ---- the room list -----------------------------------------------------------------------------

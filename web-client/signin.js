@@ -4,19 +4,21 @@ import { getInfo, login, logout, register } from './api.js';
 import { start, stopClient } from './connection.js';
 import { authErrorText, registerProblem, renderAuthChoices, setAuthBusy, showSignIn } from './dialogs.js';
 import { el } from './dom.js';
+import { learnRoomRule } from './rooms.js';
 import { acceptToken, clearSession } from './session.js';
 import { NAME_KEY, auth, info, state } from './state.js';
 
-/** GET /api/info: are guests allowed, is registration open? */
+/** GET /api/info: are guests allowed, is registration open, what is a room name? */
 export async function loadInfo() {
   try {
     const body = await getInfo();
     if (body) {
       info.guests = body.guests === true;
       info.registration = body.registration === 'closed' ? 'closed' : 'open';
+      learnRoomRule(body.rooms);
     }
   } catch {
-    /* unknown: offer sign-in only */
+    /* unknown: offer sign-in only, check no room names here */
   }
   info.loaded = true;
   renderAuthChoices();

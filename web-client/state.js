@@ -15,8 +15,11 @@ export const auth = {
   refreshing: null, // the refresh in flight (one at a time: a refresh token is single-use)
 };
 
-/** GET /api/info: what the server offers. */
-export const info = { guests: false, registration: 'open', loaded: false };
+/**
+ * GET /api/info: what the server offers. `rooms` is the room-name rule ({pattern: RegExp, rule})
+ * or null when the server did not say: then names are not checked in the page (the server does).
+ */
+export const info = { guests: false, registration: 'open', rooms: null, loaded: false };
 
 export const state = {
   name: null, // the name we log in with
