@@ -1,0 +1,111 @@
+// HTTP: the fetch wrapper (Bearer token; on a 401 one refresh and retry), the cross-tab session lock, the REST calls.
+
+import { auth } from './state.js';
+
+/** How a Bearer call that got a 401 gets a fresh token (session.js sets it): true when it did. */
+let refreshAccess = async () => false;
+export function setTokenRefresher(fn) {
+  refreshAccess = fn;
+}
+
+/**
+ * A JSON request. An account's calls carry `Authorization: Bearer <access token>` and no cookie
+ * (credentials 'omit'): only the session endpoints (login, refresh, logout) use the cookie, with
+ * `cookie: true`. A 401 on a Bearer call gets a fresh token and one retry.
+ */
+export async function api(path, { method = 'GET', json, cookie = false, bearer = true, retry = true } = {}) {
+  const headers = { accept: 'application/json' };
+  if (json !== undefined) headers['content-type'] = 'application/json';
+  const withToken = bearer && auth.mode === 'account' && auth.token;
+  if (withToken) headers.authorization = `Bearer ${auth.token}`;
+  const resp = await fetch(path, {
+    method,
+    headers,
+    credentials: cookie ? 'same-origin' : 'omit',
+    body: json === undefined ? undefined : JSON.stringify(json),
+  });
+  if (resp.status === 401 && withToken && retry) {
+    let renewed = false;
+    try {
+      renewed = await refreshAccess();
+    } catch {
+      /* fall through with the 401 */
+    }
+    if (renewed) return api(path, { method, json, cookie, bearer, retry: false });
+  }
+  let body = null;
+  try {
+    body = await resp.json();
+  } catch {
+    /* not JSON (or no body: 204) */
+  }
+  return { status: resp.status, ok: resp.ok, body, headers: resp.headers };
+}
+
+/** Runs `fn` holding a lock shared by this site's tabs (when the browser has Web Locks). */
+export function withSessionLock(fn) {
+  if (navigator.locks && navigator.locks.request) return navigator.locks.request('parley-session', fn);
+  return fn();
+}
+
+// ---- server and session ------------------------------------------------------------------------
+
+/** GET /api/info (no auth): the body, or null when the server answered with an error. */
+export async function getInfo() {
+  const { ok, body } = await api('/api/info', { bearer: false });
+  return ok && body ? body : null;
+}
+
+export const register = (username, password) =>
+  api('/api/register', { method: 'POST', json: { username, password }, bearer: false });
+
+/** POST /api/login asking for the refresh token as an HttpOnly cookie (under the session lock). */
+export const login = (username, password) => withSessionLock(() => api('/api/login', {
+  method: 'POST', json: { username, password, cookie: true }, cookie: true, bearer: false,
+}));
+
+/** Revokes the refresh token family and clears the cookie (under the session lock). */
+export const logout = () =>
+  withSessionLock(() => api('/api/logout', { method: 'POST', json: {}, cookie: true, bearer: false }));
+
+/** POST /api/token/refresh with the session cookie; the caller holds the session lock. */
+export const postRefresh = () => api('/api/token/refresh', { method: 'POST', json: {}, cookie: true, bearer: false });
+
+/** GET /api/me with `token` (not necessarily the one in use yet): the username, or null. */
+export async function fetchMe(token) {
+  const me = await fetch('/api/me', { headers: { authorization: `Bearer ${token}`, accept: 'application/json' }, credentials: 'omit' })
+    .then((r) => (r.ok ? r.json() : null)).catch(() => null);
+  return me && typeof me.username === 'string' ? me.username : null;
+}
+
+// ---- rooms -------------------------------------------------------------------------------------
+
+const roomPath = (name) => `/api/rooms/${encodeURIComponent(name)}`;
+
+/** GET /api/rooms: [{name, private}], or null when the server answered with an error. */
+export async function listRooms() {
+  const { ok, body } = await api('/api/rooms');
+  return ok && Array.isArray(body) ? body.filter((r) => r && typeof r.name === 'string') : null;
+}
+
+export const postRoom = (name, isPrivate) => api('/api/rooms', { method: 'POST', json: { name, private: isPrivate } });
+
+/** GET a room's members: their names, or null when the server answered with an error. */
+export async function listMembers(room) {
+  const { ok, body } = await api(`${roomPath(room)}/members`);
+  return ok && Array.isArray(body) ? body.filter((u) => typeof u === 'string') : null;
+}
+
+/** Up to `limit` stored messages of `room` with ids below `before` (the latest when null); throws on errors. */
+export async function fetchMessages(room, before, limit) {
+  const query = new URLSearchParams({ limit: String(limit) });
+  if (before != null) query.set('before', String(before));
+  const { ok, body } = await api(`${roomPath(room)}/messages?${query}`);
+  if (!ok || !body || !Array.isArray(body.messages)) throw new Error('history unavailable');
+  return body.messages
+    .map((m) => ({
+      id: Number(m.id), from: String(m.from ?? '?'), ts: Number(m.ts) || Date.now(), body: String(m.body ?? ''),
+      guest: m.guest === true, deleted: m.deleted === true,
+    }))
+    .filter((m) => Number.isSafeInteger(m.id) && m.id > 0);
+}

@@ -1,0 +1,54 @@
+// Which conversation is open: the URL hash (#room, #@user), the last room, switching between rooms and DMs.
+
+import { el } from './dom.js';
+import { closeDrawers, renderAll, scrollToBottom } from './render.js';
+import { createRoom, joinRoom, roomNameProblem } from './rooms.js';
+import { NAME_RE, dmState, roomState, state } from './state.js';
+
+const ROOM_KEY = 'parley.room';
+
+/** The conversation the URL hash names, or null. */
+export function parseHash() {
+  let raw;
+  try {
+    raw = decodeURIComponent(location.hash.slice(1));
+  } catch {
+    return null; // not even valid percent-encoding
+  }
+  if (raw.startsWith('@') && NAME_RE.test(raw.slice(1))) return { kind: 'dm', name: raw.slice(1) };
+  if (!roomNameProblem(raw)) return { kind: 'room', name: raw };
+  return null;
+}
+
+/** Where to go once connected: the hash, else the last room, else #general (or the first room). */
+export function initialConversation() {
+  const fromHash = parseHash();
+  if (fromHash && !(fromHash.kind === 'room' && state.refused.has(fromHash.name))) return fromHash;
+  const names = state.rooms.map((r) => r.name).filter((n) => !state.refused.has(n));
+  const last = localStorage.getItem(ROOM_KEY);
+  const name = names.includes(last) ? last : names.includes('general') ? 'general' : names[0] || 'general';
+  return { kind: 'room', name };
+}
+
+export async function openConversation(conv) {
+  if (!conv || !state.client) return;
+  if (conv.kind === 'dm' && conv.name === state.me) return;
+  if (conv.kind === 'room') {
+    state.refused.delete(conv.name); // asked for explicitly: try again
+    if (!state.rooms.some((r) => r.name === conv.name)) {
+      await createRoom(conv.name); // make it visible in everyone's list
+    }
+    localStorage.setItem(ROOM_KEY, conv.name);
+    roomState(conv.name).unread = 0;
+  } else {
+    dmState(conv.name).unread = 0;
+  }
+  state.active = conv;
+  const hash = conv.kind === 'dm' ? `#@${conv.name}` : `#${conv.name}`;
+  if (location.hash !== hash) history.replaceState(null, '', hash);
+  closeDrawers();
+  renderAll();
+  scrollToBottom();
+  if (conv.kind === 'room') joinRoom(conv.name);
+  if (matchMedia('(pointer: fine)').matches) el.input.focus();
+}

@@ -1,0 +1,358 @@
+// Rooms: the name rule (from /api/info), the list, creating, joining (history, then `since`), members, typing, paging.
+
+import { fetchMessages, listMembers, listRooms, postRoom } from './api.js';
+import { el } from './dom.js';
+import {
+  decorate, insertMessage, messageEl, nearBottom, renderHistoryStatus, renderMembers, renderMessages, renderRooms,
+  renderTyping, scrollToBottom, showBanner,
+} from './render.js';
+import { auth, debug, info, isActive, online, roomState, state } from './state.js';
+
+const PAGE = 50; // messages per history page
+const TYPING_SHOW_FOR = 3000; // ms a typing notice is shown
+
+// ---- the name rule -----------------------------------------------------------------------------
+
+/**
+ * Takes the room-name rule from GET /api/info's `rooms` ({pattern, max_length, rule}). Without
+ * one (or with one this browser cannot use) `info.rooms` stays null and names are not checked here.
+ */
+export function learnRoomRule(rooms) {
+  info.rooms = roomRule(rooms);
+  const max = rooms && rooms.max_length;
+  if (info.rooms && Number.isSafeInteger(max) && max > 0) el.newRoom.maxLength = max;
+}
+
+function roomRule(rooms) {
+  if (!rooms || typeof rooms.pattern !== 'string') return null;
+  let pattern;
+  try {
+    pattern = new RegExp(rooms.pattern, 'u');
+  } catch {
+    return null;
+  }
+  const words = typeof rooms.rule === 'string' ? rooms.rule.trim() : '';
+  if (!words) return { pattern, rule: 'That is not a valid room name.' };
+  const sentence = words[0].toUpperCase() + words.slice(1);
+  return { pattern, rule: /[.!?]$/.test(sentence) ? sentence : `${sentence}.` };
+}
+
+/**
+ * What is wrong with `name` as a room name by the server's rule, or null. Without a rule (GET
+ * /api/info failed) only an empty name is refused here: the server refuses bad ones itself.
+ */
+export function roomNameProblem(name) {
+  if (info.rooms) return info.rooms.pattern.test(name) ? null : info.rooms.rule;
+  return name ? null : 'Enter a room name.';
+}
+
+// ---- the room list -----------------------------------------------------------------------------
+
+export async function refreshRooms() {
+  try {
+    const rooms = await listRooms();
+    if (rooms) {
+      state.rooms = rooms;
+      renderRooms();
+    }
+  } catch {
+    /* offline: the next connect refreshes */
+  }
+}
+
+/**
+ * Creates a room and returns an error message or null. A public room that exists already is
+ * fine (we join it); a private one must be new. Guests cannot create rooms: for them a public
+ * room is only joined (the server decides).
+ */
+export async function createRoom(name, { isPrivate = false } = {}) {
+  const problem = roomNameProblem(name);
+  if (problem) return problem;
+  const known = state.rooms.find((r) => r.name === name);
+  if (known) return isPrivate ? `#${name} exists already.` : null;
+  if (auth.mode !== 'account') return isPrivate ? 'Guests cannot create private rooms: sign in first.' : null;
+  try {
+    const { status, body } = await postRoom(name, isPrivate);
+    if (status === 201 || (status === 409 && !isPrivate)) {
+      await refreshRooms();
+      return null;
+    }
+    if (status === 409) return `#${name} exists already.`;
+    if (status === 401) return 'Your session has ended: sign in again to create rooms.';
+    if (status === 403) return (body && body.error) || 'You may not create rooms.';
+    return (body && body.error) || `Could not create the room (HTTP ${status}).`;
+  } catch {
+    return 'Could not reach the server.';
+  }
+}
+
+// ---- joining and leaving -----------------------------------------------------------------------
+
+/**
+ * Subscribes to `name` (leaving the room we were in): history first if we have none, then the
+ * room with `since` = the last id we have, so the server sends what we missed before live ones.
+ */
+export async function joinRoom(name, { force = false } = {}) {
+  if (state.joined === name && !force) return;
+  if (state.joined && state.joined !== name) leaveRoom();
+  state.joined = name;
+  const rs = roomState(name);
+  if (!online()) return; // onConnected joins again
+  const epoch = ++state.epoch;
+  const stale = () => epoch !== state.epoch || !online();
+  if (!rs.loaded && !(await loadLatest(rs, stale))) return;
+  const presence = subscribeRoom(rs);
+  rs.members.add(state.me);
+  renderMembers();
+  await loadMembers(rs, presence, stale);
+}
+
+/** The latest page of a room's history, before subscribing; false if the join went stale meanwhile. */
+async function loadLatest(rs, stale) {
+  renderHistoryStatus();
+  try {
+    addRoomMessages(rs, await fetchMessages(rs.name, null, PAGE), { history: true });
+    rs.loaded = true;
+    if (rs.msgs.size < PAGE) rs.atStart = true;
+  } catch {
+    if (stale()) return false;
+    showBanner('Could not load the history of this room.');
+  }
+  if (stale()) return false;
+  renderHistoryStatus();
+  fillViewport(rs);
+  return true;
+}
+
+/**
+ * The room's presence, messages and typing. Presence before the room itself so no join/leave is
+ * missed; events that arrive while the member list is on its way are kept in `early` and applied
+ * again on top of it (loadMembers).
+ */
+function subscribeRoom(rs) {
+  const client = state.client;
+  const presence = { early: [] };
+  state.subs = [
+    client.subscribe(`/topic/${rs.name}.presence`, (frame) => {
+      if (presence.early) presence.early.push(frame);
+      onPresence(rs, frame);
+    }),
+    // Without history (it failed to load) there is nothing to continue from: live only.
+    client.subscribe(`/topic/${rs.name}`, (frame) => onRoomMessage(rs, frame), rs.loaded ? { since: String(rs.lastId) } : {}),
+    client.subscribe(`/topic/${rs.name}.typing`, (frame) => onTyping(rs, frame)),
+  ];
+  return presence;
+}
+
+async function loadMembers(rs, presence, stale) {
+  try {
+    const members = await listMembers(rs.name);
+    if (stale()) return;
+    if (members) {
+      rs.members = new Set(members);
+      rs.members.add(state.me);
+      const replay = presence.early;
+      presence.early = null;
+      replay.forEach((frame) => onPresence(rs, frame));
+    }
+  } catch {
+    /* keep what presence events told us */
+  }
+  presence.early = null;
+  renderMembers();
+}
+
+export function leaveRoom() {
+  if (online()) {
+    for (const sub of state.subs) {
+      try {
+        sub.unsubscribe();
+      } catch {
+        /* connection went away meanwhile */
+      }
+    }
+  }
+  state.subs = [];
+  const rs = state.joined && state.roomStates.get(state.joined);
+  if (rs) {
+    rs.members.clear();
+    for (const timer of rs.typing.values()) clearTimeout(timer);
+    rs.typing.clear();
+  }
+  state.joined = null;
+}
+
+// ---- presence and members ----------------------------------------------------------------------
+
+/** A frame on `/topic/<room>.presence`: join, leave, or a moderator's delete. */
+function onPresence(rs, frame) {
+  if (frame.headers.event === 'delete') {
+    markDeleted(rs, Number(frame.headers['deleted-id'] || frame.headers['message-id']));
+    return;
+  }
+  const user = frame.headers.user;
+  if (!user) return;
+  if (frame.headers.event === 'join') noteGuest(user, frame.headers.guest === 'true');
+  if (frame.headers.event === 'join') rs.members.add(user);
+  else if (frame.headers.event === 'leave' && user !== state.me) rs.members.delete(user);
+  if (state.joined === rs.name) renderMembers();
+}
+
+/** Remembers whether `name` is a guest (for the badge in the member list). */
+export function noteGuest(name, guest) {
+  if (guest === state.guests.has(name)) return;
+  if (guest) state.guests.add(name);
+  else state.guests.delete(name);
+  if (state.joined && roomState(state.joined).members.has(name)) renderMembers();
+}
+
+/** A moderator deleted a message: it stays as a tombstone. */
+function markDeleted(rs, id) {
+  const msg = rs.msgs.get(id);
+  if (!msg) return;
+  msg.deleted = true;
+  msg.body = '';
+  const node = el.list.querySelector(`[data-id="${CSS.escape(String(id))}"]`);
+  if (node && isActive('room', rs.name)) {
+    const fresh = messageEl(msg);
+    node.replaceWith(fresh);
+    decorate(fresh);
+  }
+}
+
+function onTyping(rs, frame) {
+  const user = frame.headers.sender;
+  if (!user || user === state.me) return;
+  clearTimeout(rs.typing.get(user));
+  rs.typing.set(user, setTimeout(() => {
+    rs.typing.delete(user);
+    if (isActive('room', rs.name)) renderTyping();
+  }, TYPING_SHOW_FOR));
+  if (isActive('room', rs.name)) renderTyping();
+}
+
+// ---- messages ----------------------------------------------------------------------------------
+
+function onRoomMessage(rs, frame) {
+  const msg = {
+    id: Number(frame.headers['message-id']),
+    from: frame.headers.sender || '?',
+    ts: Number(frame.headers.timestamp) || Date.now(),
+    body: frame.body,
+    guest: frame.headers['sender-guest'] === 'true',
+    deleted: frame.headers.deleted === 'true',
+  };
+  if (!Number.isSafeInteger(msg.id) || msg.id < 1) return;
+  noteGuest(msg.from, msg.guest);
+  debug.messages++;
+  const previousLast = rs.lastId;
+  if (!addRoomMessages(rs, [msg], { ref: frame.headers['client-ref'] })) return;
+  const timer = rs.typing.get(msg.from);
+  if (timer) {
+    clearTimeout(timer);
+    rs.typing.delete(msg.from);
+    if (isActive('room', rs.name)) renderTyping();
+  }
+  if (!isActive('room', rs.name) && msg.from !== state.me) {
+    rs.unread++;
+    renderRooms();
+  }
+  // Ids are consecutive per room: a jump means we missed some; fetch them. With `since` on
+  // SUBSCRIBE this does not happen; it is a safety net.
+  if (rs.loaded && msg.id > previousLast + 1) fillGap(rs, previousLast, msg.id);
+}
+
+async function fillGap(rs, after, before) {
+  debug.gapFills++;
+  const wanted = before - after - 1;
+  const limit = Math.min(wanted, 500);
+  try {
+    const missing = await fetchMessages(rs.name, before, limit);
+    if (wanted > limit) {
+      // Too far behind to fill in one go: keep what we hold contiguous by forgetting the older
+      // part; scrolling up pages it in again.
+      for (const id of rs.msgs.keys()) if (id < before - limit) rs.msgs.delete(id);
+      rs.oldestId = Math.min(before, ...rs.msgs.keys());
+      rs.atStart = false;
+      if (isActive('room', rs.name)) renderMessages();
+    }
+    addRoomMessages(rs, missing.filter((m) => m.id > after), { history: true });
+  } catch {
+    /* the next reconnect's catch-up covers it */
+  }
+}
+
+/** Adds messages to a room (dropping ones we have) and shows them; true if any was new. */
+function addRoomMessages(rs, msgs, { history = false, ref } = {}) {
+  let added = false;
+  const active = isActive('room', rs.name);
+  const pinned = active && nearBottom();
+  for (const msg of msgs) {
+    if (rs.msgs.has(msg.id)) {
+      if (!history) debug.duplicates++;
+      continue;
+    }
+    added = true;
+    if (msg.from === state.me) resolvePending(rs.name, msg, ref);
+    rs.msgs.set(msg.id, msg);
+    rs.lastId = Math.max(rs.lastId, msg.id);
+    rs.oldestId = Math.min(rs.oldestId, msg.id);
+    if (active) insertMessage(messageEl(msg), msg.id);
+  }
+  if (added && active) {
+    renderHistoryStatus();
+    if (pinned || (!history && msgs.some((m) => m.from === state.me))) scrollToBottom();
+    else if (!history) el.jump.hidden = false;
+  }
+  return added;
+}
+
+/** Our message came back from the server: it replaces the pending entry. */
+function resolvePending(room, msg, ref) {
+  let pending = ref && state.pending.get(ref);
+  if (!pending && !ref) {
+    // From a catch-up (no client-ref there): the oldest unconfirmed one with the same text.
+    pending = [...state.pending.values()].find((p) => p.room === room && p.state === 'unconfirmed' && p.body === msg.body);
+  }
+  if (!pending) return;
+  state.pending.delete(pending.ref);
+  msg.ref = pending.ref;
+  state.refMsgs.set(pending.ref, msg);
+  msg.state = pending.stored || pending.state === 'unconfirmed' ? 'sent' : 'sending';
+  const node = el.pendingList.querySelector(`[data-ref="${CSS.escape(pending.ref)}"]`);
+  if (node) node.remove();
+}
+
+// ---- older history -----------------------------------------------------------------------------
+
+export async function loadOlder(rs) {
+  if (!rs.loaded || rs.atStart || rs.loadingOlder || !online()) return;
+  if (rs.oldestId <= 1) {
+    rs.atStart = true;
+    renderHistoryStatus();
+    return;
+  }
+  rs.loadingOlder = true;
+  renderHistoryStatus();
+  try {
+    const older = await fetchMessages(rs.name, rs.oldestId, PAGE);
+    if (older.length === 0) rs.atStart = true;
+    const box = el.messages;
+    const fromBottom = box.scrollHeight - box.scrollTop;
+    addRoomMessages(rs, older, { history: true });
+    if (isActive('room', rs.name)) box.scrollTop = box.scrollHeight - fromBottom; // keep the view still
+    if (rs.oldestId <= 1) rs.atStart = true;
+  } catch {
+    /* try again on the next scroll */
+  } finally {
+    rs.loadingOlder = false;
+    renderHistoryStatus();
+  }
+  fillViewport(rs);
+}
+
+/** Loads older pages until the list can scroll, so scrolling up can page further. */
+function fillViewport(rs) {
+  if (!isActive('room', rs.name)) return;
+  if (el.messages.scrollHeight <= el.messages.clientHeight + 40) loadOlder(rs);
+}

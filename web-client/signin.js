@@ -1,0 +1,100 @@
+// Getting in and out: what the server offers (GET /api/info), accounts (create, sign in, sign out) and guests (name, change).
+
+import { getInfo, login, logout, register } from './api.js';
+import { start, stopClient } from './connection.js';
+import { authErrorText, registerProblem, renderAuthChoices, setAuthBusy, showSignIn } from './dialogs.js';
+import { el } from './dom.js';
+import { learnRoomRule } from './rooms.js';
+import { acceptToken, clearSession } from './session.js';
+import { NAME_KEY, auth, info, state } from './state.js';
+
+/** GET /api/info: are guests allowed, is registration open, what is a room name? */
+export async function loadInfo() {
+  try {
+    const body = await getInfo();
+    if (body) {
+      info.guests = body.guests === true;
+      info.registration = body.registration === 'closed' ? 'closed' : 'open';
+      learnRoomRule(body.rooms);
+    }
+  } catch {
+    /* unknown: offer sign-in only, check no room names here */
+  }
+  info.loaded = true;
+  renderAuthChoices();
+}
+
+/** "Sign in" and "Create account" (which registers, then signs in). */
+export async function submitAuth(registering) {
+  const username = el.authUser.value.trim();
+  const password = el.authPass.value;
+  el.authError.textContent = '';
+  const problem = registering ? registerProblem(username, password)
+    : !username || !password ? 'Enter your username and password.' : null;
+  if (problem) {
+    el.authError.textContent = problem;
+    (username && !problem.startsWith('Passwords') ? el.authPass : el.authUser).focus();
+    return;
+  }
+  setAuthBusy(true);
+  try {
+    if (registering) {
+      const r = await register(username, password);
+      if (r.status !== 201 && r.status !== 200) {
+        el.authError.textContent = authErrorText(r.status, r.body, r.headers, { registering: true });
+        return;
+      }
+    }
+    const r = await login(username, password);
+    if (r.status !== 200 || !r.body || typeof r.body.access_token !== 'string') {
+      el.authError.textContent = authErrorText(r.status, r.body, r.headers);
+      if (r.status === 401) {
+        el.authPass.select();
+        el.authPass.focus();
+      }
+      return;
+    }
+    el.authPass.value = '';
+    auth.mode = 'account';
+    state.name = null;
+    await acceptToken(r.body);
+    state.name = state.name || username;
+    el.authDialog.close();
+    start();
+  } catch {
+    el.authError.textContent = 'Could not reach the server. Please try again.';
+  } finally {
+    setAuthBusy(false);
+  }
+}
+
+export function startGuest(name) {
+  auth.mode = 'guest';
+  auth.token = null;
+  clearTimeout(auth.renewTimer);
+  state.name = name;
+  start();
+}
+
+/** A guest picked another name: reconnect under it. */
+export async function changeName(name) {
+  if (name === state.name) return;
+  await stopClient();
+  startGuest(name); // onConnected joins the room we are looking at again
+}
+
+export async function signOut() {
+  const wasAccount = auth.mode === 'account';
+  await stopClient();
+  clearSession();
+  if (wasAccount) {
+    try {
+      await logout(); // revokes the refresh token family and clears the cookie
+    } catch {
+      /* the server is unreachable; the cookie is still dropped when the family expires */
+    }
+  } else {
+    localStorage.removeItem(NAME_KEY);
+  }
+  showSignIn();
+}

@@ -1,0 +1,72 @@
+// The client's shared state: who we are (auth), what the server offers (info), conversations, pending sends, debug counters.
+
+/** Usernames (accounts and guests): 1-32 of letters, digits, `_ - .`. */
+export const NAME_RE = /^[A-Za-z0-9_.-]{1,32}$/;
+export const NAME_KEY = 'parley.name'; // a guest's remembered name (accounts need none: the cookie)
+
+/** Who we are to the server. The access token is kept here and nowhere else. */
+export const auth = {
+  mode: null, // null (signed out) | 'account' | 'guest'
+  token: null, // access token (JWT) of an account
+  expiresAt: 0, // ms since the epoch, by our clock
+  stale: false, // the server refused the token: get a new one before the next connect
+  failures: 0, // authentication failures since the last successful connect
+  renewTimer: null,
+  refreshing: null, // the refresh in flight (one at a time: a refresh token is single-use)
+};
+
+/**
+ * GET /api/info: what the server offers. `rooms` is the room-name rule ({pattern: RegExp, rule})
+ * or null when the server did not say: then names are not checked in the page (the server does).
+ */
+export const info = { guests: false, registration: 'open', rooms: null, loaded: false };
+
+export const state = {
+  name: null, // the name we log in with
+  me: null, // the name the server knows us by (CONNECTED user-name)
+  client: null,
+  conn: 'connecting', // connecting | online | reconnecting
+  everOnline: false,
+  epoch: 0, // bumped on every (dis)connect and room switch; stale async work checks it
+  rooms: [], // [{name, private}] from GET /api/rooms
+  roomStates: new Map(), // name -> RoomState
+  joined: null, // name of the room we are subscribed to (at most one)
+  subs: [], // its subscriptions
+  dms: new Map(), // peer -> DmState (in memory only: DMs are not stored by the server)
+  active: null, // {kind: 'room'|'dm', name}
+  pending: new Map(), // ref -> our room message not yet seen back from the server
+  refMsgs: new Map(), // ref -> our shown message still waiting for its RECEIPT
+  sentRefs: new Set(),
+  lastTypingSent: 0,
+  refSeq: 0,
+  refused: new Set(), // rooms the server refused us (ERROR forbidden): not joined again by themselves
+  guests: new Set(), // names we have seen marked as guests (sender-guest / guest:true)
+};
+
+// Counters for tests and curious people: gap fills and duplicates should stay 0 with `since`.
+export const debug = { gapFills: 0, duplicates: 0, connects: 0, messages: 0, refreshes: 0, renewals: 0 };
+window.parleyDebug = debug;
+
+export function roomState(name) {
+  let rs = state.roomStates.get(name);
+  if (!rs) {
+    rs = {
+      name, msgs: new Map(), lastId: 0, oldestId: Infinity, loaded: false, atStart: false,
+      loadingOlder: false, members: new Set(), typing: new Map(), unread: 0,
+    };
+    state.roomStates.set(name, rs);
+  }
+  return rs;
+}
+
+export function dmState(peer) {
+  let dm = state.dms.get(peer);
+  if (!dm) {
+    dm = { name: peer, msgs: [], keys: new Set(), unread: 0, last: Date.now() };
+    state.dms.set(peer, dm);
+  }
+  return dm;
+}
+
+export const isActive = (kind, name) => state.active && state.active.kind === kind && state.active.name === name;
+export const online = () => state.conn === 'online' && state.client && state.client.connected;
