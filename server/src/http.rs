@@ -252,7 +252,13 @@ impl Server {
                 async move {
                     if req.uri().path().starts_with("/api/") {
                         return Ok::<_, Infallible>(
-                            api::handle(server.stomp.clone(), req, peer.ip(), server.settings.stomp_tcp).await,
+                            api::handle(
+                                server.stomp.clone(),
+                                req,
+                                peer.ip(),
+                                server.settings.stomp_tcp,
+                            )
+                            .await,
                         );
                     }
                     Ok(server.route(req, &upgrade).await)
