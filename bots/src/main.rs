@@ -10,6 +10,7 @@ mod body;
 mod bot;
 mod checker;
 mod conn;
+mod http;
 mod pattern;
 mod procfs;
 mod report;
@@ -73,9 +74,11 @@ struct RunArgs {
     /// The server's HTTP / WebSocket address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     http: SocketAddr,
-    /// The server's STOMP-over-TCP address.
-    #[arg(long, default_value = "127.0.0.1:61613")]
-    stomp_tcp: SocketAddr,
+    /// The server's STOMP-over-TCP address; by default the one the server names in
+    /// `GET /api/info` (asked only when a group speaks stomp-tcp). Behind a load balancer,
+    /// pass the balancer's: the server names its own listener.
+    #[arg(long)]
+    stomp_tcp: Option<SocketAddr>,
     /// The server's HS256 secret, for groups with `auth = "token"`.
     #[arg(long)]
     jwt_secret_file: Option<PathBuf>,
@@ -189,7 +192,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let targets = targets(&args);
+    let targets = resolve_targets(&args, &scenario).await?;
 
     let progress = report::progress_line(format!("{}: starting {total} bots", scenario.name));
     let t0 = Instant::now();
@@ -293,15 +296,31 @@ fn load_scenario(args: &RunArgs) -> anyhow::Result<Scenario> {
     Ok(scenario)
 }
 
-/// Where the bots connect.
-fn targets(args: &RunArgs) -> Targets {
-    Targets {
+/// Where the bots connect. Without `--stomp-tcp`, a scenario speaking STOMP over TCP asks the
+/// server where that listener is, so a server on other ports needs no second address.
+async fn resolve_targets(args: &RunArgs, scenario: &Scenario) -> anyhow::Result<Targets> {
+    let speaks_stomp_tcp = scenario
+        .groups
+        .iter()
+        .any(|g| g.protocol == Protocol::StompTcp);
+    let stomp_tcp = match args.stomp_tcp {
+        Some(address) => Some(address),
+        None if speaks_stomp_tcp => {
+            let address = http::stomp_tcp_address(args.http)
+                .await
+                .context("a group speaks stomp-tcp and --stomp-tcp is not given")?;
+            eprintln!("parley-bots: STOMP over TCP at {address} (from /api/info)");
+            Some(address)
+        }
+        None => None,
+    };
+    Ok(Targets {
         ws_path: args.ws_path.clone(),
         stomp_login: args.stomp_login.clone(),
         stomp_passcode: args.stomp_passcode.clone(),
         stomp_host: args.stomp_host.clone(),
-        ..Targets::new(args.http, args.stomp_tcp)
-    }
+        ..Targets::new(args.http, stomp_tcp)
+    })
 }
 
 /// Every bot of the scenario, in start order.

@@ -44,8 +44,8 @@ pub trait Handler {
 pub struct Targets {
     /// HTTP / WebSocket address.
     pub http: SocketAddr,
-    /// STOMP over TCP address.
-    pub stomp_tcp: SocketAddr,
+    /// STOMP over TCP address; `None` when no group speaks STOMP over TCP.
+    pub stomp_tcp: Option<SocketAddr>,
     /// The WebSocket path (and query) instead of the protocol's default (`/ws`, `/stomp`, `/`,
     /// Socket.IO's `/socket.io/?EIO=4&transport=websocket`).
     pub ws_path: Option<String>,
@@ -59,7 +59,7 @@ pub struct Targets {
 
 impl Targets {
     /// Just the addresses; every protocol detail at its default.
-    pub fn new(http: SocketAddr, stomp_tcp: SocketAddr) -> Self {
+    pub fn new(http: SocketAddr, stomp_tcp: Option<SocketAddr>) -> Self {
         Self {
             http,
             stomp_tcp,

@@ -53,7 +53,11 @@ impl Stomp {
 
     /// Opens the STOMP TCP address and connects.
     pub(super) async fn open_tcp(dial: &Dial<'_>) -> Result<Self, OpenError> {
-        let tcp = tcp_connect(dial.targets.stomp_tcp, dial.source, dial.rcvbuf)
+        let address = dial
+            .targets
+            .stomp_tcp
+            .ok_or_else(|| OpenError::connect("no STOMP TCP address"))?;
+        let tcp = tcp_connect(address, dial.source, dial.rcvbuf)
             .await
             .map_err(OpenError::connect)?;
         Self::connect(Io::Tcp(tcp), dial).await
