@@ -8,10 +8,10 @@ use std::time::Duration;
 use anyhow::Context;
 use jsonwebtoken::{EncodingKey, Header};
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::body::now_us;
-use crate::conn::{tcp_connect, Credential, OpenError};
+use crate::conn::{Credential, OpenError};
+use crate::http::{request, Response};
 use crate::stats::ErrorKind;
 
 /// Password of every account the bots register (≥ 8 characters, as Parley requires).
@@ -90,25 +90,25 @@ pub async fn register_and_login(
 ) -> Result<Credential, OpenError> {
     let account = serde_json::json!({ "username": name, "password": BOT_PASSWORD }).to_string();
     loop {
-        let (status, _, retry) = post(http, source, "/api/register", &account).await?;
-        match status {
+        let answer = post(http, source, "/api/register", &account).await?;
+        match answer.status {
             201 | 409 => break,
-            429 | 503 => tokio::time::sleep(retry).await,
-            _ => return Err(auth_error(format!("register: HTTP {status}"))),
+            429 | 503 => tokio::time::sleep(answer.retry_after).await,
+            status => return Err(auth_error(format!("register: HTTP {status}"))),
         }
     }
     loop {
-        let (status, body, retry) = post(http, source, "/api/login", &account).await?;
-        match status {
+        let answer = post(http, source, "/api/login", &account).await?;
+        match answer.status {
             200 => {
-                let token = serde_json::from_str::<serde_json::Value>(&body)
+                let token = serde_json::from_str::<serde_json::Value>(&answer.body)
                     .ok()
                     .and_then(|v| v["access_token"].as_str().map(str::to_owned))
                     .ok_or_else(|| auth_error("login: no access_token in the answer"))?;
                 return Ok(Credential::Token(token));
             }
-            429 | 503 => tokio::time::sleep(retry).await,
-            _ => return Err(auth_error(format!("login: HTTP {status}"))),
+            429 | 503 => tokio::time::sleep(answer.retry_after).await,
+            status => return Err(auth_error(format!("login: HTTP {status}"))),
         }
     }
 }
@@ -120,47 +120,19 @@ fn auth_error(why: impl Into<String>) -> OpenError {
     }
 }
 
-/// A one-shot HTTP/1.1 POST of JSON: (status, body, Retry-After or 1 s).
+/// POSTs `json` to `path`; no answer at all counts as a connect error.
 async fn post(
     http: SocketAddr,
     source: Option<IpAddr>,
     path: &str,
     json: &str,
-) -> Result<(u16, String, Duration), OpenError> {
-    let connect_error = |e: std::io::Error| OpenError {
-        kind: ErrorKind::Connect,
-        why: format!("POST {path}: {e}"),
-    };
-    let mut tcp = tcp_connect(http, source, None)
+) -> Result<Response, OpenError> {
+    request(http, source, "POST", path, Some(json))
         .await
-        .map_err(connect_error)?;
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {http}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{json}",
-        json.len()
-    );
-    tcp.write_all(request.as_bytes())
-        .await
-        .map_err(connect_error)?;
-    let mut answer = Vec::new();
-    tcp.read_to_end(&mut answer).await.map_err(connect_error)?;
-    parse_response(&answer).ok_or_else(|| OpenError {
-        kind: ErrorKind::Connect,
-        why: format!("POST {path}: malformed HTTP answer"),
-    })
-}
-
-fn parse_response(answer: &[u8]) -> Option<(u16, String, Duration)> {
-    let text = String::from_utf8_lossy(answer);
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let mut lines = head.lines();
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let retry = lines
-        .filter_map(|l| l.split_once(':'))
-        .find(|(name, _)| name.eq_ignore_ascii_case("retry-after"))
-        .and_then(|(_, v)| v.trim().parse().ok())
-        .map_or(Duration::from_secs(1), Duration::from_secs);
-    Some((status, body.to_owned(), retry))
+        .map_err(|e| OpenError {
+            kind: ErrorKind::Connect,
+            why: e.why,
+        })
 }
 
 #[cfg(test)]
@@ -185,19 +157,5 @@ mod tests {
         std::fs::write(&path, "short").unwrap();
         assert!(TokenMinter::from_file(&path, Duration::from_secs(1)).is_err());
         std::fs::remove_file(&path).unwrap();
-    }
-
-    #[test]
-    fn parses_http_answers() {
-        let (status, body, retry) =
-            parse_response(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 2\r\n\r\n{}")
-                .unwrap();
-        assert_eq!(
-            (status, body.as_str(), retry),
-            (503, "{}", Duration::from_secs(2))
-        );
-        let (status, _, retry) = parse_response(b"HTTP/1.1 201 Created\r\n\r\n").unwrap();
-        assert_eq!((status, retry), (201, Duration::from_secs(1)));
-        assert!(parse_response(b"garbage").is_none());
     }
 }

@@ -61,6 +61,11 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The source address of bot `id`: round-robin over the list, `None` when it is empty.
+    fn source(&self, id: u32) -> Option<IpAddr> {
+        (!self.sources.is_empty()).then(|| self.sources[id as usize % self.sources.len()])
+    }
+
     fn sample_error(&self, name: &str, kind: ErrorKind, why: &str) {
         let n = self.error_samples.fetch_add(1, Ordering::Relaxed);
         if n < ERROR_SAMPLES {
@@ -231,8 +236,7 @@ impl Bot {
         let mut seqs = Sequences::default();
         let mut credential = None;
         let mut permit = Some(permit);
-        let source = (!shared.sources.is_empty())
-            .then(|| shared.sources[self.id as usize % shared.sources.len()]);
+        let source = shared.source(self.id);
         let mut phase = shared.phase.clone();
         loop {
             if *phase.borrow() != Phase::Run {

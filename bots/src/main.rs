@@ -1,4 +1,5 @@
-//! `parley-bots`: scripted load-testing bots for Parley and other STOMP brokers.
+//! `parley-bots`' command line and run orchestration: scripted load-testing bots for Parley and
+//! other STOMP brokers.
 //!
 //! A scenario file describes groups of bots; `run` connects them (ramped, bounded, from many
 //! source addresses), makes them chat, checks every delivery for gaps, duplicates and order,
@@ -9,8 +10,10 @@ mod body;
 mod bot;
 mod checker;
 mod conn;
+mod http;
 mod pattern;
 mod procfs;
+mod report;
 mod scenario;
 mod stats;
 
@@ -23,17 +26,15 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use serde::Serialize;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, Instant};
 
 use crate::bot::{Behaviour, Bot, Phase, Shared};
 use crate::conn::Targets;
+use crate::report::{round3, Report, Usage};
 use crate::scenario::{AuthMode, Protocol, Scenario};
-use crate::stats::{
-    format_us, Aggregator, Clock, Errors, HistogramPool, Latency, Recorder, Totals,
-};
+use crate::stats::{Aggregator, Clock, HistogramPool, Recorder};
 
 /// How long bots get to hang up after the run before they are abandoned.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -73,9 +74,11 @@ struct RunArgs {
     /// The server's HTTP / WebSocket address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     http: SocketAddr,
-    /// The server's STOMP-over-TCP address.
-    #[arg(long, default_value = "127.0.0.1:61613")]
-    stomp_tcp: SocketAddr,
+    /// The server's STOMP-over-TCP address; by default the one the server names in
+    /// `GET /api/info` (asked only when a group speaks stomp-tcp). Behind a load balancer,
+    /// pass the balancer's: the server names its own listener.
+    #[arg(long)]
+    stomp_tcp: Option<SocketAddr>,
     /// The server's HS256 secret, for groups with `auth = "token"`.
     #[arg(long)]
     jwt_secret_file: Option<PathBuf>,
@@ -171,21 +174,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let mut scenario = Scenario::load(&args.scenario)?;
-    if let Some(d) = args.duration {
-        scenario.duration = d;
-    }
-    if let Some(protocol) = args.protocol {
-        for g in &mut scenario.groups {
-            if g.dm_rate > 0.0 && !protocol.has_direct_messages() {
-                bail!(
-                    "group {:?} sends direct messages, which {protocol:?} cannot",
-                    g.name
-                );
-            }
-            g.protocol = protocol;
-        }
-    }
+    let scenario = load_scenario(&args)?;
     let total = scenario.bot_count();
     if total > u64::from(u32::MAX) {
         bail!("at most {} bots", u32::MAX);
@@ -203,16 +192,9 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    let targets = resolve_targets(&args, &scenario).await?;
 
-    let progress =
-        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
-    progress.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-    );
-    progress.enable_steady_tick(Duration::from_millis(250));
-    progress.set_message(format!("{}: starting {total} bots", scenario.name));
-
+    let progress = report::progress_line(format!("{}: starting {total} bots", scenario.name));
     let t0 = Instant::now();
     let measure_from = t0 + scenario.ramp_up + scenario.warmup;
     let measure_until = measure_from + scenario.duration;
@@ -233,13 +215,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .run(progress.clone()),
     );
     let shared = Arc::new(Shared {
-        targets: Targets {
-            ws_path: args.ws_path,
-            stomp_login: args.stomp_login,
-            stomp_passcode: args.stomp_passcode,
-            stomp_host: args.stomp_host,
-            ..Targets::new(args.http, args.stomp_tcp)
-        },
+        targets,
         sources: args.sources.map(|s| s.0).unwrap_or_default(),
         minter,
         connect_timeout: scenario.connect_timeout,
@@ -247,7 +223,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         connected,
         phase: phase_rx,
         error_samples: AtomicUsize::new(0),
-        progress: progress.clone(),
+        progress,
     });
 
     let bots = plan_bots(&scenario)?;
@@ -286,31 +262,65 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let cpu = |from: Option<Duration>, until: Option<Duration>| {
         Some(round3(until?.saturating_sub(from?).as_secs_f64()))
     };
-    let report = Report::new(
-        &scenario,
-        &totals,
-        cpu(cpu_from.0, cpu_until.0),
-        cpu(cpu_from.1, cpu_until.1),
+    let usage = Usage {
+        client_cpu_s: cpu(cpu_from.0, cpu_until.0),
+        server_cpu_s: cpu(cpu_from.1, cpu_until.1),
         server_memory,
-    );
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.table());
-    }
-    for v in &report.slo.violations {
-        eprintln!("parley-bots: SLO missed: {v}");
-    }
-    Ok(if report.slo.passed {
+    };
+    let report = Report::new(&scenario, &totals, usage);
+    report.print(args.json)?;
+    Ok(if report.passed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_SLO_MISSED)
     })
 }
 
-/// `x` to three decimals, so the JSON reads cleanly.
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
+/// The scenario with the command line's overrides (duration, protocol) applied.
+fn load_scenario(args: &RunArgs) -> anyhow::Result<Scenario> {
+    let mut scenario = Scenario::load(&args.scenario)?;
+    if let Some(d) = args.duration {
+        scenario.duration = d;
+    }
+    if let Some(protocol) = args.protocol {
+        for g in &mut scenario.groups {
+            if g.dm_rate > 0.0 && !protocol.has_direct_messages() {
+                bail!(
+                    "group {:?} sends direct messages, which {protocol:?} cannot",
+                    g.name
+                );
+            }
+            g.protocol = protocol;
+        }
+    }
+    Ok(scenario)
+}
+
+/// Where the bots connect. Without `--stomp-tcp`, a scenario speaking STOMP over TCP asks the
+/// server where that listener is, so a server on other ports needs no second address.
+async fn resolve_targets(args: &RunArgs, scenario: &Scenario) -> anyhow::Result<Targets> {
+    let speaks_stomp_tcp = scenario
+        .groups
+        .iter()
+        .any(|g| g.protocol == Protocol::StompTcp);
+    let stomp_tcp = match args.stomp_tcp {
+        Some(address) => Some(address),
+        None if speaks_stomp_tcp => {
+            let address = http::stomp_tcp_address(args.http)
+                .await
+                .context("a group speaks stomp-tcp and --stomp-tcp is not given")?;
+            eprintln!("parley-bots: STOMP over TCP at {address} (from /api/info)");
+            Some(address)
+        }
+        None => None,
+    };
+    Ok(Targets {
+        ws_path: args.ws_path.clone(),
+        stomp_login: args.stomp_login.clone(),
+        stomp_passcode: args.stomp_passcode.clone(),
+        stomp_host: args.stomp_host.clone(),
+        ..Targets::new(args.http, stomp_tcp)
+    })
 }
 
 /// Every bot of the scenario, in start order.
@@ -369,181 +379,6 @@ async fn spawn_bots(
         while running.try_join_next().is_some() {}
     }
     running
-}
-
-/// The final report (also the `--json` output).
-#[derive(Debug, Serialize)]
-struct Report {
-    scenario: String,
-    bots: u64,
-    duration_s: f64,
-    connections: Connections,
-    messages: Messages,
-    latency_us: Latency,
-    errors: Errors,
-    client_cpu_s: Option<f64>,
-    server: Option<ServerUse>,
-    slo: SloResult,
-}
-
-#[derive(Debug, Serialize)]
-struct Connections {
-    /// Successful connections (reconnects included).
-    up: u64,
-    /// Failed connection attempts.
-    failed: u64,
-    /// Reconnections by churning bots.
-    reconnects: u64,
-    /// Most open at once.
-    peak: i64,
-}
-
-#[derive(Debug, Serialize)]
-struct Messages {
-    sent: u64,
-    acked: u64,
-    delivered: u64,
-    foreign: u64,
-    sent_per_s: f64,
-    delivered_per_s: f64,
-}
-
-#[derive(Debug, Serialize)]
-struct ServerUse {
-    cpu_s: Option<f64>,
-    rss_kib: Option<u64>,
-    peak_rss_kib: Option<u64>,
-    cpu_us_per_delivery: Option<f64>,
-}
-
-#[derive(Debug, Serialize)]
-struct SloResult {
-    passed: bool,
-    violations: Vec<String>,
-}
-
-impl Report {
-    fn new(
-        scenario: &Scenario,
-        totals: &Totals,
-        client_cpu_s: Option<f64>,
-        server_cpu_s: Option<f64>,
-        server_memory: Option<(u64, u64)>,
-    ) -> Self {
-        let secs = scenario.duration.as_secs_f64();
-        let m = &totals.measured;
-        let latency = Latency::of(&totals.latencies);
-        let errors = Errors::of(&totals.all);
-        let server = (server_cpu_s.is_some() || server_memory.is_some()).then(|| ServerUse {
-            cpu_s: server_cpu_s,
-            rss_kib: server_memory.map(|m| m.0),
-            peak_rss_kib: server_memory.map(|m| m.1),
-            cpu_us_per_delivery: server_cpu_s
-                .filter(|_| m.delivered > 0)
-                .map(|cpu| round3(cpu * 1e6 / m.delivered as f64)),
-        });
-        let delivered_per_s = m.delivered as f64 / secs;
-        let mut violations = Vec::new();
-        if let Some(max) = scenario.slo.max_p99 {
-            let max_us = u64::try_from(max.as_micros()).unwrap_or(u64::MAX);
-            if latency.p99 > max_us {
-                violations.push(format!(
-                    "p99 latency {} > max_p99 {}",
-                    format_us(latency.p99),
-                    format_us(max_us)
-                ));
-            }
-        }
-        if let Some(max) = scenario.slo.max_errors {
-            if errors.total > max {
-                violations.push(format!("{} errors > max_errors {max}", errors.total));
-            }
-        }
-        if let Some(min) = scenario.slo.min_delivered_per_s {
-            if delivered_per_s < min {
-                violations.push(format!(
-                    "{delivered_per_s:.1} deliveries/s < min_delivered_per_s {min}"
-                ));
-            }
-        }
-        Self {
-            scenario: scenario.name.clone(),
-            bots: scenario.bot_count(),
-            duration_s: secs,
-            connections: Connections {
-                up: totals.all.connects,
-                failed: totals.all.connect_failures,
-                reconnects: totals.all.reconnects,
-                peak: totals.peak_connected,
-            },
-            messages: Messages {
-                sent: m.sent,
-                acked: m.acked,
-                delivered: m.delivered,
-                foreign: m.foreign,
-                sent_per_s: round3(m.sent as f64 / secs),
-                delivered_per_s: round3(delivered_per_s),
-            },
-            latency_us: latency,
-            errors,
-            client_cpu_s,
-            server,
-            slo: SloResult {
-                passed: violations.is_empty(),
-                violations,
-            },
-        }
-    }
-
-    /// The human-readable table.
-    fn table(&self) -> String {
-        use std::fmt::Write;
-        let mut t = String::new();
-        let l = &self.latency_us;
-        let e = &self.errors;
-        let m = &self.messages;
-        let c = &self.connections;
-        let opt =
-            |v: Option<f64>, unit: &str| v.map_or("-".to_owned(), |v| format!("{v:.2}{unit}"));
-        let rows: Vec<(&str, String)> = vec![
-            ("scenario", format!("{} ({} bots, {:.1}s measured)", self.scenario, self.bots, self.duration_s)),
-            ("connections", format!("{} up, {} failed, {} reconnects, peak {}", c.up, c.failed, c.reconnects, c.peak)),
-            ("sent", format!("{} ({:.1}/s), {} acknowledged", m.sent, m.sent_per_s, m.acked)),
-            ("delivered", format!("{} ({:.1}/s){}", m.delivered, m.delivered_per_s,
-                if m.foreign > 0 { format!(", {} foreign", m.foreign) } else { String::new() })),
-            ("latency", format!("p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
-                format_us(l.p50), format_us(l.p90), format_us(l.p99), format_us(l.p999), format_us(l.max))),
-            ("errors", format!(
-                "{} total: connect {}, auth {}, protocol {}, gaps {} ({} missing), duplicates {}, out-of-order {}, closed-by-server {}",
-                e.total, e.connect, e.auth, e.protocol, e.gaps, e.missing, e.duplicates, e.out_of_order, e.closed_by_server)),
-            ("client cpu", opt(self.client_cpu_s, "s")),
-        ];
-        for (name, value) in rows {
-            // Writing into a String cannot fail.
-            writeln!(t, "{name:<12} {value}").expect("write to String");
-        }
-        if let Some(s) = &self.server {
-            writeln!(
-                t,
-                "{:<12} cpu {}, {} per delivery, rss {} (peak {})",
-                "server",
-                opt(s.cpu_s, "s"),
-                opt(s.cpu_us_per_delivery, "µs"),
-                s.rss_kib
-                    .map_or("-".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
-                s.peak_rss_kib
-                    .map_or("-".to_owned(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
-            )
-            .expect("write to String");
-        }
-        let slo = if self.slo.passed {
-            "passed".to_owned()
-        } else {
-            format!("MISSED: {}", self.slo.violations.join("; "))
-        };
-        writeln!(t, "{:<12} {slo}", "slo").expect("write to String");
-        t
-    }
 }
 
 #[cfg(test)]

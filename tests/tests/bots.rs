@@ -1,5 +1,6 @@
 //! `parley-bots` against the real server: the smoke scenario passes, a missed SLO fails the
-//! run, and minted tokens authenticate on every protocol.
+//! run, the STOMP TCP address comes from `/api/info`, and minted tokens authenticate on every
+//! protocol.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -46,16 +47,26 @@ fn bots(args: &[&str]) -> Output {
 
 /// Runs a scenario with `--json` against `server`; returns the exit code and the report.
 fn run_json(server: &ServerProcess, scenario: &Path, extra: &[&str]) -> (Option<i32>, Value) {
-    let http = server.addr().to_string();
     let stomp = server.stomp_addr().to_string();
+    let mut args = vec!["--stomp-tcp", stomp.as_str()];
+    args.extend_from_slice(extra);
+    run_json_learning_stomp(server, scenario, &args)
+}
+
+/// Like [`run_json`] but without `--stomp-tcp` (unless in `extra`): the bots ask the server's
+/// `/api/info` where its STOMP TCP listener is.
+fn run_json_learning_stomp(
+    server: &ServerProcess,
+    scenario: &Path,
+    extra: &[&str],
+) -> (Option<i32>, Value) {
+    let http = server.addr().to_string();
     let pid = server.pid().to_string();
     let mut args = vec![
         "run",
         scenario.to_str().expect("UTF-8 path"),
         "--http",
         &http,
-        "--stomp-tcp",
-        &stomp,
         "--server-pid",
         &pid,
         "--json",
@@ -140,6 +151,48 @@ fn a_missed_slo_fails_the_run() {
     assert_eq!(report["slo"]["passed"], false);
     let violations = report["slo"]["violations"].to_string();
     assert!(violations.contains("min_delivered_per_s"), "{violations}");
+}
+
+#[test]
+fn the_stomp_tcp_address_is_learned_from_the_server() {
+    // The harness binds STOMP TCP to port 0, never the bots' old default 61613: without
+    // --stomp-tcp only the server's /api/info can tell the bots where it listens.
+    let server = ServerProcess::start(&["--rate-limit", "0"]);
+    assert_ne!(server.stomp_addr().port(), 61613);
+    let scenario = scenario_file(
+        "learned",
+        r#"
+        name = "learned"
+        duration = "1s"
+        ramp_up = "200ms"
+        [[group]]
+        name = "tcp"
+        count = 3
+        protocol = "stomp-tcp"
+        room = "learned"
+        rate = 5
+        [slo]
+        max_errors = 0
+        "#,
+    );
+    let (code, report) = run_json_learning_stomp(&server, &scenario, &[]);
+    assert_eq!(code, Some(0), "{report:#}\n{}", server.stderr_log());
+    assert_clean(&report);
+    assert_eq!(report["connections"]["up"], 3, "{report:#}");
+
+    // No server to ask: the run fails before any bot starts, and says why.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let http = gone.local_addr().expect("local address").to_string();
+    drop(gone);
+    let path = scenario.to_str().expect("UTF-8 path");
+    let out = bots(&["run", path, "--http", &http, "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(
+        stderr.contains("--stomp-tcp") && stderr.contains("/api/info"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -1,0 +1,151 @@
+//! Parley's raw JSON protocol over WebSocket (`/ws`): join, send with `ref`, and the
+//! messages, acks and errors that come back.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use futures_util::SinkExt;
+use serde::Deserialize;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::transport::{next_ws_payload, ws_closed, ws_open, Ws};
+use super::{Closed, Credential, Dial, Handler, Link, OpenError, Target};
+use crate::checker::Stream;
+use crate::stats::ErrorKind;
+
+/// A raw JSON connection.
+pub struct Raw {
+    ws: Box<Ws>,
+}
+
+impl Raw {
+    /// Opens `/ws`; a guest names itself in the query, a token goes in the handshake.
+    pub(super) async fn open(dial: &Dial<'_>) -> Result<Self, OpenError> {
+        let base = dial.targets.path("/ws");
+        let path = match dial.credential {
+            Credential::Guest => format!("{base}?name={}", dial.name),
+            Credential::Token(_) => base.to_owned(),
+        };
+        let ws = ws_open(dial, &path, dial.credential, None).await?;
+        Ok(Self { ws: Box::new(ws) })
+    }
+}
+
+impl Link for Raw {
+    async fn join(&mut self, room: &str, _dms: bool, since: Option<u64>) -> Result<(), Closed> {
+        // Direct messages need no subscription: they reach every connection of the user.
+        let text = match since {
+            Some(id) => format!(r#"{{"type":"join","room":"{room}","since":"{id}"}}"#),
+            None => format!(r#"{{"type":"join","room":"{room}"}}"#),
+        };
+        self.ws.send(Message::text(text)).await.map_err(ws_closed)
+    }
+
+    async fn send(&mut self, to: Target<'_>, body: &str, seq: u64) -> Result<(), Closed> {
+        // Rooms, user names and stamped bodies need no JSON escaping (validated at load).
+        let mut text = String::with_capacity(body.len() + 64);
+        let (field, value, tag) = match to {
+            Target::Room(room) => ("room", room, 'r'),
+            Target::User(user) => ("to", user, 'd'),
+        };
+        // Writing into a String cannot fail.
+        write!(
+            text,
+            r#"{{"type":"send","{field}":"{value}","body":"{body}","ref":"{tag}{seq}"}}"#
+        )
+        .expect("write to String");
+        self.ws.send(Message::text(text)).await.map_err(ws_closed)
+    }
+
+    async fn read(&mut self, h: &mut impl Handler) -> Result<(), Closed> {
+        if let Some(payload) = next_ws_payload(&mut self.ws).await? {
+            handle_raw(&payload, h);
+        }
+        Ok(())
+    }
+
+    async fn close(&mut self) {
+        // The WebSocket's own close (with a close frame), not `SinkExt::close` on the box.
+        let _ = (*self.ws).close(None).await;
+    }
+}
+
+/// A raw protocol message, borrowing from the text where it can.
+#[derive(Deserialize)]
+struct Incoming<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    to: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    body: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    code: Option<Cow<'a, str>>,
+    #[serde(rename = "ref", borrow, default)]
+    reference: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+}
+
+fn handle_raw(text: &[u8], h: &mut impl Handler) {
+    let msg: Incoming<'_> = match serde_json::from_slice(text) {
+        Ok(m) => m,
+        Err(e) => return h.on_error(ErrorKind::Protocol, &format!("bad JSON from server: {e}")),
+    };
+    match &*msg.kind {
+        "message" => {
+            let stream = if msg.to.is_some() {
+                Stream::Direct
+            } else {
+                Stream::Room
+            };
+            let id = msg.id.as_deref().and_then(|i| i.parse().ok());
+            h.on_message(stream, id, msg.body.as_deref().unwrap_or("").as_bytes());
+        }
+        "ack" => h.on_ack(),
+        "joined" => h.on_joined(),
+        "error" => {
+            // A refused send still frees its in-flight slot.
+            if msg.reference.is_some() {
+                h.on_ack();
+            }
+            h.on_error(
+                ErrorKind::Protocol,
+                &format!("error {}", msg.code.as_deref().unwrap_or("?")),
+            );
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::tests::Seen;
+
+    #[test]
+    fn raw_messages_reach_the_handler() {
+        let mut seen = Seen::default();
+        for text in [
+            r#"{"type":"joined","room":"r","members":["a","b"]}"#,
+            r#"{"type":"message","room":"r","id":"1","from":"a","ts":1,"body":"1:1:1:x"}"#,
+            r#"{"type":"message","to":"me","id":"2","from":"a","ts":1,"guest":true,"body":"d"}"#,
+            r#"{"type":"ack","id":"1","ref":"r1"}"#,
+            r#"{"type":"presence","room":"r","user":"b","event":"join"}"#,
+            r#"{"type":"error","code":"rate_limited","message":"slow down","ref":"r2"}"#,
+            r#"not json"#,
+        ] {
+            handle_raw(text.as_bytes(), &mut seen);
+        }
+        assert!(seen.joined);
+        assert_eq!(seen.acks, 2);
+        assert_eq!(
+            seen.messages,
+            [
+                (Stream::Room, b"1:1:1:x".to_vec()),
+                (Stream::Direct, b"d".to_vec())
+            ]
+        );
+        assert_eq!(seen.errors.len(), 2);
+    }
+}

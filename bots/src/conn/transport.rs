@@ -1,0 +1,115 @@
+//! The sockets every protocol shares: TCP connect (source address, shrunk receive buffer),
+//! the WebSocket handshake, and reading a WebSocket's data messages.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use futures_util::StreamExt;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use super::{Closed, Credential, Dial, OpenError};
+use crate::stats::ErrorKind;
+
+/// A client WebSocket over plain TCP.
+pub(super) type Ws = WebSocketStream<TcpStream>;
+
+/// Opens a TCP connection, bound to `source` first when given (so many source addresses
+/// multiply the available ephemeral ports).
+///
+/// `rcvbuf` shrinks the socket's receive buffer (a slow consumer: the server's own queue, not
+/// the kernels' buffers, should fill up).
+pub async fn tcp_connect(
+    target: SocketAddr,
+    source: Option<IpAddr>,
+    rcvbuf: Option<u32>,
+) -> io::Result<TcpStream> {
+    let socket = if target.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(size) = rcvbuf {
+        socket.set_recv_buffer_size(size)?;
+    }
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    let stream = socket.connect(target).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// The WebSocket handshake on `path` of the server's HTTP address, offering `subprotocol` and
+/// sending a token `credential` as a bearer `Authorization`.
+pub(super) async fn ws_open(
+    dial: &Dial<'_>,
+    path: &str,
+    credential: &Credential,
+    subprotocol: Option<&'static str>,
+) -> Result<Ws, OpenError> {
+    let http = dial.targets.http;
+    let mut request = format!("ws://{http}{path}")
+        .into_client_request()
+        .map_err(OpenError::connect)?;
+    if let Some(p) = subprotocol {
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(p));
+    }
+    if let Credential::Token(token) = credential {
+        let value =
+            HeaderValue::from_str(&format!("Bearer {token}")).map_err(OpenError::connect)?;
+        request.headers_mut().insert("Authorization", value);
+    }
+    let tcp = tcp_connect(http, dial.source, dial.rcvbuf)
+        .await
+        .map_err(OpenError::connect)?;
+    match tokio_tungstenite::client_async(request, tcp).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::Error::Http(response)) => {
+            let status = response.status().as_u16();
+            let kind = if status == 401 || status == 403 {
+                ErrorKind::Auth
+            } else {
+                ErrorKind::Connect
+            };
+            let body = response
+                .body()
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            Err(OpenError {
+                kind,
+                why: format!("HTTP {status} {}", body.trim()),
+            })
+        }
+        Err(e) => Err(OpenError::connect(format!("handshake: {e}"))),
+    }
+}
+
+/// The next data message's payload; `Ok(None)` for control frames (tungstenite answers pings).
+pub(super) async fn next_ws_payload(ws: &mut Ws) -> Result<Option<bytes::Bytes>, Closed> {
+    match ws.next().await {
+        None => Err(Closed::new("server closed the connection")),
+        Some(Err(e)) => Err(ws_closed(e)),
+        Some(Ok(Message::Text(t))) => Ok(Some(bytes::Bytes::from(t))),
+        Some(Ok(Message::Binary(b))) => Ok(Some(b)),
+        Some(Ok(Message::Close(frame))) => Err(Closed::new(match frame {
+            Some(f) => format!("closed {}: {}", u16::from(f.code), f.reason),
+            None => "closed".into(),
+        })),
+        Some(Ok(_)) => Ok(None),
+    }
+}
+
+pub(super) fn ws_closed(e: tungstenite::Error) -> Closed {
+    Closed::new(e.to_string())
+}
+
+pub(super) fn io_closed(e: io::Error) -> Closed {
+    Closed::new(e.to_string())
+}
