@@ -2,6 +2,7 @@
 //! ephemeral loopback port, and offers byte-level HTTP/WebSocket helpers ([`raw`]).
 #![deny(missing_docs)]
 
+pub mod arch;
 pub mod auth;
 pub mod cluster;
 pub mod http;
