@@ -135,6 +135,23 @@ struct Receiving {
     last_error: Option<(ErrorKind, String)>,
 }
 
+impl Receiving {
+    /// A bot's receiving side before its first connection.
+    fn new(id: u32, echo_acks: bool, recorder: Recorder) -> Self {
+        Self {
+            id,
+            echo_acks,
+            checker: SeqChecker::default(),
+            recorder,
+            in_flight: 0,
+            joined: false,
+            last_room_id: 0,
+            resuming: false,
+            last_error: None,
+        }
+    }
+}
+
 impl Handler for Receiving {
     fn on_message(&mut self, stream: Stream, id: Option<u64>, body: &[u8]) {
         if let (Stream::Room, Some(id)) = (stream, id) {
@@ -220,17 +237,7 @@ struct Sequences {
 impl Bot {
     /// Runs the bot until the run stops; `permit` is its first connection slot.
     pub async fn run(self, shared: Arc<Shared>, recorder: Recorder, permit: OwnedSemaphorePermit) {
-        let mut rx = Receiving {
-            id: self.id,
-            echo_acks: self.behaviour.protocol.acks_by_echo(),
-            checker: SeqChecker::default(),
-            recorder,
-            in_flight: 0,
-            joined: false,
-            last_room_id: 0,
-            resuming: false,
-            last_error: None,
-        };
+        let mut rx = Receiving::new(self.id, self.behaviour.protocol.acks_by_echo(), recorder);
         let mut backoff = Duration::from_millis(100);
         let mut rng = Rng::new(self.id);
         let mut seqs = Sequences::default();

@@ -180,18 +180,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         bail!("at most {} bots", u32::MAX);
     }
     let run_length = scenario.ramp_up + scenario.warmup + scenario.duration + scenario.drain;
-    let minter = if scenario.groups.iter().any(|g| g.auth == AuthMode::Token) {
-        let path = args
-            .jwt_secret_file
-            .as_ref()
-            .context("a group has auth = \"token\": pass --jwt-secret-file")?;
-        Some(auth::TokenMinter::from_file(
-            path,
-            run_length + Duration::from_secs(3600),
-        )?)
-    } else {
-        None
-    };
+    let minter = token_minter(&args, &scenario, run_length)?;
     let targets = resolve_targets(&args, &scenario).await?;
 
     let progress = report::progress_line(format!("{}: starting {total} bots", scenario.name));
@@ -274,6 +263,23 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(EXIT_SLO_MISSED)
     })
+}
+
+/// What signs the bots' tokens, when a group authenticates with `auth = "token"`.
+fn token_minter(
+    args: &RunArgs,
+    scenario: &Scenario,
+    run_length: Duration,
+) -> anyhow::Result<Option<auth::TokenMinter>> {
+    if !scenario.groups.iter().any(|g| g.auth == AuthMode::Token) {
+        return Ok(None);
+    }
+    let path = args
+        .jwt_secret_file
+        .as_ref()
+        .context("a group has auth = \"token\": pass --jwt-secret-file")?;
+    let valid_for = run_length + Duration::from_secs(3600);
+    Ok(Some(auth::TokenMinter::from_file(path, valid_for)?))
 }
 
 /// The scenario with the command line's overrides (duration, protocol) applied.

@@ -4,7 +4,7 @@
 //! a default, so `parley serve` with nothing else works.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -239,8 +239,11 @@ impl ServeArgs {
         };
         let data = self
             .data
-            .or(file.data)
+            .clone()
+            .or_else(|| file.data.clone())
             .unwrap_or_else(|| PathBuf::from("parley-data"));
+        // Before the fields below move out of `self` and `file`.
+        let auth = self.auth_settings(&file, &data)?;
         Ok(Settings {
             data: data.clone(),
             database: self.database.or(file.database),
@@ -282,82 +285,18 @@ impl ServeArgs {
                 .max_connections
                 .or(file.max_connections)
                 .unwrap_or(100_000),
-            auth: AuthSettings {
-                keys: KeySettings {
-                    algorithm: self
-                        .jwt_algorithm
-                        .or(file.jwt_algorithm)
-                        .unwrap_or_default(),
-                    data: data.clone(),
-                    secret_file: self.jwt_secret_file.or(file.jwt_secret_file),
-                    secret: std::env::var("PARLEY_JWT_SECRET")
-                        .ok()
-                        .filter(|s| !s.is_empty()),
-                    private_key: self.jwt_private_key.or(file.jwt_private_key),
-                    public_key: self.jwt_public_key.or(file.jwt_public_key),
-                    issuer: self
-                        .jwt_issuer
-                        .or(file.jwt_issuer)
-                        .unwrap_or_else(|| "parley".to_owned()),
-                    audience: self
-                        .jwt_audience
-                        .or(file.jwt_audience)
-                        .unwrap_or_else(|| "parley".to_owned()),
-                },
-                access_ttl: self
-                    .access_ttl
-                    .or(file.access_ttl)
-                    .unwrap_or(Duration::from_secs(15 * 60)),
-                refresh_ttl: self
-                    .refresh_ttl
-                    .or(file.refresh_ttl)
-                    .unwrap_or(Duration::from_secs(14 * 86_400)),
-                registration_open: match self.registration.or(file.registration).as_deref() {
-                    None | Some("open") => true,
-                    Some("closed") => false,
-                    Some(other) => {
-                        anyhow::bail!("--registration {other:?}: expected open or closed")
-                    }
-                },
-                allow_guests: self.allow_guests.or(file.allow_guests).unwrap_or(false),
-                failures_per_user: self
-                    .login_failures_per_user
-                    .or(file.login_failures_per_user)
-                    .unwrap_or(5),
-                failures_per_ip: self
-                    .login_failures_per_ip
-                    .or(file.login_failures_per_ip)
-                    .unwrap_or(20),
-                allowed_origins: self
-                    .allowed_origin
-                    .or(file.allowed_origin)
-                    .unwrap_or_default(),
-            },
+            auth,
             deflate: self.deflate.or(file.deflate).unwrap_or(true),
             max_body: self.max_body.or(file.max_body).unwrap_or(64 * 1024),
             rate_limit: self.rate_limit.or(file.rate_limit).unwrap_or(1000),
-            stomp_tcp: match self.stomp_tcp.or(file.stomp_tcp).as_deref() {
-                None => Some(([127, 0, 0, 1], 61613).into()),
-                Some("off") => None,
-                Some(addr) => {
-                    Some(addr.parse().with_context(|| {
-                        format!("--stomp-tcp {addr:?}: expected ADDR:PORT or off")
-                    })?)
-                }
-            },
+            stomp_tcp: stomp_tcp(self.stomp_tcp.or(file.stomp_tcp).as_deref())?,
             stomp_max_body: self
                 .stomp_max_body
                 .or(file.stomp_max_body)
                 .unwrap_or(2 << 20),
-            stomp_heart_beat: match self.stomp_heart_beat.or(file.stomp_heart_beat).as_deref() {
-                None => (10_000, 10_000),
-                Some(v) => v
-                    .split_once(',')
-                    .and_then(|(x, y)| Some((x.trim().parse().ok()?, y.trim().parse().ok()?)))
-                    .with_context(|| {
-                        format!("--stomp-heart-beat {v:?}: expected SEND_MS,RECEIVE_MS")
-                    })?,
-            },
+            stomp_heart_beat: heart_beat(
+                self.stomp_heart_beat.or(file.stomp_heart_beat).as_deref(),
+            )?,
             stomp_outbox: self
                 .stomp_outbox
                 .or(file.stomp_outbox)
@@ -365,6 +304,99 @@ impl ServeArgs {
                 .max(1),
         })
     }
+
+    /// Accounts, tokens, guests and origins, from flags over the file over the defaults.
+    fn auth_settings(&self, file: &ServeArgs, data: &Path) -> anyhow::Result<AuthSettings> {
+        Ok(AuthSettings {
+            keys: KeySettings {
+                algorithm: self
+                    .jwt_algorithm
+                    .or(file.jwt_algorithm)
+                    .unwrap_or_default(),
+                data: data.to_owned(),
+                secret_file: self
+                    .jwt_secret_file
+                    .clone()
+                    .or_else(|| file.jwt_secret_file.clone()),
+                secret: std::env::var("PARLEY_JWT_SECRET")
+                    .ok()
+                    .filter(|s| !s.is_empty()),
+                private_key: self
+                    .jwt_private_key
+                    .clone()
+                    .or_else(|| file.jwt_private_key.clone()),
+                public_key: self
+                    .jwt_public_key
+                    .clone()
+                    .or_else(|| file.jwt_public_key.clone()),
+                issuer: self
+                    .jwt_issuer
+                    .clone()
+                    .or_else(|| file.jwt_issuer.clone())
+                    .unwrap_or_else(|| "parley".to_owned()),
+                audience: self
+                    .jwt_audience
+                    .clone()
+                    .or_else(|| file.jwt_audience.clone())
+                    .unwrap_or_else(|| "parley".to_owned()),
+            },
+            access_ttl: self
+                .access_ttl
+                .or(file.access_ttl)
+                .unwrap_or(Duration::from_secs(15 * 60)),
+            refresh_ttl: self
+                .refresh_ttl
+                .or(file.refresh_ttl)
+                .unwrap_or(Duration::from_secs(14 * 86_400)),
+            registration_open: match self
+                .registration
+                .clone()
+                .or_else(|| file.registration.clone())
+                .as_deref()
+            {
+                None | Some("open") => true,
+                Some("closed") => false,
+                Some(other) => {
+                    anyhow::bail!("--registration {other:?}: expected open or closed")
+                }
+            },
+            allow_guests: self.allow_guests.or(file.allow_guests).unwrap_or(false),
+            failures_per_user: self
+                .login_failures_per_user
+                .or(file.login_failures_per_user)
+                .unwrap_or(5),
+            failures_per_ip: self
+                .login_failures_per_ip
+                .or(file.login_failures_per_ip)
+                .unwrap_or(20),
+            allowed_origins: self
+                .allowed_origin
+                .clone()
+                .or_else(|| file.allowed_origin.clone())
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// `--stomp-tcp`: an address, or `off`; the default is 127.0.0.1:61613.
+fn stomp_tcp(value: Option<&str>) -> anyhow::Result<Option<SocketAddr>> {
+    match value {
+        None => Ok(Some(([127, 0, 0, 1], 61613).into())),
+        Some("off") => Ok(None),
+        Some(addr) => Ok(Some(addr.parse().with_context(|| {
+            format!("--stomp-tcp {addr:?}: expected ADDR:PORT or off")
+        })?)),
+    }
+}
+
+/// `--stomp-heart-beat SEND_MS,RECEIVE_MS`; the default is 10 s each way.
+fn heart_beat(value: Option<&str>) -> anyhow::Result<(u64, u64)> {
+    let Some(v) = value else {
+        return Ok((10_000, 10_000));
+    };
+    v.split_once(',')
+        .and_then(|(x, y)| Some((x.trim().parse().ok()?, y.trim().parse().ok()?)))
+        .with_context(|| format!("--stomp-heart-beat {v:?}: expected SEND_MS,RECEIVE_MS"))
 }
 
 #[cfg(test)]

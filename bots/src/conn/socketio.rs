@@ -4,8 +4,8 @@
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::link::{Closed, Credential, Dial, Handler, Link, OpenError, Target};
 use super::transport::{next_ws_payload, ws_closed, ws_open, Ws};
-use super::{Closed, Credential, Dial, Handler, Link, OpenError, Target};
 use crate::checker::Stream;
 use crate::stats::ErrorKind;
 

@@ -11,8 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+use super::link::{Closed, Credential, Dial, Handler, Link, OpenError, Target};
 use super::transport::{io_closed, next_ws_payload, tcp_connect, ws_closed, ws_open, Ws};
-use super::{Closed, Credential, Dial, Handler, Link, OpenError, Target};
 use crate::checker::Stream;
 use crate::stats::ErrorKind;
 

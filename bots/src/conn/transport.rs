@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
-use super::{Closed, Credential, Dial, OpenError};
+use super::link::{Closed, Credential, Dial, OpenError};
 use crate::stats::ErrorKind;
 
 /// A client WebSocket over plain TCP.

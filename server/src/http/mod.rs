@@ -6,6 +6,7 @@
 //! as the socket.
 
 mod api;
+mod response;
 mod upgrade;
 mod web;
 
@@ -16,9 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -31,15 +30,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use self::upgrade::{Handshakes, PendingUpgrade};
+use self::response::{text, Body};
+use self::upgrade::{Handshakes, PendingUpgrade, Upgrades};
 use crate::auth::Auth;
 use crate::endpoints::stomp::{Caller, Stomp};
 use crate::hub::{ChatSettings, Hub};
+use crate::ws::DriverConfig;
 
 /// Largest request head hyper buffers (its minimum is 8 KiB).
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
-
-type Body = Full<Bytes>;
 
 /// Settings of the listeners and the WebSocket side.
 #[derive(Clone, Debug)]
@@ -71,13 +70,12 @@ pub struct HttpSettings {
 /// What every connection task shares; read-only after start.
 pub struct Server {
     settings: HttpSettings,
-    handshakes: Handshakes,
+    /// The WebSocket endpoints and what they need.
+    upgrades: Upgrades,
     /// The chat hub, shared by every protocol.
     hub: Arc<Hub>,
     /// The STOMP endpoint (`/stomp` and the TCP listener).
     stomp: Arc<Stomp>,
-    /// Limits of raw JSON clients.
-    chat: Arc<ChatSettings>,
     /// Accounts and tokens.
     auth: Arc<Auth>,
     /// Cancelled on SIGINT/SIGTERM, before `shutdown`: /readyz answers 503 and new
@@ -110,13 +108,29 @@ pub struct Parts {
 impl Server {
     /// The server over `parts`.
     pub fn new(settings: HttpSettings, parts: Parts) -> Arc<Self> {
-        Arc::new(Self {
+        let upgrades = Upgrades {
             handshakes: Handshakes::new(settings.deflate),
+            echo: settings.echo.then_some(settings.echo_max_message),
+            max_body: settings.max_body,
+            stomp_max_body: settings.stomp_max_body,
+            driver: DriverConfig {
+                idle_timeout: settings.idle_timeout,
+                write_timeout: settings.write_timeout,
+                close_timeout: settings.shutdown_grace,
+            },
+            hub: parts.hub.clone(),
+            stomp: parts.stomp.clone(),
+            chat: parts.chat,
+            auth: parts.auth.clone(),
+            draining: parts.draining.clone(),
+            shutdown: parts.shutdown.clone(),
+        };
+        Arc::new(Self {
+            upgrades,
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             tracker: TaskTracker::new(),
             hub: parts.hub,
             stomp: parts.stomp,
-            chat: parts.chat,
             auth: parts.auth,
             draining: parts.draining,
             shutdown: parts.shutdown,
@@ -209,7 +223,7 @@ impl Server {
         // neither the HTTP state nor the largest of the other endpoints' state machines.
         let pending = Box::pin(self.clone().serve_http(stream, peer)).await;
         if let Some(pending) = pending {
-            self.run_websocket(pending, peer).await;
+            self.upgrades.run_websocket(pending, peer).await;
         }
     }
 
@@ -277,7 +291,7 @@ impl Server {
                 }
             }
             (&Method::GET, "/stats") => self.stats(),
-            (_, "/echo" | "/stomp" | "/ws") => self.upgrade(req, peer, upgrade).await,
+            (_, "/echo" | "/stomp" | "/ws") => self.upgrades.answer(req, peer, upgrade).await,
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
@@ -311,20 +325,4 @@ impl Server {
         );
         resp
     }
-}
-
-fn text_owned(status: StatusCode, body: String) -> Response<Body> {
-    let mut resp = text(status, "");
-    *resp.body_mut() = Body::from(body);
-    resp
-}
-
-fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut resp = Response::new(Body::from(body));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
 }

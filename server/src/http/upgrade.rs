@@ -3,7 +3,7 @@
 //! the endpoint on the upgraded socket.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use http::{header, Request, Response, StatusCode};
@@ -17,17 +17,46 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use super::{text, text_owned, Body, Server};
-use crate::auth::{self, Authenticated};
+use super::response::{text, text_owned, Body};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{self, Auth, Authenticated};
 use crate::endpoints::echo::Echo;
 use crate::endpoints::raw::RawClient;
-use crate::endpoints::stomp::Caller;
+use crate::endpoints::stomp::{Caller, Stomp};
+use crate::hub::{ChatSettings, Hub};
 use crate::ws::{self, DriverConfig, ReadReady, WsSocket};
 
 /// STOMP subprotocols, most preferred first.
 const STOMP_SUBPROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
 /// Room in a WebSocket message beyond the body it carries (headers, JSON fields).
 const MESSAGE_OVERHEAD: usize = 64 * 1024;
+
+/// What the upgrade path needs; shared by every connection.
+pub(super) struct Upgrades {
+    /// Handshake rules per endpoint.
+    pub(super) handshakes: Handshakes,
+    /// `/echo`'s message limit, when `/echo` is on.
+    pub(super) echo: Option<usize>,
+    /// Largest raw chat message body (sizes `/ws` WebSocket messages).
+    pub(super) max_body: usize,
+    /// Largest STOMP frame body (sizes `/stomp` WebSocket messages).
+    pub(super) stomp_max_body: usize,
+    /// Idle, write and close timing of every WebSocket.
+    pub(super) driver: DriverConfig,
+    /// The chat hub.
+    pub(super) hub: Arc<Hub>,
+    /// The STOMP endpoint.
+    pub(super) stomp: Arc<Stomp>,
+    /// Limits of raw JSON clients.
+    pub(super) chat: Arc<ChatSettings>,
+    /// Accounts and tokens.
+    pub(super) auth: Arc<Auth>,
+    /// Cancelled while draining: upgrades are refused.
+    pub(super) draining: CancellationToken,
+    /// Cancelled at shutdown: every WebSocket closes.
+    pub(super) shutdown: CancellationToken,
+}
 
 /// Handshake rules per endpoint.
 pub(super) struct Handshakes {
@@ -71,10 +100,10 @@ pub(super) struct PendingUpgrade {
     deflate: Option<DeflateParams>,
 }
 
-impl Server {
+impl Upgrades {
     /// Answers a request for `/echo`, `/stomp` or `/ws`: the 101 with the endpoint to run
     /// stored in `upgrade`, or why not.
-    pub(super) async fn upgrade(
+    pub(super) async fn answer(
         &self,
         mut req: Request<Incoming>,
         peer: SocketAddr,
@@ -98,7 +127,7 @@ impl Server {
             return text(StatusCode::FORBIDDEN, "origin not allowed\n");
         }
         let (endpoint, config) = match req.uri().path() {
-            "/echo" if self.settings.echo => (WsEndpoint::Echo, &self.handshakes.echo),
+            "/echo" if self.echo.is_some() => (WsEndpoint::Echo, &self.handshakes.echo),
             "/stomp" => match self.who(&req, peer, false).await {
                 Ok(known) => (WsEndpoint::Stomp(known), &self.handshakes.stomp),
                 Err(refusal) => return refusal,
@@ -211,11 +240,7 @@ impl Server {
     ) where
         S: ReadReady + AsyncWrite + Send,
     {
-        let cfg = DriverConfig {
-            idle_timeout: self.settings.idle_timeout,
-            write_timeout: self.settings.write_timeout,
-            close_timeout: self.settings.shutdown_grace,
-        };
+        let cfg = self.driver;
         let shutdown = self.shutdown.clone();
         let socket = |max: usize, deflate| {
             WsSocket::new(
@@ -227,13 +252,13 @@ impl Server {
         };
         match endpoint {
             WsEndpoint::Echo => {
-                let max = self.settings.echo_max_message;
+                let max = self.echo.unwrap_or_default();
                 let mut socket = socket(max, deflate);
                 ws::drive(&mut socket, shutdown, &mut Echo).await;
             }
             WsEndpoint::Stomp(pre) => {
                 // One WebSocket message carries at most about a frame's worth of STOMP bytes.
-                let socket = socket(self.settings.stomp_max_body + MESSAGE_OVERHEAD, None);
+                let socket = socket(self.stomp_max_body + MESSAGE_OVERHEAD, None);
                 let caller = Caller {
                     pre,
                     peer: peer.ip(),
@@ -241,7 +266,7 @@ impl Server {
                 self.stomp.serve_websocket(socket, caller, shutdown).await;
             }
             WsEndpoint::Raw(who) => {
-                let max = self.settings.max_body.max(1 << 20) + MESSAGE_OVERHEAD;
+                let max = self.max_body.max(1 << 20) + MESSAGE_OVERHEAD;
                 let mut socket = socket(max, None);
                 let (auth, chat) = (self.auth.clone(), self.chat.clone());
                 let mut client = RawClient::open(&self.hub, auth, chat, who);

@@ -24,7 +24,7 @@ impl Hub {
     /// After an operation: watch and unwatch channels, number and store room messages, and
     /// send everything forwarded to the other nodes (delivering side-channel and user messages
     /// here at once).
-    pub(super) fn carry(&self, inner: &mut HubInner) {
+    pub(super) fn flush_to_bus(&self, inner: &mut HubInner) {
         let Some(bus) = &self.bus else { return };
         for (key, on) in std::mem::take(&mut inner.watch_changes) {
             let Some(channel) = channel_of(&key) else {

@@ -202,7 +202,7 @@ impl Hub {
         });
         self.announce_presence(inner, presence, now_ms, true);
         if self.bus.is_some() {
-            self.carry(inner);
+            self.flush_to_bus(inner);
         }
         self.deliver(&inner.outboxes, &mut inner.pending);
         result

@@ -82,7 +82,7 @@ impl Hub {
         let mut guard = self.lock();
         let inner = &mut *guard;
         self.announce_presence(inner, vec![left], now_ms(), false);
-        self.carry(inner);
+        self.flush_to_bus(inner);
         self.deliver(&inner.outboxes, &mut inner.pending);
     }
 

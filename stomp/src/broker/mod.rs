@@ -1,0 +1,334 @@
+//! The broker core: destinations, subscriptions, acknowledgements, queues. No sockets, no clock.
+//!
+//! Sessions are named by [`SessionId`]. Every operation reports what must happen elsewhere as
+//! [`BrokerEvent`]s through a callback, in order, so a caller holding the broker under one lock
+//! hands every subscriber a topic's messages in the same order.
+
+mod publish;
+mod queues;
+mod types;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use crate::destination::Destination;
+
+use self::types::{dedup, Queue, Route, SessionEntry, Subscription};
+pub use self::types::{
+    is_room, AckMode, AckRef, BrokerError, BrokerEvent, BrokerLimits, Delivery, Forwarded, Publish,
+    Published, Receipt, SessionId,
+};
+
+/// Destinations, subscriptions and unacknowledged messages of every session.
+#[derive(Default)]
+pub struct Broker {
+    limits: BrokerLimits,
+    sessions: HashMap<SessionId, SessionEntry>,
+    fan_out: HashMap<String, Vec<(SessionId, Arc<str>)>>,
+    /// Per topic, each present user's number of subscriptions (several tabs are one member).
+    present: HashMap<String, HashMap<Arc<str>, usize>>,
+    /// Last message id of each room.
+    room_ids: HashMap<String, u64>,
+    queues: HashMap<String, Queue>,
+    next_message_id: u64,
+    /// Cluster mode: topic and user messages are forwarded, not delivered here.
+    forwarding: bool,
+}
+
+impl Broker {
+    /// An empty broker.
+    pub fn new(limits: BrokerLimits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    /// Cluster mode: from now on messages to topics and user destinations come out as
+    /// [`BrokerEvent::Forward`] and are delivered by [`Broker::deliver_forwarded`] once they
+    /// come back from the bus; `/queue/` destinations stay on this node.
+    pub fn set_forwarding(&mut self, on: bool) {
+        self.forwarding = on;
+    }
+
+    /// Registers a connected session of account `user`.
+    pub fn connect(&mut self, session: SessionId, user: Arc<str>) {
+        self.connect_as(session, user, false);
+    }
+
+    /// Registers a connected session of `user`, a guest or an account.
+    pub fn connect_as(&mut self, session: SessionId, user: Arc<str>, guest: bool) {
+        let entry = SessionEntry {
+            user,
+            guest,
+            subscriptions: HashMap::new(),
+            unacked: VecDeque::new(),
+            next_ack: 0,
+        };
+        self.sessions.insert(session, entry);
+    }
+
+    /// Removes a session: its subscriptions end and its unacknowledged queue messages go to
+    /// other consumers.
+    pub fn disconnect(&mut self, session: SessionId, events: &mut dyn FnMut(BrokerEvent)) {
+        // Unroute every subscription before redelivering anything, so nothing is handed back to
+        // another subscription of the session that is leaving.
+        let Some(entry) = self.sessions.remove(&session) else {
+            return;
+        };
+        let requeue: Vec<_> = entry
+            .unacked
+            .into_iter()
+            .filter_map(|u| u.queue.map(|q| (q, u.message_id, u.message)))
+            .collect();
+        let mut queues = Vec::new();
+        for (id, sub) in &entry.subscriptions {
+            self.unroute(session, &entry.user, entry.guest, id, &sub.route, events);
+            if let Route::Queue(name) = &sub.route {
+                queues.push(name.clone());
+            }
+        }
+        self.requeue(requeue, None, events);
+        for name in dedup(queues) {
+            self.forget_idle_queue(&name);
+        }
+    }
+
+    /// Adds a subscription; a queue hands it held messages at once.
+    pub fn subscribe(
+        &mut self,
+        session: SessionId,
+        id: &str,
+        destination: &Destination,
+        ack: AckMode,
+        events: &mut dyn FnMut(BrokerEvent),
+    ) -> Result<(), BrokerError> {
+        let max = self.limits.max_subscriptions;
+        let entry = self
+            .sessions
+            .get_mut(&session)
+            .ok_or(BrokerError::UnknownSession)?;
+        if entry.subscriptions.contains_key(id) {
+            return Err(BrokerError::DuplicateSubscription(id.to_owned()));
+        }
+        if entry.subscriptions.len() >= max {
+            return Err(BrokerError::TooManySubscriptions(max));
+        }
+        let route = match destination {
+            Destination::Topic(_) => Route::FanOut(destination.to_string()),
+            Destination::OwnUserQueue(queue) => {
+                Route::FanOut(format!("/user/{}/queue/{queue}", entry.user))
+            }
+            Destination::Queue(name) => Route::Queue(name.clone()),
+            Destination::UserQueue { .. } => {
+                return Err(BrokerError::WrongUserDestination(
+                    "subscribe to /user/queue/NAME to receive your own messages",
+                ))
+            }
+        };
+        let id: Arc<str> = id.into();
+        entry.subscriptions.insert(
+            id.clone(),
+            Subscription {
+                route: route.clone(),
+                ack,
+                unacked: 0,
+            },
+        );
+        match route {
+            Route::FanOut(key) => {
+                if matches!(destination, Destination::Topic(_)) {
+                    let (user, guest) = (entry.user.clone(), entry.guest);
+                    let count = self
+                        .present
+                        .entry(key.clone())
+                        .or_default()
+                        .entry(user.clone())
+                        .or_default();
+                    *count += 1;
+                    if *count == 1 {
+                        events(BrokerEvent::Joined {
+                            topic: key.clone(),
+                            user,
+                            guest,
+                        });
+                    }
+                }
+                let subscribers = self.fan_out.entry(key.clone()).or_default();
+                if subscribers.is_empty() && self.forwarding {
+                    events(BrokerEvent::Watch { key });
+                }
+                subscribers.push((session, id));
+            }
+            Route::Queue(name) => {
+                self.queues
+                    .entry(name.clone())
+                    .or_default()
+                    .consumers
+                    .push((session, id));
+                self.pump(&name, events);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a subscription; its unacknowledged queue messages go to other consumers.
+    pub fn unsubscribe(
+        &mut self,
+        session: SessionId,
+        id: &str,
+        events: &mut dyn FnMut(BrokerEvent),
+    ) -> Result<(), BrokerError> {
+        let entry = self
+            .sessions
+            .get_mut(&session)
+            .ok_or(BrokerError::UnknownSession)?;
+        let (id, sub) = entry
+            .subscriptions
+            .remove_entry(id)
+            .ok_or_else(|| BrokerError::UnknownSubscription(id.to_owned()))?;
+        let (user, guest) = (entry.user.clone(), entry.guest);
+        let mut requeue = Vec::new();
+        entry.unacked.retain(|u| {
+            let mine = u.subscription == id;
+            if mine {
+                if let Some(q) = &u.queue {
+                    requeue.push((q.clone(), u.message_id, u.message.clone()));
+                }
+            }
+            !mine
+        });
+        self.unroute(session, &user, guest, &id, &sub.route, events);
+        self.requeue(requeue, None, events);
+        if let Route::Queue(name) = &sub.route {
+            self.forget_idle_queue(name);
+        }
+        Ok(())
+    }
+
+    /// Removes one subscription from the fan-out table or its queue's consumers.
+    fn unroute(
+        &mut self,
+        session: SessionId,
+        user: &Arc<str>,
+        guest: bool,
+        id: &Arc<str>,
+        route: &Route,
+        events: &mut dyn FnMut(BrokerEvent),
+    ) {
+        let is_this = |(s, sid): &(SessionId, Arc<str>)| *s == session && sid == id;
+        match route {
+            Route::FanOut(key) => {
+                if let Some(subs) = self.fan_out.get_mut(key) {
+                    subs.retain(|s| !is_this(s));
+                    if subs.is_empty() {
+                        self.fan_out.remove(key);
+                        if self.forwarding {
+                            events(BrokerEvent::Unwatch { key: key.clone() });
+                        }
+                    }
+                }
+                if let Some(users) = self.present.get_mut(key) {
+                    if let Some(count) = users.get_mut(user) {
+                        *count -= 1;
+                        if *count == 0 {
+                            users.remove(user);
+                            events(BrokerEvent::Left {
+                                topic: key.clone(),
+                                user: user.clone(),
+                                guest,
+                            });
+                        }
+                    }
+                    if users.is_empty() {
+                        self.present.remove(key);
+                    }
+                }
+            }
+            Route::Queue(name) => {
+                if let Some(q) = self.queues.get_mut(name) {
+                    q.consumers.retain(|s| !is_this(s));
+                }
+            }
+        }
+    }
+
+    /// Ends every subscription of `user`'s sessions to `/topic/<room>` and its side channels
+    /// (`/topic/<room>.*`), e.g. when they lose access to it. Returns the ended subscriptions.
+    pub fn revoke_room(
+        &mut self,
+        user: &str,
+        room: &str,
+        events: &mut dyn FnMut(BrokerEvent),
+    ) -> Vec<(SessionId, Arc<str>)> {
+        self.revoke_room_where(room, &|name, _| name == user, events)
+    }
+
+    /// Ends the subscriptions to `/topic/<room>` and `/topic/<room>.*` of every session whose
+    /// `(user, guest)` matches `revoke` (e.g. everyone who is not a member of a room that just
+    /// became private). Returns the ended subscriptions.
+    pub fn revoke_room_where(
+        &mut self,
+        room: &str,
+        revoke: &dyn Fn(&str, bool) -> bool,
+        events: &mut dyn FnMut(BrokerEvent),
+    ) -> Vec<(SessionId, Arc<str>)> {
+        let topic = format!("/topic/{room}");
+        let side = format!("/topic/{room}.");
+        let ended: Vec<(SessionId, Arc<str>)> = self
+            .sessions
+            .iter()
+            .filter(|(_, e)| revoke(&e.user, e.guest))
+            .flat_map(|(&session, e)| {
+                e.subscriptions
+                    .iter()
+                    .filter(|(_, sub)| {
+                        matches!(&sub.route, Route::FanOut(k) if *k == topic || k.starts_with(&side))
+                    })
+                    .map(move |(id, _)| (session, id.clone()))
+            })
+            .collect();
+        for (session, id) in &ended {
+            let _ = self.unsubscribe(*session, id, events);
+        }
+        ended
+    }
+
+    /// The sessions of `user` that are guests (`guest`) or accounts.
+    pub fn sessions_of(&self, user: &str, guest: bool) -> Vec<SessionId> {
+        self.sessions
+            .iter()
+            .filter(|(_, e)| &*e.user == user && e.guest == guest)
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// True if `session` has a subscription with this id.
+    pub fn has_subscription(&self, session: SessionId, id: &str) -> bool {
+        self.sessions
+            .get(&session)
+            .is_some_and(|e| e.subscriptions.contains_key(id))
+    }
+
+    /// The users subscribed to a topic, sorted.
+    pub fn members(&self, topic: &Destination) -> Vec<Arc<str>> {
+        let mut users: Vec<Arc<str>> = self
+            .present
+            .get(&topic.to_string())
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        users.sort_unstable();
+        users
+    }
+
+    /// Continues a room's numbering (e.g. from storage after a restart).
+    pub fn seed_room(&mut self, room: &str, last_id: u64) {
+        let id = self.room_ids.entry(room.to_owned()).or_default();
+        *id = (*id).max(last_id);
+    }
+
+    /// The last id given to a message of `room` (0 if none).
+    pub fn room_last_id(&self, room: &str) -> u64 {
+        self.room_ids.get(room).copied().unwrap_or(0)
+    }
+}

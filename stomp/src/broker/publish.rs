@@ -1,0 +1,217 @@
+//! Publishing: numbering, fan-out to subscribers, and (cluster mode) forwarding.
+
+use std::sync::Arc;
+
+use super::types::{build_message, is_room, track, Route};
+use super::{
+    AckMode, Broker, BrokerError, BrokerEvent, Delivery, Forwarded, Publish, Published, SessionId,
+};
+use crate::codec::SharedMessage;
+use crate::destination::Destination;
+
+impl Broker {
+    /// Delivers a forwarded message to this node's subscribers of its key. A room message's
+    /// id becomes the room's last id here (the caller delivers each room's messages in order).
+    pub fn deliver_forwarded(&mut self, message: Forwarded, events: &mut dyn FnMut(BrokerEvent)) {
+        let id = match &message.room {
+            Some(room) => {
+                let last = self.room_ids.entry(room.clone()).or_default();
+                *last = (*last).max(message.id);
+                message.id
+            }
+            None => {
+                self.next_message_id += 1;
+                self.next_message_id
+            }
+        };
+        let shared = build_message(
+            message.shown,
+            id,
+            message.now_ms,
+            &message.sender,
+            message.guest,
+            message.headers,
+            message.body,
+        );
+        self.fan_out_to(&message.key, id, &shared, events);
+    }
+
+    /// Publishes a message from `from` to `destination`.
+    pub fn publish(
+        &mut self,
+        from: SessionId,
+        destination: &Destination,
+        publish: Publish,
+        events: &mut dyn FnMut(BrokerEvent),
+    ) -> Result<Published, BrokerError> {
+        let entry = self
+            .sessions
+            .get(&from)
+            .ok_or(BrokerError::UnknownSession)?;
+        let (sender, guest) = (entry.user.clone(), entry.guest);
+        self.publish_from(Some(from), sender, guest, destination, publish, events)
+    }
+
+    /// Publishes on behalf of `sender` without a session: messages the server itself generates,
+    /// such as presence announcements.
+    pub fn publish_as(
+        &mut self,
+        sender: Arc<str>,
+        destination: &Destination,
+        publish: Publish,
+        events: &mut dyn FnMut(BrokerEvent),
+    ) -> Result<Published, BrokerError> {
+        self.publish_from(None, sender, false, destination, publish, events)
+    }
+
+    pub(super) fn publish_from(
+        &mut self,
+        session: Option<SessionId>,
+        sender: Arc<str>,
+        guest: bool,
+        destination: &Destination,
+        publish: Publish,
+        events: &mut dyn FnMut(BrokerEvent),
+    ) -> Result<Published, BrokerError> {
+        let (route, shown) = route_of(destination)?;
+        if let Route::Queue(name) = &route {
+            if self
+                .queues
+                .get(name)
+                .is_some_and(|q| q.held.len() >= self.limits.max_queue_depth)
+            {
+                return Err(BrokerError::QueueFull(name.clone()));
+            }
+        }
+        let room = match destination {
+            Destination::Topic(name) if is_room(name) => Some(name.clone()),
+            _ => None,
+        };
+        if let (true, Route::FanOut(key)) = (self.forwarding, &route) {
+            let stored = room.is_some();
+            events(BrokerEvent::Forward {
+                session,
+                message: Forwarded {
+                    key: key.clone(),
+                    shown,
+                    room,
+                    id: 0,
+                    sender: sender.to_string(),
+                    guest,
+                    now_ms: publish.now_ms,
+                    headers: publish.headers,
+                    body: publish.body,
+                },
+                receipt: publish.receipt,
+            });
+            return Ok(Published { id: 0, stored });
+        }
+        let id = self.next_id(room.as_deref());
+        let message = build_message(
+            shown,
+            id,
+            publish.now_ms,
+            &sender,
+            guest,
+            publish.headers,
+            publish.body,
+        );
+        let stored = room.is_some();
+        if let Some(room) = room {
+            events(BrokerEvent::Store {
+                session,
+                room,
+                id,
+                message: message.clone(),
+                receipt: publish.receipt,
+            });
+        }
+        match route {
+            Route::FanOut(key) => self.fan_out_to(&key, id, &message, events),
+            Route::Queue(name) => {
+                self.queues
+                    .entry(name.clone())
+                    .or_default()
+                    .held
+                    .push_back((id, message));
+                self.pump(&name, events);
+                self.forget_idle_queue(&name);
+            }
+        }
+        Ok(Published { id, stored })
+    }
+
+    pub(super) fn fan_out_to(
+        &mut self,
+        key: &str,
+        id: u64,
+        message: &Arc<SharedMessage>,
+        events: &mut dyn FnMut(BrokerEvent),
+    ) {
+        let Some(subs) = self.fan_out.get(key) else {
+            return;
+        };
+        let max_unacked = self.limits.max_unacked;
+        for (session, sub_id) in subs {
+            let Some(entry) = self.sessions.get_mut(session) else {
+                continue;
+            };
+            let Some(sub) = entry.subscriptions.get_mut(sub_id) else {
+                continue;
+            };
+            let ack = match sub.ack {
+                AckMode::Auto => None,
+                _ if sub.unacked >= max_unacked => {
+                    events(BrokerEvent::Evict {
+                        session: *session,
+                        reason: "too many unacknowledged messages",
+                    });
+                    continue;
+                }
+                _ => Some(track(entry, sub_id, id, None, message)),
+            };
+            events(BrokerEvent::Deliver(Delivery {
+                session: *session,
+                subscription: sub_id.clone(),
+                ack,
+                message: message.clone(),
+            }));
+        }
+    }
+
+    /// The next message id: a room's own next one (consecutive, so a gap is visible), or the
+    /// broker-wide one for everything else.
+    fn next_id(&mut self, room: Option<&str>) -> u64 {
+        match room {
+            Some(room) => {
+                let last = self.room_ids.entry(room.to_owned()).or_default();
+                *last += 1;
+                *last
+            }
+            None => {
+                self.next_message_id += 1;
+                self.next_message_id
+            }
+        }
+    }
+}
+
+/// Where a destination's messages are routed, and the `destination` subscribers see.
+fn route_of(destination: &Destination) -> Result<(Route, String), BrokerError> {
+    Ok(match destination {
+        Destination::Topic(_) => (
+            Route::FanOut(destination.to_string()),
+            destination.to_string(),
+        ),
+        Destination::Queue(name) => (Route::Queue(name.clone()), destination.to_string()),
+        Destination::UserQueue { queue, .. } => (
+            Route::FanOut(destination.to_string()),
+            format!("/user/queue/{queue}"),
+        ),
+        Destination::OwnUserQueue(_) => {
+            return Err(BrokerError::WrongUserDestination(
+                "send to /user/USER/queue/NAME to reach a user",
+            ))
+        }
+    })
+}
