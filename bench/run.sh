@@ -9,6 +9,7 @@
 # Loopback only; every step is bounded by a timeout; every server this script started is
 # stopped at the end, and RabbitMQ's STOMP plugins are disabled again (also on failure).
 # A full run takes about 25 minutes, --quick (one repetition, smaller counts) about 5.
+# PARLEY_BIN and BOTS_BIN run given binaries instead of building this checkout's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -91,9 +92,12 @@ trap 'exit 130' INT TERM
 # ---------------------------------------------------------------- preparation
 say "setup and release build"
 "$BENCH/setup.sh" > "$OUT/logs/setup.log" 2>&1 || { cat "$OUT/logs/setup.log" >&2; exit 1; }
-cargo build --release -p parley-server -p parley-bots 2>&1 | tail -1
-PARLEY=$ROOT/target/release/parley
-BOTS=$ROOT/target/release/parley-bots
+# PARLEY_BIN / BOTS_BIN: other builds (e.g. one commit against another, in one sitting).
+if [ -z "${PARLEY_BIN:-}" ] || [ -z "${BOTS_BIN:-}" ]; then
+  cargo build --release -p parley-server -p parley-bots 2>&1 | tail -1
+fi
+PARLEY=${PARLEY_BIN:-$ROOT/target/release/parley}
+BOTS=${BOTS_BIN:-$ROOT/target/release/parley-bots}
 TUNG=$BENCH/tungstenite-ref/target/release/tungstenite-ref
 # Tens of thousands of sockets on each side; root may raise the hard limit.
 ulimit -Hn 65536 2>/dev/null || true
