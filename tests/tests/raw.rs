@@ -280,3 +280,27 @@ async fn invalid_names_are_refused_and_guests_get_one() {
     let name = joined["members"][0].as_str().unwrap();
     assert!(name.starts_with("guest-"), "{joined}");
 }
+
+#[tokio::test]
+async fn a_send_and_a_close_in_one_write_still_sends() {
+    use parley_tests::raw::{Frame, RawWebSocket};
+    let server = ServerProcess::start(&[]);
+    let mut bob = StompClient::connect(server.stomp_addr(), "bob").await;
+    bob.subscribe("0", "/topic/general").await;
+    let (mut alice, _) = RawWebSocket::connect(server.addr(), "/ws?name=alice", &[]).await;
+    alice
+        .send(&Frame::text(r#"{"type":"join","room":"general"}"#))
+        .await;
+    let joined = alice.expect_frame().await;
+    assert!(
+        String::from_utf8_lossy(&joined.payload).contains("\"joined\""),
+        "{joined:?}"
+    );
+    // The message and the close frame in one write: the server reads them together.
+    let send = Frame::text(r#"{"type":"send","room":"general","body":"last words"}"#);
+    let mut bytes = send.encode(Some([1, 2, 3, 4]));
+    bytes.extend(Frame::close(1000, "bye").encode(Some([5, 6, 7, 8])));
+    alice.send_bytes(&bytes).await;
+    let m = bob.recv().await.expect("MESSAGE");
+    assert_eq!(m.body, b"last words", "{m:?}");
+}

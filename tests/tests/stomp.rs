@@ -360,3 +360,24 @@ async fn room_body_limit_and_rate_limit_apply_to_stomp() {
     assert_eq!(e.command, "ERROR");
     assert!(e.header("message").contains("rate limited"), "{e:?}");
 }
+
+#[tokio::test]
+async fn a_send_and_a_close_in_one_write_still_sends_over_websocket() {
+    use parley_tests::raw::{Frame, RawWebSocket};
+    let server = ServerProcess::start(&[]);
+    let mut bob = StompClient::connect(server.stomp_addr(), "bob").await;
+    bob.subscribe("0", "/topic/general").await;
+    let subprotocol = [("Sec-WebSocket-Protocol", "v12.stomp")];
+    let (mut alice, _) = RawWebSocket::connect(server.addr(), "/stomp", &subprotocol).await;
+    let connect = "CONNECT\naccept-version:1.2\nhost:/\nlogin:alice\n\n\0";
+    alice.send(&Frame::text(connect)).await;
+    let connected = alice.expect_frame().await;
+    assert!(connected.payload.starts_with(b"CONNECTED"), "{connected:?}");
+    // The SEND and the WebSocket close in one write: the server reads them together.
+    let send = "SEND\ndestination:/topic/general\n\nlast words\0";
+    let mut bytes = Frame::text(send).encode(Some([1, 2, 3, 4]));
+    bytes.extend(Frame::close(1000, "bye").encode(Some([5, 6, 7, 8])));
+    alice.send_bytes(&bytes).await;
+    let m = bob.recv().await.expect("MESSAGE");
+    assert_eq!(m.body, b"last words", "{m:?}");
+}

@@ -214,12 +214,7 @@ impl ChatSession {
         body: &str,
         receipt: Receipt,
     ) -> Result<(), Refusal> {
-        if body.len() > self.settings.max_body {
-            return Err(Refusal::new(
-                "body_too_large",
-                format!("body exceeds {} bytes", self.settings.max_body),
-            ));
-        }
+        self.check_body(body)?;
         let destination = match target {
             Target::Room(room) => {
                 let room = self.joined(room)?;
@@ -277,10 +272,34 @@ impl ChatSession {
         results
     }
 
-    /// Reads a page of `room`'s history; it arrives as [`Notice::History`].
-    pub fn history(&self, room: &str, before: Option<u64>, limit: usize) -> Result<(), Refusal> {
-        let room = parse_room(room)?;
-        self.may_use(&room)?;
+    /// Refuses a body over the size limit.
+    pub fn check_body(&self, body: &str) -> Result<(), Refusal> {
+        if body.len() > self.settings.max_body {
+            return Err(Refusal::new(
+                "body_too_large",
+                format!("body exceeds {} bytes", self.settings.max_body),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `room` if this client may read it (its history, say).
+    pub fn readable(&self, room: &str) -> Result<RoomName, Refusal> {
+        let name =
+            RoomName::parse(room).map_err(|e| Refusal::new("invalid_room", e.to_string()))?;
+        self.may_use(name.as_str())?;
+        Ok(name)
+    }
+
+    /// A room name, or the `invalid_room` refusal stating the rule.
+    pub fn room_name(room: &str) -> Result<String, Refusal> {
+        parse_room(room)
+    }
+
+    /// Reads a page of a readable `room`'s history ([`ChatSession::readable`]); it arrives
+    /// as [`Notice::History`].
+    pub fn history(&self, room: RoomName, before: Option<u64>, limit: usize) {
+        let room = room.into_string();
         let hub = self.session.hub().clone();
         let (notices, evicted) = self.session.notifier();
         tokio::spawn(async move {
@@ -290,7 +309,6 @@ impl ChatSession {
                 .map_err(|error| tracing::error!(%error, "storage error"));
             tell(&notices, &evicted, Notice::History { room, messages });
         });
-        Ok(())
     }
 
     /// Ends the session; sends already read are published first.

@@ -90,10 +90,10 @@ impl RawClient {
         let reply = match kind {
             "ping" => Some(wire::text_frame(&json!({"type": "pong"}))),
             "join" => {
+                let room = ChatSession::room_name(string(msg, "room")?)?;
                 let since = msg.get("since").map(message_id).transpose()?;
-                let room = string(msg, "room")?;
-                match self.chat.join(room, since).await? {
-                    JoinAnswer::Members(members) => Some(wire::joined(room, &members)),
+                match self.chat.join(&room, since).await? {
+                    JoinAnswer::Members(members) => Some(wire::joined(&room, &members)),
                     JoinAnswer::Later => None,
                 }
             }
@@ -102,10 +102,11 @@ impl RawClient {
             "auth" => Some(self.renew(string(msg, "access_token")?)?),
             "typing" => self.chat.typing(string(msg, "room")?).map(|()| None)?,
             "history" => {
+                let room = self.chat.readable(string(msg, "room")?)?;
                 let before = msg.get("before").map(message_id).transpose()?;
                 let limit = msg.get("limit").and_then(Value::as_u64).unwrap_or(50);
                 let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-                self.chat.history(string(msg, "room")?, before, limit)?;
+                self.chat.history(room, before, limit);
                 None
             }
             other => {
@@ -133,6 +134,7 @@ impl RawClient {
 
     fn send(&mut self, msg: &Map<String, Value>, reference: Option<String>) -> Result<(), Refusal> {
         let body = string(msg, "body")?;
+        self.chat.check_body(body)?;
         let target = match (msg.get("room"), msg.get("to")) {
             (Some(_), _) => Target::Room(string(msg, "room")?),
             (None, Some(_)) => Target::User(string(msg, "to")?),
@@ -209,7 +211,10 @@ impl Endpoint for RawClient {
     async fn after_events(&mut self, conn: &mut Connection) {
         let inbox = std::mem::take(&mut self.inbox);
         for message in inbox {
-            if conn.is_closing() || conn.is_closed() {
+            // Once we closed (too many errors, say), the rest is not acted on. Messages that
+            // came before the peer's own close (or before a broken frame) still count: a
+            // client may send and close in one go.
+            if conn.is_closing() {
                 break;
             }
             let reply = match self.handle(message, conn).await {

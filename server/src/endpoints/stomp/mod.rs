@@ -201,8 +201,14 @@ impl<T: Transport> Conn<'_, T> {
                 },
                 () = sleep_until(deadline) => self.on_deadline(),
             };
-            if let Some(ending) = ending {
-                return ending;
+            match ending {
+                // What came before the peer's close (or end of stream) still counts: a client
+                // may SEND and DISCONNECT or close in one go.
+                Some(Ending::PeerLeft) => {
+                    return self.handle_input().await.unwrap_or(Ending::PeerLeft)
+                }
+                Some(ending) => return ending,
+                None => {}
             }
         }
     }
