@@ -2,6 +2,7 @@
 //! (Origin, credentials, guests), our own handshake (`parley_protocol::handshake`), and running
 //! the endpoint on the upgraded socket.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -25,7 +26,7 @@ use crate::endpoints::echo::Echo;
 use crate::endpoints::raw::RawClient;
 use crate::endpoints::stomp::{Caller, Stomp};
 use crate::hub::{ChatSettings, Hub};
-use crate::ws::{self, DriverConfig, ReadReady, WsSocket};
+use crate::ws::{self, DriverConfig, Endpoint, ReadReady, WsSocket};
 
 /// STOMP subprotocols, most preferred first.
 const STOMP_SUBPROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
@@ -218,18 +219,26 @@ impl Upgrades {
         // Take the bare TCP stream back from hyper: no boxing on the hot path, vectored writes.
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
-                let leftover = BytesMut::from(&parts.read_buf[..]);
-                let io = parts.io.into_inner();
-                Box::pin(self.run_endpoint(io, leftover, endpoint, deflate, peer)).await;
+                // Copied out, so hyper's read buffer (8 KiB) is freed now rather than kept for
+                // the connection's life by `parts`.
+                let hyper::upgrade::Parts { io, read_buf, .. } = parts;
+                let leftover = BytesMut::from(&read_buf[..]);
+                drop(read_buf);
+                self.run_endpoint(io.into_inner(), leftover, endpoint, deflate, peer)
+                    .await;
             }
             Err(upgraded) => {
                 let io = TokioIo::new(upgraded);
                 let leftover = BytesMut::new();
-                Box::pin(self.run_endpoint(io, leftover, endpoint, deflate, peer)).await;
+                self.run_endpoint(io, leftover, endpoint, deflate, peer)
+                    .await;
             }
         }
     }
 
+    /// Runs the endpoint. Each endpoint's state is boxed on its own, so a connection carries
+    /// only its own endpoint's state, not the largest of them (a task's future is as large as
+    /// its largest variant).
     async fn run_endpoint<S>(
         &self,
         io: S,
@@ -253,8 +262,8 @@ impl Upgrades {
         match endpoint {
             WsEndpoint::Echo => {
                 let max = self.echo.unwrap_or_default();
-                let mut socket = socket(max, deflate);
-                ws::drive(&mut socket, shutdown, &mut Echo).await;
+                let socket = socket(max, deflate);
+                Box::pin(drive(socket, shutdown, Echo)).await;
             }
             WsEndpoint::Stomp(pre) => {
                 // One WebSocket message carries at most about a frame's worth of STOMP bytes.
@@ -263,14 +272,14 @@ impl Upgrades {
                     pre,
                     peer: peer.ip(),
                 };
-                self.stomp.serve_websocket(socket, caller, shutdown).await;
+                Box::pin(self.stomp.serve_websocket(socket, caller, shutdown)).await;
             }
             WsEndpoint::Raw(who) => {
                 let max = self.max_body.max(1 << 20) + MESSAGE_OVERHEAD;
-                let mut socket = socket(max, None);
+                let socket = socket(max, None);
                 let (auth, chat) = (self.auth.clone(), self.chat.clone());
-                let mut client = RawClient::open(&self.hub, auth, chat, who);
-                ws::drive(&mut socket, shutdown, &mut client).await;
+                let client = RawClient::open(&self.hub, auth, chat, who);
+                Box::pin(drive(socket, shutdown, client)).await;
             }
         }
     }
@@ -299,4 +308,20 @@ fn unauthorized(why: &str) -> Response<Body> {
         header::HeaderValue::from_static("Bearer"),
     );
     resp
+}
+
+/// Runs `endpoint` on `socket`, both owned, so the box holding this future holds them too.
+/// An `async move` block rather than an `async fn`: a block keeps what it captured in place,
+/// where an `async fn` would keep its arguments twice (as arguments and as moved locals).
+#[allow(clippy::manual_async_fn)]
+fn drive<S, E>(
+    mut socket: WsSocket<S>,
+    shutdown: CancellationToken,
+    mut endpoint: E,
+) -> impl Future<Output = ()>
+where
+    S: ReadReady + AsyncWrite,
+    E: Endpoint,
+{
+    async move { ws::drive(&mut socket, shutdown, &mut endpoint).await }
 }

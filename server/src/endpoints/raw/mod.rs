@@ -36,6 +36,18 @@ pub struct RawClient {
 /// A refusal, and the `ref` of the command it answers.
 type Failed = (Refusal, Option<String>);
 
+/// What a command did.
+enum Step {
+    /// Done; this is its answer, if it has one.
+    Reply(Option<Bytes>),
+    /// A join, still to run (it may wait for storage).
+    Join {
+        room: String,
+        since: Option<u64>,
+        reference: Option<String>,
+    },
+}
+
 impl RawClient {
     /// Connects an authenticated client (or a guest) to the hub.
     pub fn open(
@@ -56,11 +68,7 @@ impl RawClient {
     }
 
     /// Handles one client message; returns the reply, if any.
-    async fn handle(
-        &mut self,
-        message: Message,
-        conn: &mut Connection,
-    ) -> Result<Option<Bytes>, Failed> {
+    fn handle(&mut self, message: Message, conn: &mut Connection) -> Result<Step, Failed> {
         let Message::Text(text) = message else {
             return Err((refused("bad_json", "send JSON as text messages"), None));
         };
@@ -71,16 +79,17 @@ impl RawClient {
         };
         let reference = msg.get("ref").and_then(Value::as_str).map(str::to_owned);
         self.command(&msg, reference.clone(), conn)
-            .await
             .map_err(|refusal| (refusal, reference))
     }
 
-    async fn command(
+    /// Carries out one command, but for a join, which may wait for storage: that is returned
+    /// for `after_events` to run.
+    fn command(
         &mut self,
         msg: &Map<String, Value>,
         reference: Option<String>,
         conn: &mut Connection,
-    ) -> Result<Option<Bytes>, Refusal> {
+    ) -> Result<Step, Refusal> {
         self.chat.admit()?;
         let kind = string(msg, "type")?;
         if kind != "send" {
@@ -92,10 +101,11 @@ impl RawClient {
             "join" => {
                 let room = ChatSession::room_name(string(msg, "room")?)?;
                 let since = msg.get("since").map(message_id).transpose()?;
-                match self.chat.join(&room, since).await? {
-                    JoinAnswer::Members(members) => Some(wire::joined(&room, &members)),
-                    JoinAnswer::Later => None,
-                }
+                return Ok(Step::Join {
+                    room,
+                    since,
+                    reference,
+                });
             }
             "leave" => self.chat.leave(string(msg, "room")?).map(|()| None)?,
             "send" => self.send(msg, reference).map(|()| None)?,
@@ -116,7 +126,15 @@ impl RawClient {
                 ))
             }
         };
-        Ok(reply)
+        Ok(Step::Reply(reply))
+    }
+
+    /// Joins `room`, catching up from `since`; the answer, unless it comes later (cluster).
+    async fn join(&mut self, room: String, since: Option<u64>) -> Result<Option<Bytes>, Refusal> {
+        Ok(match self.chat.join(&room, since).await? {
+            JoinAnswer::Members(members) => Some(wire::joined(&room, &members)),
+            JoinAnswer::Later => None,
+        })
     }
 
     /// A fresh access token for the same user extends the connection's life.
@@ -217,7 +235,20 @@ impl Endpoint for RawClient {
             if conn.is_closing() {
                 break;
             }
-            let reply = match self.handle(message, conn).await {
+            let outcome = match self.handle(message, conn) {
+                Ok(Step::Reply(reply)) => Ok(reply),
+                // Boxed: joins are rare, and every idle connection's future is as large as the
+                // largest wait of its loop.
+                Ok(Step::Join {
+                    room,
+                    since,
+                    reference,
+                }) => Box::pin(self.join(room, since))
+                    .await
+                    .map_err(|refusal| (refusal, reference)),
+                Err(failed) => Err(failed),
+            };
+            let reply = match outcome {
                 Ok(reply) => {
                     self.errors_in_a_row = 0;
                     reply

@@ -5,6 +5,7 @@
 mod connect;
 mod transport;
 
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,32 +79,35 @@ impl Stomp {
     }
 
     /// Runs STOMP over one plain TCP connection.
-    pub async fn serve_tcp(&self, stream: TcpStream, caller: Caller, shutdown: CancellationToken) {
+    pub fn serve_tcp(
+        &self,
+        stream: TcpStream,
+        caller: Caller,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + '_ {
         let transport = Tcp::new(stream, self.settings.write_timeout);
-        self.serve(transport, caller, &shutdown).await;
+        self.conn(transport, caller).serve(shutdown)
     }
 
     /// Runs STOMP over an upgraded WebSocket.
-    pub async fn serve_websocket<S>(
-        &self,
+    pub fn serve_websocket<'a, S>(
+        &'a self,
         socket: WsSocket<S>,
         caller: Caller,
         shutdown: CancellationToken,
-    ) where
-        S: ReadReady + AsyncWrite + Send,
+    ) -> impl Future<Output = ()> + Send + 'a
+    where
+        S: ReadReady + AsyncWrite + Send + 'a,
     {
-        self.serve(Ws(socket), caller, &shutdown).await;
+        self.conn(Ws(socket), caller).serve(shutdown)
     }
 
-    async fn serve<T: Transport>(
-        &self,
-        transport: T,
-        caller: Caller,
-        shutdown: &CancellationToken,
-    ) {
+    /// A new connection's state. Built before the connection's future, which then holds it
+    /// once: every idle connection carries that future, so it is kept small.
+    fn conn<T: Transport>(&self, transport: T, caller: Caller) -> Conn<'_, T> {
         let hub = self.hub.open_session();
         let session = Session::new(hub.id(), self.config.clone());
-        let mut conn = Conn {
+        Conn {
             stomp: self,
             transport,
             inbound: BytesMut::new(),
@@ -116,9 +120,7 @@ impl Stomp {
             started: Instant::now(),
             last_in: Instant::now(),
             last_out: Instant::now(),
-        };
-        let ending = conn.run(shutdown).await;
-        conn.finish(ending).await;
+        }
     }
 }
 
@@ -154,6 +156,18 @@ struct Conn<'a, T> {
     last_out: Instant,
 }
 
+impl<'a, T: Transport + 'a> Conn<'a, T> {
+    /// Serves the connection until it ends, then closes it. An `async move` block keeps the
+    /// connection's state once (an `async fn` would hold its argument and a moved copy).
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    fn serve(mut self, shutdown: CancellationToken) -> impl Future<Output = ()> + 'a {
+        async move {
+            let ending = self.run(&shutdown).await;
+            self.finish(ending).await;
+        }
+    }
+}
+
 impl<T: Transport> Conn<'_, T> {
     /// The connection loop: apply what arrived, write, then wait for the next thing to do.
     async fn run(&mut self, shutdown: &CancellationToken) -> Ending {
@@ -163,7 +177,8 @@ impl<T: Transport> Conn<'_, T> {
             }
             if !self.live_wait.is_empty() {
                 let keys = std::mem::take(&mut self.live_wait);
-                self.hub.hub().until_live(&keys).await;
+                // Boxed, as every rarely taken wait here: idle connections carry the largest.
+                Box::pin(self.hub.hub().until_live(&keys)).await;
             }
             // A consumer too slow to take what it is sent blocks here; eviction cuts it loose
             // at once instead of after the write timeout.
@@ -205,7 +220,9 @@ impl<T: Transport> Conn<'_, T> {
                 // What came before the peer's close (or end of stream) still counts: a client
                 // may SEND and DISCONNECT or close in one go.
                 Some(Ending::PeerLeft) => {
-                    return self.handle_input().await.unwrap_or(Ending::PeerLeft)
+                    return Box::pin(self.handle_input())
+                        .await
+                        .unwrap_or(Ending::PeerLeft)
                 }
                 Some(ending) => return ending,
                 None => {}
@@ -240,7 +257,7 @@ impl<T: Transport> Conn<'_, T> {
                 return Some(Ending::Done);
             }
             if let Some(frame) = special {
-                if let Some(ending) = self.special(frame).await {
+                if let Some(ending) = Box::pin(self.special(frame)).await {
                     return Some(ending);
                 }
             }
@@ -327,7 +344,7 @@ impl<T: Transport> Conn<'_, T> {
         let hub = self.hub.hub().clone();
         if hub.is_clustered() {
             let (keys, rooms) = subscriptions(&self.session, frames);
-            hub.prepare_rooms(rooms).await;
+            Box::pin(hub.prepare_rooms(rooms)).await;
             self.live_wait.extend(keys);
         }
         let mut replies = Vec::new();
@@ -458,12 +475,14 @@ impl<T: Transport> Conn<'_, T> {
 
     /// Leaves the broker (unacknowledged queue messages go elsewhere), then closes the
     /// connection as `ending` says.
-    async fn finish(mut self, ending: Ending) {
+    async fn finish(&mut self, ending: Ending) {
         let session = &mut self.session;
         self.hub
             .close(|broker, events| session.close(broker, events));
         let code = match ending {
-            Ending::WriteFailed => return self.transport.abort(CloseCode::POLICY_VIOLATION).await,
+            Ending::WriteFailed => {
+                return Box::pin(self.transport.abort(CloseCode::POLICY_VIOLATION)).await
+            }
             Ending::Error(message, code) => {
                 debug!(%message, "closing STOMP session with ERROR");
                 let error = self.session.error_frame(&message, None);
