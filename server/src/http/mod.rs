@@ -291,7 +291,7 @@ impl Server {
                 }
             }
             (&Method::GET, "/stats") => self.stats(),
-            (_, "/echo" | "/stomp" | "/ws") => self.upgrades.answer(req, peer, upgrade).await,
+            (_, "/echo" | "/stomp" | "/ws") => self.upgrades.answer(req, upgrade).await,
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }

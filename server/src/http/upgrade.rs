@@ -107,7 +107,6 @@ impl Upgrades {
     pub(super) async fn answer(
         &self,
         mut req: Request<Incoming>,
-        peer: SocketAddr,
         upgrade: &Mutex<Option<PendingUpgrade>>,
     ) -> Response<Body> {
         if self.draining.is_cancelled() {
@@ -129,11 +128,11 @@ impl Upgrades {
         }
         let (endpoint, config) = match req.uri().path() {
             "/echo" if self.echo.is_some() => (WsEndpoint::Echo, &self.handshakes.echo),
-            "/stomp" => match self.who(&req, peer, false).await {
+            "/stomp" => match self.who(&req, false).await {
                 Ok(known) => (WsEndpoint::Stomp(known), &self.handshakes.stomp),
                 Err(refusal) => return refusal,
             },
-            "/ws" => match self.who(&req, peer, true).await {
+            "/ws" => match self.who(&req, true).await {
                 Ok(Some(who)) => (WsEndpoint::Raw(who), &self.handshakes.raw),
                 Ok(None) => return unauthorized("sign in first"),
                 Err(refusal) => return refusal,
@@ -164,7 +163,6 @@ impl Upgrades {
     async fn who(
         &self,
         req: &Request<Incoming>,
-        _peer: SocketAddr,
         guests: bool,
     ) -> Result<Option<Authenticated>, Response<Body>> {
         let headers = req.headers();

@@ -13,6 +13,7 @@ use parley_stomp::rate::TokenBucket;
 use parley_stomp::session::Identity;
 
 use super::history::catch_up_range;
+use super::message::TEXT_PLAIN;
 use super::outbox::{tell, Notice};
 use super::session::{Held, HubSession};
 use super::Hub;
@@ -228,10 +229,7 @@ impl ChatSession {
                 queue: DM_QUEUE.to_owned(),
             },
         };
-        let headers = vec![(
-            "content-type".to_owned(),
-            "text/plain;charset=utf-8".to_owned(),
-        )];
+        let headers = vec![("content-type".to_owned(), TEXT_PLAIN.to_owned())];
         self.sends.push((
             destination,
             Publish {

@@ -17,6 +17,8 @@ use super::{Hub, HubInner, MAX_REPLAY};
 use crate::bus::{channel_of, BusEvents};
 use crate::store;
 
+/// Longest wait for storage's last ids of rooms about to be joined.
+const PREPARE_WAIT: Duration = Duration::from_secs(10);
 /// Longest wait for this node's bus subscriptions before answering a client anyway.
 const LIVE_WAIT: Duration = Duration::from_secs(5);
 
@@ -282,8 +284,12 @@ impl Hub {
         if unwatched.is_empty() {
             return;
         }
-        match store::run(&self.store, move |s| s.last_ids_of(&unwatched)).await {
-            Ok(stored) => {
+        let read = store::run(&self.store, move |s| s.last_ids_of(&unwatched));
+        match tokio::time::timeout(PREPARE_WAIT, read).await {
+            // Too slow: go on as for a failed read; the first message ahead shows the gap,
+            // which is then read from storage.
+            Err(_) => warn!("reading rooms' last ids timed out"),
+            Ok(Ok(stored)) => {
                 let mut inner = self.lock();
                 for (room, last) in stored {
                     // Checked again under the lock: if another session started watching the
@@ -293,7 +299,7 @@ impl Hub {
                     }
                 }
             }
-            Err(error) => warn!(%error, "reading rooms' last ids failed"),
+            Ok(Err(error)) => warn!(%error, "reading rooms' last ids failed"),
         }
     }
 

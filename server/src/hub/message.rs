@@ -15,7 +15,7 @@ use crate::journal::Completion;
 use crate::store::StoredMessage;
 
 /// The content type of chat messages.
-const TEXT_PLAIN: &str = "text/plain;charset=utf-8";
+pub(super) const TEXT_PLAIN: &str = "text/plain;charset=utf-8";
 
 /// A live room message (as the broker delivered it) as stored.
 pub(super) fn stored_from_live(room: String, id: u64, message: &SharedMessage) -> StoredMessage {
