@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use parley_stomp::broker::BrokerLimits;
+use parley_stomp::budget::MemoryBudget;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -103,9 +105,17 @@ fn start_hub(
     bus: Option<Arc<Bus>>,
 ) -> anyhow::Result<Arc<Hub>> {
     let journal = Journal::start(store.clone(), JOURNAL_CAPACITY);
+    let limits = &settings.limits;
+    let mut broker = BrokerLimits::default();
+    broker.max_queue_bytes = limits.queue_max_bytes;
+    broker.max_queued_bytes = limits.queues_max_bytes;
+    broker.max_queues_per_user = limits.queues_per_user;
+    broker.queue_ttl_ms = limits.queue_ttl.as_millis().try_into().unwrap_or(u64::MAX);
     let hub_settings = HubSettings {
-        broker: Default::default(),
+        broker,
         outbox_capacity: settings.stomp_outbox,
+        outbox_bytes: limits.outbox_bytes,
+        budget: MemoryBudget::new(limits.memory_budget),
     };
     Ok(Hub::new(hub_settings, store, journal, acl, bus, last_ids))
 }
@@ -118,6 +128,8 @@ fn stomp_settings(settings: &Settings) -> StompSettings {
         rate_limit: settings.rate_limit,
         connect_timeout: settings.handshake_timeout,
         write_timeout: settings.write_timeout,
+        max_transaction_bytes: settings.limits.stomp_transaction_bytes,
+        guest_queues: settings.limits.guest_queues,
     }
 }
 

@@ -1,9 +1,10 @@
 //! Incremental frame decoding under limits, and encoding into `Bytes`.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::budget::{Charge, MemoryBudget};
 use crate::error::StompError;
 use crate::frame::{Command, Frame, Version};
 
@@ -373,6 +374,8 @@ pub struct SharedMessage {
     encoded: [OnceLock<Bytes>; 3],
     body_is_utf8: OnceLock<bool>,
     other_wire: OnceLock<Bytes>,
+    /// What the message holds against the server's memory budget, while anyone holds it.
+    charge: Option<Charge>,
 }
 
 impl SharedMessage {
@@ -384,7 +387,21 @@ impl SharedMessage {
             encoded: Default::default(),
             body_is_utf8: OnceLock::new(),
             other_wire: OnceLock::new(),
+            charge: None,
         }
+    }
+
+    /// Charges the message's memory to `budget` until the last holder drops it. The estimate
+    /// counts the body twice: once as received, once inside the encoding subscribers share.
+    pub fn charged(mut self, budget: &Arc<MemoryBudget>) -> Self {
+        let headers: usize = self.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+        self.charge = Some(budget.charge(2 * self.body.len() + headers + 256));
+        self
+    }
+
+    /// Bytes the message is charged against the memory budget (0 when uncharged).
+    pub fn charged_bytes(&self) -> usize {
+        self.charge.as_ref().map_or(0, Charge::bytes)
     }
 
     /// The message body.

@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod broker;
+pub mod budget;
 pub mod codec;
 pub mod destination;
 pub mod error;

@@ -377,7 +377,7 @@ async fn presence_spans_nodes_and_a_dead_nodes_users_leave_within_the_ttl() {
 async fn queues_are_node_local() {
     // Documented in docs/deploy.md: a /queue/ destination's producers and consumers must use
     // the same node.
-    let cluster = Cluster::start("queues", 2, &[]);
+    let cluster = Cluster::start("queues", 2, &["--guest-queues"]);
     let mut on_a = StompClient::connect(cluster.nodes[0].stomp_addr(), "worker-a").await;
     let mut on_b = StompClient::connect(cluster.nodes[1].stomp_addr(), "worker-b").await;
     on_a.subscribe("q", "/queue/jobs").await;

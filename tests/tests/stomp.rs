@@ -82,7 +82,7 @@ async fn connect_must_come_within_the_handshake_timeout() {
 
 #[tokio::test]
 async fn websocket_frames_split_and_joined_across_messages() {
-    let server = ServerProcess::start(&[]);
+    let server = ServerProcess::start(&["--guest-queues"]);
     let mut req = server.ws_url("/stomp").into_client_request().unwrap();
     req.headers_mut()
         .insert("Sec-WebSocket-Protocol", "v12.stomp".parse().unwrap());
@@ -330,7 +330,8 @@ async fn presence_is_announced_per_user() {
 /// Room messages over STOMP obey the chat limits: body size and rate (ERROR, then close).
 #[tokio::test]
 async fn room_body_limit_and_rate_limit_apply_to_stomp() {
-    let server = ServerProcess::start(&["--max-body", "100", "--rate-limit", "5"]);
+    let server =
+        ServerProcess::start(&["--max-body", "100", "--rate-limit", "5", "--guest-queues"]);
     let mut big = StompClient::connect(server.stomp_addr(), "big").await;
     big.send(
         "SEND",

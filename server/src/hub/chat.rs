@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use parley_stomp::broker::{AckMode, Publish, Published, Receipt};
+use parley_stomp::broker::{AckMode, BrokerError, Publish, Published, Receipt};
 use parley_stomp::destination::{valid_user, Destination, RoomName};
 use parley_stomp::rate::TokenBucket;
 use parley_stomp::session::Identity;
@@ -202,7 +202,7 @@ impl ChatSession {
         };
         let hub = self.session.hub();
         hub.apply(|broker, events| broker.publish(id, &destination, publish, events))
-            .map_err(|e| Refusal::new("send_failed", e.to_string()))?;
+            .map_err(publish_refusal)?;
         hub.stats.messages_in.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -257,7 +257,7 @@ impl ChatSession {
                 .map(|(destination, publish)| {
                     broker
                         .publish(id, &destination, publish, events)
-                        .map_err(|e| Refusal::new("send_failed", e.to_string()))
+                        .map_err(publish_refusal)
                 })
                 .collect()
         });
@@ -344,4 +344,12 @@ fn parse_room(room: &str) -> Result<String, Refusal> {
     RoomName::parse(room)
         .map(RoomName::into_string)
         .map_err(|e| Refusal::new("invalid_room", e.to_string()))
+}
+
+/// A refused publish: `busy` (retry later) when the server's memory budget is spent.
+fn publish_refusal(e: BrokerError) -> Refusal {
+    match e {
+        BrokerError::Busy => Refusal::new("busy", e.to_string()),
+        e => Refusal::new("send_failed", e.to_string()),
+    }
 }

@@ -13,11 +13,19 @@ use std::task::{Context, Poll, Waker};
 /// A drained queue keeps at most this many slots; a burst's larger storage is freed.
 const KEEP_SLOTS: usize = 16;
 
-/// A queue holding at most `capacity` messages.
-pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+/// How many bytes a queued message keeps alive, for the queue's byte bound.
+pub trait Weigh {
+    /// Bytes, roughly.
+    fn weight(&self) -> usize;
+}
+
+/// A queue holding at most `capacity` messages and (beyond its first message) `max_bytes`.
+pub fn channel<T: Weigh>(capacity: usize, max_bytes: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         capacity,
+        max_bytes,
         state: Mutex::new(State {
+            bytes: 0,
             queue: VecDeque::new(),
             waker: None,
             senders: 1,
@@ -29,11 +37,14 @@ pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
 
 struct Shared<T> {
     capacity: usize,
+    max_bytes: usize,
     state: Mutex<State<T>>,
 }
 
 struct State<T> {
     queue: VecDeque<T>,
+    /// Weight of `queue`.
+    bytes: usize,
     waker: Option<Waker>,
     senders: usize,
     receiver_gone: bool,
@@ -46,9 +57,12 @@ impl<T> Shared<T> {
     }
 }
 
-impl<T> State<T> {
+impl<T: Weigh> State<T> {
     fn pop(&mut self) -> Option<T> {
         let value = self.queue.pop_front();
+        if let Some(v) = &value {
+            self.bytes -= v.weight();
+        }
         if self.queue.is_empty() && self.queue.capacity() > KEEP_SLOTS {
             self.queue = VecDeque::new();
         }
@@ -68,16 +82,19 @@ pub enum TrySendError<T> {
 /// The sending side; clone it for more senders.
 pub struct Sender<T>(Arc<Shared<T>>);
 
-impl<T> Sender<T> {
+impl<T: Weigh> Sender<T> {
     /// Queues `value` without waiting, waking the receiver if it waits.
     pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
         let mut state = self.0.lock();
         if state.receiver_gone {
             return Err(TrySendError::Closed(value));
         }
-        if state.queue.len() >= self.0.capacity {
+        let weight = value.weight();
+        let too_heavy = state.bytes + weight > self.0.max_bytes && !state.queue.is_empty();
+        if state.queue.len() >= self.0.capacity || too_heavy {
             return Err(TrySendError::Full(value));
         }
+        state.bytes += weight;
         state.queue.push_back(value);
         let waker = state.waker.take();
         drop(state);
@@ -114,7 +131,7 @@ impl<T> Drop for Sender<T> {
 /// The receiving side.
 pub struct Receiver<T>(Arc<Shared<T>>);
 
-impl<T> Receiver<T> {
+impl<T: Weigh> Receiver<T> {
     /// The next message; `None` once every sender is gone and the queue is empty.
     /// Cancel-safe: dropping the future loses nothing.
     pub async fn recv(&mut self) -> Option<T> {
@@ -161,9 +178,32 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// Test messages weigh their value in bytes.
+    impl Weigh for u32 {
+        fn weight(&self) -> usize {
+            *self as usize
+        }
+    }
+
+    #[test]
+    fn holds_at_most_max_bytes_beyond_the_first_message() {
+        let (tx, mut rx) = channel::<u32>(100, 10);
+        tx.try_send(50).unwrap();
+        assert!(
+            matches!(tx.try_send(1), Err(TrySendError::Full(1))),
+            "past 10 bytes"
+        );
+        assert_eq!(rx.try_recv(), Some(50));
+        tx.try_send(6).unwrap();
+        tx.try_send(4).unwrap();
+        assert!(matches!(tx.try_send(1), Err(TrySendError::Full(1))));
+        assert_eq!(rx.try_recv(), Some(6));
+        tx.try_send(5).unwrap();
+    }
+
     #[test]
     fn holds_at_most_capacity_and_keeps_order() {
-        let (tx, mut rx) = channel(2);
+        let (tx, mut rx) = channel::<u32>(2, usize::MAX);
         tx.try_send(1).unwrap();
         tx.try_send(2).unwrap();
         assert!(matches!(tx.try_send(3), Err(TrySendError::Full(3))));
@@ -176,7 +216,7 @@ mod tests {
 
     #[test]
     fn senders_see_a_dropped_receiver() {
-        let (tx, rx) = channel(4);
+        let (tx, rx) = channel::<u32>(4, usize::MAX);
         tx.try_send(1).unwrap();
         drop(rx);
         assert!(matches!(tx.try_send(2), Err(TrySendError::Closed(2))));
@@ -184,7 +224,7 @@ mod tests {
 
     #[test]
     fn storage_is_freed_once_a_burst_is_drained() {
-        let (tx, mut rx) = channel(1000);
+        let (tx, mut rx) = channel::<u32>(1000, usize::MAX);
         for i in 0..500 {
             tx.try_send(i).unwrap();
         }
@@ -194,7 +234,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_receiver_wakes_on_send_and_ends_when_senders_go() {
-        let (tx, mut rx) = channel::<u32>(4);
+        let (tx, mut rx) = channel::<u32>(4, usize::MAX);
         let extra = tx.clone();
         let reader = tokio::spawn(async move {
             let mut got = Vec::new();

@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use parley_stomp::broker::SessionId;
 use parley_stomp::broker::{Broker, BrokerEvent, BrokerLimits, Delivery, Forwarded, Receipt};
+use parley_stomp::budget::MemoryBudget;
 use tracing::info;
 
 pub use self::chat::{ChatSession, ChatSettings, JoinAnswer, Refusal, Target};
@@ -50,6 +51,20 @@ use crate::store::Store;
 /// Most messages one catch-up replays; older ones are paged with history.
 pub const MAX_REPLAY: usize = 10_000;
 
+/// How often queued messages past their time-to-live are dropped.
+const QUEUE_SWEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Drops expired queue messages now and then, until the hub is gone.
+async fn expire_queues(hub: Weak<Hub>) {
+    let mut tick = tokio::time::interval(QUEUE_SWEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(hub) = hub.upgrade() else { return };
+        hub.apply(|broker, _| broker.expire_queues(crate::clock::now_ms()));
+    }
+}
+
 /// The hub's limits.
 #[derive(Clone, Debug)]
 pub struct HubSettings {
@@ -57,6 +72,10 @@ pub struct HubSettings {
     pub broker: BrokerLimits,
     /// Deliveries a session may have queued before it counts as a slow consumer.
     pub outbox_capacity: usize,
+    /// Bytes of deliveries a session may have queued before it counts as a slow consumer.
+    pub outbox_bytes: usize,
+    /// What everything buffered for clients is charged to.
+    pub budget: Arc<MemoryBudget>,
 }
 
 /// Counters shown at `/stats`, for every protocol.
@@ -130,6 +149,7 @@ impl Hub {
     ) -> Arc<Self> {
         let mut broker = Broker::new(settings.broker.clone());
         broker.set_forwarding(bus.is_some());
+        broker.set_budget(settings.budget.clone());
         // Room ids continue where storage left off, so they never go backwards.
         for (room, last) in last_ids {
             broker.seed_room(&room, last);
@@ -158,7 +178,13 @@ impl Hub {
             let events: Weak<dyn crate::bus::BusEvents> = Arc::downgrade(&hub) as _;
             bus.start(events);
         }
+        hub.runtime.spawn(expire_queues(Arc::downgrade(&hub)));
         hub
+    }
+
+    /// The memory budget everything buffered for clients is charged to.
+    pub fn budget(&self) -> &Arc<MemoryBudget> {
+        &self.settings.budget
     }
 
     /// The message store.

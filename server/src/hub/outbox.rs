@@ -40,6 +40,25 @@ pub enum Notice {
     },
 }
 
+impl mailbox::Weigh for Delivery {
+    fn weight(&self) -> usize {
+        // The message is shared with other subscribers, but a backlog keeps it alive.
+        self.message.body().len() + 64
+    }
+}
+
+impl mailbox::Weigh for Notice {
+    fn weight(&self) -> usize {
+        match self {
+            Notice::Encoded(bytes) => bytes.len(),
+            Notice::Revoked { reason, .. } => reason.len() + 64,
+            Notice::History { messages, .. } => messages
+                .as_ref()
+                .map_or(0, |ms| ms.iter().map(|m| m.body.len() + 64).sum()),
+        }
+    }
+}
+
 /// The sending side of a session's queues, kept by the hub.
 pub(super) struct Outbox {
     /// Room deliveries.

@@ -7,12 +7,16 @@ use std::sync::Arc;
 
 use parley_protocol::CloseCode;
 use parley_stomp::broker::{Broker, BrokerEvent, Delivery, SessionId};
+use parley_stomp::budget::Charge;
 use tokio::sync::oneshot;
 
 use super::outbox::{Eviction, Notice, Outbox};
 use super::{mailbox, Hub};
 use crate::clock::instant_at;
 use crate::store::StoredMessage;
+
+/// Answers (catch-ups, cluster joins) one session may have pending at once.
+pub const MAX_HELD: usize = 64;
 
 /// Deliveries taken from the outbox at a time, so a busy session writes in batches.
 pub const DELIVERY_BATCH: usize = 256;
@@ -25,8 +29,11 @@ pub enum Held {
     Replay {
         /// The subscription the messages belong to.
         subscription: String,
-        /// Oldest first; `Err` when storage failed.
+        /// Oldest first; `Err` when storage failed (or the catch-up was refused).
         messages: Result<Vec<StoredMessage>, ()>,
+        /// What the messages hold against the memory budget until written (kept for its drop).
+        #[allow(dead_code)]
+        charge: Option<Charge>,
     },
     /// Cluster mode: a join's answer, once this node receives the room.
     Joined {
@@ -77,8 +84,9 @@ impl Hub {
     pub fn open_session(self: &Arc<Self>) -> HubSession {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let capacity = self.settings.outbox_capacity;
-        let (deliveries_tx, deliveries) = mailbox::channel(capacity);
-        let (notice_tx, notices) = mailbox::channel(capacity);
+        let bytes = self.settings.outbox_bytes;
+        let (deliveries_tx, deliveries) = mailbox::channel(capacity, bytes);
+        let (notice_tx, notices) = mailbox::channel(capacity, bytes);
         let evicted = Arc::new(Eviction::default());
         self.lock().outboxes.insert(
             id,
@@ -172,16 +180,34 @@ impl HubSession {
 
     /// Queues a catch-up: `room`'s stored messages with `since < id <= last`, read once
     /// everything queued for storage is durable; live deliveries wait until it is written.
+    /// Past the memory budget, or with [`MAX_HELD`] answers already pending, the catch-up
+    /// fails at once as if storage had (the endpoint tells the client to retry).
     pub fn replay(&mut self, room: String, subscription: String, since: u64, last: u64) {
         let (tx, rx) = oneshot::channel();
-        let read = self.hub.stored_between(room.clone(), since, last);
+        let refused = self.hub.budget().is_exhausted() || self.held.len() >= MAX_HELD;
+        let read = (!refused).then(|| self.hub.stored_between(room.clone(), since, last));
+        let budget = self.hub.budget().clone();
         tokio::spawn(async move {
+            let Some(read) = read else {
+                let _ = tx.send(Held::Replay {
+                    subscription,
+                    messages: Err(()),
+                    charge: None,
+                });
+                return;
+            };
             let messages = read.await.map_err(|error| {
                 tracing::warn!(%error, %room, "catch-up read failed");
             });
+            // Held until written; the budget sees it (refusing new work while it is large).
+            let charge = messages
+                .as_ref()
+                .ok()
+                .map(|ms| budget.charge(ms.iter().map(|m| m.body.len() + 128).sum::<usize>()));
             let _ = tx.send(Held::Replay {
                 subscription,
                 messages,
+                charge,
             });
         });
         self.held.push_back(rx);

@@ -31,6 +31,8 @@ impl TestHub {
         let settings = HubSettings {
             broker: BrokerLimits::default(),
             outbox_capacity,
+            outbox_bytes: usize::MAX,
+            budget: parley_stomp::budget::MemoryBudget::unlimited(),
         };
         let hub = Hub::new(settings, store, journal, acl, None, HashMap::new());
         Self { hub, dir }

@@ -11,6 +11,8 @@ mod types;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use crate::budget::MemoryBudget;
+use crate::codec::SharedMessage;
 use crate::destination::Destination;
 
 use self::types::{dedup, Queue, Route, SessionEntry, Subscription};
@@ -33,6 +35,12 @@ pub struct Broker {
     next_message_id: u64,
     /// Cluster mode: topic and user messages are forwarded, not delivered here.
     forwarding: bool,
+    /// What messages are charged to; sends are refused while it is spent.
+    budget: Option<Arc<MemoryBudget>>,
+    /// Body bytes held by all queues.
+    queued_bytes: usize,
+    /// Per user, the queues their sends or subscriptions created that still exist.
+    queue_owners: HashMap<Arc<str>, usize>,
 }
 
 impl Broker {
@@ -49,6 +57,20 @@ impl Broker {
     /// come back from the bus; `/queue/` destinations stay on this node.
     pub fn set_forwarding(&mut self, on: bool) {
         self.forwarding = on;
+    }
+
+    /// Charges every message the broker makes to `budget`, and refuses sessions' sends while it
+    /// is spent.
+    pub fn set_budget(&mut self, budget: Arc<MemoryBudget>) {
+        self.budget = Some(budget);
+    }
+
+    /// A message made shareable, charged to the budget.
+    fn share(&self, message: SharedMessage) -> Arc<SharedMessage> {
+        Arc::new(match &self.budget {
+            Some(budget) => message.charged(budget),
+            None => message,
+        })
     }
 
     /// Registers a connected session of account `user`.
@@ -126,6 +148,15 @@ impl Broker {
                 ))
             }
         };
+        let user = entry.user.clone();
+        if let Route::Queue(name) = &route {
+            if !self.queues.contains_key(name) {
+                self.check_queue_quota(&user)?;
+            }
+        }
+        let Some(entry) = self.sessions.get_mut(&session) else {
+            return Err(BrokerError::UnknownSession);
+        };
         let id: Arc<str> = id.into();
         entry.subscriptions.insert(
             id.clone(),
@@ -161,11 +192,7 @@ impl Broker {
                 subscribers.push((session, id));
             }
             Route::Queue(name) => {
-                self.queues
-                    .entry(name.clone())
-                    .or_default()
-                    .consumers
-                    .push((session, id));
+                self.queue_for(&name, &user).consumers.push((session, id));
                 self.pump(&name, events);
             }
         }

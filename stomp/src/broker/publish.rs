@@ -1,5 +1,6 @@
 //! Publishing: numbering, fan-out to subscribers, and (cluster mode) forwarding.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::types::{build_message, is_room, track, Route};
@@ -24,7 +25,7 @@ impl Broker {
                 self.next_message_id
             }
         };
-        let shared = build_message(
+        let shared = self.share(build_message(
             message.shown,
             id,
             message.now_ms,
@@ -32,7 +33,7 @@ impl Broker {
             message.guest,
             message.headers,
             message.body,
-        );
+        ));
         self.fan_out_to(&message.key, id, &shared, events);
     }
 
@@ -74,14 +75,12 @@ impl Broker {
         events: &mut dyn FnMut(BrokerEvent),
     ) -> Result<Published, BrokerError> {
         let (route, shown) = route_of(destination)?;
+        if session.is_some() && self.budget.as_ref().is_some_and(|b| b.is_exhausted()) {
+            return Err(BrokerError::Busy);
+        }
         if let Route::Queue(name) = &route {
-            if self
-                .queues
-                .get(name)
-                .is_some_and(|q| q.held.len() >= self.limits.max_queue_depth)
-            {
-                return Err(BrokerError::QueueFull(name.clone()));
-            }
+            self.expire_queue(name, publish.now_ms);
+            self.check_queue_room(name, &sender, publish.body.len())?;
         }
         let room = match destination {
             Destination::Topic(name) if is_room(name) => Some(name.clone()),
@@ -107,7 +106,7 @@ impl Broker {
             return Ok(Published { id: 0, stored });
         }
         let id = self.next_id(room.as_deref());
-        let message = build_message(
+        let message = self.share(build_message(
             shown,
             id,
             publish.now_ms,
@@ -115,7 +114,7 @@ impl Broker {
             guest,
             publish.headers,
             publish.body,
-        );
+        ));
         let stored = room.is_some();
         if let Some(room) = room {
             events(BrokerEvent::Store {
@@ -129,16 +128,68 @@ impl Broker {
         match route {
             Route::FanOut(key) => self.fan_out_to(&key, id, &message, events),
             Route::Queue(name) => {
-                self.queues
-                    .entry(name.clone())
-                    .or_default()
-                    .held
-                    .push_back((id, message));
+                self.hold(&name, &sender, id, message);
                 self.pump(&name, events);
                 self.forget_idle_queue(&name);
             }
         }
         Ok(Published { id, stored })
+    }
+
+    /// Refuses, before anything is published, what [`Broker::publish`] would refuse of these
+    /// sends (destination, body bytes) from `session` taken together: a COMMIT applies all of
+    /// its frames or none.
+    pub fn check_publishes(
+        &self,
+        session: SessionId,
+        sends: &[(&Destination, usize)],
+    ) -> Result<(), BrokerError> {
+        let user = &self
+            .sessions
+            .get(&session)
+            .ok_or(BrokerError::UnknownSession)?
+            .user;
+        if sends.is_empty() {
+            return Ok(());
+        }
+        if self.budget.as_ref().is_some_and(|b| b.is_exhausted()) {
+            return Err(BrokerError::Busy);
+        }
+        let mut per_queue: HashMap<&str, (usize, usize)> = HashMap::new();
+        for (destination, body) in sends {
+            if let (Route::Queue(_), _) = route_of(destination)? {
+                let Destination::Queue(name) = destination else {
+                    continue;
+                };
+                let entry = per_queue.entry(name).or_default();
+                entry.0 += 1;
+                entry.1 += body;
+            }
+        }
+        let total: usize = per_queue.values().map(|(_, bytes)| bytes).sum();
+        if self.queued_bytes + total > self.limits.max_queued_bytes {
+            return Err(BrokerError::QueuesFull);
+        }
+        let mut new_queues = 0;
+        for (name, (count, bytes)) in &per_queue {
+            let (held, held_bytes) = match self.queues.get(*name) {
+                Some(q) => (q.held.len(), q.bytes),
+                None => {
+                    new_queues += 1;
+                    (0, 0)
+                }
+            };
+            if held + count > self.limits.max_queue_depth
+                || held_bytes + bytes > self.limits.max_queue_bytes
+            {
+                return Err(BrokerError::QueueFull((*name).to_owned()));
+            }
+        }
+        let owned = self.queue_owners.get(user).copied().unwrap_or(0);
+        if new_queues > 0 && owned + new_queues > self.limits.max_queues_per_user {
+            return Err(BrokerError::TooManyQueues(self.limits.max_queues_per_user));
+        }
+        Ok(())
     }
 
     pub(super) fn fan_out_to(

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::types::{dedup, track, Unacked};
+use super::types::{dedup, track, Queue, Unacked};
 use super::{AckMode, AckRef, Broker, BrokerError, BrokerEvent, Delivery, SessionId};
 use crate::codec::SharedMessage;
 
@@ -43,6 +43,13 @@ impl Broker {
         Ok(())
     }
 
+    /// Is `which` a message `session` has yet to acknowledge?
+    pub fn is_unacked(&self, session: SessionId, which: &AckRef) -> bool {
+        self.sessions
+            .get(&session)
+            .is_some_and(|entry| entry.unacked.iter().any(|u| settles(which, u)))
+    }
+
     /// Messages held by `/queue/<name>`, for stats and tests.
     pub fn queue_depth(&self, name: &str) -> usize {
         self.queues.get(name).map_or(0, |q| q.held.len())
@@ -67,18 +74,7 @@ impl Broker {
         let pos = entry
             .unacked
             .iter()
-            .position(|u| match which {
-                AckRef::AckId(id) => u.ack_id == *id,
-                AckRef::MessageId {
-                    message_id,
-                    subscription,
-                } => {
-                    u.message_id == *message_id
-                        && subscription
-                            .as_deref()
-                            .is_none_or(|s| s == &*u.subscription)
-                }
-            })
+            .position(|u| settles(which, u))
             .ok_or_else(unknown)?;
         let sub_id = entry.unacked[pos].subscription.clone();
         let mode = entry
@@ -144,6 +140,8 @@ impl Broker {
             let Some((id, message)) = queue.held.pop_front() else {
                 break;
             };
+            queue.bytes -= message.body().len();
+            self.queued_bytes -= message.body().len();
             let Some(entry) = self.sessions.get_mut(&session) else {
                 continue;
             };
@@ -171,11 +169,10 @@ impl Broker {
     ) {
         let mut names = Vec::new();
         for (name, id, message) in messages.into_iter().rev() {
-            self.queues
-                .entry(name.clone())
-                .or_default()
-                .held
-                .push_front((id, message));
+            let queue = self.queues.entry(name.clone()).or_default();
+            queue.bytes += message.body().len();
+            self.queued_bytes += message.body().len();
+            queue.held.push_front((id, message));
             names.push(name);
         }
         for name in dedup(names) {
@@ -183,14 +180,137 @@ impl Broker {
         }
     }
 
-    /// Drops a queue's entry once it has neither consumers nor messages.
+    /// Drops a queue's entry once it has neither consumers nor messages; it no longer counts
+    /// against its creator's quota.
     pub(super) fn forget_idle_queue(&mut self, name: &str) {
-        if self
+        if !self
             .queues
             .get(name)
             .is_some_and(|q| q.consumers.is_empty() && q.held.is_empty())
         {
-            self.queues.remove(name);
+            return;
+        }
+        if let Some(owner) = self.queues.remove(name).and_then(|q| q.owner) {
+            if let Some(count) = self.queue_owners.get_mut(&owner) {
+                *count -= 1;
+                if *count == 0 {
+                    self.queue_owners.remove(&owner);
+                }
+            }
+        }
+    }
+
+    /// Refuses a message of `body` bytes from `user` that `/queue/<name>` cannot hold: the
+    /// queue's messages or bytes, all queues' bytes, or (a new queue) the user's quota.
+    pub(super) fn check_queue_room(
+        &self,
+        name: &str,
+        user: &Arc<str>,
+        body: usize,
+    ) -> Result<(), BrokerError> {
+        let limits = &self.limits;
+        if self.queued_bytes + body > limits.max_queued_bytes {
+            return Err(BrokerError::QueuesFull);
+        }
+        match self.queues.get(name) {
+            Some(q) if q.held.len() >= limits.max_queue_depth => {
+                Err(BrokerError::QueueFull(name.to_owned()))
+            }
+            Some(q) if q.bytes + body > limits.max_queue_bytes => {
+                Err(BrokerError::QueueFull(name.to_owned()))
+            }
+            None if body > limits.max_queue_bytes => Err(BrokerError::QueueFull(name.to_owned())),
+            None => self.check_queue_quota(user),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Refuses a new queue for `user` past their quota.
+    pub(super) fn check_queue_quota(&self, user: &Arc<str>) -> Result<(), BrokerError> {
+        let max = self.limits.max_queues_per_user;
+        match self.queue_owners.get(user) {
+            Some(&n) if n >= max => Err(BrokerError::TooManyQueues(max)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The queue `name`, created for `user` (counting against their quota) if it is new.
+    pub(super) fn queue_for(&mut self, name: &str, user: &Arc<str>) -> &mut Queue {
+        if !self.queues.contains_key(name) {
+            *self.queue_owners.entry(user.clone()).or_default() += 1;
+            let queue = Queue {
+                owner: Some(user.clone()),
+                ..Queue::default()
+            };
+            self.queues.insert(name.to_owned(), queue);
+        }
+        self.queues.get_mut(name).expect("inserted above")
+    }
+
+    /// Adds a published message to the back of its queue.
+    pub(super) fn hold(
+        &mut self,
+        name: &str,
+        user: &Arc<str>,
+        id: u64,
+        message: Arc<SharedMessage>,
+    ) {
+        let body = message.body().len();
+        let queue = self.queue_for(name, user);
+        queue.bytes += body;
+        queue.held.push_back((id, message));
+        self.queued_bytes += body;
+    }
+
+    /// Drops the messages of `/queue/<name>` that waited longer than the queue time-to-live.
+    pub(super) fn expire_queue(&mut self, name: &str, now_ms: u64) {
+        let ttl = self.limits.queue_ttl_ms;
+        let Some(queue) = self.queues.get_mut(name) else {
+            return;
+        };
+        // Held messages are oldest first (requeued ones go back to the front, older still).
+        while let Some((_, m)) = queue.held.front() {
+            let sent: u64 = m
+                .header("timestamp")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
+            if sent.saturating_add(ttl) > now_ms {
+                break;
+            }
+            queue.bytes -= m.body().len();
+            self.queued_bytes -= m.body().len();
+            queue.held.pop_front();
+        }
+        self.forget_idle_queue(name);
+    }
+
+    /// Drops every queued message older than the queue time-to-live (the server calls this
+    /// now and then, so queues nobody sends to are emptied too).
+    pub fn expire_queues(&mut self, now_ms: u64) {
+        let names: Vec<String> = self.queues.keys().cloned().collect();
+        for name in names {
+            self.expire_queue(&name, now_ms);
+        }
+    }
+
+    /// Body bytes held by all queues, for stats and tests.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+}
+
+/// Does `which` name the unacknowledged delivery `u`?
+fn settles(which: &AckRef, u: &Unacked) -> bool {
+    match which {
+        AckRef::AckId(id) => u.ack_id == *id,
+        AckRef::MessageId {
+            message_id,
+            subscription,
+        } => {
+            u.message_id == *message_id
+                && subscription
+                    .as_deref()
+                    .is_none_or(|s| s == &*u.subscription)
         }
     }
 }

@@ -57,6 +57,14 @@ pub struct BrokerLimits {
     pub max_unacked: usize,
     /// Subscriptions per session (default 1,000).
     pub max_subscriptions: usize,
+    /// Body bytes one queue holds while no consumer takes them (default 4 MiB).
+    pub max_queue_bytes: usize,
+    /// Body bytes all queues together hold (default 64 MiB).
+    pub max_queued_bytes: usize,
+    /// Queues one user's sends or subscriptions may bring into existence (default 32).
+    pub max_queues_per_user: usize,
+    /// A queued message nobody took within this many ms is dropped (default 10 minutes).
+    pub queue_ttl_ms: u64,
 }
 
 impl Default for BrokerLimits {
@@ -65,6 +73,10 @@ impl Default for BrokerLimits {
             max_queue_depth: 10_000,
             max_unacked: 1_000,
             max_subscriptions: 1_000,
+            max_queue_bytes: 4 << 20,
+            max_queued_bytes: 64 << 20,
+            max_queues_per_user: 32,
+            queue_ttl_ms: 10 * 60 * 1000,
         }
     }
 }
@@ -180,9 +192,18 @@ pub enum BrokerError {
     /// ACK/NACK of something not awaiting acknowledgement.
     #[error("no unacknowledged message {0:?}")]
     UnknownAck(String),
-    /// The queue is full.
+    /// The queue holds its limit of messages or bytes.
     #[error("queue {0} is full")]
     QueueFull(String),
+    /// All queues together hold their limit of bytes.
+    #[error("queues are full: the server holds its limit of queued bytes, retry later")]
+    QueuesFull,
+    /// The user's sends and subscriptions brought too many queues into existence.
+    #[error("more than {0} queues for one user")]
+    TooManyQueues(usize),
+    /// The server's memory budget is spent: new work is refused until buffers drain.
+    #[error("{}", crate::budget::BUSY_MESSAGE)]
+    Busy,
     /// SUBSCRIBE to `/user/<name>/queue/...` (subscribe to `/user/queue/...` instead), or SEND to
     /// `/user/queue/...` (name the user).
     #[error("{0}")]
@@ -244,6 +265,10 @@ pub(super) struct Queue {
     /// Round-robin position in `consumers`.
     pub(super) next: usize,
     pub(super) held: VecDeque<(u64, Arc<SharedMessage>)>,
+    /// Body bytes of `held`.
+    pub(super) bytes: usize,
+    /// The user whose send or subscription created the queue; it counts against their quota.
+    pub(super) owner: Option<Arc<str>>,
 }
 
 /// A published message: headers common to every delivery, and the body.
@@ -295,6 +320,11 @@ pub struct Forwarded {
 impl Forwarded {
     /// The message as subscribers get it (a room message keeps its id).
     pub fn into_message(self) -> Arc<SharedMessage> {
+        Arc::new(self.into_shared())
+    }
+
+    /// [`Forwarded::into_message`] before it is shared (and charged).
+    pub(super) fn into_shared(self) -> SharedMessage {
         build_message(
             self.shown,
             self.id,
@@ -316,7 +346,7 @@ pub(super) fn build_message(
     guest: bool,
     extra: Vec<(String, String)>,
     body: Bytes,
-) -> Arc<SharedMessage> {
+) -> SharedMessage {
     let mut headers = Vec::with_capacity(extra.len() + 5);
     headers.push(("destination".to_owned(), shown));
     headers.push(("message-id".to_owned(), id.to_string()));
@@ -332,7 +362,7 @@ pub(super) fn build_message(
             .into_iter()
             .filter(|(name, _)| !BROKER_HEADERS.contains(&name.as_str())),
     );
-    Arc::new(SharedMessage::new(headers, body))
+    SharedMessage::new(headers, body)
 }
 
 /// Room topics are stored and numbered per room; topics with a dot (`<room>.typing`,

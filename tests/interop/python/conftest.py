@@ -160,7 +160,7 @@ class ParleyServer:
         self.proc = subprocess.Popen(
             [self.bin, "serve", "--http", self.http_addr, "--stomp-tcp", self.stomp_addr,
              "--data", tempfile.mkdtemp(prefix="parley-interop-data-"),
-             *(["--allow-guests"] if self.guests else []), *self.extra_args],
+             *(["--allow-guests", "--guest-queues"] if self.guests else []), *self.extra_args],
             stdout=subprocess.PIPE,
             stderr=log,
             stdin=subprocess.DEVNULL,

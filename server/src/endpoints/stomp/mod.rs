@@ -51,6 +51,10 @@ pub struct StompSettings {
     pub connect_timeout: Duration,
     /// A write making no progress this long drops the connection.
     pub write_timeout: Duration,
+    /// Bytes one session may hold in open transactions.
+    pub max_transaction_bytes: usize,
+    /// Guests may use `/queue/` destinations.
+    pub guest_queues: bool,
 }
 
 /// The STOMP endpoint: what every STOMP connection shares.
@@ -70,6 +74,9 @@ impl Stomp {
         config.heart_beat = settings.heart_beat;
         config.max_room_body = settings.max_room_body;
         config.rate_limit = settings.rate_limit;
+        config.max_transaction_bytes = settings.max_transaction_bytes;
+        config.guest_queues = settings.guest_queues;
+        config.budget = hub.budget().clone();
         Arc::new(Self {
             hub,
             auth,

@@ -13,6 +13,9 @@ use serde::Deserialize;
 
 use crate::auth::{AuthSettings, JwtAlgorithm, KeySettings};
 
+mod limits;
+pub use limits::{LimitArgs, Limits};
+
 /// Flags of `parley serve`; each may also be set in the config file under the same name.
 #[derive(Args, Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -176,6 +179,11 @@ pub struct ServeArgs {
     /// Accept permessage-deflate offers on /echo [default: true].
     #[arg(long, env = "PARLEY_DEFLATE", num_args = 0..=1, default_missing_value = "true")]
     pub deflate: Option<bool>,
+
+    /// Buffer limits (the config file's `[limits]` table).
+    #[command(flatten)]
+    #[serde(default)]
+    pub limits: LimitArgs,
 }
 
 /// Resolved settings: every field set.
@@ -223,6 +231,8 @@ pub struct Settings {
     pub stomp_heart_beat: (u64, u64),
     /// STOMP per-session outbox capacity.
     pub stomp_outbox: usize,
+    /// What clients can make the server buffer.
+    pub limits: Limits,
 }
 
 impl ServeArgs {
@@ -302,6 +312,7 @@ impl ServeArgs {
                 .or(file.stomp_outbox)
                 .unwrap_or(1024)
                 .max(1),
+            limits: self.limits.resolve(file.limits),
         })
     }
 

@@ -11,10 +11,13 @@ use crate::broker::is_room;
 use crate::broker::{
     AckMode, AckRef, Broker, BrokerError, BrokerEvent, Publish, Receipt, SessionId,
 };
+use crate::budget::{Charge, MemoryBudget, BUSY_MESSAGE};
 use crate::codec::{self, SharedMessage};
 use crate::destination::Destination;
 use crate::frame::{Command, Frame, Version};
 use crate::rate::TokenBucket;
+
+mod transaction;
 
 /// Headers a SEND may not pass through to subscribers: the broker sets them, or they only
 /// concern the sender's own frame.
@@ -33,6 +36,8 @@ const RESERVED_HEADERS: [&str; 9] = [
 const MAX_TRANSACTIONS: usize = 16;
 /// Frames buffered in one transaction.
 const MAX_TRANSACTION_FRAMES: usize = 1_000;
+/// What a buffered frame costs besides its headers and body.
+const FRAME_OVERHEAD: usize = 128;
 
 /// Who a session acts for, established by the server before CONNECT is handled.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,6 +101,13 @@ pub struct SessionConfig {
     pub rate_limit: u32,
     /// Who may subscribe and send where.
     pub access: AccessPolicy,
+    /// Bytes of frames one session may buffer in its open transactions together.
+    pub max_transaction_bytes: usize,
+    /// Guests may use `/queue/` destinations (off by default: a guest name proves nothing, so
+    /// any guest could read any queue).
+    pub guest_queues: bool,
+    /// The server's memory budget: transaction frames are charged to it.
+    pub budget: Arc<MemoryBudget>,
 }
 
 impl Default for SessionConfig {
@@ -106,6 +118,9 @@ impl Default for SessionConfig {
             max_room_body: 64 * 1024,
             rate_limit: 1_000,
             access: AccessPolicy::default(),
+            max_transaction_bytes: 1 << 20,
+            guest_queues: false,
+            budget: MemoryBudget::unlimited(),
         }
     }
 }
@@ -147,6 +162,8 @@ pub struct Session {
     identity: Option<Identity>,
     heart_beat: HeartBeat,
     transactions: HashMap<String, Vec<Frame>>,
+    /// What the frames buffered in `transactions` hold against the memory budget.
+    transaction_bytes: Option<Charge>,
     /// The current frame's RECEIPT waits for storage instead of going out now.
     receipt_deferred: bool,
     /// Rate limit on SEND.
@@ -173,6 +190,7 @@ impl Session {
             identity: None,
             heart_beat: HeartBeat::default(),
             transactions: HashMap::new(),
+            transaction_bytes: None,
             receipt_deferred: false,
             sends: TokenBucket::default(),
         }
@@ -271,6 +289,7 @@ impl Session {
             broker.disconnect(self.id, events);
         }
         self.transactions.clear();
+        self.transaction_bytes = None;
         self.state = State::Closed;
     }
 
@@ -341,25 +360,21 @@ impl Session {
             Command::Send | Command::Ack | Command::Nack => {
                 if let Some(tx) = frame.get("transaction") {
                     let tx = tx.to_owned();
-                    let frames = self
-                        .transactions
-                        .get_mut(&tx)
-                        .ok_or_else(|| Refusal(format!("unknown transaction {tx:?}")))?;
-                    if frames.len() >= MAX_TRANSACTION_FRAMES {
-                        return Err(Refusal(format!(
-                            "more than {MAX_TRANSACTION_FRAMES} frames in transaction {tx:?}"
-                        )));
-                    }
-                    frames.push(frame);
-                    return Ok(Flow::Continue);
+                    return self.buffer(tx, frame, now_ms).map(|()| Flow::Continue);
                 }
-                self.apply(&frame, broker, now_ms, events)?;
+                if frame.command == Command::Send {
+                    let destination = self.admit_send(&frame, now_ms)?;
+                    self.publish(&frame, &destination, broker, now_ms, events)?;
+                } else {
+                    self.acknowledge(&frame, broker, events)?;
+                }
                 Ok(Flow::Continue)
             }
             Command::Subscribe => {
                 let destination = Destination::parse(required(&frame, "destination")?)
                     .map_err(|e| Refusal(e.to_string()))?;
                 self.allowed(|access, who| access.subscribe(who, &destination))?;
+                self.queue_allowed(&destination)?;
                 // 1.0 makes `id` optional; the destination then names the subscription.
                 let id = match (frame.get("id"), self.version) {
                     (Some(id), _) => id,
@@ -388,35 +403,17 @@ impl Session {
                 broker.unsubscribe(self.id, id, events)?;
                 Ok(Flow::Continue)
             }
-            Command::Begin => {
-                let tx = required(&frame, "transaction")?;
-                if self.transactions.contains_key(tx) {
-                    return Err(Refusal(format!("transaction {tx:?} already started")));
-                }
-                if self.transactions.len() >= MAX_TRANSACTIONS {
-                    return Err(Refusal(format!(
-                        "more than {MAX_TRANSACTIONS} open transactions"
-                    )));
-                }
-                self.transactions.insert(tx.to_owned(), Vec::new());
-                Ok(Flow::Continue)
-            }
-            Command::Commit => {
+            Command::Begin => self.begin(&frame).map(|()| Flow::Continue),
+            Command::Commit => self
+                .commit(&frame, broker, now_ms, events)
+                .map(|()| Flow::Continue),
+            Command::Abort => {
                 let tx = required(&frame, "transaction")?;
                 let frames = self
                     .transactions
                     .remove(tx)
                     .ok_or_else(|| Refusal(format!("unknown transaction {tx:?}")))?;
-                for f in &frames {
-                    self.apply(f, broker, now_ms, events)?;
-                }
-                Ok(Flow::Continue)
-            }
-            Command::Abort => {
-                let tx = required(&frame, "transaction")?;
-                self.transactions
-                    .remove(tx)
-                    .ok_or_else(|| Refusal(format!("unknown transaction {tx:?}")))?;
+                self.release_transaction(&frames);
                 Ok(Flow::Continue)
             }
             Command::Disconnect => Ok(Flow::Close),
@@ -426,78 +423,91 @@ impl Session {
         }
     }
 
-    /// Carries out a SEND, ACK or NACK (now, or at COMMIT).
-    fn apply(
+    /// Checks a SEND when it arrives, in a transaction or not: its destination, the rules, the
+    /// room body limit, the rate limit and the memory budget.
+    fn admit_send(&mut self, frame: &Frame, now_ms: u64) -> Result<Destination, Refusal> {
+        let destination = Destination::parse(required(frame, "destination")?)
+            .map_err(|e| Refusal(e.to_string()))?;
+        self.allowed(|access, who| access.send(who, &destination))?;
+        self.queue_allowed(&destination)?;
+        if matches!(&destination, Destination::Topic(t) if is_room(t))
+            && frame.body.len() > self.config.max_room_body
+        {
+            return Err(Refusal(format!(
+                "body exceeds {} bytes, the limit for room messages",
+                self.config.max_room_body
+            )));
+        }
+        if !self.sends.take(now_ms, self.config.rate_limit) {
+            return Err(Refusal(format!(
+                "rate limited: more than {} messages per second",
+                self.config.rate_limit
+            )));
+        }
+        if self.config.budget.is_exhausted() {
+            return Err(Refusal(BUSY_MESSAGE.into()));
+        }
+        Ok(destination)
+    }
+
+    /// Publishes an admitted SEND (now, or at COMMIT).
+    fn publish(
         &mut self,
         frame: &Frame,
+        destination: &Destination,
         broker: &mut Broker,
         now_ms: u64,
         events: &mut dyn FnMut(BrokerEvent),
     ) -> Result<(), Refusal> {
-        match frame.command {
-            Command::Send => {
-                let destination = Destination::parse(required(frame, "destination")?)
-                    .map_err(|e| Refusal(e.to_string()))?;
-                self.allowed(|access, who| access.send(who, &destination))?;
-                if matches!(&destination, Destination::Topic(t) if is_room(t))
-                    && frame.body.len() > self.config.max_room_body
-                {
-                    return Err(Refusal(format!(
-                        "body exceeds {} bytes, the limit for room messages",
-                        self.config.max_room_body
-                    )));
-                }
-                if !self.sends.take(now_ms, self.config.rate_limit) {
-                    return Err(Refusal(format!(
-                        "rate limited: more than {} messages per second",
-                        self.config.rate_limit
-                    )));
-                }
-                let mut headers = Vec::new();
-                for (name, value) in &frame.headers {
-                    let reserved =
-                        RESERVED_HEADERS.contains(&name.as_str()) || name == "content-length";
-                    // First occurrence wins, so repeats are not passed on.
-                    if !reserved && !headers.iter().any(|(n, _): &(String, String)| n == name) {
-                        headers.push((name.clone(), value.clone()));
-                    }
-                }
-                // A SEND outside a transaction is acknowledged only once a room message is durable:
-                // the RECEIPT travels with the message to storage.
-                let receipt = match (frame.get("receipt"), frame.get("transaction")) {
-                    (Some(id), None) => {
-                        let bytes = codec::encode(
-                            &Frame::new(Command::Receipt).header("receipt-id", id),
-                            self.version,
-                        );
-                        Some(Receipt(Arc::new(move |_| bytes.clone())))
-                    }
-                    _ => None,
-                };
-                let defers_receipt = receipt.is_some();
-                let publish = Publish {
-                    headers,
-                    body: frame.body.clone(),
-                    now_ms,
-                    receipt,
-                };
-                if broker
-                    .publish(self.id, &destination, publish, events)?
-                    .stored
-                    && defers_receipt
-                {
-                    self.receipt_deferred = true;
-                }
+        let mut headers = Vec::new();
+        for (name, value) in &frame.headers {
+            let reserved = RESERVED_HEADERS.contains(&name.as_str()) || name == "content-length";
+            // First occurrence wins, so repeats are not passed on.
+            if !reserved && !headers.iter().any(|(n, _): &(String, String)| n == name) {
+                headers.push((name.clone(), value.clone()));
             }
-            Command::Ack | Command::Nack => {
-                let which = self.ack_ref(frame)?;
-                if frame.command == Command::Ack {
-                    broker.ack(self.id, &which, events)?;
-                } else {
-                    broker.nack(self.id, &which, events)?;
-                }
+        }
+        // A SEND outside a transaction is acknowledged only once a room message is durable:
+        // the RECEIPT travels with the message to storage.
+        let receipt = match (frame.get("receipt"), frame.get("transaction")) {
+            (Some(id), None) => {
+                let bytes = codec::encode(
+                    &Frame::new(Command::Receipt).header("receipt-id", id),
+                    self.version,
+                );
+                Some(Receipt(Arc::new(move |_| bytes.clone())))
             }
-            _ => {}
+            _ => None,
+        };
+        let defers_receipt = receipt.is_some();
+        let publish = Publish {
+            headers,
+            body: frame.body.clone(),
+            now_ms,
+            receipt,
+        };
+        if broker
+            .publish(self.id, destination, publish, events)?
+            .stored
+            && defers_receipt
+        {
+            self.receipt_deferred = true;
+        }
+        Ok(())
+    }
+
+    /// Carries out an ACK or NACK.
+    fn acknowledge(
+        &mut self,
+        frame: &Frame,
+        broker: &mut Broker,
+        events: &mut dyn FnMut(BrokerEvent),
+    ) -> Result<(), Refusal> {
+        let which = self.ack_ref(frame)?;
+        if frame.command == Command::Ack {
+            broker.ack(self.id, &which, events)?;
+        } else {
+            broker.nack(self.id, &which, events)?;
         }
         Ok(())
     }
@@ -512,6 +522,17 @@ impl Session {
             .as_ref()
             .ok_or_else(|| Refusal("authentication required".into()))?;
         check(&*self.config.access.0, who).map_err(|why| Refusal(format!("forbidden: {why}")))
+    }
+
+    /// Queues are for accounts unless the server lets guests use them.
+    fn queue_allowed(&self, destination: &Destination) -> Result<(), Refusal> {
+        let guest = self.identity.as_ref().is_none_or(|i| i.guest);
+        if matches!(destination, Destination::Queue(_)) && guest && !self.config.guest_queues {
+            return Err(Refusal(
+                "forbidden: queues are for signed-in accounts, not guests".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn ack_ref(&self, frame: &Frame) -> Result<AckRef, Refusal> {

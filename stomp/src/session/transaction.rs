@@ -1,0 +1,139 @@
+//! STOMP transactions: frames checked when they arrive, buffered within a byte budget, and
+//! applied all or nothing at COMMIT.
+
+use super::{required, Refusal, Session, FRAME_OVERHEAD, MAX_TRANSACTIONS, MAX_TRANSACTION_FRAMES};
+use crate::broker::{Broker, BrokerEvent};
+use crate::budget::BUSY_MESSAGE;
+use crate::destination::Destination;
+use crate::frame::{Command, Frame};
+
+impl Session {
+    /// BEGIN: opens a transaction.
+    pub(super) fn begin(&mut self, frame: &Frame) -> Result<(), Refusal> {
+        let tx = required(frame, "transaction")?;
+        if self.transactions.contains_key(tx) {
+            return Err(Refusal(format!("transaction {tx:?} already started")));
+        }
+        if self.transactions.len() >= MAX_TRANSACTIONS {
+            return Err(Refusal(format!(
+                "more than {MAX_TRANSACTIONS} open transactions"
+            )));
+        }
+        self.transactions.insert(tx.to_owned(), Vec::new());
+        Ok(())
+    }
+
+    /// A SEND, ACK or NACK inside transaction `tx`: checked now as if it were applied now (rules,
+    /// limits, rate), then kept until COMMIT within the session's transaction bytes and the
+    /// server's memory budget.
+    pub(super) fn buffer(&mut self, tx: String, frame: Frame, now_ms: u64) -> Result<(), Refusal> {
+        let frames = self
+            .transactions
+            .get(&tx)
+            .ok_or_else(|| Refusal(format!("unknown transaction {tx:?}")))?;
+        if frames.len() >= MAX_TRANSACTION_FRAMES {
+            return Err(Refusal(format!(
+                "more than {MAX_TRANSACTION_FRAMES} frames in transaction {tx:?}"
+            )));
+        }
+        if frame.command == Command::Send {
+            self.admit_send(&frame, now_ms)?;
+        } else {
+            self.ack_ref(&frame)?;
+        }
+        self.charge(frame_size(&frame))?;
+        if let Some(frames) = self.transactions.get_mut(&tx) {
+            frames.push(frame);
+        }
+        Ok(())
+    }
+
+    /// COMMIT: applies every frame of the transaction, or none. Everything that could refuse a
+    /// frame is checked for the whole transaction first, under the same broker lock.
+    pub(super) fn commit(
+        &mut self,
+        frame: &Frame,
+        broker: &mut Broker,
+        now_ms: u64,
+        events: &mut dyn FnMut(BrokerEvent),
+    ) -> Result<(), Refusal> {
+        let tx = required(frame, "transaction")?;
+        let frames = self
+            .transactions
+            .remove(tx)
+            .ok_or_else(|| Refusal(format!("unknown transaction {tx:?}")))?;
+        self.release_transaction(&frames);
+        let mut sends = Vec::new();
+        for f in &frames {
+            if f.command == Command::Send {
+                let destination = Destination::parse(required(f, "destination")?)
+                    .map_err(|e| Refusal(e.to_string()))?;
+                // Access may have been revoked since the frame arrived.
+                self.allowed(|access, who| access.send(who, &destination))?;
+                sends.push(destination);
+            } else if !broker.is_unacked(self.id, &self.ack_ref(f)?) {
+                return Err(Refusal(format!(
+                    "no unacknowledged message for {} in transaction {tx:?}",
+                    f.command.as_str()
+                )));
+            }
+        }
+        let sizes: Vec<_> = sends
+            .iter()
+            .zip(frames.iter().filter(|f| f.command == Command::Send))
+            .map(|(d, f)| (d, f.body.len()))
+            .collect();
+        broker.check_publishes(self.id, &sizes)?;
+        let mut sends = sends.into_iter();
+        for f in &frames {
+            if f.command == Command::Send {
+                let destination = sends.next().expect("one destination per SEND");
+                self.publish(f, &destination, broker, now_ms, events)?;
+            } else {
+                match self.acknowledge(f, broker, events) {
+                    // Settled by an earlier cumulative ACK of this transaction.
+                    Err(Refusal(_)) if !broker.is_unacked(self.id, &self.ack_ref(f)?) => {}
+                    other => other?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns what the frames of an ended transaction held.
+    pub(super) fn release_transaction(&mut self, frames: &[Frame]) {
+        let bytes: usize = frames.iter().map(frame_size).sum();
+        if let Some(charge) = &mut self.transaction_bytes {
+            charge.shrink(bytes);
+        }
+    }
+
+    /// Adds `bytes` to what the session's transactions hold, within its limit and the budget.
+    fn charge(&mut self, bytes: usize) -> Result<(), Refusal> {
+        let held = self.transaction_bytes.as_ref().map_or(0, |c| c.bytes());
+        let max = self.config.max_transaction_bytes;
+        if held + bytes > max {
+            return Err(Refusal(format!(
+                "transactions hold more than {max} bytes: commit or abort first"
+            )));
+        }
+        let charged = match &mut self.transaction_bytes {
+            Some(charge) => charge.try_grow(bytes),
+            None => {
+                self.transaction_bytes = self.config.budget.try_charge(bytes);
+                self.transaction_bytes.is_some()
+            }
+        };
+        if charged {
+            Ok(())
+        } else {
+            Err(Refusal(BUSY_MESSAGE.into()))
+        }
+    }
+}
+
+/// What a buffered frame counts against the transaction limits.
+fn frame_size(frame: &Frame) -> usize {
+    let headers: usize = frame.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+    frame.body.len() + headers + FRAME_OVERHEAD
+}
