@@ -87,6 +87,9 @@ fn main() -> anyhow::Result<()> {
             if parley_stomp::destination::valid_user(&name).is_none() {
                 anyhow::bail!("{name:?} is not a user name: 1-32 of letters, digits, _ - .");
             }
+            if auth::reserved_for_guests(&name) {
+                anyhow::bail!("{name:?} is reserved for guests: names starting with guest- (in any case) are given by the server");
+            }
             let token = auth::Keys::load(&settings.auth.keys)?.mint(&name, ttl)?;
             println!("{token}");
             Ok(())

@@ -12,7 +12,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use parley_stomp::destination::valid_user;
 use serde::{Deserialize, Serialize};
 
-/// Clock skew tolerated on `exp`.
+/// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECS: u64 = 30;
 /// Shortest HS256 secret accepted (RFC 7518 §3.2: at least the hash size).
 const MIN_SECRET: usize = 32;
@@ -127,6 +127,9 @@ impl Keys {
         };
         let mut validation = Validation::new(algorithm);
         validation.leeway = LEEWAY_SECS;
+        // A token may say it is not valid yet (`nbf`, RFC 7519 §4.1.5): honoured, with the same
+        // leeway as `exp`. Parley's own tokens carry none.
+        validation.validate_nbf = true;
         validation.set_issuer(&[&settings.issuer]);
         validation.set_audience(&[&settings.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
@@ -170,13 +173,14 @@ impl Keys {
         Ok(jsonwebtoken::encode(&self.header, &claims, &self.encoding)?)
     }
 
-    /// Verifies a token: the configured algorithm only, signature, `exp` (with leeway), `iss`,
-    /// `aud`, and a valid user name in `sub`.
+    /// Verifies a token: the configured algorithm only, signature, `exp` and `nbf` (with
+    /// leeway), `iss`, `aud`, and a valid user name in `sub`.
     pub fn verify(&self, token: &str) -> Result<Claims, String> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| {
                 match e.kind() {
                     ErrorKind::ExpiredSignature => "token expired",
+                    ErrorKind::ImmatureSignature => "token not valid yet",
                     ErrorKind::InvalidSignature => "invalid token signature",
                     ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
                         "token signed with another algorithm"
@@ -317,5 +321,30 @@ mod tests {
         let mut short = settings("short");
         short.secret = Some("too short".into());
         assert!(Keys::load(&short).is_err());
+    }
+
+    #[test]
+    fn not_before_is_checked_with_the_exp_leeway() {
+        let mut s = settings("nbf");
+        s.secret = Some("n".repeat(32));
+        let keys = Keys::load(&s).unwrap();
+        let now = crate::clock::now_ms() / 1000;
+        let token = |nbf: u64| {
+            let claims = serde_json::json!({
+                "sub": "alice", "iat": now, "nbf": nbf, "exp": now + 600,
+                "iss": "parley", "aud": "parley", "jti": "j", "typ": "access",
+            });
+            let key = EncodingKey::from_secret("n".repeat(32).as_bytes()).unwrap();
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+        };
+        assert_eq!(
+            keys.verify(&token(now + 600)).unwrap_err(),
+            "token not valid yet"
+        );
+        assert!(
+            keys.verify(&token(now + LEEWAY_SECS / 2)).is_ok(),
+            "within the leeway"
+        );
+        assert!(keys.verify(&token(now - 60)).is_ok());
     }
 }

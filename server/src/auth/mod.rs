@@ -2,13 +2,14 @@
 //! throttling, and telling which origins a browser may call from. See `docs/auth.md`.
 
 mod jwt;
+mod names;
 pub mod password;
 mod throttle;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -18,16 +19,15 @@ use parley_stomp::session::Identity;
 use sha2::{Digest, Sha256};
 
 pub use jwt::{JwtAlgorithm, KeySettings, Keys};
+pub use names::{check_new_account, reserved_for_guests, GUEST_PREFIX};
 pub use password::Passwords;
-use throttle::Throttle;
+use throttle::{Limits, Throttle};
 
 use crate::clock::now_ms;
 use crate::store::{self, RefreshRecord, Rotation, Store};
 
 /// The browser session cookie: it holds a refresh token.
 pub const SESSION_COOKIE: &str = "parley_session";
-/// Names starting with this are made up for guests, so accounts cannot take them.
-pub const GUEST_PREFIX: &str = "guest-";
 
 /// Auth settings, resolved.
 #[derive(Clone, Debug)]
@@ -42,10 +42,12 @@ pub struct AuthSettings {
     pub registration_open: bool,
     /// Connections without an account are allowed.
     pub allow_guests: bool,
-    /// Failed logins per username per minute before 429.
+    /// Failed logins for one username from one client address before 429 (growing delays).
     pub failures_per_user: u32,
-    /// Failed logins per client IP per minute before 429.
+    /// Failed logins from one client address before 429 (growing delays).
     pub failures_per_ip: u32,
+    /// Registration requests per client address per minute before 429.
+    pub registrations_per_ip: u32,
     /// Extra origins allowed for WebSockets and cookie requests; `*` allows any.
     pub allowed_origins: Vec<String>,
 }
@@ -99,6 +101,9 @@ pub enum RegisterError {
     /// Registration is closed.
     #[error("registration is closed")]
     Closed,
+    /// Too many registrations from this address lately; retry after this long.
+    #[error("too many registrations; retry in {} s", .0.as_secs().max(1))]
+    Throttled(Duration),
     /// Storage failed.
     #[error("storage error")]
     Storage(#[from] anyhow::Error),
@@ -137,7 +142,11 @@ impl Auth {
     /// Auth over `store`, signing with `keys`.
     pub fn new(settings: AuthSettings, keys: Keys, store: Arc<dyn Store>) -> Arc<Self> {
         Arc::new(Self {
-            throttle: Throttle::new(settings.failures_per_user, settings.failures_per_ip),
+            throttle: Throttle::new(Limits {
+                per_user_and_ip: settings.failures_per_user,
+                per_ip: settings.failures_per_ip,
+                registrations_per_ip: settings.registrations_per_ip,
+            }),
             passwords: Passwords::new(),
             settings,
             keys,
@@ -151,12 +160,24 @@ impl Auth {
         &self.settings
     }
 
-    /// Creates an account.
-    pub async fn register(&self, name: &str, password: &str) -> Result<(), RegisterError> {
+    /// Creates an account, for a client at `ip`.
+    pub async fn register(
+        &self,
+        name: &str,
+        password: &str,
+        ip: IpAddr,
+    ) -> Result<(), RegisterError> {
         if !self.settings.registration_open {
             return Err(RegisterError::Closed);
         }
+        self.throttle
+            .register(ip, Instant::now())
+            .map_err(RegisterError::Throttled)?;
         check_new_account(name, password).map_err(RegisterError::Invalid)?;
+        // The name first: a taken one costs an indexed read, never a hash.
+        if self.account_like(name).await?.is_some() {
+            return Err(RegisterError::Taken);
+        }
         let hash = self.passwords.hash(password.to_owned()).await?;
         let name = name.to_owned();
         match store::run(&self.store, move |store| store.create_user(&name, &hash)).await? {
@@ -165,27 +186,31 @@ impl Auth {
         }
     }
 
-    /// Checks a username and password, throttling repeated failures per name and per `ip`.
+    /// Checks a username (exactly as registered) and password, throttling repeated failures
+    /// per (name, `ip`) and per `ip`.
     pub async fn check_password(
         &self,
         name: &str,
         password: &str,
         ip: IpAddr,
     ) -> Result<(), LoginError> {
-        self.throttle
-            .attempt(name, ip)
+        // The attempt counts as a failure from here on (see Throttle::attempt). An early
+        // return below (busy, storage) drops it unsettled, which gives it back: the client
+        // learnt nothing about the password.
+        let attempt = self
+            .throttle
+            .attempt(name, ip, Instant::now())
             .map_err(LoginError::Throttled)?;
         let stored = match valid_user(name) {
             Some(name) => store::run(&self.store, move |store| store.password_hash(&name)).await?,
             None => None,
         };
         // An unknown user is checked against a dummy hash: both failures take the same time.
-        // The attempt already counts as a failure (see Throttle::attempt), also if this request
-        // is dropped mid-check; a right password takes it back.
         if self.passwords.verify(password.to_owned(), stored).await? {
-            self.throttle.succeeded(name, ip);
+            attempt.succeeded();
             Ok(())
         } else {
+            attempt.failed();
             Err(LoginError::Invalid)
         }
     }
@@ -234,7 +259,13 @@ impl Auth {
         .await
     }
 
-    /// True if `name` is an account.
+    /// The account whose name equals `name` ignoring case, spelt as registered.
+    pub async fn account_like(&self, name: &str) -> anyhow::Result<Option<String>> {
+        let name = name.to_owned();
+        store::run(&self.store, move |store| store.account_like(&name)).await
+    }
+
+    /// True if `name` is an account (exactly so spelt).
     pub async fn is_registered(&self, name: &str) -> anyhow::Result<bool> {
         let name = name.to_owned();
         Ok(
@@ -266,7 +297,8 @@ impl Auth {
         Ok(renewed.expires_ms)
     }
 
-    /// A guest named `name` (or `guest-<n>`), if guests are allowed and the name is no account's.
+    /// A guest named `name` (or `guest-<n>`), if guests are allowed and the name is no account's
+    /// in any case.
     pub async fn guest(&self, name: Option<&str>) -> Result<Authenticated, String> {
         if !self.settings.allow_guests {
             return Err("an account is required (guests are not allowed)".into());
@@ -274,12 +306,12 @@ impl Auth {
         let name = match name {
             Some(name) => {
                 let name = valid_user(name).ok_or("names are 1-32 of letters, digits, _ - .")?;
-                if name.starts_with(GUEST_PREFIX) {
+                if reserved_for_guests(&name) {
                     return Err("names starting with guest- are given by the server".into());
                 }
-                match self.is_registered(&name).await {
-                    Ok(false) => name,
-                    Ok(true) => {
+                match self.account_like(&name).await {
+                    Ok(None) => name,
+                    Ok(Some(_)) => {
                         return Err(format!(
                             "the name {name:?} belongs to a registered user; sign in"
                         ))
@@ -389,21 +421,6 @@ impl Auth {
     }
 }
 
-/// Username and password rules for new accounts.
-pub fn check_new_account(name: &str, password: &str) -> Result<(), &'static str> {
-    if valid_user(name).is_none() {
-        return Err("username must be 1-32 of letters, digits, _ - .");
-    }
-    if name.starts_with(GUEST_PREFIX) {
-        return Err("usernames starting with guest- are reserved for guests");
-    }
-    let chars = password.chars().count();
-    if !(8..=1024).contains(&chars) {
-        return Err("password must be 8-1024 characters");
-    }
-    Ok(())
-}
-
 /// `Authorization: Bearer <token>`.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
@@ -470,21 +487,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn account_rules() {
-        assert!(check_new_account("alice", "correct horse").is_ok());
-        assert!(check_new_account("", "correct horse").is_err());
-        assert!(check_new_account("a b", "correct horse").is_err());
-        assert!(check_new_account(&"a".repeat(33), "correct horse").is_err());
-        assert!(check_new_account("guest-1", "correct horse").is_err());
-        assert!(check_new_account("alice", "short").is_err());
-        assert!(
-            check_new_account("alice", &"é".repeat(1024)).is_ok(),
-            "counted in chars"
-        );
-        assert!(check_new_account("alice", &"x".repeat(1025)).is_err());
-    }
-
-    #[test]
     fn credentials_are_found_in_headers_and_queries() {
         let mut headers = HeaderMap::new();
         headers.insert("authorization", "bearer abc".parse().unwrap());
@@ -523,6 +525,7 @@ mod tests {
             allow_guests: false,
             failures_per_user: 5,
             failures_per_ip: 20,
+            registrations_per_ip: 20,
             allowed_origins: vec!["https://good.example".into()],
         };
         let store: Arc<dyn Store> =

@@ -142,13 +142,20 @@ pub struct ServeArgs {
     #[serde(default, with = "humantime_serde")]
     pub refresh_ttl: Option<Duration>,
 
-    /// Failed logins per username per minute before further attempts get 429 [default: 5].
+    /// Failed logins for one username from one client IP before further attempts from there
+    /// get 429, for 1 min, doubling with each further failure up to 15 min [default: 5].
     #[arg(long, env = "PARLEY_LOGIN_FAILURES_PER_USER")]
     pub login_failures_per_user: Option<u32>,
 
-    /// Failed logins per client IP per minute before further attempts get 429 [default: 20].
+    /// Failed logins from one client IP (any usernames) before its attempts get 429, with the
+    /// same growing delays [default: 20].
     #[arg(long, env = "PARLEY_LOGIN_FAILURES_PER_IP")]
     pub login_failures_per_ip: Option<u32>,
+
+    /// Registration requests per client IP per minute before further ones get 429
+    /// [default: 20].
+    #[arg(long, env = "PARLEY_REGISTRATIONS_PER_IP")]
+    pub registrations_per_ip: Option<u32>,
 
     /// Largest chat message body (/ws, STOMP SEND to rooms), in bytes [default: 65536].
     #[arg(long, env = "PARLEY_MAX_BODY")]
@@ -379,6 +386,10 @@ impl ServeArgs {
             failures_per_ip: self
                 .login_failures_per_ip
                 .or(file.login_failures_per_ip)
+                .unwrap_or(20),
+            registrations_per_ip: self
+                .registrations_per_ip
+                .or(file.registrations_per_ip)
                 .unwrap_or(20),
             allowed_origins: self
                 .allowed_origin

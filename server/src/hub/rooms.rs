@@ -74,7 +74,7 @@ impl Hub {
         }
     }
 
-    /// Closes the sessions of guests named `name` (it was just registered).
+    /// Closes the sessions of guests named `name` in any case (it was just registered).
     pub fn evict_guests_named(&self, name: &str) {
         let guard = self.lock();
         for session in guard.broker.sessions_of(name, true) {

@@ -23,6 +23,13 @@ pub async fn run<T: Send + 'static>(
     tokio::task::spawn_blocking(move || call(&*store)).await?
 }
 
+/// The key account names are unique by: the name in ASCII lower case. Names are ASCII (letters,
+/// digits, `_ - .`), so Unicode NFKC normalisation would change nothing and case folding is all
+/// it takes for `ALICE` and `alice` to be one name. Both backends store it (`users.name_key`).
+pub fn user_key(name: &str) -> String {
+    name.to_ascii_lowercase()
+}
+
 /// A stored room message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredMessage {
@@ -175,8 +182,11 @@ pub trait Store: Send + Sync {
     /// Removes a member; `false` if they were not one.
     fn remove_member(&self, room: &str, user: &str) -> anyhow::Result<bool>;
 
-    /// Creates an account; `false` if the name is taken.
+    /// Creates an account; `false` if the name is taken, ignoring case ([`user_key`]).
     fn create_user(&self, name: &str, password_hash: &str) -> anyhow::Result<bool>;
+    /// The account whose name equals `name` ignoring case, as it is spelt. (A database from
+    /// before names were unique ignoring case may hold several: the oldest is answered.)
+    fn account_like(&self, name: &str) -> anyhow::Result<Option<String>>;
     /// An account's password hash (PHC string), if the account exists.
     fn password_hash(&self, name: &str) -> anyhow::Result<Option<String>>;
     /// Replaces an account's password hash and revokes all its refresh tokens; `false` if there

@@ -11,7 +11,7 @@ use postgres::{Client, NoTls, Row, Transaction};
 use r2d2::{Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 
-use super::{RefreshRecord, Role, Room, RoomRules, Rotation, Store, StoredMessage};
+use super::{user_key, RefreshRecord, Role, Room, RoomRules, Rotation, Store, StoredMessage};
 use crate::clock::now_ms;
 
 /// Connections kept open per node: the journal's writer, history readers, auth.
@@ -21,7 +21,8 @@ const POOL_SIZE: u32 = 8;
 const MIGRATION_LOCK: i64 = 0x7061_726c_6579; // "parley"
 
 /// Schema migrations, applied in order; `parley_migrations` records which ran.
-const MIGRATIONS: &[&str] = &["
+pub(super) const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE rooms (
         name TEXT PRIMARY KEY,
         private BOOLEAN NOT NULL DEFAULT FALSE,
@@ -61,7 +62,9 @@ const MIGRATIONS: &[&str] = &["
         role TEXT NOT NULL,
         PRIMARY KEY (room, username)
     );
-"];
+",
+    super::sqlite::USER_KEYS,
+];
 
 /// A pool of connections to one PostgreSQL database.
 pub struct PgStore {
@@ -446,10 +449,22 @@ impl Store for PgStore {
         let now = to_i64(now_ms());
         self.with(|conn| {
             Ok(conn.execute(
-                "INSERT INTO users (name, password_hash, created_ms) VALUES ($1, $2, $3)
-                 ON CONFLICT (name) DO NOTHING",
-                &[&name, &password_hash, &now],
+                // No conflict target: a clash on either the name or its key means taken.
+                "INSERT INTO users (name, name_key, password_hash, created_ms)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                &[&name, &user_key(name), &password_hash, &now],
             )? == 1)
+        })
+    }
+
+    fn account_like(&self, name: &str) -> anyhow::Result<Option<String>> {
+        self.with(|conn| {
+            Ok(conn
+                .query_opt(
+                    "SELECT name FROM users WHERE name_key = $1",
+                    &[&user_key(name)],
+                )?
+                .map(|r| r.get(0)))
         })
     }
 

@@ -7,11 +7,11 @@ use std::sync::Mutex;
 use anyhow::Context as _;
 use rusqlite::{params, Connection, OptionalExtension as _};
 
-use super::{RefreshRecord, Role, Room, Rotation, Store, StoredMessage};
+use super::{user_key, RefreshRecord, Role, Room, Rotation, Store, StoredMessage};
 use crate::clock::now_ms;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     "
     CREATE TABLE rooms (
         name TEXT PRIMARY KEY,
@@ -51,7 +51,22 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE messages ADD COLUMN guest INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
 ",
+    USER_KEYS,
 ];
+
+/// Account names become unique ignoring case. Names an older database holds that differ only by
+/// case all stay (each logs in by its exact name); the oldest of them holds the key, so no new
+/// account can take any spelling of it. The same SQL runs on PostgreSQL.
+pub(super) const USER_KEYS: &str = "
+    ALTER TABLE users ADD COLUMN name_key TEXT;
+    UPDATE users SET name_key = lower(name) WHERE NOT EXISTS (
+        SELECT 1 FROM users AS older
+        WHERE lower(older.name) = lower(users.name)
+          AND (older.created_ms < users.created_ms
+               OR (older.created_ms = users.created_ms AND older.name < users.name))
+    );
+    CREATE UNIQUE INDEX users_by_key ON users (name_key);
+";
 
 /// SQLite in WAL mode: one connection for the writer, one for readers (WAL lets them overlap).
 pub struct SqliteStore {
@@ -277,10 +292,20 @@ impl Store for SqliteStore {
 
     fn create_user(&self, name: &str, password_hash: &str) -> anyhow::Result<bool> {
         let changed = lock(&self.writer).execute(
-            "INSERT OR IGNORE INTO users (name, password_hash, created_ms) VALUES (?1, ?2, ?3)",
-            params![name, password_hash, to_i64(now_ms())],
+            // Ignored on either unique column: the exact name or its key.
+            "INSERT OR IGNORE INTO users (name, name_key, password_hash, created_ms)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![name, user_key(name), password_hash, to_i64(now_ms())],
         )?;
         Ok(changed == 1)
+    }
+
+    fn account_like(&self, name: &str) -> anyhow::Result<Option<String>> {
+        let conn = lock(&self.reader);
+        let mut stmt = conn.prepare_cached("SELECT name FROM users WHERE name_key = ?1")?;
+        Ok(stmt
+            .query_row(params![user_key(name)], |row| row.get(0))
+            .optional()?)
     }
 
     fn password_hash(&self, name: &str) -> anyhow::Result<Option<String>> {

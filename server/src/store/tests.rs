@@ -296,6 +296,85 @@ fn users_are_unique_and_passwords_change_on(store: &dyn Store) {
 }
 
 #[test]
+fn account_names_are_unique_ignoring_case() {
+    on_every_backend("user_case", |open| {
+        let store = open();
+        assert!(store.create_user("alice", "h1").unwrap());
+        for other in ["ALICE", "Alice", "aLiCe"] {
+            assert!(!store.create_user(other, "h2").unwrap(), "{other}");
+        }
+        assert_eq!(
+            store.account_like("ALICE").unwrap().as_deref(),
+            Some("alice")
+        );
+        assert_eq!(store.account_like("bob").unwrap(), None);
+        assert_eq!(
+            store.password_hash("ALICE").unwrap(),
+            None,
+            "login is by exact name"
+        );
+    });
+}
+
+/// A database from before names were unique ignoring case may hold `alice` and `ALICE`: both
+/// stay and log in by their exact names, and no third spelling can be registered.
+#[test]
+fn names_differing_only_by_case_from_before_stay() {
+    let dir = temp_dir("legacy_case");
+    {
+        std::fs::create_dir_all(&dir).unwrap();
+        let conn = rusqlite::Connection::open(dir.join("parley.db")).unwrap();
+        for (i, sql) in sqlite::MIGRATIONS.iter().take(2).enumerate() {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", i as i64 + 1)
+                .unwrap();
+        }
+        conn.execute_batch(LEGACY_USERS).unwrap();
+    }
+    legacy_names_on(&SqliteStore::open(&dir).unwrap());
+    if let Some(db) = postgres::tests::fresh_database("legacy_case") {
+        let mut client = ::postgres::Client::connect(&db.url, ::postgres::NoTls).unwrap();
+        client.batch_execute(postgres::MIGRATIONS[0]).unwrap();
+        client
+            .batch_execute(
+                "CREATE TABLE parley_migrations (version INTEGER PRIMARY KEY);
+                 INSERT INTO parley_migrations VALUES (1);",
+            )
+            .unwrap();
+        client.batch_execute(LEGACY_USERS).unwrap();
+        legacy_names_on(&PgStore::connect(&db.url).unwrap());
+    }
+}
+
+const LEGACY_USERS: &str = "INSERT INTO users (name, password_hash, created_ms) VALUES
+    ('ALICE', 'h-upper', 2), ('alice', 'h-lower', 1), ('Bob', 'h-bob', 3);";
+
+fn legacy_names_on(store: &dyn Store) {
+    assert_eq!(
+        store.password_hash("alice").unwrap().as_deref(),
+        Some("h-lower")
+    );
+    assert_eq!(
+        store.password_hash("ALICE").unwrap().as_deref(),
+        Some("h-upper")
+    );
+    assert_eq!(
+        store.account_like("Alice").unwrap().as_deref(),
+        Some("alice"),
+        "the oldest"
+    );
+    assert_eq!(store.account_like("BOB").unwrap().as_deref(), Some("Bob"));
+    for other in ["Alice", "bob", "ALICE"] {
+        assert!(!store.create_user(other, "h").unwrap(), "{other}");
+    }
+    assert!(store.set_password("ALICE", "h-new").unwrap());
+    assert_eq!(
+        store.password_hash("alice").unwrap().as_deref(),
+        Some("h-lower")
+    );
+}
+
+#[test]
 fn a_duplicate_id_fails_the_whole_batch() {
     on_every_backend("dup", |open| {
         a_duplicate_id_fails_the_whole_batch_on(&*open())

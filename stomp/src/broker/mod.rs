@@ -321,11 +321,12 @@ impl Broker {
         ended
     }
 
-    /// The sessions of `user` that are guests (`guest`) or accounts.
+    /// The sessions of `user` that are guests (`guest`) or accounts. Names that differ only by
+    /// ASCII case are one name here: `Alice` is among the sessions of `alice`.
     pub fn sessions_of(&self, user: &str, guest: bool) -> Vec<SessionId> {
         self.sessions
             .iter()
-            .filter(|(_, e)| &*e.user == user && e.guest == guest)
+            .filter(|(_, e)| e.user.eq_ignore_ascii_case(user) && e.guest == guest)
             .map(|(&id, _)| id)
             .collect()
     }

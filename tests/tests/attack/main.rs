@@ -1,4 +1,6 @@
 //! The attack suite: what an unprivileged client (a guest, a free account) could make the
-//! server hold or refuse others, one test per hole found, each bound flooded over real sockets.
+//! server hold or refuse others, against the real binary over real sockets; one module per area,
+//! one test (at least) per hole found.
 
+mod accounts;
 mod buffers;

@@ -35,7 +35,11 @@ impl Api<'_> {
             Ok(c) => c,
             Err(resp) => return resp,
         };
-        match self.auth.register(&creds.username, &creds.password).await {
+        match self
+            .auth
+            .register(&creds.username, &creds.password, self.peer)
+            .await
+        {
             Ok(()) => {
                 // Guests who held this name lose it: from now on it means the account.
                 self.hub.evict_guests_named(&creds.username);
@@ -44,6 +48,7 @@ impl Api<'_> {
             Err(e @ RegisterError::Invalid(_)) => error(StatusCode::BAD_REQUEST, &e.to_string()),
             Err(e @ RegisterError::Taken) => error(StatusCode::CONFLICT, &e.to_string()),
             Err(e @ RegisterError::Closed) => error(StatusCode::FORBIDDEN, &e.to_string()),
+            Err(e @ RegisterError::Throttled(wait)) => throttled(&e.to_string(), wait),
             Err(RegisterError::Storage(e)) => storage_error(&e),
             Err(e @ RegisterError::Busy(_)) => busy(&e.to_string()),
         }
@@ -64,14 +69,7 @@ impl Api<'_> {
             Err(LoginError::Invalid) => {
                 error(StatusCode::UNAUTHORIZED, "invalid username or password")
             }
-            Err(e @ LoginError::Throttled(wait)) => {
-                let mut resp = error(StatusCode::TOO_MANY_REQUESTS, &e.to_string());
-                resp.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    header::HeaderValue::from(wait.as_secs().max(1)),
-                );
-                resp
-            }
+            Err(e @ LoginError::Throttled(wait)) => throttled(&e.to_string(), wait),
             Err(LoginError::Storage(e)) => storage_error(&e),
             Err(e @ LoginError::Busy(_)) => busy(&e.to_string()),
         }
@@ -159,6 +157,15 @@ impl Api<'_> {
         }
         resp
     }
+}
+
+/// `429` with `Retry-After` in whole seconds (rounded up, at least 1).
+fn throttled(why: &str, wait: std::time::Duration) -> Response<Full<Bytes>> {
+    let mut resp = error(StatusCode::TOO_MANY_REQUESTS, why);
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from(secs.max(1)));
+    resp
 }
 
 /// Cookies are `Secure` unless the page is plain http on this machine (development).
