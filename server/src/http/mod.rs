@@ -232,7 +232,8 @@ impl Server {
         let peer = canonical(peer.ip());
         let trusted = &self.settings.trusted;
         let (client, leftover) = if trusted.trusts(peer) {
-            match trusted.read_header(&mut stream, peer).await {
+            // Boxed: a wait at the start only, whose state the task must not carry for life.
+            match Box::pin(trusted.read_header(&mut stream, peer)).await {
                 Ok(found) => found,
                 Err(error) => {
                     debug!(%peer, %error, "PROXY header refused");
@@ -243,8 +244,9 @@ impl Server {
             (peer, BytesMut::new())
         };
         let Some(_slot) = self.per_ip.try_acquire(client) else {
-            warn!(%client, "per-address connection cap reached; refusing STOMP");
-            refuse(stream, STOMP_TOO_MANY).await;
+            // Not a warning: a hostile client makes one per attempt.
+            debug!(%client, "per-address connection cap reached; refusing STOMP");
+            Box::pin(refuse(stream, STOMP_TOO_MANY)).await;
             return;
         };
         let caller = Caller {
@@ -273,8 +275,8 @@ impl Server {
             match self.per_ip.try_acquire(peer_ip) {
                 Some(slot) => Some(slot),
                 None => {
-                    warn!(%peer, "per-address connection cap reached; refusing");
-                    refuse(stream, HTTP_TOO_MANY).await;
+                    debug!(%peer, "per-address connection cap reached; refusing");
+                    Box::pin(refuse(stream, HTTP_TOO_MANY)).await;
                     return;
                 }
             }
@@ -383,7 +385,7 @@ impl Server {
         if self.settings.trusted.trusts(canonical(peer.ip())) {
             slot = self.per_ip.try_acquire(client);
             if slot.is_none() {
-                warn!(%client, "per-address connection cap reached; refusing upgrade");
+                debug!(%client, "per-address connection cap reached; refusing upgrade");
                 let mut resp = text(
                     StatusCode::TOO_MANY_REQUESTS,
                     "too many connections from your address\n",
@@ -434,7 +436,8 @@ impl Server {
     }
 }
 
-/// Answers a connection refused at the door, then closes it: the answer is written, our side
+/// Answers a connection refused at the door (callers box it: its buffer must not weigh on
+/// every connection's task), then closes it: the answer is written, our side
 /// shut, and what the client still sends read and dropped for a moment, so that closing with
 /// unread input (which sends a reset) does not destroy the answer before the client reads it.
 async fn refuse(mut stream: TcpStream, answer: &[u8]) {
