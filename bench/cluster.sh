@@ -107,7 +107,7 @@ run_case() {
   for i in $(seq 1 "$nodes"); do
     port=$(free_port)
     rm -rf "$OUT/data-$i"
-    taskset -c "$SRV_CPU" "$PARLEY" serve --data "$OUT/data-$i" --http "127.0.0.1:$port" "${args[@]}" \
+    taskset -c "$SRV_CPU" "$PARLEY" serve --data "$OUT/data-$i" --http "127.0.0.1:$port" --max-connections-per-ip 0 "${args[@]}" \
       > "$OUT/node-$label-$i.log" 2>&1 &
     PIDS+=($!)
     ports+=("$port")

@@ -51,6 +51,16 @@ impl Limits {
     }
 }
 
+/// The largest deflate stream `n` bytes can become: zlib's `deflateBound` (its worst case, on
+/// data that does not compress and goes out in stored blocks), with room for the sync flush's
+/// empty block and a margin.
+fn deflate_bound(n: usize) -> usize {
+    n.saturating_add(n >> 12)
+        .saturating_add(n >> 14)
+        .saturating_add(n >> 25)
+        .saturating_add(64)
+}
+
 /// A complete data message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
@@ -234,14 +244,22 @@ impl Connection {
                 }
                 _ => {}
             }
-            if h.payload_len > self.limits.max_frame_size as u64 {
+            // A compressed frame may hold up to a whole frame's worth of data, plus deflate's
+            // overhead on data that does not compress; inflation enforces the message limit.
+            let compressed = self.message.as_ref().map_or(h.rsv1, |m| m.compressed);
+            let max_frame = if compressed {
+                deflate_bound(self.limits.max_frame_size)
+            } else {
+                self.limits.max_frame_size
+            };
+            if h.payload_len > max_frame as u64 {
                 return Err(ProtocolError::FrameTooBig {
                     size: h.payload_len,
-                    max: self.limits.max_frame_size,
+                    max: max_frame,
                 });
             }
         }
-        // Bounded by the checks above (125, or max_frame_size which is a usize).
+        // Bounded by the checks above (125, or a frame maximum which is a usize).
         let payload_len = h.payload_len as usize;
         let (message_opcode, compressed, so_far) = match &self.message {
             Some(m) => (m.opcode, m.compressed, m.buf.len()),
@@ -878,6 +896,39 @@ mod tests {
             "{err:?}"
         );
         assert_eq!(sent_close_code(&mut c), Some(1009));
+    }
+
+    #[test]
+    fn incompressible_message_of_the_limit_fits_in_one_compressed_frame() {
+        // Pseudo-random bytes: deflate can only store them, so the frame is larger than the
+        // message. A message of exactly the limit must still be accepted.
+        let mut x: u32 = 0x9e37_79b9;
+        let data: Vec<u8> = (0..64 * 1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        let compressed = Deflater::new(&deflate_params()).compress(&data);
+        assert!(compressed.len() > data.len(), "{}", compressed.len());
+        let limit = Limits::new(data.len(), data.len());
+        let mut c = Connection::new(limit.clone(), Some(deflate_params()));
+        let (events, err) = feed(
+            &mut c,
+            &client_frame(OpCode::Binary, true, true, &compressed),
+        );
+        assert_eq!(err, None);
+        assert_eq!(events, vec![Event::Message(Message::Binary(data.into()))]);
+        // Past the bound, a compressed frame is still refused from its header.
+        let mut c = Connection::new(limit, Some(deflate_params()));
+        let too_big = vec![0u8; deflate_bound(64 * 1024) + 1];
+        let (_, err) = feed(&mut c, &client_frame(OpCode::Binary, true, true, &too_big));
+        assert!(
+            matches!(err, Some(ProtocolError::FrameTooBig { .. })),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
     if settings.cluster.is_some() && settings.database.is_none() {
         anyhow::bail!("--cluster needs --database postgres://…: the nodes share one store");
     }
+    check_file_limit(settings.max_connections);
     let store: Arc<dyn Store> = open_store(&settings)?.into();
     let bus = match &settings.cluster {
         Some(url) => Some(Bus::connect(url, settings.presence_ttl).await?),
@@ -146,7 +147,62 @@ fn http_settings(settings: &Settings) -> HttpSettings {
         max_body: settings.max_body,
         stomp_max_body: settings.stomp_max_body,
         stomp_tcp: settings.stomp_tcp,
+        max_connections_per_ip: settings.max_connections_per_ip,
+        trusted: settings.trusted.clone(),
+        body_timeout: settings.body_timeout,
+        public_stats: settings.public_stats,
     }
+}
+
+/// File descriptors the process needs besides its connections (listeners, storage, Redis,
+/// the runtime, logs).
+const RESERVED_FILES: u64 = 64;
+
+/// Raises the open-file soft limit to the hard one, and warns when `--max-connections` does
+/// not fit under it: past it accept fails (EMFILE) before the connection cap refuses anyone.
+fn check_file_limit(max_connections: usize) {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct we own and pass by pointer; nothing else.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "getrlimit(RLIMIT_NOFILE)");
+            return;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            // SAFETY: setrlimit reads the struct we pass; raising the soft limit up to the hard
+            // one needs no privilege.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                info!(
+                    from = limit.rlim_cur,
+                    to = raised.rlim_cur,
+                    "raised the open-file limit"
+                );
+                limit = raised;
+            }
+        }
+        // rlim_t is u64 on Linux and the BSDs.
+        #[allow(clippy::useless_conversion)]
+        let usable = u64::from(limit.rlim_cur).saturating_sub(RESERVED_FILES);
+        if max_connections as u64 > usable {
+            tracing::warn!(
+                max_connections,
+                file_limit = limit.rlim_cur,
+                "--max-connections exceeds the open-file limit: connections past about {usable} \
+                 fail to be accepted; raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower \
+                 --max-connections"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = max_connections;
 }
 
 /// SIGINT and SIGTERM, registered with the OS.

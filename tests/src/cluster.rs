@@ -143,6 +143,10 @@ impl Cluster {
             database.url.clone(),
             "--jwt-secret-file".into(),
             secret.display().to_string(),
+            // The shipped balancer configurations (Nginx, Haproxy below) name clients with
+            // X-Forwarded-For and the PROXY protocol, believed from their address only.
+            "--trusted-proxy".into(),
+            "127.0.0.1".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let data: Vec<PathBuf> = (0..count).map(|_| fresh_data_dir()).collect();

@@ -256,7 +256,7 @@ fn check_validates_scenarios() {
 fn bots_resume_through_a_node_failure_behind_nginx() {
     use parley_tests::cluster::{Cluster, Nginx};
 
-    let mut cluster = Cluster::start("bots", 3, &["--rate-limit", "0"]);
+    let mut cluster = Cluster::start("bots", 3, &["--rate-limit", "0", "--public-stats"]);
     let nodes: Vec<&ServerProcess> = cluster.nodes.iter().collect();
     let nginx = Nginx::start(&nodes);
     let scenario = scenario_file(

@@ -141,7 +141,13 @@ async fn websocket_frames_split_and_joined_across_messages() {
 /// slowed down and miss nothing.
 #[tokio::test]
 async fn slow_subscriber_does_not_stall_others() {
-    let server = ServerProcess::start(&["--stomp-outbox", "128", "--rate-limit", "0"]);
+    let server = ServerProcess::start(&[
+        "--stomp-outbox",
+        "128",
+        "--rate-limit",
+        "0",
+        "--public-stats",
+    ]);
     let addr = server.stomp_addr();
     let mut slow = StompClient::connect(addr, "slow").await;
     slow.subscribe("s", "/topic/firehose").await;

@@ -12,6 +12,7 @@ use clap::Args;
 use serde::Deserialize;
 
 use crate::auth::{AuthSettings, JwtAlgorithm, KeySettings};
+use crate::http::proxy::{Cidr, ForwardedHeader, TrustedProxies};
 
 mod limits;
 pub use limits::{LimitArgs, Limits};
@@ -87,6 +88,32 @@ pub struct ServeArgs {
     /// Most simultaneous TCP connections; more are refused [default: 100000].
     #[arg(long, env = "PARLEY_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+
+    /// Most simultaneous connections from one client address (IPv6: one /64); more are
+    /// refused (HTTP 429, STOMP ERROR); 0 disables [default: 1000].
+    #[arg(long, env = "PARLEY_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+
+    /// A proxy or balancer whose word on client addresses is taken (`X-Forwarded-For` or
+    /// `Forwarded` on HTTP, the PROXY protocol on STOMP TCP): an address or CIDR network,
+    /// repeatable or comma-separated [default: none].
+    #[arg(long, env = "PARLEY_TRUSTED_PROXY", value_delimiter = ',')]
+    pub trusted_proxy: Option<Vec<String>>,
+
+    /// The header trusted proxies name clients in: `x-forwarded-for` or `forwarded` (RFC 7239)
+    /// [default: x-forwarded-for].
+    #[arg(long, env = "PARLEY_FORWARDED_HEADER", value_enum)]
+    pub forwarded_header: Option<ForwardedHeader>,
+
+    /// A request body not complete this long after its head gets 408 [default: 30s].
+    #[arg(long, env = "PARLEY_BODY_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub body_timeout: Option<Duration>,
+
+    /// Answer `GET /stats` (this node's counters) to anyone who can reach the port; without
+    /// it /stats is 404 [default: false].
+    #[arg(long, env = "PARLEY_PUBLIC_STATS", num_args = 0..=1, default_missing_value = "true")]
+    pub public_stats: Option<bool>,
 
     /// Origins besides the server's own allowed to open WebSockets and use the session cookie,
     /// repeatable or comma-separated; `*` allows any [default: none].
@@ -222,6 +249,14 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Connection cap.
     pub max_connections: usize,
+    /// Connection cap per client address (0: none).
+    pub max_connections_per_ip: usize,
+    /// Proxies trusted to name clients.
+    pub trusted: TrustedProxies,
+    /// Deadline for a whole request body.
+    pub body_timeout: Duration,
+    /// `/stats` served.
+    pub public_stats: bool,
     /// Accounts, tokens, guests, origins.
     pub auth: AuthSettings,
     /// permessage-deflate accepted.
@@ -261,6 +296,19 @@ impl ServeArgs {
             .unwrap_or_else(|| PathBuf::from("parley-data"));
         // Before the fields below move out of `self` and `file`.
         let auth = self.auth_settings(&file, &data)?;
+        let handshake_timeout = self
+            .handshake_timeout
+            .or(file.handshake_timeout)
+            .unwrap_or(Duration::from_secs(10));
+        let trusted = TrustedProxies {
+            networks: trusted_proxies(self.trusted_proxy.as_ref().or(file.trusted_proxy.as_ref()))?,
+            header: self
+                .forwarded_header
+                .or(file.forwarded_header)
+                .unwrap_or_default(),
+            // A balancer sends its header at once; the client's request head gets as long.
+            header_timeout: handshake_timeout,
+        };
         Ok(Settings {
             data: data.clone(),
             database: self.database.or(file.database),
@@ -282,10 +330,7 @@ impl ServeArgs {
                 .echo_max_message
                 .or(file.echo_max_message)
                 .unwrap_or(16 << 20),
-            handshake_timeout: self
-                .handshake_timeout
-                .or(file.handshake_timeout)
-                .unwrap_or(Duration::from_secs(10)),
+            handshake_timeout,
             idle_timeout: self
                 .idle_timeout
                 .or(file.idle_timeout)
@@ -302,6 +347,16 @@ impl ServeArgs {
                 .max_connections
                 .or(file.max_connections)
                 .unwrap_or(100_000),
+            max_connections_per_ip: self
+                .max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(1000),
+            trusted,
+            body_timeout: self
+                .body_timeout
+                .or(file.body_timeout)
+                .unwrap_or(Duration::from_secs(30)),
+            public_stats: self.public_stats.or(file.public_stats).unwrap_or(false),
             auth,
             deflate: self.deflate.or(file.deflate).unwrap_or(true),
             max_body: self.max_body.or(file.max_body).unwrap_or(64 * 1024),
@@ -411,6 +466,19 @@ fn stomp_tcp(value: Option<&str>) -> anyhow::Result<Option<SocketAddr>> {
     }
 }
 
+/// `--trusted-proxy`: addresses or CIDR networks.
+fn trusted_proxies(values: Option<&Vec<String>>) -> anyhow::Result<Vec<Cidr>> {
+    values
+        .into_iter()
+        .flatten()
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| {
+            v.parse::<Cidr>()
+                .map_err(|e| anyhow::anyhow!("--trusted-proxy {e}"))
+        })
+        .collect()
+}
+
 /// `--stomp-heart-beat SEND_MS,RECEIVE_MS`; the default is 10 s each way.
 fn heart_beat(value: Option<&str>) -> anyhow::Result<(u64, u64)> {
     let Some(v) = value else {
@@ -475,6 +543,47 @@ mod tests {
         assert_eq!(s.http, "127.0.0.1:9000".parse().unwrap());
         assert!(s.echo);
         assert_eq!(s.idle_timeout, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn trusted_proxies_parse_from_flags_and_file() {
+        let s = Cli::parse_from([
+            "parley",
+            "--trusted-proxy",
+            "10.0.0.0/8,::1",
+            "--trusted-proxy",
+            "192.0.2.7",
+            "--forwarded-header",
+            "forwarded",
+        ])
+        .serve
+        .resolve()
+        .unwrap();
+        let nets: Vec<String> = s.trusted.networks.iter().map(|n| n.to_string()).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "::1/128", "192.0.2.7/32"]);
+        assert_eq!(s.trusted.header, ForwardedHeader::Forwarded);
+        assert_eq!(s.max_connections_per_ip, 1000);
+        assert_eq!(s.body_timeout, Duration::from_secs(30));
+        assert!(!s.public_stats);
+        assert!(
+            Cli::parse_from(["parley", "--trusted-proxy", "10.0.0.0/40"])
+                .serve
+                .resolve()
+                .is_err()
+        );
+        let dir = std::env::temp_dir().join(format!("parley-config-tp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("parley.toml");
+        std::fs::write(
+            &path,
+            "trusted-proxy = [\"127.0.0.1\"]\nforwarded-header = \"x-forwarded-for\"\n",
+        )
+        .unwrap();
+        let s = Cli::parse_from(["parley", "--config", path.to_str().unwrap()])
+            .serve
+            .resolve()
+            .unwrap();
+        assert_eq!(s.trusted.networks.len(), 1);
     }
 
     #[test]

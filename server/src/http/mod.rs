@@ -6,17 +6,20 @@
 //! as the socket.
 
 mod api;
+mod per_ip;
+pub mod proxy;
 mod response;
 mod upgrade;
 mod web;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -30,7 +33,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use self::response::{text, Body};
+use self::per_ip::{IpSlot, PerIp};
+use self::proxy::{canonical, TrustedProxies};
+use self::response::{add_security_headers, text, Body};
 use self::upgrade::{Handshakes, PendingUpgrade, Upgrades};
 use crate::auth::Auth;
 use crate::endpoints::stomp::{Caller, Stomp};
@@ -65,7 +70,22 @@ pub struct HttpSettings {
     pub stomp_max_body: usize,
     /// Where STOMP over TCP listens, told to clients by `/api/info`.
     pub stomp_tcp: Option<SocketAddr>,
+    /// Connections one client address may hold open (0: no cap).
+    pub max_connections_per_ip: usize,
+    /// Proxies whose word on client addresses is taken.
+    pub trusted: TrustedProxies,
+    /// Longest wait for a whole request body.
+    pub body_timeout: Duration,
+    /// `/stats` answered to anyone (else 404).
+    pub public_stats: bool,
 }
+
+/// The answer to a client over its address's connection cap, on HTTP.
+const HTTP_TOO_MANY: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: text/plain; \
+    charset=utf-8\r\ncontent-length: 39\r\nretry-after: 10\r\nconnection: close\r\n\r\n\
+    too many connections from your address\n";
+/// The same on STOMP over TCP.
+const STOMP_TOO_MANY: &[u8] = b"ERROR\nmessage:too many connections from your address\n\n\0";
 
 /// What every connection task shares; read-only after start.
 pub struct Server {
@@ -87,6 +107,8 @@ pub struct Server {
     tracker: TaskTracker,
     /// One permit per open TCP connection.
     connections: Arc<Semaphore>,
+    /// Open connections per client address.
+    per_ip: Arc<PerIp>,
 }
 
 /// The parts the server is built from.
@@ -128,6 +150,7 @@ impl Server {
         Arc::new(Self {
             upgrades,
             connections: Arc::new(Semaphore::new(settings.max_connections)),
+            per_ip: PerIp::new(settings.max_connections_per_ip),
             tracker: TaskTracker::new(),
             hub: parts.hub,
             stomp: parts.stomp,
@@ -193,7 +216,8 @@ impl Server {
         }
     }
 
-    /// STOMP over TCP, unless the node is draining.
+    /// STOMP over TCP, unless the node is draining. A trusted balancer's PROXY header names
+    /// the client; the client's address must have room under its connection cap.
     async fn serve_stomp_tcp(
         self: Arc<Self>,
         mut stream: TcpStream,
@@ -205,11 +229,35 @@ impl Server {
             let _ = timeout(Duration::from_secs(1), stream.write_all(refusal)).await;
             return;
         }
+        let peer = canonical(peer.ip());
+        let trusted = &self.settings.trusted;
+        let (client, leftover) = if trusted.trusts(peer) {
+            // Boxed: a wait at the start only, whose state the task must not carry for life.
+            match Box::pin(trusted.read_header(&mut stream, peer)).await {
+                Ok(found) => found,
+                Err(error) => {
+                    debug!(%peer, %error, "PROXY header refused");
+                    return;
+                }
+            }
+        } else {
+            (peer, BytesMut::new())
+        };
+        let Some(_slot) = self.per_ip.try_acquire(client) else {
+            // Not a warning: a hostile client makes one per attempt.
+            debug!(%client, "per-address connection cap reached; refusing STOMP");
+            Box::pin(refuse(stream, STOMP_TOO_MANY)).await;
+            return;
+        };
         let caller = Caller {
             pre: None,
-            peer: peer.ip(),
+            peer: client,
         };
-        Box::pin(self.stomp.serve_tcp(stream, caller, self.shutdown.clone())).await;
+        Box::pin(
+            self.stomp
+                .serve_tcp(stream, leftover, caller, self.shutdown.clone()),
+        )
+        .await;
     }
 
     async fn serve_connection(
@@ -218,12 +266,27 @@ impl Server {
         peer: SocketAddr,
         _permit: OwnedSemaphorePermit,
     ) {
+        // A trusted proxy's connection carries many clients: its requests name theirs, and
+        // WebSockets through it are counted under those (see `route`).
+        let peer_ip = canonical(peer.ip());
+        let _slot = if self.settings.trusted.trusts(peer_ip) {
+            None
+        } else {
+            match self.per_ip.try_acquire(peer_ip) {
+                Some(slot) => Some(slot),
+                None => {
+                    debug!(%peer, "per-address connection cap reached; refusing");
+                    Box::pin(refuse(stream, HTTP_TOO_MANY)).await;
+                    return;
+                }
+            }
+        };
         // Two steps in one task: HTTP until an upgrade, then the WebSocket. Each step's state
         // is boxed, so the task itself stays a few bytes and a long-lived WebSocket carries
         // neither the HTTP state nor the largest of the other endpoints' state machines.
         let pending = Box::pin(self.clone().serve_http(stream, peer)).await;
         if let Some(pending) = pending {
-            self.upgrades.run_websocket(pending, peer).await;
+            self.upgrades.run_websocket(pending).await;
         }
     }
 
@@ -266,15 +329,28 @@ impl Server {
             .unwrap_or_default()
     }
 
+    /// Answers one request; every answer carries the security headers.
     async fn route(
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
         upgrade: &Mutex<Option<PendingUpgrade>>,
     ) -> Response<Body> {
+        let mut resp = self.answer(req, peer, upgrade).await;
+        add_security_headers(&mut resp);
+        resp
+    }
+
+    async fn answer(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        upgrade: &Mutex<Option<PendingUpgrade>>,
+    ) -> Response<Body> {
+        let client = self.settings.trusted.client(peer.ip(), req.headers());
         let path = req.uri().path();
         if path.starts_with("/api/") {
-            return api::handle(self.api(peer.ip()), req).await;
+            return api::handle(self.api(client), req).await;
         }
         if req.method() == Method::GET {
             if let Some(asset) = web::asset(path) {
@@ -290,19 +366,52 @@ impl Server {
                     text(StatusCode::OK, "ready\n")
                 }
             }
-            (&Method::GET, "/stats") => self.stats(),
-            (_, "/echo" | "/stomp" | "/ws") => self.upgrades.answer(req, upgrade).await,
+            (&Method::GET, "/stats") if self.settings.public_stats => self.stats(),
+            (_, "/echo" | "/stomp" | "/ws") => self.upgrade(req, peer, client, upgrade).await,
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
 
+    /// A WebSocket upgrade. Through a trusted proxy the connection was not counted under any
+    /// address, so the WebSocket is, under the client's, for as long as it lives.
+    async fn upgrade(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        client: IpAddr,
+        upgrade: &Mutex<Option<PendingUpgrade>>,
+    ) -> Response<Body> {
+        let mut slot: Option<IpSlot> = None;
+        if self.settings.trusted.trusts(canonical(peer.ip())) {
+            slot = self.per_ip.try_acquire(client);
+            if slot.is_none() {
+                debug!(%client, "per-address connection cap reached; refusing upgrade");
+                let mut resp = text(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many connections from your address\n",
+                );
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("10"));
+                return resp;
+            }
+        }
+        let resp = self.upgrades.answer(req, upgrade, client).await;
+        if let Ok(mut pending) = upgrade.lock() {
+            if let Some(pending) = pending.as_mut() {
+                pending.ip_slot = slot;
+            }
+        }
+        resp
+    }
+
     /// What the REST API needs.
-    fn api(&self, peer: std::net::IpAddr) -> api::Api<'_> {
+    fn api(&self, peer: IpAddr) -> api::Api<'_> {
         api::Api {
             hub: &self.hub,
             auth: &self.auth,
             stomp_tcp: self.settings.stomp_tcp,
             peer,
+            body_timeout: self.settings.body_timeout,
         }
     }
 
@@ -325,4 +434,28 @@ impl Server {
         );
         resp
     }
+}
+
+/// Answers a connection refused at the door (callers box it: its buffer must not weigh on
+/// every connection's task), then closes it: the answer is written, our side
+/// shut, and what the client still sends read and dropped for a moment, so that closing with
+/// unread input (which sends a reset) does not destroy the answer before the client reads it.
+async fn refuse(mut stream: TcpStream, answer: &[u8]) {
+    use tokio::io::AsyncReadExt as _;
+    const LINGER: Duration = Duration::from_secs(1);
+    if timeout(LINGER, stream.write_all(answer)).await.is_err() {
+        return;
+    }
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 1024];
+    let drain = async {
+        let mut budget = 64 * 1024;
+        while budget > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => budget -= n.min(budget),
+            }
+        }
+    };
+    let _ = timeout(LINGER, drain).await;
 }

@@ -3,7 +3,7 @@
 //! the endpoint on the upgraded socket.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
@@ -18,6 +18,7 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tracing::debug;
 
+use super::per_ip::IpSlot;
 use super::response::{text, text_owned, Body};
 use tokio_util::sync::CancellationToken;
 
@@ -99,15 +100,21 @@ pub(super) struct PendingUpgrade {
     on_upgrade: OnUpgrade,
     endpoint: WsEndpoint,
     deflate: Option<DeflateParams>,
+    /// The client (behind a trusted proxy: the address it forwarded).
+    client: IpAddr,
+    /// The client's place under the per-address cap, when the connection itself was not
+    /// counted (it came from a trusted proxy); held as long as the WebSocket.
+    pub(super) ip_slot: Option<IpSlot>,
 }
 
 impl Upgrades {
-    /// Answers a request for `/echo`, `/stomp` or `/ws`: the 101 with the endpoint to run
-    /// stored in `upgrade`, or why not.
+    /// Answers a request of `client` for `/echo`, `/stomp` or `/ws`: the 101 with the endpoint
+    /// to run stored in `upgrade`, or why not.
     pub(super) async fn answer(
         &self,
         mut req: Request<Incoming>,
         upgrade: &Mutex<Option<PendingUpgrade>>,
+        client: IpAddr,
     ) -> Response<Body> {
         if self.draining.is_cancelled() {
             // The balancer has not noticed /readyz yet: send the client to another node.
@@ -145,6 +152,8 @@ impl Upgrades {
                     on_upgrade: hyper::upgrade::on(&mut req),
                     endpoint,
                     deflate: accepted.deflate,
+                    client,
+                    ip_slot: None,
                 };
                 if let Ok(mut slot) = upgrade.lock() {
                     *slot = Some(pending);
@@ -201,11 +210,13 @@ impl Upgrades {
     }
 
     /// Runs the endpoint of an accepted upgrade on its socket until the connection ends.
-    pub(super) async fn run_websocket(&self, pending: PendingUpgrade, peer: SocketAddr) {
+    pub(super) async fn run_websocket(&self, pending: PendingUpgrade) {
         let PendingUpgrade {
             on_upgrade,
             endpoint,
             deflate,
+            client,
+            ip_slot,
         } = pending;
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
@@ -222,16 +233,17 @@ impl Upgrades {
                 let hyper::upgrade::Parts { io, read_buf, .. } = parts;
                 let leftover = BytesMut::from(&read_buf[..]);
                 drop(read_buf);
-                self.run_endpoint(io.into_inner(), leftover, endpoint, deflate, peer)
+                self.run_endpoint(io.into_inner(), leftover, endpoint, deflate, client)
                     .await;
             }
             Err(upgraded) => {
                 let io = TokioIo::new(upgraded);
                 let leftover = BytesMut::new();
-                self.run_endpoint(io, leftover, endpoint, deflate, peer)
+                self.run_endpoint(io, leftover, endpoint, deflate, client)
                     .await;
             }
         }
+        drop(ip_slot);
     }
 
     /// Runs the endpoint. Each endpoint's state is boxed on its own, so a connection carries
@@ -243,7 +255,7 @@ impl Upgrades {
         leftover: BytesMut,
         endpoint: WsEndpoint,
         deflate: Option<DeflateParams>,
-        peer: SocketAddr,
+        client: IpAddr,
     ) where
         S: ReadReady + AsyncWrite + Send,
     {
@@ -266,10 +278,7 @@ impl Upgrades {
             WsEndpoint::Stomp(pre) => {
                 // One WebSocket message carries at most about a frame's worth of STOMP bytes.
                 let socket = socket(self.stomp_max_body + MESSAGE_OVERHEAD, None);
-                let caller = Caller {
-                    pre,
-                    peer: peer.ip(),
-                };
+                let caller = Caller { pre, peer: client };
                 Box::pin(self.stomp.serve_websocket(socket, caller, shutdown)).await;
             }
             WsEndpoint::Raw(who) => {

@@ -85,15 +85,19 @@ impl Stomp {
         })
     }
 
-    /// Runs STOMP over one plain TCP connection.
+    /// Runs STOMP over one plain TCP connection; `read` holds what was already read from it
+    /// (past a PROXY protocol header).
     pub fn serve_tcp(
         &self,
         stream: TcpStream,
+        read: BytesMut,
         caller: Caller,
         shutdown: CancellationToken,
     ) -> impl Future<Output = ()> + Send + '_ {
         let transport = Tcp::new(stream, self.settings.write_timeout);
-        self.conn(transport, caller).serve(shutdown)
+        let mut conn = self.conn(transport, caller);
+        conn.inbound = read;
+        conn.serve(shutdown)
     }
 
     /// Runs STOMP over an upgraded WebSocket.

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::net::IpAddr;
 
-use super::{busy, error, json_body, json_body_or_empty, no_content, respond, storage_error};
+use super::{busy, error, no_content, respond, storage_error};
 use super::{Api, Refused};
 use crate::auth::{
     session_cookie, LoginError, RefreshError, RegisterError, TokenPair, SESSION_COOKIE,
@@ -31,7 +31,7 @@ struct RefreshBody {
 
 impl Api<'_> {
     pub(super) async fn register(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        let creds: LoginBody = match json_body(req).await {
+        let creds: LoginBody = match self.json_body(req).await {
             Ok(c) => c,
             Err(resp) => return resp,
         };
@@ -56,7 +56,7 @@ impl Api<'_> {
 
     pub(super) async fn login(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let secure = secure_cookies(req.headers());
-        let creds: LoginBody = match json_body(req).await {
+        let creds: LoginBody = match self.json_body(req).await {
             Ok(c) => c,
             Err(resp) => return resp,
         };
@@ -115,7 +115,7 @@ impl Api<'_> {
         let secure = secure_cookies(req.headers());
         let cookie = session_cookie(req.headers()).map(str::to_owned);
         let csrf_ok = self.cookie_origin_ok(req.headers(), true);
-        let body: RefreshBody = json_body_or_empty(req).await?;
+        let body: RefreshBody = self.json_body_or_empty(req).await?;
         if let Some(token) = body.refresh_token.filter(|t| !t.is_empty()) {
             return Ok((token, false, secure));
         }

@@ -7,6 +7,7 @@ mod rooms;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -33,6 +34,8 @@ pub struct Api<'a> {
     pub stomp_tcp: Option<SocketAddr>,
     /// The client's address.
     pub peer: IpAddr,
+    /// Longest wait for a whole request body (`--body-timeout`).
+    pub body_timeout: Duration,
 }
 
 /// An early answer (401, 403, ...).
@@ -180,35 +183,49 @@ impl Api<'_> {
     }
 }
 
-/// Reads a JSON request body (at most [`MAX_REQUEST_BODY`]).
-async fn json_body<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Refused> {
-    let body = read_body(req).await?;
-    serde_json::from_slice(&body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")))
-}
-
-/// Like [`json_body`], where an empty body means the defaults.
-async fn json_body_or_empty<T: serde::de::DeserializeOwned + Default>(
-    req: Request<Incoming>,
-) -> Result<T, Refused> {
-    let body = read_body(req).await?;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
+impl Api<'_> {
+    /// Reads a JSON request body (at most [`MAX_REQUEST_BODY`]).
+    async fn json_body<T: serde::de::DeserializeOwned>(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<T, Refused> {
+        let body = self.read_body(req).await?;
+        serde_json::from_slice(&body)
+            .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")))
     }
-    serde_json::from_slice(&body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")))
-}
 
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, Refused> {
-    match Limited::new(req.into_body(), MAX_REQUEST_BODY)
-        .collect()
-        .await
-    {
-        Ok(body) => Ok(body.to_bytes()),
-        Err(_) => Err(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request body too large",
-        )),
+    /// Like [`Api::json_body`], where an empty body means the defaults.
+    async fn json_body_or_empty<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<T, Refused> {
+        let body = self.read_body(req).await?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(T::default());
+        }
+        serde_json::from_slice(&body)
+            .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")))
+    }
+
+    /// The whole body within the body timeout: a client that declares a body and sends it
+    /// slowly or never gets 408 and the connection closes, instead of holding it forever.
+    async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, Refused> {
+        let collect = Limited::new(req.into_body(), MAX_REQUEST_BODY).collect();
+        match tokio::time::timeout(self.body_timeout, collect).await {
+            Ok(Ok(body)) => Ok(body.to_bytes()),
+            Ok(Err(_)) => Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large",
+            )),
+            Err(_) => {
+                let mut resp = error(StatusCode::REQUEST_TIMEOUT, "request body too slow");
+                resp.headers_mut().insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("close"),
+                );
+                Err(resp)
+            }
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use parley_stomp::session::Identity;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{error, json_body, no_content, respond, storage_error, Api, Refused};
+use super::{error, no_content, respond, storage_error, Api, Refused};
 use crate::endpoints::raw::wire::MessageJson;
 use crate::hub::{DEFAULT_PAGE, MAX_PAGE};
 use crate::store::{Role, Room};
@@ -94,7 +94,7 @@ impl Api<'_> {
             Ok(who) => who,
             Err(resp) => return resp,
         };
-        let new: NewRoom = match json_body(req).await {
+        let new: NewRoom = match self.json_body(req).await {
             Ok(new) => new,
             Err(resp) => return resp,
         };
@@ -147,7 +147,7 @@ impl Api<'_> {
         if self.hub.acl().role(room, &who.name) != Some(Role::Owner) {
             return error(StatusCode::FORBIDDEN, "only the room's owner adds members");
         }
-        let new: NewMember = match json_body(req).await {
+        let new: NewMember = match self.json_body(req).await {
             Ok(new) => new,
             Err(resp) => return resp,
         };
