@@ -5,3 +5,4 @@
 mod accounts;
 mod buffers;
 mod conn;
+mod smuggling;
