@@ -115,7 +115,11 @@ async fn guests_cannot_create_rooms_by_joining_subscribing_or_sending() {
     {
         let mut g = stomp_guest(stomp, &format!("walker{i}")).await;
         let f = g.subscribe("s", destination, &[]).await;
-        assert_stomp_error(&f, "no room", &format!("a STOMP guest subscribing {destination}"));
+        assert_stomp_error(
+            &f,
+            "no room",
+            &format!("a STOMP guest subscribing {destination}"),
+        );
     }
     let mut g = stomp_guest(stomp, "sender").await;
     let f = g
@@ -157,13 +161,21 @@ async fn an_account_creates_at_most_its_quota_of_rooms() {
             1 => {
                 ws_join_ok(&mut ws, &room).await;
             }
-            _ => stomp.subscribe_ok(&format!("s{i}"), &format!("/topic/{room}")).await,
+            _ => {
+                stomp
+                    .subscribe_ok(&format!("s{i}"), &format!("/topic/{room}"))
+                    .await
+            }
         }
     }
     let r = post_as(addr, "/api/rooms", &mallory, &json!({"name": "one-more"})).await;
     r.assert_status(403, "POST past the quota");
     assert!(r.text().contains("quota"), "{}", r.text());
-    assert_error(&ws_join(&mut ws, "one-more").await, "room_quota", "join past the quota");
+    assert_error(
+        &ws_join(&mut ws, "one-more").await,
+        "room_quota",
+        "join past the quota",
+    );
     let f = stomp.subscribe("x", "/topic/one-more", &[]).await;
     assert_stomp_error(&f, "quota", "SUBSCRIBE past the quota");
     assert!(!listed(addr, &mallory, "one-more").await);
@@ -202,9 +214,14 @@ async fn the_room_list_is_paged_with_a_cursor_and_filtered_by_prefix() {
     }
     let reader = account(addr, "reader").await;
     let secret = account(addr, "secretive").await;
-    post_as(addr, "/api/rooms", &secret, &json!({"name": "a-hidden", "private": true}))
-        .await
-        .assert_status(201, "a private room");
+    post_as(
+        addr,
+        "/api/rooms",
+        &secret,
+        &json!({"name": "a-hidden", "private": true}),
+    )
+    .await
+    .assert_status(201, "a private room");
     let (first, next) = page(addr, "", &reader).await;
     assert_eq!(first.len(), 100, "the default page holds 100 rooms");
     let next = next.expect("a next cursor after a full page");
@@ -220,12 +237,19 @@ async fn the_room_list_is_paged_with_a_cursor_and_filtered_by_prefix() {
     assert_eq!(a_rooms.len(), 120, "small pages add up");
     assert!(all_pages(addr, &secret, "a-h", 5).await == ["a-hidden"]);
     for bad in ["?limit=x", "?limit=-1"] {
-        let r = http::get(addr, &format!("/api/rooms{bad}"), &[("Authorization", &bearer(&reader))])
-            .await;
+        let r = http::get(
+            addr,
+            &format!("/api/rooms{bad}"),
+            &[("Authorization", &bearer(&reader))],
+        )
+        .await;
         r.assert_status(400, bad);
     }
     let (huge, _) = page(addr, "?limit=100000", &reader).await;
-    assert!(huge.len() <= 500, "a page is bounded whatever the client asks");
+    assert!(
+        huge.len() <= 500,
+        "a page is bounded whatever the client asks"
+    );
 }
 
 /// Item 12: subscribing to a side channel of a room nobody created neither creates it nor
@@ -247,7 +271,11 @@ async fn side_channels_of_an_unknown_room_never_create_or_own_it() {
     // A guest may not even listen there.
     let mut g = stomp_guest(stomp, "lurker").await;
     let f = g.subscribe("t", "/topic/plans.typing", &[]).await;
-    assert_stomp_error(&f, "no room", "a guest on a side channel of an unknown room");
+    assert_stomp_error(
+        &f,
+        "no room",
+        "a guest on a side channel of an unknown room",
+    );
     assert!(!listed(addr, &alice, "plans").await, "no room was made");
     let r = post_as(
         addr,
@@ -257,9 +285,14 @@ async fn side_channels_of_an_unknown_room_never_create_or_own_it() {
     )
     .await;
     assert_eq!(r.status, 403, "the squatter owns nothing: {}", r.text());
-    post_as(addr, "/api/rooms", &alice, &json!({"name": "plans", "private": true}))
-        .await
-        .assert_status(201, "the name is still free for alice");
+    post_as(
+        addr,
+        "/api/rooms",
+        &alice,
+        &json!({"name": "plans", "private": true}),
+    )
+    .await
+    .assert_status(201, "the name is still free for alice");
     let r = post_as(
         addr,
         "/api/rooms/plans/members",
@@ -321,18 +354,32 @@ async fn room_creation_follows_the_same_rules_on_every_node() {
     g.subscribe_ok("s", "/topic/hall").await;
     let mut w = ws_connect_ok(b.addr(), "/ws?name=visitor", &[]).await;
     ws_join_ok(&mut w, "hall").await;
-    assert_error(&ws_join(&mut w, "nope").await, "no_such_room", "raw guest, node B");
+    assert_error(
+        &ws_join(&mut w, "nope").await,
+        "no_such_room",
+        "raw guest, node B",
+    );
     // An account creating by joining on node B owns it on node A too.
     let bob = account(a.addr(), "bob").await;
     let mut ws = ws_bearer(b.addr(), &bob).await;
     ws_join_ok(&mut ws, "bobs").await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let r = post_as(a.addr(), "/api/rooms/bobs/members", &bob, &json!({"user": "alice"})).await;
+        let r = post_as(
+            a.addr(),
+            "/api/rooms/bobs/members",
+            &bob,
+            &json!({"user": "alice"}),
+        )
+        .await;
         if r.status == 204 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "bob never owned bobs on node A: {}", r.text());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bob never owned bobs on node A: {}",
+            r.text()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
