@@ -113,6 +113,11 @@ impl Rooms {
     }
 }
 
+/// Rooms on a page of the room list unless the client asks for fewer.
+pub const ROOM_PAGE: usize = 100;
+/// Most rooms on one page, whatever the client asks.
+pub const MAX_ROOM_PAGE: usize = 500;
+
 /// Which page of the room list: names after `after` (exclusive) starting with `prefix`, at most
 /// `limit` of them.
 #[derive(Clone, Debug, Default)]

@@ -105,7 +105,7 @@ impl Api<'_> {
                     "rule": RoomName::RULE,
                     "guests_create": limits.guests_create,
                     "max_per_account": limits.max_per_account,
-                    "page": rooms::ROOM_PAGE,
+                    "page": crate::acl::ROOM_PAGE,
                 },
                 "stomp_tcp": self.stomp_tcp.map(|a| a.to_string()),
             }),

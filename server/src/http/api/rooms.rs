@@ -10,15 +10,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{error, json_body, no_content, respond, storage_error, Api, Refused};
-use crate::acl::RoomQuery;
+use crate::acl::{RoomQuery, MAX_ROOM_PAGE, ROOM_PAGE};
 use crate::endpoints::raw::wire::MessageJson;
 use crate::hub::{DEFAULT_PAGE, MAX_PAGE};
 use crate::store::{Role, Room};
-
-/// Rooms on a page of `GET /api/rooms` unless the client asks for fewer.
-pub(super) const ROOM_PAGE: usize = 100;
-/// Most rooms on one page, whatever the client asks.
-pub(super) const MAX_ROOM_PAGE: usize = 500;
 
 impl Api<'_> {
     /// A page of the rooms the caller may see, public ones and private ones they belong to:
