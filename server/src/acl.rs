@@ -262,11 +262,13 @@ impl Acl {
     /// Lets `who` use `room` (join, subscribe, send), creating it for them first if it does
     /// not exist and [`Acl::create_for`] allows. `Ok(true)` when it was created.
     pub fn enter(&self, who: &Identity, room: &str, owner_now: bool) -> Result<bool, Refused> {
-        if self.exists(room) {
-            return self
-                .may_use(who, room)
-                .map(|()| false)
-                .map_err(|_| Refused::Private(room.to_owned()));
+        // Called for every STOMP SEND to a room: a known room costs one read lock.
+        if let Some(rules) = self.read().rules.get(room) {
+            return if admits(rules, who) {
+                Ok(false)
+            } else {
+                Err(Refused::Private(room.to_owned()))
+            };
         }
         self.create_for(who, room, false, owner_now)
     }
@@ -325,14 +327,9 @@ impl Acl {
     /// May `who` read `room` (join, subscribe, history, presence, typing) and post in it?
     /// Public rooms: anyone; private rooms: their members, never guests.
     pub fn may_use(&self, who: &Identity, room: &str) -> Result<(), Denied> {
-        let rooms = self.read();
-        match rooms.rules.get(room) {
-            Some(rules) if rules.private => {
-                if !who.guest && rules.members.contains_key(&*who.name) {
-                    Ok(())
-                } else {
-                    Err(Refused::Private(room.to_owned()).to_string())
-                }
+        match self.read().rules.get(room) {
+            Some(rules) if !admits(rules, who) => {
+                Err(Refused::Private(room.to_owned()).to_string())
             }
             _ => Ok(()),
         }
@@ -353,9 +350,7 @@ impl Acl {
             .rules
             .range::<str, _>((start, Bound::Unbounded))
             .take_while(|(name, _)| name.starts_with(&query.prefix))
-            .filter(|(_, r)| {
-                !r.private || who.is_some_and(|w| !w.guest && r.members.contains_key(&*w.name))
-            });
+            .filter(|(_, r)| !r.private || who.is_some_and(|w| admits(r, w)));
         for (name, r) in visible {
             if page.len() == query.limit {
                 let next = page.last().map(|(name, _): &(String, bool)| name.clone());
@@ -385,6 +380,12 @@ fn new_room(private: bool, owner: Option<&str>, creator: Option<&str>) -> RoomRu
             .unwrap_or_default(),
         creator: creator.map(str::to_owned),
     }
+}
+
+/// Does a room with `rules` admit `who`? Public rooms: anyone; private rooms: their members,
+/// never guests.
+fn admits(rules: &RoomRules, who: &Identity) -> bool {
+    !rules.private || (!who.guest && rules.members.contains_key(&*who.name))
 }
 
 /// The member with role owner, if any.
