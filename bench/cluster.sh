@@ -93,7 +93,7 @@ run_case() {
   local label=$1 nodes=$2 cluster=$3 i port ports=() redis_port
   PIDS=()
   REDIS_PID=
-  local args=(--allow-guests --rate-limit 0 --stomp-tcp off)
+  local args=(--allow-guests --guests-create-rooms --rate-limit 0 --stomp-tcp off)
   if [ "$cluster" = 1 ]; then
     redis_port=$(free_port)
     taskset -c "$SRV_CPU" redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \

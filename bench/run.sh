@@ -219,7 +219,7 @@ start_server() {
       [ "$1" = parley-stomp ] && PROTO=stomp-ws || PROTO=raw
       rm -rf "$OUT/tmp/parley-data"
       taskset -c "$SRV_CPU" "$PARLEY" serve --data "$OUT/tmp/parley-data" --http "127.0.0.1:$PORT" \
-        --stomp-tcp off --allow-guests --rate-limit 0 --max-connections-per-ip 0 >> "$SERVER_LOG" 2>&1 &
+        --stomp-tcp off --allow-guests --guests-create-rooms --rate-limit 0 --max-connections-per-ip 0 >> "$SERVER_LOG" 2>&1 &
       SPID=$!
       BOT_ARGS=(--jwt-secret-file "$OUT/tmp/parley-data/jwt-secret")
       ;;

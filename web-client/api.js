@@ -82,10 +82,21 @@ export async function fetchMe(token) {
 
 const roomPath = (name) => `/api/rooms/${encodeURIComponent(name)}`;
 
-/** GET /api/rooms: [{name, private}], or null when the server answered with an error. */
-export async function listRooms() {
-  const { ok, body } = await api('/api/rooms');
-  return ok && Array.isArray(body) ? body.filter((r) => r && typeof r.name === 'string') : null;
+/**
+ * One page of GET /api/rooms: `{rooms: [{name, private}], next}` (`next`: the cursor of the next
+ * page, null on the last), or null when the server answered with an error. Names start with
+ * `prefix`, come after `after`; the server picks the page size unless `limit` is given.
+ */
+export async function listRooms({ prefix = '', after = null, limit = null } = {}) {
+  const query = new URLSearchParams();
+  if (prefix) query.set('prefix', prefix);
+  if (after) query.set('after', after);
+  if (limit) query.set('limit', String(limit));
+  const qs = query.toString();
+  const { ok, body } = await api(qs ? `/api/rooms?${qs}` : '/api/rooms');
+  if (!ok || !body || !Array.isArray(body.rooms)) return null;
+  const rooms = body.rooms.filter((r) => r && typeof r.name === 'string');
+  return { rooms, next: typeof body.next === 'string' ? body.next : null };
 }
 
 export const postRoom = (name, isPrivate) => api('/api/rooms', { method: 'POST', json: { name, private: isPrivate } });

@@ -6,6 +6,7 @@ export const el = {
   app: $('app'), title: $('conv-title'), conn: $('conn'), connText: $('conn-text'),
   roomsToggle: $('rooms-toggle'), membersToggle: $('members-toggle'), membersCount: $('members-count'),
   sidebar: $('sidebar'), roomList: $('room-list'), dmList: $('dm-list'), dmHint: $('dm-hint'),
+  roomFilter: $('room-filter'), moreRooms: $('more-rooms'),
   newRoomForm: $('new-room-form'), newRoom: $('new-room'), newRoomError: $('new-room-error'),
   meName: $('me-name'), meGuest: $('me-guest'), changeName: $('change-name'), signOut: $('sign-out'),
   newRoomPrivate: $('new-room-private'), newRoomPrivateLabel: $('new-room-private-label'),

@@ -10,7 +10,7 @@ import { el } from './dom.js';
 import { retry, send, sendTyping } from './messages.js';
 import { openConversation, parseHash } from './navigation.js';
 import { actions, autosize, closeDrawers, nearBottom, renderAll, renderMe, scrollToBottom, toggleDrawer } from './render.js';
-import { createRoom, loadOlder, refreshRooms } from './rooms.js';
+import { createRoom, filterRooms, loadMoreRooms, loadOlder, refreshRooms } from './rooms.js';
 import { checkToken, refreshToken, setConnectionStopper } from './session.js';
 import { changeName, loadInfo, signOut, startGuest, submitAuth } from './signin.js';
 import { NAME_KEY, NAME_RE, auth, info, isActive, online, roomState, state } from './state.js';
@@ -61,6 +61,12 @@ function wireNavigation() {
     el.newRoom.value = '';
     el.newRoomPrivate.checked = false;
     openConversation({ kind: 'room', name });
+  });
+  el.moreRooms.addEventListener('click', loadMoreRooms);
+  let filterTimer = null;
+  el.roomFilter.addEventListener('input', () => {
+    clearTimeout(filterTimer);
+    filterTimer = setTimeout(() => filterRooms(el.roomFilter.value), 200);
   });
   window.addEventListener('hashchange', () => {
     const conv = parseHash();

@@ -1,7 +1,7 @@
 // Which conversation is open: the URL hash (#room, #@user), the last room, switching between rooms and DMs.
 
 import { el } from './dom.js';
-import { closeDrawers, renderAll, scrollToBottom } from './render.js';
+import { closeDrawers, renderAll, scrollToBottom, showBanner } from './render.js';
 import { createRoom, joinRoom, roomNameProblem } from './rooms.js';
 import { NAME_RE, dmState, roomState, state } from './state.js';
 
@@ -36,7 +36,13 @@ export async function openConversation(conv) {
   if (conv.kind === 'room') {
     state.refused.delete(conv.name); // asked for explicitly: try again
     if (!state.rooms.some((r) => r.name === conv.name)) {
-      await createRoom(conv.name); // make it visible in everyone's list
+      // Make it visible in everyone's list; a room we may not create is not joined.
+      const problem = await createRoom(conv.name);
+      if (problem) {
+        state.refused.add(conv.name);
+        showBanner(problem);
+        return;
+      }
     }
     localStorage.setItem(ROOM_KEY, conv.name);
     roomState(conv.name).unread = 0;

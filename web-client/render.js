@@ -184,6 +184,7 @@ export function renderRooms() {
     const isPrivate = state.rooms.some((r) => r.name === name && r.private === true);
     return convLink('room', name, rs ? rs.unread : 0, isActive('room', name), isPrivate);
   }));
+  el.moreRooms.hidden = !state.roomsNext;
 }
 
 export function renderDms() {

@@ -14,11 +14,13 @@ const TYPING_SHOW_FOR = 3000; // ms a typing notice is shown
 // ---- the name rule -----------------------------------------------------------------------------
 
 /**
- * Takes the room-name rule from GET /api/info's `rooms` ({pattern, max_length, rule}). Without
+ * Takes the room-name rule from GET /api/info's `rooms` ({pattern, max_length, rule}), and
+ * whether guests may create rooms (`guests_create`). Without
  * one (or with one this browser cannot use) `info.rooms` stays null and names are not checked here.
  */
 export function learnRoomRule(rooms) {
   info.rooms = roomRule(rooms);
+  info.guestsCreateRooms = Boolean(rooms && rooms.guests_create === true);
   const max = rooms && rooms.max_length;
   if (info.rooms && Number.isSafeInteger(max) && max > 0) el.newRoom.maxLength = max;
 }
@@ -48,29 +50,85 @@ export function roomNameProblem(name) {
 
 // ---- the room list -----------------------------------------------------------------------------
 
+let roomsSeq = 0; // bumped by every refresh: an answer to an older one is dropped
+
+/**
+ * Loads the room list again from its first page, as many pages as were shown (at least one),
+ * under the current filter.
+ */
 export async function refreshRooms() {
+  const seq = ++roomsSeq;
+  const want = Math.max(state.rooms.length, 1);
+  let rooms = [];
+  let after = null;
   try {
-    const rooms = await listRooms();
-    if (rooms) {
-      state.rooms = rooms;
-      renderRooms();
-    }
+    do {
+      const page = await listRooms({ prefix: state.roomFilter, after });
+      if (!page || seq !== roomsSeq) return;
+      rooms = rooms.concat(page.rooms);
+      after = page.next;
+    } while (after && rooms.length < want);
   } catch {
-    /* offline: the next connect refreshes */
+    return; /* offline: the next connect refreshes */
   }
+  state.rooms = rooms;
+  state.roomsNext = after;
+  renderRooms();
+}
+
+/** The next page of the room list ("More rooms"). */
+export async function loadMoreRooms() {
+  if (!state.roomsNext) return;
+  const seq = roomsSeq;
+  let page = null;
+  try {
+    page = await listRooms({ prefix: state.roomFilter, after: state.roomsNext });
+  } catch {
+    /* offline: the button stays */
+  }
+  if (!page || seq !== roomsSeq) return;
+  const known = new Set(state.rooms.map((r) => r.name));
+  state.rooms = state.rooms.concat(page.rooms.filter((r) => !known.has(r.name)));
+  state.roomsNext = page.next;
+  renderRooms();
+}
+
+/** Lists only the rooms whose name starts with `prefix` (the filter box). */
+export function filterRooms(prefix) {
+  const clean = prefix.trim().replace(/^#/, '');
+  if (clean === state.roomFilter) return;
+  state.roomFilter = clean;
+  state.rooms = [];
+  state.roomsNext = null;
+  refreshRooms();
+}
+
+/** Does room `name` exist (for us to see)? The list may not hold every page: ask the server. */
+async function roomExists(name) {
+  if (state.rooms.some((r) => r.name === name)) return true;
+  const page = await listRooms({ prefix: name, limit: 1 });
+  return Boolean(page && page.rooms.some((r) => r.name === name));
 }
 
 /**
  * Creates a room and returns an error message or null. A public room that exists already is
- * fine (we join it); a private one must be new. Guests cannot create rooms: for them a public
- * room is only joined (the server decides).
+ * fine (we join it); a private one must be new. Guests create no rooms unless the server says
+ * they may (GET /api/info): for them a public room must exist.
  */
 export async function createRoom(name, { isPrivate = false } = {}) {
   const problem = roomNameProblem(name);
   if (problem) return problem;
   const known = state.rooms.find((r) => r.name === name);
   if (known) return isPrivate ? `#${name} exists already.` : null;
-  if (auth.mode !== 'account') return isPrivate ? 'Guests cannot create private rooms: sign in first.' : null;
+  if (auth.mode !== 'account') {
+    if (isPrivate) return 'Guests cannot create private rooms: sign in first.';
+    try {
+      if (info.guestsCreateRooms || (await roomExists(name))) return null;
+    } catch {
+      return 'Could not reach the server.';
+    }
+    return `There is no room #${name}, and guests cannot create rooms: sign in first.`;
+  }
   try {
     const { status, body } = await postRoom(name, isPrivate);
     if (status === 201 || (status === 409 && !isPrivate)) {

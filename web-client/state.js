@@ -19,7 +19,7 @@ export const auth = {
  * GET /api/info: what the server offers. `rooms` is the room-name rule ({pattern: RegExp, rule})
  * or null when the server did not say: then names are not checked in the page (the server does).
  */
-export const info = { guests: false, registration: 'open', rooms: null, loaded: false };
+export const info = { guests: false, registration: 'open', rooms: null, guestsCreateRooms: false, loaded: false };
 
 export const state = {
   name: null, // the name we log in with
@@ -28,7 +28,9 @@ export const state = {
   conn: 'connecting', // connecting | online | reconnecting
   everOnline: false,
   epoch: 0, // bumped on every (dis)connect and room switch; stale async work checks it
-  rooms: [], // [{name, private}] from GET /api/rooms
+  rooms: [], // [{name, private}] from GET /api/rooms: the pages loaded so far
+  roomsNext: null, // the cursor of the next page of rooms, null when all are loaded
+  roomFilter: '', // only rooms whose name starts with this are listed
   roomStates: new Map(), // name -> RoomState
   joined: null, // name of the room we are subscribed to (at most one)
   subs: [], // its subscriptions

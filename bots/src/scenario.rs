@@ -151,7 +151,8 @@ impl Protocol {
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum AuthMode {
-    /// A guest name (`?name=`, STOMP `login` without `passcode`); needs `--allow-guests`.
+    /// A guest name (`?name=`, STOMP `login` without `passcode`); needs `--allow-guests`, and
+    /// `--guests-create-rooms` for the bots' rooms to come into being.
     #[default]
     Guest,
     /// An HS256 access token minted from `--jwt-secret-file`.

@@ -1,29 +1,144 @@
-//! Who may read and post in which room: every room's privacy and members, in memory.
+//! Who may read, post in and create which room: every room's privacy and members, in memory,
+//! and how many rooms each account created.
 //!
 //! Checked on every SUBSCRIBE, SEND, join and history request, some of them under the broker's
-//! lock, so a check is a hash lookup under a read lock and never touches storage. Changes are
+//! lock, so a check is a lookup under a read lock and never touches storage. Changes are
 //! written to storage first and then here (write-through), so a restart reloads the same rules.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::sync::{Arc, RwLock};
 
-use parley_stomp::destination::Destination;
-use parley_stomp::session::{Access, Identity};
+use parley_stomp::session::Identity;
 
 use crate::store::{Role, Store};
+
+/// Who may create rooms. Passed in at start; see docs/security.md ("Rooms").
+#[derive(Clone, Debug)]
+pub struct RoomLimits {
+    /// Rooms one account may create (`--max-rooms-per-account`); 0: no limit.
+    pub max_per_account: usize,
+    /// Guests may create public rooms, owned by nobody, as accounts do
+    /// (`--guests-create-rooms`): for load tests and trusted networks.
+    pub guests_create: bool,
+}
+
+impl Default for RoomLimits {
+    fn default() -> Self {
+        Self {
+            max_per_account: 50,
+            guests_create: false,
+        }
+    }
+}
+
+/// Why a room may not be used or created; each maps to a wire answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// A private room, and the caller is not a member.
+    Private(String),
+    /// No such room, and the caller (a guest) may not create it.
+    NoSuchRoom(String),
+    /// The account created its quota of rooms already.
+    Quota(usize),
+}
+
+impl Refused {
+    /// The raw protocol's error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Private(_) => "forbidden",
+            Self::NoSuchRoom(_) => "no_such_room",
+            Self::Quota(_) => "room_quota",
+        }
+    }
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Private(room) => write!(f, "room {room:?} is private and you are not a member"),
+            Self::NoSuchRoom(room) => {
+                write!(f, "no room {room:?}: guests cannot create rooms")
+            }
+            Self::Quota(max) => write!(f, "room quota reached: an account may create {max} rooms"),
+        }
+    }
+}
 
 /// The rules of one room.
 #[derive(Clone, Debug, Default)]
 struct RoomRules {
     private: bool,
     members: HashMap<String, Role>,
+    /// The account it counts against: its owner, or (cluster mode) the account that created it
+    /// here while storage decides who owns it.
+    creator: Option<String>,
 }
+
+/// What the lock guards: the rules, and each account's count of rooms created.
+#[derive(Default)]
+struct Rooms {
+    /// By name, so the room list pages in order.
+    rules: BTreeMap<String, RoomRules>,
+    created: HashMap<String, usize>,
+}
+
+impl Rooms {
+    /// Adds or replaces a room's rules, keeping the creators' counts.
+    fn put(&mut self, room: String, rules: RoomRules) {
+        if let Some(creator) = &rules.creator {
+            *self.created.entry(creator.clone()).or_default() += 1;
+        }
+        if let Some(old) = self.rules.insert(room, rules) {
+            self.uncount(old.creator);
+        }
+    }
+
+    fn remove(&mut self, room: &str) {
+        if let Some(old) = self.rules.remove(room) {
+            self.uncount(old.creator);
+        }
+    }
+
+    fn uncount(&mut self, creator: Option<String>) {
+        if let Some(creator) = creator {
+            if let Some(n) = self.created.get_mut(&creator) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.created.remove(&creator);
+                }
+            }
+        }
+    }
+}
+
+/// Rooms on a page of the room list unless the client asks for fewer.
+pub const ROOM_PAGE: usize = 100;
+/// Most rooms on one page, whatever the client asks.
+pub const MAX_ROOM_PAGE: usize = 500;
+
+/// Which page of the room list: names after `after` (exclusive) starting with `prefix`, at most
+/// `limit` of them.
+#[derive(Clone, Debug, Default)]
+pub struct RoomQuery {
+    /// The `next` cursor of the previous page: the last name it held.
+    pub after: Option<String>,
+    /// Only names starting with this.
+    pub prefix: String,
+    /// Most rooms on the page.
+    pub limit: usize,
+}
+
+/// One page of the room list: `(name, private)` by name, and the cursor of the next page.
+pub type RoomPage = (Vec<(String, bool)>, Option<String>);
 
 /// Every known room's rules. A room nobody created yet is public.
 #[derive(Default)]
 pub struct Acl {
     /// Written by room creation and membership changes (REST, joins); read by every check.
-    rooms: RwLock<HashMap<String, RoomRules>>,
+    rooms: RwLock<Rooms>,
+    limits: RoomLimits,
 }
 
 /// Why something is refused; the wire answers say `forbidden: <reason>`.
@@ -31,10 +146,16 @@ pub type Denied = String;
 
 impl Acl {
     /// Loads every room and membership from storage.
-    pub fn load(store: &dyn Store) -> anyhow::Result<Arc<Self>> {
+    pub fn load(store: &dyn Store, limits: RoomLimits) -> anyhow::Result<Arc<Self>> {
         Ok(Arc::new(Self {
             rooms: RwLock::new(Self::read_all(store)?),
+            limits,
         }))
+    }
+
+    /// Who may create rooms.
+    pub fn limits(&self) -> &RoomLimits {
+        &self.limits
     }
 
     /// Replaces every room's rules with storage's (cluster mode: after missing changes); the
@@ -42,6 +163,7 @@ impl Acl {
     pub fn reload(&self, store: &dyn Store) -> anyhow::Result<Vec<String>> {
         let rooms = Self::read_all(store)?;
         let private = rooms
+            .rules
             .iter()
             .filter(|(_, r)| r.private)
             .map(|(name, _)| name.clone())
@@ -52,65 +174,132 @@ impl Acl {
 
     /// Replaces one room's rules with what storage holds.
     pub fn replace_room(&self, room: &str, private: bool, members: Vec<(String, Role)>) {
-        self.write().insert(
+        let members: HashMap<String, Role> = members.into_iter().collect();
+        let creator = owner_of(&members);
+        self.write().put(
             room.to_owned(),
             RoomRules {
                 private,
-                members: members.into_iter().collect(),
+                members,
+                creator,
             },
         );
     }
 
-    fn read_all(store: &dyn Store) -> anyhow::Result<HashMap<String, RoomRules>> {
-        let mut rooms: HashMap<String, RoomRules> = store
+    fn read_all(store: &dyn Store) -> anyhow::Result<Rooms> {
+        let mut rules: BTreeMap<String, RoomRules> = store
             .rooms()?
             .into_iter()
             .map(|r| {
-                (
-                    r.name,
-                    RoomRules {
-                        private: r.private,
-                        members: HashMap::new(),
-                    },
-                )
+                let rules = RoomRules {
+                    private: r.private,
+                    ..RoomRules::default()
+                };
+                (r.name, rules)
             })
             .collect();
         for (room, user, role) in store.memberships()? {
-            rooms.entry(room).or_default().members.insert(user, role);
+            rules.entry(room).or_default().members.insert(user, role);
+        }
+        let mut rooms = Rooms::default();
+        for (name, mut room) in rules {
+            room.creator = owner_of(&room.members);
+            rooms.put(name, room);
         }
         Ok(rooms)
     }
 
-    /// Records a new room; `false` if it was known already (nothing changes then).
+    /// Records a new room; `false` if it was known already (nothing changes then). No rule is
+    /// checked: for rooms that exist elsewhere (storage, another node).
     pub fn create(&self, room: &str, private: bool, owner: Option<&str>) -> bool {
         // Called for every room message: the common case, a known room, takes the read lock only.
         if self.exists(room) {
             return false;
         }
         let mut rooms = self.write();
-        if rooms.contains_key(room) {
+        if rooms.rules.contains_key(room) {
             return false;
         }
-        let members = owner
-            .map(|o| HashMap::from([(o.to_owned(), Role::Owner)]))
-            .unwrap_or_default();
-        rooms.insert(room.to_owned(), RoomRules { private, members });
+        rooms.put(room.to_owned(), new_room(private, owner, owner));
         true
+    }
+
+    /// Creates `room` for `who` if the rules let them: never a guest (unless
+    /// [`RoomLimits::guests_create`]), an account within its quota. `Ok(false)` if it exists.
+    /// The account owns it at once, or with `owner_now` false (cluster mode) only counts it
+    /// until storage says who owns it.
+    pub fn create_for(
+        &self,
+        who: &Identity,
+        room: &str,
+        private: bool,
+        owner_now: bool,
+    ) -> Result<bool, Refused> {
+        if self.exists(room) {
+            return Ok(false);
+        }
+        let mut rooms = self.write();
+        if rooms.rules.contains_key(room) {
+            return Ok(false);
+        }
+        if who.guest {
+            if !self.limits.guests_create || private {
+                return Err(Refused::NoSuchRoom(room.to_owned()));
+            }
+            rooms.put(room.to_owned(), new_room(false, None, None));
+            return Ok(true);
+        }
+        let max = self.limits.max_per_account;
+        if max > 0 && rooms.created.get(&*who.name).copied().unwrap_or(0) >= max {
+            return Err(Refused::Quota(max));
+        }
+        let name = Some(&*who.name);
+        let owner = if owner_now { name } else { None };
+        rooms.put(room.to_owned(), new_room(private, owner, name));
+        Ok(true)
+    }
+
+    /// Lets `who` use `room` (join, subscribe, send), creating it for them first if it does
+    /// not exist and [`Acl::create_for`] allows. `Ok(true)` when it was created.
+    pub fn enter(&self, who: &Identity, room: &str, owner_now: bool) -> Result<bool, Refused> {
+        // Called for every STOMP SEND to a room: a known room costs one read lock.
+        if let Some(rules) = self.read().rules.get(room) {
+            return if admits(rules, who) {
+                Ok(false)
+            } else {
+                Err(Refused::Private(room.to_owned()))
+            };
+        }
+        self.create_for(who, room, false, owner_now)
+    }
+
+    /// May `who` use a side channel (`<room>.typing`, `<room>.presence`, `<room>.x`) of `room`?
+    /// Of a room that exists: as the room. Of an unknown room: accounts may listen (the channel
+    /// creates nothing, and a private room made later ends what others hold); guests not.
+    pub fn may_use_side_channel(&self, who: &Identity, room: &str) -> Result<(), Refused> {
+        if self.exists(room) {
+            self.may_use(who, room)
+                .map_err(|_| Refused::Private(room.to_owned()))
+        } else if who.guest && !self.limits.guests_create {
+            Err(Refused::NoSuchRoom(room.to_owned()))
+        } else {
+            Ok(())
+        }
     }
 
     /// True if the room was created (by REST or by a first join).
     pub fn exists(&self, room: &str) -> bool {
-        self.read().contains_key(room)
+        self.read().rules.contains_key(room)
     }
 
     /// True for a private room.
     pub fn is_private(&self, room: &str) -> bool {
-        self.read().get(room).is_some_and(|r| r.private)
+        self.read().rules.get(room).is_some_and(|r| r.private)
     }
 
     /// The role of `user` in `room`, if they are a member.
     pub fn role(&self, room: &str, user: &str) -> Option<Role> {
-        self.read().get(room)?.members.get(user).copied()
+        self.read().rules.get(room)?.members.get(user).copied()
     }
 
     /// Forgets a room whose creation could not be stored.
@@ -121,6 +310,7 @@ impl Acl {
     /// Adds a member or changes their role.
     pub fn set_member(&self, room: &str, user: &str, role: Role) {
         self.write()
+            .rules
             .entry(room.to_owned())
             .or_default()
             .members
@@ -129,7 +319,7 @@ impl Acl {
 
     /// Removes a member.
     pub fn remove_member(&self, room: &str, user: &str) {
-        if let Some(rules) = self.write().get_mut(room) {
+        if let Some(rules) = self.write().rules.get_mut(room) {
             rules.members.remove(user);
         }
     }
@@ -137,70 +327,78 @@ impl Acl {
     /// May `who` read `room` (join, subscribe, history, presence, typing) and post in it?
     /// Public rooms: anyone; private rooms: their members, never guests.
     pub fn may_use(&self, who: &Identity, room: &str) -> Result<(), Denied> {
-        let rooms = self.read();
-        match rooms.get(room) {
-            Some(rules) if rules.private => {
-                if !who.guest && rules.members.contains_key(&*who.name) {
-                    Ok(())
-                } else {
-                    Err(format!("room {room:?} is private and you are not a member"))
-                }
+        match self.read().rules.get(room) {
+            Some(rules) if !admits(rules, who) => {
+                Err(Refused::Private(room.to_owned()).to_string())
             }
             _ => Ok(()),
         }
     }
 
-    /// Every room `who` may see, `(name, private)`, by name: the public ones and the private
-    /// ones they belong to. `None`: an anonymous reader (public rooms only).
-    pub fn rooms_visible_to(&self, who: Option<&Identity>) -> Vec<(String, bool)> {
-        let mut rooms: Vec<(String, bool)> = self
-            .read()
-            .iter()
-            .filter(|(_, r)| {
-                !r.private || who.is_some_and(|w| !w.guest && r.members.contains_key(&*w.name))
-            })
-            .map(|(name, r)| (name.clone(), r.private))
-            .collect();
-        rooms.sort();
-        rooms
+    /// One page of the rooms `who` may see, by name: the public ones and the private ones they
+    /// belong to. `None`: an anonymous reader (public rooms only). The page's last name is the
+    /// next page's cursor when more may follow.
+    pub fn rooms_visible_to(&self, who: Option<&Identity>, query: &RoomQuery) -> RoomPage {
+        use std::ops::Bound;
+        let start = match &query.after {
+            Some(after) if **after >= *query.prefix => Bound::Excluded(after.as_str()),
+            _ => Bound::Included(query.prefix.as_str()),
+        };
+        let rooms = self.read();
+        let mut page = Vec::new();
+        let visible = rooms
+            .rules
+            .range::<str, _>((start, Bound::Unbounded))
+            .take_while(|(name, _)| name.starts_with(&query.prefix))
+            .filter(|(_, r)| !r.private || who.is_some_and(|w| admits(r, w)));
+        for (name, r) in visible {
+            if page.len() == query.limit {
+                let next = page.last().map(|(name, _): &(String, bool)| name.clone());
+                return (page, next);
+            }
+            page.push((name.clone(), r.private));
+        }
+        (page, None)
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, RoomRules>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Rooms> {
         // Updates are single inserts/removes: a panic cannot leave a half-written entry.
         self.rooms.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, RoomRules>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Rooms> {
         self.rooms.write().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A new room's rules: `owner` its owner (a member now), `creator` who it counts against.
+fn new_room(private: bool, owner: Option<&str>, creator: Option<&str>) -> RoomRules {
+    RoomRules {
+        private,
+        members: owner
+            .map(|o| HashMap::from([(o.to_owned(), Role::Owner)]))
+            .unwrap_or_default(),
+        creator: creator.map(str::to_owned),
+    }
+}
+
+/// Does a room with `rules` admit `who`? Public rooms: anyone; private rooms: their members,
+/// never guests.
+fn admits(rules: &RoomRules, who: &Identity) -> bool {
+    !rules.private || (!who.guest && rules.members.contains_key(&*who.name))
+}
+
+/// The member with role owner, if any.
+fn owner_of(members: &HashMap<String, Role>) -> Option<String> {
+    members
+        .iter()
+        .find(|(_, role)| **role == Role::Owner)
+        .map(|(user, _)| user.clone())
 }
 
 /// The room a topic belongs to: `general` for `/topic/general` and `/topic/general.typing`.
 pub fn room_of_topic(topic: &str) -> &str {
     topic.split('.').next().unwrap_or(topic)
-}
-
-impl Access for Acl {
-    fn subscribe(&self, who: &Identity, destination: &Destination) -> Result<(), String> {
-        match destination {
-            Destination::Topic(topic) => self.may_use(who, room_of_topic(topic)),
-            // Queues are shared work lists; user queues are the subscriber's own (the broker
-            // refuses anyone else's).
-            Destination::Queue(_)
-            | Destination::OwnUserQueue(_)
-            | Destination::UserQueue { .. } => Ok(()),
-        }
-    }
-
-    fn send(&self, who: &Identity, destination: &Destination) -> Result<(), String> {
-        match destination {
-            Destination::Topic(topic) if topic.ends_with(".presence") => {
-                Err("presence is written by the server".into())
-            }
-            Destination::Topic(topic) => self.may_use(who, room_of_topic(topic)),
-            _ => Ok(()),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -236,16 +434,94 @@ mod tests {
     }
 
     #[test]
-    fn side_channels_follow_their_room_and_presence_is_read_only() {
+    fn side_channels_follow_their_room_and_create_nothing() {
         let acl = Acl::default();
         acl.create("plans", true, Some("alice"));
-        let carol = who("carol", false);
-        for topic in ["plans", "plans.typing", "plans.presence"] {
-            let d = Destination::Topic(topic.into());
-            assert!(acl.subscribe(&carol, &d).is_err(), "{topic}");
-            assert!(acl.subscribe(&who("alice", false), &d).is_ok(), "{topic}");
+        assert!(acl
+            .may_use_side_channel(&who("carol", false), "plans")
+            .is_err());
+        assert!(acl
+            .may_use_side_channel(&who("alice", false), "plans")
+            .is_ok());
+        assert!(acl
+            .may_use_side_channel(&who("carol", false), "free")
+            .is_ok());
+        assert_eq!(
+            acl.may_use_side_channel(&who("carol", true), "free"),
+            Err(Refused::NoSuchRoom("free".into()))
+        );
+        assert!(!acl.exists("free"), "listening creates nothing");
+    }
+
+    #[test]
+    fn guests_never_create_and_accounts_create_their_quota() {
+        let acl = Acl {
+            limits: RoomLimits {
+                max_per_account: 2,
+                guests_create: false,
+            },
+            ..Acl::default()
+        };
+        let (guest, bob) = (who("visitor", true), who("bob", false));
+        assert_eq!(
+            acl.enter(&guest, "a", true),
+            Err(Refused::NoSuchRoom("a".into()))
+        );
+        assert_eq!(acl.enter(&bob, "a", true), Ok(true));
+        assert_eq!(acl.role("a", "bob"), Some(Role::Owner));
+        assert_eq!(acl.enter(&guest, "a", true), Ok(false), "guests use it");
+        assert_eq!(acl.create_for(&bob, "b", true, false), Ok(true));
+        assert_eq!(acl.role("b", "bob"), None, "counted, not owned yet");
+        assert_eq!(acl.enter(&bob, "c", true), Err(Refused::Quota(2)));
+        acl.forget("b");
+        assert_eq!(
+            acl.enter(&bob, "c", true),
+            Ok(true),
+            "a forgotten room is uncounted"
+        );
+        acl.replace_room("c", false, vec![("alice".into(), Role::Owner)]);
+        assert_eq!(
+            acl.enter(&bob, "d", true),
+            Ok(true),
+            "storage said alice owns c"
+        );
+    }
+
+    #[test]
+    fn the_room_list_pages_by_name_from_a_cursor_and_a_prefix() {
+        let acl = Acl::default();
+        for room in ["a1", "a2", "a3", "b1", "b2"] {
+            acl.create(room, false, None);
         }
-        let presence = Destination::Topic("lobby.presence".into());
-        assert!(acl.send(&who("alice", false), &presence).is_err());
+        acl.create("a0", true, Some("alice"));
+        let page = |after: Option<&str>, prefix: &str, limit| {
+            let query = RoomQuery {
+                after: after.map(str::to_owned),
+                prefix: prefix.to_owned(),
+                limit,
+            };
+            let (rooms, next) = acl.rooms_visible_to(Some(&who("bob", false)), &query);
+            let names: Vec<String> = rooms.into_iter().map(|(n, _)| n).collect();
+            (names, next)
+        };
+        assert_eq!(
+            page(None, "", 2),
+            (vec!["a1".into(), "a2".into()], Some("a2".into()))
+        );
+        assert_eq!(
+            page(Some("a2"), "", 2),
+            (vec!["a3".into(), "b1".into()], Some("b1".into()))
+        );
+        assert_eq!(page(Some("b1"), "", 2), (vec!["b2".into()], None));
+        assert_eq!(page(None, "b", 5), (vec!["b1".into(), "b2".into()], None));
+        assert_eq!(
+            page(Some("a"), "b", 5).0.len(),
+            2,
+            "a cursor before the prefix"
+        );
+        assert_eq!(
+            page(None, "a", 3),
+            (vec!["a1".into(), "a2".into(), "a3".into()], None)
+        );
     }
 }

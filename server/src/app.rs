@@ -77,7 +77,9 @@ pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
     tokio::spawn(signals.drain_on_signal(draining.clone(), settings.drain_delay, shutdown.clone()));
     let auth = Auth::new(settings.auth.clone(), keys, store.clone());
     tokio::spawn(auth.clone().purge_expired());
-    let (acl, last_ids) = store::run(&store, |s| Ok((Acl::load(s)?, s.last_ids()?))).await?;
+    let limits = settings.rooms.clone();
+    let (acl, last_ids) =
+        store::run(&store, move |s| Ok((Acl::load(s, limits)?, s.last_ids()?))).await?;
     let hub = start_hub(&settings, store, acl, last_ids, bus)?;
     let parts = Parts {
         stomp: Stomp::new(hub.clone(), auth.clone(), stomp_settings(&settings)),

@@ -168,8 +168,8 @@ impl Cluster {
 
     /// Starts node `i` again (after it exited) on its data directory and its addresses.
     pub fn restart(&mut self, i: usize) {
-        let mut a: Vec<&str> = vec!["--allow-guests"];
-        a.extend(self.args.iter().map(String::as_str));
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let a = crate::chat_suite_args(&args);
         let (http, stomp) = (
             self.nodes[i].addr().to_string(),
             self.nodes[i].stomp_addr().to_string(),

@@ -119,6 +119,17 @@ pub fn database_for(data: &Path) -> Option<String> {
     Some(url)
 }
 
+/// `args` after the chat suites' `--allow-guests --guests-create-rooms` (the latter left out
+/// when `args` say otherwise).
+pub fn chat_suite_args<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["--allow-guests"];
+    if !args.iter().any(|a| a.starts_with("--guests-create-rooms")) {
+        all.push("--guests-create-rooms");
+    }
+    all.extend_from_slice(args);
+    all
+}
+
 /// A running `parley serve` process on an ephemeral port; killed when dropped.
 pub struct ServerProcess {
     child: Child,
@@ -129,18 +140,17 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Runs `parley serve --http 127.0.0.1:0 --allow-guests ARGS...` and waits for its listening
-    /// line. Guests are allowed because the chat suites connect by name; auth suites use
-    /// [`ServerProcess::start_strict`].
+    /// Runs `parley serve --http 127.0.0.1:0 --allow-guests --guests-create-rooms ARGS...` and
+    /// waits for its listening line. Guests are allowed, and create rooms by joining, because
+    /// the chat suites connect by name; auth suites use [`ServerProcess::start_strict`] (a test
+    /// may also pass `--guests-create-rooms=false`).
     pub fn start(args: &[&str]) -> ServerProcess {
         Self::start_with_data(&fresh_data_dir(), args)
     }
 
     /// Like [`ServerProcess::start`], keeping its data in `data` (to restart on the same data).
     pub fn start_with_data(data: &Path, args: &[&str]) -> ServerProcess {
-        let mut all = vec!["--allow-guests"];
-        all.extend_from_slice(args);
-        Self::start_strict_with_data(data, &all)
+        Self::start_strict_with_data(data, &chat_suite_args(args))
     }
 
     /// Runs `parley serve --http 127.0.0.1:0 ARGS...` on its defaults: no guests.

@@ -259,7 +259,7 @@ async fn rest_rooms_and_messages() {
     let ids = send_acked(&mut c, "chatter", 3, "x").await;
     let (status, rooms) = http(&server, &token, "GET", "/api/rooms", "").await;
     assert_eq!(status, 200);
-    let names: Vec<&str> = rooms
+    let names: Vec<&str> = rooms["rooms"]
         .as_array()
         .unwrap()
         .iter()

@@ -89,7 +89,10 @@ fn assert_forbidden_stomp(f: &parley_tests::stomp::Frame, what: &str) {
 async fn listed_rooms(addr: std::net::SocketAddr, headers: &[(&str, &str)]) -> Vec<Value> {
     let r = http::get(addr, "/api/rooms", headers).await;
     r.assert_status(200, "GET /api/rooms");
-    r.json().as_array().expect("a JSON array").clone()
+    r.json()["rooms"]
+        .as_array()
+        .expect("a `rooms` array")
+        .clone()
 }
 
 fn names(rooms: &[Value]) -> Vec<String> {
@@ -723,7 +726,7 @@ async fn direct_messages_are_readable_only_by_their_recipient() {
 
 #[tokio::test]
 async fn guests_cannot_create_rooms_or_enter_private_ones() {
-    let server = ServerProcess::start(&[]);
+    let server = ServerProcess::start(&["--guests-create-rooms=false"]);
     let alice = account(server.addr(), "alice").await;
     post_as(
         server.addr(),
@@ -733,6 +736,14 @@ async fn guests_cannot_create_rooms_or_enter_private_ones() {
     )
     .await
     .assert_status(201, "alice creates a private room");
+    post_as(
+        server.addr(),
+        "/api/rooms",
+        &alice,
+        &json!({"name": "lobby"}),
+    )
+    .await
+    .assert_status(201, "alice creates a public room");
     let r = http::post_json(
         server.addr(),
         "/api/rooms",

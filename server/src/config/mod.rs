@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use clap::Args;
 use serde::Deserialize;
 
+use crate::acl::RoomLimits;
 use crate::auth::{AuthSettings, JwtAlgorithm, KeySettings};
 use crate::http::proxy::{Cidr, ForwardedHeader, TrustedProxies};
 
@@ -129,6 +130,16 @@ pub struct ServeArgs {
     /// Allow connections without an account (name-only guests) [default: false].
     #[arg(long, env = "PARLEY_ALLOW_GUESTS", num_args = 0..=1, default_missing_value = "true")]
     pub allow_guests: Option<bool>,
+
+    /// Let guests create public rooms by joining them, as accounts do, with no quota: for load
+    /// tests and trusted networks [default: false].
+    #[arg(long, env = "PARLEY_GUESTS_CREATE_ROOMS", num_args = 0..=1, default_missing_value = "true")]
+    pub guests_create_rooms: Option<bool>,
+
+    /// Rooms one account may create (REST, joins, STOMP SUBSCRIBE or SEND); 0: no limit
+    /// [default: 50].
+    #[arg(long, env = "PARLEY_MAX_ROOMS_PER_ACCOUNT")]
+    pub max_rooms_per_account: Option<usize>,
 
     /// Account registration: `open` or `closed` [default: open].
     #[arg(long, env = "PARLEY_REGISTRATION")]
@@ -259,6 +270,8 @@ pub struct Settings {
     pub public_stats: bool,
     /// Accounts, tokens, guests, origins.
     pub auth: AuthSettings,
+    /// Who may create rooms.
+    pub rooms: RoomLimits,
     /// permessage-deflate accepted.
     pub deflate: bool,
     /// Chat body limit on /ws.
@@ -358,6 +371,16 @@ impl ServeArgs {
                 .unwrap_or(Duration::from_secs(30)),
             public_stats: self.public_stats.or(file.public_stats).unwrap_or(false),
             auth,
+            rooms: RoomLimits {
+                guests_create: self
+                    .guests_create_rooms
+                    .or(file.guests_create_rooms)
+                    .unwrap_or(false),
+                max_per_account: self
+                    .max_rooms_per_account
+                    .or(file.max_rooms_per_account)
+                    .unwrap_or(RoomLimits::default().max_per_account),
+            },
             deflate: self.deflate.or(file.deflate).unwrap_or(true),
             max_body: self.max_body.or(file.max_body).unwrap_or(64 * 1024),
             rate_limit: self.rate_limit.or(file.rate_limit).unwrap_or(1000),

@@ -122,7 +122,8 @@ impl ChatSession {
         }
     }
 
-    /// Joins `room` (creating it if new), catching up from `since`. The access check, the
+    /// Joins `room` (creating it if new and this client may: [`Hub::enter_room`]), catching up
+    /// from `since`. The access check, the
     /// subscription and the room's last id happen in one step under the broker's lock: a
     /// removal cannot slip in between, everything after that id arrives live and everything up
     /// to it is replayed. The room first, announced to the others as its own step, then its
@@ -133,12 +134,12 @@ impl ChatSession {
         hub.prepare_rooms(vec![room.clone()]).await;
         let (id, sub) = (self.session.id(), format!("room:{room}"));
         let topic = Destination::Topic(room.clone());
-        let (acl, identity) = (hub.acl().clone(), &self.identity);
+        let identity = &self.identity;
         // The broker, not our own list, says whether we are subscribed: a removal may have
-        // ended it.
+        // ended it. Joining an unknown room creates it, if this client may.
         let joined = hub.apply(|broker, events| {
-            acl.may_use(identity, &room)
-                .map_err(|why| Refusal::new("forbidden", why))?;
+            hub.enter_room(identity, &room)
+                .map_err(|refused| Refusal::new(refused.code(), refused.to_string()))?;
             if broker.has_subscription(id, &sub) {
                 return Ok(None);
             }

@@ -64,7 +64,7 @@ impl Hub {
                 self.accept_locked(inner, message);
                 continue;
             };
-            self.ensure_room(&room, None);
+            self.ensure_room(&room);
             let stored = stored_from_forwarded(room, &message);
             let sender = session.and_then(|s| inner.outboxes.get(&s));
             let ack = sender.map(|o| (o.notices.clone(), o.evicted.clone()));
@@ -268,8 +268,8 @@ impl Hub {
 
     /// Before subscribing to rooms this node does not watch yet: what this node knows of them
     /// may be old, so their last id jumps to storage's (without delivering anything). Catch-up
-    /// then replays up to it and the channel brings what follows. The read runs off the
-    /// runtime; a single node has nothing to prepare.
+    /// then replays up to it and the channel brings what follows. Rooms unknown here get their
+    /// rules from storage. The read runs off the runtime; a single node has nothing to prepare.
     pub async fn prepare_rooms(&self, rooms: Vec<String>) {
         if self.bus.is_none() || rooms.is_empty() {
             return;
@@ -284,12 +284,30 @@ impl Hub {
         if unwatched.is_empty() {
             return;
         }
-        let read = store::run(&self.store, move |s| s.last_ids_of(&unwatched));
+        // Rooms created on another node that this one has not heard of yet: their rules come
+        // from storage too, so the join is judged as it would be there.
+        let unknown: Vec<String> = unwatched
+            .iter()
+            .filter(|room| !self.acl.exists(room))
+            .cloned()
+            .collect();
+        let read = store::run(&self.store, move |s| {
+            let mut rules = Vec::new();
+            for room in unknown {
+                if let Some(found) = s.room_rules(&room)? {
+                    rules.push((room, found));
+                }
+            }
+            Ok((s.last_ids_of(&unwatched)?, rules))
+        });
         match tokio::time::timeout(PREPARE_WAIT, read).await {
             // Too slow: go on as for a failed read; the first message ahead shows the gap,
             // which is then read from storage.
             Err(_) => warn!("reading rooms' last ids timed out"),
-            Ok(Ok(stored)) => {
+            Ok(Ok((stored, rules))) => {
+                for (room, (private, members)) in rules {
+                    self.acl.replace_room(&room, private, members);
+                }
                 let mut inner = self.lock();
                 for (room, last) in stored {
                     // Checked again under the lock: if another session started watching the

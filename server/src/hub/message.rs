@@ -82,7 +82,7 @@ impl Hub {
         message: &SharedMessage,
         receipt: Option<Receipt>,
     ) {
-        self.ensure_room(&room, None);
+        self.ensure_room(&room);
         let stored = stored_from_live(room, id, message);
         let done = match (sender, receipt) {
             (Some(outbox), Some(receipt)) => {

@@ -10,9 +10,8 @@ use crate::clock::now_ms;
 
 impl Hub {
     /// Publishes presence changes of rooms to `/topic/<room>.presence` with headers `user` and
-    /// `event` (`join` or `leave`, and `guest: true` for guests). A join brings a room that did
-    /// not exist into being. `share` also records the change in the cluster's presence hashes
-    /// (not for a departure the cluster told us about).
+    /// `event` (`join` or `leave`, and `guest: true` for guests). `share` also records the change
+    /// in the cluster's presence hashes (not for a departure the cluster told us about).
     pub(super) fn announce_presence(
         &self,
         inner: &mut HubInner,
@@ -29,9 +28,6 @@ impl Hub {
             let Some(room) = room_of_key(&topic) else {
                 continue;
             };
-            if joined {
-                self.ensure_room(room, (!guest).then_some(&*user));
-            }
             if let (Some(bus), true) = (&self.bus, share) {
                 bus.presence_changed(room, &user, guest, joined);
             }

@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use parley_stomp::broker::{Publish, SessionId};
 use parley_stomp::destination::Destination;
+use parley_stomp::session::{Access, Identity};
 use tracing::warn;
 
 use super::outbox::{Notice, CLOSE_UNAUTHORIZED};
 use super::Hub;
+use crate::acl::{room_of_topic, Refused};
 use crate::clock::now_ms;
 use crate::store::{self, Room};
 
@@ -19,59 +21,80 @@ pub(super) fn room_of_key(key: &str) -> Option<&str> {
 }
 
 impl Hub {
-    /// Creates a room in memory for `owner`, under the broker's lock; if private, everyone but the
-    /// owner loses subscriptions made while the name was free. `false` if the room exists.
-    pub fn claim_room(&self, room: &str, private: bool, owner: &str) -> bool {
+    /// Creates a room in memory for `owner` (an account, within its quota), under the broker's
+    /// lock; if private, everyone but the owner loses subscriptions made while the name was
+    /// free. `Ok(false)` if the room exists.
+    pub fn claim_room(&self, room: &str, private: bool, owner: &Identity) -> Result<bool, Refused> {
         let ended = self.apply(|broker, events| {
-            if !self.acl.create(room, private, Some(owner)) {
-                return None;
+            if !self.acl.create_for(owner, room, private, true)? {
+                return Ok(None);
             }
-            Some(if private {
-                broker.revoke_room_where(room, &|user, guest| guest || user != owner, events)
+            let name = &*owner.name;
+            Ok(Some(if private {
+                broker.revoke_room_where(room, &|user, guest| guest || user != name, events)
             } else {
                 Vec::new()
-            })
-        });
+            }))
+        })?;
         match ended {
-            None => false,
+            None => Ok(false),
             Some(ended) => {
                 self.tell_revoked(room, ended);
-                true
+                Ok(true)
             }
         }
     }
 
-    /// Records a room that a join or a message brought into being (public), through the
-    /// journal so it is written in order with the room's messages and off the async runtime.
-    /// The account that creates a room this way owns it.
-    pub(super) fn ensure_room(&self, room: &str, owner: Option<&str>) {
+    /// Lets `who` use `room` (a join, or a SUBSCRIBE or SEND to `/topic/<room>`): an unknown
+    /// room is created for them if the rules allow ([`Acl::enter`]) and stored through the
+    /// journal, in order with the room's messages. The one explicit create besides
+    /// [`Hub::claim_room`]; side channels never create ([`Acl::may_use_side_channel`]).
+    pub fn enter_room(&self, who: &Identity, room: &str) -> Result<(), Refused> {
+        // Cluster mode: another node may have created it (even private) without this one
+        // hearing yet: no owner here until storage says who it is.
+        let owner_now = self.bus.is_none();
+        if self.acl.enter(who, room, owner_now)? {
+            self.record_room(room, (!who.guest).then_some(&*who.name));
+        }
+        Ok(())
+    }
+
+    /// Records a room that a message brought here (from storage or another node): no rule to
+    /// check, no owner.
+    pub(super) fn ensure_room(&self, room: &str) {
+        if self.acl.create(room, false, None) {
+            self.record_room(room, None);
+        }
+    }
+
+    /// Stores a room just created in memory, off the async runtime. Cluster mode: then reads
+    /// storage's rules, which hold who really created it, and tells the other nodes to as well.
+    fn record_room(&self, room: &str, owner: Option<&str>) {
+        self.journal.create_room(Room {
+            name: room.to_owned(),
+            private: false,
+            owner: owner.map(str::to_owned),
+        });
         if self.bus.is_some() {
-            // Another node may have created it (even private) without this one hearing yet:
-            // no owner here until storage says who it is, then storage's rules, and the others
-            // are told to read them too.
-            if self.acl.create(room, false, None) {
-                self.journal.create_room(Room {
-                    name: room.to_owned(),
-                    private: false,
-                    owner: owner.map(str::to_owned),
-                });
-                let (hub, room) = (self.me.clone(), room.to_owned());
-                self.journal.barrier(Box::new(move |_| {
-                    if let Some(hub) = hub.upgrade() {
-                        hub.acl_changed(&room);
-                        hub.reload_rules_of(room);
-                    }
-                }));
-            }
-            return;
+            let (hub, room) = (self.me.clone(), room.to_owned());
+            self.journal.barrier(Box::new(move |_| {
+                if let Some(hub) = hub.upgrade() {
+                    hub.acl_changed(&room);
+                    hub.reload_rules_of(room);
+                }
+            }));
         }
-        if self.acl.create(room, false, owner) {
-            self.journal.create_room(Room {
-                name: room.to_owned(),
-                private: false,
-                owner: owner.map(str::to_owned),
-            });
-        }
+    }
+
+    /// Lets `who` use `topic`: the room itself ([`Hub::enter_room`]) or a side channel of it.
+    fn use_topic(&self, who: &Identity, topic: &str) -> Result<(), String> {
+        let room = room_of_topic(topic);
+        let used = if room.len() == topic.len() {
+            self.enter_room(who, room)
+        } else {
+            self.acl.may_use_side_channel(who, room)
+        };
+        used.map_err(|refused| refused.to_string())
     }
 
     /// Closes the sessions of guests named `name` in any case (it was just registered).
@@ -188,5 +211,30 @@ impl Hub {
             )
         });
         self.tell_revoked(room, ended);
+    }
+}
+
+/// The server's rules for STOMP: under the broker's lock, a lookup (and for a new room, a
+/// write to the journal's queue), never storage.
+impl Access for Hub {
+    fn subscribe(&self, who: &Identity, destination: &Destination) -> Result<(), String> {
+        match destination {
+            Destination::Topic(topic) => self.use_topic(who, topic),
+            // Queues are shared work lists; user queues are the subscriber's own (the broker
+            // refuses anyone else's).
+            Destination::Queue(_)
+            | Destination::OwnUserQueue(_)
+            | Destination::UserQueue { .. } => Ok(()),
+        }
+    }
+
+    fn send(&self, who: &Identity, destination: &Destination) -> Result<(), String> {
+        match destination {
+            Destination::Topic(topic) if topic.ends_with(".presence") => {
+                Err("presence is written by the server".into())
+            }
+            Destination::Topic(topic) => self.use_topic(who, topic),
+            _ => Ok(()),
+        }
     }
 }

@@ -27,7 +27,7 @@ impl TestHub {
         let _ = std::fs::remove_dir_all(&dir);
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir).expect("temporary store"));
         let journal = Journal::start(store.clone(), 1024);
-        let acl = Acl::load(&*store).expect("empty rules");
+        let acl = Acl::load(&*store, Default::default()).expect("empty rules");
         let settings = HubSettings {
             broker: BrokerLimits::default(),
             outbox_capacity,
@@ -253,7 +253,11 @@ async fn several_sessions_of_one_user_are_one_member() {
 #[tokio::test]
 async fn removing_a_member_ends_their_subscription_to_a_private_room() {
     let t = TestHub::new("revoke", 4096);
-    assert!(t.hub.claim_room("secret", true, "alice"));
+    let alice = Identity {
+        name: "alice".into(),
+        guest: false,
+    };
+    assert_eq!(t.hub.claim_room("secret", true, &alice), Ok(true));
     t.hub
         .acl()
         .set_member("secret", "bob", crate::store::Role::Member);

@@ -71,16 +71,16 @@ const logDir = mkdtempSync(join(tmpdir(), 'parley-interop-js-'));
 // One data directory for the whole file, so a restarted server keeps its messages.
 const dataDir = mkdtempSync(join(tmpdir(), 'parley-js-data-'));
 
-// Guests are allowed (--allow-guests) and may use queues (--guest-queues): the protocol tests
-// connect with a login name only. The
-// account tests register their users first.
+// Guests are allowed (--allow-guests), create rooms by subscribing (--guests-create-rooms) and may
+// use queues (--guest-queues): the protocol tests connect with a login name only. The account
+// tests register their users first.
 async function startParley({ httpPort = 0 } = {}) {
   const bin = process.env.PARLEY_BIN;
   assert.ok(bin, 'PARLEY_BIN is not set');
   const logPath = join(logDir, `parley-${counter++}.log`);
   const logFd = openSync(logPath, 'a');
   const args = ['serve', '--http', `127.0.0.1:${httpPort}`, '--stomp-tcp', '127.0.0.1:0', '--data', dataDir,
-    '--allow-guests', '--guest-queues'];
+    '--allow-guests', '--guests-create-rooms', '--guest-queues'];
   const proc = spawn(bin, args, {
     stdio: ['ignore', 'pipe', logFd],
     env: { RUST_LOG: 'info', ...process.env },

@@ -142,7 +142,9 @@ class ParleyServer:
     http_addr: str = "127.0.0.1:0"
     stomp_addr: str = "127.0.0.1:0"
     log_path: Path | None = None
-    guests: bool = True  # --allow-guests (the protocol tests connect by name); False: accounts only
+    # --allow-guests --guests-create-rooms (the protocol tests connect by name and make rooms by
+    # subscribing); False: accounts only
+    guests: bool = True
     extra_args: tuple[str, ...] = ()
     proc: subprocess.Popen | None = None
     http_port: int = 0
@@ -160,7 +162,7 @@ class ParleyServer:
         self.proc = subprocess.Popen(
             [self.bin, "serve", "--http", self.http_addr, "--stomp-tcp", self.stomp_addr,
              "--data", tempfile.mkdtemp(prefix="parley-interop-data-"),
-             *(["--allow-guests", "--guest-queues"] if self.guests else []), *self.extra_args],
+             *(["--allow-guests", "--guests-create-rooms", "--guest-queues"] if self.guests else []), *self.extra_args],
             stdout=subprocess.PIPE,
             stderr=log,
             stdin=subprocess.DEVNULL,

@@ -5,4 +5,5 @@
 mod accounts;
 mod buffers;
 mod conn;
+mod rooms;
 mod smuggling;

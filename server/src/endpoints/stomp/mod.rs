@@ -69,7 +69,7 @@ impl Stomp {
     /// The endpoint for `hub`; CONNECTs are authenticated by `auth`.
     pub fn new(hub: Arc<Hub>, auth: Arc<Auth>, settings: StompSettings) -> Arc<Self> {
         let mut config = SessionConfig::default();
-        config.access = AccessPolicy(hub.acl().clone());
+        config.access = AccessPolicy(hub.clone());
         config.server = format!("parley/{}", env!("CARGO_PKG_VERSION"));
         config.heart_beat = settings.heart_beat;
         config.max_room_body = settings.max_room_body;

@@ -91,6 +91,7 @@ impl Api<'_> {
     /// What the server offers, and the rules clients check before asking (no auth needed).
     fn info(&self) -> Response<Full<Bytes>> {
         let settings = self.auth.settings();
+        let limits = self.hub.acl().limits();
         let registration = if settings.registration_open {
             "open"
         } else {
@@ -105,6 +106,9 @@ impl Api<'_> {
                     "pattern": RoomName::PATTERN,
                     "max_length": RoomName::MAX_LEN,
                     "rule": RoomName::RULE,
+                    "guests_create": limits.guests_create,
+                    "max_per_account": limits.max_per_account,
+                    "page": crate::acl::ROOM_PAGE,
                 },
                 "stomp_tcp": self.stomp_tcp.map(|a| a.to_string()),
             }),

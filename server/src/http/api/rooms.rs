@@ -9,27 +9,31 @@ use parley_stomp::session::Identity;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{error, no_content, respond, storage_error, Api, Refused};
+use super::{error, json_body, no_content, respond, storage_error, Api, Refused};
+use crate::acl::{RoomQuery, MAX_ROOM_PAGE, ROOM_PAGE};
 use crate::endpoints::raw::wire::MessageJson;
 use crate::hub::{DEFAULT_PAGE, MAX_PAGE};
 use crate::store::{Role, Room};
 
 impl Api<'_> {
-    /// The rooms the caller may see: public ones, and private ones they belong to.
+    /// A page of the rooms the caller may see, public ones and private ones they belong to:
+    /// `?limit=&after=&prefix=`, answered `{"rooms":[…],"next":<cursor or null>}`.
     pub(super) async fn list_rooms(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         let who = match self.caller_or_guest(req).await {
             Ok(who) => who,
             Err(resp) => return resp,
         };
+        let query = match room_query(req.uri().query()) {
+            Ok(query) => query,
+            Err(why) => return error(StatusCode::BAD_REQUEST, why),
+        };
         // From memory: a room created by a join a moment ago is listed before it is stored.
-        let list: Vec<Value> = self
-            .hub
-            .acl()
-            .rooms_visible_to(who.as_ref())
+        let (rooms, next) = self.hub.acl().rooms_visible_to(who.as_ref(), &query);
+        let rooms: Vec<Value> = rooms
             .into_iter()
             .map(|(name, private)| json!({"name": name, "private": private}))
             .collect();
-        respond(StatusCode::OK, &json!(list))
+        respond(StatusCode::OK, &json!({"rooms": rooms, "next": next}))
     }
 
     /// Who is in `room` (on every node).
@@ -108,8 +112,10 @@ impl Api<'_> {
         };
         // The name is taken in memory first, under the broker's lock, so no join can create it
         // meanwhile and nobody who is not a member keeps a subscription made while it was free.
-        if !self.hub.claim_room(&room.name, room.private, &who.name) {
-            return error(StatusCode::CONFLICT, "room exists");
+        match self.hub.claim_room(&room.name, room.private, &who) {
+            Ok(true) => {}
+            Ok(false) => return error(StatusCode::CONFLICT, "room exists"),
+            Err(refused) => return error(StatusCode::FORBIDDEN, &refused.to_string()),
         }
         let answer = json!({"name": room.name, "private": room.private, "owner": &*who.name});
         let stored = room.clone();
@@ -245,6 +251,31 @@ impl Api<'_> {
         self.hub.announce_deleted(room, id, &who.name);
         no_content()
     }
+}
+
+/// `?limit=<n>&after=<name>&prefix=<start>` of a room list request. Room names need no
+/// percent-encoding, so the values are taken as they are.
+fn room_query(query: Option<&str>) -> Result<RoomQuery, &'static str> {
+    let mut q = RoomQuery {
+        limit: ROOM_PAGE,
+        ..RoomQuery::default()
+    };
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        match pair.split_once('=') {
+            Some(("limit", v)) => {
+                q.limit = v.parse().map_err(|_| "limit must be a number")?;
+            }
+            Some(("after", v)) if !v.is_empty() => q.after = Some(v.to_owned()),
+            Some(("prefix", v)) => q.prefix = v.to_owned(),
+            _ => {}
+        }
+    }
+    q.limit = q.limit.clamp(1, MAX_ROOM_PAGE);
+    Ok(q)
 }
 
 /// `?before=<id>&limit=<n>` of a history request.
