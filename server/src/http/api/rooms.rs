@@ -9,7 +9,7 @@ use parley_stomp::session::Identity;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{error, json_body, no_content, respond, storage_error, Api, Refused};
+use super::{error, no_content, respond, storage_error, Api, Refused};
 use crate::acl::{RoomQuery, MAX_ROOM_PAGE, ROOM_PAGE};
 use crate::endpoints::raw::wire::MessageJson;
 use crate::hub::{DEFAULT_PAGE, MAX_PAGE};
