@@ -117,6 +117,7 @@ fn stomp_settings(settings: &Settings) -> StompSettings {
         max_room_body: settings.max_body,
         rate_limit: settings.rate_limit,
         connect_timeout: settings.handshake_timeout,
+        idle_timeout: settings.stomp_idle_timeout,
         write_timeout: settings.write_timeout,
     }
 }

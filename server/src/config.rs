@@ -168,6 +168,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PARLEY_STOMP_HEART_BEAT")]
     pub stomp_heart_beat: Option<String>,
 
+    /// A connected STOMP session that sends nothing (not even a heart-beat) this long is closed,
+    /// whatever heart-beat it negotiated; `0s` turns the limit off [default: 5m].
+    #[arg(long, env = "PARLEY_STOMP_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub stomp_idle_timeout: Option<Duration>,
+
     /// Deliveries a STOMP session may have waiting before it is closed as a slow consumer
     /// [default: 1024].
     #[arg(long, env = "PARLEY_STOMP_OUTBOX")]
@@ -223,6 +229,8 @@ pub struct Settings {
     pub stomp_heart_beat: (u64, u64),
     /// STOMP per-session outbox capacity.
     pub stomp_outbox: usize,
+    /// Silence after which a connected STOMP session is closed (`None`: never).
+    pub stomp_idle_timeout: Option<Duration>,
 }
 
 impl ServeArgs {
@@ -302,6 +310,12 @@ impl ServeArgs {
                 .or(file.stomp_outbox)
                 .unwrap_or(1024)
                 .max(1),
+            stomp_idle_timeout: Some(
+                self.stomp_idle_timeout
+                    .or(file.stomp_idle_timeout)
+                    .unwrap_or(Duration::from_secs(5 * 60)),
+            )
+            .filter(|d| !d.is_zero()),
         })
     }
 
@@ -417,6 +431,9 @@ mod tests {
         assert!(!s.echo);
         assert_eq!(s.handshake_timeout, Duration::from_secs(10));
         assert_eq!(s.stomp_tcp, Some("127.0.0.1:61613".parse().unwrap()));
+        assert_eq!(s.stomp_idle_timeout, Some(Duration::from_secs(300)));
+        let off = Cli::parse_from(["parley", "--stomp-idle-timeout", "0s"]);
+        assert_eq!(off.serve.resolve().unwrap().stomp_idle_timeout, None);
     }
 
     #[test]
