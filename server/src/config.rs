@@ -179,6 +179,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PARLEY_STOMP_OUTBOX")]
     pub stomp_outbox: Option<usize>,
 
+    /// While storage fails, how often the log says so again (with the number of failed
+    /// attempts); the start and the recovery are logged once each [default: 1m].
+    #[arg(long, env = "PARLEY_STORAGE_LOG_INTERVAL", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub storage_log_interval: Option<Duration>,
+
     /// Accept permessage-deflate offers on /echo [default: true].
     #[arg(long, env = "PARLEY_DEFLATE", num_args = 0..=1, default_missing_value = "true")]
     pub deflate: Option<bool>,
@@ -231,6 +237,8 @@ pub struct Settings {
     pub stomp_outbox: usize,
     /// Silence after which a connected STOMP session is closed (`None`: never).
     pub stomp_idle_timeout: Option<Duration>,
+    /// How often an ongoing storage failure is logged.
+    pub storage_log_interval: Duration,
 }
 
 impl ServeArgs {
@@ -316,6 +324,10 @@ impl ServeArgs {
                     .unwrap_or(Duration::from_secs(5 * 60)),
             )
             .filter(|d| !d.is_zero()),
+            storage_log_interval: self
+                .storage_log_interval
+                .or(file.storage_log_interval)
+                .unwrap_or(Duration::from_secs(60)),
         })
     }
 

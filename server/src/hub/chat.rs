@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use parley_stomp::broker::{AckMode, Publish, Published, Receipt};
+use parley_stomp::broker::{AckMode, BrokerError, Publish, Published, Receipt};
 use parley_stomp::destination::{valid_user, Destination, RoomName};
 use parley_stomp::rate::TokenBucket;
 use parley_stomp::session::Identity;
@@ -34,7 +34,7 @@ pub struct ChatSettings {
 /// A refused command: a machine-readable code and a human-readable message.
 #[derive(Debug)]
 pub struct Refusal {
-    /// E.g. `forbidden`, `not_joined`, `rate_limited`.
+    /// E.g. `forbidden`, `not_joined`, `rate_limited`, `storage_unavailable`.
     pub code: &'static str,
     /// What went wrong, for people.
     pub message: String,
@@ -257,7 +257,12 @@ impl ChatSession {
                 .map(|(destination, publish)| {
                     broker
                         .publish(id, &destination, publish, events)
-                        .map_err(|e| Refusal::new("send_failed", e.to_string()))
+                        .map_err(|e| match e {
+                            BrokerError::StorageUnavailable => {
+                                Refusal::new("storage_unavailable", e.to_string())
+                            }
+                            e => Refusal::new("send_failed", e.to_string()),
+                        })
                 })
                 .collect()
         });

@@ -33,6 +33,8 @@ pub struct Broker {
     next_message_id: u64,
     /// Cluster mode: topic and user messages are forwarded, not delivered here.
     forwarding: bool,
+    /// Storage is failing: room messages are refused rather than numbered and delivered.
+    storage_failing: bool,
 }
 
 impl Broker {
@@ -49,6 +51,13 @@ impl Broker {
     /// come back from the bus; `/queue/` destinations stay on this node.
     pub fn set_forwarding(&mut self, on: bool) {
         self.forwarding = on;
+    }
+
+    /// While storage is failing, a room message could be delivered and then never kept (a gap
+    /// in its room's ids, in history and catch-up): publishing to a room is refused with
+    /// [`BrokerError::StorageUnavailable`] until the server says storage works again.
+    pub fn set_storage_failing(&mut self, failing: bool) {
+        self.storage_failing = failing;
     }
 
     /// Registers a connected session of account `user`.

@@ -3,5 +3,8 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../json_client/mod.rs"]
+mod json_client;
 
 mod stomp_wire;
+mod storage;
