@@ -169,6 +169,7 @@ impl Writer {
             } else {
                 // Storage is failing: try again after a while, with whatever came meanwhile.
                 thread::sleep(self.retry_every);
+                jobs = self.unless_written(jobs);
             }
             while jobs.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -179,6 +180,32 @@ impl Writer {
             self.write(jobs);
             last_commit = Instant::now();
         }
+    }
+
+    /// The kept jobs, less the messages the failed write stored all the same: a COMMIT whose
+    /// answer was lost (PostgreSQL's connection dropping) took effect, and writing its messages
+    /// again would fail on their ids for ever. The batch was one transaction, so its first
+    /// message tells for all of them.
+    fn unless_written(&self, jobs: Vec<Job>) -> Vec<Job> {
+        let first = jobs.iter().find_map(|job| match job {
+            Job::Store(message, _) => Some(message),
+            _ => None,
+        });
+        let Some(first) = first else {
+            return jobs;
+        };
+        let found = self.store.after(&first.room, first.id.saturating_sub(1), 1);
+        if !matches!(found, Ok(found) if found.first().is_some_and(|m| m.id == first.id)) {
+            return jobs;
+        }
+        let mut rest = Vec::new();
+        for job in jobs {
+            match job {
+                Job::Store(_, done) => done.into_iter().for_each(|done| done(true)),
+                other => rest.push(other),
+            }
+        }
+        rest
     }
 
     /// Writes one batch and completes what it can: on failure its rooms and messages are kept
@@ -310,5 +337,206 @@ impl Health {
                 "storage recovered: room messages are accepted again"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::store::{RefreshRecord, Role, Rotation, SqliteStore};
+
+    /// How the next appends go.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Mode {
+        Works,
+        /// Nothing is written; the call fails.
+        Fails,
+        /// The batch is written, then the call fails (a COMMIT whose answer was lost).
+        WritesThenFails,
+    }
+
+    /// SQLite whose appends can be made to fail, to drive the writer's failure path in memory.
+    struct Flaky {
+        inner: SqliteStore,
+        mode: Mutex<Mode>,
+        appends: Mutex<usize>,
+    }
+
+    impl Flaky {
+        fn set(&self, mode: Mode) {
+            *self.mode.lock().unwrap() = mode;
+        }
+    }
+
+    impl Store for Flaky {
+        fn append(&self, batch: &[StoredMessage]) -> anyhow::Result<()> {
+            *self.appends.lock().unwrap() += 1;
+            let mode = *self.mode.lock().unwrap();
+            match mode {
+                Mode::Works => self.inner.append(batch),
+                Mode::Fails => anyhow::bail!("disk full"),
+                Mode::WritesThenFails => {
+                    self.inner.append(batch)?;
+                    self.set(Mode::Works);
+                    anyhow::bail!("connection lost during COMMIT")
+                }
+            }
+        }
+        fn before(&self, r: &str, b: Option<u64>, l: usize) -> anyhow::Result<Vec<StoredMessage>> {
+            self.inner.before(r, b, l)
+        }
+        fn after(&self, r: &str, a: u64, l: usize) -> anyhow::Result<Vec<StoredMessage>> {
+            self.inner.after(r, a, l)
+        }
+        fn last_ids(&self) -> anyhow::Result<HashMap<String, u64>> {
+            self.inner.last_ids()
+        }
+        fn create_room(&self, room: &Room) -> anyhow::Result<bool> {
+            self.inner.create_room(room)
+        }
+        fn rooms(&self) -> anyhow::Result<Vec<Room>> {
+            self.inner.rooms()
+        }
+        fn delete_message(&self, room: &str, id: u64) -> anyhow::Result<bool> {
+            self.inner.delete_message(room, id)
+        }
+        fn memberships(&self) -> anyhow::Result<Vec<(String, String, Role)>> {
+            self.inner.memberships()
+        }
+        fn set_member(&self, room: &str, user: &str, role: Role) -> anyhow::Result<()> {
+            self.inner.set_member(room, user, role)
+        }
+        fn remove_member(&self, room: &str, user: &str) -> anyhow::Result<bool> {
+            self.inner.remove_member(room, user)
+        }
+        fn create_user(&self, name: &str, hash: &str) -> anyhow::Result<bool> {
+            self.inner.create_user(name, hash)
+        }
+        fn password_hash(&self, name: &str) -> anyhow::Result<Option<String>> {
+            self.inner.password_hash(name)
+        }
+        fn set_password(&self, name: &str, hash: &str) -> anyhow::Result<bool> {
+            self.inner.set_password(name, hash)
+        }
+        fn insert_refresh(&self, token: &RefreshRecord) -> anyhow::Result<()> {
+            self.inner.insert_refresh(token)
+        }
+        fn rotate_refresh(
+            &self,
+            old: &[u8; 32],
+            new: &RefreshRecord,
+            now_ms: u64,
+        ) -> anyhow::Result<Rotation> {
+            self.inner.rotate_refresh(old, new, now_ms)
+        }
+        fn refresh_user(&self, hash: &[u8; 32], now_ms: u64) -> anyhow::Result<Option<String>> {
+            self.inner.refresh_user(hash, now_ms)
+        }
+        fn revoke_family(&self, hash: &[u8; 32]) -> anyhow::Result<bool> {
+            self.inner.revoke_family(hash)
+        }
+        fn purge_refresh(&self, now_ms: u64) -> anyhow::Result<usize> {
+            self.inner.purge_refresh(now_ms)
+        }
+    }
+
+    fn flaky(name: &str) -> Arc<Flaky> {
+        let dir =
+            std::env::temp_dir().join(format!("parley-journal-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Arc::new(Flaky {
+            inner: SqliteStore::open(&dir).expect("temporary store"),
+            mode: Mutex::new(Mode::Works),
+            appends: Mutex::new(0),
+        })
+    }
+
+    fn message(id: u64) -> StoredMessage {
+        StoredMessage {
+            room: "r".into(),
+            id,
+            from: "alice".into(),
+            ts: 1,
+            body: format!("m{id}"),
+            guest: false,
+            deleted: false,
+        }
+    }
+
+    /// Pushes message `id`; the receiver gets its completion's verdict.
+    fn push(journal: &Journal, id: u64) -> mpsc::Receiver<bool> {
+        let (tx, rx) = mpsc::channel();
+        let done: Completion = Box::new(move |ok| {
+            let _ = tx.send(ok);
+        });
+        journal
+            .push(message(id), Some(done))
+            .expect("room in the queue");
+        rx
+    }
+
+    fn start(store: &Arc<Flaky>) -> Journal {
+        let settings = JournalSettings {
+            retry_every: Duration::from_millis(20),
+            ..JournalSettings::default()
+        };
+        Journal::start(store.clone(), settings)
+    }
+
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    fn ids(store: &Flaky) -> Vec<u64> {
+        let stored = store.after("r", 0, 100).unwrap();
+        stored.iter().map(|m| m.id).collect()
+    }
+
+    #[test]
+    fn a_failed_batch_is_kept_retried_and_acknowledged_once_written() {
+        let store = flaky("kept");
+        let journal = start(&store);
+        assert!(push(&journal, 1).recv_timeout(PATIENCE).unwrap());
+        store.set(Mode::Fails);
+        let second = push(&journal, 2);
+        let deadline = Instant::now() + PATIENCE;
+        while !journal.is_failing() {
+            assert!(Instant::now() < deadline, "never noticed the failure");
+            thread::sleep(Duration::from_millis(5));
+        }
+        // Retried meanwhile, never acknowledged, never dropped.
+        let before = *store.appends.lock().unwrap();
+        assert!(second.recv_timeout(Duration::from_millis(200)).is_err());
+        assert!(*store.appends.lock().unwrap() > before, "no retry");
+        let barrier = {
+            let (tx, rx) = mpsc::channel();
+            journal.barrier(Box::new(move |ok| {
+                let _ = tx.send(ok);
+            }));
+            rx
+        };
+        assert!(
+            !barrier.recv_timeout(PATIENCE).unwrap(),
+            "not durable while kept"
+        );
+        store.set(Mode::Works);
+        assert!(second.recv_timeout(PATIENCE).unwrap());
+        assert!(push(&journal, 3).recv_timeout(PATIENCE).unwrap());
+        assert!(!journal.is_failing());
+        assert_eq!(ids(&store), [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_write_that_took_effect_despite_its_error_is_not_written_again() {
+        let store = flaky("lost-commit");
+        let journal = start(&store);
+        store.set(Mode::WritesThenFails);
+        let first = push(&journal, 1);
+        // Writing it again would fail on its id for ever; it is found stored instead.
+        assert!(first.recv_timeout(PATIENCE).unwrap());
+        assert!(push(&journal, 2).recv_timeout(PATIENCE).unwrap());
+        assert!(!journal.is_failing());
+        assert_eq!(ids(&store), [1, 2]);
     }
 }
