@@ -20,11 +20,8 @@ use crate::config::Settings;
 use crate::endpoints::stomp::{Stomp, StompSettings};
 use crate::http::{HttpSettings, Parts, Server};
 use crate::hub::{ChatSettings, Hub, HubSettings};
-use crate::journal::Journal;
+use crate::journal::{Journal, JournalSettings};
 use crate::store::{self, PgStore, SqliteStore, Store};
-
-/// Messages waiting for the storage writer before senders are told it is overloaded.
-const JOURNAL_CAPACITY: usize = 65_536;
 
 /// The store the settings name: PostgreSQL with `--database`, else SQLite in `--data`.
 pub fn open_store(settings: &Settings) -> anyhow::Result<Box<dyn Store>> {
@@ -60,6 +57,7 @@ pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
     // Handlers go in before anyone learns the port: a signal arriving earlier would otherwise
     // get the default action and kill the process instead of shutting it down.
     let signals = ShutdownSignals::install()?;
+    survive_file_size_limit()?;
     info!(%addr, echo = settings.echo, "listening");
     // A stable line on stdout so scripts and tests learn the port when binding port 0.
     println!("parley listening on http://{addr}");
@@ -107,7 +105,7 @@ fn start_hub(
     last_ids: HashMap<String, u64>,
     bus: Option<Arc<Bus>>,
 ) -> anyhow::Result<Arc<Hub>> {
-    let journal = Journal::start(store.clone(), JOURNAL_CAPACITY);
+    let journal = Journal::start(store.clone(), journal_settings(settings));
     let limits = &settings.limits;
     let mut broker = BrokerLimits::default();
     broker.max_queue_bytes = limits.queue_max_bytes;
@@ -123,6 +121,13 @@ fn start_hub(
     Ok(Hub::new(hub_settings, store, journal, acl, bus, last_ids))
 }
 
+fn journal_settings(settings: &Settings) -> JournalSettings {
+    JournalSettings {
+        report_every: settings.storage_log_interval,
+        ..JournalSettings::default()
+    }
+}
+
 fn stomp_settings(settings: &Settings) -> StompSettings {
     StompSettings {
         limits: parley_stomp::Limits::default().with_max_body(settings.stomp_max_body),
@@ -130,6 +135,7 @@ fn stomp_settings(settings: &Settings) -> StompSettings {
         max_room_body: settings.max_body,
         rate_limit: settings.rate_limit,
         connect_timeout: settings.handshake_timeout,
+        idle_timeout: settings.stomp_idle_timeout,
         write_timeout: settings.write_timeout,
         max_transaction_bytes: settings.limits.stomp_transaction_bytes,
         guest_queues: settings.limits.guest_queues,
@@ -205,6 +211,18 @@ fn check_file_limit(max_connections: usize) {
     }
     #[cfg(not(unix))]
     let _ = max_connections;
+}
+
+/// A file-size limit (`ulimit -f`) reached by a storage write must fail that write (EFBIG: a
+/// storage failure the journal rides out), not kill the process, SIGXFSZ's default action. A
+/// tokio handler, once registered, replaces that action for the life of the process.
+fn survive_file_size_limit() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        drop(signal(SignalKind::from_raw(libc::SIGXFSZ)).context("installing SIGXFSZ handler")?);
+    }
+    Ok(())
 }
 
 /// SIGINT and SIGTERM, registered with the OS.

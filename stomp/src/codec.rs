@@ -299,20 +299,12 @@ fn unescape(raw: &[u8], version: Option<Version>) -> Result<String, StompError> 
     Ok(out)
 }
 
-/// Appends `s` escaped for `version` (`None`: verbatim).
-///
-/// 1.0 has no escapes, so a line break that a 1.1/1.2 client escaped cannot be represented: it
-/// becomes a space rather than a way to inject headers or frames into 1.0 subscriptions.
+/// Appends `s` escaped for `version` (`None`: verbatim). 1.0 has no escapes: callers leave out
+/// what [`representable_in_1_0`] refuses.
 fn escape_into(out: &mut BytesMut, s: &str, version: Option<Version>) {
     let version = match version {
         Some(v) if v != Version::V1_0 => v,
-        Some(_) => {
-            for b in s.bytes() {
-                out.put_u8(if b == b'\n' || b == b'\r' { b' ' } else { b });
-            }
-            return;
-        }
-        None => return out.put_slice(s.as_bytes()),
+        _ => return out.put_slice(s.as_bytes()),
     };
     for b in s.bytes() {
         match b {
@@ -325,7 +317,21 @@ fn escape_into(out: &mut BytesMut, s: &str, version: Option<Version>) {
     }
 }
 
+/// Whether a 1.0 peer reads the header line `name:value` back as this very header. 1.0 has no
+/// escapes, so a colon in the name (`sender::x` reads as `sender` = `:x`) or a line break in
+/// either (it would end the line: more headers, an early end of the header block) cannot be
+/// written at all: such a header is left out of a 1.0 peer's frame.
+pub fn representable_in_1_0(name: &str, value: &str) -> bool {
+    let breaks = |s: &str| s.bytes().any(|b| b == b'\n' || b == b'\r');
+    !name.contains(':') && !breaks(name) && !breaks(value)
+}
+
+/// Writes one header line for a peer speaking `escaping` (`None`: verbatim); for 1.0, a header
+/// [`representable_in_1_0`] refuses is left out.
 fn put_header(out: &mut BytesMut, name: &str, value: &str, escaping: Option<Version>) {
+    if escaping == Some(Version::V1_0) && !representable_in_1_0(name, value) {
+        return;
+    }
     escape_into(out, name, escaping);
     out.put_u8(b':');
     escape_into(out, value, escaping);
@@ -701,6 +707,46 @@ mod tests {
             &msg.shared(Version::V1_0)[..],
             b"destination:/topic/a:b\ncontent-length:2\n\nhi\0"
         );
+    }
+
+    /// A 1.1/1.2 client can name a header `sender\c` (`sender:` once unescaped). Written as
+    /// it is for a 1.0 subscriber, `sender::mallory` reads there as `sender` = `:mallory`; a
+    /// line break would end the line early. Such headers are left out of 1.0 frames.
+    #[test]
+    fn headers_a_1_0_peer_would_misread_are_left_out() {
+        let headers = vec![
+            ("destination".to_owned(), "/topic/a:b".to_owned()),
+            ("sender".to_owned(), "alice".to_owned()),
+            ("sender:".to_owned(), "mallory".to_owned()),
+            ("x-a:b".to_owned(), "c".to_owned()),
+            ("x-lf".to_owned(), "1\nforged:yes".to_owned()),
+            ("x-cr".to_owned(), "1\r".to_owned()),
+            ("x-\nname".to_owned(), "v".to_owned()),
+            ("x-ok".to_owned(), "a:b\\c".to_owned()),
+        ];
+        let msg = SharedMessage::new(headers.clone(), Bytes::from_static(b"hi"));
+        assert_eq!(
+            &msg.shared(Version::V1_0)[..],
+            &b"destination:/topic/a:b\nsender:alice\nx-ok:a:b\\c\ncontent-length:2\n\nhi\0"[..]
+        );
+        // Every line of what is written reads back as exactly the header that was meant.
+        let mut frame = Frame::new(Command::Message);
+        frame.headers = headers.clone();
+        let wire = encode(&frame, Version::V1_0);
+        let f = one(Version::V1_0, &wire).unwrap();
+        assert_eq!(
+            f.headers,
+            [&headers[0], &headers[1], &headers[7]].map(Clone::clone)
+        );
+        // 1.1 and 1.2 escape them instead: nothing is lost there.
+        for version in [Version::V1_1, Version::V1_2] {
+            let f = one(version, &encode(&frame, version)).unwrap();
+            assert_eq!(f.get("sender"), Some("alice"), "{version:?}");
+            assert_eq!(f.get("sender:"), Some("mallory"), "{version:?}");
+            assert_eq!(f.get("x-lf"), Some("1\nforged:yes"), "{version:?}");
+        }
+        assert!(representable_in_1_0("x-ok", "a:b"));
+        assert!(!representable_in_1_0("a:b", "c"));
     }
 
     fn header_text() -> impl Strategy<Value = String> {

@@ -166,10 +166,28 @@ impl ServerProcess {
     /// Runs `parley serve --data DATA --http HTTP --stomp-tcp STOMP ARGS...` (to restart a
     /// server where a load balancer expects it).
     pub fn start_at(data: &Path, http: &str, stomp: &str, args: &[&str]) -> ServerProcess {
+        Self::launch(data, http, stomp, args, true)
+    }
+
+    /// Like [`ServerProcess::start_with_data`], always on SQLite in `data`, even when the suites
+    /// run against PostgreSQL (for tests that act on the database's files).
+    pub fn start_on_sqlite(data: &Path, args: &[&str]) -> ServerProcess {
+        let mut all = vec!["--allow-guests"];
+        all.extend_from_slice(args);
+        Self::launch(data, "127.0.0.1:0", "127.0.0.1:0", &all, false)
+    }
+
+    fn launch(
+        data: &Path,
+        http: &str,
+        stomp: &str,
+        args: &[&str],
+        postgres: bool,
+    ) -> ServerProcess {
         let bin = parley_binary();
         let mut command = Command::new(bin);
         command.arg("serve").arg("--data").arg(data);
-        if !args.contains(&"--database") {
+        if postgres && !args.contains(&"--database") {
             if let Some(url) = database_for(data) {
                 command.args(["--database", &url]);
             }

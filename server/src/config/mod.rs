@@ -216,10 +216,22 @@ pub struct ServeArgs {
     #[arg(long, env = "PARLEY_STOMP_HEART_BEAT")]
     pub stomp_heart_beat: Option<String>,
 
+    /// A connected STOMP session that sends nothing (not even a heart-beat) this long is closed,
+    /// whatever heart-beat it negotiated; `0s` turns the limit off [default: 5m].
+    #[arg(long, env = "PARLEY_STOMP_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub stomp_idle_timeout: Option<Duration>,
+
     /// Deliveries a STOMP session may have waiting before it is closed as a slow consumer
     /// [default: 1024].
     #[arg(long, env = "PARLEY_STOMP_OUTBOX")]
     pub stomp_outbox: Option<usize>,
+
+    /// While storage fails, how often the log says so again (with the number of failed
+    /// attempts); the start and the recovery are logged once each [default: 1m].
+    #[arg(long, env = "PARLEY_STORAGE_LOG_INTERVAL", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub storage_log_interval: Option<Duration>,
 
     /// Accept permessage-deflate offers on /echo [default: true].
     #[arg(long, env = "PARLEY_DEFLATE", num_args = 0..=1, default_missing_value = "true")]
@@ -288,20 +300,16 @@ pub struct Settings {
     pub stomp_outbox: usize,
     /// What clients can make the server buffer.
     pub limits: Limits,
+    /// Silence after which a connected STOMP session is closed (`None`: never).
+    pub stomp_idle_timeout: Option<Duration>,
+    /// How often an ongoing storage failure is logged.
+    pub storage_log_interval: Duration,
 }
 
 impl ServeArgs {
     /// Reads the config file if one is named and fills in what flags and environment left unset.
     pub fn resolve(self) -> anyhow::Result<Settings> {
-        let file = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading config file {}", path.display()))?;
-                toml::from_str(&text)
-                    .with_context(|| format!("parsing config file {}", path.display()))?
-            }
-            None => ServeArgs::default(),
-        };
+        let file = self.read_file()?;
         let data = self
             .data
             .clone()
@@ -309,10 +317,11 @@ impl ServeArgs {
             .unwrap_or_else(|| PathBuf::from("parley-data"));
         // Before the fields below move out of `self` and `file`.
         let auth = self.auth_settings(&file, &data)?;
-        let handshake_timeout = self
-            .handshake_timeout
-            .or(file.handshake_timeout)
-            .unwrap_or(Duration::from_secs(10));
+        let handshake_timeout = pick(
+            self.handshake_timeout,
+            file.handshake_timeout,
+            Duration::from_secs(10),
+        );
         let trusted = TrustedProxies {
             networks: trusted_proxies(self.trusted_proxy.as_ref().or(file.trusted_proxy.as_ref()))?,
             header: self
@@ -326,79 +335,84 @@ impl ServeArgs {
             data: data.clone(),
             database: self.database.or(file.database),
             cluster: self.cluster.or(file.cluster),
-            presence_ttl: self
-                .presence_ttl
-                .or(file.presence_ttl)
-                .unwrap_or(Duration::from_secs(20)),
-            drain_delay: self
-                .drain_delay
-                .or(file.drain_delay)
-                .unwrap_or(Duration::ZERO),
-            http: self
-                .http
-                .or(file.http)
-                .unwrap_or(([127, 0, 0, 1], 8080).into()),
-            echo: self.echo.or(file.echo).unwrap_or(false),
-            echo_max_message: self
-                .echo_max_message
-                .or(file.echo_max_message)
-                .unwrap_or(16 << 20),
+            presence_ttl: pick(
+                self.presence_ttl,
+                file.presence_ttl,
+                Duration::from_secs(20),
+            ),
+            drain_delay: pick(self.drain_delay, file.drain_delay, Duration::ZERO),
+            http: pick(self.http, file.http, ([127, 0, 0, 1], 8080).into()),
+            echo: pick(self.echo, file.echo, false),
+            echo_max_message: pick(self.echo_max_message, file.echo_max_message, 16 << 20),
             handshake_timeout,
-            idle_timeout: self
-                .idle_timeout
-                .or(file.idle_timeout)
-                .unwrap_or(Duration::from_secs(60)),
-            write_timeout: self
-                .write_timeout
-                .or(file.write_timeout)
-                .unwrap_or(Duration::from_secs(30)),
-            shutdown_grace: self
-                .shutdown_grace
-                .or(file.shutdown_grace)
-                .unwrap_or(Duration::from_secs(10)),
-            max_connections: self
-                .max_connections
-                .or(file.max_connections)
-                .unwrap_or(100_000),
-            max_connections_per_ip: self
-                .max_connections_per_ip
-                .or(file.max_connections_per_ip)
-                .unwrap_or(1000),
+            idle_timeout: pick(
+                self.idle_timeout,
+                file.idle_timeout,
+                Duration::from_secs(60),
+            ),
+            write_timeout: pick(
+                self.write_timeout,
+                file.write_timeout,
+                Duration::from_secs(30),
+            ),
+            shutdown_grace: pick(
+                self.shutdown_grace,
+                file.shutdown_grace,
+                Duration::from_secs(10),
+            ),
+            max_connections: pick(self.max_connections, file.max_connections, 100_000),
+            max_connections_per_ip: pick(
+                self.max_connections_per_ip,
+                file.max_connections_per_ip,
+                1000,
+            ),
             trusted,
-            body_timeout: self
-                .body_timeout
-                .or(file.body_timeout)
-                .unwrap_or(Duration::from_secs(30)),
-            public_stats: self.public_stats.or(file.public_stats).unwrap_or(false),
+            body_timeout: pick(
+                self.body_timeout,
+                file.body_timeout,
+                Duration::from_secs(30),
+            ),
+            public_stats: pick(self.public_stats, file.public_stats, false),
             auth,
             rooms: RoomLimits {
-                guests_create: self
-                    .guests_create_rooms
-                    .or(file.guests_create_rooms)
-                    .unwrap_or(false),
-                max_per_account: self
-                    .max_rooms_per_account
-                    .or(file.max_rooms_per_account)
-                    .unwrap_or(RoomLimits::default().max_per_account),
+                guests_create: pick(self.guests_create_rooms, file.guests_create_rooms, false),
+                max_per_account: pick(
+                    self.max_rooms_per_account,
+                    file.max_rooms_per_account,
+                    RoomLimits::default().max_per_account,
+                ),
             },
-            deflate: self.deflate.or(file.deflate).unwrap_or(true),
-            max_body: self.max_body.or(file.max_body).unwrap_or(64 * 1024),
-            rate_limit: self.rate_limit.or(file.rate_limit).unwrap_or(1000),
+            deflate: pick(self.deflate, file.deflate, true),
+            max_body: pick(self.max_body, file.max_body, 64 * 1024),
+            rate_limit: pick(self.rate_limit, file.rate_limit, 1000),
             stomp_tcp: stomp_tcp(self.stomp_tcp.or(file.stomp_tcp).as_deref())?,
-            stomp_max_body: self
-                .stomp_max_body
-                .or(file.stomp_max_body)
-                .unwrap_or(2 << 20),
+            stomp_max_body: pick(self.stomp_max_body, file.stomp_max_body, 2 << 20),
             stomp_heart_beat: heart_beat(
                 self.stomp_heart_beat.or(file.stomp_heart_beat).as_deref(),
             )?,
-            stomp_outbox: self
-                .stomp_outbox
-                .or(file.stomp_outbox)
-                .unwrap_or(1024)
-                .max(1),
+            stomp_outbox: pick(self.stomp_outbox, file.stomp_outbox, 1024).max(1),
             limits: self.limits.resolve(file.limits),
+            stomp_idle_timeout: Some(pick(
+                self.stomp_idle_timeout,
+                file.stomp_idle_timeout,
+                Duration::from_secs(5 * 60),
+            ))
+            .filter(|d| !d.is_zero()),
+            storage_log_interval: pick(
+                self.storage_log_interval,
+                file.storage_log_interval,
+                Duration::from_secs(60),
+            ),
         })
+    }
+    /// The config file's settings; all unset without `--config`.
+    fn read_file(&self) -> anyhow::Result<ServeArgs> {
+        let Some(path) = &self.config else {
+            return Ok(ServeArgs::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
     }
 
     /// Accounts, tokens, guests and origins, from flags over the file over the defaults.
@@ -512,6 +526,11 @@ fn heart_beat(value: Option<&str>) -> anyhow::Result<(u64, u64)> {
         .with_context(|| format!("--stomp-heart-beat {v:?}: expected SEND_MS,RECEIVE_MS"))
 }
 
+/// A setting: the flag (or its environment variable), else the config file, else `default`.
+fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
+    flag.or(file).unwrap_or(default)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -530,6 +549,9 @@ mod tests {
         assert!(!s.echo);
         assert_eq!(s.handshake_timeout, Duration::from_secs(10));
         assert_eq!(s.stomp_tcp, Some("127.0.0.1:61613".parse().unwrap()));
+        assert_eq!(s.stomp_idle_timeout, Some(Duration::from_secs(300)));
+        let off = Cli::parse_from(["parley", "--stomp-idle-timeout", "0s"]);
+        assert_eq!(off.serve.resolve().unwrap().stomp_idle_timeout, None);
     }
 
     #[test]

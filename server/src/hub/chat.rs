@@ -34,7 +34,7 @@ pub struct ChatSettings {
 /// A refused command: a machine-readable code and a human-readable message.
 #[derive(Debug)]
 pub struct Refusal {
-    /// E.g. `forbidden`, `not_joined`, `rate_limited`.
+    /// E.g. `forbidden`, `not_joined`, `rate_limited`, `storage_unavailable`.
     pub code: &'static str,
     /// What went wrong, for people.
     pub message: String,
@@ -351,6 +351,7 @@ fn parse_room(room: &str) -> Result<String, Refusal> {
 fn publish_refusal(e: BrokerError) -> Refusal {
     match e {
         BrokerError::Busy => Refusal::new("busy", e.to_string()),
+        BrokerError::StorageUnavailable => Refusal::new("storage_unavailable", e.to_string()),
         e => Refusal::new("send_failed", e.to_string()),
     }
 }

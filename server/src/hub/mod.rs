@@ -208,11 +208,15 @@ impl Hub {
     }
 
     /// Runs `op` on the broker under the lock; its deliveries go to outboxes at once and the
-    /// presence changes it causes are announced before the lock is released.
+    /// presence changes it causes are announced before the lock is released. While storage
+    /// is failing, the broker refuses room messages.
     pub fn apply<R>(&self, op: impl FnOnce(&mut Broker, &mut dyn FnMut(BrokerEvent)) -> R) -> R {
         let now_ms = now_ms();
         let mut guard = self.lock();
         let inner = &mut *guard;
+        // Read under the lock, so no room message is numbered after the journal kept a failed
+        // batch and before the broker refuses them.
+        inner.broker.set_storage_failing(self.journal.is_failing());
         let mut presence = Vec::new();
         let result = op(&mut inner.broker, &mut |event| {
             self.dispatch(

@@ -10,6 +10,7 @@ use parley_stomp::broker::{Delivery, Receipt};
 use parley_stomp::session::Identity;
 
 use super::*;
+use crate::journal::JournalSettings;
 use crate::store::SqliteStore;
 
 /// Longest wait for anything the hub should hand a session at once; only a failing test waits.
@@ -26,7 +27,13 @@ impl TestHub {
         let dir = std::env::temp_dir().join(format!("parley-hub-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir).expect("temporary store"));
-        let journal = Journal::start(store.clone(), 1024);
+        let journal = Journal::start(
+            store.clone(),
+            JournalSettings {
+                capacity: 1024,
+                ..JournalSettings::default()
+            },
+        );
         let acl = Acl::load(&*store, Default::default()).expect("empty rules");
         let settings = HubSettings {
             broker: BrokerLimits::default(),

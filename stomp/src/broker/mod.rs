@@ -41,6 +41,8 @@ pub struct Broker {
     queued_bytes: usize,
     /// Per user, the queues their sends or subscriptions created that still exist.
     queue_owners: HashMap<Arc<str>, usize>,
+    /// Storage is failing: room messages are refused rather than numbered and delivered.
+    storage_failing: bool,
 }
 
 impl Broker {
@@ -71,6 +73,13 @@ impl Broker {
             Some(budget) => message.charged(budget),
             None => message,
         })
+    }
+
+    /// While storage is failing, a room message could be delivered and then never kept (a gap
+    /// in its room's ids, in history and catch-up): publishing to a room is refused with
+    /// [`BrokerError::StorageUnavailable`] until the server says storage works again.
+    pub fn set_storage_failing(&mut self, failing: bool) {
+        self.storage_failing = failing;
     }
 
     /// Registers a connected session of account `user`.

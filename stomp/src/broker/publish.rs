@@ -86,6 +86,9 @@ impl Broker {
             Destination::Topic(name) if is_room(name) => Some(name.clone()),
             _ => None,
         };
+        if room.is_some() && self.storage_failing {
+            return Err(BrokerError::StorageUnavailable);
+        }
         if let (true, Route::FanOut(key)) = (self.forwarding, &route) {
             let stored = room.is_some();
             events(BrokerEvent::Forward {

@@ -208,6 +208,11 @@ pub enum BrokerError {
     /// `/user/queue/...` (name the user).
     #[error("{0}")]
     WrongUserDestination(&'static str),
+    /// A room message while storage is failing (see [`Broker::set_storage_failing`]).
+    ///
+    /// [`Broker::set_storage_failing`]: super::Broker::set_storage_failing
+    #[error("storage unavailable: room messages are refused until storage works again")]
+    StorageUnavailable,
 }
 
 /// What identifies a message in an ACK or NACK.

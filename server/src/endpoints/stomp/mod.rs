@@ -49,6 +49,9 @@ pub struct StompSettings {
     pub rate_limit: u32,
     /// Time from TCP accept (or WebSocket upgrade) to CONNECT.
     pub connect_timeout: Duration,
+    /// A connected session that sent nothing (not even a heart-beat) this long is closed,
+    /// whatever heart-beat it negotiated (`None`: never).
+    pub idle_timeout: Option<Duration>,
     /// A write making no progress this long drops the connection.
     pub write_timeout: Duration,
     /// Bytes one session may hold in open transactions.
@@ -439,14 +442,16 @@ impl<T: Transport> Conn<'_, T> {
         None
     }
 
-    /// The next time something is due: CONNECT, heart-beats, token expiry, WebSocket idleness.
+    /// The next time something is due: CONNECT, heart-beats, token expiry, the idle limit,
+    /// WebSocket idleness.
     fn deadline(&self) -> Instant {
         let beat = self.session.heart_beat();
         let mut deadline = if self.session.is_connected() {
             let recv = beat.expect_within.map(|d| self.last_in + d);
             let send = beat.send_every.map(|d| self.last_out + d);
             let expiry = self.hub.expiry().map(instant_at);
-            [recv, send, expiry].into_iter().flatten().min()
+            let idle = self.stomp.settings.idle_timeout.map(|d| self.last_in + d);
+            [recv, send, expiry, idle].into_iter().flatten().min()
         } else {
             Some(self.started + self.stomp.settings.connect_timeout)
         };
@@ -468,6 +473,13 @@ impl<T: Transport> Conn<'_, T> {
         }
         if beat.expect_within.is_some_and(|d| now >= self.last_in + d) {
             return Some(self.error("heart-beat timeout: nothing received from the client"));
+        }
+        if let Some(idle) = self.stomp.settings.idle_timeout {
+            if now >= self.last_in + idle {
+                // `heart-beat:0,0` (or a very long client interval) must not mean forever.
+                let why = format!("idle timeout: nothing received from the client for {idle:?}");
+                return Some(self.error(&why));
+            }
         }
         if self.transport.idle_expired() {
             return Some(self.error("idle timeout"));
