@@ -172,8 +172,7 @@ impl ServerProcess {
     /// Like [`ServerProcess::start_with_data`], always on SQLite in `data`, even when the suites
     /// run against PostgreSQL (for tests that act on the database's files).
     pub fn start_on_sqlite(data: &Path, args: &[&str]) -> ServerProcess {
-        let mut all = vec!["--allow-guests"];
-        all.extend_from_slice(args);
+        let all = chat_suite_args(args);
         Self::launch(data, "127.0.0.1:0", "127.0.0.1:0", &all, false)
     }
 
