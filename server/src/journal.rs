@@ -415,6 +415,9 @@ mod tests {
         fn create_user(&self, name: &str, hash: &str) -> anyhow::Result<bool> {
             self.inner.create_user(name, hash)
         }
+        fn account_like(&self, name: &str) -> anyhow::Result<Option<String>> {
+            self.inner.account_like(name)
+        }
         fn password_hash(&self, name: &str) -> anyhow::Result<Option<String>> {
             self.inner.password_hash(name)
         }
