@@ -477,7 +477,8 @@ mod tests {
                 "idle",
                 "many-rooms",
                 "slow-consumer",
-                "smoke"
+                "smoke",
+                "soak"
             ]
         );
     }
