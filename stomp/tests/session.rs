@@ -74,7 +74,10 @@ struct World {
 
 impl World {
     fn new() -> Self {
-        Self::with(BrokerLimits::default(), SessionConfig::default())
+        // Sessions without a login are guests here; the queue tests are about queues, not access.
+        let mut config = SessionConfig::default();
+        config.guest_queues = true;
+        Self::with(BrokerLimits::default(), config)
     }
 
     fn with(limits: BrokerLimits, config: SessionConfig) -> Self {
@@ -1336,4 +1339,53 @@ fn room_body_limit_and_send_rate() {
     // A burst of twice the rate, then refused (the test clock does not move).
     let (flow, replies) = w.handle(1, send("/topic/room", "x"));
     assert_error(flow, &replies, None);
+}
+
+#[test]
+fn a_commit_that_cannot_apply_every_frame_applies_none() {
+    let mut w = World::new();
+    w.connect(1, Some("1.2"), Some("alice"));
+    w.connect(2, Some("1.2"), Some("bob"));
+    w.ok(1, subscribe("s", "/topic/t", "auto"));
+    w.ok(2, tx_frame(Command::Begin, "tx"));
+    w.ok(2, send("/topic/t", "before").header("transaction", "tx"));
+    // Well-formed, but nothing of bob's awaits this acknowledgement.
+    w.ok(
+        2,
+        Frame::new(Command::Ack)
+            .header("id", "42")
+            .header("transaction", "tx"),
+    );
+    let (flow, replies) = w.handle(2, tx_frame(Command::Commit, "tx").header("receipt", "c"));
+    assert_error(flow, &replies, Some("c"));
+    assert!(
+        w.messages(1).is_empty(),
+        "the SEND of the failed COMMIT went out"
+    );
+}
+
+#[test]
+fn transaction_bytes_are_capped_and_returned() {
+    let mut config = SessionConfig::default();
+    config.max_transaction_bytes = 4096;
+    let mut w = World::with(BrokerLimits::default(), config);
+    w.connect(2, Some("1.2"), Some("bob"));
+    w.ok(2, tx_frame(Command::Begin, "tx"));
+    let big = "x".repeat(1500);
+    w.ok(2, send("/topic/t", &big).header("transaction", "tx"));
+    w.ok(2, send("/topic/t", &big).header("transaction", "tx"));
+    w.ok(2, tx_frame(Command::Abort, "tx"));
+    // ABORT gave the bytes back: the same again fits.
+    w.ok(2, tx_frame(Command::Begin, "tx"));
+    w.ok(2, send("/topic/t", &big).header("transaction", "tx"));
+    w.ok(2, send("/topic/t", &big).header("transaction", "tx"));
+    let (flow, replies) = w.handle(2, send("/topic/t", &big).header("transaction", "tx"));
+    assert_error(flow, &replies, None);
+    assert!(
+        replies[0]
+            .get("message")
+            .unwrap()
+            .contains("transactions hold more than 4096 bytes"),
+        "{replies:?}"
+    );
 }
