@@ -415,6 +415,27 @@ mod tests {
         });
     }
 
+    /// Found by the `http_api` campaign's review: any body hyper could not read was answered
+    /// "413 request body too large".
+    #[test]
+    fn a_broken_request_body_is_a_400_and_only_an_oversized_one_a_413() {
+        runtime().block_on(async {
+            let harness = Harness::new().await.expect("harness");
+            let broken = harness
+                .http(b"POST /api/login HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n")
+                .await;
+            let text = String::from_utf8_lossy(&broken.written);
+            assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+            assert!(text.contains("invalid request body"), "{text}");
+            assert!(text.contains("connection: close"), "{text}");
+            let mut large = b"POST /api/login HTTP/1.1\r\nhost: x\r\ncontent-length: 70000\r\n\r\n".to_vec();
+            large.resize(large.len() + 70_000, b' ');
+            let large = harness.http(&large).await;
+            let text = String::from_utf8_lossy(&large.written);
+            assert!(text.starts_with("HTTP/1.1 413 "), "{text}");
+        });
+    }
+
     #[test]
     fn a_raw_client_gets_its_answers_and_acknowledgements() {
         runtime().block_on(async {
