@@ -8,9 +8,12 @@
 //! answered. Beyond "never panic", it checks that:
 //!
 //! - an answer comes within 10 s, and a complete request head that hyper takes as a request
-//!   (its method, URI and headers valid for the `http` types) always gets one;
+//!   (its method, URI and headers valid for the `http` types) always gets one, unless an HTTP/2
+//!   preface follows it (hyper then closes without an answer if it refuses the head);
 //! - what the server writes parses as HTTP/1.1 responses, bodies as long as `content-length`;
 //! - no answer is a 500, and a 5xx is only a 503 (busy, storage behind) or hyper's 505;
+//! - a 413 only answers a declared `content-length` over the API's 64 KiB (a body hyper cannot
+//!   read is a 400);
 //! - every answer of the router carries the security headers; only hyper's own refusals (400,
 //!   408, 414, 431, 505) come without them;
 //! - `/api/` answers (but 204, 101 and `HEAD`) are JSON, errors as `{"error": "…"}`;
@@ -24,6 +27,9 @@ use libfuzzer_sys::fuzz_target;
 use parley_server::fuzzing::{Harness, HttpExchange};
 use serde_json::Value;
 use tokio::runtime::Runtime;
+
+/// The REST API's largest request body.
+const MAX_BODY: u64 = 64 * 1024;
 
 /// Longest a request may take to be answered (password hashing included).
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
@@ -49,31 +55,45 @@ fuzz_target!(|data: &[u8]| {
     check(&exchange);
 });
 
-/// The request line of what was sent, if its head is complete, and whether hyper takes it as a
-/// request: hyper builds the request from httparse's parse, and refuses what the `http` types
-/// reject (or closes without an answer: an HTTP/2 preface in the input, say).
+/// The HTTP/2 connection preface: hyper closes without an answer when one follows a head it
+/// refuses (it takes the connection for HTTP/2, which the server does not speak).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The request line of what was sent, if its head is complete, and whether hyper must answer it:
+/// hyper builds the request from httparse's parse and refuses what the `http` types reject; only
+/// a refusal followed by an HTTP/2 preface goes unanswered.
 struct Sent {
     method: String,
     path: String,
     valid: bool,
+    /// The largest `content-length` declared.
+    declared: Option<u64>,
 }
 
 fn sent(request: &[u8]) -> Option<Sent> {
     let mut headers = [httparse::EMPTY_HEADER; 128];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(request) {
-        Ok(httparse::Status::Complete(_)) => {
+        Ok(httparse::Status::Complete(len)) => {
             let (method, path) = (req.method?, req.path?);
-            let valid = http::Method::from_bytes(method.as_bytes()).is_ok()
+            let rest = &request[len..];
+            let rest = &rest[rest.iter().take_while(|b| b"\r\n".contains(b)).count()..];
+            let valid = !rest.starts_with(H2_PREFACE)
+                && http::Method::from_bytes(method.as_bytes()).is_ok()
                 && path.parse::<http::Uri>().is_ok()
                 && req.headers.iter().all(|h| {
                     http::HeaderName::from_bytes(h.name.as_bytes()).is_ok()
                         && http::HeaderValue::from_bytes(h.value).is_ok()
                 });
+            let declared = (req.headers.iter())
+                .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .filter_map(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
+                .max();
             Some(Sent {
                 method: method.to_owned(),
                 path: path.to_owned(),
                 valid,
+                declared,
             })
         }
         _ => None,
@@ -113,6 +133,16 @@ fn check(exchange: &HttpExchange) {
             "an answer without the security headers: {}",
             shown()
         );
+        // The API takes bodies up to 64 KiB; inputs are far shorter, so only a declared length
+        // can be too large.
+        if status == 413 {
+            let declared = sent.as_ref().and_then(|s| s.declared);
+            assert!(
+                declared > Some(MAX_BODY),
+                "413 for a short body: {}",
+                shown()
+            );
+        }
         match status {
             100 => {
                 out = &out[head_len..];
