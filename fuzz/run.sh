@@ -10,7 +10,8 @@
 # Environment:
 #   FUZZ_SECONDS    seconds per campaign (default 300)
 #   FUZZ_SANITIZER  address (default) or none (faster; panics and invariants are still checked)
-#   FUZZ_CMIN       1 (default): minimise each corpus after its run; 0: keep everything found
+#   FUZZ_CMIN       1 (default): minimise each corpus after its run (every edge kept); 0: keep
+#                   everything found
 #   FUZZ_LOGS       where the logs go (default target/fuzz-logs, outside git)
 #   CARGO_TARGET_DIR  shared by the three fuzz crates if set (they have their own workspaces)
 #
@@ -51,12 +52,14 @@ selected() {
 # The last value of a libFuzzer statistic in a log ("stat::name: value" or "name: value").
 figure() { grep -Eo "$2:? *[0-9]+" "$1" | tail -1 | grep -Eo '[0-9]+$' || echo '?'; }
 
-# Minimises a corpus in place, keeping the hand-written seed-* files under their names.
+# Minimises a corpus in place, keeping the hand-written seed-* files under their names. Only
+# edges count (-use_counters=0): keeping every hit-count bucket keeps thousands of files.
 minimise() {
     local target=$1 corpus=$2 seeds
     seeds=$(mktemp -d)
     cp "$corpus"/seed-* "$seeds"/ 2>/dev/null || true
-    cargo fuzz cmin --sanitizer "$SANITIZER" "$target" "$corpus" >>"$LOGS/$target.cmin.log" 2>&1
+    cargo fuzz cmin --sanitizer "$SANITIZER" "$target" "$corpus" -- -use_counters=0 \
+        >>"$LOGS/$target.cmin.log" 2>&1
     cp "$seeds"/* "$corpus"/ 2>/dev/null || true
     rm -rf "$seeds"
 }
