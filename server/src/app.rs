@@ -73,14 +73,32 @@ pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
     let draining = CancellationToken::new();
     let shutdown = CancellationToken::new();
     tokio::spawn(signals.drain_on_signal(draining.clone(), settings.drain_delay, shutdown.clone()));
+    let parts = parts(&settings, store, bus, keys, draining, shutdown).await?;
+    Server::new(http_settings(&settings), parts)
+        .run(listener, stomp_listener)
+        .await;
+    info!("shut down");
+    Ok(())
+}
+
+/// What the listeners serve, over `store`: auth, the journal and the hub, and the endpoints.
+/// `draining` and `shutdown` are the two steps of a shutdown (see `http::Server`).
+pub async fn parts(
+    settings: &Settings,
+    store: Arc<dyn Store>,
+    bus: Option<Arc<Bus>>,
+    keys: Keys,
+    draining: CancellationToken,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Parts> {
     let auth = Auth::new(settings.auth.clone(), keys, store.clone());
     tokio::spawn(auth.clone().purge_expired());
     let limits = settings.rooms.clone();
     let (acl, last_ids) =
         store::run(&store, move |s| Ok((Acl::load(s, limits)?, s.last_ids()?))).await?;
-    let hub = start_hub(&settings, store, acl, last_ids, bus)?;
-    let parts = Parts {
-        stomp: Stomp::new(hub.clone(), auth.clone(), stomp_settings(&settings)),
+    let hub = start_hub(settings, store, acl, last_ids, bus)?;
+    Ok(Parts {
+        stomp: Stomp::new(hub.clone(), auth.clone(), stomp_settings(settings)),
         chat: Arc::new(ChatSettings {
             max_body: settings.max_body,
             rate_limit: settings.rate_limit,
@@ -89,12 +107,7 @@ pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
         auth,
         draining,
         shutdown,
-    };
-    Server::new(http_settings(&settings), parts)
-        .run(listener, stomp_listener)
-        .await;
-    info!("shut down");
-    Ok(())
+    })
 }
 
 /// The journal and the hub over `store`, numbering rooms on from `last_ids`.
@@ -142,7 +155,8 @@ fn stomp_settings(settings: &Settings) -> StompSettings {
     }
 }
 
-fn http_settings(settings: &Settings) -> HttpSettings {
+/// The listeners' settings.
+pub fn http_settings(settings: &Settings) -> HttpSettings {
     HttpSettings {
         echo: settings.echo,
         echo_max_message: settings.echo_max_message,

@@ -1,23 +1,11 @@
-//! `parley`: the Parley chat server binary — its command line. `app` wires and runs the server.
-
-mod acl;
-mod app;
-mod auth;
-mod bus;
-mod clock;
-mod config;
-mod endpoints;
-mod http;
-mod hub;
-mod journal;
-mod store;
-mod ws;
+//! `parley`: the Parley chat server binary — its command line over the `parley_server` library,
+//! whose `serve` wires and runs the server.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use parley_server::{check_new_account, hash_now, open_store, reserved_for_guests, serve};
+use parley_server::{Keys, ServeArgs};
 use tracing_subscriber::EnvFilter;
-
-use crate::config::ServeArgs;
 
 /// Parley: a realtime chat server speaking WebSocket and STOMP.
 #[derive(Parser)]
@@ -80,26 +68,26 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the tokio runtime")?
-                .block_on(app::serve(settings))
+                .block_on(serve(settings))
         }
         Command::Token { name, ttl, serve } => {
             let settings = serve.resolve()?;
             if parley_stomp::destination::valid_user(&name).is_none() {
                 anyhow::bail!("{name:?} is not a user name: 1-32 of letters, digits, _ - .");
             }
-            if auth::reserved_for_guests(&name) {
+            if reserved_for_guests(&name) {
                 anyhow::bail!("{name:?} is reserved for guests: names starting with guest- (in any case) are given by the server");
             }
-            let token = auth::Keys::load(&settings.auth.keys)?.mint(&name, ttl)?;
+            let token = Keys::load(&settings.auth.keys)?.mint(&name, ttl)?;
             println!("{token}");
             Ok(())
         }
         Command::User(UserCommand::Add { name, serve }) => {
             let settings = serve.resolve()?;
-            let store = app::open_store(&settings)?;
+            let store = open_store(&settings)?;
             let password = read_password(true)?;
-            auth::check_new_account(&name, &password).map_err(anyhow::Error::msg)?;
-            let hash = auth::password::hash_now(&password).map_err(anyhow::Error::msg)?;
+            check_new_account(&name, &password).map_err(anyhow::Error::msg)?;
+            let hash = hash_now(&password).map_err(anyhow::Error::msg)?;
             if !store.create_user(&name, &hash)? {
                 anyhow::bail!("user {name:?} already exists");
             }
@@ -108,10 +96,10 @@ fn main() -> anyhow::Result<()> {
         }
         Command::User(UserCommand::Passwd { name, serve }) => {
             let settings = serve.resolve()?;
-            let store = app::open_store(&settings)?;
+            let store = open_store(&settings)?;
             let password = read_password(true)?;
-            auth::check_new_account(&name, &password).map_err(anyhow::Error::msg)?;
-            let hash = auth::password::hash_now(&password).map_err(anyhow::Error::msg)?;
+            check_new_account(&name, &password).map_err(anyhow::Error::msg)?;
+            let hash = hash_now(&password).map_err(anyhow::Error::msg)?;
             if !store.set_password(&name, &hash)? {
                 anyhow::bail!("no user {name:?}");
             }

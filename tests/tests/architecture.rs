@@ -15,12 +15,16 @@ const CRATES: &[&str] = &["protocol/src", "stomp/src", "server/src", "bots/src"]
 const TEST_SUPPORT: &[&str] = &["tests/src"];
 
 /// The layers of `server/src`, highest first, by top-level module (`hub` is `hub.rs` or
-/// `hub/`, and everything under it; `main` is the crate root `main.rs`). A file may refer to
-/// its own top-level module and to modules on LATER lines only. Modules sharing a line are
-/// peers: they must not refer to each other, except as listed in [`SAME_LAYER_ALLOWED`]. A
-/// top-level module missing from this table fails the test: give it a place here.
+/// `hub/`, and everything under it). `main` is the binary's `main.rs`, which reaches the library
+/// as `parley_server::…`; `lib` is the library's root `lib.rs` (module declarations and the few
+/// re-exports `main` uses); `fuzzing` is the fuzz targets' way in, beside `main` so neither uses
+/// the other. A file may refer to its own top-level module and to modules on LATER lines only.
+/// Modules sharing a line are peers: they must not refer to each other, except as listed in
+/// [`SAME_LAYER_ALLOWED`]. A top-level module missing from this table fails the test: give it a
+/// place here.
 const LAYERS: &[&[&str]] = &[
-    &["main"],
+    &["main", "fuzzing"],
+    &["lib"],
     &["app"],
     &["config"],
     &["http"],
@@ -342,6 +346,35 @@ mod tests {
     fn counts_javascript_lines_of_code() {
         let js = "// c\n/* a\n b */\nconst u = 'http://x'; // y\nconst t = `\n// kept\n`;\n\n";
         assert_eq!(js_code_lines(js), 4);
+    }
+
+    #[test]
+    fn a_binary_beside_its_library_reaches_it_by_name() {
+        let main = "use clap::Parser;\nuse parley_server::{app::serve, hub};\nfn main() {\n    parley_server::hub::run();\n    crate::helper();\n}\nfn helper() {}\n";
+        let files = [
+            ("main.rs", main),
+            ("lib.rs", "mod app;\nmod hub;\npub use app::serve;\n"),
+            ("app.rs", "use crate::hub::Hub;\n"),
+            ("hub.rs", "pub struct Hub;\n"),
+        ];
+        let krate = Crate::from_sources("src", &files).with_lib_name("parley-server");
+        let got: Vec<String> = krate.edges().iter().map(|e| krate.describe(e)).collect();
+        assert_eq!(
+            got,
+            [
+                "src/app.rs -> src/hub.rs  (app.rs:1 crate::hub::Hub)",
+                "src/main.rs -> src/app.rs  (main.rs:2 parley_server::app::serve)",
+                "src/main.rs -> src/hub.rs  (main.rs:2 parley_server::hub, main.rs:4 parley_server::hub::run)",
+            ]
+        );
+        // `main` is layered too: below the library's root it may not reach up.
+        let layers: &[&[&str]] = &[&["lib"], &["main"], &["app"], &["hub"]];
+        let found = layer_violations(&krate, &krate.edges(), layers, &[]);
+        assert!(found.is_empty(), "{found:?}");
+        let layers: &[&[&str]] = &[&["lib"], &["app"], &["main"], &["hub"]];
+        let found = layer_violations(&krate, &krate.edges(), layers, &[]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("`main` (layer 2) -> `app` (layer 1), points up"));
     }
 
     #[test]

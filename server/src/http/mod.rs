@@ -25,7 +25,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
@@ -290,12 +290,21 @@ impl Server {
         }
     }
 
+    /// Serves HTTP on `io` as for a connection from `peer`, without running the WebSocket an
+    /// upgrade may ask for (it is dropped once its 101 is written): the fuzz harness's way in
+    /// (`crate::fuzzing`). Says whether a request upgraded.
+    pub(crate) async fn serve_http_only<I>(self: Arc<Self>, io: I, peer: SocketAddr) -> bool
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.serve_http(io, peer).await.is_some()
+    }
+
     /// Serves HTTP requests until the connection ends or a request upgrades it.
-    async fn serve_http(
-        self: Arc<Self>,
-        stream: TcpStream,
-        peer: SocketAddr,
-    ) -> Option<PendingUpgrade> {
+    async fn serve_http<I>(self: Arc<Self>, stream: I, peer: SocketAddr) -> Option<PendingUpgrade>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let upgrade: Arc<Mutex<Option<PendingUpgrade>>> = Arc::default();
         let service = {
             let server = self.clone();

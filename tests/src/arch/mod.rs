@@ -119,6 +119,9 @@ pub struct Crate {
     pub dir: String,
     /// Its `.rs` files, sorted by path.
     pub files: Vec<SourceFile>,
+    /// The library's name in paths (`parley_server`), when it has a `lib.rs`: binary roots
+    /// beside it (`main.rs`, `bin/*.rs`) reach its modules through that name.
+    pub lib_name: Option<String>,
 }
 
 impl Crate {
@@ -140,7 +143,19 @@ impl Crate {
             })
             .collect();
         let borrowed: Vec<(&str, &str)> = sources.iter().map(|(r, s)| (&**r, &**s)).collect();
-        Crate::from_sources(dir, &borrowed)
+        let krate = Crate::from_sources(dir, &borrowed);
+        match package_name(&base.join("../Cargo.toml")) {
+            Some(name) if krate.lib_name.is_some() => krate.with_lib_name(&name),
+            _ => krate,
+        }
+    }
+
+    /// Names the library (`parley-server` is `parley_server` in paths).
+    pub fn with_lib_name(mut self, package: &str) -> Crate {
+        if self.lib_name.is_some() {
+            self.lib_name = Some(package.replace('-', "_"));
+        }
+        self
     }
 
     /// A crate made of `(path relative to dir, source)` pairs (the unit tests' snippets).
@@ -172,6 +187,8 @@ impl Crate {
         Crate {
             dir: dir.to_owned(),
             files,
+            // Named by `load` (or `with_lib_name`); until then no path reaches it by name.
+            lib_name: has_lib.then(String::new),
         }
     }
 
@@ -181,7 +198,8 @@ impl Crate {
     }
 
     /// Every file-to-file reference: `use crate::…`/`super::…`/`self::…`/`child_module::…`
-    /// and the same paths inline in code, resolved to the file of the longest module prefix.
+    /// and the same paths inline in code, resolved to the file of the longest module prefix;
+    /// from a binary root beside a `lib.rs`, `lib_name::…` paths into the library.
     /// Not counted: test-only code, comments, `mod x;`, and `pub use` re-export lines of a
     /// `mod.rs`/`lib.rs`/`main.rs` facade — unless the facade's own code uses a name it
     /// re-exports (then it does depend on that file).
@@ -190,8 +208,14 @@ impl Crate {
             .filter_map(|(i, f)| Some((f.module.as_deref()?, i)))
             .collect();
         let mut edges = Vec::new();
+        let lib_name = self.lib_name.as_deref().filter(|n| !n.is_empty());
         for (file, f) in self.files.iter().enumerate() {
-            let Some(module) = &f.module else { continue };
+            // A binary root is the root of its own crate, which reaches the library by name.
+            let (module, lib) = match (&f.module, lib_name) {
+                (Some(module), _) => (module.as_slice(), None),
+                (None, Some(lib)) => (&[][..], Some(lib)),
+                (None, None) => continue,
+            };
             let t = &f.toks;
             let children = (1..t.len())
                 .filter(|&k| {
@@ -205,6 +229,7 @@ impl Crate {
                 file,
                 module,
                 children,
+                lib,
             };
             let mut refs = Refs::new();
             let (in_use, reexported) = use_refs(f, &r, &mut refs);
@@ -244,6 +269,9 @@ struct Resolver<'a> {
     module: &'a [String],
     /// The modules the file declares (`mod x;`): there `x::…` means `self::x::…`.
     children: BTreeSet<&'a str>,
+    /// In a binary root beside the library: the library's name. Its own `crate::…` paths
+    /// then stay inside the binary, and `lib::…` paths go into the library.
+    lib: Option<&'a str>,
 }
 
 impl Resolver<'_> {
@@ -252,6 +280,15 @@ impl Resolver<'_> {
     fn resolve(&self, segs: &[String]) -> Option<usize> {
         let segs = without_self(segs);
         let module = self.module;
+        if let Some(lib) = self.lib {
+            let full = match segs.split_first() {
+                Some((first, rest)) if first == lib => rest,
+                _ => return None,
+            };
+            return (0..=full.len())
+                .rev()
+                .find_map(|n| self.modules.get(&full[..n]).copied());
+        }
         let (mut full, rest) = match segs.first()?.as_str() {
             "crate" => (vec![], &segs[1..]),
             "self" => (module.to_vec(), &segs[1..]),
@@ -330,7 +367,9 @@ fn inline_refs(t: &[Tok], r: &Resolver, in_use: &[bool], reexported: &Reexported
             continue;
         }
         let word = t[k].text.as_str();
-        let pathy = matches!(word, "crate" | "self" | "super") || r.children.contains(word);
+        let pathy = matches!(word, "crate" | "self" | "super")
+            || r.children.contains(word)
+            || r.lib == Some(word);
         if pathy && t.get(k + 1).is_some_and(|n| n.text == "::") {
             let mut segs = vec![word.to_owned()];
             let mut j = k + 1;
@@ -442,7 +481,9 @@ pub fn layer_violations(
     };
     let rank = |m: &str| layers.iter().position(|layer| layer.contains(&m));
     let mut unknown: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for i in (0..krate.files.len()).filter(|&i| krate.files[i].module.is_some()) {
+    // Binary roots count when they use the library (`main` beside `lib.rs`).
+    let layered = |i: &usize| krate.files[*i].module.is_some() || krate.lib_name.is_some();
+    for i in (0..krate.files.len()).filter(layered) {
         if rank(top(i).as_str()).is_none() {
             unknown.entry(top(i)).or_default().push(krate.name(i));
         }
@@ -474,6 +515,21 @@ pub fn layer_violations(
         ));
     }
     out
+}
+
+/// The `name` of the `[package]` in the `Cargo.toml` at `path`, if it can be read.
+fn package_name(path: &Path) -> Option<String> {
+    let text = fs::read_to_string(path).ok()?;
+    let mut in_package = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_package = line == "[package]";
+        } else if let Some(value) = line.strip_prefix("name").filter(|_| in_package) {
+            let value = value.trim_start().strip_prefix('=')?.trim();
+            return Some(value.trim_matches('"').to_owned());
+        }
+    }
+    None
 }
 
 /// Files under `dir` whose name ends with `.{ext}`, recursively, sorted; folders named in

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use parley_stomp::destination::RoomName;
 use parley_stomp::session::Identity;
@@ -212,24 +212,28 @@ impl Api<'_> {
     }
 
     /// The whole body within the body timeout: a client that declares a body and sends it
-    /// slowly or never gets 408 and the connection closes, instead of holding it forever.
+    /// slowly or never gets 408 and the connection closes, instead of holding it forever. A
+    /// body hyper cannot read (broken chunked encoding, cut short) is a 400, and the connection
+    /// closes too: where its next request would start is unknown.
     async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, Refused> {
         let collect = Limited::new(req.into_body(), MAX_REQUEST_BODY).collect();
-        match tokio::time::timeout(self.body_timeout, collect).await {
-            Ok(Ok(body)) => Ok(body.to_bytes()),
-            Ok(Err(_)) => Err(error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body too large",
-            )),
-            Err(_) => {
-                let mut resp = error(StatusCode::REQUEST_TIMEOUT, "request body too slow");
-                resp.headers_mut().insert(
-                    header::CONNECTION,
-                    header::HeaderValue::from_static("close"),
-                );
-                Err(resp)
+        let (status, why) = match tokio::time::timeout(self.body_timeout, collect).await {
+            Ok(Ok(body)) => return Ok(body.to_bytes()),
+            Ok(Err(e)) if e.is::<LengthLimitError>() => {
+                return Err(error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large",
+                ))
             }
-        }
+            Ok(Err(_)) => (StatusCode::BAD_REQUEST, "invalid request body"),
+            Err(_) => (StatusCode::REQUEST_TIMEOUT, "request body too slow"),
+        };
+        let mut resp = error(status, why);
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        Err(resp)
     }
 }
 
