@@ -20,13 +20,11 @@
 //! - a 101 is exactly an accepted upgrade.
 #![no_main]
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use parley_server::fuzzing::{Harness, HttpExchange};
 use serde_json::Value;
-use tokio::runtime::Runtime;
 
 /// The REST API's largest request body.
 const MAX_BODY: u64 = 64 * 1024;
@@ -34,20 +32,9 @@ const MAX_BODY: u64 = 64 * 1024;
 /// Longest a request may take to be answered (password hashing included).
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
-static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-});
-
-static HARNESS: LazyLock<Harness> =
-    LazyLock::new(|| RUNTIME.block_on(Harness::new()).expect("fuzz harness"));
-
 fuzz_target!(|data: &[u8]| {
-    // Built outside `block_on`: building it runs the runtime itself.
-    let harness = &*HARNESS;
-    let exchange = RUNTIME.block_on(async {
+    let (runtime, harness) = Harness::shared();
+    let exchange = runtime.block_on(async {
         tokio::time::timeout(ANSWER_WITHIN, harness.http(data))
             .await
             .expect("no answer within 10 s")

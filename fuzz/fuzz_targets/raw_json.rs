@@ -16,7 +16,6 @@
 //! numeric id), and at most one close frame, last, with 1008 (too many errors in a row).
 #![no_main]
 
-use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use parley_protocol::close::CloseFrame;
@@ -24,23 +23,12 @@ use parley_protocol::frame::{FrameHeader, OpCode};
 use parley_protocol::CloseCode;
 use parley_server::fuzzing::{Harness, Who};
 use serde_json::Value;
-use tokio::runtime::Runtime;
 
 /// Every `type` the server sends raw clients (docs/protocol.md).
 const TYPES: &[&str] = &[
     "pong", "joined", "ack", "error", "message", "typing", "presence", "deleted", "history",
     "authed",
 ];
-
-static RUNTIME: LazyLock<Runtime> = LazyLock::new(|| {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-});
-
-static HARNESS: LazyLock<Harness> =
-    LazyLock::new(|| RUNTIME.block_on(Harness::new()).expect("fuzz harness"));
 
 fuzz_target!(|data: &[u8]| {
     let [who, messages @ ..] = data else {
@@ -63,7 +51,8 @@ fuzz_target!(|data: &[u8]| {
             None => unreachable!("reads starts with one"),
         }
     }
-    let outcome = RUNTIME.block_on(HARNESS.raw(who, &reads));
+    let (runtime, harness) = Harness::shared();
+    let outcome = runtime.block_on(harness.raw(who, &reads));
     assert_eq!(outcome.closed, None, "the hub closed a fresh session");
     check_written(&outcome.written);
 });

@@ -94,6 +94,21 @@ impl Harness {
     /// Replaced by a refresh token of `alice` (rotated once used, like any).
     pub const REFRESH: &'static str = "$REFRESH";
 
+    /// One harness per process and the current-thread runtime it runs on, built on first use:
+    /// what every fuzz target drives, one input after another.
+    pub fn shared() -> &'static (tokio::runtime::Runtime, Harness) {
+        static SHARED: std::sync::OnceLock<(tokio::runtime::Runtime, Harness)> =
+            std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            let harness = runtime.block_on(Harness::new()).expect("fuzz harness");
+            (runtime, harness)
+        })
+    }
+
     /// A server over a fresh SQLite store in a temporary directory, with accounts `alice` and
     /// `bob`, the public room `lobby` (two messages) and the private room `secret`. Must run on
     /// a tokio runtime (current-thread is enough).

@@ -160,7 +160,7 @@ impl Broker {
         let user = entry.user.clone();
         if let Route::Queue(name) = &route {
             if !self.queues.contains_key(name) {
-                self.check_queue_quota(&user)?;
+                self.check_queue_quota(&user, 1)?;
             }
         }
         let Some(entry) = self.sessions.get_mut(&session) else {

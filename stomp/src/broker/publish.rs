@@ -75,12 +75,12 @@ impl Broker {
         events: &mut dyn FnMut(BrokerEvent),
     ) -> Result<Published, BrokerError> {
         let (route, shown) = route_of(destination)?;
-        if session.is_some() && self.budget.as_ref().is_some_and(|b| b.is_exhausted()) {
-            return Err(BrokerError::Busy);
+        if session.is_some() {
+            self.check_budget()?;
         }
         if let Route::Queue(name) = &route {
             self.expire_queue(name, publish.now_ms);
-            self.check_queue_room(name, &sender, publish.body.len())?;
+            self.check_queue_room(&sender, &[(name, 1, publish.body.len())])?;
         }
         let room = match destination {
             Destination::Topic(name) if is_room(name) => Some(name.clone()),
@@ -145,54 +145,30 @@ impl Broker {
     pub fn check_publishes(
         &self,
         session: SessionId,
-        sends: &[(&Destination, usize)],
+        sends: &[(Destination, usize)],
     ) -> Result<(), BrokerError> {
-        let user = &self
+        let entry = self
             .sessions
             .get(&session)
-            .ok_or(BrokerError::UnknownSession)?
-            .user;
+            .ok_or(BrokerError::UnknownSession)?;
         if sends.is_empty() {
             return Ok(());
         }
-        if self.budget.as_ref().is_some_and(|b| b.is_exhausted()) {
-            return Err(BrokerError::Busy);
-        }
+        self.check_budget()?;
         let mut per_queue: HashMap<&str, (usize, usize)> = HashMap::new();
         for (destination, body) in sends {
-            if let (Route::Queue(_), _) = route_of(destination)? {
-                let Destination::Queue(name) = destination else {
-                    continue;
-                };
-                let entry = per_queue.entry(name).or_default();
-                entry.0 += 1;
-                entry.1 += body;
+            route_of(destination)?;
+            if let Destination::Queue(name) = destination {
+                let (count, bytes) = per_queue.entry(name).or_default();
+                *count += 1;
+                *bytes += body;
             }
         }
-        let total: usize = per_queue.values().map(|(_, bytes)| bytes).sum();
-        if self.queued_bytes + total > self.limits.max_queued_bytes {
-            return Err(BrokerError::QueuesFull);
-        }
-        let mut new_queues = 0;
-        for (name, (count, bytes)) in &per_queue {
-            let (held, held_bytes) = match self.queues.get(*name) {
-                Some(q) => (q.held.len(), q.bytes),
-                None => {
-                    new_queues += 1;
-                    (0, 0)
-                }
-            };
-            if held + count > self.limits.max_queue_depth
-                || held_bytes + bytes > self.limits.max_queue_bytes
-            {
-                return Err(BrokerError::QueueFull((*name).to_owned()));
-            }
-        }
-        let owned = self.queue_owners.get(user).copied().unwrap_or(0);
-        if new_queues > 0 && owned + new_queues > self.limits.max_queues_per_user {
-            return Err(BrokerError::TooManyQueues(self.limits.max_queues_per_user));
-        }
-        Ok(())
+        let adds: Vec<_> = per_queue
+            .into_iter()
+            .map(|(name, (count, bytes))| (name, count, bytes))
+            .collect();
+        self.check_queue_room(&entry.user, &adds)
     }
 
     pub(super) fn fan_out_to(

@@ -200,36 +200,50 @@ impl Broker {
         }
     }
 
-    /// Refuses a message of `body` bytes from `user` that `/queue/<name>` cannot hold: the
-    /// queue's messages or bytes, all queues' bytes, or (a new queue) the user's quota.
+    /// Refuses messages from `user` that the queues cannot hold: per queue `(name, messages,
+    /// body bytes)`, the queue's messages or bytes, all queues' bytes, or the user's quota for
+    /// the queues that would be new. One SEND is one entry; a COMMIT passes all of its SENDs.
     pub(super) fn check_queue_room(
         &self,
-        name: &str,
         user: &Arc<str>,
-        body: usize,
+        adds: &[(&str, usize, usize)],
     ) -> Result<(), BrokerError> {
         let limits = &self.limits;
-        if self.queued_bytes + body > limits.max_queued_bytes {
+        let total: usize = adds.iter().map(|&(_, _, bytes)| bytes).sum();
+        if self.queued_bytes + total > limits.max_queued_bytes {
             return Err(BrokerError::QueuesFull);
         }
-        match self.queues.get(name) {
-            Some(q) if q.held.len() >= limits.max_queue_depth => {
-                Err(BrokerError::QueueFull(name.to_owned()))
+        let mut new_queues = 0;
+        for &(name, count, bytes) in adds {
+            let (held, held_bytes) = match self.queues.get(name) {
+                Some(q) => (q.held.len(), q.bytes),
+                None => {
+                    new_queues += 1;
+                    (0, 0)
+                }
+            };
+            if held + count > limits.max_queue_depth || held_bytes + bytes > limits.max_queue_bytes
+            {
+                return Err(BrokerError::QueueFull(name.to_owned()));
             }
-            Some(q) if q.bytes + body > limits.max_queue_bytes => {
-                Err(BrokerError::QueueFull(name.to_owned()))
-            }
-            None if body > limits.max_queue_bytes => Err(BrokerError::QueueFull(name.to_owned())),
-            None => self.check_queue_quota(user),
-            Some(_) => Ok(()),
         }
+        self.check_queue_quota(user, new_queues)
     }
 
-    /// Refuses a new queue for `user` past their quota.
-    pub(super) fn check_queue_quota(&self, user: &Arc<str>) -> Result<(), BrokerError> {
+    /// Refuses `new` more queues for `user` past their quota.
+    pub(super) fn check_queue_quota(&self, user: &Arc<str>, new: usize) -> Result<(), BrokerError> {
         let max = self.limits.max_queues_per_user;
-        match self.queue_owners.get(user) {
-            Some(&n) if n >= max => Err(BrokerError::TooManyQueues(max)),
+        let owned = self.queue_owners.get(user).copied().unwrap_or(0);
+        if new > 0 && owned + new > max {
+            return Err(BrokerError::TooManyQueues(max));
+        }
+        Ok(())
+    }
+
+    /// Refuses a session's new work while the memory budget is spent.
+    pub(super) fn check_budget(&self) -> Result<(), BrokerError> {
+        match &self.budget {
+            Some(budget) if budget.is_exhausted() => Err(BrokerError::Busy),
             _ => Ok(()),
         }
     }

@@ -11,7 +11,7 @@ use crate::broker::is_room;
 use crate::broker::{
     AckMode, AckRef, Broker, BrokerError, BrokerEvent, Publish, Receipt, SessionId,
 };
-use crate::budget::{Charge, MemoryBudget, BUSY_MESSAGE};
+use crate::budget::{Charge, MemoryBudget};
 use crate::codec::{self, SharedMessage};
 use crate::destination::Destination;
 use crate::frame::{Command, Frame, Version};
@@ -424,7 +424,7 @@ impl Session {
     }
 
     /// Checks a SEND when it arrives, in a transaction or not: its destination, the rules, the
-    /// room body limit, the rate limit and the memory budget.
+    /// room body limit and the rate limit (the broker refuses it past the memory budget).
     fn admit_send(&mut self, frame: &Frame, now_ms: u64) -> Result<Destination, Refusal> {
         let destination = Destination::parse(required(frame, "destination")?)
             .map_err(|e| Refusal(e.to_string()))?;
@@ -443,9 +443,6 @@ impl Session {
                 "rate limited: more than {} messages per second",
                 self.config.rate_limit
             )));
-        }
-        if self.config.budget.is_exhausted() {
-            return Err(Refusal(BUSY_MESSAGE.into()));
         }
         Ok(destination)
     }

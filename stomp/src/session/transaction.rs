@@ -70,7 +70,7 @@ impl Session {
                     .map_err(|e| Refusal(e.to_string()))?;
                 // Access may have been revoked since the frame arrived.
                 self.allowed(|access, who| access.send(who, &destination))?;
-                sends.push(destination);
+                sends.push((destination, f.body.len()));
             } else if !broker.is_unacked(self.id, &self.ack_ref(f)?) {
                 return Err(Refusal(format!(
                     "no unacknowledged message for {} in transaction {tx:?}",
@@ -78,16 +78,11 @@ impl Session {
                 )));
             }
         }
-        let sizes: Vec<_> = sends
-            .iter()
-            .zip(frames.iter().filter(|f| f.command == Command::Send))
-            .map(|(d, f)| (d, f.body.len()))
-            .collect();
-        broker.check_publishes(self.id, &sizes)?;
-        let mut sends = sends.into_iter();
+        broker.check_publishes(self.id, &sends)?;
+        let mut destinations = sends.into_iter().map(|(destination, _)| destination);
         for f in &frames {
             if f.command == Command::Send {
-                let destination = sends.next().expect("one destination per SEND");
+                let destination = destinations.next().expect("one destination per SEND");
                 self.publish(f, &destination, broker, now_ms, events)?;
             } else {
                 match self.acknowledge(f, broker, events) {
