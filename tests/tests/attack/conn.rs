@@ -318,11 +318,15 @@ async fn conn_a_body_that_never_comes_or_drips_gets_408() {
 async fn conn_per_ip_cap_refuses_clearly_and_spares_other_addresses() {
     let server = ServerProcess::start(&["--max-connections-per-ip", "3"]);
     let addr = server.addr();
+    let health = raw::http_request("GET", "/healthz", &[]);
+    // Each holder asks once (keep-alive): answered means counted. A bare connect is not: the
+    // server counts in the connection's task, which may run after a later connection's.
     let mut idle = Vec::new();
     for _ in 0..3 {
-        idle.push(connect_from("127.0.0.2", addr).await);
+        let (stream, status, _) = status_from("127.0.0.2", addr, &health).await;
+        assert_eq!(status, 200);
+        idle.push(stream);
     }
-    let health = raw::http_request("GET", "/healthz", &[]);
     let (_, status, body) = status_from("127.0.0.2", addr, &health).await;
     assert_eq!(status, 429);
     assert!(body.contains("too many connections"), "{body:?}");
