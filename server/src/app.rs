@@ -19,7 +19,7 @@ use crate::bus::Bus;
 use crate::config::Settings;
 use crate::endpoints::stomp::{Stomp, StompSettings};
 use crate::http::{HttpSettings, Parts, Server};
-use crate::hub::{ChatSettings, Hub, HubSettings};
+use crate::hub::{ChatSettings, EditLimits, Hub, HubSettings};
 use crate::journal::{Journal, JournalSettings};
 use crate::store::{self, PgStore, SqliteStore, Store};
 
@@ -130,6 +130,11 @@ fn start_hub(
         outbox_capacity: settings.stomp_outbox,
         outbox_bytes: limits.outbox_bytes,
         budget: MemoryBudget::new(limits.memory_budget),
+        edits: EditLimits {
+            window_ms: limits.edit_window.as_millis().try_into().unwrap_or(u64::MAX),
+            per_second: limits.edit_rate,
+            max_body: settings.max_body,
+        },
     };
     Ok(Hub::new(hub_settings, store, journal, acl, bus, last_ids))
 }

@@ -308,8 +308,7 @@ fn seed(store: &dyn Store) -> anyhow::Result<()> {
         from: "alice".to_owned(),
         ts: 1_700_000_000_000 + id,
         body: body.to_owned(),
-        guest: false,
-        deleted: false,
+        ..StoredMessage::default()
     };
     store
         .append(&[message(1, "hello"), message(2, "world")])

@@ -464,8 +464,7 @@ mod tests {
             from: "alice".into(),
             ts: 1,
             body: format!("m{id}"),
-            guest: false,
-            deleted: false,
+            ..StoredMessage::default()
         }
     }
 

@@ -44,6 +44,15 @@ pub struct LimitArgs {
     /// Guests may use `/queue/` destinations [default: false: accounts only].
     #[arg(long, env = "PARLEY_GUEST_QUEUES", num_args = 0..=1, default_missing_value = "true")]
     pub guest_queues: Option<bool>,
+
+    /// How long after sending an author may edit or delete a message; 0s: forever [default: 24h].
+    #[arg(long, env = "PARLEY_EDIT_WINDOW", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub edit_window: Option<Duration>,
+
+    /// Edits, deletions and reactions per second per user, bursts of twice that [default: 5].
+    #[arg(long, env = "PARLEY_EDIT_RATE")]
+    pub edit_rate: Option<u32>,
 }
 
 /// Resolved buffer limits.
@@ -65,6 +74,10 @@ pub struct Limits {
     pub queue_ttl: Duration,
     /// Guests may use queues.
     pub guest_queues: bool,
+    /// How long after sending messages may be changed.
+    pub edit_window: Duration,
+    /// Changes per second per user.
+    pub edit_rate: u32,
 }
 
 impl LimitArgs {
@@ -91,6 +104,11 @@ impl LimitArgs {
                 .or(file.queue_ttl)
                 .unwrap_or(Duration::from_secs(600)),
             guest_queues: self.guest_queues.or(file.guest_queues).unwrap_or(false),
+            edit_window: self
+                .edit_window
+                .or(file.edit_window)
+                .unwrap_or(Duration::from_secs(24 * 3600)),
+            edit_rate: self.edit_rate.or(file.edit_rate).unwrap_or(5),
         }
     }
 }

@@ -348,7 +348,7 @@ fn parse_room(room: &str) -> Result<String, Refusal> {
 }
 
 /// A refused publish: `busy` (retry later) when the server's memory budget is spent.
-fn publish_refusal(e: BrokerError) -> Refusal {
+pub(super) fn publish_refusal(e: BrokerError) -> Refusal {
     match e {
         BrokerError::Busy => Refusal::new("busy", e.to_string()),
         BrokerError::StorageUnavailable => Refusal::new("storage_unavailable", e.to_string()),

@@ -15,6 +15,7 @@
 
 mod chat;
 mod cluster;
+mod edits;
 mod history;
 pub mod mailbox;
 mod message;
@@ -35,6 +36,7 @@ use parley_stomp::broker::{Broker, BrokerEvent, BrokerLimits, Delivery, Forwarde
 use parley_stomp::budget::MemoryBudget;
 use tracing::info;
 
+pub use self::edits::{Change, EditLimits};
 pub use self::chat::{ChatSession, ChatSettings, JoinAnswer, Refusal, Target};
 pub use self::history::{catch_up_range, DEFAULT_PAGE, MAX_PAGE};
 pub use self::message::live_from_stored;
@@ -76,6 +78,8 @@ pub struct HubSettings {
     pub outbox_bytes: usize,
     /// What everything buffered for clients is charged to.
     pub budget: Arc<MemoryBudget>,
+    /// How often and how long after messages may be edited or deleted.
+    pub edits: EditLimits,
 }
 
 /// Counters shown at `/stats`, for every protocol.
@@ -96,6 +100,8 @@ pub struct Hub {
     inner: Mutex<HubInner>,
     settings: HubSettings,
     next_session: AtomicU64,
+    /// Each user's rate of edits, deletions and reactions.
+    changes: edits::ChangeRates,
     store: Arc<dyn Store>,
     journal: Journal,
     /// Room rules; also tells which rooms exist, so a join creates a room only the first time.
@@ -166,6 +172,7 @@ impl Hub {
             }),
             settings,
             next_session: AtomicU64::new(1),
+            changes: Default::default(),
             stats: HubStats::default(),
             acl,
             store,

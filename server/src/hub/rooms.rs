@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use parley_stomp::broker::{Publish, SessionId};
+use parley_stomp::broker::SessionId;
 use parley_stomp::destination::Destination;
 use parley_stomp::session::{Access, Identity};
 use tracing::warn;
@@ -11,7 +11,6 @@ use tracing::warn;
 use super::outbox::{Notice, CLOSE_UNAUTHORIZED};
 use super::Hub;
 use crate::acl::{room_of_topic, Refused};
-use crate::clock::now_ms;
 use crate::store::{self, Room};
 
 /// The room a fan-out key is, if it is a room itself (`/topic/general`; not its side channels
@@ -108,26 +107,6 @@ impl Hub {
                 );
             }
         }
-    }
-
-    /// Tells a room's members that message `id` was deleted: an `event:delete` on the room's
-    /// presence channel, with `deleted-id`.
-    pub fn announce_deleted(&self, room: &str, id: u64, by: &str) {
-        let Ok(destination) = Destination::parse(&format!("/topic/{room}.presence")) else {
-            return;
-        };
-        let publish = Publish {
-            headers: vec![
-                ("event".to_owned(), "delete".to_owned()),
-                ("deleted-id".to_owned(), id.to_string()),
-            ],
-            now_ms: now_ms(),
-            ..Publish::default()
-        };
-        let by: Arc<str> = by.into();
-        self.apply(|broker, events| {
-            let _ = broker.publish_as(by, &destination, publish, events);
-        });
     }
 
     /// Ends `user`'s subscriptions to `room` and tells their sessions.

@@ -40,6 +40,7 @@ impl TestHub {
             outbox_capacity,
             outbox_bytes: usize::MAX,
             budget: parley_stomp::budget::MemoryBudget::unlimited(),
+            edits: Default::default(),
         };
         let hub = Hub::new(settings, store, journal, acl, None, HashMap::new());
         Self { hub, dir }

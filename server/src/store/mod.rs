@@ -30,8 +30,9 @@ pub fn user_key(name: &str) -> String {
     name.to_ascii_lowercase()
 }
 
-/// A stored room message.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A stored room message, or an event about an earlier one (an edit, a deletion, a reaction):
+/// both take the room's next id, so catch-up replays them in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoredMessage {
     /// The room.
     pub room: String,
@@ -41,12 +42,94 @@ pub struct StoredMessage {
     pub from: String,
     /// Server time in ms since the Unix epoch.
     pub ts: u64,
-    /// The text (empty once deleted).
+    /// The text (empty once deleted); an edit's new text; a reaction's emoji.
     pub body: String,
     /// Sent by a guest.
     pub guest: bool,
-    /// Deleted by a room admin: a tombstone that keeps the id sequence gapless.
+    /// Deleted: a tombstone that keeps the id sequence gapless.
     pub deleted: bool,
+    /// A message, or which event.
+    pub kind: Kind,
+    /// An event's message: the one it edits, deletes or reacts to.
+    pub target: Option<u64>,
+    /// The message this one replies to.
+    pub reply_to: Option<u64>,
+    /// The sender's own id for it, which makes a retried send find the first one.
+    pub client_id: Option<String>,
+    /// The users it mentions (`@name`), written with it and counted per user.
+    pub mentions: Vec<String>,
+    /// Read back: edited since it was sent.
+    pub edited: bool,
+    /// Read back: its reactions, by emoji in first-reaction order, each with its users.
+    pub reactions: Vec<Reaction>,
+}
+
+/// The users who reacted to a message with one emoji.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reaction {
+    /// The emoji.
+    pub emoji: String,
+    /// Who reacted with it.
+    pub users: Vec<String>,
+}
+
+/// Attaches `(id, emoji, user)` rows, ordered by id then first reaction, to the messages of
+/// `page` (ascending ids): each emoji once, in the order it was first used.
+pub(crate) fn attach_reactions(page: &mut [StoredMessage], rows: Vec<(u64, String, String)>) {
+    for (id, emoji, user) in rows {
+        let Ok(at) = page.binary_search_by_key(&id, |m| m.id) else {
+            continue;
+        };
+        let reactions = &mut page[at].reactions;
+        match reactions.iter_mut().find(|r| r.emoji == emoji) {
+            Some(reaction) => reaction.users.push(user),
+            None => reactions.push(Reaction {
+                emoji,
+                users: vec![user],
+            }),
+        }
+    }
+}
+
+/// What a row of a room's stream is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kind {
+    /// A chat message.
+    #[default]
+    Message,
+    /// Replaces the text of `target` (its author's).
+    Edit,
+    /// Deletes `target`: it becomes a tombstone.
+    Delete,
+    /// Adds the sender's reaction `body` (an emoji) to `target`.
+    React,
+    /// Takes it back.
+    Unreact,
+}
+
+impl Kind {
+    /// The name stored, and carried in the `kind` header of live events (`""` for messages).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Message => "",
+            Self::Edit => "edit",
+            Self::Delete => "delete",
+            Self::React => "react",
+            Self::Unreact => "unreact",
+        }
+    }
+
+    /// Parses a stored or received kind; unknown ones are `None`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "" | "message" => Self::Message,
+            "edit" => Self::Edit,
+            "delete" => Self::Delete,
+            "react" => Self::React,
+            "unreact" => Self::Unreact,
+            _ => return None,
+        })
+    }
 }
 
 /// A room's public description.
@@ -124,7 +207,8 @@ pub enum Rotation {
 
 /// What Parley persists.
 pub trait Store: Send + Sync {
-    /// Stores messages in one transaction; when it returns `Ok`, they are durable.
+    /// Stores messages and events in one transaction, applying each event to its message and
+    /// recording mentions; when it returns `Ok`, they are durable.
     fn append(&self, batch: &[StoredMessage]) -> anyhow::Result<()>;
     /// Cluster mode: numbers the messages (each room's next ids, in batch order, shared by
     /// every node using this database) and stores them in one transaction; on `Ok` every
@@ -157,14 +241,16 @@ pub trait Store: Send + Sync {
             .collect();
         Ok(Some((found.private, members)))
     }
-    /// Up to `limit` messages of `room` with id below `before` (all if `None`), oldest first.
+    /// Up to `limit` chat messages of `room` with id below `before` (all if `None`), oldest
+    /// first, as they are now: edited, deleted, with their reactions; events left out.
     fn before(
         &self,
         room: &str,
         before: Option<u64>,
         limit: usize,
     ) -> anyhow::Result<Vec<StoredMessage>>;
-    /// Up to `limit` messages of `room` with id above `after`, oldest first.
+    /// Up to `limit` messages and events of `room` with id above `after`, oldest first (what
+    /// catch-up replays).
     fn after(&self, room: &str, after: u64, limit: usize) -> anyhow::Result<Vec<StoredMessage>>;
     /// The highest message id of every room, to continue numbering after a restart.
     fn last_ids(&self) -> anyhow::Result<HashMap<String, u64>>;
@@ -172,8 +258,8 @@ pub trait Store: Send + Sync {
     fn create_room(&self, room: &Room) -> anyhow::Result<bool>;
     /// Every room, by name.
     fn rooms(&self) -> anyhow::Result<Vec<Room>>;
-    /// Turns a stored message into a tombstone; `false` if there is no such message.
-    fn delete_message(&self, room: &str, id: u64) -> anyhow::Result<bool>;
+    /// Message `id` of `room` as it is now (edited, deleted; reactions left out), if stored.
+    fn message(&self, room: &str, id: u64) -> anyhow::Result<Option<StoredMessage>>;
 
     /// Every room membership: (room, user, role).
     fn memberships(&self) -> anyhow::Result<Vec<(String, String, Role)>>;

@@ -3,7 +3,10 @@
 //! See `docs/auth.md`.
 
 mod account;
+mod messages;
 mod rooms;
+
+use self::messages::Edit;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -75,12 +78,21 @@ pub async fn handle(api: Api<'_>, req: Request<Incoming>) -> Response<Full<Bytes
         }
         (&Method::GET, ["rooms", room, "messages"]) => api.messages(&req, room).await,
         (&Method::DELETE, ["rooms", room, "messages", id]) => {
-            api.delete_message(&req, room, id).await
+            api.change_message(req, room, id, Edit::Delete).await
+        }
+        (&Method::PATCH, ["rooms", room, "messages", id]) => {
+            let (room, id) = ((*room).to_owned(), (*id).to_owned());
+            api.change_message(req, &room, &id, Edit::Text).await
+        }
+        (&Method::POST, ["rooms", room, "messages", id, "reactions"]) => {
+            let (room, id) = ((*room).to_owned(), (*id).to_owned());
+            api.change_message(req, &room, &id, Edit::Reaction).await
         }
         (_, ["info" | "me" | "rooms" | "register" | "login" | "logout"])
         | (_, ["token", "refresh"])
         | (_, ["rooms", _, "messages" | "members"])
-        | (_, ["rooms", _, "messages" | "members", _]) => {
+        | (_, ["rooms", _, "messages" | "members", _])
+        | (_, ["rooms", _, "messages", _, "reactions"]) => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => error(StatusCode::NOT_FOUND, "not found"),

@@ -218,39 +218,6 @@ impl Api<'_> {
         self.hub.acl_changed(room);
         no_content()
     }
-
-    pub(super) async fn delete_message(
-        &self,
-        req: &Request<Incoming>,
-        room: &str,
-        id: &str,
-    ) -> Response<Full<Bytes>> {
-        let who = match self.account(req).await {
-            Ok(who) => who,
-            Err(resp) => return resp,
-        };
-        if !matches!(
-            self.hub.acl().role(room, &who.name),
-            Some(Role::Owner | Role::Admin)
-        ) {
-            return error(StatusCode::FORBIDDEN, "only room admins delete messages");
-        }
-        let Ok(id) = id.parse::<u64>() else {
-            return error(StatusCode::BAD_REQUEST, "message ids are numbers");
-        };
-        // The message may still be on its way to storage.
-        if !self.hub.durable().await {
-            return error(StatusCode::SERVICE_UNAVAILABLE, "storage is not keeping up");
-        }
-        let r = room.to_owned();
-        match self.store(move |store| store.delete_message(&r, id)).await {
-            Ok(true) => {}
-            Ok(false) => return error(StatusCode::NOT_FOUND, "no such message"),
-            Err(resp) => return resp,
-        }
-        self.hub.announce_deleted(room, id, &who.name);
-        no_content()
-    }
 }
 
 /// `?limit=<n>&after=<name>&prefix=<start>` of a room list request. Room names need no

@@ -7,9 +7,11 @@
 use std::collections::HashMap;
 
 use anyhow::Context as _;
-use postgres::{Client, NoTls, Row, Transaction};
+use postgres::{Client, NoTls, Transaction};
 use r2d2::{Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
+
+mod stream;
 
 use super::{user_key, RefreshRecord, Role, Room, RoomRules, Rotation, Store, StoredMessage};
 use crate::clock::now_ms;
@@ -64,6 +66,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
 ",
     super::sqlite::USER_KEYS,
+    super::sqlite::STREAM_EVENTS,
 ];
 
 /// A pool of connections to one PostgreSQL database.
@@ -166,46 +169,12 @@ fn redact(url: &str) -> String {
     }
 }
 
-fn to_i64(n: u64) -> i64 {
+pub(super) fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn to_u64(n: i64) -> u64 {
+pub(super) fn to_u64(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
-}
-
-fn row_message(row: &Row) -> StoredMessage {
-    StoredMessage {
-        room: row.get(0),
-        id: to_u64(row.get(1)),
-        from: row.get(2),
-        ts: to_u64(row.get(3)),
-        body: String::from_utf8_lossy(row.get::<_, &[u8]>(4)).into_owned(),
-        guest: row.get(5),
-        deleted: row.get(6),
-    }
-}
-
-const MESSAGE_COLUMNS: &str = "room, id, sender, ts, body, guest, deleted";
-
-/// Inserts `batch` with `ids` in one statement: arrays in, rows out of UNNEST.
-fn insert_messages(
-    tx: &mut Transaction<'_>,
-    batch: &[StoredMessage],
-    ids: &[i64],
-) -> anyhow::Result<()> {
-    let rooms: Vec<&str> = batch.iter().map(|m| m.room.as_str()).collect();
-    let senders: Vec<&str> = batch.iter().map(|m| m.from.as_str()).collect();
-    let ts: Vec<i64> = batch.iter().map(|m| to_i64(m.ts)).collect();
-    let bodies: Vec<&[u8]> = batch.iter().map(|m| m.body.as_bytes()).collect();
-    let guests: Vec<bool> = batch.iter().map(|m| m.guest).collect();
-    tx.execute(
-        "INSERT INTO messages (room, id, sender, ts, body, guest)
-         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::bigint[],
-                              $5::bytea[], $6::bool[])",
-        &[&rooms, &ids, &senders, &ts, &bodies, &guests],
-    )?;
-    Ok(())
 }
 
 impl Store for PgStore {
@@ -223,7 +192,7 @@ impl Store for PgStore {
                  ON CONFLICT (name) DO NOTHING",
                 &[&rooms, &now],
             )?;
-            insert_messages(tx, batch, &ids)?;
+            stream::insert(tx, batch, &ids)?;
             // Keep the shared counter ahead of ids given here, should the node join a cluster.
             tx.execute(
                 "UPDATE rooms SET last_id = GREATEST(rooms.last_id, m.last)
@@ -269,7 +238,7 @@ impl Store for PgStore {
                 ids.push(*id);
                 *id += 1;
             }
-            insert_messages(tx, batch, &ids)?;
+            stream::insert(tx, batch, &ids)?;
             Ok(ids)
         })?;
         for (m, id) in batch.iter_mut().zip(numbered) {
@@ -323,33 +292,15 @@ impl Store for PgStore {
         before: Option<u64>,
         limit: usize,
     ) -> anyhow::Result<Vec<StoredMessage>> {
-        let before = to_i64(before.unwrap_or(u64::MAX));
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with(|conn| {
-            let rows = conn.query(
-                &format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = $1 AND id < $2
-                     ORDER BY id DESC LIMIT $3"
-                ),
-                &[&room, &before, &limit],
-            )?;
-            Ok(rows.iter().rev().map(row_message).collect())
-        })
+        self.with(|conn| stream::before(conn, room, before, limit))
     }
 
     fn after(&self, room: &str, after: u64, limit: usize) -> anyhow::Result<Vec<StoredMessage>> {
-        let after = to_i64(after);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with(|conn| {
-            let rows = conn.query(
-                &format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = $1 AND id > $2
-                     ORDER BY id LIMIT $3"
-                ),
-                &[&room, &after, &limit],
-            )?;
-            Ok(rows.iter().map(row_message).collect())
-        })
+        self.with(|conn| stream::after(conn, room, after, limit))
+    }
+
+    fn message(&self, room: &str, id: u64) -> anyhow::Result<Option<StoredMessage>> {
+        self.with(|conn| stream::message(conn, room, id))
     }
 
     fn last_ids(&self) -> anyhow::Result<HashMap<String, u64>> {
@@ -395,16 +346,6 @@ impl Store for PgStore {
                     owner: r.get(2),
                 })
                 .collect())
-        })
-    }
-
-    fn delete_message(&self, room: &str, id: u64) -> anyhow::Result<bool> {
-        let id = to_i64(id);
-        self.with(|conn| {
-            Ok(conn.execute(
-                "UPDATE messages SET body = ''::bytea, deleted = TRUE WHERE room = $1 AND id = $2",
-                &[&room, &id],
-            )? == 1)
         })
     }
 

@@ -7,6 +7,8 @@ use std::sync::Mutex;
 use anyhow::Context as _;
 use rusqlite::{params, Connection, OptionalExtension as _};
 
+mod stream;
+
 use super::{user_key, RefreshRecord, Role, Room, Rotation, Store, StoredMessage};
 use crate::clock::now_ms;
 
@@ -52,6 +54,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
 ",
     USER_KEYS,
+    STREAM_EVENTS,
 ];
 
 /// Account names become unique ignoring case. Names an older database holds that differ only by
@@ -66,6 +69,40 @@ pub(super) const USER_KEYS: &str = "
                OR (older.created_ms = users.created_ms AND older.name < users.name))
     );
     CREATE UNIQUE INDEX users_by_key ON users (name_key);
+";
+
+/// Rooms become streams of messages and events: edits, deletions and reactions take the room's
+/// next id too; reactions, mentions and read state get tables of their own. The same SQL runs on
+/// PostgreSQL (hence `BIGINT`, `BOOLEAN` and no column named `user`).
+pub(super) const STREAM_EVENTS: &str = "
+    ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT '';
+    ALTER TABLE messages ADD COLUMN target BIGINT;
+    ALTER TABLE messages ADD COLUMN reply_to BIGINT;
+    ALTER TABLE messages ADD COLUMN client_id TEXT;
+    ALTER TABLE messages ADD COLUMN edited BOOLEAN NOT NULL DEFAULT FALSE;
+    CREATE INDEX messages_by_client_id ON messages (room, sender, client_id)
+        WHERE client_id IS NOT NULL;
+    CREATE INDEX messages_by_target ON messages (room, target) WHERE target IS NOT NULL;
+    CREATE TABLE reactions (
+        room TEXT NOT NULL,
+        id BIGINT NOT NULL,
+        emoji TEXT NOT NULL,
+        username TEXT NOT NULL,
+        ts BIGINT NOT NULL,
+        PRIMARY KEY (room, id, emoji, username)
+    );
+    CREATE TABLE mentions (
+        user_key TEXT NOT NULL,
+        room TEXT NOT NULL,
+        id BIGINT NOT NULL,
+        PRIMARY KEY (user_key, room, id)
+    );
+    CREATE TABLE read_state (
+        user_key TEXT NOT NULL,
+        room TEXT NOT NULL,
+        last_read BIGINT NOT NULL,
+        PRIMARY KEY (user_key, room)
+    );
 ";
 
 /// SQLite in WAL mode: one connection for the writer, one for readers (WAL lets them overlap).
@@ -122,47 +159,15 @@ fn lock(m: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn to_i64(n: u64) -> i64 {
+pub(super) fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
-
-fn row_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
-    Ok(StoredMessage {
-        room: row.get(0)?,
-        id: row.get::<_, i64>(1)? as u64,
-        from: row.get(2)?,
-        ts: row.get::<_, i64>(3)? as u64,
-        body: row.get(4)?,
-        guest: row.get(5)?,
-        deleted: row.get(6)?,
-    })
-}
-
-const MESSAGE_COLUMNS: &str = "room, id, sender, ts, body, guest, deleted";
 
 impl Store for SqliteStore {
     fn append(&self, batch: &[StoredMessage]) -> anyhow::Result<()> {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction()?;
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO messages (room, id, sender, ts, body, guest) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            let mut room = tx.prepare_cached(
-                "INSERT OR IGNORE INTO rooms (name, private, created_ms) VALUES (?1, 0, ?2)",
-            )?;
-            for m in batch {
-                room.execute(params![m.room, to_i64(m.ts)])?;
-                insert.execute(params![
-                    m.room,
-                    to_i64(m.id),
-                    m.from,
-                    to_i64(m.ts),
-                    m.body,
-                    m.guest
-                ])?;
-            }
-        }
+        stream::append(&tx, batch)?;
         tx.commit()?;
         Ok(())
     }
@@ -173,26 +178,15 @@ impl Store for SqliteStore {
         before: Option<u64>,
         limit: usize,
     ) -> anyhow::Result<Vec<StoredMessage>> {
-        let conn = lock(&self.reader);
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
-        ))?;
-        let rows = stmt.query_map(
-            params![room, to_i64(before.unwrap_or(u64::MAX)), limit as i64],
-            row_message,
-        )?;
-        let mut out = rows.collect::<Result<Vec<_>, _>>()?;
-        out.reverse();
-        Ok(out)
+        stream::before(&lock(&self.reader), room, before, limit)
     }
 
     fn after(&self, room: &str, after: u64, limit: usize) -> anyhow::Result<Vec<StoredMessage>> {
-        let conn = lock(&self.reader);
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
-        ))?;
-        let rows = stmt.query_map(params![room, to_i64(after), limit as i64], row_message)?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        stream::after(&lock(&self.reader), room, after, limit)
+    }
+
+    fn message(&self, room: &str, id: u64) -> anyhow::Result<Option<StoredMessage>> {
+        stream::message(&lock(&self.reader), room, id)
     }
 
     fn last_id(&self, room: &str) -> anyhow::Result<u64> {
@@ -245,15 +239,6 @@ impl Store for SqliteStore {
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
-    }
-
-    fn delete_message(&self, room: &str, id: u64) -> anyhow::Result<bool> {
-        let conn = lock(&self.writer);
-        let changed = conn.execute(
-            "UPDATE messages SET body = '', deleted = 1 WHERE room = ?1 AND id = ?2",
-            params![room, to_i64(id)],
-        )?;
-        Ok(changed == 1)
     }
 
     fn memberships(&self) -> anyhow::Result<Vec<(String, String, Role)>> {
