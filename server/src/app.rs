@@ -131,7 +131,11 @@ fn start_hub(
         outbox_bytes: limits.outbox_bytes,
         budget: MemoryBudget::new(limits.memory_budget),
         edits: EditLimits {
-            window_ms: limits.edit_window.as_millis().try_into().unwrap_or(u64::MAX),
+            window_ms: limits
+                .edit_window
+                .as_millis()
+                .try_into()
+                .unwrap_or(u64::MAX),
             per_second: limits.edit_rate,
             max_body: settings.max_body,
         },

@@ -400,8 +400,8 @@ mod tests {
         fn rooms(&self) -> anyhow::Result<Vec<Room>> {
             self.inner.rooms()
         }
-        fn delete_message(&self, room: &str, id: u64) -> anyhow::Result<bool> {
-            self.inner.delete_message(room, id)
+        fn message(&self, room: &str, id: u64) -> anyhow::Result<Option<StoredMessage>> {
+            self.inner.message(room, id)
         }
         fn memberships(&self) -> anyhow::Result<Vec<(String, String, Role)>> {
             self.inner.memberships()

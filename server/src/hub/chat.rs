@@ -13,11 +13,12 @@ use parley_stomp::rate::TokenBucket;
 use parley_stomp::session::Identity;
 
 use super::history::catch_up_range;
-use super::message::TEXT_PLAIN;
+use super::message::{chat_headers, check_client_id};
 use super::outbox::{tell, Notice};
 use super::session::{Held, HubSession};
 use super::Hub;
 use crate::clock::now_ms;
+use crate::store::Kind;
 
 /// The user queue direct messages go to.
 pub const DM_QUEUE: &str = "messages";
@@ -57,6 +58,15 @@ pub enum Target<'a> {
     Room(&'a str),
     /// Every session of a user (a direct message).
     User(&'a str),
+}
+
+/// What a message may carry besides its text.
+#[derive(Clone, Debug, Default)]
+pub struct SendExtras {
+    /// The message it replies to.
+    pub reply_to: Option<u64>,
+    /// The sender's own id for it: a retry with the same one is not a second message.
+    pub client_id: Option<String>,
 }
 
 /// What a join answers.
@@ -214,9 +224,13 @@ impl ChatSession {
         &mut self,
         target: Target<'_>,
         body: &str,
+        extras: SendExtras,
         receipt: Receipt,
     ) -> Result<(), Refusal> {
         self.check_body(body)?;
+        if let Some(client_id) = &extras.client_id {
+            check_client_id(client_id)?;
+        }
         let destination = match target {
             Target::Room(room) => {
                 let room = self.joined(room)?;
@@ -230,7 +244,12 @@ impl ChatSession {
                 queue: DM_QUEUE.to_owned(),
             },
         };
-        let headers = vec![("content-type".to_owned(), TEXT_PLAIN.to_owned())];
+        let headers = chat_headers(
+            Kind::Message,
+            None,
+            extras.reply_to,
+            extras.client_id.as_deref(),
+        );
         self.sends.push((
             destination,
             Publish {

@@ -36,10 +36,10 @@ use parley_stomp::broker::{Broker, BrokerEvent, BrokerLimits, Delivery, Forwarde
 use parley_stomp::budget::MemoryBudget;
 use tracing::info;
 
+pub use self::chat::{ChatSession, ChatSettings, JoinAnswer, Refusal, SendExtras, Target};
 pub use self::edits::{Change, EditLimits};
-pub use self::chat::{ChatSession, ChatSettings, JoinAnswer, Refusal, Target};
 pub use self::history::{catch_up_range, DEFAULT_PAGE, MAX_PAGE};
-pub use self::message::live_from_stored;
+pub use self::message::{check_room_send, live_from_stored, CLIENT_ID, KIND, REPLY_TO, TARGET};
 use self::order::{RoomOrder, Watching};
 use self::outbox::Outbox;
 pub use self::outbox::{Notice, CLOSE_UNAUTHORIZED};

@@ -65,7 +65,7 @@ pub struct StoredMessage {
 }
 
 /// The users who reacted to a message with one emoji.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Reaction {
     /// The emoji.
     pub emoji: String,

@@ -2,6 +2,7 @@
 //! frames, applies them to the hub's broker through the sans-IO [`Session`], and writes
 //! replies, deliveries and heart-beats. See `docs/stomp.md`.
 
+mod chat;
 mod connect;
 mod transport;
 
@@ -291,13 +292,19 @@ impl<T: Transport> Conn<'_, T> {
     fn is_special(&self, frame: &Frame) -> bool {
         if self.session.is_connected() {
             frame.command == Command::Send && frame.get("destination") == Some(AUTH_DESTINATION)
+                || chat::is_change(frame)
         } else {
             matches!(frame.command, Command::Connect | Command::Stomp)
         }
     }
 
-    /// CONNECT: who is this? `/app/auth`: a fresh token for the same user.
+    /// CONNECT: who is this? `/app/auth`: a fresh token for the same user. A change to a
+    /// message (it reads storage).
     async fn special(&mut self, frame: Frame) -> Option<Ending> {
+        if self.session.is_connected() && chat::is_change(&frame) {
+            // Everything before it takes effect first, as for any frame.
+            return self.change(frame).await;
+        }
         let renewing = self.session.is_connected();
         let checked = if renewing {
             self.renew(&frame)
@@ -367,7 +374,12 @@ impl<T: Transport> Conn<'_, T> {
         let version = self.session.version();
         let session = &mut self.session;
         let flow = hub.apply(|broker, events| {
-            for frame in frames.drain(..) {
+            for mut frame in frames.drain(..) {
+                if let Err(why) = chat::check_send(&mut frame) {
+                    let receipt = frame.get("receipt").map(str::to_owned);
+                    replies.push(session.error_frame(&why, receipt));
+                    return Flow::Close;
+                }
                 // Never the headers: CONNECT carries passwords and tokens.
                 tracing::trace!(
                     user = session.user().map(|u| &**u),
