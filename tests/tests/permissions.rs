@@ -617,7 +617,7 @@ async fn the_owner_of_a_room_created_by_joining_moderates_it() {
         &w.bob,
     )
     .await
-    .assert_status(204, "the joining account owns the public room it created");
+    .assert_status(200, "the joining account owns the public room it created");
 }
 
 #[tokio::test]

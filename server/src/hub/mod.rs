@@ -23,6 +23,7 @@ mod order;
 mod outbox;
 mod presence;
 mod rooms;
+mod sent;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -43,6 +44,7 @@ pub use self::message::{check_room_send, live_from_stored, CLIENT_ID, KIND, REPL
 use self::order::{RoomOrder, Watching};
 use self::outbox::Outbox;
 pub use self::outbox::{Notice, CLOSE_UNAUTHORIZED};
+pub use self::sent::{SentKey, MAX_REMEMBERED, REMEMBERED_MS};
 pub use self::session::{Held, HubSession, Next};
 use crate::acl::Acl;
 use crate::bus::Bus;
@@ -102,6 +104,8 @@ pub struct Hub {
     next_session: AtomicU64,
     /// Each user's rate of edits, deletions and reactions.
     changes: edits::ChangeRates,
+    /// Client ids of recent sends, which make retries idempotent.
+    sent: sent::SentIds,
     store: Arc<dyn Store>,
     journal: Journal,
     /// Room rules; also tells which rooms exist, so a join creates a room only the first time.
@@ -173,6 +177,7 @@ impl Hub {
             settings,
             next_session: AtomicU64::new(1),
             changes: Default::default(),
+            sent: Default::default(),
             stats: HubStats::default(),
             acl,
             store,

@@ -370,6 +370,7 @@ impl<T: Transport> Conn<'_, T> {
         }
         let mut replies = Vec::new();
         let mut catch_ups = Vec::new();
+        let mut retried = Vec::new();
         let mut sends = 0;
         let version = self.session.version();
         let session = &mut self.session;
@@ -388,9 +389,20 @@ impl<T: Transport> Conn<'_, T> {
                     "STOMP frame"
                 );
                 let is_send = frame.command == Command::Send;
+                let sent = match chat::Sent::before(&hub, broker, session, &frame) {
+                    Some(Err(retry)) => {
+                        retried.push(retry);
+                        continue;
+                    }
+                    Some(Ok(sent)) => Some(sent),
+                    None => None,
+                };
                 let catch_up = parley_stomp::session::catch_up(&frame, version);
                 if session.handle(frame, broker, now_ms(), &mut replies, events) == Flow::Close {
                     return Flow::Close;
+                }
+                if let Some(sent) = sent {
+                    sent.after(&hub, broker);
                 }
                 sends += u64::from(is_send);
                 if let Some((room, subscription, since)) = catch_up {
@@ -410,6 +422,11 @@ impl<T: Transport> Conn<'_, T> {
             .fetch_add(sends, std::sync::atomic::Ordering::Relaxed);
         for (room, subscription, since, last) in catch_ups {
             self.hub.replay(room, subscription, since, last);
+        }
+        for chat::Retried(key, receipt) in retried {
+            if let Some(receipt) = receipt {
+                hub.acknowledge_again(&self.hub, key, receipt);
+            }
         }
         flow
     }

@@ -13,7 +13,9 @@ use r2d2_postgres::PostgresConnectionManager;
 
 mod stream;
 
-use super::{user_key, RefreshRecord, Role, Room, RoomRules, Rotation, Store, StoredMessage};
+use super::{
+    user_key, RefreshRecord, Role, Room, RoomRules, Rotation, SentId, Store, StoredMessage,
+};
 use crate::clock::now_ms;
 
 /// Connections kept open per node: the journal's writer, history readers, auth.
@@ -301,6 +303,10 @@ impl Store for PgStore {
 
     fn message(&self, room: &str, id: u64) -> anyhow::Result<Option<StoredMessage>> {
         self.with(|conn| stream::message(conn, room, id))
+    }
+
+    fn recent_client_ids(&self, since_ms: u64, limit: usize) -> anyhow::Result<Vec<SentId>> {
+        self.with(|conn| stream::recent_client_ids(conn, since_ms, limit))
     }
 
     fn last_ids(&self) -> anyhow::Result<HashMap<String, u64>> {
