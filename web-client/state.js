@@ -18,8 +18,13 @@ export const auth = {
 /**
  * GET /api/info: what the server offers. `rooms` is the room-name rule ({pattern: RegExp, rule})
  * or null when the server did not say: then names are not checked in the page (the server does).
+ * `maxBody` (room messages, `--max-body`) and `maxDmBody` (direct messages, `--stomp-max-body`)
+ * are in UTF-8 bytes: the server's defaults unless /api/info says `max_body` / `stomp_max_body`.
  */
-export const info = { guests: false, registration: 'open', rooms: null, guestsCreateRooms: false, loaded: false };
+export const info = {
+  guests: false, registration: 'open', rooms: null, guestsCreateRooms: false, loaded: false,
+  maxBody: 64 * 1024, maxDmBody: 2 << 20,
+};
 
 export const state = {
   name: null, // the name we log in with
