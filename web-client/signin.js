@@ -20,8 +20,9 @@ export async function loadInfo() {
       info.guests = body.guests === true;
       info.registration = body.registration === 'closed' ? 'closed' : 'open';
       learnRoomRule(body.rooms);
-      if (Number.isSafeInteger(body.max_body) && body.max_body > 0) info.maxBody = body.max_body;
-      if (Number.isSafeInteger(body.stomp_max_body) && body.stomp_max_body > 0) info.maxDmBody = body.stomp_max_body;
+      // Rooms and direct messages alike (both are stored conversations).
+      const max = body.messages && body.messages.max_body;
+      if (Number.isSafeInteger(max) && max > 0) info.maxBody = info.maxDmBody = max;
     }
   } catch {
     /* unknown: offer sign-in only, check no room names here */

@@ -18,12 +18,12 @@ export const auth = {
 /**
  * GET /api/info: what the server offers. `rooms` is the room-name rule ({pattern: RegExp, rule})
  * or null when the server did not say: then names are not checked in the page (the server does).
- * `maxBody` (room messages, `--max-body`) and `maxDmBody` (direct messages, `--stomp-max-body`)
+ * `maxBody` (room messages) and `maxDmBody` (direct messages), both the server's `--max-body`
  * are in UTF-8 bytes: the server's defaults unless /api/info says `max_body` / `stomp_max_body`.
  */
 export const info = {
   guests: false, registration: 'open', rooms: null, guestsCreateRooms: false, loaded: false,
-  maxBody: 64 * 1024, maxDmBody: 2 << 20,
+  maxBody: 64 * 1024, maxDmBody: 64 * 1024,
 };
 
 export const state = {

@@ -275,15 +275,9 @@ test('member names are shown in full; a message over the server limit is not sen
   await Promise.all([frank.context.close(), other.context.close()]);
 });
 
-test('the limit comes from GET /api/info when the server says it (max_body)', async () => {
-  const user = await e2e.openPage(browser, server, 'grace');
-  await user.page.route('**/api/info', async (route) => {
-    const resp = await route.fetch();
-    await route.fulfill({ response: resp, json: { ...(await resp.json()), max_body: 100 } });
-  });
-  await user.page.reload();
-  await e2e.signIn(user.page, 'grace', e2e.passwordOf('grace'), { create: true });
-  await e2e.waitOnline(user.page);
+test('the limit comes from GET /api/info (messages.max_body, the server\'s --max-body)', async () => {
+  const small = await e2e.startServer({ args: ['--max-body', '100'] });
+  const user = await e2e.openUser(browser, small, 'grace');
   await user.page.locator('#conv-title', { hasText: '#' }).waitFor();
   await user.page.fill('#input', 'z'.repeat(100));
   assert.equal(await user.page.locator('#too-long').isHidden(), true);
@@ -292,6 +286,7 @@ test('the limit comes from GET /api/info when the server says it (max_body)', as
   assert.equal(await user.page.locator('#send').isDisabled(), true);
   e2e.assertNoErrors(user);
   await user.context.close();
+  await small.stop();
 });
 
 test('date separators: Today, Yesterday, else the date; also above older history paged in', async () => {

@@ -38,9 +38,11 @@ use parley_stomp::budget::MemoryBudget;
 use tracing::info;
 
 pub use self::chat::{ChatSession, ChatSettings, JoinAnswer, Refusal, SendExtras, Target};
-pub use self::edits::{Change, EditLimits};
+pub use self::edits::{Change, EditLimits, MAX_EMOJI_BYTES};
 pub use self::history::{catch_up_range, DEFAULT_PAGE, MAX_PAGE};
-pub use self::message::{check_room_send, live_from_stored, CLIENT_ID, KIND, REPLY_TO, TARGET};
+pub use self::message::{
+    check_room_send, live_from_stored, CLIENT_ID, KIND, MAX_CLIENT_ID, REPLY_TO, TARGET,
+};
 use self::order::{RoomOrder, Watching};
 use self::outbox::Outbox;
 pub use self::outbox::{Notice, CLOSE_UNAUTHORIZED};
@@ -197,6 +199,11 @@ impl Hub {
     /// The memory budget everything buffered for clients is charged to.
     pub fn budget(&self) -> &Arc<MemoryBudget> {
         &self.settings.budget
+    }
+
+    /// Message limits: body size, how long and how often messages may be changed.
+    pub fn edit_limits(&self) -> &EditLimits {
+        &self.settings.edits
     }
 
     /// The message store.
