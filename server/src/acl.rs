@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
+use parley_stomp::destination::RoomName;
 use parley_stomp::session::Identity;
 
 use crate::store::{Role, Store};
@@ -190,6 +191,8 @@ impl Acl {
         let mut rules: BTreeMap<String, RoomRules> = store
             .rooms()?
             .into_iter()
+            // Conversations (`dm:a:b`) are stored like rooms but are not rooms.
+            .filter(|r| RoomName::parse(&r.name).is_ok())
             .map(|r| {
                 let rules = RoomRules {
                     private: r.private,

@@ -132,6 +132,7 @@ fn decode(payload: &[u8]) -> Option<(String, Forwarded)> {
         now_ms: envelope.ts,
         headers: envelope.headers,
         body: Bytes::copy_from_slice(&rest[end + 1..]),
+        also: None,
     };
     Some((envelope.node, message))
 }
@@ -281,8 +282,27 @@ impl Bus {
         tokio::spawn(watch_loop(subscriber, commands, hub));
     }
 
-    /// Sends `message` (numbered if it is a room's) to every other node; never blocks.
+    /// Sends `message` (numbered if it is a room's) to every other node; never blocks. A
+    /// message for a second key ([`Forwarded::also`]: a DM's copy for its sender) goes on that
+    /// key's channel too, as a message for that key alone.
     pub fn publish(&self, message: &Forwarded) {
+        if let Some(also) = &message.also {
+            let copy = Forwarded {
+                key: also.clone(),
+                also: None,
+                ..message.clone()
+            };
+            self.publish_one(&copy);
+            let original = Forwarded {
+                also: None,
+                ..message.clone()
+            };
+            return self.publish_one(&original);
+        }
+        self.publish_one(message);
+    }
+
+    fn publish_one(&self, message: &Forwarded) {
         let Some(channel) = channel_of(&message.key) else {
             return;
         };

@@ -410,6 +410,13 @@ mod tests {
         ) -> anyhow::Result<Vec<crate::store::SentId>> {
             self.inner.recent_client_ids(since_ms, limit)
         }
+        fn conversations(
+            &self,
+            user: &str,
+            limit: usize,
+        ) -> anyhow::Result<Vec<crate::store::Conversation>> {
+            self.inner.conversations(user, limit)
+        }
         fn memberships(&self) -> anyhow::Result<Vec<(String, String, Role)>> {
             self.inner.memberships()
         }

@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parley_stomp::broker::{AckMode, BrokerError, Publish, Published, Receipt};
-use parley_stomp::destination::{valid_user, Destination, RoomName};
+use parley_stomp::destination::{Destination, RoomName};
 use parley_stomp::rate::TokenBucket;
 use parley_stomp::session::Identity;
 
+use super::direct::{direct, Recipient, DM_QUEUE};
 use super::history::catch_up_range;
 use super::message::{chat_headers, check_client_id};
 use super::outbox::{tell, Notice};
@@ -20,9 +21,6 @@ use super::session::{Held, HubSession};
 use super::Hub;
 use crate::clock::now_ms;
 use crate::store::Kind;
-
-/// The user queue direct messages go to.
-pub const DM_QUEUE: &str = "messages";
 
 /// Limits of chat clients.
 #[derive(Clone, Debug)]
@@ -53,12 +51,13 @@ impl Refusal {
 }
 
 /// Where a message goes.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum Target<'a> {
     /// A room the session joined.
     Room(&'a str),
-    /// Every session of a user (a direct message).
-    User(&'a str),
+    /// Every session of a user and of the sender (a direct message), found by
+    /// [`Hub::recipient`].
+    User(Recipient),
 }
 
 /// What a message may carry besides its text.
@@ -233,25 +232,27 @@ impl ChatSession {
         if let Some(client_id) = &extras.client_id {
             check_client_id(client_id)?;
         }
-        let destination = match target {
-            Target::Room(room) => {
-                let room = self.joined(room)?;
-                self.may_use(&room)?;
-                Destination::Topic(room)
-            }
-            Target::User(to) => Destination::UserQueue {
-                user: valid_user(to).ok_or_else(|| {
-                    Refusal::new("invalid_user", format!("no such user name {to:?}"))
-                })?,
-                queue: DM_QUEUE.to_owned(),
-            },
-        };
         let headers = chat_headers(
             Kind::Message,
             None,
             extras.reply_to,
             extras.client_id.as_deref(),
         );
+        let body = Bytes::copy_from_slice(body.as_bytes());
+        let (destination, mut publish) = match target {
+            Target::Room(room) => {
+                let room = self.joined(room)?;
+                self.may_use(&room)?;
+                let publish = Publish {
+                    headers,
+                    body,
+                    now_ms: now_ms(),
+                    ..Publish::default()
+                };
+                (Destination::Topic(room), publish)
+            }
+            Target::User(to) => direct(&self.identity, &to, headers, body),
+        };
         let key = extras.client_id.map(|client_id| {
             SentKey::new(
                 self.identity.name.clone(),
@@ -263,16 +264,8 @@ impl ChatSession {
             Some(key) => self.session.hub().remembering(key.clone(), receipt),
             None => receipt,
         };
-        self.sends.push((
-            destination,
-            Publish {
-                headers,
-                body: Bytes::copy_from_slice(body.as_bytes()),
-                now_ms: now_ms(),
-                receipt: Some(receipt),
-            },
-            key,
-        ));
+        publish.receipt = Some(receipt);
+        self.sends.push((destination, publish, key));
         Ok(())
     }
 
@@ -297,7 +290,8 @@ impl ChatSession {
                     };
                     // A retry: the first one's ack, never a second message.
                     if let Some(first) = hub.sent_before(&key) {
-                        let stored = matches!(&destination, Destination::Topic(_));
+                        let stored = matches!(&destination, Destination::Topic(_))
+                            || publish.stream.is_some();
                         if let (true, Some(receipt)) = (stored, publish.receipt.take()) {
                             retried.push((key, receipt));
                         }
@@ -347,10 +341,42 @@ impl ChatSession {
         parse_room(room)
     }
 
+    /// Replays this user's conversation with `peer` after `since`, then goes on live (live
+    /// direct messages wait until the replay is written; a client drops what it has by id).
+    pub async fn catch_up_direct(&mut self, peer: &str, since: u64) -> Result<(), Refusal> {
+        let hub = self.session.hub().clone();
+        let stream = hub.conversation_with(&self.identity, peer).await?;
+        let last = hub.conversation_last_id(&stream).await?;
+        if since < last {
+            self.session.replay(stream, "dm".to_owned(), since, last);
+        }
+        Ok(())
+    }
+
+    /// Reads a page of this user's conversation with `peer`; it arrives as
+    /// [`Notice::History`].
+    pub async fn direct_history(
+        &self,
+        peer: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<(), Refusal> {
+        let stream = self
+            .session
+            .hub()
+            .conversation_with(&self.identity, peer)
+            .await?;
+        self.read_history(stream, before, limit);
+        Ok(())
+    }
+
     /// Reads a page of a readable `room`'s history ([`ChatSession::readable`]); it arrives
     /// as [`Notice::History`].
     pub fn history(&self, room: RoomName, before: Option<u64>, limit: usize) {
-        let room = room.into_string();
+        self.read_history(room.into_string(), before, limit);
+    }
+
+    fn read_history(&self, room: String, before: Option<u64>, limit: usize) {
         let hub = self.session.hub().clone();
         let (notices, evicted) = self.session.notifier();
         tokio::spawn(async move {

@@ -9,6 +9,7 @@ use parley_stomp::broker::{Broker, BrokerEvent, Forwarded};
 use tokio::sync::watch;
 use tracing::warn;
 
+use super::direct::is_conversation;
 use super::message::{forwarded_from_stored, stored_from_forwarded};
 use super::order::MAX_AHEAD;
 use super::outbox::{tell, Notice};
@@ -134,6 +135,11 @@ impl Hub {
             deliver(broker, message);
             return;
         };
+        if is_conversation(&room) {
+            // Two people's: delivered as it comes (a client fills a gap with `since`).
+            deliver(broker, message);
+            return;
+        }
         if !watching.keys.contains(&message.key) {
             // Nobody here reads the room itself (perhaps only its side channels): keep count.
             broker.seed_room(&room, message.id);

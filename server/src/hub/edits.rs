@@ -104,6 +104,7 @@ impl Hub {
             body: Bytes::from(body),
             now_ms: now_ms(),
             receipt,
+            ..Publish::default()
         };
         let destination = Destination::Topic(room);
         self.apply(|broker, events| match session {

@@ -11,6 +11,7 @@ use parley_stomp::SharedMessage;
 use tracing::warn;
 
 use super::chat::Refusal;
+use super::direct::{peer_in, DM_QUEUE, RECIPIENT};
 use super::outbox::{tell, Notice, Outbox};
 use super::Hub;
 use crate::journal::Completion;
@@ -185,9 +186,8 @@ pub(super) fn stored_from_forwarded(room: String, message: &Forwarded) -> Stored
 }
 
 /// A stored room message or event as the broker delivers it; a deleted message says so in
-/// `deleted: true`, an edited one in `edited: true`.
+/// `deleted: true`, an edited one in `edited: true`. A direct message goes to both people.
 pub fn forwarded_from_stored(m: StoredMessage) -> Forwarded {
-    let key = format!("/topic/{}", m.room);
     let mut headers = chat_headers(m.kind, m.target, m.reply_to, m.client_id.as_deref());
     if m.deleted {
         headers.push(("deleted".to_owned(), "true".to_owned()));
@@ -195,8 +195,20 @@ pub fn forwarded_from_stored(m: StoredMessage) -> Forwarded {
     if m.edited {
         headers.push(("edited".to_owned(), "true".to_owned()));
     }
+    let (key, shown, also) = match peer_in(&m.room, &m.from) {
+        Some(to) => {
+            let key = format!("/user/{to}/queue/{DM_QUEUE}");
+            headers.push((RECIPIENT.to_owned(), to));
+            let also = format!("/user/{}/queue/{DM_QUEUE}", m.from);
+            (key, format!("/user/queue/{DM_QUEUE}"), Some(also))
+        }
+        None => {
+            let key = format!("/topic/{}", m.room);
+            (key.clone(), key, None)
+        }
+    };
     Forwarded {
-        shown: key.clone(),
+        shown,
         key,
         room: Some(m.room),
         id: m.id,
@@ -205,6 +217,7 @@ pub fn forwarded_from_stored(m: StoredMessage) -> Forwarded {
         now_ms: m.ts,
         headers,
         body: Bytes::from(m.body),
+        also,
     }
 }
 

@@ -15,6 +15,7 @@
 
 mod chat;
 mod cluster;
+mod direct;
 mod edits;
 mod history;
 pub mod mailbox;
@@ -38,6 +39,7 @@ use parley_stomp::budget::MemoryBudget;
 use tracing::info;
 
 pub use self::chat::{ChatSession, ChatSettings, JoinAnswer, Refusal, SendExtras, Target};
+pub use self::direct::{peer_in, DM_QUEUE, RECIPIENT};
 pub use self::edits::{Change, EditLimits, MAX_EMOJI_BYTES};
 pub use self::history::{catch_up_range, DEFAULT_PAGE, MAX_PAGE};
 pub use self::message::{
@@ -106,6 +108,8 @@ pub struct Hub {
     next_session: AtomicU64,
     /// Each user's rate of edits, deletions and reactions.
     changes: edits::ChangeRates,
+    /// Accounts direct messages went to, so most sends need no lookup.
+    known: direct::KnownAccounts,
     /// Client ids of recent sends, which make retries idempotent.
     sent: sent::SentIds,
     store: Arc<dyn Store>,
@@ -180,6 +184,7 @@ impl Hub {
             next_session: AtomicU64::new(1),
             changes: Default::default(),
             sent: Default::default(),
+            known: Default::default(),
             stats: HubStats::default(),
             acl,
             store,

@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use parley_stomp::broker::SessionId;
+use parley_stomp::broker::{Publish, SessionId};
 use parley_stomp::destination::Destination;
 use parley_stomp::session::{Access, Identity};
 use tracing::warn;
 
+use super::direct::{address, is_conversation, DM_QUEUE};
 use super::outbox::{Notice, CLOSE_UNAUTHORIZED};
 use super::Hub;
 use crate::acl::{room_of_topic, Refused};
@@ -61,6 +62,9 @@ impl Hub {
     /// Records a room that a message brought here (from storage or another node): no rule to
     /// check, no owner.
     pub(super) fn ensure_room(&self, room: &str) {
+        if is_conversation(room) {
+            return; // two people's, not a room
+        }
         if self.acl.create(room, false, None) {
             self.record_room(room, None);
         }
@@ -215,5 +219,25 @@ impl Access for Hub {
             Destination::Topic(topic) => self.use_topic(who, topic),
             _ => Ok(()),
         }
+    }
+
+    /// Direct messages (`/user/<name>/queue/messages`) become conversations, as for every
+    /// protocol ([`address`]); the STOMP endpoint found the recipient before this step.
+    fn route(
+        &self,
+        who: &Identity,
+        destination: &mut Destination,
+        publish: &mut Publish,
+    ) -> Result<(), String> {
+        let Destination::UserQueue { user, queue } = &*destination else {
+            return Ok(());
+        };
+        if queue != DM_QUEUE {
+            return Ok(());
+        }
+        let to = self.known_recipient(user);
+        self.check_direct(&to, publish).map_err(|r| r.message)?;
+        *destination = address(who, &to, publish);
+        Ok(())
     }
 }

@@ -189,6 +189,32 @@ pub struct RefreshRecord {
 }
 
 /// The outcome of presenting a refresh token for rotation.
+/// One person's direct-message conversation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conversation {
+    /// Its stream (`dm:<a>:<b>`).
+    pub room: String,
+    /// The other person (the person themself for notes to self).
+    pub peer: String,
+    /// When its last message was sent.
+    pub last_ts: u64,
+    /// Its last id.
+    pub last_id: u64,
+}
+
+/// The two people of conversation stream `room` (`dm:<a>:<b>`), each with the other; empty for
+/// a room. Names hold no `:`, so the split is unambiguous.
+pub fn participants(room: &str) -> Vec<(&str, &str)> {
+    let Some((a, b)) = room.strip_prefix("dm:").and_then(|r| r.split_once(':')) else {
+        return Vec::new();
+    };
+    if a == b {
+        vec![(a, b)]
+    } else {
+        vec![(a, b), (b, a)]
+    }
+}
+
 /// A room message's client id: (room, sender, client id, id).
 pub type SentId = (String, String, String, u64);
 
@@ -264,6 +290,8 @@ pub trait Store: Send + Sync {
     /// Room messages sent with a client id since `since_ms`, newest first, at most `limit`:
     /// (room, sender, client id, id).
     fn recent_client_ids(&self, since_ms: u64, limit: usize) -> anyhow::Result<Vec<SentId>>;
+    /// `user`'s direct-message conversations, the latest first, at most `limit`.
+    fn conversations(&self, user: &str, limit: usize) -> anyhow::Result<Vec<Conversation>>;
     /// Message `id` of `room` as it is now (edited, deleted; reactions left out), if stored.
     fn message(&self, room: &str, id: u64) -> anyhow::Result<Option<StoredMessage>>;
 

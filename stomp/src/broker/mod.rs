@@ -364,6 +364,11 @@ impl Broker {
         *id = (*id).max(last_id);
     }
 
+    /// Somebody here subscribes to fan-out key `key` (`/topic/x`, `/user/bob/queue/messages`).
+    pub fn has_subscribers(&self, key: &str) -> bool {
+        self.fan_out.get(key).is_some_and(|subs| !subs.is_empty())
+    }
+
     /// The last id given to a message of `room` (0 if none).
     pub fn room_last_id(&self, room: &str) -> u64 {
         self.room_ids.get(room).copied().unwrap_or(0)

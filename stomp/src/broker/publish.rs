@@ -35,6 +35,9 @@ impl Broker {
             message.body,
         ));
         self.fan_out_to(&message.key, id, &shared, events);
+        if let Some(also) = &message.also {
+            self.fan_out_to(also, id, &shared, events);
+        }
     }
 
     /// Publishes a message from `from` to `destination`.
@@ -84,7 +87,7 @@ impl Broker {
         }
         let room = match destination {
             Destination::Topic(name) if is_room(name) => Some(name.clone()),
-            _ => None,
+            _ => publish.stream.clone(),
         };
         if room.is_some() && self.storage_failing {
             return Err(BrokerError::StorageUnavailable);
@@ -103,6 +106,7 @@ impl Broker {
                     now_ms: publish.now_ms,
                     headers: publish.headers,
                     body: publish.body,
+                    also: publish.copy_to,
                 },
                 receipt: publish.receipt,
             });
@@ -129,7 +133,12 @@ impl Broker {
             });
         }
         match route {
-            Route::FanOut(key) => self.fan_out_to(&key, id, &message, events),
+            Route::FanOut(key) => {
+                self.fan_out_to(&key, id, &message, events);
+                if let Some(copy) = publish.copy_to.filter(|copy| *copy != key) {
+                    self.fan_out_to(&copy, id, &message, events);
+                }
+            }
             Route::Queue(name) => {
                 self.hold(&name, &sender, id, message);
                 self.pump(&name, events);

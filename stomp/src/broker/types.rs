@@ -287,6 +287,12 @@ pub struct Publish {
     pub now_ms: u64,
     /// For a room message: what acknowledges it once durable (then not acknowledged at once).
     pub receipt: Option<Receipt>,
+    /// Numbers and stores a message that is not a room's (a direct message) in this stream of
+    /// its own, as a room's would be: per-stream consecutive ids, a `Store` event.
+    pub stream: Option<String>,
+    /// Also delivers it to the subscribers of this fan-out key (a direct message to the
+    /// sender's own sessions), with the same id.
+    pub copy_to: Option<String>,
 }
 
 /// What a publish did.
@@ -320,6 +326,8 @@ pub struct Forwarded {
     pub headers: Vec<(String, String)>,
     /// The body.
     pub body: Bytes,
+    /// Delivered to this fan-out key's subscribers too ([`Publish::copy_to`]).
+    pub also: Option<String>,
 }
 
 impl Forwarded {

@@ -55,6 +55,18 @@ pub trait Access: Send + Sync {
     fn subscribe(&self, who: &Identity, destination: &Destination) -> Result<(), String>;
     /// May `who` SEND to `destination`? `Err` says why not.
     fn send(&self, who: &Identity, destination: &Destination) -> Result<(), String>;
+    /// Shapes an allowed SEND from `who` just before it is published: the server may address
+    /// it elsewhere or number and store it ([`Publish::stream`], [`Publish::copy_to`]), as for
+    /// direct messages. `Err` refuses it. By default it goes as it is.
+    fn route(
+        &self,
+        who: &Identity,
+        destination: &mut Destination,
+        publish: &mut Publish,
+    ) -> Result<(), String> {
+        let _ = (who, destination, publish);
+        Ok(())
+    }
 }
 
 /// Everyone may do everything: the default when the server sets no rules.
@@ -477,14 +489,17 @@ impl Session {
             _ => None,
         };
         let defers_receipt = receipt.is_some();
-        let publish = Publish {
+        let mut publish = Publish {
             headers,
             body: frame.body.clone(),
             now_ms,
             receipt,
+            ..Publish::default()
         };
+        let mut destination = destination.clone();
+        self.allowed(|access, who| access.route(who, &mut destination, &mut publish))?;
         if broker
-            .publish(self.id, destination, publish, events)?
+            .publish(self.id, &destination, publish, events)?
             .stored
             && defers_receipt
         {

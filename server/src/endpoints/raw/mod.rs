@@ -33,6 +33,14 @@ pub struct RawClient {
     send_refs: Vec<Option<String>>,
 }
 
+/// What a client reads of a conversation.
+enum Read {
+    /// A page before `before`.
+    History { before: Option<u64>, limit: usize },
+    /// Everything after `since`, then live.
+    CatchUp { since: u64 },
+}
+
 /// A refusal, and the `ref` of the command it answers.
 type Failed = (Refusal, Option<String>);
 
@@ -44,6 +52,19 @@ enum Step {
     Join {
         room: String,
         since: Option<u64>,
+        reference: Option<String>,
+    },
+    /// A direct message, still to queue (its recipient is looked up).
+    Direct {
+        to: String,
+        body: String,
+        extras: SendExtras,
+        reference: Option<String>,
+    },
+    /// A read of a conversation, still to run (it looks the other person up).
+    Conversation {
+        with: String,
+        read: Read,
         reference: Option<String>,
     },
     /// An edit, deletion or reaction, still to run (it reads its message from storage).
@@ -134,15 +155,38 @@ impl RawClient {
                 });
             }
             "leave" => self.chat.leave(string(msg, "room")?).map(|()| None)?,
-            "send" => self.send(msg, reference).map(|()| None)?,
+            "send" => match self.send(msg, reference)? {
+                Some(step) => return Ok(step),
+                None => None,
+            },
             "auth" => Some(self.renew(string(msg, "access_token")?)?),
             "typing" => self.chat.typing(string(msg, "room")?).map(|()| None)?,
+            "history" if msg.contains_key("with") => {
+                return Ok(Step::Conversation {
+                    with: string(msg, "with")?.to_owned(),
+                    read: Read::History {
+                        before: msg.get("before").map(message_id).transpose()?,
+                        limit: page_size(msg),
+                    },
+                    reference,
+                })
+            }
+            "catch_up" => {
+                let since = msg
+                    .get("since")
+                    .ok_or_else(|| refused("missing_field", "missing field \"since\""))?;
+                return Ok(Step::Conversation {
+                    with: string(msg, "with")?.to_owned(),
+                    read: Read::CatchUp {
+                        since: message_id(since)?,
+                    },
+                    reference,
+                });
+            }
             "history" => {
                 let room = self.chat.readable(string(msg, "room")?)?;
                 let before = msg.get("before").map(message_id).transpose()?;
-                let limit = msg.get("limit").and_then(Value::as_u64).unwrap_or(50);
-                let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-                self.chat.history(room, before, limit);
+                self.chat.history(room, before, page_size(msg));
                 None
             }
             other => {
@@ -200,23 +244,67 @@ impl RawClient {
         ))
     }
 
-    fn send(&mut self, msg: &Map<String, Value>, reference: Option<String>) -> Result<(), Refusal> {
+    /// Queues a room message; a direct message is returned to run (it looks its recipient up).
+    fn send(
+        &mut self,
+        msg: &Map<String, Value>,
+        reference: Option<String>,
+    ) -> Result<Option<Step>, Refusal> {
         let body = string(msg, "body")?;
         self.chat.check_body(body)?;
-        let target = match (msg.get("room"), msg.get("to")) {
-            (Some(_), _) => Target::Room(string(msg, "room")?),
-            (None, Some(_)) => Target::User(string(msg, "to")?),
-            (None, None) => return Err(refused("missing_field", "send needs \"room\" or \"to\"")),
-        };
         let extras = SendExtras {
             reply_to: msg.get("reply_to").map(message_id).transpose()?,
             client_id: optional_string(msg, "client_id")?.map(str::to_owned),
         };
+        let room = match (msg.get("room"), msg.get("to")) {
+            (Some(_), _) => string(msg, "room")?,
+            (None, Some(_)) => {
+                return Ok(Some(Step::Direct {
+                    to: string(msg, "to")?.to_owned(),
+                    body: body.to_owned(),
+                    extras,
+                    reference,
+                }))
+            }
+            (None, None) => return Err(refused("missing_field", "send needs \"room\" or \"to\"")),
+        };
         // A room message is acknowledged once it is durable: the ack travels with it to storage.
-        self.chat
-            .send(target, body, extras, durable_ack(reference.clone()))?;
+        self.chat.send(
+            Target::Room(room),
+            body,
+            extras,
+            durable_ack(reference.clone()),
+        )?;
         self.send_refs.push(reference);
-        Ok(())
+        Ok(None)
+    }
+
+    /// Reads this user's conversation `with` someone: a history page, or a catch-up.
+    async fn conversation(&mut self, with: String, read: Read) -> Result<Option<Bytes>, Refusal> {
+        match read {
+            Read::History { before, limit } => {
+                self.chat.direct_history(&with, before, limit).await?
+            }
+            Read::CatchUp { since } => self.chat.catch_up_direct(&with, since).await?,
+        }
+        Ok(None)
+    }
+
+    /// Queues a direct message to `to`, once found ([`Hub::recipient`]).
+    async fn direct(
+        &mut self,
+        to: String,
+        body: String,
+        extras: SendExtras,
+        reference: Option<String>,
+    ) -> Result<Option<Bytes>, Refusal> {
+        let hub = self.chat.session().hub().clone();
+        let recipient = hub.recipient(&to).await?;
+        let ack = durable_ack(reference.clone());
+        self.chat
+            .send(Target::User(recipient), &body, extras, ack)?;
+        self.send_refs.push(reference);
+        Ok(None)
     }
 
     /// Publishes the queued sends in one step and writes their answers: a DM is acknowledged
@@ -264,7 +352,7 @@ impl RawClient {
             Next::Notice(Notice::Encoded(bytes)) => bytes,
             Next::Notice(Notice::Revoked { room, reason }) => wire::revoked(&room, &reason),
             Next::Notice(Notice::History { room, messages }) => match messages {
-                Ok(messages) => wire::history(&room, &messages),
+                Ok(messages) => wire::history(&room, &self.chat.identity().name, &messages),
                 Err(()) => wire::error(&refused("storage_error", "history is unavailable"), None),
             },
         };
@@ -297,6 +385,21 @@ impl Endpoint for RawClient {
                     since,
                     reference,
                 }) => Box::pin(self.join(room, since))
+                    .await
+                    .map_err(|refusal| (refusal, reference)),
+                Ok(Step::Direct {
+                    to,
+                    body,
+                    extras,
+                    reference,
+                }) => Box::pin(self.direct(to, body, extras, reference.clone()))
+                    .await
+                    .map_err(|refusal| (refusal, reference)),
+                Ok(Step::Conversation {
+                    with,
+                    read,
+                    reference,
+                }) => Box::pin(self.conversation(with, read))
                     .await
                     .map_err(|refusal| (refusal, reference)),
                 Ok(Step::Change {
@@ -371,6 +474,12 @@ fn message_id(v: &Value) -> Result<u64, Refusal> {
         _ => None,
     }
     .ok_or_else(|| refused("invalid_field", "message ids are decimal numbers"))
+}
+
+/// The `limit` of a history request (clamped later).
+fn page_size(msg: &Map<String, Value>) -> usize {
+    let limit = msg.get("limit").and_then(Value::as_u64).unwrap_or(50);
+    usize::try_from(limit).unwrap_or(usize::MAX)
 }
 
 /// A room message's `ack`, sent once it is durable: the ack travels with it to storage.

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::hub::Refusal;
-use crate::hub::{CLIENT_ID, KIND, REPLY_TO, TARGET};
+use crate::hub::{peer_in, CLIENT_ID, KIND, RECIPIENT, REPLY_TO, TARGET};
 use crate::store::{Reaction, StoredMessage};
 
 /// One stored message as JSON, in the shape of a live `message`, as it is now: `edited`,
@@ -18,7 +18,11 @@ use crate::store::{Reaction, StoredMessage};
 #[derive(Serialize)]
 pub struct MessageJson<'a> {
     r#type: &'static str,
-    room: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room: Option<&'a str>,
+    /// A direct message's recipient (instead of `room`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<String>,
     id: String,
     from: &'a str,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -40,9 +44,11 @@ pub struct MessageJson<'a> {
 
 impl<'a> From<&'a StoredMessage> for MessageJson<'a> {
     fn from(m: &'a StoredMessage) -> Self {
+        let to = peer_in(&m.room, &m.from);
         Self {
             r#type: "message",
-            room: &m.room,
+            room: to.is_none().then_some(m.room.as_str()),
+            to,
             id: m.id.to_string(),
             from: &m.from,
             guest: m.guest,
@@ -95,10 +101,13 @@ pub fn joined(room: &str, members: &[impl AsRef<str>]) -> Bytes {
     text_frame(&json!({"type": "joined", "room": room, "members": members}))
 }
 
-/// A page of history.
-pub fn history(room: &str, messages: &[StoredMessage]) -> Bytes {
+/// A page of history: of a room, or of `me`'s conversation `with` someone.
+pub fn history(room: &str, me: &str, messages: &[StoredMessage]) -> Bytes {
     let messages: Vec<MessageJson<'_>> = messages.iter().map(MessageJson::from).collect();
-    text_frame(&json!({"type": "history", "room": room, "messages": messages}))
+    match peer_in(room, me) {
+        Some(with) => text_frame(&json!({"type": "history", "with": with, "messages": messages})),
+        None => text_frame(&json!({"type": "history", "room": room, "messages": messages})),
+    }
 }
 
 /// The session lost access to `room` (it stays connected).
@@ -148,8 +157,8 @@ struct Outgoing<'a> {
 }
 
 /// A delivered message as the raw protocol's JSON, in a ready WebSocket text frame. The frame
-/// is the same for every raw recipient (a DM's `to` is its recipient, and every session that
-/// receives it belongs to that user), so the caller caches it on the message.
+/// is the same for every raw recipient (a DM's `to` is its recipient, in its header), so the
+/// caller caches it on the message.
 pub fn message_frame(m: &SharedMessage, recipient: &str) -> Bytes {
     let destination = m.header("destination").unwrap_or_default();
     let sender = m.header("sender");
@@ -174,7 +183,8 @@ pub fn message_frame(m: &SharedMessage, recipient: &str) -> Bytes {
             }
         }
         None => Outgoing {
-            to: Some(recipient),
+            // Both people get a direct message: `to` is its recipient, not always the reader.
+            to: Some(m.header(RECIPIENT).unwrap_or(recipient)),
             ..chat_message(m, sender, guest)
         },
     };

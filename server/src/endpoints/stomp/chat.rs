@@ -14,7 +14,9 @@ use parley_stomp::broker::Broker;
 use parley_stomp::session::Session;
 use parley_stomp::Version;
 
-use crate::hub::{check_room_send, Change, Hub, SentKey, CLIENT_ID, KIND, TARGET};
+use parley_stomp::destination::Destination;
+
+use crate::hub::{check_room_send, Change, Hub, SentKey, CLIENT_ID, DM_QUEUE, KIND, TARGET};
 
 /// The room a SEND changes a message of: `/topic/<room>` (no dot) with a `kind` header.
 pub(super) fn is_change(frame: &Frame) -> bool {
@@ -24,6 +26,26 @@ pub(super) fn is_change(frame: &Frame) -> bool {
             .get("destination")
             .and_then(|d| d.strip_prefix("/topic/"))
             .is_some_and(|room| !room.contains('.'))
+}
+
+/// Finds the recipients of the direct messages among `frames` (SENDs to
+/// `/user/<name>/queue/messages`) before they are applied, so the step under the broker's lock
+/// knows them ([`Hub::recipient`]); `Err` is the ERROR's message for one that does not exist.
+pub(super) async fn find_recipients(hub: &Hub, frames: &[Frame]) -> Result<(), String> {
+    for frame in frames {
+        if frame.command != Command::Send {
+            continue;
+        }
+        let destination = frame.get("destination").map(Destination::parse);
+        if let Some(Ok(Destination::UserQueue { user, queue })) = destination {
+            if queue == DM_QUEUE {
+                hub.recipient(&user)
+                    .await
+                    .map_err(|r| format!("{}: {}", r.code, r.message))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks the server-written headers of a SEND to a room: `reply-to` and `client-id` well

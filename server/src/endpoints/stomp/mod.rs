@@ -368,6 +368,16 @@ impl<T: Transport> Conn<'_, T> {
             Box::pin(hub.prepare_rooms(rooms)).await;
             self.live_wait.extend(keys);
         }
+        if let Err(why) = chat::find_recipients(&hub, frames).await {
+            let receipt = frames
+                .first()
+                .and_then(|f| f.get("receipt"))
+                .map(str::to_owned);
+            let error = self.session.error_frame(&why, receipt);
+            self.transport.queue_frame(&[error], true);
+            frames.clear();
+            return Flow::Close;
+        }
         let mut replies = Vec::new();
         let mut catch_ups = Vec::new();
         let mut retried = Vec::new();

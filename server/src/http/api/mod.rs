@@ -3,6 +3,7 @@
 //! See `docs/auth.md`.
 
 mod account;
+mod direct;
 mod messages;
 mod rooms;
 
@@ -67,6 +68,8 @@ pub async fn handle(api: Api<'_>, req: Request<Incoming>) -> Response<Full<Bytes
             Err(resp) => resp,
         },
         (&Method::GET, ["rooms"]) => api.list_rooms(&req).await,
+        (&Method::GET, ["dms"]) => api.conversations(&req).await,
+        (&Method::GET, ["dms", peer, "messages"]) => api.conversation_history(&req, peer).await,
         (&Method::POST, ["rooms"]) => api.create_room(req).await,
         (&Method::GET, ["rooms", room, "members"]) => api.members(&req, room).await,
         (&Method::POST, ["rooms", room, "members"]) => {
@@ -88,7 +91,8 @@ pub async fn handle(api: Api<'_>, req: Request<Incoming>) -> Response<Full<Bytes
             let (room, id) = ((*room).to_owned(), (*id).to_owned());
             api.change_message(req, &room, &id, Edit::Reaction).await
         }
-        (_, ["info" | "me" | "rooms" | "register" | "login" | "logout"])
+        (_, ["info" | "me" | "rooms" | "dms" | "register" | "login" | "logout"])
+        | (_, ["dms", _, "messages"])
         | (_, ["token", "refresh"])
         | (_, ["rooms", _, "messages" | "members"])
         | (_, ["rooms", _, "messages" | "members", _])

@@ -246,7 +246,7 @@ fn room_query(query: Option<&str>) -> Result<RoomQuery, &'static str> {
 }
 
 /// `?before=<id>&limit=<n>` of a history request.
-fn page(query: Option<&str>) -> Result<(Option<u64>, usize), &'static str> {
+pub(super) fn page(query: Option<&str>) -> Result<(Option<u64>, usize), &'static str> {
     let (mut before, mut limit) = (None, DEFAULT_PAGE);
     for pair in query
         .unwrap_or_default()

@@ -14,7 +14,8 @@ use r2d2_postgres::PostgresConnectionManager;
 mod stream;
 
 use super::{
-    user_key, RefreshRecord, Role, Room, RoomRules, Rotation, SentId, Store, StoredMessage,
+    user_key, Conversation, RefreshRecord, Role, Room, RoomRules, Rotation, SentId, Store,
+    StoredMessage,
 };
 use crate::clock::now_ms;
 
@@ -307,6 +308,10 @@ impl Store for PgStore {
 
     fn recent_client_ids(&self, since_ms: u64, limit: usize) -> anyhow::Result<Vec<SentId>> {
         self.with(|conn| stream::recent_client_ids(conn, since_ms, limit))
+    }
+
+    fn conversations(&self, user: &str, limit: usize) -> anyhow::Result<Vec<Conversation>> {
+        self.with(|conn| stream::conversations(conn, user, limit))
     }
 
     fn last_ids(&self) -> anyhow::Result<HashMap<String, u64>> {

@@ -4,7 +4,9 @@
 use postgres::{Client, Row, Transaction};
 
 use super::{to_i64, to_u64};
-use crate::store::{attach_reactions, user_key, Kind, SentId, StoredMessage};
+use crate::store::{
+    attach_reactions, participants, user_key, Conversation, Kind, SentId, StoredMessage,
+};
 
 const COLUMNS: &str =
     "room, id, sender, ts, body, guest, deleted, kind, target, reply_to, client_id, edited";
@@ -62,7 +64,7 @@ pub(super) fn insert(
         ],
     )?;
     for (m, id) in batch.iter().zip(ids) {
-        if m.target.is_some() || !m.mentions.is_empty() {
+        if m.target.is_some() || !m.mentions.is_empty() || !participants(&m.room).is_empty() {
             apply(tx, m, *id)?;
         }
     }
@@ -79,6 +81,13 @@ fn apply(tx: &mut Transaction<'_>, m: &StoredMessage, id: i64) -> anyhow::Result
                 "INSERT INTO mentions (user_key, room, id) VALUES ($1, $2, $3)
                  ON CONFLICT DO NOTHING",
                 &[&user_key(name), room, &id],
+            )?;
+        }
+        for (user, peer) in participants(room) {
+            tx.execute(
+                "INSERT INTO conversations (user_key, room, peer, last_ts) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (user_key, room) DO UPDATE SET last_ts = excluded.last_ts",
+                &[&user_key(user), room, &peer, &to_i64(m.ts)],
             )?;
         }
         return Ok(());
@@ -208,5 +217,28 @@ pub(super) fn recent_client_ids(
     Ok(rows
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), to_u64(r.get(3))))
+        .collect())
+}
+
+/// A person's conversations, the latest first.
+pub(super) fn conversations(
+    conn: &mut Client,
+    user: &str,
+    limit: usize,
+) -> anyhow::Result<Vec<Conversation>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = conn.query(
+        "SELECT c.room, c.peer, c.last_ts, (SELECT MAX(id) FROM messages m WHERE m.room = c.room)
+         FROM conversations c WHERE c.user_key = $1 ORDER BY c.last_ts DESC LIMIT $2",
+        &[&user_key(user), &limit],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| Conversation {
+            room: r.get(0),
+            peer: r.get(1),
+            last_ts: to_u64(r.get(2)),
+            last_id: r.get::<_, Option<i64>>(3).map_or(0, to_u64),
+        })
         .collect())
 }

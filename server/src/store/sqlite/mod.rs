@@ -9,7 +9,9 @@ use rusqlite::{params, Connection, OptionalExtension as _};
 
 mod stream;
 
-use super::{user_key, RefreshRecord, Role, Room, Rotation, SentId, Store, StoredMessage};
+use super::{
+    user_key, Conversation, RefreshRecord, Role, Room, Rotation, SentId, Store, StoredMessage,
+};
 use crate::clock::now_ms;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -72,7 +74,8 @@ pub(super) const USER_KEYS: &str = "
 ";
 
 /// Rooms become streams of messages and events: edits, deletions and reactions take the room's
-/// next id too; reactions, mentions and read state get tables of their own. The same SQL runs on
+/// next id too; reactions, mentions and read state get tables of their own. Direct messages are
+/// streams too (`dm:<a>:<b>`), listed per person in `conversations`. The same SQL runs on
 /// PostgreSQL (hence `BIGINT`, `BOOLEAN` and no column named `user`).
 pub(super) const STREAM_EVENTS: &str = "
     ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT '';
@@ -96,6 +99,14 @@ pub(super) const STREAM_EVENTS: &str = "
         id BIGINT NOT NULL,
         PRIMARY KEY (user_key, room, id)
     );
+    CREATE TABLE conversations (
+        user_key TEXT NOT NULL,
+        room TEXT NOT NULL,
+        peer TEXT NOT NULL,
+        last_ts BIGINT NOT NULL,
+        PRIMARY KEY (user_key, room)
+    );
+    CREATE INDEX conversations_by_time ON conversations (user_key, last_ts);
     CREATE TABLE read_state (
         user_key TEXT NOT NULL,
         room TEXT NOT NULL,
@@ -190,6 +201,10 @@ impl Store for SqliteStore {
 
     fn recent_client_ids(&self, since_ms: u64, limit: usize) -> anyhow::Result<Vec<SentId>> {
         stream::recent_client_ids(&lock(&self.reader), since_ms, limit)
+    }
+
+    fn conversations(&self, user: &str, limit: usize) -> anyhow::Result<Vec<Conversation>> {
+        stream::conversations(&lock(&self.reader), user, limit)
     }
 
     fn last_id(&self, room: &str) -> anyhow::Result<u64> {

@@ -4,7 +4,9 @@
 use rusqlite::{params, Connection, OptionalExtension as _, Transaction};
 
 use super::to_i64;
-use crate::store::{attach_reactions, user_key, Kind, SentId, StoredMessage};
+use crate::store::{
+    attach_reactions, participants, user_key, Conversation, Kind, SentId, StoredMessage,
+};
 
 const COLUMNS: &str =
     "room, id, sender, ts, body, guest, deleted, kind, target, reply_to, client_id, edited";
@@ -66,6 +68,13 @@ fn apply(tx: &Transaction<'_>, m: &StoredMessage) -> anyhow::Result<()> {
         )?;
         for name in &m.mentions {
             mention.execute(params![user_key(name), room, id])?;
+        }
+        let mut listed = tx.prepare_cached(
+            "INSERT INTO conversations (user_key, room, peer, last_ts) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (user_key, room) DO UPDATE SET last_ts = excluded.last_ts",
+        )?;
+        for (user, peer) in participants(room) {
+            listed.execute(params![user_key(user), room, peer, to_i64(m.ts)])?;
         }
         return Ok(());
     };
@@ -194,6 +203,27 @@ pub(super) fn recent_client_ids(
             row.get(2)?,
             row.get::<_, i64>(3)? as u64,
         ))
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// A person's conversations, the latest first.
+pub(super) fn conversations(
+    conn: &Connection,
+    user: &str,
+    limit: usize,
+) -> anyhow::Result<Vec<Conversation>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT c.room, c.peer, c.last_ts, (SELECT MAX(id) FROM messages m WHERE m.room = c.room)
+         FROM conversations c WHERE c.user_key = ?1 ORDER BY c.last_ts DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![user_key(user), limit as i64], |row| {
+        Ok(Conversation {
+            room: row.get(0)?,
+            peer: row.get(1)?,
+            last_ts: row.get::<_, i64>(2)? as u64,
+            last_id: row.get::<_, Option<i64>>(3)?.unwrap_or(0) as u64,
+        })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
