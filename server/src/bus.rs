@@ -633,6 +633,7 @@ mod tests {
             now_ms: 1234,
             headers: vec![("content-type".into(), "application/octet-stream".into())],
             body: Bytes::from_static(b"\x00\n\xffbinary\n"),
+            also: None,
         };
         let (node, back) = decode(&encode("n1", &message)).unwrap();
         assert_eq!(node, "n1");

@@ -79,7 +79,7 @@ impl Client {
         for body in bodies {
             let receipt = Receipt(Arc::new(|id| Bytes::from(id.to_string())));
             self.0
-                .send(target, body, Default::default(), receipt)
+                .send(target.clone(), body, Default::default(), receipt)
                 .expect("send accepted");
         }
         for result in self.0.flush() {
@@ -286,7 +286,11 @@ async fn removing_a_member_ends_their_subscription_to_a_private_room() {
         other => panic!("expected the revocation, got {other:?}"),
     }
     alice.send(Target::Room("secret"), &["after".to_owned()]);
-    alice.send(Target::User("bob"), &["marker".to_owned()]);
+    let bob_name = super::direct::Recipient {
+        name: "bob".into(),
+        account: false,
+    };
+    alice.send(Target::User(bob_name), &["marker".to_owned()]);
     // The room message never reaches bob: the DM sent after it is his next message.
     assert_eq!(bob.message().await.1, "marker");
     let refused = bob.0.send(
