@@ -80,7 +80,8 @@ pub struct ChatSession {
 }
 
 impl ChatSession {
-    /// Connects `identity` to the hub, subscribed to its direct messages.
+    /// Connects `identity` to the hub, subscribed to its direct messages (and an account to its
+    /// read marks).
     pub fn open(hub: &Arc<Hub>, identity: Identity, settings: Arc<ChatSettings>) -> Self {
         let session = hub.open_session();
         let (id, user, guest) = (session.id(), identity.name.clone(), identity.guest);
@@ -88,6 +89,11 @@ impl ChatSession {
             broker.connect_as(id, user, guest);
             let dms = Destination::OwnUserQueue(DM_QUEUE.to_owned());
             let _ = broker.subscribe(id, "dm", &dms, AckMode::Auto, events);
+            if !guest {
+                // An account's read marks, from this session and its others.
+                let reads = Destination::OwnUserQueue(super::READ_QUEUE.to_owned());
+                let _ = broker.subscribe(id, "read", &reads, AckMode::Auto, events);
+            }
         });
         Self {
             session,
@@ -102,6 +108,11 @@ impl ChatSession {
     /// The hub session, to wait on for what to send.
     pub fn session(&mut self) -> &mut HubSession {
         &mut self.session
+    }
+
+    /// The hub it belongs to.
+    pub fn hub(&self) -> &Arc<Hub> {
+        self.session.hub()
     }
 
     /// Who this is.

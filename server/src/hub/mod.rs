@@ -9,7 +9,8 @@
 //!
 //! Files: `session` (a connection's handle: open, next thing to send, close), `chat`
 //! (protocol-neutral chat commands: join, leave, send, typing, history), `history` (catch-up
-//! and history reads), `rooms` (room creation and rules, revocation), `presence`, `message`
+//! and history reads), `rooms` (room creation and rules, revocation), `presence`, `reads` (read
+//! marks and unread counts), `message`
 //! (stored ↔ live message conversion and the journal), `cluster` (numbering, per-room order and
 //! gap fill in cluster mode), `outbox` and `mailbox` (the queues to each session).
 
@@ -22,6 +23,7 @@ mod message;
 mod order;
 mod outbox;
 mod presence;
+mod reads;
 mod rooms;
 mod session;
 #[cfg(test)]
@@ -36,13 +38,14 @@ use parley_stomp::broker::{Broker, BrokerEvent, BrokerLimits, Delivery, Forwarde
 use parley_stomp::budget::MemoryBudget;
 use tracing::info;
 
-pub use self::edits::{Change, EditLimits};
 pub use self::chat::{ChatSession, ChatSettings, JoinAnswer, Refusal, Target};
+pub use self::edits::{Change, EditLimits};
 pub use self::history::{catch_up_range, DEFAULT_PAGE, MAX_PAGE};
 pub use self::message::live_from_stored;
 use self::order::{RoomOrder, Watching};
 use self::outbox::Outbox;
 pub use self::outbox::{Notice, CLOSE_UNAUTHORIZED};
+pub use self::reads::{READ_LAST, READ_QUEUE, READ_ROOM};
 pub use self::session::{Held, HubSession, Next};
 use crate::acl::Acl;
 use crate::bus::Bus;

@@ -3,6 +3,7 @@
 //! replies, deliveries and heart-beats. See `docs/stomp.md`.
 
 mod connect;
+mod read;
 mod transport;
 
 use std::future::Future;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 pub use self::connect::Caller;
+pub use self::read::READ_DESTINATION;
 use self::transport::{Tcp, Transport, Ws};
 use crate::auth::Auth;
 use crate::clock::{far_future, instant_at, now_ms};
@@ -286,11 +288,16 @@ impl<T: Transport> Conn<'_, T> {
         None
     }
 
-    /// CONNECT (before the session is connected) and SEND to [`AUTH_DESTINATION`] (after):
+    /// CONNECT (before the session is connected) and SEND to [`AUTH_DESTINATION`] or
+    /// [`READ_DESTINATION`] (after):
     /// they need async work, so they are not batched.
     fn is_special(&self, frame: &Frame) -> bool {
         if self.session.is_connected() {
-            frame.command == Command::Send && frame.get("destination") == Some(AUTH_DESTINATION)
+            frame.command == Command::Send
+                && matches!(
+                    frame.get("destination"),
+                    Some(AUTH_DESTINATION | READ_DESTINATION)
+                )
         } else {
             matches!(frame.command, Command::Connect | Command::Stomp)
         }
@@ -299,6 +306,9 @@ impl<T: Transport> Conn<'_, T> {
     /// CONNECT: who is this? `/app/auth`: a fresh token for the same user.
     async fn special(&mut self, frame: Frame) -> Option<Ending> {
         let renewing = self.session.is_connected();
+        if renewing && frame.get("destination") == Some(READ_DESTINATION) {
+            return self.mark_read(frame).await;
+        }
         let checked = if renewing {
             self.renew(&frame)
         } else {
