@@ -22,6 +22,10 @@ use crate::clock::now_ms;
 /// The user queue direct messages go to.
 pub const DM_QUEUE: &str = "messages";
 
+/// The user queue read marks go to (`reads.rs`): STOMP clients subscribe to `/user/queue/read`,
+/// raw sessions of accounts are subscribed to it when they open.
+pub const READ_QUEUE: &str = "read";
+
 /// Limits of chat clients.
 #[derive(Clone, Debug)]
 pub struct ChatSettings {
@@ -91,7 +95,7 @@ impl ChatSession {
             let _ = broker.subscribe(id, "dm", &dms, AckMode::Auto, events);
             if !guest {
                 // An account's read marks, from this session and its others.
-                let reads = Destination::OwnUserQueue(super::READ_QUEUE.to_owned());
+                let reads = Destination::OwnUserQueue(READ_QUEUE.to_owned());
                 let _ = broker.subscribe(id, "read", &reads, AckMode::Auto, events);
             }
         });

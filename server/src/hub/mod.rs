@@ -38,14 +38,14 @@ use parley_stomp::broker::{Broker, BrokerEvent, BrokerLimits, Delivery, Forwarde
 use parley_stomp::budget::MemoryBudget;
 use tracing::info;
 
-pub use self::chat::{ChatSession, ChatSettings, JoinAnswer, Refusal, Target};
+pub use self::chat::{ChatSession, ChatSettings, JoinAnswer, Refusal, Target, READ_QUEUE};
 pub use self::edits::{Change, EditLimits};
 pub use self::history::{catch_up_range, DEFAULT_PAGE, MAX_PAGE};
 pub use self::message::live_from_stored;
 use self::order::{RoomOrder, Watching};
 use self::outbox::Outbox;
 pub use self::outbox::{Notice, CLOSE_UNAUTHORIZED};
-pub use self::reads::{READ_LAST, READ_QUEUE, READ_ROOM};
+pub use self::reads::{READ_LAST, READ_ROOM};
 pub use self::session::{Held, HubSession, Next};
 use crate::acl::Acl;
 use crate::bus::Bus;

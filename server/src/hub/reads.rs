@@ -12,14 +12,10 @@ use parley_stomp::broker::Publish;
 use parley_stomp::destination::{Destination, RoomName};
 use parley_stomp::session::Identity;
 
-use super::chat::Refusal;
+use super::chat::{Refusal, READ_QUEUE};
 use super::Hub;
 use crate::clock::now_ms;
 use crate::store::{self, ReadState};
-
-/// The user queue read marks go to: STOMP clients subscribe to `/user/queue/read`, raw
-/// sessions of accounts are subscribed to it when they open.
-pub const READ_QUEUE: &str = "read";
 
 /// The header of a read mark naming its room.
 pub const READ_ROOM: &str = "room";

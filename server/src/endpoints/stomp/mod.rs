@@ -24,7 +24,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 pub use self::connect::Caller;
-pub use self::read::READ_DESTINATION;
 use self::transport::{Tcp, Transport, Ws};
 use crate::auth::Auth;
 use crate::clock::{far_future, instant_at, now_ms};
@@ -33,6 +32,8 @@ use crate::ws::{release_if_empty, ReadReady, WsSocket};
 
 /// The destination a STOMP client SENDs a fresh access token to, to renew its session in-band.
 pub const AUTH_DESTINATION: &str = "/app/auth";
+/// The destination a STOMP client SENDs read marks to (`read.rs`).
+pub const READ_DESTINATION: &str = "/app/read";
 /// Client frames applied in one step under the broker's lock.
 const MAX_FRAME_BATCH: usize = 64;
 /// SUBSCRIBEs per batch whose rooms are prepared in cluster mode (each new room costs a read).

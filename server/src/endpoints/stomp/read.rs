@@ -7,9 +7,6 @@ use parley_stomp::{Command, Frame};
 use super::transport::Transport;
 use super::{Conn, Ending};
 
-/// The destination a STOMP client SENDs read marks to.
-pub const READ_DESTINATION: &str = "/app/read";
-
 impl<T: Transport> Conn<'_, T> {
     /// Stores the mark of a `SEND /app/read` and answers its receipt; a refusal is an ERROR
     /// (then the connection ends, as for every STOMP error).
