@@ -40,7 +40,7 @@ impl Hub {
         self.acl
             .may_use(who, &room)
             .map_err(|why| Refusal::new("forbidden", why))?;
-        let last = self.last_id_of(&room).await?;
+        let last = self.last_id_of(&room, id).await?;
         if id > last {
             return Err(Refusal::new(
                 "invalid_id",
@@ -93,11 +93,12 @@ impl Hub {
         Ok(found)
     }
 
-    /// The room's last id: the broker's, or in cluster mode (where another node may have
-    /// numbered later messages this one has not received) the shared database's when higher.
-    async fn last_id_of(&self, room: &str) -> Result<u64, Refusal> {
+    /// The room's last id, as far as `id` needs: the broker's, or in cluster mode (where another
+    /// node may have numbered later messages this one has not received yet) the shared
+    /// database's when `id` is past the broker's.
+    async fn last_id_of(&self, room: &str, id: u64) -> Result<u64, Refusal> {
         let here = self.apply(|broker, _| broker.room_last_id(room));
-        if !self.is_clustered() {
+        if id <= here || !self.is_clustered() {
             return Ok(here);
         }
         let r = room.to_owned();
