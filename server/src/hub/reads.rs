@@ -6,6 +6,7 @@
 //! marks are refused (`guest`) and their counts are absent.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use bytes::Bytes;
 use parley_stomp::broker::Publish;
@@ -16,6 +17,14 @@ use super::chat::{Refusal, READ_QUEUE};
 use super::Hub;
 use crate::clock::now_ms;
 use crate::store::{self, ReadState};
+
+/// Longest wait for the counts a join or a room list carries: past it they go without (a slow
+/// database must not hold up joins).
+const COUNTS_WAIT: Duration = Duration::from_secs(2);
+
+/// Longest wait for a read mark to be stored (or the reads that check it, or every room's
+/// counts).
+const MARK_WAIT: Duration = Duration::from_secs(5);
 
 /// The header of a read mark naming its room.
 pub const READ_ROOM: &str = "room";
@@ -48,8 +57,10 @@ impl Hub {
             ));
         }
         let (user, r) = (who.name.to_string(), room.clone());
-        let stored = store::run(&self.store, move |s| s.set_read(&user, &r, id))
+        let storing = store::run(&self.store, move |s| s.set_read(&user, &r, id));
+        let stored = tokio::time::timeout(MARK_WAIT, storing)
             .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")))
             .map_err(|error| {
                 tracing::error!(%error, "storage error");
                 Refusal::new("storage_error", "the read mark could not be stored")
@@ -59,7 +70,8 @@ impl Hub {
     }
 
     /// `who`'s read state in each of `rooms`, in one query; `None` for a guest (no read state)
-    /// or when storage cannot answer (logged), so a join or a room list still works.
+    /// or when storage cannot answer within [`COUNTS_WAIT`] (logged), so a join or a room list
+    /// still works.
     pub async fn read_states(
         &self,
         who: &Identity,
@@ -69,10 +81,18 @@ impl Hub {
             return None;
         }
         let user = who.name.to_string();
-        store::run(&self.store, move |s| s.unread(&user, &rooms))
-            .await
-            .map_err(|error| tracing::error!(%error, "storage error"))
-            .ok()
+        let counting = store::run(&self.store, move |s| s.unread(&user, &rooms));
+        match tokio::time::timeout(COUNTS_WAIT, counting).await {
+            Ok(Ok(states)) => Some(states),
+            Ok(Err(error)) => {
+                tracing::error!(%error, "storage error");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("unread counts took too long; answered without them");
+                None
+            }
+        }
     }
 
     /// `who`'s read state in every room they have marked read, by room name.
@@ -81,14 +101,16 @@ impl Hub {
         who: &Identity,
     ) -> anyhow::Result<Vec<(String, ReadState)>> {
         let user = who.name.to_string();
-        let mut found = store::run(&self.store, move |s| {
+        let reading = store::run(&self.store, move |s| {
             let rooms = s.read_rooms(&user)?;
             s.unread(&user, &rooms)
-        })
-        .await?
-        .into_iter()
-        .filter(|(room, _)| self.acl.may_use(who, room).is_ok())
-        .collect::<Vec<_>>();
+        });
+        let mut found = tokio::time::timeout(MARK_WAIT, reading)
+            .await
+            .map_err(|_| anyhow::anyhow!("unread counts timed out"))??
+            .into_iter()
+            .filter(|(room, _)| self.acl.may_use(who, room).is_ok())
+            .collect::<Vec<_>>();
         found.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(found)
     }
@@ -102,8 +124,10 @@ impl Hub {
             return Ok(here);
         }
         let r = room.to_owned();
-        let stored = store::run(&self.store, move |s| s.last_id(&r))
+        let reading = store::run(&self.store, move |s| s.last_id(&r));
+        let stored = tokio::time::timeout(MARK_WAIT, reading)
             .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")))
             .map_err(|error| {
                 tracing::error!(%error, "storage error");
                 Refusal::new("storage_error", "the room could not be read")
