@@ -7,12 +7,16 @@ import { setTokenRefresher } from './api.js';
 import { start, stopClient } from './connection.js';
 import { askName, nameProblem, showSignIn } from './dialogs.js';
 import { el } from './dom.js';
+import { closeMentions, mentionKey, updateMentions } from './mentions.js';
 import { retry, send, sendTyping } from './messages.js';
 import { openConversation, parseHash } from './navigation.js';
-import { actions, autosize, closeDrawers, nearBottom, renderAll, renderMe, scrollToBottom, toggleDrawer } from './render.js';
+import { renderNotify, toggleNotify } from './notify.js';
+import {
+  actions, autosize, closeDrawers, nearBottom, renderAll, renderComposer, renderMe, scrollToBottom, toggleDrawer,
+} from './render.js';
 import { createRoom, filterRooms, loadMoreRooms, loadOlder, refreshRooms } from './rooms.js';
 import { checkToken, refreshToken, setConnectionStopper } from './session.js';
-import { changeName, loadInfo, signOut, startGuest, submitAuth } from './signin.js';
+import { changeName, forgetUser, loadInfo, signOut, startGuest, submitAuth } from './signin.js';
 import { NAME_KEY, NAME_RE, auth, info, isActive, online, roomState, state } from './state.js';
 
 const ROOMS_REFRESH = 30000; // ms between room list refreshes of a visible page
@@ -20,7 +24,10 @@ const ROOMS_REFRESH = 30000; // ms between room list refreshes of a visible page
 // ---- lower modules reach up through these -------------------------------------------------------
 
 setTokenRefresher(refreshToken); // api.js: a Bearer call's 401
-setConnectionStopper(stopClient); // session.js: the session ended
+setConnectionStopper(() => { // session.js: the session ended; someone else may sign in next
+  stopClient();
+  forgetUser();
+});
 Object.assign(actions, { openConversation, loadOlder, retry }); // render.js: buttons it draws
 
 // ---- the composer and the conversation ----------------------------------------------------------
@@ -31,6 +38,7 @@ function wireChat() {
     send();
   });
   el.input.addEventListener('keydown', (e) => {
+    if (mentionKey(e)) return;
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
       e.preventDefault();
       send();
@@ -38,8 +46,12 @@ function wireChat() {
   });
   el.input.addEventListener('input', () => {
     autosize();
+    renderComposer(); // too long?
+    updateMentions();
     sendTyping();
   });
+  el.input.addEventListener('click', updateMentions); // the caret moved
+  el.input.addEventListener('blur', closeMentions);
   el.messages.addEventListener('scroll', () => {
     if (nearBottom()) el.jump.hidden = true;
     const conv = state.active;
@@ -121,6 +133,7 @@ function wireSignIn() {
   el.authGuest.addEventListener('click', () => askName());
   el.authDialog.addEventListener('cancel', (e) => e.preventDefault()); // nothing to go back to
   el.signOut.addEventListener('click', signOut);
+  el.notify.addEventListener('click', toggleNotify);
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState === 'visible') checkToken();
   });
@@ -132,6 +145,7 @@ function wireSignIn() {
 async function boot() {
   renderAll();
   renderMe();
+  renderNotify();
   const infoLoaded = loadInfo();
   let resumed = false;
   let unreachable = false;

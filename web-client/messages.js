@@ -1,17 +1,24 @@
 // What we send (room messages, DMs, typing; pending entries, receipts, retries) and the direct messages we receive.
 
 import { el } from './dom.js';
-import { appendMessage, autosize, messageEl, nearBottom, pendingEl, renderDms, scrollToBottom } from './render.js';
+import { closeMentions } from './mentions.js';
+import { notifyMessage } from './notify.js';
+import {
+  appendMessage, autosize, messageEl, nearBottom, pendingEl, renderComposer, renderDms, scrollToBottom, tooLong,
+} from './render.js';
 import { noteGuest } from './rooms.js';
 import { auth, debug, dmState, isActive, online, state } from './state.js';
 import { publishWithReceipt } from './transport/stomp.js';
 
 const TYPING_SEND_EVERY = 2000; // ms between our typing notices
 
-/** Sends what the composer holds to the open conversation; a RECEIPT confirms it. */
+/**
+ * Sends what the composer holds to the open conversation; a RECEIPT confirms it. A body over the
+ * server's limit stays in the composer (which says so): it is neither cut nor sent.
+ */
 export function send() {
   const text = el.input.value;
-  if (!text.trim() || !online() || !state.active) return;
+  if (!text.trim() || !online() || !state.active || tooLong()) return;
   const ref = `${state.me}-${Date.now().toString(36)}-${++state.refSeq}`;
   state.sentRefs.add(ref);
   const { kind, name } = state.active;
@@ -38,6 +45,8 @@ export function send() {
   }, () => onReceipt(ref));
   el.input.value = '';
   autosize();
+  closeMentions();
+  renderComposer();
   state.lastTypingSent = 0;
   scrollToBottom();
 }
@@ -101,6 +110,7 @@ export function onDirectMessage(frame) {
   const msg = { id: `dm-${key}`, from, ts: Number(frame.headers.timestamp) || Date.now(), body: frame.body, guest };
   dm.msgs.push(msg);
   dm.last = Date.now();
+  notifyMessage({ kind: 'dm', name: from }, msg);
   if (isActive('dm', from)) {
     const pinned = nearBottom();
     appendMessage(messageEl(msg));

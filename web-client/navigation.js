@@ -30,6 +30,13 @@ export function initialConversation() {
   return { kind: 'room', name };
 }
 
+/** Signing out: no conversation open, none remembered, none in the address. */
+export function forgetPlace() {
+  state.active = null;
+  localStorage.removeItem(ROOM_KEY);
+  if (location.hash) history.replaceState(null, '', location.pathname + location.search);
+}
+
 export async function openConversation(conv) {
   if (!conv || !state.client) return;
   if (conv.kind === 'dm' && conv.name === state.me) return;

@@ -1,9 +1,13 @@
 // DOM rendering (all but the dialogs): messages, pending sends, lists, members, typing, composer, banner, drawers.
 
 import { el, h } from './dom.js';
-import { auth, dmState, isActive, online, roomState, state } from './state.js';
+import { formatBody } from './format.js';
+import { auth, dmState, info, isActive, online, roomState, state } from './state.js';
 
 const GROUP_WINDOW = 5 * 60 * 1000; // consecutive messages of one sender within this share a header
+
+/** Names in natural order: `churn-2` before `churn-10`, case-insensitive. */
+export const naturalOrder = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' }).compare;
 
 /**
  * What the buttons drawn here do. They act through modules that render.js sits below, so main.js
@@ -28,7 +32,7 @@ export function showBanner(text) {
   el.banner.hidden = false;
 }
 
-function hideBanner() {
+export function hideBanner() {
   el.banner.hidden = true;
   el.banner.textContent = '';
 }
@@ -69,10 +73,17 @@ function avatar(name) {
 /** The small "guest" mark next to a name that is not a registered account. */
 const guestBadge = () => h('span', { class: 'guest-badge', title: 'Guest: not a registered account' }, 'guest');
 
+/** A message body as formatted nodes (format.js): links, emphasis, code, quotes, mentions. */
+function bodyEl(text, deleted = false) {
+  return h('div', { class: deleted ? 'body deleted' : 'body' }, deleted ? null : formatBody(text, state.me));
+}
+
 export function messageEl(msg) {
   const mine = msg.from === state.me;
+  const body = bodyEl(msg.body, msg.deleted);
+  const mentioned = !mine && Boolean(body.querySelector('.mention.me'));
   const li = h('li', {
-    class: mine ? 'msg mine' : 'msg',
+    class: `msg${mine ? ' mine' : ''}${mentioned ? ' mentions-me' : ''}`,
     dataset: { id: String(msg.id), from: msg.from, ts: String(msg.ts), guest: msg.guest ? 'true' : null },
   },
   avatar(msg.from),
@@ -80,7 +91,7 @@ export function messageEl(msg) {
     h('span', { class: 'from' }, msg.from),
     msg.guest ? guestBadge() : null,
     h('time', { datetime: new Date(msg.ts).toISOString(), title: fullFmt.format(new Date(msg.ts)) }, shortTime(msg.ts))),
-  h('div', { class: msg.deleted ? 'body deleted' : 'body' }, msg.deleted ? '' : msg.body));
+  body);
   if (msg.state) li.dataset.state = msg.state;
   if (msg.deleted) li.dataset.deleted = 'true';
   return li;
@@ -94,7 +105,7 @@ export function pendingEl(p) {
       p.state === 'unconfirmed'
         ? h('button', { type: 'button', class: 'link-btn', onclick: () => actions.retry(p.ref) }, 'Send again')
         : null),
-    h('div', { class: 'body' }, p.body));
+    bodyEl(p.body));
   return li;
 }
 
@@ -116,12 +127,48 @@ export function appendMessage(li) {
   decorate(el.list.lastElementChild);
 }
 
-/** A message continues the previous one (no header) when the sender is the same and close in time. */
+/**
+ * A message continues the previous one (no header) when the sender is the same and close in time
+ * on the same day; the first message of a local day (in the list as it is now: older history
+ * paged in above re-decorates the message below it) carries a date separator.
+ */
 export function decorate(li) {
   const prev = li.previousElementSibling;
-  const cont = prev && prev.dataset.from === li.dataset.from &&
-    Number(li.dataset.ts) - Number(prev.dataset.ts) < GROUP_WINDOW;
-  li.classList.toggle('cont', Boolean(cont));
+  const ts = Number(li.dataset.ts);
+  const day = dayKey(ts);
+  const newDay = !prev || dayKey(Number(prev.dataset.ts)) !== day;
+  const cont = !newDay && prev.dataset.from === li.dataset.from && ts - Number(prev.dataset.ts) < GROUP_WINDOW;
+  li.classList.toggle('cont', cont);
+  li.classList.toggle('new-day', newDay);
+  const sep = li.querySelector(':scope > .day-sep');
+  if (!newDay) {
+    sep?.remove();
+    return;
+  }
+  const label = dayLabel(ts);
+  if (sep && sep.dataset.day === day && sep.textContent === label) return;
+  const fresh = h('div', { class: 'day-sep', role: 'separator', dataset: { day } }, label);
+  if (sep) sep.replaceWith(fresh);
+  else li.prepend(fresh);
+}
+
+const dayFmt = new Intl.DateTimeFormat(undefined, { weekday: 'long', month: 'long', day: 'numeric' });
+const yearDayFmt = new Intl.DateTimeFormat(undefined, { dateStyle: 'long' });
+
+/** The local day of `ts` as YYYY-MM-DD. */
+export function dayKey(ts) {
+  const d = new Date(ts);
+  return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}-${String(d.getDate()).padStart(2, '0')}`;
+}
+
+/** "Today", "Yesterday", else the date (with the year when it is not this year's). */
+export function dayLabel(ts, now = Date.now()) {
+  const day = dayKey(ts);
+  const today = new Date(now);
+  if (day === dayKey(now)) return 'Today';
+  if (day === dayKey(new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1).getTime())) return 'Yesterday';
+  const d = new Date(ts);
+  return d.getFullYear() === today.getFullYear() ? dayFmt.format(d) : yearDayFmt.format(d);
 }
 
 // ---- the whole page ----------------------------------------------------------------------------
@@ -139,7 +186,10 @@ export function renderAll() {
 function renderTitle() {
   const conv = state.active;
   el.title.replaceChildren();
-  if (!conv) return;
+  if (!conv) {
+    document.title = 'Parley';
+    return;
+  }
   el.title.append(h('span', { class: 'sigil', 'aria-hidden': 'true' }, conv.kind === 'dm' ? '@' : '#'), conv.name);
   document.title = `${conv.kind === 'dm' ? '@' : '#'}${conv.name} · Parley`;
 }
@@ -178,19 +228,35 @@ function convLink(kind, name, unread, active, isPrivate = false) {
 export function renderRooms() {
   const names = new Set(state.rooms.map((r) => r.name));
   if (state.joined) names.add(state.joined);
-  const sorted = [...names].sort((a, b) => a.localeCompare(b));
-  el.roomList.replaceChildren(...sorted.map((name) => {
+  const rows = [...names].sort(naturalOrder).map((name) => {
     const rs = state.roomStates.get(name);
     const isPrivate = state.rooms.some((r) => r.name === name && r.private === true);
-    return convLink('room', name, rs ? rs.unread : 0, isActive('room', name), isPrivate);
-  }));
+    return [name, rs ? rs.unread : 0, isActive('room', name), isPrivate];
+  });
+  replaceList(el.roomList, rows, (row) => convLink('room', ...row));
   el.moreRooms.hidden = !state.roomsNext;
 }
 
 export function renderDms() {
-  const dms = [...state.dms.values()].sort((a, b) => b.last - a.last);
-  el.dmList.replaceChildren(...dms.map((dm) => convLink('dm', dm.name, dm.unread, isActive('dm', dm.name))));
-  el.dmHint.hidden = dms.length > 0;
+  const rows = [...state.dms.values()].sort((a, b) => b.last - a.last)
+    .map((dm) => [dm.name, dm.unread, isActive('dm', dm.name)]);
+  replaceList(el.dmList, rows, (row) => convLink('dm', ...row));
+  el.dmHint.hidden = rows.length > 0;
+}
+
+/**
+ * Draws a conversation list again only when what it shows changed, and keeps the keyboard focus
+ * on the link that had it (a refresh must never pull focus away from someone moving through it).
+ */
+function replaceList(list, rows, draw) {
+  const shown = JSON.stringify(rows);
+  if (list.dataset.shown === shown) return;
+  list.dataset.shown = shown;
+  const focused = list.contains(document.activeElement) ? document.activeElement.dataset.name : null;
+  list.replaceChildren(...rows.map(draw));
+  if (focused == null) return;
+  const again = [...list.querySelectorAll('a.conv')].find((a) => a.dataset.name === focused);
+  again?.focus({ preventScroll: true });
 }
 
 export function renderMessages() {
@@ -230,7 +296,7 @@ export function renderHistoryStatus() {
 
 export function renderMembers() {
   const rs = state.joined ? roomState(state.joined) : null;
-  const members = rs ? [...rs.members].sort((a, b) => a.localeCompare(b)) : [];
+  const members = rs ? [...rs.members].sort(naturalOrder) : [];
   el.membersCount.textContent = String(members.length);
   el.membersTitle.textContent = rs ? `Here in #${rs.name}` : 'Here now';
   if (!members.length) {
@@ -241,7 +307,7 @@ export function renderMembers() {
     const me = name === state.me;
     return h('li', { class: 'member', dataset: { name } },
       avatar(name),
-      h('span', { class: 'member-name' }, name),
+      h('span', { class: 'member-name', title: name }, name),
       (me ? auth.mode === 'guest' : state.guests.has(name)) ? guestBadge() : null,
       me ? h('span', { class: 'you' }, 'you')
         : h('button', {
@@ -262,12 +328,30 @@ export function renderTyping() {
   el.typing.textContent = text;
 }
 
-function renderComposer() {
+export function renderComposer() {
   const conv = state.active;
   el.input.placeholder = !conv ? 'Message' : conv.kind === 'dm' ? `Message @${conv.name}` : `Message #${conv.name}`;
-  el.send.disabled = !online() || !conv;
+  const over = tooLong();
+  el.send.disabled = !online() || !conv || Boolean(over);
   el.composer.dataset.offline = String(!online());
+  el.composer.dataset.tooLong = String(Boolean(over));
+  el.input.setAttribute('aria-invalid', String(Boolean(over)));
+  el.tooLong.textContent = over
+    ? `Too long to send: ${size(over.bytes)} of at most ${size(over.max)}. Shorten it or split it in parts.`
+    : '';
+  el.tooLong.hidden = !over;
 }
+
+/** {bytes, max} when the composer holds more than the server takes (in UTF-8 bytes), else null. */
+export function tooLong() {
+  const text = el.input.value;
+  const max = state.active && state.active.kind === 'dm' ? info.maxDmBody : info.maxBody;
+  if (text.length <= max / 3) return null; // at most 3 bytes per UTF-16 unit: surely fits
+  const bytes = new TextEncoder().encode(text).length;
+  return bytes > max ? { bytes, max } : null;
+}
+
+const size = (bytes) => `${bytes.toLocaleString('en')} bytes`;
 
 // ---- scrolling and the composer's height -------------------------------------------------------
 

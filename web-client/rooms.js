@@ -6,6 +6,7 @@ import {
   decorate, insertMessage, messageEl, nearBottom, renderHistoryStatus, renderMembers, renderMessages, renderRooms,
   renderTyping, scrollToBottom, showBanner,
 } from './render.js';
+import { notifyMessage } from './notify.js';
 import { auth, debug, info, isActive, online, roomState, state } from './state.js';
 
 const PAGE = 50; // messages per history page
@@ -74,6 +75,14 @@ export async function refreshRooms() {
   state.rooms = rooms;
   state.roomsNext = after;
   renderRooms();
+}
+
+/** Forgets the list (signing out); an answer still on its way is dropped. */
+export function resetRooms() {
+  roomsSeq++;
+  state.rooms = [];
+  state.roomsNext = null;
+  state.roomFilter = '';
 }
 
 /** The next page of the room list ("More rooms"). */
@@ -315,6 +324,7 @@ function onRoomMessage(rs, frame) {
     rs.unread++;
     renderRooms();
   }
+  notifyMessage({ kind: 'room', name: rs.name }, msg);
   // Ids are consecutive per room: a jump means we missed some; fetch them. With `since` on
   // SUBSCRIBE this does not happen; it is a safety net.
   if (rs.loaded && msg.id > previousLast + 1) fillGap(rs, previousLast, msg.id);

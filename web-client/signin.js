@@ -4,7 +4,11 @@ import { getInfo, login, logout, register } from './api.js';
 import { start, stopClient } from './connection.js';
 import { authErrorText, registerProblem, renderAuthChoices, setAuthBusy, showSignIn } from './dialogs.js';
 import { el } from './dom.js';
-import { learnRoomRule } from './rooms.js';
+import { closeMentions } from './mentions.js';
+import { forgetPlace } from './navigation.js';
+import { forgetNotify } from './notify.js';
+import { autosize, closeDrawers, hideBanner, renderAll } from './render.js';
+import { learnRoomRule, resetRooms } from './rooms.js';
 import { acceptToken, clearSession } from './session.js';
 import { NAME_KEY, auth, info, state } from './state.js';
 
@@ -16,6 +20,9 @@ export async function loadInfo() {
       info.guests = body.guests === true;
       info.registration = body.registration === 'closed' ? 'closed' : 'open';
       learnRoomRule(body.rooms);
+      // Rooms and direct messages alike (both are stored conversations).
+      const max = body.messages && body.messages.max_body;
+      if (Number.isSafeInteger(max) && max > 0) info.maxBody = info.maxDmBody = max;
     }
   } catch {
     /* unknown: offer sign-in only, check no room names here */
@@ -86,6 +93,7 @@ export async function changeName(name) {
 export async function signOut() {
   const wasAccount = auth.mode === 'account';
   await stopClient();
+  forgetUser();
   clearSession();
   if (wasAccount) {
     try {
@@ -97,4 +105,26 @@ export async function signOut() {
     localStorage.removeItem(NAME_KEY);
   }
   showSignIn();
+}
+
+/**
+ * Clears the screen of everything of the user who was here (stopClient already dropped their
+ * conversations, members, typing and badges): the room list, the open conversation and the
+ * remembered one, what was typed anywhere, banners, the notification choice, the title. The next
+ * user on this page sees nothing of them.
+ */
+export function forgetUser() {
+  resetRooms();
+  forgetPlace();
+  state.sentRefs.clear();
+  state.lastTypingSent = 0;
+  for (const input of [el.input, el.roomFilter, el.newRoom, el.authUser, el.authPass]) input.value = '';
+  el.newRoomPrivate.checked = false;
+  el.newRoomError.textContent = '';
+  closeMentions();
+  closeDrawers();
+  hideBanner();
+  forgetNotify();
+  autosize();
+  renderAll();
 }

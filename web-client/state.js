@@ -18,8 +18,13 @@ export const auth = {
 /**
  * GET /api/info: what the server offers. `rooms` is the room-name rule ({pattern: RegExp, rule})
  * or null when the server did not say: then names are not checked in the page (the server does).
+ * `maxBody` (room messages) and `maxDmBody` (direct messages), both the server's `--max-body`
+ * (`messages.max_body` of /api/info), in UTF-8 bytes; the default until /api/info answers.
  */
-export const info = { guests: false, registration: 'open', rooms: null, guestsCreateRooms: false, loaded: false };
+export const info = {
+  guests: false, registration: 'open', rooms: null, guestsCreateRooms: false, loaded: false,
+  maxBody: 64 * 1024, maxDmBody: 64 * 1024,
+};
 
 export const state = {
   name: null, // the name we log in with

@@ -19,7 +19,7 @@ use crate::bus::Bus;
 use crate::config::Settings;
 use crate::endpoints::stomp::{Stomp, StompSettings};
 use crate::http::{HttpSettings, Parts, Server};
-use crate::hub::{ChatSettings, EditLimits, Hub, HubSettings};
+use crate::hub::{ChatSettings, EditLimits, Hub, HubSettings, MAX_REMEMBERED, REMEMBERED_MS};
 use crate::journal::{Journal, JournalSettings};
 use crate::store::{self, PgStore, SqliteStore, Store};
 
@@ -94,9 +94,15 @@ pub async fn parts(
     let auth = Auth::new(settings.auth.clone(), keys, store.clone());
     tokio::spawn(auth.clone().purge_expired());
     let limits = settings.rooms.clone();
-    let (acl, last_ids) =
-        store::run(&store, move |s| Ok((Acl::load(s, limits)?, s.last_ids()?))).await?;
+    let since = crate::clock::now_ms().saturating_sub(REMEMBERED_MS);
+    let (acl, last_ids, sent) = store::run(&store, move |s| {
+        let sent = s.recent_client_ids(since, MAX_REMEMBERED)?;
+        Ok((Acl::load(s, limits)?, s.last_ids()?, sent))
+    })
+    .await?;
     let hub = start_hub(settings, store, acl, last_ids, bus)?;
+    // Before any client connects: a retry after a restart finds its first send.
+    hub.remember_sent(sent);
     Ok(Parts {
         stomp: Stomp::new(hub.clone(), auth.clone(), stomp_settings(settings)),
         chat: Arc::new(ChatSettings {
@@ -131,7 +137,11 @@ fn start_hub(
         outbox_bytes: limits.outbox_bytes,
         budget: MemoryBudget::new(limits.memory_budget),
         edits: EditLimits {
-            window_ms: limits.edit_window.as_millis().try_into().unwrap_or(u64::MAX),
+            window_ms: limits
+                .edit_window
+                .as_millis()
+                .try_into()
+                .unwrap_or(u64::MAX),
             per_second: limits.edit_rate,
             max_body: settings.max_body,
         },

@@ -403,6 +403,13 @@ mod tests {
         fn message(&self, room: &str, id: u64) -> anyhow::Result<Option<StoredMessage>> {
             self.inner.message(room, id)
         }
+        fn recent_client_ids(
+            &self,
+            since_ms: u64,
+            limit: usize,
+        ) -> anyhow::Result<Vec<crate::store::SentId>> {
+            self.inner.recent_client_ids(since_ms, limit)
+        }
         fn memberships(&self) -> anyhow::Result<Vec<(String, String, Role)>> {
             self.inner.memberships()
         }

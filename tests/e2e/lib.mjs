@@ -188,9 +188,11 @@ export async function apiToken(server, name, password = passwordOf(name)) {
  * errors collected. Chromium logs every HTTP error answer of a fetch as a console error: the
  * 401 of the silent session resume (POST /api/token/refresh) on a page without a session is
  * expected; tests that provoke others list them in `user.expectHttp` ([{ path, status }]).
+ * `init` is a script run in every page of the context before the page's own (spies, stubs).
  */
-export async function openPage(browser, server, name, { hash = '', via = server.url, viewport = { width: 1280, height: 800 }, ...ctxOptions } = {}) {
+export async function openPage(browser, server, name, { hash = '', via = server.url, viewport = { width: 1280, height: 800 }, init = null, ...ctxOptions } = {}) {
   const context = await browser.newContext({ viewport, ...ctxOptions });
+  if (init) await context.addInitScript(init); // runs in the page before its own scripts
   const page = await context.newPage();
   page.setDefaultTimeout(WAIT);
   const user = { name, context, page, errors: [], outage: false, via, expectHttp: [{ path: '/api/token/refresh', status: 401 }] };

@@ -13,11 +13,13 @@ use parley_stomp::rate::TokenBucket;
 use parley_stomp::session::Identity;
 
 use super::history::catch_up_range;
-use super::message::TEXT_PLAIN;
+use super::message::{chat_headers, check_client_id};
 use super::outbox::{tell, Notice};
+use super::sent::SentKey;
 use super::session::{Held, HubSession};
 use super::Hub;
 use crate::clock::now_ms;
+use crate::store::Kind;
 
 /// The user queue direct messages go to.
 pub const DM_QUEUE: &str = "messages";
@@ -63,6 +65,15 @@ pub enum Target<'a> {
     User(&'a str),
 }
 
+/// What a message may carry besides its text.
+#[derive(Clone, Debug, Default)]
+pub struct SendExtras {
+    /// The message it replies to.
+    pub reply_to: Option<u64>,
+    /// The sender's own id for it: a retry with the same one is not a second message.
+    pub client_id: Option<String>,
+}
+
 /// What a join answers.
 #[derive(Debug)]
 pub enum JoinAnswer {
@@ -79,8 +90,9 @@ pub struct ChatSession {
     settings: Arc<ChatSettings>,
     rooms: HashSet<String>,
     bucket: TokenBucket,
-    /// Sends of the current read, published together in one step (see [`ChatSession::flush`]).
-    sends: Vec<(Destination, Publish)>,
+    /// Sends of the current read, published together in one step (see [`ChatSession::flush`]),
+    /// each with its client id's key.
+    sends: Vec<(Destination, Publish, Option<SentKey>)>,
 }
 
 impl ChatSession {
@@ -229,9 +241,13 @@ impl ChatSession {
         &mut self,
         target: Target<'_>,
         body: &str,
+        extras: SendExtras,
         receipt: Receipt,
     ) -> Result<(), Refusal> {
         self.check_body(body)?;
+        if let Some(client_id) = &extras.client_id {
+            check_client_id(client_id)?;
+        }
         let destination = match target {
             Target::Room(room) => {
                 let room = self.joined(room)?;
@@ -245,7 +261,23 @@ impl ChatSession {
                 queue: DM_QUEUE.to_owned(),
             },
         };
-        let headers = vec![("content-type".to_owned(), TEXT_PLAIN.to_owned())];
+        let headers = chat_headers(
+            Kind::Message,
+            None,
+            extras.reply_to,
+            extras.client_id.as_deref(),
+        );
+        let key = extras.client_id.map(|client_id| {
+            SentKey::new(
+                self.identity.name.clone(),
+                destination.to_string(),
+                client_id,
+            )
+        });
+        let receipt = match &key {
+            Some(key) => self.session.hub().remembering(key.clone(), receipt),
+            None => receipt,
+        };
         self.sends.push((
             destination,
             Publish {
@@ -254,6 +286,7 @@ impl ChatSession {
                 now_ms: now_ms(),
                 receipt: Some(receipt),
             },
+            key,
         ));
         Ok(())
     }
@@ -267,16 +300,35 @@ impl ChatSession {
         let id = self.session.id();
         let mut sends = std::mem::take(&mut self.sends);
         let hub = self.session.hub().clone();
+        let mut retried = Vec::new();
         let results: Vec<_> = hub.apply(|broker, events| {
             sends
                 .drain(..)
-                .map(|(destination, publish)| {
-                    broker
+                .map(|(destination, mut publish, key)| {
+                    let Some(key) = key else {
+                        return broker
+                            .publish(id, &destination, publish, events)
+                            .map_err(publish_refusal);
+                    };
+                    // A retry: the first one's ack, never a second message.
+                    if let Some(first) = hub.sent_before(&key) {
+                        let stored = matches!(&destination, Destination::Topic(_));
+                        if let (true, Some(receipt)) = (stored, publish.receipt.take()) {
+                            retried.push((key, receipt));
+                        }
+                        return Ok(Published { id: first, stored });
+                    }
+                    let published = broker
                         .publish(id, &destination, publish, events)
-                        .map_err(publish_refusal)
+                        .map_err(publish_refusal)?;
+                    hub.remember(&key, published.id);
+                    Ok(published)
                 })
                 .collect()
         });
+        for (key, receipt) in retried {
+            hub.acknowledge_again(&self.session, key, receipt);
+        }
         let accepted = results.iter().filter(|r| r.is_ok()).count();
         hub.stats
             .messages_in

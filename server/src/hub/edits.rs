@@ -150,13 +150,19 @@ impl Hub {
         let late = || {
             Refusal::new(
                 "too_late",
-                format!("messages can be changed for {} s after sending", window / 1000),
+                format!(
+                    "messages can be changed for {} s after sending",
+                    window / 1000
+                ),
             )
         };
         match change {
             Change::Edit(body) => {
                 if !mine {
-                    return Err(Refusal::new("forbidden", "you can only edit your own messages"));
+                    return Err(Refusal::new(
+                        "forbidden",
+                        "you can only edit your own messages",
+                    ));
                 }
                 if !in_time {
                     return Err(late());

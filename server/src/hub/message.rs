@@ -10,6 +10,7 @@ use parley_stomp::destination::valid_user;
 use parley_stomp::SharedMessage;
 use tracing::warn;
 
+use super::chat::Refusal;
 use super::outbox::{tell, Notice, Outbox};
 use super::Hub;
 use crate::journal::Completion;
@@ -28,8 +29,43 @@ pub const TARGET: &str = "target-id";
 pub const REPLY_TO: &str = "reply-to";
 /// The sender's own id for a message (a retry with the same one is not a second message).
 pub const CLIENT_ID: &str = "client-id";
-/// Every header only the server writes on room messages.
-pub const SERVER_HEADERS: [&str; 6] = [KIND, TARGET, REPLY_TO, CLIENT_ID, "deleted", "edited"];
+/// Headers only the server writes on room messages (`kind` and `target-id` come from
+/// [`Hub::change`], which checks them; `reply-to` and `client-id` are checked on sends).
+const SERVER_ONLY: [&str; 4] = [KIND, TARGET, "deleted", "edited"];
+
+/// The headers of a client's room message (a STOMP SEND's): `reply-to` must be a message id,
+/// `client-id` as [`check_client_id`] says; the server-only ones are dropped.
+pub fn check_room_send(headers: &mut Vec<(String, String)>) -> Result<(), Refusal> {
+    headers.retain(|(name, _)| !SERVER_ONLY.contains(&name.as_str()));
+    for (name, value) in headers.iter() {
+        match name.as_str() {
+            REPLY_TO if value.parse::<u64>().is_err() => {
+                return Err(Refusal::new(
+                    "invalid_field",
+                    "reply-to must be a message id",
+                ))
+            }
+            CLIENT_ID => check_client_id(value)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Longest client id of a message, in bytes.
+pub const MAX_CLIENT_ID: usize = 64;
+
+/// A client's id for its message: 1–[`MAX_CLIENT_ID`] bytes of printable ASCII.
+pub fn check_client_id(id: &str) -> Result<(), Refusal> {
+    if (1..=MAX_CLIENT_ID).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            "invalid_field",
+            format!("a client_id is 1-{MAX_CLIENT_ID} printable ASCII characters"),
+        ))
+    }
+}
 
 /// Most users one message mentions (`@name`); more are not counted.
 const MAX_MENTIONS: usize = 20;
@@ -224,7 +260,10 @@ mod tests {
     fn mentions_are_names_after_an_at_sign() {
         assert_eq!(mentions("hi @bob and @Carol."), ["bob", "Carol"]);
         assert_eq!(mentions("@alice @ALICE @alice"), ["alice"]);
-        assert_eq!(mentions("mail me at a@b.c, @@x, @ alone"), Vec::<String>::new());
+        assert_eq!(
+            mentions("mail me at a@b.c, @@x, @ alone"),
+            Vec::<String>::new()
+        );
         assert_eq!(mentions("(@dave) @eve:"), ["dave", "eve"]);
         let many: String = (0..30).map(|i| format!("@u{i} ")).collect();
         assert_eq!(mentions(&many).len(), 20);

@@ -25,6 +25,7 @@ mod outbox;
 mod presence;
 mod reads;
 mod rooms;
+mod sent;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -38,14 +39,19 @@ use parley_stomp::broker::{Broker, BrokerEvent, BrokerLimits, Delivery, Forwarde
 use parley_stomp::budget::MemoryBudget;
 use tracing::info;
 
-pub use self::chat::{ChatSession, ChatSettings, JoinAnswer, Refusal, Target, READ_QUEUE};
-pub use self::edits::{Change, EditLimits};
+pub use self::chat::{
+    ChatSession, ChatSettings, JoinAnswer, Refusal, SendExtras, Target, READ_QUEUE,
+};
+pub use self::edits::{Change, EditLimits, MAX_EMOJI_BYTES};
 pub use self::history::{catch_up_range, DEFAULT_PAGE, MAX_PAGE};
-pub use self::message::live_from_stored;
+pub use self::message::{
+    check_room_send, live_from_stored, CLIENT_ID, KIND, MAX_CLIENT_ID, REPLY_TO, TARGET,
+};
 use self::order::{RoomOrder, Watching};
 use self::outbox::Outbox;
 pub use self::outbox::{Notice, CLOSE_UNAUTHORIZED};
 pub use self::reads::{READ_LAST, READ_ROOM};
+pub use self::sent::{SentKey, MAX_REMEMBERED, REMEMBERED_MS};
 pub use self::session::{Held, HubSession, Next};
 use crate::acl::Acl;
 use crate::bus::Bus;
@@ -105,6 +111,8 @@ pub struct Hub {
     next_session: AtomicU64,
     /// Each user's rate of edits, deletions and reactions.
     changes: edits::ChangeRates,
+    /// Client ids of recent sends, which make retries idempotent.
+    sent: sent::SentIds,
     store: Arc<dyn Store>,
     journal: Journal,
     /// Room rules; also tells which rooms exist, so a join creates a room only the first time.
@@ -176,6 +184,7 @@ impl Hub {
             settings,
             next_session: AtomicU64::new(1),
             changes: Default::default(),
+            sent: Default::default(),
             stats: HubStats::default(),
             acl,
             store,
@@ -195,6 +204,11 @@ impl Hub {
     /// The memory budget everything buffered for clients is charged to.
     pub fn budget(&self) -> &Arc<MemoryBudget> {
         &self.settings.budget
+    }
+
+    /// Message limits: body size, how long and how often messages may be changed.
+    pub fn edit_limits(&self) -> &EditLimits {
+        &self.settings.edits
     }
 
     /// The message store.

@@ -78,7 +78,9 @@ impl Client {
     fn send(&mut self, target: Target<'_>, bodies: &[String]) {
         for body in bodies {
             let receipt = Receipt(Arc::new(|id| Bytes::from(id.to_string())));
-            self.0.send(target, body, receipt).expect("send accepted");
+            self.0
+                .send(target, body, Default::default(), receipt)
+                .expect("send accepted");
         }
         for result in self.0.flush() {
             result.expect("published");
@@ -305,6 +307,7 @@ async fn removing_a_member_ends_their_subscription_to_a_private_room() {
     let refused = bob.0.send(
         Target::Room("secret"),
         "still here?",
+        Default::default(),
         Receipt(Arc::new(|_| Bytes::new())),
     );
     assert_eq!(refused.expect_err("no longer allowed").code, "forbidden");

@@ -65,7 +65,7 @@ pub struct StoredMessage {
 }
 
 /// The users who reacted to a message with one emoji.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Reaction {
     /// The emoji.
     pub emoji: String,
@@ -204,6 +204,9 @@ pub struct RefreshRecord {
 }
 
 /// The outcome of presenting a refresh token for rotation.
+/// A room message's client id: (room, sender, client id, id).
+pub type SentId = (String, String, String, u64);
+
 /// A room's privacy and its members with their roles, as stored.
 pub type RoomRules = (bool, Vec<(String, Role)>);
 
@@ -273,6 +276,9 @@ pub trait Store: Send + Sync {
     fn create_room(&self, room: &Room) -> anyhow::Result<bool>;
     /// Every room, by name.
     fn rooms(&self) -> anyhow::Result<Vec<Room>>;
+    /// Room messages sent with a client id since `since_ms`, newest first, at most `limit`:
+    /// (room, sender, client id, id).
+    fn recent_client_ids(&self, since_ms: u64, limit: usize) -> anyhow::Result<Vec<SentId>>;
     /// Message `id` of `room` as it is now (edited, deleted; reactions left out), if stored.
     fn message(&self, room: &str, id: u64) -> anyhow::Result<Option<StoredMessage>>;
 

@@ -20,6 +20,18 @@ fn msg(room: &str, id: u64) -> StoredMessage {
     }
 }
 
+/// An event `kind` by `from` about `target`, as message `id`.
+fn event(id: u64, kind: Kind, target: u64, from: &str, body: &str) -> StoredMessage {
+    StoredMessage {
+        from: from.into(),
+        body: body.into(),
+        kind,
+        target: Some(target),
+        guest: false,
+        ..msg("r", id)
+    }
+}
+
 /// Opens the store under test, again on the same data when called again.
 type Opener = Box<dyn Fn() -> Box<dyn Store>>;
 
@@ -192,24 +204,76 @@ fn any_body_round_trips_on(store: &dyn Store) {
 }
 
 #[test]
-fn deleted_messages_become_tombstones() {
-    on_every_backend("tombstones", |open| {
-        deleted_messages_become_tombstones_on(&*open())
-    });
+fn events_change_their_messages_in_stream_order() {
+    on_every_backend("events", |open| events_change_their_messages_on(&*open()));
 }
 
-fn deleted_messages_become_tombstones_on(store: &dyn Store) {
-    let delete = |id, target| StoredMessage {
-        kind: Kind::Delete,
-        target: Some(target),
-        body: String::new(),
-        ..msg("r", id)
+fn events_change_their_messages_on(store: &dyn Store) {
+    let reply = StoredMessage {
+        reply_to: Some(1),
+        client_id: Some("c-2".into()),
+        ..msg("r", 2)
     };
-    store.append(&[msg("r", 1), msg("r", 2)]).unwrap();
-    store.append(&[delete(3, 1), delete(4, 9)]).unwrap();
-    let got = store.before("r", None, 10).unwrap();
-    assert!(got[0].deleted && got[0].body.is_empty());
-    assert_eq!(got[1], msg("r", 2));
+    store.append(&[msg("r", 1), reply.clone()]).unwrap();
+    store
+        .append(&[
+            event(3, Kind::Edit, 1, "alice", "m1, edited"),
+            event(4, Kind::React, 2, "carol", "👍"),
+            event(5, Kind::React, 2, "alice", "🎉"),
+            event(6, Kind::React, 2, "bob", "👍"),
+            event(7, Kind::Unreact, 2, "carol", "👍"),
+            event(8, Kind::React, 9, "carol", "👍"),
+        ])
+        .unwrap();
+    let page = store.before("r", None, 10).unwrap();
+    assert_eq!(
+        page.len(),
+        2,
+        "history pages hold messages, not events: {page:?}"
+    );
+    assert_eq!(
+        (page[0].body.as_str(), page[0].edited),
+        ("m1, edited", true)
+    );
+    assert_eq!(page[1].reply_to, Some(1));
+    assert_eq!(page[1].client_id.as_deref(), Some("c-2"));
+    let reactions: Vec<_> = page[1]
+        .reactions
+        .iter()
+        .map(|r| (r.emoji.as_str(), r.users.clone()))
+        .collect();
+    assert_eq!(
+        reactions,
+        [
+            ("🎉", vec!["alice".to_owned()]),
+            ("👍", vec!["bob".to_owned()])
+        ]
+    );
+    // Deleting takes the text everywhere it was kept, and the reactions; later edits do nothing.
+    store
+        .append(&[
+            event(9, Kind::Delete, 1, "alice", ""),
+            event(10, Kind::Edit, 1, "alice", "too late"),
+            event(11, Kind::Delete, 2, "alice", ""),
+        ])
+        .unwrap();
+    let page = store.before("r", None, 10).unwrap();
+    assert!(page
+        .iter()
+        .all(|m| m.deleted && m.body.is_empty() && m.reactions.is_empty()));
+    let replay = store.after("r", 0, 100).unwrap();
+    assert_eq!(replay.len(), 11, "catch-up replays messages and events");
+    assert_eq!(replay[2].kind, Kind::Edit);
+    assert_eq!(replay[2].target, Some(1));
+    assert!(
+        replay[2].body.is_empty(),
+        "the edit of a deleted message keeps no text"
+    );
+    assert_eq!(
+        store.message("r", 7).unwrap().map(|m| m.kind),
+        Some(Kind::Unreact)
+    );
+    assert_eq!(store.message("r", 99).unwrap(), None);
 }
 
 fn refresh(hash: u8, expires_ms: u64) -> RefreshRecord {

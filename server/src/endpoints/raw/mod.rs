@@ -16,8 +16,8 @@ use serde_json::{json, Map, Value};
 use crate::auth::{Auth, Authenticated};
 use crate::clock::now_ms;
 use crate::hub::{
-    ChatSession, ChatSettings, Held, Hub, JoinAnswer, Next, Notice, Refusal, Target,
-    CLOSE_UNAUTHORIZED,
+    live_from_stored, Change, ChatSession, ChatSettings, Held, Hub, JoinAnswer, Next, Notice,
+    Refusal, SendExtras, Target, CLOSE_UNAUTHORIZED,
 };
 use crate::store::ReadState;
 use crate::ws::{Endpoint, Outbound};
@@ -49,6 +49,13 @@ enum Step {
     Join {
         room: String,
         since: Option<u64>,
+        reference: Option<String>,
+    },
+    /// An edit, deletion or reaction, still to run (it reads its message from storage).
+    Change {
+        room: String,
+        target: u64,
+        change: Change,
         reference: Option<String>,
     },
     /// A read mark, still to store.
@@ -119,6 +126,25 @@ impl RawClient {
                     reference,
                 });
             }
+            "edit" | "delete" | "react" => {
+                let change = match kind {
+                    "edit" => Change::Edit(string(msg, "body")?.to_owned()),
+                    "delete" => Change::Delete,
+                    _ => Change::React {
+                        emoji: string(msg, "emoji")?.to_owned(),
+                        on: msg.get("on").and_then(Value::as_bool),
+                    },
+                };
+                return Ok(Step::Change {
+                    room: string(msg, "room")?.to_owned(),
+                    target: message_id(
+                        msg.get("id")
+                            .ok_or_else(|| refused("missing_field", "missing field \"id\""))?,
+                    )?,
+                    change,
+                    reference,
+                });
+            }
             "read" => {
                 return Ok(Step::Read {
                     room: string(msg, "room")?.to_owned(),
@@ -164,6 +190,30 @@ impl RawClient {
         })
     }
 
+    /// Edits, deletes or reacts to message `target` of `room`; the `ack` (with the event's id)
+    /// comes once the event is durable.
+    async fn change(
+        &mut self,
+        room: String,
+        target: u64,
+        change: Change,
+        reference: Option<String>,
+    ) -> Result<Option<Bytes>, Refusal> {
+        let receipt = durable_ack(reference);
+        let session = self.chat.session();
+        let (id, hub) = (session.id(), session.hub().clone());
+        hub.change(
+            self.chat.identity(),
+            Some(id),
+            &room,
+            target,
+            change,
+            Some(receipt),
+        )
+        .await?;
+        Ok(None)
+    }
+
     /// A fresh access token for the same user extends the connection's life.
     fn renew(&mut self, token: &str) -> Result<Bytes, Refusal> {
         let expires_ms = self
@@ -185,12 +235,13 @@ impl RawClient {
             (None, Some(_)) => Target::User(string(msg, "to")?),
             (None, None) => return Err(refused("missing_field", "send needs \"room\" or \"to\"")),
         };
+        let extras = SendExtras {
+            reply_to: msg.get("reply_to").map(message_id).transpose()?,
+            client_id: optional_string(msg, "client_id")?.map(str::to_owned),
+        };
         // A room message is acknowledged once it is durable: the ack travels with it to storage.
-        let ack_ref = reference.clone();
-        let durable_ack = Receipt(Arc::new(move |id| {
-            wire::text_frame(&wire::ack(id, ack_ref.as_deref()))
-        }));
-        self.chat.send(target, body, durable_ack)?;
+        self.chat
+            .send(target, body, extras, durable_ack(reference.clone()))?;
         self.send_refs.push(reference);
         Ok(())
     }
@@ -226,9 +277,11 @@ impl RawClient {
             }
             Next::Held(Held::Replay { messages, .. }) => match messages {
                 Ok(messages) => {
+                    // In the shape of live messages and events, so a client handles one kind.
+                    let user = self.chat.identity().name.clone();
                     let frames = messages
-                        .iter()
-                        .map(|m| wire::text_frame(&wire::MessageJson::from(m)));
+                        .into_iter()
+                        .map(|m| wire::message_frame(&live_from_stored(m), &user));
                     return Outbound::Frames(frames.collect());
                 }
                 Err(()) => wire::error(&refused("storage_error", "catch-up failed"), None),
@@ -274,6 +327,14 @@ impl Endpoint for RawClient {
                     since,
                     reference,
                 }) => Box::pin(self.join(room, since))
+                    .await
+                    .map_err(|refusal| (refusal, reference)),
+                Ok(Step::Change {
+                    room,
+                    target,
+                    change,
+                    reference,
+                }) => Box::pin(self.change(room, target, change, reference.clone()))
                     .await
                     .map_err(|refusal| (refusal, reference)),
                 Ok(Step::Read {
@@ -351,6 +412,24 @@ fn message_id(v: &Value) -> Result<u64, Refusal> {
         _ => None,
     }
     .ok_or_else(|| refused("invalid_field", "message ids are decimal numbers"))
+}
+
+/// A room message's `ack`, sent once it is durable: the ack travels with it to storage.
+fn durable_ack(reference: Option<String>) -> Receipt {
+    Receipt(Arc::new(move |id| {
+        wire::text_frame(&wire::ack(id, reference.as_deref()))
+    }))
+}
+
+/// An optional string field.
+fn optional_string<'m>(
+    msg: &'m Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<&'m str>, Refusal> {
+    match msg.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(_) => string(msg, field).map(Some),
+    }
 }
 
 fn string<'m>(msg: &'m Map<String, Value>, field: &'static str) -> Result<&'m str, Refusal> {

@@ -10,9 +10,11 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::hub::Refusal;
-use crate::store::StoredMessage;
+use crate::hub::{CLIENT_ID, KIND, REPLY_TO, TARGET};
+use crate::store::{Reaction, StoredMessage};
 
-/// One stored message as JSON, in the shape of a live `message`.
+/// One stored message as JSON, in the shape of a live `message`, as it is now: `edited`,
+/// `deleted` (without `body`) and its `reactions`.
 #[derive(Serialize)]
 pub struct MessageJson<'a> {
     r#type: &'static str,
@@ -24,8 +26,16 @@ pub struct MessageJson<'a> {
     ts: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     body: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_to: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    edited: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     deleted: bool,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    reactions: &'a [Reaction],
 }
 
 impl<'a> From<&'a StoredMessage> for MessageJson<'a> {
@@ -38,7 +48,11 @@ impl<'a> From<&'a StoredMessage> for MessageJson<'a> {
             guest: m.guest,
             ts: m.ts,
             body: (!m.deleted).then_some(m.body.as_str()),
+            reply_to: m.reply_to.map(|id| id.to_string()),
+            client_id: m.client_id.as_deref(),
+            edited: m.edited,
             deleted: m.deleted,
+            reactions: &m.reactions,
         }
     }
 }
@@ -106,8 +120,25 @@ struct Outgoing<'a> {
     event: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ts: Option<u64>,
+    /// The message an event changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     body: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    emoji: Option<Cow<'a, str>>,
+    /// A reaction's `add` or `remove`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    op: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply_to: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<&'a str>,
+    /// Replayed messages only: changed since (their `edit` events follow in the replay).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    edited: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    deleted: bool,
 }
 
 /// A delivered message as the raw protocol's JSON, in a ready WebSocket text frame. The frame
@@ -144,35 +175,56 @@ pub fn message_frame(m: &SharedMessage, recipient: &str) -> Bytes {
     text_frame(&out)
 }
 
-/// A room message or DM.
+/// A room message, an event about one, or a DM.
 fn chat_message<'a>(m: &'a SharedMessage, sender: Option<&'a str>, guest: bool) -> Outgoing<'a> {
-    Outgoing {
-        r#type: "message",
+    let body = || String::from_utf8_lossy(m.body());
+    let common = Outgoing {
         id: m.header("message-id"),
         from: sender,
         guest,
         ts: m.header("timestamp").and_then(|t| t.parse().ok()),
-        body: Some(String::from_utf8_lossy(m.body())),
+        target: m.header(TARGET),
         ..Outgoing::default()
+    };
+    match m.header(KIND) {
+        Some("edit") => Outgoing {
+            r#type: "edit",
+            body: Some(body()),
+            ..common
+        },
+        Some("delete") => Outgoing {
+            r#type: "delete",
+            ..common
+        },
+        Some(kind @ ("react" | "unreact")) => Outgoing {
+            r#type: "reaction",
+            emoji: Some(body()),
+            op: Some(if kind == "react" { "add" } else { "remove" }),
+            ..common
+        },
+        _ => {
+            let deleted = m.header("deleted") == Some("true");
+            Outgoing {
+                r#type: "message",
+                body: (!deleted).then(body),
+                reply_to: m.header(REPLY_TO),
+                client_id: m.header(CLIENT_ID),
+                edited: m.header("edited") == Some("true"),
+                deleted,
+                ..common
+            }
+        }
     }
 }
 
-/// A presence change, or a deletion announced on the presence channel.
+/// A presence change.
 fn presence<'a>(m: &'a SharedMessage, room: &'a str) -> Outgoing<'a> {
-    match m.header("event") {
-        Some("delete") => Outgoing {
-            r#type: "deleted",
-            room: Some(room),
-            id: m.header("deleted-id"),
-            ..Outgoing::default()
-        },
-        event => Outgoing {
-            r#type: "presence",
-            room: Some(room),
-            user: m.header("user"),
-            guest: m.header("guest") == Some("true"),
-            event,
-            ..Outgoing::default()
-        },
+    Outgoing {
+        r#type: "presence",
+        room: Some(room),
+        user: m.header("user"),
+        guest: m.header("guest") == Some("true"),
+        event: m.header("event"),
+        ..Outgoing::default()
     }
 }

@@ -2,6 +2,7 @@
 //! frames, applies them to the hub's broker through the sans-IO [`Session`], and writes
 //! replies, deliveries and heart-beats. See `docs/stomp.md`.
 
+mod chat;
 mod connect;
 mod read;
 mod transport;
@@ -299,13 +300,19 @@ impl<T: Transport> Conn<'_, T> {
                     frame.get("destination"),
                     Some(AUTH_DESTINATION | READ_DESTINATION)
                 )
+                || chat::is_change(frame)
         } else {
             matches!(frame.command, Command::Connect | Command::Stomp)
         }
     }
 
-    /// CONNECT: who is this? `/app/auth`: a fresh token for the same user.
+    /// CONNECT: who is this? `/app/auth`: a fresh token for the same user. A change to a
+    /// message (it reads storage).
     async fn special(&mut self, frame: Frame) -> Option<Ending> {
+        if self.session.is_connected() && chat::is_change(&frame) {
+            // Everything before it takes effect first, as for any frame.
+            return self.change(frame).await;
+        }
         let renewing = self.session.is_connected();
         if renewing && frame.get("destination") == Some(READ_DESTINATION) {
             return self.mark_read(frame).await;
@@ -374,11 +381,17 @@ impl<T: Transport> Conn<'_, T> {
         }
         let mut replies = Vec::new();
         let mut catch_ups = Vec::new();
+        let mut retried = Vec::new();
         let mut sends = 0;
         let version = self.session.version();
         let session = &mut self.session;
         let flow = hub.apply(|broker, events| {
-            for frame in frames.drain(..) {
+            for mut frame in frames.drain(..) {
+                if let Err(why) = chat::check_send(&mut frame) {
+                    let receipt = frame.get("receipt").map(str::to_owned);
+                    replies.push(session.error_frame(&why, receipt));
+                    return Flow::Close;
+                }
                 // Never the headers: CONNECT carries passwords and tokens.
                 tracing::trace!(
                     user = session.user().map(|u| &**u),
@@ -387,9 +400,20 @@ impl<T: Transport> Conn<'_, T> {
                     "STOMP frame"
                 );
                 let is_send = frame.command == Command::Send;
+                let sent = match chat::Sent::before(&hub, broker, session, &frame) {
+                    Some(Err(retry)) => {
+                        retried.push(retry);
+                        continue;
+                    }
+                    Some(Ok(sent)) => Some(sent),
+                    None => None,
+                };
                 let catch_up = parley_stomp::session::catch_up(&frame, version);
                 if session.handle(frame, broker, now_ms(), &mut replies, events) == Flow::Close {
                     return Flow::Close;
+                }
+                if let Some(sent) = sent {
+                    sent.after(&hub, broker);
                 }
                 sends += u64::from(is_send);
                 if let Some((room, subscription, since)) = catch_up {
@@ -409,6 +433,11 @@ impl<T: Transport> Conn<'_, T> {
             .fetch_add(sends, std::sync::atomic::Ordering::Relaxed);
         for (room, subscription, since, last) in catch_ups {
             self.hub.replay(room, subscription, since, last);
+        }
+        for chat::Retried(key, receipt) in retried {
+            if let Some(receipt) = receipt {
+                hub.acknowledge_again(&self.hub, key, receipt);
+            }
         }
         flow
     }

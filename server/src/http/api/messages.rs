@@ -37,7 +37,7 @@ struct ReactionBody {
 
 impl Api<'_> {
     /// Edits, deletes or reacts to message `id` of `room`; `200 {"id":<the event's id>}` once
-    /// it is published.
+    /// it is durable.
     pub(super) async fn change_message(
         &self,
         req: Request<Incoming>,
@@ -66,11 +66,17 @@ impl Api<'_> {
                 Err(resp) => return resp,
             },
         };
-        match self.hub.change(&who, None, room, id, change, None).await {
-            // In cluster mode the id comes from storage later: 0 says "accepted".
-            Ok(published) => respond(StatusCode::OK, &json!({"id": published.id.to_string()})),
-            Err(refusal) => refused(&refusal),
+        let published = match self.hub.change(&who, None, room, id, change, None).await {
+            Ok(published) => published,
+            Err(refusal) => return refused(&refusal),
+        };
+        // Answered once durable, so what the caller reads next shows it.
+        if !self.hub.durable().await {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "storage is not keeping up");
         }
+        // In cluster mode storage numbers the event: its id is not known here.
+        let id = (published.id > 0).then(|| published.id.to_string());
+        respond(StatusCode::OK, &json!({ "id": id }))
     }
 }
 

@@ -112,6 +112,7 @@ impl Api<'_> {
     fn info(&self) -> Response<Full<Bytes>> {
         let settings = self.auth.settings();
         let limits = self.hub.acl().limits();
+        let edits = self.hub.edit_limits();
         let registration = if settings.registration_open {
             "open"
         } else {
@@ -129,6 +130,12 @@ impl Api<'_> {
                     "guests_create": limits.guests_create,
                     "max_per_account": limits.max_per_account,
                     "page": crate::acl::ROOM_PAGE,
+                },
+                "messages": {
+                    "max_body": edits.max_body,
+                    "edit_window_s": edits.window_ms / 1000,
+                    "max_emoji_bytes": crate::hub::MAX_EMOJI_BYTES,
+                    "max_client_id": crate::hub::MAX_CLIENT_ID,
                 },
                 "stomp_tcp": self.stomp_tcp.map(|a| a.to_string()),
             }),

@@ -15,7 +15,8 @@ mod reads;
 mod stream;
 
 use super::{
-    user_key, ReadState, RefreshRecord, Role, Room, RoomRules, Rotation, Store, StoredMessage,
+    user_key, ReadState, RefreshRecord, Role, Room, RoomRules, Rotation, SentId, Store,
+    StoredMessage,
 };
 use crate::clock::now_ms;
 
@@ -304,6 +305,10 @@ impl Store for PgStore {
 
     fn message(&self, room: &str, id: u64) -> anyhow::Result<Option<StoredMessage>> {
         self.with(|conn| stream::message(conn, room, id))
+    }
+
+    fn recent_client_ids(&self, since_ms: u64, limit: usize) -> anyhow::Result<Vec<SentId>> {
+        self.with(|conn| stream::recent_client_ids(conn, since_ms, limit))
     }
 
     fn last_ids(&self) -> anyhow::Result<HashMap<String, u64>> {

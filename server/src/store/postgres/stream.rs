@@ -4,7 +4,7 @@
 use postgres::{Client, Row, Transaction};
 
 use super::{to_i64, to_u64};
-use crate::store::{attach_reactions, user_key, Kind, StoredMessage};
+use crate::store::{attach_reactions, user_key, Kind, SentId, StoredMessage};
 
 const COLUMNS: &str =
     "room, id, sender, ts, body, guest, deleted, kind, target, reply_to, client_id, edited";
@@ -191,4 +191,22 @@ pub(super) fn message(
         &[&room, &to_i64(id)],
     )?;
     Ok(row.as_ref().map(row_message))
+}
+
+/// Client ids of messages sent since `since_ms`, newest first.
+pub(super) fn recent_client_ids(
+    conn: &mut Client,
+    since_ms: u64,
+    limit: usize,
+) -> anyhow::Result<Vec<SentId>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = conn.query(
+        "SELECT room, sender, client_id, id FROM messages
+         WHERE client_id IS NOT NULL AND ts >= $1 ORDER BY ts DESC LIMIT $2",
+        &[&to_i64(since_ms), &limit],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), to_u64(r.get(3))))
+        .collect())
 }

@@ -10,7 +10,9 @@ use rusqlite::{params, Connection, OptionalExtension as _};
 mod reads;
 mod stream;
 
-use super::{user_key, ReadState, RefreshRecord, Role, Room, Rotation, Store, StoredMessage};
+use super::{
+    user_key, ReadState, RefreshRecord, Role, Room, Rotation, SentId, Store, StoredMessage,
+};
 use crate::clock::now_ms;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -81,8 +83,7 @@ pub(super) const STREAM_EVENTS: &str = "
     ALTER TABLE messages ADD COLUMN reply_to BIGINT;
     ALTER TABLE messages ADD COLUMN client_id TEXT;
     ALTER TABLE messages ADD COLUMN edited BOOLEAN NOT NULL DEFAULT FALSE;
-    CREATE INDEX messages_by_client_id ON messages (room, sender, client_id)
-        WHERE client_id IS NOT NULL;
+    CREATE INDEX messages_with_client_id ON messages (ts) WHERE client_id IS NOT NULL;
     CREATE INDEX messages_by_target ON messages (room, target) WHERE target IS NOT NULL;
     CREATE TABLE reactions (
         room TEXT NOT NULL,
@@ -188,6 +189,10 @@ impl Store for SqliteStore {
 
     fn message(&self, room: &str, id: u64) -> anyhow::Result<Option<StoredMessage>> {
         stream::message(&lock(&self.reader), room, id)
+    }
+
+    fn recent_client_ids(&self, since_ms: u64, limit: usize) -> anyhow::Result<Vec<SentId>> {
+        stream::recent_client_ids(&lock(&self.reader), since_ms, limit)
     }
 
     fn last_id(&self, room: &str) -> anyhow::Result<u64> {

@@ -4,7 +4,7 @@
 use rusqlite::{params, Connection, OptionalExtension as _, Transaction};
 
 use super::to_i64;
-use crate::store::{attach_reactions, user_key, Kind, StoredMessage};
+use crate::store::{attach_reactions, user_key, Kind, SentId, StoredMessage};
 
 const COLUMNS: &str =
     "room, id, sender, ts, body, guest, deleted, kind, target, reply_to, client_id, edited";
@@ -175,4 +175,25 @@ pub(super) fn message(
     Ok(stmt
         .query_row(params![room, to_i64(id)], row_message)
         .optional()?)
+}
+
+/// Client ids of messages sent since `since_ms`, newest first.
+pub(super) fn recent_client_ids(
+    conn: &Connection,
+    since_ms: u64,
+    limit: usize,
+) -> anyhow::Result<Vec<SentId>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT room, sender, client_id, id FROM messages
+         WHERE client_id IS NOT NULL AND ts >= ?1 ORDER BY ts DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![to_i64(since_ms), limit as i64], |row| {
+        Ok((
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            row.get::<_, i64>(3)? as u64,
+        ))
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }

@@ -1,0 +1,155 @@
+//! Parley's chat dialect over STOMP: an edit, deletion or reaction is a SEND to the room's
+//! `/topic/<room>` with a `kind` header (`edit`, `delete`, `react`, `unreact`) and `target-id`;
+//! a message may carry `reply-to` and `client-id`. The headers only the server writes are
+//! checked here before a SEND reaches the broker. See `docs/stomp.md`.
+
+use std::sync::Arc;
+
+use parley_stomp::broker::Receipt;
+use parley_stomp::{Command, Frame};
+
+use super::transport::Transport;
+use super::{Conn, Ending};
+use parley_stomp::broker::Broker;
+use parley_stomp::session::Session;
+use parley_stomp::Version;
+
+use crate::hub::{check_room_send, Change, Hub, SentKey, CLIENT_ID, KIND, TARGET};
+
+/// The room a SEND changes a message of: `/topic/<room>` (no dot) with a `kind` header.
+pub(super) fn is_change(frame: &Frame) -> bool {
+    frame.command == Command::Send
+        && frame.get(KIND).is_some()
+        && frame
+            .get("destination")
+            .and_then(|d| d.strip_prefix("/topic/"))
+            .is_some_and(|room| !room.contains('.'))
+}
+
+/// Checks the server-written headers of a SEND to a room: `reply-to` and `client-id` well
+/// formed, the rest (`deleted`, `edited`, …) dropped. `Err` is the ERROR's message.
+pub(super) fn check_send(frame: &mut Frame) -> Result<(), String> {
+    if frame.command != Command::Send {
+        return Ok(());
+    }
+    let to_room = frame
+        .get("destination")
+        .and_then(|d| d.strip_prefix("/topic/"))
+        .is_some_and(|room| !room.contains('.'));
+    if !to_room {
+        return Ok(());
+    }
+    check_room_send(&mut frame.headers).map_err(|r| format!("{}: {}", r.code, r.message))
+}
+
+/// A SEND with a `client-id` seen before from this user: it is not applied again; its
+/// RECEIPT (if asked for) comes once the first one is durable.
+pub(super) struct Retried(pub SentKey, pub Option<Receipt>);
+
+/// A SEND's client id, while its frame is applied: [`Sent::before`] it, then [`Sent::after`].
+pub(super) struct Sent {
+    key: SentKey,
+    room: Option<String>,
+    last: u64,
+}
+
+impl Sent {
+    /// For a SEND with a `client-id`: a retry ([`Err`]) or a first send to remember.
+    pub(super) fn before(
+        hub: &Hub,
+        broker: &Broker,
+        session: &Session,
+        frame: &Frame,
+    ) -> Option<Result<Sent, Retried>> {
+        let user = &session.identity()?.name;
+        let destination = frame.get("destination")?;
+        let client_id = frame.get(CLIENT_ID)?;
+        if frame.command != Command::Send {
+            return None;
+        }
+        let key = SentKey::new(user.clone(), destination.to_owned(), client_id.to_owned());
+        if hub.sent_before(&key).is_some() {
+            let receipt = frame
+                .get("receipt")
+                .map(|id| receipt(id, session.version()));
+            return Some(Err(Retried(key, receipt)));
+        }
+        let room = destination
+            .strip_prefix("/topic/")
+            .filter(|room| !room.contains('.'))
+            .map(str::to_owned);
+        let last = room.as_deref().map_or(0, |r| broker.room_last_id(r));
+        Some(Ok(Sent { key, room, last }))
+    }
+
+    /// The SEND was applied: its id is the room's new last one (0 while storage numbers it).
+    pub(super) fn after(self, hub: &Hub, broker: &Broker) {
+        let now = self.room.as_deref().map_or(0, |r| broker.room_last_id(r));
+        hub.remember(&self.key, if now > self.last { now } else { 0 });
+    }
+}
+
+/// A RECEIPT for `id`, whatever message id it acknowledges.
+fn receipt(id: &str, version: Version) -> Receipt {
+    let id = id.to_owned();
+    Receipt(Arc::new(move |_| {
+        let receipt = Frame::new(Command::Receipt).header("receipt-id", id.as_str());
+        parley_stomp::codec::encode(&receipt, version)
+    }))
+}
+
+impl<T: Transport> Conn<'_, T> {
+    /// A SEND with a `kind` header: the change, checked by the hub, then its RECEIPT once
+    /// durable. A refused change is an ERROR.
+    pub(super) async fn change(&mut self, frame: Frame) -> Option<Ending> {
+        let change = match change_of(&frame) {
+            Ok(change) => change,
+            Err(why) => return Some(self.error(&why)),
+        };
+        let room = frame
+            .get("destination")
+            .and_then(|d| d.strip_prefix("/topic/"))
+            .unwrap_or_default();
+        let Some(target) = frame.get(TARGET).and_then(|t| t.parse().ok()) else {
+            return Some(self.error("invalid_field: target-id must be a message id"));
+        };
+        let receipt = frame
+            .get("receipt")
+            .map(|id| receipt(id, self.session.version()));
+        let who = self.session.identity()?.clone();
+        let (session, hub) = (self.hub.id(), self.hub.hub().clone());
+        match hub
+            .change(&who, Some(session), room, target, change, receipt)
+            .await
+        {
+            Ok(_) => None,
+            Err(refusal) => Some(self.error(&format!("{}: {}", refusal.code, refusal.message))),
+        }
+    }
+}
+
+/// The change a `kind` header asks for; the body is an edit's text or a reaction's emoji.
+fn change_of(frame: &Frame) -> Result<Change, String> {
+    let body = || {
+        std::str::from_utf8(&frame.body)
+            .map(str::to_owned)
+            .map_err(|_| "invalid_field: the body must be UTF-8 text".to_owned())
+    };
+    Ok(match frame.get(KIND).unwrap_or_default() {
+        "edit" => Change::Edit(body()?),
+        "delete" => Change::Delete,
+        "react" => Change::React {
+            emoji: body()?,
+            on: Some(true),
+        },
+        "unreact" => Change::React {
+            emoji: body()?,
+            on: Some(false),
+        },
+        other => {
+            return Err(format!(
+                "invalid_field: kind {other:?} is not edit, delete, react or unreact"
+            ))
+        }
+    })
+}
