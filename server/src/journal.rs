@@ -458,6 +458,22 @@ mod tests {
         fn purge_refresh(&self, now_ms: u64) -> anyhow::Result<usize> {
             self.inner.purge_refresh(now_ms)
         }
+
+        fn set_read(&self, user: &str, room: &str, id: u64) -> anyhow::Result<u64> {
+            self.inner.set_read(user, room, id)
+        }
+
+        fn unread(
+            &self,
+            user: &str,
+            rooms: &[String],
+        ) -> anyhow::Result<HashMap<String, crate::store::ReadState>> {
+            self.inner.unread(user, rooms)
+        }
+
+        fn read_rooms(&self, user: &str) -> anyhow::Result<Vec<String>> {
+            self.inner.read_rooms(user)
+        }
     }
 
     fn flaky(name: &str) -> Arc<Flaky> {

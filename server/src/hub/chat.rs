@@ -22,6 +22,10 @@ use super::Hub;
 use crate::clock::now_ms;
 use crate::store::Kind;
 
+/// The user queue read marks go to (`reads.rs`): STOMP clients subscribe to `/user/queue/read`,
+/// raw sessions of accounts are subscribed to it when they open.
+pub const READ_QUEUE: &str = "read";
+
 /// Limits of chat clients.
 #[derive(Clone, Debug)]
 pub struct ChatSettings {
@@ -91,7 +95,8 @@ pub struct ChatSession {
 }
 
 impl ChatSession {
-    /// Connects `identity` to the hub, subscribed to its direct messages.
+    /// Connects `identity` to the hub, subscribed to its direct messages (and an account to its
+    /// read marks).
     pub fn open(hub: &Arc<Hub>, identity: Identity, settings: Arc<ChatSettings>) -> Self {
         let session = hub.open_session();
         let (id, user, guest) = (session.id(), identity.name.clone(), identity.guest);
@@ -99,6 +104,11 @@ impl ChatSession {
             broker.connect_as(id, user, guest);
             let dms = Destination::OwnUserQueue(DM_QUEUE.to_owned());
             let _ = broker.subscribe(id, "dm", &dms, AckMode::Auto, events);
+            if !guest {
+                // An account's read marks, from this session and its others.
+                let reads = Destination::OwnUserQueue(READ_QUEUE.to_owned());
+                let _ = broker.subscribe(id, "read", &reads, AckMode::Auto, events);
+            }
         });
         Self {
             session,
@@ -113,6 +123,11 @@ impl ChatSession {
     /// The hub session, to wait on for what to send.
     pub fn session(&mut self) -> &mut HubSession {
         &mut self.session
+    }
+
+    /// The hub it belongs to.
+    pub fn hub(&self) -> &Arc<Hub> {
+        self.session.hub()
     }
 
     /// Who this is.

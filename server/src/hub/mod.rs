@@ -9,7 +9,8 @@
 //!
 //! Files: `session` (a connection's handle: open, next thing to send, close), `chat`
 //! (protocol-neutral chat commands: join, leave, send, typing, history), `history` (catch-up
-//! and history reads), `rooms` (room creation and rules, revocation), `presence`, `message`
+//! and history reads), `rooms` (room creation and rules, revocation), `presence`, `reads` (read
+//! marks and unread counts), `message`
 //! (stored ↔ live message conversion and the journal), `cluster` (numbering, per-room order and
 //! gap fill in cluster mode), `outbox` and `mailbox` (the queues to each session).
 
@@ -23,6 +24,7 @@ mod message;
 mod order;
 mod outbox;
 mod presence;
+mod reads;
 mod rooms;
 mod sent;
 mod session;
@@ -38,7 +40,9 @@ use parley_stomp::broker::{Broker, BrokerEvent, BrokerLimits, Delivery, Forwarde
 use parley_stomp::budget::MemoryBudget;
 use tracing::info;
 
-pub use self::chat::{ChatSession, ChatSettings, JoinAnswer, Refusal, SendExtras, Target};
+pub use self::chat::{
+    ChatSession, ChatSettings, JoinAnswer, Refusal, SendExtras, Target, READ_QUEUE,
+};
 pub use self::direct::{peer_in, DM_QUEUE, RECIPIENT};
 pub use self::edits::{Change, EditLimits, MAX_EMOJI_BYTES};
 pub use self::history::{catch_up_range, DEFAULT_PAGE, MAX_PAGE};
@@ -48,6 +52,7 @@ pub use self::message::{
 use self::order::{RoomOrder, Watching};
 use self::outbox::Outbox;
 pub use self::outbox::{Notice, CLOSE_UNAUTHORIZED};
+pub use self::reads::{READ_LAST, READ_ROOM};
 pub use self::sent::{SentKey, MAX_REMEMBERED, REMEMBERED_MS};
 pub use self::session::{Held, HubSession, Next};
 use crate::acl::Acl;

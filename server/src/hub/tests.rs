@@ -120,6 +120,21 @@ impl Client {
         }
     }
 
+    /// The next read mark of the account: (room, last read id).
+    async fn read_mark(&mut self) -> (String, u64) {
+        loop {
+            let Next::Delivery(d) = self.next().await else {
+                continue;
+            };
+            let m = &d.message;
+            if m.header("destination") == Some("/user/queue/read") {
+                let last = m.header(READ_LAST).and_then(|l| l.parse().ok());
+                let room = m.header(READ_ROOM).unwrap_or_default().to_owned();
+                return (room, last.expect("a numeric last-read"));
+            }
+        }
+    }
+
     /// Waits until the acknowledgements of `n` durable messages came back.
     async fn acks(&mut self, n: usize) {
         let mut acked = 0;
@@ -332,4 +347,46 @@ async fn a_slow_consumer_is_evicted_and_nobody_else_notices() {
         other => panic!("expected eviction, got {other:?}"),
     }
     assert_eq!(t.hub.stats.slow_consumers.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn a_read_mark_reaches_every_session_of_the_account_and_never_goes_back() {
+    let t = TestHub::new("reads", 4096);
+    let mut bob = t.client("bob");
+    bob.join("hall", None).await.expect("joined");
+    bob.send(Target::Room("hall"), &bodies("m", 0..3));
+    bob.acks(3).await;
+    let mut tab1 = t.client("alice");
+    let mut tab2 = t.client("alice");
+    let alice = tab1.0.identity().clone();
+    let past = t.hub.mark_read(&alice, "hall", 4).await;
+    assert_eq!(past.expect_err("past the last id").code, "invalid_id");
+    assert_eq!(t.hub.mark_read(&alice, "hall", 2).await.expect("marked"), 2);
+    assert_eq!(t.hub.mark_read(&alice, "hall", 1).await.expect("kept"), 2);
+    for tab in [&mut tab1, &mut tab2] {
+        assert_eq!(tab.read_mark().await, ("hall".to_owned(), 2));
+        assert_eq!(
+            tab.read_mark().await,
+            ("hall".to_owned(), 2),
+            "the stored mark"
+        );
+    }
+    let states = t.hub.read_states(&alice, vec!["hall".into()]).await;
+    let want = crate::store::ReadState {
+        last_read: 2,
+        unread: 1,
+        mentions: 0,
+    };
+    assert_eq!(states.expect("an account's")["hall"], want);
+    let guest = Identity {
+        name: "gus".into(),
+        guest: true,
+    };
+    let refused = t.hub.mark_read(&guest, "hall", 1).await;
+    assert_eq!(refused.expect_err("a guest").code, "guest");
+    assert!(t
+        .hub
+        .read_states(&guest, vec!["hall".into()])
+        .await
+        .is_none());
 }

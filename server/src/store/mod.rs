@@ -132,6 +132,21 @@ impl Kind {
     }
 }
 
+/// Most unread messages (and mentions) counted per room: past it a client shows "999+", and a
+/// huge room costs no more than this to count.
+pub const UNREAD_CAP: u64 = 1_000;
+
+/// A user's read state in one room: what they read last, and what came after.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadState {
+    /// The last message id the user has read (0: none).
+    pub last_read: u64,
+    /// Chat messages after it from others, not deleted, at most [`UNREAD_CAP`].
+    pub unread: u64,
+    /// Those of them that mention the user, at most [`UNREAD_CAP`].
+    pub mentions: u64,
+}
+
 /// A room's public description.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Room {
@@ -328,6 +343,15 @@ pub trait Store: Send + Sync {
     fn revoke_family(&self, hash: &[u8; 32]) -> anyhow::Result<bool>;
     /// Deletes expired refresh tokens; returns how many.
     fn purge_refresh(&self, now_ms: u64) -> anyhow::Result<usize>;
+
+    /// Records that `user` (an account, by [`user_key`]) read `room` up to `id`; never goes
+    /// backwards. Returns the last read id now stored.
+    fn set_read(&self, user: &str, room: &str, id: u64) -> anyhow::Result<u64>;
+    /// `user`'s read state in each of `rooms` (every one answered; a room never read counts
+    /// from 0), in one query.
+    fn unread(&self, user: &str, rooms: &[String]) -> anyhow::Result<HashMap<String, ReadState>>;
+    /// The rooms `user` has read state in, by name.
+    fn read_rooms(&self, user: &str) -> anyhow::Result<Vec<String>>;
 }
 
 #[cfg(test)]

@@ -459,3 +459,95 @@ fn a_duplicate_id_fails_the_whole_batch_on(store: &dyn Store) {
         "nothing of the failed batch stayed"
     );
 }
+
+#[test]
+fn read_marks_move_forward_and_unread_counts_only_others_live_messages() {
+    on_every_backend("reads", read_state_on);
+}
+
+fn read_state_on(open: &Opener) {
+    let from = |id, who: &str| StoredMessage {
+        from: who.into(),
+        ..msg("r", id)
+    };
+    let event = |id, kind, target| StoredMessage {
+        kind,
+        target: Some(target),
+        body: "👍".into(),
+        ..from(id, "bob")
+    };
+    let mention = StoredMessage {
+        body: "hi @Alice".into(),
+        mentions: vec!["Alice".into()],
+        ..from(4, "bob")
+    };
+    {
+        let store = open();
+        store
+            .append(&[from(1, "bob"), from(2, "ALICE"), from(3, "bob"), mention])
+            .unwrap();
+        // An edit and a reaction are no messages; a deleted message is not unread.
+        store
+            .append(&[
+                event(5, Kind::React, 1),
+                event(6, Kind::Edit, 3),
+                event(7, Kind::Delete, 3),
+            ])
+            .unwrap();
+        let rooms = ["r".to_owned(), "empty".to_owned()];
+        let before = store.unread("alice", &rooms).unwrap();
+        assert_eq!(
+            before["r"],
+            ReadState {
+                last_read: 0,
+                unread: 2,
+                mentions: 1
+            }
+        );
+        assert_eq!(before["empty"], ReadState::default());
+        assert_eq!(store.set_read("Alice", "r", 3).unwrap(), 3);
+        assert_eq!(
+            store.set_read("alice", "r", 1).unwrap(),
+            3,
+            "never backwards"
+        );
+    }
+    let store = open();
+    let after = store.unread("ALICE", &["r".to_owned()]).unwrap();
+    assert_eq!(
+        after["r"],
+        ReadState {
+            last_read: 3,
+            unread: 1,
+            mentions: 1
+        }
+    );
+    assert_eq!(store.set_read("alice", "r", 7).unwrap(), 7);
+    assert_eq!(
+        store.unread("alice", &["r".to_owned()]).unwrap()["r"],
+        ReadState {
+            last_read: 7,
+            unread: 0,
+            mentions: 0
+        }
+    );
+    assert_eq!(store.read_rooms("alice").unwrap(), ["r"]);
+    assert!(store.read_rooms("bob").unwrap().is_empty());
+    assert!(store.unread("alice", &[]).unwrap().is_empty());
+}
+
+#[test]
+fn unread_counts_stop_at_the_cap() {
+    on_every_backend("cap", |open| {
+        let store = open();
+        let many: Vec<StoredMessage> = (1..=UNREAD_CAP + 5)
+            .map(|i| StoredMessage {
+                from: "bob".into(),
+                ..msg("big", i)
+            })
+            .collect();
+        store.append(&many).unwrap();
+        let got = store.unread("alice", &["big".to_owned()]).unwrap();
+        assert_eq!(got["big"].unread, UNREAD_CAP);
+    });
+}

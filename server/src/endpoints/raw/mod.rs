@@ -2,8 +2,10 @@
 //! hub's chat commands ([`ChatSession`]); deliveries come back as JSON built once per message
 //! and shared by every raw recipient. See `docs/protocol.md`.
 
+mod reads;
 pub mod wire;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,6 +19,7 @@ use crate::hub::{
     live_from_stored, Change, ChatSession, ChatSettings, Held, Hub, JoinAnswer, Next, Notice,
     Refusal, SendExtras, Target, CLOSE_UNAUTHORIZED,
 };
+use crate::store::ReadState;
 use crate::ws::{Endpoint, Outbound};
 
 /// Errors in a row after which a client is disconnected (1008) instead of answered.
@@ -31,6 +34,8 @@ pub struct RawClient {
     inbox: Vec<Message>,
     /// The `ref` of each send queued in `chat`, in order, for its answer.
     send_refs: Vec<Option<String>>,
+    /// Cluster mode: the read state of rooms whose `joined` answer is still to come.
+    join_reads: HashMap<String, ReadState>,
 }
 
 /// What a client reads of a conversation.
@@ -74,6 +79,12 @@ enum Step {
         change: Change,
         reference: Option<String>,
     },
+    /// A read mark, still to store.
+    Read {
+        room: String,
+        id: u64,
+        reference: Option<String>,
+    },
 }
 
 impl RawClient {
@@ -92,6 +103,7 @@ impl RawClient {
             errors_in_a_row: 0,
             inbox: Vec::new(),
             send_refs: Vec::new(),
+            join_reads: HashMap::new(),
         }
     }
 
@@ -154,6 +166,16 @@ impl RawClient {
                     reference,
                 });
             }
+            "read" => {
+                return Ok(Step::Read {
+                    room: string(msg, "room")?.to_owned(),
+                    id: message_id(
+                        msg.get("id")
+                            .ok_or_else(|| refused("missing_field", "missing field \"id\""))?,
+                    )?,
+                    reference,
+                })
+            }
             "leave" => self.chat.leave(string(msg, "room")?).map(|()| None)?,
             "send" => match self.send(msg, reference)? {
                 Some(step) => return Ok(step),
@@ -201,9 +223,14 @@ impl RawClient {
 
     /// Joins `room`, catching up from `since`; the answer, unless it comes later (cluster).
     async fn join(&mut self, room: String, since: Option<u64>) -> Result<Option<Bytes>, Refusal> {
-        Ok(match self.chat.join(&room, since).await? {
-            JoinAnswer::Members(members) => Some(wire::joined(&room, &members)),
-            JoinAnswer::Later => None,
+        let answer = self.chat.join(&room, since).await?;
+        let read = reads::state_of(&self.chat, &room).await;
+        Ok(match answer {
+            JoinAnswer::Members(members) => Some(reads::joined(&room, &members, read)),
+            JoinAnswer::Later => {
+                self.join_reads.extend(read.map(|r| (room, r)));
+                None
+            }
         })
     }
 
@@ -347,7 +374,10 @@ impl RawClient {
                 }
                 Err(()) => wire::error(&refused("storage_error", "catch-up failed"), None),
             },
-            Next::Held(Held::Joined { room, members }) => wire::joined(&room, &members),
+            Next::Held(Held::Joined { room, members }) => {
+                let read = self.join_reads.remove(&room);
+                reads::joined(&room, &members, read)
+            }
             Next::Held(Held::Lost) => return Outbound::Frames(Vec::new()),
             Next::Notice(Notice::Encoded(bytes)) => bytes,
             Next::Notice(Notice::Revoked { room, reason }) => wire::revoked(&room, &reason),
@@ -410,6 +440,14 @@ impl Endpoint for RawClient {
                 }) => Box::pin(self.change(room, target, change, reference.clone()))
                     .await
                     .map_err(|refusal| (refusal, reference)),
+                Ok(Step::Read {
+                    room,
+                    id,
+                    reference,
+                }) => Box::pin(reads::mark(&self.chat, &room, id))
+                    .await
+                    .map(|()| None)
+                    .map_err(|refusal| (refusal, reference)),
                 Err(failed) => Err(failed),
             };
             let reply = match outcome {
@@ -458,6 +496,9 @@ fn frame_for(delivery: &Delivery, user: &str) -> Option<Bytes> {
         .is_some_and(|d| d.ends_with(".typing"));
     if is_typing && message.header("sender") == Some(user) {
         return None;
+    }
+    if reads::is_mark(message) {
+        return Some(message.other_wire(reads::mark_frame).clone());
     }
     Some(message.other_wire(|m| wire::message_frame(m, user)).clone())
 }

@@ -95,12 +95,6 @@ pub fn error(refusal: &Refusal, reference: Option<String>) -> Bytes {
     })
 }
 
-/// The answer to a join: who is in the room.
-pub fn joined(room: &str, members: &[impl AsRef<str>]) -> Bytes {
-    let members: Vec<&str> = members.iter().map(AsRef::as_ref).collect();
-    text_frame(&json!({"type": "joined", "room": room, "members": members}))
-}
-
 /// A page of history: of a room, or of `me`'s conversation `with` someone.
 pub fn history(room: &str, me: &str, messages: &[StoredMessage]) -> Bytes {
     let messages: Vec<MessageJson<'_>> = messages.iter().map(MessageJson::from).collect();

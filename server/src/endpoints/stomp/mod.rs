@@ -4,6 +4,7 @@
 
 mod chat;
 mod connect;
+mod read;
 mod transport;
 
 use std::future::Future;
@@ -32,6 +33,8 @@ use crate::ws::{release_if_empty, ReadReady, WsSocket};
 
 /// The destination a STOMP client SENDs a fresh access token to, to renew its session in-band.
 pub const AUTH_DESTINATION: &str = "/app/auth";
+/// The destination a STOMP client SENDs read marks to (`read.rs`).
+pub const READ_DESTINATION: &str = "/app/read";
 /// Client frames applied in one step under the broker's lock.
 const MAX_FRAME_BATCH: usize = 64;
 /// SUBSCRIBEs per batch whose rooms are prepared in cluster mode (each new room costs a read).
@@ -287,11 +290,16 @@ impl<T: Transport> Conn<'_, T> {
         None
     }
 
-    /// CONNECT (before the session is connected) and SEND to [`AUTH_DESTINATION`] (after):
+    /// CONNECT (before the session is connected) and SEND to [`AUTH_DESTINATION`] or
+    /// [`READ_DESTINATION`] (after):
     /// they need async work, so they are not batched.
     fn is_special(&self, frame: &Frame) -> bool {
         if self.session.is_connected() {
-            frame.command == Command::Send && frame.get("destination") == Some(AUTH_DESTINATION)
+            frame.command == Command::Send
+                && matches!(
+                    frame.get("destination"),
+                    Some(AUTH_DESTINATION | READ_DESTINATION)
+                )
                 || chat::is_change(frame)
         } else {
             matches!(frame.command, Command::Connect | Command::Stomp)
@@ -306,6 +314,9 @@ impl<T: Transport> Conn<'_, T> {
             return self.change(frame).await;
         }
         let renewing = self.session.is_connected();
+        if renewing && frame.get("destination") == Some(READ_DESTINATION) {
+            return self.mark_read(frame).await;
+        }
         let checked = if renewing {
             self.renew(&frame)
         } else {

@@ -1,10 +1,12 @@
 //! The JSON REST API for the browser and tools (`/api/…`): routing, who is calling, and the
-//! answers' shape. Accounts and tokens are in `account`, rooms, members and history in `rooms`.
+//! answers' shape. Accounts and tokens are in `account`, rooms, members and history in `rooms`,
+//! read state in `reads`.
 //! See `docs/auth.md`.
 
 mod account;
 mod direct;
 mod messages;
+mod reads;
 mod rooms;
 
 use self::messages::Edit;
@@ -80,6 +82,11 @@ pub async fn handle(api: Api<'_>, req: Request<Incoming>) -> Response<Full<Bytes
             api.remove_member(&req, room, user).await
         }
         (&Method::GET, ["rooms", room, "messages"]) => api.messages(&req, room).await,
+        (&Method::POST, ["rooms", room, "read"]) => {
+            let room = (*room).to_owned();
+            api.mark_read(req, &room).await
+        }
+        (&Method::GET, ["unread"]) => api.unread(&req).await,
         (&Method::DELETE, ["rooms", room, "messages", id]) => {
             api.change_message(req, room, id, Edit::Delete).await
         }
@@ -94,7 +101,8 @@ pub async fn handle(api: Api<'_>, req: Request<Incoming>) -> Response<Full<Bytes
         (_, ["info" | "me" | "rooms" | "dms" | "register" | "login" | "logout"])
         | (_, ["dms", _, "messages"])
         | (_, ["token", "refresh"])
-        | (_, ["rooms", _, "messages" | "members"])
+        | (_, ["unread"])
+        | (_, ["rooms", _, "messages" | "members" | "read"])
         | (_, ["rooms", _, "messages" | "members", _])
         | (_, ["rooms", _, "messages", _, "reactions"]) => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")

@@ -17,7 +17,8 @@ use crate::store::{Role, Room};
 
 impl Api<'_> {
     /// A page of the rooms the caller may see, public ones and private ones they belong to:
-    /// `?limit=&after=&prefix=`, answered `{"rooms":[…],"next":<cursor or null>}`.
+    /// `?limit=&after=&prefix=`, answered `{"rooms":[…],"next":<cursor or null>}`; an account's
+    /// entries carry its read state (`last_read`, `unread`, `mentions`).
     pub(super) async fn list_rooms(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         let who = match self.caller_or_guest(req).await {
             Ok(who) => who,
@@ -29,10 +30,11 @@ impl Api<'_> {
         };
         // From memory: a room created by a join a moment ago is listed before it is stored.
         let (rooms, next) = self.hub.acl().rooms_visible_to(who.as_ref(), &query);
-        let rooms: Vec<Value> = rooms
+        let mut rooms: Vec<Value> = rooms
             .into_iter()
             .map(|(name, private)| json!({"name": name, "private": private}))
             .collect();
+        self.with_counts(who.as_ref(), &mut rooms).await;
         respond(StatusCode::OK, &json!({"rooms": rooms, "next": next}))
     }
 

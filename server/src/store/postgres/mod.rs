@@ -11,11 +11,12 @@ use postgres::{Client, NoTls, Transaction};
 use r2d2::{Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 
+mod reads;
 mod stream;
 
 use super::{
-    user_key, Conversation, RefreshRecord, Role, Room, RoomRules, Rotation, SentId, Store,
-    StoredMessage,
+    user_key, Conversation, ReadState, RefreshRecord, Role, Room, RoomRules, Rotation, SentId,
+    Store, StoredMessage,
 };
 use crate::clock::now_ms;
 
@@ -530,6 +531,18 @@ impl Store for PgStore {
                 conn.execute("DELETE FROM refresh_tokens WHERE expires_ms <= $1", &[&now])?;
             Ok(usize::try_from(purged).unwrap_or(usize::MAX))
         })
+    }
+
+    fn set_read(&self, user: &str, room: &str, id: u64) -> anyhow::Result<u64> {
+        self.with(|conn| reads::set_read(conn, user, room, id))
+    }
+
+    fn unread(&self, user: &str, rooms: &[String]) -> anyhow::Result<HashMap<String, ReadState>> {
+        self.with(|conn| reads::unread(conn, user, rooms))
+    }
+
+    fn read_rooms(&self, user: &str) -> anyhow::Result<Vec<String>> {
+        self.with(|conn| reads::read_rooms(conn, user))
     }
 }
 

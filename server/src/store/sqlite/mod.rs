@@ -7,10 +7,12 @@ use std::sync::Mutex;
 use anyhow::Context as _;
 use rusqlite::{params, Connection, OptionalExtension as _};
 
+mod reads;
 mod stream;
 
 use super::{
-    user_key, Conversation, RefreshRecord, Role, Room, Rotation, SentId, Store, StoredMessage,
+    user_key, Conversation, ReadState, RefreshRecord, Role, Room, Rotation, SentId, Store,
+    StoredMessage,
 };
 use crate::clock::now_ms;
 
@@ -411,5 +413,17 @@ impl Store for SqliteStore {
             "DELETE FROM refresh_tokens WHERE expires_ms <= ?1",
             params![to_i64(now_ms)],
         )?)
+    }
+
+    fn set_read(&self, user: &str, room: &str, id: u64) -> anyhow::Result<u64> {
+        reads::set_read(&lock(&self.writer), user, room, id)
+    }
+
+    fn unread(&self, user: &str, rooms: &[String]) -> anyhow::Result<HashMap<String, ReadState>> {
+        reads::unread(&lock(&self.reader), user, rooms)
+    }
+
+    fn read_rooms(&self, user: &str) -> anyhow::Result<Vec<String>> {
+        reads::read_rooms(&lock(&self.reader), user)
     }
 }

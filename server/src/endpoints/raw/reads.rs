@@ -1,0 +1,54 @@
+//! Read state in the raw protocol: the `read` command, the `read` message every session of the
+//! account gets when it marks a room read anywhere, and the counts a `joined` answer carries.
+
+use bytes::Bytes;
+use parley_stomp::SharedMessage;
+use serde_json::{json, Value};
+
+use super::wire;
+use crate::hub::{ChatSession, Refusal, READ_LAST, READ_QUEUE, READ_ROOM};
+use crate::store::ReadState;
+
+/// Marks `room` read up to `id`. There is no answer of its own: the `read` message that reaches
+/// every session of the account, this one included, is it.
+pub(super) async fn mark(chat: &ChatSession, room: &str, id: u64) -> Result<(), Refusal> {
+    let hub = chat.hub().clone();
+    hub.mark_read(chat.identity(), room, id).await.map(|_| ())
+}
+
+/// The account's read state in `room` (`None` for guests, or when storage cannot say).
+pub(super) async fn state_of(chat: &ChatSession, room: &str) -> Option<ReadState> {
+    let hub = chat.hub().clone();
+    let mut states = hub
+        .read_states(chat.identity(), vec![room.to_owned()])
+        .await?;
+    states.remove(room)
+}
+
+/// Whether a delivery is a read mark (from the account's user queue of marks).
+pub(super) fn is_mark(m: &SharedMessage) -> bool {
+    m.header("destination")
+        .and_then(|d| d.strip_prefix("/user/queue/"))
+        == Some(READ_QUEUE)
+}
+
+/// `{"type":"read","room":…,"id":…}`, the frame of a read mark.
+pub(super) fn mark_frame(m: &SharedMessage) -> Bytes {
+    wire::text_frame(&json!({
+        "type": "read",
+        "room": m.header(READ_ROOM).unwrap_or_default(),
+        "id": m.header(READ_LAST).unwrap_or("0"),
+    }))
+}
+
+/// The answer to a join: who is in the room and, for an account, its read state there.
+pub(super) fn joined(room: &str, members: &[impl AsRef<str>], read: Option<ReadState>) -> Bytes {
+    let members: Vec<&str> = members.iter().map(AsRef::as_ref).collect();
+    let mut answer = json!({"type": "joined", "room": room, "members": members});
+    if let Some(read) = read {
+        answer["last_read"] = Value::from(read.last_read.to_string());
+        answer["unread"] = Value::from(read.unread);
+        answer["mentions"] = Value::from(read.mentions);
+    }
+    wire::text_frame(&answer)
+}

@@ -1,0 +1,161 @@
+//! Read state: each account's last read message per room, the same on every device and tab,
+//! and the unread and mention counts after it. Marking a room read is checked here (a room the
+//! user may read, an id the room has reached), stored off the runtime, and told to every session
+//! of the user — on any protocol, on any node — through the user destination
+//! `/user/<name>/queue/read` (headers `room` and `last-read`). Guests have no read state: their
+//! marks are refused (`guest`) and their counts are absent.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parley_stomp::broker::Publish;
+use parley_stomp::destination::{Destination, RoomName};
+use parley_stomp::session::Identity;
+
+use super::chat::{Refusal, READ_QUEUE};
+use super::Hub;
+use crate::clock::now_ms;
+use crate::store::{self, ReadState};
+
+/// Longest wait for the counts a join or a room list carries: past it they go without (a slow
+/// database must not hold up joins).
+const COUNTS_WAIT: Duration = Duration::from_secs(2);
+
+/// Longest wait for a read mark to be stored (or the reads that check it, or every room's
+/// counts).
+const MARK_WAIT: Duration = Duration::from_secs(5);
+
+/// The header of a read mark naming its room.
+pub const READ_ROOM: &str = "room";
+
+/// The header of a read mark carrying the last read id.
+pub const READ_LAST: &str = "last-read";
+
+impl Hub {
+    /// Marks `room` read up to message `id` for `who`, and tells every session of `who`. The
+    /// answer is the mark now stored: never lower than before (an older mark from another
+    /// device changes nothing).
+    pub async fn mark_read(&self, who: &Identity, room: &str, id: u64) -> Result<u64, Refusal> {
+        if who.guest {
+            return Err(Refusal::new(
+                "guest",
+                "guests have no read state: sign in to keep it",
+            ));
+        }
+        let room = RoomName::parse(room)
+            .map_err(|e| Refusal::new("invalid_room", e.to_string()))?
+            .into_string();
+        self.acl
+            .may_use(who, &room)
+            .map_err(|why| Refusal::new("forbidden", why))?;
+        let last = self.last_id_of(&room, id).await?;
+        if id > last {
+            return Err(Refusal::new(
+                "invalid_id",
+                format!("room {room:?} has no message {id} (its last is {last})"),
+            ));
+        }
+        let (user, r) = (who.name.to_string(), room.clone());
+        let storing = store::run(&self.store, move |s| s.set_read(&user, &r, id));
+        let stored = tokio::time::timeout(MARK_WAIT, storing)
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")))
+            .map_err(|error| {
+                tracing::error!(%error, "storage error");
+                Refusal::new("storage_error", "the read mark could not be stored")
+            })?;
+        self.tell_read(who, &room, stored);
+        Ok(stored)
+    }
+
+    /// `who`'s read state in each of `rooms`, in one query; `None` for a guest (no read state)
+    /// or when storage cannot answer within [`COUNTS_WAIT`] (logged), so a join or a room list
+    /// still works.
+    pub async fn read_states(
+        &self,
+        who: &Identity,
+        rooms: Vec<String>,
+    ) -> Option<HashMap<String, ReadState>> {
+        if who.guest || rooms.is_empty() {
+            return None;
+        }
+        let user = who.name.to_string();
+        let counting = store::run(&self.store, move |s| s.unread(&user, &rooms));
+        match tokio::time::timeout(COUNTS_WAIT, counting).await {
+            Ok(Ok(states)) => Some(states),
+            Ok(Err(error)) => {
+                tracing::error!(%error, "storage error");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("unread counts took too long; answered without them");
+                None
+            }
+        }
+    }
+
+    /// `who`'s read state in every room they have marked read, by room name.
+    pub async fn all_read_states(
+        &self,
+        who: &Identity,
+    ) -> anyhow::Result<Vec<(String, ReadState)>> {
+        let user = who.name.to_string();
+        let reading = store::run(&self.store, move |s| {
+            let rooms = s.read_rooms(&user)?;
+            s.unread(&user, &rooms)
+        });
+        let mut found = tokio::time::timeout(MARK_WAIT, reading)
+            .await
+            .map_err(|_| anyhow::anyhow!("unread counts timed out"))??
+            .into_iter()
+            .filter(|(room, _)| self.acl.may_use(who, room).is_ok())
+            .collect::<Vec<_>>();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(found)
+    }
+
+    /// The room's last id, as far as `id` needs: the broker's, or in cluster mode (where another
+    /// node may have numbered later messages this one has not received yet) the shared
+    /// database's when `id` is past the broker's.
+    async fn last_id_of(&self, room: &str, id: u64) -> Result<u64, Refusal> {
+        let here = self.apply(|broker, _| broker.room_last_id(room));
+        if id <= here || !self.is_clustered() {
+            return Ok(here);
+        }
+        let r = room.to_owned();
+        let reading = store::run(&self.store, move |s| s.last_id(&r));
+        let stored = tokio::time::timeout(MARK_WAIT, reading)
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")))
+            .map_err(|error| {
+                tracing::error!(%error, "storage error");
+                Refusal::new("storage_error", "the room could not be read")
+            })?;
+        Ok(here.max(stored))
+    }
+
+    /// Publishes the mark to every session of `who` that listens for marks, here and on the
+    /// other nodes.
+    fn tell_read(&self, who: &Identity, room: &str, last_read: u64) {
+        let destination = Destination::UserQueue {
+            user: who.name.to_string(),
+            queue: READ_QUEUE.to_owned(),
+        };
+        let publish = Publish {
+            headers: vec![
+                (READ_ROOM.to_owned(), room.to_owned()),
+                (READ_LAST.to_owned(), last_read.to_string()),
+            ],
+            body: Bytes::new(),
+            now_ms: now_ms(),
+            ..Publish::default()
+        };
+        let told = self.apply(|broker, events| {
+            broker.publish_as(who.name.clone(), &destination, publish, events)
+        });
+        if let Err(error) = told {
+            tracing::warn!(%error, "read mark not told to the user's sessions");
+        }
+    }
+}
