@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use parley_stomp::broker::{AckMode, BrokerError, Publish, Published, Receipt};
+use parley_stomp::broker::{AckMode, Publish, Published, Receipt};
 use parley_stomp::destination::{Destination, RoomName};
 use parley_stomp::rate::TokenBucket;
 use parley_stomp::session::Identity;
@@ -16,8 +16,9 @@ use super::direct::{direct, Recipient, DM_QUEUE};
 use super::history::catch_up_range;
 use super::message::{chat_headers, check_client_id};
 use super::outbox::{tell, Notice};
-use super::sent::SentKey;
+use super::refusal::{publish_refusal, Refusal};
 use super::session::{Held, HubSession};
+use super::tables::SentKey;
 use super::Hub;
 use crate::clock::now_ms;
 use crate::store::Kind;
@@ -33,25 +34,6 @@ pub struct ChatSettings {
     pub max_body: usize,
     /// Commands per second a session may send; 0 disables the limit.
     pub rate_limit: u32,
-}
-
-/// A refused command: a machine-readable code and a human-readable message.
-#[derive(Debug)]
-pub struct Refusal {
-    /// E.g. `forbidden`, `not_joined`, `rate_limited`, `storage_unavailable`.
-    pub code: &'static str,
-    /// What went wrong, for people.
-    pub message: String,
-}
-
-impl Refusal {
-    /// A refusal with `code` and `message`.
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
 }
 
 /// Where a message goes.
@@ -438,13 +420,4 @@ fn parse_room(room: &str) -> Result<String, Refusal> {
     RoomName::parse(room)
         .map(RoomName::into_string)
         .map_err(|e| Refusal::new("invalid_room", e.to_string()))
-}
-
-/// A refused publish: `busy` (retry later) when the server's memory budget is spent.
-pub(super) fn publish_refusal(e: BrokerError) -> Refusal {
-    match e {
-        BrokerError::Busy => Refusal::new("busy", e.to_string()),
-        BrokerError::StorageUnavailable => Refusal::new("storage_unavailable", e.to_string()),
-        e => Refusal::new("send_failed", e.to_string()),
-    }
 }

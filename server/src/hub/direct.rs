@@ -2,15 +2,14 @@
 //! numbered like a room (`dm:<a>:<b>`) so it has ids, history, catch-up and survives the
 //! recipient being away. Delivered to every session of both people, on any protocol and node.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use parley_stomp::broker::Publish;
 use parley_stomp::destination::{valid_user, Destination};
 use parley_stomp::session::Identity;
 
-use super::chat::Refusal;
+use super::refusal::Refusal;
 use super::Hub;
 use crate::clock::now_ms;
 use crate::store::{self, user_key};
@@ -19,8 +18,6 @@ use crate::store::{self, user_key};
 pub const DM_QUEUE: &str = "messages";
 /// The header naming a direct message's recipient (the same for both people's copies).
 pub const RECIPIENT: &str = "recipient";
-/// Accounts whose spelling is remembered; past it the cache starts afresh.
-const MAX_KNOWN: usize = 100_000;
 
 /// Who a direct message goes to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,10 +27,6 @@ pub struct Recipient {
     /// An account (the conversation is stored), or a guest online now (it is not).
     pub account: bool,
 }
-
-/// Accounts seen, by [`user_key`]: accounts are never removed, so a name found stays true.
-#[derive(Default)]
-pub(super) struct KnownAccounts(Mutex<HashMap<String, Arc<str>>>);
 
 /// The stored conversation of two accounts: `dm:` and both names, in a fixed order.
 pub fn conversation(a: &str, b: &str) -> String {
@@ -71,14 +64,7 @@ impl Hub {
         let name = valid_user(to)
             .ok_or_else(|| Refusal::new("invalid_user", format!("no such user name {to:?}")))?;
         let key = user_key(&name);
-        let known = self
-            .known
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .cloned();
-        let account = match known {
+        let account = match self.known.get(&key) {
             Some(name) => Some(name),
             None => {
                 let lookup = name.clone();
@@ -88,7 +74,7 @@ impl Hub {
                         tracing::error!(%error, "storage error");
                         Refusal::new("storage_error", "the recipient could not be looked up")
                     })?;
-                found.map(|found| self.remember_account(key, found))
+                found.map(|found| self.known.insert(key, found))
             }
         };
         if let Some(name) = account {
@@ -108,16 +94,6 @@ impl Hub {
             "no_such_user",
             format!("no user {name:?}: no account, and no guest of that name online"),
         ))
-    }
-
-    fn remember_account(&self, key: String, name: String) -> Arc<str> {
-        let name: Arc<str> = name.into();
-        let mut known = self.known.0.lock().unwrap_or_else(|p| p.into_inner());
-        if known.len() >= MAX_KNOWN {
-            known.clear();
-        }
-        known.insert(key, name.clone());
-        name
     }
 }
 
@@ -158,8 +134,7 @@ impl Hub {
     /// `user` as a recipient, from what [`Hub::recipient`] found before: an account it knows,
     /// else a guest.
     pub(super) fn known_recipient(&self, user: &str) -> Recipient {
-        let known = self.known.0.lock().unwrap_or_else(|p| p.into_inner());
-        match known.get(&user_key(user)) {
+        match self.known.get(&user_key(user)) {
             Some(name) => Recipient {
                 name: name.clone(),
                 account: true,

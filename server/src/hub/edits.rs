@@ -3,49 +3,21 @@
 //! the room's next id, so every protocol, every node and catch-up see it in its place; storage
 //! applies it to its message in the same transaction.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use parley_stomp::broker::{Publish, Published, Receipt, SessionId};
 use parley_stomp::destination::{Destination, RoomName};
-use parley_stomp::rate::TokenBucket;
 use parley_stomp::session::Identity;
 
-use super::chat::{publish_refusal, Refusal};
 use super::message::chat_headers;
+use super::refusal::{publish_refusal, Refusal};
 use super::Hub;
 use crate::clock::now_ms;
 use crate::store::{self, Kind, Role, StoredMessage};
 
 /// Longest reaction, in bytes: one emoji, even a family of them joined (👩‍👩‍👧‍👦 is 25).
 pub const MAX_EMOJI_BYTES: usize = 32;
-
-/// Users whose change rate is remembered; past it the table starts afresh (which only ever
-/// grants a fresh burst).
-const MAX_TRACKED_USERS: usize = 65_536;
-
-/// How often and how long after a message its author may change it.
-#[derive(Clone, Debug)]
-pub struct EditLimits {
-    /// How long after sending an author may edit or delete a message (room admins delete any
-    /// message at any time); 0 means forever.
-    pub window_ms: u64,
-    /// Changes (edits, deletions, reactions) per second per user, bursts of twice that.
-    pub per_second: u32,
-    /// Largest edited text, in bytes: a room message's limit (`--max-body`).
-    pub max_body: usize,
-}
-
-impl Default for EditLimits {
-    fn default() -> Self {
-        Self {
-            window_ms: 24 * 60 * 60 * 1000,
-            per_second: 5,
-            max_body: 64 * 1024,
-        }
-    }
-}
 
 /// A change to an earlier message.
 #[derive(Clone, Debug)]
@@ -62,10 +34,6 @@ pub enum Change {
         on: Option<bool>,
     },
 }
-
-/// Each user's change rate.
-#[derive(Default)]
-pub(super) struct ChangeRates(Mutex<HashMap<Arc<str>, TokenBucket>>);
 
 impl Hub {
     /// Checks `who`'s `change` to message `target` of `room` and publishes it as an event from
@@ -203,11 +171,7 @@ impl Hub {
     /// Takes one change from `user`'s rate.
     fn take_change(&self, user: &Arc<str>) -> Result<(), Refusal> {
         let rate = self.settings.edits.per_second;
-        let mut rates = self.changes.0.lock().unwrap_or_else(|p| p.into_inner());
-        if rates.len() >= MAX_TRACKED_USERS && !rates.contains_key(user) {
-            rates.clear();
-        }
-        if rates.entry(user.clone()).or_default().take(now_ms(), rate) {
+        if self.changes.take(user, rate) {
             Ok(())
         } else {
             Err(Refusal::new(

@@ -10,9 +10,9 @@ use parley_stomp::destination::valid_user;
 use parley_stomp::SharedMessage;
 use tracing::warn;
 
-use super::chat::Refusal;
 use super::direct::{peer_in, DM_QUEUE, RECIPIENT};
 use super::outbox::{tell, Notice, Outbox};
+use super::refusal::Refusal;
 use super::Hub;
 use crate::journal::Completion;
 use crate::store::{Kind, StoredMessage};

@@ -25,9 +25,11 @@ mod order;
 mod outbox;
 mod presence;
 mod reads;
+mod refusal;
 mod rooms;
 mod sent;
 mod session;
+mod tables;
 #[cfg(test)]
 mod tests;
 
@@ -40,11 +42,9 @@ use parley_stomp::broker::{Broker, BrokerEvent, BrokerLimits, Delivery, Forwarde
 use parley_stomp::budget::MemoryBudget;
 use tracing::info;
 
-pub use self::chat::{
-    ChatSession, ChatSettings, JoinAnswer, Refusal, SendExtras, Target, READ_QUEUE,
-};
+pub use self::chat::{ChatSession, ChatSettings, JoinAnswer, SendExtras, Target, READ_QUEUE};
 pub use self::direct::{peer_in, DM_QUEUE, RECIPIENT};
-pub use self::edits::{Change, EditLimits, MAX_EMOJI_BYTES};
+pub use self::edits::{Change, MAX_EMOJI_BYTES};
 pub use self::history::{catch_up_range, DEFAULT_PAGE, MAX_PAGE};
 pub use self::message::{
     check_room_send, live_from_stored, CLIENT_ID, KIND, MAX_CLIENT_ID, REPLY_TO, TARGET,
@@ -53,8 +53,9 @@ use self::order::{RoomOrder, Watching};
 use self::outbox::Outbox;
 pub use self::outbox::{Notice, CLOSE_UNAUTHORIZED};
 pub use self::reads::{READ_LAST, READ_ROOM};
-pub use self::sent::{SentKey, MAX_REMEMBERED, REMEMBERED_MS};
+pub use self::refusal::Refusal;
 pub use self::session::{Held, HubSession, Next};
+pub use self::tables::{EditLimits, SentKey, MAX_REMEMBERED, REMEMBERED_MS};
 use crate::acl::Acl;
 use crate::bus::Bus;
 use crate::clock::now_ms;
@@ -112,11 +113,11 @@ pub struct Hub {
     settings: HubSettings,
     next_session: AtomicU64,
     /// Each user's rate of edits, deletions and reactions.
-    changes: edits::ChangeRates,
+    changes: tables::ChangeRates,
     /// Accounts direct messages went to, so most sends need no lookup.
-    known: direct::KnownAccounts,
+    known: tables::KnownAccounts,
     /// Client ids of recent sends, which make retries idempotent.
-    sent: sent::SentIds,
+    sent: tables::SentIds,
     store: Arc<dyn Store>,
     journal: Journal,
     /// Room rules; also tells which rooms exist, so a join creates a room only the first time.

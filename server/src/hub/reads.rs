@@ -13,7 +13,8 @@ use parley_stomp::broker::Publish;
 use parley_stomp::destination::{Destination, RoomName};
 use parley_stomp::session::Identity;
 
-use super::chat::{Refusal, READ_QUEUE};
+use super::chat::READ_QUEUE;
+use super::refusal::Refusal;
 use super::Hub;
 use crate::clock::now_ms;
 use crate::store::{self, ReadState};

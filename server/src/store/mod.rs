@@ -23,6 +23,16 @@ pub async fn run<T: Send + 'static>(
     tokio::task::spawn_blocking(move || call(&*store)).await?
 }
 
+/// An id, count or time as SQL's signed 64-bit integer (saturating: ids never get that far).
+pub(crate) fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A stored signed integer as the unsigned one it was written from (a negative one is 0).
+pub(crate) fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
 /// The key account names are unique by: the name in ASCII lower case. Names are ASCII (letters,
 /// digits, `_ - .`), so Unicode NFKC normalisation would change nothing and case folding is all
 /// it takes for `ALICE` and `alice` to be one name. Both backends store it (`users.name_key`).

@@ -5,11 +5,9 @@
 
 use std::sync::Arc;
 
-use parley_stomp::broker::Receipt;
+use parley_stomp::broker::{Receipt, SessionId};
 use parley_stomp::{Command, Frame};
 
-use super::transport::Transport;
-use super::{Conn, Ending};
 use parley_stomp::broker::Broker;
 use parley_stomp::session::Session;
 use parley_stomp::Version;
@@ -120,34 +118,29 @@ fn receipt(id: &str, version: Version) -> Receipt {
     }))
 }
 
-impl<T: Transport> Conn<'_, T> {
-    /// A SEND with a `kind` header: the change, checked by the hub, then its RECEIPT once
-    /// durable. A refused change is an ERROR.
-    pub(super) async fn change(&mut self, frame: Frame) -> Option<Ending> {
-        let change = match change_of(&frame) {
-            Ok(change) => change,
-            Err(why) => return Some(self.error(&why)),
-        };
-        let room = frame
-            .get("destination")
-            .and_then(|d| d.strip_prefix("/topic/"))
-            .unwrap_or_default();
-        let Some(target) = frame.get(TARGET).and_then(|t| t.parse().ok()) else {
-            return Some(self.error("invalid_field: target-id must be a message id"));
-        };
-        let receipt = frame
-            .get("receipt")
-            .map(|id| receipt(id, self.session.version()));
-        let who = self.session.identity()?.clone();
-        let (session, hub) = (self.hub.id(), self.hub.hub().clone());
-        match hub
-            .change(&who, Some(session), room, target, change, receipt)
-            .await
-        {
-            Ok(_) => None,
-            Err(refusal) => Some(self.error(&format!("{}: {}", refusal.code, refusal.message))),
-        }
-    }
+/// A SEND with a `kind` header: the change, checked by the hub, then its RECEIPT once
+/// durable. `Err` is the ERROR's message.
+pub(super) async fn change(
+    hub: &Arc<Hub>,
+    session: &Session,
+    id: SessionId,
+    frame: &Frame,
+) -> Result<(), String> {
+    let change = change_of(frame)?;
+    let room = frame
+        .get("destination")
+        .and_then(|d| d.strip_prefix("/topic/"))
+        .unwrap_or_default();
+    let target = frame
+        .get(TARGET)
+        .and_then(|t| t.parse().ok())
+        .ok_or("invalid_field: target-id must be a message id")?;
+    let receipt = frame.get("receipt").map(|r| receipt(r, session.version()));
+    let who = session.identity().ok_or("not connected")?;
+    hub.change(who, Some(id), room, target, change, receipt)
+        .await
+        .map(|_| ())
+        .map_err(|refusal| format!("{}: {}", refusal.code, refusal.message))
 }
 
 /// The change a `kind` header asks for; the body is an edit's text or a reaction's emoji.

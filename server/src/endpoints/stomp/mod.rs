@@ -310,8 +310,10 @@ impl<T: Transport> Conn<'_, T> {
     /// message (it reads storage).
     async fn special(&mut self, frame: Frame) -> Option<Ending> {
         if self.session.is_connected() && chat::is_change(&frame) {
-            // Everything before it takes effect first, as for any frame.
-            return self.change(frame).await;
+            // Everything before it took effect first, as for any frame.
+            let (hub, id) = (self.hub.hub().clone(), self.hub.id());
+            let changed = chat::change(&hub, &self.session, id, &frame).await;
+            return changed.err().map(|why| self.error(&why));
         }
         let renewing = self.session.is_connected();
         if renewing && frame.get("destination") == Some(READ_DESTINATION) {

@@ -15,7 +15,7 @@ use crate::hub::{Change, Refusal};
 
 /// Which change a request asks for.
 #[derive(Clone, Copy, Debug)]
-pub(super) enum Edit {
+enum Edit {
     /// `DELETE …/messages/<id>`.
     Delete,
     /// `PATCH …/messages/<id>` with `{"body":…}`.
@@ -36,9 +36,39 @@ struct ReactionBody {
 }
 
 impl Api<'_> {
+    /// `DELETE /api/rooms/<room>/messages/<id>`.
+    pub(super) async fn delete_message(
+        &self,
+        req: Request<Incoming>,
+        room: &str,
+        id: &str,
+    ) -> Response<Full<Bytes>> {
+        self.change_message(req, room, id, Edit::Delete).await
+    }
+
+    /// `PATCH /api/rooms/<room>/messages/<id>`.
+    pub(super) async fn edit_message(
+        &self,
+        req: Request<Incoming>,
+        room: &str,
+        id: &str,
+    ) -> Response<Full<Bytes>> {
+        self.change_message(req, room, id, Edit::Text).await
+    }
+
+    /// `POST /api/rooms/<room>/messages/<id>/reactions`.
+    pub(super) async fn react_to_message(
+        &self,
+        req: Request<Incoming>,
+        room: &str,
+        id: &str,
+    ) -> Response<Full<Bytes>> {
+        self.change_message(req, room, id, Edit::Reaction).await
+    }
+
     /// Edits, deletes or reacts to message `id` of `room`; `200 {"id":<the event's id>}` once
     /// it is durable.
-    pub(super) async fn change_message(
+    async fn change_message(
         &self,
         req: Request<Incoming>,
         room: &str,

@@ -9,8 +9,6 @@ mod messages;
 mod reads;
 mod rooms;
 
-use self::messages::Edit;
-
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,15 +86,15 @@ pub async fn handle(api: Api<'_>, req: Request<Incoming>) -> Response<Full<Bytes
         }
         (&Method::GET, ["unread"]) => api.unread(&req).await,
         (&Method::DELETE, ["rooms", room, "messages", id]) => {
-            api.change_message(req, room, id, Edit::Delete).await
+            api.delete_message(req, room, id).await
         }
         (&Method::PATCH, ["rooms", room, "messages", id]) => {
             let (room, id) = ((*room).to_owned(), (*id).to_owned());
-            api.change_message(req, &room, &id, Edit::Text).await
+            api.edit_message(req, &room, &id).await
         }
         (&Method::POST, ["rooms", room, "messages", id, "reactions"]) => {
             let (room, id) = ((*room).to_owned(), (*id).to_owned());
-            api.change_message(req, &room, &id, Edit::Reaction).await
+            api.react_to_message(req, &room, &id).await
         }
         (_, ["info" | "me" | "rooms" | "dms" | "register" | "login" | "logout"])
         | (_, ["dms", _, "messages"])

@@ -14,6 +14,7 @@ use r2d2_postgres::PostgresConnectionManager;
 mod reads;
 mod stream;
 
+use super::{to_i64, to_u64};
 use super::{
     user_key, Conversation, ReadState, RefreshRecord, Role, Room, RoomRules, Rotation, SentId,
     Store, StoredMessage,
@@ -171,14 +172,6 @@ fn redact(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
-}
-
-pub(super) fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-pub(super) fn to_u64(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
 }
 
 impl Store for PgStore {

@@ -5,17 +5,7 @@ use std::collections::HashMap;
 
 use postgres::Client;
 
-use crate::store::{user_key, ReadState, UNREAD_CAP};
-
-/// An id as PostgreSQL stores it.
-fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-/// A stored id or count.
-fn to_u64(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
+use crate::store::{to_i64, to_u64, user_key, ReadState, UNREAD_CAP};
 
 /// Moves `user`'s read mark in `room` forward to `id` (never back); the mark now stored.
 pub(super) fn set_read(conn: &mut Client, user: &str, room: &str, id: u64) -> anyhow::Result<u64> {

@@ -3,10 +3,10 @@
 
 use postgres::{Client, Row, Transaction};
 
-use super::{to_i64, to_u64};
 use crate::store::{
     attach_reactions, participants, user_key, Conversation, Kind, SentId, StoredMessage,
 };
+use crate::store::{to_i64, to_u64};
 
 const COLUMNS: &str =
     "room, id, sender, ts, body, guest, deleted, kind, target, reply_to, client_id, edited";

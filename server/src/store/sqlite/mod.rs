@@ -10,6 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension as _};
 mod reads;
 mod stream;
 
+use super::to_i64;
 use super::{
     user_key, Conversation, ReadState, RefreshRecord, Role, Room, Rotation, SentId, Store,
     StoredMessage,
@@ -169,10 +170,6 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
 fn lock(m: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
     // A panic mid-statement leaves the connection usable (SQLite rolls back the statement).
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-pub(super) fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 impl Store for SqliteStore {

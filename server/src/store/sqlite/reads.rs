@@ -5,12 +5,7 @@ use std::collections::HashMap;
 
 use rusqlite::{params, Connection};
 
-use crate::store::{user_key, ReadState, UNREAD_CAP};
-
-/// An id as SQLite stores it.
-fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
+use crate::store::{to_i64, user_key, ReadState, UNREAD_CAP};
 
 /// Moves `user`'s read mark in `room` forward to `id` (never back); the mark now stored.
 pub(super) fn set_read(conn: &Connection, user: &str, room: &str, id: u64) -> anyhow::Result<u64> {

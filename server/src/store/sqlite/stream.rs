@@ -3,7 +3,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension as _, Transaction};
 
-use super::to_i64;
+use crate::store::to_i64;
 use crate::store::{
     attach_reactions, participants, user_key, Conversation, Kind, SentId, StoredMessage,
 };
