@@ -256,23 +256,26 @@ impl Writer {
             None => self.health.succeeded(),
             Some(e) => self.health.failed(&e),
         }
+        let completions = if stored {
+            completions
+        } else {
+            let kept = batch.into_iter().zip(completions);
+            self.kept
+                .extend(kept.map(|(message, done)| Job::Store(message, done)));
+            Vec::new()
+        };
+        // Room messages are refused while delivered ones wait here. (Numbered messages are
+        // delivered only once stored: a failure there fails each sender, refuses nothing.) Said
+        // before anything completes, so whoever hears "stored" sees storage working.
+        self.health.set_failing(!self.kept.is_empty());
         // In batch order, so each room's messages complete in id order. Numbered messages were
         // not delivered yet: they fail now and are not kept.
         for (message, done) in numbered.iter().zip(numbered_done) {
             done(numbered_ok.then_some(message.id));
         }
-        if stored {
-            for done in completions.into_iter().flatten() {
-                done(true);
-            }
-        } else {
-            let kept = batch.into_iter().zip(completions);
-            self.kept
-                .extend(kept.map(|(message, done)| Job::Store(message, done)));
+        for done in completions.into_iter().flatten() {
+            done(true);
         }
-        // Room messages are refused while delivered ones wait here. (Numbered messages are
-        // delivered only once stored: a failure there fails each sender, refuses nothing.)
-        self.health.set_failing(!self.kept.is_empty());
         // Everything before a barrier is durable only if nothing is kept.
         let durable = stored && numbered_ok && self.kept.is_empty();
         for done in barriers {

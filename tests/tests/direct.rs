@@ -123,9 +123,16 @@ async fn a_conversation_is_stored_numbered_and_caught_up_on_every_protocol() {
     assert_eq!(page["with"], "bob", "{page}");
     assert_eq!(page["messages"].as_array().map(Vec::len), Some(2), "{page}");
     let list = get_as(server.addr(), "/api/dms", &bob).await.json();
+    let entry = &list["conversations"][0];
     assert_eq!(
-        list["conversations"],
-        json!([{"with": "alice", "last_id": "3", "last_ts": list["conversations"][0]["last_ts"]}])
+        (&entry["with"], &entry["last_id"], &entry["unread"]),
+        (&json!("alice"), &json!("3"), &json!(2)),
+        "{list}"
+    );
+    assert_eq!(
+        list["conversations"].as_array().map(Vec::len),
+        Some(1),
+        "{list}"
     );
     get_as(server.addr(), "/api/dms/nobody/messages", &bob)
         .await
@@ -157,6 +164,41 @@ async fn a_conversation_is_stored_numbered_and_caught_up_on_every_protocol() {
     // The conversation is not a room.
     let rooms = get_as(server.addr(), "/api/rooms", &alice).await.json();
     assert!(!rooms.to_string().contains("dm:"), "{rooms}");
+
+    // Read state: alice's three messages are unread for bob until he reads them, on any device.
+    let bob = login_ok(server.addr(), "bob").await.access;
+    let unread = |list: &Value| list["conversations"][0]["unread"].clone();
+    let list = get_as(server.addr(), "/api/dms", &bob).await.json();
+    assert_eq!(unread(&list), json!(3), "{list}");
+    let mut b1 = ws_bearer(server.addr(), &bob).await;
+    let mut b2 = ws_bearer(server.addr(), &bob).await;
+    ws_send(
+        &mut b1,
+        &json!({"type": "read", "with": "Alice", "id": "2"}),
+    )
+    .await;
+    let told = ws_recv_until(&mut b2, |v| v["type"] == "read").await;
+    assert_eq!(
+        (&told["with"], &told["id"]),
+        (&json!("alice"), &json!("2")),
+        "{told}"
+    );
+    let list = get_as(server.addr(), "/api/dms", &bob).await.json();
+    assert_eq!(unread(&list), json!(1), "{list}");
+    let r = parley_tests::auth::post_as(
+        server.addr(),
+        "/api/dms/alice/read",
+        &bob,
+        &json!({"id": "4"}),
+    )
+    .await;
+    r.assert_status(200, "REST read mark");
+    let list = get_as(server.addr(), "/api/dms", &bob).await.json();
+    assert_eq!(
+        (unread(&list), &list["conversations"][0]["last_read"]),
+        (json!(0), &json!("4")),
+        "{list}"
+    );
 }
 
 #[tokio::test]

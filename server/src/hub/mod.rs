@@ -52,7 +52,7 @@ pub use self::message::{
 use self::order::{RoomOrder, Watching};
 use self::outbox::Outbox;
 pub use self::outbox::{Notice, CLOSE_UNAUTHORIZED};
-pub use self::reads::{READ_LAST, READ_ROOM};
+pub use self::reads::{READ_LAST, READ_ROOM, READ_WITH};
 pub use self::refusal::Refusal;
 pub use self::session::{Held, HubSession, Next};
 pub use self::tables::{EditLimits, SentKey, MAX_REMEMBERED, REMEMBERED_MS};

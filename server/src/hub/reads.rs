@@ -14,6 +14,7 @@ use parley_stomp::destination::{Destination, RoomName};
 use parley_stomp::session::Identity;
 
 use super::chat::READ_QUEUE;
+use super::direct::peer_in;
 use super::refusal::Refusal;
 use super::Hub;
 use crate::clock::now_ms;
@@ -29,6 +30,9 @@ const MARK_WAIT: Duration = Duration::from_secs(5);
 
 /// The header of a read mark naming its room.
 pub const READ_ROOM: &str = "room";
+
+/// The header of a read mark naming the other person of its conversation.
+pub const READ_WITH: &str = "with";
 
 /// The header of a read mark carrying the last read id.
 pub const READ_LAST: &str = "last-read";
@@ -50,14 +54,43 @@ impl Hub {
         self.acl
             .may_use(who, &room)
             .map_err(|why| Refusal::new("forbidden", why))?;
-        let last = self.last_id_of(&room, id).await?;
+        self.store_mark(who, &room, id, (READ_ROOM, room.clone()))
+            .await
+    }
+
+    /// Marks `who`'s conversation `with` someone read up to message `id`, as
+    /// [`Hub::mark_read`] does for rooms; the mark told to the sessions names `with`.
+    pub async fn mark_read_with(
+        &self,
+        who: &Identity,
+        with: &str,
+        id: u64,
+    ) -> Result<u64, Refusal> {
+        let stream = self.conversation_with(who, with).await?;
+        let peer = peer_in(&stream, &who.name).unwrap_or_default();
+        self.store_mark(who, &stream, id, (READ_WITH, peer)).await
+    }
+
+    /// Stores `who`'s mark of `id` in `stream` (checked against its last id) and tells their
+    /// sessions, naming the place by `named` (a header and its value).
+    async fn store_mark(
+        &self,
+        who: &Identity,
+        stream: &str,
+        id: u64,
+        named: (&str, String),
+    ) -> Result<u64, Refusal> {
+        let last = self.last_id_of(stream, id).await?;
         if id > last {
             return Err(Refusal::new(
                 "invalid_id",
-                format!("room {room:?} has no message {id} (its last is {last})"),
+                format!(
+                    "{} {:?} has no message {id} (its last is {last})",
+                    named.0, named.1
+                ),
             ));
         }
-        let (user, r) = (who.name.to_string(), room.clone());
+        let (user, r) = (who.name.to_string(), stream.to_owned());
         let storing = store::run(&self.store, move |s| s.set_read(&user, &r, id));
         let stored = tokio::time::timeout(MARK_WAIT, storing)
             .await
@@ -66,7 +99,7 @@ impl Hub {
                 tracing::error!(%error, "storage error");
                 Refusal::new("storage_error", "the read mark could not be stored")
             })?;
-        self.tell_read(who, &room, stored);
+        self.tell_read(who, named, stored);
         Ok(stored)
     }
 
@@ -138,14 +171,14 @@ impl Hub {
 
     /// Publishes the mark to every session of `who` that listens for marks, here and on the
     /// other nodes.
-    fn tell_read(&self, who: &Identity, room: &str, last_read: u64) {
+    fn tell_read(&self, who: &Identity, (name, value): (&str, String), last_read: u64) {
         let destination = Destination::UserQueue {
             user: who.name.to_string(),
             queue: READ_QUEUE.to_owned(),
         };
         let publish = Publish {
             headers: vec![
-                (READ_ROOM.to_owned(), room.to_owned()),
+                (name.to_owned(), value),
                 (READ_LAST.to_owned(), last_read.to_string()),
             ],
             body: Bytes::new(),

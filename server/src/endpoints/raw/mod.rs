@@ -13,6 +13,7 @@ use parley_protocol::{CloseCode, Connection, Event, Message};
 use parley_stomp::broker::{Delivery, Published, Receipt};
 use serde_json::{json, Map, Value};
 
+use self::reads::Place;
 use crate::auth::{Auth, Authenticated};
 use crate::clock::now_ms;
 use crate::hub::{
@@ -81,7 +82,7 @@ enum Step {
     },
     /// A read mark, still to store.
     Read {
-        room: String,
+        place: Place,
         id: u64,
         reference: Option<String>,
     },
@@ -167,14 +168,18 @@ impl RawClient {
                 });
             }
             "read" => {
+                let with = optional_string(msg, "with")?;
                 return Ok(Step::Read {
-                    room: string(msg, "room")?.to_owned(),
+                    place: match with {
+                        Some(with) => Place::With(with.to_owned()),
+                        None => Place::Room(string(msg, "room")?.to_owned()),
+                    },
                     id: message_id(
                         msg.get("id")
                             .ok_or_else(|| refused("missing_field", "missing field \"id\""))?,
                     )?,
                     reference,
-                })
+                });
             }
             "leave" => self.chat.leave(string(msg, "room")?).map(|()| None)?,
             "send" => match self.send(msg, reference)? {
@@ -441,10 +446,10 @@ impl Endpoint for RawClient {
                     .await
                     .map_err(|refusal| (refusal, reference)),
                 Ok(Step::Read {
-                    room,
+                    place,
                     id,
                     reference,
-                }) => Box::pin(reads::mark(&self.chat, &room, id))
+                }) => Box::pin(reads::mark(&self.chat, place, id))
                     .await
                     .map(|()| None)
                     .map_err(|refusal| (refusal, reference)),

@@ -6,14 +6,27 @@ use parley_stomp::SharedMessage;
 use serde_json::{json, Value};
 
 use super::wire;
-use crate::hub::{ChatSession, Refusal, READ_LAST, READ_QUEUE, READ_ROOM};
+use crate::hub::{ChatSession, Refusal, READ_LAST, READ_QUEUE, READ_ROOM, READ_WITH};
 use crate::store::ReadState;
 
-/// Marks `room` read up to `id`. There is no answer of its own: the `read` message that reaches
-/// every session of the account, this one included, is it.
-pub(super) async fn mark(chat: &ChatSession, room: &str, id: u64) -> Result<(), Refusal> {
+/// What a `read` marks: a room, or the conversation `with` someone.
+pub enum Place {
+    /// `"room"`.
+    Room(String),
+    /// `"with"`.
+    With(String),
+}
+
+/// Marks a room or conversation read up to `id`. There is no answer of its own: the `read`
+/// message that reaches every session of the account, this one included, is it.
+pub(super) async fn mark(chat: &ChatSession, place: Place, id: u64) -> Result<(), Refusal> {
     let hub = chat.hub().clone();
-    hub.mark_read(chat.identity(), room, id).await.map(|_| ())
+    let who = chat.identity();
+    match place {
+        Place::Room(room) => hub.mark_read(who, &room, id).await,
+        Place::With(with) => hub.mark_read_with(who, &with, id).await,
+    }
+    .map(|_| ())
 }
 
 /// The account's read state in `room` (`None` for guests, or when storage cannot say).
@@ -32,13 +45,14 @@ pub(super) fn is_mark(m: &SharedMessage) -> bool {
         == Some(READ_QUEUE)
 }
 
-/// `{"type":"read","room":…,"id":…}`, the frame of a read mark.
+/// `{"type":"read","room":…,"id":…}` (a conversation's: `"with"` instead of `"room"`), the
+/// frame of a read mark.
 pub(super) fn mark_frame(m: &SharedMessage) -> Bytes {
-    wire::text_frame(&json!({
-        "type": "read",
-        "room": m.header(READ_ROOM).unwrap_or_default(),
-        "id": m.header(READ_LAST).unwrap_or("0"),
-    }))
+    let id = m.header(READ_LAST).unwrap_or("0");
+    wire::text_frame(&match m.header(READ_WITH) {
+        Some(with) => json!({"type": "read", "with": with, "id": id}),
+        None => json!({"type": "read", "room": m.header(READ_ROOM).unwrap_or_default(), "id": id}),
+    })
 }
 
 /// The answer to a join: who is in the room and, for an account, its read state there.

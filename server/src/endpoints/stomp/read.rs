@@ -1,6 +1,7 @@
-//! `SEND /app/read` (headers `room` and `id`): marks a room read for the session's account.
-//! Every session of the account hears it on `/user/queue/read` (MESSAGE headers `room` and
-//! `last-read`), this one too if it subscribed; a `receipt` comes once the mark is stored.
+//! `SEND /app/read` (headers `room` — or `with` for a conversation — and `id`): marks a room or
+//! conversation read for the session's account. Every session of the account hears it on
+//! `/user/queue/read` (MESSAGE headers `room` or `with`, and `last-read`), this one too if it
+//! subscribed; a `receipt` comes once the mark is stored.
 
 use parley_stomp::{Command, Frame};
 
@@ -15,15 +16,20 @@ impl<T: Transport> Conn<'_, T> {
             None => Err("not connected".to_owned()),
             Some(who) => {
                 let who = who.clone();
-                let room = frame.get("room").unwrap_or_default();
+                let hub = self.hub.hub().clone();
                 match frame.get("id").map(str::parse::<u64>) {
-                    Some(Ok(id)) => self
-                        .hub
-                        .hub()
-                        .mark_read(&who, room, id)
-                        .await
-                        .map_err(|refusal| format!("{}: {}", refusal.code, refusal.message)),
-                    _ => Err("SEND to /app/read needs a room header and a numeric id".to_owned()),
+                    Some(Ok(id)) => match frame.get("with") {
+                        Some(with) => hub.mark_read_with(&who, with, id).await,
+                        None => {
+                            let room = frame.get("room").unwrap_or_default();
+                            hub.mark_read(&who, room, id).await
+                        }
+                    }
+                    .map_err(|refusal| format!("{}: {}", refusal.code, refusal.message)),
+                    _ => Err(
+                        "SEND to /app/read needs a room (or with) header and a numeric id"
+                            .to_owned(),
+                    ),
                 }
             }
         };

@@ -16,8 +16,8 @@ use crate::store;
 const MAX_CONVERSATIONS: usize = 500;
 
 impl Api<'_> {
-    /// `GET /api/dms?limit=`: the caller's conversations, the latest first:
-    /// `{"conversations":[{"with":"bob","last_id":"12","last_ts":…}]}`.
+    /// `GET /api/dms?limit=`: the caller's conversations, the latest first, with read state:
+    /// `{"conversations":[{"with":"bob","last_id":"12","last_ts":…,"last_read":"10","unread":2}]}`.
     pub(super) async fn conversations(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         let who = match self.account(req).await {
             Ok(who) => who,
@@ -29,18 +29,32 @@ impl Api<'_> {
         };
         let name = who.name.to_string();
         let found = store::run(self.hub.store(), move |s| s.conversations(&name, limit)).await;
-        match found {
-            Ok(list) => {
-                let list: Vec<_> = list
-                    .into_iter()
-                    .map(|c| {
-                        json!({"with": c.peer, "last_id": c.last_id.to_string(), "last_ts": c.last_ts})
-                    })
-                    .collect();
-                respond(StatusCode::OK, &json!({ "conversations": list }))
-            }
-            Err(e) => storage_error(&e),
-        }
+        let list = match found {
+            Ok(list) => list,
+            Err(e) => return storage_error(&e),
+        };
+        let streams = list.iter().map(|c| c.room.clone()).collect();
+        let states = self
+            .hub
+            .read_states(&who, streams)
+            .await
+            .unwrap_or_default();
+        let list: Vec<_> = list
+            .into_iter()
+            .map(|c| {
+                let mut entry = json!({
+                    "with": c.peer,
+                    "last_id": c.last_id.to_string(),
+                    "last_ts": c.last_ts,
+                });
+                if let Some(read) = states.get(&c.room) {
+                    entry["last_read"] = json!(read.last_read.to_string());
+                    entry["unread"] = json!(read.unread);
+                }
+                entry
+            })
+            .collect();
+        respond(StatusCode::OK, &json!({ "conversations": list }))
     }
 
     /// `GET /api/dms/<user>/messages?before=&limit=`: a page of the caller's conversation with

@@ -70,6 +70,10 @@ pub async fn handle(api: Api<'_>, req: Request<Incoming>) -> Response<Full<Bytes
         (&Method::GET, ["rooms"]) => api.list_rooms(&req).await,
         (&Method::GET, ["dms"]) => api.conversations(&req).await,
         (&Method::GET, ["dms", peer, "messages"]) => api.conversation_history(&req, peer).await,
+        (&Method::POST, ["dms", peer, "read"]) => {
+            let peer = (*peer).to_owned();
+            api.mark_read_with(req, &peer).await
+        }
         (&Method::POST, ["rooms"]) => api.create_room(req).await,
         (&Method::GET, ["rooms", room, "members"]) => api.members(&req, room).await,
         (&Method::POST, ["rooms", room, "members"]) => {
@@ -97,7 +101,7 @@ pub async fn handle(api: Api<'_>, req: Request<Incoming>) -> Response<Full<Bytes
             api.react_to_message(req, &room, &id).await
         }
         (_, ["info" | "me" | "rooms" | "dms" | "register" | "login" | "logout"])
-        | (_, ["dms", _, "messages"])
+        | (_, ["dms", _, "messages" | "read"])
         | (_, ["token", "refresh"])
         | (_, ["unread"])
         | (_, ["rooms", _, "messages" | "members" | "read"])

@@ -29,6 +29,21 @@ impl Api<'_> {
         req: Request<Incoming>,
         room: &str,
     ) -> Response<Full<Bytes>> {
+        self.mark(req, room, false).await
+    }
+
+    /// Marks the conversation with `peer` read up to the body's `id`:
+    /// `200 {"with":…,"last_read":"42"}`.
+    pub(super) async fn mark_read_with(
+        &self,
+        req: Request<Incoming>,
+        peer: &str,
+    ) -> Response<Full<Bytes>> {
+        self.mark(req, peer, true).await
+    }
+
+    /// Marks a room, or the conversation `with` someone, read.
+    async fn mark(&self, req: Request<Incoming>, place: &str, with: bool) -> Response<Full<Bytes>> {
         let who = match self.account(&req).await {
             Ok(who) => who,
             Err(resp) => return resp,
@@ -45,14 +60,20 @@ impl Api<'_> {
         let Some(id) = id else {
             return error(StatusCode::BAD_REQUEST, "id must be a message id");
         };
-        match self.hub.mark_read(&who, room, id).await {
+        let (marked, key) = if with {
+            (self.hub.mark_read_with(&who, place, id).await, "with")
+        } else {
+            (self.hub.mark_read(&who, place, id).await, "room")
+        };
+        match marked {
             Ok(last) => respond(
                 StatusCode::OK,
-                &json!({"room": room, "last_read": last.to_string()}),
+                &json!({ key: place, "last_read": last.to_string() }),
             ),
             Err(refusal) => {
                 let status = match refusal.code {
                     "forbidden" => StatusCode::FORBIDDEN,
+                    "no_such_user" => StatusCode::NOT_FOUND,
                     "guest" => StatusCode::UNAUTHORIZED,
                     "storage_error" => StatusCode::SERVICE_UNAVAILABLE,
                     _ => StatusCode::BAD_REQUEST,
