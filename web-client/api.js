@@ -120,3 +120,43 @@ export async function fetchMessages(room, before, limit) {
     }))
     .filter((m) => Number.isSafeInteger(m.id) && m.id > 0);
 }
+
+// ---- read state and direct-message conversations -------------------------------------------------
+
+/** GET /api/unread: `[{name, last_read, unread, mentions}]` of the rooms we marked read, or null. */
+export async function fetchUnread() {
+  const { ok, body } = await api('/api/unread');
+  return ok && body && Array.isArray(body.rooms) ? body.rooms.filter((r) => r && typeof r.name === 'string') : null;
+}
+
+/** Marks a room (`kind` 'room') or a conversation ('dm') read up to `id`: the answer, or null. */
+export async function postRead(kind, name, id) {
+  const base = kind === 'dm' ? '/api/dms' : '/api/rooms';
+  const { ok, body } = await api(`${base}/${encodeURIComponent(name)}/read`, { method: 'POST', json: { id: String(id) } });
+  return ok ? body : null;
+}
+
+/** GET /api/dms: `[{with, last_id, last_ts, last_read, unread}]`, the latest first, or null. */
+export async function listDms() {
+  const { ok, body } = await api('/api/dms');
+  return ok && body && Array.isArray(body.conversations)
+    ? body.conversations.filter((c) => c && typeof c.with === 'string') : null;
+}
+
+/**
+ * Up to `limit` stored messages of our conversation with `peer`, ids below `before` (the latest
+ * when null), oldest first; null when `peer` is no account (404); throws on other errors.
+ */
+export async function fetchDmMessages(peer, before, limit) {
+  const query = new URLSearchParams({ limit: String(limit) });
+  if (before != null) query.set('before', String(before));
+  const { ok, status, body } = await api(`/api/dms/${encodeURIComponent(peer)}/messages?${query}`);
+  if (status === 404) return null;
+  if (!ok || !body || !Array.isArray(body.messages)) throw new Error('history unavailable');
+  return body.messages
+    .map((m) => ({
+      id: Number(m.id), from: String(m.from ?? '?'), ts: Number(m.ts) || Date.now(), body: String(m.body ?? ''),
+      guest: m.guest === true, deleted: m.deleted === true,
+    }))
+    .filter((m) => Number.isSafeInteger(m.id) && m.id > 0);
+}

@@ -1,13 +1,14 @@
 // The chat connection's lifecycle: connecting as whoever we are, handling CONNECTED, closes and ERRORs, stopping.
 
 import { askName, showSignIn } from './dialogs.js';
-import { onDirectMessage } from './messages.js';
+import { connectDms, noSuchUser } from './dms.js';
 import { initialConversation, openConversation } from './navigation.js';
 import { renderAll, renderMe, setConn, showBanner } from './render.js';
 import { joinRoom, leaveRoom, refreshRooms } from './rooms.js';
 import { ensureToken, sessionEnded } from './session.js';
 import { auth, debug, info, state } from './state.js';
 import { createStomp } from './transport/stomp.js';
+import { connectUnread } from './unread.js';
 
 /** Connects as whoever we are now (auth.mode and state.name are set). */
 export function start() {
@@ -78,6 +79,10 @@ function onServerError(message) {
       return;
     }
   }
+  if (/^no_such_user/i.test(message)) {
+    noSuchUser(message); // a DM to nobody: the connection comes back by itself
+    return;
+  }
   if (/^forbidden/i.test(message)) {
     // Not allowed in the room we were in (a private room, or removed from it): do not try again.
     if (state.joined) state.refused.add(state.joined);
@@ -97,7 +102,8 @@ function onConnected(frame) {
   state.everOnline = true;
   renderMe();
   setConn('online');
-  state.client.subscribe('/user/queue/messages', onDirectMessage);
+  connectDms(state.client);
+  connectUnread(state.client);
   // Back after a reconnect (or a new name): the room we were in, continuing from what we have.
   let room = state.joined || (state.active && state.active.kind === 'room' ? state.active.name : null);
   if (room && state.refused.has(room)) {

@@ -6,6 +6,7 @@
 import { setTokenRefresher } from './api.js';
 import { start, stopClient } from './connection.js';
 import { askName, nameProblem, showSignIn } from './dialogs.js';
+import { loadOlderDm } from './dms.js';
 import { el } from './dom.js';
 import { closeMentions, mentionKey, updateMentions } from './mentions.js';
 import { retry, send, sendTyping } from './messages.js';
@@ -17,7 +18,7 @@ import {
 import { createRoom, filterRooms, loadMoreRooms, loadOlder, refreshRooms } from './rooms.js';
 import { checkToken, refreshToken, setConnectionStopper } from './session.js';
 import { changeName, forgetUser, loadInfo, signOut, startGuest, submitAuth } from './signin.js';
-import { NAME_KEY, NAME_RE, auth, info, isActive, online, roomState, state } from './state.js';
+import { NAME_KEY, NAME_RE, auth, dmState, info, isActive, online, roomState, state } from './state.js';
 
 const ROOMS_REFRESH = 30000; // ms between room list refreshes of a visible page
 
@@ -28,7 +29,8 @@ setConnectionStopper(() => { // session.js: the session ended; someone else may 
   stopClient();
   forgetUser();
 });
-Object.assign(actions, { openConversation, loadOlder, retry }); // render.js: buttons it draws
+// render.js: buttons it draws ("Load older messages" of a room or a DM conversation)
+Object.assign(actions, { openConversation, loadOlder: (s) => (s.kind === 'dm' ? loadOlderDm(s) : loadOlder(s)), retry });
 
 // ---- the composer and the conversation ----------------------------------------------------------
 
@@ -55,7 +57,9 @@ function wireChat() {
   el.messages.addEventListener('scroll', () => {
     if (nearBottom()) el.jump.hidden = true;
     const conv = state.active;
-    if (conv && conv.kind === 'room' && el.messages.scrollTop < 120) loadOlder(roomState(conv.name));
+    if (!conv || el.messages.scrollTop >= 120) return;
+    if (conv.kind === 'room') loadOlder(roomState(conv.name));
+    else loadOlderDm(dmState(conv.name));
   }, { passive: true });
   el.jump.addEventListener('click', scrollToBottom);
 }

@@ -1,13 +1,11 @@
-// What we send (room messages, DMs, typing; pending entries, receipts, retries) and the direct messages we receive.
+// What we send (room messages, DMs, typing; pending entries, receipts, retries). DMs we receive: dms.js.
 
 import { el } from './dom.js';
 import { closeMentions } from './mentions.js';
-import { notifyMessage } from './notify.js';
 import {
-  appendMessage, autosize, messageEl, nearBottom, pendingEl, renderComposer, renderDms, scrollToBottom, tooLong,
+  appendMessage, autosize, messageEl, pendingEl, renderComposer, renderDms, scrollToBottom, tooLong,
 } from './render.js';
-import { noteGuest } from './rooms.js';
-import { auth, debug, dmState, isActive, online, state } from './state.js';
+import { auth, dmState, online, state } from './state.js';
 import { publishWithReceipt } from './transport/stomp.js';
 
 const TYPING_SEND_EVERY = 2000; // ms between our typing notices
@@ -90,34 +88,4 @@ export function sendTyping() {
   if (now - state.lastTypingSent < TYPING_SEND_EVERY) return;
   state.lastTypingSent = now;
   state.client.publish({ destination: `/topic/${state.active.name}.typing`, body: '' });
-}
-
-/** A MESSAGE on /user/queue/messages. */
-export function onDirectMessage(frame) {
-  const from = frame.headers.sender;
-  if (!from) return;
-  const ref = frame.headers['client-ref'];
-  if (ref && state.sentRefs.has(ref)) return; // our own, to ourselves: already shown
-  const dm = dmState(from);
-  const key = `${frame.headers['message-id']}:${frame.headers.timestamp}`;
-  if (dm.keys.has(key)) {
-    debug.duplicates++;
-    return;
-  }
-  dm.keys.add(key);
-  const guest = frame.headers['sender-guest'] === 'true';
-  noteGuest(from, guest);
-  const msg = { id: `dm-${key}`, from, ts: Number(frame.headers.timestamp) || Date.now(), body: frame.body, guest };
-  dm.msgs.push(msg);
-  dm.last = Date.now();
-  notifyMessage({ kind: 'dm', name: from }, msg);
-  if (isActive('dm', from)) {
-    const pinned = nearBottom();
-    appendMessage(messageEl(msg));
-    if (pinned) scrollToBottom();
-    else el.jump.hidden = false;
-  } else {
-    dm.unread++;
-  }
-  renderDms();
 }

@@ -1,9 +1,11 @@
 // Which conversation is open: the URL hash (#room, #@user), the last room, switching between rooms and DMs.
 
+import { openDm } from './dms.js';
 import { el } from './dom.js';
 import { closeDrawers, renderAll, scrollToBottom, showBanner } from './render.js';
 import { createRoom, joinRoom, roomNameProblem } from './rooms.js';
-import { NAME_RE, dmState, roomState, state } from './state.js';
+import { NAME_RE, state } from './state.js';
+import { conversationOpened } from './unread.js';
 
 const ROOM_KEY = 'parley.room';
 
@@ -52,16 +54,15 @@ export async function openConversation(conv) {
       }
     }
     localStorage.setItem(ROOM_KEY, conv.name);
-    roomState(conv.name).unread = 0;
-  } else {
-    dmState(conv.name).unread = 0;
   }
   state.active = conv;
+  conversationOpened(conv);
   const hash = conv.kind === 'dm' ? `#@${conv.name}` : `#${conv.name}`;
   if (location.hash !== hash) history.replaceState(null, '', hash);
   closeDrawers();
   renderAll();
   scrollToBottom();
   if (conv.kind === 'room') joinRoom(conv.name);
+  else openDm(conv.name);
   if (matchMedia('(pointer: fine)').matches) el.input.focus();
 }

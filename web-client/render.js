@@ -183,15 +183,34 @@ export function renderAll() {
   renderComposer();
 }
 
-function renderTitle() {
+/** The conversation's title, and the tab's with the unread total first: "(3) #general · Parley". */
+export function renderTitle() {
   const conv = state.active;
   el.title.replaceChildren();
+  const total = unreadTotal();
+  const count = total ? `(${total > 999 ? '999+' : total}) ` : '';
   if (!conv) {
-    document.title = 'Parley';
+    document.title = `${count}Parley`;
     return;
   }
   el.title.append(h('span', { class: 'sigil', 'aria-hidden': 'true' }, conv.kind === 'dm' ? '@' : '#'), conv.name);
-  document.title = `${conv.kind === 'dm' ? '@' : '#'}${conv.name} · Parley`;
+  document.title = `${count}${conv.kind === 'dm' ? '@' : '#'}${conv.name} · Parley`;
+}
+
+/** A room read before (or opened here) counts in the tab title; one never read shows a quiet badge only. */
+const visitedRoom = (rs) => rs.lastRead > 0 || rs.visited === true;
+
+/** Unread messages in DMs and in the rooms read before (unread.js keeps the counts). */
+function unreadTotal() {
+  let total = 0;
+  for (const rs of state.roomStates.values()) if (visitedRoom(rs)) total += rs.unread || 0;
+  for (const dm of state.dms.values()) total += dm.unread || 0;
+  return total;
+}
+
+/** What a list entry's badge shows: {n, m (mentions), quiet}, or null. */
+function badgeOf(conv, quiet = false) {
+  return conv && conv.unread ? { n: conv.unread, m: conv.mentions || 0, quiet } : null;
 }
 
 function lockIcon() {
@@ -217,12 +236,22 @@ function lockIcon() {
 function convLink(kind, name, unread, active, isPrivate = false) {
   const href = kind === 'dm' ? `#@${name}` : `#${name}`;
   return h('li', null, h('a', {
-    href, class: active ? 'conv active' : 'conv', 'aria-current': active ? 'page' : null,
+    href, class: `conv${active ? ' active' : ''}${unread && !unread.quiet ? ' has-unread' : ''}`,
+    'aria-current': active ? 'page' : null,
     dataset: { kind, name, private: isPrivate ? 'true' : null },
   }, h('span', { class: 'sigil', 'aria-hidden': 'true' }, kind === 'dm' ? '@' : '#'),
   h('span', { class: 'conv-name' }, name),
   isPrivate ? lockIcon() : null,
-  unread ? h('span', { class: 'badge', 'aria-label': `${unread} unread` }, unread > 99 ? '99+' : unread) : null));
+  unread ? countBadge(unread) : null));
+}
+
+function countBadge({ n, m, quiet }) {
+  const text = n > 999 ? '999+' : String(n);
+  return h('span', {
+    class: `badge${m ? ' mention' : quiet ? ' quiet' : ''}`,
+    'aria-label': m ? `${text} unread, ${m > 999 ? '999+' : m} mentioning you` : `${text} unread`,
+    dataset: { mentions: m ? String(m) : null },
+  }, text);
 }
 
 export function renderRooms() {
@@ -231,7 +260,7 @@ export function renderRooms() {
   const rows = [...names].sort(naturalOrder).map((name) => {
     const rs = state.roomStates.get(name);
     const isPrivate = state.rooms.some((r) => r.name === name && r.private === true);
-    return [name, rs ? rs.unread : 0, isActive('room', name), isPrivate];
+    return [name, badgeOf(rs, rs && !visitedRoom(rs)), isActive('room', name), isPrivate];
   });
   replaceList(el.roomList, rows, (row) => convLink('room', ...row));
   el.moreRooms.hidden = !state.roomsNext;
@@ -239,7 +268,7 @@ export function renderRooms() {
 
 export function renderDms() {
   const rows = [...state.dms.values()].sort((a, b) => b.last - a.last)
-    .map((dm) => [dm.name, dm.unread, isActive('dm', dm.name)]);
+    .map((dm) => [dm.name, badgeOf(dm), isActive('dm', dm.name)]);
   replaceList(el.dmList, rows, (row) => convLink('dm', ...row));
   el.dmHint.hidden = rows.length > 0;
 }
@@ -282,13 +311,17 @@ export function renderHistoryStatus() {
   const box = el.historyStatus;
   box.replaceChildren();
   if (!conv) return;
-  if (conv.kind === 'dm') {
-    box.append(h('p', null, `Your conversation with ${conv.name}. Direct messages are not kept: they are gone when you leave the page.`));
+  const dm = conv.kind === 'dm';
+  const rs = dm ? dmState(conv.name) : roomState(conv.name);
+  const where = dm ? `your conversation with ${conv.name}` : `#${rs.name}`;
+  const held = dm ? rs.msgs.length : rs.msgs.size;
+  if (dm && rs.stored === false) {
+    box.append(h('p', null, `Your conversation with ${conv.name}. Direct messages with guests are not kept: they reach whoever is online and are gone when you leave the page.`));
+    box.dataset.state = 'live';
     return;
   }
-  const rs = roomState(conv.name);
   if (!rs.loaded) box.append(h('p', null, 'Loading messages…'));
-  else if (rs.atStart) box.append(h('p', null, rs.msgs.size ? `This is the beginning of #${rs.name}.` : `No messages in #${rs.name} yet. Say hello!`));
+  else if (rs.atStart) box.append(h('p', null, held ? `This is the beginning of ${where}.` : dm ? `No messages with ${conv.name} yet. Say hello!` : `No messages in #${rs.name} yet. Say hello!`));
   else if (rs.loadingOlder) box.append(h('p', null, 'Loading older messages…'));
   else box.append(h('button', { type: 'button', class: 'link-btn', onclick: () => actions.loadOlder(rs) }, 'Load older messages'));
   box.dataset.state = !rs.loaded ? 'loading' : rs.atStart ? 'start' : rs.loadingOlder ? 'loading-older' : 'more';

@@ -8,6 +8,7 @@ import {
 } from './render.js';
 import { notifyMessage } from './notify.js';
 import { auth, debug, info, isActive, online, roomState, state } from './state.js';
+import { applyRoomCounts, noteMessage } from './unread.js';
 
 const PAGE = 50; // messages per history page
 const TYPING_SHOW_FOR = 3000; // ms a typing notice is shown
@@ -74,6 +75,7 @@ export async function refreshRooms() {
   }
   state.rooms = rooms;
   state.roomsNext = after;
+  applyRoomCounts(rooms);
   renderRooms();
 }
 
@@ -99,6 +101,7 @@ export async function loadMoreRooms() {
   const known = new Set(state.rooms.map((r) => r.name));
   state.rooms = state.rooms.concat(page.rooms.filter((r) => !known.has(r.name)));
   state.roomsNext = page.next;
+  applyRoomCounts(page.rooms);
   renderRooms();
 }
 
@@ -320,10 +323,7 @@ function onRoomMessage(rs, frame) {
     rs.typing.delete(msg.from);
     if (isActive('room', rs.name)) renderTyping();
   }
-  if (!isActive('room', rs.name) && msg.from !== state.me) {
-    rs.unread++;
-    renderRooms();
-  }
+  noteMessage('room', rs.name, msg);
   notifyMessage({ kind: 'room', name: rs.name }, msg);
   // Ids are consecutive per room: a jump means we missed some; fetch them. With `since` on
   // SUBSCRIBE this does not happen; it is a safety net.

@@ -39,7 +39,7 @@ export const state = {
   roomStates: new Map(), // name -> RoomState
   joined: null, // name of the room we are subscribed to (at most one)
   subs: [], // its subscriptions
-  dms: new Map(), // peer -> DmState (in memory only: DMs are not stored by the server)
+  dms: new Map(), // peer -> DmState (dms.js: stored conversations with accounts, live ones with guests)
   active: null, // {kind: 'room'|'dm', name}
   pending: new Map(), // ref -> our room message not yet seen back from the server
   refMsgs: new Map(), // ref -> our shown message still waiting for its RECEIPT

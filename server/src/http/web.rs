@@ -31,6 +31,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     web_file!("api.js", JS),
     web_file!("connection.js", JS),
     web_file!("dialogs.js", JS),
+    web_file!("dms.js", JS),
     web_file!("dom.js", JS),
     web_file!("format.js", JS),
     web_file!("mentions.js", JS),
@@ -43,6 +44,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     web_file!("signin.js", JS),
     web_file!("state.js", JS),
     web_file!("transport/stomp.js", JS),
+    web_file!("unread.js", JS),
 ];
 
 /// The embedded file at `path`, if there is one.
