@@ -172,10 +172,13 @@ export function scheduleMark() {
   }, MARK_DELAY);
 }
 
-/** Reads the open conversation: its counts go to 0 and the server hears the last id shown. */
-function markOpen() {
+/**
+ * Reads the open conversation: its counts go to 0 and the server hears the last id shown. Only
+ * while visible, unless `flush`: a mark still waiting when the page is hidden was for what was seen.
+ */
+function markOpen(flush = false) {
   const conv = state.active;
-  if (!conv || !pageVisible()) return;
+  if (!conv || !(flush || pageVisible())) return;
   const rec = record(conv.kind, conv.name);
   rec.visited = true;
   const last = lastShown(conv);
@@ -251,7 +254,14 @@ setInterval(() => {
   if (pageVisible()) refreshCounts();
 }, REFRESH_EVERY);
 document.addEventListener('visibilitychange', () => {
-  if (!pageVisible()) return;
+  if (!pageVisible()) {
+    if (markTimer) {
+      clearTimeout(markTimer);
+      markTimer = null;
+      markOpen(true);
+    }
+    return;
+  }
   scheduleMark();
   refreshCounts();
 });
