@@ -316,7 +316,9 @@ export function renderHistoryStatus() {
   const where = dm ? `your conversation with ${conv.name}` : `#${rs.name}`;
   const held = dm ? rs.msgs.length : rs.msgs.size;
   if (dm && rs.stored === false) {
-    box.append(h('p', null, `Your conversation with ${conv.name}. Direct messages with guests are not kept: they reach whoever is online and are gone when you leave the page.`));
+    box.append(h('p', null, auth.mode === 'account'
+      ? `${conv.name} has no account here: a message reaches them only while they are online as a guest, and is not kept.`
+      : `Your conversation with ${conv.name}. Direct messages of guests are not kept: they reach whoever is online and are gone when you leave the page.`));
     box.dataset.state = 'live';
     return;
   }
