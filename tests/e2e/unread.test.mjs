@@ -251,3 +251,19 @@ test('a DM lost on the way is fetched from REST when the next one shows the gap'
   e2e.assertNoErrors(jack, ivy);
   await Promise.all([jack.context.close(), ivy.context.close()]);
 });
+
+test('a DM to a name that is no account: the page says so, the message is marked not sent, the page comes back', async () => {
+  const kay = await e2e.openUser(browser, server, 'kay', { hash: 'lobby' });
+  kay.expectHttp.push({ path: '/api/dms/nobody-here/messages', status: 404 });
+  await kay.page.evaluate(() => {
+    location.hash = '#@nobody-here';
+  });
+  await kay.page.locator('#history-status', { hasText: 'nobody-here has no account here' }).waitFor();
+  await e2e.send(kay.page, 'anyone there?', { confirmed: false });
+  await kay.page.locator('#message-list > li[data-state="failed"]', { hasText: 'anyone there?' }).waitFor();
+  await e2e.waitOnline(kay.page); // the server closed the connection after its ERROR; it comes back
+  await kay.page.locator('#room-list a[data-name="lobby"]').click();
+  await e2e.send(kay.page, 'still here');
+  e2e.assertNoErrors(kay);
+  await kay.context.close();
+});
