@@ -413,6 +413,9 @@ mod tests {
         ) -> anyhow::Result<Vec<crate::store::SentId>> {
             self.inner.recent_client_ids(since_ms, limit)
         }
+        fn sent_id(&self, r: &str, s: &str, c: &str) -> anyhow::Result<Option<u64>> {
+            self.inner.sent_id(r, s, c)
+        }
         fn conversations(
             &self,
             user: &str,

@@ -12,7 +12,7 @@ use parley_stomp::destination::{Destination, RoomName};
 use parley_stomp::rate::TokenBucket;
 use parley_stomp::session::Identity;
 
-use super::direct::{direct, Recipient, DM_QUEUE};
+use super::direct::{address, direct, Recipient, DM_QUEUE};
 use super::history::catch_up_range;
 use super::message::{chat_headers, check_client_id};
 use super::outbox::{tell, Notice};
@@ -264,6 +264,28 @@ impl ChatSession {
         publish.receipt = Some(receipt);
         self.sends.push((destination, publish, key));
         Ok(())
+    }
+
+    /// Before a send with `client_id` to `target`: in cluster mode, whether it was sent before
+    /// through another node ([`Hub::recall_sent`]).
+    pub async fn recall(&self, target: &Target<'_>, client_id: &str) {
+        let (destination, stream) = match target {
+            Target::Room(room) => (
+                Destination::Topic((*room).to_owned()),
+                Some(room.to_string()),
+            ),
+            Target::User(to) => {
+                let mut publish = Publish::default();
+                let destination = address(&self.identity, to, &mut publish);
+                (destination, publish.stream)
+            }
+        };
+        let key = SentKey::new(
+            self.identity.name.clone(),
+            destination.to_string(),
+            client_id.to_owned(),
+        );
+        self.session.hub().recall_sent(&key, stream).await;
     }
 
     /// Publishes the queued sends in one step under the broker's lock, so their fan-out reaches

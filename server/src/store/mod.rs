@@ -315,6 +315,8 @@ pub trait Store: Send + Sync {
     /// Room messages sent with a client id since `since_ms`, newest first, at most `limit`:
     /// (room, sender, client id, id).
     fn recent_client_ids(&self, since_ms: u64, limit: usize) -> anyhow::Result<Vec<SentId>>;
+    /// The id of `sender`'s message in `room` (a room or conversation) sent with `client_id`.
+    fn sent_id(&self, room: &str, sender: &str, client_id: &str) -> anyhow::Result<Option<u64>>;
     /// `user`'s direct-message conversations, the latest first, at most `limit`.
     fn conversations(&self, user: &str, limit: usize) -> anyhow::Result<Vec<Conversation>>;
     /// Message `id` of `room` as it is now (edited, deleted; reactions left out), if stored.

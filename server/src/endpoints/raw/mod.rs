@@ -39,6 +39,14 @@ pub struct RawClient {
     join_reads: HashMap<String, ReadState>,
 }
 
+/// Where a waiting send goes.
+enum Recipient {
+    /// A joined room.
+    Room(String),
+    /// A user, by the name the client gave.
+    Named(String),
+}
+
 /// What a client reads of a conversation.
 enum Read {
     /// A page before `before`.
@@ -60,9 +68,10 @@ enum Step {
         since: Option<u64>,
         reference: Option<String>,
     },
-    /// A direct message, still to queue (its recipient is looked up).
-    Direct {
-        to: String,
+    /// A send still to queue: a direct message (its recipient is looked up), or in cluster mode
+    /// one with a client id (storage is asked whether another node had it).
+    Send {
+        to: Recipient,
         body: String,
         extras: SendExtras,
         reference: Option<String>,
@@ -291,8 +300,8 @@ impl RawClient {
         let room = match (msg.get("room"), msg.get("to")) {
             (Some(_), _) => string(msg, "room")?,
             (None, Some(_)) => {
-                return Ok(Some(Step::Direct {
-                    to: string(msg, "to")?.to_owned(),
+                return Ok(Some(Step::Send {
+                    to: Recipient::Named(string(msg, "to")?.to_owned()),
                     body: body.to_owned(),
                     extras,
                     reference,
@@ -300,6 +309,15 @@ impl RawClient {
             }
             (None, None) => return Err(refused("missing_field", "send needs \"room\" or \"to\"")),
         };
+        if extras.client_id.is_some() && self.chat.session().hub().is_clustered() {
+            // Its client id may have been sent through another node: storage says (async).
+            return Ok(Some(Step::Send {
+                to: Recipient::Room(room.to_owned()),
+                body: body.to_owned(),
+                extras,
+                reference,
+            }));
+        }
         // A room message is acknowledged once it is durable: the ack travels with it to storage.
         self.chat.send(
             Target::Room(room),
@@ -322,19 +340,25 @@ impl RawClient {
         Ok(None)
     }
 
-    /// Queues a direct message to `to`, once found ([`Hub::recipient`]).
-    async fn direct(
+    /// Queues a send that needed a wait first: a direct message's recipient ([`Hub::recipient`]),
+    /// in cluster mode a client id's earlier send through another node.
+    async fn send_later(
         &mut self,
-        to: String,
+        to: Recipient,
         body: String,
         extras: SendExtras,
         reference: Option<String>,
     ) -> Result<Option<Bytes>, Refusal> {
         let hub = self.chat.session().hub().clone();
-        let recipient = hub.recipient(&to).await?;
+        let target = match &to {
+            Recipient::Room(room) => Target::Room(room),
+            Recipient::Named(name) => Target::User(hub.recipient(name).await?),
+        };
+        if let Some(client_id) = &extras.client_id {
+            self.chat.recall(&target, client_id).await;
+        }
         let ack = durable_ack(reference.clone());
-        self.chat
-            .send(Target::User(recipient), &body, extras, ack)?;
+        self.chat.send(target, &body, extras, ack)?;
         self.send_refs.push(reference);
         Ok(None)
     }
@@ -422,12 +446,12 @@ impl Endpoint for RawClient {
                 }) => Box::pin(self.join(room, since))
                     .await
                     .map_err(|refusal| (refusal, reference)),
-                Ok(Step::Direct {
+                Ok(Step::Send {
                     to,
                     body,
                     extras,
                     reference,
-                }) => Box::pin(self.direct(to, body, extras, reference.clone()))
+                }) => Box::pin(self.send_later(to, body, extras, reference.clone()))
                     .await
                     .map_err(|refusal| (refusal, reference)),
                 Ok(Step::Conversation {

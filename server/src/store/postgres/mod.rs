@@ -308,6 +308,10 @@ impl Store for PgStore {
         self.with(|conn| stream::conversations(conn, user, limit))
     }
 
+    fn sent_id(&self, room: &str, sender: &str, client_id: &str) -> anyhow::Result<Option<u64>> {
+        self.with(|conn| stream::sent_id(conn, room, sender, client_id))
+    }
+
     fn last_ids(&self) -> anyhow::Result<HashMap<String, u64>> {
         self.with(|conn| {
             let rows = conn.query("SELECT room, MAX(id) FROM messages GROUP BY room", &[])?;

@@ -87,6 +87,8 @@ pub(super) const STREAM_EVENTS: &str = "
     ALTER TABLE messages ADD COLUMN client_id TEXT;
     ALTER TABLE messages ADD COLUMN edited BOOLEAN NOT NULL DEFAULT FALSE;
     CREATE INDEX messages_with_client_id ON messages (ts) WHERE client_id IS NOT NULL;
+    CREATE INDEX messages_by_client_id ON messages (room, sender, client_id)
+        WHERE client_id IS NOT NULL;
     CREATE INDEX messages_by_target ON messages (room, target) WHERE target IS NOT NULL;
     CREATE TABLE reactions (
         room TEXT NOT NULL,
@@ -204,6 +206,10 @@ impl Store for SqliteStore {
 
     fn conversations(&self, user: &str, limit: usize) -> anyhow::Result<Vec<Conversation>> {
         stream::conversations(&lock(&self.reader), user, limit)
+    }
+
+    fn sent_id(&self, room: &str, sender: &str, client_id: &str) -> anyhow::Result<Option<u64>> {
+        stream::sent_id(&lock(&self.reader), room, sender, client_id)
     }
 
     fn last_id(&self, room: &str) -> anyhow::Result<u64> {
