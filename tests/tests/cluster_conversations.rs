@@ -131,9 +131,45 @@ async fn dms_edits_and_reactions_cross_nodes() {
         "{page}"
     );
 
-    // A retried send on one node is one message.
+    // A retried send is one message: on the same node, and after reconnecting to the other
+    // node (a balancer sends a reconnect anywhere), over raw and STOMP.
     let send = json!({"type": "send", "room": "general", "body": "once", "client_id": "k1"});
     let x = answer(&mut a1, send.clone(), "s1").await;
-    let y = answer(&mut a1, send, "s2").await;
+    let y = answer(&mut a1, send.clone(), "s2").await;
     assert_eq!(id_string(&x["id"]), id_string(&y["id"]), "{x} {y}");
+    drop(a1);
+    let mut again = ws_bearer(two, &alice).await;
+    ws_join_ok(&mut again, "general").await;
+    let z = answer(&mut again, send, "s3").await;
+    assert_eq!(id_string(&x["id"]), id_string(&z["id"]), "{x} {z}");
+    let mut s = Stomp::with_token(cluster.nodes[1].stomp_addr(), &alice, "alice").await;
+    let r = s
+        .send_receipt(
+            &[("destination", "/topic/general"), ("client-id", "k1")],
+            b"once",
+        )
+        .await;
+    assert_eq!(r.command, "RECEIPT", "{r:?}");
+    let dm = json!({"type": "send", "to": "bob", "body": "once more", "client_id": "k2"});
+    let first = answer(&mut again, dm.clone(), "s4").await;
+    let mut three = ws_bearer(one, &alice).await;
+    let second = answer(&mut three, dm, "s5").await;
+    assert_eq!(
+        id_string(&first["id"]),
+        id_string(&second["id"]),
+        "{first} {second}"
+    );
+    // Bob saw "once" and "once more" once each.
+    let page = get_as(one, "/api/rooms/general/messages", &bob)
+        .await
+        .json();
+    let onces = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["body"] == "once")
+        .count();
+    assert_eq!(onces, 1, "{page}");
+    let dms = get_as(one, "/api/dms/alice/messages", &bob).await.json();
+    assert_eq!(dms["messages"].as_array().map(Vec::len), Some(3), "{dms}");
 }
