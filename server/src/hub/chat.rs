@@ -17,6 +17,7 @@ use super::history::catch_up_range;
 use super::message::{chat_headers, check_client_id};
 use super::outbox::{tell, Notice};
 use super::refusal::{publish_refusal, Refusal};
+use super::rooms::ROOMS_TOPIC;
 use super::session::{Held, HubSession};
 use super::tables::SentKey;
 use super::Hub;
@@ -180,6 +181,20 @@ impl ChatSession {
             let _ = slot.send(Held::Joined { room, members });
         });
         Ok(JoinAnswer::Later)
+    }
+
+    /// Hears of every public room created from now on, on any node ([`ROOMS_TOPIC`]).
+    pub fn watch_rooms(&mut self) -> Result<(), Refusal> {
+        let id = self.session.id();
+        let topic = Destination::Topic(ROOMS_TOPIC.to_owned());
+        self.session.hub().apply(|broker, events| {
+            if broker.has_subscription(id, "rooms") {
+                return Ok(());
+            }
+            broker
+                .subscribe(id, "rooms", &topic, AckMode::Auto, events)
+                .map_err(|e| Refusal::new("join_failed", e.to_string()))
+        })
     }
 
     /// Leaves a joined room.

@@ -54,6 +54,7 @@ use self::outbox::Outbox;
 pub use self::outbox::{Notice, CLOSE_UNAUTHORIZED};
 pub use self::reads::{READ_LAST, READ_ROOM, READ_WITH};
 pub use self::refusal::Refusal;
+pub use self::rooms::{ROOMS_TOPIC, ROOM_HEADER};
 pub use self::session::{Held, HubSession, Next};
 pub use self::tables::{EditLimits, SentKey, MAX_REMEMBERED, REMEMBERED_MS};
 use crate::acl::Acl;

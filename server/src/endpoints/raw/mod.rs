@@ -191,6 +191,7 @@ impl RawClient {
                 });
             }
             "leave" => self.chat.leave(string(msg, "room")?).map(|()| None)?,
+            "watch_rooms" => self.chat.watch_rooms().map(|()| None)?,
             "send" => match self.send(msg, reference)? {
                 Some(step) => return Ok(step),
                 None => None,
