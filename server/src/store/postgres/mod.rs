@@ -12,6 +12,7 @@ use r2d2::{Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 
 mod stream;
+mod users;
 
 use super::{
     user_key, RefreshRecord, Role, Room, RoomRules, Rotation, SentId, Store, StoredMessage,
@@ -413,6 +414,15 @@ impl Store for PgStore {
                 )?
                 .map(|r| r.get(0)))
         })
+    }
+
+    fn users_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<String>> {
+        self.with(|conn| users::page(conn, prefix, after, limit))
     }
 
     fn password_hash(&self, name: &str) -> anyhow::Result<Option<String>> {

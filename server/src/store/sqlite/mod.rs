@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use rusqlite::{params, Connection, OptionalExtension as _};
 
 mod stream;
+mod users;
 
 use super::{user_key, RefreshRecord, Role, Room, Rotation, SentId, Store, StoredMessage};
 use crate::clock::now_ms;
@@ -294,6 +295,15 @@ impl Store for SqliteStore {
         Ok(stmt
             .query_row(params![user_key(name)], |row| row.get(0))
             .optional()?)
+    }
+
+    fn users_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<String>> {
+        users::page(&lock(&self.reader), prefix, after, limit)
     }
 
     fn password_hash(&self, name: &str) -> anyhow::Result<Option<String>> {
