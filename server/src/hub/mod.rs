@@ -11,7 +11,8 @@
 //! (protocol-neutral chat commands: join, leave, send, typing, history), `history` (catch-up
 //! and history reads), `rooms` (room creation and rules, revocation), `presence`, `message`
 //! (stored ↔ live message conversion and the journal), `cluster` (numbering, per-room order and
-//! gap fill in cluster mode), `outbox` and `mailbox` (the queues to each session).
+//! gap fill in cluster mode), `outbox` and `mailbox` (the queues to each session), `people`
+//! (who is online, server-wide).
 
 mod chat;
 mod cluster;
@@ -21,6 +22,7 @@ pub mod mailbox;
 mod message;
 mod order;
 mod outbox;
+mod people;
 mod presence;
 mod rooms;
 mod sent;
@@ -253,6 +255,7 @@ impl Hub {
         if self.bus.is_some() {
             self.flush_to_bus(inner);
         }
+        self.share_online(inner);
         self.deliver(&inner.outboxes, &mut inner.pending);
         result
     }
