@@ -1,10 +1,13 @@
 //! The JSON REST API for the browser and tools (`/api/…`): routing, who is calling, and the
-//! answers' shape. Accounts and tokens are in `account`, rooms, members and history in `rooms`.
+//! answers' shape. Accounts and tokens are in `account`, rooms, members and history in `rooms`,
+//! member details and leaving in `members`, the directory and who is online in `users`.
 //! See `docs/auth.md`.
 
 mod account;
+mod members;
 mod messages;
 mod rooms;
+mod users;
 
 use self::messages::Edit;
 
@@ -66,6 +69,8 @@ pub async fn handle(api: Api<'_>, req: Request<Incoming>) -> Response<Full<Bytes
             Ok(None) => error(StatusCode::UNAUTHORIZED, "not signed in"),
             Err(resp) => resp,
         },
+        (&Method::GET, ["users"]) => api.users(&req).await,
+        (&Method::GET, ["users", "online"]) => api.online(&req).await,
         (&Method::GET, ["rooms"]) => api.list_rooms(&req).await,
         (&Method::POST, ["rooms"]) => api.create_room(req).await,
         (&Method::GET, ["rooms", room, "members"]) => api.members(&req, room).await,
@@ -88,7 +93,8 @@ pub async fn handle(api: Api<'_>, req: Request<Incoming>) -> Response<Full<Bytes
             let (room, id) = ((*room).to_owned(), (*id).to_owned());
             api.change_message(req, &room, &id, Edit::Reaction).await
         }
-        (_, ["info" | "me" | "rooms" | "register" | "login" | "logout"])
+        (_, ["info" | "me" | "rooms" | "users" | "register" | "login" | "logout"])
+        | (_, ["users", "online"])
         | (_, ["token", "refresh"])
         | (_, ["rooms", _, "messages" | "members"])
         | (_, ["rooms", _, "messages" | "members", _])
