@@ -81,7 +81,8 @@ function onServerError(message) {
   if (/^forbidden/i.test(message)) {
     // Not allowed in the room we were in (a private room, or removed from it): do not try again.
     if (state.joined) state.refused.add(state.joined);
-    showBanner(message);
+    const notMember = state.joined && /private and you are not a member/i.test(message);
+    showBanner(notMember ? `You are not a member of #${state.joined}.` : message);
     return;
   }
   // A restart is not worth a message: the connection state says it all.

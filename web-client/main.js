@@ -11,6 +11,7 @@ import { closeMentions, mentionKey, updateMentions } from './mentions.js';
 import { retry, send, sendTyping } from './messages.js';
 import { openConversation, parseHash } from './navigation.js';
 import { renderNotify, toggleNotify } from './notify.js';
+import { wirePeople } from './people.js';
 import {
   actions, autosize, closeDrawers, nearBottom, renderAll, renderComposer, renderMe, scrollToBottom, toggleDrawer,
 } from './render.js';
@@ -170,5 +171,6 @@ async function boot() {
 
 wireChat();
 wireNavigation();
+wirePeople(openConversation);
 wireSignIn();
 boot();

@@ -9,6 +9,7 @@ import { forgetPlace } from './navigation.js';
 import { forgetNotify } from './notify.js';
 import { autosize, closeDrawers, hideBanner, renderAll } from './render.js';
 import { learnRoomRule, resetRooms } from './rooms.js';
+import { resetPeople } from './people.js';
 import { acceptToken, clearSession } from './session.js';
 import { NAME_KEY, auth, info, state } from './state.js';
 
@@ -115,6 +116,7 @@ export async function signOut() {
  */
 export function forgetUser() {
   resetRooms();
+  resetPeople();
   forgetPlace();
   state.sentRefs.clear();
   state.lastTypingSent = 0;

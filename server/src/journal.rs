@@ -438,6 +438,14 @@ mod tests {
         fn account_like(&self, name: &str) -> anyhow::Result<Option<String>> {
             self.inner.account_like(name)
         }
+        fn users_page(
+            &self,
+            prefix: &str,
+            after: Option<&str>,
+            limit: usize,
+        ) -> anyhow::Result<Vec<String>> {
+            self.inner.users_page(prefix, after, limit)
+        }
         fn password_hash(&self, name: &str) -> anyhow::Result<Option<String>> {
             self.inner.password_hash(name)
         }

@@ -37,6 +37,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     web_file!("messages.js", JS),
     web_file!("navigation.js", JS),
     web_file!("notify.js", JS),
+    web_file!("people.js", JS),
     web_file!("render.js", JS),
     web_file!("rooms.js", JS),
     web_file!("session.js", JS),

@@ -148,6 +148,13 @@ impl RawClient {
         }
         let reply = match kind {
             "ping" => Some(wire::text_frame(&json!({"type": "pong"}))),
+            "away" => {
+                let away = msg.get("away").and_then(Value::as_bool);
+                let away = away.ok_or_else(|| refused("invalid_field", "away is true or false"))?;
+                let session = self.chat.session();
+                session.hub().set_away(session.id(), away);
+                None
+            }
             "join" => {
                 let room = ChatSession::room_name(string(msg, "room")?)?;
                 let since = msg.get("since").map(message_id).transpose()?;

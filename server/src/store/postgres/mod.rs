@@ -13,6 +13,7 @@ use r2d2_postgres::PostgresConnectionManager;
 
 mod reads;
 mod stream;
+mod users;
 
 use super::{to_i64, to_u64};
 use super::{
@@ -416,6 +417,15 @@ impl Store for PgStore {
                 )?
                 .map(|r| r.get(0)))
         })
+    }
+
+    fn users_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<String>> {
+        self.with(|conn| users::page(conn, prefix, after, limit))
     }
 
     fn password_hash(&self, name: &str) -> anyhow::Result<Option<String>> {

@@ -9,6 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension as _};
 
 mod reads;
 mod stream;
+mod users;
 
 use super::to_i64;
 use super::{
@@ -314,6 +315,15 @@ impl Store for SqliteStore {
         Ok(stmt
             .query_row(params![user_key(name)], |row| row.get(0))
             .optional()?)
+    }
+
+    fn users_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<String>> {
+        users::page(&lock(&self.reader), prefix, after, limit)
     }
 
     fn password_hash(&self, name: &str) -> anyhow::Result<Option<String>> {
