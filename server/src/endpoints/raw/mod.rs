@@ -146,6 +146,9 @@ impl RawClient {
             // Everything before this command takes effect first.
             self.flush_sends(conn);
         }
+        if let Some(step) = waiting_step(kind, msg, &reference)? {
+            return Ok(step);
+        }
         let reply = match kind {
             "ping" => Some(wire::text_frame(&json!({"type": "pong"}))),
             "away" => {
@@ -155,48 +158,6 @@ impl RawClient {
                 session.hub().set_away(session.id(), away);
                 None
             }
-            "join" => {
-                let room = ChatSession::room_name(string(msg, "room")?)?;
-                let since = msg.get("since").map(message_id).transpose()?;
-                return Ok(Step::Join {
-                    room,
-                    since,
-                    reference,
-                });
-            }
-            "edit" | "delete" | "react" => {
-                let change = match kind {
-                    "edit" => Change::Edit(string(msg, "body")?.to_owned()),
-                    "delete" => Change::Delete,
-                    _ => Change::React {
-                        emoji: string(msg, "emoji")?.to_owned(),
-                        on: msg.get("on").and_then(Value::as_bool),
-                    },
-                };
-                return Ok(Step::Change {
-                    room: string(msg, "room")?.to_owned(),
-                    target: message_id(
-                        msg.get("id")
-                            .ok_or_else(|| refused("missing_field", "missing field \"id\""))?,
-                    )?,
-                    change,
-                    reference,
-                });
-            }
-            "read" => {
-                let with = optional_string(msg, "with")?;
-                return Ok(Step::Read {
-                    place: match with {
-                        Some(with) => Place::With(with.to_owned()),
-                        None => Place::Room(string(msg, "room")?.to_owned()),
-                    },
-                    id: message_id(
-                        msg.get("id")
-                            .ok_or_else(|| refused("missing_field", "missing field \"id\""))?,
-                    )?,
-                    reference,
-                });
-            }
             "leave" => self.chat.leave(string(msg, "room")?).map(|()| None)?,
             "watch_rooms" => self.chat.watch_rooms().map(|()| None)?,
             "send" => match self.send(msg, reference)? {
@@ -205,28 +166,6 @@ impl RawClient {
             },
             "auth" => Some(self.renew(string(msg, "access_token")?)?),
             "typing" => self.chat.typing(string(msg, "room")?).map(|()| None)?,
-            "history" if msg.contains_key("with") => {
-                return Ok(Step::Conversation {
-                    with: string(msg, "with")?.to_owned(),
-                    read: Read::History {
-                        before: msg.get("before").map(message_id).transpose()?,
-                        limit: page_size(msg),
-                    },
-                    reference,
-                })
-            }
-            "catch_up" => {
-                let since = msg
-                    .get("since")
-                    .ok_or_else(|| refused("missing_field", "missing field \"since\""))?;
-                return Ok(Step::Conversation {
-                    with: string(msg, "with")?.to_owned(),
-                    read: Read::CatchUp {
-                        since: message_id(since)?,
-                    },
-                    reference,
-                });
-            }
             "history" => {
                 let room = self.chat.readable(string(msg, "room")?)?;
                 let before = msg.get("before").map(message_id).transpose()?;
@@ -558,6 +497,78 @@ fn message_id(v: &Value) -> Result<u64, Refusal> {
 fn page_size(msg: &Map<String, Value>) -> usize {
     let limit = msg.get("limit").and_then(Value::as_u64).unwrap_or(50);
     usize::try_from(limit).unwrap_or(usize::MAX)
+}
+
+/// The commands that wait (storage, a lookup) before they are done, parsed: `None` for the
+/// others.
+fn waiting_step(
+    kind: &str,
+    msg: &Map<String, Value>,
+    reference: &Option<String>,
+) -> Result<Option<Step>, Refusal> {
+    let step = match kind {
+        "join" => {
+            let room = ChatSession::room_name(string(msg, "room")?)?;
+            let since = msg.get("since").map(message_id).transpose()?;
+            Step::Join {
+                room,
+                since,
+                reference: reference.clone(),
+            }
+        }
+        "edit" | "delete" | "react" => {
+            let change = match kind {
+                "edit" => Change::Edit(string(msg, "body")?.to_owned()),
+                "delete" => Change::Delete,
+                _ => Change::React {
+                    emoji: string(msg, "emoji")?.to_owned(),
+                    on: msg.get("on").and_then(Value::as_bool),
+                },
+            };
+            Step::Change {
+                room: string(msg, "room")?.to_owned(),
+                target: required_id(msg, "id")?,
+                change,
+                reference: reference.clone(),
+            }
+        }
+        "read" => {
+            let with = optional_string(msg, "with")?;
+            Step::Read {
+                place: match with {
+                    Some(with) => Place::With(with.to_owned()),
+                    None => Place::Room(string(msg, "room")?.to_owned()),
+                },
+                id: required_id(msg, "id")?,
+                reference: reference.clone(),
+            }
+        }
+        "history" if msg.contains_key("with") => Step::Conversation {
+            with: string(msg, "with")?.to_owned(),
+            read: Read::History {
+                before: msg.get("before").map(message_id).transpose()?,
+                limit: page_size(msg),
+            },
+            reference: reference.clone(),
+        },
+        "catch_up" => Step::Conversation {
+            with: string(msg, "with")?.to_owned(),
+            read: Read::CatchUp {
+                since: required_id(msg, "since")?,
+            },
+            reference: reference.clone(),
+        },
+        _ => return Ok(None),
+    };
+    Ok(Some(step))
+}
+
+/// A required message id field.
+fn required_id(msg: &Map<String, Value>, field: &'static str) -> Result<u64, Refusal> {
+    let value = msg
+        .get(field)
+        .ok_or_else(|| refused("missing_field", format!("missing field {field:?}")))?;
+    message_id(value)
 }
 
 /// A room message's `ack`, sent once it is durable: the ack travels with it to storage.
