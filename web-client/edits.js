@@ -1,0 +1,146 @@
+// Changing messages from the page: replying, reacting, editing in place and deleting, and sending those changes to the server.
+//
+// A change is answered by its event on /topic/<room> (events.js), like everyone else's: the
+// page shows nothing until the server has it. Accounts change messages through REST (PATCH,
+// DELETE, POST …/reactions): a refusal (too late, rate limited) is then an HTTP answer shown in
+// the banner, while the same refusal over STOMP is an ERROR that closes the connection — a
+// reconnect and catch-up for nothing. Guests have no REST access, so theirs go over STOMP
+// (`kind` + `target-id` on a SEND to the room); the page only offers what the server accepts.
+
+import { changeMessage } from './api.js';
+import { el } from './dom.js';
+import { refreshMessage } from './events.js';
+import { mayChange, partActions, renderReplyBar } from './msgparts.js';
+import { showBanner, tooLong } from './render.js';
+import { auth, info, online, roomState, state } from './state.js';
+
+const VERBS = { edit: 'edit', delete: 'delete', react: 'react to', unreact: 'take back the reaction to' };
+
+Object.assign(partActions, { reply, react, startEdit, saveEdit, cancelEdit, remove, showQuoted, cancelReply });
+
+// ---- replies -------------------------------------------------------------------------------------
+
+/** "Reply": the next message sent in this room answers `msg` (shown above the composer). */
+export function reply(msg) {
+  state.replyTo = { room: msg.room, id: msg.id };
+  renderReplyBar();
+  el.input.focus();
+}
+
+export function cancelReply() {
+  state.replyTo = null;
+  renderReplyBar();
+}
+
+/** A click on a reply's quote: brings the original into view when it is loaded. */
+export function showQuoted(room, id) {
+  const node = el.list.querySelector(`:scope > [data-id="${CSS.escape(String(id))}"]`);
+  if (!node) {
+    showBanner('The original message is further up: scroll up to load it.');
+    return;
+  }
+  node.scrollIntoView({ block: 'center', behavior: 'smooth' });
+  node.classList.add('flash');
+  setTimeout(() => node.classList.remove('flash'), 1600);
+  node.focus({ preventScroll: true });
+}
+
+// ---- reactions -----------------------------------------------------------------------------------
+
+/** Adds our `emoji` to `msg`, or takes it back when it is there already. */
+export function react(msg, emoji) {
+  const mine = Boolean(msg.reactions.get(emoji)?.has(state.me));
+  change(msg, { kind: mine ? 'unreact' : 'react', body: emoji });
+}
+
+// ---- editing and deleting -------------------------------------------------------------------------
+
+export function startEdit(msg, { fromComposer = false } = {}) {
+  if (!mayChange(msg)) return;
+  const old = state.editing;
+  state.editing = { room: msg.room, id: msg.id, draft: msg.body, fromComposer };
+  if (old) redrawById(old.room, old.id);
+  refreshMessage(roomState(msg.room), msg);
+  const input = el.list.querySelector(`:scope > [data-id="${CSS.escape(String(msg.id))}"] .edit-input`);
+  if (input) {
+    input.focus();
+    input.setSelectionRange(input.value.length, input.value.length);
+  }
+}
+
+export function cancelEdit() {
+  const old = state.editing;
+  state.editing = null;
+  if (!old) return;
+  redrawById(old.room, old.id);
+  // Back where the edit began: the composer (Up) or the message (its Edit button).
+  if (old.fromComposer) el.input.focus();
+  else el.list.querySelector(`:scope > [data-id="${CSS.escape(String(old.id))}"]`)?.focus({ preventScroll: true });
+}
+
+/** Saves an edit: nothing when unchanged; an empty text offers to delete instead. */
+export function saveEdit(msg, text) {
+  if (text === msg.body) {
+    cancelEdit();
+    return;
+  }
+  if (!text.trim()) {
+    showBanner('A message cannot be empty: use Delete to remove it.');
+    return;
+  }
+  if (new TextEncoder().encode(text).length > info.maxBody) {
+    showBanner(`Too long to save: at most ${info.maxBody.toLocaleString('en')} bytes.`);
+    return;
+  }
+  cancelEdit();
+  change(msg, { kind: 'edit', body: text });
+}
+
+export function remove(msg) {
+  change(msg, { kind: 'delete', body: '' });
+}
+
+/** Up in an empty composer: edits our last message in the open room, if we still may. */
+export function editLast() {
+  const conv = state.active;
+  if (!conv || conv.kind !== 'room' || el.input.value !== '' || tooLong()) return false;
+  const msgs = [...roomState(conv.name).msgs.values()].sort((a, b) => b.id - a.id);
+  const last = msgs.find((m) => m.from === state.me && !m.deleted);
+  if (!last || !mayChange(last)) return false;
+  startEdit(last, { fromComposer: true });
+  return true;
+}
+
+function redrawById(room, id) {
+  const msg = roomState(room).msgs.get(id);
+  if (msg) refreshMessage(roomState(room), msg);
+}
+
+// ---- to the server ---------------------------------------------------------------------------------
+
+/** Sends one change of `msg` ({kind: edit|delete|react|unreact, body}); its event shows it. */
+async function change(msg, { kind, body }) {
+  if (auth.mode !== 'account') {
+    if (!online()) {
+      showBanner('You are offline: try again once connected.');
+      return;
+    }
+    state.client.publish({
+      destination: `/topic/${msg.room}`,
+      body,
+      headers: { 'content-type': 'text/plain', kind, 'target-id': String(msg.id) },
+    });
+    return;
+  }
+  let answer;
+  try {
+    answer = await changeMessage(msg.room, msg.id, { kind, body });
+  } catch {
+    showBanner(`Could not ${VERBS[kind]} the message: the server is unreachable.`);
+    return;
+  }
+  if (!answer.ok) {
+    const why = (answer.body && answer.body.error) || `HTTP ${answer.status}`;
+    showBanner(`Could not ${VERBS[kind]} the message: ${why}`);
+  }
+}
