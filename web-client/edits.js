@@ -56,7 +56,10 @@ export function react(msg, emoji) {
 // ---- editing and deleting -------------------------------------------------------------------------
 
 export function startEdit(msg, { fromComposer = false } = {}) {
-  if (!mayChange(msg)) return;
+  if (!mayChange(msg)) {
+    tooLate(msg, 'edit');
+    return;
+  }
   const old = state.editing;
   state.editing = { room: msg.room, id: msg.id, draft: msg.body, fromComposer };
   if (old) redrawById(old.room, old.id);
@@ -111,6 +114,22 @@ export function editLast() {
   return true;
 }
 
+/**
+ * The edit window passed while the message was on screen: say so here rather than provoke the
+ * server's refusal (over STOMP an ERROR that would close the connection); its buttons go.
+ */
+function tooLate(msg, verb) {
+  showBanner(`Too late to ${verb} that message: messages can be changed for ${windowText()} after sending.`);
+  redrawById(msg.room, msg.id);
+}
+
+function windowText() {
+  const s = info.editWindowS;
+  if (s % 3600 === 0) return `${s / 3600} h`;
+  if (s % 60 === 0) return `${s / 60} min`;
+  return `${s} s`;
+}
+
 function redrawById(room, id) {
   const msg = roomState(room).msgs.get(id);
   if (msg) refreshMessage(roomState(room), msg);
@@ -120,6 +139,10 @@ function redrawById(room, id) {
 
 /** Sends one change of `msg` ({kind: edit|delete|react|unreact, body}); its event shows it. */
 async function change(msg, { kind, body }) {
+  if ((kind === 'edit' || kind === 'delete') && !mayChange(msg)) {
+    tooLate(msg, kind);
+    return;
+  }
   if (auth.mode !== 'account') {
     if (!online()) {
       showBanner('You are offline: try again once connected.');

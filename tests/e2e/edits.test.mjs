@@ -319,3 +319,28 @@ test('outbox: sent while offline shows pending and arrives once; duplicated SEND
   await e2e.screenshot(alice.page, 'edits-outbox-arrived');
   e2e.assertNoErrors(alice, bob, carol);
 });
+
+test('past the edit window (messages.edit_window_s) the page does not try: it says so, and a guest stays connected', async () => {
+  const short = await e2e.startServer({ guests: true, args: ['--edit-window', '2s', '--guests-create-rooms'] });
+  const dora = await e2e.openUser(browser, short, 'dora', { as: 'guest', hash: 'quick' });
+  await e2e.send(dora.page, 'hasty');
+  await msgLi(dora.page, 'hasty').hover();
+  assert.equal(await msgLi(dora.page, 'hasty').locator('.act-edit').count(), 1);
+  await e2e.pause(2_300);
+  await act(dora.page, 'hasty', 'act-delete');
+  await dora.page.locator('#message-list .act-delete[data-armed="true"]').click();
+  await dora.page.locator('#banner', { hasText: 'Too late to delete that message' }).waitFor();
+  await msgLi(dora.page, 'hasty').hover();
+  assert.equal(await msgLi(dora.page, 'hasty').locator('.act-edit, .act-delete').count(), 0, 'no longer offered');
+  await dora.page.focus('#input');
+  await dora.page.keyboard.press('ArrowUp');
+  assert.equal(await dora.page.locator('#message-list .edit-input').count(), 0);
+  await e2e.pause(300);
+  assert.equal(await e2e.connState(dora.page), 'online');
+  assert.equal(await dora.page.evaluate(() => window.parleyDebug.connects), 1, 'no ERROR closed the connection');
+  assert.equal(await dora.page.locator('#message-list > li[data-deleted="true"]').count(), 0);
+  e2e.assertNoErrors(dora);
+  await dora.context.close();
+  await short.stop();
+  e2e.removeDir(short.dataDir);
+});
