@@ -13,6 +13,7 @@ import { debug, isActive, online, state } from './state.js';
 import { publishWithReceipt } from './transport/stomp.js';
 
 const KEY = 'parley.outbox.'; // + user name: [{ref, room, body, replyTo}]
+const AUTO_TRIES = 3; // sends of one message by flush; then only "Send again" (a refused SEND loops otherwise)
 
 /** A fresh client id: 32 hex digits (crypto.randomUUID needs a secure context; this does not). */
 export function newClientId() {
@@ -31,22 +32,32 @@ export function submit(room, body, replyTo) {
   else save();
 }
 
-/** Sends what waits for `room` (queued, or sent without an answer), each with its own client id. */
+/**
+ * Sends what waits for `room` (queued, or sent without an answer), each with its own client id.
+ * Only the room being joined: a SEND to a room we may no longer use is an ERROR that closes the
+ * connection, and joining checks that first. A message that keeps getting no answer (the server
+ * refusing it closes the connection every time) stops after AUTO_TRIES; "Send again" remains.
+ */
 export function flush(room) {
   if (!online()) return;
   for (const p of state.pending.values()) {
-    if (p.room === room && !p.stored && p.state !== 'sending') transmit(p);
+    if (p.room !== room || p.stored || p.state === 'sending') continue;
+    if ((p.tries || 0) < AUTO_TRIES) transmit(p);
+    else redraw(p); // with its "Send again" now that we are online
   }
 }
 
 /** "Send again" on a message the server never confirmed: the same client id, so at most once. */
 export function retry(ref) {
   const p = state.pending.get(ref);
-  if (p && !p.stored && online()) transmit(p);
+  if (!p || p.stored || !online()) return;
+  p.tries = 0;
+  transmit(p);
 }
 
 function transmit(p) {
   p.state = 'sending';
+  p.tries = (p.tries || 0) + 1;
   debug.outboxSends++;
   const headers = { 'content-type': 'text/plain', receipt: p.ref, 'client-id': p.ref };
   if (p.replyTo) headers['reply-to'] = String(p.replyTo);
