@@ -1,4 +1,4 @@
-// Changing messages from the page: replying, reacting, editing in place and deleting, and sending those changes to the server.
+// Changing messages from the page: replying, reacting, editing in place, deleting, sending those changes to the server; and the keyboard in the message list.
 //
 // A change is answered by its event on /topic/<room> (events.js), like everyone else's: the
 // page shows nothing until the server has it. Accounts change messages through REST (PATCH,
@@ -17,6 +17,43 @@ import { auth, info, online, roomState, state } from './state.js';
 const VERBS = { edit: 'edit', delete: 'delete', react: 'react to', unreact: 'take back the reaction to' };
 
 Object.assign(partActions, { reply, react, startEdit, saveEdit, cancelEdit, remove, showQuoted, cancelReply });
+
+// ---- the keyboard in the message list --------------------------------------------------------------
+
+/**
+ * The message list is one tab stop (not four buttons per message): Tab lands on the last
+ * message, Up and Down move between messages, and within the focused message Tab reaches its
+ * quote, chips and actions (tabindex -1 elsewhere, msgparts.js).
+ */
+const CONTROLS = '.reply-quote, .chip, .act';
+let current = null; // the message whose controls are in the tab order
+
+el.list.tabIndex = 0;
+el.list.addEventListener('focusin', (e) => {
+  if (e.target === el.list) {
+    // Arriving from outside: on to the last message. Leaving backwards (Shift+Tab from inside)
+    // stops here once, then goes on.
+    if (!el.list.contains(e.relatedTarget)) el.list.lastElementChild?.focus();
+    return;
+  }
+  const li = e.target.closest('#message-list > li');
+  if (!li || li === current) return;
+  if (current) for (const c of current.querySelectorAll(CONTROLS)) c.tabIndex = -1;
+  current = li;
+  for (const c of li.querySelectorAll(CONTROLS)) c.tabIndex = 0;
+});
+el.list.addEventListener('focusout', (e) => {
+  if (el.list.contains(e.relatedTarget) || !current) return;
+  for (const c of current.querySelectorAll(CONTROLS)) c.tabIndex = -1; // left the list: one stop again
+  current = null;
+});
+el.list.addEventListener('keydown', (e) => {
+  if ((e.key !== 'ArrowUp' && e.key !== 'ArrowDown') || e.target.parentElement !== el.list) return;
+  const next = e.key === 'ArrowUp' ? e.target.previousElementSibling : e.target.nextElementSibling;
+  if (!next) return;
+  e.preventDefault();
+  next.focus();
+});
 
 // ---- replies -------------------------------------------------------------------------------------
 

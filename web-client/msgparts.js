@@ -44,7 +44,9 @@ export function firstLine(msg) {
 /** Adds the extras of a room message (`msg.room` set) to `li`, its element from render.js. */
 export function addParts(li, msg) {
   if (!msg.room) return;
-  li.tabIndex = -1; // a tap focuses it, which shows its actions on touch screens
+  // A tap focuses it, which shows its actions on touch screens. Its buttons are out of the tab
+  // order until it has the focus (edits.js: the list is one tab stop, arrows move between messages).
+  li.tabIndex = -1;
   const body = li.querySelector(':scope > .body');
   if (msg.replyTo) body.before(quoteEl(msg));
   if (msg.deleted) return;
@@ -67,7 +69,7 @@ function quoteEl(msg) {
   const original = roomState(msg.room).msgs.get(msg.replyTo);
   const label = original ? `Reply to ${original.from}: ${firstLine(original)}` : 'Reply to a message';
   return h('button', {
-    type: 'button', class: 'reply-quote', title: original ? 'Show the original message' : 'The original is not loaded',
+    type: 'button', class: 'reply-quote', tabindex: '-1', title: original ? 'Show the original message' : 'The original is not loaded',
     'aria-label': label, dataset: { replyTo: String(msg.replyTo), key: 'quote', unloaded: original ? null : 'true' },
     onclick: () => partActions.showQuoted(msg.room, msg.replyTo),
   },
@@ -83,7 +85,7 @@ function reactionChips(msg) {
     const mine = users.has(state.me);
     const names = [...users].sort();
     chips.push(h('button', {
-      type: 'button', class: mine ? 'chip mine' : 'chip', 'aria-pressed': String(mine),
+      type: 'button', class: mine ? 'chip mine' : 'chip', tabindex: '-1', 'aria-pressed': String(mine),
       title: `${names.join(', ')} reacted with ${emoji}`,
       'aria-label': `${emoji} ${users.size}: ${names.join(', ')}${mine ? ' (you; click to take back)' : ''}`,
       dataset: { emoji, count: String(users.size), key: `chip:${emoji}` },
@@ -96,7 +98,7 @@ function reactionChips(msg) {
 /** Reply, react, and (our own, in time) edit and delete: shown on hover or keyboard focus. */
 function actionsEl(msg) {
   const button = (cls, label, text, onclick) => h('button', {
-    type: 'button', class: `act ${cls}`, title: label, 'aria-label': label, dataset: { key: cls }, onclick,
+    type: 'button', class: `act ${cls}`, tabindex: '-1', title: label, 'aria-label': label, dataset: { key: cls }, onclick,
   }, text);
   const bar = h('div', { class: 'msg-actions', role: 'toolbar', 'aria-label': `Actions on ${msg.from}'s message` },
     button('act-reply', 'Reply', '↩', () => partActions.reply(msg)),

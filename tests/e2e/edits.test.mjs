@@ -320,6 +320,37 @@ test('outbox: sent while offline shows pending and arrives once; duplicated SEND
   e2e.assertNoErrors(alice, bob, carol);
 });
 
+test('keyboard: the message list is one tab stop, arrows move between messages, Tab reaches the actions of one', async () => {
+  const page = alice.page;
+  const focused = () => page.evaluate(() => {
+    const a = document.activeElement;
+    const li = a.closest('#message-list > li');
+    return { li: li ? li.querySelector(':scope > .body').textContent : null, self: a === li, cls: a.className, list: a.id === 'message-list' };
+  });
+  await page.focus('#input');
+  await page.keyboard.press('Shift+Tab');
+  const first = await focused();
+  assert.equal(first.li, 'kept over a reload');
+  assert.equal(first.self, true);
+  await page.keyboard.press('ArrowUp');
+  assert.equal((await focused()).li, 'lost receipt');
+  await page.keyboard.press('Tab');
+  const onReply = await focused();
+  assert.equal(onReply.li, 'lost receipt');
+  assert.match(onReply.cls, /act-reply/);
+  await page.keyboard.press('Enter');
+  await page.locator('#reply-bar', { hasText: 'Replying to bob: lost receipt' }).waitFor();
+  assert.equal(await page.evaluate(() => document.activeElement.id), 'input');
+  await page.keyboard.press('Escape');
+  await page.locator('#reply-bar').waitFor({ state: 'hidden' });
+  // Backwards out of the list: no stop on any other message's buttons.
+  await page.keyboard.press('Shift+Tab');
+  await page.keyboard.press('Shift+Tab');
+  await page.keyboard.press('Shift+Tab');
+  assert.equal(await page.evaluate(() => document.getElementById('message-list').contains(document.activeElement)), false);
+  e2e.assertNoErrors(alice);
+});
+
 test('past the edit window (messages.edit_window_s) the page does not try: it says so, and a guest stays connected', async () => {
   const short = await e2e.startServer({ guests: true, args: ['--edit-window', '2s', '--guests-create-rooms'] });
   const dora = await e2e.openUser(browser, short, 'dora', { as: 'guest', hash: 'quick' });
