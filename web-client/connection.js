@@ -3,6 +3,7 @@
 import { askName, showSignIn } from './dialogs.js';
 import { onDirectMessage } from './messages.js';
 import { initialConversation, openConversation } from './navigation.js';
+import { loadOutbox, markUnconfirmed } from './outbox.js';
 import { renderAll, renderMe, setConn, showBanner } from './render.js';
 import { joinRoom, leaveRoom, refreshRooms } from './rooms.js';
 import { ensureToken, sessionEnded } from './session.js';
@@ -52,6 +53,8 @@ export async function stopClient() {
   state.refMsgs.clear();
   state.guests.clear();
   state.refused.clear();
+  state.replyTo = null;
+  state.editing = null;
   state.everOnline = false;
   renderAll();
   if (old) await old.deactivate();
@@ -98,6 +101,7 @@ function onConnected(frame) {
   state.everOnline = true;
   renderMe();
   setConn('online');
+  loadOutbox(); // what this tab had not sent before a reload; joining its room sends it
   state.client.subscribe('/user/queue/messages', onDirectMessage);
   // Back after a reconnect (or a new name): the room we were in, continuing from what we have.
   let room = state.joined || (state.active && state.active.kind === 'room' ? state.active.name : null);
@@ -123,9 +127,9 @@ function onDisconnected() {
     for (const timer of rs.typing.values()) clearTimeout(timer);
     rs.typing.clear();
   }
-  // Our messages without an answer may or may not have been stored: say so (a catch-up after
-  // the reconnect resolves those that were).
-  for (const p of state.pending.values()) if (p.state === 'sending') p.state = 'unconfirmed';
+  // Our messages without an answer may or may not have been stored: say so (joining the room
+  // again sends them once more with their client ids, which the server does not store twice).
+  markUnconfirmed();
   for (const dm of state.dms.values()) {
     for (const m of dm.msgs) if (m.state === 'sending') m.state = 'unconfirmed';
   }

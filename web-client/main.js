@@ -7,11 +7,13 @@ import { setTokenRefresher } from './api.js';
 import { start, stopClient } from './connection.js';
 import { askName, nameProblem, showSignIn } from './dialogs.js';
 import { el } from './dom.js';
+import { cancelReply, editLast } from './edits.js'; // also wires the message actions (msgparts.js)
 import { closeMentions, mentionKey, updateMentions } from './mentions.js';
-import { retry, send, sendTyping } from './messages.js';
+import { send, sendTyping } from './messages.js';
 import { openConversation, parseHash } from './navigation.js';
 import { renderNotify, toggleNotify } from './notify.js';
 import { wirePeople } from './people.js';
+import { retry } from './outbox.js';
 import {
   actions, autosize, closeDrawers, nearBottom, renderAll, renderComposer, renderMe, scrollToBottom, toggleDrawer,
 } from './render.js';
@@ -43,6 +45,11 @@ function wireChat() {
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
       e.preventDefault();
       send();
+    } else if (e.key === 'ArrowUp' && !e.isComposing && editLast()) {
+      e.preventDefault();
+    } else if (e.key === 'Escape' && state.replyTo) {
+      e.stopPropagation();
+      cancelReply();
     }
   });
   el.input.addEventListener('input', () => {

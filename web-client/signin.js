@@ -6,6 +6,7 @@ import { authErrorText, registerProblem, renderAuthChoices, setAuthBusy, showSig
 import { el } from './dom.js';
 import { closeMentions } from './mentions.js';
 import { forgetPlace } from './navigation.js';
+import { forgetOutbox } from './outbox.js';
 import { forgetNotify } from './notify.js';
 import { autosize, closeDrawers, hideBanner, renderAll } from './render.js';
 import { learnRoomRule, resetRooms } from './rooms.js';
@@ -24,6 +25,8 @@ export async function loadInfo() {
       // Rooms and direct messages alike (both are stored conversations).
       const max = body.messages && body.messages.max_body;
       if (Number.isSafeInteger(max) && max > 0) info.maxBody = info.maxDmBody = max;
+      const editWindow = body.messages && body.messages.edit_window_s;
+      if (Number.isSafeInteger(editWindow) && editWindow >= 0) info.editWindowS = editWindow;
     }
   } catch {
     /* unknown: offer sign-in only, check no room names here */
@@ -119,6 +122,7 @@ export function forgetUser() {
   resetPeople();
   forgetPlace();
   state.sentRefs.clear();
+  forgetOutbox();
   state.lastTypingSent = 0;
   for (const input of [el.input, el.roomFilter, el.newRoom, el.authUser, el.authPass]) input.value = '';
   el.newRoomPrivate.checked = false;
