@@ -92,6 +92,8 @@ function onServerError(message) {
   if (!/shutting down/i.test(message)) showBanner(`Server error: ${message}`);
 }
 
+let roomsChanged = null; // the pending refresh after a room-list event
+
 function onConnected(frame) {
   state.epoch++;
   debug.connects++;
@@ -103,6 +105,11 @@ function onConnected(frame) {
   setConn('online');
   loadOutbox(); // what this tab had not sent before a reload; joining its room sends it
   state.client.subscribe('/user/queue/messages', onDirectMessage);
+  // New public rooms are announced at once (several close together make one refresh).
+  state.client.subscribe('/topic/.rooms', () => {
+    clearTimeout(roomsChanged);
+    roomsChanged = setTimeout(refreshRooms, 200);
+  });
   // Back after a reconnect (or a new name): the room we were in, continuing from what we have.
   let room = state.joined || (state.active && state.active.kind === 'room' ? state.active.name : null);
   if (room && state.refused.has(room)) {

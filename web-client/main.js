@@ -22,7 +22,7 @@ import { checkToken, refreshToken, setConnectionStopper } from './session.js';
 import { changeName, forgetUser, loadInfo, signOut, startGuest, submitAuth } from './signin.js';
 import { NAME_KEY, NAME_RE, auth, info, isActive, online, roomState, state } from './state.js';
 
-const ROOMS_REFRESH = 30000; // ms between room list refreshes of a visible page
+const ROOMS_REFRESH = 30000; // ms between room list refreshes of a visible page (counts; new rooms come as events)
 
 // ---- lower modules reach up through these -------------------------------------------------------
 
