@@ -1,6 +1,7 @@
 //! One bot's life: connect, join, send, edit and react on schedule, check what arrives, churn,
 //! stop.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -458,7 +459,13 @@ impl Bot {
         sending: bool,
     ) -> Option<(usize, Instant)> {
         let cap = self.behaviour.in_flight;
+        let alone = self.behaviour.protocol.refusal_closes();
+        let idle = rx.in_flight == 0 && rx.pending.iter().all(VecDeque::is_empty);
+        if rx.dm_waiting {
+            return None;
+        }
         let allowed = |what: Send| match what {
+            Send::Dm if alone => idle,
             Send::Room | Send::Dm => rx.in_flight < cap,
             Send::Edit => rx.pending[0].len() < cap as usize,
             Send::React => rx.pending[1].len() < cap as usize,
@@ -505,6 +512,7 @@ impl Bot {
                     conn.send_dm(&self.dm_to, text, seq).await?;
                 }
                 rx.in_flight += 1;
+                rx.dm_waiting = what == Send::Dm && b.protocol.refusal_closes();
                 rx.recorder.counters().sent += 1;
             }
             Send::Edit => {

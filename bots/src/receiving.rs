@@ -37,6 +37,8 @@ pub struct Receiving {
     pub pending: [VecDeque<u64>; 2],
     /// The latest reaction: its target and whether it added the emoji.
     pub reacted: Option<(u64, bool)>,
+    /// A DM sent alone is not answered yet (see [`crate::scenario::Protocol::refusal_closes`]).
+    pub dm_waiting: bool,
 }
 
 impl Receiving {
@@ -58,6 +60,7 @@ impl Receiving {
             room_last: None,
             pending: [VecDeque::new(), VecDeque::new()],
             reacted: None,
+            dm_waiting: false,
         }
     }
 
@@ -75,6 +78,7 @@ impl Receiving {
         // What was in flight on the last connection may or may not have been made.
         self.pending.iter_mut().for_each(VecDeque::clear);
         self.reacted = None;
+        self.dm_waiting = false;
     }
 
     /// Checks the id of a room message or event against the room's sequence.
@@ -166,7 +170,8 @@ impl Handler for Receiving {
 
     fn on_ack(&mut self, of: Sent) {
         match of {
-            Sent::Message => {
+            Sent::Message | Sent::Dm => {
+                self.dm_waiting &= of != Sent::Dm;
                 self.in_flight = self.in_flight.saturating_sub(1);
                 self.recorder.counters().acked += 1;
             }
@@ -181,6 +186,7 @@ impl Handler for Receiving {
     fn on_refused(&mut self, what: Refused) {
         match what {
             Refused::Dm => {
+                self.dm_waiting = false;
                 self.in_flight = self.in_flight.saturating_sub(1);
                 self.recorder.counters().dms_refused += 1;
             }

@@ -149,6 +149,13 @@ impl Protocol {
         matches!(self, Protocol::WsBroadcast | Protocol::SocketIo)
     }
 
+    /// Whether a refused send closes the connection (a STOMP ERROR): what the bot sent behind
+    /// it is then lost, so a send that may be refused (a DM to a bot maybe not online) goes
+    /// alone, with nothing else in flight, and nothing follows it until it is answered.
+    pub fn refusal_closes(self) -> bool {
+        matches!(self, Protocol::StompWs | Protocol::StompTcp)
+    }
+
     /// Whether the protocol can address one user.
     pub fn has_direct_messages(self) -> bool {
         !self.acks_by_echo()

@@ -284,6 +284,51 @@ fn conversations_scenario_edits_reacts_and_dms() {
 }
 
 #[test]
+fn a_dm_to_a_bot_not_yet_online_is_refused_not_an_error() {
+    let server = ServerProcess::start(&["--rate-limit", "0"]);
+    // Bot 0 of each group DMs bot 1, which connects ~1 s later (the ramp-up spreads 4 bots
+    // over 3 s): its first DMs find nobody. Raw gets an `error`; STOMP an ERROR that closes
+    // the connection, after which the bot reconnects and resumes.
+    let scenario = scenario_file(
+        "refused",
+        r#"
+        name = "refused"
+        ramp_up = "3s"
+        duration = "1s"
+        [[group]]
+        name = "raw"
+        count = 2
+        protocol = "raw"
+        room = "refused"
+        rate = 2
+        dm_rate = 10
+        [[group]]
+        name = "ws"
+        count = 2
+        protocol = "stomp-ws"
+        room = "refused"
+        rate = 2
+        dm_rate = 10
+        [slo]
+        max_errors = 0
+        "#,
+    );
+    let (code, report) = run_json(&server, &scenario, &[]);
+    assert_eq!(code, Some(0), "{report:#}\n{}", server.stderr_log());
+    assert_eq!(report["errors"]["total"], 0, "{report:#}");
+    // Counted over the whole run would be more; the measured window starts after ramp-up, so
+    // look at the connections: the STOMP bot came back after its refusal.
+    assert!(
+        report["connections"]["reconnects"].as_u64() > Some(0),
+        "{report:#}"
+    );
+    assert!(
+        report["messages"]["dms_delivered"].as_u64() > Some(0),
+        "{report:#}"
+    );
+}
+
+#[test]
 fn check_validates_scenarios() {
     for name in [
         "smoke",

@@ -50,8 +50,10 @@ impl Change {
 /// What an acknowledgement or refusal answers, told by the tag its `ref` or receipt starts with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sent {
-    /// A room message or DM.
+    /// A room message.
     Message,
+    /// A direct message.
+    Dm,
     /// A change.
     Change(Change),
 }
@@ -63,6 +65,7 @@ impl Sent {
             Some('e') => Sent::Change(Change::Edit),
             Some('x') => Sent::Change(Change::Delete),
             Some('k') => Sent::Change(Change::React),
+            Some('d') => Sent::Dm,
             _ => Sent::Message,
         }
     }

@@ -164,7 +164,7 @@ mod tests {
         }
         fn on_ack(&mut self, of: Sent) {
             match of {
-                Sent::Message => self.acks += 1,
+                Sent::Message | Sent::Dm => self.acks += 1,
                 Sent::Change(c) => self.change_acks.push(c),
             }
         }

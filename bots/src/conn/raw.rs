@@ -149,8 +149,8 @@ fn on_raw_error(msg: &Incoming<'_>, h: &mut impl Handler) {
     let code = msg.code.as_deref().unwrap_or("?");
     match msg.reference.as_deref().map(Sent::of_ref) {
         Some(Sent::Change(change)) => return h.on_refused(Refused::Change(change)),
-        Some(Sent::Message) if code == "no_such_user" => return h.on_refused(Refused::Dm),
-        Some(Sent::Message) => h.on_ack(Sent::Message),
+        Some(Sent::Dm) if code == "no_such_user" => return h.on_refused(Refused::Dm),
+        Some(sent) => h.on_ack(sent),
         None => {}
     }
     h.on_error(ErrorKind::Protocol, &format!("error {code}"));

@@ -252,10 +252,15 @@ fn encode_send(out: &mut BytesMut, target: Target<'_>, body: &[u8], seq: u64) {
             out.put_slice(b"/queue/messages");
         }
     }
+    // The receipt's tag tells a DM's from a room message's (as the raw protocol's `ref`).
+    let tag = match target {
+        Target::Room(_) => 'r',
+        Target::User(_) => 'd',
+    };
     // Writing into a BytesMut cannot fail.
     write!(
         BytesWriter(out),
-        "\ncontent-type:text/plain\ncontent-length:{}\nreceipt:{seq}\n\n",
+        "\ncontent-type:text/plain\ncontent-length:{}\nreceipt:{tag}{seq}\n\n",
         body.len()
     )
     .expect("write to BytesMut");
@@ -367,7 +372,7 @@ mod tests {
             .header("destination", "/topic/r-1")
             .header("content-type", "text/plain")
             .header("content-length", "8")
-            .header("receipt", "7")
+            .header("receipt", "r7")
             .body(&b"1:2:3:xx"[..]);
         assert_eq!(
             &out[..],
