@@ -288,7 +288,8 @@ fn a_dm_to_a_bot_not_yet_online_is_refused_not_an_error() {
     let server = ServerProcess::start(&["--rate-limit", "0"]);
     // Bot 0 of each group DMs bot 1, which connects ~1 s later (the ramp-up spreads 4 bots
     // over 3 s): its first DMs find nobody. Raw gets an `error`; STOMP an ERROR that closes
-    // the connection, after which the bot reconnects and resumes.
+    // the connection, after which the bot reconnects and resumes: the catch-up replays the
+    // messages, edits and reactions it missed, and the room's ids carry on without a gap.
     let scenario = scenario_file(
         "refused",
         r#"
@@ -302,6 +303,8 @@ fn a_dm_to_a_bot_not_yet_online_is_refused_not_an_error() {
         room = "refused"
         rate = 2
         dm_rate = 10
+        edit_rate = 1
+        react_rate = 2
         [[group]]
         name = "ws"
         count = 2
@@ -309,6 +312,8 @@ fn a_dm_to_a_bot_not_yet_online_is_refused_not_an_error() {
         room = "refused"
         rate = 2
         dm_rate = 10
+        edit_rate = 1
+        react_rate = 2
         [slo]
         max_errors = 0
         "#,
