@@ -116,7 +116,9 @@ export async function fetchMessages(room, before, limit) {
   return body.messages
     .map((m) => ({
       id: Number(m.id), from: String(m.from ?? '?'), ts: Number(m.ts) || Date.now(), body: String(m.body ?? ''),
-      guest: m.guest === true, deleted: m.deleted === true,
+      guest: m.guest === true, deleted: m.deleted === true, edited: m.edited === true, room,
+      replyTo: Number(m.reply_to) || null, clientId: typeof m.client_id === 'string' ? m.client_id : null,
+      reactions: reactionsOf(m.reactions),
     }))
     .filter((m) => Number.isSafeInteger(m.id) && m.id > 0);
 }
@@ -159,4 +161,26 @@ export async function fetchDmMessages(peer, before, limit) {
       guest: m.guest === true, deleted: m.deleted === true,
     }))
     .filter((m) => Number.isSafeInteger(m.id) && m.id > 0);
+}
+
+/** History's `reactions: [{emoji, users}]` as the page keeps them: emoji -> Set of users, in order. */
+function reactionsOf(list) {
+  const map = new Map();
+  if (!Array.isArray(list)) return map;
+  for (const r of list) {
+    if (!r || typeof r.emoji !== 'string' || !Array.isArray(r.users)) continue;
+    const users = new Set(r.users.filter((u) => typeof u === 'string'));
+    if (users.size) map.set(r.emoji, users);
+  }
+  return map;
+}
+
+// ---- changing messages -------------------------------------------------------------------------
+
+/** PATCH, DELETE or a reaction of message `id` of `room`: {status, ok, body} (body.error when refused). */
+export function changeMessage(room, id, change) {
+  const path = `${roomPath(room)}/messages/${encodeURIComponent(String(id))}`;
+  if (change.kind === 'edit') return api(path, { method: 'PATCH', json: { body: change.body } });
+  if (change.kind === 'delete') return api(path, { method: 'DELETE' });
+  return api(`${path}/reactions`, { method: 'POST', json: { emoji: change.body, on: change.kind === 'react' } });
 }

@@ -3,6 +3,7 @@
 import { askName, showSignIn } from './dialogs.js';
 import { connectDms, noSuchUser } from './dms.js';
 import { initialConversation, openConversation } from './navigation.js';
+import { loadOutbox, markUnconfirmed } from './outbox.js';
 import { renderAll, renderMe, setConn, showBanner } from './render.js';
 import { joinRoom, leaveRoom, refreshRooms } from './rooms.js';
 import { ensureToken, sessionEnded } from './session.js';
@@ -53,6 +54,8 @@ export async function stopClient() {
   state.refMsgs.clear();
   state.guests.clear();
   state.refused.clear();
+  state.replyTo = null;
+  state.editing = null;
   state.everOnline = false;
   renderAll();
   if (old) await old.deactivate();
@@ -86,12 +89,15 @@ function onServerError(message) {
   if (/^forbidden/i.test(message)) {
     // Not allowed in the room we were in (a private room, or removed from it): do not try again.
     if (state.joined) state.refused.add(state.joined);
-    showBanner(message);
+    const notMember = state.joined && /private and you are not a member/i.test(message);
+    showBanner(notMember ? `You are not a member of #${state.joined}.` : message);
     return;
   }
   // A restart is not worth a message: the connection state says it all.
   if (!/shutting down/i.test(message)) showBanner(`Server error: ${message}`);
 }
+
+let roomsChanged = null; // the pending refresh after a room-list event
 
 function onConnected(frame) {
   state.epoch++;
@@ -102,8 +108,14 @@ function onConnected(frame) {
   state.everOnline = true;
   renderMe();
   setConn('online');
+  loadOutbox(); // what this tab had not sent before a reload; joining its room sends it
   connectDms(state.client);
   connectUnread(state.client);
+  // New public rooms are announced at once (several close together make one refresh).
+  state.client.subscribe('/topic/.rooms', () => {
+    clearTimeout(roomsChanged);
+    roomsChanged = setTimeout(refreshRooms, 200);
+  });
   // Back after a reconnect (or a new name): the room we were in, continuing from what we have.
   let room = state.joined || (state.active && state.active.kind === 'room' ? state.active.name : null);
   if (room && state.refused.has(room)) {
@@ -128,9 +140,9 @@ function onDisconnected() {
     for (const timer of rs.typing.values()) clearTimeout(timer);
     rs.typing.clear();
   }
-  // Our messages without an answer may or may not have been stored: say so (a catch-up after
-  // the reconnect resolves those that were).
-  for (const p of state.pending.values()) if (p.state === 'sending') p.state = 'unconfirmed';
+  // Our messages without an answer may or may not have been stored: say so (joining the room
+  // again sends them once more with their client ids, which the server does not store twice).
+  markUnconfirmed();
   for (const dm of state.dms.values()) {
     for (const m of dm.msgs) if (m.state === 'sending') m.state = 'unconfirmed';
   }

@@ -8,10 +8,13 @@ import { start, stopClient } from './connection.js';
 import { askName, nameProblem, showSignIn } from './dialogs.js';
 import { loadOlderDm } from './dms.js';
 import { el } from './dom.js';
+import { cancelReply, editLast } from './edits.js'; // also wires the message actions (msgparts.js)
 import { closeMentions, mentionKey, updateMentions } from './mentions.js';
-import { retry, send, sendTyping } from './messages.js';
+import { send, sendTyping } from './messages.js';
 import { openConversation, parseHash } from './navigation.js';
 import { renderNotify, toggleNotify } from './notify.js';
+import { wirePeople } from './people.js';
+import { retry } from './outbox.js';
 import {
   actions, autosize, closeDrawers, nearBottom, renderAll, renderComposer, renderMe, scrollToBottom, toggleDrawer,
 } from './render.js';
@@ -20,7 +23,7 @@ import { checkToken, refreshToken, setConnectionStopper } from './session.js';
 import { changeName, forgetUser, loadInfo, signOut, startGuest, submitAuth } from './signin.js';
 import { NAME_KEY, NAME_RE, auth, dmState, info, isActive, online, roomState, state } from './state.js';
 
-const ROOMS_REFRESH = 30000; // ms between room list refreshes of a visible page
+const ROOMS_REFRESH = 30000; // ms between room list refreshes of a visible page (counts; new rooms come as events)
 
 // ---- lower modules reach up through these -------------------------------------------------------
 
@@ -44,6 +47,11 @@ function wireChat() {
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
       e.preventDefault();
       send();
+    } else if (e.key === 'ArrowUp' && !e.isComposing && editLast()) {
+      e.preventDefault();
+    } else if (e.key === 'Escape' && state.replyTo) {
+      e.stopPropagation();
+      cancelReply();
     }
   });
   el.input.addEventListener('input', () => {
@@ -174,5 +182,6 @@ async function boot() {
 
 wireChat();
 wireNavigation();
+wirePeople(openConversation);
 wireSignIn();
 boot();

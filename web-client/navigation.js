@@ -3,6 +3,7 @@
 import { openDm } from './dms.js';
 import { el } from './dom.js';
 import { closeDrawers, renderAll, scrollToBottom, showBanner } from './render.js';
+import { mayOpen } from './people.js';
 import { createRoom, joinRoom, roomNameProblem } from './rooms.js';
 import { NAME_RE, state } from './state.js';
 import { conversationOpened } from './unread.js';
@@ -45,6 +46,11 @@ export async function openConversation(conv) {
   if (conv.kind === 'room') {
     state.refused.delete(conv.name); // asked for explicitly: try again
     if (!state.rooms.some((r) => r.name === conv.name)) {
+      // A private room we are not in: say so instead of joining and being thrown out.
+      if (!(await mayOpen(conv.name))) {
+        state.refused.add(conv.name);
+        return;
+      }
       // Make it visible in everyone's list; a room we may not create is not joined.
       const problem = await createRoom(conv.name);
       if (problem) {

@@ -2,7 +2,8 @@
 
 import { el, h } from './dom.js';
 import { formatBody } from './format.js';
-import { auth, dmState, info, isActive, online, roomState, state } from './state.js';
+import { addParts, renderReplyBar } from './msgparts.js';
+import { auth, canCompose, dmState, info, isActive, online, roomState, state } from './state.js';
 
 const GROUP_WINDOW = 5 * 60 * 1000; // consecutive messages of one sender within this share a header
 
@@ -75,7 +76,8 @@ const guestBadge = () => h('span', { class: 'guest-badge', title: 'Guest: not a 
 
 /** A message body as formatted nodes (format.js): links, emphasis, code, quotes, mentions. */
 function bodyEl(text, deleted = false) {
-  return h('div', { class: deleted ? 'body deleted' : 'body' }, deleted ? null : formatBody(text, state.me));
+  return h('div', { class: deleted ? 'body deleted' : 'body' },
+    deleted ? h('em', { class: 'placeholder' }, 'message deleted') : formatBody(text, state.me));
 }
 
 export function messageEl(msg) {
@@ -94,15 +96,18 @@ export function messageEl(msg) {
   body);
   if (msg.state) li.dataset.state = msg.state;
   if (msg.deleted) li.dataset.deleted = 'true';
+  addParts(li, msg); // a room message's reply quote, reactions, "(edited)", actions
   return li;
 }
+
+const PENDING_STATUS = { queued: 'waiting for the connection', sending: 'sending…', unconfirmed: 'not confirmed' };
 
 export function pendingEl(p) {
   const li = h('li', { class: 'msg mine pending', dataset: { ref: p.ref, state: p.state, from: state.me } },
     avatar(state.me),
     h('div', { class: 'meta' }, h('span', { class: 'from' }, state.me), auth.mode === 'guest' ? guestBadge() : null,
-      h('span', { class: 'status' }, p.state === 'unconfirmed' ? 'not confirmed' : 'sending…'),
-      p.state === 'unconfirmed'
+      h('span', { class: 'status' }, PENDING_STATUS[p.state] || 'sending…'),
+      p.state === 'unconfirmed' && online()
         ? h('button', { type: 'button', class: 'link-btn', onclick: () => actions.retry(p.ref) }, 'Send again')
         : null),
     bodyEl(p.body));
@@ -367,7 +372,8 @@ export function renderComposer() {
   const conv = state.active;
   el.input.placeholder = !conv ? 'Message' : conv.kind === 'dm' ? `Message @${conv.name}` : `Message #${conv.name}`;
   const over = tooLong();
-  el.send.disabled = !online() || !conv || Boolean(over);
+  el.send.disabled = !canCompose() || !conv || Boolean(over); // offline: into the outbox
+  renderReplyBar();
   el.composer.dataset.offline = String(!online());
   el.composer.dataset.tooLong = String(Boolean(over));
   el.input.setAttribute('aria-invalid', String(Boolean(over)));

@@ -2,11 +2,13 @@
 
 import { fetchMessages, listMembers, listRooms, postRoom } from './api.js';
 import { el } from './dom.js';
+import { applyEvent, refreshQuotes } from './events.js';
+import { notifyMessage } from './notify.js';
+import { flush, resolvePending } from './outbox.js';
 import {
-  decorate, insertMessage, messageEl, nearBottom, renderHistoryStatus, renderMembers, renderMessages, renderRooms,
+  insertMessage, messageEl, nearBottom, renderHistoryStatus, renderMembers, renderMessages, renderRooms,
   renderTyping, scrollToBottom, showBanner,
 } from './render.js';
-import { notifyMessage } from './notify.js';
 import { auth, debug, info, isActive, online, roomState, state } from './state.js';
 import { applyRoomCounts, noteMessage } from './unread.js';
 
@@ -172,6 +174,7 @@ export async function joinRoom(name, { force = false } = {}) {
   const stale = () => epoch !== state.epoch || !online();
   if (!rs.loaded && !(await loadLatest(rs, stale))) return;
   const presence = subscribeRoom(rs);
+  flush(rs.name); // after the SUBSCRIBE: what catch-up shows to have arrived resolves first
   rs.members.add(state.me);
   renderMembers();
   await loadMembers(rs, presence, stale);
@@ -254,12 +257,8 @@ export function leaveRoom() {
 
 // ---- presence and members ----------------------------------------------------------------------
 
-/** A frame on `/topic/<room>.presence`: join, leave, or a moderator's delete. */
+/** A frame on `/topic/<room>.presence`: join or leave (deletions are events on the room itself). */
 function onPresence(rs, frame) {
-  if (frame.headers.event === 'delete') {
-    markDeleted(rs, Number(frame.headers['deleted-id'] || frame.headers['message-id']));
-    return;
-  }
   const user = frame.headers.user;
   if (!user) return;
   if (frame.headers.event === 'join') noteGuest(user, frame.headers.guest === 'true');
@@ -276,20 +275,6 @@ export function noteGuest(name, guest) {
   if (state.joined && roomState(state.joined).members.has(name)) renderMembers();
 }
 
-/** A moderator deleted a message: it stays as a tombstone. */
-function markDeleted(rs, id) {
-  const msg = rs.msgs.get(id);
-  if (!msg) return;
-  msg.deleted = true;
-  msg.body = '';
-  const node = el.list.querySelector(`[data-id="${CSS.escape(String(id))}"]`);
-  if (node && isActive('room', rs.name)) {
-    const fresh = messageEl(msg);
-    node.replaceWith(fresh);
-    decorate(fresh);
-  }
-}
-
 function onTyping(rs, frame) {
   const user = frame.headers.sender;
   if (!user || user === state.me) return;
@@ -303,20 +288,31 @@ function onTyping(rs, frame) {
 
 // ---- messages ----------------------------------------------------------------------------------
 
+/** A MESSAGE on `/topic/<room>`: a chat message, or (with a `kind` header) an event changing one. */
 function onRoomMessage(rs, frame) {
+  const id = Number(frame.headers['message-id']);
+  if (!Number.isSafeInteger(id) || id < 1) return;
+  const previousLast = rs.lastId;
+  if (frame.headers.kind) {
+    if (applyEvent(rs, id, frame)) checkGap(rs, previousLast, id);
+    return;
+  }
   const msg = {
-    id: Number(frame.headers['message-id']),
+    id,
+    room: rs.name,
     from: frame.headers.sender || '?',
     ts: Number(frame.headers.timestamp) || Date.now(),
     body: frame.body,
     guest: frame.headers['sender-guest'] === 'true',
     deleted: frame.headers.deleted === 'true',
+    edited: frame.headers.edited === 'true',
+    replyTo: Number(frame.headers['reply-to']) || null,
+    clientId: frame.headers['client-id'] || null,
+    reactions: new Map(), // a replayed message's reactions follow as events
   };
-  if (!Number.isSafeInteger(msg.id) || msg.id < 1) return;
   noteGuest(msg.from, msg.guest);
   debug.messages++;
-  const previousLast = rs.lastId;
-  if (!addRoomMessages(rs, [msg], { ref: frame.headers['client-ref'] })) return;
+  if (!addRoomMessages(rs, [msg])) return;
   const timer = rs.typing.get(msg.from);
   if (timer) {
     clearTimeout(timer);
@@ -325,9 +321,15 @@ function onRoomMessage(rs, frame) {
   }
   noteMessage('room', rs.name, msg);
   notifyMessage({ kind: 'room', name: rs.name }, msg);
-  // Ids are consecutive per room: a jump means we missed some; fetch them. With `since` on
-  // SUBSCRIBE this does not happen; it is a safety net.
-  if (rs.loaded && msg.id > previousLast + 1) fillGap(rs, previousLast, msg.id);
+  checkGap(rs, previousLast, id);
+}
+
+/**
+ * Ids (messages and events alike) are consecutive per room: a jump means we missed some; fetch
+ * the messages. With `since` on SUBSCRIBE this does not happen; it is a safety net.
+ */
+function checkGap(rs, previousLast, id) {
+  if (rs.loaded && id > previousLast + 1) fillGap(rs, previousLast, id);
 }
 
 async function fillGap(rs, after, before) {
@@ -351,7 +353,7 @@ async function fillGap(rs, after, before) {
 }
 
 /** Adds messages to a room (dropping ones we have) and shows them; true if any was new. */
-function addRoomMessages(rs, msgs, { history = false, ref } = {}) {
+function addRoomMessages(rs, msgs, { history = false } = {}) {
   let added = false;
   const active = isActive('room', rs.name);
   const pinned = active && nearBottom();
@@ -361,34 +363,19 @@ function addRoomMessages(rs, msgs, { history = false, ref } = {}) {
       continue;
     }
     added = true;
-    if (msg.from === state.me) resolvePending(rs.name, msg, ref);
+    if (msg.from === state.me) resolvePending(msg);
     rs.msgs.set(msg.id, msg);
     rs.lastId = Math.max(rs.lastId, msg.id);
     rs.oldestId = Math.min(rs.oldestId, msg.id);
     if (active) insertMessage(messageEl(msg), msg.id);
   }
   if (added && active) {
+    if (history) refreshQuotes(rs);
     renderHistoryStatus();
     if (pinned || (!history && msgs.some((m) => m.from === state.me))) scrollToBottom();
     else if (!history) el.jump.hidden = false;
   }
   return added;
-}
-
-/** Our message came back from the server: it replaces the pending entry. */
-function resolvePending(room, msg, ref) {
-  let pending = ref && state.pending.get(ref);
-  if (!pending && !ref) {
-    // From a catch-up (no client-ref there): the oldest unconfirmed one with the same text.
-    pending = [...state.pending.values()].find((p) => p.room === room && p.state === 'unconfirmed' && p.body === msg.body);
-  }
-  if (!pending) return;
-  state.pending.delete(pending.ref);
-  msg.ref = pending.ref;
-  state.refMsgs.set(pending.ref, msg);
-  msg.state = pending.stored || pending.state === 'unconfirmed' ? 'sent' : 'sending';
-  const node = el.pendingList.querySelector(`[data-ref="${CSS.escape(pending.ref)}"]`);
-  if (node) node.remove();
 }
 
 // ---- older history -----------------------------------------------------------------------------

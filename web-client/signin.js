@@ -6,9 +6,11 @@ import { authErrorText, registerProblem, renderAuthChoices, setAuthBusy, showSig
 import { el } from './dom.js';
 import { closeMentions } from './mentions.js';
 import { forgetPlace } from './navigation.js';
+import { forgetOutbox } from './outbox.js';
 import { forgetNotify } from './notify.js';
 import { autosize, closeDrawers, hideBanner, renderAll } from './render.js';
 import { learnRoomRule, resetRooms } from './rooms.js';
+import { resetPeople } from './people.js';
 import { acceptToken, clearSession } from './session.js';
 import { NAME_KEY, auth, info, state } from './state.js';
 
@@ -23,6 +25,8 @@ export async function loadInfo() {
       // Rooms and direct messages alike (both are stored conversations).
       const max = body.messages && body.messages.max_body;
       if (Number.isSafeInteger(max) && max > 0) info.maxBody = info.maxDmBody = max;
+      const editWindow = body.messages && body.messages.edit_window_s;
+      if (Number.isSafeInteger(editWindow) && editWindow >= 0) info.editWindowS = editWindow;
     }
   } catch {
     /* unknown: offer sign-in only, check no room names here */
@@ -115,8 +119,10 @@ export async function signOut() {
  */
 export function forgetUser() {
   resetRooms();
+  resetPeople();
   forgetPlace();
   state.sentRefs.clear();
+  forgetOutbox();
   state.lastTypingSent = 0;
   for (const input of [el.input, el.roomFilter, el.newRoom, el.authUser, el.authPass]) input.value = '';
   el.newRoomPrivate.checked = false;

@@ -24,6 +24,7 @@ export const auth = {
 export const info = {
   guests: false, registration: 'open', rooms: null, guestsCreateRooms: false, loaded: false,
   maxBody: 64 * 1024, maxDmBody: 64 * 1024,
+  editWindowS: 24 * 60 * 60, // `messages.edit_window_s`: how long authors may edit or delete (0: forever)
 };
 
 export const state = {
@@ -41,17 +42,19 @@ export const state = {
   subs: [], // its subscriptions
   dms: new Map(), // peer -> DmState (dms.js: stored conversations with accounts, live ones with guests)
   active: null, // {kind: 'room'|'dm', name}
-  pending: new Map(), // ref -> our room message not yet seen back from the server
+  pending: new Map(), // ref (= its client id) -> our room message not yet seen back (outbox.js)
   refMsgs: new Map(), // ref -> our shown message still waiting for its RECEIPT
   sentRefs: new Set(),
   lastTypingSent: 0,
   refSeq: 0,
   refused: new Set(), // rooms the server refused us (ERROR forbidden): not joined again by themselves
   guests: new Set(), // names we have seen marked as guests (sender-guest / guest:true)
+  replyTo: null, // {room, id}: the message the next one in that room answers (edits.js)
+  editing: null, // {room, id, draft}: the message being edited in place (edits.js)
 };
 
 // Counters for tests and curious people: gap fills and duplicates should stay 0 with `since`.
-export const debug = { gapFills: 0, duplicates: 0, connects: 0, messages: 0, refreshes: 0, renewals: 0 };
+export const debug = { gapFills: 0, duplicates: 0, connects: 0, messages: 0, events: 0, refreshes: 0, renewals: 0, outboxSends: 0 };
 window.parleyDebug = debug;
 
 export function roomState(name) {
@@ -77,3 +80,6 @@ export function dmState(peer) {
 
 export const isActive = (kind, name) => state.active && state.active.kind === kind && state.active.name === name;
 export const online = () => state.conn === 'online' && state.client && state.client.connected;
+
+/** Whether the composer may send: online, or (room messages only) into the outbox while away. */
+export const canCompose = () => Boolean(online() || (state.everOnline && state.client && state.active && state.active.kind === 'room'));

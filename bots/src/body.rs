@@ -22,11 +22,16 @@ pub struct Stamp {
 /// Writes the body for `stamp` into `out` (cleared first), padded with `x` to `size` bytes;
 /// a stamp longer than `size` is kept whole.
 pub fn encode(out: &mut String, stamp: Stamp, size: usize) {
+    encode_with(out, stamp, size, 'x');
+}
+
+/// Like [`encode`], padded with `pad` (an edit keeps its message's stamp, with other padding).
+pub fn encode_with(out: &mut String, stamp: Stamp, size: usize, pad: char) {
     out.clear();
     // Writing into a String cannot fail.
     write!(out, "{}:{}:{}:", stamp.sender, stamp.seq, stamp.sent_us).expect("write to String");
     while out.len() < size {
-        out.push('x');
+        out.push(pad);
     }
 }
 

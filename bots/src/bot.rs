@@ -1,5 +1,7 @@
-//! One bot's life: connect, join, send on schedule, check what arrives, churn, stop.
+//! One bot's life: connect, join, send, edit and react on schedule, check what arrives, churn,
+//! stop.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,10 +12,13 @@ use tokio::time::{sleep_until, timeout, Instant};
 
 use crate::auth::{register_and_login, TokenMinter};
 use crate::body::{self, Stamp};
-use crate::checker::{SeqChecker, Stream, Verdict};
-use crate::conn::{Conn, Credential, Handler, OpenError, Targets};
+use crate::conn::{ChangeSend, Closed, Conn, Credential, OpenError, Targets};
+use crate::receiving::Receiving;
 use crate::scenario::{AuthMode, Protocol, Rate};
 use crate::stats::{ErrorKind, Recorder};
+
+/// The emoji every bot reacts with.
+const EMOJI: &str = "👍";
 
 /// How long a churning bot waits for its sends to be acknowledged before it hangs up.
 const CHURN_ACK_WAIT: Duration = Duration::from_secs(2);
@@ -95,6 +100,10 @@ pub struct Behaviour {
     pub in_flight: u32,
     /// DMs per second.
     pub dm_rate: f64,
+    /// Edits per second.
+    pub edit_rate: f64,
+    /// Reactions per second.
+    pub react_rate: f64,
     /// Reconnect interval.
     pub churn: Option<Duration>,
     /// Reconnect after a lost connection and resume the room from the last id seen.
@@ -117,84 +126,6 @@ pub struct Bot {
     pub behaviour: Arc<Behaviour>,
 }
 
-/// Per-connection receiving state: what [`Conn::read`] reports into.
-struct Receiving {
-    /// The bot's own id, to recognise its own messages coming back.
-    id: u32,
-    /// The protocol has no receipts: a sender's own message coming back is its acknowledgement.
-    echo_acks: bool,
-    checker: SeqChecker,
-    recorder: Recorder,
-    in_flight: u32,
-    joined: bool,
-    /// The last room message id received: where a resumed connection continues.
-    last_room_id: u64,
-    /// The next connection resumes this one (`since`), so the checks carry on across it.
-    resuming: bool,
-    /// The last error, for samples.
-    last_error: Option<(ErrorKind, String)>,
-}
-
-impl Receiving {
-    /// A bot's receiving side before its first connection.
-    fn new(id: u32, echo_acks: bool, recorder: Recorder) -> Self {
-        Self {
-            id,
-            echo_acks,
-            checker: SeqChecker::default(),
-            recorder,
-            in_flight: 0,
-            joined: false,
-            last_room_id: 0,
-            resuming: false,
-            last_error: None,
-        }
-    }
-}
-
-impl Handler for Receiving {
-    fn on_message(&mut self, stream: Stream, id: Option<u64>, body: &[u8]) {
-        if let (Stream::Room, Some(id)) = (stream, id) {
-            self.last_room_id = self.last_room_id.max(id);
-        }
-        let Some(stamp) = body::parse(body) else {
-            self.recorder.counters().foreign += 1;
-            return;
-        };
-        self.recorder
-            .latency(body::now_us().saturating_sub(stamp.sent_us));
-        self.recorder.counters().delivered += 1;
-        match self.checker.check(stream, stamp.sender, stamp.seq) {
-            Verdict::First | Verdict::Next => {}
-            Verdict::Gap { missing } => {
-                self.recorder.error(ErrorKind::Gap);
-                self.recorder.counters().missing += missing;
-            }
-            Verdict::Duplicate => self.recorder.error(ErrorKind::Duplicate),
-            Verdict::OutOfOrder => self.recorder.error(ErrorKind::OutOfOrder),
-        }
-        if self.echo_acks && stream == Stream::Room && stamp.sender == self.id {
-            self.on_ack();
-        }
-    }
-
-    fn on_ack(&mut self) {
-        self.in_flight = self.in_flight.saturating_sub(1);
-        self.recorder.counters().acked += 1;
-    }
-
-    fn on_joined(&mut self) {
-        self.joined = true;
-    }
-
-    fn on_error(&mut self, kind: ErrorKind, why: &str) {
-        self.recorder.error(kind);
-        if self.last_error.is_none() {
-            self.last_error = Some((kind, why.to_owned()));
-        }
-    }
-}
-
 /// How a connection ended.
 enum Ended {
     /// Time to reconnect (churn).
@@ -203,6 +134,8 @@ enum Ended {
     Stopped,
     /// The server closed it, or it broke.
     Lost,
+    /// The server hung up over a refusal the bots expect (STOMP): reconnect and resume.
+    Refused,
 }
 
 /// A tiny xorshift generator: jitter needs speed and spread, not quality.
@@ -232,12 +165,58 @@ impl Rng {
 struct Sequences {
     room: u64,
     dm: u64,
+    /// Changes are numbered for their acknowledgements only.
+    changes: u64,
+}
+
+/// What a bot sends on its own schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Send {
+    Room,
+    Dm,
+    Edit,
+    React,
+}
+
+/// When a bot next sends one kind of thing.
+struct Timer {
+    /// `None`: never.
+    interval: Option<Duration>,
+    next: Instant,
+}
+
+impl Timer {
+    /// Every `interval`, starting at a random point of the first (so bots do not send in
+    /// lockstep).
+    fn new(interval: Option<Duration>, now: Instant, rng: &mut Rng) -> Self {
+        let far = now + Duration::from_secs(86_400 * 365);
+        let next = interval.map_or(far, |i| now + i.mul_f64(rng.unit()));
+        Self { interval, next }
+    }
+
+    /// One per second at `rate` (0: never).
+    fn per_second(rate: f64, now: Instant, rng: &mut Rng) -> Self {
+        Self::new(
+            (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate)),
+            now,
+            rng,
+        )
+    }
+
+    fn on(&self) -> bool {
+        self.interval.is_some()
+    }
+
+    fn advance(&mut self, rng: &mut Rng, jitter: f64) {
+        self.next = next_send(self.next, self.interval, rng, jitter);
+    }
 }
 
 impl Bot {
     /// Runs the bot until the run stops; `permit` is its first connection slot.
     pub async fn run(self, shared: Arc<Shared>, recorder: Recorder, permit: OwnedSemaphorePermit) {
-        let mut rx = Receiving::new(self.id, self.behaviour.protocol.acks_by_echo(), recorder);
+        let echo_acks = self.behaviour.protocol.acks_by_echo();
+        let mut rx = Receiving::new(self.id, &self.name, echo_acks, recorder);
         let mut backoff = Duration::from_millis(100);
         let mut rng = Rng::new(self.id);
         let mut seqs = Sequences::default();
@@ -256,11 +235,7 @@ impl Bot {
                     Err(_) => break,
                 },
             };
-            if !rx.resuming {
-                rx.checker.reset();
-            }
-            rx.joined = false;
-            rx.in_flight = 0;
+            rx.reconnecting();
             let attempt = timeout(
                 shared.connect_timeout,
                 self.connect(&shared, source, &mut credential, &mut rx),
@@ -314,6 +289,11 @@ impl Bot {
             }
             match ended {
                 Ended::Churn => rx.recorder.counters().reconnects += 1,
+                // Straight back, continuing where this connection left off.
+                Ended::Refused => {
+                    rx.resuming = true;
+                    rx.recorder.counters().reconnects += 1;
+                }
                 Ended::Lost if self.behaviour.reconnect => {
                     // Back with backoff, continuing where this connection left off.
                     rx.resuming = true;
@@ -405,10 +385,13 @@ impl Bot {
             Rate::Max => Some(Duration::ZERO),
             Rate::Listen => None,
         };
-        let dm_interval = (b.dm_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / b.dm_rate));
-        // Start at a random point of the first interval, so bots do not send in lockstep.
-        let mut next_room = room_interval.map_or(far, |i| now + i.mul_f64(rng.unit()));
-        let mut next_dm = dm_interval.map_or(far, |i| now + i.mul_f64(rng.unit()));
+        // In the order of [`SENDS`].
+        let mut timers = [
+            Timer::new(room_interval, now, rng),
+            Timer::per_second(b.dm_rate, now, rng),
+            Timer::per_second(b.edit_rate, now, rng),
+            Timer::per_second(b.react_rate, now, rng),
+        ];
         let churn_at = b.churn.map(|c| now + rng.jittered(c, b.jitter));
         let mut hang_up_by: Option<Instant> = None;
         let mut flush_at = now + FLUSH_EVERY;
@@ -425,11 +408,14 @@ impl Bot {
                     return Ended::Churn;
                 }
             }
-            let may_send =
-                current == Phase::Run && hang_up_by.is_none() && rx.in_flight < b.in_flight;
+            let sending = current == Phase::Run && hang_up_by.is_none();
+            let next = self.next_due(&timers, rx, sending);
             tokio::select! {
                 read = conn.read(rx) => {
                     if let Err(closed) = read {
+                        if closed.refused {
+                            return Ended::Refused;
+                        }
                         if *phase.borrow() != Phase::Stop && !closed.announced {
                             rx.recorder.error(ErrorKind::ClosedByServer);
                             rx.last_error = Some((ErrorKind::ClosedByServer, closed.why));
@@ -437,27 +423,12 @@ impl Bot {
                         return Ended::Lost;
                     }
                 }
-                _ = due(next_room), if may_send && room_interval.is_some() => {
-                    seqs.room += 1;
-                    let stamp = Stamp { sender: self.id, seq: seqs.room, sent_us: body::now_us() };
-                    body::encode(&mut text, stamp, b.size);
-                    if conn.send_room(&self.room, &text, seqs.room).await.is_err() {
+                _ = due(next.map_or(far, |(_, at)| at)), if next.is_some() => {
+                    let Some((i, _)) = next else { continue };
+                    if self.fire(SENDS[i], &mut conn, rx, seqs, &mut text).await.is_err() {
                         return Ended::Lost;
                     }
-                    rx.in_flight += 1;
-                    rx.recorder.counters().sent += 1;
-                    next_room = next_send(next_room, room_interval, rng, b.jitter);
-                }
-                _ = due(next_dm), if may_send && dm_interval.is_some() => {
-                    seqs.dm += 1;
-                    let stamp = Stamp { sender: self.id, seq: seqs.dm, sent_us: body::now_us() };
-                    body::encode(&mut text, stamp, b.size);
-                    if conn.send_dm(&self.dm_to, &text, seqs.dm).await.is_err() {
-                        return Ended::Lost;
-                    }
-                    rx.in_flight += 1;
-                    rx.recorder.counters().sent += 1;
-                    next_dm = next_send(next_dm, dm_interval, rng, b.jitter);
+                    timers[i].advance(rng, b.jitter);
                 }
                 _ = sleep_until(churn_at.unwrap_or(far)), if churn_at.is_some() && hang_up_by.is_none() => {
                     hang_up_by = Some(Instant::now() + CHURN_ACK_WAIT);
@@ -478,7 +449,108 @@ impl Bot {
             }
         }
     }
+
+    /// The earliest send due (its index in [`SENDS`] and time) among those allowed now:
+    /// messages and DMs within the in-flight cap, changes within it per kind.
+    fn next_due(
+        &self,
+        timers: &[Timer; 4],
+        rx: &Receiving,
+        sending: bool,
+    ) -> Option<(usize, Instant)> {
+        let cap = self.behaviour.in_flight;
+        let alone = self.behaviour.protocol.refusal_closes();
+        let idle = rx.in_flight == 0 && rx.pending.iter().all(VecDeque::is_empty);
+        if rx.dm_waiting {
+            return None;
+        }
+        let allowed = |what: Send| match what {
+            Send::Dm if alone => idle,
+            Send::Room | Send::Dm => rx.in_flight < cap,
+            Send::Edit => rx.pending[0].len() < cap as usize,
+            Send::React => rx.pending[1].len() < cap as usize,
+        };
+        (0..SENDS.len())
+            .filter(|i| sending && timers[*i].on() && allowed(SENDS[*i]))
+            .map(|i| (i, timers[i].next))
+            .min_by_key(|(_, at)| *at)
+    }
+
+    /// Sends one thing on schedule; a change with nothing to change yet (no message of its own
+    /// seen back, nothing received) is skipped.
+    async fn fire(
+        &self,
+        what: Send,
+        conn: &mut Conn,
+        rx: &mut Receiving,
+        seqs: &mut Sequences,
+        text: &mut String,
+    ) -> Result<(), Closed> {
+        let b = &self.behaviour;
+        let now_us = body::now_us();
+        match what {
+            Send::Room | Send::Dm => {
+                let seq = if what == Send::Room {
+                    &mut seqs.room
+                } else {
+                    &mut seqs.dm
+                };
+                *seq += 1;
+                let seq = *seq;
+                body::encode(
+                    text,
+                    Stamp {
+                        sender: self.id,
+                        seq,
+                        sent_us: now_us,
+                    },
+                    b.size,
+                );
+                if what == Send::Room {
+                    conn.send_room(&self.room, text, seq).await?;
+                } else {
+                    conn.send_dm(&self.dm_to, text, seq).await?;
+                }
+                rx.in_flight += 1;
+                rx.dm_waiting = what == Send::Dm && b.protocol.refusal_closes();
+                rx.recorder.counters().sent += 1;
+            }
+            Send::Edit => {
+                let Some((target, stamp)) = rx.own_last else {
+                    return Ok(());
+                };
+                // The same stamp, padded differently: still the same message to the checks.
+                body::encode_with(text, stamp, b.size, 'e');
+                seqs.changes += 1;
+                rx.pending[0].push_back(now_us);
+                rx.recorder.counters().edits.sent += 1;
+                conn.change(&self.room, target, ChangeSend::Edit(text), seqs.changes)
+                    .await?;
+            }
+            Send::React => {
+                let Some(target) = rx.room_last else {
+                    return Ok(());
+                };
+                let on = rx.reacted != Some((target, true));
+                seqs.changes += 1;
+                rx.pending[1].push_back(now_us);
+                rx.recorder.counters().reactions.sent += 1;
+                rx.reacted = Some((target, on));
+                conn.change(
+                    &self.room,
+                    target,
+                    ChangeSend::React(EMOJI, on),
+                    seqs.changes,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
 }
+
+/// Every kind of scheduled send, in the order of a session's timers.
+const SENDS: [Send; 4] = [Send::Room, Send::Dm, Send::Edit, Send::React];
 
 /// The next send time after one at `last`: the schedule advances by a jittered interval, but
 /// never lags now by more than [`MAX_CATCH_UP`] (no burst after a long hold-back).

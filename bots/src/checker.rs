@@ -1,4 +1,5 @@
-//! Per-stream sequence checks: every sender's numbers in a room must go up by exactly one.
+//! Sequence checks: every sender's numbers in a stream must go up by exactly one, and so must
+//! the ids of a room's stream (messages and the edit, deletion and reaction events between them).
 
 use std::collections::HashMap;
 
@@ -46,22 +47,7 @@ impl SeqChecker {
                 self.last.insert((stream, sender), seq);
                 Verdict::First
             }
-            Some(last) => {
-                let verdict = if seq == *last + 1 {
-                    Verdict::Next
-                } else if seq > *last {
-                    Verdict::Gap {
-                        missing: seq - *last - 1,
-                    }
-                } else if seq == *last {
-                    Verdict::Duplicate
-                } else {
-                    Verdict::OutOfOrder
-                };
-                // Keep the highest seen, so one late message is one error, not a cascade.
-                *last = (*last).max(seq);
-                verdict
-            }
+            Some(last) => advance(last, seq),
         }
     }
 
@@ -69,6 +55,55 @@ impl SeqChecker {
     pub fn reset(&mut self) {
         self.last.clear();
     }
+
+    /// Forgets one stream: direct messages between bots are live-only (not stored, not replayed
+    /// on resume), so what was sent while a bot was away is not a gap.
+    pub fn reset_stream(&mut self, stream: Stream) {
+        self.last.retain(|(s, _), _| *s != stream);
+    }
+}
+
+/// The ids of one room's stream as one connection (or a resumed chain of them) sees it: Parley
+/// numbers messages and events alike, so ids must go up by exactly one, events included.
+#[derive(Debug, Default)]
+pub struct RoomIds {
+    last: Option<u64>,
+}
+
+impl RoomIds {
+    /// Checks the id of a room message or event.
+    pub fn check(&mut self, id: u64) -> Verdict {
+        match &mut self.last {
+            None => {
+                self.last = Some(id);
+                Verdict::First
+            }
+            Some(last) => advance(last, id),
+        }
+    }
+
+    /// Forgets the baseline (a new connection that does not resume).
+    pub fn reset(&mut self) {
+        self.last = None;
+    }
+}
+
+/// The verdict on `seq` after `last`, which becomes the highest seen (so one late message is
+/// one error, not a cascade).
+fn advance(last: &mut u64, seq: u64) -> Verdict {
+    let verdict = if seq == *last + 1 {
+        Verdict::Next
+    } else if seq > *last {
+        Verdict::Gap {
+            missing: seq - *last - 1,
+        }
+    } else if seq == *last {
+        Verdict::Duplicate
+    } else {
+        Verdict::OutOfOrder
+    };
+    *last = (*last).max(seq);
+    verdict
 }
 
 #[cfg(test)]
@@ -102,7 +137,26 @@ mod tests {
         assert_eq!(c.check(Stream::Direct, 1, 1), Verdict::First);
         assert_eq!(c.check(Stream::Room, 1, 11), Verdict::Next);
         assert_eq!(c.check(Stream::Direct, 1, 2), Verdict::Next);
+        c.reset_stream(Stream::Direct);
+        assert_eq!(c.check(Stream::Direct, 1, 9), Verdict::First);
+        assert_eq!(c.check(Stream::Room, 1, 12), Verdict::Next);
         c.reset();
         assert_eq!(c.check(Stream::Room, 1, 20), Verdict::First);
+    }
+
+    #[test]
+    fn room_ids_count_events_too() {
+        // Messages 1 and 2, an edit (3), a reaction (4), message 5: one gapless stream.
+        let mut ids = RoomIds::default();
+        assert_eq!(ids.check(1), Verdict::First);
+        for id in 2..=5 {
+            assert_eq!(ids.check(id), Verdict::Next);
+        }
+        // A lost event shows as a gap in the room's ids.
+        assert_eq!(ids.check(7), Verdict::Gap { missing: 1 });
+        assert_eq!(ids.check(7), Verdict::Duplicate);
+        assert_eq!(ids.check(6), Verdict::OutOfOrder);
+        ids.reset();
+        assert_eq!(ids.check(40), Verdict::First);
     }
 }

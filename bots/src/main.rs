@@ -13,6 +13,7 @@ mod conn;
 mod http;
 mod pattern;
 mod procfs;
+mod receiving;
 mod report;
 mod scenario;
 mod stats;
@@ -296,6 +297,12 @@ fn load_scenario(args: &RunArgs) -> anyhow::Result<Scenario> {
                     g.name
                 );
             }
+            if g.changes() && !protocol.has_direct_messages() {
+                bail!(
+                    "group {:?} edits or reacts, which {protocol:?} cannot",
+                    g.name
+                );
+            }
             g.protocol = protocol;
         }
     }
@@ -342,6 +349,8 @@ fn plan_bots(scenario: &Scenario) -> anyhow::Result<Vec<Bot>> {
             size: g.size,
             in_flight: g.in_flight,
             dm_rate: g.dm_rate,
+            edit_rate: g.edit_rate,
+            react_rate: g.react_rate,
             churn: g.churn,
             reconnect: g.reconnect,
             slow: g.slow,

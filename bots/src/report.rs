@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::scenario::Scenario;
-use crate::stats::{format_us, Errors, Latency, Totals};
+use crate::stats::{format_us, ChangeCounts, Errors, Latency, Totals};
 
 /// A spinner line on stderr, ticking on its own; the aggregator updates its message.
 pub fn progress_line(message: String) -> indicatif::ProgressBar {
@@ -46,6 +46,7 @@ pub struct Report {
     connections: Connections,
     messages: Messages,
     latency_us: Latency,
+    changes: Changes,
     errors: Errors,
     client_cpu_s: Option<f64>,
     server: Option<ServerUse>,
@@ -70,8 +71,58 @@ struct Messages {
     acked: u64,
     delivered: u64,
     foreign: u64,
+    /// DMs refused because their recipient was not online (`no_such_user`): not errors.
+    dms_refused: u64,
+    /// DMs received from other bots (included in `delivered`).
+    dms_delivered: u64,
     sent_per_s: f64,
     delivered_per_s: f64,
+}
+
+/// Edits and reactions in the measured window.
+#[derive(Debug, Serialize)]
+struct Changes {
+    edits: ChangeReport,
+    reactions: ChangeReport,
+    /// Events (edits, deletions, reactions) received in rooms, by every bot.
+    events_received: u64,
+}
+
+/// One kind of change: counts, and latency from sending to its event back at the sender.
+#[derive(Debug, Serialize)]
+struct ChangeReport {
+    sent: u64,
+    acked: u64,
+    refused: u64,
+    echoed: u64,
+    latency_us: Latency,
+}
+
+impl ChangeReport {
+    fn new(c: &ChangeCounts, latency: Latency) -> Self {
+        Self {
+            sent: c.sent,
+            acked: c.acked,
+            refused: c.refused,
+            echoed: c.echoed,
+            latency_us: latency,
+        }
+    }
+
+    /// A table row's value.
+    fn row(&self) -> String {
+        let l = &self.latency_us;
+        format!(
+            "{} sent, {} acknowledged, {} refused, {} back; p50 {}  p99 {}  max {}",
+            self.sent,
+            self.acked,
+            self.refused,
+            self.echoed,
+            format_us(l.p50),
+            format_us(l.p99),
+            format_us(l.max)
+        )
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -109,7 +160,13 @@ impl Report {
                 .map(|cpu| round3(cpu * 1e6 / m.delivered as f64)),
         });
         let delivered_per_s = m.delivered as f64 / secs;
-        let slo = SloResult::evaluate(scenario, &latency, &errors, delivered_per_s);
+        let changes = Changes {
+            edits: ChangeReport::new(&m.edits, Latency::of(&totals.edit_latencies)),
+            reactions: ChangeReport::new(&m.reactions, Latency::of(&totals.react_latencies)),
+            events_received: m.events,
+        };
+        let mut slo = SloResult::evaluate(scenario, &latency, &errors, delivered_per_s);
+        slo.evaluate_changes(scenario, &changes);
         Self {
             scenario: scenario.name.clone(),
             bots: scenario.bot_count(),
@@ -125,10 +182,13 @@ impl Report {
                 acked: m.acked,
                 delivered: m.delivered,
                 foreign: m.foreign,
+                dms_refused: m.dms_refused,
+                dms_delivered: m.dms_delivered,
                 sent_per_s: round3(m.sent as f64 / secs),
                 delivered_per_s: round3(delivered_per_s),
             },
             latency_us: latency,
+            changes,
             errors,
             client_cpu_s,
             server,
@@ -168,13 +228,16 @@ impl Report {
             ("scenario", format!("{} ({} bots, {:.1}s measured)", self.scenario, self.bots, self.duration_s)),
             ("connections", format!("{} up, {} failed, {} reconnects, peak {}", c.up, c.failed, c.reconnects, c.peak)),
             ("sent", format!("{} ({:.1}/s), {} acknowledged", m.sent, m.sent_per_s, m.acked)),
-            ("delivered", format!("{} ({:.1}/s){}", m.delivered, m.delivered_per_s,
-                if m.foreign > 0 { format!(", {} foreign", m.foreign) } else { String::new() })),
+            ("delivered", format!("{} ({:.1}/s), {} DMs{}{}", m.delivered, m.delivered_per_s, m.dms_delivered,
+                if m.foreign > 0 { format!(", {} foreign", m.foreign) } else { String::new() },
+                if m.dms_refused > 0 { format!(", {} DMs refused (recipient offline)", m.dms_refused) } else { String::new() })),
             ("latency", format!("p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
                 format_us(l.p50), format_us(l.p90), format_us(l.p99), format_us(l.p999), format_us(l.max))),
+            ("edits", self.changes.edits.row()),
+            ("reactions", format!("{} ({} events received)", self.changes.reactions.row(), self.changes.events_received)),
             ("errors", format!(
-                "{} total: connect {}, auth {}, protocol {}, gaps {} ({} missing), duplicates {}, out-of-order {}, closed-by-server {}",
-                e.total, e.connect, e.auth, e.protocol, e.gaps, e.missing, e.duplicates, e.out_of_order, e.closed_by_server)),
+                "{} total: connect {}, auth {}, protocol {}, gaps {} ({} missing), duplicates {}, out-of-order {}, closed-by-server {}, room ids {} ({} missing)",
+                e.total, e.connect, e.auth, e.protocol, e.gaps, e.missing, e.duplicates, e.out_of_order, e.closed_by_server, e.room_ids, e.missing_ids)),
             ("client cpu", opt(self.client_cpu_s, "s")),
         ];
         for (name, value) in rows {
@@ -240,6 +303,24 @@ impl SloResult {
             passed: violations.is_empty(),
             violations,
         }
+    }
+
+    /// Holds edit and reaction latencies against `max_change_p99`.
+    fn evaluate_changes(&mut self, scenario: &Scenario, changes: &Changes) {
+        let Some(max) = scenario.slo.max_change_p99 else {
+            return;
+        };
+        let max_us = u64::try_from(max.as_micros()).unwrap_or(u64::MAX);
+        for (name, c) in [("edit", &changes.edits), ("reaction", &changes.reactions)] {
+            if c.latency_us.p99 > max_us {
+                self.violations.push(format!(
+                    "{name} p99 latency {} > max_change_p99 {}",
+                    format_us(c.latency_us.p99),
+                    format_us(max_us)
+                ));
+            }
+        }
+        self.passed = self.violations.is_empty();
     }
 }
 

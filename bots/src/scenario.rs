@@ -78,6 +78,14 @@ pub struct Group {
     /// Direct messages per second per bot, each to the next bot of the group.
     #[serde(default)]
     pub dm_rate: f64,
+    /// Edits per second per bot, each of its own latest message seen back in its room. Parley
+    /// allows `--edit-rate` (default 5) edits and reactions together per second per user.
+    #[serde(default)]
+    pub edit_rate: f64,
+    /// Reactions per second per bot, each toggling the bot's emoji on the latest message it
+    /// received in its room.
+    #[serde(default)]
+    pub react_rate: f64,
     /// Disconnect and reconnect every this long (± jitter).
     #[serde(with = "humantime_serde", default)]
     pub churn: Option<Duration>,
@@ -139,6 +147,13 @@ impl Protocol {
     /// Whether a sender learns its message went through by seeing it come back (no receipts).
     pub fn acks_by_echo(self) -> bool {
         matches!(self, Protocol::WsBroadcast | Protocol::SocketIo)
+    }
+
+    /// Whether a refused send closes the connection (a STOMP ERROR): what the bot sent behind
+    /// it is then lost, so a send that may be refused (a DM to a bot maybe not online) goes
+    /// alone, with nothing else in flight, and nothing follows it until it is answered.
+    pub fn refusal_closes(self) -> bool {
+        matches!(self, Protocol::StompWs | Protocol::StompTcp)
     }
 
     /// Whether the protocol can address one user.
@@ -207,6 +222,9 @@ pub struct Slo {
     pub max_errors: Option<u64>,
     /// Fewest deliveries per second over the measured duration.
     pub min_delivered_per_s: Option<f64>,
+    /// Highest acceptable p99 of edits and of reactions (sent → back at the sender).
+    #[serde(with = "humantime_serde", default)]
+    pub max_change_p99: Option<Duration>,
 }
 
 fn default_drain() -> Duration {
@@ -284,7 +302,12 @@ impl Group {
 
     /// Whether this group sends anything (and so needs acknowledgements read).
     pub fn sends(&self) -> bool {
-        self.rate != Rate::Listen || self.dm_rate > 0.0
+        self.rate != Rate::Listen || self.dm_rate > 0.0 || self.changes()
+    }
+
+    /// Whether this group edits or reacts.
+    pub fn changes(&self) -> bool {
+        self.edit_rate > 0.0 || self.react_rate > 0.0
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -319,8 +342,20 @@ impl Group {
         if self.in_flight == 0 {
             bail!("in_flight must be at least 1");
         }
-        if !(self.dm_rate.is_finite() && self.dm_rate >= 0.0) {
-            bail!("dm_rate must be a number ≥ 0");
+        for (name, rate) in [
+            ("dm_rate", self.dm_rate),
+            ("edit_rate", self.edit_rate),
+            ("react_rate", self.react_rate),
+        ] {
+            if !(rate.is_finite() && rate >= 0.0) {
+                bail!("{name} must be a number ≥ 0");
+            }
+        }
+        if self.changes() && !self.protocol.has_direct_messages() {
+            bail!("protocol {:?} cannot edit or react", self.protocol);
+        }
+        if self.edit_rate > 0.0 && self.rate == Rate::Listen {
+            bail!("edit_rate needs a rate: a bot edits its own messages");
         }
         if self.slow && (self.sends() || self.churn.is_some()) {
             bail!("a slow group only listens: no rate, dm_rate or churn");
@@ -359,6 +394,8 @@ mod tests {
         size = 128
         in_flight = 4
         dm_rate = 1
+        edit_rate = 0.5
+        react_rate = 2
         churn = "2s"
 
         [[group]]
@@ -380,6 +417,7 @@ mod tests {
         max_p99 = "250ms"
         max_errors = 0
         min_delivered_per_s = 5.5
+        max_change_p99 = "1s"
     "#;
 
     #[test]
@@ -395,6 +433,8 @@ mod tests {
         assert_eq!(g.auth, AuthMode::Token);
         assert_eq!(g.rate, Rate::PerSecond(10.0));
         assert_eq!(g.churn, Some(Duration::from_secs(2)));
+        assert_eq!((g.edit_rate, g.react_rate), (0.5, 2.0));
+        assert!(g.changes() && !s.groups[1].changes());
         assert_eq!(g.room_pattern().unwrap().expand(3), "r-1");
         assert_eq!(s.groups[1].rate, Rate::Max);
         assert_eq!(s.groups[1].auth, AuthMode::Guest);
@@ -404,6 +444,7 @@ mod tests {
         assert_eq!(s.slo.max_p99, Some(Duration::from_millis(250)));
         assert_eq!(s.slo.max_errors, Some(0));
         assert_eq!(s.slo.min_delivered_per_s, Some(5.5));
+        assert_eq!(s.slo.max_change_p99, Some(Duration::from_secs(1)));
     }
 
     #[test]
@@ -423,6 +464,8 @@ mod tests {
             ("slow = true", "slow = true\nrate = 1"),
             ("max_errors = 0", "max_errrors = 0"),
             ("count = 2", "count = 0"),
+            ("edit_rate = 0.5", "edit_rate = -1"),
+            ("rate = 10", "rate = 0"),
             ("duration = \"5s\"", "duration = \"0s\""),
         ];
         for (from, to) in cases {
@@ -472,6 +515,7 @@ mod tests {
             seen,
             [
                 "churn",
+                "conversations",
                 "failover",
                 "fanout",
                 "idle",

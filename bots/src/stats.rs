@@ -1,5 +1,6 @@
 //! Counting without a shared lock per message: each bot records into its own [`Recorder`] and
-//! hands the totals and its latency histogram to the [`Aggregator`] about once a second.
+//! hands the totals and its latency histograms (messages, edits, reactions) to the
+//! [`Aggregator`] about once a second.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,6 +33,44 @@ pub enum ErrorKind {
     OutOfOrder,
     /// The server closed a connection before the run ended.
     ClosedByServer,
+    /// A room's ids (messages and events alike) skipped, repeated or went back.
+    RoomIds,
+}
+
+/// What a latency measures: a message, or a change coming back to its sender.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    /// Send → delivery of a room message or DM (each receiver).
+    Message,
+    /// Edit sent → its event back at the sender.
+    Edit,
+    /// Reaction sent → its event back at the sender.
+    React,
+}
+
+/// How many [`Metric`]s there are.
+const METRICS: usize = 3;
+
+/// Counts of one kind of change a bot makes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChangeCounts {
+    /// Sent.
+    pub sent: u64,
+    /// Acknowledged (durable).
+    pub acked: u64,
+    /// Refused by the server (rate, window, no such message).
+    pub refused: u64,
+    /// Seen back by their sender as events (each one's latency is measured).
+    pub echoed: u64,
+}
+
+impl ChangeCounts {
+    fn add(&mut self, o: &ChangeCounts) {
+        self.sent += o.sent;
+        self.acked += o.acked;
+        self.refused += o.refused;
+        self.echoed += o.echoed;
+    }
 }
 
 /// Everything a bot counts; summed by the aggregator.
@@ -53,8 +92,20 @@ pub struct Counters {
     pub foreign: u64,
     /// Numbers skipped, over all gaps.
     pub missing: u64,
+    /// Room ids skipped, over all gaps in rooms' id sequences.
+    pub missing_ids: u64,
+    /// Events (edits, deletions, reactions) received in rooms.
+    pub events: u64,
+    /// Edits made.
+    pub edits: ChangeCounts,
+    /// Reactions made.
+    pub reactions: ChangeCounts,
+    /// DMs refused because their recipient was not online (`no_such_user`).
+    pub dms_refused: u64,
+    /// Stamped DMs received from other bots (a sender's own copy not counted here).
+    pub dms_delivered: u64,
     /// Errors by kind, indexed by [`ErrorKind`] order.
-    pub errors: [u64; 7],
+    pub errors: [u64; 8],
 }
 
 impl Counters {
@@ -67,6 +118,12 @@ impl Counters {
         self.delivered += o.delivered;
         self.foreign += o.foreign;
         self.missing += o.missing;
+        self.missing_ids += o.missing_ids;
+        self.events += o.events;
+        self.edits.add(&o.edits);
+        self.reactions.add(&o.reactions);
+        self.dms_refused += o.dms_refused;
+        self.dms_delivered += o.dms_delivered;
         for (a, b) in self.errors.iter_mut().zip(o.errors) {
             *a += b;
         }
@@ -77,7 +134,7 @@ impl Counters {
 #[derive(Debug)]
 pub struct Delta {
     counters: Counters,
-    latencies: Option<Histogram<u32>>,
+    latencies: [Option<Histogram<u32>>; METRICS],
 }
 
 /// Histograms handed back by the aggregator for bots to reuse, so a busy bot does not allocate
@@ -108,7 +165,7 @@ fn new_histogram<T: hdrhistogram::Counter>() -> Histogram<T> {
 #[derive(Debug)]
 pub struct Recorder {
     counters: Counters,
-    latencies: Option<Histogram<u32>>,
+    latencies: [Option<Histogram<u32>>; METRICS],
     tx: mpsc::UnboundedSender<Delta>,
     pool: Arc<HistogramPool>,
 }
@@ -118,7 +175,7 @@ impl Recorder {
     pub fn new(tx: mpsc::UnboundedSender<Delta>, pool: Arc<HistogramPool>) -> Self {
         Self {
             counters: Counters::default(),
-            latencies: None,
+            latencies: [None, None, None],
             tx,
             pool,
         }
@@ -136,15 +193,20 @@ impl Recorder {
 
     /// Records one delivery latency.
     pub fn latency(&mut self, us: u64) {
+        self.latency_of(Metric::Message, us);
+    }
+
+    /// Records one latency of `metric`.
+    pub fn latency_of(&mut self, metric: Metric, us: u64) {
         let pool = &self.pool;
-        self.latencies
+        self.latencies[metric as usize]
             .get_or_insert_with(|| pool.take())
             .saturating_record(us.clamp(1, MAX_LATENCY_US));
     }
 
     /// Whether anything was recorded since the last flush.
     pub fn has_data(&self) -> bool {
-        self.counters != Counters::default() || self.latencies.is_some()
+        self.counters != Counters::default() || self.latencies.iter().any(Option::is_some)
     }
 
     /// Hands what was recorded since the last flush to the aggregator.
@@ -154,7 +216,7 @@ impl Recorder {
         }
         let delta = Delta {
             counters: std::mem::take(&mut self.counters),
-            latencies: self.latencies.take(),
+            latencies: self.latencies.each_mut().map(Option::take),
         };
         // The aggregator outlives every bot; if it is gone the run is over anyway.
         let _ = self.tx.send(delta);
@@ -179,7 +241,8 @@ pub struct Aggregator {
     all: Counters,
     /// Traffic counters inside the measured window.
     measured: Counters,
-    latencies: Histogram<u64>,
+    /// Measured latencies by [`Metric`].
+    latencies: [Histogram<u64>; METRICS],
     last_second: Histogram<u64>,
     delivered_last_second: u64,
     peak_connected: i64,
@@ -191,8 +254,12 @@ pub struct Totals {
     pub all: Counters,
     /// Traffic counters in the measured window.
     pub measured: Counters,
-    /// Measured latencies (µs).
+    /// Measured message latencies (µs).
     pub latencies: Histogram<u64>,
+    /// Measured edit latencies (µs), sent → back at the sender.
+    pub edit_latencies: Histogram<u64>,
+    /// Measured reaction latencies (µs), sent → back at the sender.
+    pub react_latencies: Histogram<u64>,
     /// Most bots connected at once.
     pub peak_connected: i64,
 }
@@ -214,7 +281,7 @@ impl Aggregator {
             bots,
             all: Counters::default(),
             measured: Counters::default(),
-            latencies: new_histogram(),
+            latencies: [new_histogram(), new_histogram(), new_histogram()],
             last_second: new_histogram(),
             delivered_last_second: 0,
             peak_connected: 0,
@@ -248,10 +315,13 @@ impl Aggregator {
             }
         }
         progress.finish_and_clear();
+        let [latencies, edit_latencies, react_latencies] = self.latencies;
         Totals {
             all: self.all,
             measured: self.measured,
-            latencies: self.latencies,
+            latencies,
+            edit_latencies,
+            react_latencies,
             peak_connected: self
                 .peak_connected
                 .max(self.connected.load(Ordering::Relaxed)),
@@ -265,13 +335,16 @@ impl Aggregator {
         if measuring {
             self.measured.add(&delta.counters);
         }
-        if let Some(h) = delta.latencies {
+        for (metric, h) in delta.latencies.into_iter().enumerate() {
+            let Some(h) = h else { continue };
             for v in h.iter_recorded() {
                 let (value, count) = (v.value_iterated_to(), v.count_at_value().into());
-                // Both histograms share bounds, so recording cannot fail; saturate anyway.
-                let _ = self.last_second.record_n(value, count);
+                // The histograms share bounds, so recording cannot fail; saturate anyway.
+                if metric == Metric::Message as usize {
+                    let _ = self.last_second.record_n(value, count);
+                }
                 if measuring {
-                    let _ = self.latencies.record_n(value, count);
+                    let _ = self.latencies[metric].record_n(value, count);
                 }
             }
             self.pool.give(h);
@@ -338,7 +411,11 @@ pub struct Errors {
     pub out_of_order: u64,
     /// Connections the server closed before the run ended.
     pub closed_by_server: u64,
-    /// Sum of the kinds above (`missing` excluded).
+    /// Breaks in rooms' id sequences (events included): gaps, repeats, ids going back.
+    pub room_ids: u64,
+    /// Room ids skipped over all gaps.
+    pub missing_ids: u64,
+    /// Sum of the kinds above (`missing` and `missing_ids` excluded).
     pub total: u64,
 }
 
@@ -355,6 +432,8 @@ impl Errors {
             duplicates: e(ErrorKind::Duplicate),
             out_of_order: e(ErrorKind::OutOfOrder),
             closed_by_server: e(ErrorKind::ClosedByServer),
+            room_ids: e(ErrorKind::RoomIds),
+            missing_ids: c.missing_ids,
             total: c.errors.iter().sum(),
         }
     }
@@ -389,6 +468,7 @@ mod tests {
                 a.counters().delivered += 1;
             }
             b.latency(5_000);
+            b.latency_of(Metric::Edit, 7_000);
             b.counters().delivered += 1;
             b.error(ErrorKind::Gap);
             a.flush();
@@ -401,8 +481,11 @@ mod tests {
             assert_eq!(l.count, 101);
             assert!((505..=520).contains(&l.p50), "{l:?}");
             assert!((4950..=5050).contains(&l.max), "{l:?}");
-            // Both histograms came back for reuse.
-            assert_eq!(pool.0.lock().unwrap().len(), 2);
+            // Edits are measured apart from messages.
+            assert_eq!(totals.edit_latencies.len(), 1);
+            assert_eq!(totals.react_latencies.len(), 0);
+            // Every histogram came back for reuse.
+            assert_eq!(pool.0.lock().unwrap().len(), 3);
         });
     }
 

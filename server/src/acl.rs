@@ -305,6 +305,23 @@ impl Acl {
         self.read().rules.get(room)?.members.get(user).copied()
     }
 
+    /// The stored members of `room` and their roles, by name (none for an unknown room).
+    pub fn members_of(&self, room: &str) -> Vec<(String, Role)> {
+        let mut members: Vec<(String, Role)> = self
+            .read()
+            .rules
+            .get(room)
+            .map(|r| {
+                r.members
+                    .iter()
+                    .map(|(u, role)| (u.clone(), *role))
+                    .collect()
+            })
+            .unwrap_or_default();
+        members.sort();
+        members
+    }
+
     /// Forgets a room whose creation could not be stored.
     pub fn forget(&self, room: &str) {
         self.write().remove(room);

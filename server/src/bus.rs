@@ -14,6 +14,10 @@
 //! destinations on the user's channel, neither numbered nor stored. `/queue/` destinations
 //! stay on the node where they were sent.
 
+mod online;
+
+pub use self::online::{OnlineMap, Seen};
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -186,6 +190,8 @@ pub struct Bus {
     presence_ttl: Duration,
     /// Parts started by [`Bus::start`].
     parts: Mutex<Option<Parts>>,
+    /// Who is online on any node.
+    online: online::OnlineShare,
 }
 
 struct Parts {
@@ -234,6 +240,7 @@ impl Bus {
             commands: commands_tx,
             presence: presence_tx,
             reader: publisher.clone(),
+            online: online::OnlineShare::new(publisher.clone()),
             presence_ttl,
             parts: Mutex::new(Some(Parts {
                 publisher,
@@ -257,6 +264,7 @@ impl Bus {
             commands,
             presence,
         } = parts;
+        self.online.start(self.node.clone(), self.presence_ttl);
         tokio::spawn(presence_loop(
             publisher.clone(),
             self.node.clone(),
@@ -332,6 +340,16 @@ impl Bus {
         if self.presence.try_send(op).is_err() {
             warn!("presence backlog full: a presence change was not shared");
         }
+    }
+
+    /// Records that `user` is online on this node (`Some`: and whether away) or no longer.
+    pub fn online_changed(&self, user: &str, seen: Option<Seen>) {
+        self.online.changed(user, seen);
+    }
+
+    /// Who is online on any node (read at most a second ago); empty if Redis cannot say.
+    pub async fn online(&self) -> OnlineMap {
+        self.online.everyone().await
     }
 
     /// Who is in `room` on any node (entries not expired); empty if Redis cannot say.

@@ -413,6 +413,9 @@ mod tests {
         ) -> anyhow::Result<Vec<crate::store::SentId>> {
             self.inner.recent_client_ids(since_ms, limit)
         }
+        fn sent_id(&self, r: &str, s: &str, c: &str) -> anyhow::Result<Option<u64>> {
+            self.inner.sent_id(r, s, c)
+        }
         fn conversations(
             &self,
             user: &str,
@@ -434,6 +437,14 @@ mod tests {
         }
         fn account_like(&self, name: &str) -> anyhow::Result<Option<String>> {
             self.inner.account_like(name)
+        }
+        fn users_page(
+            &self,
+            prefix: &str,
+            after: Option<&str>,
+            limit: usize,
+        ) -> anyhow::Result<Vec<String>> {
+            self.inner.users_page(prefix, after, limit)
         }
         fn password_hash(&self, name: &str) -> anyhow::Result<Option<String>> {
             self.inner.password_hash(name)

@@ -119,8 +119,9 @@ test('rooms: create one, others find it in their list; bodies are text, never HT
   await bob.page.locator('#room-list a[data-name="lobby"]').click();
   await bob.page.locator('#member-list [data-name="carol"]').waitFor();
   await bob.page.waitForFunction(() => !document.querySelector('#member-list [data-name="alice"]'));
-  // Bob's list picks the new room up (it refreshes on focus, on connect and every 30 s).
-  await bob.page.evaluate(() => window.dispatchEvent(new Event('focus')));
+  // Bob's list picks the new room up at once: the server announces it (/topic/.rooms); the
+  // 30 s refresh would come too late for this wait.
+  await bob.page.locator('#room-list a[data-name="plans"]').waitFor({ timeout: 5000 });
   await bob.page.locator('#room-list a[data-name="plans"]').click();
   await bob.page.locator('#conv-title', { hasText: '#plans' }).waitFor();
   // A bad name is refused in the page, before any request.

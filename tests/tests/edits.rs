@@ -340,3 +340,45 @@ async fn changes_are_limited_in_time_rate_and_size_and_stomp_cannot_forge_them()
         "{bad:?}"
     );
 }
+
+#[tokio::test]
+async fn a_new_public_room_is_announced_to_whoever_watches_the_room_list() {
+    let r = Room::new(&[]).await;
+    let mut watcher = ws_bearer(r.server.addr(), &r.bob).await;
+    ws_send(&mut watcher, &json!({"type": "watch_rooms"})).await;
+    ws_ping(&mut watcher).await;
+    let mut stomp = Stomp::with_token(r.server.stomp_addr(), &r.carol, "carol").await;
+    stomp.subscribe_ok("rooms", "/topic/.rooms").await;
+    // Created by a join, then by REST; a private room is not announced.
+    let mut alice = ws_bearer(r.server.addr(), &r.alice).await;
+    ws_join_ok(&mut alice, "fresh").await;
+    let private = json!({"name": "hidden", "private": true});
+    post_as(r.server.addr(), "/api/rooms", &r.alice, &private)
+        .await
+        .assert_status(201, "private room");
+    let public = json!({"name": "plans", "private": false});
+    post_as(r.server.addr(), "/api/rooms", &r.alice, &public)
+        .await
+        .assert_status(201, "public room");
+    for room in ["fresh", "plans"] {
+        let v = ws_recv_until(&mut watcher, |v| v["type"] == "room").await;
+        assert_eq!(
+            (&v["room"], &v["event"], &v["user"]),
+            (&json!(room), &json!("created"), &json!("alice")),
+            "{v}"
+        );
+        let f = stomp.recv().await.expect("a room-list MESSAGE");
+        assert_eq!(
+            (f.header("destination"), f.header("room")),
+            ("/topic/.rooms", room),
+            "{f:?}"
+        );
+    }
+    let bad = stomp
+        .send_receipt(&[("destination", "/topic/.rooms"), ("room", "fake")], b"")
+        .await;
+    assert_eq!(
+        bad.command, "ERROR",
+        "only the server writes the room list: {bad:?}"
+    );
+}

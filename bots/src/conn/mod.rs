@@ -18,7 +18,9 @@ use crate::scenario::Protocol;
 
 pub use self::transport::tcp_connect;
 
-pub use self::link::{Closed, Credential, Handler, OpenError, Targets};
+pub use self::link::{
+    Change, ChangeSend, Closed, Credential, Handler, OpenError, Refused, Sent, Targets,
+};
 use self::link::{Dial, Link, Target};
 use self::raw::Raw;
 use self::socketio::SocketIo;
@@ -106,6 +108,18 @@ impl Conn {
         each_link!(self, link => link.send(Target::User(to), body, seq).await)
     }
 
+    /// Edits or reacts to message `target` of `room`; the acknowledgement comes as
+    /// [`Handler::on_ack`] with the change's kind, a refusal as [`Handler::on_refused`].
+    pub async fn change(
+        &mut self,
+        room: &str,
+        target: u64,
+        what: ChangeSend<'_>,
+        n: u64,
+    ) -> Result<(), Closed> {
+        each_link!(self, link => link.change(room, target, what, n).await)
+    }
+
     /// Waits for the next read and hands everything in it to `h`.
     ///
     /// Cancel-safe: the only await is the read itself; what it returned is handled before this
@@ -133,7 +147,10 @@ mod tests {
     #[derive(Default)]
     pub(super) struct Seen {
         pub(super) messages: Vec<(Stream, Vec<u8>)>,
+        pub(super) events: Vec<(Change, Option<u64>, Option<String>)>,
         pub(super) acks: usize,
+        pub(super) change_acks: Vec<Change>,
+        pub(super) refused: Vec<Refused>,
         pub(super) joined: bool,
         pub(super) errors: Vec<(ErrorKind, String)>,
     }
@@ -142,8 +159,17 @@ mod tests {
         fn on_message(&mut self, stream: Stream, _id: Option<u64>, body: &[u8]) {
             self.messages.push((stream, body.to_vec()));
         }
-        fn on_ack(&mut self) {
-            self.acks += 1;
+        fn on_event(&mut self, change: Change, id: Option<u64>, sender: Option<&str>) {
+            self.events.push((change, id, sender.map(str::to_owned)));
+        }
+        fn on_ack(&mut self, of: Sent) {
+            match of {
+                Sent::Message | Sent::Dm => self.acks += 1,
+                Sent::Change(c) => self.change_acks.push(c),
+            }
+        }
+        fn on_refused(&mut self, what: Refused) {
+            self.refused.push(what);
         }
         fn on_joined(&mut self) {
             self.joined = true;

@@ -1,5 +1,5 @@
-//! Parley's raw JSON protocol over WebSocket (`/ws`): join, send with `ref`, and the
-//! messages, acks and errors that come back.
+//! Parley's raw JSON protocol over WebSocket (`/ws`): join, send, edit and react with `ref`,
+//! and the messages, events, acks and errors that come back.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -8,7 +8,9 @@ use futures_util::SinkExt;
 use serde::Deserialize;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::link::{Closed, Credential, Dial, Handler, Link, OpenError, Target};
+use super::link::{
+    Change, ChangeSend, Closed, Credential, Dial, Handler, Link, OpenError, Refused, Sent, Target,
+};
 use super::transport::{next_ws_payload, ws_closed, ws_open, Ws};
 use crate::checker::Stream;
 use crate::stats::ErrorKind;
@@ -57,6 +59,27 @@ impl Link for Raw {
         self.ws.send(Message::text(text)).await.map_err(ws_closed)
     }
 
+    async fn change(
+        &mut self,
+        room: &str,
+        target: u64,
+        what: ChangeSend<'_>,
+        n: u64,
+    ) -> Result<(), Closed> {
+        // Rooms and stamped bodies need no JSON escaping; the emoji is one of the bots' own.
+        let text = match what {
+            ChangeSend::Edit(body) => format!(
+                r#"{{"type":"edit","room":"{room}","id":"{target}","body":"{body}","ref":"{}{n}"}}"#,
+                Change::Edit.tag()
+            ),
+            ChangeSend::React(emoji, on) => format!(
+                r#"{{"type":"react","room":"{room}","id":"{target}","emoji":"{emoji}","on":{on},"ref":"{}{n}"}}"#,
+                Change::React.tag()
+            ),
+        };
+        self.ws.send(Message::text(text)).await.map_err(ws_closed)
+    }
+
     async fn read(&mut self, h: &mut impl Handler) -> Result<(), Closed> {
         if let Some(payload) = next_ws_payload(&mut self.ws).await? {
             handle_raw(&payload, h);
@@ -85,6 +108,8 @@ struct Incoming<'a> {
     reference: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    from: Option<Cow<'a, str>>,
 }
 
 fn handle_raw(text: &[u8], h: &mut impl Handler) {
@@ -102,20 +127,33 @@ fn handle_raw(text: &[u8], h: &mut impl Handler) {
             let id = msg.id.as_deref().and_then(|i| i.parse().ok());
             h.on_message(stream, id, msg.body.as_deref().unwrap_or("").as_bytes());
         }
-        "ack" => h.on_ack(),
-        "joined" => h.on_joined(),
-        "error" => {
-            // A refused send still frees its in-flight slot.
-            if msg.reference.is_some() {
-                h.on_ack();
-            }
-            h.on_error(
-                ErrorKind::Protocol,
-                &format!("error {}", msg.code.as_deref().unwrap_or("?")),
-            );
+        kind @ ("edit" | "delete" | "reaction") => {
+            let change = match kind {
+                "edit" => Change::Edit,
+                "delete" => Change::Delete,
+                _ => Change::React,
+            };
+            let id = msg.id.as_deref().and_then(|i| i.parse().ok());
+            h.on_event(change, id, msg.from.as_deref());
         }
+        "ack" => h.on_ack(msg.reference.as_deref().map_or(Sent::Message, Sent::of_ref)),
+        "joined" => h.on_joined(),
+        "error" => on_raw_error(&msg, h),
         _ => {}
     }
+}
+
+/// An `error`: a refusal the bots expect is counted as such; anything else is a protocol error,
+/// and a refused send still frees its in-flight slot.
+fn on_raw_error(msg: &Incoming<'_>, h: &mut impl Handler) {
+    let code = msg.code.as_deref().unwrap_or("?");
+    match msg.reference.as_deref().map(Sent::of_ref) {
+        Some(Sent::Change(change)) => return h.on_refused(Refused::Change(change)),
+        Some(Sent::Dm) if code == "no_such_user" => return h.on_refused(Refused::Dm),
+        Some(sent) => h.on_ack(sent),
+        None => {}
+    }
+    h.on_error(ErrorKind::Protocol, &format!("error {code}"));
 }
 
 #[cfg(test)]
@@ -134,11 +172,25 @@ mod tests {
             r#"{"type":"presence","room":"r","user":"b","event":"join"}"#,
             r#"{"type":"error","code":"rate_limited","message":"slow down","ref":"r2"}"#,
             r#"not json"#,
+            r#"{"type":"edit","room":"r","id":"3","target":"1","from":"a","ts":1,"body":"e"}"#,
+            r#"{"type":"reaction","room":"r","id":"4","target":"1","from":"b","emoji":"x","op":"add"}"#,
+            r#"{"type":"ack","id":"3","ref":"e1"}"#,
+            r#"{"type":"error","code":"too_late","message":"late","ref":"e2"}"#,
+            r#"{"type":"error","code":"no_such_user","message":"who","ref":"d3"}"#,
         ] {
             handle_raw(text.as_bytes(), &mut seen);
         }
         assert!(seen.joined);
         assert_eq!(seen.acks, 2);
+        assert_eq!(seen.change_acks, [Change::Edit]);
+        assert_eq!(
+            seen.events,
+            [
+                (Change::Edit, Some(3), Some("a".to_owned())),
+                (Change::React, Some(4), Some("b".to_owned()))
+            ]
+        );
+        assert_eq!(seen.refused, [Refused::Change(Change::Edit), Refused::Dm]);
         assert_eq!(
             seen.messages,
             [

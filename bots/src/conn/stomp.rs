@@ -1,6 +1,6 @@
 //! STOMP 1.2 as the bots speak it, over WebSocket (`/stomp`, `v12.stomp`) or plain TCP:
-//! the CONNECT handshake, SUBSCRIBE with a join receipt, hand-encoded SENDs, and decoding in
-//! place what arrives. Both transports share the framing; only [`Io`] differs.
+//! the CONNECT handshake, SUBSCRIBE with a join receipt, hand-encoded SENDs (messages and
+//! changes, `kind` + `target-id`), and decoding in place what arrives. Both transports share the framing; only [`Io`] differs.
 
 use std::fmt::Write as _;
 
@@ -11,7 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
-use super::link::{Closed, Credential, Dial, Handler, Link, OpenError, Target};
+use super::link::{
+    Change, ChangeSend, Closed, Credential, Dial, Handler, Link, OpenError, Refused, Sent, Target,
+};
 use super::transport::{io_closed, next_ws_payload, tcp_connect, ws_closed, ws_open, Ws};
 use crate::checker::Stream;
 use crate::stats::ErrorKind;
@@ -155,6 +157,30 @@ impl Link for Stomp {
         self.io.write(&self.out).await
     }
 
+    async fn change(
+        &mut self,
+        room: &str,
+        target: u64,
+        what: ChangeSend<'_>,
+        n: u64,
+    ) -> Result<(), Closed> {
+        let (kind, body, tag) = match what {
+            ChangeSend::Edit(body) => ("edit", body, Change::Edit.tag()),
+            ChangeSend::React(emoji, true) => ("react", emoji, Change::React.tag()),
+            ChangeSend::React(emoji, false) => ("unreact", emoji, Change::React.tag()),
+        };
+        let frame = Frame::new(Command::Send)
+            .header("destination", format!("/topic/{room}"))
+            .header("kind", kind)
+            .header("target-id", target.to_string())
+            .header("content-type", "text/plain")
+            .header("receipt", format!("{tag}{n}"))
+            .body(body.as_bytes().to_vec());
+        self.io
+            .write(&parley_stomp::codec::encode(&frame, Version::V1_2))
+            .await
+    }
+
     async fn read(&mut self, h: &mut impl Handler) -> Result<(), Closed> {
         // Many frames per read: decode everything the one read brought.
         self.io.fill(&mut self.inbound.buf).await?;
@@ -226,10 +252,15 @@ fn encode_send(out: &mut BytesMut, target: Target<'_>, body: &[u8], seq: u64) {
             out.put_slice(b"/queue/messages");
         }
     }
+    // The receipt's tag tells a DM's from a room message's (as the raw protocol's `ref`).
+    let tag = match target {
+        Target::Room(_) => 'r',
+        Target::User(_) => 'd',
+    };
     // Writing into a BytesMut cannot fail.
     write!(
         BytesWriter(out),
-        "\ncontent-type:text/plain\ncontent-length:{}\nreceipt:{seq}\n\n",
+        "\ncontent-type:text/plain\ncontent-length:{}\nreceipt:{tag}{seq}\n\n",
         body.len()
     )
     .expect("write to BytesMut");
@@ -279,24 +310,53 @@ fn handle_stomp(frame: &Frame, h: &mut impl Handler) -> Result<(), Closed> {
                 .is_some_and(|d| d.starts_with("/user/"));
             let stream = if dm { Stream::Direct } else { Stream::Room };
             let id = frame.get("message-id").and_then(|i| i.parse().ok());
-            h.on_message(stream, id, &frame.body);
+            let change = match frame.get("kind") {
+                None => None,
+                Some("edit") => Some(Change::Edit),
+                Some("delete") => Some(Change::Delete),
+                Some(_) => Some(Change::React),
+            };
+            match change {
+                Some(change) if !dm => h.on_event(change, id, frame.get("sender")),
+                _ => h.on_message(stream, id, &frame.body),
+            }
         }
         Command::Receipt => match frame.get("receipt-id") {
             Some(JOIN_RECEIPT) => h.on_joined(),
-            _ => h.on_ack(),
+            other => h.on_ack(other.map_or(Sent::Message, Sent::of_ref)),
         },
         Command::Error => {
             let message = frame.get("message").unwrap_or("ERROR");
-            h.on_error(ErrorKind::Protocol, message);
+            let refused = refusal(message);
+            match refused {
+                Some(what) => h.on_refused(what),
+                None => h.on_error(ErrorKind::Protocol, message),
+            }
             // The server closes after an ERROR: stop here so it is not also counted as a close.
             return Err(Closed {
                 why: format!("ERROR: {message}"),
                 announced: true,
+                refused: refused.is_some(),
             });
         }
         _ => {}
     }
     Ok(())
+}
+
+/// The refusal an ERROR's message tells of, when it is one the bots expect (the ERROR names no
+/// frame, so the code says what was refused).
+fn refusal(message: &str) -> Option<Refused> {
+    let code = message.split(':').next().unwrap_or_default();
+    match code {
+        "no_such_user" => Some(Refused::Dm),
+        "too_late" | "no_such_message" | "invalid_emoji" => Some(Refused::Change(Change::Edit)),
+        // The same code refuses messages over --rate-limit: only the change limit says so.
+        "rate_limited" if message.contains("edits, deletions and reactions") => {
+            Some(Refused::Change(Change::Edit))
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -312,7 +372,7 @@ mod tests {
             .header("destination", "/topic/r-1")
             .header("content-type", "text/plain")
             .header("content-length", "8")
-            .header("receipt", "7")
+            .header("receipt", "r7")
             .body(&b"1:2:3:xx"[..]);
         assert_eq!(
             &out[..],
@@ -334,7 +394,9 @@ mod tests {
             b"RECEIPT\nreceipt-id:join\n\n\0\
               MESSAGE\ndestination:/topic/r\nmessage-id:1\nsubscription:room\ncontent-length:3\n\nabc\0\
               MESSAGE\ndestination:/user/queue/messages\nsubscription:dm\n\ndm\0\
-              RECEIPT\nreceipt-id:5\n\n\0MESS",
+              RECEIPT\nreceipt-id:5\n\n\0\
+              MESSAGE\ndestination:/topic/r\nmessage-id:2\nkind:react\ntarget-id:1\nsender:b\n\nx\0\
+              RECEIPT\nreceipt-id:k1\n\n\0MESS",
         );
         let mut seen = Seen::default();
         stomp.handle_all(&mut seen).unwrap();
@@ -347,6 +409,11 @@ mod tests {
                 (Stream::Direct, b"dm".to_vec())
             ]
         );
+        assert_eq!(
+            seen.events,
+            [(Change::React, Some(2), Some("b".to_owned()))]
+        );
+        assert_eq!(seen.change_acks, [Change::React]);
         // The partial frame waits for more bytes.
         assert_eq!(&stomp.buf[..], b"MESS");
 
@@ -356,5 +423,16 @@ mod tests {
             .extend_from_slice(b"ERROR\nmessage:slow consumer\n\n\0");
         assert!(stomp.handle_all(&mut seen).is_err());
         assert_eq!(seen.errors[0].1, "slow consumer");
+
+        // A DM to nobody online is a refusal, not a protocol error; the server hangs up all
+        // the same.
+        stomp.buf.clear();
+        stomp
+            .buf
+            .extend_from_slice(b"ERROR\nmessage:no_such_user: no user \"x\"\n\n\0");
+        let closed = stomp.handle_all(&mut seen).unwrap_err();
+        assert!(closed.refused && closed.announced);
+        assert_eq!(seen.refused, [Refused::Dm]);
+        assert_eq!(seen.errors.len(), 1);
     }
 }

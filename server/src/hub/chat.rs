@@ -12,11 +12,12 @@ use parley_stomp::destination::{Destination, RoomName};
 use parley_stomp::rate::TokenBucket;
 use parley_stomp::session::Identity;
 
-use super::direct::{direct, Recipient, DM_QUEUE};
+use super::direct::{address, direct, Recipient, DM_QUEUE};
 use super::history::catch_up_range;
 use super::message::{chat_headers, check_client_id};
 use super::outbox::{tell, Notice};
 use super::refusal::{publish_refusal, Refusal};
+use super::rooms::ROOMS_TOPIC;
 use super::session::{Held, HubSession};
 use super::tables::SentKey;
 use super::Hub;
@@ -182,6 +183,20 @@ impl ChatSession {
         Ok(JoinAnswer::Later)
     }
 
+    /// Hears of every public room created from now on, on any node ([`ROOMS_TOPIC`]).
+    pub fn watch_rooms(&mut self) -> Result<(), Refusal> {
+        let id = self.session.id();
+        let topic = Destination::Topic(ROOMS_TOPIC.to_owned());
+        self.session.hub().apply(|broker, events| {
+            if broker.has_subscription(id, "rooms") {
+                return Ok(());
+            }
+            broker
+                .subscribe(id, "rooms", &topic, AckMode::Auto, events)
+                .map_err(|e| Refusal::new("join_failed", e.to_string()))
+        })
+    }
+
     /// Leaves a joined room.
     pub fn leave(&mut self, room: &str) -> Result<(), Refusal> {
         let room = self.joined(room)?;
@@ -264,6 +279,28 @@ impl ChatSession {
         publish.receipt = Some(receipt);
         self.sends.push((destination, publish, key));
         Ok(())
+    }
+
+    /// Before a send with `client_id` to `target`: in cluster mode, whether it was sent before
+    /// through another node ([`Hub::recall_sent`]).
+    pub async fn recall(&self, target: &Target<'_>, client_id: &str) {
+        let (destination, stream) = match target {
+            Target::Room(room) => (
+                Destination::Topic((*room).to_owned()),
+                Some(room.to_string()),
+            ),
+            Target::User(to) => {
+                let mut publish = Publish::default();
+                let destination = address(&self.identity, to, &mut publish);
+                (destination, publish.stream)
+            }
+        };
+        let key = SentKey::new(
+            self.identity.name.clone(),
+            destination.to_string(),
+            client_id.to_owned(),
+        );
+        self.session.hub().recall_sent(&key, stream).await;
     }
 
     /// Publishes the queued sends in one step under the broker's lock, so their fan-out reaches

@@ -178,6 +178,20 @@ impl Hub {
         Ok(here.max(stored))
     }
 
+    /// The stream a message from `sender` to `destination` is stored in, if it is: the room of a
+    /// room topic, the conversation of a direct message between accounts (its recipient found
+    /// by [`Hub::recipient`] before).
+    pub fn stream_of(&self, sender: &Identity, destination: &Destination) -> Option<String> {
+        match destination {
+            Destination::Topic(room) if !room.contains('.') => Some(room.clone()),
+            Destination::UserQueue { user, queue } if queue == DM_QUEUE => {
+                let to = self.known_recipient(user);
+                (to.account && !sender.guest).then(|| conversation(&sender.name, &to.name))
+            }
+            _ => None,
+        }
+    }
+
     /// A stored direct message keeps to the room message limit.
     pub(super) fn check_direct(&self, to: &Recipient, publish: &Publish) -> Result<(), Refusal> {
         let max = self.settings.edits.max_body;

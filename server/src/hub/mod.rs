@@ -12,7 +12,8 @@
 //! and history reads), `rooms` (room creation and rules, revocation), `presence`, `reads` (read
 //! marks and unread counts), `message`
 //! (stored ↔ live message conversion and the journal), `cluster` (numbering, per-room order and
-//! gap fill in cluster mode), `outbox` and `mailbox` (the queues to each session).
+//! gap fill in cluster mode), `outbox` and `mailbox` (the queues to each session), `people`
+//! (who is online, server-wide).
 
 mod chat;
 mod cluster;
@@ -23,6 +24,7 @@ pub mod mailbox;
 mod message;
 mod order;
 mod outbox;
+mod people;
 mod presence;
 mod reads;
 mod refusal;
@@ -54,6 +56,7 @@ use self::outbox::Outbox;
 pub use self::outbox::{Notice, CLOSE_UNAUTHORIZED};
 pub use self::reads::{READ_LAST, READ_ROOM, READ_WITH};
 pub use self::refusal::Refusal;
+pub use self::rooms::{ROOMS_TOPIC, ROOM_HEADER};
 pub use self::session::{Held, HubSession, Next};
 pub use self::tables::{EditLimits, SentKey, MAX_REMEMBERED, REMEMBERED_MS};
 use crate::acl::Acl;
@@ -264,6 +267,7 @@ impl Hub {
         if self.bus.is_some() {
             self.flush_to_bus(inner);
         }
+        self.share_online(inner);
         self.deliver(&inner.outboxes, &mut inner.pending);
         result
     }

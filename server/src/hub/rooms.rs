@@ -20,6 +20,11 @@ pub(super) fn room_of_key(key: &str) -> Option<&str> {
     key.strip_prefix("/topic/").filter(|r| !r.contains('.'))
 }
 
+/// The topic announcing new public rooms (`/topic/.rooms`): no room can have that name.
+pub const ROOMS_TOPIC: &str = ".rooms";
+/// The header naming the room a room-list MESSAGE is about.
+pub const ROOM_HEADER: &str = "room";
+
 impl Hub {
     /// Creates a room in memory for `owner` (an account, within its quota), under the broker's
     /// lock; if private, everyone but the owner loses subscriptions made while the name was
@@ -40,9 +45,32 @@ impl Hub {
             None => Ok(false),
             Some(ended) => {
                 self.tell_revoked(room, ended);
+                if !private {
+                    self.announce_room(room, &owner.name);
+                }
                 Ok(true)
             }
         }
+    }
+
+    /// Tells whoever watches the room list ([`ROOMS_TOPIC`]) on any node that public room
+    /// `room` exists now: a MESSAGE with header `room`. Published after the step that created
+    /// it, once the broker's lock is free.
+    fn announce_room(&self, room: &str, by: &str) {
+        let hub = self.me.clone();
+        let (room, by): (String, Arc<str>) = (room.to_owned(), by.into());
+        self.runtime.spawn(async move {
+            let Some(hub) = hub.upgrade() else { return };
+            let publish = Publish {
+                headers: vec![(ROOM_HEADER.to_owned(), room)],
+                now_ms: crate::clock::now_ms(),
+                ..Publish::default()
+            };
+            let destination = Destination::Topic(ROOMS_TOPIC.to_owned());
+            hub.apply(|broker, events| {
+                let _ = broker.publish_as(by, &destination, publish, events);
+            });
+        });
     }
 
     /// Lets `who` use `room` (a join, or a SUBSCRIBE or SEND to `/topic/<room>`): an unknown
@@ -55,6 +83,7 @@ impl Hub {
         let owner_now = self.bus.is_none();
         if self.acl.enter(who, room, owner_now)? {
             self.record_room(room, (!who.guest).then_some(&*who.name));
+            self.announce_room(room, &who.name);
         }
         Ok(())
     }
@@ -202,6 +231,7 @@ impl Hub {
 impl Access for Hub {
     fn subscribe(&self, who: &Identity, destination: &Destination) -> Result<(), String> {
         match destination {
+            Destination::Topic(topic) if topic == ROOMS_TOPIC => Ok(()),
             Destination::Topic(topic) => self.use_topic(who, topic),
             // Queues are shared work lists; user queues are the subscriber's own (the broker
             // refuses anyone else's).
@@ -213,8 +243,8 @@ impl Access for Hub {
 
     fn send(&self, who: &Identity, destination: &Destination) -> Result<(), String> {
         match destination {
-            Destination::Topic(topic) if topic.ends_with(".presence") => {
-                Err("presence is written by the server".into())
+            Destination::Topic(topic) if topic.ends_with(".presence") || topic == ROOMS_TOPIC => {
+                Err("it is written by the server".into())
             }
             Destination::Topic(topic) => self.use_topic(who, topic),
             _ => Ok(()),

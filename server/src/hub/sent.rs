@@ -9,6 +9,10 @@ use parley_stomp::broker::Receipt;
 use super::outbox::{tell, Notice};
 use super::session::HubSession;
 use super::tables::SentKey;
+use crate::store;
+
+/// Longest wait for storage to say whether a client id was sent through another node.
+const RECALL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 use super::Hub;
 
 impl Hub {
@@ -17,6 +21,27 @@ impl Hub {
         for (room, sender, client_id, id) in sent {
             let key = SentKey::new(sender.into(), format!("/topic/{room}"), client_id);
             self.sent.record(&key, id);
+        }
+    }
+
+    /// Cluster mode: a retry may reach another node than the first send did (a balancer sends
+    /// a reconnect anywhere), so a client id this node has not seen is looked up in storage,
+    /// under `stream` (the room or conversation), and remembered when found. Bounded by
+    /// [`RECALL_WAIT`]; a first send that is not stored yet is not found.
+    pub async fn recall_sent(&self, key: &SentKey, stream: Option<String>) {
+        let Some(stream) = stream else { return };
+        if !self.is_clustered() || self.sent.find(key).is_some() {
+            return;
+        }
+        let (sender, client_id) = (key.sender().to_string(), key.client_id().to_owned());
+        let lookup = store::run(&self.store, move |s| {
+            s.sent_id(&stream, &sender, &client_id)
+        });
+        match tokio::time::timeout(RECALL_WAIT, lookup).await {
+            Ok(Ok(Some(id))) => self.sent.record(key, id),
+            Ok(Ok(None)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "client id lookup failed"),
+            Err(_) => tracing::warn!("client id lookup timed out"),
         }
     }
 

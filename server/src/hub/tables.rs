@@ -108,6 +108,16 @@ impl SentKey {
     pub fn new(sender: Arc<str>, destination: String, client_id: String) -> Self {
         Self((sender, destination, client_id))
     }
+
+    /// Who sent it.
+    pub fn sender(&self) -> &Arc<str> {
+        &self.0 .0
+    }
+
+    /// The sender's id for it.
+    pub fn client_id(&self) -> &str {
+        &self.0 .2
+    }
 }
 
 impl SentIds {

@@ -40,6 +40,17 @@ pub fn user_key(name: &str) -> String {
     name.to_ascii_lowercase()
 }
 
+/// Most rows one directory page reads, whatever is asked.
+pub const MAX_PAGE_ROWS: usize = 1000;
+
+/// The keys starting with `prefix`'s key: `[low, high)`. Keys are ASCII below `~`, so `low`
+/// followed by `~` is past every one of them.
+pub(crate) fn key_range(prefix: &str) -> (String, String) {
+    let low = user_key(prefix);
+    let high = format!("{low}~");
+    (low, high)
+}
+
 /// A stored room message, or an event about an earlier one (an edit, a deletion, a reaction):
 /// both take the room's next id, so catch-up replays them in order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -315,6 +326,8 @@ pub trait Store: Send + Sync {
     /// Room messages sent with a client id since `since_ms`, newest first, at most `limit`:
     /// (room, sender, client id, id).
     fn recent_client_ids(&self, since_ms: u64, limit: usize) -> anyhow::Result<Vec<SentId>>;
+    /// The id of `sender`'s message in `room` (a room or conversation) sent with `client_id`.
+    fn sent_id(&self, room: &str, sender: &str, client_id: &str) -> anyhow::Result<Option<u64>>;
     /// `user`'s direct-message conversations, the latest first, at most `limit`.
     fn conversations(&self, user: &str, limit: usize) -> anyhow::Result<Vec<Conversation>>;
     /// Message `id` of `room` as it is now (edited, deleted; reactions left out), if stored.
@@ -332,6 +345,14 @@ pub trait Store: Send + Sync {
     /// The account whose name equals `name` ignoring case, as it is spelt. (A database from
     /// before names were unique ignoring case may hold several: the oldest is answered.)
     fn account_like(&self, name: &str) -> anyhow::Result<Option<String>>;
+    /// The directory: up to `limit` account names (at most [`MAX_PAGE_ROWS`]) whose
+    /// [`user_key`] starts with `prefix`'s and comes after `after`'s, in key order.
+    fn users_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<String>>;
     /// An account's password hash (PHC string), if the account exists.
     fn password_hash(&self, name: &str) -> anyhow::Result<Option<String>>;
     /// Replaces an account's password hash and revokes all its refresh tokens; `false` if there

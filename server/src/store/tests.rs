@@ -551,3 +551,32 @@ fn unread_counts_stop_at_the_cap() {
         assert_eq!(got["big"].unread, UNREAD_CAP);
     });
 }
+
+#[test]
+fn the_directory_pages_accounts_by_name_ignoring_case() {
+    on_every_backend("directory", |open| {
+        let store = open();
+        for name in ["bob", "Alice", "al.x", "al-y", "al_z", "carol", "ALBERT"] {
+            assert!(store.create_user(name, "h").unwrap());
+        }
+        let all = store.users_page("", None, 100).unwrap();
+        // Bytewise by lower-case key: '-' < '.' < '_' < letters.
+        assert_eq!(
+            all,
+            ["al-y", "al.x", "al_z", "ALBERT", "Alice", "bob", "carol"]
+        );
+        assert_eq!(
+            store.users_page("AL", None, 100).unwrap(),
+            ["al-y", "al.x", "al_z", "ALBERT", "Alice"]
+        );
+        let first = store.users_page("al", None, 2).unwrap();
+        assert_eq!(first, ["al-y", "al.x"]);
+        let next = store.users_page("al", Some(&first[1]), 2).unwrap();
+        assert_eq!(next, ["al_z", "ALBERT"]);
+        let last = store.users_page("al", Some("albert"), 2).unwrap();
+        assert_eq!(last, ["Alice"]);
+        assert!(store.users_page("al", Some("ALICE"), 2).unwrap().is_empty());
+        assert!(store.users_page("zed", None, 5).unwrap().is_empty());
+        assert_eq!(store.users_page("", None, 0).unwrap(), Vec::<String>::new());
+    });
+}

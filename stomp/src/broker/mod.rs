@@ -4,6 +4,7 @@
 //! [`BrokerEvent`]s through a callback, in order, so a caller holding the broker under one lock
 //! hands every subscriber a topic's messages in the same order.
 
+mod online;
 mod publish;
 mod queues;
 mod types;
@@ -15,6 +16,7 @@ use crate::budget::MemoryBudget;
 use crate::codec::SharedMessage;
 use crate::destination::Destination;
 
+pub use self::online::OnlineChange;
 use self::types::{dedup, Queue, Route, SessionEntry, Subscription};
 pub use self::types::{
     is_room, AckMode, AckRef, BrokerError, BrokerEvent, BrokerLimits, Delivery, Forwarded, Publish,
@@ -43,6 +45,8 @@ pub struct Broker {
     queue_owners: HashMap<Arc<str>, usize>,
     /// Storage is failing: room messages are refused rather than numbered and delivered.
     storage_failing: bool,
+    /// Who is connected, and changes of that not yet taken.
+    online: online::Online,
 }
 
 impl Broker {
@@ -96,7 +100,10 @@ impl Broker {
             unacked: VecDeque::new(),
             next_ack: 0,
         };
-        self.sessions.insert(session, entry);
+        self.online.connected(&entry.user, guest);
+        if let Some(old) = self.sessions.insert(session, entry) {
+            self.online.disconnected(session, &old.user);
+        }
     }
 
     /// Removes a session: its subscriptions end and its unacknowledged queue messages go to
@@ -107,6 +114,7 @@ impl Broker {
         let Some(entry) = self.sessions.remove(&session) else {
             return;
         };
+        self.online.disconnected(session, &entry.user);
         let requeue: Vec<_> = entry
             .unacked
             .into_iter()
@@ -356,6 +364,28 @@ impl Broker {
             .unwrap_or_default();
         users.sort_unstable();
         users
+    }
+
+    /// Marks `session` away (or back); its user is away while every session of theirs is.
+    pub fn set_away(&mut self, session: SessionId, away: bool) {
+        if let Some(user) = self.sessions.get(&session).map(|e| e.user.clone()) {
+            self.online.set_away(session, &user, away);
+        }
+    }
+
+    /// Is `user` connected here (exactly this name), and if so, away?
+    pub fn online_state(&self, user: &str) -> Option<bool> {
+        self.online.state(user)
+    }
+
+    /// Every connected user here: (name, guest, away), in no order.
+    pub fn online_users(&self) -> Vec<(Arc<str>, bool, bool)> {
+        self.online.users()
+    }
+
+    /// Users who connected, left or changed their away state since the last call.
+    pub fn take_online_changes(&mut self) -> Vec<OnlineChange> {
+        self.online.take_changes()
     }
 
     /// Continues a room's numbering (e.g. from storage after a restart).

@@ -39,6 +39,14 @@ pub struct RawClient {
     join_reads: HashMap<String, ReadState>,
 }
 
+/// Where a waiting send goes.
+enum Recipient {
+    /// A joined room.
+    Room(String),
+    /// A user, by the name the client gave.
+    Named(String),
+}
+
 /// What a client reads of a conversation.
 enum Read {
     /// A page before `before`.
@@ -60,9 +68,10 @@ enum Step {
         since: Option<u64>,
         reference: Option<String>,
     },
-    /// A direct message, still to queue (its recipient is looked up).
-    Direct {
-        to: String,
+    /// A send still to queue: a direct message (its recipient is looked up), or in cluster mode
+    /// one with a client id (storage is asked whether another node had it).
+    Send {
+        to: Recipient,
         body: String,
         extras: SendExtras,
         reference: Option<String>,
@@ -137,79 +146,26 @@ impl RawClient {
             // Everything before this command takes effect first.
             self.flush_sends(conn);
         }
+        if let Some(step) = waiting_step(kind, msg, &reference)? {
+            return Ok(step);
+        }
         let reply = match kind {
             "ping" => Some(wire::text_frame(&json!({"type": "pong"}))),
-            "join" => {
-                let room = ChatSession::room_name(string(msg, "room")?)?;
-                let since = msg.get("since").map(message_id).transpose()?;
-                return Ok(Step::Join {
-                    room,
-                    since,
-                    reference,
-                });
-            }
-            "edit" | "delete" | "react" => {
-                let change = match kind {
-                    "edit" => Change::Edit(string(msg, "body")?.to_owned()),
-                    "delete" => Change::Delete,
-                    _ => Change::React {
-                        emoji: string(msg, "emoji")?.to_owned(),
-                        on: msg.get("on").and_then(Value::as_bool),
-                    },
-                };
-                return Ok(Step::Change {
-                    room: string(msg, "room")?.to_owned(),
-                    target: message_id(
-                        msg.get("id")
-                            .ok_or_else(|| refused("missing_field", "missing field \"id\""))?,
-                    )?,
-                    change,
-                    reference,
-                });
-            }
-            "read" => {
-                let with = optional_string(msg, "with")?;
-                return Ok(Step::Read {
-                    place: match with {
-                        Some(with) => Place::With(with.to_owned()),
-                        None => Place::Room(string(msg, "room")?.to_owned()),
-                    },
-                    id: message_id(
-                        msg.get("id")
-                            .ok_or_else(|| refused("missing_field", "missing field \"id\""))?,
-                    )?,
-                    reference,
-                });
+            "away" => {
+                let away = msg.get("away").and_then(Value::as_bool);
+                let away = away.ok_or_else(|| refused("invalid_field", "away is true or false"))?;
+                let session = self.chat.session();
+                session.hub().set_away(session.id(), away);
+                None
             }
             "leave" => self.chat.leave(string(msg, "room")?).map(|()| None)?,
+            "watch_rooms" => self.chat.watch_rooms().map(|()| None)?,
             "send" => match self.send(msg, reference)? {
                 Some(step) => return Ok(step),
                 None => None,
             },
             "auth" => Some(self.renew(string(msg, "access_token")?)?),
             "typing" => self.chat.typing(string(msg, "room")?).map(|()| None)?,
-            "history" if msg.contains_key("with") => {
-                return Ok(Step::Conversation {
-                    with: string(msg, "with")?.to_owned(),
-                    read: Read::History {
-                        before: msg.get("before").map(message_id).transpose()?,
-                        limit: page_size(msg),
-                    },
-                    reference,
-                })
-            }
-            "catch_up" => {
-                let since = msg
-                    .get("since")
-                    .ok_or_else(|| refused("missing_field", "missing field \"since\""))?;
-                return Ok(Step::Conversation {
-                    with: string(msg, "with")?.to_owned(),
-                    read: Read::CatchUp {
-                        since: message_id(since)?,
-                    },
-                    reference,
-                });
-            }
             "history" => {
                 let room = self.chat.readable(string(msg, "room")?)?;
                 let before = msg.get("before").map(message_id).transpose()?;
@@ -291,8 +247,8 @@ impl RawClient {
         let room = match (msg.get("room"), msg.get("to")) {
             (Some(_), _) => string(msg, "room")?,
             (None, Some(_)) => {
-                return Ok(Some(Step::Direct {
-                    to: string(msg, "to")?.to_owned(),
+                return Ok(Some(Step::Send {
+                    to: Recipient::Named(string(msg, "to")?.to_owned()),
                     body: body.to_owned(),
                     extras,
                     reference,
@@ -300,6 +256,15 @@ impl RawClient {
             }
             (None, None) => return Err(refused("missing_field", "send needs \"room\" or \"to\"")),
         };
+        if extras.client_id.is_some() && self.chat.session().hub().is_clustered() {
+            // Its client id may have been sent through another node: storage says (async).
+            return Ok(Some(Step::Send {
+                to: Recipient::Room(room.to_owned()),
+                body: body.to_owned(),
+                extras,
+                reference,
+            }));
+        }
         // A room message is acknowledged once it is durable: the ack travels with it to storage.
         self.chat.send(
             Target::Room(room),
@@ -322,19 +287,25 @@ impl RawClient {
         Ok(None)
     }
 
-    /// Queues a direct message to `to`, once found ([`Hub::recipient`]).
-    async fn direct(
+    /// Queues a send that needed a wait first: a direct message's recipient ([`Hub::recipient`]),
+    /// in cluster mode a client id's earlier send through another node.
+    async fn send_later(
         &mut self,
-        to: String,
+        to: Recipient,
         body: String,
         extras: SendExtras,
         reference: Option<String>,
     ) -> Result<Option<Bytes>, Refusal> {
         let hub = self.chat.session().hub().clone();
-        let recipient = hub.recipient(&to).await?;
+        let target = match &to {
+            Recipient::Room(room) => Target::Room(room),
+            Recipient::Named(name) => Target::User(hub.recipient(name).await?),
+        };
+        if let Some(client_id) = &extras.client_id {
+            self.chat.recall(&target, client_id).await;
+        }
         let ack = durable_ack(reference.clone());
-        self.chat
-            .send(Target::User(recipient), &body, extras, ack)?;
+        self.chat.send(target, &body, extras, ack)?;
         self.send_refs.push(reference);
         Ok(None)
     }
@@ -422,12 +393,12 @@ impl Endpoint for RawClient {
                 }) => Box::pin(self.join(room, since))
                     .await
                     .map_err(|refusal| (refusal, reference)),
-                Ok(Step::Direct {
+                Ok(Step::Send {
                     to,
                     body,
                     extras,
                     reference,
-                }) => Box::pin(self.direct(to, body, extras, reference.clone()))
+                }) => Box::pin(self.send_later(to, body, extras, reference.clone()))
                     .await
                     .map_err(|refusal| (refusal, reference)),
                 Ok(Step::Conversation {
@@ -526,6 +497,78 @@ fn message_id(v: &Value) -> Result<u64, Refusal> {
 fn page_size(msg: &Map<String, Value>) -> usize {
     let limit = msg.get("limit").and_then(Value::as_u64).unwrap_or(50);
     usize::try_from(limit).unwrap_or(usize::MAX)
+}
+
+/// The commands that wait (storage, a lookup) before they are done, parsed: `None` for the
+/// others.
+fn waiting_step(
+    kind: &str,
+    msg: &Map<String, Value>,
+    reference: &Option<String>,
+) -> Result<Option<Step>, Refusal> {
+    let step = match kind {
+        "join" => {
+            let room = ChatSession::room_name(string(msg, "room")?)?;
+            let since = msg.get("since").map(message_id).transpose()?;
+            Step::Join {
+                room,
+                since,
+                reference: reference.clone(),
+            }
+        }
+        "edit" | "delete" | "react" => {
+            let change = match kind {
+                "edit" => Change::Edit(string(msg, "body")?.to_owned()),
+                "delete" => Change::Delete,
+                _ => Change::React {
+                    emoji: string(msg, "emoji")?.to_owned(),
+                    on: msg.get("on").and_then(Value::as_bool),
+                },
+            };
+            Step::Change {
+                room: string(msg, "room")?.to_owned(),
+                target: required_id(msg, "id")?,
+                change,
+                reference: reference.clone(),
+            }
+        }
+        "read" => {
+            let with = optional_string(msg, "with")?;
+            Step::Read {
+                place: match with {
+                    Some(with) => Place::With(with.to_owned()),
+                    None => Place::Room(string(msg, "room")?.to_owned()),
+                },
+                id: required_id(msg, "id")?,
+                reference: reference.clone(),
+            }
+        }
+        "history" if msg.contains_key("with") => Step::Conversation {
+            with: string(msg, "with")?.to_owned(),
+            read: Read::History {
+                before: msg.get("before").map(message_id).transpose()?,
+                limit: page_size(msg),
+            },
+            reference: reference.clone(),
+        },
+        "catch_up" => Step::Conversation {
+            with: string(msg, "with")?.to_owned(),
+            read: Read::CatchUp {
+                since: required_id(msg, "since")?,
+            },
+            reference: reference.clone(),
+        },
+        _ => return Ok(None),
+    };
+    Ok(Some(step))
+}
+
+/// A required message id field.
+fn required_id(msg: &Map<String, Value>, field: &'static str) -> Result<u64, Refusal> {
+    let value = msg
+        .get(field)
+        .ok_or_else(|| refused("missing_field", format!("missing field {field:?}")))?;
+    message_id(value)
 }
 
 /// A room message's `ack`, sent once it is durable: the ack travels with it to storage.

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::hub::Refusal;
-use crate::hub::{peer_in, CLIENT_ID, KIND, RECIPIENT, REPLY_TO, TARGET};
+use crate::hub::{peer_in, CLIENT_ID, KIND, RECIPIENT, REPLY_TO, ROOMS_TOPIC, ROOM_HEADER, TARGET};
 use crate::store::{Reaction, StoredMessage};
 
 /// One stored message as JSON, in the shape of a live `message`, as it is now: `edited`,
@@ -159,7 +159,15 @@ pub fn message_frame(m: &SharedMessage, recipient: &str) -> Bytes {
     let guest = m.header("sender-guest") == Some("true");
     let out = match destination.strip_prefix("/topic/") {
         Some(topic) => {
-            if let Some(room) = topic.strip_suffix(".typing") {
+            if topic == ROOMS_TOPIC {
+                Outgoing {
+                    r#type: "room",
+                    room: m.header(ROOM_HEADER),
+                    user: sender,
+                    event: Some("created"),
+                    ..Outgoing::default()
+                }
+            } else if let Some(room) = topic.strip_suffix(".typing") {
                 Outgoing {
                     r#type: "typing",
                     room: Some(room),

@@ -26,12 +26,25 @@ pub(super) fn is_change(frame: &Frame) -> bool {
             .is_some_and(|room| !room.contains('.'))
 }
 
+/// Whether any of `frames` is a SEND to a user destination (a direct message, perhaps).
+pub(super) fn has_direct(frames: &[Frame]) -> bool {
+    frames.iter().any(|f| {
+        f.command == Command::Send
+            && f.get("destination")
+                .is_some_and(|d| d.starts_with("/user/"))
+    })
+}
+
 /// Finds the recipients of the direct messages among `frames` (SENDs to
 /// `/user/<name>/queue/messages`) before they are applied, so the step under the broker's lock
 /// knows them ([`Hub::recipient`]); `Err` is the ERROR's message for one that does not exist.
 pub(super) async fn find_recipients(hub: &Hub, frames: &[Frame]) -> Result<(), String> {
     for frame in frames {
-        if frame.command != Command::Send {
+        // Cheap first: most SENDs go to rooms.
+        let to_user = frame
+            .get("destination")
+            .is_some_and(|d| d.starts_with("/user/"));
+        if frame.command != Command::Send || !to_user {
             continue;
         }
         let destination = frame.get("destination").map(Destination::parse);
@@ -44,6 +57,29 @@ pub(super) async fn find_recipients(hub: &Hub, frames: &[Frame]) -> Result<(), S
         }
     }
     Ok(())
+}
+
+/// Cluster mode: asks storage whether the SENDs among `frames` that carry a `client-id` were
+/// sent before through another node ([`Hub::recall_sent`]), so the step under the lock knows.
+pub(super) async fn recall_sent(hub: &Hub, session: &Session, frames: &[Frame]) {
+    let Some(me) = session.identity().filter(|_| hub.is_clustered()) else {
+        return;
+    };
+    for frame in frames.iter().filter(|f| f.command == Command::Send) {
+        let (Some(destination), Some(client_id)) = (frame.get("destination"), frame.get(CLIENT_ID))
+        else {
+            continue;
+        };
+        let Ok(parsed) = Destination::parse(destination) else {
+            continue;
+        };
+        let key = SentKey::new(
+            me.name.clone(),
+            destination.to_owned(),
+            client_id.to_owned(),
+        );
+        hub.recall_sent(&key, hub.stream_of(me, &parsed)).await;
+    }
 }
 
 /// Checks the server-written headers of a SEND to a room: `reply-to` and `client-id` well

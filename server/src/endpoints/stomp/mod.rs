@@ -381,7 +381,12 @@ impl<T: Transport> Conn<'_, T> {
             Box::pin(hub.prepare_rooms(rooms)).await;
             self.live_wait.extend(keys);
         }
-        if let Err(why) = chat::find_recipients(&hub, frames).await {
+        // Boxed, and only for DMs: every idle connection's future is as large as its largest wait.
+        let found = match chat::has_direct(frames) {
+            true => Box::pin(chat::find_recipients(&hub, frames)).await,
+            false => Ok(()),
+        };
+        if let Err(why) = found {
             let receipt = frames
                 .first()
                 .and_then(|f| f.get("receipt"))
@@ -390,6 +395,9 @@ impl<T: Transport> Conn<'_, T> {
             self.transport.queue_frame(&[error], true);
             frames.clear();
             return Flow::Close;
+        }
+        if hub.is_clustered() {
+            Box::pin(chat::recall_sent(&hub, &self.session, frames)).await;
         }
         let mut replies = Vec::new();
         let mut catch_ups = Vec::new();

@@ -1,13 +1,16 @@
 //! The JSON REST API for the browser and tools (`/api/…`): routing, who is calling, and the
 //! answers' shape. Accounts and tokens are in `account`, rooms, members and history in `rooms`,
-//! read state in `reads`.
-//! See `docs/auth.md`.
+//! read state in `reads`, direct-message conversations in `direct`, edits and reactions in
+//! `messages`, member details and leaving in `members`, the directory and who is online in
+//! `users`. See `docs/auth.md`.
 
 mod account;
 mod direct;
+mod members;
 mod messages;
 mod reads;
 mod rooms;
+mod users;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -67,6 +70,8 @@ pub async fn handle(api: Api<'_>, req: Request<Incoming>) -> Response<Full<Bytes
             Ok(None) => error(StatusCode::UNAUTHORIZED, "not signed in"),
             Err(resp) => resp,
         },
+        (&Method::GET, ["users"]) => api.users(&req).await,
+        (&Method::GET, ["users", "online"]) => api.online(&req).await,
         (&Method::GET, ["rooms"]) => api.list_rooms(&req).await,
         (&Method::GET, ["dms"]) => api.conversations(&req).await,
         (&Method::GET, ["dms", peer, "messages"]) => api.conversation_history(&req, peer).await,
@@ -100,8 +105,9 @@ pub async fn handle(api: Api<'_>, req: Request<Incoming>) -> Response<Full<Bytes
             let (room, id) = ((*room).to_owned(), (*id).to_owned());
             api.react_to_message(req, &room, &id).await
         }
-        (_, ["info" | "me" | "rooms" | "dms" | "register" | "login" | "logout"])
+        (_, ["info" | "me" | "rooms" | "dms" | "users" | "register" | "login" | "logout"])
         | (_, ["dms", _, "messages" | "read"])
+        | (_, ["users", "online"])
         | (_, ["token", "refresh"])
         | (_, ["unread"])
         | (_, ["rooms", _, "messages" | "members" | "read"])

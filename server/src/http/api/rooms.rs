@@ -38,7 +38,7 @@ impl Api<'_> {
         respond(StatusCode::OK, &json!({"rooms": rooms, "next": next}))
     }
 
-    /// Who is in `room` (on every node).
+    /// Who is in `room` (on every node); with `?detail=1` members, roles and online states.
     pub(super) async fn members(
         &self,
         req: &Request<Incoming>,
@@ -46,6 +46,13 @@ impl Api<'_> {
     ) -> Response<Full<Bytes>> {
         if let Err(resp) = self.reader(req, room).await {
             return resp;
+        }
+        if req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p == "detail=1"))
+        {
+            return self.member_details(room).await;
         }
         respond(StatusCode::OK, &json!(self.hub.present(room).await))
     }
@@ -195,6 +202,9 @@ impl Api<'_> {
             Ok(who) => who,
             Err(resp) => return resp,
         };
+        if user == &*who.name {
+            return self.leave(room, &who).await;
+        }
         let acl = self.hub.acl();
         let (mine, theirs) = (acl.role(room, &who.name), acl.role(room, user));
         // Owners remove anyone but themselves; admins remove plain members.

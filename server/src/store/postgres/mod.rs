@@ -13,6 +13,7 @@ use r2d2_postgres::PostgresConnectionManager;
 
 mod reads;
 mod stream;
+mod users;
 
 use super::{to_i64, to_u64};
 use super::{
@@ -308,6 +309,10 @@ impl Store for PgStore {
         self.with(|conn| stream::conversations(conn, user, limit))
     }
 
+    fn sent_id(&self, room: &str, sender: &str, client_id: &str) -> anyhow::Result<Option<u64>> {
+        self.with(|conn| stream::sent_id(conn, room, sender, client_id))
+    }
+
     fn last_ids(&self) -> anyhow::Result<HashMap<String, u64>> {
         self.with(|conn| {
             let rows = conn.query("SELECT room, MAX(id) FROM messages GROUP BY room", &[])?;
@@ -412,6 +417,15 @@ impl Store for PgStore {
                 )?
                 .map(|r| r.get(0)))
         })
+    }
+
+    fn users_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<String>> {
+        self.with(|conn| users::page(conn, prefix, after, limit))
     }
 
     fn password_hash(&self, name: &str) -> anyhow::Result<Option<String>> {

@@ -242,3 +242,17 @@ pub(super) fn conversations(
         })
         .collect())
 }
+
+/// The id of `sender`'s message in `room` sent with `client_id`, if stored.
+pub(super) fn sent_id(
+    conn: &mut Client,
+    room: &str,
+    sender: &str,
+    client_id: &str,
+) -> anyhow::Result<Option<u64>> {
+    let row = conn.query_opt(
+        "SELECT id FROM messages WHERE room = $1 AND sender = $2 AND client_id = $3 LIMIT 1",
+        &[&room, &sender, &client_id],
+    )?;
+    Ok(row.map(|r| to_u64(r.get(0))))
+}

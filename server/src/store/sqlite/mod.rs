@@ -9,6 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension as _};
 
 mod reads;
 mod stream;
+mod users;
 
 use super::to_i64;
 use super::{
@@ -87,6 +88,8 @@ pub(super) const STREAM_EVENTS: &str = "
     ALTER TABLE messages ADD COLUMN client_id TEXT;
     ALTER TABLE messages ADD COLUMN edited BOOLEAN NOT NULL DEFAULT FALSE;
     CREATE INDEX messages_with_client_id ON messages (ts) WHERE client_id IS NOT NULL;
+    CREATE INDEX messages_by_client_id ON messages (room, sender, client_id)
+        WHERE client_id IS NOT NULL;
     CREATE INDEX messages_by_target ON messages (room, target) WHERE target IS NOT NULL;
     CREATE TABLE reactions (
         room TEXT NOT NULL,
@@ -206,6 +209,10 @@ impl Store for SqliteStore {
         stream::conversations(&lock(&self.reader), user, limit)
     }
 
+    fn sent_id(&self, room: &str, sender: &str, client_id: &str) -> anyhow::Result<Option<u64>> {
+        stream::sent_id(&lock(&self.reader), room, sender, client_id)
+    }
+
     fn last_id(&self, room: &str) -> anyhow::Result<u64> {
         let conn = lock(&self.reader);
         let last: Option<i64> = conn.query_row(
@@ -308,6 +315,15 @@ impl Store for SqliteStore {
         Ok(stmt
             .query_row(params![user_key(name)], |row| row.get(0))
             .optional()?)
+    }
+
+    fn users_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<String>> {
+        users::page(&lock(&self.reader), prefix, after, limit)
     }
 
     fn password_hash(&self, name: &str) -> anyhow::Result<Option<String>> {

@@ -227,3 +227,19 @@ pub(super) fn conversations(
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
+
+/// The id of `sender`'s message in `room` sent with `client_id`, if stored.
+pub(super) fn sent_id(
+    conn: &Connection,
+    room: &str,
+    sender: &str,
+    client_id: &str,
+) -> anyhow::Result<Option<u64>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id FROM messages WHERE room = ?1 AND sender = ?2 AND client_id = ?3 LIMIT 1",
+    )?;
+    let found: Option<i64> = stmt
+        .query_row(params![room, sender, client_id], |row| row.get(0))
+        .optional()?;
+    Ok(found.map(|id| id as u64))
+}
