@@ -39,9 +39,9 @@ const isId = (id) => Number.isSafeInteger(id) && id > 0;
 /** GET /api/dms: our conversations (and their counts); held ones get what they missed. */
 export async function refreshDms() {
   if (auth.mode !== 'account' || !online()) return;
-  const epoch = state.epoch;
+  const client = state.client; // this user's (not state.epoch: every room switch bumps it)
   const list = await listDms();
-  if (!list || epoch !== state.epoch) return;
+  if (!list || client !== state.client) return;
   for (const c of list) {
     const known = state.dms.has(c.with);
     const dm = conversation(c.with);
@@ -78,10 +78,10 @@ export async function openDm(peer) {
   }
   if (!online()) return; // connectDms opens it again
   dm.loading = true;
-  const epoch = state.epoch;
+  const client = state.client; // this user's (not state.epoch: every room switch bumps it)
   try {
     const msgs = await fetchDmMessages(peer, null, PAGE);
-    if (epoch !== state.epoch) return;
+    if (client !== state.client) return;
     if (msgs === null) {
       dm.stored = false; // no account by that name (a guest, maybe): live only
       dm.atStart = true;
@@ -92,7 +92,7 @@ export async function openDm(peer) {
     }
     dm.loaded = true;
   } catch {
-    if (epoch === state.epoch) showBanner(`Could not load your conversation with ${peer}.`);
+    if (client === state.client) showBanner(`Could not load your conversation with ${peer}.`);
   } finally {
     dm.loading = false;
   }

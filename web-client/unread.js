@@ -139,10 +139,10 @@ export function applyDmCounts(conversations) {
 /** GET /api/unread and the DM list again (signed in with an account, online). */
 export async function refreshCounts() {
   if (!isAccount() || !online()) return;
-  const epoch = state.epoch;
+  const client = state.client; // this user's (not state.epoch: every room switch bumps it)
   try {
     const [rooms] = await Promise.all([fetchUnread(), refreshDmList()]);
-    if (rooms && epoch === state.epoch) applyRoomCounts(rooms);
+    if (rooms && client === state.client) applyRoomCounts(rooms);
   } catch {
     /* offline: the next connect refreshes */
   }
