@@ -98,7 +98,8 @@ async fn a_locked_table_stalls_only_the_requests_that_read_it() {
         .await;
         joiners.push(ws);
     }
-    // Direct messages need no storage: they keep flowing, promptly, while the joins wait.
+    // Direct messages between guests need no storage: they keep flowing, promptly, while the
+    // joins wait.
     for n in 0..20 {
         let sent = Instant::now();
         let body = format!("dm {n}");

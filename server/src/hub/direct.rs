@@ -64,6 +64,13 @@ impl Hub {
         let name = valid_user(to)
             .ok_or_else(|| Refusal::new("invalid_user", format!("no such user name {to:?}")))?;
         let key = user_key(&name);
+        // A guest online needs no storage (a guest never has an account's name).
+        if self.known.get(&key).is_none() && self.apply(|b, _| b.is_guest_online(&name)) {
+            return Ok(Recipient {
+                name: name.into(),
+                account: false,
+            });
+        }
         let account = match self.known.get(&key) {
             Some(name) => Some(name),
             None => {

@@ -373,6 +373,11 @@ impl Broker {
         }
     }
 
+    /// A guest named exactly `user` is connected here.
+    pub fn is_guest_online(&self, user: &str) -> bool {
+        self.online.is_guest_online(user)
+    }
+
     /// Is `user` connected here (exactly this name), and if so, away?
     pub fn online_state(&self, user: &str) -> Option<bool> {
         self.online.state(user)

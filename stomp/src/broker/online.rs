@@ -52,6 +52,13 @@ impl Online {
         self.changes.insert(user.clone(), change);
     }
 
+    /// A guest of this name is connected.
+    pub(super) fn is_guest_online(&self, user: &str) -> bool {
+        self.users
+            .get(user)
+            .is_some_and(|u| u.guest && u.sessions > 0)
+    }
+
     pub(super) fn connected(&mut self, user: &Arc<str>, guest: bool) {
         let entry = self.users.entry(user.clone()).or_default();
         let before = entry.away();

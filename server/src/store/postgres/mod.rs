@@ -77,7 +77,19 @@ pub(super) const MIGRATIONS: &[&str] = &[
 
 /// A pool of connections to one PostgreSQL database.
 pub struct PgStore {
-    pool: Pool<PostgresConnectionManager<NoTls>>,
+    /// Always `Some` but while dropping (see the `Drop` impl).
+    pool: Option<Pool<PostgresConnectionManager<NoTls>>>,
+}
+
+/// The blocking client closes its connections on a little runtime of its own, which must not
+/// start on a thread of ours: the last owner may drop the store anywhere (a task ending with the
+/// runtime, the async main), so the pool is dropped on a thread of its own.
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            let _ = std::thread::spawn(move || drop(pool)).join();
+        }
+    }
 }
 
 impl PgStore {
@@ -91,7 +103,7 @@ impl PgStore {
                 .connection_timeout(std::time::Duration::from_secs(10))
                 .build(manager)
                 .with_context(|| format!("connecting to {}", redact(url)))?;
-            let store = Self { pool };
+            let store = Self { pool: Some(pool) };
             store.migrate()?;
             Ok(store)
         })
@@ -128,7 +140,8 @@ impl PgStore {
     }
 
     fn conn(&self) -> anyhow::Result<PooledConnection<PostgresConnectionManager<NoTls>>> {
-        self.pool.get().context("no database connection")
+        let pool = self.pool.as_ref().context("the store is closing")?;
+        pool.get().context("no database connection")
     }
 
     /// Runs `f` on a pooled connection, off the async runtime.
