@@ -12,7 +12,7 @@ use parley_stomp::session::Identity;
 use super::refusal::Refusal;
 use super::Hub;
 use crate::clock::now_ms;
-use crate::store::{self, user_key};
+use crate::store::user_key;
 
 /// The user queue direct messages go to.
 pub const DM_QUEUE: &str = "messages";
@@ -75,12 +75,9 @@ impl Hub {
             Some(name) => Some(name),
             None => {
                 let lookup = name.clone();
-                let found = store::run(&self.store, move |s| s.account_like(&lookup))
-                    .await
-                    .map_err(|error| {
-                        tracing::error!(%error, "storage error");
-                        Refusal::new("storage_error", "the recipient could not be looked up")
-                    })?;
+                let found = self
+                    .stored("looking the recipient up", move |s| s.account_like(&lookup))
+                    .await?;
                 found.map(|found| self.known.insert(key, found))
             }
         };
@@ -166,23 +163,6 @@ impl Hub {
             return Err(Refusal::new("no_such_user", format!("no account {peer:?}")));
         }
         Ok(conversation(&me.name, &to.name))
-    }
-
-    /// The last id of conversation `stream`: what this node gave or saw, or what storage holds
-    /// (in cluster mode another node may have numbered the latest).
-    pub async fn conversation_last_id(&self, stream: &str) -> Result<u64, Refusal> {
-        let here = self.apply(|broker, _| broker.room_last_id(stream));
-        if !self.is_clustered() {
-            return Ok(here);
-        }
-        let name = stream.to_owned();
-        let stored = store::run(&self.store, move |s| s.last_id(&name))
-            .await
-            .map_err(|error| {
-                tracing::error!(%error, "storage error");
-                Refusal::new("storage_error", "the conversation could not be read")
-            })?;
-        Ok(here.max(stored))
     }
 
     /// The stream a message from `sender` to `destination` is stored in, if it is: the room of a

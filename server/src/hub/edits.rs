@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parley_stomp::broker::{Publish, Published, Receipt, SessionId};
-use parley_stomp::destination::{Destination, RoomName};
+use parley_stomp::destination::Destination;
 use parley_stomp::session::Identity;
 
 use super::message::chat_headers;
 use super::refusal::{publish_refusal, Refusal};
 use super::Hub;
 use crate::clock::now_ms;
-use crate::store::{self, Kind, Role, StoredMessage};
+use crate::store::{Kind, Role, StoredMessage};
 
 /// Longest reaction, in bytes: one emoji, even a family of them joined (👩‍👩‍👧‍👦 is 25).
 pub const MAX_EMOJI_BYTES: usize = 32;
@@ -48,12 +48,7 @@ impl Hub {
         change: Change,
         receipt: Option<Receipt>,
     ) -> Result<Published, Refusal> {
-        let room = RoomName::parse(room)
-            .map_err(|e| Refusal::new("invalid_room", e.to_string()))?
-            .into_string();
-        self.acl
-            .may_use(who, &room)
-            .map_err(|why| Refusal::new("forbidden", why))?;
+        let room = self.usable_room(who, room)?.into_string();
         match &change {
             Change::React { emoji, .. } => check_emoji(emoji)?,
             Change::Edit(body) if body.len() > self.settings.edits.max_body => {
@@ -93,12 +88,11 @@ impl Hub {
         }
         let r = room.to_owned();
         // A history page of one: the message with its reactions.
-        let found = store::run(&self.store, move |s| s.before(&r, Some(id + 1), 1))
-            .await
-            .map_err(|error| {
-                tracing::error!(%error, "storage error");
-                Refusal::new("storage_error", "the message could not be read")
-            })?;
+        let found = self
+            .stored("reading the message", move |s| {
+                s.before(&r, Some(id + 1), 1)
+            })
+            .await?;
         found
             .into_iter()
             .find(|m| m.id == id && !m.deleted)

@@ -16,6 +16,7 @@
 //! (who is online, server-wide).
 
 mod chat;
+mod checks;
 mod cluster;
 mod direct;
 mod edits;

@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parley_stomp::broker::Publish;
-use parley_stomp::destination::{Destination, RoomName};
+use parley_stomp::destination::Destination;
 use parley_stomp::session::Identity;
 
 use super::chat::READ_QUEUE;
+use super::checks::STORE_WAIT;
 use super::direct::peer_in;
 use super::refusal::Refusal;
 use super::Hub;
@@ -23,10 +24,6 @@ use crate::store::{self, ReadState};
 /// Longest wait for the counts a join or a room list carries: past it they go without (a slow
 /// database must not hold up joins).
 const COUNTS_WAIT: Duration = Duration::from_secs(2);
-
-/// Longest wait for a read mark to be stored (or the reads that check it, or every room's
-/// counts).
-const MARK_WAIT: Duration = Duration::from_secs(5);
 
 /// The header of a read mark naming its room.
 pub const READ_ROOM: &str = "room";
@@ -48,12 +45,7 @@ impl Hub {
                 "guests have no read state: sign in to keep it",
             ));
         }
-        let room = RoomName::parse(room)
-            .map_err(|e| Refusal::new("invalid_room", e.to_string()))?
-            .into_string();
-        self.acl
-            .may_use(who, &room)
-            .map_err(|why| Refusal::new("forbidden", why))?;
+        let room = self.usable_room(who, room)?.into_string();
         self.store_mark(who, &room, id, (READ_ROOM, room.clone()))
             .await
     }
@@ -91,14 +83,9 @@ impl Hub {
             ));
         }
         let (user, r) = (who.name.to_string(), stream.to_owned());
-        let storing = store::run(&self.store, move |s| s.set_read(&user, &r, id));
-        let stored = tokio::time::timeout(MARK_WAIT, storing)
-            .await
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")))
-            .map_err(|error| {
-                tracing::error!(%error, "storage error");
-                Refusal::new("storage_error", "the read mark could not be stored")
-            })?;
+        let stored = self
+            .stored("storing the read mark", move |s| s.set_read(&user, &r, id))
+            .await?;
         self.tell_read(who, named, stored);
         Ok(stored)
     }
@@ -139,7 +126,7 @@ impl Hub {
             let rooms = s.read_rooms(&user)?;
             s.unread(&user, &rooms)
         });
-        let mut found = tokio::time::timeout(MARK_WAIT, reading)
+        let mut found = tokio::time::timeout(STORE_WAIT, reading)
             .await
             .map_err(|_| anyhow::anyhow!("unread counts timed out"))??
             .into_iter()
@@ -147,26 +134,6 @@ impl Hub {
             .collect::<Vec<_>>();
         found.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(found)
-    }
-
-    /// The room's last id, as far as `id` needs: the broker's, or in cluster mode (where another
-    /// node may have numbered later messages this one has not received yet) the shared
-    /// database's when `id` is past the broker's.
-    async fn last_id_of(&self, room: &str, id: u64) -> Result<u64, Refusal> {
-        let here = self.apply(|broker, _| broker.room_last_id(room));
-        if id <= here || !self.is_clustered() {
-            return Ok(here);
-        }
-        let r = room.to_owned();
-        let reading = store::run(&self.store, move |s| s.last_id(&r));
-        let stored = tokio::time::timeout(MARK_WAIT, reading)
-            .await
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out")))
-            .map_err(|error| {
-                tracing::error!(%error, "storage error");
-                Refusal::new("storage_error", "the room could not be read")
-            })?;
-        Ok(here.max(stored))
     }
 
     /// Publishes the mark to every session of `who` that listens for marks, here and on the
