@@ -5,3 +5,4 @@
 pub mod echo;
 pub mod raw;
 pub mod stomp;
+pub mod streaming;

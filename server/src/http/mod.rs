@@ -39,6 +39,7 @@ use self::response::{add_security_headers, text, Body};
 use self::upgrade::{Handshakes, PendingUpgrade, Upgrades};
 use crate::auth::Auth;
 use crate::endpoints::stomp::{Caller, Stomp};
+use crate::endpoints::streaming::{whole, Reply};
 use crate::hub::{ChatSettings, Hub};
 use crate::ws::DriverConfig;
 
@@ -344,7 +345,7 @@ impl Server {
         req: Request<Incoming>,
         peer: SocketAddr,
         upgrade: &Mutex<Option<PendingUpgrade>>,
-    ) -> Response<Body> {
+    ) -> Response<Reply> {
         let mut resp = self.answer(req, peer, upgrade).await;
         add_security_headers(&mut resp);
         resp
@@ -355,12 +356,24 @@ impl Server {
         req: Request<Incoming>,
         peer: SocketAddr,
         upgrade: &Mutex<Option<PendingUpgrade>>,
-    ) -> Response<Body> {
+    ) -> Response<Reply> {
         let client = self.settings.trusted.client(peer.ip(), req.headers());
         let path = req.uri().path();
         if path.starts_with("/api/") {
             return api::handle(self.api(client), req).await;
         }
+        whole(self.answer_whole(req, peer, client, upgrade).await)
+    }
+
+    /// Answers a request outside `/api/` (all of which are answered whole).
+    async fn answer_whole(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        client: IpAddr,
+        upgrade: &Mutex<Option<PendingUpgrade>>,
+    ) -> Response<Body> {
+        let path = req.uri().path();
         if req.method() == Method::GET {
             if let Some(asset) = web::asset(path) {
                 return asset;

@@ -25,6 +25,7 @@ use parley_stomp::session::Identity;
 use serde_json::json;
 
 use crate::auth::{bearer, session_cookie, Auth};
+use crate::endpoints::streaming::{whole, Reply};
 use crate::hub::Hub;
 use crate::store::{self, Store};
 
@@ -49,7 +50,12 @@ pub struct Api<'a> {
 type Refused = Response<Full<Bytes>>;
 
 /// Serves `/api/...`.
-pub async fn handle(api: Api<'_>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub async fn handle(api: Api<'_>, req: Request<Incoming>) -> Response<Reply> {
+    whole(handle_whole(api, req).await)
+}
+
+/// Serves the parts of `/api/...` answered whole.
+async fn handle_whole(api: Api<'_>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
     if req.method() != Method::GET && req.method() != Method::HEAD && !api.origin_allowed(&req) {
