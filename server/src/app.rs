@@ -17,6 +17,7 @@ use crate::acl::Acl;
 use crate::auth::{Auth, Keys};
 use crate::bus::Bus;
 use crate::config::Settings;
+use crate::endpoints::sockjs::SockJsSettings;
 use crate::endpoints::stomp::{Stomp, StompSettings};
 use crate::http::{HttpSettings, Parts, Server};
 use crate::hub::{ChatSettings, EditLimits, Hub, HubSettings, MAX_REMEMBERED, REMEMBERED_MS};
@@ -188,6 +189,24 @@ pub fn http_settings(settings: &Settings) -> HttpSettings {
         trusted: settings.trusted.clone(),
         body_timeout: settings.body_timeout,
         public_stats: settings.public_stats,
+        sockjs: sockjs_settings(settings),
+    }
+}
+
+/// SockJS's bounds: a session holds what a WebSocket session may (its outbox), and as much
+/// unread input as one largest message.
+fn sockjs_settings(settings: &Settings) -> SockJsSettings {
+    let t = &settings.transports;
+    SockJsSettings {
+        heartbeat: t.sockjs_heartbeat,
+        disconnect_delay: t.sockjs_disconnect_delay,
+        response_limit: t.sockjs_response_limit,
+        max_sessions: t.sockjs_max_sessions,
+        max_sessions_per_ip: settings.max_connections_per_ip,
+        legacy: t.sockjs_legacy,
+        write_timeout: settings.write_timeout,
+        max_inbound: 2 * settings.stomp_max_body.max(settings.max_body) + (64 << 10),
+        max_outbound: settings.limits.outbox_bytes,
     }
 }
 

@@ -16,7 +16,9 @@ use crate::auth::{AuthSettings, JwtAlgorithm, KeySettings};
 use crate::http::proxy::{Cidr, ForwardedHeader, TrustedProxies};
 
 mod limits;
+mod transports;
 pub use limits::{LimitArgs, Limits};
+pub use transports::{TransportArgs, Transports};
 
 /// Flags of `parley serve`; each may also be set in the config file under the same name.
 #[derive(Args, Clone, Debug, Default, Deserialize)]
@@ -241,6 +243,11 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[serde(default)]
     pub limits: LimitArgs,
+
+    /// Fallback transports (the config file's `[transports]` table).
+    #[command(flatten)]
+    #[serde(default)]
+    pub transports: TransportArgs,
 }
 
 /// Resolved settings: every field set.
@@ -300,6 +307,8 @@ pub struct Settings {
     pub stomp_outbox: usize,
     /// What clients can make the server buffer.
     pub limits: Limits,
+    /// Fallback transports.
+    pub transports: Transports,
     /// Silence after which a connected STOMP session is closed (`None`: never).
     pub stomp_idle_timeout: Option<Duration>,
     /// How often an ongoing storage failure is logged.
@@ -392,6 +401,7 @@ impl ServeArgs {
             )?,
             stomp_outbox: pick(self.stomp_outbox, file.stomp_outbox, 1024).max(1),
             limits: self.limits.resolve(file.limits),
+            transports: self.transports.resolve(file.transports),
             stomp_idle_timeout: Some(pick(
                 self.stomp_idle_timeout,
                 file.stomp_idle_timeout,

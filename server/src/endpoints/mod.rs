@@ -3,6 +3,8 @@
 //! plus `Hub::open_session`.
 
 pub mod echo;
+pub mod pipe;
 pub mod raw;
+pub mod sockjs;
 pub mod stomp;
 pub mod streaming;

@@ -69,11 +69,6 @@ impl Feed {
     pub async fn gone(&self) {
         self.chunks.closed().await;
     }
-
-    /// The client is gone.
-    pub fn is_gone(&self) -> bool {
-        self.chunks.is_closed()
-    }
 }
 
 impl Body for Streamed {

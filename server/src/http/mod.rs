@@ -9,6 +9,7 @@ mod api;
 mod per_ip;
 pub mod proxy;
 mod response;
+mod sockjs;
 mod upgrade;
 mod web;
 
@@ -38,6 +39,7 @@ use self::proxy::{canonical, TrustedProxies};
 use self::response::{add_security_headers, text, Body};
 use self::upgrade::{Handshakes, PendingUpgrade, Upgrades};
 use crate::auth::Auth;
+use crate::endpoints::sockjs::{SockJs, SockJsParts, SockJsSettings};
 use crate::endpoints::stomp::{Caller, Stomp};
 use crate::endpoints::streaming::{whole, Reply};
 use crate::hub::{ChatSettings, Hub};
@@ -79,7 +81,12 @@ pub struct HttpSettings {
     pub body_timeout: Duration,
     /// `/stats` answered to anyone (else 404).
     pub public_stats: bool,
+    /// SockJS timing and bounds.
+    pub sockjs: SockJsSettings,
 }
+
+/// Room in a SockJS send beyond the messages' bytes (JSON quoting, brackets).
+const SEND_OVERHEAD: usize = 64 * 1024;
 
 /// The answer to a client over its address's connection cap, on HTTP.
 const HTTP_TOO_MANY: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: text/plain; \
@@ -110,6 +117,8 @@ pub struct Server {
     connections: Arc<Semaphore>,
     /// Open connections per client address.
     per_ip: Arc<PerIp>,
+    /// SockJS sessions (`/stomp/…`, `/ws/…`).
+    sockjs: Arc<SockJs>,
 }
 
 /// The parts the server is built from.
@@ -131,6 +140,19 @@ pub struct Parts {
 impl Server {
     /// The server over `parts`.
     pub fn new(settings: HttpSettings, parts: Parts) -> Arc<Self> {
+        let tracker = TaskTracker::new();
+        let sockjs = SockJs::new(
+            settings.sockjs.clone(),
+            SockJsParts {
+                hub: parts.hub.clone(),
+                stomp: parts.stomp.clone(),
+                chat: parts.chat.clone(),
+                auth: parts.auth.clone(),
+                max_message: settings.max_body.max(1 << 20) + SEND_OVERHEAD,
+                tracker: tracker.clone(),
+                shutdown: parts.shutdown.clone(),
+            },
+        );
         let upgrades = Upgrades {
             handshakes: Handshakes::new(settings.deflate),
             echo: settings.echo.then_some(settings.echo_max_message),
@@ -145,6 +167,7 @@ impl Server {
             stomp: parts.stomp.clone(),
             chat: parts.chat,
             auth: parts.auth.clone(),
+            sockjs: sockjs.clone(),
             draining: parts.draining.clone(),
             shutdown: parts.shutdown.clone(),
         };
@@ -152,7 +175,8 @@ impl Server {
             upgrades,
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             per_ip: PerIp::new(settings.max_connections_per_ip),
-            tracker: TaskTracker::new(),
+            tracker,
+            sockjs,
             hub: parts.hub,
             stomp: parts.stomp,
             auth: parts.auth,
@@ -164,6 +188,7 @@ impl Server {
 
     /// Accepts connections until shutdown, then waits up to the grace period for them to end.
     pub async fn run(self: Arc<Self>, listener: TcpListener, stomp_listener: Option<TcpListener>) {
+        tokio::spawn(self.sockjs.clone().sweep());
         let stomp_accept = stomp_listener
             .map(|l| tokio::spawn(self.clone().accept_loop(l, Self::serve_stomp_tcp)));
         self.clone()
@@ -362,6 +387,11 @@ impl Server {
         if path.starts_with("/api/") {
             return api::handle(self.api(client), req).await;
         }
+        if let Some(target) = sockjs::target(path, self.settings.echo) {
+            if !target.is_plain_upgrade(req.headers()) {
+                return self.sockjs(req, peer, client, target, upgrade).await;
+            }
+        }
         whole(self.answer_whole(req, peer, client, upgrade).await)
     }
 
@@ -408,16 +438,47 @@ impl Server {
             slot = self.per_ip.try_acquire(client);
             if slot.is_none() {
                 debug!(%client, "per-address connection cap reached; refusing upgrade");
-                let mut resp = text(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too many connections from your address\n",
-                );
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("10"));
-                return resp;
+                return too_many();
             }
         }
         let resp = self.upgrades.answer(req, upgrade, client).await;
+        if let Ok(mut pending) = upgrade.lock() {
+            if let Some(pending) = pending.as_mut() {
+                pending.ip_slot = slot;
+            }
+        }
+        resp
+    }
+
+    /// A request under a SockJS prefix. Its WebSocket, like every other, is counted under the
+    /// client's address when it came through a trusted proxy.
+    async fn sockjs(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        client: IpAddr,
+        target: sockjs::Target,
+        upgrade: &Mutex<Option<PendingUpgrade>>,
+    ) -> Response<Reply> {
+        let mut slot = None;
+        if self.settings.trusted.trusts(canonical(peer.ip()))
+            && req.headers().contains_key(header::UPGRADE)
+        {
+            slot = self.per_ip.try_acquire(client);
+            if slot.is_none() {
+                return whole(too_many());
+            }
+        }
+        let ctx = sockjs::Ctx {
+            sockjs: &self.sockjs,
+            upgrades: &self.upgrades,
+            auth: &self.auth,
+            client,
+            upgrade,
+            body_timeout: self.settings.body_timeout,
+            max_send: 2 * self.settings.stomp_max_body.max(self.settings.max_body) + SEND_OVERHEAD,
+        };
+        let resp = sockjs::answer(ctx, req, target).await;
         if let Ok(mut pending) = upgrade.lock() {
             if let Some(pending) = pending.as_mut() {
                 pending.ip_slot = slot;
@@ -456,6 +517,17 @@ impl Server {
         );
         resp
     }
+}
+
+/// 429 to a client over its address's connection cap.
+fn too_many() -> Response<Body> {
+    let mut resp = text(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many connections from your address\n",
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("10"));
+    resp
 }
 
 /// Answers a connection refused at the door (callers box it: its buffer must not weigh on

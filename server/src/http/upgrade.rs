@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{self, Auth, Authenticated};
 use crate::endpoints::echo::Echo;
 use crate::endpoints::raw::RawClient;
+use crate::endpoints::sockjs::{App, SockJs};
 use crate::endpoints::stomp::{Caller, Stomp};
 use crate::hub::{ChatSettings, Hub};
 use crate::ws::{self, DriverConfig, Endpoint, ReadReady, WsSocket};
@@ -54,6 +55,8 @@ pub(super) struct Upgrades {
     pub(super) chat: Arc<ChatSettings>,
     /// Accounts and tokens.
     pub(super) auth: Arc<Auth>,
+    /// SockJS sessions.
+    pub(super) sockjs: Arc<SockJs>,
     /// Cancelled while draining: upgrades are refused.
     pub(super) draining: CancellationToken,
     /// Cancelled at shutdown: every WebSocket closes.
@@ -86,13 +89,14 @@ impl Handshakes {
 }
 
 /// WebSocket endpoints served on this port.
-#[derive(Clone, Debug)]
 enum WsEndpoint {
     Echo,
     /// STOMP; the upgrade request may already have authenticated the client.
     Stomp(Option<Authenticated>),
     /// The raw JSON protocol, for an authenticated user or a guest.
     Raw(Authenticated),
+    /// A SockJS session's app, SockJS-framed or not.
+    SockJs(App, bool),
 }
 
 /// An accepted handshake whose upgraded socket is still to come.
@@ -107,24 +111,59 @@ pub(super) struct PendingUpgrade {
     pub(super) ip_slot: Option<IpSlot>,
 }
 
+/// What an upgrade asks for.
+pub(super) enum UpgradeKind {
+    /// `/echo`.
+    Echo,
+    /// `/stomp` (and `/stomp/websocket`).
+    Stomp,
+    /// `/ws` (and `/ws/websocket`).
+    Raw,
+    /// A SockJS session on a WebSocket: SockJS-framed, or (`framed` false) plain.
+    SockJs(SockApp, bool),
+}
+
+/// The app of a SockJS session, before who the client is is known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SockApp {
+    /// STOMP (`/stomp`).
+    Stomp,
+    /// The raw JSON protocol (`/ws`).
+    Raw,
+    /// Conformance: echo.
+    Echo,
+    /// Conformance: closes at once.
+    Close,
+}
+
 impl Upgrades {
     /// Answers a request of `client` for `/echo`, `/stomp` or `/ws`: the 101 with the endpoint
     /// to run stored in `upgrade`, or why not.
     pub(super) async fn answer(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         upgrade: &Mutex<Option<PendingUpgrade>>,
         client: IpAddr,
     ) -> Response<Body> {
+        let kind = match req.uri().path() {
+            "/echo" if self.echo.is_some() => UpgradeKind::Echo,
+            "/stomp" => UpgradeKind::Stomp,
+            "/ws" => UpgradeKind::Raw,
+            _ => return text(StatusCode::NOT_FOUND, "not found\n"),
+        };
+        self.answer_as(req, upgrade, client, kind).await
+    }
+
+    /// Answers an upgrade request for `kind`.
+    pub(super) async fn answer_as(
+        &self,
+        mut req: Request<Incoming>,
+        upgrade: &Mutex<Option<PendingUpgrade>>,
+        client: IpAddr,
+        kind: UpgradeKind,
+    ) -> Response<Body> {
         if self.draining.is_cancelled() {
-            // The balancer has not noticed /readyz yet: send the client to another node.
-            let mut resp = text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "draining: connect to another node\n",
-            );
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-            return resp;
+            return draining();
         }
         let headers = req.headers();
         let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
@@ -133,18 +172,23 @@ impl Upgrades {
             // Cross-site WebSocket hijacking: a page elsewhere using our user's cookie.
             return text(StatusCode::FORBIDDEN, "origin not allowed\n");
         }
-        let (endpoint, config) = match req.uri().path() {
-            "/echo" if self.echo.is_some() => (WsEndpoint::Echo, &self.handshakes.echo),
-            "/stomp" => match self.who(&req, false).await {
+        let (endpoint, config) = match kind {
+            UpgradeKind::Echo => (WsEndpoint::Echo, &self.handshakes.echo),
+            UpgradeKind::Stomp => match self.who(&req, false, true).await {
                 Ok(known) => (WsEndpoint::Stomp(known), &self.handshakes.stomp),
                 Err(refusal) => return refusal,
             },
-            "/ws" => match self.who(&req, true).await {
+            UpgradeKind::Raw => match self.who(&req, true, true).await {
                 Ok(Some(who)) => (WsEndpoint::Raw(who), &self.handshakes.raw),
                 Ok(None) => return unauthorized("sign in first"),
                 Err(refusal) => return refusal,
             },
-            _ => return text(StatusCode::NOT_FOUND, "not found\n"),
+            UpgradeKind::SockJs(app, framed) => {
+                match self.sockjs_app(&req, app, client, true).await {
+                    Ok(app) => (WsEndpoint::SockJs(app, framed), &self.handshakes.raw),
+                    Err(refusal) => return refusal,
+                }
+            }
         };
         match handshake::accept(&req, config) {
             Ok(accepted) => {
@@ -167,19 +211,47 @@ impl Upgrades {
         }
     }
 
+    /// The app a SockJS session of `client` runs, once who it is is known: STOMP may learn
+    /// that from its CONNECT, the raw protocol needs it now. `Err` is the answer.
+    pub(super) async fn sockjs_app(
+        &self,
+        req: &Request<Incoming>,
+        app: SockApp,
+        client: IpAddr,
+        cookie_needs_origin: bool,
+    ) -> Result<App, Response<Body>> {
+        Ok(match app {
+            SockApp::Stomp => App::Stomp(Caller {
+                pre: self.who(req, false, cookie_needs_origin).await?,
+                peer: client,
+            }),
+            SockApp::Raw => match self.who(req, true, cookie_needs_origin).await? {
+                Some(who) => App::Raw(who),
+                None => return Err(unauthorized("sign in first")),
+            },
+            SockApp::Echo => App::Echo,
+            SockApp::Close => App::Close,
+        })
+    }
+
     /// Who an upgrade request is: its bearer token, `?access_token=` or session cookie; with
     /// `guests`, a guest (named by `?name=`) when it carries none. `Err` is the answer.
+    ///
+    /// A cookie alone is refused without an Origin where browsers always send one
+    /// (`cookie_needs_origin`: WebSocket upgrades); SockJS's same-origin GETs carry none, and
+    /// there the cookie's `SameSite=Strict` keeps other sites' requests from carrying it.
     async fn who(
         &self,
         req: &Request<Incoming>,
         guests: bool,
+        cookie_needs_origin: bool,
     ) -> Result<Option<Authenticated>, Response<Body>> {
         let headers = req.headers();
         let query = req.uri().query();
         let only_cookie = auth::bearer(headers).is_none()
             && query.and_then(auth::query_token).is_none()
             && auth::session_cookie(headers).is_some();
-        if only_cookie && !headers.contains_key(header::ORIGIN) {
+        if cookie_needs_origin && only_cookie && !headers.contains_key(header::ORIGIN) {
             // A cookie is a browser credential, and browsers always send an Origin.
             return Err(text(
                 StatusCode::FORBIDDEN,
@@ -281,6 +353,13 @@ impl Upgrades {
                 let caller = Caller { pre, peer: client };
                 Box::pin(self.stomp.serve_websocket(socket, caller, shutdown)).await;
             }
+            WsEndpoint::SockJs(app, framed) => {
+                // Messages travel JSON-quoted inside SockJS frames: room for the quoting.
+                let max = 2 * self.stomp_max_body.max(self.max_body) + MESSAGE_OVERHEAD;
+                let socket = socket(max, None);
+                let endpoint = self.sockjs.websocket(app, framed);
+                Box::pin(drive(socket, shutdown, endpoint)).await;
+            }
             WsEndpoint::Raw(who) => {
                 let max = self.max_body.max(1 << 20) + MESSAGE_OVERHEAD;
                 let socket = socket(max, None);
@@ -307,8 +386,20 @@ fn name_from_query(query: Option<&str>) -> Result<Option<String>, ()> {
     }
 }
 
+/// 503 while draining: the balancer has not noticed /readyz yet; the client should connect to
+/// another node.
+pub(super) fn draining() -> Response<Body> {
+    let mut resp = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "draining: connect to another node\n",
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    resp
+}
+
 /// 401 with a reason; `WWW-Authenticate` names the scheme clients should use.
-fn unauthorized(why: &str) -> Response<Body> {
+pub(super) fn unauthorized(why: &str) -> Response<Body> {
     let mut resp = text_owned(StatusCode::UNAUTHORIZED, format!("{why}\n"));
     resp.headers_mut().insert(
         header::WWW_AUTHENTICATE,

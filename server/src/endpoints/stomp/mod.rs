@@ -25,9 +25,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 pub use self::connect::Caller;
-use self::transport::{Tcp, Transport, Ws};
+use self::transport::{Sock, Tcp, Transport, Ws};
 use crate::auth::Auth;
 use crate::clock::{far_future, instant_at, now_ms};
+use crate::endpoints::pipe::AppEnd;
 use crate::hub::{catch_up_range, live_from_stored, Held, Hub, HubSession, Next, Notice};
 use crate::ws::{release_if_empty, ReadReady, WsSocket};
 
@@ -118,6 +119,16 @@ impl Stomp {
         S: ReadReady + AsyncWrite + Send + 'a,
     {
         self.conn(Ws(socket), caller).serve(shutdown)
+    }
+
+    /// Runs STOMP over a SockJS session.
+    pub fn serve_sockjs(
+        &self,
+        end: AppEnd,
+        caller: Caller,
+        shutdown: CancellationToken,
+    ) -> impl Future<Output = ()> + Send + '_ {
+        self.conn(Sock::new(end), caller).serve(shutdown)
     }
 
     /// A new connection's state. Built before the connection's future, which then holds it

@@ -1,5 +1,6 @@
 //! How STOMP bytes travel: as they are on TCP (port 61613), inside WebSocket messages on
-//! `/stomp` (the one WebSocket driver, [`WsSocket`]).
+//! `/stomp` (the one WebSocket driver, [`WsSocket`]), inside SockJS messages (a session's
+//! [`AppEnd`]).
 
 use std::collections::VecDeque;
 use std::io;
@@ -11,6 +12,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
+use crate::endpoints::pipe::AppEnd;
 use crate::ws::{read_when_ready, shrink_idle_queue, write_all, ReadReady, WsSocket};
 
 /// Longest wait for a last write to a peer that stopped taking what it is sent.
@@ -147,5 +149,73 @@ impl<S: ReadReady + AsyncWrite + Send> Transport for Ws<S> {
         self.0.conn().close(code, "");
         let _ = timeout(ABORT_WAIT, self.0.flush()).await;
         self.0.shutdown(ABORT_WAIT).await;
+    }
+}
+
+/// STOMP over a SockJS session: each client message appends to the STOMP byte stream; each
+/// frame goes out as one message. SockJS carries text only: a body that is not UTF-8 arrives
+/// with U+FFFD in place of what is not (use WebSocket or TCP for binary bodies).
+pub(super) struct Sock {
+    end: AppEnd,
+    queued: Vec<Bytes>,
+    got: Vec<Bytes>,
+}
+
+impl Sock {
+    pub(super) fn new(end: AppEnd) -> Self {
+        Self {
+            end,
+            queued: Vec::new(),
+            got: Vec::new(),
+        }
+    }
+}
+
+impl Transport for Sock {
+    async fn read(&mut self, inbound: &mut BytesMut) -> io::Result<bool> {
+        if !self.end.recv(&mut self.got).await {
+            return Ok(false);
+        }
+        for message in self.got.drain(..) {
+            inbound.extend_from_slice(&message);
+        }
+        Ok(true)
+    }
+
+    fn queue_frame(&mut self, parts: &[Bytes], _text: bool) {
+        let mut frame = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+        for part in parts {
+            frame.extend_from_slice(part);
+        }
+        self.queued.push(frame.freeze());
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        for frame in self.queued.drain(..) {
+            self.end
+                .send(frame)
+                .map_err(|_| io::Error::other("SockJS client not collecting its messages"))?;
+        }
+        Ok(())
+    }
+
+    fn is_closed(&self) -> bool {
+        self.end.peer_gone()
+    }
+
+    fn idle_deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    fn idle_expired(&mut self) -> bool {
+        false
+    }
+
+    async fn close(&mut self, code: CloseCode) {
+        self.end.close(code.as_u16(), "");
+    }
+
+    async fn abort(&mut self, code: CloseCode) {
+        self.end.close(code.as_u16(), "");
     }
 }

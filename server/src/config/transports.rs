@@ -1,0 +1,79 @@
+//! Settings of the HTTP fallback transports (SockJS): heartbeats, how long a session outlives
+//! its requests, streaming response size, session caps, the legacy transports. Flags, or the
+//! `[transports]` table of the config file.
+
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+/// Flags of the fallback transports; in the config file they sit under `[transports]`.
+#[derive(Args, Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TransportArgs {
+    /// SockJS: a receiving request with nothing to carry sends a heartbeat frame (`h`) after
+    /// this long; keep it under every proxy's read timeout [default: 25s].
+    #[arg(long, env = "PARLEY_SOCKJS_HEARTBEAT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub sockjs_heartbeat: Option<Duration>,
+
+    /// SockJS: a session with no receiving request open this long is closed [default: 5s].
+    #[arg(long, env = "PARLEY_SOCKJS_DISCONNECT_DELAY", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub sockjs_disconnect_delay: Option<Duration>,
+
+    /// SockJS: a streaming response ends once it carried this many bytes, so that proxies
+    /// buffering it do not grow without end; the client opens the next [default: 131072].
+    #[arg(long, env = "PARLEY_SOCKJS_RESPONSE_LIMIT")]
+    pub sockjs_response_limit: Option<usize>,
+
+    /// SockJS sessions open at once on this node [default: 10000].
+    #[arg(long, env = "PARLEY_SOCKJS_MAX_SESSIONS")]
+    pub sockjs_max_sessions: Option<usize>,
+
+    /// SockJS: serve the `jsonp` and `htmlfile` transports, which exist for very old
+    /// browsers [default: true].
+    #[arg(long, env = "PARLEY_SOCKJS_LEGACY", num_args = 0..=1, default_missing_value = "true")]
+    pub sockjs_legacy: Option<bool>,
+}
+
+/// Resolved transport settings.
+#[derive(Clone, Debug)]
+pub struct Transports {
+    /// SockJS heartbeat interval.
+    pub sockjs_heartbeat: Duration,
+    /// SockJS session life without a receiving request.
+    pub sockjs_disconnect_delay: Duration,
+    /// SockJS streaming response limit in bytes.
+    pub sockjs_response_limit: usize,
+    /// SockJS sessions at once.
+    pub sockjs_max_sessions: usize,
+    /// `jsonp` and `htmlfile` served.
+    pub sockjs_legacy: bool,
+}
+
+impl TransportArgs {
+    /// Flags over the file's `[transports]` over the defaults.
+    pub fn resolve(self, file: TransportArgs) -> Transports {
+        Transports {
+            sockjs_heartbeat: self
+                .sockjs_heartbeat
+                .or(file.sockjs_heartbeat)
+                .unwrap_or(Duration::from_secs(25))
+                .max(Duration::from_millis(10)),
+            sockjs_disconnect_delay: self
+                .sockjs_disconnect_delay
+                .or(file.sockjs_disconnect_delay)
+                .unwrap_or(Duration::from_secs(5)),
+            sockjs_response_limit: self
+                .sockjs_response_limit
+                .or(file.sockjs_response_limit)
+                .unwrap_or(128 * 1024),
+            sockjs_max_sessions: self
+                .sockjs_max_sessions
+                .or(file.sockjs_max_sessions)
+                .unwrap_or(10_000),
+            sockjs_legacy: self.sockjs_legacy.or(file.sockjs_legacy).unwrap_or(true),
+        }
+    }
+}
