@@ -4,5 +4,6 @@
 
 pub mod echo;
 pub mod raw;
+pub mod sse;
 pub mod stomp;
 pub mod streaming;

@@ -38,9 +38,10 @@ use self::proxy::{canonical, TrustedProxies};
 use self::response::{add_security_headers, text, Body};
 use self::upgrade::{Handshakes, PendingUpgrade, Upgrades};
 use crate::auth::Auth;
+use crate::endpoints::sse::FeedSettings;
 use crate::endpoints::stomp::{Caller, Stomp};
 use crate::endpoints::streaming::{whole, Reply};
-use crate::hub::{ChatSettings, Hub};
+use crate::hub::{ChangeRates, ChatSettings, Hub};
 use crate::ws::DriverConfig;
 
 /// Largest request head hyper buffers (its minimum is 8 KiB).
@@ -77,6 +78,8 @@ pub struct HttpSettings {
     pub trusted: TrustedProxies,
     /// Longest wait for a whole request body.
     pub body_timeout: Duration,
+    /// Interval of an idle SSE room feed's heartbeat comment.
+    pub sse_heartbeat: Duration,
     /// `/stats` answered to anyone (else 404).
     pub public_stats: bool,
 }
@@ -110,6 +113,12 @@ pub struct Server {
     connections: Arc<Semaphore>,
     /// Open connections per client address.
     per_ip: Arc<PerIp>,
+    /// Limits of chat clients, for posts over HTTP.
+    chat: Arc<ChatSettings>,
+    /// Each account's rate of posts over HTTP.
+    posts: ChangeRates,
+    /// How SSE room feeds run.
+    feed: FeedSettings,
 }
 
 /// The parts the server is built from.
@@ -143,7 +152,7 @@ impl Server {
             },
             hub: parts.hub.clone(),
             stomp: parts.stomp.clone(),
-            chat: parts.chat,
+            chat: parts.chat.clone(),
             auth: parts.auth.clone(),
             draining: parts.draining.clone(),
             shutdown: parts.shutdown.clone(),
@@ -158,6 +167,12 @@ impl Server {
             auth: parts.auth,
             draining: parts.draining,
             shutdown: parts.shutdown,
+            chat: parts.chat,
+            posts: ChangeRates::default(),
+            feed: FeedSettings {
+                heartbeat: settings.sse_heartbeat,
+                write_timeout: settings.write_timeout,
+            },
             settings,
         })
     }
@@ -434,6 +449,10 @@ impl Server {
             stomp_tcp: self.settings.stomp_tcp,
             peer,
             body_timeout: self.settings.body_timeout,
+            chat: &self.chat,
+            posts: &self.posts,
+            feed: &self.feed,
+            shutdown: &self.shutdown,
         }
     }
 
