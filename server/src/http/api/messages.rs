@@ -12,6 +12,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use parley_stomp::broker::Receipt;
+use parley_stomp::destination::RoomName;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -75,6 +76,10 @@ impl Api<'_> {
             Some(None) => return error(StatusCode::BAD_REQUEST, "message ids are decimal numbers"),
             reply_to => reply_to.flatten(),
         };
+        // Posting creates no room: a raw client's join is what creates one, with its rules.
+        if RoomName::parse(room).is_ok() && !self.hub.acl().exists(room) {
+            return error(StatusCode::NOT_FOUND, "no such room");
+        }
         let rate = self.chat.rate_limit;
         if !self.posts.take(&who.name, rate) {
             let why = format!("more than {rate} messages per second");
