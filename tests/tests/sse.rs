@@ -404,6 +404,9 @@ async fn posts_obey_the_body_and_rate_limits() {
     let refused = post_json(addr, path, &headers, &long).await;
     refused.assert_status(413, "over --max-body");
     assert!(refused.json()["error"].is_string());
+    let nowhere = "/api/rooms/nowhere/messages";
+    let missing = post_json(addr, nowhere, &headers, &json!({"body": "hi"})).await;
+    missing.assert_status(404, "posting creates no room");
     let guest = post_json(addr, path, &[], &json!({"body": "hi"})).await;
     guest.assert_status(401, "posting needs an account");
     // Per account, a burst of twice the rate passes; the next is refused.
@@ -452,4 +455,23 @@ async fn presence_and_typing_are_named_events() {
     assert_eq!(typing.id, None);
     assert_eq!(typing.json()["user"], "bob");
     assert_eq!(typing.json()["type"], "typing");
+}
+
+#[tokio::test]
+async fn shutdown_ends_the_feed() {
+    let mut server = ServerProcess::start(&["--shutdown-grace", "5s"]);
+    let token = account(server.addr(), "reader").await;
+    // The room stays once its creator leaves; no WebSocket holds the shutdown up.
+    drop(joined(&server, "someone", "closing").await);
+    let mut sse = feed(&server, "closing", &token, &[]).await;
+    let asked = Instant::now();
+    server.terminate();
+    while sse.next().await.is_some() {}
+    let ended = asked.elapsed();
+    assert!(server.wait_exit(WAIT).success(), "a clean exit");
+    assert!(
+        ended < Duration::from_secs(2),
+        "ended at once, not after the grace: {ended:?}"
+    );
+    assert!(asked.elapsed() < Duration::from_secs(4), "exit held up");
 }
