@@ -6,5 +6,6 @@ pub mod echo;
 pub mod pipe;
 pub mod raw;
 pub mod sockjs;
+pub mod sse;
 pub mod stomp;
 pub mod streaming;

@@ -65,6 +65,11 @@ impl Feed {
         }
     }
 
+    /// The client is gone.
+    pub fn is_gone(&self) -> bool {
+        self.chunks.is_closed()
+    }
+
     /// Resolves when the client is gone.
     pub async fn gone(&self) {
         self.chunks.closed().await;

@@ -40,9 +40,10 @@ use self::response::{add_security_headers, text, Body};
 use self::upgrade::{Handshakes, PendingUpgrade, Upgrades};
 use crate::auth::Auth;
 use crate::endpoints::sockjs::{SockJs, SockJsParts, SockJsSettings};
+use crate::endpoints::sse::FeedSettings;
 use crate::endpoints::stomp::{Caller, Stomp};
 use crate::endpoints::streaming::{whole, Reply};
-use crate::hub::{ChatSettings, Hub};
+use crate::hub::{ChangeRates, ChatSettings, Hub};
 use crate::ws::DriverConfig;
 
 /// Largest request head hyper buffers (its minimum is 8 KiB).
@@ -79,6 +80,8 @@ pub struct HttpSettings {
     pub trusted: TrustedProxies,
     /// Longest wait for a whole request body.
     pub body_timeout: Duration,
+    /// Interval of an idle SSE room feed's heartbeat comment.
+    pub sse_heartbeat: Duration,
     /// `/stats` answered to anyone (else 404).
     pub public_stats: bool,
     /// SockJS timing and bounds.
@@ -119,6 +122,12 @@ pub struct Server {
     per_ip: Arc<PerIp>,
     /// SockJS sessions (`/stomp/…`, `/ws/…`).
     sockjs: Arc<SockJs>,
+    /// Limits of chat clients, for posts over HTTP.
+    chat: Arc<ChatSettings>,
+    /// Each account's rate of posts over HTTP.
+    posts: ChangeRates,
+    /// How SSE room feeds run.
+    feed: FeedSettings,
 }
 
 /// The parts the server is built from.
@@ -165,7 +174,7 @@ impl Server {
             },
             hub: parts.hub.clone(),
             stomp: parts.stomp.clone(),
-            chat: parts.chat,
+            chat: parts.chat.clone(),
             auth: parts.auth.clone(),
             sockjs: sockjs.clone(),
             draining: parts.draining.clone(),
@@ -182,6 +191,12 @@ impl Server {
             auth: parts.auth,
             draining: parts.draining,
             shutdown: parts.shutdown,
+            chat: parts.chat,
+            posts: ChangeRates::default(),
+            feed: FeedSettings {
+                heartbeat: settings.sse_heartbeat,
+                write_timeout: settings.write_timeout,
+            },
             settings,
         })
     }
@@ -495,6 +510,10 @@ impl Server {
             stomp_tcp: self.settings.stomp_tcp,
             peer,
             body_timeout: self.settings.body_timeout,
+            chat: &self.chat,
+            posts: &self.posts,
+            feed: &self.feed,
+            shutdown: &self.shutdown,
         }
     }
 

@@ -240,6 +240,33 @@ impl ChatSession {
         extras: SendExtras,
         receipt: Receipt,
     ) -> Result<(), Refusal> {
+        if let Target::Room(room) = &target {
+            self.joined(room)?;
+        }
+        self.queue(target, body, extras, receipt)
+    }
+
+    /// Queues a message for `room` without joining it (a post over HTTP, whose session lives
+    /// for that one message): the same checks, limits and durable receipt as
+    /// [`ChatSession::send`], without the subscription and presence a join brings.
+    pub fn post(
+        &mut self,
+        room: &str,
+        body: &str,
+        extras: SendExtras,
+        receipt: Receipt,
+    ) -> Result<(), Refusal> {
+        self.queue(Target::Room(room), body, extras, receipt)
+    }
+
+    /// [`ChatSession::send`] once the target is known to be one this session may address.
+    fn queue(
+        &mut self,
+        target: Target<'_>,
+        body: &str,
+        extras: SendExtras,
+        receipt: Receipt,
+    ) -> Result<(), Refusal> {
         self.check_body(body)?;
         if let Some(client_id) = &extras.client_id {
             check_client_id(client_id)?;
@@ -253,7 +280,7 @@ impl ChatSession {
         let body = Bytes::copy_from_slice(body.as_bytes());
         let (destination, mut publish) = match target {
             Target::Room(room) => {
-                let room = self.joined(room)?;
+                let room = parse_room(room)?;
                 self.may_use(&room)?;
                 let publish = Publish {
                     headers,

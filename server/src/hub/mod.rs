@@ -59,7 +59,7 @@ pub use self::reads::{READ_LAST, READ_ROOM, READ_WITH};
 pub use self::refusal::Refusal;
 pub use self::rooms::{ROOMS_TOPIC, ROOM_HEADER};
 pub use self::session::{Held, HubSession, Next};
-pub use self::tables::{EditLimits, SentKey, MAX_REMEMBERED, REMEMBERED_MS};
+pub use self::tables::{ChangeRates, EditLimits, SentKey, MAX_REMEMBERED, REMEMBERED_MS};
 use crate::acl::Acl;
 use crate::bus::Bus;
 use crate::clock::now_ms;

@@ -37,7 +37,7 @@ impl Default for EditLimits {
     }
 }
 
-/// Each user's change rate.
+/// Each user's rate of something (changes here; posts over HTTP in the API).
 #[derive(Default)]
 pub struct ChangeRates(Mutex<HashMap<Arc<str>, TokenBucket>>);
 

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use parley_protocol::frame::{self, OpCode};
+use parley_protocol::frame::{self, FrameHeader, OpCode};
 use parley_stomp::SharedMessage;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -66,6 +66,17 @@ impl<'a> From<&'a StoredMessage> for MessageJson<'a> {
 /// A JSON value in a WebSocket text frame.
 pub fn text_frame(value: &impl Serialize) -> Bytes {
     frame::encode(OpCode::Text, &serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// The JSON a frame made here carries, sharing its bytes: transports that speak the raw
+/// protocol's JSON without WebSocket framing (the SSE room feed) reuse the frame raw clients
+/// share, so a message is encoded once for both.
+pub fn json_of(frame: &Bytes) -> Bytes {
+    match FrameHeader::parse(frame) {
+        Ok(Some((_, header_len))) => frame.slice(header_len.min(frame.len())..),
+        // Our own frames always parse; an empty body is what a broken one would be worth.
+        _ => Bytes::new(),
+    }
 }
 
 /// `{"type":"ack","id":…,"ref":…}`.
@@ -244,5 +255,23 @@ fn presence<'a>(m: &'a SharedMessage, room: &'a str) -> Outgoing<'a> {
         guest: m.header("guest") == Some("true"),
         event: m.header("event"),
         ..Outgoing::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_of_strips_every_header_size() {
+        for len in [0, 5, 125, 126, 300, 70_000] {
+            let value = json!({"type": "message", "body": "x".repeat(len)});
+            let json = serde_json::to_vec(&value).unwrap();
+            assert_eq!(
+                &json_of(&text_frame(&value))[..],
+                &json[..],
+                "body of {len}"
+            );
+        }
     }
 }

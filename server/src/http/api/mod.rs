@@ -1,11 +1,13 @@
 //! The JSON REST API for the browser and tools (`/api/…`): routing, who is calling, and the
 //! answers' shape. Accounts and tokens are in `account`, rooms, members and history in `rooms`,
-//! read state in `reads`, direct-message conversations in `direct`, edits and reactions in
-//! `messages`, member details and leaving in `members`, the directory and who is online in
-//! `users`. See `docs/auth.md`.
+//! read state in `reads`, direct-message conversations in `direct`, posts, edits and reactions
+//! in `messages`, member details and leaving in `members`, the directory and who is online in
+//! `users`, the SSE room feed's request in `feed` (the feed itself is `endpoints::sse`). See
+//! `docs/auth.md`.
 
 mod account;
 mod direct;
+mod feed;
 mod members;
 mod messages;
 mod reads;
@@ -24,9 +26,12 @@ use parley_stomp::destination::RoomName;
 use parley_stomp::session::Identity;
 use serde_json::json;
 
-use crate::auth::{bearer, session_cookie, Auth};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{bearer, query_token, session_cookie, Auth, Authenticated};
+use crate::endpoints::sse::FeedSettings;
 use crate::endpoints::streaming::{whole, Reply};
-use crate::hub::Hub;
+use crate::hub::{ChangeRates, ChatSettings, Hub, Refusal};
 use crate::store::{self, Store};
 
 /// Largest request body accepted.
@@ -44,13 +49,32 @@ pub struct Api<'a> {
     pub peer: IpAddr,
     /// Longest wait for a whole request body (`--body-timeout`).
     pub body_timeout: Duration,
+    /// Limits of chat clients (body size, messages per second), which posts obey too.
+    pub chat: &'a Arc<ChatSettings>,
+    /// Each account's rate of posts (`POST …/messages`), at the chat clients' rate.
+    pub posts: &'a ChangeRates,
+    /// How SSE room feeds run.
+    pub feed: &'a FeedSettings,
+    /// Cancelled when shutdown starts: streamed answers end.
+    pub shutdown: &'a CancellationToken,
 }
 
 /// An early answer (401, 403, ...).
 type Refused = Response<Full<Bytes>>;
 
-/// Serves `/api/...`.
+/// Serves `/api/...`: the SSE room feed streamed, the rest whole.
 pub async fn handle(api: Api<'_>, req: Request<Incoming>) -> Response<Reply> {
+    let path = req.uri().path();
+    if req.method() == Method::GET {
+        let room = path
+            .strip_prefix("/api/rooms/")
+            .and_then(|rest| rest.strip_suffix("/events"))
+            .filter(|room| !room.contains('/'));
+        if let Some(room) = room {
+            let room = room.to_owned();
+            return api.room_feed(&req, &room).await;
+        }
+    }
     whole(handle_whole(api, req).await)
 }
 
@@ -95,6 +119,10 @@ async fn handle_whole(api: Api<'_>, req: Request<Incoming>) -> Response<Full<Byt
             api.remove_member(&req, room, user).await
         }
         (&Method::GET, ["rooms", room, "messages"]) => api.messages(&req, room).await,
+        (&Method::POST, ["rooms", room, "messages"]) => {
+            let room = (*room).to_owned();
+            api.post_message(req, &room).await
+        }
         (&Method::POST, ["rooms", room, "read"]) => {
             let room = (*room).to_owned();
             api.mark_read(req, &room).await
@@ -116,7 +144,7 @@ async fn handle_whole(api: Api<'_>, req: Request<Incoming>) -> Response<Full<Byt
         | (_, ["users", "online"])
         | (_, ["token", "refresh"])
         | (_, ["unread"])
-        | (_, ["rooms", _, "messages" | "members" | "read"])
+        | (_, ["rooms", _, "messages" | "members" | "read" | "events"])
         | (_, ["rooms", _, "messages" | "members", _])
         | (_, ["rooms", _, "messages", _, "reactions"]) => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
@@ -192,10 +220,23 @@ impl Api<'_> {
     /// Who is calling: a bearer token, or the session cookie (CSRF-checked). `Ok(None)` when the
     /// request carries no credentials; a bad credential is an answer of its own (401/403).
     async fn caller(&self, req: &Request<Incoming>) -> Result<Option<Identity>, Refused> {
+        Ok(self.authenticated(req, None).await?.map(|who| who.identity))
+    }
+
+    /// [`Api::caller`] with when the credential runs out, also taking `?access_token=` from
+    /// `query` where a client cannot send headers (EventSource).
+    async fn authenticated(
+        &self,
+        req: &Request<Incoming>,
+        query: Option<&str>,
+    ) -> Result<Option<Authenticated>, Refused> {
         let headers = req.headers();
-        if let Some(token) = bearer(headers) {
-            return match self.auth.verify(token) {
-                Ok(who) => Ok(Some(who.identity)),
+        let token = bearer(headers)
+            .map(str::to_owned)
+            .or_else(|| query.and_then(query_token));
+        if let Some(token) = token {
+            return match self.auth.verify(&token) {
+                Ok(who) => Ok(Some(who)),
                 Err(why) => Err(error(StatusCode::UNAUTHORIZED, &why)),
             };
         }
@@ -206,10 +247,11 @@ impl Api<'_> {
                     "cookie requests need an allowed Origin",
                 ));
             }
-            return match self.auth.authenticate(headers, None).await {
-                Ok(who) => Ok(who.map(|w| w.identity)),
-                Err(why) => Err(error(StatusCode::UNAUTHORIZED, &why)),
-            };
+            return self
+                .auth
+                .authenticate(headers, None)
+                .await
+                .map_err(|why| error(StatusCode::UNAUTHORIZED, &why));
         }
         Ok(None)
     }
@@ -313,4 +355,18 @@ fn respond(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>
 
 fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     respond(status, &json!({"error": message}))
+}
+
+/// A hub refusal (a change, a post, a feed's join) as its HTTP answer.
+fn refused(refusal: &Refusal) -> Response<Full<Bytes>> {
+    let status = match refusal.code {
+        "forbidden" | "too_late" | "room_quota" => StatusCode::FORBIDDEN,
+        "no_such_message" | "no_such_room" => StatusCode::NOT_FOUND,
+        "rate_limited" => StatusCode::TOO_MANY_REQUESTS,
+        "busy" | "storage_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+        "storage_error" | "send_failed" | "join_failed" => StatusCode::INTERNAL_SERVER_ERROR,
+        "body_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    error(status, &refusal.message)
 }
