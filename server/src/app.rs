@@ -188,7 +188,7 @@ pub fn http_settings(settings: &Settings) -> HttpSettings {
         max_connections_per_ip: settings.max_connections_per_ip,
         trusted: settings.trusted.clone(),
         body_timeout: settings.body_timeout,
-        sse_heartbeat: settings.sse_heartbeat,
+        sse_heartbeat: settings.transports.sse_heartbeat,
         public_stats: settings.public_stats,
         sockjs: sockjs_settings(settings),
     }

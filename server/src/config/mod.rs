@@ -16,8 +16,6 @@ use crate::auth::{AuthSettings, JwtAlgorithm, KeySettings};
 use crate::http::proxy::{Cidr, ForwardedHeader, TrustedProxies};
 
 /// An idle SSE feed's heartbeat: under the read timeouts proxies commonly use (nginx: 60 s).
-const SSE_HEARTBEAT: Duration = Duration::from_secs(15);
-
 mod limits;
 mod transports;
 pub use limits::{LimitArgs, Limits};
@@ -115,12 +113,6 @@ pub struct ServeArgs {
     #[arg(long, env = "PARLEY_BODY_TIMEOUT", value_parser = humantime::parse_duration)]
     #[serde(default, with = "humantime_serde")]
     pub body_timeout: Option<Duration>,
-
-    /// How often an idle SSE room feed sends a comment, so proxies and clients see it alive
-    /// [default: 15s].
-    #[arg(long, env = "PARLEY_SSE_HEARTBEAT", value_parser = humantime::parse_duration)]
-    #[serde(default, with = "humantime_serde")]
-    pub sse_heartbeat: Option<Duration>,
 
     /// Answer `GET /stats` (this node's counters) to anyone who can reach the port; without
     /// it /stats is 404 [default: false].
@@ -294,8 +286,6 @@ pub struct Settings {
     pub trusted: TrustedProxies,
     /// Deadline for a whole request body.
     pub body_timeout: Duration,
-    /// Interval of an idle SSE feed's heartbeat comment.
-    pub sse_heartbeat: Duration,
     /// `/stats` served.
     pub public_stats: bool,
     /// Accounts, tokens, guests, origins.
@@ -342,8 +332,6 @@ impl ServeArgs {
             file.handshake_timeout,
             Duration::from_secs(10),
         );
-        let sse_heartbeat = pick(self.sse_heartbeat, file.sse_heartbeat, SSE_HEARTBEAT);
-        anyhow::ensure!(!sse_heartbeat.is_zero(), "--sse-heartbeat must be above 0s");
         let trusted = TrustedProxies {
             networks: trusted_proxies(self.trusted_proxy.as_ref().or(file.trusted_proxy.as_ref()))?,
             header: self
@@ -394,7 +382,6 @@ impl ServeArgs {
                 file.body_timeout,
                 Duration::from_secs(30),
             ),
-            sse_heartbeat,
             public_stats: pick(self.public_stats, file.public_stats, false),
             auth,
             rooms: RoomLimits {
@@ -415,7 +402,7 @@ impl ServeArgs {
             )?,
             stomp_outbox: pick(self.stomp_outbox, file.stomp_outbox, 1024).max(1),
             limits: self.limits.resolve(file.limits),
-            transports: self.transports.resolve(file.transports),
+            transports: self.transports.resolve(file.transports)?,
             stomp_idle_timeout: Some(pick(
                 self.stomp_idle_timeout,
                 file.stomp_idle_timeout,

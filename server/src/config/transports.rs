@@ -1,4 +1,4 @@
-//! Settings of the HTTP fallback transports (SockJS): heartbeats, how long a session outlives
+//! Settings of the HTTP fallback transports (SockJS, the SSE room feed): heartbeats, how long a session outlives
 //! its requests, streaming response size, session caps, the legacy transports. Flags, or the
 //! `[transports]` table of the config file.
 
@@ -35,6 +35,12 @@ pub struct TransportArgs {
     /// browsers [default: true].
     #[arg(long, env = "PARLEY_SOCKJS_LEGACY", num_args = 0..=1, default_missing_value = "true")]
     pub sockjs_legacy: Option<bool>,
+
+    /// How often an idle SSE room feed sends a comment, so proxies and clients see it alive
+    /// [default: 15s].
+    #[arg(long, env = "PARLEY_SSE_HEARTBEAT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub sse_heartbeat: Option<Duration>,
 }
 
 /// Resolved transport settings.
@@ -50,17 +56,28 @@ pub struct Transports {
     pub sockjs_max_sessions: usize,
     /// `jsonp` and `htmlfile` served.
     pub sockjs_legacy: bool,
+    /// SSE feed heartbeat interval.
+    pub sse_heartbeat: Duration,
 }
 
 impl TransportArgs {
     /// Flags over the file's `[transports]` over the defaults.
-    pub fn resolve(self, file: TransportArgs) -> Transports {
-        Transports {
-            sockjs_heartbeat: self
-                .sockjs_heartbeat
-                .or(file.sockjs_heartbeat)
-                .unwrap_or(Duration::from_secs(25))
-                .max(Duration::from_millis(10)),
+    pub fn resolve(self, file: TransportArgs) -> anyhow::Result<Transports> {
+        let sse_heartbeat = self
+            .sse_heartbeat
+            .or(file.sse_heartbeat)
+            .unwrap_or(Duration::from_secs(15));
+        anyhow::ensure!(!sse_heartbeat.is_zero(), "--sse-heartbeat must be above 0s");
+        let sockjs_heartbeat = self
+            .sockjs_heartbeat
+            .or(file.sockjs_heartbeat)
+            .unwrap_or(Duration::from_secs(25));
+        anyhow::ensure!(
+            !sockjs_heartbeat.is_zero(),
+            "--sockjs-heartbeat must be above 0s"
+        );
+        Ok(Transports {
+            sockjs_heartbeat,
             sockjs_disconnect_delay: self
                 .sockjs_disconnect_delay
                 .or(file.sockjs_disconnect_delay)
@@ -74,6 +91,7 @@ impl TransportArgs {
                 .or(file.sockjs_max_sessions)
                 .unwrap_or(10_000),
             sockjs_legacy: self.sockjs_legacy.or(file.sockjs_legacy).unwrap_or(true),
-        }
+            sse_heartbeat,
+        })
     }
 }
