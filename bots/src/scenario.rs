@@ -110,6 +110,10 @@ pub enum Protocol {
     StompWs,
     /// STOMP 1.2 over TCP.
     StompTcp,
+    /// STOMP 1.2 over SockJS at `/stomp`, receiving on `xhr_streaming` (a fallback client).
+    StompXhrStreaming,
+    /// STOMP 1.2 over SockJS at `/stomp`, long-polling `xhr`.
+    StompXhrPolling,
     /// Plain WebSocket to a broadcast server (e.g. the `ws` package's broadcast example): no
     /// join, every text message is a room message and every message received is a delivery.
     /// The server must echo to the sender too: a publisher's own messages are its
@@ -120,16 +124,22 @@ pub enum Protocol {
     /// `msg` to the sender too (its acknowledgement). No direct messages.
     #[serde(rename = "socketio")]
     SocketIo,
+    /// Parley's Server-Sent Events room feed, posting over REST (`201` once durable): needs
+    /// accounts (`auth = "token"` or `"register"`) to send. No direct messages, no changes.
+    Sse,
 }
 
 impl Protocol {
     /// Every protocol with its scenario / command-line name.
-    pub const ALL: [(Protocol, &'static str); 5] = [
+    pub const ALL: [(Protocol, &'static str); 8] = [
         (Protocol::Raw, "raw"),
         (Protocol::StompWs, "stomp-ws"),
         (Protocol::StompTcp, "stomp-tcp"),
+        (Protocol::StompXhrStreaming, "stomp-xhr-streaming"),
+        (Protocol::StompXhrPolling, "stomp-xhr-polling"),
         (Protocol::WsBroadcast, "ws-broadcast"),
         (Protocol::SocketIo, "socketio"),
+        (Protocol::Sse, "sse"),
     ];
 
     /// The protocol called `name` in scenario files.
@@ -153,12 +163,18 @@ impl Protocol {
     /// it is then lost, so a send that may be refused (a DM to a bot maybe not online) goes
     /// alone, with nothing else in flight, and nothing follows it until it is answered.
     pub fn refusal_closes(self) -> bool {
-        matches!(self, Protocol::StompWs | Protocol::StompTcp)
+        matches!(
+            self,
+            Protocol::StompWs
+                | Protocol::StompTcp
+                | Protocol::StompXhrStreaming
+                | Protocol::StompXhrPolling
+        )
     }
 
     /// Whether the protocol can address one user.
     pub fn has_direct_messages(self) -> bool {
-        !self.acks_by_echo()
+        !self.acks_by_echo() && self != Protocol::Sse
     }
 }
 
@@ -517,6 +533,7 @@ mod tests {
                 "churn",
                 "conversations",
                 "failover",
+                "fallback",
                 "fanout",
                 "idle",
                 "many-rooms",

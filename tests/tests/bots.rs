@@ -127,6 +127,22 @@ fn smoke_scenario_passes() {
     );
 }
 
+/// STOMP over SockJS (xhr-streaming, xhr-polling), the SSE feed posting over REST and STOMP
+/// over WebSocket, in one room: every message reaches every bot on every transport.
+#[test]
+fn fallback_transports_scenario_passes() {
+    let server = ServerProcess::start(&["--rate-limit", "0"]);
+    let scenario = workspace_root().join("bots/scenarios/fallback.toml");
+    let (code, report) = run_json(&server, &scenario, &["--duration", "3s"]);
+    assert_eq!(code, Some(0), "{report:#}\n{}", server.stderr_log());
+    assert_clean(&report);
+    assert_eq!(report["errors"]["total"], 0, "{report:#}");
+    assert_eq!(report["connections"]["up"], 12, "{report:#}");
+    let sent = report["messages"]["sent"].as_u64().unwrap_or_default();
+    assert!(sent > 0, "{report:#}");
+    assert_eq!(report["messages"]["acked"], sent, "{report:#}");
+}
+
 #[test]
 fn a_missed_slo_fails_the_run() {
     let server = ServerProcess::start(&["--rate-limit", "0"]);
@@ -344,6 +360,7 @@ fn check_validates_scenarios() {
         "idle",
         "failover",
         "conversations",
+        "fallback",
     ] {
         let path = workspace_root().join(format!("bots/scenarios/{name}.toml"));
         let out = bots(&["check", path.to_str().expect("UTF-8 path")]);

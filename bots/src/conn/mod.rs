@@ -7,6 +7,8 @@
 mod link;
 mod raw;
 mod socketio;
+mod sockjs;
+mod sse;
 mod stomp;
 mod transport;
 mod ws_broadcast;
@@ -24,6 +26,8 @@ pub use self::link::{
 use self::link::{Dial, Link, Target};
 use self::raw::Raw;
 use self::socketio::SocketIo;
+use self::sockjs::Receiving;
+use self::sse::Sse;
 use self::stomp::Stomp;
 use self::ws_broadcast::WsBroadcast;
 
@@ -45,12 +49,14 @@ const SLOW_RCVBUF: u32 = 4096;
 pub enum Conn {
     /// Raw JSON over WebSocket.
     Raw(Raw),
-    /// STOMP 1.2 over WebSocket or TCP.
+    /// STOMP 1.2 over WebSocket, TCP or SockJS.
     Stomp(Stomp),
     /// A plain WebSocket broadcast server.
     WsBroadcast(WsBroadcast),
     /// Socket.IO over Engine.IO's WebSocket transport.
     SocketIo(SocketIo),
+    /// The SSE room feed, posting over REST.
+    Sse(Sse),
 }
 
 /// Runs `$call` with `$link` bound to whichever implementation `$conn` holds.
@@ -61,6 +67,7 @@ macro_rules! each_link {
             Conn::Stomp($link) => $call,
             Conn::WsBroadcast($link) => $call,
             Conn::SocketIo($link) => $call,
+            Conn::Sse($link) => $call,
         }
     };
 }
@@ -86,8 +93,15 @@ impl Conn {
             Protocol::Raw => Conn::Raw(Raw::open(&dial).await?),
             Protocol::StompWs => Conn::Stomp(Stomp::open_ws(&dial).await?),
             Protocol::StompTcp => Conn::Stomp(Stomp::open_tcp(&dial).await?),
+            Protocol::StompXhrStreaming => {
+                Conn::Stomp(Stomp::open_sockjs(&dial, Receiving::Streaming).await?)
+            }
+            Protocol::StompXhrPolling => {
+                Conn::Stomp(Stomp::open_sockjs(&dial, Receiving::Polling).await?)
+            }
             Protocol::WsBroadcast => Conn::WsBroadcast(WsBroadcast::open(&dial).await?),
             Protocol::SocketIo => Conn::SocketIo(SocketIo::open(&dial).await?),
+            Protocol::Sse => Conn::Sse(Sse::open(&dial).await?),
         })
     }
 

@@ -112,7 +112,7 @@ struct Incoming<'a> {
     from: Option<Cow<'a, str>>,
 }
 
-fn handle_raw(text: &[u8], h: &mut impl Handler) {
+pub(super) fn handle_raw(text: &[u8], h: &mut impl Handler) {
     let msg: Incoming<'_> = match serde_json::from_slice(text) {
         Ok(m) => m,
         Err(e) => return h.on_error(ErrorKind::Protocol, &format!("bad JSON from server: {e}")),

@@ -1,4 +1,4 @@
-//! STOMP 1.2 as the bots speak it, over WebSocket (`/stomp`, `v12.stomp`) or plain TCP:
+//! STOMP 1.2 as the bots speak it, over WebSocket (`/stomp`, `v12.stomp`), plain TCP or SockJS:
 //! the CONNECT handshake, SUBSCRIBE with a join receipt, hand-encoded SENDs (messages and
 //! changes, `kind` + `target-id`), and decoding in place what arrives. Both transports share the framing; only [`Io`] differs.
 
@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use super::link::{
     Change, ChangeSend, Closed, Credential, Dial, Handler, Link, OpenError, Refused, Sent, Target,
 };
+use super::sockjs::{Receiving, SockJs};
 use super::transport::{io_closed, next_ws_payload, tcp_connect, ws_closed, ws_open, Ws};
 use crate::checker::Stream;
 use crate::stats::ErrorKind;
@@ -37,6 +38,7 @@ pub struct Stomp {
 enum Io {
     Ws(Box<Ws>),
     Tcp(TcpStream),
+    SockJs(Box<SockJs>),
 }
 
 /// The receiving half of a STOMP connection: bytes waiting to be decoded.
@@ -51,6 +53,15 @@ impl Stomp {
         let path = dial.targets.path("/stomp");
         let ws = ws_open(dial, path, dial.credential, Some("v12.stomp")).await?;
         Self::connect(Io::Ws(Box::new(ws)), dial).await
+    }
+
+    /// Opens a SockJS session at `/stomp` and connects.
+    pub(super) async fn open_sockjs(
+        dial: &Dial<'_>,
+        receiving: Receiving,
+    ) -> Result<Self, OpenError> {
+        let sockjs = SockJs::open(dial, dial.targets.path("/stomp"), receiving).await?;
+        Self::connect(Io::SockJs(Box::new(sockjs)), dial).await
     }
 
     /// Opens the STOMP TCP address and connects.
@@ -197,6 +208,8 @@ impl Link for Stomp {
             Io::Tcp(tcp) => {
                 let _ = tcp.shutdown().await;
             }
+            // The server closes the session after the DISCONNECT; dropping ends our requests.
+            Io::SockJs(_) => {}
         }
     }
 }
@@ -212,6 +225,7 @@ impl Io {
                 ws.send(Message::Text(text)).await.map_err(ws_closed)
             }
             Io::Tcp(tcp) => tcp.write_all(bytes).await.map_err(io_closed),
+            Io::SockJs(sockjs) => sockjs.send(bytes).await,
         }
     }
 
@@ -232,6 +246,7 @@ impl Io {
                     return Err(Closed::new("server closed the connection"));
                 }
             }
+            Io::SockJs(sockjs) => buf.extend_from_slice(&sockjs.recv().await?),
         }
         Ok(())
     }

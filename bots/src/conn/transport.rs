@@ -1,10 +1,15 @@
 //! The sockets every protocol shares: TCP connect (source address, shrunk receive buffer),
-//! the WebSocket handshake, and reading a WebSocket's data messages.
+//! the WebSocket handshake, reading a WebSocket's data messages, and HTTP/1.1 connections
+//! (SockJS, SSE).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
+use bytes::Bytes;
 use futures_util::StreamExt;
+use http_body_util::Full;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -112,4 +117,21 @@ pub(super) fn ws_closed(e: tungstenite::Error) -> Closed {
 
 pub(super) fn io_closed(e: io::Error) -> Closed {
     Closed::new(e.to_string())
+}
+
+/// An HTTP/1.1 connection to the server, its driver on a task of its own.
+pub(super) async fn http_connect(
+    dial: &Dial<'_>,
+    http: SocketAddr,
+) -> Result<SendRequest<Full<Bytes>>, OpenError> {
+    let tcp = tcp_connect(http, dial.source, dial.rcvbuf)
+        .await
+        .map_err(OpenError::connect)?;
+    let (sender, connection) = http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(OpenError::connect)?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
 }
