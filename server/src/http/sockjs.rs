@@ -202,11 +202,25 @@ async fn session(
         return whole(text(StatusCode::FORBIDDEN, "origin not allowed\n"));
     }
     let key = format!("{}/{id}", target.prefix);
-    match transport {
-        "xhr_send" | "jsonp_send" => whole(send(ctx, req, &key, transport == "jsonp_send").await),
-        "websocket" => whole(websocket(ctx, req, UpgradeKind::SockJs(target.app, true)).await),
-        _ => receive(ctx, req, target.app, &key, transport).await,
+    if transport == "websocket" {
+        return whole(websocket(ctx, req, UpgradeKind::SockJs(target.app, true)).await);
     }
+    let asked = req.headers().clone();
+    let mut resp = match transport {
+        "xhr_send" | "jsonp_send" => whole(send(ctx, req, &key, transport == "jsonp_send").await),
+        _ => receive(ctx, req, target.app, &key, transport).await,
+    };
+    // Refusals too (bad payload, unknown session, a full server): never cached, and readable
+    // by the page that made the XHR, so that sockjs-client sees why.
+    let h = resp.headers_mut();
+    if !h.contains_key(header::CACHE_CONTROL) {
+        no_cache(h);
+    }
+    let xhr = matches!(transport, "xhr" | "xhr_send" | "xhr_streaming");
+    if xhr && !h.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
+        cors(&asked, h);
+    }
+    resp
 }
 
 /// A receiving request: attaches to its session, or opens it.
