@@ -52,7 +52,7 @@ if ! venv_ok; then
   log "venv ready in $((SECONDS - t0)) s"
 fi
 
-# ---- node_modules (@stomp/stompjs 7, ws 8) from the committed package-lock.json ------------------
+# ---- node_modules (@stomp/stompjs 7, ws 8, sockjs 0.3.24) from the committed package-lock.json ---
 JS="$HERE/js"
 lock_hash() { sha256sum "$JS/package-lock.json" | cut -d' ' -f1; }
 node_ok() { [[ -f $JS/node_modules/.interop-complete && $(cat "$JS/node_modules/.interop-complete") == "$(lock_hash)" ]]; }
@@ -96,9 +96,9 @@ if [[ " $SUITES " == *" python "* ]]; then
   log "pytest took $((SECONDS - t0)) s"
 fi
 if [[ " $SUITES " == *" js "* ]]; then
-  log "node --test (@stomp/stompjs) against $TARGET"
+  log "node --test (@stomp/stompjs; SockJS against sockjs-node) against $TARGET"
   t0=$SECONDS
-  if (cd "$JS" && node --test --test-concurrency=1 --test-timeout=120000 stompjs.test.mjs); then :; else
+  if (cd "$JS" && node --test --test-concurrency=1 --test-timeout=120000 stompjs.test.mjs sockjs.test.mjs); then :; else
     failed+=("node --test (exit $?)")
   fi
   log "node --test took $((SECONDS - t0)) s"

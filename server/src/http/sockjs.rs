@@ -6,6 +6,7 @@
 //! test suite's services under `/sockjs-test/`.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -22,7 +23,7 @@ use super::response::{text, Body};
 use super::upgrade::{draining, PendingUpgrade, SockApp, UpgradeKind, Upgrades};
 use crate::auth::Auth;
 use crate::endpoints::sockjs::frames::{self, Wrap};
-use crate::endpoints::sockjs::{Mode, Refused, SendRefused, SockJs};
+use crate::endpoints::sockjs::{Mode, Refused, SendRefused, Session, SockJs};
 use crate::endpoints::streaming::{stream, whole, Reply};
 
 /// How long browsers may cache what never changes (the protocol's one year).
@@ -202,11 +203,25 @@ async fn session(
         return whole(text(StatusCode::FORBIDDEN, "origin not allowed\n"));
     }
     let key = format!("{}/{id}", target.prefix);
-    match transport {
-        "xhr_send" | "jsonp_send" => whole(send(ctx, req, &key, transport == "jsonp_send").await),
-        "websocket" => whole(websocket(ctx, req, UpgradeKind::SockJs(target.app, true)).await),
-        _ => receive(ctx, req, target.app, &key, transport).await,
+    if transport == "websocket" {
+        return whole(websocket(ctx, req, UpgradeKind::SockJs(target.app, true)).await);
     }
+    let asked = req.headers().clone();
+    let mut resp = match transport {
+        "xhr_send" | "jsonp_send" => whole(send(ctx, req, &key, transport == "jsonp_send").await),
+        _ => receive(ctx, req, target.app, &key, transport).await,
+    };
+    // Refusals too (bad payload, unknown session, a full server): never cached, and readable
+    // by the page that made the XHR, so that sockjs-client sees why.
+    let h = resp.headers_mut();
+    if !h.contains_key(header::CACHE_CONTROL) {
+        no_cache(h);
+    }
+    let xhr = matches!(transport, "xhr" | "xhr_send" | "xhr_streaming");
+    if xhr && !h.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
+        cors(&asked, h);
+    }
+    resp
 }
 
 /// A receiving request: attaches to its session, or opens it.
@@ -224,31 +239,9 @@ async fn receive(
         },
         _ => None,
     };
-    let session = match ctx.sockjs.find(key) {
-        Some(session) if session.client() == ctx.client => session,
-        Some(_) => return whole(not_found()),
-        None => {
-            if ctx.upgrades.draining.is_cancelled() {
-                return whole(draining());
-            }
-            let app = match ctx.upgrades.sockjs_app(&req, app, ctx.client, false).await {
-                Ok(app) => app,
-                Err(refusal) => return whole(refusal),
-            };
-            match ctx.sockjs.open(key, ctx.client, app) {
-                Ok(session) => session,
-                Err(Refused::Full) => return whole(busy("too many SockJS sessions\n")),
-                Err(Refused::TooManyFromAddress) => {
-                    let mut resp = text(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "too many SockJS sessions from your address\n",
-                    );
-                    resp.headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
-                    return whole(resp);
-                }
-            }
-        }
+    let session = match attach(ctx, &req, app, key).await {
+        Ok(session) => session,
+        Err(refusal) => return whole(refusal),
     };
     let (wrap, mode, prelude, content_type) = match (transport, callback) {
         ("xhr", _) => (
@@ -315,6 +308,41 @@ async fn receive(
         }
     }
     resp
+}
+
+/// The session a receiving request is for: found (from the address that opened it), or opened.
+async fn attach(
+    ctx: &Ctx<'_>,
+    req: &Request<Incoming>,
+    app: SockApp,
+    key: &str,
+) -> Result<Arc<Session>, Response<Body>> {
+    match ctx.sockjs.find(key) {
+        Some(session) if session.client() == ctx.client => Ok(session),
+        Some(_) => Err(not_found()),
+        None => {
+            if ctx.upgrades.draining.is_cancelled() {
+                return Err(draining());
+            }
+            let app = match ctx.upgrades.sockjs_app(req, app, ctx.client, false).await {
+                Ok(app) => app,
+                Err(refusal) => return Err(refusal),
+            };
+            match ctx.sockjs.open(key, ctx.client, app) {
+                Ok(session) => Ok(session),
+                Err(Refused::Full) => Err(busy("too many SockJS sessions\n")),
+                Err(Refused::TooManyFromAddress) => {
+                    let mut resp = text(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too many SockJS sessions from your address\n",
+                    );
+                    resp.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+                    Err(resp)
+                }
+            }
+        }
+    }
 }
 
 /// `xhr_send` / `jsonp_send`: the client's messages for its session's app.

@@ -1,0 +1,364 @@
+//! SockJS against the real binary, for what the differential test against sockjs-node
+//! (tests/interop/js/sockjs.test.mjs) cannot show: Parley's apps over every transport (STOMP,
+//! raw JSON) sharing rooms with WebSocket clients, session life and caps, bounds on what a
+//! session holds, client addresses, heartbeat timing and shutdown.
+
+mod json_client;
+mod sockjs_client;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use parley_tests::ServerProcess;
+use serde_json::{json, Value};
+use sockjs_client::{request, Frame, Session, Transport, WAIT};
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+/// One STOMP frame as text.
+fn stomp(command: &str, headers: &[(&str, &str)], body: &str) -> String {
+    let mut out = format!("{command}\n");
+    for (name, value) in headers {
+        out.push_str(&format!("{name}:{value}\n"));
+    }
+    format!("{out}\n{body}\0")
+}
+
+/// Command and headers of a STOMP frame.
+fn parse_stomp(frame: &str) -> (String, Vec<(String, String)>, String) {
+    let frame = frame.trim_start_matches(['\n', '\r']);
+    let (head, body) = frame.split_once("\n\n").unwrap_or((frame, ""));
+    let mut lines = head.lines();
+    let command = lines.next().unwrap_or_default().to_owned();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .collect();
+    (command, headers, body.trim_end_matches('\0').to_owned())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
+    let found = headers.iter().find(|(n, _)| n == name);
+    found.map_or("", |(_, v)| v.as_str())
+}
+
+/// The next STOMP frame over SockJS (heart-beat EOLs skipped).
+async fn next_stomp(s: &mut Session) -> (String, Vec<(String, String)>, String) {
+    loop {
+        let message = s.recv().await;
+        if !message.trim().is_empty() {
+            return parse_stomp(&message);
+        }
+    }
+}
+
+type Ws = json_client::Ws;
+
+/// STOMP 1.2 over a plain WebSocket at `/stomp`, subscribed to `room` (receipt awaited).
+async fn ws_stomp(server: &ServerProcess, login: &str, room: &str) -> Ws {
+    let mut req = server.ws_url("/stomp").into_client_request().unwrap();
+    let protocol = "v12.stomp".parse().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", protocol);
+    let connect = tokio_tungstenite::connect_async(req);
+    let mut ws = timeout(WAIT, connect).await.unwrap().unwrap().0;
+    let connect = stomp(
+        "CONNECT",
+        &[("accept-version", "1.2"), ("host", "/"), ("login", login)],
+        "",
+    );
+    ws.send(Message::text(connect)).await.unwrap();
+    assert_eq!(ws_frame(&mut ws).await.0, "CONNECTED");
+    let subscribe = [("id", "0"), ("destination", room), ("receipt", "r")];
+    let sub = stomp("SUBSCRIBE", &subscribe, "");
+    ws.send(Message::text(sub)).await.unwrap();
+    assert_eq!(ws_frame(&mut ws).await.0, "RECEIPT");
+    ws
+}
+
+async fn ws_frame(ws: &mut Ws) -> (String, Vec<(String, String)>, String) {
+    loop {
+        match timeout(WAIT, ws.next()).await.expect("no STOMP frame") {
+            Some(Ok(Message::Text(t))) if !t.trim().is_empty() => return parse_stomp(&t),
+            Some(Ok(_)) => {}
+            other => panic!("STOMP WebSocket ended: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn stomp_over_every_transport_shares_a_room_with_websocket_stomp() {
+    let server = ServerProcess::start(&[]);
+    let transports = [
+        Transport::Xhr,
+        Transport::XhrStreaming,
+        Transport::EventSource,
+        Transport::WebSocket,
+    ];
+    for (i, transport) in transports.into_iter().enumerate() {
+        let room = format!("/topic/sj{i}");
+        let mut ws = ws_stomp(&server, &format!("bob{i}"), &room).await;
+        let mut s = Session::open(&server, "/stomp", transport, "").await;
+        let login = format!("alice{i}");
+        let connect = [("accept-version", "1.2"), ("host", "/"), ("login", &login)];
+        s.send(&[&stomp("CONNECT", &connect, "")]).await;
+        assert_eq!(next_stomp(&mut s).await.0, "CONNECTED", "{transport:?}");
+        let sub = [
+            ("id", "s"),
+            ("destination", room.as_str()),
+            ("receipt", "r1"),
+        ];
+        s.send(&[&stomp("SUBSCRIBE", &sub, "")]).await;
+        assert_eq!(next_stomp(&mut s).await.0, "RECEIPT", "{transport:?}");
+
+        s.send(&[&stomp("SEND", &[("destination", &room)], "from sockjs")])
+            .await;
+        let (command, at_bob, body) = ws_frame(&mut ws).await;
+        assert_eq!(
+            (command.as_str(), body.as_str()),
+            ("MESSAGE", "from sockjs")
+        );
+        let (command, own, _) = next_stomp(&mut s).await;
+        assert_eq!(command, "MESSAGE", "{transport:?}");
+        assert_eq!(header(&own, "message-id"), header(&at_bob, "message-id"));
+        assert_eq!(header(&at_bob, "sender"), login);
+
+        let send = stomp("SEND", &[("destination", &room)], "from ws");
+        ws.send(Message::text(send)).await.unwrap();
+        let (_, at_bob, _) = ws_frame(&mut ws).await;
+        let (command, at_alice, body) = next_stomp(&mut s).await;
+        assert_eq!((command.as_str(), body.as_str()), ("MESSAGE", "from ws"));
+        assert_eq!(
+            header(&at_alice, "message-id"),
+            header(&at_bob, "message-id")
+        );
+    }
+}
+
+#[tokio::test]
+async fn raw_json_over_xhr_streaming_receives_from_a_ws_client() {
+    let server = ServerProcess::start(&[]);
+    let query = "?name=alice";
+    let mut alice = Session::open(&server, "/ws", Transport::XhrStreaming, query).await;
+    let join = json!({"type": "join", "room": "lobby"}).to_string();
+    alice.send(&[&join]).await;
+    let joined: Value = serde_json::from_str(&alice.recv().await).unwrap();
+    assert_eq!(joined["type"], "joined", "{joined}");
+
+    let mut bob = json_client::raw(&server, "bob").await;
+    json_client::send(&mut bob, json!({"type": "join", "room": "lobby"})).await;
+    assert_eq!(json_client::recv(&mut bob).await["type"], "joined");
+    let hi = json!({"type": "send", "room": "lobby", "body": "hi alice", "ref": "1"});
+    json_client::send(&mut bob, hi).await;
+    loop {
+        let event: Value = serde_json::from_str(&alice.recv().await).unwrap();
+        if event["type"] == "message" {
+            assert_eq!(
+                (&event["from"], &event["body"]),
+                (&json!("bob"), &json!("hi alice"))
+            );
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_session_nobody_receives_for_the_disconnect_delay_is_closed() {
+    let server = ServerProcess::start(&["--echo", "--sockjs-disconnect-delay", "300ms"]);
+    let s = Session::open(&server, "/sockjs-test/echo", Transport::Xhr, "").await;
+    assert_eq!(s.xhr_send(br#"["kept"]"#).await.status, 204);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        s.xhr_send(br#"["gone"]"#).await.status,
+        404,
+        "the session is gone"
+    );
+    let path = format!("{}/xhr", s.base);
+    let again = request(server.addr(), None, "POST", &path, &[], b"").await;
+    assert_eq!(again.all(WAIT).await.text(), "o\n", "a new session opens");
+}
+
+/// Opens session `id` of the echo service by polling; the answer's status.
+async fn open_status(server: &ServerProcess, from: Option<IpAddr>, id: &str) -> u16 {
+    let path = format!("/sockjs-test/echo/000/{id}/xhr");
+    request(server.addr(), from, "POST", &path, &[], b"")
+        .await
+        .status
+}
+
+#[tokio::test]
+async fn sessions_are_capped_in_all_and_per_address() {
+    let server = ServerProcess::start(&["--echo", "--sockjs-max-sessions", "2"]);
+    assert_eq!(open_status(&server, None, "a1").await, 200);
+    assert_eq!(open_status(&server, None, "a2").await, 200);
+    assert_eq!(open_status(&server, None, "a3").await, 503, "server full");
+    assert_eq!(
+        open_status(&server, None, "a1").await,
+        200,
+        "existing sessions still work"
+    );
+
+    let server = ServerProcess::start(&["--echo", "--max-connections-per-ip", "2"]);
+    assert_eq!(open_status(&server, None, "b1").await, 200);
+    assert_eq!(open_status(&server, None, "b2").await, 200);
+    assert_eq!(
+        open_status(&server, None, "b3").await,
+        429,
+        "this address is full"
+    );
+    let other = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    assert_eq!(
+        open_status(&server, other, "b4").await,
+        200,
+        "another address is not"
+    );
+}
+
+#[tokio::test]
+async fn sends_over_the_body_limit_are_refused_with_413() {
+    let args = ["--echo", "--max-body", "1024", "--stomp-max-body", "1024"];
+    let server = ServerProcess::start(&args);
+    let s = Session::open(&server, "/sockjs-test/echo", Transport::Xhr, "").await;
+    let big = serde_json::to_string(&["x".repeat(200_000)]).unwrap();
+    assert_eq!(s.xhr_send(big.as_bytes()).await.status, 413);
+    assert_eq!(s.xhr_send(br#"["small"]"#).await.status, 204);
+}
+
+/// The server's resident memory in KiB.
+fn rss_kib(server: &ServerProcess) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_flood_nobody_collects_is_refused_and_memory_stays_bounded() {
+    let server = ServerProcess::start(&["--echo", "--outbox-bytes", "262144"]);
+    let s = Session::open(&server, "/sockjs-test/echo", Transport::Xhr, "").await;
+    let before = rss_kib(&server);
+    let chunk = serde_json::to_string(&["y".repeat(30_000)]).unwrap();
+    let (mut accepted, mut refused) = (0, 0);
+    for _ in 0..400 {
+        match s.xhr_send(chunk.as_bytes()).await.status {
+            204 => accepted += 1,
+            503 => refused += 1,
+            other => panic!("unexpected answer {other} to a flood send"),
+        }
+    }
+    // 12 MB sent; what the echo could not hand to a client is not kept.
+    let grown = rss_kib(&server).saturating_sub(before);
+    assert!(
+        grown < 8 * 1024,
+        "the server grew by {grown} KiB ({accepted} accepted, {refused} refused)"
+    );
+    let path = format!("{}/xhr", s.base);
+    let mut frames = Vec::new();
+    for _ in 0..2 {
+        let resp = request(server.addr(), None, "POST", &path, &[], b"").await;
+        frames.push(sockjs_client::parse(resp.all(WAIT).await.text().trim_end()));
+    }
+    assert!(
+        matches!(frames[0], Frame::Messages(_)),
+        "what fitted is delivered"
+    );
+    assert!(
+        matches!(&frames[1], Frame::Close(1008, _)),
+        "then the slow consumer's close: {:?}",
+        frames[1]
+    );
+}
+
+#[tokio::test]
+async fn a_second_receiving_request_gets_2010() {
+    let server = ServerProcess::start(&["--echo"]);
+    let s = Session::open(&server, "/sockjs-test/echo", Transport::Xhr, "").await;
+    let path = format!("{}/xhr_streaming", s.base);
+    let mut first = request(server.addr(), None, "POST", &path, &[], b"").await;
+    first.until(WAIT, |b| b.len() >= 2049).await;
+    let second = request(server.addr(), None, "POST", &path, &[], b"").await;
+    let text = second.all(WAIT).await.text();
+    assert!(
+        text.ends_with("c[2010,\"Another connection still open\"]\n"),
+        "{text}"
+    );
+    assert_eq!(s.xhr_send(br#"["still here"]"#).await.status, 204);
+    first
+        .until(WAIT, |b| b.ends_with(b"a[\"still here\"]\n"))
+        .await;
+    assert!(
+        first.text().ends_with("a[\"still here\"]\n"),
+        "the first keeps receiving"
+    );
+}
+
+#[tokio::test]
+async fn heartbeats_come_at_the_interval() {
+    let server = ServerProcess::start(&["--echo", "--sockjs-heartbeat", "200ms"]);
+    let mut s = Session::open(&server, "/sockjs-test/echo", Transport::XhrStreaming, "").await;
+    let start = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(s.frame().await, Frame::Heartbeat);
+    }
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2000),
+        "5 heartbeats took {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_ws_prefix_refuses_an_unauthenticated_client() {
+    let server = ServerProcess::start_strict(&[]);
+    let resp = request(server.addr(), None, "POST", "/ws/000/x/xhr", &[], b"").await;
+    assert_eq!(resp.status, 401);
+    let guest = "/ws/000/y/xhr?name=guest";
+    let resp = request(server.addr(), None, "POST", guest, &[], b"").await;
+    assert_eq!(resp.status, 401, "no guests without --allow-guests");
+}
+
+#[tokio::test]
+async fn a_sessions_requests_from_another_address_are_not_found() {
+    let server = ServerProcess::start(&["--echo"]);
+    let s = Session::open(&server, "/sockjs-test/echo", Transport::Xhr, "").await;
+    let other = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+    for transport in ["xhr_send", "xhr", "xhr_streaming"] {
+        let path = format!("{}/{transport}", s.base);
+        let resp = request(server.addr(), other, "POST", &path, &[], br#"["x"]"#).await;
+        assert_eq!(resp.status, 404, "{transport} from another address");
+    }
+    assert_eq!(s.xhr_send(br#"["mine"]"#).await.status, 204);
+}
+
+#[tokio::test]
+async fn shutdown_ends_streaming_responses_with_a_close_frame() {
+    let mut server = ServerProcess::start(&["--echo"]);
+    let mut s = Session::open(&server, "/sockjs-test/echo", Transport::XhrStreaming, "").await;
+    let path = format!(
+        "{}/eventsource",
+        Session::open(&server, "/sockjs-test/echo", Transport::Xhr, "")
+            .await
+            .base
+    );
+    let mut es = request(server.addr(), None, "GET", &path, &[], b"").await;
+    es.until(WAIT, |b| b.len() >= 2).await;
+    let start = Instant::now();
+    server.terminate();
+    assert_eq!(
+        s.frame().await,
+        Frame::Close(1001, "server shutting down".into())
+    );
+    let es = es.all(Duration::from_secs(5)).await;
+    assert!(
+        es.text()
+            .ends_with("data: c[1001,\"server shutting down\"]\r\n\r\n"),
+        "{}",
+        es.text()
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        start.elapsed()
+    );
+    server.wait_exit(Duration::from_secs(15));
+}
