@@ -6,7 +6,7 @@
 //! test suite's services under `/sockjs-test/`.
 
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::STANDARD;
@@ -22,7 +22,7 @@ use super::response::{text, Body};
 use super::upgrade::{draining, PendingUpgrade, SockApp, UpgradeKind, Upgrades};
 use crate::auth::Auth;
 use crate::endpoints::sockjs::frames::{self, Wrap};
-use crate::endpoints::sockjs::{Mode, Refused, SendRefused, SockJs};
+use crate::endpoints::sockjs::{Mode, Refused, SendRefused, Session, SockJs};
 use crate::endpoints::streaming::{stream, whole, Reply};
 
 /// How long browsers may cache what never changes (the protocol's one year).
@@ -224,31 +224,9 @@ async fn receive(
         },
         _ => None,
     };
-    let session = match ctx.sockjs.find(key) {
-        Some(session) if session.client() == ctx.client => session,
-        Some(_) => return whole(not_found()),
-        None => {
-            if ctx.upgrades.draining.is_cancelled() {
-                return whole(draining());
-            }
-            let app = match ctx.upgrades.sockjs_app(&req, app, ctx.client, false).await {
-                Ok(app) => app,
-                Err(refusal) => return whole(refusal),
-            };
-            match ctx.sockjs.open(key, ctx.client, app) {
-                Ok(session) => session,
-                Err(Refused::Full) => return whole(busy("too many SockJS sessions\n")),
-                Err(Refused::TooManyFromAddress) => {
-                    let mut resp = text(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "too many SockJS sessions from your address\n",
-                    );
-                    resp.headers_mut()
-                        .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
-                    return whole(resp);
-                }
-            }
-        }
+    let session = match attach(ctx, &req, app, key).await {
+        Ok(session) => session,
+        Err(refusal) => return whole(refusal),
     };
     let (wrap, mode, prelude, content_type) = match (transport, callback) {
         ("xhr", _) => (
@@ -315,6 +293,38 @@ async fn receive(
         }
     }
     resp
+}
+
+/// The session `key` of this client, opened now if there is none. `Err` is the answer.
+async fn attach(
+    ctx: &Ctx<'_>,
+    req: &Request<Incoming>,
+    app: SockApp,
+    key: &str,
+) -> Result<Arc<Session>, Response<Body>> {
+    match ctx.sockjs.find(key) {
+        Some(session) if session.client() == ctx.client => Ok(session),
+        Some(_) => Err(not_found()),
+        None => {
+            if ctx.upgrades.draining.is_cancelled() {
+                return Err(draining());
+            }
+            let app = ctx.upgrades.sockjs_app(req, app, ctx.client, false).await?;
+            match ctx.sockjs.open(key, ctx.client, app) {
+                Ok(session) => Ok(session),
+                Err(Refused::Full) => Err(busy("too many SockJS sessions\n")),
+                Err(Refused::TooManyFromAddress) => {
+                    let mut resp = text(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too many SockJS sessions from your address\n",
+                    );
+                    resp.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+                    Err(resp)
+                }
+            }
+        }
+    }
 }
 
 /// `xhr_send` / `jsonp_send`: the client's messages for its session's app.
