@@ -146,7 +146,7 @@ impl StompClient {
             while self.buf.first().is_some_and(|&b| b == b'\n' || b == b'\r') {
                 self.buf.remove(0);
             }
-            if let Some((frame, used)) = parse(&self.buf) {
+            if let Some((frame, used)) = parse_frame(&self.buf) {
                 self.buf.drain(..used);
                 return Some(frame);
             }
@@ -159,8 +159,9 @@ impl StompClient {
     }
 }
 
-/// Parses one frame from the front of `buf`.
-fn parse(buf: &[u8]) -> Option<(Frame, usize)> {
+/// Parses one frame from the front of `buf`: the frame and the bytes it took, or `None` until
+/// it is complete.
+pub fn parse_frame(buf: &[u8]) -> Option<(Frame, usize)> {
     let head_end = buf.windows(2).position(|w| w == b"\n\n")? + 2;
     let head = std::str::from_utf8(&buf[..head_end - 2]).ok()?;
     let mut lines = head.lines();

@@ -1,4 +1,5 @@
 //! A client of the raw JSON protocol at `/ws`, shared by the test files that speak it.
+#![allow(dead_code)] // each test file uses a different subset
 
 use futures_util::{SinkExt, StreamExt};
 use parley_tests::stomp::WAIT;
@@ -14,7 +15,12 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Connects to `/ws?name=<name>`.
 pub async fn raw(server: &ServerProcess, name: &str) -> Ws {
-    let url = server.ws_url(&format!("/ws?name={name}"));
+    raw_at(server.addr(), name).await
+}
+
+/// Connects to `ws://<addr>/ws?name=<name>` (a node, or a balancer in front of nodes).
+pub async fn raw_at(addr: std::net::SocketAddr, name: &str) -> Ws {
+    let url = format!("ws://{addr}/ws?name={name}");
     timeout(WAIT, tokio_tungstenite::connect_async(url))
         .await
         .expect("connect timed out")
