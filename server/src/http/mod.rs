@@ -448,21 +448,27 @@ impl Server {
         client: IpAddr,
         upgrade: &Mutex<Option<PendingUpgrade>>,
     ) -> Response<Body> {
-        let mut slot: Option<IpSlot> = None;
-        if self.settings.trusted.trusts(canonical(peer.ip())) {
-            slot = self.per_ip.try_acquire(client);
-            if slot.is_none() {
-                debug!(%client, "per-address connection cap reached; refusing upgrade");
-                return too_many();
-            }
-        }
+        let Ok(slot) = self.proxied_slot(peer, client) else {
+            return too_many();
+        };
         let resp = self.upgrades.answer(req, upgrade, client).await;
-        if let Ok(mut pending) = upgrade.lock() {
-            if let Some(pending) = pending.as_mut() {
-                pending.ip_slot = slot;
+        keep_slot(upgrade, slot);
+        resp
+    }
+
+    /// The client's place under its address's cap for a WebSocket through a trusted proxy
+    /// (whose connection was counted under no address); `Err` when the address is at its cap.
+    fn proxied_slot(&self, peer: SocketAddr, client: IpAddr) -> Result<Option<IpSlot>, ()> {
+        if !self.settings.trusted.trusts(canonical(peer.ip())) {
+            return Ok(None);
+        }
+        match self.per_ip.try_acquire(client) {
+            Some(slot) => Ok(Some(slot)),
+            None => {
+                debug!(%client, "per-address connection cap reached; refusing upgrade");
+                Err(())
             }
         }
-        resp
     }
 
     /// A request under a SockJS prefix. Its WebSocket, like every other, is counted under the
@@ -475,15 +481,14 @@ impl Server {
         target: sockjs::Target,
         upgrade: &Mutex<Option<PendingUpgrade>>,
     ) -> Response<Reply> {
-        let mut slot = None;
-        if self.settings.trusted.trusts(canonical(peer.ip()))
-            && req.headers().contains_key(header::UPGRADE)
-        {
-            slot = self.per_ip.try_acquire(client);
-            if slot.is_none() {
-                return whole(too_many());
+        let slot = if req.headers().contains_key(header::UPGRADE) {
+            match self.proxied_slot(peer, client) {
+                Ok(slot) => slot,
+                Err(()) => return whole(too_many()),
             }
-        }
+        } else {
+            None
+        };
         let ctx = sockjs::Ctx {
             sockjs: &self.sockjs,
             upgrades: &self.upgrades,
@@ -494,11 +499,7 @@ impl Server {
             max_send: 2 * self.settings.stomp_max_body.max(self.settings.max_body) + SEND_OVERHEAD,
         };
         let resp = sockjs::answer(ctx, req, target).await;
-        if let Ok(mut pending) = upgrade.lock() {
-            if let Some(pending) = pending.as_mut() {
-                pending.ip_slot = slot;
-            }
-        }
+        keep_slot(upgrade, slot);
         resp
     }
 
@@ -535,6 +536,16 @@ impl Server {
             header::HeaderValue::from_static("application/json"),
         );
         resp
+    }
+}
+
+/// Hands an accepted upgrade its client's place under the per-address cap, held as long as the
+/// WebSocket.
+fn keep_slot(upgrade: &Mutex<Option<PendingUpgrade>>, slot: Option<IpSlot>) {
+    if let Ok(mut pending) = upgrade.lock() {
+        if let Some(pending) = pending.as_mut() {
+            pending.ip_slot = slot;
+        }
     }
 }
 
