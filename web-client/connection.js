@@ -4,10 +4,11 @@ import { askName, showSignIn } from './dialogs.js';
 import { connectDms, noSuchUser } from './dms.js';
 import { initialConversation, openConversation } from './navigation.js';
 import { loadOutbox, markUnconfirmed } from './outbox.js';
-import { renderAll, renderMe, setConn, showBanner } from './render.js';
+import { renderAll, renderMe, setConn, setTransport, showBanner } from './render.js';
 import { joinRoom, leaveRoom, refreshRooms } from './rooms.js';
 import { ensureToken, sessionEnded } from './session.js';
 import { auth, debug, info, state } from './state.js';
+import { describeSocket } from './transport/socket.js';
 import { createStomp } from './transport/stomp.js';
 import { connectUnread } from './unread.js';
 
@@ -108,6 +109,7 @@ function onConnected(frame) {
   state.everOnline = true;
   renderMe();
   setConn('online');
+  setTransport(describeSocket(state.client.webSocket));
   loadOutbox(); // what this tab had not sent before a reload; joining its room sends it
   connectDms(state.client);
   connectUnread(state.client);

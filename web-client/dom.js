@@ -4,6 +4,7 @@ const $ = (id) => document.getElementById(id);
 
 export const el = {
   app: $('app'), title: $('conv-title'), conn: $('conn'), connText: $('conn-text'),
+  connTransport: $('conn-transport'),
   roomsToggle: $('rooms-toggle'), membersToggle: $('members-toggle'), membersCount: $('members-count'),
   sidebar: $('sidebar'), roomList: $('room-list'), dmList: $('dm-list'), dmHint: $('dm-hint'),
   roomFilter: $('room-filter'), moreRooms: $('more-rooms'),

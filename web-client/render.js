@@ -22,10 +22,17 @@ export function setConn(conn) {
   state.conn = conn;
   el.conn.dataset.state = conn;
   el.connText.textContent = conn === 'signed-out' ? 'signed out' : conn;
+  if (conn !== 'online') setTransport(''); // it names the connection we are on, if any
   el.app.dataset.conn = conn;
   if (conn === 'reconnecting') showBanner('Connection lost. Reconnecting…');
   else if (conn === 'online') hideBanner();
   renderComposer();
+}
+
+/** Shows what the connection runs over ("WebSocket", "SockJS xhr-streaming") next to its state. */
+export function setTransport(label) {
+  el.connTransport.textContent = label;
+  el.conn.title = label ? `Connected over ${label}` : '';
 }
 
 export function showBanner(text) {

@@ -188,9 +188,10 @@ export async function apiToken(server, name, password = passwordOf(name)) {
  * errors collected. Chromium logs every HTTP error answer of a fetch as a console error: the
  * 401 of the silent session resume (POST /api/token/refresh) on a page without a session is
  * expected; tests that provoke others list them in `user.expectHttp` ([{ path, status }]).
- * `init` is a script run in every page of the context before the page's own (spies, stubs).
+ * `init` is a script run in every page of the context before the page's own (spies, stubs);
+ * `query` is the page URL's query string (`?transport=xhr-polling`).
  */
-export async function openPage(browser, server, name, { hash = '', via = server.url, viewport = { width: 1280, height: 800 }, init = null, ...ctxOptions } = {}) {
+export async function openPage(browser, server, name, { hash = '', query = '', via = server.url, viewport = { width: 1280, height: 800 }, init = null, ...ctxOptions } = {}) {
   const context = await browser.newContext({ viewport, ...ctxOptions });
   if (init) await context.addInitScript(init); // runs in the page before its own scripts
   const page = await context.newPage();
@@ -208,7 +209,7 @@ export async function openPage(browser, server, name, { hash = '', via = server.
     user.errors.push(`console.error: ${text} (${msg.location().url || '?'})`);
   });
   page.on('pageerror', (err) => user.errors.push(`pageerror: ${err.stack || err.message}`));
-  await page.goto(`${via}/${hash ? `#${hash}` : ''}`);
+  await page.goto(`${via}/${query}${hash ? `#${hash}` : ''}`);
   return user;
 }
 

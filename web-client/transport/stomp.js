@@ -1,5 +1,7 @@
 // The STOMP transport: a @stomp/stompjs Client (global StompJs) with Parley's heart-beats, backoff and jitter.
 
+import { openSocket, socketClosed } from './socket.js';
+
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
@@ -10,11 +12,11 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
  *   onConnect(frame), onClose(closeEvent), onError(message of an ERROR frame)
  */
 export function createStomp({ isCurrent, credentials, onConnect, onClose, onError }) {
-  const url = new URL('/stomp', location.href);
-  url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
   let attempts = 0;
   const client = new StompJs.Client({
-    brokerURL: url.href,
+    // A plain WebSocket, or SockJS at the same path once WebSockets prove not to get through
+    // (socket.js); the same STOMP session over either.
+    webSocketFactory: () => openSocket('/stomp', client.stompVersions.protocolVersions()),
     connectHeaders: {},
     heartbeatIncoming: 10000,
     heartbeatOutgoing: 10000,
@@ -39,7 +41,9 @@ export function createStomp({ isCurrent, credentials, onConnect, onClose, onErro
       if (isCurrent(client)) onConnect(frame);
     },
     onWebSocketClose: (evt) => {
-      if (isCurrent(client)) onClose(evt);
+      if (!isCurrent(client)) return; // a replaced client's close says nothing about the network
+      socketClosed();
+      onClose(evt);
     },
     onStompError: (frame) => {
       if (isCurrent(client)) onError(frame.headers.message || 'error');

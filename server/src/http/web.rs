@@ -27,6 +27,8 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("/", HTML, include_bytes!("../../../web-client/index.html")),
     web_file!("style.css", CSS),
     web_file!("vendor/stomp.umd.min.js", JS),
+    // SockJS, the fallback when no WebSocket gets through; the SockJS iframe page loads it too.
+    web_file!("vendor/sockjs.min.js", JS),
     web_file!("main.js", JS),
     web_file!("api.js", JS),
     web_file!("connection.js", JS),
@@ -48,6 +50,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     web_file!("session.js", JS),
     web_file!("signin.js", JS),
     web_file!("state.js", JS),
+    web_file!("transport/socket.js", JS),
     web_file!("transport/stomp.js", JS),
     web_file!("unread.js", JS),
 ];
