@@ -150,7 +150,9 @@ pub(super) async fn answer(
         }
         (Route::Info, &Method::OPTIONS) => whole(options(req.headers(), "OPTIONS, GET")),
         (Route::Info, _) => whole(not_allowed("OPTIONS, GET")),
-        (Route::Iframe, &Method::GET) => whole(iframe(req.headers())),
+        (Route::Iframe, &Method::GET) => {
+            whole(iframe(req.headers(), &ctx.auth.settings().allowed_origins))
+        }
         (Route::Iframe, _) => whole(not_allowed("GET")),
         (Route::PlainWebSocket, &Method::GET) if target.websocket => {
             let kind = match target.app {
@@ -488,7 +490,7 @@ fn info(target: &Target) -> Response<Body> {
 
 /// The iframe page, cached for a year, with an ETag; its one inline script is allowed by its
 /// hash, and only sites allowed to use the API may frame it.
-fn iframe(headers: &HeaderMap) -> Response<Body> {
+fn iframe(headers: &HeaderMap, allowed_origins: &[String]) -> Response<Body> {
     let page = format!(
         "<!DOCTYPE html>\n<html>\n<head>\n  <meta http-equiv=\"X-UA-Compatible\" content=\"IE=edge\" />\n  \
          <meta http-equiv=\"Content-Type\" content=\"text/html; charset=UTF-8\" />\n  \
@@ -516,13 +518,35 @@ fn iframe(headers: &HeaderMap) -> Response<Body> {
     if let Ok(etag) = HeaderValue::from_str(&etag) {
         h.insert(header::ETAG, etag);
     }
-    let csp =
-        format!("default-src 'none'; script-src 'self' 'sha256-{script_hash}'; frame-ancestors *");
+    let csp = format!(
+        "default-src 'none'; script-src 'self' 'sha256-{script_hash}'; connect-src 'self'; \
+             frame-ancestors {}",
+        frame_ancestors(allowed_origins)
+    );
     if let Ok(csp) = HeaderValue::from_str(&csp) {
         h.insert(header::CONTENT_SECURITY_POLICY, csp);
     }
     cache_for(h);
     resp
+}
+
+/// Who may frame the iframe page: this site and the origins allowed to use it.
+fn frame_ancestors(allowed_origins: &[String]) -> String {
+    if allowed_origins.iter().any(|o| o == "*") {
+        return "*".to_owned();
+    }
+    let mut sources = vec!["'self'".to_owned()];
+    // An origin with characters a CSP source cannot hold is left out rather than breaking it.
+    sources.extend(
+        allowed_origins
+            .iter()
+            .filter(|o| {
+                o.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
+            })
+            .cloned(),
+    );
+    sources.join(" ")
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -641,4 +665,30 @@ fn busy(why: &'static str) -> Response<Body> {
     resp.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_allowed_origins_frame_the_iframe() {
+        assert_eq!(frame_ancestors(&[]), "'self'");
+        let allowed = ["https://a.example".to_owned(), "bad; x".to_owned()];
+        assert_eq!(frame_ancestors(&allowed), "'self' https://a.example");
+        assert_eq!(frame_ancestors(&["*".to_owned()]), "*");
+    }
+
+    #[test]
+    fn callbacks_and_forms() {
+        assert_eq!(callback(Some("c=cb_1.x"), true), Ok("cb_1.x".to_owned()));
+        assert!(callback(Some("c=a%3Cb"), true).is_err());
+        assert!(callback(None, true).is_err());
+        assert_eq!(
+            form_field(b"d=%5B%22x%22%5D", "d"),
+            Some(br#"["x"]"#.to_vec())
+        );
+        assert_eq!(percent_decode(b"%", false), b"%");
+        assert_eq!(percent_decode(b"a%2", false), b"a%2");
+    }
 }
