@@ -6,6 +6,7 @@
 # bounded; prints a Markdown table (docs/performance.md, "Fallback transports").
 #
 #   bench/fallback.sh [LISTENERS (default 500)] [RATE msg/s (default 50)] [REPS (default 3)]
+# TRANSPORTS="stomp-ws sse" picks the listeners' transports (default: all four).
 # PARLEY_BIN and BOTS_BIN run given binaries instead of building this checkout's (release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,9 +28,7 @@ PARLEY=${PARLEY_BIN:-$ROOT/target/release/parley}
 BOTS=${BOTS_BIN:-$ROOT/target/release/parley-bots}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-scenario() { # TRANSPORT → scenario file
-  local auth=guest
-  [ "$1" = sse ] && auth=register
+scenario() { # TRANSPORT → scenario file (listeners are guests: an SSE guest reads, posts none)
   cat > "$OUT/$1.toml" <<TOML
 name = "fallback-$1"
 ramp_up = "3s"
@@ -51,7 +50,7 @@ size = 64
 name = "listener"
 count = $N
 protocol = "$1"
-auth = "$auth"
+auth = "guest"
 room = "fallback"
 TOML
   echo "$OUT/$1.toml"
@@ -59,7 +58,7 @@ TOML
 
 echo "| listeners on | server CPU µs / delivery (median of $REPS) | deliveries/s | p50 | p99 | errors |"
 echo "| --- | --- | --- | --- | --- | --- |"
-for t in stomp-ws stomp-xhr-streaming stomp-xhr-polling sse; do
+for t in ${TRANSPORTS:-stomp-ws stomp-xhr-streaming stomp-xhr-polling sse}; do
   file=$(scenario "$t")
   rows=()
   for _ in $(seq "$REPS"); do
@@ -77,7 +76,8 @@ d = json.loads(sys.argv[1])
 m = d["messages"]; s = d["server"]; l = d["latency_us"]
 deliveries = m["delivered"]
 cpu_us = s["cpu_s"] * 1e6 / max(deliveries, 1)
-print(f"{cpu_us:.2f} {m[\"delivered_per_s\"]:.0f} {l[\"p50\"]/1000:.1f} {l[\"p99\"]/1000:.1f} {d[\"errors\"][\"total\"]}")
+rate, p50, p99, errors = m["delivered_per_s"], l["p50"] / 1000, l["p99"] / 1000, d["errors"]["total"]
+print(f"{cpu_us:.2f} {rate:.0f} {p50:.1f} {p99:.1f} {errors}")
 ' "$json")")
   done
   printf '%s\n' "${rows[@]}" | sort -n | awk -v t="$t" -v n="$REPS" '
