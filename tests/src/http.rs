@@ -179,6 +179,24 @@ async fn request_inner(
         .await
         .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
     stream.set_nodelay(true).expect("set TCP_NODELAY");
+    let bytes = request_bytes(addr, method, path, headers, body.unwrap_or_default());
+    stream
+        .write_all(&bytes)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: write failed: {e}"));
+    read_response(&mut stream, method == "HEAD").await
+}
+
+/// The bytes of request `method path` to `addr` with `headers` and `body`: `Host: <addr>`,
+/// `Connection: close` and (for a body, or a method that carries one) `Content-Length` are
+/// added unless given.
+pub fn request_bytes(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
     let has = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
     let mut req = format!("{method} {path} HTTP/1.1\r\n");
     if !has("host") {
@@ -187,7 +205,6 @@ async fn request_inner(
     if !has("connection") {
         req.push_str("Connection: close\r\n");
     }
-    let body = body.unwrap_or_default();
     if !has("content-length") && (!body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH")) {
         req.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
@@ -197,11 +214,25 @@ async fn request_inner(
     req.push_str("\r\n");
     let mut bytes = req.into_bytes();
     bytes.extend_from_slice(body);
-    stream
-        .write_all(&bytes)
-        .await
-        .unwrap_or_else(|e| panic!("{method} {path}: write failed: {e}"));
-    read_response(&mut stream, method == "HEAD").await
+    bytes
+}
+
+/// A response head (without its blank line): the status and the header fields in order, names
+/// as sent; `Err` names a bad status line.
+pub fn parse_head(head: &[u8]) -> Result<(u16, Vec<(String, String)>), String> {
+    let head = String::from_utf8_lossy(head);
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Ok((status, headers))
 }
 
 /// Reads one response from `stream` (the caller bounds the time).
@@ -220,18 +251,7 @@ pub async fn read_response(stream: &mut TcpStream, head_only: bool) -> Response 
         );
         buf.extend_from_slice(&chunk[..n]);
     };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
-        .collect();
+    let (status, headers) = parse_head(&buf[..head_end]).unwrap_or_else(|why| panic!("{why}"));
     let mut rest = buf[head_end + 4..].to_vec();
     let find = |name: &str| {
         headers

@@ -97,8 +97,8 @@ async fn spread_sessions(
             break;
         }
         let (transport, kind) = match n % 2 {
-            0 => (Transport::Polling, "poll"),
-            _ => (Transport::Streaming, "stream"),
+            0 => (Transport::Xhr, "poll"),
+            _ => (Transport::XhrStreaming, "stream"),
         };
         let name = format!("{kind}{n}");
         let id = format!("{name}-{}", std::process::id());
@@ -260,7 +260,7 @@ async fn survive_kill(cluster: &mut Cluster, balancer: SocketAddr) {
         "/stomp",
         &format!("victim-{}", std::process::id()),
     );
-    let mut client = SockJsStomp::connect(url, Transport::Polling, "victim").await;
+    let mut client = SockJsStomp::connect(url, Transport::Xhr, "victim").await;
     client.subscribe("/topic/sjfail", None).await;
     let dead = holder(cluster, &client.url).await;
     // The sender talks to a surviving node directly: only the session is under test.

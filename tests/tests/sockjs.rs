@@ -4,18 +4,54 @@
 //! session holds, client addresses, heartbeat timing and shutdown.
 
 mod json_client;
-mod sockjs_client;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use parley_tests::sockjs::http::{request, Resp};
+use parley_tests::sockjs::{
+    parse_sock_frame, session_id, Session, SockFrame, SockJsUrl, Transport,
+};
+use parley_tests::stomp::WAIT;
 use parley_tests::ServerProcess;
 use serde_json::{json, Value};
-use sockjs_client::{request, Frame, Session, Transport, WAIT};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
+
+/// A fresh session under `prefix` on `server`, opened over `transport` (`query` on its
+/// receiving requests): its `o` read.
+async fn open(server: &ServerProcess, prefix: &str, transport: Transport, query: &str) -> Session {
+    let url = SockJsUrl::new(server.addr(), prefix, &session_id()).with_query(query);
+    Session::open(url, transport).await
+}
+
+/// `method path` with `body` to the server from `from` (default: any loopback address): the
+/// answer, its head read.
+async fn ask(
+    server: &ServerProcess,
+    from: Option<IpAddr>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Resp {
+    (request(server.addr(), from, method, path, &[], body).await).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The status of one `xhr_send` of `body` on `s`'s session.
+async fn xhr_send(s: &Session, body: &[u8]) -> u16 {
+    (s.url.xhr_send(body).await)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .status
+}
+
+/// The answer's whole body, as text; panics unless it ends within `limit`.
+async fn whole(resp: Resp, limit: Duration) -> String {
+    (resp.whole(limit).await)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+}
 
 /// One STOMP frame as text.
 fn stomp(command: &str, headers: &[(&str, &str)], body: &str) -> String {
@@ -99,7 +135,7 @@ async fn stomp_over_every_transport_shares_a_room_with_websocket_stomp() {
     for (i, transport) in transports.into_iter().enumerate() {
         let room = format!("/topic/sj{i}");
         let mut ws = ws_stomp(&server, &format!("bob{i}"), &room).await;
-        let mut s = Session::open(&server, "/stomp", transport, "").await;
+        let mut s = open(&server, "/stomp", transport, "").await;
         let login = format!("alice{i}");
         let connect = [("accept-version", "1.2"), ("host", "/"), ("login", &login)];
         s.send(&[&stomp("CONNECT", &connect, "")]).await;
@@ -140,7 +176,7 @@ async fn stomp_over_every_transport_shares_a_room_with_websocket_stomp() {
 async fn raw_json_over_xhr_streaming_receives_from_a_ws_client() {
     let server = ServerProcess::start(&[]);
     let query = "?name=alice";
-    let mut alice = Session::open(&server, "/ws", Transport::XhrStreaming, query).await;
+    let mut alice = open(&server, "/ws", Transport::XhrStreaming, query).await;
     let join = json!({"type": "join", "room": "lobby"}).to_string();
     alice.send(&[&join]).await;
     let joined: Value = serde_json::from_str(&alice.recv().await).unwrap();
@@ -166,25 +202,22 @@ async fn raw_json_over_xhr_streaming_receives_from_a_ws_client() {
 #[tokio::test]
 async fn a_session_nobody_receives_for_the_disconnect_delay_is_closed() {
     let server = ServerProcess::start(&["--echo", "--sockjs-disconnect-delay", "300ms"]);
-    let s = Session::open(&server, "/sockjs-test/echo", Transport::Xhr, "").await;
-    assert_eq!(s.xhr_send(br#"["kept"]"#).await.status, 204);
+    let s = open(&server, "/sockjs-test/echo", Transport::Xhr, "").await;
+    assert_eq!(xhr_send(&s, br#"["kept"]"#).await, 204);
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert_eq!(
-        s.xhr_send(br#"["gone"]"#).await.status,
+        xhr_send(&s, br#"["gone"]"#).await,
         404,
         "the session is gone"
     );
-    let path = format!("{}/xhr", s.base);
-    let again = request(server.addr(), None, "POST", &path, &[], b"").await;
-    assert_eq!(again.all(WAIT).await.text(), "o\n", "a new session opens");
+    let again = ask(&server, None, "POST", &s.url.path("xhr"), b"").await;
+    assert_eq!(whole(again, WAIT).await, "o\n", "a new session opens");
 }
 
 /// Opens session `id` of the echo service by polling; the answer's status.
 async fn open_status(server: &ServerProcess, from: Option<IpAddr>, id: &str) -> u16 {
     let path = format!("/sockjs-test/echo/000/{id}/xhr");
-    request(server.addr(), from, "POST", &path, &[], b"")
-        .await
-        .status
+    ask(server, from, "POST", &path, b"").await.status
 }
 
 #[tokio::test]
@@ -219,10 +252,10 @@ async fn sessions_are_capped_in_all_and_per_address() {
 async fn sends_over_the_body_limit_are_refused_with_413() {
     let args = ["--echo", "--max-body", "1024", "--stomp-max-body", "1024"];
     let server = ServerProcess::start(&args);
-    let s = Session::open(&server, "/sockjs-test/echo", Transport::Xhr, "").await;
+    let s = open(&server, "/sockjs-test/echo", Transport::Xhr, "").await;
     let big = serde_json::to_string(&["x".repeat(200_000)]).unwrap();
-    assert_eq!(s.xhr_send(big.as_bytes()).await.status, 413);
-    assert_eq!(s.xhr_send(br#"["small"]"#).await.status, 204);
+    assert_eq!(xhr_send(&s, big.as_bytes()).await, 413);
+    assert_eq!(xhr_send(&s, br#"["small"]"#).await, 204);
 }
 
 /// The server's resident memory in KiB.
@@ -235,12 +268,12 @@ fn rss_kib(server: &ServerProcess) -> u64 {
 #[tokio::test]
 async fn a_flood_nobody_collects_is_refused_and_memory_stays_bounded() {
     let server = ServerProcess::start(&["--echo", "--outbox-bytes", "262144"]);
-    let s = Session::open(&server, "/sockjs-test/echo", Transport::Xhr, "").await;
+    let s = open(&server, "/sockjs-test/echo", Transport::Xhr, "").await;
     let before = rss_kib(&server);
     let chunk = serde_json::to_string(&["y".repeat(30_000)]).unwrap();
     let (mut accepted, mut refused) = (0, 0);
     for _ in 0..400 {
-        match s.xhr_send(chunk.as_bytes()).await.status {
+        match xhr_send(&s, chunk.as_bytes()).await {
             204 => accepted += 1,
             503 => refused += 1,
             other => panic!("unexpected answer {other} to a flood send"),
@@ -252,18 +285,18 @@ async fn a_flood_nobody_collects_is_refused_and_memory_stays_bounded() {
         grown < 8 * 1024,
         "the server grew by {grown} KiB ({accepted} accepted, {refused} refused)"
     );
-    let path = format!("{}/xhr", s.base);
+    let path = s.url.path("xhr");
     let mut frames = Vec::new();
     for _ in 0..2 {
-        let resp = request(server.addr(), None, "POST", &path, &[], b"").await;
-        frames.push(sockjs_client::parse(resp.all(WAIT).await.text().trim_end()));
+        let text = whole(ask(&server, None, "POST", &path, b"").await, WAIT).await;
+        frames.push(parse_sock_frame(text.trim_end()).expect("a SockJS frame"));
     }
     assert!(
-        matches!(frames[0], Frame::Messages(_)),
+        matches!(frames[0], SockFrame::Messages(_)),
         "what fitted is delivered"
     );
     assert!(
-        matches!(&frames[1], Frame::Close(1008, _)),
+        matches!(&frames[1], SockFrame::Close(1008, _)),
         "then the slow consumer's close: {:?}",
         frames[1]
     );
@@ -272,17 +305,17 @@ async fn a_flood_nobody_collects_is_refused_and_memory_stays_bounded() {
 #[tokio::test]
 async fn a_second_receiving_request_gets_2010() {
     let server = ServerProcess::start(&["--echo"]);
-    let s = Session::open(&server, "/sockjs-test/echo", Transport::Xhr, "").await;
-    let path = format!("{}/xhr_streaming", s.base);
-    let mut first = request(server.addr(), None, "POST", &path, &[], b"").await;
+    let s = open(&server, "/sockjs-test/echo", Transport::Xhr, "").await;
+    let path = s.url.path("xhr_streaming");
+    let mut first = ask(&server, None, "POST", &path, b"").await;
     first.until(WAIT, |b| b.len() >= 2049).await;
-    let second = request(server.addr(), None, "POST", &path, &[], b"").await;
-    let text = second.all(WAIT).await.text();
+    let second = ask(&server, None, "POST", &path, b"").await;
+    let text = whole(second, WAIT).await;
     assert!(
         text.ends_with("c[2010,\"Another connection still open\"]\n"),
         "{text}"
     );
-    assert_eq!(s.xhr_send(br#"["still here"]"#).await.status, 204);
+    assert_eq!(xhr_send(&s, br#"["still here"]"#).await, 204);
     first
         .until(WAIT, |b| b.ends_with(b"a[\"still here\"]\n"))
         .await;
@@ -295,10 +328,10 @@ async fn a_second_receiving_request_gets_2010() {
 #[tokio::test]
 async fn heartbeats_come_at_the_interval() {
     let server = ServerProcess::start(&["--echo", "--sockjs-heartbeat", "200ms"]);
-    let mut s = Session::open(&server, "/sockjs-test/echo", Transport::XhrStreaming, "").await;
+    let mut s = open(&server, "/sockjs-test/echo", Transport::XhrStreaming, "").await;
     let start = Instant::now();
     for _ in 0..5 {
-        assert_eq!(s.frame().await, Frame::Heartbeat);
+        assert_eq!(s.frame().await, SockFrame::Heartbeat);
     }
     let took = start.elapsed();
     assert!(
@@ -310,50 +343,43 @@ async fn heartbeats_come_at_the_interval() {
 #[tokio::test]
 async fn the_ws_prefix_refuses_an_unauthenticated_client() {
     let server = ServerProcess::start_strict(&[]);
-    let resp = request(server.addr(), None, "POST", "/ws/000/x/xhr", &[], b"").await;
+    let resp = ask(&server, None, "POST", "/ws/000/x/xhr", b"").await;
     assert_eq!(resp.status, 401);
     let guest = "/ws/000/y/xhr?name=guest";
-    let resp = request(server.addr(), None, "POST", guest, &[], b"").await;
+    let resp = ask(&server, None, "POST", guest, b"").await;
     assert_eq!(resp.status, 401, "no guests without --allow-guests");
 }
 
 #[tokio::test]
 async fn a_sessions_requests_from_another_address_are_not_found() {
     let server = ServerProcess::start(&["--echo"]);
-    let s = Session::open(&server, "/sockjs-test/echo", Transport::Xhr, "").await;
+    let s = open(&server, "/sockjs-test/echo", Transport::Xhr, "").await;
     let other = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
     for transport in ["xhr_send", "xhr", "xhr_streaming"] {
-        let path = format!("{}/{transport}", s.base);
-        let resp = request(server.addr(), other, "POST", &path, &[], br#"["x"]"#).await;
+        let path = s.url.path(transport);
+        let resp = ask(&server, other, "POST", &path, br#"["x"]"#).await;
         assert_eq!(resp.status, 404, "{transport} from another address");
     }
-    assert_eq!(s.xhr_send(br#"["mine"]"#).await.status, 204);
+    assert_eq!(xhr_send(&s, br#"["mine"]"#).await, 204);
 }
 
 #[tokio::test]
 async fn shutdown_ends_streaming_responses_with_a_close_frame() {
     let mut server = ServerProcess::start(&["--echo"]);
-    let mut s = Session::open(&server, "/sockjs-test/echo", Transport::XhrStreaming, "").await;
-    let path = format!(
-        "{}/eventsource",
-        Session::open(&server, "/sockjs-test/echo", Transport::Xhr, "")
-            .await
-            .base
-    );
-    let mut es = request(server.addr(), None, "GET", &path, &[], b"").await;
+    let mut s = open(&server, "/sockjs-test/echo", Transport::XhrStreaming, "").await;
+    let polled = open(&server, "/sockjs-test/echo", Transport::Xhr, "").await;
+    let mut es = ask(&server, None, "GET", &polled.url.path("eventsource"), b"").await;
     es.until(WAIT, |b| b.len() >= 2).await;
     let start = Instant::now();
     server.terminate();
     assert_eq!(
         s.frame().await,
-        Frame::Close(1001, "server shutting down".into())
+        SockFrame::Close(1001, "server shutting down".into())
     );
-    let es = es.all(Duration::from_secs(5)).await;
+    let es = whole(es, Duration::from_secs(5)).await;
     assert!(
-        es.text()
-            .ends_with("data: c[1001,\"server shutting down\"]\r\n\r\n"),
-        "{}",
-        es.text()
+        es.ends_with("data: c[1001,\"server shutting down\"]\r\n\r\n"),
+        "{es}"
     );
     assert!(
         start.elapsed() < Duration::from_secs(3),

@@ -1,8 +1,8 @@
 //! The SSE room feed (`GET /api/rooms/<room>/events`) and posting over HTTP
 //! (`POST /api/rooms/<room>/messages`), against the real binary: resume without gap or
 //! duplicate while a WebSocket client keeps sending, access, heartbeats, named presence and
-//! typing events, and posts that are durable once answered. SSE is read with a small HTTP/1.1
-//! reader over a TcpStream (chunked bodies, SSE fields).
+//! typing events, and posts that are durable once answered. SSE is read with the tests' own
+//! HTTP/1.1 client (`parley_tests::sockjs::http`), cut into SSE fields here.
 
 mod json_client;
 
@@ -11,12 +11,11 @@ use std::time::Duration;
 
 use parley_tests::auth::{account, bearer};
 use parley_tests::http::{get, post_json};
+use parley_tests::sockjs::http::{request, Resp};
 use parley_tests::stomp::WAIT;
 use parley_tests::{fresh_data_dir, ServerProcess};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::time::{timeout, Instant};
+use tokio::time::Instant;
 
 use json_client::{raw, recv, send, Ws};
 
@@ -44,86 +43,31 @@ impl Event {
     }
 }
 
-/// A streaming response read by hand: the head, then the chunked body cut into SSE events.
+/// An SSE feed: the shared HTTP client's streaming answer, its body cut into events.
 struct Sse {
-    stream: TcpStream,
-    /// Bytes read but not yet de-chunked.
-    raw: Vec<u8>,
-    /// De-chunked body not yet cut into events.
-    body: Vec<u8>,
-    status: u16,
-    head: String,
-    ended: bool,
+    resp: Resp,
 }
 
 impl Sse {
     /// `GET path` with `headers`; returns once the response head is in.
     async fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Sse {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let mut req =
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
-        for (name, value) in headers {
-            req.push_str(&format!("{name}: {value}\r\n"));
-        }
-        req.push_str("\r\n");
-        stream.write_all(req.as_bytes()).await.expect("write");
-        let mut raw = Vec::new();
-        let end = loop {
-            if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at;
-            }
-            let mut buf = [0u8; 4096];
-            let n = timeout(WAIT, stream.read(&mut buf))
-                .await
-                .expect("response head in time")
-                .expect("read");
-            assert!(n > 0, "connection closed before the head");
-            raw.extend_from_slice(&buf[..n]);
-        };
-        let head = String::from_utf8_lossy(&raw[..end]).into_owned();
-        raw.drain(..end + 4);
-        let status = head[9..12].parse().expect("status");
+        let mut all = vec![("Accept", "text/event-stream")];
+        all.extend_from_slice(headers);
+        let resp = request(addr, None, "GET", path, &all, b"").await;
         Sse {
-            stream,
-            raw,
-            body: Vec::new(),
-            status,
-            head,
-            ended: false,
+            resp: resp.unwrap_or_else(|e| panic!("{e}")),
         }
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().skip(1).find_map(|line| {
-            let (n, v) = line.split_once(':')?;
-            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-        })
     }
 
     /// The next event or comment within `limit`; `None` once the stream ended.
     async fn next_within(&mut self, limit: Duration) -> Option<Event> {
         let deadline = Instant::now() + limit;
-        loop {
-            if let Some(at) = self.body.windows(2).position(|w| w == b"\n\n") {
-                let block: Vec<u8> = self.body.drain(..at + 2).collect();
-                return Some(parse_event(&String::from_utf8_lossy(&block)));
+        match self.resp.take_until(b"\n\n", deadline).await {
+            Some(block) => Some(parse_event(&block)),
+            None => {
+                assert!(self.resp.done, "no SSE event within {limit:?}");
+                None
             }
-            if self.ended {
-                return None;
-            }
-            self.dechunk();
-            if self.ended || self.body.windows(2).any(|w| w == b"\n\n") {
-                continue;
-            }
-            let mut buf = [0u8; 16384];
-            let n = tokio::time::timeout_at(deadline, self.stream.read(&mut buf))
-                .await
-                .unwrap_or_else(|_| panic!("no SSE event within {limit:?}"))
-                .unwrap_or(0);
-            if n == 0 {
-                self.ended = true;
-            }
-            self.raw.extend_from_slice(&buf[..n]);
         }
     }
 
@@ -138,24 +82,6 @@ impl Sse {
             if event.comment.is_none() {
                 return event;
             }
-        }
-    }
-
-    /// Moves whole chunks from `raw` to `body`; the last chunk ends the stream.
-    fn dechunk(&mut self) {
-        while let Some(line_end) = self.raw.windows(2).position(|w| w == b"\r\n") {
-            let size_text = String::from_utf8_lossy(&self.raw[..line_end]).into_owned();
-            let size = usize::from_str_radix(size_text.trim(), 16).expect("chunk size");
-            if size == 0 {
-                self.ended = true;
-                return;
-            }
-            let start = line_end + 2;
-            if self.raw.len() < start + size + 2 {
-                return;
-            }
-            self.body.extend_from_slice(&self.raw[start..start + size]);
-            self.raw.drain(..start + size + 2);
         }
     }
 }
@@ -194,10 +120,11 @@ async fn feed(server: &ServerProcess, room: &str, token: &str, extra: &[(&str, &
 
 async fn feed_at(server: &ServerProcess, path: &str, headers: &[(&str, &str)]) -> Sse {
     let mut sse = Sse::open(server.addr(), path, headers).await;
-    assert_eq!(sse.status, 200, "{}", sse.head);
-    assert_eq!(sse.header("content-type"), Some("text/event-stream"));
-    assert_eq!(sse.header("cache-control"), Some("no-cache"));
-    assert_eq!(sse.header("x-accel-buffering"), Some("no"));
+    let resp = &sse.resp;
+    assert_eq!(resp.status, 200, "{:?}", resp.headers);
+    assert_eq!(resp.header("content-type"), Some("text/event-stream"));
+    assert_eq!(resp.header("cache-control"), Some("no-cache"));
+    assert_eq!(resp.header("x-accel-buffering"), Some("no"));
     let first = sse.next().await.expect("the feed opens");
     assert_eq!(first.comment.as_deref(), Some("ok"));
     sse
@@ -330,20 +257,23 @@ async fn private_rooms_are_refused_and_credentials_are_required() {
         &[("Authorization", &bob_auth)],
     )
     .await;
-    assert_eq!(refused.status, history.status, "the history API's answer");
-    assert_eq!(refused.status, 403);
+    assert_eq!(
+        refused.resp.status, history.status,
+        "the history API's answer"
+    );
+    assert_eq!(refused.resp.status, 403);
     feed(&server, "den", &alice, &[]).await;
     let anonymous = Sse::open(addr, "/api/rooms/den/events", &[]).await;
-    assert_eq!(anonymous.status, 401);
+    assert_eq!(anonymous.resp.status, 401);
     let bad = Sse::open(addr, "/api/rooms/den/events?access_token=x.y.z", &[]).await;
-    assert_eq!(bad.status, 401);
+    assert_eq!(bad.resp.status, 401);
     let missing = Sse::open(
         addr,
         "/api/rooms/nowhere/events",
         &[("Authorization", &auth)],
     )
     .await;
-    assert_eq!(missing.status, 404, "a GET creates no room");
+    assert_eq!(missing.resp.status, 404, "a GET creates no room");
 }
 
 #[tokio::test]
