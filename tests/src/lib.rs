@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod http;
 pub mod raw;
 pub mod sockjs;
+pub mod sse;
 pub mod stomp;
 
 use std::io::{BufRead, BufReader, Read};

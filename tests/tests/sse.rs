@@ -6,109 +6,17 @@
 
 mod json_client;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use parley_tests::auth::{account, bearer};
 use parley_tests::http::{get, post_json};
-use parley_tests::sockjs::http::{request, Resp};
+use parley_tests::sse::Sse;
 use parley_tests::stomp::WAIT;
 use parley_tests::{fresh_data_dir, ServerProcess};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use json_client::{raw, recv, send, Ws};
-
-/// One SSE event (or comment) as the client sees it.
-#[derive(Debug, Default)]
-struct Event {
-    event: Option<String>,
-    id: Option<String>,
-    data: String,
-    /// A comment line's text (heartbeats), when the block was only that.
-    comment: Option<String>,
-}
-
-impl Event {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.data).expect("data is JSON")
-    }
-
-    fn id(&self) -> u64 {
-        self.id
-            .as_deref()
-            .expect("an id")
-            .parse()
-            .expect("numeric id")
-    }
-}
-
-/// An SSE feed: the shared HTTP client's streaming answer, its body cut into events.
-struct Sse {
-    resp: Resp,
-}
-
-impl Sse {
-    /// `GET path` with `headers`; returns once the response head is in.
-    async fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Sse {
-        let mut all = vec![("Accept", "text/event-stream")];
-        all.extend_from_slice(headers);
-        let resp = request(addr, None, "GET", path, &all, b"").await;
-        Sse {
-            resp: resp.unwrap_or_else(|e| panic!("{e}")),
-        }
-    }
-
-    /// The next event or comment within `limit`; `None` once the stream ended.
-    async fn next_within(&mut self, limit: Duration) -> Option<Event> {
-        let deadline = Instant::now() + limit;
-        match self.resp.take_until(b"\n\n", deadline).await {
-            Some(block) => Some(parse_event(&block)),
-            None => {
-                assert!(self.resp.done, "no SSE event within {limit:?}");
-                None
-            }
-        }
-    }
-
-    async fn next(&mut self) -> Option<Event> {
-        self.next_within(WAIT).await
-    }
-
-    /// The next event that is not a comment.
-    async fn next_event(&mut self) -> Event {
-        loop {
-            let event = self.next().await.expect("the stream ended");
-            if event.comment.is_none() {
-                return event;
-            }
-        }
-    }
-}
-
-fn parse_event(block: &str) -> Event {
-    let mut event = Event::default();
-    let mut data = Vec::new();
-    for line in block.lines().filter(|l| !l.is_empty()) {
-        if let Some(comment) = line.strip_prefix(':') {
-            event.comment = Some(comment.trim().to_owned());
-            continue;
-        }
-        let (field, value) = line.split_once(':').unwrap_or((line, ""));
-        let value = value.strip_prefix(' ').unwrap_or(value).to_owned();
-        match field {
-            "event" => event.event = Some(value),
-            "id" => event.id = Some(value),
-            "data" => data.push(value),
-            other => panic!("unexpected SSE field {other:?}"),
-        }
-    }
-    event.data = data.join("\n");
-    if !event.data.is_empty() || event.id.is_some() {
-        event.comment = None;
-    }
-    event
-}
 
 /// A feed of `room` as the holder of `token`, checked open (200, `: ok` first).
 async fn feed(server: &ServerProcess, room: &str, token: &str, extra: &[(&str, &str)]) -> Sse {
