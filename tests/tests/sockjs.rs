@@ -431,3 +431,31 @@ async fn ipv6_sessions_are_capped_per_64_as_connections_are() {
     );
     assert_eq!(open("v4", "2001:db8:0:1::1").await.0, 200, "another /64");
 }
+
+#[tokio::test]
+async fn a_cookie_from_another_origin_of_the_site_opens_no_session() {
+    let server = ServerProcess::start_strict(&[]);
+    let addr = server.addr();
+    parley_tests::auth::register_ok(addr, "carol").await;
+    let login = parley_tests::auth::login_cookie(addr, "carol").await;
+    let cookie = parley_tests::auth::cookie_header(&login.cookie);
+    // A sibling subdomain's `<script src=…/jsonp?c=f>`: the SameSite=Strict cookie comes
+    // along (same site), no Origin does, and the answer is a script the page reads.
+    for (n, site) in ["same-site", "cross-site"].into_iter().enumerate() {
+        let headers = [("Cookie", cookie.as_str()), ("Sec-Fetch-Site", site)];
+        for transport in ["jsonp?c=steal", "htmlfile?c=steal", "eventsource"] {
+            let path = format!("/ws/000/sib{n}{}/{transport}", transport.len());
+            let resp = request(addr, None, "GET", &path, &headers, b"").await;
+            assert_eq!(resp.status, 403, "{transport} from a {site} page");
+        }
+    }
+    // The page's own requests (same origin, or an old browser that says nothing) still open.
+    for (n, site) in [Some("same-origin"), None].into_iter().enumerate() {
+        let mut headers = vec![("Cookie", cookie.as_str())];
+        headers.extend(site.map(|s| ("Sec-Fetch-Site", s)));
+        let path = format!("/ws/000/own{n}/jsonp?c=cb");
+        let resp = request(addr, None, "GET", &path, &headers, b"").await;
+        assert_eq!(resp.status, 200, "{site:?}");
+        assert_eq!(resp.all(WAIT).await.text(), "/**/cb(\"o\");\r\n");
+    }
+}
