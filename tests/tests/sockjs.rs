@@ -388,3 +388,100 @@ async fn shutdown_ends_streaming_responses_with_a_close_frame() {
     );
     server.wait_exit(Duration::from_secs(15));
 }
+
+/// Opens raw session `id` at `/ws` as guest `name` by polling; the answer's status.
+async fn open_raw_status(server: &ServerProcess, id: &str, name: &str) -> u16 {
+    let path = format!("/ws/000/{id}/xhr?name={name}");
+    request(server.addr(), None, "POST", &path, &[], b"")
+        .await
+        .status
+}
+
+#[tokio::test]
+async fn requests_racing_to_open_one_session_count_it_once() {
+    // Each opening request authenticates (a named guest: a storage read) between finding no
+    // session and opening one; racing requests for one id used to open one each, the last
+    // replacing the others in the table with their apps running on and their addresses'
+    // counts never given back.
+    let args = [
+        "--max-connections-per-ip",
+        "8",
+        "--sockjs-disconnect-delay",
+        "300ms",
+    ];
+    let server = ServerProcess::start(&args);
+    for round in 0..3 {
+        let id = format!("race{round}");
+        let names: Vec<String> = (0..8).map(|i| format!("racer{round}x{i}")).collect();
+        let racing = names.iter().map(|name| open_raw_status(&server, &id, name));
+        let statuses = futures_util::future::join_all(racing).await;
+        assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+        // Every request is over; the session is swept after the disconnect delay.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+    }
+    for i in 0..8 {
+        let status = open_raw_status(&server, &format!("after{i}"), "late").await;
+        assert_eq!(
+            status, 200,
+            "session {i}: the address's count came back to 0"
+        );
+    }
+}
+
+#[tokio::test]
+async fn ipv6_sessions_are_capped_per_64_as_connections_are() {
+    let args = [
+        "--echo",
+        "--trusted-proxy",
+        "127.0.0.1",
+        "--max-connections-per-ip",
+        "2",
+    ];
+    let server = ServerProcess::start(&args);
+    let open = |id: &'static str, client: &'static str| {
+        let path = format!("/sockjs-test/echo/000/{id}/xhr");
+        let addr = server.addr();
+        async move {
+            let xff = [("X-Forwarded-For", client)];
+            let resp = request(addr, None, "POST", &path, &xff, b"").await;
+            (resp.status, resp.all(WAIT).await.text())
+        }
+    };
+    assert_eq!(open("v1", "2001:db8::1").await.0, 200);
+    assert_eq!(open("v2", "2001:db8::2").await.0, 200);
+    let (status, body) = open("v3", "2001:db8::3").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (429, "too many SockJS sessions from your address\n"),
+        "one host owns its /64: a new address in it is no new client"
+    );
+    assert_eq!(open("v4", "2001:db8:0:1::1").await.0, 200, "another /64");
+}
+
+#[tokio::test]
+async fn a_cookie_from_another_origin_of_the_site_opens_no_session() {
+    let server = ServerProcess::start_strict(&[]);
+    let addr = server.addr();
+    parley_tests::auth::register_ok(addr, "carol").await;
+    let login = parley_tests::auth::login_cookie(addr, "carol").await;
+    let cookie = parley_tests::auth::cookie_header(&login.cookie);
+    // A sibling subdomain's `<script src=…/jsonp?c=f>`: the SameSite=Strict cookie comes
+    // along (same site), no Origin does, and the answer is a script the page reads.
+    for (n, site) in ["same-site", "cross-site"].into_iter().enumerate() {
+        let headers = [("Cookie", cookie.as_str()), ("Sec-Fetch-Site", site)];
+        for transport in ["jsonp?c=steal", "htmlfile?c=steal", "eventsource"] {
+            let path = format!("/ws/000/sib{n}{}/{transport}", transport.len());
+            let resp = request(addr, None, "GET", &path, &headers, b"").await;
+            assert_eq!(resp.status, 403, "{transport} from a {site} page");
+        }
+    }
+    // The page's own requests (same origin, or an old browser that says nothing) still open.
+    for (n, site) in [Some("same-origin"), None].into_iter().enumerate() {
+        let mut headers = vec![("Cookie", cookie.as_str())];
+        headers.extend(site.map(|s| ("Sec-Fetch-Site", s)));
+        let path = format!("/ws/000/own{n}/jsonp?c=cb");
+        let resp = request(addr, None, "GET", &path, &headers, b"").await;
+        assert_eq!(resp.status, 200, "{site:?}");
+        assert_eq!(resp.all(WAIT).await.text(), "/**/cb(\"o\");\r\n");
+    }
+}

@@ -69,8 +69,9 @@ impl Drop for IpSlot {
     }
 }
 
-/// The key an address is counted under: itself for IPv4, its /64 for IPv6.
-fn key(ip: IpAddr) -> IpAddr {
+/// The key an address is counted under: itself for IPv4, its /64 for IPv6 (SockJS sessions
+/// are counted the same way).
+pub(super) fn key(ip: IpAddr) -> IpAddr {
     match super::proxy::canonical(ip) {
         IpAddr::V6(v6) => {
             let mut octets = v6.octets();

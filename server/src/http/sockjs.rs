@@ -19,6 +19,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use sha2::{Digest, Sha256};
 
+use super::per_ip;
 use super::response::{text, Body};
 use super::upgrade::{draining, PendingUpgrade, SockApp, UpgradeKind, Upgrades};
 use crate::auth::Auth;
@@ -330,8 +331,13 @@ async fn attach(
                 Ok(app) => app,
                 Err(refusal) => return Err(refusal),
             };
-            match ctx.sockjs.open(key, ctx.client, app) {
-                Ok(session) => Ok(session),
+            match ctx
+                .sockjs
+                .open(key, ctx.client, per_ip::key(ctx.client), app)
+            {
+                // Opened meanwhile by another request: it is theirs only from their address.
+                Ok(session) if session.client() == ctx.client => Ok(session),
+                Ok(_) => Err(not_found()),
                 Err(Refused::Full) => Err(busy("too many SockJS sessions\n")),
                 Err(Refused::TooManyFromAddress) => {
                     let mut resp = text(

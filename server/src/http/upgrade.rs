@@ -239,7 +239,10 @@ impl Upgrades {
     ///
     /// A cookie alone is refused without an Origin where browsers always send one
     /// (`cookie_needs_origin`: WebSocket upgrades); SockJS's same-origin GETs carry none, and
-    /// there the cookie's `SameSite=Strict` keeps other sites' requests from carrying it.
+    /// there the cookie's `SameSite=Strict` keeps other sites' requests from carrying it. Not
+    /// other origins of the same site (a sibling subdomain): their `<script>` loads carry the
+    /// cookie and no Origin, and `jsonp`/`htmlfile` answers are scripts they can read. Such a
+    /// request says `Sec-Fetch-Site: same-site` (or `cross-site`), and is refused.
     async fn who(
         &self,
         req: &Request<Incoming>,
@@ -251,7 +254,13 @@ impl Upgrades {
         let only_cookie = auth::bearer(headers).is_none()
             && query.and_then(auth::query_token).is_none()
             && auth::session_cookie(headers).is_some();
-        if cookie_needs_origin && only_cookie && !headers.contains_key(header::ORIGIN) {
+        let from_elsewhere = headers
+            .get("sec-fetch-site")
+            .is_some_and(|site| !matches!(site.as_bytes(), b"same-origin" | b"none"));
+        if only_cookie
+            && !headers.contains_key(header::ORIGIN)
+            && (cookie_needs_origin || from_elsewhere)
+        {
             // A cookie is a browser credential, and browsers always send an Origin.
             return Err(text(
                 StatusCode::FORBIDDEN,

@@ -61,6 +61,8 @@ pub struct SockJsSettings {
 pub struct Session {
     peer: PeerEnd,
     client: IpAddr,
+    /// Where the session counts against the per-address cap (an IPv6 client's /64).
+    counted_as: IpAddr,
     slot: Mutex<Slot>,
 }
 
@@ -180,12 +182,22 @@ impl SockJs {
         !id.is_empty() && id.len() <= MAX_SESSION_ID && !id.contains(['/', '.'])
     }
 
-    /// Opens session `key` for `client`, running `app`.
-    pub fn open(&self, key: &str, client: IpAddr, app: App) -> Result<Arc<Session>, Refused> {
+    /// Opens session `key` for `client`, counted against the cap of `counted_as` (its /64 for
+    /// IPv6), running `app`. If another request opened `key` meanwhile (both found it missing
+    /// before authenticating), that session is returned and `app` never runs: replacing it
+    /// would leave its app running for ever and its address's count one too high.
+    pub fn open(
+        &self,
+        key: &str,
+        client: IpAddr,
+        counted_as: IpAddr,
+        app: App,
+    ) -> Result<Arc<Session>, Refused> {
         let (end, peer) = pipe(self.settings.max_inbound, self.settings.max_outbound);
         let session = Arc::new(Session {
             peer,
             client,
+            counted_as,
             slot: Mutex::new(Slot {
                 receiving: false,
                 opened: false,
@@ -194,10 +206,13 @@ impl SockJs {
         });
         {
             let mut table = self.table();
+            if let Some(opened) = table.by_id.get(key) {
+                return Ok(opened.clone());
+            }
             if table.by_id.len() >= self.settings.max_sessions {
                 return Err(Refused::Full);
             }
-            let per_ip = table.per_ip.entry(client).or_default();
+            let per_ip = table.per_ip.entry(counted_as).or_default();
             if self.settings.max_sessions_per_ip > 0 && *per_ip >= self.settings.max_sessions_per_ip
             {
                 return Err(Refused::TooManyFromAddress);
@@ -280,10 +295,10 @@ impl SockJs {
             !stale
         });
         for (key, session) in gone {
-            if let Some(count) = table.per_ip.get_mut(&session.client) {
+            if let Some(count) = table.per_ip.get_mut(&session.counted_as) {
                 *count -= 1;
                 if *count == 0 {
-                    table.per_ip.remove(&session.client);
+                    table.per_ip.remove(&session.counted_as);
                 }
             }
             debug!(session = %key, "SockJS session closed: no receiving request");
