@@ -1,12 +1,15 @@
 //! The two ends of a message session that outlives its HTTP requests (SockJS): the messages
 //! the client sent, waiting for the app (STOMP, raw JSON, echo), and the messages the app
 //! sent, waiting for the client's next receiving request. Both directions are bounded in
-//! bytes; the app side never waits on the client.
+//! bytes, and what waits for the client is charged to the server's memory budget (these are
+//! copies of the shared messages); the app side never waits on the client.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use bytes::Bytes;
+use parley_stomp::budget::{Charge, MemoryBudget};
 use tokio::sync::Notify;
 
 /// A session's state, shared by its app and its requests.
@@ -14,10 +17,11 @@ use tokio::sync::Notify;
 struct State {
     inbound: VecDeque<Bytes>,
     inbound_bytes: usize,
-    outbound: Vec<Bytes>,
+    outbound: VecDeque<(Bytes, Charge)>,
     outbound_bytes: usize,
-    /// The app ended the session: the close frame's code and reason.
+    /// The app ended the session: the close frame's code and reason, and since when.
     close: Option<(u16, String)>,
+    closed_at: Option<Instant>,
     /// The client is gone (no receiving request for too long, or its WebSocket closed).
     peer_gone: bool,
 }
@@ -30,6 +34,7 @@ struct Shared {
     to_peer: Notify,
     max_inbound: usize,
     max_outbound: usize,
+    budget: Arc<MemoryBudget>,
 }
 
 impl Shared {
@@ -41,14 +46,29 @@ impl Shared {
     }
 }
 
-/// A new session's two ends; each direction holds at most its bound in bytes.
-pub fn pipe(max_inbound: usize, max_outbound: usize) -> (AppEnd, PeerEnd) {
+impl State {
+    fn set_close(&mut self, code: u16, reason: &str) {
+        if self.close.is_none() {
+            self.close = Some((code, reason.to_owned()));
+            self.closed_at = Some(Instant::now());
+        }
+    }
+}
+
+/// A new session's two ends; each direction holds at most its bound in bytes, and what waits
+/// for the client is charged to `budget`.
+pub fn pipe(
+    max_inbound: usize,
+    max_outbound: usize,
+    budget: Arc<MemoryBudget>,
+) -> (AppEnd, PeerEnd) {
     let shared = Arc::new(Shared {
         state: Mutex::default(),
         to_app: Notify::new(),
         to_peer: Notify::new(),
         max_inbound,
         max_outbound,
+        budget,
     });
     (AppEnd(shared.clone()), PeerEnd(shared))
 }
@@ -89,14 +109,16 @@ impl AppEnd {
             return Err(Overflow);
         }
         if state.outbound_bytes + message.len() > self.0.max_outbound {
-            state.close = Some((1008, "slow consumer: messages not collected".to_owned()));
+            state.set_close(1008, "slow consumer: messages not collected");
             drop(state);
             self.0.to_peer.notify_one();
             self.0.to_app.notify_one();
             return Err(Overflow);
         }
         state.outbound_bytes += message.len();
-        state.outbound.push(message);
+        // Charged whatever the level, as a delivery is: it was published already.
+        let charge = self.0.budget.charge(message.len());
+        state.outbound.push_back((message, charge));
         drop(state);
         self.0.to_peer.notify_one();
         Ok(())
@@ -104,11 +126,7 @@ impl AppEnd {
 
     /// Ends the session with a close frame (the first close wins).
     pub fn close(&self, code: u16, reason: &str) {
-        let mut state = self.0.lock();
-        if state.close.is_none() {
-            state.close = Some((code, reason.to_owned()));
-        }
-        drop(state);
+        self.0.lock().set_close(code, reason);
         self.0.to_peer.notify_one();
     }
 
@@ -161,18 +179,37 @@ impl PeerEnd {
         Ok(())
     }
 
-    /// Takes what is waiting; `None` when there is nothing yet.
-    pub fn take(&self) -> Option<Taken> {
+    /// Takes what is waiting, at most about `max_bytes` of messages (at least one): the frame
+    /// they make, quoted, is what one write holds for a client that may have stopped reading.
+    /// The close comes once every message is taken. `None` when there is nothing yet.
+    pub fn take(&self, max_bytes: usize) -> Option<Taken> {
         let mut state = self.0.lock();
         if state.outbound.is_empty() && state.close.is_none() {
             return None;
         }
-        state.outbound_bytes = 0;
-        let messages = std::mem::take(&mut state.outbound);
-        Some(Taken {
-            messages,
-            close: state.close.clone(),
-        })
+        let mut messages = Vec::new();
+        let mut bytes = 0;
+        while let Some((message, _)) = state.outbound.front() {
+            if !messages.is_empty() && bytes + message.len() > max_bytes {
+                break;
+            }
+            bytes += message.len();
+            if let Some((message, _charge)) = state.outbound.pop_front() {
+                messages.push(message);
+            }
+        }
+        state.outbound_bytes -= bytes;
+        let close = if state.outbound.is_empty() {
+            state.close.clone()
+        } else {
+            None
+        };
+        Some(Taken { messages, close })
+    }
+
+    /// When the session was closed, if it was.
+    pub fn closed_at(&self) -> Option<Instant> {
+        self.0.lock().closed_at
     }
 
     /// Waits until [`PeerEnd::take`] would find something.
@@ -193,5 +230,45 @@ impl PeerEnd {
     pub fn leave(&self) {
         self.0.lock().peer_gone = true;
         self.0.to_app.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn takes_are_bounded_and_what_waits_is_charged() {
+        let budget = MemoryBudget::new(1 << 20);
+        let (app, peer) = pipe(1024, 1024, budget.clone());
+        for _ in 0..5 {
+            app.send(Bytes::from(vec![b'x'; 100])).unwrap();
+        }
+        assert_eq!(budget.used(), 500);
+        app.close(1000, "bye");
+        let first = peer.take(250).unwrap();
+        assert_eq!(first.messages.len(), 2);
+        assert!(first.close.is_none(), "the close waits for the rest");
+        assert_eq!(budget.used(), 300);
+        let rest = peer.take(1).unwrap();
+        assert_eq!(rest.messages.len(), 1, "at least one");
+        let last = peer.take(1000).unwrap();
+        assert_eq!(last.messages.len(), 2);
+        assert_eq!(last.close, Some((1000, "bye".to_owned())));
+        assert_eq!(budget.used(), 0);
+        assert!(peer.closed_at().is_some());
+    }
+
+    #[test]
+    fn past_its_bound_the_session_closes_as_a_slow_consumer() {
+        let (app, peer) = pipe(16, 150, MemoryBudget::unlimited());
+        app.send(Bytes::from(vec![b'x'; 100])).unwrap();
+        assert!(app.send(Bytes::from(vec![b'x'; 100])).is_err());
+        let taken = peer.take(1000).unwrap();
+        assert_eq!(taken.close.map(|c| c.0), Some(1008));
+        assert!(
+            peer.push(vec![Bytes::from(vec![b'y'; 17])]).is_err(),
+            "inbound bound"
+        );
     }
 }

@@ -193,7 +193,11 @@ impl SockJs {
         counted_as: IpAddr,
         app: App,
     ) -> Result<Arc<Session>, Refused> {
-        let (end, peer) = pipe(self.settings.max_inbound, self.settings.max_outbound);
+        let (end, peer) = pipe(
+            self.settings.max_inbound,
+            self.settings.max_outbound,
+            self.apps.hub.budget().clone(),
+        );
         let session = Arc::new(Session {
             peer,
             client,
@@ -262,10 +266,19 @@ impl SockJs {
     /// per WebSocket message (`<prefix>/websocket` of the conformance services; the chat
     /// prefixes' plain WebSockets are `/stomp`'s and `/ws`'s own).
     pub fn websocket(&self, app: App, framed: bool) -> SockJsWebSocket {
-        let (end, peer) = pipe(self.settings.max_inbound, self.settings.max_outbound);
+        let (end, peer) = pipe(
+            self.settings.max_inbound,
+            self.settings.max_outbound,
+            self.apps.hub.budget().clone(),
+        );
         self.tracker
             .spawn(self.apps.run(app, end, self.shutdown.clone()));
-        SockJsWebSocket::new(peer, self.settings.heartbeat, framed)
+        SockJsWebSocket::new(
+            peer,
+            self.settings.heartbeat,
+            framed,
+            self.settings.response_limit,
+        )
     }
 
     /// Closes sessions nobody has received for `disconnect_delay`, until shutdown.
@@ -288,7 +301,14 @@ impl SockJs {
         let mut gone = Vec::new();
         table.by_id.retain(|key, session| {
             let slot = session.slot();
-            let stale = !slot.receiving && now.duration_since(slot.idle_since) >= delay;
+            // A closed session goes however its client keeps asking (each ask would answer
+            // the close frame and keep it another delay).
+            let closed_long_ago = session
+                .peer
+                .closed_at()
+                .is_some_and(|at| at.elapsed() >= delay);
+            let stale =
+                closed_long_ago || !slot.receiving && now.duration_since(slot.idle_since) >= delay;
             if stale {
                 gone.push((key.clone(), session.clone()));
             }
@@ -355,7 +375,7 @@ impl Receiver {
     async fn stream(&mut self) {
         let peer = self.session.peer.clone();
         loop {
-            if let Some(taken) = peer.take() {
+            if let Some(taken) = peer.take(self.limit) {
                 if !taken.messages.is_empty() {
                     let sent = self.frame(&frames::messages(&taken.messages)).await;
                     // A poll carries one frame: a close after these goes to the next poll.

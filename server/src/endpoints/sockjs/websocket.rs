@@ -18,17 +18,20 @@ pub struct SockJsWebSocket {
     peer: PeerEnd,
     heartbeat: Duration,
     framed: bool,
+    /// Message bytes one WebSocket message carries at most (more go in the next).
+    max_frame: usize,
     opened: bool,
     /// The close to send once the last frames are out.
     closing: Option<(CloseCode, String)>,
 }
 
 impl SockJsWebSocket {
-    pub(super) fn new(peer: PeerEnd, heartbeat: Duration, framed: bool) -> Self {
+    pub(super) fn new(peer: PeerEnd, heartbeat: Duration, framed: bool, max_frame: usize) -> Self {
         Self {
             peer,
             heartbeat,
             framed,
+            max_frame,
             opened: false,
             closing: None,
         }
@@ -36,7 +39,8 @@ impl SockJsWebSocket {
 
     /// The WebSocket frames of what the app sent, or `None` when nothing came.
     fn frames(&mut self) -> Option<Vec<Bytes>> {
-        let taken = self.peer.take()?;
+        // At most about a streaming response's worth per WebSocket message.
+        let taken = self.peer.take(self.max_frame)?;
         let text = |payload: &[u8]| frame::encode(OpCode::Text, payload);
         let mut out = Vec::new();
         if self.framed {
