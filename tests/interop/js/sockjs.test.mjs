@@ -39,6 +39,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { WebSocket } from 'ws';
 import sockjs from 'sockjs';
+import { withTimeout } from './timeout.mjs';
 
 const IS_RABBIT = (process.env.INTEROP_TARGET ?? 'parley') === 'rabbitmq';
 const WAIT = 5_000;
@@ -64,15 +65,6 @@ const PRESENCE_HEADERS = ['etag', 'expires'];
 // The two servers
 // ---------------------------------------------------------------------------------------------
 
-function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
 
 const spawned = new Set();
 process.on('exit', () => { for (const p of spawned) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL'); });

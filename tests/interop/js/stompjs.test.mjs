@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { WebSocket } from 'ws';
 import { Client, Versions } from '@stomp/stompjs';
+import { withTimeout } from './timeout.mjs';
 
 // Node 20 has no global WebSocket; stompjs' brokerURL needs one.
 Object.assign(globalThis, { WebSocket });
@@ -33,15 +34,6 @@ const uniq = (p) => `interop-${p}-${RUN}-${counter++}`;
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-function withTimeout(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
 
 function deferred() {
   let resolve, reject;
