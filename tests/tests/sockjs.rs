@@ -173,6 +173,41 @@ async fn stomp_over_every_transport_shares_a_room_with_websocket_stomp() {
 }
 
 #[tokio::test]
+async fn a_catch_up_larger_than_the_outbox_reaches_a_sockjs_client_whole() {
+    // 64 messages of 4,000 bytes against a 64 KiB outbox: written all at once, the catch-up
+    // would overflow the session's bound; paced as socket writes are, it all arrives.
+    let server = ServerProcess::start(&["--outbox-bytes", "65536"]);
+    let room = "/topic/big";
+    let mut ws = ws_stomp(&server, "bob", room).await;
+    let body = "z".repeat(4000);
+    for i in 1..=64 {
+        let receipt = format!("m{i}");
+        let headers = [("destination", room), ("receipt", receipt.as_str())];
+        ws.send(Message::text(stomp("SEND", &headers, &body)))
+            .await
+            .unwrap();
+    }
+    let mut receipts = 0;
+    while receipts < 64 {
+        if ws_frame(&mut ws).await.0 == "RECEIPT" {
+            receipts += 1;
+        }
+    }
+    let mut s = open(&server, "/stomp", Transport::XhrStreaming, "").await;
+    let connect = [("accept-version", "1.2"), ("host", "/"), ("login", "carol")];
+    s.send(&[&stomp("CONNECT", &connect, "")]).await;
+    assert_eq!(next_stomp(&mut s).await.0, "CONNECTED");
+    let sub = [("id", "s"), ("destination", room), ("since", "0")];
+    s.send(&[&stomp("SUBSCRIBE", &sub, "")]).await;
+    for id in 1..=64u64 {
+        let (command, headers, got) = next_stomp(&mut s).await;
+        assert_eq!(command, "MESSAGE", "message {id}");
+        assert_eq!(header(&headers, "message-id"), id.to_string());
+        assert_eq!(got.len(), body.len());
+    }
+}
+
+#[tokio::test]
 async fn raw_json_over_xhr_streaming_receives_from_a_ws_client() {
     let server = ServerProcess::start(&[]);
     let query = "?name=alice";

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parley_stomp::budget::{Charge, MemoryBudget};
@@ -32,6 +32,8 @@ struct Shared {
     to_app: Notify,
     /// Wakes the receiving request: outbound messages, or the session closed.
     to_peer: Notify,
+    /// Wakes an app waiting for the client to take what it sent.
+    taken: Notify,
     max_inbound: usize,
     max_outbound: usize,
     budget: Arc<MemoryBudget>,
@@ -66,6 +68,7 @@ pub fn pipe(
         state: Mutex::default(),
         to_app: Notify::new(),
         to_peer: Notify::new(),
+        taken: Notify::new(),
         max_inbound,
         max_outbound,
         budget,
@@ -122,6 +125,33 @@ impl AppEnd {
         drop(state);
         self.0.to_peer.notify_one();
         Ok(())
+    }
+
+    /// Waits until at most half the outbound bound is waiting for the client (or the session
+    /// is over): what a socket write's backpressure is to a WebSocket app. Callers bound the
+    /// wait in time.
+    pub async fn drained(&self) {
+        loop {
+            let taken = self.0.taken.notified();
+            {
+                let state = self.0.lock();
+                let over = state.close.is_some() || state.peer_gone;
+                if over || state.outbound_bytes <= self.0.max_outbound / 2 {
+                    return;
+                }
+            }
+            taken.await;
+        }
+    }
+
+    /// Sends `message` once the client has taken enough of what came before
+    /// ([`AppEnd::drained`]), waiting at most `limit`.
+    pub async fn send_paced(&self, message: Bytes, limit: Duration) -> Result<(), Overflow> {
+        if tokio::time::timeout(limit, self.drained()).await.is_err() {
+            self.close(1008, "slow consumer: messages not collected");
+            return Err(Overflow);
+        }
+        self.send(message)
     }
 
     /// Ends the session with a close frame (the first close wins).
@@ -204,6 +234,8 @@ impl PeerEnd {
         } else {
             None
         };
+        drop(state);
+        self.0.taken.notify_waiters();
         Some(Taken { messages, close })
     }
 
@@ -230,6 +262,7 @@ impl PeerEnd {
     pub fn leave(&self) {
         self.0.lock().peer_gone = true;
         self.0.to_app.notify_one();
+        self.0.taken.notify_waiters();
     }
 }
 

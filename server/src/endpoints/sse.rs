@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, HeaderValue, Response};
 use parley_stomp::broker::Delivery;
+use parley_stomp::budget::Charge;
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +20,7 @@ use super::raw::wire;
 use super::streaming::{streamed, Feed, Streamed};
 use crate::auth::Authenticated;
 use crate::hub::{live_from_stored, ChatSession, ChatSettings, Held, Hub, Next, Notice, Refusal};
+use crate::store::StoredMessage;
 
 /// What a heartbeat is: an SSE comment, which clients ignore but proxies see as traffic.
 const HEARTBEAT: &[u8] = b": hb\n\n";
@@ -44,7 +46,15 @@ struct RoomFeed {
     room: String,
     /// The reader's name: their own typing is not echoed to them (as on `/ws`).
     user: Arc<str>,
+    /// A catch-up still to write, a chunk at a time, and what it holds against the memory
+    /// budget until written.
+    replay: std::vec::IntoIter<StoredMessage>,
+    replay_charge: Option<Charge>,
 }
+
+/// Bytes of catch-up events one chunk carries: a stalled reader holds a few chunks, not the
+/// whole catch-up encoded.
+const REPLAY_CHUNK: usize = 64 * 1024;
 
 /// Opens `who`'s feed of `room`: joins it, catching up after `since` (`None`: live from now),
 /// and streams from a task of its own that ends with the client, the session or `shutdown`.
@@ -69,6 +79,8 @@ pub async fn open(
         chat: session,
         room,
         user,
+        replay: Vec::new().into_iter(),
+        replay_charge: None,
     };
     tokio::spawn(run(state, feed, settings.heartbeat, shutdown));
     let mut resp = Response::new(body);
@@ -102,6 +114,10 @@ async fn run(mut state: RoomFeed, feed: Feed, heartbeat: Duration, shutdown: Can
             // Anything written shows the stream alive: the next heartbeat is a full period away.
             beat.reset();
         }
+        if let Some(replayed) = state.replay_chunk() {
+            chunk = replayed;
+            continue;
+        }
         chunk = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
@@ -130,20 +146,35 @@ impl RoomFeed {
                     self.push_delivery(&mut out, delivery);
                 }
             }
-            Next::Held(Held::Replay { messages, .. }) => {
+            Next::Held(Held::Replay {
+                messages, charge, ..
+            }) => {
                 // A failed catch-up ends the stream: the client reconnects with the same
                 // Last-Event-ID and tries again, rather than carrying on past a hole.
-                for message in messages.ok()? {
-                    let id = message.id.to_string();
-                    let frame = wire::message_frame(&live_from_stored(message), &self.user);
-                    push_event(&mut out, None, Some(&id), &wire::json_of(&frame));
-                }
+                self.replay = messages.ok()?.into_iter();
+                self.replay_charge = charge;
             }
             // Lost access to the room (removed from a private one): the feed has nothing left.
             Next::Notice(Notice::Revoked { .. }) => return None,
             Next::Held(_) | Next::Notice(_) => {}
         }
         Some(out.freeze())
+    }
+
+    /// The next chunk of a catch-up, if one is being written; live deliveries wait behind it
+    /// in the session, in order.
+    fn replay_chunk(&mut self) -> Option<Bytes> {
+        let mut out = BytesMut::new();
+        while out.len() < REPLAY_CHUNK {
+            let Some(message) = self.replay.next() else {
+                self.replay_charge = None;
+                break;
+            };
+            let id = message.id.to_string();
+            let frame = wire::message_frame(&live_from_stored(message), &self.user);
+            push_event(&mut out, None, Some(&id), &wire::json_of(&frame));
+        }
+        (!out.is_empty()).then(|| out.freeze())
     }
 
     /// One delivery as an event: the room's messages and events with their id, presence and

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use parley_protocol::frame::{FrameHeader, OpCode};
@@ -36,6 +37,8 @@ pub(super) struct Apps {
     pub(super) chat: Arc<ChatSettings>,
     pub(super) auth: Arc<Auth>,
     pub(super) max_message: usize,
+    /// Longest wait for a client to collect what its app sent before.
+    pub(super) write_timeout: Duration,
 }
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -51,7 +54,7 @@ impl Apps {
             App::Raw(who) => {
                 let client = RawClient::open(&self.hub, self.auth.clone(), self.chat.clone(), who);
                 let limits = Limits::new(self.max_message, self.max_message);
-                Box::pin(drive(end, client, limits, shutdown))
+                Box::pin(drive(end, client, limits, self.write_timeout, shutdown))
             }
             App::Echo => Box::pin(echo(end, shutdown)),
             App::Close => Box::pin(async move { end.close(3000, "Go away!") }),
@@ -82,6 +85,7 @@ async fn drive<E: Endpoint>(
     end: AppEnd,
     mut endpoint: E,
     limits: Limits,
+    write_timeout: Duration,
     shutdown: CancellationToken,
 ) {
     let mut conn = Connection::new(limits, None);
@@ -117,7 +121,8 @@ async fn drive<E: Endpoint>(
         while let Some(bytes) = conn.poll_transmit() {
             unframer.buf.extend_from_slice(&bytes);
         }
-        if unframer.forward(&end).is_err() || conn.is_closing() || conn.is_closed() {
+        let forwarded = unframer.forward(&end, write_timeout).await;
+        if forwarded.is_err() || conn.is_closing() || conn.is_closed() {
             break;
         }
     }
@@ -131,9 +136,10 @@ struct Unframer {
 }
 
 impl Unframer {
-    /// Forwards every whole frame: data as messages, a close as the session's close. `Err`
+    /// Forwards every whole frame: data as messages (paced as socket writes are: a long
+    /// catch-up waits for the client to collect it), a close as the session's close. `Err`
     /// once the session is over.
-    fn forward(&mut self, end: &AppEnd) -> Result<(), ()> {
+    async fn forward(&mut self, end: &AppEnd, write_timeout: Duration) -> Result<(), ()> {
         while let Ok(Some((header, head_len))) = FrameHeader::parse(&self.buf) {
             let Ok(len) = usize::try_from(header.payload_len) else {
                 return Err(());
@@ -145,7 +151,9 @@ impl Unframer {
             let payload: Bytes = self.buf.split_to(len).freeze();
             match header.opcode {
                 OpCode::Text | OpCode::Binary | OpCode::Continuation => {
-                    end.send(payload).map_err(|_| ())?;
+                    end.send_paced(payload, write_timeout)
+                        .await
+                        .map_err(|_| ())?;
                 }
                 OpCode::Close => {
                     let code = payload

@@ -153,6 +153,7 @@ impl SockJs {
             chat: parts.chat,
             auth: parts.auth,
             max_message: parts.max_message,
+            write_timeout: settings.write_timeout,
         };
         Arc::new(Self {
             settings,

@@ -128,7 +128,8 @@ impl Stomp {
         caller: Caller,
         shutdown: CancellationToken,
     ) -> impl Future<Output = ()> + Send + '_ {
-        self.conn(Sock::new(end), caller).serve(shutdown)
+        let transport = Sock::new(end, self.settings.write_timeout);
+        self.conn(transport, caller).serve(shutdown)
     }
 
     /// A new connection's state. Built before the connection's future, which then holds it

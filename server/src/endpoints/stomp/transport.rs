@@ -157,16 +157,18 @@ impl<S: ReadReady + AsyncWrite + Send> Transport for Ws<S> {
 /// with U+FFFD in place of what is not (use WebSocket or TCP for binary bodies).
 pub(super) struct Sock {
     end: AppEnd,
-    queued: Vec<Bytes>,
+    queued: VecDeque<Bytes>,
     got: Vec<Bytes>,
+    write_timeout: Duration,
 }
 
 impl Sock {
-    pub(super) fn new(end: AppEnd) -> Self {
+    pub(super) fn new(end: AppEnd, write_timeout: Duration) -> Self {
         Self {
             end,
-            queued: Vec::new(),
+            queued: VecDeque::new(),
             got: Vec::new(),
+            write_timeout,
         }
     }
 }
@@ -187,13 +189,16 @@ impl Transport for Sock {
         for part in parts {
             frame.extend_from_slice(part);
         }
-        self.queued.push(frame.freeze());
+        self.queued.push_back(frame.freeze());
     }
 
     async fn flush(&mut self) -> io::Result<()> {
-        for frame in self.queued.drain(..) {
+        // Paced as a socket write is: a long catch-up waits for the client to collect it
+        // rather than overflowing the session's bound.
+        while let Some(frame) = self.queued.pop_front() {
             self.end
-                .send(frame)
+                .send_paced(frame, self.write_timeout)
+                .await
                 .map_err(|_| io::Error::other("SockJS client not collecting its messages"))?;
         }
         Ok(())
