@@ -2,7 +2,7 @@
 // direct message that reaches only its recipient, rooms (public and private), scroll-up paging,
 // and text-only rendering. The server is strict (accounts only): every user creates an account
 // on the page's sign-in screen.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as e2e from './lib.mjs';
 
@@ -16,15 +16,9 @@ async function open(name, options) {
   return user;
 }
 
-before(async () => {
-  server = await e2e.startServer();
-  browser = await e2e.launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-  e2e.removeDir(server.dataDir);
+e2e.serveFile({}, (b, s) => {
+  browser = b;
+  server = s;
 });
 
 let alice;

@@ -2,7 +2,7 @@
 // (highlight, autocomplete, notifications while the tab is hidden), date separators, natural room
 // order, focus that list refreshes never take, full member names, the message-length limit, and a
 // sign-out that leaves nothing of the last user on the screen. The server is strict (accounts).
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as e2e from './lib.mjs';
 
@@ -10,17 +10,11 @@ let browser;
 let server;
 let builder; // an account's token for creating rooms through the API
 
-before(async () => {
-  server = await e2e.startServer();
-  browser = await e2e.launchBrowser();
+e2e.serveFile({}, async (b, s) => {
+  browser = b;
+  server = s;
   await e2e.register(server, 'builder');
   builder = await e2e.apiToken(server, 'builder');
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-  e2e.removeDir(server.dataDir);
 });
 
 async function createRoom(name, isPrivate = false) {

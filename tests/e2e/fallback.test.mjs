@@ -4,7 +4,7 @@
 // sockjs-client + @stomp/stompjs bundles, and the raw JSON protocol over SockJS at /ws, in
 // Chromium with WebSocket removed, one transport at a time.
 import http from 'node:http';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as e2e from './lib.mjs';
 
@@ -20,15 +20,10 @@ let browser;
 let server;
 const contexts = [];
 
-before(async () => {
-  server = await e2e.startServer({ guests: true }); // guests: the raw JSON clients at /ws?name=
-  browser = await e2e.launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-  e2e.removeDir(server.dataDir);
+// Guests: the raw JSON clients at /ws?name=.
+e2e.serveFile({ guests: true }, (b, s) => {
+  browser = b;
+  server = s;
 });
 
 async function open(name, options) {

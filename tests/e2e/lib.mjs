@@ -1,5 +1,6 @@
 // Helpers for the browser end-to-end tests: a real `parley` server per test file, Debian's
 // Chromium driven by playwright-core (never a downloaded browser), one browser context per user.
+import { after, before } from 'node:test';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
@@ -133,6 +134,26 @@ export async function startProxy(targetPort) {
       return new Promise((resolve) => srv.close(resolve));
     },
   };
+}
+
+/**
+ * One server (started with `options`, as `startServer` takes them) and one browser for a test
+ * file: started before its tests, closed, stopped and removed after. `started(browser, server)`
+ * hands them over (it may also prepare what the tests share).
+ */
+export function serveFile(options, started) {
+  let browser;
+  let server;
+  before(async () => {
+    server = await startServer(options);
+    browser = await launchBrowser();
+    await started(browser, server);
+  });
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+    if (server) removeDir(server.dataDir);
+  });
 }
 
 export async function launchBrowser() {

@@ -1,21 +1,15 @@
 // At phone width (390 px) the page is usable: nothing overflows sideways, the conversation and
 // the composer fill the screen, rooms and members open as drawers, long words wrap.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as e2e from './lib.mjs';
 
 let browser;
 let server;
 
-before(async () => {
-  server = await e2e.startServer();
-  browser = await e2e.launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-  e2e.removeDir(server.dataDir);
+e2e.serveFile({}, (b, s) => {
+  browser = b;
+  server = s;
 });
 
 const PHONE = { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true };

@@ -1,7 +1,7 @@
 // People and private rooms in the browser: the directory (search by name, online dots, a DM
 // started from it), a private room's members with roles (invite with autocomplete, remove,
 // leave), and "you are not a member of #x" for a room one may not read.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as e2e from './lib.mjs';
 
@@ -15,15 +15,9 @@ async function open(name, options) {
   return user;
 }
 
-before(async () => {
-  server = await e2e.startServer();
-  browser = await e2e.launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-  e2e.removeDir(server.dataDir);
+e2e.serveFile({}, (b, s) => {
+  browser = b;
+  server = s;
 });
 
 let alice;

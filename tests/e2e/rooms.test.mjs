@@ -1,7 +1,7 @@
 // The room list under load: the page shows one page of GET /api/rooms, "More rooms" loads the
 // next, the filter box asks the server by name prefix; a guest is told, not looped, when the room
 // it opens does not exist (guests cannot create rooms).
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as e2e from './lib.mjs';
 
@@ -9,9 +9,9 @@ let browser;
 let server;
 const ROOMS = 130; // more than the server's page (100)
 
-before(async () => {
-  server = await e2e.startServer({ guests: true, args: ['--max-rooms-per-account', '200'] });
-  browser = await e2e.launchBrowser();
+e2e.serveFile({ guests: true, args: ['--max-rooms-per-account', '200'] }, async (b, s) => {
+  browser = b;
+  server = s;
   await e2e.register(server, 'builder');
   const token = await e2e.apiToken(server, 'builder');
   for (let i = 0; i < ROOMS; i++) {
@@ -19,12 +19,6 @@ before(async () => {
     const r = await e2e.postJson(server, '/api/rooms', { name }, { authorization: `Bearer ${token}` });
     assert.equal(r.status, 201, `${name}: ${JSON.stringify(r.body)}`);
   }
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-  e2e.removeDir(server.dataDir);
 });
 
 const listed = (page) => page.locator('#room-list a[data-kind="room"]');

@@ -1,22 +1,16 @@
 // Unread counts and stored direct messages in the browser: badges on rooms and DMs (mentions
 // highlighted), the total in the tab title, marks that clear the other tabs of the same user, a DM
 // to an offline account delivered when they sign in, DM history across reloads, DM paging.
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as e2e from './lib.mjs';
 
 let browser;
 let server;
 
-before(async () => {
-  server = await e2e.startServer();
-  browser = await e2e.launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-  e2e.removeDir(server.dataDir);
+e2e.serveFile({}, (b, s) => {
+  browser = b;
+  server = s;
 });
 
 /** Another tab of `user` (same context: same session cookie) at `hash`, errors collected. */

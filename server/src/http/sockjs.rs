@@ -24,7 +24,7 @@ use super::response::{text, Body};
 use super::upgrade::{draining, PendingUpgrade, SockApp, UpgradeKind, Upgrades};
 use crate::auth::Auth;
 use crate::endpoints::sockjs::frames::{self, Wrap};
-use crate::endpoints::sockjs::{Mode, Refused, SendRefused, Session, SockJs};
+use crate::endpoints::sockjs::{Mode, Refused, Session, SockJs};
 use crate::endpoints::streaming::{stream, whole, Reply};
 
 /// How long browsers may cache what never changes (the protocol's one year).
@@ -376,18 +376,16 @@ async fn send(ctx: &Ctx<'_>, req: Request<Incoming>, key: &str, jsonp: bool) -> 
         Some(payload) if !payload.is_empty() => payload,
         _ => return text_utf8(StatusCode::INTERNAL_SERVER_ERROR, "Payload expected."),
     };
-    if let Err(why) = frames::parse_sent(&payload, false) {
-        return text_utf8(StatusCode::INTERNAL_SERVER_ERROR, why);
-    }
+    // Malformed before unknown: the protocol's order of answers.
+    let messages = match frames::parse_sent(&payload, false) {
+        Ok(messages) => messages,
+        Err(why) => return text_utf8(StatusCode::INTERNAL_SERVER_ERROR, why),
+    };
     let Some(session) = ctx.sockjs.find(key).filter(|s| s.client() == ctx.client) else {
         return not_found();
     };
-    match ctx.sockjs.send(&session, &payload) {
-        Ok(()) => {}
-        Err(SendRefused::Malformed(why)) => {
-            return text_utf8(StatusCode::INTERNAL_SERVER_ERROR, why)
-        }
-        Err(SendRefused::Busy) => return busy("the session has not taken what was sent before\n"),
+    if ctx.sockjs.send(&session, messages).is_err() {
+        return busy("the session has not taken what was sent before\n");
     }
     let mut resp = if jsonp {
         text_utf8(StatusCode::OK, "ok")

@@ -102,15 +102,6 @@ pub enum Refused {
     TooManyFromAddress,
 }
 
-/// Why a client's send was refused.
-#[derive(Debug)]
-pub enum SendRefused {
-    /// Not JSON, or not an array of strings: the SockJS error text.
-    Malformed(&'static str),
-    /// The app has not taken what the client sent before.
-    Busy,
-}
-
 /// The SockJS endpoint: every session, and what their apps need.
 pub struct SockJs {
     settings: SockJsSettings,
@@ -230,13 +221,10 @@ impl SockJs {
         Ok(session)
     }
 
-    /// Hands a client's `xhr_send`/`jsonp_send` payload to its session's app.
-    pub fn send(&self, session: &Session, payload: &[u8]) -> Result<(), SendRefused> {
-        let messages = frames::parse_sent(payload, false).map_err(SendRefused::Malformed)?;
-        session
-            .peer
-            .push(messages)
-            .map_err(|Busy| SendRefused::Busy)
+    /// Hands a client's `xhr_send`/`jsonp_send` messages ([`frames::parse_sent`]) to its
+    /// session's app; `Err` when the app has not taken what the client sent before.
+    pub fn send(&self, session: &Session, messages: Vec<Bytes>) -> Result<(), Busy> {
+        session.peer.push(messages)
     }
 
     /// A receiving request on `session`: its body, fed by a task until the answer is complete.
