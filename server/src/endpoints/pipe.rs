@@ -107,21 +107,29 @@ impl AppEnd {
     /// Queues one message for the client. Past the outbound bound the session is closed
     /// (1008, as a slow consumer) and `Err` says so.
     pub fn send(&self, message: Bytes) -> Result<(), Overflow> {
+        self.send_all([message])
+    }
+
+    /// Queues `messages` in one step: a receiving request takes them together or not at all
+    /// (an echo of one send is one frame, as the reference server makes it).
+    pub fn send_all(&self, messages: impl IntoIterator<Item = Bytes>) -> Result<(), Overflow> {
         let mut state = self.0.lock();
         if state.close.is_some() {
             return Err(Overflow);
         }
-        if state.outbound_bytes + message.len() > self.0.max_outbound {
-            state.set_close(1008, "slow consumer: messages not collected");
-            drop(state);
-            self.0.to_peer.notify_one();
-            self.0.to_app.notify_one();
-            return Err(Overflow);
+        for message in messages {
+            if state.outbound_bytes + message.len() > self.0.max_outbound {
+                state.set_close(1008, "slow consumer: messages not collected");
+                drop(state);
+                self.0.to_peer.notify_one();
+                self.0.to_app.notify_one();
+                return Err(Overflow);
+            }
+            state.outbound_bytes += message.len();
+            // Charged whatever the level, as a delivery is: it was published already.
+            let charge = self.0.budget.charge(message.len());
+            state.outbound.push_back((message, charge));
         }
-        state.outbound_bytes += message.len();
-        // Charged whatever the level, as a delivery is: it was published already.
-        let charge = self.0.budget.charge(message.len());
-        state.outbound.push_back((message, charge));
         drop(state);
         self.0.to_peer.notify_one();
         Ok(())

@@ -70,10 +70,8 @@ async fn echo(end: AppEnd, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return end.close(1001, "server shutting down"),
             more = end.recv(&mut got) => if !more { return },
         }
-        for message in got.drain(..) {
-            if end.send(message).is_err() {
-                return;
-            }
+        if end.send_all(got.drain(..)).is_err() {
+            return;
         }
     }
 }
