@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cluster;
 pub mod http;
 pub mod raw;
+pub mod socketio;
 pub mod sockjs;
 pub mod sse;
 pub mod stomp;
