@@ -10,6 +10,8 @@
 // logged in over REST (docs/auth.md), except where a guest is the point.
 //
 // Checklist:
+// - on the wire: CONNECT answered `40{"sid","pid"}`, acks `43<id>[…]`, `message` events with the
+//   offset string as their last argument;
 // - each transport alone (`['polling']`, `['websocket']`) and the default upgrade (the engine's
 //   transport becomes `websocket`): join answered via ack with {type:'joined', room, members,
 //   last_id}; send's ack {type:'ack', id} with the durable id; the own `message` event with that
@@ -40,7 +42,7 @@ import { WebSocket } from 'ws';
 import { io } from 'socket.io-client';
 import { Client } from '@stomp/stompjs';
 import { withTimeout } from './timeout.mjs';
-import { WAIT, deferred, freePort, newDataDir, sleep, startParley, tail } from './socketio-helpers.mjs';
+import { WAIT, deferred, freePort, newDataDir, rawSocket, sleep, startParley, tail } from './socketio-helpers.mjs';
 
 const IS_RABBIT = (process.env.INTEROP_TARGET ?? 'parley') === 'rabbitmq';
 const QUIET = 300;
@@ -287,6 +289,48 @@ describe('socket.io-client 4 against Parley\'s chat', { skip: IS_RABBIT && 'parl
       assert.equal(socket.io.engine.transport.name, final, 'the transport did not change');
     });
   }
+
+  test('on the wire: CONNECT answered with sid and pid, acks as 43<id>, message events end with an offset', async (t) => {
+    t.after(cleanup);
+    const alice = await account('wire');
+    const s = rawSocket(`${parley.url.replace(/^http/, 'ws')}/socket.io/?EIO=4&transport=websocket`);
+    cleanups.push(() => s.close());
+    const open = JSON.parse((await s.next()).slice(1));
+    assert.deepEqual(open.upgrades, []);
+    s.send(`40${JSON.stringify({ token: alice.token })}`);
+    const answer = await s.next({ skipPings: true });
+    assert.ok(answer.startsWith('40{'), answer);
+    const handshake = JSON.parse(answer.slice(2));
+    assert.equal(typeof handshake.sid, 'string');
+    assert.equal(typeof handshake.pid, 'string', 'the server offers connection-state recovery');
+    const room = uniq('wire');
+    s.send(`421${JSON.stringify(['join', { room }])}`);
+    const got = [];
+    const until = async (pred, what) => {
+      for (;;) {
+        const packet = await s.next({ skipPings: true }).catch((e) => { throw new Error(`${what}: ${e.message}; got ${got}`); });
+        got.push(packet);
+        if (pred(packet)) return packet;
+      }
+    };
+    const joined = await until((p) => p.startsWith('431['), 'the join ack');
+    const [joinAck] = JSON.parse(joined.slice(3));
+    assert.equal(joinAck.type, 'joined');
+    assert.equal(joinAck.room, room);
+    s.send(`422${JSON.stringify(['send', { room, body: 'on the wire' }])}`);
+    const acked = await until((p) => p.startsWith('432['), 'the send ack');
+    const [sendAck] = JSON.parse(acked.slice(3));
+    assert.equal(sendAck.type, 'ack');
+    assert.ok(isId(sendAck.id));
+    const event = got.find((p) => p.startsWith('42["message"')) ?? await until((p) => p.startsWith('42["message"'), 'the message event');
+    const [name, message, offset, ...rest] = JSON.parse(event.slice(2));
+    assert.equal(name, 'message');
+    assert.equal(message.id, sendAck.id);
+    assert.equal(message.room, room);
+    assert.equal(message.from, alice.user);
+    assert.equal(typeof offset, 'string', `offset in ${event}`);
+    assert.deepEqual(rest, []);
+  });
 
   test('a message has one id, sender and time on Socket.IO, raw /ws and STOMP, both ways', async (t) => {
     t.after(cleanup);
