@@ -16,7 +16,9 @@
 // JSON `{code,message}`) for: no EIO, EIO=abc, EIO=3, a bad and a missing transport, a POST or
 // PUT handshake, an unknown sid, a WebSocket handshake without an upgrade, and a polling request
 // after the upgrade; the expected values are the reference's answers (the reference target runs
-// the same assertions).
+// the same assertions). Beyond the suites, maxPayload on the echo service: a POST or WebSocket
+// message of exactly 1,000,000 bytes goes through; one byte more is 413 (and the session ends) or
+// the close 1009, as engine.io does and docs/socketio.md says.
 //
 // Where these tests differ from the suites, on purpose:
 // - Answers the suites let vary are asserted as sets: a duplicate poll gets 400 or 500 (engine.io
@@ -201,6 +203,25 @@ function engineIoCases(target, path, { echo }) {
         assert.equal(first.text, '1');
         assert.ok([400, 500].includes(second.status), `the duplicate poll: ${second.status}`);
         assert.equal((await poll(sid)).status, 400);
+      });
+    });
+
+    describe('maxPayload (beyond the suite: engine.io and docs/socketio.md agree)', () => {
+      const exactly = `4${'x'.repeat(MAX_PAYLOAD - 1)}`;
+      const over = `4${'x'.repeat(MAX_PAYLOAD)}`;
+      test('HTTP long-polling: a POST of maxPayload bytes goes through, one byte more is 413 and ends the session', async () => {
+        const sid = await openPolling();
+        assert.equal((await push(sid, exactly)).text, 'ok');
+        assert.ok((await poll(sid)).text === exactly, 'the echo of maxPayload bytes');
+        assert.equal((await push(sid, over)).status, 413);
+        assert.equal((await poll(sid)).status, 400);
+      });
+      test('WebSocket: a message of maxPayload bytes goes through, one byte more closes with 1009', async () => {
+        const s = await openWebSocket();
+        s.send(exactly);
+        assert.ok(await s.next({ skipPings: true }) === exactly, 'the echo of maxPayload bytes');
+        s.send(over);
+        assert.equal((await s.closed()).code, 1009);
       });
     });
 
