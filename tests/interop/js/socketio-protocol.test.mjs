@@ -18,7 +18,9 @@
 // after the upgrade; the expected values are the reference's answers (the reference target runs
 // the same assertions). Beyond the suites, maxPayload on the echo service: a POST or WebSocket
 // message of exactly 1,000,000 bytes goes through; one byte more is 413 (and the session ends) or
-// the close 1009, as engine.io does and docs/socketio.md says.
+// the close 1009, as engine.io does and docs/socketio.md says. And the Socket.IO message cases
+// (plain text, binary attachments, with an ack) over long-polling, where binary packets travel
+// as `b<base64>` in the payloads.
 //
 // Where these tests differ from the suites, on purpose:
 // - Answers the suites let vary are asserted as sets: a duplicate poll gets 400 or 500 (engine.io
@@ -40,7 +42,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  CONNECT_TIMEOUT, MAX_PAYLOAD, PING_INTERVAL, PING_TIMEOUT,
+  CONNECT_TIMEOUT, MAX_PAYLOAD, PING_INTERVAL, PING_TIMEOUT, WAIT,
   http, rawSocket, sleep, startParley, startReference,
 } from './socketio-helpers.mjs';
 
@@ -455,6 +457,53 @@ function socketIoCases(target) {
       assert.deepEqual(await s.next({ skipPings: true }), Buffer.from([4, 5, 6]));
       s.close();
     });
+    describe('over HTTP long-polling (beyond the suite, which uses WebSocket only)', () => {
+      const base = () => `${target.url}${SIO_PATH}?EIO=4&transport=polling`;
+      const push = (sid, body) => http(`${base()}&sid=${sid}`, { method: 'POST', body });
+      /** Polls until `n` packets other than pings came (pings are answered); the packets. */
+      async function packets(sid, n) {
+        const got = [];
+        const deadline = Date.now() + WAIT;
+        while (got.length < n) {
+          assert.ok(Date.now() < deadline, `only ${JSON.stringify(got)} within ${WAIT} ms`);
+          const res = await http(`${base()}&sid=${sid}`);
+          assert.equal(res.status, 200, res.text);
+          for (const packet of res.text.split('\x1e')) {
+            if (packet === '2') assert.equal((await push(sid, '3')).status, 200);
+            else got.push(packet);
+          }
+        }
+        assert.equal(got.length, n, JSON.stringify(got));
+        return got;
+      }
+      async function connectedPolling() {
+        const open = await http(base());
+        const sid = sidOf(open.text);
+        assert.equal((await push(sid, '40')).text, 'ok');
+        const [answer, auth] = await packets(sid, 2);
+        checkConnect(answer, '40');
+        assert.equal(auth, '42["auth",{}]');
+        return sid;
+      }
+      test('sends a plain-text packet', async () => {
+        const sid = await connectedPolling();
+        await push(sid, '42["message",1,"2",{"3":[true]}]');
+        assert.deepEqual(await packets(sid, 1), ['42["message-back",1,"2",{"3":[true]}]']);
+      });
+      test('sends a packet with binary attachments (b<base64> in the payload)', async () => {
+        const sid = await connectedPolling();
+        await push(sid, '452-["message",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]\x1ebAQID\x1ebBAUG');
+        assert.deepEqual(await packets(sid, 3),
+          ['452-["message-back",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]', 'bAQID', 'bBAUG']);
+      });
+      test('sends a packet with binary attachments and an ack', async () => {
+        const sid = await connectedPolling();
+        await push(sid, '452-789["message-with-ack",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]\x1ebAQID\x1ebBAUG');
+        assert.deepEqual(await packets(sid, 3),
+          ['462-789[{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]', 'bAQID', 'bBAUG']);
+      });
+    });
+
     for (const [what, packet] of [
       ['unknown packet type', '4abc'],
       ['invalid payload format', '42{}'],
