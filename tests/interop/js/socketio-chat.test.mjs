@@ -19,6 +19,9 @@
 // - the same message reaches a raw /ws client and a STOMP subscriber with the same id (STOMP
 //   `message-id`), sender (`from` / `sender`) and time (`ts` / `timestamp`), and raw and STOMP
 //   sends arrive as Socket.IO `message` events the same way; `last_id` of a later join;
+// - the other commands: answers as events named by their type when no ack is asked (`joined`,
+//   `ack`), `ping`, `auth` (`authed`), `edit`/`reaction`/`delete` events with their offset,
+//   `history` showing the edit and the reaction, direct messages both ways with `/ws`;
 // - who you are: `auth.token`, `auth.access_token`, `Authorization: Bearer` on the opening
 //   request, `?access_token=`; no credentials: a guest (`guest: true`); a bad or forged token:
 //   `connect_error` with `err.data.code === 'unauthorized'` (and not a transport error);
@@ -27,7 +30,7 @@
 //   `error` event without one), `not_joined`, a binary attachment in `send` (`invalid_field`),
 //   the `/custom` namespace (`connect_error` "Invalid namespace");
 // - connection-state recovery (the client's own, socket.io-client ≥ 4.6): after
-//   `socket.io.engine.close()`, and after the server is SIGKILLed and started again on the same
+//   `socket.io.engine.close()` (polling, websocket, upgraded), and after the server is SIGKILLed and started again on the same
 //   port and data directory — others send meanwhile, the client reconnects by itself with
 //   `socket.recovered === true`, and receives exactly the missed messages (by id: no gap, no
 //   duplicate), then live ones. Reconnection delays are fixed (3 s / 1 s, no randomisation) so
@@ -380,6 +383,71 @@ describe('socket.io-client 4 against Parley\'s chat', { skip: IS_RABBIT && 'parl
     for (const user of [alice.user, bob.user, carol.user]) assert.ok(joined.members.includes(user), `${user} in ${joined.members}`);
   });
 
+  test('the other commands: answers as events without an ack, ping, auth, edit/react/delete events, history, DMs', async (t) => {
+    t.after(cleanup);
+    const [alice, bob] = [await account('oa'), await account('ob')];
+    const room = uniq('cmd');
+    const a = await sio({ token: alice.token });
+    const b = await raw(bob.token);
+    // No ack asked: the answer comes as an event named by its type.
+    a.socket.emit('join', { room });
+    const joinedEvent = await a.inbox.waitFor((e) => e.event === 'joined', 'the joined event');
+    assert.equal(joinedEvent.args[0].room, room);
+    await b.join(room);
+    a.socket.emit('send', { room, body: 'no ack asked' });
+    const ackEvent = await a.inbox.waitFor((e) => e.event === 'ack', 'the ack event');
+    assert.ok(isId(ackEvent.args[0].id), JSON.stringify(ackEvent.args));
+    assert.deepEqual(await withTimeout(a.socket.emitWithAck('ping'), WAIT, 'pong'), { type: 'pong' });
+    const fresh = await postJson('/api/login', { username: alice.user, password: `pw-${alice.user}-correct-horse` });
+    const authed = await withTimeout(a.socket.emitWithAck('auth', { access_token: fresh.body.access_token }), WAIT, 'authed');
+    assert.equal(authed.type, 'authed');
+    assert.equal(typeof authed.expires_in, 'number');
+
+    // Room events: edit (own message), reaction (by bob over /ws), delete; each with an offset.
+    const id = await say(a.socket, room, 'first draft');
+    const edit = await withTimeout(a.socket.emitWithAck('edit', { room, id, body: 'final' }), WAIT, 'edit ack');
+    assert.equal(edit.type, 'ack');
+    assert.equal(Number(edit.id), Number(id) + 1, 'an edit takes the room\'s next id');
+    const edited = await a.inbox.waitFor((e) => e.event === 'edit', 'the edit event');
+    assert.equal(edited.args.length, 2);
+    assert.deepEqual({ ...edited.args[0], ts: 0 }, { type: 'edit', room, id: edit.id, target: id, from: alice.user, ts: 0, body: 'final' });
+    assert.equal(typeof edited.args[1], 'string', 'the offset');
+    b.send({ type: 'react', room, id, emoji: '👍', ref: 'r' });
+    const reacted = await a.inbox.waitFor((e) => e.event === 'reaction', 'the reaction event');
+    assert.equal(reacted.args[0].target, id);
+    assert.equal(reacted.args[0].from, bob.user);
+    assert.equal(reacted.args[0].emoji, '👍');
+    assert.equal(reacted.args[0].op, 'add');
+    assert.equal(typeof reacted.args[1], 'string', 'the offset');
+    // The event may come before the reaction is stored; history reads storage.
+    await b.inbox.waitFor((m) => m.type === 'ack' && m.ref === 'r', 'the reaction\'s ack');
+    const history = await withTimeout(a.socket.emitWithAck('history', { room }), WAIT, 'history');
+    assert.equal(history.type, 'history');
+    const shown = history.messages.find((m) => m.id === id);
+    assert.equal(shown.body, 'final');
+    assert.equal(shown.edited, true);
+    assert.deepEqual(shown.reactions, [{ emoji: '👍', users: [bob.user] }]);
+    const del = await withTimeout(a.socket.emitWithAck('delete', { room, id }), WAIT, 'delete ack');
+    assert.equal(del.type, 'ack');
+    const deleted = await a.inbox.waitFor((e) => e.event === 'delete', 'the delete event');
+    assert.equal(deleted.args[0].target, id);
+    assert.equal(deleted.args[0].id, del.id);
+    assert.equal(typeof deleted.args[1], 'string', 'the offset');
+
+    // Direct messages both ways.
+    const dm = await withTimeout(a.socket.emitWithAck('send', { to: bob.user, body: 'psst' }), WAIT, 'DM ack');
+    assert.equal(dm.type, 'ack');
+    const atBob = await b.inbox.waitFor((m) => m.type === 'message' && m.body === 'psst', 'the DM at /ws');
+    assert.equal(atBob.to, bob.user);
+    assert.equal(atBob.from, alice.user);
+    assert.equal(atBob.id, dm.id);
+    b.send({ type: 'send', to: alice.user, body: 'psst back' });
+    const back = await a.inbox.waitFor((e) => e.event === 'message' && e.args[0].body === 'psst back', 'the DM at socket.io');
+    assert.equal(back.args[0].to, alice.user);
+    assert.equal(back.args[0].from, bob.user);
+    assert.equal(typeof back.args.at(-1), 'string', 'the offset');
+  });
+
   test('who you are: auth.token, auth.access_token, Authorization header, ?access_token=', async (t) => {
     t.after(cleanup);
     const owner = await account('owner');
@@ -495,41 +563,44 @@ describe('socket.io-client 4 against Parley\'s chat', { skip: IS_RABBIT && 'parl
     /** The room's message ids at the client, in arrival order, as numbers. */
     const idsAt = (inbox, room) => roomMessages(inbox, room).map((e) => Number(e.message.id));
 
-    async function recoverable(token, delay) {
+    async function recoverable(token, delay, transports) {
       const client = await sio({
         token, reconnection: true, reconnectionDelay: delay, reconnectionDelayMax: delay, randomizationFactor: 0,
+        ...(transports ? { transports } : {}),
       });
       return client;
     }
 
-    test('after the transport drops (socket.io.engine.close())', async (t) => {
-      t.after(cleanup);
-      const [alice, bob] = [await account('ra'), await account('rb')];
-      const room = uniq('rec');
-      const a = await recoverable(alice.token, 1000);
-      await join(a.socket, room);
-      await a.inbox.waitFor((e) => e.event === 'offset' && typeof e.args[0] === 'string', 'the offset event after join');
-      const b = await raw(bob.token);
-      await b.join(room);
-      const first = Number((await b.say(room, 'before')).id);
-      await a.inbox.waitFor((e) => e.event === 'message' && Number(e.args[0].id) === first, 'the first message');
-      const disconnected = new Promise((resolve) => a.socket.once('disconnect', resolve));
-      const reconnected = new Promise((resolve) => a.socket.once('connect', resolve));
-      a.socket.io.engine.close();
-      await withTimeout(disconnected, WAIT, 'disconnect');
-      const missed = [];
-      for (const body of ['missed 1', 'missed 2', 'missed 3']) missed.push(Number((await b.say(room, body)).id));
-      assert.equal(a.socket.connected, false, 'the client came back before the others sent (test timing)');
-      await withTimeout(reconnected, WAIT, 'the reconnect');
-      assert.equal(a.socket.recovered, true, 'socket.recovered');
-      await a.inbox.waitFor((e) => e.event === 'message' && Number(e.args[0].id) === missed.at(-1), 'the last missed message');
-      const live = Number((await b.say(room, 'live')).id);
-      await a.inbox.waitFor((e) => e.event === 'message' && Number(e.args[0].id) === live, 'the live message');
-      await sleep(QUIET);
-      assert.deepEqual(idsAt(a.inbox, room), [first, ...missed, live]);
-      assert.deepEqual(missed, [first + 1, first + 2, first + 3]);
-      assert.equal(live, first + 4);
-    });
+    for (const [name, transports] of [['polling', ['polling']], ['websocket', ['websocket']], ['default', undefined]]) {
+      test(`after the transport drops (socket.io.engine.close()), ${name}`, async (t) => {
+        t.after(cleanup);
+        const [alice, bob] = [await account('ra'), await account('rb')];
+        const room = uniq('rec');
+        const a = await recoverable(alice.token, 1000, transports);
+        await join(a.socket, room);
+        await a.inbox.waitFor((e) => e.event === 'offset' && typeof e.args[0] === 'string', 'the offset event after join');
+        const b = await raw(bob.token);
+        await b.join(room);
+        const first = Number((await b.say(room, 'before')).id);
+        await a.inbox.waitFor((e) => e.event === 'message' && Number(e.args[0].id) === first, 'the first message');
+        const disconnected = new Promise((resolve) => a.socket.once('disconnect', resolve));
+        const reconnected = new Promise((resolve) => a.socket.once('connect', resolve));
+        a.socket.io.engine.close();
+        await withTimeout(disconnected, WAIT, 'disconnect');
+        const missed = [];
+        for (const body of ['missed 1', 'missed 2', 'missed 3']) missed.push(Number((await b.say(room, body)).id));
+        assert.equal(a.socket.connected, false, 'the client came back before the others sent (test timing)');
+        await withTimeout(reconnected, WAIT, 'the reconnect');
+        assert.equal(a.socket.recovered, true, 'socket.recovered');
+        await a.inbox.waitFor((e) => e.event === 'message' && Number(e.args[0].id) === missed.at(-1), 'the last missed message');
+        const live = Number((await b.say(room, 'live')).id);
+        await a.inbox.waitFor((e) => e.event === 'message' && Number(e.args[0].id) === live, 'the live message');
+        await sleep(QUIET);
+        assert.deepEqual(idsAt(a.inbox, room), [first, ...missed, live]);
+        assert.deepEqual(missed, [first + 1, first + 2, first + 3]);
+        assert.equal(live, first + 4);
+      });
+    }
 
     test('after the server is SIGKILLed and restarted on the same port and data', async (t) => {
       t.after(cleanup);
