@@ -30,10 +30,10 @@
 //   `error` event without one), `not_joined`, a binary attachment in `send` (`invalid_field`),
 //   the `/custom` namespace (`connect_error` "Invalid namespace");
 // - connection-state recovery (the client's own, socket.io-client ≥ 4.6): after
-//   `socket.io.engine.close()` (polling, websocket, upgraded), and after the server is SIGKILLed and started again on the same
-//   port and data directory — others send meanwhile, the client reconnects by itself with
-//   `socket.recovered === true`, and receives exactly the missed messages (by id: no gap, no
-//   duplicate), then live ones. Reconnection delays are fixed (3 s / 1 s, no randomisation) so
+//   `socket.io.engine.close()` (polling, websocket, upgraded), and after the server is SIGKILLed
+//   and started again on the same port and data directory — others send meanwhile, the client
+//   reconnects by itself with `socket.recovered === true`, and receives exactly the missed
+//   messages (by id: no gap, no duplicate), then live ones. Reconnection delays are fixed (3 s / 1 s, no randomisation) so
 //   the others' sends land before the client comes back; the test checks that they did.
 //
 // Every wait is bounded (WAIT); to show nothing more arrives, a test waits QUIET ms.
