@@ -18,7 +18,7 @@ use super::response::Body;
 use super::sockjs::{cors, header_str};
 use super::upgrade::{draining, PendingUpgrade, UpgradeKind, Upgrades};
 use crate::auth::Auth;
-use crate::endpoints::socketio::engine::{EngineError, EngineSession, Refused};
+use crate::endpoints::socketio::engine::{EngineError, EngineSession, Opening, Refused};
 use crate::endpoints::socketio::{EngineWebSocket, Service, SocketIo};
 
 /// What a path under Engine.IO serves.
@@ -54,6 +54,8 @@ struct Query<'a> {
     eio: Option<&'a str>,
     transport: Option<&'a str>,
     sid: Option<&'a str>,
+    /// Cache busting, which balancers also route a handshake by.
+    t: Option<&'a str>,
 }
 
 fn query(q: Option<&str>) -> Query<'_> {
@@ -64,6 +66,7 @@ fn query(q: Option<&str>) -> Query<'_> {
             "EIO" => found.eio = Some(value),
             "transport" => found.transport = Some(value),
             "sid" => found.sid = Some(value),
+            "t" => found.t = Some(value),
             _ => {}
         }
     }
@@ -121,7 +124,7 @@ async fn route(ctx: &Ctx<'_>, req: Request<Incoming>, service: Service) -> Respo
     }
     match q.sid {
         Some(sid) => on_session(ctx, req, sid, websocket).await,
-        None => handshake(ctx, req, service, websocket, q.eio).await,
+        None => handshake(ctx, req, service, websocket, &q).await,
     }
 }
 
@@ -200,12 +203,12 @@ async fn handshake(
     req: Request<Incoming>,
     service: Service,
     websocket: bool,
-    eio: Option<&str>,
+    q: &Query<'_>,
 ) -> Response<Body> {
     if req.method() != Method::GET {
         return error(EngineError::BadHandshakeMethod);
     }
-    if eio != Some("4") {
+    if q.eio != Some("4") {
         return error(EngineError::UnsupportedProtocolVersion);
     }
     if ctx.upgrades.draining.is_cancelled() {
@@ -222,7 +225,12 @@ async fn handshake(
         None
     };
     let engine = ctx.engine;
-    let session = match engine.open(service, ctx.client, per_ip::key(ctx.client), websocket, pre) {
+    let opening = Opening {
+        client: ctx.client,
+        counted_as: per_ip::key(ctx.client),
+        websocket,
+    };
+    let session = match engine.open(service, opening, q.t, pre) {
         Ok(session) => session,
         Err(Refused::Full) => {
             let mut resp = plain(

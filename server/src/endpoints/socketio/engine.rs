@@ -230,15 +230,20 @@ pub(super) struct Table {
 }
 
 impl Table {
-    /// Adds a session for `client` (counted as `counted_as`) with a fresh sid.
+    /// Adds a session for `client` (counted as `counted_as`) with a fresh sid, which begins
+    /// with `route` (see [`sid_for`]).
     pub(super) fn add(
         &mut self,
         peer: PeerEnd,
-        client: IpAddr,
-        counted_as: IpAddr,
-        websocket: bool,
+        opening: Opening,
+        route: Option<&str>,
         caps: (usize, usize),
     ) -> Result<Arc<EngineSession>, Refused> {
+        let Opening {
+            client,
+            counted_as,
+            websocket,
+        } = opening;
         let (max, max_per_ip) = caps;
         if self.by_sid.len() >= max {
             return Err(Refused::Full);
@@ -254,7 +259,7 @@ impl Table {
             Carrier::Polling { probing: false }
         };
         let session = Arc::new(EngineSession {
-            sid: new_id(),
+            sid: sid_for(route),
             peer,
             client,
             counted_as,
@@ -290,6 +295,38 @@ impl Table {
     /// Sessions open.
     pub(super) fn len(&self) -> usize {
         self.by_sid.len()
+    }
+}
+
+/// Who opens a session, and on which transport.
+#[derive(Clone, Copy, Debug)]
+pub struct Opening {
+    /// The client's address.
+    pub client: IpAddr,
+    /// Where it counts against the per-address cap (an IPv6 client's /64).
+    pub counted_as: IpAddr,
+    /// On a WebSocket (else long-polling).
+    pub websocket: bool,
+}
+
+/// Longest routing key kept in a sid.
+const MAX_ROUTE: usize = 32;
+
+/// A fresh sid: `<route>.<random>` when the handshake carried a routing key (its `t`, which
+/// every Engine.IO client adds to polling requests), else `<random>`. Balancers hash the
+/// handshake's `t` and the part of a sid before its `.` alike (deploy/nginx.conf,
+/// deploy/haproxy.cfg), so every request of a session reaches the node that opened it; only
+/// the random part, 120 bits, keeps sessions apart.
+pub fn sid_for(route: Option<&str>) -> String {
+    let route = route.filter(|r| {
+        !r.is_empty()
+            && r.len() <= MAX_ROUTE
+            && r.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+    });
+    match route {
+        Some(route) => format!("{route}.{}", new_id()),
+        None => new_id(),
     }
 }
 

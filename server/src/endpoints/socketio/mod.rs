@@ -10,7 +10,6 @@ pub mod packet;
 mod server;
 mod websocket;
 
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::engine::{EngineSession, Refused, Table};
+use self::engine::{EngineSession, Opening, Refused, Table};
 pub use self::server::{Apps, Service, Timing};
 pub use self::websocket::EngineWebSocket;
 use crate::auth::Authenticated;
@@ -120,14 +119,13 @@ impl SocketIo {
         self.table().len()
     }
 
-    /// Opens a session for `client` (counted as `counted_as`), on a WebSocket or polling, and
-    /// starts its app; it leaves the table when the app ends.
+    /// Opens a session, its sid beginning with `route` (the handshake's `t`), and starts its
+    /// app; it leaves the table when the app ends.
     pub fn open(
         self: &Arc<Self>,
         service: Service,
-        client: IpAddr,
-        counted_as: IpAddr,
-        websocket: bool,
+        opening: Opening,
+        route: Option<&str>,
         pre: Option<Authenticated>,
     ) -> Result<Arc<EngineSession>, Refused> {
         let budget = self.apps.hub.budget().clone();
@@ -141,9 +139,7 @@ impl SocketIo {
             self.settings.max_sessions,
             self.settings.max_sessions_per_ip,
         );
-        let session = self
-            .table()
-            .add(peer, client, counted_as, websocket, caps)?;
+        let session = self.table().add(peer, opening, route, caps)?;
         let me = self.clone();
         let sid = session.sid().to_owned();
         let timing = self.timing(service);
