@@ -26,6 +26,8 @@
 //   request, `?access_token=`; no credentials: a guest (`guest: true`); a bad or forged token:
 //   `connect_error` with `err.data.code === 'unauthorized'` (and not a transport error);
 // - `presence` (join, leave) and `typing` events, `leave`/`typing` acks {type:'ok'};
+// - Origin: another site's is 403 `{"code":4,"message":"Forbidden"}` (polling) and refused
+//   (WebSocket, 403); the server's own is welcome;
 // - errors: an invalid room name ({type:'error', code:'invalid_room'} as the ack, and as an
 //   `error` event without one), `not_joined`, a binary attachment in `send` (`invalid_field`),
 //   the `/custom` namespace (`connect_error` "Invalid namespace");
@@ -33,7 +35,9 @@
 //   `socket.io.engine.close()` (polling, websocket, upgraded), and after the server is SIGKILLed
 //   and started again on the same port and data directory — others send meanwhile, the client
 //   reconnects by itself with `socket.recovered === true`, and receives exactly the missed
-//   messages (by id: no gap, no duplicate), then live ones. Reconnection delays are fixed (3 s / 1 s, no randomisation) so
+//   messages (by id: no gap, no duplicate), then live ones; a private room the user was removed
+//   from while away is refused with an `error` event (`forbidden`, with `room`) and the others
+//   are recovered. Reconnection delays are fixed (3 s / 1 s, no randomisation) so
 //   the others' sends land before the client comes back; the test checks that they did.
 //
 // Every wait is bounded (WAIT); to show nothing more arrives, a test waits QUIET ms.
@@ -93,6 +97,16 @@ async function postJson(path, body) {
   });
   const text = await res.text();
   return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+/** A REST call with an access token; { status, body }. */
+async function api(method, path, token, body) {
+  const res = await fetch(`${parley.url}${path}`, {
+    method, body: body === undefined ? undefined : JSON.stringify(body), signal: AbortSignal.timeout(WAIT),
+    headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+  });
+  const text = await res.text();
+  return { status: res.status, body: text };
 }
 
 /** A new account (POST /api/register) and an access token for it (POST /api/login). */
@@ -299,7 +313,8 @@ describe('socket.io-client 4 against Parley\'s chat', { skip: IS_RABBIT && 'parl
     const s = rawSocket(`${parley.url.replace(/^http/, 'ws')}/socket.io/?EIO=4&transport=websocket`);
     cleanups.push(() => s.close());
     const open = JSON.parse((await s.next()).slice(1));
-    assert.deepEqual(open.upgrades, []);
+    assert.deepEqual({ ...open, sid: typeof open.sid },
+      { sid: 'string', upgrades: [], pingInterval: 25000, pingTimeout: 20000, maxPayload: 1000000 });
     s.send(`40${JSON.stringify({ token: alice.token })}`);
     const answer = await s.next({ skipPings: true });
     assert.ok(answer.startsWith('40{'), answer);
@@ -548,6 +563,20 @@ describe('socket.io-client 4 against Parley\'s chat', { skip: IS_RABBIT && 'parl
     assert.deepEqual(roomMessages(inbox, room).map((e) => e.message.body), ['text']);
   });
 
+  test('Origin: another site is 403 {code:4,"Forbidden"}, the server\'s own is welcome', async () => {
+    const handshake = `${parley.url}/socket.io/?EIO=4&transport=polling`;
+    const evil = await fetch(handshake, { headers: { origin: 'http://evil.example' }, signal: AbortSignal.timeout(WAIT) });
+    assert.equal(evil.status, 403);
+    assert.equal(evil.headers.get('content-type'), 'application/json');
+    assert.deepEqual(await evil.json(), { code: 4, message: 'Forbidden' });
+    const own = await fetch(handshake, { headers: { origin: parley.url }, signal: AbortSignal.timeout(WAIT) });
+    assert.equal(own.status, 200);
+    assert.ok((await own.text()).startsWith('0{'));
+    const ws = rawSocket(handshake.replace(/^http/, 'ws').replace('polling', 'websocket'), { headers: { origin: 'http://evil.example' } });
+    await assert.rejects(ws.open(), 'a WebSocket from another site opened');
+    assert.equal(ws.refusedStatus, 403);
+  });
+
   test('the /custom namespace is refused: connect_error "Invalid namespace"', async (t) => {
     t.after(cleanup);
     const alice = await account('nsp');
@@ -601,6 +630,41 @@ describe('socket.io-client 4 against Parley\'s chat', { skip: IS_RABBIT && 'parl
         assert.equal(live, first + 4);
       });
     }
+
+    test('rejoining checks access again: removed from a private room while away, an error event for it', async (t) => {
+      t.after(cleanup);
+      const [owner, alice, bob] = [await account('ro'), await account('rm'), await account('rp')];
+      const priv = uniq('priv');
+      const pub = uniq('pub');
+      assert.equal((await api('POST', '/api/rooms', owner.token, { name: priv, private: true })).status, 201);
+      assert.equal((await api('POST', `/api/rooms/${priv}/members`, owner.token, { user: alice.user })).status, 204);
+      const a = await recoverable(alice.token, 1000);
+      await join(a.socket, priv);
+      await join(a.socket, pub);
+      const b = await raw(bob.token);
+      await b.join(pub);
+      const first = Number((await b.say(pub, 'before')).id);
+      await a.inbox.waitFor((e) => e.event === 'message' && Number(e.args[0].id) === first, 'the first message');
+      const disconnected = new Promise((resolve) => a.socket.once('disconnect', resolve));
+      const reconnected = new Promise((resolve) => a.socket.once('connect', resolve));
+      a.socket.io.engine.close();
+      await withTimeout(disconnected, WAIT, 'disconnect');
+      const removed = await api('DELETE', `/api/rooms/${priv}/members/${alice.user}`, owner.token);
+      assert.equal(removed.status, 204, removed.body);
+      const missed = Number((await b.say(pub, 'missed')).id);
+      assert.equal(a.socket.connected, false, 'the client came back before the others sent (test timing)');
+      await withTimeout(reconnected, WAIT, 'the reconnect');
+      assert.equal(a.socket.recovered, true, 'socket.recovered');
+      const refused = await a.inbox.waitFor((e) => e.event === 'error' && e.args[0].code === 'forbidden', 'the error event for the private room');
+      assert.equal(refused.args[0].type, 'error');
+      await a.inbox.waitFor((e) => e.event === 'message' && Number(e.args[0].id) === missed, 'the missed message in the public room');
+      assert.deepEqual(idsAt(a.inbox, pub), [first, missed]);
+      const send = await withTimeout(a.socket.emitWithAck('send', { room: priv, body: 'still here?' }), WAIT, 'send ack');
+      assert.equal(send.type, 'error', `a send to the private room after removal: ${JSON.stringify(send)}`);
+      // Last, so the checks above report too: the refusal names its room (protocol.md: forbidden
+      // "or you were removed from it (then with room)"); nothing else tells the app which it was.
+      assert.equal(refused.args[0].room, priv, `the error event names the room: ${JSON.stringify(refused.args[0])}`);
+    });
 
     test('after the server is SIGKILLed and restarted on the same port and data', async (t) => {
       t.after(cleanup);

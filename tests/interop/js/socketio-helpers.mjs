@@ -158,8 +158,8 @@ export async function http(url, { method = 'GET', body, headers, ms = WAIT } = {
 /** A raw WebSocket that queues what it receives (text as strings, binary as Buffers).
  *  next(): the next message (`skipPings`: Engine.IO pings "2" left out); closed: the close
  *  ({code, reason}); refused: the HTTP status if the handshake was answered without an upgrade. */
-export function rawSocket(url, { protocols } = {}) {
-  const ws = new WebSocket(url, protocols);
+export function rawSocket(url, { protocols, headers } = {}) {
+  const ws = new WebSocket(url, protocols, { headers });
   const queue = [];
   const waiters = [];
   const closed = deferred();
