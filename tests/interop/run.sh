@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# STOMP interop suites: stomp.py (pytest) and @stomp/stompjs (node --test) against the real `parley`.
+# Interop suites against the real `parley`: stomp.py (pytest); @stomp/stompjs, SockJS and Socket.IO (node --test).
 #   tests/interop/run.sh                       build parley (release), install tools (cached), run both suites
 #   tests/interop/run.sh --install-only        only install the venv and node_modules
 #   INTEROP_TARGET=rabbitmq tests/interop/run.sh
@@ -52,7 +52,7 @@ if ! venv_ok; then
   log "venv ready in $((SECONDS - t0)) s"
 fi
 
-# ---- node_modules (@stomp/stompjs 7, ws 8, sockjs 0.3.24) from the committed package-lock.json ---
+# ---- node_modules (@stomp/stompjs 7, ws 8, sockjs 0.3.24, socket.io/engine.io/socket.io-client) from the lock
 JS="$HERE/js"
 lock_hash() { sha256sum "$JS/package-lock.json" | cut -d' ' -f1; }
 node_ok() { [[ -f $JS/node_modules/.interop-complete && $(cat "$JS/node_modules/.interop-complete") == "$(lock_hash)" ]]; }
@@ -96,9 +96,10 @@ if [[ " $SUITES " == *" python "* ]]; then
   log "pytest took $((SECONDS - t0)) s"
 fi
 if [[ " $SUITES " == *" js "* ]]; then
-  log "node --test (@stomp/stompjs; SockJS against sockjs-node) against $TARGET"
+  log "node --test (@stomp/stompjs; SockJS against sockjs-node; Socket.IO suites against socket.io and socket.io-client) against $TARGET"
   t0=$SECONDS
-  if (cd "$JS" && node --test --test-concurrency=1 --test-timeout=120000 stompjs.test.mjs sockjs.test.mjs); then :; else
+  if (cd "$JS" && node --test --test-concurrency=1 --test-timeout=120000 stompjs.test.mjs sockjs.test.mjs \
+    socketio-protocol.test.mjs socketio-chat.test.mjs); then :; else
     failed+=("node --test (exit $?)")
   fi
   log "node --test took $((SECONDS - t0)) s"
