@@ -24,6 +24,8 @@ use crate::ws::Outbound;
 pub const MAX_OFFSET_ENTRIES: usize = 1024;
 /// Longest offset accepted back.
 const MAX_OFFSET: usize = 64 * 1024;
+/// The `ref` of a recovery's rejoin: its refusal names the room.
+const REJOIN: &str = "rejoin:";
 /// Events whose second argument is the offset: they have an id in a room's sequence.
 const SEQUENCED: [&str; 4] = ["message", "edit", "delete", "reaction"];
 
@@ -118,7 +120,8 @@ impl ChatNsp {
                 Some(with) => json!({"type": "catch_up", "with": with, "since": since.to_string()}),
                 None => {
                     self.joining.insert(place.clone(), Some(*since));
-                    json!({"type": "join", "room": place, "since": since.to_string()})
+                    let reference = format!("{REJOIN}{place}");
+                    json!({"type": "join", "room": place, "since": since.to_string(), "ref": reference})
                 }
             };
             self.batch.push(Bytes::from(command.to_string()));
@@ -240,6 +243,13 @@ impl ChatNsp {
                 return into.push(answer_without_ref(ack, &json));
             }
         }
+        if let Some(room) = head
+            .reference
+            .as_deref()
+            .and_then(|r| r.strip_prefix(REJOIN))
+        {
+            return self.rejoin_refused(room.to_owned(), &json, into);
+        }
         let kind = head.kind.as_ref();
         let owed = match kind {
             "joined" => {
@@ -271,6 +281,20 @@ impl ChatNsp {
         }
         let offset = SEQUENCED.contains(&kind).then(|| self.advance(&head));
         into.push(event_packet(kind, &json, offset.flatten().as_deref()));
+    }
+
+    /// A recovery could not rejoin `room` (the user may no longer read it, say): the client
+    /// hears which, and the room leaves the offset.
+    fn rejoin_refused(&mut self, room: String, json: &[u8], into: &mut Vec<Bytes>) {
+        let mut error: Value = serde_json::from_slice(json).unwrap_or(Value::Null);
+        if let Value::Object(fields) = &mut error {
+            fields.remove("ref");
+            fields.insert("room".into(), Value::from(room.as_str()));
+        }
+        self.joining.remove(&room);
+        self.positions.remove(&room);
+        into.push(packet::event("/", &json!(["error", error])));
+        into.push(self.offset_event());
     }
 
     /// A join's answer: the room's place in the offset.
