@@ -72,7 +72,10 @@ impl SocketIo {
         transport: EngineTransport,
     ) -> Result<Self, OpenError> {
         let named = |path: &str| match dial.credential {
-            Credential::Guest => format!("{path}&name={}", dial.name),
+            Credential::Guest => {
+                let and = if path.contains('?') { '&' } else { '?' };
+                format!("{path}{and}name={}", dial.name)
+            }
             Credential::Token(_) => path.to_owned(),
         };
         let engine = match transport {
