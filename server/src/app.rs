@@ -17,6 +17,7 @@ use crate::acl::Acl;
 use crate::auth::{Auth, Keys};
 use crate::bus::Bus;
 use crate::config::Settings;
+use crate::endpoints::socketio::SocketIoSettings;
 use crate::endpoints::sockjs::SockJsSettings;
 use crate::endpoints::stomp::{Stomp, StompSettings};
 use crate::http::{HttpSettings, Parts, Server};
@@ -191,6 +192,14 @@ pub fn http_settings(settings: &Settings) -> HttpSettings {
         sse_heartbeat: settings.transports.sse_heartbeat,
         public_stats: settings.public_stats,
         sockjs: sockjs_settings(settings),
+        socketio: SocketIoSettings {
+            ping_interval: settings.transports.socketio_ping_interval,
+            ping_timeout: settings.transports.socketio_ping_timeout,
+            max_payload: settings.transports.socketio_max_payload,
+            max_sessions: settings.transports.socketio_max_sessions,
+            max_sessions_per_ip: settings.max_connections_per_ip,
+            max_outbound: settings.limits.outbox_bytes,
+        },
     }
 }
 

@@ -3,8 +3,10 @@
 //! plus `Hub::open_session`.
 
 pub mod echo;
+pub mod hosted;
 pub mod pipe;
 pub mod raw;
+pub mod socketio;
 pub mod sockjs;
 pub mod sse;
 pub mod stomp;

@@ -9,6 +9,7 @@ mod api;
 mod per_ip;
 pub mod proxy;
 mod response;
+mod socketio;
 mod sockjs;
 mod upgrade;
 mod web;
@@ -39,6 +40,7 @@ use self::proxy::{canonical, TrustedProxies};
 use self::response::{add_security_headers, text, Body};
 use self::upgrade::{Handshakes, PendingUpgrade, Upgrades};
 use crate::auth::Auth;
+use crate::endpoints::socketio::{self as socketio_endpoint, SocketIo, SocketIoSettings};
 use crate::endpoints::sockjs::{SockJs, SockJsParts, SockJsSettings};
 use crate::endpoints::sse::FeedSettings;
 use crate::endpoints::stomp::{Caller, Stomp};
@@ -86,6 +88,8 @@ pub struct HttpSettings {
     pub public_stats: bool,
     /// SockJS timing and bounds.
     pub sockjs: SockJsSettings,
+    /// Socket.IO timing and bounds.
+    pub socketio: SocketIoSettings,
 }
 
 /// Room in a SockJS send beyond the messages' bytes (JSON quoting, brackets).
@@ -122,6 +126,8 @@ pub struct Server {
     per_ip: Arc<PerIp>,
     /// SockJS sessions (`/stomp/…`, `/ws/…`).
     sockjs: Arc<SockJs>,
+    /// Socket.IO sessions (`/socket.io/`).
+    socketio: Arc<SocketIo>,
     /// Limits of chat clients, for posts over HTTP.
     chat: Arc<ChatSettings>,
     /// Each account's rate of posts over HTTP.
@@ -162,6 +168,18 @@ impl Server {
                 shutdown: parts.shutdown.clone(),
             },
         );
+        let socketio = SocketIo::new(
+            settings.socketio.clone(),
+            socketio_endpoint::Apps {
+                hub: parts.hub.clone(),
+                auth: parts.auth.clone(),
+                chat: parts.chat.clone(),
+                max_message: settings.max_body.max(1 << 20) + SEND_OVERHEAD,
+                write_timeout: settings.write_timeout,
+            },
+            tracker.clone(),
+            parts.shutdown.clone(),
+        );
         let upgrades = Upgrades {
             handshakes: Handshakes::new(settings.deflate),
             echo: settings.echo.then_some(settings.echo_max_message),
@@ -177,6 +195,7 @@ impl Server {
             chat: parts.chat.clone(),
             auth: parts.auth.clone(),
             sockjs: sockjs.clone(),
+            engine_max_payload: settings.socketio.max_payload,
             draining: parts.draining.clone(),
             shutdown: parts.shutdown.clone(),
         };
@@ -186,6 +205,7 @@ impl Server {
             per_ip: PerIp::new(settings.max_connections_per_ip),
             tracker,
             sockjs,
+            socketio,
             hub: parts.hub,
             stomp: parts.stomp,
             auth: parts.auth,
@@ -402,6 +422,9 @@ impl Server {
         if path.starts_with("/api/") {
             return api::handle(self.api(client), req).await;
         }
+        if let Some(service) = socketio::target(path, self.settings.echo) {
+            return whole(self.socketio(req, peer, client, service, upgrade).await);
+        }
         if let Some(target) = sockjs::target(path, self.settings.echo) {
             if !target.is_plain_upgrade(req.headers()) {
                 return self.sockjs(req, peer, client, target, upgrade).await;
@@ -503,6 +526,37 @@ impl Server {
         resp
     }
 
+    /// A request for Socket.IO's Engine.IO. Its WebSocket, like every other, is counted under
+    /// the client's address when it came through a trusted proxy.
+    async fn socketio(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        client: IpAddr,
+        service: socketio::Target,
+        upgrade: &Mutex<Option<PendingUpgrade>>,
+    ) -> Response<Body> {
+        let slot = if req.headers().contains_key(header::UPGRADE) {
+            match self.proxied_slot(peer, client) {
+                Ok(slot) => slot,
+                Err(()) => return too_many(),
+            }
+        } else {
+            None
+        };
+        let ctx = socketio::Ctx {
+            engine: &self.socketio,
+            upgrades: &self.upgrades,
+            auth: &self.auth,
+            client,
+            upgrade,
+            body_timeout: self.settings.body_timeout,
+        };
+        let resp = socketio::answer(ctx, req, service).await;
+        keep_slot(upgrade, slot);
+        resp
+    }
+
     /// What the REST API needs.
     fn api(&self, peer: IpAddr) -> api::Api<'_> {
         api::Api {
@@ -523,9 +577,10 @@ impl Server {
         let s = &self.hub.stats;
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let body = format!(
-            "{{\"connections\":{},\"sessions\":{},\"messages_in\":{},\"deliveries\":{},\"slow_consumers\":{}}}\n",
+            "{{\"connections\":{},\"sessions\":{},\"socketio_sessions\":{},\"messages_in\":{},\"deliveries\":{},\"slow_consumers\":{}}}\n",
             self.settings.max_connections - self.connections.available_permits(),
             load(&s.sessions),
+            self.socketio.sessions(),
             load(&s.messages_in),
             load(&s.deliveries),
             load(&s.slow_consumers),

@@ -576,7 +576,7 @@ fn options(req: &HeaderMap, methods: &'static str) -> Response<Body> {
 }
 
 /// The caller's origin may read the answer, with credentials; without an Origin, anyone.
-fn cors(req: &HeaderMap, h: &mut HeaderMap) {
+pub(super) fn cors(req: &HeaderMap, h: &mut HeaderMap) {
     match req.get(header::ORIGIN) {
         Some(origin) => {
             h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
@@ -632,7 +632,7 @@ fn jsessionid(h: &HeaderMap) -> Option<&str> {
         .find_map(|pair| pair.trim().strip_prefix("JSESSIONID="))
 }
 
-fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+pub(super) fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 

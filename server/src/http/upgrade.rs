@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{self, Auth, Authenticated};
 use crate::endpoints::echo::Echo;
 use crate::endpoints::raw::RawClient;
+use crate::endpoints::socketio::EngineWebSocket;
 use crate::endpoints::sockjs::{App, SockJs};
 use crate::endpoints::stomp::{Caller, Stomp};
 use crate::hub::{ChatSettings, Hub};
@@ -57,6 +58,8 @@ pub(super) struct Upgrades {
     pub(super) auth: Arc<Auth>,
     /// SockJS sessions.
     pub(super) sockjs: Arc<SockJs>,
+    /// Largest Engine.IO WebSocket message.
+    pub(super) engine_max_payload: usize,
     /// Cancelled while draining: upgrades are refused.
     pub(super) draining: CancellationToken,
     /// Cancelled at shutdown: every WebSocket closes.
@@ -97,6 +100,8 @@ enum WsEndpoint {
     Raw(Authenticated),
     /// A SockJS session's app, SockJS-framed or not.
     SockJs(App, bool),
+    /// An Engine.IO session's WebSocket.
+    Engine(EngineWebSocket),
 }
 
 /// An accepted handshake whose upgraded socket is still to come.
@@ -121,6 +126,8 @@ pub(super) enum UpgradeKind {
     Raw,
     /// A SockJS session on a WebSocket: SockJS-framed, or (`framed` false) plain.
     SockJs(SockApp, bool),
+    /// An Engine.IO session's WebSocket (who the client is was settled before).
+    Engine(EngineWebSocket),
 }
 
 /// The app of a SockJS session, before who the client is is known.
@@ -189,6 +196,7 @@ impl Upgrades {
                     Err(refusal) => return refusal,
                 }
             }
+            UpgradeKind::Engine(ws) => (WsEndpoint::Engine(ws), &self.handshakes.raw),
         };
         match handshake::accept(&req, config) {
             Ok(accepted) => {
@@ -243,7 +251,7 @@ impl Upgrades {
     /// other origins of the same site (a sibling subdomain): their `<script>` loads carry the
     /// cookie and no Origin, and `jsonp`/`htmlfile` answers are scripts they can read. Such a
     /// request says `Sec-Fetch-Site: same-site` (or `cross-site`), and is refused.
-    async fn who(
+    pub(super) async fn who(
         &self,
         req: &Request<Incoming>,
         guests: bool,
@@ -367,6 +375,10 @@ impl Upgrades {
                 let max = 2 * self.stomp_max_body.max(self.max_body) + MESSAGE_OVERHEAD;
                 let socket = socket(max, None);
                 let endpoint = self.sockjs.websocket(app, framed);
+                Box::pin(drive(socket, shutdown, endpoint)).await;
+            }
+            WsEndpoint::Engine(endpoint) => {
+                let socket = socket(self.engine_max_payload, None);
                 Box::pin(drive(socket, shutdown, endpoint)).await;
             }
             WsEndpoint::Raw(who) => {

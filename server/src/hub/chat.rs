@@ -59,8 +59,13 @@ pub struct SendExtras {
 /// What a join answers.
 #[derive(Debug)]
 pub enum JoinAnswer {
-    /// Joined; these are in the room.
-    Members(Vec<String>),
+    /// Joined; these are in the room, whose newest id was `last_id` when the client joined.
+    Members {
+        /// Who is in the room.
+        members: Vec<String>,
+        /// The room's newest id at the join: everything after it arrives live.
+        last_id: u64,
+    },
     /// Cluster mode: the answer comes as [`Held::Joined`] once this node receives the room.
     Later,
 }
@@ -146,16 +151,20 @@ impl ChatSession {
         let identity = &self.identity;
         // The broker, not our own list, says whether we are subscribed: a removal may have
         // ended it. Joining an unknown room creates it, if this client may.
-        let joined = hub.apply(|broker, events| {
+        let (last_id, joined) = hub.apply(|broker, events| {
             hub.enter_room(identity, &room)
                 .map_err(|refused| Refusal::new(refused.code(), refused.to_string()))?;
+            let last_id = broker.room_last_id(&room);
             if broker.has_subscription(id, &sub) {
-                return Ok(None);
+                return Ok((last_id, None));
             }
             broker
                 .subscribe(id, &sub, &topic, AckMode::Auto, events)
                 .map_err(|e| Refusal::new("join_failed", e.to_string()))?;
-            Ok(Some(since.and_then(|s| catch_up_range(broker, &room, s))))
+            Ok((
+                last_id,
+                Some(since.and_then(|s| catch_up_range(broker, &room, s))),
+            ))
         })?;
         // Cluster mode: the answer goes first among the held ones, before the catch-up.
         let answer_slot = hub.is_clustered().then(|| self.session.hold());
@@ -173,12 +182,17 @@ impl ChatSession {
         }
         self.rooms.insert(room.clone());
         let Some(slot) = answer_slot else {
-            return Ok(JoinAnswer::Members(hub.members_here(&room)));
+            let members = hub.members_here(&room);
+            return Ok(JoinAnswer::Members { members, last_id });
         };
         tokio::spawn(async move {
             hub.until_live(&[format!("/topic/{room}")]).await;
             let members = hub.present(&room).await;
-            let _ = slot.send(Held::Joined { room, members });
+            let _ = slot.send(Held::Joined {
+                room,
+                members,
+                last_id,
+            });
         });
         Ok(JoinAnswer::Later)
     }

@@ -41,6 +41,9 @@ pub enum Held {
         room: String,
         /// Who is in it, on every node.
         members: Vec<String>,
+        /// The room's newest id at the join, as this node knew it (a node not yet receiving
+        /// the room may know an older one: a recovery from it repeats, never skips).
+        last_id: u64,
     },
     /// The work that was to produce the answer ended without one.
     Lost,

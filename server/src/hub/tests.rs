@@ -261,7 +261,7 @@ async fn several_sessions_of_one_user_are_one_member() {
     bob.join("hall", None).await.expect("joined");
     let mut tab1 = t.client("alice");
     let mut tab2 = t.client("alice");
-    let JoinAnswer::Members(members) = tab1.join("hall", None).await.expect("joined") else {
+    let JoinAnswer::Members { members, .. } = tab1.join("hall", None).await.expect("joined") else {
         panic!("one node answers at once");
     };
     assert_eq!(members.len(), 2, "{members:?}");

@@ -187,7 +187,9 @@ impl RawClient {
         let answer = self.chat.join(&room, since).await?;
         let read = reads::state_of(&self.chat, &room).await;
         Ok(match answer {
-            JoinAnswer::Members(members) => Some(reads::joined(&room, &members, read)),
+            JoinAnswer::Members { members, last_id } => {
+                Some(reads::joined(&room, &members, last_id, read))
+            }
             JoinAnswer::Later => {
                 self.join_reads.extend(read.map(|r| (room, r)));
                 None
@@ -350,9 +352,13 @@ impl RawClient {
                 }
                 Err(()) => wire::error(&refused("storage_error", "catch-up failed"), None),
             },
-            Next::Held(Held::Joined { room, members }) => {
+            Next::Held(Held::Joined {
+                room,
+                members,
+                last_id,
+            }) => {
                 let read = self.join_reads.remove(&room);
-                reads::joined(&room, &members, read)
+                reads::joined(&room, &members, last_id, read)
             }
             Next::Held(Held::Lost) => return Outbound::Frames(Vec::new()),
             Next::Notice(Notice::Encoded(bytes)) => bytes,

@@ -55,10 +55,18 @@ pub(super) fn mark_frame(m: &SharedMessage) -> Bytes {
     })
 }
 
-/// The answer to a join: who is in the room and, for an account, its read state there.
-pub(super) fn joined(room: &str, members: &[impl AsRef<str>], read: Option<ReadState>) -> Bytes {
+/// The answer to a join: who is in the room, its newest id then and, for an account, its read
+/// state there.
+pub(super) fn joined(
+    room: &str,
+    members: &[impl AsRef<str>],
+    last_id: u64,
+    read: Option<ReadState>,
+) -> Bytes {
     let members: Vec<&str> = members.iter().map(AsRef::as_ref).collect();
-    let mut answer = json!({"type": "joined", "room": room, "members": members});
+    let last_id = last_id.to_string();
+    let mut answer =
+        json!({"type": "joined", "room": room, "members": members, "last_id": last_id});
     if let Some(read) = read {
         answer["last_read"] = Value::from(read.last_read.to_string());
         answer["unread"] = Value::from(read.unread);

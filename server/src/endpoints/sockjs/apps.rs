@@ -6,17 +6,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use parley_protocol::frame::{FrameHeader, OpCode};
-use parley_protocol::{CloseCode, Connection, Event, Limits, Message};
+use parley_protocol::{CloseCode, Limits};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Auth, Authenticated};
+use crate::endpoints::hosted::{Hosted, Out};
 use crate::endpoints::pipe::AppEnd;
 use crate::endpoints::raw::RawClient;
 use crate::endpoints::stomp::{Caller, Stomp};
 use crate::hub::{ChatSettings, Hub};
-use crate::ws::{Endpoint, Outbound};
+use crate::ws::Endpoint;
 
 /// The app of a session.
 pub enum App {
@@ -77,93 +76,45 @@ async fn echo(end: AppEnd, shutdown: CancellationToken) {
 }
 
 /// Drives a WebSocket endpoint over a session: each client message is a text message to it;
-/// what it writes (whole WebSocket frames, encoded once for every subscriber) is unwrapped
-/// back into messages, and its close into the session's close frame.
+/// what it writes comes back as messages (paced as socket writes are: a long catch-up waits
+/// for the client to collect it), its close as the session's close frame.
 async fn drive<E: Endpoint>(
     end: AppEnd,
-    mut endpoint: E,
+    endpoint: E,
     limits: Limits,
     write_timeout: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut conn = Connection::new(limits, None);
-    let mut unframer = Unframer::default();
+    let mut hosted = Hosted::new(endpoint, limits);
     let mut got = Vec::new();
+    let mut out = Vec::new();
     loop {
-        let closing = tokio::select! {
+        tokio::select! {
             biased;
-            () = shutdown.cancelled() => Some((CloseCode::GOING_AWAY, "server shutting down".to_owned())),
+            () = shutdown.cancelled() => hosted.close(CloseCode::GOING_AWAY, "server shutting down"),
             more = end.recv(&mut got) => {
                 if !more {
                     break;
                 }
-                for message in got.drain(..) {
-                    endpoint.on_event(&mut conn, Event::Message(Message::Text(message)));
-                }
-                endpoint.after_events(&mut conn).await;
-                None
+                hosted.feed(got.drain(..)).await;
             }
-            out = endpoint.outbound() => match out {
-                Outbound::Frames(frames) => {
-                    for frame in frames {
-                        let _ = conn.send_encoded(frame);
-                    }
-                    None
+            sent = hosted.outbound() => hosted.apply(sent),
+        }
+        hosted.drain(&mut out);
+        for item in out.drain(..) {
+            let forwarded = match item {
+                Out::Message(payload) => end.send_paced(payload, write_timeout).await.is_ok(),
+                Out::Close(code, reason) => {
+                    end.close(code, &reason);
+                    false
                 }
-                Outbound::Close(code, reason) => Some((code, reason)),
-            },
-        };
-        if let Some((code, reason)) = closing {
-            conn.close(code, &reason);
+            };
+            if !forwarded {
+                return;
+            }
         }
-        while let Some(bytes) = conn.poll_transmit() {
-            unframer.buf.extend_from_slice(&bytes);
-        }
-        let forwarded = unframer.forward(&end, write_timeout).await;
-        if forwarded.is_err() || conn.is_closing() || conn.is_closed() {
+        if hosted.is_over() {
             break;
         }
-    }
-    endpoint.finish();
-}
-
-/// Server WebSocket frames back into messages.
-#[derive(Default)]
-struct Unframer {
-    buf: BytesMut,
-}
-
-impl Unframer {
-    /// Forwards every whole frame: data as messages (paced as socket writes are: a long
-    /// catch-up waits for the client to collect it), a close as the session's close. `Err`
-    /// once the session is over.
-    async fn forward(&mut self, end: &AppEnd, write_timeout: Duration) -> Result<(), ()> {
-        while let Ok(Some((header, head_len))) = FrameHeader::parse(&self.buf) {
-            let Ok(len) = usize::try_from(header.payload_len) else {
-                return Err(());
-            };
-            if self.buf.len() < head_len + len {
-                break;
-            }
-            let _ = self.buf.split_to(head_len);
-            let payload: Bytes = self.buf.split_to(len).freeze();
-            match header.opcode {
-                OpCode::Text | OpCode::Binary | OpCode::Continuation => {
-                    end.send_paced(payload, write_timeout)
-                        .await
-                        .map_err(|_| ())?;
-                }
-                OpCode::Close => {
-                    let code = payload
-                        .get(..2)
-                        .map_or(1000, |c| u16::from_be_bytes([c[0], c[1]]));
-                    let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or_default());
-                    end.close(code, &reason);
-                    return Err(());
-                }
-                OpCode::Ping | OpCode::Pong => {}
-            }
-        }
-        Ok(())
     }
 }
