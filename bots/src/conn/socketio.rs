@@ -66,45 +66,37 @@ impl Engine {
 
 impl SocketIo {
     /// Opens the Engine.IO endpoint and connects to the main namespace, with the bot's token
-    /// in the CONNECT packet (a guest sends none, and names itself in the query as on `/ws`).
+    /// in the CONNECT packet (a guest names itself there: Parley takes `auth.name`).
     pub(super) async fn open(
         dial: &Dial<'_>,
         transport: EngineTransport,
     ) -> Result<Self, OpenError> {
-        let named = |path: &str| match dial.credential {
-            Credential::Guest => {
-                let and = if path.contains('?') { '&' } else { '?' };
-                format!("{path}{and}name={}", dial.name)
-            }
-            Credential::Token(_) => path.to_owned(),
-        };
         let engine = match transport {
             EngineTransport::WebSocket => {
-                let path = named(dial.targets.path(WS_PATH));
+                let path = dial.targets.path(WS_PATH);
                 Engine::Ws(Box::new(
-                    ws_open(dial, &path, &Credential::Guest, None).await?,
+                    ws_open(dial, path, &Credential::Guest, None).await?,
                 ))
             }
-            EngineTransport::Polling => {
-                Engine::Polling(Polling::open(dial, &named(POLLING_PATH)).await?)
-            }
+            EngineTransport::Polling => Engine::Polling(Polling::open(dial, POLLING_PATH).await?),
         };
         let mut sio = Self {
             engine,
             socket: Socket::default(),
         };
-        sio.handshake(dial.credential).await?;
+        sio.handshake(dial.credential, dial.name).await?;
         Ok(sio)
     }
 
     /// Engine.IO open (`0{...}`), then the Socket.IO CONNECT to the main namespace (`40`,
     /// answered by `40{"sid":...}`).
-    async fn handshake(&mut self, credential: &Credential) -> Result<(), OpenError> {
+    async fn handshake(&mut self, credential: &Credential, name: &str) -> Result<(), OpenError> {
         let lost = |e: Closed| OpenError::connect(format!("socket.io handshake: {}", e.why));
-        let connect = match credential {
-            Credential::Guest => "40".to_owned(),
-            Credential::Token(token) => format!("40{}", serde_json::json!({ "token": token })),
+        let auth = match credential {
+            Credential::Guest => serde_json::json!({ "name": name }),
+            Credential::Token(token) => serde_json::json!({ "token": token }),
         };
+        let connect = format!("40{auth}");
         let mut opened = false;
         loop {
             let Some(packet) = self.engine.recv().await.map_err(lost)? else {
