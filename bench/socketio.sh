@@ -100,17 +100,7 @@ measure() { # SERVER TRANSPORT → "cpu_us rate p50 p99 errors", the median of R
     start "$1"
     json=$(timeout 90 taskset -c 1 "$BOTS" run "$file" --http "127.0.0.1:$PORT" --server-pid "$SPID" --json 2>/dev/null || true)
     kill -TERM "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; SPID=
-    rows+=("$(python3 -c '
-import json, sys
-try:
-    d = json.loads(sys.argv[1])
-    m = d["messages"]; s = d["server"]; l = d["latency_us"]
-    cpu_us = s["cpu_s"] * 1e6 / max(m["delivered"], 1)
-    rate, p50, p99, errors = m["delivered_per_s"], l["p50"] / 1000, l["p99"] / 1000, d["errors"]["total"]
-    print(f"{cpu_us:.2f} {rate:.0f} {p50:.1f} {p99:.1f} {errors}")
-except Exception:
-    print("9e9 - - - failed")
-' "$json")")
+    rows+=("$(python3 bench/row.py "$json")")
   done
   if [ "${#rows[@]}" -eq 0 ]; then echo "- - - - skipped"; return; fi
   printf '%s\n' "${rows[@]}" | sort -n | awk -v n="${#rows[@]}" '
