@@ -70,18 +70,10 @@ for t in ${TRANSPORTS:-stomp-ws stomp-xhr-streaming stomp-xhr-polling sse}; do
     for _ in $(seq 50); do curl -sf http://127.0.0.1:18090/healthz >/dev/null && break; sleep 0.1; done
     json=$(timeout 120 taskset -c 1 "$BOTS" run "$file" --http 127.0.0.1:18090 --server-pid "$SPID" --json 2>/dev/null || true)
     kill -TERM "$SPID"; wait "$SPID" 2>/dev/null || true; SPID=
-    rows+=("$(python3 -c '
-import json, sys
-d = json.loads(sys.argv[1])
-m = d["messages"]; s = d["server"]; l = d["latency_us"]
-deliveries = m["delivered"]
-cpu_us = s["cpu_s"] * 1e6 / max(deliveries, 1)
-rate, p50, p99, errors = m["delivered_per_s"], l["p50"] / 1000, l["p99"] / 1000, d["errors"]["total"]
-print(f"{cpu_us:.2f} {rate:.0f} {p50:.1f} {p99:.1f} {errors}")
-' "$json")")
+    rows+=("$(python3 bench/row.py "$json")")
   done
   printf '%s\n' "${rows[@]}" | sort -n | awk -v t="$t" -v n="$REPS" '
     { a[NR] = $0 }
-    END { split(a[int((n + 1) / 2)], f, " ");
+    END { split(a[int((n + 1) / 2)], f, " "); if (f[1] == "9e9") f[1] = "-";
           printf "| %s | %s | %s | %s ms | %s ms | %s |\n", t, f[1], f[2], f[3], f[4], f[5] }'
 done

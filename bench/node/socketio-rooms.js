@@ -1,23 +1,35 @@
-// A Socket.IO 4 room broadcast: a client emits `join` with a room name (answered by `joined`),
-// then every `msg` it emits goes to everyone in its room, the sender included
-// (`io.to(room).emit`). WebSocket transport only, as the bots speak no long-polling.
+// A Socket.IO 4 room broadcast speaking Parley's event vocabulary (docs/socketio.md), the
+// reference the bots' `socketio` and `socketio-polling` protocols are compared against:
+// `join` {room} is acknowledged {type:'joined', room, members:[], last_id:'0'}; `send`
+// {room, body} goes to everyone in the room, the sender included, as
+// `message` {type:'message', room, id, from, ts, body}, and is acknowledged {type:'ack', id}.
+// Ids count per room (as strings). It stores nothing (no history, no catch-up, no members
+// list, no recovery offsets): a lower bound on what a Socket.IO server does with a message.
+// Both transports: HTTP long-polling and WebSocket (and the upgrade).
 // Usage: node socketio-rooms.js PORT
 'use strict';
 const http = require('http');
 const { Server } = require('socket.io');
 
 const port = Number(process.argv[2] || 8082);
-const io = new Server({ transports: ['websocket'], serveClient: false });
+const io = new Server({ transports: ['polling', 'websocket'], serveClient: false });
+const lastIds = new Map();
+let guests = 0;
 
 io.on('connection', (socket) => {
-  socket.on('join', (room) => {
+  const from = `guest-${++guests}`;
+  socket.on('join', (arg, ack) => {
+    const room = String(arg && arg.room);
     socket.join(room);
-    socket.data.room = room;
-    socket.emit('joined', room);
+    if (typeof ack === 'function') ack({ type: 'joined', room, members: [], last_id: '0' });
   });
-  socket.on('msg', (body) => {
-    const room = socket.data.room;
-    if (room !== undefined) io.to(room).emit('msg', body);
+  socket.on('send', (arg, ack) => {
+    const room = String(arg && arg.room);
+    const n = (lastIds.get(room) || 0) + 1;
+    lastIds.set(room, n);
+    const id = String(n);
+    io.to(room).emit('message', { type: 'message', room, id, from, ts: Date.now(), body: arg && arg.body });
+    if (typeof ack === 'function') ack({ type: 'ack', id });
   });
 });
 

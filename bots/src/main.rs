@@ -96,7 +96,7 @@ struct RunArgs {
     #[arg(long, value_parser = parse_sources)]
     sources: Option<Sources>,
     /// Runs every group with this protocol instead of its own (raw, stomp-ws, stomp-tcp,
-    /// ws-broadcast, socketio): one scenario against servers that speak different protocols.
+    /// ws-broadcast, socketio, socketio-polling): one scenario against servers that speak different protocols.
     #[arg(long, value_parser = Protocol::from_name)]
     protocol: Option<Protocol>,
     /// WebSocket path (and query) instead of the protocol's default, e.g. `/ws` for RabbitMQ

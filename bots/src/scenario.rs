@@ -119,11 +119,14 @@ pub enum Protocol {
     /// The server must echo to the sender too: a publisher's own messages are its
     /// acknowledgements. No direct messages.
     WsBroadcast,
-    /// Socket.IO 5 over Engine.IO 4, WebSocket transport only: `join` and `msg` events against
-    /// a room broadcast server (bench/node/socketio-rooms.js) that answers `joined` and echoes
-    /// `msg` to the sender too (its acknowledgement). No direct messages.
+    /// Socket.IO 5 over Engine.IO 4 on a WebSocket, in Parley's event vocabulary
+    /// (docs/socketio.md): `join`, `send`, `edit`, `react` with acknowledgements, `message` and
+    /// change events. Also what bench/node/socketio-rooms.js speaks (joins and room sends).
     #[serde(rename = "socketio")]
     SocketIo,
+    /// The same over Engine.IO 4 HTTP long-polling (no upgrade).
+    #[serde(rename = "socketio-polling")]
+    SocketIoPolling,
     /// Parley's Server-Sent Events room feed, posting over REST (`201` once durable): needs
     /// accounts (`auth = "token"` or `"register"`) to send. No direct messages, no changes.
     Sse,
@@ -131,7 +134,7 @@ pub enum Protocol {
 
 impl Protocol {
     /// Every protocol with its scenario / command-line name.
-    pub const ALL: [(Protocol, &'static str); 8] = [
+    pub const ALL: [(Protocol, &'static str); 9] = [
         (Protocol::Raw, "raw"),
         (Protocol::StompWs, "stomp-ws"),
         (Protocol::StompTcp, "stomp-tcp"),
@@ -139,6 +142,7 @@ impl Protocol {
         (Protocol::StompXhrPolling, "stomp-xhr-polling"),
         (Protocol::WsBroadcast, "ws-broadcast"),
         (Protocol::SocketIo, "socketio"),
+        (Protocol::SocketIoPolling, "socketio-polling"),
         (Protocol::Sse, "sse"),
     ];
 
@@ -156,7 +160,7 @@ impl Protocol {
 
     /// Whether a sender learns its message went through by seeing it come back (no receipts).
     pub fn acks_by_echo(self) -> bool {
-        matches!(self, Protocol::WsBroadcast | Protocol::SocketIo)
+        self == Protocol::WsBroadcast
     }
 
     /// Whether a refused send closes the connection (a STOMP ERROR): what the bot sent behind
@@ -499,7 +503,7 @@ mod tests {
             assert_eq!(Scenario::parse(&text).unwrap().groups[1].protocol, p);
         }
         assert!(Protocol::from_name("mqtt").is_err());
-        assert!(Protocol::SocketIo.acks_by_echo() && !Protocol::StompWs.acks_by_echo());
+        assert!(Protocol::WsBroadcast.acks_by_echo() && !Protocol::SocketIo.acks_by_echo());
         // No direct messages over a broadcast server.
         let text = FULL.replacen("protocol = \"stomp-tcp\"", "protocol = \"ws-broadcast\"", 1);
         assert!(Scenario::parse(&text).is_err());
@@ -539,7 +543,8 @@ mod tests {
                 "many-rooms",
                 "slow-consumer",
                 "smoke",
-                "soak"
+                "soak",
+                "socketio"
             ]
         );
     }

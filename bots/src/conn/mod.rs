@@ -5,6 +5,7 @@
 //! being copied.
 
 mod link;
+mod polling;
 mod raw;
 mod socketio;
 mod sockjs;
@@ -25,7 +26,7 @@ pub use self::link::{
 };
 use self::link::{Dial, Link, Target};
 use self::raw::Raw;
-use self::socketio::SocketIo;
+use self::socketio::{EngineTransport, SocketIo};
 use self::sockjs::Receiving;
 use self::sse::Sse;
 use self::stomp::Stomp;
@@ -53,7 +54,7 @@ pub enum Conn {
     Stomp(Stomp),
     /// A plain WebSocket broadcast server.
     WsBroadcast(WsBroadcast),
-    /// Socket.IO over Engine.IO's WebSocket transport.
+    /// Socket.IO over Engine.IO's WebSocket or long-polling transport.
     SocketIo(SocketIo),
     /// The SSE room feed, posting over REST.
     Sse(Sse),
@@ -100,7 +101,12 @@ impl Conn {
                 Conn::Stomp(Stomp::open_sockjs(&dial, Receiving::Polling).await?)
             }
             Protocol::WsBroadcast => Conn::WsBroadcast(WsBroadcast::open(&dial).await?),
-            Protocol::SocketIo => Conn::SocketIo(SocketIo::open(&dial).await?),
+            Protocol::SocketIo => {
+                Conn::SocketIo(SocketIo::open(&dial, EngineTransport::WebSocket).await?)
+            }
+            Protocol::SocketIoPolling => {
+                Conn::SocketIo(SocketIo::open(&dial, EngineTransport::Polling).await?)
+            }
             Protocol::Sse => Conn::Sse(Sse::open(&dial).await?),
         })
     }

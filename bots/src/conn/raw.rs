@@ -95,7 +95,7 @@ impl Link for Raw {
 
 /// A raw protocol message, borrowing from the text where it can.
 #[derive(Deserialize)]
-struct Incoming<'a> {
+pub(super) struct Incoming<'a> {
     #[serde(rename = "type", borrow)]
     kind: Cow<'a, str>,
     #[serde(borrow, default)]
@@ -113,10 +113,18 @@ struct Incoming<'a> {
 }
 
 pub(super) fn handle_raw(text: &[u8], h: &mut impl Handler) {
-    let msg: Incoming<'_> = match serde_json::from_slice(text) {
-        Ok(m) => m,
-        Err(e) => return h.on_error(ErrorKind::Protocol, &format!("bad JSON from server: {e}")),
-    };
+    match serde_json::from_slice::<Incoming<'_>>(text) {
+        Ok(msg) => {
+            let answers = msg.reference.as_deref().map(Sent::of_ref);
+            dispatch_raw(&msg, answers, h);
+        }
+        Err(e) => h.on_error(ErrorKind::Protocol, &format!("bad JSON from server: {e}")),
+    }
+}
+
+/// Hands one raw protocol message to `h`; an `ack` or `error` answers the send `answers` (told
+/// by its `ref`, or by a Socket.IO acknowledgement's id).
+pub(super) fn dispatch_raw(msg: &Incoming<'_>, answers: Option<Sent>, h: &mut impl Handler) {
     match &*msg.kind {
         "message" => {
             let stream = if msg.to.is_some() {
@@ -136,18 +144,18 @@ pub(super) fn handle_raw(text: &[u8], h: &mut impl Handler) {
             let id = msg.id.as_deref().and_then(|i| i.parse().ok());
             h.on_event(change, id, msg.from.as_deref());
         }
-        "ack" => h.on_ack(msg.reference.as_deref().map_or(Sent::Message, Sent::of_ref)),
+        "ack" => h.on_ack(answers.unwrap_or(Sent::Message)),
         "joined" => h.on_joined(),
-        "error" => on_raw_error(&msg, h),
+        "error" => on_raw_error(msg, answers, h),
         _ => {}
     }
 }
 
 /// An `error`: a refusal the bots expect is counted as such; anything else is a protocol error,
 /// and a refused send still frees its in-flight slot.
-fn on_raw_error(msg: &Incoming<'_>, h: &mut impl Handler) {
+fn on_raw_error(msg: &Incoming<'_>, answers: Option<Sent>, h: &mut impl Handler) {
     let code = msg.code.as_deref().unwrap_or("?");
-    match msg.reference.as_deref().map(Sent::of_ref) {
+    match answers {
         Some(Sent::Change(change)) => return h.on_refused(Refused::Change(change)),
         Some(Sent::Dm) if code == "no_such_user" => return h.on_refused(Refused::Dm),
         Some(sent) => h.on_ack(sent),

@@ -6,14 +6,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper::{Method, StatusCode};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::link::{Closed, Credential, Dial, OpenError};
-use super::transport::http_connect;
+use super::transport::HttpConn;
 use crate::stats::ErrorKind;
 
 /// Messages a session's task reads ahead of the bot.
@@ -32,9 +31,8 @@ enum Incoming {
 /// One SockJS session.
 pub struct SockJs {
     incoming: mpsc::Receiver<Incoming>,
-    sender: SendRequest<Full<Bytes>>,
+    sender: HttpConn,
     send_path: String,
-    host: String,
     receiving: JoinHandle<()>,
 }
 
@@ -74,16 +72,13 @@ impl SockJs {
             Receiving::Streaming => "xhr_streaming",
             Receiving::Polling => "xhr",
         };
-        let http = dial.targets.http;
-        let host = http.to_string();
-        let receiver = http_connect(dial, http).await?;
-        let sender = http_connect(dial, http).await?;
+        let receiver = HttpConn::open(dial).await?;
+        let sender = HttpConn::open(dial).await?;
         let (tx, mut incoming) = mpsc::channel(READ_AHEAD);
         let receive_path = format!("{base}/{transport}{query}");
         let task = Receiver {
             conn: receiver,
             path: receive_path,
-            host: host.clone(),
             tx,
         };
         let receiving = tokio::spawn(task.run());
@@ -105,7 +100,6 @@ impl SockJs {
             incoming,
             sender,
             send_path: format!("{base}/xhr_send{query}"),
-            host,
             receiving,
         })
     }
@@ -114,21 +108,12 @@ impl SockJs {
     pub(super) async fn send(&mut self, message: &[u8]) -> Result<(), Closed> {
         let text = std::str::from_utf8(message).map_err(|_| Closed::new("message is not UTF-8"))?;
         let body = serde_json::to_vec(&[text]).map_err(|e| Closed::new(e.to_string()))?;
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(&self.send_path)
-            .header("host", &self.host)
-            .header("content-type", "text/plain;charset=UTF-8")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| Closed::new(e.to_string()))?;
-        let response = self
+        let body = Some(("text/plain;charset=UTF-8", Bytes::from(body)));
+        let (status, _) = self
             .sender
-            .send_request(request)
+            .exchange(Method::POST, &self.send_path, body)
             .await
             .map_err(|e| Closed::new(format!("xhr_send: {e}")))?;
-        let status = response.status();
-        // Read the (empty) body so the connection is ready for the next send.
-        let _ = response.into_body().collect().await;
         if status == StatusCode::NO_CONTENT {
             Ok(())
         } else {
@@ -157,9 +142,8 @@ impl Drop for SockJs {
 
 /// The task holding a session's receiving requests.
 struct Receiver {
-    conn: SendRequest<Full<Bytes>>,
+    conn: HttpConn,
     path: String,
-    host: String,
     tx: mpsc::Sender<Incoming>,
 }
 
@@ -178,15 +162,9 @@ impl Receiver {
     /// One receiving request, its frames handed over; `Ok(false)` once the session closed or
     /// the bot is gone.
     async fn one_request(&mut self) -> Result<bool, String> {
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(&self.path)
-            .header("host", &self.host)
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| e.to_string())?;
         let response = self
             .conn
-            .send_request(request)
+            .request(Method::POST, &self.path, None)
             .await
             .map_err(|e| format!("receiving request: {e}"))?;
         if response.status() != StatusCode::OK {

@@ -1,14 +1,16 @@
 //! The sockets every protocol shares: TCP connect (source address, shrunk receive buffer),
 //! the WebSocket handshake, reading a WebSocket's data messages, and HTTP/1.1 connections
-//! (SockJS, SSE).
+//! (SockJS, SSE, Engine.IO long-polling).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -134,4 +136,63 @@ pub(super) async fn http_connect(
         let _ = connection.await;
     });
     Ok(sender)
+}
+
+/// One HTTP/1.1 connection to the server for a fallback transport's requests (SockJS,
+/// Engine.IO long-polling), one request at a time.
+pub(super) struct HttpConn {
+    sender: SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl HttpConn {
+    /// Connects to the server's HTTP address.
+    pub(super) async fn open(dial: &Dial<'_>) -> Result<Self, OpenError> {
+        let http = dial.targets.http;
+        Ok(Self {
+            sender: http_connect(dial, http).await?,
+            host: http.to_string(),
+        })
+    }
+
+    /// Sends a request with a `(content type, body)`, or none; the response's body streams.
+    pub(super) async fn request(
+        &mut self,
+        method: Method,
+        uri: &str,
+        body: Option<(&'static str, Bytes)>,
+    ) -> Result<Response<Incoming>, String> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", &self.host);
+        if let Some((content_type, _)) = &body {
+            request = request.header("content-type", *content_type);
+        }
+        let request = request
+            .body(Full::new(body.map(|(_, b)| b).unwrap_or_default()))
+            .map_err(|e| e.to_string())?;
+        self.sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// A request answered whole: its status and body (read to the end, so the connection is
+    /// ready for the next request).
+    pub(super) async fn exchange(
+        &mut self,
+        method: Method,
+        uri: &str,
+        body: Option<(&'static str, Bytes)>,
+    ) -> Result<(StatusCode, Bytes), String> {
+        let response = self.request(method, uri, body).await?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((status, body.to_bytes()))
+    }
 }
