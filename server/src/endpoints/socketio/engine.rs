@@ -123,7 +123,8 @@ impl EngineSession {
             let woken = self.poll_wake.notified();
             {
                 let state = self.state();
-                if state.closed_by_client {
+                // Closed by the client, or upgraded meanwhile: what waits is the WebSocket's.
+                if state.closed_by_client || state.carrier == Carrier::WebSocket {
                     return Ok(Bytes::from_static(packet::NOOP));
                 }
                 if let Some(taken) = self.peer.take(max_bytes) {
