@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Interop suites against the real `parley`: stomp.py (pytest); @stomp/stompjs, SockJS and Socket.IO (node --test).
+# Interop suites against the real `parley`: stomp.py (pytest); @stomp/stompjs, SockJS, the Socket.IO
+# suites, and socket.io-client behind nginx and haproxy in front of a 3-node cluster (node --test).
 #   tests/interop/run.sh                       build parley (release), install tools (cached), run both suites
 #   tests/interop/run.sh --install-only        only install the venv and node_modules
 #   INTEROP_TARGET=rabbitmq tests/interop/run.sh
@@ -73,6 +74,16 @@ if [[ $TARGET == parley ]]; then
     (cd "$ROOT" && cargo build --release -p parley-server --bin parley)
   fi
   [[ -x $PARLEY_BIN ]] || die "no parley binary at $PARLEY_BIN"
+  if [[ " $SUITES " == *" js "* ]]; then
+    # socketio-cluster.test.mjs: its own redis-server, nginx (with the stream module: the shipped
+    # deploy/nginx.conf has a stream block) and haproxy, and a database on the PostgreSQL that
+    # PARLEY_TEST_DATABASE names (tests/run.sh installs and prepares all of these).
+    missing=()
+    for tool in redis-server haproxy psql; do command -v $tool >/dev/null || missing+=("$tool"); done
+    [[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null || missing+=(nginx)
+    [[ -e /usr/lib/nginx/modules/ngx_stream_module.so ]] || missing+=(libnginx-mod-stream)
+    ((${#missing[@]} == 0)) || die "the Socket.IO cluster test needs ${missing[*]} (tests/run.sh installs them)"
+  fi
 else
   unset PARLEY_BIN
   for port in "${RABBITMQ_STOMP_PORT:-61613}" "${RABBITMQ_WEB_STOMP_PORT:-15674}"; do
@@ -96,10 +107,10 @@ if [[ " $SUITES " == *" python "* ]]; then
   log "pytest took $((SECONDS - t0)) s"
 fi
 if [[ " $SUITES " == *" js "* ]]; then
-  log "node --test (@stomp/stompjs; SockJS against sockjs-node; Socket.IO suites against socket.io and socket.io-client) against $TARGET"
+  log "node --test (@stomp/stompjs; SockJS against sockjs-node; Socket.IO suites against socket.io and socket.io-client; socket.io-client behind nginx and haproxy) against $TARGET"
   t0=$SECONDS
   if (cd "$JS" && node --test --test-concurrency=1 --test-timeout=120000 stompjs.test.mjs sockjs.test.mjs \
-    socketio-protocol.test.mjs socketio-chat.test.mjs); then :; else
+    socketio-protocol.test.mjs socketio-chat.test.mjs socketio-cluster.test.mjs); then :; else
     failed+=("node --test (exit $?)")
   fi
   log "node --test took $((SECONDS - t0)) s"
