@@ -315,3 +315,79 @@ for (const [mode, transports] of MODES) {
     await closeAll();
   });
 }
+
+// ---- 2. connection-state recovery across a SIGKILL and restart ---------------------------------
+for (const [mode, transports] of MODES) {
+  test(`recovery over ${mode}: SIGKILL, restart on the same port and data, the page gets what it missed once, in order (socket.recovered)`, { timeout: TEST_TIMEOUT }, async () => {
+    const dataDir = e2e.tempDir('sio-recovery');
+    let srv = await e2e.startServer({ port: await e2e.freePort(), dataDir, args: ALLOW_STATIC });
+    // The page reaches Parley through a TCP proxy, so its network can stay cut after the
+    // restart until the other client has talked: what it missed must come by recovery.
+    const proxy = await e2e.startProxy(srv.port);
+    try {
+      const room = `rec-${mode}`;
+      const [pgName, otherName] = [`rec-page-${mode}`, `rec-other-${mode}`];
+      const [pgToken, otherToken] = await Promise.all([account(srv, pgName), account(srv, otherName)]);
+      let other = await rawClient(srv, otherToken);
+      await other.join(room);
+      const user = await openChat(pgName, { token: pgToken, transports, room, parley: proxy.url });
+      const { page } = user;
+      await page.locator('#status[data-state="joined"]').waitFor();
+      const before = 'before the crash';
+      assert.equal((await other.request({ type: 'send', room, body: before })).id, '1');
+      await waitShown(page, before);
+      if (mode === 'upgrade') await page.waitForFunction(() => window.chat.socket.io.engine.transport.name === 'websocket');
+
+      user.outage = true;
+      const exited = new Promise((resolve) => srv.proc.once('exit', (code, signal) => resolve({ code, signal })));
+      srv.proc.kill('SIGKILL');
+      assert.deepEqual(await within(exited, e2e.WAIT, 'parley to die'), { code: null, signal: 'SIGKILL' });
+      proxy.block();
+      await page.waitForFunction(() => !window.chat.socket.connected);
+      other.close();
+
+      srv = await e2e.startServer({ port: srv.port, dataDir, args: ALLOW_STATIC });
+      other = await rawClient(srv, otherToken); // same token: the key is in the data directory
+      await other.join(room);
+      const missed = ['missed 1', 'missed 2', 'missed 3'];
+      const ids = [];
+      for (const body of missed) ids.push((await other.request({ type: 'send', room, body })).id);
+      assert.deepEqual(ids, ['2', '3', '4']);
+      assert.equal(await page.evaluate(() => window.chat.socket.connected), false, 'the page is still away');
+      assert.equal((await shown(page)).length, 1);
+
+      proxy.unblock(); // socket.io-client retries by itself (backoff of at most 5 s × 1.5)
+      await page.waitForFunction(() => window.chat.socket.connected && window.chat.connects === 2, null, { timeout: 20_000 });
+      assert.equal(await page.evaluate(() => window.chat.socket.recovered), true, 'socket.recovered');
+      await page.locator('#recovered[data-recovered="true"]').waitFor();
+      await waitShown(page, missed[2]);
+      user.outage = false;
+      // Live again: the recovered session is back in the room, both ways.
+      const after = 'after the recovery';
+      assert.equal((await other.request({ type: 'send', room, body: after })).id, '5');
+      await waitShown(page, after);
+      await page.fill('#input', 'the page is back');
+      await page.press('#input', 'Enter');
+      await page.locator('#last-ack[data-id="6"]').waitFor();
+      await other.waitFor((m) => m.type === 'message' && m.id === '6' && m.from === pgName, 'the page\'s message after recovery');
+      await waitShown(page, 'the page is back');
+      await e2e.pause(300); // nothing may come twice, late
+      const all = await shown(page);
+      assert.deepEqual(all.map((m) => [m.id, m.body]),
+        [['1', before], ['2', missed[0]], ['3', missed[1]], ['4', missed[2]], ['5', after], ['6', 'the page is back']],
+        'every message once, in order');
+      assert.equal(await page.evaluate(() => window.chat.recoveredConnects), 1);
+      if (mode === 'upgrade') await page.waitForFunction(() => window.chat.socket.io.engine.transport.name === 'websocket');
+      else assert.equal(await transportOf(page), mode);
+      assert.deepEqual(await page.evaluate(() => window.chat.errors), []);
+      await e2e.screenshot(page, `socketio-recovery-${mode}`);
+      e2e.assertNoErrors(user);
+      other.close();
+      await closeAll();
+    } finally {
+      await proxy.close();
+      await srv.stop();
+      e2e.removeDir(dataDir);
+    }
+  });
+}
