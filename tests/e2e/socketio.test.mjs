@@ -10,6 +10,7 @@
 // the cookie test serves it on Parley's own origin instead (Playwright answers the page's two
 // paths, everything else reaches Parley).
 import http from 'node:http';
+import net from 'node:net';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -388,6 +389,106 @@ for (const [mode, transports] of MODES) {
       await proxy.close();
       await srv.stop();
       e2e.removeDir(dataDir);
+    }
+  });
+}
+
+// ---- 3. a same-origin page: the session cookie authenticates --------------------------------------
+// Parley serves no arbitrary files, so the page's origin is a small reverse proxy in front of
+// Parley, as a deployment's would be: it serves the page's own files and passes everything else,
+// /api/login and /socket.io/ (WebSocket upgrades too) included, to Parley with the Host header
+// unchanged. (Answering the page's paths on Parley's origin with Playwright's `route` does not
+// do: Chromium then blocks the page's WebSocket to 127.0.0.1 as a local-network access from a
+// public page, net::ERR_BLOCKED_BY_LOCAL_NETWORK_ACCESS_CHECKS.) The page signs in with
+// `POST /api/login {"cookie":true}` and connects with no token at all.
+async function startSameOriginProxy(targetPort) {
+  const srv = http.createServer((req, res) => {
+    const file = FILES[new URL(req.url, 'http://x').pathname];
+    if (file) {
+      res.writeHead(200, { 'content-type': file[0], 'cache-control': 'no-store' });
+      res.end(readFileSync(file[1]));
+      return;
+    }
+    const up = http.request({ host: '127.0.0.1', port: targetPort, method: req.method, path: req.url, headers: req.headers }, (r) => {
+      res.writeHead(r.statusCode, r.rawHeaders);
+      r.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  srv.on('upgrade', (req, socket, head) => {
+    const up = net.connect(targetPort, '127.0.0.1', () => {
+      const lines = [`${req.method} ${req.url} HTTP/1.1`];
+      for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
+      up.write(`${lines.join('\r\n')}\r\n\r\n`);
+      if (head.length) up.write(head);
+      up.pipe(socket);
+      socket.pipe(up);
+    });
+    up.on('error', () => socket.destroy());
+    socket.on('error', () => up.destroy());
+  });
+  await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${srv.address().port}`,
+    close: () => new Promise((resolve) => {
+      srv.closeAllConnections();
+      srv.close(resolve);
+    }),
+  };
+}
+
+let cookiePeer;
+for (const [mode, transports] of MODES) {
+  test(`a same-origin page signs in with the session cookie and chats over ${mode} without a token`, { timeout: TEST_TIMEOUT }, async () => {
+    const front = await startSameOriginProxy(server.port);
+    try {
+      const room = `cookie-${mode}`;
+      const name = `cookie-${mode}`;
+      await e2e.register(server, name);
+      cookiePeer ??= { name: 'cookie-peer', token: await account(server, 'cookie-peer') };
+      const peer = await rawClient(server, cookiePeer.token);
+      await peer.join(room);
+      // `parley` is the page's own origin: Parley behind the proxy.
+      const user = await openChat(name, { transports, room, origin: front.url, parley: front.url, extra: { auth: 'cookie' } });
+      const { page } = user;
+      await page.locator('#signin:not([hidden])').waitFor();
+      await page.fill('#username', name);
+      await page.fill('#password', e2e.passwordOf(name));
+      await page.click('#signin-button');
+      await page.locator('#status[data-state="joined"]').waitFor();
+      const cookies = await user.context.cookies(front.url);
+      const session = cookies.find((c) => c.name === 'parley_session');
+      assert.ok(session, `cookies: ${JSON.stringify(cookies.map((c) => c.name))}`);
+      assert.equal(session.httpOnly, true);
+      assert.equal(session.sameSite, 'Strict');
+      // No token anywhere in the page: the CONNECT packet had no auth.
+      assert.equal(await page.evaluate(() => window.chat.socket.auth), undefined);
+      await peer.waitFor((m) => m.type === 'presence' && m.user === name && m.event === 'join', 'presence of the cookie page');
+
+      const body = `cookie page over ${mode}`;
+      await page.fill('#input', body);
+      await page.press('#input', 'Enter');
+      await page.locator(`#last-ack[data-body="${body}"]`).waitFor();
+      const id = await page.locator('#last-ack').getAttribute('data-id');
+      const atPeer = await peer.waitFor((m) => m.type === 'message' && m.body === body, 'the cookie page\'s message');
+      assert.deepEqual({ id: atPeer.id, from: atPeer.from }, { id, from: name }, 'the server knows the page by its cookie');
+      const reply = `peer to the cookie page over ${mode}`;
+      const replyAck = await peer.request({ type: 'send', room, body: reply });
+      assert.equal((await waitShown(page, reply)).id, replyAck.id);
+      if (mode === 'upgrade') {
+        await page.waitForFunction(() => window.chat.socket.io.engine.transport.name === 'websocket');
+        assert.deepEqual(await page.evaluate(() => window.chat.transportNames), ['polling', 'websocket']);
+      } else {
+        assert.equal(await transportOf(page), mode);
+      }
+      assert.deepEqual(await page.evaluate(() => window.chat.errors), []);
+      await e2e.screenshot(page, `socketio-cookie-${mode}`);
+      e2e.assertNoErrors(user);
+      peer.close();
+      await closeAll();
+    } finally {
+      await front.close();
     }
   });
 }
