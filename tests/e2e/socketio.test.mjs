@@ -81,7 +81,7 @@ async function account(srv, name) {
 // is cut (the polling XHRs, the WebSocket handshakes).
 const OUTAGE_NOISE = [
   /^WebSocket connection to 'ws:\/\/127\.0\.0\.1:\d+\/socket\.io\/\?EIO=4&transport=websocket[^']*' failed/,
-  /^Failed to load resource: net::ERR_(CONNECTION_REFUSED|CONNECTION_RESET|EMPTY_RESPONSE|CONNECTION_CLOSED)/,
+  /^Failed to load resource: net::ERR_(CONNECTION_REFUSED|CONNECTION_RESET|EMPTY_RESPONSE|CONNECTION_CLOSED|SOCKET_NOT_CONNECTED)/,
 ];
 
 /**
