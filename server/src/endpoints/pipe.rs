@@ -162,6 +162,21 @@ impl AppEnd {
         self.send(message)
     }
 
+    /// Sends `messages` in one step once the client has taken enough of what came before
+    /// ([`AppEnd::drained`]), waiting at most `limit`: one wake-up of the receiving side for
+    /// all of them.
+    pub async fn send_all_paced(
+        &self,
+        messages: impl IntoIterator<Item = Bytes>,
+        limit: Duration,
+    ) -> Result<(), Overflow> {
+        if tokio::time::timeout(limit, self.drained()).await.is_err() {
+            self.close(1008, "slow consumer: messages not collected");
+            return Err(Overflow);
+        }
+        self.send_all(messages)
+    }
+
     /// Ends the session with a close frame (the first close wins).
     pub fn close(&self, code: u16, reason: &str) {
         self.0.lock().set_close(code, reason);

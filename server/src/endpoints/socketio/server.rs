@@ -4,6 +4,7 @@
 //! `--echo`, the protocol test suites' services.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,6 +71,9 @@ struct SocketIo {
     partial: Option<(Packet, Vec<Vec<u8>>)>,
 }
 
+/// Most further chat messages taken in one step after the one that woke the session.
+const MAX_BATCH: usize = 63;
+
 /// The client broke the protocol: the session ends.
 struct Broken;
 
@@ -97,6 +101,9 @@ pub async fn run(
     let mut pong_due: Option<Instant> = None;
     let mut got = Vec::new();
     let mut out = Vec::new();
+    // One timer for the session's life, moved as its deadline moves.
+    let timer = sleep_until(next_ping);
+    tokio::pin!(timer);
     loop {
         let connect_due = (service != Service::EngineEcho && !sio.ever_connected)
             .then_some(started + timing.connect_timeout);
@@ -105,6 +112,9 @@ pub async fn run(
             .flatten()
             .min();
         let deadline = deadline.unwrap_or(next_ping);
+        if timer.deadline() != deadline || timer.is_elapsed() {
+            timer.as_mut().reset(deadline.max(Instant::now()));
+        }
         let step = tokio::select! {
             biased;
             () = shutdown.cancelled() => Err((1001, "server shutting down".to_owned())),
@@ -120,8 +130,8 @@ pub async fn run(
                 }
                 step
             }
-            sent = sio.chat_outbound() => sio.chat_apply(sent, &mut out),
-            () = sleep_until(deadline) => {
+            sent = sio.chat_outbound() => sio.chat_apply_all(sent, &mut out),
+            () = &mut timer => {
                 let now = Instant::now();
                 if pong_due.is_some_and(|due| now >= due) {
                     Err((1000, "ping timeout".to_owned()))
@@ -136,10 +146,13 @@ pub async fn run(
                 }
             }
         };
-        for message in out.drain(..) {
-            if end.send_paced(message, write_timeout).await.is_err() {
-                return;
-            }
+        if !out.is_empty()
+            && end
+                .send_all_paced(out.drain(..), write_timeout)
+                .await
+                .is_err()
+        {
+            return;
         }
         if let Err((code, reason)) = step {
             if let Some(chat) = &mut sio.chat {
@@ -328,6 +341,31 @@ impl SocketIo {
             Some(chat) => chat.outbound().await,
             None => std::future::pending().await,
         }
+    }
+
+    /// Takes in `sent` and whatever else the chat has ready now, so that a backlog goes to the
+    /// client in one step.
+    fn chat_apply_all(
+        &mut self,
+        sent: crate::ws::Outbound,
+        out: &mut Vec<Bytes>,
+    ) -> Result<(), (u16, String)> {
+        self.chat_apply(sent, out)?;
+        for _ in 0..MAX_BATCH {
+            let ready = {
+                let mut more = std::pin::pin!(self.chat_outbound());
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                match more.as_mut().poll(&mut cx) {
+                    std::task::Poll::Ready(sent) => Some(sent),
+                    std::task::Poll::Pending => None,
+                }
+            };
+            match ready {
+                Some(sent) => self.chat_apply(sent, out)?,
+                None => break,
+            }
+        }
+        Ok(())
     }
 
     fn chat_apply(
