@@ -32,7 +32,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { createServer, connect as netConnect } from 'node:net';
+import { connect as netConnect } from 'node:net';
 import { request as httpRequest } from 'node:http';
 import {
   closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync,
@@ -42,7 +42,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { io } from 'socket.io-client';
-import { withTimeout } from './timeout.mjs';
+import { freePort, withTimeout } from './timeout.mjs';
 
 const IS_RABBIT = (process.env.INTEROP_TARGET ?? 'parley') === 'rabbitmq';
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -106,17 +106,6 @@ async function stop(proc, signal = 'SIGTERM') {
   });
 }
 
-/** A loopback port free right now. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 

@@ -9,14 +9,13 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { createServer } from 'node:net';
 import { openSync, closeSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { WebSocket } from 'ws';
 import { Client, Versions } from '@stomp/stompjs';
-import { withTimeout } from './timeout.mjs';
+import { deferred, freePort, withTimeout } from './timeout.mjs';
 
 // Node 20 has no global WebSocket; stompjs' brokerURL needs one.
 Object.assign(globalThis, { WebSocket });
@@ -35,22 +34,7 @@ const uniq = (p) => `interop-${p}-${RUN}-${counter++}`;
 // ---------------------------------------------------------------------------------------------
 
 
-function deferred() {
-  let resolve, reject;
-  const promise = new Promise((res, rej) => { resolve = res; reject = rej; });
-  return { promise, resolve, reject };
-}
 
-async function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 // No orphaned servers if this process dies or is interrupted.
 const spawned = new Set();
