@@ -143,6 +143,25 @@ fn fallback_transports_scenario_passes() {
     assert_eq!(report["messages"]["acked"], sent, "{report:#}");
 }
 
+/// Socket.IO bots on WebSocket and on long-polling in one room: every message reaches every
+/// bot on both transports, each send acknowledged once durable.
+#[test]
+fn socketio_scenario_passes_on_both_transports() {
+    let server = ServerProcess::start(&["--rate-limit", "0"]);
+    let scenario = workspace_root().join("bots/scenarios/socketio.toml");
+    let (code, report) = run_json(&server, &scenario, &["--duration", "3s"]);
+    assert_eq!(code, Some(0), "{report:#}\n{}", server.stderr_log());
+    assert_clean(&report);
+    assert_eq!(report["errors"]["total"], 0, "{report:#}");
+    assert_eq!(report["connections"]["up"], 6, "{report:#}");
+    let count = |field: &str| report["messages"][field].as_u64().unwrap_or_default();
+    let sent = count("sent");
+    assert!(sent > 0, "{report:#}");
+    // Acks and deliveries counted in the window include those of sends made just before it.
+    assert!(count("acked") >= sent, "{report:#}");
+    assert!(count("delivered") >= 6 * sent, "{report:#}");
+}
+
 #[test]
 fn a_missed_slo_fails_the_run() {
     let server = ServerProcess::start(&["--rate-limit", "0"]);
@@ -361,6 +380,7 @@ fn check_validates_scenarios() {
         "failover",
         "conversations",
         "fallback",
+        "socketio",
     ] {
         let path = workspace_root().join(format!("bots/scenarios/{name}.toml"));
         let out = bots(&["check", path.to_str().expect("UTF-8 path")]);
