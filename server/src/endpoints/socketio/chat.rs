@@ -164,11 +164,17 @@ impl ChatNsp {
     fn track(&mut self, name: &str, command: &Map<String, Value>) {
         let room = command.get("room").and_then(Value::as_str);
         match (name, room) {
-            ("join", Some(room)) => {
+            // Only names that can be rooms, and as many as an offset holds: a refused join
+            // leaves its entry until the next join of that room.
+            ("join", Some(room))
+                if valid_place(room) && self.joining.len() < MAX_OFFSET_ENTRIES =>
+            {
                 let since = command.get("since").and_then(as_id);
                 self.joining.insert(room.to_owned(), since);
             }
             ("leave", Some(room)) => {
+                // A join still answering in this read is not rejoined by a recovery.
+                self.joining.remove(room);
                 self.left |= self.positions.remove(room).is_some();
             }
             _ => {}
@@ -257,17 +263,19 @@ impl ChatNsp {
                 self.joined(room, head.last_id.as_deref().and_then(|i| i.parse().ok()));
                 Some(Awaited::Joined(room.to_owned()))
             }
-            "history" => Some(Awaited::History(place_of(&head))),
+            "history" => Some(Awaited::History(place_of(&head).to_lowercase())),
             "pong" => Some(Awaited::Pong),
             "authed" => Some(Awaited::Authed),
             _ => None,
         };
         if let Some(owed) = owed {
+            // The oldest command waiting for this kind of answer.
             let ack = self
                 .awaited
                 .iter()
-                .find(|(_, a)| **a == owed)
-                .map(|(k, _)| *k);
+                .filter(|(_, a)| **a == owed)
+                .map(|(k, _)| *k)
+                .min();
             if let Some(ack) = ack {
                 self.awaited.remove(&ack);
                 into.push(packet::encode("3", "/", Some(ack), &wrap(&json)));
@@ -292,17 +300,32 @@ impl ChatNsp {
             fields.insert("room".into(), Value::from(room.as_str()));
         }
         self.joining.remove(&room);
-        self.positions.remove(&room);
+        // A lasting refusal drops the room; anything else (a rate, storage) keeps its place for
+        // the next recovery.
+        let code = error
+            .get("code")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if matches!(
+            code,
+            "forbidden" | "no_such_room" | "invalid_room" | "invalid_field"
+        ) {
+            self.positions.remove(&room);
+        }
         into.push(packet::event("/", &json!(["error", error])));
         into.push(self.offset_event());
     }
 
     /// A join's answer: the room's place in the offset.
+    /// A place that is already in the offset stays where it is: a join of a room the client is
+    /// in answers the room's newest id, which messages still on their way to the client are
+    /// below. A join not tracked (left in the same read, or past the offset's size) adds none.
     fn joined(&mut self, room: &str, last_id: Option<u64>) {
-        let since = self.joining.remove(room).flatten();
+        let Some(since) = self.joining.remove(room) else {
+            return;
+        };
         let at = since.or(last_id).unwrap_or(0);
-        let place = self.positions.entry(room.to_owned()).or_insert(at);
-        *place = (*place).max(at);
+        self.positions.entry(room.to_owned()).or_insert(at);
     }
 
     /// A room event arrived: its place moves to it; the offset to send with it.
@@ -316,11 +339,18 @@ impl ChatNsp {
             }
             (None, None) => return None,
         };
-        let known = self.positions.contains_key(&place);
         // A room is in the offset from its `joined` on; a conversation from its first message.
-        if known || place.starts_with('@') && self.positions.len() < MAX_OFFSET_ENTRIES {
-            let at = self.positions.entry(place).or_insert(id);
-            *at = (*at).max(id);
+        // Ids of a room (and of a conversation) are consecutive, so a place moves only to the
+        // next one: after a gap (a catch-up cut short, say) it stays before it, and a recovery
+        // repeats messages rather than skipping any.
+        let room_for_more = self.positions.len() < MAX_OFFSET_ENTRIES;
+        match self.positions.get_mut(&place) {
+            Some(at) if id == *at + 1 => *at = id,
+            Some(_) => {}
+            None if place.starts_with('@') && room_for_more => {
+                self.positions.insert(place, id);
+            }
+            None => {}
         }
         Some(self.offset())
     }
@@ -341,6 +371,15 @@ impl ChatNsp {
     fn offset_event(&self) -> Bytes {
         packet::event("/", &json!(["offset", self.offset()]))
     }
+}
+
+/// A room or user name as an offset may hold it.
+fn valid_place(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
 }
 
 /// A client's offset back: the positions it names, or `None` if it is not one of ours.
@@ -404,9 +443,10 @@ fn awaited(name: &str, command: &Map<String, Value>) -> Awaited {
     match name {
         "send" | "edit" | "delete" | "react" => Awaited::Ref,
         "join" => Awaited::Joined(field("room")),
+        // Names are answered in their stored spelling.
         "history" => Awaited::History(match command.get("with") {
-            Some(_) => format!("@{}", field("with")),
-            None => field("room"),
+            Some(_) => format!("@{}", field("with")).to_lowercase(),
+            None => field("room").to_lowercase(),
         }),
         "ping" => Awaited::Pong,
         "auth" => Awaited::Authed,

@@ -16,6 +16,9 @@ use tokio::sync::Notify;
 use super::packet::{self, EnginePacket};
 use crate::endpoints::pipe::{Busy, PeerEnd};
 
+/// How long a poll made during an upgrade's probe is held before it ends with `noop`.
+const PROBE_HOLD: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Why a request on a session is refused (the reference server's error codes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EngineError {
@@ -119,6 +122,11 @@ impl EngineSession {
             state.polling = true;
         }
         let _waiting = PollGuard(self);
+        // A poll that began during a probe waits a little for the upgrade (as the reference
+        // server holds it) rather than bouncing back at once; one waiting when it began ends
+        // at once with `noop`.
+        let probing_from_start = matches!(self.state().carrier, Carrier::Polling { probing: true });
+        let mut held_once = false;
         loop {
             let woken = self.poll_wake.notified();
             {
@@ -134,13 +142,15 @@ impl EngineSession {
                     }
                     return Ok(packet::join_payload(&packets));
                 }
-                if matches!(state.carrier, Carrier::Polling { probing: true }) {
+                let probing = matches!(state.carrier, Carrier::Polling { probing: true });
+                if probing && (!probing_from_start || held_once) {
                     return Ok(Bytes::from_static(packet::NOOP));
                 }
             }
             tokio::select! {
                 () = self.peer.ready() => {}
                 () = woken => {}
+                () = tokio::time::sleep(PROBE_HOLD), if probing_from_start => held_once = true,
             }
         }
     }

@@ -212,7 +212,11 @@ impl SocketIo {
             Kind::Disconnect => {
                 self.namespaces.retain(|n| *n != packet.nsp);
                 if packet.nsp == "/" {
-                    self.chat = None;
+                    // What came before the disconnect in this read still runs, as the
+                    // reference server runs each handler before the next packet.
+                    if let Some(mut chat) = self.chat.take() {
+                        let _ = chat.run(out).await;
+                    }
                 }
             }
             Kind::Event | Kind::Ack => self.dispatch(packet, Vec::new(), out),
@@ -228,7 +232,14 @@ impl SocketIo {
     /// One binary attachment.
     fn binary(&mut self, data: Vec<u8>, out: &mut Vec<Bytes>) -> Result<(), Broken> {
         let (packet, mut attachments) = self.partial.take().ok_or(Broken)?;
-        attachments.push(data);
+        // A packet's attachments together are at most one largest message; the chat refuses
+        // them anyway, so it keeps none.
+        let held: usize = attachments.iter().map(Vec::len).sum::<usize>() + data.len();
+        if held > self.apps.max_message {
+            return Err(Broken);
+        }
+        let keep = self.service == Service::SocketIoTest;
+        attachments.push(if keep { data } else { Vec::new() });
         if attachments.len() < packet.attachments {
             self.partial = Some((packet, attachments));
         } else {
