@@ -22,6 +22,8 @@ use crate::ws::Outbound;
 
 /// Most rooms and conversations an offset may name.
 pub const MAX_OFFSET_ENTRIES: usize = 1024;
+/// Acknowledgements a session may owe at once.
+const MAX_AWAITED: usize = 1024;
 /// Longest offset accepted back.
 const MAX_OFFSET: usize = 64 * 1024;
 /// The `ref` of a recovery's rejoin: its refusal names the room.
@@ -132,6 +134,13 @@ impl ChatNsp {
     /// Queues one event as a raw command; an immediate answer (a malformed event) goes to
     /// `reply`.
     pub fn event(&mut self, name: &str, args: &[Value], ack: Option<u64>, reply: &mut Vec<Bytes>) {
+        if ack.is_some() && self.awaited.len() >= MAX_AWAITED {
+            // Answers that never come (a storage error answers a page with no `ref`) must not
+            // pile up: past the bound, commands with acknowledgements wait for room.
+            let why = "too many acknowledgements outstanding";
+            let error = json!({"type": "error", "code": "busy", "message": why});
+            return reply.push(answer(ack, error));
+        }
         let fields = match command_fields(name, args) {
             Ok(fields) => fields,
             Err(why) => {
