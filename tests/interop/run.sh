@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Interop suites against the real `parley`: stomp.py (pytest); @stomp/stompjs, SockJS, the Socket.IO
-# suites, and socket.io-client behind nginx and haproxy in front of a 3-node cluster (node --test).
+# suites, socket.io-client behind nginx and haproxy in front of a 3-node cluster, and OAuth 2.0 / OpenID
+# Connect against the test providers of tests/oidc (node --test).
 #   tests/interop/run.sh                       build parley (release), install tools (cached), run both suites
 #   tests/interop/run.sh --install-only        only install the venv and node_modules
 #   INTEROP_TARGET=rabbitmq tests/interop/run.sh
@@ -65,6 +66,23 @@ if ! node_ok; then
   log "node_modules ready in $((SECONDS - t0)) s"
 fi
 
+# ---- the test OpenID Connect providers (tests/oidc: oidc-provider, jose), pinned by their own lock
+OIDC="$ROOT/tests/oidc"
+oidc_hash() { sha256sum "$OIDC/package-lock.json" | cut -d' ' -f1; }
+oidc_ok() { [[ -f $OIDC/node_modules/.oidc-complete && $(cat "$OIDC/node_modules/.oidc-complete") == "$(oidc_hash)" ]]; }
+if ! oidc_ok; then
+  log "npm ci in $OIDC"
+  t0=$SECONDS
+  mkdir -p "${PARLEY_CACHE:-$HOME/.cache/parley}"
+  ( # the browser and interop suites share this folder: one npm ci at a time
+    flock 9
+    oidc_ok && exit 0
+    (cd "$OIDC" && npm ci --no-audit --no-fund --loglevel=error)
+    oidc_hash >"$OIDC/node_modules/.oidc-complete"
+  ) 9>"${PARLEY_CACHE:-$HOME/.cache/parley}/oidc-npm.lock"
+  log "tests/oidc node_modules ready in $((SECONDS - t0)) s"
+fi
+
 [[ ${1:-} == --install-only ]] && exit 0
 
 # ---- the server under test -----------------------------------------------------------------------
@@ -110,7 +128,8 @@ if [[ " $SUITES " == *" js "* ]]; then
   log "node --test (@stomp/stompjs; SockJS against sockjs-node; Socket.IO suites against socket.io and socket.io-client; socket.io-client behind nginx and haproxy) against $TARGET"
   t0=$SECONDS
   if (cd "$JS" && node --test --test-concurrency=1 --test-timeout=120000 stompjs.test.mjs sockjs.test.mjs \
-    socketio-protocol.test.mjs socketio-chat.test.mjs socketio-cluster.test.mjs); then :; else
+    socketio-protocol.test.mjs socketio-chat.test.mjs socketio-cluster.test.mjs \
+    "$OIDC/selfcheck.mjs"); then :; else
     failed+=("node --test (exit $?)")
   fi
   log "node --test took $((SECONDS - t0)) s"
