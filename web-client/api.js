@@ -78,6 +78,43 @@ export async function fetchMe(token) {
   return me && typeof me.username === 'string' ? me.username : null;
 }
 
+// ---- other sites' accounts (OAuth 2.0 / OpenID Connect) -----------------------------------------
+
+const PROVIDER_NAME = /^[a-z0-9-]{1,32}$/;
+
+/** GET /api/auth/providers: [{name, label, kind}] the server lets people sign in with ([] if none). */
+export async function listProviders() {
+  const { ok, body } = await api('/api/auth/providers', { bearer: false });
+  if (!ok || !body || !Array.isArray(body.providers)) return [];
+  return body.providers
+    .filter((p) => p && typeof p.name === 'string' && PROVIDER_NAME.test(p.name))
+    .map((p) => ({ name: p.name, label: typeof p.label === 'string' && p.label ? p.label : p.name, kind: p.kind }));
+}
+
+/** GET /api/auth/signup (the HttpOnly sign-up cookie): {provider, label, suggested}, or null (none pending). */
+export async function pendingSignup() {
+  const { ok, body } = await api('/api/auth/signup', { cookie: true, bearer: false });
+  return ok && body && typeof body.provider === 'string' ? body : null;
+}
+
+/** POST /api/auth/signup {"name"}: the account is made and signed in (token JSON + session cookie). */
+export const postSignup = (name) => withSessionLock(() => api('/api/auth/signup', {
+  method: 'POST', json: { name }, cookie: true, bearer: false,
+}));
+
+/** GET /api/account/identities: {password, identities: [{provider, label, linked_ms}]}, or null. */
+export async function listIdentities() {
+  const { ok, body } = await api('/api/account/identities');
+  if (!ok || !body || !Array.isArray(body.identities)) return null;
+  return {
+    password: body.password === true,
+    identities: body.identities.filter((i) => i && typeof i.provider === 'string'),
+  };
+}
+
+export const unlinkIdentity = (provider) =>
+  api(`/api/account/identities/${encodeURIComponent(provider)}`, { method: 'DELETE' });
+
 // ---- rooms -------------------------------------------------------------------------------------
 
 const roomPath = (name) => `/api/rooms/${encodeURIComponent(name)}`;

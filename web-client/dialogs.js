@@ -1,18 +1,28 @@
 // The sign-in and guest-name dialogs: showing them, what they offer (/api/info), their checks and error texts.
 
-import { el } from './dom.js';
+import { el, h } from './dom.js';
 import { setConn } from './render.js';
 import { NAME_KEY, NAME_RE, info, state } from './state.js';
 
-/** The guest button and "Create account" as the server allows (GET /api/info). */
+/**
+ * The guest button and "Create account" as the server allows (GET /api/info), and a "Sign in
+ * with …" link per site the server accepts accounts of (GET /api/auth/providers). The links are
+ * plain navigations: the server sends the browser to the provider and, once back, sets the
+ * session cookie the page resumes from.
+ */
 export function renderAuthChoices() {
   el.authGuestRow.hidden = !info.guests;
   el.authRegister.hidden = info.registration === 'closed';
+  el.authProviders.hidden = info.providers.length === 0;
+  el.providerList.replaceChildren(...info.providers.map((p) => h('li', null,
+    h('a', { class: 'provider-login', href: `/auth/${p.name}/login`, dataset: { provider: p.name } },
+      `Sign in with ${p.label}`))));
   el.authDialog.dataset.ready = String(info.loaded);
 }
 
 export function showSignIn(message = '') {
   if (el.nameDialog.open) el.nameDialog.close();
+  if (el.signupDialog.open) el.signupDialog.close();
   setConn('signed-out');
   el.authError.textContent = message;
   el.authPass.value = '';
@@ -22,7 +32,7 @@ export function showSignIn(message = '') {
 }
 
 export function setAuthBusy(busy) {
-  for (const button of [el.authSignIn, el.authRegister, el.authGuest]) button.disabled = busy;
+  for (const button of [el.authSignIn, el.authRegister, el.authGuest, el.signupSubmit]) button.disabled = busy;
   el.authForm.setAttribute('aria-busy', String(busy));
 }
 

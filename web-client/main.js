@@ -14,6 +14,7 @@ import { send, sendTyping } from './messages.js';
 import { openConversation, parseHash } from './navigation.js';
 import { renderNotify, toggleNotify } from './notify.js';
 import { wirePeople } from './people.js';
+import { offerSignup, signupRequested, wireProviders } from './providers.js';
 import { retry } from './outbox.js';
 import {
   actions, autosize, closeDrawers, nearBottom, renderAll, renderComposer, renderMe, scrollToBottom, toggleDrawer,
@@ -153,7 +154,10 @@ function wireSignIn() {
 
 // ---- start -------------------------------------------------------------------------------------
 
-/** On load: resume the session from the cookie, else a remembered guest name, else sign in. */
+/**
+ * On load: resume the session from the cookie, else finish a sign-in with another site that
+ * needs a name (`?signup`), else a remembered guest name, else sign in.
+ */
 async function boot() {
   renderAll();
   renderMe();
@@ -172,6 +176,11 @@ async function boot() {
     start();
     return;
   }
+  if (signupRequested() && !unreachable) {
+    if (await offerSignup()) return;
+    showSignIn('That sign-in has expired. Please sign in again.');
+    return;
+  }
   const saved = localStorage.getItem(NAME_KEY);
   if (info.guests && saved && NAME_RE.test(saved)) {
     startGuest(saved);
@@ -184,4 +193,5 @@ wireChat();
 wireNavigation();
 wirePeople(openConversation);
 wireSignIn();
+wireProviders();
 boot();

@@ -50,6 +50,8 @@ export function renderMe() {
   el.meGuest.hidden = auth.mode !== 'guest';
   el.changeName.hidden = auth.mode !== 'guest';
   el.newRoomPrivateLabel.hidden = auth.mode !== 'account';
+  // Linking other sites' accounts: for accounts, on a server that accepts some.
+  el.identitiesBox.hidden = auth.mode !== 'account' || info.providers.length === 0;
   if (auth.mode !== 'account') el.newRoomPrivate.checked = false;
 }
 

@@ -1,6 +1,6 @@
 // Getting in and out: what the server offers (GET /api/info), accounts (create, sign in, sign out) and guests (name, change).
 
-import { getInfo, login, logout, register } from './api.js';
+import { getInfo, listProviders, login, logout, register } from './api.js';
 import { start, stopClient } from './connection.js';
 import { authErrorText, registerProblem, renderAuthChoices, setAuthBusy, showSignIn } from './dialogs.js';
 import { el } from './dom.js';
@@ -11,11 +11,16 @@ import { forgetNotify } from './notify.js';
 import { autosize, closeDrawers, hideBanner, renderAll } from './render.js';
 import { learnRoomRule, resetRooms } from './rooms.js';
 import { resetPeople } from './people.js';
+import { forgetIdentities } from './providers.js';
 import { acceptToken, clearSession } from './session.js';
 import { NAME_KEY, auth, info, state } from './state.js';
 
-/** GET /api/info: are guests allowed, is registration open, what is a room name? */
+/**
+ * GET /api/info: are guests allowed, is registration open, what is a room name? And GET
+ * /api/auth/providers: which other sites' accounts may sign in.
+ */
 export async function loadInfo() {
+  const providers = listProviders().catch(() => []);
   try {
     const body = await getInfo();
     if (body) {
@@ -31,6 +36,7 @@ export async function loadInfo() {
   } catch {
     /* unknown: offer sign-in only, check no room names here */
   }
+  info.providers = await providers;
   info.loaded = true;
   renderAuthChoices();
 }
@@ -124,7 +130,8 @@ export function forgetUser() {
   state.sentRefs.clear();
   forgetOutbox();
   state.lastTypingSent = 0;
-  for (const input of [el.input, el.roomFilter, el.newRoom, el.authUser, el.authPass]) input.value = '';
+  for (const input of [el.input, el.roomFilter, el.newRoom, el.authUser, el.authPass, el.signupName]) input.value = '';
+  forgetIdentities();
   el.newRoomPrivate.checked = false;
   el.newRoomError.textContent = '';
   closeMentions();

@@ -25,6 +25,7 @@ export const info = {
   guests: false, registration: 'open', rooms: null, guestsCreateRooms: false, loaded: false,
   maxBody: 64 * 1024, maxDmBody: 64 * 1024,
   editWindowS: 24 * 60 * 60, // `messages.edit_window_s`: how long authors may edit or delete (0: forever)
+  providers: [], // GET /api/auth/providers: [{name, label, kind}], the sites one may sign in with
 };
 
 export const state = {

@@ -45,6 +45,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     web_file!("notify.js", JS),
     web_file!("people.js", JS),
     web_file!("outbox.js", JS),
+    web_file!("providers.js", JS),
     web_file!("render.js", JS),
     web_file!("rooms.js", JS),
     web_file!("session.js", JS),
