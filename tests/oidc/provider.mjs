@@ -41,8 +41,8 @@ const WEB_FONT = /@import url\(https:\/\/fonts\.googleapis\.com\/[^)]*\);?/g;
  *              that name (default true: convenient by hand; tests pass their users)
  *   ttl        lifetimes in seconds, merged over DEFAULT_TTL (AuthorizationCode, AccessToken, …)
  *   log        print each request to stderr
- * Resolves { issuer, url, port, rotateKeys, removeOldKeys, setDown, setHang, mintAccessToken,
- *            requests, close }.
+ * Resolves { issuer, url, port, keys, rotateKeys, removeOldKeys, setDown, setHang, failAfterRedirect,
+ *            mintAccessToken, requests, close }.
  */
 export async function startProvider({
   port = 0, host = '127.0.0.1', clients = [], users = [], anyLogin = true, ttl = {}, log = false,
@@ -81,9 +81,23 @@ export async function startProvider({
   let hang = false;
   let provider = null;
 
+  // failAfterRedirect: the provider fails right after it sends a browser back to a client.
+  const redirectUris = clients.flatMap((c) => c.redirect_uris || []);
+  let armed = null;
+
   const server = http.createServer((req, res) => {
     const { pathname } = new URL(req.url, 'http://x');
     requests.push({ method: req.method, path: pathname, at: Date.now() });
+    if (armed) {
+      res.on('finish', () => {
+        const location = String(res.getHeader('location') || '');
+        if (!armed || res.statusCode < 300 || res.statusCode > 399 || !redirectUris.some((u) => location.startsWith(u))) return;
+        const how = armed;
+        armed = null;
+        if (how === 'hang') op.setHang(true);
+        else op.setDown(true);
+      });
+    }
     if (log) process.stderr.write(`oidc: ${req.method} ${req.url}\n`);
     if (hang) { // never answer; setHang(false) or close() drops the connection
       hung.add(res);
@@ -189,6 +203,15 @@ export async function startProvider({
       } else {
         await listen(server, boundPort, host);
       }
+    },
+    /**
+     * The provider goes down ('down') or stops answering ('hang') just after its next redirect of
+     * a browser back to a client's redirect URI (with a code or an error): the client's token
+     * request finds it failing. Undo with setDown(false) / setHang(false).
+     */
+    failAfterRedirect(how) {
+      if (how !== 'hang' && how !== 'down') throw new Error(`failAfterRedirect: 'hang' or 'down', not ${how}`);
+      armed = how;
     },
     /** true: requests are accepted and never answered; false: those held are dropped. */
     setHang(on) {

@@ -118,6 +118,18 @@ test('down: connections refused; hang: no answer; both recover', async () => {
   await assert.rejects(fetch(`${op.issuer}/jwks`, { signal: AbortSignal.timeout(500) }), /TimeoutError|aborted/i);
   op.setHang(false);
   assert.equal((await fetch(`${op.issuer}/jwks`)).status, 200);
+  // Armed: fails right after sending a browser back to the client.
+  op.failAfterRedirect('down');
+  assert.equal((await fetch(`${op.issuer}/jwks`)).status, 200, 'not a redirect: still up');
+  const { code } = await codeFlow(new Agent());
+  assert.ok(code);
+  await assert.rejects(fetch(`${op.issuer}/jwks`, { signal: AbortSignal.timeout(2000) }), TypeError);
+  await op.setDown(false);
+  op.failAfterRedirect('hang');
+  await codeFlow(new Agent());
+  await assert.rejects(fetch(`${op.issuer}/jwks`, { signal: AbortSignal.timeout(500) }), /TimeoutError|aborted/i);
+  op.setHang(false);
+  assert.equal((await fetch(`${op.issuer}/jwks`)).status, 200);
 });
 
 test('the hostile provider: PKCE checked, codes single-use; each crafted ID token fails a proper check, `good` passes', async () => {
