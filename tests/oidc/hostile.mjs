@@ -24,6 +24,7 @@ export const MODES = [
   'alg-none', // {"alg":"none"}, no signature
   'hs256-public-key', // HS256 with the provider's public key (SPKI PEM) as the HMAC secret
   'bad-signature', // a correct token whose payload was changed after signing
+  'code-used', // no token: the token endpoint refuses the code as already used (invalid_grant)
 ];
 
 const b64url = (buf) => Buffer.from(buf).toString('base64url');
@@ -125,6 +126,9 @@ export async function startHostile({
       const grant = codes.get(form.get('code') ?? '');
       if (form.get('grant_type') !== 'authorization_code' || !grant || grant.used) {
         return send(res, 400, { error: 'invalid_grant', error_description: 'authorization code invalid or already used' });
+      }
+      if (grant.mode === 'code-used') { // as a provider answers a code someone redeemed first
+        return send(res, 400, { error: 'invalid_grant', error_description: 'authorization code already consumed' });
       }
       grant.used = true;
       const verifier = form.get('code_verifier') ?? '';
