@@ -93,7 +93,7 @@ pub async fn parts(
     draining: CancellationToken,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Parts> {
-    let auth = Auth::new(settings.auth.clone(), keys, store.clone());
+    let auth = Auth::new(settings.auth.clone(), keys, store.clone())?;
     tokio::spawn(auth.clone().purge_expired());
     let limits = settings.rooms.clone();
     let since = crate::clock::now_ms().saturating_sub(REMEMBERED_MS);

@@ -349,7 +349,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::store::{RefreshRecord, Role, Rotation, SqliteStore};
+    use crate::store::{self, RefreshRecord, Role, Rotation, SqliteStore};
 
     /// How the next appends go.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -487,6 +487,24 @@ mod tests {
 
         fn read_rooms(&self, user: &str) -> anyhow::Result<Vec<String>> {
             self.inner.read_rooms(user)
+        }
+        fn identity_user(&self, p: &str, s: &str) -> anyhow::Result<Option<String>> {
+            self.inner.identity_user(p, s)
+        }
+        fn create_identity_user(&self, n: &str, p: &str, s: &str) -> anyhow::Result<bool> {
+            self.inner.create_identity_user(n, p, s)
+        }
+        fn link_identity(&self, u: &str, p: &str, s: &str) -> anyhow::Result<store::Link> {
+            self.inner.link_identity(u, p, s)
+        }
+        fn identities(&self, u: &str) -> anyhow::Result<Vec<store::LinkedIdentity>> {
+            self.inner.identities(u)
+        }
+        fn unlink_identity(&self, u: &str, p: &str) -> anyhow::Result<store::Unlink> {
+            self.inner.unlink_identity(u, p)
+        }
+        fn consume_login_state(&self, i: &str, e: u64, n: u64) -> anyhow::Result<bool> {
+            self.inner.consume_login_state(i, e, n)
         }
     }
 

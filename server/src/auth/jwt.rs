@@ -11,6 +11,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use parley_stomp::destination::valid_user;
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 
 /// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECS: u64 = 30;
@@ -87,18 +88,21 @@ pub struct Keys {
     validation: Validation,
     issuer: String,
     audience: String,
+    /// The secret or private key, from which other secrets shared by every node are derived.
+    material: Vec<u8>,
 }
 
 impl Keys {
     /// Loads (or, for HS256 with nothing configured, creates) the keys.
     pub fn load(settings: &KeySettings) -> anyhow::Result<Self> {
-        let (algorithm, encoding, decoding) = match settings.algorithm {
+        let (algorithm, encoding, decoding, material) = match settings.algorithm {
             JwtAlgorithm::Hs256 => {
                 let secret = hs256_secret(settings)?;
                 (
                     Algorithm::HS256,
                     EncodingKey::from_secret(&secret)?,
                     DecodingKey::from_secret(&secret)?,
+                    secret,
                 )
             }
             JwtAlgorithm::Rs256 | JwtAlgorithm::Es256 => {
@@ -115,12 +119,14 @@ impl Keys {
                         Algorithm::RS256,
                         EncodingKey::from_rsa_pem(&private_pem).context("RS256 private key")?,
                         DecodingKey::from_rsa_pem(&public_pem).context("RS256 public key")?,
+                        private_pem,
                     )
                 } else {
                     (
                         Algorithm::ES256,
                         EncodingKey::from_ec_pem(&private_pem).context("ES256 private key")?,
                         DecodingKey::from_ec_pem(&public_pem).context("ES256 public key")?,
+                        private_pem,
                     )
                 }
             }
@@ -140,6 +146,7 @@ impl Keys {
             validation,
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
+            material,
         };
         // A key pair that does not match would only show at the first login; check it now.
         let probe = keys.mint("probe", Duration::from_secs(60))?;
@@ -154,6 +161,17 @@ impl Keys {
             }
         }
         Ok(keys)
+    }
+
+    /// A 32-byte secret for `purpose`, the same on every node sharing these keys and useless
+    /// for anything else (SHA-256 over the purpose and the key material).
+    pub fn derive_secret(&self, purpose: &str) -> [u8; 32] {
+        let mut hash = sha2::Sha256::new();
+        hash.update(b"parley derived secret\0");
+        hash.update(purpose.as_bytes());
+        hash.update([0]);
+        hash.update(&self.material);
+        hash.finalize().into()
     }
 
     /// Signs an access token for `user` valid for `ttl`.
@@ -177,26 +195,28 @@ impl Keys {
     /// leeway), `iss`, `aud`, and a valid user name in `sub`.
     pub fn verify(&self, token: &str) -> Result<Claims, String> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| {
-                match e.kind() {
-                    ErrorKind::ExpiredSignature => "token expired",
-                    ErrorKind::ImmatureSignature => "token not valid yet",
-                    ErrorKind::InvalidSignature => "invalid token signature",
-                    ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                        "token signed with another algorithm"
-                    }
-                    ErrorKind::InvalidIssuer => "token from another issuer",
-                    ErrorKind::InvalidAudience => "token for another audience",
-                    ErrorKind::MissingRequiredClaim(_) => "token lacks a required claim",
-                    _ => "malformed token",
-                }
-                .to_owned()
-            })?;
+            .map_err(|e| refusal(&e).to_owned())?;
         let claims = data.claims;
         if claims.typ != "access" || valid_user(&claims.sub).is_none() {
             return Err("not an access token".to_owned());
         }
         Ok(claims)
+    }
+}
+
+/// Why a token was refused, in words that never echo it.
+pub(super) fn refusal(e: &jsonwebtoken::errors::Error) -> &'static str {
+    match e.kind() {
+        ErrorKind::ExpiredSignature => "token expired",
+        ErrorKind::ImmatureSignature => "token not valid yet",
+        ErrorKind::InvalidSignature => "invalid token signature",
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            "token signed with another algorithm"
+        }
+        ErrorKind::InvalidIssuer => "token from another issuer",
+        ErrorKind::InvalidAudience => "token for another audience",
+        ErrorKind::MissingRequiredClaim(_) => "token lacks a required claim",
+        _ => "malformed token",
     }
 }
 

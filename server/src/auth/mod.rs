@@ -1,8 +1,12 @@
 //! Accounts and authentication: passwords, JWT access tokens, rotating refresh tokens, login
 //! throttling, and telling which origins a browser may call from. See `docs/auth.md`.
 
+mod external;
+mod fetch;
+mod jwks;
 mod jwt;
 mod names;
+pub mod oauth;
 pub mod password;
 mod throttle;
 
@@ -18,6 +22,7 @@ use parley_stomp::destination::valid_user;
 use parley_stomp::session::Identity;
 use sha2::{Digest, Sha256};
 
+pub use external::{ExternalSettings, ExternalUser};
 pub use jwt::{JwtAlgorithm, KeySettings, Keys};
 pub use names::{check_new_account, reserved_for_guests, GUEST_PREFIX};
 pub use password::Passwords;
@@ -50,6 +55,8 @@ pub struct AuthSettings {
     pub registrations_per_ip: u32,
     /// Extra origins allowed for WebSockets and cookie requests; `*` allows any.
     pub allowed_origins: Vec<String>,
+    /// Signing in through other sites, and external tokens.
+    pub identity: oauth::IdentitySettings,
 }
 
 /// Who a request or connection is, and until when.
@@ -136,12 +143,30 @@ pub struct Auth {
     store: Arc<dyn Store>,
     /// Numbers unnamed guests.
     next_guest: AtomicU64,
+    /// Calls to identity providers.
+    fetcher: fetch::Fetcher,
+    /// Providers to sign in with.
+    oauth: oauth::Providers,
+    /// The external identity provider whose access tokens count as credentials.
+    external: Option<external::External>,
 }
 
 impl Auth {
     /// Auth over `store`, signing with `keys`.
-    pub fn new(settings: AuthSettings, keys: Keys, store: Arc<dyn Store>) -> Arc<Self> {
-        Arc::new(Self {
+    pub fn new(
+        settings: AuthSettings,
+        keys: Keys,
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let identity = &settings.identity;
+        let external = identity
+            .external
+            .clone()
+            .map(|e| external::External::new(e, identity.jwks_refetch, identity.jwks_max_age));
+        Ok(Arc::new(Self {
+            fetcher: fetch::Fetcher::new(identity.timeout)?,
+            oauth: oauth::Providers::new(identity, keys.derive_secret("oauth cookies")),
+            external,
             throttle: Throttle::new(Limits {
                 per_user_and_ip: settings.failures_per_user,
                 per_ip: settings.failures_per_ip,
@@ -152,7 +177,7 @@ impl Auth {
             keys,
             store,
             next_guest: AtomicU64::new(1),
-        })
+        }))
     }
 
     /// The settings.
@@ -205,6 +230,8 @@ impl Auth {
             Some(name) => store::run(&self.store, move |store| store.password_hash(&name)).await?,
             None => None,
         };
+        // Accounts made by signing in elsewhere have no password (an empty hash): none matches.
+        let stored = stored.filter(|hash| !hash.is_empty());
         // An unknown user is checked against a dummy hash: both failures take the same time.
         if self.passwords.verify(password.to_owned(), stored).await? {
             attempt.succeeded();
@@ -223,9 +250,14 @@ impl Auth {
         ip: IpAddr,
     ) -> Result<TokenPair, LoginError> {
         self.check_password(name, password, ip).await?;
-        let (refresh_token, record) = self.new_refresh(name, random_token(16));
+        Ok(self.start_session(name).await?)
+    }
+
+    /// A new session of `user`: an access token and a refresh token starting a new family.
+    pub(crate) async fn start_session(&self, user: &str) -> anyhow::Result<TokenPair> {
+        let (refresh_token, record) = self.new_refresh(user, random_token(16));
         store::run(&self.store, move |store| store.insert_refresh(&record)).await?;
-        Ok(self.pair(name, refresh_token))
+        Ok(self.pair(user, refresh_token))
     }
 
     /// Rotates a refresh token into a new pair.
@@ -277,6 +309,9 @@ impl Auth {
 
     /// Verifies an access token; `Err` says why it is refused, never echoing the token.
     pub fn verify(&self, token: &str) -> Result<Authenticated, String> {
+        if let Some(external) = self.external.as_ref().filter(|e| e.claims_issuer(token)) {
+            return external.verify_cached(token).map(external_session);
+        }
         let claims = self.keys.verify(token)?;
         Ok(Authenticated {
             identity: Identity {
@@ -284,6 +319,34 @@ impl Auth {
                 guest: false,
             },
             expires_ms: Some(claims.exp.saturating_mul(1000)),
+        })
+    }
+
+    /// Verifies any token Parley accepts: its own access tokens, and the external identity
+    /// provider's when one is configured.
+    pub async fn verify_any(&self, token: &str) -> Result<Authenticated, String> {
+        if let Some(result) = self.verify_external(token).await {
+            return result;
+        }
+        self.verify(token)
+    }
+
+    /// Verifies an external identity provider's access token, fetching its keys as needed;
+    /// `None` if `token` is not that provider's. Its user may not be a Parley account's name:
+    /// such a token could otherwise speak for the account.
+    pub async fn verify_external(&self, token: &str) -> Option<Result<Authenticated, String>> {
+        let external = self.external.as_ref().filter(|e| e.claims_issuer(token))?;
+        let user = match external.verify(&self.fetcher, token).await {
+            Ok(user) => user,
+            Err(why) => return Some(Err(why)),
+        };
+        Some(match self.account_like(&user.name).await {
+            Ok(None) => Ok(external_session(user)),
+            Ok(Some(_)) => Err(format!(
+                "the name {:?} belongs to a Parley account; the identity provider cannot speak for it",
+                user.name
+            )),
+            Err(_) => Err("storage error".into()),
         })
     }
 
@@ -352,10 +415,10 @@ impl Auth {
         query: Option<&str>,
     ) -> Result<Option<Authenticated>, String> {
         if let Some(token) = bearer(headers) {
-            return self.verify(token).map(Some);
+            return self.verify_any(token).await.map(Some);
         }
         if let Some(token) = query.and_then(query_token) {
-            return self.verify(&token).map(Some);
+            return self.verify_any(&token).await.map(Some);
         }
         if let Some(cookie) = session_cookie(headers) {
             // A stale cookie (logged out, revoked, expired) is no credential at all, so a page
@@ -421,6 +484,17 @@ impl Auth {
     }
 }
 
+/// The session of an external token's user.
+fn external_session(user: ExternalUser) -> Authenticated {
+    Authenticated {
+        identity: Identity {
+            name: user.name.into(),
+            guest: false,
+        },
+        expires_ms: Some(user.expires_ms),
+    }
+}
+
 /// `Authorization: Bearer <token>`.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
@@ -438,14 +512,19 @@ pub fn bearer_value(value: &str) -> Option<&str> {
 
 /// The session cookie's value.
 pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, SESSION_COOKIE)
+}
+
+/// The value of cookie `name`, if present and not empty.
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .find_map(|pair| {
-            let (name, value) = pair.trim().split_once('=')?;
-            (name == SESSION_COOKIE && !value.is_empty()).then_some(value)
+            let (key, value) = pair.trim().split_once('=')?;
+            (key == name && !value.is_empty()).then_some(value)
         })
 }
 
@@ -527,10 +606,11 @@ mod tests {
             failures_per_ip: 20,
             registrations_per_ip: 20,
             allowed_origins: vec!["https://good.example".into()],
+            identity: oauth::IdentitySettings::default(),
         };
         let store: Arc<dyn Store> =
             Arc::new(crate::store::SqliteStore::open(&keys.data.join("db")).unwrap());
-        let auth = Auth::new(settings, Keys::load(&keys).unwrap(), store);
+        let auth = Auth::new(settings, Keys::load(&keys).unwrap(), store).unwrap();
         let host = Some("127.0.0.1:8080");
         assert!(auth.origin_allowed(None, host), "non-browser clients");
         assert!(auth.origin_allowed(Some("http://127.0.0.1:8080"), host));

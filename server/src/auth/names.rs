@@ -16,17 +16,36 @@ pub fn reserved_for_guests(name: &str) -> bool {
 /// Username and password rules for new accounts. (That the name is free, ignoring case, is
 /// the store's to say.)
 pub fn check_new_account(name: &str, password: &str) -> Result<(), &'static str> {
+    check_account_name(name)?;
+    let chars = password.chars().count();
+    if !(8..=1024).contains(&chars) {
+        return Err("password must be 8-1024 characters");
+    }
+    Ok(())
+}
+
+/// The username rule alone, for accounts that sign in through another site.
+pub fn check_account_name(name: &str) -> Result<(), &'static str> {
     if valid_user(name).is_none() {
         return Err("username must be 1-32 of letters, digits, _ - .");
     }
     if reserved_for_guests(name) {
         return Err("usernames starting with guest- are reserved for guests");
     }
-    let chars = password.chars().count();
-    if !(8..=1024).contains(&chars) {
-        return Err("password must be 8-1024 characters");
-    }
     Ok(())
+}
+
+/// A provider's display name made into a name Parley allows, where one can be: spaces become
+/// `-`, other characters outside the rule go, at most 32 are kept.
+pub fn name_from_profile(suggested: &str) -> Option<String> {
+    let name: String = suggested
+        .trim()
+        .chars()
+        .map(|c| if c.is_whitespace() { '-' } else { c })
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        .take(32)
+        .collect();
+    check_account_name(&name).ok().map(|()| name)
 }
 
 #[cfg(test)]
@@ -45,6 +64,21 @@ mod tests {
             "counted in chars"
         );
         assert!(check_new_account("alice", &"x".repeat(1025)).is_err());
+    }
+
+    #[test]
+    fn profile_names_become_allowed_names_or_none() {
+        assert_eq!(
+            name_from_profile("Ada Lovelace").as_deref(),
+            Some("Ada-Lovelace")
+        );
+        assert_eq!(name_from_profile("zoé").as_deref(), Some("zo"));
+        assert_eq!(
+            name_from_profile(&"x".repeat(40)).map(|n| n.len()),
+            Some(32)
+        );
+        assert_eq!(name_from_profile("山田"), None);
+        assert_eq!(name_from_profile("guest-7"), None);
     }
 
     #[test]

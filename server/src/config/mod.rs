@@ -16,8 +16,10 @@ use crate::auth::{AuthSettings, JwtAlgorithm, KeySettings};
 use crate::http::proxy::{Cidr, ForwardedHeader, TrustedProxies};
 
 /// An idle SSE feed's heartbeat: under the read timeouts proxies commonly use (nginx: 60 s).
+mod identity;
 mod limits;
 mod transports;
+pub use identity::IdentityArgs;
 pub use limits::{LimitArgs, Limits};
 pub use transports::{TransportArgs, Transports};
 
@@ -249,6 +251,11 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[serde(default)]
     pub transports: TransportArgs,
+
+    /// Signing in through other sites (the config file's `[identity]` table).
+    #[command(flatten)]
+    #[serde(default)]
+    pub identity: IdentityArgs,
 }
 
 /// Resolved settings: every field set.
@@ -499,6 +506,7 @@ impl ServeArgs {
                 .clone()
                 .or_else(|| file.allowed_origin.clone())
                 .unwrap_or_default(),
+            identity: self.identity.clone().resolve(file.identity.clone())?,
         })
     }
 }

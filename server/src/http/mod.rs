@@ -6,6 +6,7 @@
 //! as the socket.
 
 mod api;
+mod oauth;
 mod per_ip;
 pub mod proxy;
 mod response;
@@ -421,6 +422,11 @@ impl Server {
         let path = req.uri().path();
         if path.starts_with("/api/") {
             return api::handle(self.api(client), req).await;
+        }
+        if req.method() == Method::GET && path.starts_with("/auth/") {
+            if let Some(resp) = oauth::handle(&self.auth, &self.hub, &req, client).await {
+                return whole(resp);
+            }
         }
         if let Some(service) = socketio::target(path, self.settings.echo) {
             return whole(self.socketio(req, peer, client, service, upgrade).await);

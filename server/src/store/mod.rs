@@ -4,12 +4,14 @@
 //! The trait is synchronous and called from the journal's writer thread or through [`run`],
 //! never on the async runtime (start-up aside).
 
+pub mod identities;
 mod postgres;
 mod sqlite;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+pub use self::identities::{Link, LinkedIdentity, Unlink};
 pub use self::postgres::PgStore;
 pub use self::sqlite::SqliteStore;
 
@@ -383,6 +385,25 @@ pub trait Store: Send + Sync {
     fn unread(&self, user: &str, rooms: &[String]) -> anyhow::Result<HashMap<String, ReadState>>;
     /// The rooms `user` has read state in, by name.
     fn read_rooms(&self, user: &str) -> anyhow::Result<Vec<String>>;
+
+    /// The account a provider's subject signs in to.
+    fn identity_user(&self, provider: &str, subject: &str) -> anyhow::Result<Option<String>>;
+    /// Creates account `name` without a password, signing in through (`provider`, `subject`);
+    /// `false` if the name (in any case) is taken.
+    fn create_identity_user(
+        &self,
+        name: &str,
+        provider: &str,
+        subject: &str,
+    ) -> anyhow::Result<bool>;
+    /// Links (`provider`, `subject`) to account `user`.
+    fn link_identity(&self, user: &str, provider: &str, subject: &str) -> anyhow::Result<Link>;
+    /// The providers linked to account `user`.
+    fn identities(&self, user: &str) -> anyhow::Result<Vec<LinkedIdentity>>;
+    /// Unlinks `provider` from account `user` while another way to sign in remains.
+    fn unlink_identity(&self, user: &str, provider: &str) -> anyhow::Result<Unlink>;
+    /// Records login state `id` as used; `false` if it already was. Forgets expired ones.
+    fn consume_login_state(&self, id: &str, expires_ms: u64, now_ms: u64) -> anyhow::Result<bool>;
 }
 
 #[cfg(test)]

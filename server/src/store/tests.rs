@@ -580,3 +580,5 @@ fn the_directory_pages_accounts_by_name_ignoring_case() {
         assert_eq!(store.users_page("", None, 0).unwrap(), Vec::<String>::new());
     });
 }
+
+mod identities;

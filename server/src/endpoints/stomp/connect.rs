@@ -35,7 +35,7 @@ pub(super) async fn authenticate(
         .and_then(auth::bearer_value);
     let token = bearer.or(passcode.filter(|p| auth::looks_like_jwt(p)));
     if let Some(token) = token {
-        let authenticated = auth.verify(token).map_err(|e| failed(&e))?;
+        let authenticated = auth.verify_any(token).await.map_err(|e| failed(&e))?;
         if login.is_some_and(|l| l != &*authenticated.identity.name) {
             return Err(failed("login does not match the token's user"));
         }

@@ -130,7 +130,12 @@ impl Api<'_> {
     }
 
     /// A token pair as JSON; with `cookie`, the refresh token goes into the session cookie.
-    fn tokens(&self, pair: TokenPair, cookie: bool, secure: bool) -> Response<Full<Bytes>> {
+    pub(super) fn tokens(
+        &self,
+        pair: TokenPair,
+        cookie: bool,
+        secure: bool,
+    ) -> Response<Full<Bytes>> {
         let mut body = json!({
             "access_token": pair.access_token,
             "token_type": "Bearer",
@@ -146,16 +151,33 @@ impl Api<'_> {
         );
         if cookie {
             let max_age = self.auth.settings().refresh_ttl.as_secs();
-            let value = format!(
-                "{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{}",
-                pair.refresh_token,
-                if secure { "; Secure" } else { "" }
-            );
-            if let Ok(value) = header::HeaderValue::from_str(&value) {
-                resp.headers_mut().append(header::SET_COOKIE, value);
-            }
+            set_session_cookie(&mut resp, &pair.refresh_token, max_age, secure);
         }
         resp
+    }
+}
+
+/// Puts `refresh_token` in the session cookie.
+pub(in crate::http) fn set_session_cookie<B>(
+    resp: &mut Response<B>,
+    refresh_token: &str,
+    max_age: u64,
+    secure: bool,
+) {
+    set_cookie(
+        resp,
+        &format!(
+            "{SESSION_COOKIE}={refresh_token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}"
+        ),
+        secure,
+    );
+}
+
+/// Appends a `Set-Cookie`, `Secure` when `secure`.
+pub(in crate::http) fn set_cookie<B>(resp: &mut Response<B>, cookie: &str, secure: bool) {
+    let value = format!("{cookie}{}", if secure { "; Secure" } else { "" });
+    if let Ok(value) = header::HeaderValue::from_str(&value) {
+        resp.headers_mut().append(header::SET_COOKIE, value);
     }
 }
 
@@ -169,7 +191,7 @@ fn throttled(why: &str, wait: std::time::Duration) -> Response<Full<Bytes>> {
 }
 
 /// Cookies are `Secure` unless the page is plain http on this machine (development).
-fn secure_cookies(headers: &http::HeaderMap) -> bool {
+pub(in crate::http) fn secure_cookies(headers: &http::HeaderMap) -> bool {
     let https = headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
@@ -192,13 +214,11 @@ fn secure_cookies(headers: &http::HeaderMap) -> bool {
 }
 
 fn clear_cookie(resp: &mut Response<Full<Bytes>>, secure: bool) {
-    let value = format!(
-        "{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{}",
-        if secure { "; Secure" } else { "" }
+    set_cookie(
+        resp,
+        &format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+        secure,
     );
-    if let Ok(value) = header::HeaderValue::from_str(&value) {
-        resp.headers_mut().append(header::SET_COOKIE, value);
-    }
 }
 
 #[cfg(test)]

@@ -8,11 +8,15 @@
 mod account;
 mod direct;
 mod feed;
+mod identities;
 mod members;
 mod messages;
 mod reads;
 mod rooms;
 mod users;
+
+pub(super) use account::{secure_cookies, set_cookie, set_session_cookie};
+pub(super) use identities::signup_cookie;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -88,6 +92,14 @@ async fn handle_whole(api: Api<'_>, req: Request<Incoming>) -> Response<Full<Byt
     }
     match (req.method(), segments.as_slice()) {
         (&Method::GET, ["info"]) => api.info(),
+        (&Method::GET, ["auth", "providers"]) => api.auth_providers(),
+        (&Method::GET, ["auth", "signup"]) => api.pending_signup(&req),
+        (&Method::POST, ["auth", "signup"]) => api.complete_signup(req).await,
+        (&Method::GET, ["account", "identities"]) => api.identities(&req).await,
+        (&Method::DELETE, ["account", "identities", provider]) => {
+            let provider = (*provider).to_owned();
+            api.unlink(&req, &provider).await
+        }
         (&Method::POST, ["register"]) => api.register(req).await,
         (&Method::POST, ["login"]) => api.login(req).await,
         (&Method::POST, ["token", "refresh"]) => api.refresh(req).await,
@@ -235,7 +247,7 @@ impl Api<'_> {
             .map(str::to_owned)
             .or_else(|| query.and_then(query_token));
         if let Some(token) = token {
-            return match self.auth.verify(&token) {
+            return match self.auth.verify_any(&token).await {
                 Ok(who) => Ok(Some(who)),
                 Err(why) => Err(error(StatusCode::UNAUTHORIZED, &why)),
             };

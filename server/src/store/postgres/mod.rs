@@ -11,14 +11,15 @@ use postgres::{Client, NoTls, Transaction};
 use r2d2::{Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 
+mod identities;
 mod reads;
 mod stream;
 mod users;
 
 use super::{to_i64, to_u64};
 use super::{
-    user_key, Conversation, ReadState, RefreshRecord, Role, Room, RoomRules, Rotation, SentId,
-    Store, StoredMessage,
+    user_key, Conversation, Link, LinkedIdentity, ReadState, RefreshRecord, Role, Room, RoomRules,
+    Rotation, SentId, Store, StoredMessage, Unlink,
 };
 use crate::clock::now_ms;
 
@@ -73,6 +74,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
 ",
     super::sqlite::USER_KEYS,
     super::sqlite::STREAM_EVENTS,
+    super::identities::IDENTITIES,
 ];
 
 /// A pool of connections to one PostgreSQL database.
@@ -563,6 +565,34 @@ impl Store for PgStore {
 
     fn read_rooms(&self, user: &str) -> anyhow::Result<Vec<String>> {
         self.with(|conn| reads::read_rooms(conn, user))
+    }
+    fn identity_user(&self, provider: &str, subject: &str) -> anyhow::Result<Option<String>> {
+        self.with(|conn| identities::user_of(conn, provider, subject))
+    }
+
+    fn create_identity_user(
+        &self,
+        name: &str,
+        provider: &str,
+        subject: &str,
+    ) -> anyhow::Result<bool> {
+        self.in_tx(|tx| identities::create_user(tx, name, provider, subject))
+    }
+
+    fn link_identity(&self, user: &str, provider: &str, subject: &str) -> anyhow::Result<Link> {
+        self.in_tx(|tx| identities::link(tx, user, provider, subject))
+    }
+
+    fn identities(&self, user: &str) -> anyhow::Result<Vec<LinkedIdentity>> {
+        self.with(|conn| identities::of_user(conn, user))
+    }
+
+    fn unlink_identity(&self, user: &str, provider: &str) -> anyhow::Result<Unlink> {
+        self.in_tx(|tx| identities::unlink(tx, user, provider))
+    }
+
+    fn consume_login_state(&self, id: &str, expires_ms: u64, now_ms: u64) -> anyhow::Result<bool> {
+        self.in_tx(|tx| identities::consume_state(tx, id, expires_ms, now_ms))
     }
 }
 

@@ -7,14 +7,15 @@ use std::sync::Mutex;
 use anyhow::Context as _;
 use rusqlite::{params, Connection, OptionalExtension as _};
 
+mod identities;
 mod reads;
 mod stream;
 mod users;
 
 use super::to_i64;
 use super::{
-    user_key, Conversation, ReadState, RefreshRecord, Role, Room, Rotation, SentId, Store,
-    StoredMessage,
+    user_key, Conversation, Link, LinkedIdentity, ReadState, RefreshRecord, Role, Room, Rotation,
+    SentId, Store, StoredMessage, Unlink,
 };
 use crate::clock::now_ms;
 
@@ -61,6 +62,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
 ",
     USER_KEYS,
     STREAM_EVENTS,
+    super::identities::IDENTITIES,
 ];
 
 /// Account names become unique ignoring case. Names an older database holds that differ only by
@@ -438,5 +440,33 @@ impl Store for SqliteStore {
 
     fn read_rooms(&self, user: &str) -> anyhow::Result<Vec<String>> {
         reads::read_rooms(&lock(&self.reader), user)
+    }
+    fn identity_user(&self, provider: &str, subject: &str) -> anyhow::Result<Option<String>> {
+        identities::user_of(&lock(&self.reader), provider, subject)
+    }
+
+    fn create_identity_user(
+        &self,
+        name: &str,
+        provider: &str,
+        subject: &str,
+    ) -> anyhow::Result<bool> {
+        identities::create_user(&mut lock(&self.writer), name, provider, subject)
+    }
+
+    fn link_identity(&self, user: &str, provider: &str, subject: &str) -> anyhow::Result<Link> {
+        identities::link(&mut lock(&self.writer), user, provider, subject)
+    }
+
+    fn identities(&self, user: &str) -> anyhow::Result<Vec<LinkedIdentity>> {
+        identities::of_user(&lock(&self.reader), user)
+    }
+
+    fn unlink_identity(&self, user: &str, provider: &str) -> anyhow::Result<Unlink> {
+        identities::unlink(&mut lock(&self.writer), user, provider)
+    }
+
+    fn consume_login_state(&self, id: &str, expires_ms: u64, now_ms: u64) -> anyhow::Result<bool> {
+        identities::consume_state(&mut lock(&self.writer), id, expires_ms, now_ms)
     }
 }
