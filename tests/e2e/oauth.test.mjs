@@ -58,6 +58,7 @@ before(async () => {
           `client-secret-file=${secretFile}`, 'scopes=openid profile',
         ].join(','),
         '--provider-timeout', `${PROVIDER_TIMEOUT_S}s`,
+        '--registrations-per-ip', '1000', // every sign-in here makes an account from 127.0.0.1
       ],
     }),
     e2e.launchBrowser(),
