@@ -71,7 +71,7 @@ async function submitSignup() {
       start();
       return;
     }
-    if (r.status === 404) { // the pending sign-up expired or was used in another tab
+    if (r.status === 404 || r.status === 410) { // the pending sign-up expired or was used in another tab
       el.signupDialog.close();
       forgetSignupUrl();
       showSignIn('That sign-in has expired. Please sign in again.');
