@@ -63,6 +63,8 @@ before(async () => {
     }),
     e2e.launchBrowser(),
   ]);
+  await e2e.register(server, 'watcher'); // reads the directory
+  await e2e.register(server, 'bob'); // takes the provider's name for PEOPLE.bob
 });
 
 after(async () => {
@@ -140,11 +142,6 @@ async function accounts() {
   const r = await fetch(`${server.url}/api/users?limit=200`, { headers: { authorization: `Bearer ${token}` } });
   return (await r.json()).users.map((u) => u.name);
 }
-
-before(async () => {
-  await e2e.register(server, 'watcher'); // reads the directory
-  await e2e.register(server, 'bob'); // takes the provider's name for PEOPLE.bob
-});
 
 test('the sign-in screen offers one link per provider, from GET /api/auth/providers', async () => {
   const user = await openPage('anyone');
