@@ -116,7 +116,7 @@ pub struct ProviderInfo {
 }
 
 /// Why a sign-in through a provider failed, in words for the person.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Failure {
     /// No such provider here.
     UnknownProvider,
