@@ -287,4 +287,33 @@ mod tests {
         .resolve();
         assert!(half.is_err());
     }
+
+    #[test]
+    fn the_config_file_lists_providers_in_its_identity_table() {
+        std::env::set_var("PARLEY_TEST_PROVIDER_SECRET_2", "x");
+        let file: IdentityArgs = toml::from_str(
+            r#"
+            public-url = "https://chat.example.com/"
+            provider-timeout = "3s"
+            external-jwt-issuer = "https://id.example.com/realms/x"
+            external-jwt-audience = "parley"
+            external-jwt-roles-claim = "realm_access.roles"
+            external-jwt-writer-role = "chat"
+
+            [[auth-providers]]
+            name = "google"
+            issuer = "https://accounts.google.com"
+            client-id = "abc"
+            client-secret-env = "PARLEY_TEST_PROVIDER_SECRET_2"
+            "#,
+        )
+        .unwrap();
+        let s = IdentityArgs::default().resolve(file).unwrap();
+        assert_eq!(s.public_url.as_deref(), Some("https://chat.example.com"));
+        assert_eq!(s.timeout, Duration::from_secs(3));
+        assert_eq!(s.providers[0].name, "google");
+        let e = s.external.unwrap();
+        assert_eq!(e.name_claim, "preferred_username");
+        assert_eq!(e.writer_role.as_deref(), Some("chat"));
+    }
 }
