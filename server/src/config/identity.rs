@@ -36,6 +36,12 @@ pub struct IdentityArgs {
     #[serde(default, with = "humantime_serde")]
     pub provider_timeout: Option<Duration>,
 
+    /// How long a person has to sign in at the provider, and then to choose a name; a sign-in
+    /// finishing later is refused as expired [default: 10m].
+    #[arg(long, env = "PARLEY_SIGN_IN_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub sign_in_timeout: Option<Duration>,
+
     /// Least time between two fetches of a provider's keys caused by a token naming a key not
     /// held (key rotation) [default: 30s].
     #[arg(long, env = "PARLEY_JWKS_REFETCH_INTERVAL", value_parser = humantime::parse_duration)]
@@ -233,6 +239,10 @@ impl IdentityArgs {
                 .provider_timeout
                 .or(file.provider_timeout)
                 .unwrap_or(Duration::from_secs(10)),
+            sign_in_timeout: self
+                .sign_in_timeout
+                .or(file.sign_in_timeout)
+                .unwrap_or(Duration::from_secs(600)),
             jwks_refetch: self
                 .jwks_refetch_interval
                 .or(file.jwks_refetch_interval)
