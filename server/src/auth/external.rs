@@ -43,6 +43,8 @@ pub struct ExternalUser {
 pub struct External {
     settings: ExternalSettings,
     jwks: OnceCell<Jwks>,
+    /// When discovery last failed: not tried again before the refetch gap.
+    discovery_failed: std::sync::Mutex<Option<std::time::Instant>>,
     refetch: std::time::Duration,
     max_age: std::time::Duration,
 }
@@ -57,6 +59,7 @@ impl External {
         Self {
             settings,
             jwks: OnceCell::new(),
+            discovery_failed: std::sync::Mutex::new(None),
             refetch,
             max_age,
         }
@@ -79,6 +82,7 @@ impl External {
                     Some(url) => url.clone(),
                     None => self.discover(fetcher).await?,
                 };
+                tracing::info!(%url, "the external identity provider's keys are at this URL");
                 Ok::<_, String>(Jwks::new(url, self.refetch, self.max_age))
             })
             .await?;
@@ -105,6 +109,28 @@ impl External {
     }
 
     async fn discover(&self, fetcher: &Fetcher) -> Result<String, String> {
+        {
+            let last = self
+                .discovery_failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|at| at.elapsed() < self.refetch) {
+                return Err("the identity provider could not be reached lately; retry".into());
+            }
+        }
+        let result = self.fetch_discovery(fetcher).await;
+        if result.is_err() {
+            let mut last = self
+                .discovery_failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            tracing::warn!("fetching the external identity provider's discovery document failed");
+            *last = Some(std::time::Instant::now());
+        }
+        result
+    }
+
+    async fn fetch_discovery(&self, fetcher: &Fetcher) -> Result<String, String> {
         let url = format!(
             "{}/.well-known/openid-configuration",
             self.settings.issuer.trim_end_matches('/')

@@ -39,7 +39,10 @@ struct Key {
 #[derive(Default)]
 struct Cached {
     keys: Vec<Key>,
+    /// The last successful fetch.
     fetched: Option<Instant>,
+    /// The last fetch, successful or not.
+    attempted: Option<Instant>,
 }
 
 /// A provider's key set at `url`.
@@ -132,29 +135,32 @@ impl Jwks {
         held: Option<DecodingKey>,
     ) -> Result<DecodingKey, String> {
         let _one = self.fetching.lock().await;
-        // Another task may have fetched while this one waited.
-        let (fresh, recent) = {
+        // Another task may have fetched while this one waited; and a fetch tried lately (failed,
+        // or without this key) is not tried again before the gap, so neither made-up keys nor a
+        // provider that is down make every request wait on the provider.
+        let (fresh, tried_lately) = {
             let cached = lock(&self.cached);
-            let age = cached.fetched.map(|at| at.elapsed());
             (
-                age.is_some_and(|a| a < self.max_age),
-                age.is_some_and(|a| a < self.refetch_gap),
+                cached.fetched.is_some_and(|at| at.elapsed() < self.max_age),
+                cached
+                    .attempted
+                    .is_some_and(|at| at.elapsed() < self.refetch_gap),
             )
         };
         if let Some(key) = self.key(kid, algorithm).filter(|_| fresh) {
             return Ok(key);
         }
-        if held.is_none() && recent {
-            return Err("token signed with an unknown key".into());
+        if tried_lately {
+            return held.ok_or_else(|| "token signed with an unknown key".into());
         }
+        lock(&self.cached).attempted = Some(Instant::now());
         match fetcher.get_json(&self.url, None).await {
             Ok(set) => {
                 let keys = parse_set(&set);
                 tracing::info!(url = %self.url, keys = keys.len(), "fetched a JSON Web Key Set");
-                *lock(&self.cached) = Cached {
-                    keys,
-                    fetched: Some(Instant::now()),
-                };
+                let mut cached = lock(&self.cached);
+                cached.keys = keys;
+                cached.fetched = Some(Instant::now());
             }
             Err(e) => {
                 tracing::warn!(url = %self.url, error = %e, "fetching a JSON Web Key Set failed");

@@ -36,6 +36,12 @@ pub struct IdentityArgs {
     #[serde(default, with = "humantime_serde")]
     pub provider_timeout: Option<Duration>,
 
+    /// How long a person has to sign in at the provider, and then to choose a name; a sign-in
+    /// finishing later is refused as expired [default: 10m].
+    #[arg(long, env = "PARLEY_SIGN_IN_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(default, with = "humantime_serde")]
+    pub sign_in_timeout: Option<Duration>,
+
     /// Least time between two fetches of a provider's keys caused by a token naming a key not
     /// held (key rotation) [default: 30s].
     #[arg(long, env = "PARLEY_JWKS_REFETCH_INTERVAL", value_parser = humantime::parse_duration)]
@@ -233,6 +239,10 @@ impl IdentityArgs {
                 .provider_timeout
                 .or(file.provider_timeout)
                 .unwrap_or(Duration::from_secs(10)),
+            sign_in_timeout: self
+                .sign_in_timeout
+                .or(file.sign_in_timeout)
+                .unwrap_or(Duration::from_secs(600)),
             jwks_refetch: self
                 .jwks_refetch_interval
                 .or(file.jwks_refetch_interval)
@@ -286,5 +296,34 @@ mod tests {
         .unwrap()
         .resolve();
         assert!(half.is_err());
+    }
+
+    #[test]
+    fn the_config_file_lists_providers_in_its_identity_table() {
+        std::env::set_var("PARLEY_TEST_PROVIDER_SECRET_2", "x");
+        let file: IdentityArgs = toml::from_str(
+            r#"
+            public-url = "https://chat.example.com/"
+            provider-timeout = "3s"
+            external-jwt-issuer = "https://id.example.com/realms/x"
+            external-jwt-audience = "parley"
+            external-jwt-roles-claim = "realm_access.roles"
+            external-jwt-writer-role = "chat"
+
+            [[auth-providers]]
+            name = "google"
+            issuer = "https://accounts.google.com"
+            client-id = "abc"
+            client-secret-env = "PARLEY_TEST_PROVIDER_SECRET_2"
+            "#,
+        )
+        .unwrap();
+        let s = IdentityArgs::default().resolve(file).unwrap();
+        assert_eq!(s.public_url.as_deref(), Some("https://chat.example.com"));
+        assert_eq!(s.timeout, Duration::from_secs(3));
+        assert_eq!(s.providers[0].name, "google");
+        let e = s.external.unwrap();
+        assert_eq!(e.name_claim, "preferred_username");
+        assert_eq!(e.writer_role.as_deref(), Some("chat"));
     }
 }

@@ -127,8 +127,9 @@ fn callback(
 /// The login state cookie, holding `sealed` (empty: cleared). `Lax`: it must come back with
 /// the provider's redirect, a top-level navigation from another site.
 fn state_cookie(sealed: &str) -> String {
-    let max_age = if sealed.is_empty() { 0 } else { 600 };
-    format!("{STATE_COOKIE}={sealed}; HttpOnly; SameSite=Lax; Path=/auth/; Max-Age={max_age}")
+    // No Max-Age while set: the sealed expiry decides, so a late callback is told "expired".
+    let max_age = if sealed.is_empty() { "; Max-Age=0" } else { "" };
+    format!("{STATE_COOKIE}={sealed}; HttpOnly; SameSite=Lax; Path=/auth/{max_age}")
 }
 
 /// Behind a proxy that says the page is https.

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
 use self::provider::Provider;
-use self::state::{local_path, LoginState, PendingSignup, Sealer, Unsealed, STATE_LIFE_MS};
+use self::state::{local_path, LoginState, PendingSignup, Sealer, Unsealed};
 use super::names::{check_account_name, name_from_profile};
 use super::{random_token, Auth, TokenPair};
 use crate::clock::now_ms;
@@ -29,6 +29,8 @@ pub struct IdentitySettings {
     pub providers: Vec<ProviderConfig>,
     /// Deadline of each call to a provider.
     pub timeout: Duration,
+    /// How long a person has at the provider, and then to choose a name.
+    pub sign_in_timeout: Duration,
     /// Least time between key-set fetches caused by unknown keys.
     pub jwks_refetch: Duration,
     /// Age after which key sets are fetched again.
@@ -116,7 +118,7 @@ pub struct ProviderInfo {
 }
 
 /// Why a sign-in through a provider failed, in words for the person.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Failure {
     /// No such provider here.
     UnknownProvider,
@@ -257,6 +259,7 @@ pub struct Providers {
     list: Vec<Provider>,
     sealer: Sealer,
     public_url: Option<String>,
+    life_ms: u64,
 }
 
 impl Providers {
@@ -270,6 +273,7 @@ impl Providers {
                 .collect(),
             sealer: Sealer::new(key),
             public_url: settings.public_url.clone(),
+            life_ms: settings.sign_in_timeout.as_millis() as u64,
         }
     }
 
@@ -331,7 +335,7 @@ impl Auth {
             redirect_uri: format!("{base}/auth/{provider}/callback"),
             return_to: local_path(return_to),
             link_user,
-            expires_ms: now_ms() + STATE_LIFE_MS,
+            expires_ms: now_ms() + self.oauth.life_ms,
         };
         let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(state.verifier.as_bytes()));
         let location = p.authorize_url(&self.fetcher, &state, &challenge).await?;
@@ -450,7 +454,7 @@ impl Auth {
             subject: who.subject,
             suggested: name.or(who.name).unwrap_or_default(),
             return_to: state.return_to,
-            expires_ms: now_ms() + STATE_LIFE_MS,
+            expires_ms: now_ms() + self.oauth.life_ms,
         };
         Ok(Finished::ChooseName {
             cookie: self.oauth.sealer.seal(SIGNUP_KIND, &pending),

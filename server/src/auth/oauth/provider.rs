@@ -28,6 +28,13 @@ struct Endpoints {
     algorithms: Vec<Algorithm>,
 }
 
+/// What discovery found, and when it last failed.
+#[derive(Default)]
+struct Discovered {
+    endpoints: Option<(Endpoints, Instant)>,
+    failed: Option<(Instant, Failure)>,
+}
+
 /// The person, as the provider says.
 pub struct ProviderUser {
     /// Stable id at the provider (`sub`, or the configured profile field).
@@ -39,7 +46,7 @@ pub struct ProviderUser {
 /// A configured provider and what was learnt about it.
 pub struct Provider {
     pub(super) config: ProviderConfig,
-    discovered: tokio::sync::Mutex<Option<(Endpoints, Instant)>>,
+    discovered: tokio::sync::Mutex<Discovered>,
     jwks: std::sync::OnceLock<Jwks>,
     jwks_refetch: Duration,
     jwks_max_age: Duration,
@@ -53,7 +60,7 @@ impl Provider {
     ) -> Self {
         Self {
             config,
-            discovered: tokio::sync::Mutex::new(None),
+            discovered: tokio::sync::Mutex::default(),
             jwks: std::sync::OnceLock::new(),
             jwks_refetch,
             jwks_max_age,
@@ -252,17 +259,29 @@ impl Provider {
             }
             ProviderKind::Oidc { issuer } => issuer,
         };
+        let asked = Instant::now();
         let mut discovered = self.discovered.lock().await;
-        if let Some((endpoints, at)) = discovered.as_ref() {
+        if let Some((endpoints, at)) = &discovered.endpoints {
             if at.elapsed() < DISCOVERY_LIFE {
                 return Ok(endpoints.clone());
             }
         }
+        // A provider that is down fails everyone who waited on that attempt at once, rather
+        // than each in turn after a deadline of their own.
+        if let Some((at, failure)) = &discovered.failed {
+            if *at >= asked {
+                return Err(failure.clone());
+            }
+        }
         let url = format!("{issuer}/.well-known/openid-configuration");
-        let doc = fetcher
-            .get_json(&url, None)
-            .await
-            .map_err(|e| self.fetch(e))?;
+        let doc = match fetcher.get_json(&url, None).await {
+            Ok(doc) => doc,
+            Err(e) => {
+                let failure = self.fetch(e);
+                discovered.failed = Some((Instant::now(), failure.clone()));
+                return Err(failure);
+            }
+        };
         let get = |key: &str| doc.get(key).and_then(Value::as_str).map(str::to_owned);
         let announced = get("issuer").unwrap_or_default();
         // OpenID Connect Discovery §4.3: the document is the issuer's own.
@@ -293,7 +312,7 @@ impl Provider {
             userinfo: get("userinfo_endpoint"),
             algorithms,
         };
-        *discovered = Some((endpoints.clone(), Instant::now()));
+        discovered.endpoints = Some((endpoints.clone(), Instant::now()));
         Ok(endpoints)
     }
 

@@ -15,8 +15,6 @@ use crate::clock::now_ms;
 pub const STATE_COOKIE: &str = "parley_oauth";
 /// The cookie holding a pending sign-up.
 pub const SIGNUP_COOKIE: &str = "parley_signup";
-/// How long a person has at the provider, and to choose a name.
-pub const STATE_LIFE_MS: u64 = 10 * 60 * 1000;
 
 /// A sign-in in progress, from `/auth/<p>/login` to its callback.
 #[derive(Debug, Serialize, Deserialize)]

@@ -132,6 +132,7 @@ impl Api<'_> {
 
 /// The pending sign-up cookie, holding `sealed` (empty: cleared).
 pub(in crate::http) fn signup_cookie(sealed: &str) -> String {
-    let max_age = if sealed.is_empty() { 0 } else { 600 };
-    format!("{SIGNUP_COOKIE}={sealed}; HttpOnly; SameSite=Lax; Path=/api/auth/signup; Max-Age={max_age}")
+    // No Max-Age while set: the sealed expiry decides, so a late callback is told "expired".
+    let max_age = if sealed.is_empty() { "; Max-Age=0" } else { "" };
+    format!("{SIGNUP_COOKIE}={sealed}; HttpOnly; SameSite=Lax; Path=/api/auth/signup{max_age}")
 }
