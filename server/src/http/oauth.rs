@@ -154,7 +154,8 @@ fn failure(e: &Failure) -> Response<Body> {
     let page = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>Sign-in failed · Parley</title><link rel=\"stylesheet\" href=\"/style.css\">\
+         <title>Sign-in failed · Parley</title><link rel=\"icon\" href=\"data:,\">\
+         <link rel=\"stylesheet\" href=\"/style.css\">\
          </head><body class=\"auth-failure\"><main><h1>Sign-in did not work</h1>\
          <p id=\"auth-error\">{}</p><p><a href=\"/\">Back to Parley</a></p></main></body></html>\n",
         escape(&e.words())
