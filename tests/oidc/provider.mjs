@@ -99,6 +99,10 @@ export async function startProvider({
       });
     }
     if (log) process.stderr.write(`oidc: ${req.method} ${req.url}\n`);
+    if (pathname === '/favicon.ico') { // browsers ask; a 404 would be a console error in tests
+      res.writeHead(204).end();
+      return;
+    }
     if (hang) { // never answer; setHang(false) or close() drops the connection
       hung.add(res);
       res.on('close', () => hung.delete(res));
