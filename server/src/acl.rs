@@ -426,10 +426,7 @@ mod tests {
     use super::*;
 
     fn who(name: &str, guest: bool) -> Identity {
-        Identity {
-            name: name.into(),
-            guest,
-        }
+        Identity::new(name, guest)
     }
 
     #[test]

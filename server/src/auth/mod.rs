@@ -279,10 +279,7 @@ impl Auth {
     pub fn verify(&self, token: &str) -> Result<Authenticated, String> {
         let claims = self.keys.verify(token)?;
         Ok(Authenticated {
-            identity: Identity {
-                name: claims.sub.into(),
-                guest: false,
-            },
+            identity: Identity::new(claims.sub, false),
             expires_ms: Some(claims.exp.saturating_mul(1000)),
         })
     }
@@ -325,10 +322,7 @@ impl Auth {
             ),
         };
         Ok(Authenticated {
-            identity: Identity {
-                name: name.into(),
-                guest: true,
-            },
+            identity: Identity::new(name, true),
             expires_ms: None,
         })
     }
@@ -336,10 +330,7 @@ impl Auth {
     /// An identity that lasts as long as an access token would, for password and cookie logins.
     pub fn session_for(&self, name: &str) -> Authenticated {
         Authenticated {
-            identity: Identity {
-                name: name.into(),
-                guest: false,
-            },
+            identity: Identity::new(name, false),
             expires_ms: Some(now_ms() + self.settings.access_ttl.as_millis() as u64),
         }
     }

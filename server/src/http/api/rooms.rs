@@ -86,10 +86,10 @@ impl Api<'_> {
         if RoomName::parse(room).is_err() {
             return Err(error(StatusCode::BAD_REQUEST, "invalid room name"));
         }
-        let who = self.caller_or_guest(req).await?.unwrap_or(Identity {
-            name: "".into(),
-            guest: true,
-        });
+        let who = self
+            .caller_or_guest(req)
+            .await?
+            .unwrap_or(Identity::new("", true));
         self.hub
             .acl()
             .may_use(&who, room)

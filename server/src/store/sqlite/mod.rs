@@ -9,12 +9,15 @@ use rusqlite::{params, Connection, OptionalExtension as _};
 
 mod reads;
 mod stream;
+mod tokens;
 mod users;
+
+pub(super) use tokens::ACCESS_TOKENS;
 
 use super::to_i64;
 use super::{
-    user_key, Conversation, ReadState, RefreshRecord, Role, Room, Rotation, SentId, Store,
-    StoredMessage,
+    user_key, AccessToken, Conversation, ReadState, RefreshRecord, Role, Room, Rotation, SentId,
+    Store, StoredMessage,
 };
 use crate::clock::now_ms;
 
@@ -61,6 +64,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
 ",
     USER_KEYS,
     STREAM_EVENTS,
+    ACCESS_TOKENS,
 ];
 
 /// Account names become unique ignoring case. Names an older database holds that differ only by
@@ -438,5 +442,34 @@ impl Store for SqliteStore {
 
     fn read_rooms(&self, user: &str) -> anyhow::Result<Vec<String>> {
         reads::read_rooms(&lock(&self.reader), user)
+    }
+
+    fn insert_access_token(
+        &self,
+        token: &AccessToken,
+        max: usize,
+        now_ms: u64,
+    ) -> anyhow::Result<bool> {
+        tokens::insert(&mut lock(&self.writer), token, max, now_ms)
+    }
+
+    fn access_token(&self, hash: &str) -> anyhow::Result<Option<AccessToken>> {
+        tokens::by_hash(&lock(&self.reader), hash)
+    }
+
+    fn access_tokens(&self, user: &str, now_ms: u64) -> anyhow::Result<Vec<AccessToken>> {
+        tokens::of_user(&lock(&self.reader), user, now_ms)
+    }
+
+    fn revoke_access_token(&self, user: &str, id: &str) -> anyhow::Result<bool> {
+        tokens::revoke(&lock(&self.writer), user, id)
+    }
+
+    fn live_access_tokens(&self, ids: &[String], now_ms: u64) -> anyhow::Result<Vec<String>> {
+        tokens::live(&lock(&self.reader), ids, now_ms)
+    }
+
+    fn purge_access_tokens(&self, now_ms: u64) -> anyhow::Result<usize> {
+        tokens::purge(&lock(&self.writer), now_ms)
     }
 }
