@@ -281,6 +281,7 @@ fn account(name: &str) -> Authenticated {
     Authenticated {
         identity: Identity::new(name, false),
         expires_ms: None,
+        revoked: None,
     }
 }
 

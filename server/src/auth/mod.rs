@@ -5,6 +5,7 @@ mod jwt;
 mod names;
 pub mod password;
 mod throttle;
+mod tokens;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,11 +18,14 @@ use http::HeaderMap;
 use parley_stomp::destination::valid_user;
 use parley_stomp::session::Identity;
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
 pub use jwt::{JwtAlgorithm, KeySettings, Keys};
 pub use names::{check_new_account, reserved_for_guests, GUEST_PREFIX};
 pub use password::Passwords;
 use throttle::{Limits, Throttle};
+use tokens::Revocations;
+pub use tokens::{looks_like_personal_token, TokenError, TOKEN_PREFIX};
 
 use crate::clock::now_ms;
 use crate::store::{self, RefreshRecord, Rotation, Store};
@@ -59,6 +63,16 @@ pub struct Authenticated {
     pub identity: Identity,
     /// When the credential runs out (ms since the epoch); `None` for guests.
     pub expires_ms: Option<u64>,
+    /// Set when a personal access token authenticated it: cancelled when that token is
+    /// revoked, which ends the session. Such a credential cannot manage tokens.
+    pub revoked: Option<Arc<CancellationToken>>,
+}
+
+impl Authenticated {
+    /// Authenticated by a personal access token.
+    pub fn by_personal_token(&self) -> bool {
+        self.revoked.is_some()
+    }
 }
 
 /// A freshly issued pair.
@@ -136,6 +150,8 @@ pub struct Auth {
     store: Arc<dyn Store>,
     /// Numbers unnamed guests.
     next_guest: AtomicU64,
+    /// The personal access tokens that authenticated open sessions.
+    revocations: Revocations,
 }
 
 impl Auth {
@@ -152,6 +168,7 @@ impl Auth {
             keys,
             store,
             next_guest: AtomicU64::new(1),
+            revocations: Revocations::default(),
         })
     }
 
@@ -275,18 +292,37 @@ impl Auth {
         )
     }
 
-    /// Verifies an access token; `Err` says why it is refused, never echoing the token.
+    /// Verifies any presented token: a personal access token (`pat_…`, read from storage) or
+    /// Parley's own JWT. Every place that takes a token calls this. `Err` says why it is
+    /// refused, never echoing the token.
+    pub async fn verify_any(&self, token: &str) -> Result<Authenticated, String> {
+        if token.starts_with(TOKEN_PREFIX) {
+            return self.verify_personal(token).await;
+        }
+        self.verify(token)
+    }
+
+    /// Verifies one of Parley's access tokens (a JWT); `Err` says why it is refused, never
+    /// echoing the token.
     pub fn verify(&self, token: &str) -> Result<Authenticated, String> {
         let claims = self.keys.verify(token)?;
         Ok(Authenticated {
             identity: Identity::new(claims.sub, false),
             expires_ms: Some(claims.exp.saturating_mul(1000)),
+            revoked: None,
         })
     }
 
     /// A fresh access token `token` presented in-band by a connection of `current`: the new
     /// expiry if it is for the same (registered) user. `Err` says why it is refused.
     pub fn renew(&self, current: &Identity, token: &str) -> Result<Option<u64>, String> {
+        if token.starts_with(TOKEN_PREFIX) {
+            return Err(
+                "a personal access token cannot renew a session: a session it opens \
+                        lasts until the token expires"
+                    .into(),
+            );
+        }
         let renewed = self.verify(token)?;
         if current.guest || renewed.identity.name != current.name {
             return Err("the token is for another user".into());
@@ -324,6 +360,7 @@ impl Auth {
         Ok(Authenticated {
             identity: Identity::new(name, true),
             expires_ms: None,
+            revoked: None,
         })
     }
 
@@ -332,6 +369,7 @@ impl Auth {
         Authenticated {
             identity: Identity::new(name, false),
             expires_ms: Some(now_ms() + self.settings.access_ttl.as_millis() as u64),
+            revoked: None,
         }
     }
 
@@ -343,10 +381,10 @@ impl Auth {
         query: Option<&str>,
     ) -> Result<Option<Authenticated>, String> {
         if let Some(token) = bearer(headers) {
-            return self.verify(token).map(Some);
+            return self.verify_any(token).await.map(Some);
         }
         if let Some(token) = query.and_then(query_token) {
-            return self.verify(&token).map(Some);
+            return self.verify_any(&token).await.map(Some);
         }
         if let Some(cookie) = session_cookie(headers) {
             // A stale cookie (logged out, revoked, expired) is no credential at all, so a page
@@ -377,7 +415,7 @@ impl Auth {
                 .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
     }
 
-    /// Deletes expired refresh tokens now and then, until the process ends.
+    /// Deletes expired refresh and personal access tokens now and then, until the process ends.
     pub async fn purge_expired(self: Arc<Self>) {
         let mut every = tokio::time::interval(Duration::from_secs(3600));
         loop {
@@ -386,6 +424,11 @@ impl Auth {
                 Ok(n) if n > 0 => tracing::info!(purged = n, "expired refresh tokens deleted"),
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "purging refresh tokens failed"),
+            }
+            match self.purge_tokens().await {
+                Ok(n) if n > 0 => tracing::info!(purged = n, "expired access tokens deleted"),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "purging access tokens failed"),
             }
         }
     }

@@ -305,7 +305,7 @@ impl SocketIo {
             .iter()
             .find_map(|field| auth.get(field).and_then(Value::as_str));
         if let Some(token) = token {
-            return self.apps.auth.verify(token);
+            return self.apps.auth.verify_any(token).await;
         }
         if let Some(pre) = &self.pre {
             return Ok(pre.clone());

@@ -2,8 +2,8 @@
 //! answers' shape. Accounts and tokens are in `account`, rooms, members and history in `rooms`,
 //! read state in `reads`, direct-message conversations in `direct`, posts, edits and reactions
 //! in `messages`, member details and leaving in `members`, the directory and who is online in
-//! `users`, the SSE room feed's request in `feed` (the feed itself is `endpoints::sse`). See
-//! `docs/auth.md`.
+//! `users`, the SSE room feed's request in `feed` (the feed itself is `endpoints::sse`),
+//! personal access tokens in `tokens`. See `docs/auth.md`.
 
 mod account;
 mod direct;
@@ -12,6 +12,7 @@ mod members;
 mod messages;
 mod reads;
 mod rooms;
+mod tokens;
 mod users;
 
 use std::net::{IpAddr, SocketAddr};
@@ -95,7 +96,11 @@ async fn handle_whole(api: Api<'_>, req: Request<Incoming>) -> Response<Full<Byt
         (&Method::GET, ["me"]) => match api.caller(&req).await {
             Ok(Some(who)) => respond(
                 StatusCode::OK,
-                &json!({"username": &*who.name, "guest": who.guest}),
+                &json!({
+                    "username": &*who.name,
+                    "guest": who.guest,
+                    "scope": who.scope.to_string(),
+                }),
             ),
             Ok(None) => error(StatusCode::UNAUTHORIZED, "not signed in"),
             Err(resp) => resp,
@@ -128,6 +133,9 @@ async fn handle_whole(api: Api<'_>, req: Request<Incoming>) -> Response<Full<Byt
             api.mark_read(req, &room).await
         }
         (&Method::GET, ["unread"]) => api.unread(&req).await,
+        (&Method::GET, ["tokens"]) => api.list_tokens(&req).await,
+        (&Method::POST, ["tokens"]) => api.create_token(req).await,
+        (&Method::DELETE, ["tokens", id]) => api.revoke_token(&req, id).await,
         (&Method::DELETE, ["rooms", room, "messages", id]) => {
             api.delete_message(req, room, id).await
         }
@@ -143,7 +151,8 @@ async fn handle_whole(api: Api<'_>, req: Request<Incoming>) -> Response<Full<Byt
         | (_, ["dms", _, "messages" | "read"])
         | (_, ["users", "online"])
         | (_, ["token", "refresh"])
-        | (_, ["unread"])
+        | (_, ["unread" | "tokens"])
+        | (_, ["tokens", _])
         | (_, ["rooms", _, "messages" | "members" | "read" | "events"])
         | (_, ["rooms", _, "messages" | "members", _])
         | (_, ["rooms", _, "messages", _, "reactions"]) => {
@@ -235,7 +244,7 @@ impl Api<'_> {
             .map(str::to_owned)
             .or_else(|| query.and_then(query_token));
         if let Some(token) = token {
-            return match self.auth.verify(&token) {
+            return match self.auth.verify_any(&token).await {
                 Ok(who) => Ok(Some(who)),
                 Err(why) => Err(error(StatusCode::UNAUTHORIZED, &why)),
             };

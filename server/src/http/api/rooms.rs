@@ -159,6 +159,9 @@ impl Api<'_> {
             Ok(who) => who,
             Err(resp) => return resp,
         };
+        if let Err(why) = who.scope.writes(Some(room)) {
+            return error(StatusCode::FORBIDDEN, &why);
+        }
         if self.hub.acl().role(room, &who.name) != Some(Role::Owner) {
             return error(StatusCode::FORBIDDEN, "only the room's owner adds members");
         }
@@ -202,6 +205,9 @@ impl Api<'_> {
             Ok(who) => who,
             Err(resp) => return resp,
         };
+        if let Err(why) = who.scope.writes(Some(room)) {
+            return error(StatusCode::FORBIDDEN, &why);
+        }
         if user == &*who.name {
             return self.leave(room, &who).await;
         }
