@@ -538,9 +538,14 @@ mod tests {
         assert!(!looks_like_jwt("hunter2"));
     }
 
-    #[test]
-    fn origins_are_same_origin_or_listed() {
-        let data = std::env::temp_dir().join(format!("parley-origin-{}", std::process::id()));
+    /// Auth over `store` with a fixed HS256 secret, for tests.
+    pub(super) fn auth_over(store: Arc<dyn Store>) -> Arc<Auth> {
+        let settings = settings(std::env::temp_dir(), vec![]);
+        let keys = Keys::load(&settings.keys).unwrap();
+        Auth::new(settings, keys, store)
+    }
+
+    fn settings(data: std::path::PathBuf, allowed_origins: Vec<String>) -> AuthSettings {
         let keys = KeySettings {
             algorithm: JwtAlgorithm::Hs256,
             data,
@@ -551,8 +556,8 @@ mod tests {
             issuer: "parley".into(),
             audience: "parley".into(),
         };
-        let settings = AuthSettings {
-            keys: keys.clone(),
+        AuthSettings {
+            keys,
             access_ttl: Duration::from_secs(60),
             refresh_ttl: Duration::from_secs(60),
             registration_open: true,
@@ -560,8 +565,15 @@ mod tests {
             failures_per_user: 5,
             failures_per_ip: 20,
             registrations_per_ip: 20,
-            allowed_origins: vec!["https://good.example".into()],
-        };
+            allowed_origins,
+        }
+    }
+
+    #[test]
+    fn origins_are_same_origin_or_listed() {
+        let data = std::env::temp_dir().join(format!("parley-origin-{}", std::process::id()));
+        let settings = settings(data, vec!["https://good.example".into()]);
+        let keys = settings.keys.clone();
         let store: Arc<dyn Store> =
             Arc::new(crate::store::SqliteStore::open(&keys.data.join("db")).unwrap());
         let auth = Auth::new(settings, Keys::load(&keys).unwrap(), store);

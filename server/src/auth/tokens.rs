@@ -253,6 +253,38 @@ mod tests {
         assert!(!looks_like_personal_token("pat_hunter2"));
     }
 
+    #[tokio::test]
+    async fn expired_and_unknown_tokens_are_refused_and_pats_do_not_renew() {
+        let dir = std::env::temp_dir().join(format!("parley-pat-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store: Arc<dyn crate::store::Store> =
+            Arc::new(crate::store::SqliteStore::open(&dir).unwrap());
+        let auth = super::super::tests::auth_over(store.clone());
+        let (token, record) = auth
+            .create_token("alice", "bot", "read", Some(1))
+            .await
+            .unwrap();
+        let ok = auth.verify_any(&token).await.unwrap();
+        assert_eq!(ok.identity.scope, Scope::Read);
+        assert_eq!(ok.expires_ms, Some(record.expires_ms));
+        assert!(ok.by_personal_token());
+        let old = AccessToken {
+            id: "old".into(),
+            hash: hex(&hash_token("pat_old")),
+            expires_ms: now_ms() - 1,
+            ..record
+        };
+        store.insert_access_token(&old, 20, 0).unwrap();
+        assert_eq!(
+            auth.verify_any("pat_old").await.unwrap_err(),
+            "access token expired"
+        );
+        assert!(auth.verify_any("pat_unknown").await.is_err());
+        let renewal = auth.renew(&ok.identity, &token).unwrap_err();
+        assert!(renewal.contains("cannot renew"), "{renewal}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn revocations_cancel_the_watchers_and_forget_the_unwatched() {
         let r = Revocations::default();
