@@ -14,6 +14,7 @@ import { send, sendTyping } from './messages.js';
 import { openConversation, parseHash } from './navigation.js';
 import { renderNotify, toggleNotify } from './notify.js';
 import { wirePeople } from './people.js';
+import { wireTokens } from './tokens.js';
 import { retry } from './outbox.js';
 import {
   actions, autosize, closeDrawers, nearBottom, renderAll, renderComposer, renderMe, scrollToBottom, toggleDrawer,
@@ -184,4 +185,5 @@ wireChat();
 wireNavigation();
 wirePeople(openConversation);
 wireSignIn();
+wireTokens();
 boot();
