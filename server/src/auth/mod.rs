@@ -4,6 +4,7 @@
 mod jwt;
 mod names;
 pub mod password;
+mod secret;
 mod throttle;
 mod tokens;
 
@@ -12,23 +13,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use http::HeaderMap;
 use parley_stomp::destination::valid_user;
 use parley_stomp::session::Identity;
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 pub use jwt::{JwtAlgorithm, KeySettings, Keys};
 pub use names::{check_new_account, reserved_for_guests, GUEST_PREFIX};
 pub use password::Passwords;
+use secret::{hash_token, random_token};
 use throttle::{Limits, Throttle};
-use tokens::Revocations;
+use tokens::PersonalTokens;
 pub use tokens::{looks_like_personal_token, TokenError, TOKEN_PREFIX};
 
 use crate::clock::now_ms;
-use crate::store::{self, RefreshRecord, Rotation, Store};
+use crate::store::{self, AccessToken, RefreshRecord, Rotation, Store};
 
 /// The browser session cookie: it holds a refresh token.
 pub const SESSION_COOKIE: &str = "parley_session";
@@ -150,8 +149,8 @@ pub struct Auth {
     store: Arc<dyn Store>,
     /// Numbers unnamed guests.
     next_guest: AtomicU64,
-    /// The personal access tokens that authenticated open sessions.
-    revocations: Revocations,
+    /// Personal access tokens, and the open sessions they authenticated.
+    personal: PersonalTokens,
 }
 
 impl Auth {
@@ -166,9 +165,9 @@ impl Auth {
             passwords: Passwords::new(),
             settings,
             keys,
+            personal: PersonalTokens::new(store.clone()),
             store,
             next_guest: AtomicU64::new(1),
-            revocations: Revocations::default(),
         })
     }
 
@@ -297,9 +296,43 @@ impl Auth {
     /// refused, never echoing the token.
     pub async fn verify_any(&self, token: &str) -> Result<Authenticated, String> {
         if token.starts_with(TOKEN_PREFIX) {
-            return self.verify_personal(token).await;
+            let (identity, expires_ms, revoked) = self.personal.verify(token).await?;
+            return Ok(Authenticated {
+                identity,
+                expires_ms: Some(expires_ms),
+                revoked: Some(revoked),
+            });
         }
         self.verify(token)
+    }
+
+    /// Makes a personal access token for account `user`: `(the token, its record)`. The token
+    /// itself is never stored nor shown again.
+    pub async fn create_token(
+        &self,
+        user: &str,
+        name: &str,
+        scope: &str,
+        days: Option<u64>,
+    ) -> Result<(String, AccessToken), TokenError> {
+        self.personal.create(user, name, scope, days).await
+    }
+
+    /// `user`'s live personal access tokens, oldest first.
+    pub async fn tokens(&self, user: &str) -> anyhow::Result<Vec<AccessToken>> {
+        self.personal.list(user).await
+    }
+
+    /// Revokes `user`'s personal access token `id` and ends the sessions it opened here;
+    /// `false` if `user` has no such token.
+    pub async fn revoke_token(&self, user: &str, id: &str) -> anyhow::Result<bool> {
+        self.personal.revoke(user, id).await
+    }
+
+    /// Ends the sessions of personal access tokens revoked elsewhere (or expired), until the
+    /// process ends ([`tokens::SWEEP_EVERY`]).
+    pub async fn sweep_revoked_tokens(self: Arc<Self>) {
+        self.personal.sweep().await;
     }
 
     /// Verifies one of Parley's access tokens (a JWT); `Err` says why it is refused, never
@@ -425,7 +458,7 @@ impl Auth {
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "purging refresh tokens failed"),
             }
-            match self.purge_tokens().await {
+            match self.personal.purge().await {
                 Ok(n) if n > 0 => tracing::info!(purged = n, "expired access tokens deleted"),
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "purging access tokens failed"),
@@ -504,18 +537,6 @@ pub fn looks_like_jwt(s: &str) -> bool {
         })
 }
 
-/// `bytes` random bytes, base64url.
-fn random_token(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    // The OS random source failing is not something a server can work around.
-    getrandom::fill(&mut buf).expect("the OS random number generator failed");
-    URL_SAFE_NO_PAD.encode(buf)
-}
-
-fn hash_token(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -567,6 +588,27 @@ mod tests {
             registrations_per_ip: 20,
             allowed_origins,
         }
+    }
+
+    #[tokio::test]
+    async fn personal_tokens_authenticate_with_their_scope_and_never_renew() {
+        let dir = std::env::temp_dir().join(format!("parley-auth-pat-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let auth = auth_over(Arc::new(crate::store::SqliteStore::open(&dir).unwrap()));
+        let (token, record) = auth
+            .create_token("alice", "bot", "room:lobby", None)
+            .await
+            .unwrap();
+        let who = auth.verify_any(&token).await.unwrap();
+        assert!(who.by_personal_token());
+        assert_eq!(who.expires_ms, Some(record.expires_ms));
+        assert_eq!(who.identity.scope.to_string(), "room:lobby");
+        let renewal = auth.renew(&who.identity, &token).unwrap_err();
+        assert!(renewal.contains("cannot renew"), "{renewal}");
+        assert!(auth.revoke_token("alice", &record.id).await.unwrap());
+        assert!(who.revoked.unwrap().is_cancelled(), "its sessions end");
+        assert!(auth.verify_any(&token).await.is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! public id, its account, label, scope and expiry. Unlike a JWT every use reads storage, so a
 //! revoked or expired token is refused at once; sessions it opened end when it is revoked
 //! (through [`Revocations`]), at once on this node and within [`SWEEP_EVERY`] on others.
+//! `Auth` owns a [`PersonalTokens`] and offers it (`Auth::verify_any`, `Auth::create_token`).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -15,9 +16,9 @@ use parley_stomp::destination::RoomName;
 use parley_stomp::session::{Identity, Scope};
 use tokio_util::sync::CancellationToken;
 
-use super::{hash_token, random_token, Auth, Authenticated};
+use super::secret::{hash_token, random_token};
 use crate::clock::now_ms;
-use crate::store::{self, AccessToken, MAX_PAGE_ROWS};
+use crate::store::{self, AccessToken, Store, MAX_PAGE_ROWS};
 
 /// What every personal access token starts with: how a presented credential is told apart from
 /// a JWT (which starts `eyJ`).
@@ -106,10 +107,23 @@ pub fn parse_scope(scope: &str) -> Result<Scope, String> {
     Ok(parsed)
 }
 
-impl Auth {
-    /// Makes a token for account `user`: `(the token, its record)`. The token itself is never
-    /// stored nor shown again.
-    pub async fn create_token(
+/// Personal access tokens over storage, and the cancellations their sessions watch. Owned by
+/// `Auth`, which hands out what they decide.
+pub(super) struct PersonalTokens {
+    store: Arc<dyn Store>,
+    revocations: Revocations,
+}
+
+impl PersonalTokens {
+    pub(super) fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            revocations: Revocations::default(),
+        }
+    }
+
+    /// Makes a token for account `user`: `(the token, its record)`.
+    pub(super) async fn create(
         &self,
         user: &str,
         name: &str,
@@ -154,14 +168,13 @@ impl Auth {
     }
 
     /// `user`'s live tokens, oldest first.
-    pub async fn tokens(&self, user: &str) -> anyhow::Result<Vec<AccessToken>> {
+    pub(super) async fn list(&self, user: &str) -> anyhow::Result<Vec<AccessToken>> {
         let user = user.to_owned();
         store::run(&self.store, move |s| s.access_tokens(&user, now_ms())).await
     }
 
-    /// Revokes `user`'s token `id` and ends the sessions it opened here; `false` if `user` has
-    /// no such token.
-    pub async fn revoke_token(&self, user: &str, id: &str) -> anyhow::Result<bool> {
+    /// Revokes `user`'s token `id` and ends the sessions it opened here.
+    pub(super) async fn revoke(&self, user: &str, id: &str) -> anyhow::Result<bool> {
         let (owner, name) = (user.to_owned(), id.to_owned());
         let revoked =
             store::run(&self.store, move |s| s.revoke_access_token(&owner, &name)).await?;
@@ -171,10 +184,12 @@ impl Auth {
         Ok(revoked)
     }
 
-    /// Checks a presented personal access token: known, unexpired. The identity carries its
-    /// scope, the credential lasts until the token expires, and its sessions watch for its
-    /// revocation.
-    pub(super) async fn verify_personal(&self, token: &str) -> Result<Authenticated, String> {
+    /// Checks a presented token: known, unexpired. `(its identity with its scope, its expiry,
+    /// the cancellation its sessions watch)`; `Err` says why not, never echoing the token.
+    pub(super) async fn verify(
+        &self,
+        token: &str,
+    ) -> Result<(Identity, u64, Arc<CancellationToken>), String> {
         let hash = hex(&hash_token(token));
         let found = store::run(&self.store, move |s| s.access_token(&hash))
             .await
@@ -189,37 +204,35 @@ impl Auth {
         let scope = parse_scope(&found.scope).map_err(|_| "access token unusable".to_owned())?;
         let mut identity = Identity::new(found.user, false);
         identity.scope = scope;
-        Ok(Authenticated {
+        Ok((
             identity,
-            expires_ms: Some(found.expires_ms),
-            revoked: Some(self.revocations.watch(&found.id)),
-        })
+            found.expires_ms,
+            self.revocations.watch(&found.id),
+        ))
     }
 
     /// Deletes expired tokens (hourly, with the refresh tokens).
-    pub(super) async fn purge_tokens(&self) -> anyhow::Result<usize> {
+    pub(super) async fn purge(&self) -> anyhow::Result<usize> {
         store::run(&self.store, move |s| s.purge_access_tokens(now_ms())).await
     }
 
     /// Ends, every [`SWEEP_EVERY`], the sessions whose token storage no longer holds (revoked on
     /// another node, or expired), until the process ends.
-    pub async fn sweep_revoked_tokens(self: Arc<Self>) {
+    pub(super) async fn sweep(&self) {
         let mut every = tokio::time::interval(SWEEP_EVERY);
         loop {
             every.tick().await;
             let watched = self.revocations.watched();
             for ids in watched.chunks(MAX_PAGE_ROWS) {
                 let asked = ids.to_vec();
-                let live =
-                    match store::run(&self.store, move |s| s.live_access_tokens(&asked, now_ms()))
-                        .await
-                    {
-                        Ok(live) => live,
-                        Err(error) => {
-                            tracing::warn!(%error, "checking access tokens failed");
-                            break;
-                        }
-                    };
+                let live = store::run(&self.store, move |s| s.live_access_tokens(&asked, now_ms()));
+                let live = match live.await {
+                    Ok(live) => live,
+                    Err(error) => {
+                        tracing::warn!(%error, "checking access tokens failed");
+                        break;
+                    }
+                };
                 for id in ids.iter().filter(|id| !live.contains(id)) {
                     self.revocations.revoke(id);
                 }
@@ -254,20 +267,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn expired_and_unknown_tokens_are_refused_and_pats_do_not_renew() {
+    async fn expired_and_unknown_tokens_are_refused() {
         let dir = std::env::temp_dir().join(format!("parley-pat-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let store: Arc<dyn crate::store::Store> =
-            Arc::new(crate::store::SqliteStore::open(&dir).unwrap());
-        let auth = super::super::tests::auth_over(store.clone());
-        let (token, record) = auth
-            .create_token("alice", "bot", "read", Some(1))
+        let store: Arc<dyn Store> = Arc::new(crate::store::SqliteStore::open(&dir).unwrap());
+        let tokens = PersonalTokens::new(store.clone());
+        let (token, record) = tokens
+            .create("alice", "bot", "read", Some(1))
             .await
             .unwrap();
-        let ok = auth.verify_any(&token).await.unwrap();
-        assert_eq!(ok.identity.scope, Scope::Read);
-        assert_eq!(ok.expires_ms, Some(record.expires_ms));
-        assert!(ok.by_personal_token());
+        let (identity, expires_ms, _) = tokens.verify(&token).await.unwrap();
+        assert_eq!(identity.scope, Scope::Read);
+        assert_eq!(expires_ms, record.expires_ms);
         let old = AccessToken {
             id: "old".into(),
             hash: hex(&hash_token("pat_old")),
@@ -276,12 +287,10 @@ mod tests {
         };
         store.insert_access_token(&old, 20, 0).unwrap();
         assert_eq!(
-            auth.verify_any("pat_old").await.unwrap_err(),
+            tokens.verify("pat_old").await.unwrap_err(),
             "access token expired"
         );
-        assert!(auth.verify_any("pat_unknown").await.is_err());
-        let renewal = auth.renew(&ok.identity, &token).unwrap_err();
-        assert!(renewal.contains("cannot renew"), "{renewal}");
+        assert!(tokens.verify("pat_unknown").await.is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
