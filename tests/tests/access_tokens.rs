@@ -181,6 +181,7 @@ async fn read_only_tokens_read_everything_and_write_nothing() {
     ws_post(&mut owner, "lobby", "hello").await;
     let token = token_of(&make(addr, &jwt, "reader", "read").await);
 
+    assert_eq!(me(addr, &token).await.json()["scope"], "read");
     let mut ws = ws_bearer(addr, &token).await;
     ws_join_ok(&mut ws, "lobby").await;
     ws_send(&mut ws, &json!({"type": "history", "room": "lobby"})).await;

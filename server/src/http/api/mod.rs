@@ -24,7 +24,7 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use parley_stomp::destination::RoomName;
-use parley_stomp::session::Identity;
+use parley_stomp::session::{Identity, Scope};
 use serde_json::json;
 
 use tokio_util::sync::CancellationToken;
@@ -94,14 +94,14 @@ async fn handle_whole(api: Api<'_>, req: Request<Incoming>) -> Response<Full<Byt
         (&Method::POST, ["token", "refresh"]) => api.refresh(req).await,
         (&Method::POST, ["logout"]) => api.logout(req).await,
         (&Method::GET, ["me"]) => match api.caller(&req).await {
-            Ok(Some(who)) => respond(
-                StatusCode::OK,
-                &json!({
-                    "username": &*who.name,
-                    "guest": who.guest,
-                    "scope": who.scope.to_string(),
-                }),
-            ),
+            Ok(Some(who)) => {
+                let mut me = json!({"username": &*who.name, "guest": who.guest});
+                // Only a personal access token's lesser grant is named.
+                if who.scope != Scope::All {
+                    me["scope"] = json!(who.scope.to_string());
+                }
+                respond(StatusCode::OK, &me)
+            }
             Ok(None) => error(StatusCode::UNAUTHORIZED, "not signed in"),
             Err(resp) => resp,
         },
