@@ -15,6 +15,7 @@ import { openConversation, parseHash } from './navigation.js';
 import { renderNotify, toggleNotify } from './notify.js';
 import { wirePeople } from './people.js';
 import { offerSignup, signupRequested, wireProviders } from './providers.js';
+import { wireTokens } from './tokens.js';
 import { retry } from './outbox.js';
 import {
   actions, autosize, closeDrawers, nearBottom, renderAll, renderComposer, renderMe, scrollToBottom, toggleDrawer,
@@ -194,4 +195,5 @@ wireNavigation();
 wirePeople(openConversation);
 wireSignIn();
 wireProviders();
+wireTokens();
 boot();

@@ -4,6 +4,7 @@ import { el, h } from './dom.js';
 import { formatBody } from './format.js';
 import { addParts, renderReplyBar } from './msgparts.js';
 import { auth, canCompose, dmState, info, isActive, online, roomState, state } from './state.js';
+import { renderTokensButton } from './tokens.js';
 
 const GROUP_WINDOW = 5 * 60 * 1000; // consecutive messages of one sender within this share a header
 
@@ -46,6 +47,7 @@ export function hideBanner() {
 }
 
 export function renderMe() {
+  renderTokensButton();
   el.meName.textContent = state.me || state.name || '';
   el.meGuest.hidden = auth.mode !== 'guest';
   el.changeName.hidden = auth.mode !== 'guest';

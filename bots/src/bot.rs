@@ -51,6 +51,8 @@ pub struct Shared {
     pub sources: Vec<IpAddr>,
     /// Present when a group authenticates with minted tokens.
     pub minter: Option<TokenMinter>,
+    /// `--token`: the one credential every bot uses instead of its group's `auth`.
+    pub token: Option<String>,
     /// Limit on each connection attempt.
     pub connect_timeout: Duration,
     /// Bounds connection attempts in progress.
@@ -320,6 +322,9 @@ impl Bot {
         rx: &mut Receiving,
     ) -> Result<Conn, OpenError> {
         let b = &self.behaviour;
+        if let (None, Some(token)) = (&credential, &shared.token) {
+            *credential = Some(Credential::Token(token.clone()));
+        }
         if credential.is_none() {
             *credential = Some(match b.auth {
                 AuthMode::Guest => Credential::Guest,

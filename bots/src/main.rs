@@ -83,6 +83,10 @@ struct RunArgs {
     /// The server's HS256 secret, for groups with `auth = "token"`.
     #[arg(long)]
     jwt_secret_file: Option<PathBuf>,
+    /// A personal access token (`pat_…`) every bot connects with, whatever its group's `auth`:
+    /// no accounts registered, nothing minted. Every bot then acts as the token's user.
+    #[arg(long, env = "PARLEY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Overrides the scenario's measured duration (e.g. `3s`).
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
@@ -208,6 +212,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         targets,
         sources: args.sources.map(|s| s.0).unwrap_or_default(),
         minter,
+        token: args.token.clone(),
         connect_timeout: scenario.connect_timeout,
         connect_slots: Arc::new(Semaphore::new(scenario.connect_concurrency)),
         connected,
@@ -272,7 +277,7 @@ fn token_minter(
     scenario: &Scenario,
     run_length: Duration,
 ) -> anyhow::Result<Option<auth::TokenMinter>> {
-    if !scenario.groups.iter().any(|g| g.auth == AuthMode::Token) {
+    if args.token.is_some() || !scenario.groups.iter().any(|g| g.auth == AuthMode::Token) {
         return Ok(None);
     }
     let path = args

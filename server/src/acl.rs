@@ -42,13 +42,15 @@ pub enum Refused {
     NoSuchRoom(String),
     /// The account created its quota of rooms already.
     Quota(usize),
+    /// The credential's scope does not allow it (a read-only or one-room access token).
+    Scope(String),
 }
 
 impl Refused {
     /// The raw protocol's error code.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Private(_) => "forbidden",
+            Self::Private(_) | Self::Scope(_) => "forbidden",
             Self::NoSuchRoom(_) => "no_such_room",
             Self::Quota(_) => "room_quota",
         }
@@ -63,6 +65,7 @@ impl fmt::Display for Refused {
                 write!(f, "no room {room:?}: guests cannot create rooms")
             }
             Self::Quota(max) => write!(f, "room quota reached: an account may create {max} rooms"),
+            Self::Scope(why) => f.write_str(why),
         }
     }
 }
@@ -241,6 +244,7 @@ impl Acl {
         if self.exists(room) {
             return Ok(false);
         }
+        who.scope.creates_rooms().map_err(Refused::Scope)?;
         let mut rooms = self.write();
         if rooms.rules.contains_key(room) {
             return Ok(false);
@@ -266,6 +270,7 @@ impl Acl {
     /// not exist and [`Acl::create_for`] allows. `Ok(true)` when it was created.
     pub fn enter(&self, who: &Identity, room: &str, owner_now: bool) -> Result<bool, Refused> {
         // Called for every STOMP SEND to a room: a known room costs one read lock.
+        who.scope.reads(Some(room)).map_err(Refused::Scope)?;
         if let Some(rules) = self.read().rules.get(room) {
             return if admits(rules, who) {
                 Ok(false)
@@ -280,6 +285,7 @@ impl Acl {
     /// Of a room that exists: as the room. Of an unknown room: accounts may listen (the channel
     /// creates nothing, and a private room made later ends what others hold); guests not.
     pub fn may_use_side_channel(&self, who: &Identity, room: &str) -> Result<(), Refused> {
+        who.scope.reads(Some(room)).map_err(Refused::Scope)?;
         if self.exists(room) {
             self.may_use(who, room)
                 .map_err(|_| Refused::Private(room.to_owned()))
@@ -345,14 +351,23 @@ impl Acl {
     }
 
     /// May `who` read `room` (join, subscribe, history, presence, typing) and post in it?
-    /// Public rooms: anyone; private rooms: their members, never guests.
+    /// Public rooms: anyone; private rooms: their members, never guests. A one-room credential:
+    /// that room only. (Whether it may write is [`Acl::may_post`].)
     pub fn may_use(&self, who: &Identity, room: &str) -> Result<(), Denied> {
+        who.scope.reads(Some(room))?;
         match self.read().rules.get(room) {
             Some(rules) if !admits(rules, who) => {
                 Err(Refused::Private(room.to_owned()).to_string())
             }
             _ => Ok(()),
         }
+    }
+
+    /// May `who` write in `room` (post, edit, react, type, change members)? [`Acl::may_use`]
+    /// and the credential's scope ([`parley_stomp::session::Scope::writes`]).
+    pub fn may_post(&self, who: &Identity, room: &str) -> Result<(), Denied> {
+        who.scope.writes(Some(room))?;
+        self.may_use(who, room)
     }
 
     /// One page of the rooms `who` may see, by name: the public ones and the private ones they
@@ -370,7 +385,8 @@ impl Acl {
             .rules
             .range::<str, _>((start, Bound::Unbounded))
             .take_while(|(name, _)| name.starts_with(&query.prefix))
-            .filter(|(_, r)| !r.private || who.is_some_and(|w| admits(r, w)));
+            .filter(|(_, r)| !r.private || who.is_some_and(|w| admits(r, w)))
+            .filter(|(name, _)| who.is_none_or(|w| w.scope.reads(Some(name)).is_ok()));
         for (name, r) in visible {
             if page.len() == query.limit {
                 let next = page.last().map(|(name, _): &(String, bool)| name.clone());
@@ -426,10 +442,7 @@ mod tests {
     use super::*;
 
     fn who(name: &str, guest: bool) -> Identity {
-        Identity {
-            name: name.into(),
-            guest,
-        }
+        Identity::new(name, guest)
     }
 
     #[test]
@@ -450,6 +463,42 @@ mod tests {
         assert!(
             acl.may_use(&who("carol", true), "lobby").is_ok(),
             "unknown rooms are public"
+        );
+    }
+
+    #[test]
+    fn scoped_credentials_read_or_stay_in_their_room() {
+        use parley_stomp::session::Scope;
+        let acl = Acl::default();
+        acl.create("lobby", false, None);
+        acl.create("other", false, None);
+        let mut reader = who("bob", false);
+        reader.scope = Scope::Read;
+        assert!(acl.may_use(&reader, "lobby").is_ok());
+        assert_eq!(
+            acl.may_post(&reader, "lobby"),
+            Err("this token is read-only".into())
+        );
+        assert!(matches!(
+            acl.enter(&reader, "new", true),
+            Err(Refused::Scope(_))
+        ));
+        let mut one = who("bob", false);
+        one.scope = Scope::Room("lobby".into());
+        assert!(acl.may_post(&one, "lobby").is_ok());
+        assert!(acl.may_use(&one, "other").is_err());
+        assert!(acl.may_use_side_channel(&one, "other").is_err());
+        assert!(matches!(
+            acl.enter(&one, "fresh", true),
+            Err(Refused::Scope(_))
+        ));
+        let query = RoomQuery {
+            limit: 10,
+            ..RoomQuery::default()
+        };
+        assert_eq!(
+            acl.rooms_visible_to(Some(&one), &query).0,
+            [("lobby".to_owned(), false)]
         );
     }
 

@@ -95,6 +95,7 @@ pub async fn parts(
 ) -> anyhow::Result<Parts> {
     let auth = Auth::new(settings.auth.clone(), keys, store.clone())?;
     tokio::spawn(auth.clone().purge_expired());
+    tokio::spawn(auth.clone().sweep_revoked_tokens());
     let limits = settings.rooms.clone();
     let since = crate::clock::now_ms().saturating_sub(REMEMBERED_MS);
     let (acl, last_ids, sent) = store::run(&store, move |s| {

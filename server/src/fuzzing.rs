@@ -279,11 +279,9 @@ impl Drop for Harness {
 /// A signed-in account whose credential does not run out during the run.
 fn account(name: &str) -> Authenticated {
     Authenticated {
-        identity: Identity {
-            name: name.into(),
-            guest: false,
-        },
+        identity: Identity::new(name, false),
         expires_ms: None,
+        revoked: None,
     }
 }
 

@@ -110,16 +110,10 @@ impl World {
             match frame.get("login").filter(|l| !l.is_empty()) {
                 Some(login) => {
                     if let Some(name) = valid_user(login) {
-                        session.authenticate(Identity {
-                            name: name.into(),
-                            guest: false,
-                        });
+                        session.authenticate(Identity::new(name, false));
                     }
                 }
-                None => session.authenticate(Identity {
-                    name: format!("guest-{id}").into(),
-                    guest: true,
-                }),
+                None => session.authenticate(Identity::new(format!("guest-{id}"), true)),
             }
         }
         let mut replies = Vec::new();

@@ -1,12 +1,13 @@
 //! `parley-bots` against the real server: the smoke scenario passes, a missed SLO fails the
-//! run, the STOMP TCP address comes from `/api/info`, minted tokens authenticate on every
-//! protocol, and the conversations scenario exercises edits, reactions and DMs.
+//! run, the STOMP TCP address comes from `/api/info`, minted tokens and a personal access token
+//! (`--token`) authenticate on every protocol, and the conversations scenario exercises edits, reactions and DMs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{mpsc, OnceLock};
 use std::time::Duration;
 
+use parley_tests::auth::{account, get_as, post_as};
 use parley_tests::{build_binary, fresh_data_dir, workspace_root, ServerProcess};
 use serde_json::Value;
 
@@ -264,6 +265,49 @@ fn minted_tokens_authenticate_on_every_protocol() {
     assert_eq!(code, Some(1), "{report:#}");
     assert_eq!(report["errors"]["auth"], 6, "{report:#}");
     assert_eq!(report["connections"]["failed"], 6, "{report:#}");
+}
+
+#[test]
+fn a_personal_access_token_authenticates_every_bot() {
+    let server = ServerProcess::start_strict(&["--rate-limit", "0"]);
+    let addr = server.addr();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (jwt, token) = runtime.block_on(async {
+        let jwt = account(addr, "loadtest").await;
+        // A one-room token creates no room: its owner does.
+        let room = serde_json::json!({"name": "tokens"});
+        post_as(addr, "/api/rooms", &jwt, &room)
+            .await
+            .assert_status(201, "create the room");
+        let body = serde_json::json!({"name": "bots", "scope": "room:tokens"});
+        let made = post_as(addr, "/api/tokens", &jwt, &body).await;
+        made.assert_status(201, "create a token");
+        (
+            jwt.clone(),
+            made.json()["token"].as_str().unwrap().to_owned(),
+        )
+    });
+    let groups: String = ["raw", "stomp-ws", "stomp-tcp"]
+        .iter()
+        .map(|p| {
+            format!(
+                "[[group]]\nname = \"{p}\"\ncount = 2\nprotocol = \"{p}\"\nauth = \"register\"\n\
+                 room = \"tokens\"\nrate = 5\n"
+            )
+        })
+        .collect();
+    let head = "name = \"pat\"\nduration = \"2s\"\nramp_up = \"300ms\"\n";
+    let scenario = scenario_file("pat", &format!("{head}{groups}"));
+    let (code, report) = run_json(&server, &scenario, &["--token", &token]);
+    assert_eq!(code, Some(0), "{report:#}\n{}", server.stderr_log());
+    assert_clean(&report);
+    assert_eq!(report["connections"]["up"], 6, "{report:#}");
+    let users = runtime.block_on(get_as(addr, "/api/users", &jwt)).json();
+    assert_eq!(
+        users["users"].as_array().map(Vec::len),
+        Some(1),
+        "no bot registered: {users}"
+    );
 }
 
 #[test]

@@ -92,8 +92,16 @@ impl Stomp {
             .header("accept-version", "1.2")
             .header("host", host)
             // No heart-beats: an idle bot should cost the server nothing but its socket.
-            .header("heart-beat", "0,0")
-            .header("login", targets.stomp_login.as_deref().unwrap_or(dial.name));
+            .header("heart-beat", "0,0");
+        // A token names its user itself: a personal access token (`--token`) is another
+        // user's than the bot's name, and Parley refuses a `login` that differs from it.
+        let login = match dial.credential {
+            Credential::Token(_) => targets.stomp_login.as_deref(),
+            Credential::Guest => Some(targets.stomp_login.as_deref().unwrap_or(dial.name)),
+        };
+        if let Some(login) = login {
+            connect = connect.header("login", login);
+        }
         if let Some(passcode) = &targets.stomp_passcode {
             connect = connect.header("passcode", passcode.as_str());
         } else if let Credential::Token(token) = dial.credential {

@@ -33,7 +33,6 @@ pub struct ExternalUser {
     /// The user name.
     pub name: String,
     /// May send (else read-only).
-    #[allow(dead_code)] // Until identities carry a scope (personal access tokens bring it).
     pub writer: bool,
     /// `exp`, in ms since the epoch.
     pub expires_ms: u64,

@@ -8,28 +8,31 @@ mod jwt;
 mod names;
 pub mod oauth;
 pub mod password;
+mod secret;
 mod throttle;
+mod tokens;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use http::HeaderMap;
 use parley_stomp::destination::valid_user;
-use parley_stomp::session::Identity;
-use sha2::{Digest, Sha256};
+use parley_stomp::session::{Identity, Scope};
+use tokio_util::sync::CancellationToken;
 
 pub use external::{ExternalSettings, ExternalUser};
 pub use jwt::{JwtAlgorithm, KeySettings, Keys};
 pub use names::{check_new_account, reserved_for_guests, GUEST_PREFIX};
 pub use password::Passwords;
+use secret::{hash_token, random_token};
 use throttle::{Limits, Throttle};
+use tokens::PersonalTokens;
+pub use tokens::{looks_like_personal_token, TokenError, TOKEN_PREFIX};
 
 use crate::clock::now_ms;
-use crate::store::{self, RefreshRecord, Rotation, Store};
+use crate::store::{self, AccessToken, RefreshRecord, Rotation, Store};
 
 /// The browser session cookie: it holds a refresh token.
 pub const SESSION_COOKIE: &str = "parley_session";
@@ -66,6 +69,16 @@ pub struct Authenticated {
     pub identity: Identity,
     /// When the credential runs out (ms since the epoch); `None` for guests.
     pub expires_ms: Option<u64>,
+    /// Set when a personal access token authenticated it: cancelled when that token is
+    /// revoked, which ends the session. Such a credential cannot manage tokens.
+    pub revoked: Option<Arc<CancellationToken>>,
+}
+
+impl Authenticated {
+    /// Authenticated by a personal access token.
+    pub fn by_personal_token(&self) -> bool {
+        self.revoked.is_some()
+    }
 }
 
 /// A freshly issued pair.
@@ -149,6 +162,8 @@ pub struct Auth {
     oauth: oauth::Providers,
     /// The external identity provider whose access tokens count as credentials.
     external: Option<external::External>,
+    /// Personal access tokens, and the open sessions they authenticated.
+    personal: PersonalTokens,
 }
 
 impl Auth {
@@ -175,6 +190,7 @@ impl Auth {
             passwords: Passwords::new(),
             settings,
             keys,
+            personal: PersonalTokens::new(store.clone()),
             store,
             next_guest: AtomicU64::new(1),
         }))
@@ -307,34 +323,72 @@ impl Auth {
         )
     }
 
-    /// Verifies an access token; `Err` says why it is refused, never echoing the token.
+    /// Verifies any presented token: a personal access token (`pat_…`, read from storage), an
+    /// external identity provider's access token (when one is configured), or Parley's own JWT.
+    /// Every place that takes a token calls this. `Err` says why it is refused, never echoing
+    /// the token.
+    pub async fn verify_any(&self, token: &str) -> Result<Authenticated, String> {
+        if let Some(result) = self.verify_external(token).await {
+            return result;
+        }
+        if token.starts_with(TOKEN_PREFIX) {
+            let (identity, expires_ms, revoked) = self.personal.verify(token).await?;
+            return Ok(Authenticated {
+                identity,
+                expires_ms: Some(expires_ms),
+                revoked: Some(revoked),
+            });
+        }
+        self.verify(token)
+    }
+
+    /// Makes a personal access token for account `user`: `(the token, its record)`. The token
+    /// itself is never stored nor shown again.
+    pub async fn create_token(
+        &self,
+        user: &str,
+        name: &str,
+        scope: &str,
+        days: Option<u64>,
+    ) -> Result<(String, AccessToken), TokenError> {
+        self.personal.create(user, name, scope, days).await
+    }
+
+    /// `user`'s live personal access tokens, oldest first.
+    pub async fn tokens(&self, user: &str) -> anyhow::Result<Vec<AccessToken>> {
+        self.personal.list(user).await
+    }
+
+    /// Revokes `user`'s personal access token `id` and ends the sessions it opened here;
+    /// `false` if `user` has no such token.
+    pub async fn revoke_token(&self, user: &str, id: &str) -> anyhow::Result<bool> {
+        self.personal.revoke(user, id).await
+    }
+
+    /// Ends the sessions of personal access tokens revoked elsewhere (or expired), until the
+    /// process ends ([`tokens::SWEEP_EVERY`]).
+    pub async fn sweep_revoked_tokens(self: Arc<Self>) {
+        self.personal.sweep().await;
+    }
+
+    /// Verifies one of Parley's access tokens (a JWT); `Err` says why it is refused, never
+    /// echoing the token.
     pub fn verify(&self, token: &str) -> Result<Authenticated, String> {
         if let Some(external) = self.external.as_ref().filter(|e| e.claims_issuer(token)) {
             return external.verify_cached(token).map(external_session);
         }
         let claims = self.keys.verify(token)?;
         Ok(Authenticated {
-            identity: Identity {
-                name: claims.sub.into(),
-                guest: false,
-            },
+            identity: Identity::new(claims.sub, false),
             expires_ms: Some(claims.exp.saturating_mul(1000)),
+            revoked: None,
         })
-    }
-
-    /// Verifies any token Parley accepts: its own access tokens, and the external identity
-    /// provider's when one is configured.
-    pub async fn verify_any(&self, token: &str) -> Result<Authenticated, String> {
-        if let Some(result) = self.verify_external(token).await {
-            return result;
-        }
-        self.verify(token)
     }
 
     /// Verifies an external identity provider's access token, fetching its keys as needed;
     /// `None` if `token` is not that provider's. Its user may not be a Parley account's name:
     /// such a token could otherwise speak for the account.
-    pub async fn verify_external(&self, token: &str) -> Option<Result<Authenticated, String>> {
+    async fn verify_external(&self, token: &str) -> Option<Result<Authenticated, String>> {
         let external = self.external.as_ref().filter(|e| e.claims_issuer(token))?;
         let user = match external.verify(&self.fetcher, token).await {
             Ok(user) => user,
@@ -353,6 +407,13 @@ impl Auth {
     /// A fresh access token `token` presented in-band by a connection of `current`: the new
     /// expiry if it is for the same (registered) user. `Err` says why it is refused.
     pub fn renew(&self, current: &Identity, token: &str) -> Result<Option<u64>, String> {
+        if token.starts_with(TOKEN_PREFIX) {
+            return Err(
+                "a personal access token cannot renew a session: a session it opens \
+                        lasts until the token expires"
+                    .into(),
+            );
+        }
         let renewed = self.verify(token)?;
         if current.guest || renewed.identity.name != current.name {
             return Err("the token is for another user".into());
@@ -388,22 +449,18 @@ impl Auth {
             ),
         };
         Ok(Authenticated {
-            identity: Identity {
-                name: name.into(),
-                guest: true,
-            },
+            identity: Identity::new(name, true),
             expires_ms: None,
+            revoked: None,
         })
     }
 
     /// An identity that lasts as long as an access token would, for password and cookie logins.
     pub fn session_for(&self, name: &str) -> Authenticated {
         Authenticated {
-            identity: Identity {
-                name: name.into(),
-                guest: false,
-            },
+            identity: Identity::new(name, false),
             expires_ms: Some(now_ms() + self.settings.access_ttl.as_millis() as u64),
+            revoked: None,
         }
     }
 
@@ -449,7 +506,7 @@ impl Auth {
                 .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
     }
 
-    /// Deletes expired refresh tokens now and then, until the process ends.
+    /// Deletes expired refresh and personal access tokens now and then, until the process ends.
     pub async fn purge_expired(self: Arc<Self>) {
         let mut every = tokio::time::interval(Duration::from_secs(3600));
         loop {
@@ -458,6 +515,11 @@ impl Auth {
                 Ok(n) if n > 0 => tracing::info!(purged = n, "expired refresh tokens deleted"),
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "purging refresh tokens failed"),
+            }
+            match self.personal.purge().await {
+                Ok(n) if n > 0 => tracing::info!(purged = n, "expired access tokens deleted"),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "purging access tokens failed"),
             }
         }
     }
@@ -486,12 +548,14 @@ impl Auth {
 
 /// The session of an external token's user.
 fn external_session(user: ExternalUser) -> Authenticated {
+    let mut identity = Identity::new(user.name, false);
+    if !user.writer {
+        identity.scope = Scope::Read;
+    }
     Authenticated {
-        identity: Identity {
-            name: user.name.into(),
-            guest: false,
-        },
+        identity,
         expires_ms: Some(user.expires_ms),
+        revoked: None,
     }
 }
 
@@ -549,18 +613,6 @@ pub fn looks_like_jwt(s: &str) -> bool {
         })
 }
 
-/// `bytes` random bytes, base64url.
-fn random_token(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    // The OS random source failing is not something a server can work around.
-    getrandom::fill(&mut buf).expect("the OS random number generator failed");
-    URL_SAFE_NO_PAD.encode(buf)
-}
-
-fn hash_token(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,9 +635,14 @@ mod tests {
         assert!(!looks_like_jwt("hunter2"));
     }
 
-    #[test]
-    fn origins_are_same_origin_or_listed() {
-        let data = std::env::temp_dir().join(format!("parley-origin-{}", std::process::id()));
+    /// Auth over `store` with a fixed HS256 secret, for tests.
+    pub(super) fn auth_over(store: Arc<dyn Store>) -> Arc<Auth> {
+        let settings = settings(std::env::temp_dir(), vec![]);
+        let keys = Keys::load(&settings.keys).unwrap();
+        Auth::new(settings, keys, store).unwrap()
+    }
+
+    fn settings(data: std::path::PathBuf, allowed_origins: Vec<String>) -> AuthSettings {
         let keys = KeySettings {
             algorithm: JwtAlgorithm::Hs256,
             data,
@@ -596,8 +653,8 @@ mod tests {
             issuer: "parley".into(),
             audience: "parley".into(),
         };
-        let settings = AuthSettings {
-            keys: keys.clone(),
+        AuthSettings {
+            keys,
             access_ttl: Duration::from_secs(60),
             refresh_ttl: Duration::from_secs(60),
             registration_open: true,
@@ -605,9 +662,37 @@ mod tests {
             failures_per_user: 5,
             failures_per_ip: 20,
             registrations_per_ip: 20,
-            allowed_origins: vec!["https://good.example".into()],
+            allowed_origins,
             identity: oauth::IdentitySettings::default(),
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn personal_tokens_authenticate_with_their_scope_and_never_renew() {
+        let dir = std::env::temp_dir().join(format!("parley-auth-pat-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let auth = auth_over(Arc::new(crate::store::SqliteStore::open(&dir).unwrap()));
+        let (token, record) = auth
+            .create_token("alice", "bot", "room:lobby", None)
+            .await
+            .unwrap();
+        let who = auth.verify_any(&token).await.unwrap();
+        assert!(who.by_personal_token());
+        assert_eq!(who.expires_ms, Some(record.expires_ms));
+        assert_eq!(who.identity.scope.to_string(), "room:lobby");
+        let renewal = auth.renew(&who.identity, &token).unwrap_err();
+        assert!(renewal.contains("cannot renew"), "{renewal}");
+        assert!(auth.revoke_token("alice", &record.id).await.unwrap());
+        assert!(who.revoked.unwrap().is_cancelled(), "its sessions end");
+        assert!(auth.verify_any(&token).await.is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn origins_are_same_origin_or_listed() {
+        let data = std::env::temp_dir().join(format!("parley-origin-{}", std::process::id()));
+        let settings = settings(data, vec!["https://good.example".into()]);
+        let keys = settings.keys.clone();
         let store: Arc<dyn Store> =
             Arc::new(crate::store::SqliteStore::open(&keys.data.join("db")).unwrap());
         let auth = Auth::new(settings, Keys::load(&keys).unwrap(), store).unwrap();

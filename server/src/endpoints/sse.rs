@@ -72,6 +72,7 @@ pub async fn open(
     let user = who.identity.name.clone();
     let mut session = ChatSession::open(hub, who.identity, chat);
     session.session().set_expiry(who.expires_ms);
+    session.session().set_revocation(who.revoked);
     // The raw join, catch-up included: live deliveries wait until the replay is written.
     session.join(&room, since).await?;
     let (feed, body) = streamed(settings.write_timeout);

@@ -51,6 +51,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     web_file!("session.js", JS),
     web_file!("signin.js", JS),
     web_file!("state.js", JS),
+    web_file!("tokens.js", JS),
     web_file!("transport/socket.js", JS),
     web_file!("transport/stomp.js", JS),
     web_file!("unread.js", JS),

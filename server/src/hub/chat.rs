@@ -88,10 +88,14 @@ impl ChatSession {
     pub fn open(hub: &Arc<Hub>, identity: Identity, settings: Arc<ChatSettings>) -> Self {
         let session = hub.open_session();
         let (id, user, guest) = (session.id(), identity.name.clone(), identity.guest);
+        // A one-room credential reads no direct messages.
+        let reads_dms = identity.scope.reads(None).is_ok();
         hub.apply(|broker, events| {
             broker.connect_as(id, user, guest);
-            let dms = Destination::OwnUserQueue(DM_QUEUE.to_owned());
-            let _ = broker.subscribe(id, "dm", &dms, AckMode::Auto, events);
+            if reads_dms {
+                let dms = Destination::OwnUserQueue(DM_QUEUE.to_owned());
+                let _ = broker.subscribe(id, "dm", &dms, AckMode::Auto, events);
+            }
             if !guest {
                 // An account's read marks, from this session and its others.
                 let reads = Destination::OwnUserQueue(READ_QUEUE.to_owned());
@@ -199,6 +203,10 @@ impl ChatSession {
 
     /// Hears of every public room created from now on, on any node ([`ROOMS_TOPIC`]).
     pub fn watch_rooms(&mut self) -> Result<(), Refusal> {
+        self.identity
+            .scope
+            .reads(None)
+            .map_err(|why| Refusal::new("forbidden", why))?;
         let id = self.session.id();
         let topic = Destination::Topic(ROOMS_TOPIC.to_owned());
         self.session.hub().apply(|broker, events| {
@@ -231,7 +239,7 @@ impl ChatSession {
     /// Tells a joined room this user is typing.
     pub fn typing(&mut self, room: &str) -> Result<(), Refusal> {
         let room = self.joined(room)?;
-        self.may_use(&room)?;
+        self.may_post(&room)?;
         let id = self.session.id();
         let destination = Destination::Topic(format!("{room}.typing"));
         let publish = Publish {
@@ -295,7 +303,7 @@ impl ChatSession {
         let (destination, mut publish) = match target {
             Target::Room(room) => {
                 let room = parse_room(room)?;
-                self.may_use(&room)?;
+                self.may_post(&room)?;
                 let publish = Publish {
                     headers,
                     body,
@@ -304,7 +312,13 @@ impl ChatSession {
                 };
                 (Destination::Topic(room), publish)
             }
-            Target::User(to) => direct(&self.identity, &to, headers, body),
+            Target::User(to) => {
+                self.identity
+                    .scope
+                    .writes(None)
+                    .map_err(|why| Refusal::new("forbidden", why))?;
+                direct(&self.identity, &to, headers, body)
+            }
         };
         let key = extras.client_id.map(|client_id| {
             SentKey::new(
@@ -469,12 +483,12 @@ impl ChatSession {
             .close(|broker, events| broker.disconnect(id, events));
     }
 
-    /// Refuses a room this client may not read or post in.
-    fn may_use(&self, room: &str) -> Result<(), Refusal> {
+    /// Refuses a room this client may not post in ([`crate::acl::Acl::may_post`]).
+    fn may_post(&self, room: &str) -> Result<(), Refusal> {
         self.session
             .hub()
             .acl()
-            .may_use(&self.identity, room)
+            .may_post(&self.identity, room)
             .map_err(|why| Refusal::new("forbidden", why))
     }
 

@@ -152,6 +152,9 @@ impl Hub {
 
     /// The stored conversation of `me` with account `peer`, for history and catch-up.
     pub async fn conversation_with(&self, me: &Identity, peer: &str) -> Result<String, Refusal> {
+        me.scope
+            .reads(None)
+            .map_err(|why| Refusal::new("forbidden", why))?;
         if me.guest {
             return Err(Refusal::new(
                 "forbidden",

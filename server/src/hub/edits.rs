@@ -49,6 +49,9 @@ impl Hub {
         receipt: Option<Receipt>,
     ) -> Result<Published, Refusal> {
         let room = self.usable_room(who, room)?.into_string();
+        self.acl
+            .may_post(who, &room)
+            .map_err(|why| Refusal::new("forbidden", why))?;
         match &change {
             Change::React { emoji, .. } => check_emoji(emoji)?,
             Change::Edit(body) if body.len() > self.settings.edits.max_body => {

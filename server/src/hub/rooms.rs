@@ -231,17 +231,20 @@ impl Hub {
 impl Access for Hub {
     fn subscribe(&self, who: &Identity, destination: &Destination) -> Result<(), String> {
         match destination {
-            Destination::Topic(topic) if topic == ROOMS_TOPIC => Ok(()),
-            Destination::Topic(topic) => self.use_topic(who, topic),
-            // Queues are shared work lists; user queues are the subscriber's own (the broker
-            // refuses anyone else's).
-            Destination::Queue(_)
-            | Destination::OwnUserQueue(_)
-            | Destination::UserQueue { .. } => Ok(()),
+            // A room's topic or side channel checks the credential's scope with the room.
+            Destination::Topic(topic) if topic != ROOMS_TOPIC => self.use_topic(who, topic),
+            // The room list, shared work lists and user queues (the subscriber's own: the
+            // broker refuses anyone else's) are no room: a one-room credential may not.
+            _ => who.scope.reads(None),
         }
     }
 
     fn send(&self, who: &Identity, destination: &Destination) -> Result<(), String> {
+        let room = match destination {
+            Destination::Topic(topic) => Some(room_of_topic(topic)),
+            _ => None,
+        };
+        who.scope.writes(room)?;
         match destination {
             Destination::Topic(topic) if topic.ends_with(".presence") || topic == ROOMS_TOPIC => {
                 Err("it is written by the server".into())

@@ -9,8 +9,9 @@ use parley_protocol::CloseCode;
 use parley_stomp::broker::{Broker, BrokerEvent, Delivery, SessionId};
 use parley_stomp::budget::Charge;
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
-use super::outbox::{Eviction, Notice, Outbox};
+use super::outbox::{Eviction, Notice, Outbox, CLOSE_UNAUTHORIZED};
 use super::{mailbox, Hub};
 use crate::clock::instant_at;
 use crate::store::StoredMessage;
@@ -78,6 +79,8 @@ pub struct HubSession {
     held: VecDeque<oneshot::Receiver<Held>>,
     /// When the session's credential runs out (ms since the epoch); `None`: never.
     expires_ms: Option<u64>,
+    /// Cancelled when the personal access token that opened the session is revoked.
+    revoked: Option<Arc<CancellationToken>>,
     closed: bool,
 }
 
@@ -109,6 +112,7 @@ impl Hub {
             evicted,
             held: VecDeque::new(),
             expires_ms: None,
+            revoked: None,
             closed: false,
         }
     }
@@ -135,6 +139,11 @@ impl HubSession {
         self.expires_ms = expires_ms;
     }
 
+    /// Ends the session when `revoked` is cancelled (its personal access token was revoked).
+    pub fn set_revocation(&mut self, revoked: Option<Arc<CancellationToken>>) {
+        self.revoked = revoked;
+    }
+
     /// When the session's credential runs out.
     pub fn expiry(&self) -> Option<u64> {
         self.expires_ms
@@ -156,6 +165,7 @@ impl HubSession {
             notices,
             evicted,
             held,
+            revoked,
             ..
         } = self;
         let nothing_held = held.is_empty();
@@ -166,6 +176,10 @@ impl HubSession {
                 Next::Evicted(code, reason.to_owned())
             }
             () = until(expiry) => Next::Expired,
+            () = cancelled(revoked.as_deref()) => Next::Evicted(
+                CLOSE_UNAUTHORIZED,
+                "the access token was revoked".to_owned(),
+            ),
             answer = front(held) => Next::Held(answer),
             Some(notice) = notices.recv(), if nothing_held => Next::Notice(notice),
             delivery = deliveries.recv(), if nothing_held => match delivery {
@@ -248,6 +262,14 @@ impl Drop for HubSession {
 async fn until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for `token` to be cancelled; forever without one.
+async fn cancelled(token: Option<&CancellationToken>) {
+    match token {
+        Some(token) => token.cancelled().await,
         None => std::future::pending().await,
     }
 }

@@ -47,10 +47,7 @@ impl TestHub {
     }
 
     fn client(&self, name: &str) -> Client {
-        let identity = Identity {
-            name: name.into(),
-            guest: false,
-        };
+        let identity = Identity::new(name, false);
         let settings = Arc::new(ChatSettings {
             max_body: 4096,
             rate_limit: 0,
@@ -278,10 +275,7 @@ async fn several_sessions_of_one_user_are_one_member() {
 #[tokio::test]
 async fn removing_a_member_ends_their_subscription_to_a_private_room() {
     let t = TestHub::new("revoke", 4096);
-    let alice = Identity {
-        name: "alice".into(),
-        guest: false,
-    };
+    let alice = Identity::new("alice", false);
     assert_eq!(t.hub.claim_room("secret", true, &alice), Ok(true));
     t.hub
         .acl()
@@ -378,10 +372,7 @@ async fn a_read_mark_reaches_every_session_of_the_account_and_never_goes_back() 
         mentions: 0,
     };
     assert_eq!(states.expect("an account's")["hall"], want);
-    let guest = Identity {
-        name: "gus".into(),
-        guest: true,
-    };
+    let guest = Identity::new("gus", true);
     let refused = t.hub.mark_read(&guest, "hall", 1).await;
     assert_eq!(refused.expect_err("a guest").code, "guest");
     assert!(t

@@ -226,7 +226,25 @@ pub struct RefreshRecord {
     pub expires_ms: u64,
 }
 
-/// The outcome of presenting a refresh token for rotation.
+/// A personal access token as stored: only its hash, never the token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessToken {
+    /// Its short public id, for listing and revoking.
+    pub id: String,
+    /// SHA-256 of the token, in lower-case hex (one SQL type on both backends).
+    pub hash: String,
+    /// The account it acts for, exactly as registered.
+    pub user: String,
+    /// Its owner's label for it.
+    pub name: String,
+    /// What it allows (`all`, `read`, `room:<room>`).
+    pub scope: String,
+    /// When it was made, ms since the epoch.
+    pub created_ms: u64,
+    /// When it stops working, ms since the epoch.
+    pub expires_ms: u64,
+}
+
 /// One person's direct-message conversation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Conversation {
@@ -259,6 +277,7 @@ pub type SentId = (String, String, String, u64);
 /// A room's privacy and its members with their roles, as stored.
 pub type RoomRules = (bool, Vec<(String, Role)>);
 
+/// The outcome of presenting a refresh token for rotation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Rotation {
     /// It was valid; it is now revoked and its successor stored.
@@ -404,6 +423,45 @@ pub trait Store: Send + Sync {
     fn unlink_identity(&self, user: &str, provider: &str) -> anyhow::Result<Unlink>;
     /// Records login state `id` as used; `false` if it already was. Forgets expired ones.
     fn consume_login_state(&self, id: &str, expires_ms: u64, now_ms: u64) -> anyhow::Result<bool>;
+
+    /// Stores a new personal access token unless its user holds `max` unexpired ones at
+    /// `now_ms` already (`false`); the user's expired ones are deleted first. One transaction,
+    /// so concurrent creations cannot pass the bound together.
+    fn insert_access_token(
+        &self,
+        token: &AccessToken,
+        max: usize,
+        now_ms: u64,
+    ) -> anyhow::Result<bool> {
+        let _ = (token, max, now_ms);
+        anyhow::bail!("this store keeps no access tokens")
+    }
+    /// The access token hashed `hash` (hex), expired or not.
+    fn access_token(&self, hash: &str) -> anyhow::Result<Option<AccessToken>> {
+        let _ = hash;
+        anyhow::bail!("this store keeps no access tokens")
+    }
+    /// `user`'s access tokens unexpired at `now_ms`, oldest first.
+    fn access_tokens(&self, user: &str, now_ms: u64) -> anyhow::Result<Vec<AccessToken>> {
+        let _ = (user, now_ms);
+        anyhow::bail!("this store keeps no access tokens")
+    }
+    /// Deletes `user`'s access token `id`; `false` if they have none so named.
+    fn revoke_access_token(&self, user: &str, id: &str) -> anyhow::Result<bool> {
+        let _ = (user, id);
+        anyhow::bail!("this store keeps no access tokens")
+    }
+    /// Those of `ids` that are stored and unexpired at `now_ms` (at most
+    /// [`MAX_PAGE_ROWS`] asked at once).
+    fn live_access_tokens(&self, ids: &[String], now_ms: u64) -> anyhow::Result<Vec<String>> {
+        let _ = (ids, now_ms);
+        anyhow::bail!("this store keeps no access tokens")
+    }
+    /// Deletes expired access tokens; returns how many.
+    fn purge_access_tokens(&self, now_ms: u64) -> anyhow::Result<usize> {
+        let _ = now_ms;
+        Ok(0)
+    }
 }
 
 #[cfg(test)]

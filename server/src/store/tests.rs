@@ -582,3 +582,4 @@ fn the_directory_pages_accounts_by_name_ignoring_case() {
 }
 
 mod identities;
+mod tokens;

@@ -17,7 +17,10 @@ use crate::destination::Destination;
 use crate::frame::{Command, Frame, Version};
 use crate::rate::TokenBucket;
 
+mod scope;
 mod transaction;
+
+pub use scope::Scope;
 
 /// Headers a SEND may not pass through to subscribers: the broker sets them, or they only
 /// concern the sender's own frame.
@@ -46,6 +49,19 @@ pub struct Identity {
     pub name: Arc<str>,
     /// A guest (no account); its messages and presence are marked.
     pub guest: bool,
+    /// What its credential allows ([`Scope::All`] but for some personal access tokens).
+    pub scope: Scope,
+}
+
+impl Identity {
+    /// `name`, a guest or not, with a full grant.
+    pub fn new(name: impl Into<Arc<str>>, guest: bool) -> Self {
+        Self {
+            name: name.into(),
+            guest,
+            scope: Scope::All,
+        }
+    }
 }
 
 /// Decides what a session may do; the server's permission rules. Called under the broker's lock,

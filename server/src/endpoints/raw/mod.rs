@@ -107,6 +107,7 @@ impl RawClient {
     ) -> Self {
         let mut chat = ChatSession::open(hub, who.identity, settings);
         chat.session().set_expiry(who.expires_ms);
+        chat.session().set_revocation(who.revoked);
         Self {
             chat,
             auth,

@@ -1,4 +1,4 @@
-//! Who a STOMP CONNECT is: a JWT (in `passcode` or `Authorization`), a username and password,
+//! Who a STOMP CONNECT is: a JWT or personal access token (in `passcode` or `Authorization`), a username and password,
 //! the identity the WebSocket upgrade already established, or a guest.
 
 use std::net::IpAddr;
@@ -33,7 +33,8 @@ pub(super) async fn authenticate(
         .get("Authorization")
         .or_else(|| frame.get("authorization"))
         .and_then(auth::bearer_value);
-    let token = bearer.or(passcode.filter(|p| auth::looks_like_jwt(p)));
+    let token = bearer
+        .or(passcode.filter(|p| auth::looks_like_jwt(p) || auth::looks_like_personal_token(p)));
     if let Some(token) = token {
         let authenticated = auth.verify_any(token).await.map_err(|e| failed(&e))?;
         if login.is_some_and(|l| l != &*authenticated.identity.name) {

@@ -340,6 +340,7 @@ impl<T: Transport> Conn<'_, T> {
                 .await
                 .map(|authenticated| {
                     self.session.authenticate(authenticated.identity);
+                    self.hub.set_revocation(authenticated.revoked);
                     authenticated.expires_ms
                 })
         };

@@ -23,6 +23,9 @@ impl Api<'_> {
             Ok(who) => who,
             Err(resp) => return resp,
         };
+        if let Err(why) = who.scope.reads(None) {
+            return error(StatusCode::FORBIDDEN, &why);
+        }
         let limit = match page(req.uri().query()) {
             Ok((_, limit)) => limit.min(MAX_CONVERSATIONS),
             Err(why) => return error(StatusCode::BAD_REQUEST, why),

@@ -2,8 +2,8 @@
 //! answers' shape. Accounts and tokens are in `account`, rooms, members and history in `rooms`,
 //! read state in `reads`, direct-message conversations in `direct`, posts, edits and reactions
 //! in `messages`, member details and leaving in `members`, the directory and who is online in
-//! `users`, the SSE room feed's request in `feed` (the feed itself is `endpoints::sse`). See
-//! `docs/auth.md`.
+//! `users`, the SSE room feed's request in `feed` (the feed itself is `endpoints::sse`),
+//! personal access tokens in `tokens`. See `docs/auth.md`.
 
 mod account;
 mod direct;
@@ -13,6 +13,7 @@ mod members;
 mod messages;
 mod reads;
 mod rooms;
+mod tokens;
 mod users;
 
 pub(super) use account::{secure_cookies, set_cookie, set_session_cookie};
@@ -27,7 +28,7 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use parley_stomp::destination::RoomName;
-use parley_stomp::session::Identity;
+use parley_stomp::session::{Identity, Scope};
 use serde_json::json;
 
 use tokio_util::sync::CancellationToken;
@@ -105,10 +106,14 @@ async fn handle_whole(api: Api<'_>, req: Request<Incoming>) -> Response<Full<Byt
         (&Method::POST, ["token", "refresh"]) => api.refresh(req).await,
         (&Method::POST, ["logout"]) => api.logout(req).await,
         (&Method::GET, ["me"]) => match api.caller(&req).await {
-            Ok(Some(who)) => respond(
-                StatusCode::OK,
-                &json!({"username": &*who.name, "guest": who.guest}),
-            ),
+            Ok(Some(who)) => {
+                let mut me = json!({"username": &*who.name, "guest": who.guest});
+                // Only a personal access token's lesser grant is named.
+                if who.scope != Scope::All {
+                    me["scope"] = json!(who.scope.to_string());
+                }
+                respond(StatusCode::OK, &me)
+            }
             Ok(None) => error(StatusCode::UNAUTHORIZED, "not signed in"),
             Err(resp) => resp,
         },
@@ -140,6 +145,9 @@ async fn handle_whole(api: Api<'_>, req: Request<Incoming>) -> Response<Full<Byt
             api.mark_read(req, &room).await
         }
         (&Method::GET, ["unread"]) => api.unread(&req).await,
+        (&Method::GET, ["tokens"]) => api.list_tokens(&req).await,
+        (&Method::POST, ["tokens"]) => api.create_token(req).await,
+        (&Method::DELETE, ["tokens", id]) => api.revoke_token(&req, id).await,
         (&Method::DELETE, ["rooms", room, "messages", id]) => {
             api.delete_message(req, room, id).await
         }
@@ -155,7 +163,8 @@ async fn handle_whole(api: Api<'_>, req: Request<Incoming>) -> Response<Full<Byt
         | (_, ["dms", _, "messages" | "read"])
         | (_, ["users", "online"])
         | (_, ["token", "refresh"])
-        | (_, ["unread"])
+        | (_, ["unread" | "tokens"])
+        | (_, ["tokens", _])
         | (_, ["rooms", _, "messages" | "members" | "read" | "events"])
         | (_, ["rooms", _, "messages" | "members", _])
         | (_, ["rooms", _, "messages", _, "reactions"]) => {

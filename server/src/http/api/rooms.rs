@@ -86,10 +86,10 @@ impl Api<'_> {
         if RoomName::parse(room).is_err() {
             return Err(error(StatusCode::BAD_REQUEST, "invalid room name"));
         }
-        let who = self.caller_or_guest(req).await?.unwrap_or(Identity {
-            name: "".into(),
-            guest: true,
-        });
+        let who = self
+            .caller_or_guest(req)
+            .await?
+            .unwrap_or(Identity::new("", true));
         self.hub
             .acl()
             .may_use(&who, room)
@@ -159,6 +159,9 @@ impl Api<'_> {
             Ok(who) => who,
             Err(resp) => return resp,
         };
+        if let Err(why) = who.scope.writes(Some(room)) {
+            return error(StatusCode::FORBIDDEN, &why);
+        }
         if self.hub.acl().role(room, &who.name) != Some(Role::Owner) {
             return error(StatusCode::FORBIDDEN, "only the room's owner adds members");
         }
@@ -202,6 +205,9 @@ impl Api<'_> {
             Ok(who) => who,
             Err(resp) => return resp,
         };
+        if let Err(why) = who.scope.writes(Some(room)) {
+            return error(StatusCode::FORBIDDEN, &why);
+        }
         if user == &*who.name {
             return self.leave(room, &who).await;
         }

@@ -14,12 +14,13 @@ use r2d2_postgres::PostgresConnectionManager;
 mod identities;
 mod reads;
 mod stream;
+mod tokens;
 mod users;
 
 use super::{to_i64, to_u64};
 use super::{
-    user_key, Conversation, Link, LinkedIdentity, ReadState, RefreshRecord, Role, Room, RoomRules,
-    Rotation, SentId, Store, StoredMessage, Unlink,
+    user_key, AccessToken, Conversation, Link, LinkedIdentity, ReadState, RefreshRecord, Role,
+    Room, RoomRules, Rotation, SentId, Store, StoredMessage, Unlink,
 };
 use crate::clock::now_ms;
 
@@ -75,6 +76,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     super::sqlite::USER_KEYS,
     super::sqlite::STREAM_EVENTS,
     super::identities::IDENTITIES,
+    super::sqlite::ACCESS_TOKENS,
 ];
 
 /// A pool of connections to one PostgreSQL database.
@@ -593,6 +595,30 @@ impl Store for PgStore {
 
     fn consume_login_state(&self, id: &str, expires_ms: u64, now_ms: u64) -> anyhow::Result<bool> {
         self.in_tx(|tx| identities::consume_state(tx, id, expires_ms, now_ms))
+    }
+
+    fn insert_access_token(&self, t: &AccessToken, max: usize, now: u64) -> anyhow::Result<bool> {
+        self.in_tx(|tx| tokens::insert(tx, t, max, now))
+    }
+
+    fn access_token(&self, hash: &str) -> anyhow::Result<Option<AccessToken>> {
+        self.with(|conn| tokens::by_hash(conn, hash))
+    }
+
+    fn access_tokens(&self, user: &str, now_ms: u64) -> anyhow::Result<Vec<AccessToken>> {
+        self.with(|conn| tokens::of_user(conn, user, now_ms))
+    }
+
+    fn revoke_access_token(&self, user: &str, id: &str) -> anyhow::Result<bool> {
+        self.with(|conn| tokens::revoke(conn, user, id))
+    }
+
+    fn live_access_tokens(&self, ids: &[String], now_ms: u64) -> anyhow::Result<Vec<String>> {
+        self.with(|conn| tokens::live(conn, ids, now_ms))
+    }
+
+    fn purge_access_tokens(&self, now_ms: u64) -> anyhow::Result<usize> {
+        self.with(|conn| tokens::purge(conn, now_ms))
     }
 }
 

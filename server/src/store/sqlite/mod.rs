@@ -10,12 +10,15 @@ use rusqlite::{params, Connection, OptionalExtension as _};
 mod identities;
 mod reads;
 mod stream;
+mod tokens;
 mod users;
+
+pub(super) use tokens::ACCESS_TOKENS;
 
 use super::to_i64;
 use super::{
-    user_key, Conversation, Link, LinkedIdentity, ReadState, RefreshRecord, Role, Room, Rotation,
-    SentId, Store, StoredMessage, Unlink,
+    user_key, AccessToken, Conversation, Link, LinkedIdentity, ReadState, RefreshRecord, Role,
+    Room, Rotation, SentId, Store, StoredMessage, Unlink,
 };
 use crate::clock::now_ms;
 
@@ -63,6 +66,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     USER_KEYS,
     STREAM_EVENTS,
     super::identities::IDENTITIES,
+    ACCESS_TOKENS,
 ];
 
 /// Account names become unique ignoring case. Names an older database holds that differ only by
@@ -468,5 +472,34 @@ impl Store for SqliteStore {
 
     fn consume_login_state(&self, id: &str, expires_ms: u64, now_ms: u64) -> anyhow::Result<bool> {
         identities::consume_state(&mut lock(&self.writer), id, expires_ms, now_ms)
+    }
+
+    fn insert_access_token(
+        &self,
+        token: &AccessToken,
+        max: usize,
+        now_ms: u64,
+    ) -> anyhow::Result<bool> {
+        tokens::insert(&mut lock(&self.writer), token, max, now_ms)
+    }
+
+    fn access_token(&self, hash: &str) -> anyhow::Result<Option<AccessToken>> {
+        tokens::by_hash(&lock(&self.reader), hash)
+    }
+
+    fn access_tokens(&self, user: &str, now_ms: u64) -> anyhow::Result<Vec<AccessToken>> {
+        tokens::of_user(&lock(&self.reader), user, now_ms)
+    }
+
+    fn revoke_access_token(&self, user: &str, id: &str) -> anyhow::Result<bool> {
+        tokens::revoke(&lock(&self.writer), user, id)
+    }
+
+    fn live_access_tokens(&self, ids: &[String], now_ms: u64) -> anyhow::Result<Vec<String>> {
+        tokens::live(&lock(&self.reader), ids, now_ms)
+    }
+
+    fn purge_access_tokens(&self, now_ms: u64) -> anyhow::Result<usize> {
+        tokens::purge(&lock(&self.writer), now_ms)
     }
 }
