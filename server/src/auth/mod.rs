@@ -152,14 +152,14 @@ pub struct Auth {
     settings: AuthSettings,
     keys: Keys,
     passwords: Passwords,
-    throttle: Throttle,
+    throttle: Arc<Throttle>,
     store: Arc<dyn Store>,
     /// Numbers unnamed guests.
     next_guest: AtomicU64,
     /// Calls to identity providers.
-    fetcher: fetch::Fetcher,
-    /// Providers to sign in with.
-    oauth: oauth::Providers,
+    fetcher: Arc<fetch::Fetcher>,
+    /// Signing in with other sites.
+    oauth: oauth::SignIn,
     /// The external identity provider whose access tokens count as credentials.
     external: Option<external::External>,
     /// Personal access tokens, and the open sessions they authenticated.
@@ -178,15 +178,25 @@ impl Auth {
             .external
             .clone()
             .map(|e| external::External::new(e, identity.jwks_refetch, identity.jwks_max_age));
+        let fetcher = Arc::new(fetch::Fetcher::new(identity.timeout)?);
+        let throttle = Arc::new(Throttle::new(Limits {
+            per_user_and_ip: settings.failures_per_user,
+            per_ip: settings.failures_per_ip,
+            registrations_per_ip: settings.registrations_per_ip,
+        }));
+        let oauth = oauth::SignIn::new(
+            identity,
+            keys.derive_secret("oauth cookies"),
+            store.clone(),
+            fetcher.clone(),
+            throttle.clone(),
+            settings.registration_open,
+        );
         Ok(Arc::new(Self {
-            fetcher: fetch::Fetcher::new(identity.timeout)?,
-            oauth: oauth::Providers::new(identity, keys.derive_secret("oauth cookies")),
+            fetcher,
+            oauth,
             external,
-            throttle: Throttle::new(Limits {
-                per_user_and_ip: settings.failures_per_user,
-                per_ip: settings.failures_per_ip,
-                registrations_per_ip: settings.registrations_per_ip,
-            }),
+            throttle,
             passwords: Passwords::new(),
             settings,
             keys,
@@ -194,6 +204,11 @@ impl Auth {
             store,
             next_guest: AtomicU64::new(1),
         }))
+    }
+
+    /// Signing in with other sites.
+    pub fn sign_in(&self) -> &oauth::SignIn {
+        &self.oauth
     }
 
     /// The settings.

@@ -30,8 +30,8 @@ pub(super) async fn handle(
         "login" => login(auth, req, provider, query, secure).await,
         "callback" => {
             let state = cookie(req.headers(), STATE_COOKIE);
-            let finished = auth.sign_in_finish(provider, query, state, client).await;
-            let mut resp = callback(auth, hub, finished, secure);
+            let finished = auth.sign_in().finish(provider, query, state, client).await;
+            let mut resp = callback(auth, hub, finished, secure).await;
             // Whatever happened, this state is spent.
             set_cookie(&mut resp, &state_cookie(""), secure);
             resp
@@ -76,7 +76,8 @@ async fn login(
     );
     let return_to = param("return_to");
     match auth
-        .sign_in_start(provider, &origin, return_to.as_deref(), link_user)
+        .sign_in()
+        .start(provider, &origin, return_to.as_deref(), link_user)
         .await
     {
         Ok(started) => {
@@ -88,7 +89,7 @@ async fn login(
     }
 }
 
-fn callback(
+async fn callback(
     auth: &Auth,
     hub: &Hub,
     finished: Result<Finished, Failure>,
@@ -97,10 +98,12 @@ fn callback(
     match finished {
         Ok(Finished::SignedIn {
             user,
-            tokens,
             return_to,
             created,
         }) => {
+            let Ok(tokens) = auth.start_session(&user).await else {
+                return failure(&Failure::Storage);
+            };
             if created {
                 // Guests who held this name lose it: from now on it means the account.
                 hub.evict_guests_named(&user);

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
+use super::config::{ProviderConfig, ProviderKind};
+use super::failure::Failure;
 use super::state::LoginState;
-use super::{Failure, ProviderConfig, ProviderKind};
 use crate::auth::fetch::{FetchError, Fetcher};
 use crate::auth::jwks::{Expect, Jwks, ASYMMETRIC, LEEWAY_SECS};
 use crate::clock::now_ms;

@@ -25,6 +25,7 @@ impl Api<'_> {
     pub(super) fn auth_providers(&self) -> Response<Full<Bytes>> {
         let providers: Vec<_> = self
             .auth
+            .sign_in()
             .providers()
             .into_iter()
             .map(|p| json!({"name": p.name, "label": p.label, "kind": p.kind}))
@@ -36,13 +37,14 @@ impl Api<'_> {
     pub(super) fn pending_signup(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         match self
             .auth
-            .pending_signup(cookie(req.headers(), SIGNUP_COOKIE))
+            .sign_in()
+            .pending(cookie(req.headers(), SIGNUP_COOKIE))
         {
             Ok(p) => respond(
                 StatusCode::OK,
                 &json!({
                     "provider": p.provider,
-                    "label": self.auth.provider_label(&p.provider),
+                    "label": self.auth.sign_in().label(&p.provider),
                     "suggested": p.suggested,
                 }),
             ),
@@ -58,25 +60,24 @@ impl Api<'_> {
             Ok(body) => body,
             Err(resp) => return resp,
         };
-        match self
+        let user = match self
             .auth
-            .complete_signup(pending.as_deref(), &body.name)
+            .sign_in()
+            .complete(pending.as_deref(), &body.name)
             .await
         {
-            Ok((user, tokens, _)) => {
+            Ok((user, _)) => user,
+            Err(e) => return signup_refused(e),
+        };
+        match self.auth.start_session(&user).await {
+            Ok(tokens) => {
                 // Guests who held this name lose it: from now on it means the account.
                 self.hub.evict_guests_named(&user);
                 let mut resp = self.tokens(tokens, true, secure);
                 set_cookie(&mut resp, &signup_cookie(""), secure);
                 resp
             }
-            Err(e @ (SignupError::NoPending | SignupError::Expired)) => {
-                error(StatusCode::GONE, &e.to_string())
-            }
-            Err(e @ SignupError::Invalid(_)) => error(StatusCode::BAD_REQUEST, &e.to_string()),
-            Err(e @ SignupError::Taken) => error(StatusCode::CONFLICT, &e.to_string()),
-            Err(e @ SignupError::Closed) => error(StatusCode::FORBIDDEN, &e.to_string()),
-            Err(SignupError::Storage(e)) => storage_error(&e),
+            Err(e) => storage_error(&e),
         }
     }
 
@@ -86,14 +87,14 @@ impl Api<'_> {
             Ok(who) => who,
             Err(resp) => return resp,
         };
-        match self.auth.identities(&who.name).await {
+        match self.auth.sign_in().identities(&who.name).await {
             Ok((linked, password)) => {
                 let identities: Vec<_> = linked
                     .into_iter()
                     .map(|i| {
                         json!({
                             "provider": i.provider,
-                            "label": self.auth.provider_label(&i.provider),
+                            "label": self.auth.sign_in().label(&i.provider),
                             "linked_ms": i.linked_ms,
                         })
                     })
@@ -117,7 +118,7 @@ impl Api<'_> {
             Ok(who) => who,
             Err(resp) => return resp,
         };
-        match self.auth.unlink(&who.name, provider).await {
+        match self.auth.sign_in().unlink(&who.name, provider).await {
             Ok(Unlink::Unlinked) => no_content(),
             Ok(Unlink::NotLinked) => error(StatusCode::NOT_FOUND, "that provider is not linked"),
             Ok(Unlink::LastWay) => error(
@@ -128,6 +129,18 @@ impl Api<'_> {
             Err(e) => storage_error(&e),
         }
     }
+}
+
+/// Why a name was not taken, as the API says it.
+fn signup_refused(e: SignupError) -> Response<Full<Bytes>> {
+    let status = match e {
+        SignupError::NoPending | SignupError::Expired => StatusCode::GONE,
+        SignupError::Invalid(_) => StatusCode::BAD_REQUEST,
+        SignupError::Taken => StatusCode::CONFLICT,
+        SignupError::Closed => StatusCode::FORBIDDEN,
+        SignupError::Storage(e) => return storage_error(&e),
+    };
+    error(status, &e.to_string())
 }
 
 /// The pending sign-up cookie, holding `sealed` (empty: cleared).
