@@ -94,7 +94,7 @@ test('a sign-in started on one node is finished by the other, and its state work
   const thief = agent.clone('thief');
   const done = await agent.get(back);
   assert.equal(done.status, 303, `callback at the second node: HTTP ${done.status} ${done.text.slice(0, 300)}`);
-  assert.equal(done.location, '/#lobby');
+  assert.equal(new URL(done.location, second.url).href, `${second.url}/#lobby`);
   assert.equal(await whoAmI(agent, second), 'wren');
   assert.equal(await whoAmI(agent, first), 'wren', 'the session is the cluster\'s, not a node\'s');
 
