@@ -67,21 +67,8 @@ if ! node_ok; then
 fi
 
 # ---- the test OpenID Connect providers (tests/oidc: oidc-provider, jose), pinned by their own lock
-OIDC="$ROOT/tests/oidc"
-oidc_hash() { sha256sum "$OIDC/package-lock.json" | cut -d' ' -f1; }
-oidc_ok() { [[ -f $OIDC/node_modules/.oidc-complete && $(cat "$OIDC/node_modules/.oidc-complete") == "$(oidc_hash)" ]]; }
-if ! oidc_ok; then
-  log "npm ci in $OIDC"
-  t0=$SECONDS
-  mkdir -p "${PARLEY_CACHE:-$HOME/.cache/parley}"
-  ( # the browser and interop suites share this folder: one npm ci at a time
-    flock 9
-    oidc_ok && exit 0
-    (cd "$OIDC" && npm ci --no-audit --no-fund --loglevel=error)
-    oidc_hash >"$OIDC/node_modules/.oidc-complete"
-  ) 9>"${PARLEY_CACHE:-$HOME/.cache/parley}/oidc-npm.lock"
-  log "tests/oidc node_modules ready in $((SECONDS - t0)) s"
-fi
+# shellcheck source=../oidc/install.sh
+source "$ROOT/tests/oidc/install.sh"
 
 [[ ${1:-} == --install-only ]] && exit 0
 
