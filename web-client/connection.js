@@ -43,10 +43,14 @@ async function credentials(client) {
   return { passcode: auth.token || '' };
 }
 
+let roomsChanged = null; // the pending refresh after a room-list event (onConnected)
+
 /** Closes the connection and forgets everything learnt under the current identity. */
 export async function stopClient() {
   const old = state.client;
   state.client = null;
+  clearTimeout(roomsChanged); // a room-list event's refresh, due after we are gone
+  roomsChanged = null;
   state.epoch++;
   leaveRoom();
   state.roomStates.clear();
@@ -98,8 +102,6 @@ function onServerError(message) {
   if (!/shutting down/i.test(message)) showBanner(`Server error: ${message}`);
 }
 
-let roomsChanged = null; // the pending refresh after a room-list event
-
 function onConnected(frame) {
   state.epoch++;
   debug.connects++;
@@ -114,9 +116,13 @@ function onConnected(frame) {
   connectDms(state.client);
   connectUnread(state.client);
   // New public rooms are announced at once (several close together make one refresh).
-  state.client.subscribe('/topic/.rooms', () => {
+  const client = state.client;
+  client.subscribe('/topic/.rooms', () => {
     clearTimeout(roomsChanged);
-    roomsChanged = setTimeout(refreshRooms, 200);
+    roomsChanged = setTimeout(() => {
+      roomsChanged = null;
+      if (client === state.client) refreshRooms(); // not after signing out (or a new name)
+    }, 200);
   });
   // Back after a reconnect (or a new name): the room we were in, continuing from what we have.
   let room = state.joined || (state.active && state.active.kind === 'room' ? state.active.name : null);

@@ -41,18 +41,22 @@ export function forgetPlace() {
 }
 
 export async function openConversation(conv) {
-  if (!conv || !state.client) return;
+  const client = state.client;
+  if (!conv || !client) return;
   if (conv.kind === 'dm' && conv.name === state.me) return;
   if (conv.kind === 'room') {
     state.refused.delete(conv.name); // asked for explicitly: try again
     if (!state.rooms.some((r) => r.name === conv.name)) {
       // A private room we are not in: say so instead of joining and being thrown out.
-      if (!(await mayOpen(conv.name))) {
+      const allowed = await mayOpen(conv.name);
+      if (client !== state.client) return; // signed out (or renamed) meanwhile
+      if (!allowed) {
         state.refused.add(conv.name);
         return;
       }
       // Make it visible in everyone's list; a room we may not create is not joined.
       const problem = await createRoom(conv.name);
+      if (client !== state.client) return;
       if (problem) {
         state.refused.add(conv.name);
         showBanner(problem);

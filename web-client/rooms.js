@@ -9,7 +9,7 @@ import {
   insertMessage, messageEl, nearBottom, renderHistoryStatus, renderMembers, renderMessages, renderRooms,
   renderTyping, scrollToBottom, showBanner,
 } from './render.js';
-import { auth, debug, info, isActive, online, roomState, state } from './state.js';
+import { auth, debug, info, isActive, online, roomState, signedIn, state } from './state.js';
 import { applyRoomCounts, noteMessage } from './unread.js';
 
 const PAGE = 50; // messages per history page
@@ -58,9 +58,11 @@ let roomsSeq = 0; // bumped by every refresh: an answer to an older one is dropp
 
 /**
  * Loads the room list again from its first page, as many pages as were shown (at least one),
- * under the current filter.
+ * under the current filter. Not when signed out: a timer or an answer that outlived the session
+ * (signing out bumps `roomsSeq`) asks nothing more.
  */
 export async function refreshRooms() {
+  if (!signedIn()) return;
   const seq = ++roomsSeq;
   const want = Math.max(state.rooms.length, 1);
   let rooms = [];
@@ -91,7 +93,7 @@ export function resetRooms() {
 
 /** The next page of the room list ("More rooms"). */
 export async function loadMoreRooms() {
-  if (!state.roomsNext) return;
+  if (!state.roomsNext || !signedIn()) return;
   const seq = roomsSeq;
   let page = null;
   try {

@@ -82,5 +82,11 @@ export function dmState(peer) {
 export const isActive = (kind, name) => state.active && state.active.kind === kind && state.active.name === name;
 export const online = () => state.conn === 'online' && state.client && state.client.connected;
 
+/**
+ * Whether we are anyone to the server: an account with its access token, or a guest. Signed out
+ * (or between sessions) the REST API refuses the calls that need someone (401 without guests).
+ */
+export const signedIn = () => auth.mode === 'guest' || (auth.mode === 'account' && Boolean(auth.token));
+
 /** Whether the composer may send: online, or (room messages only) into the outbox while away. */
 export const canCompose = () => Boolean(online() || (state.everOnline && state.client && state.active && state.active.kind === 'room'));
