@@ -511,14 +511,16 @@ impl Bot {
                     },
                     b.size,
                 );
+                // Counted before the send is awaited: a run that ends during a slow send (a
+                // SockJS POST) may still see its acknowledgement, which must not outnumber sends.
+                rx.in_flight += 1;
+                rx.dm_waiting = what == Send::Dm && b.protocol.refusal_closes();
+                rx.recorder.counters().sent += 1;
                 if what == Send::Room {
                     conn.send_room(&self.room, text, seq).await?;
                 } else {
                     conn.send_dm(&self.dm_to, text, seq).await?;
                 }
-                rx.in_flight += 1;
-                rx.dm_waiting = what == Send::Dm && b.protocol.refusal_closes();
-                rx.recorder.counters().sent += 1;
             }
             Send::Edit => {
                 let Some((target, stamp)) = rx.own_last else {
