@@ -59,6 +59,7 @@ before(async () => {
         ].join(','),
         '--provider-timeout', `${PROVIDER_TIMEOUT_S}s`,
         '--registrations-per-ip', '1000', // every sign-in here makes an account from 127.0.0.1
+        '--sign-ins-per-ip', '1000',
       ],
     }),
     e2e.launchBrowser(),

@@ -183,6 +183,7 @@ impl Auth {
             per_user_and_ip: settings.failures_per_user,
             per_ip: settings.failures_per_ip,
             registrations_per_ip: settings.registrations_per_ip,
+            sign_ins_per_ip: identity.sign_ins_per_ip,
         }));
         let oauth = oauth::SignIn::new(
             identity,

@@ -40,6 +40,8 @@ pub struct Limits {
     pub per_ip: u32,
     /// Registrations (any outcome) from one address per minute.
     pub registrations_per_ip: u32,
+    /// Sign-ins through other sites finished (any outcome) from one address per minute.
+    pub sign_ins_per_ip: u32,
 }
 
 /// The counters. Shared by every connection; each table has its own mutex, held for a map
@@ -48,6 +50,7 @@ pub struct Throttle {
     pairs: Mutex<Table<(String, IpAddr)>>,
     ips: Mutex<Table<IpAddr>>,
     registrations: Mutex<Table<IpAddr>>,
+    sign_ins: Mutex<Table<IpAddr>>,
 }
 
 impl Throttle {
@@ -62,6 +65,10 @@ impl Throttle {
             })),
             registrations: Mutex::new(Table::new(Policy::Window {
                 max: limits.registrations_per_ip,
+                window: REGISTRATION_WINDOW,
+            })),
+            sign_ins: Mutex::new(Table::new(Policy::Window {
+                max: limits.sign_ins_per_ip,
                 window: REGISTRATION_WINDOW,
             })),
         }
@@ -100,13 +107,23 @@ impl Throttle {
     /// Counts a registration request from `ip` at `now`; `Err(retry_after)` once the address
     /// used up its registrations of the current window.
     pub fn register(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
-        let mut registrations = lock(&self.registrations);
-        if let Some(wait) = registrations.wait(&ip_key(ip), now) {
-            return Err(wait);
-        }
-        registrations.count(ip_key(ip), now);
-        Ok(())
+        count_in_window(&self.registrations, ip, now)
     }
+
+    /// Counts a sign-in callback from `ip` at `now` (each records its state in storage);
+    /// `Err(retry_after)` once the address used up its sign-ins of the current window.
+    pub fn sign_in(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        count_in_window(&self.sign_ins, ip, now)
+    }
+}
+
+fn count_in_window(table: &Mutex<Table<IpAddr>>, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+    let mut table = lock(table);
+    if let Some(wait) = table.wait(&ip_key(ip), now) {
+        return Err(wait);
+    }
+    table.count(ip_key(ip), now);
+    Ok(())
 }
 
 /// A login attempt being checked; see [`Throttle::attempt`].
@@ -301,6 +318,7 @@ mod tests {
             per_user_and_ip: 3,
             per_ip: 5,
             registrations_per_ip: 2,
+            sign_ins_per_ip: 2,
         }
     }
 

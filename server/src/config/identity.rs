@@ -42,6 +42,11 @@ pub struct IdentityArgs {
     #[serde(default, with = "humantime_serde")]
     pub sign_in_timeout: Option<Duration>,
 
+    /// Sign-in callbacks (through any provider, any outcome) one client address may make per
+    /// minute; each records its state in storage [default: 60].
+    #[arg(long, env = "PARLEY_SIGN_INS_PER_IP")]
+    pub sign_ins_per_ip: Option<u32>,
+
     /// Least time between two fetches of a provider's keys caused by a token naming a key not
     /// held (key rotation) [default: 30s].
     #[arg(long, env = "PARLEY_JWKS_REFETCH_INTERVAL", value_parser = humantime::parse_duration)]
@@ -243,6 +248,7 @@ impl IdentityArgs {
                 .sign_in_timeout
                 .or(file.sign_in_timeout)
                 .unwrap_or(Duration::from_secs(600)),
+            sign_ins_per_ip: self.sign_ins_per_ip.or(file.sign_ins_per_ip).unwrap_or(60),
             jwks_refetch: self
                 .jwks_refetch_interval
                 .or(file.jwks_refetch_interval)

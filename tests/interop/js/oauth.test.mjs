@@ -202,6 +202,7 @@ describe('OAuth 2.0 / OpenID Connect against Parley', { skip: IS_RABBIT && 'parl
         '--external-jwt-roles-claim', 'roles',
         '--external-jwt-writer-role', 'writer',
         '--registrations-per-ip', '1000', // every sign-in here makes an account from 127.0.0.1
+        '--sign-ins-per-ip', '1000',
       ],
     });
     watcherToken = await register('watcher');

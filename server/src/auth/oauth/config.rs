@@ -16,6 +16,8 @@ pub struct IdentitySettings {
     pub timeout: Duration,
     /// How long a person has at the provider, and then to choose a name.
     pub sign_in_timeout: Duration,
+    /// Sign-in callbacks per client address per minute.
+    pub sign_ins_per_ip: u32,
     /// Least time between key-set fetches caused by unknown keys.
     pub jwks_refetch: Duration,
     /// Age after which key sets are fetched again.

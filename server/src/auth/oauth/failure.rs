@@ -32,6 +32,8 @@ pub enum Failure {
     RegistrationClosed,
     /// Too many new accounts from this address lately.
     Throttled,
+    /// Too many sign-ins from this address lately.
+    TooManySignIns,
     /// Storage failed.
     Storage,
 }
@@ -66,6 +68,9 @@ impl Failure {
             Self::SignInFirst => "Sign in to Parley first, then link the provider.".into(),
             Self::RegistrationClosed => "This server does not take new accounts.".into(),
             Self::Throttled => "Too many new accounts from your address lately; try later.".into(),
+            Self::TooManySignIns => {
+                "Too many sign-ins from your address lately; try again in a minute.".into()
+            }
             Self::Storage => "Parley could not finish the sign-in (storage error).".into(),
         }
     }
@@ -75,7 +80,7 @@ impl Failure {
         match self {
             Self::UnknownProvider => 404,
             Self::Timeout(_) | Self::Unreachable(_) | Self::ProviderError(..) => 502,
-            Self::Throttled => 429,
+            Self::Throttled | Self::TooManySignIns => 429,
             Self::Storage => 503,
             _ => 400,
         }

@@ -194,6 +194,10 @@ impl SignIn {
         if param("state").as_deref() != Some(state.id.as_str()) || state.provider != provider {
             return Err(Failure::NotStartedHere);
         }
+        // Each callback past this point records its state: bounded per address.
+        self.throttle
+            .sign_in(ip, Instant::now())
+            .map_err(|_| Failure::TooManySignIns)?;
         let (id, expires) = (state.id.clone(), state.expires_ms);
         let fresh = store::run(&self.store, move |s| {
             s.consume_login_state(&id, expires, now_ms())
