@@ -20,7 +20,7 @@ use crate::config::Settings;
 use crate::endpoints::socketio::SocketIoSettings;
 use crate::endpoints::sockjs::SockJsSettings;
 use crate::endpoints::stomp::{Stomp, StompSettings};
-use crate::http::{HttpSettings, Parts, Server};
+use crate::http::{scrape, HttpSettings, Parts, Server};
 use crate::hub::{ChatSettings, EditLimits, Hub, HubSettings, MAX_REMEMBERED, REMEMBERED_MS};
 use crate::journal::{Journal, JournalSettings};
 use crate::store::{self, PgStore, SqliteStore, Store};
@@ -40,6 +40,17 @@ pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
         anyhow::bail!("--cluster needs --database postgres://…: the nodes share one store");
     }
     check_file_limit(settings.max_connections);
+    // The recorder before anything that takes metric handles.
+    let metrics = match settings.operations.metrics {
+        Some(addr) => {
+            let handle = crate::metrics::install().context("installing the metrics recorder")?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --metrics {addr}"))?;
+            Some((listener, handle))
+        }
+        None => None,
+    };
     let store: Arc<dyn Store> = open_store(&settings)?.into();
     let bus = match &settings.cluster {
         Some(url) => Some(Bus::connect(url, settings.presence_ttl).await?),
@@ -70,15 +81,22 @@ pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
         info!(addr = %stomp_addr, "STOMP over TCP listening");
         println!("parley stomp listening on tcp://{stomp_addr}");
     }
+    if let Some((l, _)) = &metrics {
+        let metrics_addr = l.local_addr()?;
+        info!(addr = %metrics_addr, "metrics listening");
+        println!("parley metrics listening on http://{metrics_addr}/metrics");
+    }
     std::io::stdout().flush()?;
 
     let draining = CancellationToken::new();
     let shutdown = CancellationToken::new();
     tokio::spawn(signals.drain_on_signal(draining.clone(), settings.drain_delay, shutdown.clone()));
-    let parts = parts(&settings, store, bus, keys, draining, shutdown).await?;
-    Server::new(http_settings(&settings), parts)
-        .run(listener, stomp_listener)
-        .await;
+    let parts = parts(&settings, store, bus, keys, draining, shutdown.clone()).await?;
+    let server = Server::new(http_settings(&settings), parts);
+    if let Some((listener, handle)) = metrics {
+        tokio::spawn(scrape::serve(listener, handle, server.clone(), shutdown));
+    }
+    server.run(listener, stomp_listener).await;
     info!("shut down");
     Ok(())
 }

@@ -319,6 +319,7 @@ impl Bus {
             .try_send((channel, encode(&self.node, message)))
             .is_err()
         {
+            crate::metrics::handles().bus_dropped.increment(1);
             warn!("cluster bus backlog full: a message goes to other nodes through storage only");
         }
     }
@@ -548,7 +549,11 @@ async fn receive_loop(subscriber: SubscriberClient, node: String, hub: Weak<dyn 
                     }
                     match decode(payload) {
                         Some((from, _)) if from == node => {} // delivered here already
-                        Some((_, forwarded)) => hub.accept_forwarded(forwarded),
+                        Some((_, forwarded)) => {
+                            let lag = now_ms().saturating_sub(forwarded.now_ms);
+                            crate::metrics::handles().bus_lag.record(lag as f64 / 1000.0);
+                            hub.accept_forwarded(forwarded);
+                        }
                         None => debug!(channel = %message.channel, "ignoring a foreign message"),
                     }
                 }
@@ -562,6 +567,7 @@ async fn receive_loop(subscriber: SubscriberClient, node: String, hub: Weak<dyn 
             },
             reconnected = reconnects.recv() => {
                 if reconnected.is_ok() {
+                    crate::metrics::handles().bus_reconnects.increment(1);
                     info!("reconnected to Redis; catching up from storage");
                     let Some(hub) = hub.upgrade() else { return };
                     hub.resync_rooms();

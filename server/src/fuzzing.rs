@@ -29,6 +29,7 @@ use crate::config::ServeArgs;
 use crate::endpoints::raw::RawClient;
 use crate::http::{HttpSettings, Parts, Server};
 use crate::hub::{ChatSettings, Hub};
+use crate::metrics::Transport;
 use crate::store::{Role, Room, SqliteStore, Store, StoredMessage};
 use crate::ws::{Endpoint, Outbound};
 
@@ -232,7 +233,13 @@ impl Harness {
                 Err(why) => panic!("guests are allowed in the harness: {why}"),
             },
         };
-        let mut client = RawClient::open(&self.hub, self.auth.clone(), self.chat.clone(), who);
+        let mut client = RawClient::open(
+            &self.hub,
+            self.auth.clone(),
+            self.chat.clone(),
+            who,
+            Transport::WebSocket,
+        );
         let mut conn = Connection::new(Limits::default(), None);
         let mut out = RawOutcome::default();
         for read in reads {

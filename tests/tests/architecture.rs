@@ -33,7 +33,7 @@ const LAYERS: &[&[&str]] = &[
     &["hub"],
     &["acl", "auth", "journal", "bus"],
     &["store"],
-    &["clock"],
+    &["clock", "metrics"],
 ];
 
 /// References allowed between peers of one layer, as `(from, to)`: one direction each.

@@ -10,6 +10,7 @@ mod oauth;
 mod per_ip;
 pub mod proxy;
 mod response;
+pub mod scrape;
 mod socketio;
 mod sockjs;
 mod upgrade;
@@ -34,7 +35,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument as _};
 
 use self::per_ip::{IpSlot, PerIp};
 use self::proxy::{canonical, TrustedProxies};
@@ -47,6 +48,7 @@ use crate::endpoints::sse::FeedSettings;
 use crate::endpoints::stomp::{Caller, Stomp};
 use crate::endpoints::streaming::{whole, Reply};
 use crate::hub::{ChangeRates, ChatSettings, Hub};
+use crate::metrics;
 use crate::ws::DriverConfig;
 
 /// Largest request head hyper buffers (its minimum is 8 KiB).
@@ -121,6 +123,8 @@ pub struct Server {
     shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     tracker: TaskTracker,
+    /// The next connection's id, in log lines.
+    next_connection: AtomicU64,
     /// One permit per open TCP connection.
     connections: Arc<Semaphore>,
     /// Open connections per client address.
@@ -205,6 +209,7 @@ impl Server {
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             per_ip: PerIp::new(settings.max_connections_per_ip),
             tracker,
+            next_connection: AtomicU64::new(1),
             sockjs,
             socketio,
             hub: parts.hub,
@@ -226,9 +231,9 @@ impl Server {
     pub async fn run(self: Arc<Self>, listener: TcpListener, stomp_listener: Option<TcpListener>) {
         tokio::spawn(self.sockjs.clone().sweep());
         let stomp_accept = stomp_listener
-            .map(|l| tokio::spawn(self.clone().accept_loop(l, Self::serve_stomp_tcp)));
+            .map(|l| tokio::spawn(self.clone().accept_loop(l, 1, Self::serve_stomp_tcp)));
         self.clone()
-            .accept_loop(listener, Self::serve_connection)
+            .accept_loop(listener, 0, Self::serve_connection)
             .await;
         if let Some(task) = stomp_accept {
             let _ = task.await;
@@ -245,8 +250,9 @@ impl Server {
     }
 
     /// Accepts until shutdown; every connection, HTTP or STOMP, takes one permit of the
-    /// connection limit and runs as a tracked task.
-    async fn accept_loop<F, Fut>(self: Arc<Self>, listener: TcpListener, serve: F)
+    /// connection limit and runs as a tracked task. `which` is its place in the metrics
+    /// (0: HTTP, 1: STOMP over TCP).
+    async fn accept_loop<F, Fut>(self: Arc<Self>, listener: TcpListener, which: usize, serve: F)
     where
         F: Fn(Arc<Self>, TcpStream, SocketAddr, OwnedSemaphorePermit) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
@@ -265,16 +271,33 @@ impl Server {
                     continue;
                 }
             };
+            let counters = metrics::handles();
+            counters.accepted[which].increment(1);
             let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+                counters.refused_connections[0].increment(1);
                 warn!(%peer, "connection limit reached; refusing");
                 continue;
             };
             let _ = stream.set_nodelay(true);
             let connection = serve(self.clone(), stream, peer, permit);
-            self.tracker.spawn(async move {
-                connection.await;
-                debug!(%peer, "connection closed");
-            });
+            // Every line logged while serving the connection carries its id; endpoints add
+            // the protocol, the session and the user once known.
+            let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+            let span = tracing::info_span!(
+                "conn",
+                id,
+                %peer,
+                protocol = tracing::field::Empty,
+                session = tracing::field::Empty,
+                user = tracing::field::Empty,
+            );
+            self.tracker.spawn(
+                async move {
+                    connection.await;
+                    debug!("connection closed");
+                }
+                .instrument(span),
+            );
         }
     }
 
@@ -307,6 +330,7 @@ impl Server {
         };
         let Some(_slot) = self.per_ip.try_acquire(client) else {
             // Not a warning: a hostile client makes one per attempt.
+            metrics::handles().refused_connections[1].increment(1);
             debug!(%client, "per-address connection cap reached; refusing STOMP");
             Box::pin(refuse(stream, STOMP_TOO_MANY)).await;
             return;
@@ -337,6 +361,7 @@ impl Server {
             match self.per_ip.try_acquire(peer_ip) {
                 Some(slot) => Some(slot),
                 None => {
+                    metrics::handles().refused_connections[1].increment(1);
                     debug!(%peer, "per-address connection cap reached; refusing");
                     Box::pin(refuse(stream, HTTP_TOO_MANY)).await;
                     return;
@@ -612,6 +637,7 @@ fn keep_slot(upgrade: &Mutex<Option<PendingUpgrade>>, slot: Option<IpSlot>) {
 
 /// 429 to a client over its address's connection cap.
 fn too_many() -> Response<Body> {
+    metrics::handles().refused_connections[1].increment(1);
     let mut resp = text(
         StatusCode::TOO_MANY_REQUESTS,
         "too many connections from your address\n",
