@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use crate::config::Settings;
 use crate::endpoints::socketio::SocketIoSettings;
 use crate::endpoints::sockjs::SockJsSettings;
 use crate::endpoints::stomp::{Stomp, StompSettings};
+use crate::health::{self, Health};
 use crate::http::{scrape, HttpSettings, Parts, Server};
 use crate::hub::{ChatSettings, EditLimits, Hub, HubSettings, MAX_REMEMBERED, REMEMBERED_MS};
 use crate::journal::{Journal, JournalSettings};
@@ -121,7 +123,9 @@ pub async fn parts(
         Ok((Acl::load(s, limits)?, s.last_ids()?, sent))
     })
     .await?;
-    let hub = start_hub(settings, store, acl, last_ids, bus)?;
+    let health = Health::new(bus.is_some());
+    let (hub, journal_failing) = start_hub(settings, store.clone(), acl, last_ids, bus.clone())?;
+    health::start_probes(&health, store, journal_failing, bus);
     // Before any client connects: a retry after a restart finds its first send.
     hub.remember_sent(sent);
     Ok(Parts {
@@ -132,20 +136,23 @@ pub async fn parts(
         }),
         hub,
         auth,
+        health,
         draining,
         shutdown,
     })
 }
 
-/// The journal and the hub over `store`, numbering rooms on from `last_ids`.
+/// The journal and the hub over `store`, numbering rooms on from `last_ids`; with the
+/// journal's failing flag.
 fn start_hub(
     settings: &Settings,
     store: Arc<dyn Store>,
     acl: Arc<Acl>,
     last_ids: HashMap<String, u64>,
     bus: Option<Arc<Bus>>,
-) -> anyhow::Result<Arc<Hub>> {
+) -> anyhow::Result<(Arc<Hub>, Arc<AtomicBool>)> {
     let journal = Journal::start(store.clone(), journal_settings(settings));
+    let failing = journal.failing_flag();
     let limits = &settings.limits;
     let mut broker = BrokerLimits::default();
     broker.max_queue_bytes = limits.queue_max_bytes;
@@ -167,7 +174,8 @@ fn start_hub(
             max_body: settings.max_body,
         },
     };
-    Ok(Hub::new(hub_settings, store, journal, acl, bus, last_ids))
+    let hub = Hub::new(hub_settings, store, journal, acl, bus, last_ids);
+    Ok((hub, failing))
 }
 
 fn journal_settings(settings: &Settings) -> JournalSettings {

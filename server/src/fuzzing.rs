@@ -27,6 +27,7 @@ use crate::app;
 use crate::auth::{password, Auth, Authenticated, Keys};
 use crate::config::ServeArgs;
 use crate::endpoints::raw::RawClient;
+use crate::health::Health;
 use crate::http::{HttpSettings, Parts, Server};
 use crate::hub::{ChatSettings, Hub};
 use crate::metrics::Transport;
@@ -198,6 +199,7 @@ impl Harness {
             stomp: self.stomp.clone(),
             chat: self.chat.clone(),
             auth: self.auth.clone(),
+            health: Health::new(false),
             draining: CancellationToken::new(),
             shutdown: shutdown.clone(),
         };

@@ -132,6 +132,11 @@ impl Journal {
         self.failing.load(Ordering::Relaxed)
     }
 
+    /// The flag behind [`Journal::is_failing`], for readiness to read once the hub owns this.
+    pub fn failing_flag(&self) -> Arc<AtomicBool> {
+        self.failing.clone()
+    }
+
     /// Queues a message; never blocks.
     pub fn push(&self, message: StoredMessage, done: Option<Completion>) -> Result<(), Overloaded> {
         self.send(Job::Store(message, done))

@@ -13,6 +13,7 @@ mod config;
 mod endpoints;
 #[doc(hidden)]
 pub mod fuzzing;
+mod health;
 mod http;
 mod hub;
 mod journal;

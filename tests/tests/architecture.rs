@@ -31,6 +31,7 @@ const LAYERS: &[&[&str]] = &[
     &["endpoints"],
     &["ws"],
     &["hub"],
+    &["health"],
     &["acl", "auth", "journal", "bus"],
     &["store"],
     &["clock", "metrics"],

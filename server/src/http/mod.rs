@@ -39,7 +39,7 @@ use tracing::{debug, warn, Instrument as _};
 
 use self::per_ip::{IpSlot, PerIp};
 use self::proxy::{canonical, TrustedProxies};
-use self::response::{add_security_headers, text, Body};
+use self::response::{add_security_headers, text, text_owned, Body};
 use self::upgrade::{Handshakes, PendingUpgrade, Upgrades};
 use crate::auth::Auth;
 use crate::endpoints::socketio::{self as socketio_endpoint, SocketIo, SocketIoSettings};
@@ -47,6 +47,7 @@ use crate::endpoints::sockjs::{SockJs, SockJsParts, SockJsSettings};
 use crate::endpoints::sse::FeedSettings;
 use crate::endpoints::stomp::{Caller, Stomp};
 use crate::endpoints::streaming::{whole, Reply};
+use crate::health::Health;
 use crate::hub::{ChangeRates, ChatSettings, Hub};
 use crate::metrics;
 use crate::ws::DriverConfig;
@@ -116,6 +117,8 @@ pub struct Server {
     stomp: Arc<Stomp>,
     /// Accounts and tokens.
     auth: Arc<Auth>,
+    /// Whether storage and the bus work: `/readyz` answers 503 while one does not.
+    health: Arc<Health>,
     /// Cancelled on SIGINT/SIGTERM, before `shutdown`: /readyz answers 503 and new
     /// WebSockets and STOMP sessions are refused while existing ones carry on.
     draining: CancellationToken,
@@ -151,6 +154,8 @@ pub struct Parts {
     pub chat: Arc<ChatSettings>,
     /// Accounts and tokens.
     pub auth: Arc<Auth>,
+    /// Whether storage and the bus work (`/readyz`).
+    pub health: Arc<Health>,
     /// Cancelled when draining starts.
     pub draining: CancellationToken,
     /// Cancelled when shutdown starts.
@@ -215,6 +220,7 @@ impl Server {
             hub: parts.hub,
             stomp: parts.stomp,
             auth: parts.auth,
+            health: parts.health,
             draining: parts.draining,
             shutdown: parts.shutdown,
             chat: parts.chat,
@@ -481,8 +487,12 @@ impl Server {
         match (req.method(), path) {
             (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET | &Method::HEAD, "/readyz") => {
+                // A part that does not work (storage, the bus) takes the node out as draining
+                // does: the body names it.
                 if self.draining.is_cancelled() {
                     text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+                } else if !self.health.is_ready() {
+                    text_owned(StatusCode::SERVICE_UNAVAILABLE, self.health.report())
                 } else {
                     text(StatusCode::OK, "ready\n")
                 }
