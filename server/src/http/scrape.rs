@@ -146,6 +146,17 @@ fn record_levels(server: &Server) {
         "parley_draining",
         f64::from(u8::from(server.draining.is_cancelled())),
     );
+    let mut ready = !server.draining.is_cancelled();
+    for (component, up) in server.health.components() {
+        metrics::set_labelled(
+            "parley_component_up",
+            "component",
+            component,
+            f64::from(u8::from(up)),
+        );
+        ready &= up;
+    }
+    metrics::set_gauge("parley_ready", f64::from(u8::from(ready)));
     let s = &hub.stats;
     metrics::set_counter(
         "parley_slow_consumers_total",

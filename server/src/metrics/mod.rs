@@ -254,6 +254,11 @@ pub fn set_gauge(name: &'static str, value: f64) {
     gauge!(name).set(value);
 }
 
+/// Sets a gauge with one label, read at scrape time.
+pub fn set_labelled(name: &'static str, label: &'static str, value: &'static str, v: f64) {
+    gauge!(name, label => value).set(v);
+}
+
 /// Sets a counter kept elsewhere (an atomic), read at scrape time.
 pub fn set_counter(name: &'static str, value: u64) {
     counter!(name).absolute(value);
@@ -295,6 +300,16 @@ const DESCRIPTIONS: &[(Kind, &str, &str)] = &[
     (Kind::Gauge, "parley_memory_budget_used_bytes", "Bytes charged to the memory budget."),
     (Kind::Gauge, "parley_memory_budget_bytes", "The memory budget (--memory-budget)."),
     (Kind::Gauge, "parley_draining", "1 while the node drains before shutting down."),
+    (
+        Kind::Gauge,
+        "parley_ready",
+        "1 when /readyz answers 200: storage and the bus are up and the node is not draining.",
+    ),
+    (
+        Kind::Gauge,
+        "parley_component_up",
+        "1 while a component /readyz watches (storage, bus) works.",
+    ),
 ];
 
 #[derive(Clone, Copy)]
