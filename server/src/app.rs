@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::acl::Acl;
-use crate::auth::{Auth, Keys};
+use crate::auth::{Auth, Bans, Keys};
 use crate::bus::Bus;
 use crate::config::Settings;
 use crate::endpoints::socketio::SocketIoSettings;
@@ -103,9 +103,11 @@ pub async fn parts(
         Ok((Acl::load(s, limits)?, s.last_ids()?, sent))
     })
     .await?;
-    let hub = start_hub(settings, store, acl, last_ids, bus)?;
-    // Before any client connects: a retry after a restart finds its first send.
+    let hub = start_hub(settings, store, acl, last_ids, bus, auth.bans().clone())?;
+    // Before any client connects: a retry after a restart finds its first send, a banned user
+    // is refused and a closed room stays closed.
     hub.remember_sent(sent);
+    hub.reload_admin().await?;
     Ok(Parts {
         stomp: Stomp::new(hub.clone(), auth.clone(), stomp_settings(settings)),
         chat: Arc::new(ChatSettings {
@@ -126,6 +128,7 @@ fn start_hub(
     acl: Arc<Acl>,
     last_ids: HashMap<String, u64>,
     bus: Option<Arc<Bus>>,
+    bans: Arc<Bans>,
 ) -> anyhow::Result<Arc<Hub>> {
     let journal = Journal::start(store.clone(), journal_settings(settings));
     let limits = &settings.limits;
@@ -148,6 +151,8 @@ fn start_hub(
             per_second: limits.edit_rate,
             max_body: settings.max_body,
         },
+        bans,
+        operators: settings.operators.clone(),
     };
     Ok(Hub::new(hub_settings, store, journal, acl, bus, last_ids))
 }

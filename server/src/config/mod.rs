@@ -16,9 +16,11 @@ use crate::auth::{AuthSettings, JwtAlgorithm, KeySettings};
 use crate::http::proxy::{Cidr, ForwardedHeader, TrustedProxies};
 
 /// An idle SSE feed's heartbeat: under the read timeouts proxies commonly use (nginx: 60 s).
+mod admin;
 mod identity;
 mod limits;
 mod transports;
+pub use admin::AdminArgs;
 pub use identity::IdentityArgs;
 pub use limits::{LimitArgs, Limits};
 pub use transports::{TransportArgs, Transports};
@@ -256,6 +258,11 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[serde(default)]
     pub identity: IdentityArgs,
+
+    /// Operating the server (the config file's `[admin]` table).
+    #[command(flatten)]
+    #[serde(default)]
+    pub admin: AdminArgs,
 }
 
 /// Resolved settings: every field set.
@@ -321,6 +328,8 @@ pub struct Settings {
     pub stomp_idle_timeout: Option<Duration>,
     /// How often an ongoing storage failure is logged.
     pub storage_log_interval: Duration,
+    /// Accounts that are operators by configuration (`--operator`).
+    pub operators: Vec<String>,
 }
 
 impl ServeArgs {
@@ -410,6 +419,7 @@ impl ServeArgs {
             stomp_outbox: pick(self.stomp_outbox, file.stomp_outbox, 1024).max(1),
             limits: self.limits.resolve(file.limits),
             transports: self.transports.resolve(file.transports)?,
+            operators: self.admin.resolve(file.admin)?,
             stomp_idle_timeout: Some(pick(
                 self.stomp_idle_timeout,
                 file.stomp_idle_timeout,

@@ -17,6 +17,7 @@ use super::history::catch_up_range;
 use super::message::{chat_headers, check_client_id};
 use super::outbox::{tell, Notice};
 use super::refusal::{publish_refusal, Refusal};
+use super::registry::Origin;
 use super::rooms::ROOMS_TOPIC;
 use super::session::{Held, HubSession};
 use super::tables::SentKey;
@@ -83,10 +84,16 @@ pub struct ChatSession {
 }
 
 impl ChatSession {
-    /// Connects `identity` to the hub, subscribed to its direct messages (and an account to its
-    /// read marks).
-    pub fn open(hub: &Arc<Hub>, identity: Identity, settings: Arc<ChatSettings>) -> Self {
-        let session = hub.open_session();
+    /// Connects `identity` to the hub from `origin`, subscribed to its direct messages (and an
+    /// account to its read marks).
+    pub fn open(
+        hub: &Arc<Hub>,
+        identity: Identity,
+        settings: Arc<ChatSettings>,
+        origin: Origin,
+    ) -> Self {
+        let session = hub.open_session(origin);
+        session.identify(&identity);
         let (id, user, guest) = (session.id(), identity.name.clone(), identity.guest);
         // A one-room credential reads no direct messages.
         let reads_dms = identity.scope.reads(None).is_ok();

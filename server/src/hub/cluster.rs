@@ -361,6 +361,11 @@ impl BusEvents for Hub {
 
     fn reload_acl(&self) {
         self.reload_all_rules();
+        self.reload_admin_soon();
+    }
+
+    fn admin(&self, event: crate::bus::AdminEvent) {
+        self.admin_here(&event);
     }
 
     fn resync_room(&self, room: String) {

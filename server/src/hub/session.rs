@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::outbox::{Eviction, Notice, Outbox, CLOSE_UNAUTHORIZED};
+use super::registry::{Origin, SessionInfo};
 use super::{mailbox, Hub};
 use crate::clock::instant_at;
 use crate::store::StoredMessage;
@@ -85,9 +86,10 @@ pub struct HubSession {
 }
 
 impl Hub {
-    /// Registers a new session and returns its handle; the session is in the broker once its
-    /// endpoint connects it (STOMP CONNECT, or at once for the raw protocol).
-    pub fn open_session(self: &Arc<Self>) -> HubSession {
+    /// Registers a new session from `origin` and returns its handle; the session is in the
+    /// broker once its endpoint connects it (STOMP CONNECT, or at once for the raw protocol),
+    /// and says who it is with [`HubSession::identify`].
+    pub fn open_session(self: &Arc<Self>, origin: Origin) -> HubSession {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let capacity = self.settings.outbox_capacity;
         let bytes = self.settings.outbox_bytes;
@@ -100,6 +102,11 @@ impl Hub {
                 deliveries: deliveries_tx,
                 notices: notice_tx.clone(),
                 evicted: evicted.clone(),
+                info: SessionInfo {
+                    origin,
+                    since_ms: crate::clock::now_ms(),
+                    user: None,
+                },
             },
         );
         self.stats.sessions.fetch_add(1, Ordering::Relaxed);
@@ -132,6 +139,12 @@ impl HubSession {
     /// Set when the hub decides the session must go.
     pub fn evicted(&self) -> &Eviction {
         &self.evicted
+    }
+
+    /// Says who the session is, once authenticated: operators see it under that name, and a
+    /// banned user's session is closed at once. Every endpoint calls it when it knows.
+    pub fn identify(&self, identity: &parley_stomp::session::Identity) {
+        self.hub.identify(self.id, identity);
     }
 
     /// Sets when the session's credential runs out (ms since the epoch; `None`: never).

@@ -139,13 +139,14 @@ impl SocketIo {
             self.settings.max_sessions,
             self.settings.max_sessions_per_ip,
         );
+        let client = opening.client;
         let session = self.table().add(peer, opening, route, caps)?;
         let me = self.clone();
         let sid = session.sid().to_owned();
         let timing = self.timing(service);
         let (apps, shutdown) = (self.apps.clone(), self.shutdown.clone());
         self.tracker.spawn(async move {
-            server::run(end, service, timing, pre, apps, shutdown).await;
+            server::run(end, service, timing, pre, client, apps, shutdown).await;
             me.table().remove(&sid);
         });
         Ok(session)
