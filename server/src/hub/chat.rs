@@ -490,13 +490,20 @@ impl ChatSession {
             .close(|broker, events| broker.disconnect(id, events));
     }
 
-    /// Refuses a room this client may not post in ([`crate::acl::Acl::may_post`]).
+    /// Refuses a room this client may not post in ([`crate::acl::Acl::may_post`]), or one an
+    /// operator closed.
     fn may_post(&self, room: &str) -> Result<(), Refusal> {
-        self.session
-            .hub()
-            .acl()
+        let hub = self.session.hub();
+        hub.acl()
             .may_post(&self.identity, room)
-            .map_err(|why| Refusal::new("forbidden", why))
+            .map_err(|why| Refusal::new("forbidden", why))?;
+        match hub.closed.reason(room) {
+            Some(why) => {
+                let closed = crate::acl::Refused::Closed(room.to_owned(), why);
+                Err(Refusal::new(closed.code(), closed.to_string()))
+            }
+            None => Ok(()),
+        }
     }
 
     /// `room`, if this session joined it.
