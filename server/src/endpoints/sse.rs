@@ -63,6 +63,7 @@ const REPLAY_CHUNK: usize = 64 * 1024;
 /// Opens `who`'s feed of `room`: joins it, catching up after `since` (`None`: live from now),
 /// and streams from a task of its own that ends with the client, the session or `shutdown`.
 /// The caller has checked that `who` may read `room`; a refused join is returned as is.
+#[allow(clippy::too_many_arguments)] // one caller, the feed's request
 pub async fn open(
     hub: &Arc<Hub>,
     chat: Arc<ChatSettings>,

@@ -205,7 +205,7 @@ impl Api<'_> {
     fn kick(&self, kick: Kick) -> Done {
         let reason = match reason(&kick.reason) {
             Ok(r) => r,
-            Err(answer) => return answer.into(),
+            Err(why) => return error(StatusCode::BAD_REQUEST, &why).into(),
         };
         let (event, target) = match (kick.user, kick.session) {
             (Some(user), None) => match valid_user(&user) {
@@ -256,7 +256,7 @@ impl Api<'_> {
         }
         let reason = match reason(&ban.reason) {
             Ok(r) => r,
-            Err(answer) => return answer.into(),
+            Err(why) => return error(StatusCode::BAD_REQUEST, &why).into(),
         };
         let record = AdminRecord {
             name: user.clone(),
@@ -322,7 +322,7 @@ impl Api<'_> {
         };
         let reason = match self::reason(&reason) {
             Ok(r) => r,
-            Err(answer) => return answer.into(),
+            Err(why) => return error(StatusCode::BAD_REQUEST, &why).into(),
         };
         let record = AdminRecord {
             name: room.clone(),
@@ -430,11 +430,12 @@ fn action_of(method: &Method, path: &[&str]) -> String {
 }
 
 /// A reason as given, trimmed: at most [`MAX_REASON_CHARS`] printable characters.
-fn reason(reason: &str) -> Result<String, Answer> {
+fn reason(reason: &str) -> Result<String, String> {
     let reason = reason.trim();
     if reason.chars().count() > MAX_REASON_CHARS || reason.chars().any(char::is_control) {
-        let why = format!("a reason is at most {MAX_REASON_CHARS} printable characters");
-        return Err(error(StatusCode::BAD_REQUEST, &why));
+        return Err(format!(
+            "a reason is at most {MAX_REASON_CHARS} printable characters"
+        ));
     }
     Ok(reason.to_owned())
 }
