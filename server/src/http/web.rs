@@ -26,7 +26,11 @@ macro_rules! web_file {
 const ASSETS: &[(&str, &str, &[u8])] = &[
     ("/", HTML, include_bytes!("../../../web-client/index.html")),
     // The operators' page (the admin API decides who may use it).
-    ("/admin", HTML, include_bytes!("../../../web-client/admin.html")),
+    (
+        "/admin",
+        HTML,
+        include_bytes!("../../../web-client/admin.html"),
+    ),
     web_file!("admin.css", CSS),
     web_file!("admin.js", JS),
     web_file!("style.css", CSS),
