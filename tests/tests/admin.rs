@@ -363,6 +363,8 @@ async fn a_closed_room_ends_subscriptions_and_refuses_sends_on_every_node() {
         json!({"type": "send", "room": "town", "body": "before", "ref": "1"}),
     )
     .await;
+    // Stored (acknowledged) before the room closes: what follows is about the close alone.
+    while recv(&mut raw_b).await["type"] != "ack" {}
     let mut stomp_b = StompClient::connect_as(cluster.nodes[1].stomp_addr(), "alice", &alice).await;
     stomp_b.subscribe("t", "/topic/town").await;
     let r = post_as(
