@@ -44,6 +44,8 @@ pub enum Refused {
     Quota(usize),
     /// The credential's scope does not allow it (a read-only or one-room access token).
     Scope(String),
+    /// An operator closed the room (its history stays readable): the room and why.
+    Closed(String, String),
 }
 
 impl Refused {
@@ -53,6 +55,7 @@ impl Refused {
             Self::Private(_) | Self::Scope(_) => "forbidden",
             Self::NoSuchRoom(_) => "no_such_room",
             Self::Quota(_) => "room_quota",
+            Self::Closed(..) => "room_closed",
         }
     }
 }
@@ -66,6 +69,7 @@ impl fmt::Display for Refused {
             }
             Self::Quota(max) => write!(f, "room quota reached: an account may create {max} rooms"),
             Self::Scope(why) => f.write_str(why),
+            Self::Closed(room, why) => write!(f, "room {room:?} is closed: {why}"),
         }
     }
 }

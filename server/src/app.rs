@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::acl::Acl;
-use crate::auth::{Auth, Keys};
+use crate::auth::{Auth, Bans, Keys};
 use crate::bus::Bus;
 use crate::config::Settings;
 use crate::endpoints::socketio::SocketIoSettings;
@@ -124,10 +124,14 @@ pub async fn parts(
     })
     .await?;
     let health = Health::new(bus.is_some());
-    let (hub, journal_failing) = start_hub(settings, store.clone(), acl, last_ids, bus.clone())?;
+    let bans = auth.bans().clone();
+    let (hub, journal_failing) =
+        start_hub(settings, store.clone(), acl, last_ids, bus.clone(), bans)?;
     health::start_probes(&health, store, journal_failing, bus);
-    // Before any client connects: a retry after a restart finds its first send.
+    // Before any client connects: a retry after a restart finds its first send, a banned user
+    // is refused and a closed room stays closed.
     hub.remember_sent(sent);
+    hub.reload_admin().await?;
     Ok(Parts {
         stomp: Stomp::new(hub.clone(), auth.clone(), stomp_settings(settings)),
         chat: Arc::new(ChatSettings {
@@ -150,6 +154,7 @@ fn start_hub(
     acl: Arc<Acl>,
     last_ids: HashMap<String, u64>,
     bus: Option<Arc<Bus>>,
+    bans: Arc<Bans>,
 ) -> anyhow::Result<(Arc<Hub>, Arc<AtomicBool>)> {
     let journal = Journal::start(store.clone(), journal_settings(settings));
     let failing = journal.failing_flag();
@@ -173,6 +178,8 @@ fn start_hub(
             per_second: limits.edit_rate,
             max_body: settings.max_body,
         },
+        bans,
+        operators: settings.operators.clone(),
     };
     let hub = Hub::new(hub_settings, store, journal, acl, bus, last_ids);
     Ok((hub, failing))

@@ -14,9 +14,11 @@
 //! destinations on the user's channel, neither numbered nor stored. `/queue/` destinations
 //! stay on the node where they were sent.
 
+mod admin;
 mod connect;
 mod online;
 
+pub use self::admin::AdminEvent;
 pub use self::online::{OnlineMap, Seen};
 
 use std::collections::HashMap;
@@ -78,6 +80,8 @@ pub trait BusEvents: Send + Sync {
     fn is_present_here(&self, room: &str, user: &str) -> bool;
     /// `user` left `room` because the node they were on is gone.
     fn announce_gone(&self, room: &str, user: &str, guest: bool);
+    /// An operator on another node did `event`: carry it out here.
+    fn admin(&self, event: AdminEvent);
 }
 
 /// A message on the bus: `P1` line, JSON envelope line, then the body as it is.
@@ -376,6 +380,23 @@ impl Bus {
         }
     }
 
+    /// This node's id in the cluster.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Tells the other nodes what an operator did here; each carries it out.
+    pub fn publish_admin(&self, event: &AdminEvent) {
+        let payload = admin::encode(&self.node, event);
+        if self
+            .outgoing
+            .try_send((ACL_CHANNEL.to_owned(), payload))
+            .is_err()
+        {
+            warn!("cluster bus backlog full: an operator's action did not reach other nodes");
+        }
+    }
+
     /// Starts receiving `channel`; `live` turns true once it is subscribed and caught up.
     pub fn watch(&self, channel: String, live: watch::Sender<bool>) {
         let _ = self.commands.send(Command::Watch(channel, live));
@@ -534,6 +555,14 @@ async fn receive_loop(subscriber: SubscriberClient, node: String, hub: Weak<dyn 
                 Ok(message) => {
                     let Some(hub) = hub.upgrade() else { return };
                     let Some(payload) = message.value.as_bytes() else { continue };
+                    if let Some(decoded) = admin::decode(payload) {
+                        match decoded {
+                            Ok((from, event)) if from != node => hub.admin(event),
+                            Ok(_) => {}
+                            Err(error) => debug!(%error, "ignoring a malformed admin event"),
+                        }
+                        continue;
+                    }
                     if let Some(json) = payload.strip_prefix(b"A1\n") {
                         match serde_json::from_slice::<RulesChanged>(json) {
                             Ok(e) if e.node != node => hub.reload_room_rules(e.room),

@@ -29,8 +29,7 @@ use crate::config::ServeArgs;
 use crate::endpoints::raw::RawClient;
 use crate::health::Health;
 use crate::http::{HttpSettings, Parts, Server};
-use crate::hub::{ChatSettings, Hub};
-use crate::metrics::Transport;
+use crate::hub::{ChatSettings, Hub, Origin, Protocol, Transport};
 use crate::store::{Role, Room, SqliteStore, Store, StoredMessage};
 use crate::ws::{Endpoint, Outbound};
 
@@ -235,13 +234,9 @@ impl Harness {
                 Err(why) => panic!("guests are allowed in the harness: {why}"),
             },
         };
-        let mut client = RawClient::open(
-            &self.hub,
-            self.auth.clone(),
-            self.chat.clone(),
-            who,
-            Transport::WebSocket,
-        );
+        let origin = Origin::new(Protocol::Raw, Transport::WebSocket, PEER.ip());
+        let (auth, chat) = (self.auth.clone(), self.chat.clone());
+        let mut client = RawClient::open(&self.hub, auth, chat, who, origin);
         let mut conn = Connection::new(Limits::default(), None);
         let mut out = RawOutcome::default();
         for read in reads {

@@ -26,3 +26,4 @@ pub use app::{open_store, serve};
 pub use auth::password::hash_now;
 pub use auth::{check_new_account, reserved_for_guests, Keys};
 pub use config::{LogFormat, ServeArgs};
+pub use store::{AdminRecord, AuditEntry};

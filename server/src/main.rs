@@ -4,7 +4,7 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use parley_server::{check_new_account, hash_now, open_store, reserved_for_guests, serve};
-use parley_server::{Keys, LogFormat, ServeArgs};
+use parley_server::{AdminRecord, AuditEntry, Keys, LogFormat, ServeArgs};
 use tracing_subscriber::EnvFilter;
 
 /// Parley: a realtime chat server speaking WebSocket and STOMP.
@@ -22,6 +22,9 @@ enum Command {
     /// Manage accounts (on the server's data directory).
     #[command(subcommand)]
     User(UserCommand),
+    /// Make accounts operators, or no longer (on the server's storage; takes effect at once).
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Print an access token for NAME, signed with the key `parley serve` uses (same options).
     Token {
         /// The user name the token is for.
@@ -46,6 +49,24 @@ enum UserCommand {
     /// Change an account's password; read from the terminal, or from stdin.
     Passwd {
         /// The user name.
+        name: String,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Make account NAME an operator: it may use the admin API and the /admin page.
+    Grant {
+        /// The account.
+        name: String,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// End account NAME's operator rights (those granted here; not `--operator`'s).
+    Revoke {
+        /// The account.
         name: String,
         #[command(flatten)]
         serve: ServeArgs,
@@ -77,6 +98,7 @@ fn main() -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
+        Command::Admin(command) => admin(command),
         Command::User(UserCommand::Add { name, serve }) => {
             let settings = serve.resolve()?;
             init_logging(settings.operations.log_format);
@@ -125,6 +147,53 @@ fn init_logging(format: LogFormat) {
             .with_span_list(true)
             .init(),
     }
+}
+
+/// `parley admin grant|revoke NAME`: changes storage and records it in the audit log.
+fn admin(command: AdminCommand) -> anyhow::Result<()> {
+    let (grant, name, serve) = match command {
+        AdminCommand::Grant { name, serve } => (true, name, serve),
+        AdminCommand::Revoke { name, serve } => (false, name, serve),
+    };
+    let settings = serve.resolve()?;
+    let store = open_store(&settings)?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis()
+        .try_into()
+        .unwrap_or(u64::MAX);
+    let account = store.account_like(&name)?;
+    let (action, changed) = if grant {
+        let Some(account) = account else {
+            anyhow::bail!("no account {name:?}: create it first (parley user add)");
+        };
+        let record = AdminRecord {
+            name: account,
+            by: "cli".to_owned(),
+            at_ms: now_ms,
+            ..AdminRecord::default()
+        };
+        ("grant_operator", store.grant_operator(&record)?)
+    } else {
+        let account = account.unwrap_or_else(|| name.clone());
+        ("revoke_operator", store.revoke_operator(&account)?)
+    };
+    store.audit(&AuditEntry {
+        at_ms: now_ms,
+        actor: "cli".to_owned(),
+        action: action.to_owned(),
+        target: name.clone(),
+        node: "cli".to_owned(),
+        outcome: if changed { "ok" } else { "unchanged" }.to_owned(),
+        ..AuditEntry::default()
+    })?;
+    match (grant, changed) {
+        (true, true) => eprintln!("{name} is an operator"),
+        (true, false) => eprintln!("{name} was an operator already"),
+        (false, true) => eprintln!("{name} is no longer an operator"),
+        (false, false) => anyhow::bail!("{name:?} was not an operator (by `parley admin grant`)"),
+    }
+    Ok(())
 }
 
 /// A new password: typed twice without echo on a terminal, else the first line of stdin.

@@ -42,6 +42,17 @@ impl StompClient {
         Self::open(addr, &[("login", login)]).await.ok()
     }
 
+    /// Like [`StompClient::connect_as`], `None` when the server does not answer CONNECTED.
+    pub async fn try_connect_as(
+        addr: SocketAddr,
+        login: &str,
+        passcode: &str,
+    ) -> Option<StompClient> {
+        Self::open(addr, &[("login", login), ("passcode", passcode)])
+            .await
+            .ok()
+    }
+
     /// Connects as account `login` with `passcode` (a password or an access token).
     pub async fn connect_as(addr: SocketAddr, login: &str, passcode: &str) -> StompClient {
         Self::open(addr, &[("login", login), ("passcode", passcode)])

@@ -1,6 +1,7 @@
 //! Accounts and authentication: passwords, JWT access tokens, rotating refresh tokens, login
 //! throttling, and telling which origins a browser may call from. See `docs/auth.md`.
 
+pub mod bans;
 mod external;
 mod fetch;
 mod jwks;
@@ -22,6 +23,7 @@ use parley_stomp::destination::valid_user;
 use parley_stomp::session::{Identity, Scope};
 use tokio_util::sync::CancellationToken;
 
+pub use bans::Bans;
 pub use external::{ExternalSettings, ExternalUser};
 pub use jwt::{JwtAlgorithm, KeySettings, Keys};
 pub use names::{check_new_account, reserved_for_guests, GUEST_PREFIX};
@@ -108,6 +110,9 @@ pub enum LoginError {
     /// Too many password checks are waiting.
     #[error("{0}")]
     Busy(#[from] password::HashError),
+    /// The right password, but an operator banned the account (`banned: <reason>`).
+    #[error("{0}")]
+    Banned(String),
 }
 
 /// Why a registration failed.
@@ -142,6 +147,9 @@ pub enum RefreshError {
     /// A rotated token came back: its family is now revoked.
     #[error("refresh token reused; the session is revoked")]
     Reused,
+    /// An operator banned the account (`banned: <reason>`).
+    #[error("{0}")]
+    Banned(String),
     /// Storage failed.
     #[error("storage error")]
     Storage(#[from] anyhow::Error),
@@ -165,6 +173,8 @@ pub struct Auth {
     external: Option<external::External>,
     /// Personal access tokens, and the open sessions they authenticated.
     personal: PersonalTokens,
+    /// Banned users: refused every credential.
+    bans: Arc<Bans>,
 }
 
 impl Auth {
@@ -205,7 +215,13 @@ impl Auth {
             personal: PersonalTokens::new(store.clone()),
             store,
             next_guest: AtomicU64::new(1),
+            bans: Arc::default(),
         }))
+    }
+
+    /// Banned users, shared with the hub (which closes their sessions).
+    pub fn bans(&self) -> &Arc<Bans> {
+        &self.bans
     }
 
     /// Signing in with other sites.
@@ -273,7 +289,8 @@ impl Auth {
         if self.passwords.verify(password.to_owned(), stored).await? {
             attempt.succeeded();
             metrics::auth("password", "success");
-            Ok(())
+            // Only the right password learns of a ban.
+            self.bans.check(name).map_err(LoginError::Banned)
         } else {
             attempt.failed();
             metrics::auth("password", "failure");
@@ -315,7 +332,10 @@ impl Auth {
         };
         metrics::auth("refresh", result);
         match rotation {
-            Rotation::Rotated { user } => Ok(self.pair(&user, new_token)),
+            Rotation::Rotated { user } => match self.bans.check(&user) {
+                Ok(()) => Ok(self.pair(&user, new_token)),
+                Err(why) => Err(RefreshError::Banned(why)),
+            },
             Rotation::Reused => Err(RefreshError::Reused),
             Rotation::Invalid => Err(RefreshError::Invalid),
         }
@@ -356,6 +376,7 @@ impl Auth {
     /// external identity provider's access token (when one is configured), or Parley's own JWT.
     /// Every place that takes a token calls this. `Err` says why it is refused, never echoing
     /// the token.
+    /// A banned user's credential is refused (`banned: <reason>`).
     pub async fn verify_any(&self, token: &str) -> Result<Authenticated, String> {
         let verified = self.verify_any_kind(token).await;
         metrics::auth(
@@ -371,10 +392,13 @@ impl Auth {
 
     async fn verify_any_kind(&self, token: &str) -> Result<Authenticated, String> {
         if let Some(result) = self.verify_external(token).await {
-            return result;
+            let who = result?;
+            self.bans.check(&who.identity.name)?;
+            return Ok(who);
         }
         if token.starts_with(TOKEN_PREFIX) {
             let (identity, expires_ms, revoked) = self.personal.verify(token).await?;
+            self.bans.check(&identity.name)?;
             return Ok(Authenticated {
                 identity,
                 expires_ms: Some(expires_ms),
@@ -417,9 +441,12 @@ impl Auth {
     /// echoing the token.
     pub fn verify(&self, token: &str) -> Result<Authenticated, String> {
         if let Some(external) = self.external.as_ref().filter(|e| e.claims_issuer(token)) {
-            return external.verify_cached(token).map(external_session);
+            let who = external.verify_cached(token).map(external_session)?;
+            self.bans.check(&who.identity.name)?;
+            return Ok(who);
         }
         let claims = self.keys.verify(token)?;
+        self.bans.check(&claims.sub)?;
         Ok(Authenticated {
             identity: Identity::new(claims.sub, false),
             expires_ms: Some(claims.exp.saturating_mul(1000)),
@@ -490,6 +517,7 @@ impl Auth {
                 self.next_guest.fetch_add(1, Ordering::Relaxed)
             ),
         };
+        self.bans.check(&name)?;
         Ok(Authenticated {
             identity: Identity::new(name, true),
             expires_ms: None,
@@ -523,7 +551,11 @@ impl Auth {
             // A stale cookie (logged out, revoked, expired) is no credential at all, so a page
             // that still holds one can carry on as a guest where guests are allowed.
             return match self.cookie_user(cookie).await {
-                Ok(user) => Ok(user.map(|user| self.session_for(&user))),
+                Ok(Some(user)) => {
+                    self.bans.check(&user)?;
+                    Ok(Some(self.session_for(&user)))
+                }
+                Ok(None) => Ok(None),
                 Err(_) => Err("storage error".into()),
             };
         }

@@ -16,10 +16,12 @@ use crate::auth::{AuthSettings, JwtAlgorithm, KeySettings};
 use crate::http::proxy::{Cidr, ForwardedHeader, TrustedProxies};
 
 /// An idle SSE feed's heartbeat: under the read timeouts proxies commonly use (nginx: 60 s).
+mod admin;
 mod identity;
 mod limits;
 mod operations;
 mod transports;
+pub use admin::AdminArgs;
 pub use identity::IdentityArgs;
 pub use limits::{LimitArgs, Limits};
 pub use operations::{LogFormat, Operations, OperationsArgs};
@@ -263,6 +265,11 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[serde(default)]
     pub operations: OperationsArgs,
+
+    /// Operating the server (the config file's `[admin]` table).
+    #[command(flatten)]
+    #[serde(default)]
+    pub admin: AdminArgs,
 }
 
 /// Resolved settings: every field set.
@@ -330,6 +337,8 @@ pub struct Settings {
     pub stomp_idle_timeout: Option<Duration>,
     /// How often an ongoing storage failure is logged.
     pub storage_log_interval: Duration,
+    /// Accounts that are operators by configuration (`--operator`).
+    pub operators: Vec<String>,
 }
 
 impl ServeArgs {
@@ -420,6 +429,7 @@ impl ServeArgs {
             limits: self.limits.resolve(file.limits),
             transports: self.transports.resolve(file.transports)?,
             operations: self.operations.clone().resolve(file.operations.clone())?,
+            operators: self.admin.resolve(file.admin)?,
             stomp_idle_timeout: Some(pick(
                 self.stomp_idle_timeout,
                 file.stomp_idle_timeout,

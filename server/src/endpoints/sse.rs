@@ -6,6 +6,7 @@
 //! The HTTP layer authenticates and checks the room; this module owns what flows. See
 //! `docs/transports.md`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,8 +20,10 @@ use tokio_util::sync::CancellationToken;
 use super::raw::wire;
 use super::streaming::{streamed, Feed, Streamed};
 use crate::auth::Authenticated;
-use crate::hub::{live_from_stored, ChatSession, ChatSettings, Held, Hub, Next, Notice, Refusal};
-use crate::metrics::{Protocol, Transport};
+use crate::hub::{
+    live_from_stored, ChatSession, ChatSettings, Held, Hub, Next, Notice, Origin, Protocol,
+    Refusal, Transport,
+};
 use crate::store::StoredMessage;
 
 /// What a heartbeat is: an SSE comment, which clients ignore but proxies see as traffic.
@@ -60,6 +63,7 @@ const REPLAY_CHUNK: usize = 64 * 1024;
 /// Opens `who`'s feed of `room`: joins it, catching up after `since` (`None`: live from now),
 /// and streams from a task of its own that ends with the client, the session or `shutdown`.
 /// The caller has checked that `who` may read `room`; a refused join is returned as is.
+#[allow(clippy::too_many_arguments)] // one caller, the feed's request
 pub async fn open(
     hub: &Arc<Hub>,
     chat: Arc<ChatSettings>,
@@ -68,10 +72,12 @@ pub async fn open(
     who: Authenticated,
     room: &str,
     since: Option<u64>,
+    address: IpAddr,
 ) -> Result<Response<Streamed>, Refusal> {
     let room = ChatSession::room_name(room)?;
     let user = who.identity.name.clone();
-    let mut session = ChatSession::open(hub, who.identity, chat, (Protocol::Sse, Transport::Http));
+    let origin = Origin::new(Protocol::Sse, Transport::Http, address);
+    let mut session = ChatSession::open(hub, who.identity, chat, origin);
     session.session().set_expiry(who.expires_ms);
     session.session().set_revocation(who.revoked);
     // The raw join, catch-up included: live deliveries wait until the replay is written.

@@ -20,7 +20,6 @@ use tracing::debug;
 
 use super::per_ip::IpSlot;
 use super::response::{text, text_owned, Body};
-use crate::metrics::Transport;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{self, Auth, Authenticated};
@@ -29,7 +28,7 @@ use crate::endpoints::raw::RawClient;
 use crate::endpoints::socketio::EngineWebSocket;
 use crate::endpoints::sockjs::{App, SockJs};
 use crate::endpoints::stomp::{Caller, Stomp};
-use crate::hub::{ChatSettings, Hub};
+use crate::hub::{ChatSettings, Hub, Origin, Protocol, Transport};
 use crate::ws::{self, DriverConfig, Endpoint, ReadReady, WsSocket};
 
 /// STOMP subprotocols, most preferred first.
@@ -235,7 +234,7 @@ impl Upgrades {
                 peer: client,
             }),
             SockApp::Raw => match self.who(req, true, cookie_needs_origin).await? {
-                Some(who) => App::Raw(who),
+                Some(who) => App::Raw(who, client),
                 None => return Err(unauthorized("sign in first")),
             },
             SockApp::Echo => App::Echo,
@@ -386,7 +385,8 @@ impl Upgrades {
                 let max = self.max_body.max(1 << 20) + MESSAGE_OVERHEAD;
                 let socket = socket(max, None);
                 let (auth, chat) = (self.auth.clone(), self.chat.clone());
-                let client = RawClient::open(&self.hub, auth, chat, who, Transport::WebSocket);
+                let origin = Origin::new(Protocol::Raw, Transport::WebSocket, client);
+                let client = RawClient::open(&self.hub, auth, chat, who, origin);
                 Box::pin(drive(socket, shutdown, client)).await;
             }
         }

@@ -25,6 +25,14 @@ macro_rules! web_file {
 /// stops the whole client (the `imports_are_served` test checks).
 const ASSETS: &[(&str, &str, &[u8])] = &[
     ("/", HTML, include_bytes!("../../../web-client/index.html")),
+    // The operators' page (the admin API decides who may use it).
+    (
+        "/admin",
+        HTML,
+        include_bytes!("../../../web-client/admin.html"),
+    ),
+    web_file!("admin.css", CSS),
+    web_file!("admin.js", JS),
     web_file!("style.css", CSS),
     web_file!("vendor/stomp.umd.min.js", JS),
     // SockJS, the fallback when no WebSocket gets through; the SockJS iframe page loads it too.

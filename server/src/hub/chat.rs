@@ -17,12 +17,12 @@ use super::history::catch_up_range;
 use super::message::{chat_headers, check_client_id};
 use super::outbox::{tell, Notice};
 use super::refusal::{publish_refusal, Refusal};
+use super::registry::Origin;
 use super::rooms::ROOMS_TOPIC;
 use super::session::{Held, HubSession};
 use super::tables::SentKey;
 use super::Hub;
 use crate::clock::now_ms;
-use crate::metrics::{Protocol, Transport};
 use crate::store::Kind;
 
 /// The user queue read marks go to (`reads.rs`): STOMP clients subscribe to `/user/queue/read`,
@@ -84,15 +84,16 @@ pub struct ChatSession {
 }
 
 impl ChatSession {
-    /// Connects `identity` to the hub, subscribed to its direct messages (and an account to its
-    /// read marks).
+    /// Connects `identity` to the hub from `origin`, subscribed to its direct messages (and an
+    /// account to its read marks).
     pub fn open(
         hub: &Arc<Hub>,
         identity: Identity,
         settings: Arc<ChatSettings>,
-        (protocol, transport): (Protocol, Transport),
+        origin: Origin,
     ) -> Self {
-        let session = hub.open_session(protocol, transport);
+        let session = hub.open_session(origin);
+        session.identify(&identity);
         let (id, user, guest) = (session.id(), identity.name.clone(), identity.guest);
         tracing::Span::current().record("user", &*user);
         // A one-room credential reads no direct messages.
@@ -492,13 +493,20 @@ impl ChatSession {
             .close(|broker, events| broker.disconnect(id, events));
     }
 
-    /// Refuses a room this client may not post in ([`crate::acl::Acl::may_post`]).
+    /// Refuses a room this client may not post in ([`crate::acl::Acl::may_post`]), or one an
+    /// operator closed.
     fn may_post(&self, room: &str) -> Result<(), Refusal> {
-        self.session
-            .hub()
-            .acl()
+        let hub = self.session.hub();
+        hub.acl()
             .may_post(&self.identity, room)
-            .map_err(|why| Refusal::new("forbidden", why))
+            .map_err(|why| Refusal::new("forbidden", why))?;
+        match hub.closed.reason(room) {
+            Some(why) => {
+                let closed = crate::acl::Refused::Closed(room.to_owned(), why);
+                Err(Refusal::new(closed.code(), closed.to_string()))
+            }
+            None => Ok(()),
+        }
     }
 
     /// `room`, if this session joined it.

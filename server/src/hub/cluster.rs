@@ -67,6 +67,10 @@ impl Hub {
                 continue;
             };
             self.ensure_room(&room);
+            if !is_conversation(&room) {
+                // Two people's conversations are nobody's business.
+                self.activity.count(&room, crate::clock::now_ms());
+            }
             let stored = stored_from_forwarded(room, &message);
             let sender = session.and_then(|s| inner.outboxes.get(&s));
             let ack = sender.map(|o| (o.notices.clone(), o.evicted.clone()));
@@ -363,6 +367,11 @@ impl BusEvents for Hub {
 
     fn reload_acl(&self) {
         self.reload_all_rules();
+        self.reload_admin_soon();
+    }
+
+    fn admin(&self, event: crate::bus::AdminEvent) {
+        self.admin_here(&event);
     }
 
     fn resync_room(&self, room: String) {

@@ -52,6 +52,10 @@ impl Hub {
         self.acl
             .may_post(who, &room)
             .map_err(|why| Refusal::new("forbidden", why))?;
+        if let Some(reason) = self.closed.reason(&room) {
+            let closed = crate::acl::Refused::Closed(room, reason);
+            return Err(Refusal::new(closed.code(), closed.to_string()));
+        }
         match &change {
             Change::React { emoji, .. } => check_emoji(emoji)?,
             Change::Edit(body) if body.len() > self.settings.edits.max_body => {
@@ -82,7 +86,7 @@ impl Hub {
 
     /// Message `id` of `room` as stored, once everything sent before is: not an event, not
     /// deleted.
-    async fn target_of(&self, room: &str, id: u64) -> Result<StoredMessage, Refusal> {
+    pub(super) async fn target_of(&self, room: &str, id: u64) -> Result<StoredMessage, Refusal> {
         if !self.durable().await {
             return Err(Refusal::new(
                 "storage_unavailable",

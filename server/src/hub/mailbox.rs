@@ -106,7 +106,7 @@ impl<T: Weigh> Sender<T> {
 }
 
 impl<T> Sender<T> {
-    /// Messages and their weight in the queue now.
+    /// Messages waiting, and their weight in bytes.
     pub fn depth(&self) -> (usize, usize) {
         let state = self.0.lock();
         (state.queue.len(), state.bytes)

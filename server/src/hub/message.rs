@@ -238,6 +238,10 @@ impl Hub {
         receipt: Option<Receipt>,
     ) {
         self.ensure_room(&room);
+        if !super::direct::is_conversation(&room) {
+            // Two people's conversations are nobody's business.
+            self.activity.count(&room, crate::clock::now_ms());
+        }
         let stored = stored_from_live(room, id, message);
         let done = match (sender, receipt) {
             (Some(outbox), Some(receipt)) => {

@@ -13,10 +13,15 @@
 //! marks and unread counts), `message`
 //! (stored ↔ live message conversion and the journal), `cluster` (numbering, per-room order and
 //! gap fill in cluster mode), `outbox` and `mailbox` (the queues to each session), `people`
-//! (who is online, server-wide).
+//! (who is online, server-wide), `admin` (operators' actions: kicks, bans, closed rooms,
+//! deletions, on every node), `registry` (who is connected, recent evictions), `activity` (the
+//! busiest rooms now), `closed` (closed rooms).
 
+mod activity;
+mod admin;
 mod chat;
 mod checks;
+mod closed;
 mod cluster;
 mod direct;
 mod edits;
@@ -30,6 +35,7 @@ mod people;
 mod presence;
 mod reads;
 mod refusal;
+mod registry;
 mod rooms;
 mod sent;
 mod session;
@@ -46,6 +52,7 @@ use parley_stomp::broker::{Broker, BrokerEvent, BrokerLimits, Delivery, Forwarde
 use parley_stomp::budget::MemoryBudget;
 use tracing::info;
 
+pub use self::admin::CLOSE_REMOVED;
 pub use self::chat::{ChatSession, ChatSettings, JoinAnswer, SendExtras, Target, READ_QUEUE};
 pub use self::direct::{peer_in, DM_QUEUE, RECIPIENT};
 pub use self::edits::{Change, MAX_EMOJI_BYTES};
@@ -58,10 +65,12 @@ use self::outbox::Outbox;
 pub use self::outbox::{Notice, CLOSE_UNAUTHORIZED};
 pub use self::reads::{READ_LAST, READ_ROOM, READ_WITH};
 pub use self::refusal::Refusal;
+pub use self::registry::{Connection, Eviction, Origin, Protocol, Transport};
 pub use self::rooms::{ROOMS_TOPIC, ROOM_HEADER};
 pub use self::session::{Held, HubSession, Next};
 pub use self::tables::{ChangeRates, EditLimits, SentKey, MAX_REMEMBERED, REMEMBERED_MS};
 use crate::acl::Acl;
+use crate::auth::Bans;
 use crate::bus::Bus;
 use crate::clock::now_ms;
 use crate::journal::Journal;
@@ -98,6 +107,10 @@ pub struct HubSettings {
     pub budget: Arc<MemoryBudget>,
     /// How often and how long after messages may be edited or deleted.
     pub edits: EditLimits,
+    /// Banned users (shared with auth): their sessions are refused and closed.
+    pub bans: Arc<Bans>,
+    /// Accounts that are operators by configuration (`--operator`), besides storage's.
+    pub operators: Vec<String>,
 }
 
 /// Counters shown at `/stats`, for every protocol.
@@ -136,6 +149,12 @@ pub struct Hub {
     me: Weak<Hub>,
     /// Where that work runs: storage completions come from the journal's own thread.
     runtime: tokio::runtime::Handle,
+    /// Messages per room lately: the busiest rooms.
+    activity: activity::Activity,
+    /// Rooms operators closed.
+    closed: closed::ClosedRooms,
+    /// The last slow consumers evicted.
+    evictions: registry::RecentEvictions,
 }
 
 /// What the broker's lock guards.
@@ -204,6 +223,9 @@ impl Hub {
             bus,
             me: me.clone(),
             runtime: tokio::runtime::Handle::current(),
+            activity: Default::default(),
+            closed: Default::default(),
+            evictions: Default::default(),
         });
         if let Some(bus) = &hub.bus {
             let events: Weak<dyn crate::bus::BusEvents> = Arc::downgrade(&hub) as _;
@@ -303,11 +325,20 @@ impl Hub {
             .fetch_add(delivered, Ordering::Relaxed);
     }
 
-    /// Closes a session that cannot keep up, counting it once.
+    /// Closes a session that cannot keep up, counting it once and remembering it.
     fn evict_slow(&self, outbox: &Outbox, session: SessionId, reason: &str) {
         if outbox.evicted.evict_slow(reason) {
             self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
             info!(session, reason, "slow consumer disconnected");
+            let info = &outbox.info;
+            self.evictions.record(registry::Eviction {
+                at_ms: now_ms(),
+                session,
+                user: info.user.as_ref().map(|(name, _)| name.clone()),
+                protocol: info.origin.protocol,
+                address: info.origin.address,
+                reason: reason.to_owned(),
+            });
         }
     }
 

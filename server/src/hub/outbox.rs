@@ -9,6 +9,7 @@ use parley_stomp::broker::Delivery;
 use tokio_util::sync::CancellationToken;
 
 use super::mailbox;
+use super::registry::SessionInfo;
 use crate::store::StoredMessage;
 
 /// Close code (4401, like HTTP 401) for a session whose credential no longer holds: its token
@@ -67,6 +68,8 @@ pub(super) struct Outbox {
     pub(super) notices: mailbox::Sender<Notice>,
     /// Set when the session must go.
     pub(super) evicted: Arc<Eviction>,
+    /// Who and where it is, for operators.
+    pub(super) info: SessionInfo,
 }
 
 impl Outbox {

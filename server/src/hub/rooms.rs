@@ -78,6 +78,9 @@ impl Hub {
     /// journal, in order with the room's messages. The one explicit create besides
     /// [`Hub::claim_room`]; side channels never create ([`Acl::may_use_side_channel`]).
     pub fn enter_room(&self, who: &Identity, room: &str) -> Result<(), Refused> {
+        if let Some(reason) = self.closed.reason(room) {
+            return Err(Refused::Closed(room.to_owned(), reason));
+        }
         // Cluster mode: another node may have created it (even private) without this one
         // hearing yet: no owner here until storage says who it is.
         let owner_now = self.bus.is_none();
@@ -121,6 +124,9 @@ impl Hub {
     /// Lets `who` use `topic`: the room itself ([`Hub::enter_room`]) or a side channel of it.
     fn use_topic(&self, who: &Identity, topic: &str) -> Result<(), String> {
         let room = room_of_topic(topic);
+        if let Some(reason) = self.closed.reason(room) {
+            return Err(Refused::Closed(room.to_owned(), reason).to_string());
+        }
         let used = if room.len() == topic.len() {
             self.enter_room(who, room)
         } else {
@@ -151,6 +157,11 @@ impl Hub {
     /// Tells each session that lost subscriptions to `room` (once per session).
     fn tell_revoked(&self, room: &str, ended: Vec<(SessionId, Arc<str>)>) {
         let reason = format!("forbidden: you were removed from room {room:?}");
+        self.tell_ended(room, ended, reason);
+    }
+
+    /// Tells each session that lost subscriptions to `room` why (once per session).
+    pub(super) fn tell_ended(&self, room: &str, ended: Vec<(SessionId, Arc<str>)>, reason: String) {
         let guard = self.lock();
         let mut told = Vec::new();
         for (session, _) in ended {

@@ -12,9 +12,10 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::outbox::{Eviction, Notice, Outbox, CLOSE_UNAUTHORIZED};
+use super::registry::{Origin, SessionInfo};
 use super::{mailbox, Hub};
 use crate::clock::instant_at;
-use crate::metrics::{self, Ended, Protocol, SessionMetrics, Transport};
+use crate::metrics::{self, Ended, SessionMetrics};
 use crate::store::StoredMessage;
 
 /// Answers (catch-ups, cluster joins) one session may have pending at once.
@@ -88,9 +89,10 @@ pub struct HubSession {
 }
 
 impl Hub {
-    /// Registers a new session and returns its handle; the session is in the broker once its
-    /// endpoint connects it (STOMP CONNECT, or at once for the raw protocol).
-    pub fn open_session(self: &Arc<Self>, protocol: Protocol, transport: Transport) -> HubSession {
+    /// Registers a new session from `origin` and returns its handle; the session is in the
+    /// broker once its endpoint connects it (STOMP CONNECT, or at once for the raw protocol),
+    /// and says who it is with [`HubSession::identify`].
+    pub fn open_session(self: &Arc<Self>, origin: Origin) -> HubSession {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let capacity = self.settings.outbox_capacity;
         let bytes = self.settings.outbox_bytes;
@@ -103,13 +105,18 @@ impl Hub {
                 deliveries: deliveries_tx,
                 notices: notice_tx.clone(),
                 evicted: evicted.clone(),
+                info: SessionInfo {
+                    origin,
+                    since_ms: crate::clock::now_ms(),
+                    user: None,
+                },
             },
         );
         self.stats.sessions.fetch_add(1, Ordering::Relaxed);
-        let metrics = metrics::session(protocol, transport);
+        let metrics = metrics::session(origin.protocol, origin.transport);
         // Named in the connection's log lines from here on (see `http::Server::accept_loop`).
         let span = tracing::Span::current();
-        span.record("protocol", protocol.name());
+        span.record("protocol", origin.protocol.name());
         span.record("session", id);
         metrics.opened.increment(1);
         metrics.open.increment(1.0);
@@ -143,6 +150,14 @@ impl HubSession {
     /// Set when the hub decides the session must go.
     pub fn evicted(&self) -> &Eviction {
         &self.evicted
+    }
+
+    /// Says who the session is, once authenticated: operators see it under that name, and a
+    /// banned user's session is closed at once. Every endpoint calls it when it knows.
+    pub fn identify(&self, identity: &parley_stomp::session::Identity) {
+        // Named in the connection's log lines from here on.
+        tracing::Span::current().record("user", &*identity.name);
+        self.hub.identify(self.id, identity);
     }
 
     /// Sets when the session's credential runs out (ms since the epoch; `None`: never).

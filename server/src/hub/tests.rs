@@ -42,6 +42,8 @@ impl TestHub {
             outbox_bytes: usize::MAX,
             budget: parley_stomp::budget::MemoryBudget::unlimited(),
             edits: Default::default(),
+            bans: Default::default(),
+            operators: Vec::new(),
         };
         let hub = Hub::new(settings, store, journal, acl, None, HashMap::new());
         Self { hub, dir }
@@ -53,12 +55,8 @@ impl TestHub {
             max_body: 4096,
             rate_limit: 0,
         });
-        Client(ChatSession::open(
-            &self.hub,
-            identity,
-            settings,
-            (Protocol::Raw, Transport::WebSocket),
-        ))
+        let origin = Origin::new(Protocol::Raw, Transport::WebSocket, [127, 0, 0, 1].into());
+        Client(ChatSession::open(&self.hub, identity, settings, origin))
     }
 }
 

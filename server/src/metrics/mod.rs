@@ -68,10 +68,18 @@ pub enum Protocol {
     SocketIo,
     /// An SSE room feed.
     Sse,
+    /// One REST call (a post).
+    Rest,
 }
 
 impl Protocol {
-    const ALL: [Self; 4] = [Self::Stomp, Self::Raw, Self::SocketIo, Self::Sse];
+    const ALL: [Self; 5] = [
+        Self::Stomp,
+        Self::Raw,
+        Self::SocketIo,
+        Self::Sse,
+        Self::Rest,
+    ];
 
     /// The label value.
     pub fn name(self) -> &'static str {
@@ -80,6 +88,7 @@ impl Protocol {
             Self::Raw => "raw",
             Self::SocketIo => "socketio",
             Self::Sse => "sse",
+            Self::Rest => "rest",
         }
     }
 }

@@ -4,6 +4,7 @@
 //! The trait is synchronous and called from the journal's writer thread or through [`run`],
 //! never on the async runtime (start-up aside).
 
+pub mod admin;
 pub mod identities;
 mod postgres;
 mod sqlite;
@@ -11,6 +12,7 @@ mod sqlite;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+pub use self::admin::{AdminRecord, AuditEntry};
 pub use self::identities::{Link, LinkedIdentity, Unlink};
 pub use self::postgres::PgStore;
 pub use self::sqlite::SqliteStore;
@@ -465,6 +467,59 @@ pub trait Store: Send + Sync {
     /// The cheapest round trip that shows the database answers (readiness probes).
     fn ping(&self) -> anyhow::Result<()> {
         Ok(())
+    }
+
+    /// Makes `op.name` an operator; `false` if it was one already.
+    fn grant_operator(&self, op: &AdminRecord) -> anyhow::Result<bool> {
+        let _ = op;
+        anyhow::bail!("this store keeps no operators")
+    }
+    /// Ends `name`'s operator rights; `false` if it had none (in storage).
+    fn revoke_operator(&self, name: &str) -> anyhow::Result<bool> {
+        let _ = name;
+        anyhow::bail!("this store keeps no operators")
+    }
+    /// The operators granted in storage, by name.
+    fn operators(&self) -> anyhow::Result<Vec<AdminRecord>> {
+        Ok(Vec::new())
+    }
+    /// Bans `ban.name` (every spelling of it), or replaces the ban's reason.
+    fn ban(&self, ban: &AdminRecord) -> anyhow::Result<()> {
+        let _ = ban;
+        anyhow::bail!("this store keeps no bans")
+    }
+    /// Lifts the ban of `name` (any spelling); `false` if there was none.
+    fn unban(&self, name: &str) -> anyhow::Result<bool> {
+        let _ = name;
+        anyhow::bail!("this store keeps no bans")
+    }
+    /// Every ban, by name.
+    fn bans(&self) -> anyhow::Result<Vec<AdminRecord>> {
+        Ok(Vec::new())
+    }
+    /// Closes room `closed.name`, or replaces the reason it is closed for.
+    fn close_room(&self, closed: &AdminRecord) -> anyhow::Result<()> {
+        let _ = closed;
+        anyhow::bail!("this store keeps no closed rooms")
+    }
+    /// Opens `room` again; `false` if it was not closed.
+    fn reopen_room(&self, room: &str) -> anyhow::Result<bool> {
+        let _ = room;
+        anyhow::bail!("this store keeps no closed rooms")
+    }
+    /// Every closed room, by name.
+    fn closed_rooms(&self) -> anyhow::Result<Vec<AdminRecord>> {
+        Ok(Vec::new())
+    }
+    /// Appends one admin call to the audit log (its `id` is given by storage).
+    fn audit(&self, entry: &AuditEntry) -> anyhow::Result<()> {
+        let _ = entry;
+        anyhow::bail!("this store keeps no audit log")
+    }
+    /// At most `limit` audit entries older than id `before` (`None`: the newest), newest first.
+    fn audit_page(&self, before: Option<u64>, limit: usize) -> anyhow::Result<Vec<AuditEntry>> {
+        let _ = (before, limit);
+        Ok(Vec::new())
     }
 }
 

@@ -581,5 +581,6 @@ fn the_directory_pages_accounts_by_name_ignoring_case() {
     });
 }
 
+mod admin;
 mod identities;
 mod tokens;

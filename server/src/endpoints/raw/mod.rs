@@ -18,9 +18,8 @@ use crate::auth::{Auth, Authenticated};
 use crate::clock::now_ms;
 use crate::hub::{
     live_from_stored, Change, ChatSession, ChatSettings, Held, Hub, JoinAnswer, Next, Notice,
-    Refusal, SendExtras, Target, CLOSE_UNAUTHORIZED,
+    Origin, Refusal, SendExtras, Target, CLOSE_REMOVED, CLOSE_UNAUTHORIZED,
 };
-use crate::metrics::{Protocol, Transport};
 use crate::store::ReadState;
 use crate::ws::{Endpoint, Outbound};
 
@@ -32,6 +31,8 @@ pub struct RawClient {
     chat: ChatSession,
     auth: Arc<Auth>,
     errors_in_a_row: u32,
+    /// An operator ended the session and the client was told why: close next.
+    told_removed: bool,
     /// The messages of the current read, handled in order once it is all in (`after_events`).
     inbox: Vec<Message>,
     /// The `ref` of each send queued in `chat`, in order, for its answer.
@@ -105,16 +106,16 @@ impl RawClient {
         auth: Arc<Auth>,
         settings: Arc<ChatSettings>,
         who: Authenticated,
-        transport: Transport,
+        origin: Origin,
     ) -> Self {
-        let kind = (Protocol::Raw, transport);
-        let mut chat = ChatSession::open(hub, who.identity, settings, kind);
+        let mut chat = ChatSession::open(hub, who.identity, settings, origin);
         chat.session().set_expiry(who.expires_ms);
         chat.session().set_revocation(who.revoked);
         Self {
             chat,
             auth,
             errors_in_a_row: 0,
+            told_removed: false,
             inbox: Vec::new(),
             send_refs: Vec::new(),
             join_reads: HashMap::new(),
@@ -336,6 +337,11 @@ impl RawClient {
     /// The frames of what the hub handed this session.
     fn frames_for(&mut self, next: Next) -> Outbound {
         let frame = match next {
+            Next::Evicted(code, reason) if code == CLOSE_REMOVED && !self.told_removed => {
+                // Kicked or banned: said as JSON first, then the close (whose reason may be cut).
+                self.told_removed = true;
+                return Outbound::Frames(vec![wire::removed(&reason)]);
+            }
             Next::Evicted(code, reason) => return Outbound::Close(code, reason),
             Next::Expired => {
                 return Outbound::Close(CLOSE_UNAUTHORIZED, "token expired".to_owned())

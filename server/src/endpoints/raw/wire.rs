@@ -120,6 +120,13 @@ pub fn revoked(room: &str, reason: &str) -> Bytes {
     text_frame(&json!({"type": "error", "code": "forbidden", "room": room, "message": reason}))
 }
 
+/// An operator ended the session (`reason` is `kicked: …` or `banned: …`): an error whose code
+/// is the word before the colon, sent just before the close.
+pub fn removed(reason: &str) -> Bytes {
+    let code = reason.split(':').next().unwrap_or("removed");
+    text_frame(&json!({"type": "error", "code": code, "message": reason}))
+}
+
 /// What a message, typing or presence announcement looks like to raw clients, `type` first.
 #[derive(Serialize, Default)]
 struct Outgoing<'a> {

@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -17,8 +18,7 @@ use super::packet;
 use crate::auth::{Auth, Authenticated};
 use crate::endpoints::hosted::{Hosted, Out};
 use crate::endpoints::raw::RawClient;
-use crate::hub::{ChatSettings, Hub};
-use crate::metrics::Transport;
+use crate::hub::{ChatSettings, Hub, Origin, Protocol, Transport};
 use crate::ws::Outbound;
 
 /// Most rooms and conversations an offset may name.
@@ -101,9 +101,11 @@ impl ChatNsp {
         chat: Arc<ChatSettings>,
         who: Authenticated,
         max: usize,
+        address: IpAddr,
     ) -> Self {
         let me = who.identity.name.to_string();
-        let client = RawClient::open(hub, auth, chat, who, Transport::EngineIo);
+        let origin = Origin::new(Protocol::SocketIo, Transport::EngineIo, address);
+        let client = RawClient::open(hub, auth, chat, who, origin);
         Self {
             raw: Hosted::new(client, Limits::new(max, max)),
             me,

@@ -139,6 +139,7 @@ impl SocketIo {
             self.settings.max_sessions,
             self.settings.max_sessions_per_ip,
         );
+        let client = opening.client;
         let session = self.table().add(peer, opening, route, caps)?;
         let me = self.clone();
         let sid = session.sid().to_owned();
@@ -154,7 +155,7 @@ impl SocketIo {
             user = tracing::field::Empty,
         );
         let run = async move {
-            server::run(end, service, timing, pre, apps, shutdown).await;
+            server::run(end, service, timing, pre, client, apps, shutdown).await;
             me.table().remove(&sid);
         };
         self.tracker

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,6 +64,8 @@ struct SocketIo {
     service: Service,
     /// Who the request that opened the session said the client is.
     pre: Option<Authenticated>,
+    /// The client's address.
+    client: IpAddr,
     /// Connected test namespaces.
     namespaces: Vec<String>,
     chat: Option<ChatNsp>,
@@ -83,6 +86,7 @@ pub async fn run(
     service: Service,
     timing: Timing,
     pre: Option<Authenticated>,
+    client: IpAddr,
     apps: Arc<Apps>,
     shutdown: CancellationToken,
 ) {
@@ -91,6 +95,7 @@ pub async fn run(
         apps,
         service,
         pre,
+        client,
         namespaces: Vec::new(),
         chat: None,
         ever_connected: false,
@@ -282,7 +287,8 @@ impl SocketIo {
         };
         let apps = &self.apps;
         let max = apps.max_message;
-        let mut chat = ChatNsp::open(&apps.hub, apps.auth.clone(), apps.chat.clone(), who, max);
+        let (sign_in, chat) = (apps.auth.clone(), apps.chat.clone());
+        let mut chat = ChatNsp::open(&apps.hub, sign_in, chat, who, max, self.client);
         let (pid, resumed) = recovery(&auth);
         if let Some(positions) = resumed {
             chat.resume(positions);

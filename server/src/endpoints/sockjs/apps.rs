@@ -2,6 +2,7 @@
 //! driven over the session's messages), or one of the conformance services (echo, close).
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,16 +15,15 @@ use crate::endpoints::hosted::{Hosted, Out};
 use crate::endpoints::pipe::AppEnd;
 use crate::endpoints::raw::RawClient;
 use crate::endpoints::stomp::{Caller, Stomp};
-use crate::hub::{ChatSettings, Hub};
-use crate::metrics::Transport;
+use crate::hub::{ChatSettings, Hub, Origin, Protocol, Transport};
 use crate::ws::Endpoint;
 
 /// The app of a session.
 pub enum App {
     /// STOMP; the opening request may already have authenticated the client.
     Stomp(Caller),
-    /// The raw JSON protocol, for an authenticated user or a guest.
-    Raw(Authenticated),
+    /// The raw JSON protocol, for an authenticated user or a guest at this address.
+    Raw(Authenticated, IpAddr),
     /// Conformance: every message goes back.
     Echo,
     /// Conformance: the session is closed at once with `c[3000,"Go away!"]`.
@@ -51,14 +51,10 @@ impl Apps {
                 let stomp = self.stomp.clone();
                 Box::pin(async move { stomp.serve_sockjs(end, caller, shutdown).await })
             }
-            App::Raw(who) => {
-                let client = RawClient::open(
-                    &self.hub,
-                    self.auth.clone(),
-                    self.chat.clone(),
-                    who,
-                    Transport::SockJs,
-                );
+            App::Raw(who, address) => {
+                let origin = Origin::new(Protocol::Raw, Transport::SockJs, address);
+                let (auth, chat) = (self.auth.clone(), self.chat.clone());
+                let client = RawClient::open(&self.hub, auth, chat, who, origin);
                 let limits = Limits::new(self.max_message, self.max_message);
                 Box::pin(drive(end, client, limits, self.write_timeout, shutdown))
             }

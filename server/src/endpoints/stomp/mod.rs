@@ -29,8 +29,10 @@ use self::transport::{Sock, Tcp, Transport, Ws};
 use crate::auth::Auth;
 use crate::clock::{far_future, instant_at, now_ms};
 use crate::endpoints::pipe::AppEnd;
-use crate::hub::{catch_up_range, live_from_stored, Held, Hub, HubSession, Next, Notice};
-use crate::metrics::Protocol;
+use crate::hub::{
+    catch_up_range, live_from_stored, Held, Hub, HubSession, Next, Notice, Origin, Protocol,
+    Transport as Carrier,
+};
 use crate::ws::{release_if_empty, ReadReady, WsSocket};
 
 /// The destination a STOMP client SENDs a fresh access token to, to renew its session in-band.
@@ -104,7 +106,7 @@ impl Stomp {
         shutdown: CancellationToken,
     ) -> impl Future<Output = ()> + Send + '_ {
         let transport = Tcp::new(stream, self.settings.write_timeout);
-        let mut conn = self.conn(transport, caller);
+        let mut conn = self.conn(transport, caller, Carrier::Tcp);
         conn.inbound = read;
         conn.serve(shutdown)
     }
@@ -119,7 +121,8 @@ impl Stomp {
     where
         S: ReadReady + AsyncWrite + Send + 'a,
     {
-        self.conn(Ws(socket), caller).serve(shutdown)
+        self.conn(Ws(socket), caller, Carrier::WebSocket)
+            .serve(shutdown)
     }
 
     /// Runs STOMP over a SockJS session.
@@ -130,13 +133,16 @@ impl Stomp {
         shutdown: CancellationToken,
     ) -> impl Future<Output = ()> + Send + '_ {
         let transport = Sock::new(end, self.settings.write_timeout);
-        self.conn(transport, caller).serve(shutdown)
+        self.conn(transport, caller, Carrier::SockJs)
+            .serve(shutdown)
     }
 
     /// A new connection's state. Built before the connection's future, which then holds it
     /// once: every idle connection carries that future, so it is kept small.
-    fn conn<T: Transport>(&self, transport: T, caller: Caller) -> Conn<'_, T> {
-        let hub = self.hub.open_session(Protocol::Stomp, T::KIND);
+    fn conn<T: Transport>(&self, transport: T, caller: Caller, carrier: Carrier) -> Conn<'_, T> {
+        let hub = self
+            .hub
+            .open_session(Origin::new(Protocol::Stomp, carrier, caller.peer));
         let session = Session::new(hub.id(), self.config.clone());
         Conn {
             stomp: self,
@@ -340,7 +346,7 @@ impl<T: Transport> Conn<'_, T> {
             Box::pin(connect::authenticate(auth, &frame, &self.caller))
                 .await
                 .map(|authenticated| {
-                    tracing::Span::current().record("user", &*authenticated.identity.name);
+                    self.hub.identify(&authenticated.identity);
                     self.session.authenticate(authenticated.identity);
                     self.hub.set_revocation(authenticated.revoked);
                     authenticated.expires_ms

@@ -72,6 +72,7 @@ impl Api<'_> {
             Err(e @ LoginError::Throttled(wait)) => throttled(&e.to_string(), wait),
             Err(LoginError::Storage(e)) => storage_error(&e),
             Err(e @ LoginError::Busy(_)) => busy(&e.to_string()),
+            Err(LoginError::Banned(why)) => error(StatusCode::FORBIDDEN, &why),
         }
     }
 
@@ -90,6 +91,13 @@ impl Api<'_> {
                 resp
             }
             Err(RefreshError::Storage(e)) => storage_error(&e),
+            Err(RefreshError::Banned(why)) => {
+                let mut resp = error(StatusCode::FORBIDDEN, &why);
+                if from_cookie {
+                    clear_cookie(&mut resp, secure);
+                }
+                resp
+            }
         }
     }
 

@@ -39,9 +39,11 @@ impl Api<'_> {
         })?;
         let chat = self.chat.clone();
         let shutdown = self.shutdown.clone();
-        sse::open(self.hub, chat, self.feed, shutdown, who, room, since)
-            .await
-            .map_err(|refusal| refused(&refusal))
+        sse::open(
+            self.hub, chat, self.feed, shutdown, who, room, since, self.peer,
+        )
+        .await
+        .map_err(|refusal| refused(&refusal))
     }
 
     /// The caller of a feed: a token (header or query) or the session cookie, else a guest

@@ -17,8 +17,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{error, refused, respond, Api};
-use crate::hub::{Change, ChatSession, Next, Notice, SendExtras, Target};
-use crate::metrics::{Protocol, Transport};
+use crate::hub::{
+    Change, ChatSession, Next, Notice, Origin, Protocol, SendExtras, Target, Transport,
+};
 
 /// Longest wait for a post to be durable; storage that slow answers 503 (the message may still
 /// be stored: a retry with the same `client_id` is safe).
@@ -91,12 +92,8 @@ impl Api<'_> {
             client_id: post.client_id,
         };
         // A session for this one message: its receipt comes to it once the message is durable.
-        let mut chat = ChatSession::open(
-            self.hub,
-            who,
-            self.chat.clone(),
-            (Protocol::Raw, Transport::Http),
-        );
+        let origin = Origin::new(Protocol::Rest, Transport::Http, self.peer);
+        let mut chat = ChatSession::open(self.hub, who, self.chat.clone(), origin);
         if let (Some(client_id), true) = (&extras.client_id, self.hub.is_clustered()) {
             // Its client id may have been sent through another node: storage says.
             chat.recall(&Target::Room(room), client_id).await;

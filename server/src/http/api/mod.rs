@@ -3,9 +3,10 @@
 //! read state in `reads`, direct-message conversations in `direct`, posts, edits and reactions
 //! in `messages`, member details and leaving in `members`, the directory and who is online in
 //! `users`, the SSE room feed's request in `feed` (the feed itself is `endpoints::sse`),
-//! personal access tokens in `tokens`. See `docs/auth.md`.
+//! personal access tokens in `tokens`, operators' calls in `admin`. See `docs/auth.md`.
 
 mod account;
+mod admin;
 mod direct;
 mod feed;
 mod identities;
@@ -92,6 +93,7 @@ async fn handle_whole(api: Api<'_>, req: Request<Incoming>) -> Response<Full<Byt
         return error(StatusCode::FORBIDDEN, "origin not allowed");
     }
     match (req.method(), segments.as_slice()) {
+        (_, ["admin", rest @ ..]) => api.admin(req, rest).await,
         (&Method::GET, ["info"]) => api.info(),
         (&Method::GET, ["auth", "providers"]) => api.auth_providers(),
         (&Method::GET, ["auth", "signup"]) => api.pending_signup(&req),
@@ -258,7 +260,7 @@ impl Api<'_> {
         if let Some(token) = token {
             return match self.auth.verify_any(&token).await {
                 Ok(who) => Ok(Some(who)),
-                Err(why) => Err(error(StatusCode::UNAUTHORIZED, &why)),
+                Err(why) => Err(unauthenticated(&why)),
             };
         }
         if session_cookie(headers).is_some() {
@@ -272,7 +274,7 @@ impl Api<'_> {
                 .auth
                 .authenticate(headers, None)
                 .await
-                .map_err(|why| error(StatusCode::UNAUTHORIZED, &why));
+                .map_err(|why| unauthenticated(&why));
         }
         Ok(None)
     }
@@ -374,6 +376,16 @@ fn respond(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>
     resp
 }
 
+/// A refused credential: 401, or 403 for a banned user's (it says why).
+fn unauthenticated(why: &str) -> Response<Full<Bytes>> {
+    let status = if why.starts_with("banned:") {
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::UNAUTHORIZED
+    };
+    error(status, why)
+}
+
 fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     respond(status, &json!({"error": message}))
 }
@@ -381,7 +393,7 @@ fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
 /// A hub refusal (a change, a post, a feed's join) as its HTTP answer.
 fn refused(refusal: &Refusal) -> Response<Full<Bytes>> {
     let status = match refusal.code {
-        "forbidden" | "too_late" | "room_quota" => StatusCode::FORBIDDEN,
+        "forbidden" | "too_late" | "room_quota" | "room_closed" => StatusCode::FORBIDDEN,
         "no_such_message" | "no_such_room" => StatusCode::NOT_FOUND,
         "rate_limited" => StatusCode::TOO_MANY_REQUESTS,
         "busy" | "storage_unavailable" => StatusCode::SERVICE_UNAVAILABLE,

@@ -11,6 +11,7 @@ use postgres::{Client, NoTls, Transaction};
 use r2d2::{Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 
+mod admin;
 mod identities;
 mod reads;
 mod stream;
@@ -22,6 +23,7 @@ use super::{
     user_key, AccessToken, Conversation, Link, LinkedIdentity, ReadState, RefreshRecord, Role,
     Room, RoomRules, Rotation, SentId, Store, StoredMessage, Unlink,
 };
+use super::{AdminRecord, AuditEntry};
 use crate::clock::now_ms;
 
 /// Connections kept open per node: the journal's writer, history readers, auth.
@@ -77,6 +79,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     super::sqlite::STREAM_EVENTS,
     super::identities::IDENTITIES,
     super::sqlite::ACCESS_TOKENS,
+    super::admin::ADMIN_POSTGRES,
 ];
 
 /// A pool of connections to one PostgreSQL database.
@@ -623,6 +626,50 @@ impl Store for PgStore {
 
     fn purge_access_tokens(&self, now_ms: u64) -> anyhow::Result<usize> {
         self.with(|conn| tokens::purge(conn, now_ms))
+    }
+
+    fn grant_operator(&self, op: &AdminRecord) -> anyhow::Result<bool> {
+        self.with(|conn| admin::grant(conn, op))
+    }
+
+    fn revoke_operator(&self, name: &str) -> anyhow::Result<bool> {
+        self.with(|conn| admin::revoke(conn, name))
+    }
+
+    fn operators(&self) -> anyhow::Result<Vec<AdminRecord>> {
+        self.with(admin::operators)
+    }
+
+    fn ban(&self, ban: &AdminRecord) -> anyhow::Result<()> {
+        self.with(|conn| admin::ban(conn, ban))
+    }
+
+    fn unban(&self, name: &str) -> anyhow::Result<bool> {
+        self.with(|conn| admin::unban(conn, name))
+    }
+
+    fn bans(&self) -> anyhow::Result<Vec<AdminRecord>> {
+        self.with(admin::bans)
+    }
+
+    fn close_room(&self, closed: &AdminRecord) -> anyhow::Result<()> {
+        self.with(|conn| admin::close_room(conn, closed))
+    }
+
+    fn reopen_room(&self, room: &str) -> anyhow::Result<bool> {
+        self.with(|conn| admin::reopen_room(conn, room))
+    }
+
+    fn closed_rooms(&self) -> anyhow::Result<Vec<AdminRecord>> {
+        self.with(admin::closed_rooms)
+    }
+
+    fn audit(&self, entry: &AuditEntry) -> anyhow::Result<()> {
+        self.with(|conn| admin::audit(conn, entry))
+    }
+
+    fn audit_page(&self, before: Option<u64>, limit: usize) -> anyhow::Result<Vec<AuditEntry>> {
+        self.with(|conn| admin::audit_page(conn, before, limit))
     }
 }
 

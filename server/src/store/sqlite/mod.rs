@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use anyhow::Context as _;
 use rusqlite::{params, Connection, OptionalExtension as _};
 
+mod admin;
 mod identities;
 mod reads;
 mod stream;
@@ -20,6 +21,7 @@ use super::{
     user_key, AccessToken, Conversation, Link, LinkedIdentity, ReadState, RefreshRecord, Role,
     Room, Rotation, SentId, Store, StoredMessage, Unlink,
 };
+use super::{AdminRecord, AuditEntry};
 use crate::clock::now_ms;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -67,6 +69,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     STREAM_EVENTS,
     super::identities::IDENTITIES,
     ACCESS_TOKENS,
+    super::admin::ADMIN_SQLITE,
 ];
 
 /// Account names become unique ignoring case. Names an older database holds that differ only by
@@ -506,5 +509,49 @@ impl Store for SqliteStore {
 
     fn purge_access_tokens(&self, now_ms: u64) -> anyhow::Result<usize> {
         tokens::purge(&lock(&self.writer), now_ms)
+    }
+
+    fn grant_operator(&self, op: &AdminRecord) -> anyhow::Result<bool> {
+        admin::grant(&lock(&self.writer), op)
+    }
+
+    fn revoke_operator(&self, name: &str) -> anyhow::Result<bool> {
+        admin::revoke(&lock(&self.writer), name)
+    }
+
+    fn operators(&self) -> anyhow::Result<Vec<AdminRecord>> {
+        admin::operators(&lock(&self.reader))
+    }
+
+    fn ban(&self, ban: &AdminRecord) -> anyhow::Result<()> {
+        admin::ban(&lock(&self.writer), ban)
+    }
+
+    fn unban(&self, name: &str) -> anyhow::Result<bool> {
+        admin::unban(&lock(&self.writer), name)
+    }
+
+    fn bans(&self) -> anyhow::Result<Vec<AdminRecord>> {
+        admin::bans(&lock(&self.reader))
+    }
+
+    fn close_room(&self, closed: &AdminRecord) -> anyhow::Result<()> {
+        admin::close_room(&lock(&self.writer), closed)
+    }
+
+    fn reopen_room(&self, room: &str) -> anyhow::Result<bool> {
+        admin::reopen_room(&lock(&self.writer), room)
+    }
+
+    fn closed_rooms(&self) -> anyhow::Result<Vec<AdminRecord>> {
+        admin::closed_rooms(&lock(&self.reader))
+    }
+
+    fn audit(&self, entry: &AuditEntry) -> anyhow::Result<()> {
+        admin::audit(&lock(&self.writer), entry)
+    }
+
+    fn audit_page(&self, before: Option<u64>, limit: usize) -> anyhow::Result<Vec<AuditEntry>> {
+        admin::audit_page(&lock(&self.reader), before, limit)
     }
 }
