@@ -199,6 +199,7 @@ impl Harness {
             auth: self.auth.clone(),
             draining: CancellationToken::new(),
             shutdown: shutdown.clone(),
+            tls: None,
         };
         let server = Server::new(self.http.clone(), parts);
         let pipe = Pipe::new(request.clone(), !complete);

@@ -12,6 +12,7 @@ pub mod proxy;
 mod response;
 mod socketio;
 mod sockjs;
+pub mod tls;
 mod upgrade;
 mod web;
 
@@ -39,6 +40,7 @@ use tracing::{debug, warn};
 use self::per_ip::{IpSlot, PerIp};
 use self::proxy::{canonical, TrustedProxies};
 use self::response::{add_security_headers, text, Body};
+use self::tls::{OverTls, Tls};
 use self::upgrade::{Handshakes, PendingUpgrade, Upgrades};
 use crate::auth::Auth;
 use crate::endpoints::socketio::{self as socketio_endpoint, SocketIo, SocketIoSettings};
@@ -77,6 +79,8 @@ pub struct HttpSettings {
     pub stomp_max_body: usize,
     /// Where STOMP over TCP listens, told to clients by `/api/info`.
     pub stomp_tcp: Option<SocketAddr>,
+    /// Where STOMP over TLS listens, told to clients by `/api/info`.
+    pub stomp_tls: Option<SocketAddr>,
     /// Connections one client address may hold open (0: no cap).
     pub max_connections_per_ip: usize,
     /// Proxies whose word on client addresses is taken.
@@ -135,6 +139,8 @@ pub struct Server {
     posts: ChangeRates,
     /// How SSE room feeds run.
     feed: FeedSettings,
+    /// TLS on the HTTP listener (then HTTPS only) and STOMP over TLS, when configured.
+    tls: Option<Arc<Tls>>,
 }
 
 /// The parts the server is built from.
@@ -151,6 +157,8 @@ pub struct Parts {
     pub draining: CancellationToken,
     /// Cancelled when shutdown starts.
     pub shutdown: CancellationToken,
+    /// TLS, when configured.
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl Server {
@@ -218,19 +226,28 @@ impl Server {
                 heartbeat: settings.sse_heartbeat,
                 write_timeout: settings.write_timeout,
             },
+            tls: parts.tls,
             settings,
         })
     }
 
     /// Accepts connections until shutdown, then waits up to the grace period for them to end.
-    pub async fn run(self: Arc<Self>, listener: TcpListener, stomp_listener: Option<TcpListener>) {
+    /// `stomp_tls` serves STOMP over TLS (with `Parts::tls`).
+    pub async fn run(
+        self: Arc<Self>,
+        listener: TcpListener,
+        stomp_listener: Option<TcpListener>,
+        stomp_tls: Option<TcpListener>,
+    ) {
         tokio::spawn(self.sockjs.clone().sweep());
         let stomp_accept = stomp_listener
             .map(|l| tokio::spawn(self.clone().accept_loop(l, Self::serve_stomp_tcp)));
+        let stomp_tls_accept =
+            stomp_tls.map(|l| tokio::spawn(self.clone().accept_loop(l, Self::serve_stomp_tls)));
         self.clone()
             .accept_loop(listener, Self::serve_connection)
             .await;
-        if let Some(task) = stomp_accept {
+        for task in [stomp_accept, stomp_tls_accept].into_iter().flatten() {
             let _ = task.await;
         }
         self.tracker.close();
@@ -322,6 +339,52 @@ impl Server {
         .await;
     }
 
+    /// STOMP over TLS, unless the node is draining. No PROXY header is read (a balancer in
+    /// front passes TLS through untouched): a trusted proxy's connections are counted under
+    /// no address, as its HTTP ones are.
+    async fn serve_stomp_tls(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        let Some(tls) = self.tls.clone() else {
+            return;
+        };
+        let client = canonical(peer.ip());
+        let _slot = if self.settings.trusted.trusts(client) {
+            None
+        } else {
+            let Some(slot) = self.per_ip.try_acquire(client) else {
+                debug!(%client, "per-address connection cap reached; refusing STOMP over TLS");
+                return;
+            };
+            Some(slot)
+        };
+        let Some(mut stream) = Box::pin(tls.accept_stomp(stream)).await else {
+            return;
+        };
+        if self.draining.is_cancelled() {
+            let refusal = b"ERROR\nmessage:server draining: connect to another node\n\n\0";
+            let refuse = async {
+                stream.write_all(refusal).await?;
+                stream.shutdown().await
+            };
+            let _ = timeout(Duration::from_secs(1), refuse).await;
+            return;
+        }
+        let caller = Caller {
+            pre: None,
+            peer: client,
+        };
+        let shutdown = self.shutdown.clone();
+        Box::pin(
+            self.stomp
+                .serve_tcp(stream, BytesMut::new(), caller, shutdown),
+        )
+        .await;
+    }
+
     async fn serve_connection(
         self: Arc<Self>,
         stream: TcpStream,
@@ -338,7 +401,10 @@ impl Server {
                 Some(slot) => Some(slot),
                 None => {
                     debug!(%peer, "per-address connection cap reached; refusing");
-                    Box::pin(refuse(stream, HTTP_TOO_MANY)).await;
+                    // Over TLS a plain answer would be noise; the handshake is not worth it.
+                    if self.tls.is_none() {
+                        Box::pin(refuse(stream, HTTP_TOO_MANY)).await;
+                    }
                     return;
                 }
             }
@@ -346,7 +412,15 @@ impl Server {
         // Two steps in one task: HTTP until an upgrade, then the WebSocket. Each step's state
         // is boxed, so the task itself stays a few bytes and a long-lived WebSocket carries
         // neither the HTTP state nor the largest of the other endpoints' state machines.
-        let pending = Box::pin(self.clone().serve_http(stream, peer)).await;
+        let pending = match self.tls.clone() {
+            None => Box::pin(self.clone().serve_http(stream, peer, false)).await,
+            Some(tls) => {
+                let Some(stream) = Box::pin(tls.accept_https(stream)).await else {
+                    return;
+                };
+                Box::pin(self.clone().serve_http(stream, peer, true)).await
+            }
+        };
         if let Some(pending) = pending {
             self.upgrades.run_websocket(pending).await;
         }
@@ -359,11 +433,17 @@ impl Server {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        self.serve_http(io, peer).await.is_some()
+        self.serve_http(io, peer, false).await.is_some()
     }
 
-    /// Serves HTTP requests until the connection ends or a request upgrades it.
-    async fn serve_http<I>(self: Arc<Self>, stream: I, peer: SocketAddr) -> Option<PendingUpgrade>
+    /// Serves HTTP requests until the connection ends or a request upgrades it; `tls` marks
+    /// each request as having come over TLS ([`OverTls`]).
+    async fn serve_http<I>(
+        self: Arc<Self>,
+        stream: I,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> Option<PendingUpgrade>
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -371,7 +451,10 @@ impl Server {
         let service = {
             let server = self.clone();
             let upgrade = upgrade.clone();
-            service_fn(move |req: Request<Incoming>| {
+            service_fn(move |mut req: Request<Incoming>| {
+                if tls {
+                    req.extensions_mut().insert(OverTls);
+                }
                 let server = server.clone();
                 let upgrade = upgrade.clone();
                 async move { Ok::<_, Infallible>(server.route(req, peer, &upgrade).await) }
@@ -400,15 +483,25 @@ impl Server {
             .unwrap_or_default()
     }
 
-    /// Answers one request; every answer carries the security headers.
+    /// Answers one request; every answer carries the security headers, and HSTS over TLS.
     async fn route(
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
         upgrade: &Mutex<Option<PendingUpgrade>>,
     ) -> Response<Reply> {
+        let over_tls = req.extensions().get::<OverTls>().is_some();
         let mut resp = self.answer(req, peer, upgrade).await;
         add_security_headers(&mut resp);
+        if let Some(hsts) = self
+            .tls
+            .as_ref()
+            .and_then(|t| t.hsts())
+            .filter(|_| over_tls)
+        {
+            resp.headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        }
         resp
     }
 
@@ -569,6 +662,7 @@ impl Server {
             hub: &self.hub,
             auth: &self.auth,
             stomp_tcp: self.settings.stomp_tcp,
+            stomp_tls: self.settings.stomp_tls,
             peer,
             body_timeout: self.settings.body_timeout,
             chat: &self.chat,
