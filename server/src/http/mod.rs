@@ -361,18 +361,10 @@ impl Server {
             };
             Some(slot)
         };
-        let Some(mut stream) = Box::pin(tls.accept_stomp(stream)).await else {
+        let draining = self.draining.is_cancelled();
+        let Some(stream) = Box::pin(tls.accept_stomp(stream, draining)).await else {
             return;
         };
-        if self.draining.is_cancelled() {
-            let refusal = b"ERROR\nmessage:server draining: connect to another node\n\n\0";
-            let refuse = async {
-                stream.write_all(refusal).await?;
-                stream.shutdown().await
-            };
-            let _ = timeout(Duration::from_secs(1), refuse).await;
-            return;
-        }
         let caller = Caller {
             pre: None,
             peer: client,
@@ -493,14 +485,9 @@ impl Server {
         let over_tls = req.extensions().get::<OverTls>().is_some();
         let mut resp = self.answer(req, peer, upgrade).await;
         add_security_headers(&mut resp);
-        if let Some(hsts) = self
-            .tls
-            .as_ref()
-            .and_then(|t| t.hsts())
-            .filter(|_| over_tls)
-        {
-            resp.headers_mut()
-                .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        match &self.tls {
+            Some(tls) if over_tls => tls.add_hsts(&mut resp),
+            _ => {}
         }
         resp
     }

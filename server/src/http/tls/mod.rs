@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{header, HeaderValue, Response};
 use rustls::ServerConfig;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::server::TlsStream;
@@ -145,9 +145,12 @@ impl Tls {
         }
     }
 
-    /// `Strict-Transport-Security` for HTTPS answers, unless turned off.
-    pub(super) fn hsts(&self) -> Option<&HeaderValue> {
-        self.hsts.as_ref()
+    /// Adds `Strict-Transport-Security` to an HTTPS answer, unless turned off.
+    pub(super) fn add_hsts<B>(&self, resp: &mut Response<B>) {
+        if let Some(hsts) = &self.hsts {
+            resp.headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        }
     }
 
     /// The HTTPS handshake on an accepted connection; `None` if it failed or took too long.
@@ -158,12 +161,20 @@ impl Tls {
         handshake(&self.https, stream, self.handshake_timeout)
     }
 
-    /// The STOMP-over-TLS handshake.
-    pub(super) fn accept_stomp(
-        &self,
-        stream: TcpStream,
-    ) -> impl Future<Output = Option<TlsIo>> + Send + '_ {
-        handshake(&self.stomp, stream, self.handshake_timeout)
+    /// The STOMP-over-TLS handshake; while `draining`, the client is told to go elsewhere
+    /// instead (as on plain TCP) and `None` returned.
+    pub(super) async fn accept_stomp(&self, stream: TcpStream, draining: bool) -> Option<TlsIo> {
+        let mut stream = handshake(&self.stomp, stream, self.handshake_timeout).await?;
+        if draining {
+            let refusal = b"ERROR\nmessage:server draining: connect to another node\n\n\0";
+            let refuse = async {
+                stream.write_all(refusal).await?;
+                stream.shutdown().await
+            };
+            let _ = timeout(Duration::from_secs(1), refuse).await;
+            return None;
+        }
+        Some(stream)
     }
 }
 
