@@ -140,7 +140,7 @@ fn refused_start(pair: &Pair) -> String {
 async fn https_serves_with_hsts_alpn_http11_and_modern_versions_only() {
     let ca = TestCa::new();
     let served = ca.served("first");
-    let server = start(&served, &[]);
+    let server = start(&served, &["--handshake-timeout", "1s"]);
     let h2_or_h1 = ca.client(&[b"h2", b"http/1.1"]);
     let (resp, alpn) = tls::request(&h2_or_h1, server.addr(), "GET", "/healthz", &[], b"").await;
     resp.assert_status(200, "GET /healthz over TLS");
@@ -187,6 +187,20 @@ async fn https_serves_with_hsts_alpn_http11_and_modern_versions_only() {
     let read = timeout(WAIT, plain.read_to_end(&mut answer)).await;
     assert!(read.is_ok(), "the connection stayed open");
     assert!(!answer.starts_with(b"HTTP/"), "plain HTTP was answered");
+
+    // A client that never starts its handshake is closed at --handshake-timeout.
+    let mut silent = TcpStream::connect(server.addr()).await.expect("connect");
+    let started = Instant::now();
+    let mut byte = [0u8; 1];
+    let read = timeout(Duration::from_secs(5), silent.read(&mut byte)).await;
+    assert!(
+        matches!(read, Ok(Ok(0) | Err(_))),
+        "still open after 5 s: {read:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "closed too early"
+    );
 }
 
 #[tokio::test]
