@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Rust test suites: `cargo test --workspace`, after making sure what the cluster and
 # failover suites use is there — a PostgreSQL server on 127.0.0.1:5432 with a database `test`
-# that `postgres` reaches without a password from loopback, redis-server, nginx with its stream
+# that `postgres` reaches without a password from loopback, redis-server and redis-cli (the
+# suites start their own Redis, some a three-shard Redis Cluster), nginx with its stream
 # module, and haproxy — installing (apt), starting and preparing what is missing, or stopping at
 # once with what to do. The suites' temporary folders go in one folder of this run's, removed
 # at the end. Extra arguments go to `cargo test`.
@@ -17,6 +18,7 @@ missing=()
 command -v psql >/dev/null || missing+=(postgresql-client)
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-cli >/dev/null || missing+=(redis-tools)
 [ -x /usr/sbin/nginx ] || missing+=(nginx)
 [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || missing+=(libnginx-mod-stream)
 command -v haproxy >/dev/null || missing+=(haproxy)

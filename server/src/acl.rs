@@ -397,6 +397,11 @@ impl Acl {
         (page, None)
     }
 
+    /// How many rooms exist.
+    pub fn room_count(&self) -> usize {
+        self.read().rules.len()
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Rooms> {
         // Updates are single inserts/removes: a panic cannot leave a half-written entry.
         self.rooms.read().unwrap_or_else(|p| p.into_inner())

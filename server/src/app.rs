@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,8 +21,9 @@ use crate::config::Settings;
 use crate::endpoints::socketio::SocketIoSettings;
 use crate::endpoints::sockjs::SockJsSettings;
 use crate::endpoints::stomp::{Stomp, StompSettings};
+use crate::health::{self, Health};
 use crate::http::tls::Tls;
-use crate::http::{HttpSettings, Parts, Server};
+use crate::http::{scrape, HttpSettings, Parts, Server};
 use crate::hub::{ChatSettings, EditLimits, Hub, HubSettings, MAX_REMEMBERED, REMEMBERED_MS};
 use crate::journal::{Journal, JournalSettings};
 use crate::store::{self, PgStore, SqliteStore, Store};
@@ -41,6 +43,17 @@ pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
         anyhow::bail!("--cluster needs --database postgres://…: the nodes share one store");
     }
     check_file_limit(settings.max_connections);
+    // The recorder before anything that takes metric handles.
+    let metrics = match settings.operations.metrics {
+        Some(addr) => {
+            let handle = crate::metrics::install().context("installing the metrics recorder")?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --metrics {addr}"))?;
+            Some((listener, handle))
+        }
+        None => None,
+    };
     let store: Arc<dyn Store> = open_store(&settings)?.into();
     let bus = match &settings.cluster {
         Some(url) => Some(Bus::connect(url, settings.presence_ttl).await?),
@@ -89,6 +102,11 @@ pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
         info!(addr = %tls_addr, "STOMP over TLS listening");
         println!("parley stomp-tls listening on tcp://{tls_addr}");
     }
+    if let Some((l, _)) = &metrics {
+        let metrics_addr = l.local_addr()?;
+        info!(addr = %metrics_addr, "metrics listening");
+        println!("parley metrics listening on http://{metrics_addr}/metrics");
+    }
     std::io::stdout().flush()?;
 
     let draining = CancellationToken::new();
@@ -96,10 +114,14 @@ pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
     tokio::spawn(signals.drain_on_signal(draining.clone(), settings.drain_delay, shutdown.clone()));
     let mut parts = parts(&settings, store, bus, keys, draining, shutdown.clone()).await?;
     if let Some(tls) = &tls {
-        tokio::spawn(tls.clone().watch(shutdown));
+        tokio::spawn(tls.clone().watch(shutdown.clone()));
     }
     parts.tls = tls;
-    Server::new(http_settings(&settings), parts)
+    let server = Server::new(http_settings(&settings), parts);
+    if let Some((listener, handle)) = metrics {
+        tokio::spawn(scrape::serve(listener, handle, server.clone(), shutdown));
+    }
+    server
         .run(listener, stomp_listener, stomp_tls_listener)
         .await;
     info!("shut down");
@@ -126,7 +148,9 @@ pub async fn parts(
         Ok((Acl::load(s, limits)?, s.last_ids()?, sent))
     })
     .await?;
-    let hub = start_hub(settings, store, acl, last_ids, bus)?;
+    let health = Health::new(bus.is_some());
+    let (hub, journal_failing) = start_hub(settings, store.clone(), acl, last_ids, bus.clone())?;
+    health::start_probes(&health, store, journal_failing, bus);
     // Before any client connects: a retry after a restart finds its first send.
     hub.remember_sent(sent);
     Ok(Parts {
@@ -137,21 +161,24 @@ pub async fn parts(
         }),
         hub,
         auth,
+        health,
         draining,
         shutdown,
         tls: None,
     })
 }
 
-/// The journal and the hub over `store`, numbering rooms on from `last_ids`.
+/// The journal and the hub over `store`, numbering rooms on from `last_ids`; with the
+/// journal's failing flag.
 fn start_hub(
     settings: &Settings,
     store: Arc<dyn Store>,
     acl: Arc<Acl>,
     last_ids: HashMap<String, u64>,
     bus: Option<Arc<Bus>>,
-) -> anyhow::Result<Arc<Hub>> {
+) -> anyhow::Result<(Arc<Hub>, Arc<AtomicBool>)> {
     let journal = Journal::start(store.clone(), journal_settings(settings));
+    let failing = journal.failing_flag();
     let limits = &settings.limits;
     let mut broker = BrokerLimits::default();
     broker.max_queue_bytes = limits.queue_max_bytes;
@@ -173,7 +200,8 @@ fn start_hub(
             max_body: settings.max_body,
         },
     };
-    Ok(Hub::new(hub_settings, store, journal, acl, bus, last_ids))
+    let hub = Hub::new(hub_settings, store, journal, acl, bus, last_ids);
+    Ok((hub, failing))
 }
 
 fn journal_settings(settings: &Settings) -> JournalSettings {

@@ -14,22 +14,19 @@
 //! destinations on the user's channel, neither numbered nor stored. `/queue/` destinations
 //! stay on the node where they were sent.
 
+mod connect;
 mod online;
 
 pub use self::online::{OnlineMap, Seen};
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use bytes::{BufMut as _, Bytes, BytesMut};
 use fred::clients::{Client, SubscriberClient};
-use fred::interfaces::{
-    ClientLike as _, EventInterface as _, HashesInterface as _, PubsubInterface as _,
-};
-use fred::types::config::{Config, ReconnectPolicy};
-use fred::types::Builder;
+use fred::interfaces::{EventInterface as _, HashesInterface as _, PubsubInterface as _};
 use parley_stomp::broker::Forwarded;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
@@ -44,9 +41,6 @@ const OUTGOING_CAPACITY: usize = 65_536;
 /// Pub/sub messages buffered between the Redis connection and the hub; a lagging hub loses
 /// some and resynchronises from storage.
 const INCOMING_CAPACITY: usize = 65_536;
-
-/// Connecting to Redis at start-up.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The shard channel carrying a fan-out key's messages: a room and its side channels share
 /// one, a user's destinations another. The `{…}` hash tag keeps a room on one Redis Cluster
@@ -192,6 +186,10 @@ pub struct Bus {
     parts: Mutex<Option<Parts>>,
     /// Who is online on any node.
     online: online::OnlineShare,
+    /// Both connections, for [`Bus::probe`].
+    clients: connect::Clients,
+    /// Subscriptions Redis refuses at the moment (each retried until taken).
+    failing_subscriptions: Arc<AtomicUsize>,
 }
 
 struct Parts {
@@ -203,30 +201,12 @@ struct Parts {
 }
 
 impl Bus {
-    /// Connects to Redis at `url` (`redis://host:port`); fails if it cannot within 10 s.
-    /// A node's presence entries expire `presence_ttl` after their last refresh.
+    /// Connects to Redis at `url` (`redis://host:port` of a standalone Redis or of any node of
+    /// a Redis Cluster, or `redis-cluster://…`); fails if it cannot within 10 s. A node's
+    /// presence entries expire `presence_ttl` after their last refresh.
     pub async fn connect(url: &str, presence_ttl: Duration) -> anyhow::Result<Arc<Self>> {
-        let config = Config::from_url(url).with_context(|| format!("--cluster {url:?}"))?;
-        let mut builder = Builder::from_config(config);
-        builder
-            .with_connection_config(|c| {
-                c.connection_timeout = Duration::from_secs(5);
-                c.internal_command_timeout = Duration::from_secs(5);
-            })
-            .with_performance_config(|c| c.broadcast_channel_capacity = INCOMING_CAPACITY)
-            // Reconnect forever, every half second: Redis coming back is the normal case.
-            .set_policy(ReconnectPolicy::new_constant(0, 500));
-        let publisher = builder.build()?;
-        let subscriber = builder.build_subscriber_client()?;
-        let no_answer = || anyhow::anyhow!("no answer from Redis at {url} within 10 s");
-        tokio::time::timeout(CONNECT_TIMEOUT, publisher.init())
-            .await
-            .map_err(|_| no_answer())?
-            .with_context(|| format!("connecting to Redis at {url}"))?;
-        tokio::time::timeout(CONNECT_TIMEOUT, subscriber.init())
-            .await
-            .map_err(|_| no_answer())?
-            .with_context(|| format!("connecting to Redis at {url}"))?;
+        let clients = connect::connect(url, INCOMING_CAPACITY).await?;
+        let (publisher, subscriber) = (clients.publisher.clone(), clients.subscriber.clone());
         let mut id = [0u8; 8];
         getrandom::fill(&mut id).map_err(|e| anyhow::anyhow!("random node id: {e}"))?;
         let node = id.iter().map(|b| format!("{b:02x}")).collect();
@@ -242,6 +222,8 @@ impl Bus {
             reader: publisher.clone(),
             online: online::OnlineShare::new(publisher.clone()),
             presence_ttl,
+            clients,
+            failing_subscriptions: Arc::new(AtomicUsize::new(0)),
             parts: Mutex::new(Some(Parts {
                 publisher,
                 subscriber,
@@ -275,8 +257,9 @@ impl Bus {
         tokio::spawn(publish_loop(publisher, outgoing));
         let _resubscribe = subscriber.manage_subscriptions();
         let (always, rules_hub) = (subscriber.clone(), hub.clone());
+        let failing = self.failing_subscriptions.clone();
         tokio::spawn(async move {
-            subscribe_until_done(&always, ACL_CHANNEL).await;
+            subscribe_until_done(&always, ACL_CHANNEL, &failing).await;
             // Changes made between loading the rules at start and now came on no channel.
             if let Some(hub) = rules_hub.upgrade() {
                 hub.reload_acl();
@@ -287,7 +270,8 @@ impl Bus {
             self.node.clone(),
             hub.clone(),
         ));
-        tokio::spawn(watch_loop(subscriber, commands, hub));
+        let failing = self.failing_subscriptions.clone();
+        tokio::spawn(watch_loop(subscriber, commands, hub, failing));
     }
 
     /// Sends `message` (numbered if it is a room's) to every other node; never blocks. A
@@ -319,6 +303,7 @@ impl Bus {
             .try_send((channel, encode(&self.node, message)))
             .is_err()
         {
+            crate::metrics::handles().bus_dropped.increment(1);
             warn!("cluster bus backlog full: a message goes to other nodes through storage only");
         }
     }
@@ -399,6 +384,17 @@ impl Bus {
     /// Stops receiving `channel`.
     pub fn unwatch(&self, channel: String) {
         let _ = self.commands.send(Command::Unwatch(channel));
+    }
+
+    /// Whether this node can publish and receive now: connected for both, every Redis server
+    /// (each primary of a cluster) answering within `limit`, no subscription refused. `Err`
+    /// says what is wrong.
+    pub async fn probe(&self, limit: Duration) -> Result<(), String> {
+        connect::probe(&self.clients, limit).await?;
+        match self.failing_subscriptions.load(Ordering::Relaxed) {
+            0 => Ok(()),
+            n => Err(format!("Redis refuses {n} subscription(s)")),
+        }
     }
 }
 
@@ -548,7 +544,11 @@ async fn receive_loop(subscriber: SubscriberClient, node: String, hub: Weak<dyn 
                     }
                     match decode(payload) {
                         Some((from, _)) if from == node => {} // delivered here already
-                        Some((_, forwarded)) => hub.accept_forwarded(forwarded),
+                        Some((_, forwarded)) => {
+                            let lag = now_ms().saturating_sub(forwarded.now_ms);
+                            crate::metrics::handles().bus_lag.record(lag as f64 / 1000.0);
+                            hub.accept_forwarded(forwarded);
+                        }
                         None => debug!(channel = %message.channel, "ignoring a foreign message"),
                     }
                 }
@@ -562,6 +562,7 @@ async fn receive_loop(subscriber: SubscriberClient, node: String, hub: Weak<dyn 
             },
             reconnected = reconnects.recv() => {
                 if reconnected.is_ok() {
+                    crate::metrics::handles().bus_reconnects.increment(1);
                     info!("reconnected to Redis; catching up from storage");
                     let Some(hub) = hub.upgrade() else { return };
                     hub.resync_rooms();
@@ -580,14 +581,20 @@ async fn receive_loop(subscriber: SubscriberClient, node: String, hub: Weak<dyn 
 
 /// Subscribes to `channel`, trying again every half second until Redis takes it (fred only
 /// resubscribes after a reconnect what was subscribed successfully once).
-async fn subscribe_until_done(subscriber: &SubscriberClient, channel: &str) {
+/// `failing` counts it while it fails.
+async fn subscribe_until_done(subscriber: &SubscriberClient, channel: &str, failing: &AtomicUsize) {
     let mut warned = false;
     while let Err(error) = subscriber.ssubscribe(channel.to_owned()).await {
         if !warned {
             warn!(%error, %channel, "subscribing failed; trying again until Redis takes it");
             warned = true;
+            failing.fetch_add(1, Ordering::Relaxed);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if warned {
+        failing.fetch_sub(1, Ordering::Relaxed);
+        info!(%channel, "subscribed after all");
     }
 }
 
@@ -596,11 +603,12 @@ async fn watch_loop(
     subscriber: SubscriberClient,
     mut commands: mpsc::UnboundedReceiver<Command>,
     hub: Weak<dyn BusEvents>,
+    failing: Arc<AtomicUsize>,
 ) {
     while let Some(command) = commands.recv().await {
         match command {
             Command::Watch(channel, live) => {
-                subscribe_until_done(&subscriber, &channel).await;
+                subscribe_until_done(&subscriber, &channel, &failing).await;
                 // Messages committed while subscribing did not come on the channel: read them.
                 if let (Some(room), Some(hub)) = (room_of_channel(&channel), hub.upgrade()) {
                     hub.resync_room(room.to_owned());

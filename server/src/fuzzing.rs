@@ -27,8 +27,10 @@ use crate::app;
 use crate::auth::{password, Auth, Authenticated, Keys};
 use crate::config::ServeArgs;
 use crate::endpoints::raw::RawClient;
+use crate::health::Health;
 use crate::http::{HttpSettings, Parts, Server};
 use crate::hub::{ChatSettings, Hub};
+use crate::metrics::Transport;
 use crate::store::{Role, Room, SqliteStore, Store, StoredMessage};
 use crate::ws::{Endpoint, Outbound};
 
@@ -197,6 +199,7 @@ impl Harness {
             stomp: self.stomp.clone(),
             chat: self.chat.clone(),
             auth: self.auth.clone(),
+            health: Health::new(false),
             draining: CancellationToken::new(),
             shutdown: shutdown.clone(),
             tls: None,
@@ -233,7 +236,13 @@ impl Harness {
                 Err(why) => panic!("guests are allowed in the harness: {why}"),
             },
         };
-        let mut client = RawClient::open(&self.hub, self.auth.clone(), self.chat.clone(), who);
+        let mut client = RawClient::open(
+            &self.hub,
+            self.auth.clone(),
+            self.chat.clone(),
+            who,
+            Transport::WebSocket,
+        );
         let mut conn = Connection::new(Limits::default(), None);
         let mut out = RawOutcome::default();
         for read in reads {

@@ -9,13 +9,14 @@
 //! its senders are acknowledged then. Meanwhile [`Journal::is_failing`] says so, and the hub
 //! refuses new room messages, so what is kept stays bounded.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use tracing::{error, warn};
 
+use crate::metrics;
 use crate::store::{Room, Store, StoredMessage};
 
 /// Most messages per transaction.
@@ -71,6 +72,8 @@ pub struct Journal {
     /// Set by the writer thread while it keeps delivered messages it could not write, cleared
     /// once they are written; read by the hub before each operation. An atomic: one writer, readers that only need the latest value.
     failing: Arc<AtomicBool>,
+    /// Jobs in the queue, for the metrics.
+    queued: Arc<AtomicUsize>,
 }
 
 /// The writer's queue is full: storage cannot keep up.
@@ -82,7 +85,9 @@ impl Journal {
     pub fn start(store: Arc<dyn Store>, settings: JournalSettings) -> Self {
         let (tx, rx) = mpsc::sync_channel(settings.capacity);
         let failing = Arc::new(AtomicBool::new(false));
+        let queued = Arc::new(AtomicUsize::new(0));
         let mut writer = Writer {
+            queued: queued.clone(),
             store,
             health: Health {
                 failing: failing.clone(),
@@ -98,7 +103,27 @@ impl Journal {
         if let Err(e) = spawned {
             error!(%e, "cannot start the journal thread");
         }
-        Self { tx, failing }
+        Self {
+            tx,
+            failing,
+            queued,
+        }
+    }
+
+    /// Jobs waiting for the writer thread.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Queues `job`; never blocks. Gives it back when the queue is full or the writer gone.
+    fn send(&self, job: Job) -> Option<Job> {
+        match self.tx.try_send(job) {
+            Ok(()) => {
+                self.queued.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Err(mpsc::TrySendError::Full(job) | mpsc::TrySendError::Disconnected(job)) => Some(job),
+        }
     }
 
     /// Storage is failing with delivered messages waiting to be written: room messages must be
@@ -107,36 +132,34 @@ impl Journal {
         self.failing.load(Ordering::Relaxed)
     }
 
+    /// The flag behind [`Journal::is_failing`], for readiness to read once the hub owns this.
+    pub fn failing_flag(&self) -> Arc<AtomicBool> {
+        self.failing.clone()
+    }
+
     /// Queues a message; never blocks.
     pub fn push(&self, message: StoredMessage, done: Option<Completion>) -> Result<(), Overloaded> {
-        self.tx
-            .try_send(Job::Store(message, done))
-            .map_err(|_| Overloaded)
+        self.send(Job::Store(message, done))
+            .map_or(Ok(()), |_| Err(Overloaded))
     }
 
     /// Queues a message for the store to number and keep (cluster mode); never blocks.
     pub fn push_numbered(&self, message: StoredMessage, done: Numbered) -> Result<(), Overloaded> {
-        self.tx
-            .try_send(Job::StoreNumbered(message, done))
-            .map_err(|_| Overloaded)
+        self.send(Job::StoreNumbered(message, done))
+            .map_or(Ok(()), |_| Err(Overloaded))
     }
 
     /// Creates a room (if it does not exist yet) in order with the messages around it.
     pub fn create_room(&self, room: Room) {
-        if self.tx.try_send(Job::CreateRoom(room)).is_err() {
+        if self.send(Job::CreateRoom(room)).is_some() {
             error!("storage queue full: a new room was not recorded");
         }
     }
 
     /// Runs `done` once everything queued so far is durable (`false` if that cannot be known).
     pub fn barrier(&self, done: Completion) {
-        match self.tx.try_send(Job::Barrier(done)) {
-            Ok(()) => {}
-            Err(
-                mpsc::TrySendError::Full(Job::Barrier(done))
-                | mpsc::TrySendError::Disconnected(Job::Barrier(done)),
-            ) => done(false),
-            Err(_) => {}
+        if let Some(Job::Barrier(done)) = self.send(Job::Barrier(done)) {
+            done(false);
         }
     }
 }
@@ -144,6 +167,7 @@ impl Journal {
 /// The writer thread's state.
 struct Writer {
     store: Arc<dyn Store>,
+    queued: Arc<AtomicUsize>,
     health: Health,
     /// What the last failed write held, in order: written again before anything newer.
     kept: Vec<Job>,
@@ -160,6 +184,7 @@ impl Writer {
                     Ok(first) => jobs.push(first),
                     Err(_) => return,
                 }
+                self.queued.fetch_sub(1, Ordering::Relaxed);
                 // Sleeping (rather than waiting on the channel) means senders wake this thread
                 // at most once per commit, not once per message.
                 let since = last_commit.elapsed();
@@ -176,6 +201,7 @@ impl Writer {
                     Ok(job) => jobs.push(job),
                     Err(_) => break,
                 }
+                self.queued.fetch_sub(1, Ordering::Relaxed);
             }
             self.write(jobs);
             last_commit = Instant::now();
@@ -238,6 +264,11 @@ impl Writer {
                 }
             }
         }
+        let handles = metrics::handles();
+        handles
+            .storage_batch
+            .record((batch.len() + numbered.len()) as f64);
+        let started = metrics::start();
         let stored = batch.is_empty() || {
             let result = store.append(&batch);
             if let Err(e) = &result {
@@ -252,9 +283,13 @@ impl Writer {
             }
             result.is_ok()
         };
+        metrics::observe_since(&handles.storage_commit, started);
         match failure {
             None => self.health.succeeded(),
-            Some(e) => self.health.failed(&e),
+            Some(e) => {
+                handles.storage_failures.increment(1);
+                self.health.failed(&e);
+            }
         }
         let completions = if stored {
             completions

@@ -13,9 +13,11 @@ mod config;
 mod endpoints;
 #[doc(hidden)]
 pub mod fuzzing;
+mod health;
 mod http;
 mod hub;
 mod journal;
+mod metrics;
 mod store;
 mod ws;
 
@@ -23,4 +25,4 @@ mod ws;
 pub use app::{open_store, serve};
 pub use auth::password::hash_now;
 pub use auth::{check_new_account, reserved_for_guests, Keys};
-pub use config::ServeArgs;
+pub use config::{LogFormat, ServeArgs};

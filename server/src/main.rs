@@ -4,7 +4,7 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use parley_server::{check_new_account, hash_now, open_store, reserved_for_guests, serve};
-use parley_server::{Keys, ServeArgs};
+use parley_server::{Keys, LogFormat, ServeArgs};
 use tracing_subscriber::EnvFilter;
 
 /// Parley: a realtime chat server speaking WebSocket and STOMP.
@@ -54,16 +54,10 @@ enum UserCommand {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     match cli.command {
         Command::Serve(args) => {
             let settings = args.resolve()?;
+            init_logging(settings.operations.log_format);
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -72,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Token { name, ttl, serve } => {
             let settings = serve.resolve()?;
+            init_logging(settings.operations.log_format);
             if parley_stomp::destination::valid_user(&name).is_none() {
                 anyhow::bail!("{name:?} is not a user name: 1-32 of letters, digits, _ - .");
             }
@@ -84,6 +79,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::User(UserCommand::Add { name, serve }) => {
             let settings = serve.resolve()?;
+            init_logging(settings.operations.log_format);
             let store = open_store(&settings)?;
             let password = read_password(true)?;
             check_new_account(&name, &password).map_err(anyhow::Error::msg)?;
@@ -96,6 +92,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::User(UserCommand::Passwd { name, serve }) => {
             let settings = serve.resolve()?;
+            init_logging(settings.operations.log_format);
             let store = open_store(&settings)?;
             let password = read_password(true)?;
             check_new_account(&name, &password).map_err(anyhow::Error::msg)?;
@@ -106,6 +103,27 @@ fn main() -> anyhow::Result<()> {
             eprintln!("password of {name} changed");
             Ok(())
         }
+    }
+}
+
+/// Logs to stderr as `format` says, at the level `RUST_LOG` gives (default `info`). JSON lines
+/// carry the spans they happen in (a connection's id, its peer, protocol, user), outermost
+/// first.
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .init(),
     }
 }
 

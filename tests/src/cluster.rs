@@ -1,14 +1,15 @@
 //! Several `parley` nodes sharing Redis and PostgreSQL, for the cluster suites.
 //!
-//! Each suite gets its own `redis-server` on a free loopback port (so a test may stop and
-//! restart it) and its own PostgreSQL database on the server `PARLEY_TEST_DATABASE` names, or
+//! Each suite gets its own Redis (`redis.rs`: a `redis-server`, or a three-shard Redis Cluster,
+//! on free loopback ports, so a test may stop and restart it) and its own PostgreSQL database on the server `PARLEY_TEST_DATABASE` names, or
 //! `postgres://postgres@127.0.0.1:5432/test` (the machine's) when it is unset.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use crate::redis::{free_addr, spawn_listening, Redis, RedisKind};
 use crate::{fresh_data_dir, ServerProcess};
 
 /// The PostgreSQL server holding the cluster suites' databases.
@@ -66,52 +67,6 @@ impl Drop for SharedDatabase {
     }
 }
 
-/// A `redis-server` of the test's own, without persistence (the cluster must not need it).
-pub struct RedisProcess {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl RedisProcess {
-    /// Starts one on a free loopback port and waits until it answers.
-    pub fn start() -> RedisProcess {
-        let port = free_addr().port();
-        let mut redis = RedisProcess { child: None, port };
-        redis.restart();
-        redis
-    }
-
-    /// `redis://127.0.0.1:PORT`.
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills it (SIGKILL: nothing kept).
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts it again on the same port, empty.
-    pub fn restart(&mut self) {
-        self.stop();
-        let mut command = Command::new("redis-server");
-        command
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"]);
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        self.child = Some(spawn_listening(&mut command, addr, "redis-server"));
-    }
-}
-
-impl Drop for RedisProcess {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 /// Nodes of one cluster, each with its own data directory.
 pub struct Cluster {
     /// The nodes, in start order.
@@ -119,15 +74,22 @@ pub struct Cluster {
     data: Vec<PathBuf>,
     args: Vec<String>,
     /// Their Redis.
-    pub redis: RedisProcess,
+    pub redis: Redis,
     /// Their database (kept until the cluster is dropped).
     pub database: SharedDatabase,
 }
 
 impl Cluster {
-    /// `count` nodes allowing guests, on a fresh Redis and database, with `extra` flags.
+    /// `count` nodes allowing guests, on a fresh Redis (of the kind `PARLEY_TEST_REDIS` asks
+    /// for, standalone by default) and database, with `extra` flags.
     pub fn start(test: &str, count: usize, extra: &[&str]) -> Cluster {
-        let redis = RedisProcess::start();
+        Self::start_on(RedisKind::from_env(), test, count, extra)
+    }
+
+    /// [`Cluster::start`] on a Redis of `kind`, given to the nodes as one server's
+    /// `redis://` URL.
+    pub fn start_on(kind: RedisKind, test: &str, count: usize, extra: &[&str]) -> Cluster {
+        let redis = Redis::start(kind);
         let database = SharedDatabase::create(test);
         // One JWT secret for all: a token from one node is good on every node.
         let secret = fresh_data_dir().with_extension("jwt-secret");
@@ -280,13 +242,6 @@ impl Drop for Haproxy {
     }
 }
 
-/// A free loopback address (the port is free the moment this returns).
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
-
 /// The shipped balancer configuration at `path` with the nodes' addresses in place of the
 /// example ones (127.0.0.1:8081-8083 for HTTP, 127.0.0.1:61611-61613 for STOMP).
 fn shipped_for(path: &str, nodes: &[&ServerProcess]) -> String {
@@ -306,24 +261,4 @@ fn shipped_for(path: &str, nodes: &[&ServerProcess]) -> String {
             );
     }
     conf
-}
-
-/// Spawns `command` (output discarded) and waits until something listens on `addr`; panics
-/// if `what` is missing, exits, or does not listen within 10 s.
-fn spawn_listening(command: &mut Command, addr: SocketAddr, what: &str) -> Child {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("these suites need {what} (tests/run.sh installs it): {e}"));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited ({status})");
-        }
-        assert!(Instant::now() < deadline, "{what} did not listen on {addr}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
 }

@@ -153,6 +153,25 @@ pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp
     request(addr, "GET", path, headers, None).await
 }
 
+/// `GET path` every 100 ms until it answers `status`, within `within`; that answer. Panics
+/// with the last answer when it never does.
+pub async fn until_status(addr: SocketAddr, path: &str, status: u16, within: Duration) -> Response {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let response = get(addr, path, &[]).await;
+        if response.status == status {
+            return response;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "GET {path} still answers {} {:?} after {within:?}, not {status}",
+            response.status,
+            response.text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// `POST path` with a JSON body.
 pub async fn post_json(
     addr: SocketAddr,

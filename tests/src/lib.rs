@@ -7,6 +7,8 @@ pub mod auth;
 pub mod cluster;
 pub mod http;
 pub mod raw;
+pub mod redis;
+pub mod relay;
 pub mod socketio;
 pub mod sockjs;
 pub mod sse;

@@ -31,9 +31,10 @@ const LAYERS: &[&[&str]] = &[
     &["endpoints"],
     &["ws"],
     &["hub"],
+    &["health"],
     &["acl", "auth", "journal", "bus"],
     &["store"],
-    &["clock"],
+    &["clock", "metrics"],
 ];
 
 /// References allowed between peers of one layer, as `(from, to)`: one direction each.

@@ -1,10 +1,12 @@
 //! Conversations across nodes (docs/deploy.md, docs/protocol.md): with two nodes sharing Redis
 //! and PostgreSQL, a direct message reaches both people's sessions on every node with one id
 //! and is caught up on either; edits, deletions and reactions made on one node reach the other
-//! in their place in the room's sequence; a retried send on the same node is one message.
+//! in their place in the room's sequence; a retried send on the same node is one message. The
+//! nodes share a three-shard Redis Cluster (user and room channels on different shards).
 
 use parley_tests::auth::*;
 use parley_tests::cluster::Cluster;
+use parley_tests::redis::RedisKind;
 use serde_json::{json, Value};
 
 /// The answer (`ack` or `error`) to `command` sent with `ref`.
@@ -19,7 +21,7 @@ async fn answer(ws: &mut Ws, mut command: Value, reference: &str) -> Value {
 
 #[tokio::test]
 async fn dms_edits_and_reactions_cross_nodes() {
-    let cluster = Cluster::start("conversations", 2, &[]);
+    let cluster = Cluster::start_on(RedisKind::Cluster, "conversations", 2, &[]);
     let (one, two) = (cluster.nodes[0].addr(), cluster.nodes[1].addr());
     let alice = account(one, "alice").await;
     let bob = account(one, "bob").await;

@@ -1,6 +1,7 @@
 //! The SSE room feed behind the shipped nginx (deploy/nginx.conf) in front of three nodes: a
 //! feed whose node is killed reconnects through the balancer with `Last-Event-ID`, lands on
 //! another node and misses nothing sent meanwhile — the resume an `EventSource` does by itself.
+//! The nodes share a three-shard Redis Cluster.
 
 mod json_client;
 
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use parley_tests::cluster::{Cluster, Nginx};
 use parley_tests::http::get;
+use parley_tests::redis::RedisKind;
 use parley_tests::sse::Sse;
 use serde_json::{json, Value};
 use tokio::time::timeout;
@@ -79,7 +81,8 @@ async fn ids(sse: &mut Sse, count: usize) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nodes_sse_feed_resumes_on_another_node_with_last_event_id() {
-    let mut cluster = Cluster::start("sse_kill", 3, &["--rate-limit", "0", "--public-stats"]);
+    let extra = ["--rate-limit", "0", "--public-stats"];
+    let mut cluster = Cluster::start_on(RedisKind::Cluster, "sse_kill", 3, &extra);
     let nodes: Vec<&_> = cluster.nodes.iter().collect();
     let nginx = Nginx::start(&nodes);
     timeout(

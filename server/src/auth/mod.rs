@@ -32,6 +32,7 @@ use tokens::PersonalTokens;
 pub use tokens::{looks_like_personal_token, TokenError, TOKEN_PREFIX};
 
 use crate::clock::now_ms;
+use crate::metrics;
 use crate::store::{self, AccessToken, RefreshRecord, Rotation, Store};
 
 /// The browser session cookie: it holds a refresh token.
@@ -227,9 +228,10 @@ impl Auth {
         if !self.settings.registration_open {
             return Err(RegisterError::Closed);
         }
-        self.throttle
-            .register(ip, Instant::now())
-            .map_err(RegisterError::Throttled)?;
+        self.throttle.register(ip, Instant::now()).map_err(|wait| {
+            metrics::auth("register", "throttled");
+            RegisterError::Throttled(wait)
+        })?;
         check_new_account(name, password).map_err(RegisterError::Invalid)?;
         // The name first: a taken one costs an indexed read, never a hash.
         if self.account_like(name).await?.is_some() {
@@ -257,7 +259,10 @@ impl Auth {
         let attempt = self
             .throttle
             .attempt(name, ip, Instant::now())
-            .map_err(LoginError::Throttled)?;
+            .map_err(|wait| {
+                metrics::auth("password", "throttled");
+                LoginError::Throttled(wait)
+            })?;
         let stored = match valid_user(name) {
             Some(name) => store::run(&self.store, move |store| store.password_hash(&name)).await?,
             None => None,
@@ -267,9 +272,11 @@ impl Auth {
         // An unknown user is checked against a dummy hash: both failures take the same time.
         if self.passwords.verify(password.to_owned(), stored).await? {
             attempt.succeeded();
+            metrics::auth("password", "success");
             Ok(())
         } else {
             attempt.failed();
+            metrics::auth("password", "failure");
             Err(LoginError::Invalid)
         }
     }
@@ -301,6 +308,12 @@ impl Auth {
             store.rotate_refresh(&old, &record, now_ms())
         })
         .await?;
+        let result = if matches!(rotation, Rotation::Rotated { .. }) {
+            "success"
+        } else {
+            "failure"
+        };
+        metrics::auth("refresh", result);
         match rotation {
             Rotation::Rotated { user } => Ok(self.pair(&user, new_token)),
             Rotation::Reused => Err(RefreshError::Reused),
@@ -344,6 +357,19 @@ impl Auth {
     /// Every place that takes a token calls this. `Err` says why it is refused, never echoing
     /// the token.
     pub async fn verify_any(&self, token: &str) -> Result<Authenticated, String> {
+        let verified = self.verify_any_kind(token).await;
+        metrics::auth(
+            "token",
+            if verified.is_ok() {
+                "success"
+            } else {
+                "failure"
+            },
+        );
+        verified
+    }
+
+    async fn verify_any_kind(&self, token: &str) -> Result<Authenticated, String> {
         if let Some(result) = self.verify_external(token).await {
             return result;
         }

@@ -18,10 +18,12 @@ use crate::http::proxy::{Cidr, ForwardedHeader, TrustedProxies};
 /// An idle SSE feed's heartbeat: under the read timeouts proxies commonly use (nginx: 60 s).
 mod identity;
 mod limits;
+mod operations;
 mod tls;
 mod transports;
 pub use identity::IdentityArgs;
 pub use limits::{LimitArgs, Limits};
+pub use operations::{LogFormat, Operations, OperationsArgs};
 pub use tls::TlsArgs;
 pub use transports::{TransportArgs, Transports};
 
@@ -259,6 +261,11 @@ pub struct ServeArgs {
     #[serde(default)]
     pub identity: IdentityArgs,
 
+    /// Metrics and logs (the config file's `[operations]` table).
+    #[command(flatten)]
+    #[serde(default)]
+    pub operations: OperationsArgs,
+
     /// TLS (the config file's `[tls]` table).
     #[command(flatten)]
     #[serde(default)]
@@ -326,6 +333,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Fallback transports.
     pub transports: Transports,
+    /// Metrics and logs.
+    pub operations: Operations,
     /// Silence after which a connected STOMP session is closed (`None`: never).
     pub stomp_idle_timeout: Option<Duration>,
     /// How often an ongoing storage failure is logged.
@@ -420,6 +429,7 @@ impl ServeArgs {
             stomp_outbox: pick(self.stomp_outbox, file.stomp_outbox, 1024).max(1),
             limits: self.limits.resolve(file.limits),
             transports: self.transports.resolve(file.transports)?,
+            operations: self.operations.clone().resolve(file.operations.clone())?,
             stomp_idle_timeout: Some(pick(
                 self.stomp_idle_timeout,
                 file.stomp_idle_timeout,

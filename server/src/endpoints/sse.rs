@@ -20,6 +20,7 @@ use super::raw::wire;
 use super::streaming::{streamed, Feed, Streamed};
 use crate::auth::Authenticated;
 use crate::hub::{live_from_stored, ChatSession, ChatSettings, Held, Hub, Next, Notice, Refusal};
+use crate::metrics::{Protocol, Transport};
 use crate::store::StoredMessage;
 
 /// What a heartbeat is: an SSE comment, which clients ignore but proxies see as traffic.
@@ -70,7 +71,7 @@ pub async fn open(
 ) -> Result<Response<Streamed>, Refusal> {
     let room = ChatSession::room_name(room)?;
     let user = who.identity.name.clone();
-    let mut session = ChatSession::open(hub, who.identity, chat);
+    let mut session = ChatSession::open(hub, who.identity, chat, (Protocol::Sse, Transport::Http));
     session.session().set_expiry(who.expires_ms);
     session.session().set_revocation(who.revoked);
     // The raw join, catch-up included: live deliveries wait until the replay is written.

@@ -10,6 +10,7 @@ mod oauth;
 mod per_ip;
 pub mod proxy;
 mod response;
+pub mod scrape;
 mod socketio;
 mod sockjs;
 pub mod tls;
@@ -35,11 +36,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument as _};
 
 use self::per_ip::{IpSlot, PerIp};
 use self::proxy::{canonical, TrustedProxies};
-use self::response::{add_security_headers, text, Body};
+use self::response::{
+    add_security_headers, refuse, text, text_owned, too_many, Body, HTTP_TOO_MANY, STOMP_TOO_MANY,
+};
 use self::tls::{OverTls, Tls};
 use self::upgrade::{Handshakes, PendingUpgrade, Upgrades};
 use crate::auth::Auth;
@@ -48,7 +51,9 @@ use crate::endpoints::sockjs::{SockJs, SockJsParts, SockJsSettings};
 use crate::endpoints::sse::FeedSettings;
 use crate::endpoints::stomp::{Caller, Stomp};
 use crate::endpoints::streaming::{whole, Reply};
+use crate::health::Health;
 use crate::hub::{ChangeRates, ChatSettings, Hub};
+use crate::metrics;
 use crate::ws::DriverConfig;
 
 /// Largest request head hyper buffers (its minimum is 8 KiB).
@@ -100,13 +105,6 @@ pub struct HttpSettings {
 /// Room in a SockJS send beyond the messages' bytes (JSON quoting, brackets).
 const SEND_OVERHEAD: usize = 64 * 1024;
 
-/// The answer to a client over its address's connection cap, on HTTP.
-const HTTP_TOO_MANY: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: text/plain; \
-    charset=utf-8\r\ncontent-length: 39\r\nretry-after: 10\r\nconnection: close\r\n\r\n\
-    too many connections from your address\n";
-/// The same on STOMP over TCP.
-const STOMP_TOO_MANY: &[u8] = b"ERROR\nmessage:too many connections from your address\n\n\0";
-
 /// What every connection task shares; read-only after start.
 pub struct Server {
     settings: HttpSettings,
@@ -118,6 +116,8 @@ pub struct Server {
     stomp: Arc<Stomp>,
     /// Accounts and tokens.
     auth: Arc<Auth>,
+    /// Whether storage and the bus work: `/readyz` answers 503 while one does not.
+    health: Arc<Health>,
     /// Cancelled on SIGINT/SIGTERM, before `shutdown`: /readyz answers 503 and new
     /// WebSockets and STOMP sessions are refused while existing ones carry on.
     draining: CancellationToken,
@@ -125,6 +125,8 @@ pub struct Server {
     shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     tracker: TaskTracker,
+    /// The next connection's id, in log lines.
+    next_connection: AtomicU64,
     /// One permit per open TCP connection.
     connections: Arc<Semaphore>,
     /// Open connections per client address.
@@ -153,6 +155,8 @@ pub struct Parts {
     pub chat: Arc<ChatSettings>,
     /// Accounts and tokens.
     pub auth: Arc<Auth>,
+    /// Whether storage and the bus work (`/readyz`).
+    pub health: Arc<Health>,
     /// Cancelled when draining starts.
     pub draining: CancellationToken,
     /// Cancelled when shutdown starts.
@@ -213,11 +217,13 @@ impl Server {
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             per_ip: PerIp::new(settings.max_connections_per_ip),
             tracker,
+            next_connection: AtomicU64::new(1),
             sockjs,
             socketio,
             hub: parts.hub,
             stomp: parts.stomp,
             auth: parts.auth,
+            health: parts.health,
             draining: parts.draining,
             shutdown: parts.shutdown,
             chat: parts.chat,
@@ -241,11 +247,11 @@ impl Server {
     ) {
         tokio::spawn(self.sockjs.clone().sweep());
         let stomp_accept = stomp_listener
-            .map(|l| tokio::spawn(self.clone().accept_loop(l, Self::serve_stomp_tcp)));
+            .map(|l| tokio::spawn(self.clone().accept_loop(l, 1, Self::serve_stomp_tcp)));
         let stomp_tls_accept =
-            stomp_tls.map(|l| tokio::spawn(self.clone().accept_loop(l, Self::serve_stomp_tls)));
+            stomp_tls.map(|l| tokio::spawn(self.clone().accept_loop(l, 2, Self::serve_stomp_tls)));
         self.clone()
-            .accept_loop(listener, Self::serve_connection)
+            .accept_loop(listener, 0, Self::serve_connection)
             .await;
         for task in [stomp_accept, stomp_tls_accept].into_iter().flatten() {
             let _ = task.await;
@@ -262,8 +268,9 @@ impl Server {
     }
 
     /// Accepts until shutdown; every connection, HTTP or STOMP, takes one permit of the
-    /// connection limit and runs as a tracked task.
-    async fn accept_loop<F, Fut>(self: Arc<Self>, listener: TcpListener, serve: F)
+    /// connection limit and runs as a tracked task. `which` is its place in the metrics
+    /// (0: HTTP, 1: STOMP over TCP, 2: STOMP over TLS).
+    async fn accept_loop<F, Fut>(self: Arc<Self>, listener: TcpListener, which: usize, serve: F)
     where
         F: Fn(Arc<Self>, TcpStream, SocketAddr, OwnedSemaphorePermit) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
@@ -282,16 +289,33 @@ impl Server {
                     continue;
                 }
             };
+            let counters = metrics::handles();
+            counters.accepted[which].increment(1);
             let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+                counters.refused_connections[0].increment(1);
                 warn!(%peer, "connection limit reached; refusing");
                 continue;
             };
             let _ = stream.set_nodelay(true);
             let connection = serve(self.clone(), stream, peer, permit);
-            self.tracker.spawn(async move {
-                connection.await;
-                debug!(%peer, "connection closed");
-            });
+            // Every line logged while serving the connection carries its id; endpoints add
+            // the protocol, the session and the user once known.
+            let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
+            let span = tracing::info_span!(
+                "conn",
+                id,
+                %peer,
+                protocol = tracing::field::Empty,
+                session = tracing::field::Empty,
+                user = tracing::field::Empty,
+            );
+            self.tracker.spawn(
+                async move {
+                    connection.await;
+                    debug!("connection closed");
+                }
+                .instrument(span),
+            );
         }
     }
 
@@ -324,6 +348,7 @@ impl Server {
         };
         let Some(_slot) = self.per_ip.try_acquire(client) else {
             // Not a warning: a hostile client makes one per attempt.
+            metrics::handles().refused_connections[1].increment(1);
             debug!(%client, "per-address connection cap reached; refusing STOMP");
             Box::pin(refuse(stream, STOMP_TOO_MANY)).await;
             return;
@@ -356,6 +381,7 @@ impl Server {
             None
         } else {
             let Some(slot) = self.per_ip.try_acquire(client) else {
+                metrics::handles().refused_connections[1].increment(1);
                 debug!(%client, "per-address connection cap reached; refusing STOMP over TLS");
                 return;
             };
@@ -392,6 +418,7 @@ impl Server {
             match self.per_ip.try_acquire(peer_ip) {
                 Some(slot) => Some(slot),
                 None => {
+                    metrics::handles().refused_connections[1].increment(1);
                     debug!(%peer, "per-address connection cap reached; refusing");
                     // Over TLS a plain answer would be noise; the handshake is not worth it.
                     if self.tls.is_none() {
@@ -536,8 +563,12 @@ impl Server {
         match (req.method(), path) {
             (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET | &Method::HEAD, "/readyz") => {
+                // A part that does not work (storage, the bus) takes the node out as draining
+                // does: the body names it.
                 if self.draining.is_cancelled() {
                     text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+                } else if !self.health.is_ready() {
+                    text_owned(StatusCode::SERVICE_UNAVAILABLE, self.health.report())
                 } else {
                     text(StatusCode::OK, "ready\n")
                 }
@@ -689,39 +720,4 @@ fn keep_slot(upgrade: &Mutex<Option<PendingUpgrade>>, slot: Option<IpSlot>) {
             pending.ip_slot = slot;
         }
     }
-}
-
-/// 429 to a client over its address's connection cap.
-fn too_many() -> Response<Body> {
-    let mut resp = text(
-        StatusCode::TOO_MANY_REQUESTS,
-        "too many connections from your address\n",
-    );
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("10"));
-    resp
-}
-
-/// Answers a connection refused at the door (callers box it: its buffer must not weigh on
-/// every connection's task), then closes it: the answer is written, our side
-/// shut, and what the client still sends read and dropped for a moment, so that closing with
-/// unread input (which sends a reset) does not destroy the answer before the client reads it.
-async fn refuse(mut stream: TcpStream, answer: &[u8]) {
-    use tokio::io::AsyncReadExt as _;
-    const LINGER: Duration = Duration::from_secs(1);
-    if timeout(LINGER, stream.write_all(answer)).await.is_err() {
-        return;
-    }
-    let _ = stream.shutdown().await;
-    let mut sink = [0u8; 1024];
-    let drain = async {
-        let mut budget = 64 * 1024;
-        while budget > 0 {
-            match stream.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => budget -= n.min(budget),
-            }
-        }
-    };
-    let _ = timeout(LINGER, drain).await;
 }

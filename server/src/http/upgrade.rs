@@ -21,6 +21,7 @@ use tracing::debug;
 use super::per_ip::IpSlot;
 use super::response::{text, text_owned, Body};
 use super::tls::TlsIo;
+use crate::metrics::Transport;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{self, Auth, Authenticated};
@@ -392,7 +393,7 @@ impl Upgrades {
                 let max = self.max_body.max(1 << 20) + MESSAGE_OVERHEAD;
                 let socket = socket(max, None);
                 let (auth, chat) = (self.auth.clone(), self.chat.clone());
-                let client = RawClient::open(&self.hub, auth, chat, who);
+                let client = RawClient::open(&self.hub, auth, chat, who, Transport::WebSocket);
                 Box::pin(drive(socket, shutdown, client)).await;
             }
         }

@@ -22,6 +22,7 @@ use super::session::{Held, HubSession};
 use super::tables::SentKey;
 use super::Hub;
 use crate::clock::now_ms;
+use crate::metrics::{Protocol, Transport};
 use crate::store::Kind;
 
 /// The user queue read marks go to (`reads.rs`): STOMP clients subscribe to `/user/queue/read`,
@@ -85,9 +86,15 @@ pub struct ChatSession {
 impl ChatSession {
     /// Connects `identity` to the hub, subscribed to its direct messages (and an account to its
     /// read marks).
-    pub fn open(hub: &Arc<Hub>, identity: Identity, settings: Arc<ChatSettings>) -> Self {
-        let session = hub.open_session();
+    pub fn open(
+        hub: &Arc<Hub>,
+        identity: Identity,
+        settings: Arc<ChatSettings>,
+        (protocol, transport): (Protocol, Transport),
+    ) -> Self {
+        let session = hub.open_session(protocol, transport);
         let (id, user, guest) = (session.id(), identity.name.clone(), identity.guest);
+        tracing::Span::current().record("user", &*user);
         // A one-room credential reads no direct messages.
         let reads_dms = identity.scope.reads(None).is_ok();
         hub.apply(|broker, events| {
@@ -249,6 +256,7 @@ impl ChatSession {
         let hub = self.session.hub();
         hub.apply(|broker, events| broker.publish(id, &destination, publish, events))
             .map_err(publish_refusal)?;
+        self.session.count_messages_in(1);
         hub.stats.messages_in.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -401,6 +409,7 @@ impl ChatSession {
         hub.stats
             .messages_in
             .fetch_add(accepted as u64, Ordering::Relaxed);
+        self.session.count_messages_in(accepted as u64);
         // Keep the (now empty) allocation for the next read.
         self.sends = sends;
         results

@@ -16,6 +16,7 @@ use super::outbox::{tell, Notice};
 use super::rooms::room_of_key;
 use super::{Hub, HubInner, MAX_REPLAY};
 use crate::bus::{channel_of, BusEvents};
+use crate::metrics;
 use crate::store;
 
 /// Longest wait for storage's last ids of rooms about to be joined.
@@ -198,6 +199,7 @@ impl Hub {
                         let mut guard = self.lock();
                         let inner = &mut *guard;
                         for m in messages.into_iter().filter(|m| m.id <= upto) {
+                            metrics::handles().bus_gap_fills.increment(1);
                             self.accept_locked(inner, forwarded_from_stored(m));
                         }
                         self.deliver(&inner.outboxes, &mut inner.pending);

@@ -105,6 +105,14 @@ impl<T: Weigh> Sender<T> {
     }
 }
 
+impl<T> Sender<T> {
+    /// Messages and their weight in the queue now.
+    pub fn depth(&self) -> (usize, usize) {
+        let state = self.0.lock();
+        (state.queue.len(), state.bytes)
+    }
+}
+
 impl<T> Clone for Sender<T> {
     fn clone(&self) -> Self {
         self.0.lock().senders += 1;

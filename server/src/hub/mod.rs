@@ -20,6 +20,7 @@ mod checks;
 mod cluster;
 mod direct;
 mod edits;
+mod gauges;
 mod history;
 pub mod mailbox;
 mod message;
@@ -64,6 +65,7 @@ use crate::acl::Acl;
 use crate::bus::Bus;
 use crate::clock::now_ms;
 use crate::journal::Journal;
+use crate::metrics;
 use crate::store::Store;
 
 /// Most messages one catch-up replays; older ones are paged with history.
@@ -246,6 +248,7 @@ impl Hub {
     /// is failing, the broker refuses room messages.
     pub fn apply<R>(&self, op: impl FnOnce(&mut Broker, &mut dyn FnMut(BrokerEvent)) -> R) -> R {
         let now_ms = now_ms();
+        let started = metrics::start();
         let mut guard = self.lock();
         let inner = &mut *guard;
         // Read under the lock, so no room message is numbered after the journal kept a failed
@@ -269,7 +272,10 @@ impl Hub {
             self.flush_to_bus(inner);
         }
         self.share_online(inner);
-        self.deliver(&inner.outboxes, &mut inner.pending);
+        if !inner.pending.is_empty() {
+            self.deliver(&inner.outboxes, &mut inner.pending);
+            metrics::observe_since(&metrics::handles().fanout, started);
+        }
         result
     }
 

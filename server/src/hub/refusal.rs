@@ -14,6 +14,7 @@ pub struct Refusal {
 impl Refusal {
     /// A refusal with `code` and `message`.
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        crate::metrics::refused(code);
         Self {
             code,
             message: message.into(),

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::outbox::{Eviction, Notice, Outbox, CLOSE_UNAUTHORIZED};
 use super::{mailbox, Hub};
 use crate::clock::instant_at;
+use crate::metrics::{self, Ended, Protocol, SessionMetrics, Transport};
 use crate::store::StoredMessage;
 
 /// Answers (catch-ups, cluster joins) one session may have pending at once.
@@ -82,12 +83,14 @@ pub struct HubSession {
     /// Cancelled when the personal access token that opened the session is revoked.
     revoked: Option<Arc<CancellationToken>>,
     closed: bool,
+    /// Its protocol and transport's counters.
+    metrics: &'static SessionMetrics,
 }
 
 impl Hub {
     /// Registers a new session and returns its handle; the session is in the broker once its
     /// endpoint connects it (STOMP CONNECT, or at once for the raw protocol).
-    pub fn open_session(self: &Arc<Self>) -> HubSession {
+    pub fn open_session(self: &Arc<Self>, protocol: Protocol, transport: Transport) -> HubSession {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let capacity = self.settings.outbox_capacity;
         let bytes = self.settings.outbox_bytes;
@@ -103,6 +106,13 @@ impl Hub {
             },
         );
         self.stats.sessions.fetch_add(1, Ordering::Relaxed);
+        let metrics = metrics::session(protocol, transport);
+        // Named in the connection's log lines from here on (see `http::Server::accept_loop`).
+        let span = tracing::Span::current();
+        span.record("protocol", protocol.name());
+        span.record("session", id);
+        metrics.opened.increment(1);
+        metrics.open.increment(1.0);
         HubSession {
             hub: self.clone(),
             id,
@@ -114,6 +124,7 @@ impl Hub {
             expires_ms: None,
             revoked: None,
             closed: false,
+            metrics,
         }
     }
 }
@@ -190,9 +201,21 @@ impl HubSession {
     }
 
     /// `first` and the deliveries queued behind it, up to [`DELIVERY_BATCH`] in all.
-    pub fn batch(&mut self, first: Delivery) -> impl Iterator<Item = Delivery> + '_ {
-        let more = std::iter::from_fn(|| self.deliveries.try_recv());
-        std::iter::once(first).chain(more.take(DELIVERY_BATCH - 1))
+    pub fn batch(&mut self, first: Delivery) -> Batch<'_> {
+        if metrics::enabled() {
+            observe_delay(&first);
+        }
+        Batch {
+            first: Some(first),
+            deliveries: &mut self.deliveries,
+            taken: 0,
+            counter: &self.metrics.deliveries,
+        }
+    }
+
+    /// Counts `n` messages its client published that took effect.
+    pub fn count_messages_in(&self, n: u64) {
+        self.metrics.messages_in.increment(n);
     }
 
     /// Queues a catch-up: `room`'s stored messages with `since < id <= last`, read once
@@ -246,8 +269,61 @@ impl HubSession {
     /// events that causes, e.g. presence). Later calls do nothing.
     pub fn close(&mut self, close: impl FnOnce(&mut Broker, &mut dyn FnMut(BrokerEvent))) {
         if !std::mem::replace(&mut self.closed, true) {
+            self.metrics.ended(self.ended_why());
             self.hub.close_session(self.id, close);
         }
+    }
+}
+
+impl HubSession {
+    fn ended_why(&self) -> Ended {
+        if !self.evicted.token().is_cancelled() {
+            Ended::Closed
+        } else if self.evicted.reason().1.starts_with("slow consumer") {
+            Ended::SlowConsumer
+        } else {
+            Ended::Evicted
+        }
+    }
+}
+
+/// Records how long ago `delivery`'s message was published (its `timestamp`, in ms).
+fn observe_delay(delivery: &Delivery) {
+    let published = delivery.message.header("timestamp");
+    if let Some(ms) = published.and_then(|t| t.parse::<u64>().ok()) {
+        let delay = crate::clock::now_ms().saturating_sub(ms);
+        metrics::handles()
+            .delivery_delay
+            .record(delay as f64 / 1000.0);
+    }
+}
+
+/// A session's batch of deliveries ([`HubSession::batch`]); counts what was taken when
+/// dropped, one atomic add per batch.
+pub struct Batch<'a> {
+    first: Option<Delivery>,
+    deliveries: &'a mut mailbox::Receiver<Delivery>,
+    taken: u64,
+    counter: &'static metrics::Counter,
+}
+
+impl Iterator for Batch<'_> {
+    type Item = Delivery;
+
+    fn next(&mut self) -> Option<Delivery> {
+        let next = match self.first.take() {
+            Some(first) => Some(first),
+            None if self.taken < DELIVERY_BATCH as u64 => self.deliveries.try_recv(),
+            None => None,
+        };
+        self.taken += u64::from(next.is_some());
+        next
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.counter.increment(self.taken);
     }
 }
 

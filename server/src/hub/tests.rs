@@ -11,6 +11,7 @@ use parley_stomp::session::Identity;
 
 use super::*;
 use crate::journal::JournalSettings;
+use crate::metrics::{Protocol, Transport};
 use crate::store::SqliteStore;
 
 /// Longest wait for anything the hub should hand a session at once; only a failing test waits.
@@ -52,7 +53,12 @@ impl TestHub {
             max_body: 4096,
             rate_limit: 0,
         });
-        Client(ChatSession::open(&self.hub, identity, settings))
+        Client(ChatSession::open(
+            &self.hub,
+            identity,
+            settings,
+            (Protocol::Raw, Transport::WebSocket),
+        ))
     }
 }
 

@@ -462,6 +462,10 @@ pub trait Store: Send + Sync {
         let _ = now_ms;
         Ok(0)
     }
+    /// The cheapest round trip that shows the database answers (readiness probes).
+    fn ping(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

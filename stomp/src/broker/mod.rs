@@ -49,6 +49,22 @@ pub struct Broker {
     online: online::Online,
 }
 
+/// How much a broker holds ([`Broker::sizes`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BrokerSizes {
+    /// Connected sessions.
+    pub sessions: usize,
+    /// Subscriptions to topics and user destinations (a session's subscription to a room and
+    /// its side channels count apart).
+    pub subscriptions: usize,
+    /// Fan-out keys with at least one subscriber.
+    pub topics: usize,
+    /// `/queue/` destinations.
+    pub queues: usize,
+    /// Body bytes held by the queues.
+    pub queued_bytes: usize,
+}
+
 impl Broker {
     /// An empty broker.
     pub fn new(limits: BrokerLimits) -> Self {
@@ -402,6 +418,21 @@ impl Broker {
     /// Somebody here subscribes to fan-out key `key` (`/topic/x`, `/user/bob/queue/messages`).
     pub fn has_subscribers(&self, key: &str) -> bool {
         self.fan_out.get(key).is_some_and(|subs| !subs.is_empty())
+    }
+
+    /// How much the broker holds now, for monitoring: one pass over its tables.
+    pub fn sizes(&self) -> BrokerSizes {
+        BrokerSizes {
+            sessions: self.sessions.len(),
+            subscriptions: self.fan_out.values().map(Vec::len).sum(),
+            topics: self
+                .fan_out
+                .values()
+                .filter(|subs| !subs.is_empty())
+                .count(),
+            queues: self.queues.len(),
+            queued_bytes: self.queued_bytes,
+        }
     }
 
     /// The last id given to a message of `room` (0 if none).

@@ -20,6 +20,7 @@ use crate::hub::{
     live_from_stored, Change, ChatSession, ChatSettings, Held, Hub, JoinAnswer, Next, Notice,
     Refusal, SendExtras, Target, CLOSE_UNAUTHORIZED,
 };
+use crate::metrics::{Protocol, Transport};
 use crate::store::ReadState;
 use crate::ws::{Endpoint, Outbound};
 
@@ -104,8 +105,10 @@ impl RawClient {
         auth: Arc<Auth>,
         settings: Arc<ChatSettings>,
         who: Authenticated,
+        transport: Transport,
     ) -> Self {
-        let mut chat = ChatSession::open(hub, who.identity, settings);
+        let kind = (Protocol::Raw, transport);
+        let mut chat = ChatSession::open(hub, who.identity, settings, kind);
         chat.session().set_expiry(who.expires_ms);
         chat.session().set_revocation(who.revoked);
         Self {

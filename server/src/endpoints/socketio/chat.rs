@@ -18,6 +18,7 @@ use crate::auth::{Auth, Authenticated};
 use crate::endpoints::hosted::{Hosted, Out};
 use crate::endpoints::raw::RawClient;
 use crate::hub::{ChatSettings, Hub};
+use crate::metrics::Transport;
 use crate::ws::Outbound;
 
 /// Most rooms and conversations an offset may name.
@@ -102,7 +103,7 @@ impl ChatNsp {
         max: usize,
     ) -> Self {
         let me = who.identity.name.to_string();
-        let client = RawClient::open(hub, auth, chat, who);
+        let client = RawClient::open(hub, auth, chat, who, Transport::EngineIo);
         Self {
             raw: Hosted::new(client, Limits::new(max, max)),
             me,

@@ -144,10 +144,21 @@ impl SocketIo {
         let sid = session.sid().to_owned();
         let timing = self.timing(service);
         let (apps, shutdown) = (self.apps.clone(), self.shutdown.clone());
-        self.tracker.spawn(async move {
+        // The app outlives the request that opened it: its lines carry its hub session (never
+        // the sid, which is as good as a credential).
+        let span = tracing::info_span!(
+            "app",
+            transport = "engineio",
+            protocol = tracing::field::Empty,
+            session = tracing::field::Empty,
+            user = tracing::field::Empty,
+        );
+        let run = async move {
             server::run(end, service, timing, pre, apps, shutdown).await;
             me.table().remove(&sid);
-        });
+        };
+        self.tracker
+            .spawn(tracing::Instrument::instrument(run, span));
         Ok(session)
     }
 }

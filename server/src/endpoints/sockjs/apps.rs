@@ -15,6 +15,7 @@ use crate::endpoints::pipe::AppEnd;
 use crate::endpoints::raw::RawClient;
 use crate::endpoints::stomp::{Caller, Stomp};
 use crate::hub::{ChatSettings, Hub};
+use crate::metrics::Transport;
 use crate::ws::Endpoint;
 
 /// The app of a session.
@@ -51,7 +52,13 @@ impl Apps {
                 Box::pin(async move { stomp.serve_sockjs(end, caller, shutdown).await })
             }
             App::Raw(who) => {
-                let client = RawClient::open(&self.hub, self.auth.clone(), self.chat.clone(), who);
+                let client = RawClient::open(
+                    &self.hub,
+                    self.auth.clone(),
+                    self.chat.clone(),
+                    who,
+                    Transport::SockJs,
+                );
                 let limits = Limits::new(self.max_message, self.max_message);
                 Box::pin(drive(end, client, limits, self.write_timeout, shutdown))
             }

@@ -217,7 +217,17 @@ impl SockJs {
             table.by_id.insert(key.to_owned(), session.clone());
         }
         let run = self.apps.run(app, end, self.shutdown.clone());
-        self.tracker.spawn(run);
+        // The app outlives the request that opened it: its lines carry its hub session (not
+        // the SockJS id, which is as good as a credential for its address).
+        let span = tracing::info_span!(
+            "app",
+            transport = "sockjs",
+            protocol = tracing::field::Empty,
+            session = tracing::field::Empty,
+            user = tracing::field::Empty,
+        );
+        self.tracker
+            .spawn(tracing::Instrument::instrument(run, span));
         Ok(session)
     }
 

@@ -29,6 +29,7 @@ use crate::auth::Auth;
 use crate::clock::{far_future, instant_at, now_ms};
 use crate::endpoints::pipe::AppEnd;
 use crate::hub::{catch_up_range, live_from_stored, Held, Hub, HubSession, Next, Notice};
+use crate::metrics::Protocol;
 use crate::ws::{release_if_empty, ReadReady, WsSocket};
 
 /// The destination a STOMP client SENDs a fresh access token to, to renew its session in-band.
@@ -137,7 +138,7 @@ impl Stomp {
     /// A new connection's state. Built before the connection's future, which then holds it
     /// once: every idle connection carries that future, so it is kept small.
     fn conn<T: Transport>(&self, transport: T, caller: Caller) -> Conn<'_, T> {
-        let hub = self.hub.open_session();
+        let hub = self.hub.open_session(Protocol::Stomp, T::KIND);
         let session = Session::new(hub.id(), self.config.clone());
         Conn {
             stomp: self,
@@ -341,6 +342,7 @@ impl<T: Transport> Conn<'_, T> {
             Box::pin(connect::authenticate(auth, &frame, &self.caller))
                 .await
                 .map(|authenticated| {
+                    tracing::Span::current().record("user", &*authenticated.identity.name);
                     self.session.authenticate(authenticated.identity);
                     self.hub.set_revocation(authenticated.revoked);
                     authenticated.expires_ms
@@ -466,6 +468,7 @@ impl<T: Transport> Conn<'_, T> {
         hub.stats
             .messages_in
             .fetch_add(sends, std::sync::atomic::Ordering::Relaxed);
+        self.hub.count_messages_in(sends);
         for (room, subscription, since, last) in catch_ups {
             self.hub.replay(room, subscription, since, last);
         }
@@ -582,6 +585,7 @@ impl<T: Transport> Conn<'_, T> {
                 return Box::pin(self.transport.abort(CloseCode::POLICY_VIOLATION)).await
             }
             Ending::Error(message, code) => {
+                crate::metrics::refused("stomp_error");
                 debug!(%message, "closing STOMP session with ERROR");
                 let error = self.session.error_frame(&message, None);
                 self.transport.queue_frame(&[error], true);

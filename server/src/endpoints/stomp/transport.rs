@@ -12,6 +12,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::{timeout, Instant};
 
 use crate::endpoints::pipe::AppEnd;
+use crate::metrics;
 use crate::ws::{read_when_ready, shrink_idle_queue, write_all, ReadReady, WsSocket};
 
 /// Longest wait for a last write to a peer that stopped taking what it is sent.
@@ -19,6 +20,8 @@ const ABORT_WAIT: Duration = Duration::from_millis(100);
 
 /// A byte stream STOMP frames travel on.
 pub(super) trait Transport {
+    /// The transport, as metrics label it.
+    const KIND: metrics::Transport;
     /// Reads more STOMP bytes into `inbound`; `Ok(false)` once the peer is gone.
     async fn read(&mut self, inbound: &mut BytesMut) -> io::Result<bool>;
     /// Queues one STOMP frame made of `parts`; `text` says its body is UTF-8.
@@ -56,6 +59,8 @@ impl<S> Tcp<S> {
 }
 
 impl<S: ReadReady + AsyncWrite + Send> Transport for Tcp<S> {
+    const KIND: metrics::Transport = metrics::Transport::Tcp;
+
     async fn read(&mut self, inbound: &mut BytesMut) -> io::Result<bool> {
         Ok(read_when_ready(&mut self.stream, inbound).await? > 0)
     }
@@ -96,6 +101,8 @@ impl<S: ReadReady + AsyncWrite + Send> Transport for Tcp<S> {
 pub(super) struct Ws<S>(pub(super) WsSocket<S>);
 
 impl<S: ReadReady + AsyncWrite + Send> Transport for Ws<S> {
+    const KIND: metrics::Transport = metrics::Transport::WebSocket;
+
     async fn read(&mut self, inbound: &mut BytesMut) -> io::Result<bool> {
         loop {
             let mut got = false;
@@ -173,6 +180,8 @@ impl Sock {
 }
 
 impl Transport for Sock {
+    const KIND: metrics::Transport = metrics::Transport::SockJs;
+
     async fn read(&mut self, inbound: &mut BytesMut) -> io::Result<bool> {
         if !self.end.recv(&mut self.got).await {
             return Ok(false);

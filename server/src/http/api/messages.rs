@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 
 use super::{error, refused, respond, Api};
 use crate::hub::{Change, ChatSession, Next, Notice, SendExtras, Target};
+use crate::metrics::{Protocol, Transport};
 
 /// Longest wait for a post to be durable; storage that slow answers 503 (the message may still
 /// be stored: a retry with the same `client_id` is safe).
@@ -90,7 +91,12 @@ impl Api<'_> {
             client_id: post.client_id,
         };
         // A session for this one message: its receipt comes to it once the message is durable.
-        let mut chat = ChatSession::open(self.hub, who, self.chat.clone());
+        let mut chat = ChatSession::open(
+            self.hub,
+            who,
+            self.chat.clone(),
+            (Protocol::Raw, Transport::Http),
+        );
         if let (Some(client_id), true) = (&extras.client_id, self.hub.is_clustered()) {
             // Its client id may have been sent through another node: storage says.
             chat.recall(&Target::Room(room), client_id).await;

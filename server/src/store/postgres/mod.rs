@@ -193,6 +193,10 @@ fn redact(url: &str) -> String {
 }
 
 impl Store for PgStore {
+    fn ping(&self) -> anyhow::Result<()> {
+        self.with(|c| Ok(c.simple_query("SELECT 1").map(drop)?))
+    }
+
     fn append(&self, batch: &[StoredMessage]) -> anyhow::Result<()> {
         if batch.is_empty() {
             return Ok(());

@@ -182,6 +182,11 @@ fn lock(m: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
 }
 
 impl Store for SqliteStore {
+    fn ping(&self) -> anyhow::Result<()> {
+        lock(&self.reader).query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     fn append(&self, batch: &[StoredMessage]) -> anyhow::Result<()> {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction()?;
