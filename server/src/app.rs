@@ -22,6 +22,7 @@ use crate::endpoints::socketio::SocketIoSettings;
 use crate::endpoints::sockjs::SockJsSettings;
 use crate::endpoints::stomp::{Stomp, StompSettings};
 use crate::health::{self, Health};
+use crate::http::tls::Tls;
 use crate::http::{scrape, HttpSettings, Parts, Server};
 use crate::hub::{ChatSettings, EditLimits, Hub, HubSettings, MAX_REMEMBERED, REMEMBERED_MS};
 use crate::journal::{Journal, JournalSettings};
@@ -59,6 +60,10 @@ pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
         None => None,
     };
     let keys = Keys::load(&settings.auth.keys)?;
+    let tls = match &settings.tls {
+        Some(t) => Some(Tls::new(t, settings.handshake_timeout).context("TLS certificate")?),
+        None => None,
+    };
     let listener = TcpListener::bind(settings.http)
         .await
         .with_context(|| format!("binding {}", settings.http))?;
@@ -69,19 +74,33 @@ pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
         })?),
         None => None,
     };
+    let stomp_tls_listener = match settings.tls.as_ref().and_then(|t| t.stomp_tls) {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+            format!("binding STOMP over TLS {addr} (--stomp-tls off disables it)")
+        })?),
+        None => None,
+    };
     // Handlers go in before anyone learns the port: a signal arriving earlier would otherwise
     // get the default action and kill the process instead of shutting it down.
     let signals = ShutdownSignals::install()?;
     survive_file_size_limit()?;
-    info!(%addr, echo = settings.echo, "listening");
+    reload_on_hangup(tls.clone())?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!(%addr, echo = settings.echo, scheme, "listening");
     // A stable line on stdout so scripts and tests learn the port when binding port 0.
-    println!("parley listening on http://{addr}");
+    println!("parley listening on {scheme}://{addr}");
     if let Some(l) = &stomp_listener {
         let stomp_addr = l.local_addr()?;
         // Port 0 picks a free port: /api/info tells clients the address actually bound.
         settings.stomp_tcp = Some(stomp_addr);
         info!(addr = %stomp_addr, "STOMP over TCP listening");
         println!("parley stomp listening on tcp://{stomp_addr}");
+    }
+    if let (Some(l), Some(t)) = (&stomp_tls_listener, settings.tls.as_mut()) {
+        let tls_addr = l.local_addr()?;
+        t.stomp_tls = Some(tls_addr);
+        info!(addr = %tls_addr, "STOMP over TLS listening");
+        println!("parley stomp-tls listening on tcp://{tls_addr}");
     }
     if let Some((l, _)) = &metrics {
         let metrics_addr = l.local_addr()?;
@@ -93,12 +112,18 @@ pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
     let draining = CancellationToken::new();
     let shutdown = CancellationToken::new();
     tokio::spawn(signals.drain_on_signal(draining.clone(), settings.drain_delay, shutdown.clone()));
-    let parts = parts(&settings, store, bus, keys, draining, shutdown.clone()).await?;
+    let mut parts = parts(&settings, store, bus, keys, draining, shutdown.clone()).await?;
+    if let Some(tls) = &tls {
+        tokio::spawn(tls.clone().watch(shutdown.clone()));
+    }
+    parts.tls = tls;
     let server = Server::new(http_settings(&settings), parts);
     if let Some((listener, handle)) = metrics {
         tokio::spawn(scrape::serve(listener, handle, server.clone(), shutdown));
     }
-    server.run(listener, stomp_listener).await;
+    server
+        .run(listener, stomp_listener, stomp_tls_listener)
+        .await;
     info!("shut down");
     Ok(())
 }
@@ -143,6 +168,7 @@ pub async fn parts(
         health,
         draining,
         shutdown,
+        tls: None,
     })
 }
 
@@ -220,6 +246,7 @@ pub fn http_settings(settings: &Settings) -> HttpSettings {
         max_body: settings.max_body,
         stomp_max_body: settings.stomp_max_body,
         stomp_tcp: settings.stomp_tcp,
+        stomp_tls: settings.tls.as_ref().and_then(|t| t.stomp_tls),
         max_connections_per_ip: settings.max_connections_per_ip,
         trusted: settings.trusted.clone(),
         body_timeout: settings.body_timeout,
@@ -314,6 +341,29 @@ fn survive_file_size_limit() -> anyhow::Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         drop(signal(SignalKind::from_raw(libc::SIGXFSZ)).context("installing SIGXFSZ handler")?);
     }
+    Ok(())
+}
+
+/// SIGHUP reloads the TLS certificate. The handler goes in whether or not TLS is on: the
+/// signal's default action would kill the process.
+fn reload_on_hangup(tls: Option<Arc<Tls>>) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                match &tls {
+                    Some(tls) => {
+                        tls.reload("SIGHUP").await;
+                    }
+                    None => info!("SIGHUP: no TLS certificate to reload"),
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
     Ok(())
 }
 

@@ -201,6 +201,7 @@ impl Harness {
             health: Health::new(false),
             draining: CancellationToken::new(),
             shutdown: shutdown.clone(),
+            tls: None,
         };
         let server = Server::new(self.http.clone(), parts);
         let pipe = Pipe::new(request.clone(), !complete);

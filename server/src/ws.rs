@@ -340,7 +340,10 @@ pub async fn write_all<S: AsyncWrite + Unpin>(
         }
         consume(outbox, written);
     }
-    io.flush().await
+    // A no-op on TCP; TLS may still hold encrypted bytes the socket would not take.
+    timeout(write_timeout, io.flush())
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))?
 }
 
 /// Drops `n` written bytes from the front of the queue.

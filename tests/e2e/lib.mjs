@@ -36,7 +36,7 @@ export function tempDir(prefix) {
 
 /**
  * Starts `parley serve` on `port` (0: any) with `dataDir`; resolves once it printed
- * `parley listening on http://127.0.0.1:PORT`. Strict (accounts only, the server's default)
+ * `parley listening on http://127.0.0.1:PORT` (or `https://` with `--tls-cert` in `args`). Strict (accounts only, the server's default)
  * unless `guests` (--allow-guests); `args` are added as they are.
  */
 export async function startServer({ port = 0, dataDir = tempDir('data'), guests = false, args: extra = [] } = {}) {
@@ -58,7 +58,7 @@ export async function startServer({ port = 0, dataDir = tempDir('data'), guests 
     };
     proc.stdout.on('data', (chunk) => {
       out += chunk;
-      const m = out.match(/parley listening on (http:\/\/127\.0\.0\.1:\d+)/);
+      const m = out.match(/parley listening on (https?:\/\/127\.0\.0\.1:\d+)/);
       if (m) {
         clearTimeout(timer);
         resolve(m[1]);
@@ -156,12 +156,13 @@ export function serveFile(options, started) {
   });
 }
 
-export async function launchBrowser() {
+/** Debian's Chromium, headless; `args` are added to its command line. */
+export async function launchBrowser({ args = [] } = {}) {
   return chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      '--disable-background-networking', '--disable-component-update', '--disable-sync', ...args],
   });
 }
 

@@ -112,11 +112,11 @@ if [[ " $SUITES " == *" python "* ]]; then
   log "pytest took $((SECONDS - t0)) s"
 fi
 if [[ " $SUITES " == *" js "* ]]; then
-  log "node --test (@stomp/stompjs; SockJS against sockjs-node; Socket.IO suites against socket.io and socket.io-client; socket.io-client behind nginx and haproxy) against $TARGET"
+  log "node --test (@stomp/stompjs, also over wss://; SockJS against sockjs-node; Socket.IO suites against socket.io and socket.io-client; socket.io-client behind nginx and haproxy) against $TARGET"
   t0=$SECONDS
   if (cd "$JS" && node --test --test-concurrency=1 --test-timeout=120000 stompjs.test.mjs sockjs.test.mjs \
     socketio-protocol.test.mjs socketio-chat.test.mjs socketio-cluster.test.mjs \
-    "$OIDC/selfcheck.mjs" oauth.test.mjs oauth-cluster.test.mjs); then :; else
+    tls.test.mjs "$OIDC/selfcheck.mjs" oauth.test.mjs oauth-cluster.test.mjs); then :; else
     failed+=("node --test (exit $?)")
   fi
   log "node --test took $((SECONDS - t0)) s"

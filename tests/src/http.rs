@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -255,7 +255,7 @@ pub fn parse_head(head: &[u8]) -> Result<(u16, Vec<(String, String)>), String> {
 }
 
 /// Reads one response from `stream` (the caller bounds the time).
-pub async fn read_response(stream: &mut TcpStream, head_only: bool) -> Response {
+pub async fn read_response<S: AsyncRead + Unpin>(stream: &mut S, head_only: bool) -> Response {
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 8192];
     let head_end = loop {
@@ -311,7 +311,7 @@ pub async fn read_response(stream: &mut TcpStream, head_only: bool) -> Response 
     }
 }
 
-async fn read_chunked(stream: &mut TcpStream, mut buf: Vec<u8>) -> Vec<u8> {
+async fn read_chunked<S: AsyncRead + Unpin>(stream: &mut S, mut buf: Vec<u8>) -> Vec<u8> {
     let mut body = Vec::new();
     let mut chunk = vec![0u8; 8192];
     loop {

@@ -13,6 +13,7 @@ pub mod socketio;
 pub mod sockjs;
 pub mod sse;
 pub mod stomp;
+pub mod tls;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -28,8 +29,14 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Prefix of the line the server prints on stdout once it is listening.
 pub const LISTENING_PREFIX: &str = "parley listening on http://";
 
+/// The same line when the server speaks TLS (`--tls-cert`): HTTPS only.
+pub const HTTPS_LISTENING_PREFIX: &str = "parley listening on https://";
+
 /// Prefix of the line that follows it when STOMP over TCP is enabled.
 pub const STOMP_LISTENING_PREFIX: &str = "parley stomp listening on tcp://";
+
+/// Prefix of the line after that with TLS on, unless `--stomp-tls off`.
+pub const STOMP_TLS_LISTENING_PREFIX: &str = "parley stomp-tls listening on tcp://";
 
 /// The Cargo workspace root (the parent of this crate's manifest directory).
 pub fn workspace_root() -> PathBuf {
@@ -140,6 +147,7 @@ pub struct ServerProcess {
     child: Child,
     addr: SocketAddr,
     stomp_addr: SocketAddr,
+    stomp_tls_addr: Option<SocketAddr>,
     stderr: Arc<Mutex<Vec<u8>>>,
     stderr_thread: Option<JoinHandle<()>>,
 }
@@ -223,10 +231,14 @@ impl ServerProcess {
 
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, rx) = mpsc::channel();
+        let tls = args.contains(&"--tls-cert");
+        let stomp_tls = tls && !args.windows(2).any(|w| w == ["--stomp-tls", "off"]);
+        let lines = if stomp_tls { 3 } else { 2 };
         thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
-            // The HTTP line, then the STOMP TCP line (the harness always enables STOMP TCP).
-            for _ in 0..2 {
+            // The HTTP line, then the STOMP TCP line (the harness always enables STOMP TCP),
+            // then STOMP over TLS's.
+            for _ in 0..lines {
                 let mut line = String::new();
                 let read = reader.read_line(&mut line).map(|_| line);
                 if tx.send(read).is_err() {
@@ -242,6 +254,7 @@ impl ServerProcess {
             // Placeholder until the listening line is parsed; never exposed before that.
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             stomp_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            stomp_tls_addr: None,
             stderr,
             stderr_thread: Some(stderr_thread),
         };
@@ -254,13 +267,15 @@ impl ServerProcess {
             )),
         };
         let line = line.trim_end_matches(['\r', '\n']);
-        let addr: SocketAddr = match line
-            .strip_prefix(LISTENING_PREFIX)
-            .and_then(|rest| rest.parse().ok())
-        {
+        let prefix = if tls {
+            HTTPS_LISTENING_PREFIX
+        } else {
+            LISTENING_PREFIX
+        };
+        let addr: SocketAddr = match line.strip_prefix(prefix).and_then(|rest| rest.parse().ok()) {
             Some(addr) => addr,
             None => server.fail_startup(&format!(
-                "printed {line:?}, expected `{LISTENING_PREFIX}127.0.0.1:PORT`"
+                "printed {line:?}, expected `{prefix}127.0.0.1:PORT`"
             )),
         };
         assert!(
@@ -282,7 +297,28 @@ impl ServerProcess {
                 "printed {line:?}, expected `{STOMP_LISTENING_PREFIX}ADDR`"
             )),
         }
+        if stomp_tls {
+            let line = match rx.recv_timeout(STARTUP_TIMEOUT) {
+                Ok(Ok(line)) if !line.is_empty() => line,
+                _ => server.fail_startup("printed no STOMP-over-TLS listening line"),
+            };
+            let line = line.trim_end_matches(['\r', '\n']);
+            match line
+                .strip_prefix(STOMP_TLS_LISTENING_PREFIX)
+                .and_then(|rest| rest.parse().ok())
+            {
+                Some(addr) => server.stomp_tls_addr = Some(addr),
+                None => server.fail_startup(&format!(
+                    "printed {line:?}, expected `{STOMP_TLS_LISTENING_PREFIX}ADDR`"
+                )),
+            }
+        }
         server
+    }
+
+    /// The STOMP-over-TLS address the server reported (with `--tls-cert`).
+    pub fn stomp_tls_addr(&self) -> Option<SocketAddr> {
+        self.stomp_tls_addr
     }
 
     /// The STOMP-over-TCP address the server reported.

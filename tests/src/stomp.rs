@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -29,9 +29,13 @@ impl Frame {
     }
 }
 
+/// A byte stream a STOMP client runs on: TCP, or TLS over it.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Io for S {}
+
 /// A STOMP client connection.
 pub struct StompClient {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     buf: Vec<u8>,
 }
 
@@ -66,6 +70,20 @@ impl StompClient {
             Ok(Ok(stream)) => stream,
             other => return Err(format!("connecting to {addr}: {other:?}")),
         };
+        Self::open_over(Box::new(stream), headers).await
+    }
+
+    /// CONNECT as `login` on a stream already open (a TLS one, say).
+    pub async fn connect_over(stream: impl Io + 'static, login: &str) -> StompClient {
+        Self::open_over(Box::new(stream), &[("login", login)])
+            .await
+            .unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    async fn open_over(
+        stream: Box<dyn Io>,
+        headers: &[(&str, &str)],
+    ) -> Result<StompClient, String> {
         let mut client = StompClient {
             stream,
             buf: Vec::new(),

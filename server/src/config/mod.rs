@@ -20,11 +20,13 @@ mod admin;
 mod identity;
 mod limits;
 mod operations;
+mod tls;
 mod transports;
 pub use admin::AdminArgs;
 pub use identity::IdentityArgs;
 pub use limits::{LimitArgs, Limits};
 pub use operations::{LogFormat, Operations, OperationsArgs};
+pub use tls::TlsArgs;
 pub use transports::{TransportArgs, Transports};
 
 /// Flags of `parley serve`; each may also be set in the config file under the same name.
@@ -270,6 +272,11 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[serde(default)]
     pub admin: AdminArgs,
+
+    /// TLS (the config file's `[tls]` table).
+    #[command(flatten)]
+    #[serde(default)]
+    pub tls: TlsArgs,
 }
 
 /// Resolved settings: every field set.
@@ -321,6 +328,8 @@ pub struct Settings {
     pub rate_limit: u32,
     /// STOMP TCP listener, if enabled.
     pub stomp_tcp: Option<SocketAddr>,
+    /// TLS on the listeners, if a certificate is given.
+    pub tls: Option<crate::http::tls::TlsSettings>,
     /// STOMP body limit.
     pub stomp_max_body: usize,
     /// STOMP heart-beat offer (send, receive) in ms.
@@ -421,6 +430,7 @@ impl ServeArgs {
             max_body: pick(self.max_body, file.max_body, 64 * 1024),
             rate_limit: pick(self.rate_limit, file.rate_limit, 1000),
             stomp_tcp: stomp_tcp(self.stomp_tcp.or(file.stomp_tcp).as_deref())?,
+            tls: self.tls.resolve(file.tls)?,
             stomp_max_body: pick(self.stomp_max_body, file.stomp_max_body, 2 << 20),
             stomp_heart_beat: heart_beat(
                 self.stomp_heart_beat.or(file.stomp_heart_beat).as_deref(),

@@ -13,6 +13,7 @@ mod response;
 pub mod scrape;
 mod socketio;
 mod sockjs;
+pub mod tls;
 mod upgrade;
 mod web;
 
@@ -39,7 +40,10 @@ use tracing::{debug, warn, Instrument as _};
 
 use self::per_ip::{IpSlot, PerIp};
 use self::proxy::{canonical, TrustedProxies};
-use self::response::{add_security_headers, text, text_owned, Body};
+use self::response::{
+    add_security_headers, refuse, text, text_owned, too_many, Body, HTTP_TOO_MANY, STOMP_TOO_MANY,
+};
+use self::tls::{OverTls, Tls};
 use self::upgrade::{Handshakes, PendingUpgrade, Upgrades};
 use crate::auth::Auth;
 use crate::endpoints::socketio::{self as socketio_endpoint, SocketIo, SocketIoSettings};
@@ -80,6 +84,8 @@ pub struct HttpSettings {
     pub stomp_max_body: usize,
     /// Where STOMP over TCP listens, told to clients by `/api/info`.
     pub stomp_tcp: Option<SocketAddr>,
+    /// Where STOMP over TLS listens, told to clients by `/api/info`.
+    pub stomp_tls: Option<SocketAddr>,
     /// Connections one client address may hold open (0: no cap).
     pub max_connections_per_ip: usize,
     /// Proxies whose word on client addresses is taken.
@@ -98,13 +104,6 @@ pub struct HttpSettings {
 
 /// Room in a SockJS send beyond the messages' bytes (JSON quoting, brackets).
 const SEND_OVERHEAD: usize = 64 * 1024;
-
-/// The answer to a client over its address's connection cap, on HTTP.
-const HTTP_TOO_MANY: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: text/plain; \
-    charset=utf-8\r\ncontent-length: 39\r\nretry-after: 10\r\nconnection: close\r\n\r\n\
-    too many connections from your address\n";
-/// The same on STOMP over TCP.
-const STOMP_TOO_MANY: &[u8] = b"ERROR\nmessage:too many connections from your address\n\n\0";
 
 /// What every connection task shares; read-only after start.
 pub struct Server {
@@ -142,6 +141,8 @@ pub struct Server {
     posts: ChangeRates,
     /// How SSE room feeds run.
     feed: FeedSettings,
+    /// TLS on the HTTP listener (then HTTPS only) and STOMP over TLS, when configured.
+    tls: Option<Arc<Tls>>,
 }
 
 /// The parts the server is built from.
@@ -160,6 +161,8 @@ pub struct Parts {
     pub draining: CancellationToken,
     /// Cancelled when shutdown starts.
     pub shutdown: CancellationToken,
+    /// TLS, when configured.
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl Server {
@@ -229,19 +232,28 @@ impl Server {
                 heartbeat: settings.sse_heartbeat,
                 write_timeout: settings.write_timeout,
             },
+            tls: parts.tls,
             settings,
         })
     }
 
     /// Accepts connections until shutdown, then waits up to the grace period for them to end.
-    pub async fn run(self: Arc<Self>, listener: TcpListener, stomp_listener: Option<TcpListener>) {
+    /// `stomp_tls` serves STOMP over TLS (with `Parts::tls`).
+    pub async fn run(
+        self: Arc<Self>,
+        listener: TcpListener,
+        stomp_listener: Option<TcpListener>,
+        stomp_tls: Option<TcpListener>,
+    ) {
         tokio::spawn(self.sockjs.clone().sweep());
         let stomp_accept = stomp_listener
             .map(|l| tokio::spawn(self.clone().accept_loop(l, 1, Self::serve_stomp_tcp)));
+        let stomp_tls_accept =
+            stomp_tls.map(|l| tokio::spawn(self.clone().accept_loop(l, 2, Self::serve_stomp_tls)));
         self.clone()
             .accept_loop(listener, 0, Self::serve_connection)
             .await;
-        if let Some(task) = stomp_accept {
+        for task in [stomp_accept, stomp_tls_accept].into_iter().flatten() {
             let _ = task.await;
         }
         self.tracker.close();
@@ -257,7 +269,7 @@ impl Server {
 
     /// Accepts until shutdown; every connection, HTTP or STOMP, takes one permit of the
     /// connection limit and runs as a tracked task. `which` is its place in the metrics
-    /// (0: HTTP, 1: STOMP over TCP).
+    /// (0: HTTP, 1: STOMP over TCP, 2: STOMP over TLS).
     async fn accept_loop<F, Fut>(self: Arc<Self>, listener: TcpListener, which: usize, serve: F)
     where
         F: Fn(Arc<Self>, TcpStream, SocketAddr, OwnedSemaphorePermit) -> Fut,
@@ -352,6 +364,45 @@ impl Server {
         .await;
     }
 
+    /// STOMP over TLS, unless the node is draining. No PROXY header is read (a balancer in
+    /// front passes TLS through untouched): a trusted proxy's connections are counted under
+    /// no address, as its HTTP ones are.
+    async fn serve_stomp_tls(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        let Some(tls) = self.tls.clone() else {
+            return;
+        };
+        let client = canonical(peer.ip());
+        let _slot = if self.settings.trusted.trusts(client) {
+            None
+        } else {
+            let Some(slot) = self.per_ip.try_acquire(client) else {
+                metrics::handles().refused_connections[1].increment(1);
+                debug!(%client, "per-address connection cap reached; refusing STOMP over TLS");
+                return;
+            };
+            Some(slot)
+        };
+        let draining = self.draining.is_cancelled();
+        let Some(stream) = Box::pin(tls.accept_stomp(stream, draining)).await else {
+            return;
+        };
+        let caller = Caller {
+            pre: None,
+            peer: client,
+        };
+        let shutdown = self.shutdown.clone();
+        Box::pin(
+            self.stomp
+                .serve_tcp(stream, BytesMut::new(), caller, shutdown),
+        )
+        .await;
+    }
+
     async fn serve_connection(
         self: Arc<Self>,
         stream: TcpStream,
@@ -369,7 +420,10 @@ impl Server {
                 None => {
                     metrics::handles().refused_connections[1].increment(1);
                     debug!(%peer, "per-address connection cap reached; refusing");
-                    Box::pin(refuse(stream, HTTP_TOO_MANY)).await;
+                    // Over TLS a plain answer would be noise; the handshake is not worth it.
+                    if self.tls.is_none() {
+                        Box::pin(refuse(stream, HTTP_TOO_MANY)).await;
+                    }
                     return;
                 }
             }
@@ -377,7 +431,15 @@ impl Server {
         // Two steps in one task: HTTP until an upgrade, then the WebSocket. Each step's state
         // is boxed, so the task itself stays a few bytes and a long-lived WebSocket carries
         // neither the HTTP state nor the largest of the other endpoints' state machines.
-        let pending = Box::pin(self.clone().serve_http(stream, peer)).await;
+        let pending = match self.tls.clone() {
+            None => Box::pin(self.clone().serve_http(stream, peer, false)).await,
+            Some(tls) => {
+                let Some(stream) = Box::pin(tls.accept_https(stream)).await else {
+                    return;
+                };
+                Box::pin(self.clone().serve_http(stream, peer, true)).await
+            }
+        };
         if let Some(pending) = pending {
             self.upgrades.run_websocket(pending).await;
         }
@@ -390,11 +452,17 @@ impl Server {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        self.serve_http(io, peer).await.is_some()
+        self.serve_http(io, peer, false).await.is_some()
     }
 
-    /// Serves HTTP requests until the connection ends or a request upgrades it.
-    async fn serve_http<I>(self: Arc<Self>, stream: I, peer: SocketAddr) -> Option<PendingUpgrade>
+    /// Serves HTTP requests until the connection ends or a request upgrades it; `tls` marks
+    /// each request as having come over TLS ([`OverTls`]).
+    async fn serve_http<I>(
+        self: Arc<Self>,
+        stream: I,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> Option<PendingUpgrade>
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -402,7 +470,10 @@ impl Server {
         let service = {
             let server = self.clone();
             let upgrade = upgrade.clone();
-            service_fn(move |req: Request<Incoming>| {
+            service_fn(move |mut req: Request<Incoming>| {
+                if tls {
+                    req.extensions_mut().insert(OverTls);
+                }
                 let server = server.clone();
                 let upgrade = upgrade.clone();
                 async move { Ok::<_, Infallible>(server.route(req, peer, &upgrade).await) }
@@ -431,15 +502,20 @@ impl Server {
             .unwrap_or_default()
     }
 
-    /// Answers one request; every answer carries the security headers.
+    /// Answers one request; every answer carries the security headers, and HSTS over TLS.
     async fn route(
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
         upgrade: &Mutex<Option<PendingUpgrade>>,
     ) -> Response<Reply> {
+        let over_tls = req.extensions().get::<OverTls>().is_some();
         let mut resp = self.answer(req, peer, upgrade).await;
         add_security_headers(&mut resp);
+        match &self.tls {
+            Some(tls) if over_tls => tls.add_hsts(&mut resp),
+            _ => {}
+        }
         resp
     }
 
@@ -604,6 +680,7 @@ impl Server {
             hub: &self.hub,
             auth: &self.auth,
             stomp_tcp: self.settings.stomp_tcp,
+            stomp_tls: self.settings.stomp_tls,
             peer,
             body_timeout: self.settings.body_timeout,
             chat: &self.chat,
@@ -643,40 +720,4 @@ fn keep_slot(upgrade: &Mutex<Option<PendingUpgrade>>, slot: Option<IpSlot>) {
             pending.ip_slot = slot;
         }
     }
-}
-
-/// 429 to a client over its address's connection cap.
-fn too_many() -> Response<Body> {
-    metrics::handles().refused_connections[1].increment(1);
-    let mut resp = text(
-        StatusCode::TOO_MANY_REQUESTS,
-        "too many connections from your address\n",
-    );
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("10"));
-    resp
-}
-
-/// Answers a connection refused at the door (callers box it: its buffer must not weigh on
-/// every connection's task), then closes it: the answer is written, our side
-/// shut, and what the client still sends read and dropped for a moment, so that closing with
-/// unread input (which sends a reset) does not destroy the answer before the client reads it.
-async fn refuse(mut stream: TcpStream, answer: &[u8]) {
-    use tokio::io::AsyncReadExt as _;
-    const LINGER: Duration = Duration::from_secs(1);
-    if timeout(LINGER, stream.write_all(answer)).await.is_err() {
-        return;
-    }
-    let _ = stream.shutdown().await;
-    let mut sink = [0u8; 1024];
-    let drain = async {
-        let mut budget = 64 * 1024;
-        while budget > 0 {
-            match stream.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => budget -= n.min(budget),
-            }
-        }
-    };
-    let _ = timeout(LINGER, drain).await;
 }

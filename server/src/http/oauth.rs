@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 
 use super::api::{secure_cookies, set_cookie, set_session_cookie, signup_cookie};
 use super::response::Body;
+use super::tls::OverTls;
 use crate::auth::oauth::state::STATE_COOKIE;
 use crate::auth::oauth::{Failure, Finished};
 use crate::auth::{cookie, session_cookie, Auth};
@@ -25,7 +26,7 @@ pub(super) async fn handle(
     let rest = req.uri().path().strip_prefix("/auth/")?;
     let (provider, step) = rest.split_once('/')?;
     let query = req.uri().query().unwrap_or("");
-    let secure = secure_cookies(req.headers());
+    let secure = secure_cookies(req);
     let resp = match step {
         "login" => login(auth, req, provider, query, secure).await,
         "callback" => {
@@ -135,12 +136,14 @@ fn state_cookie(sealed: &str) -> String {
     format!("{STATE_COOKIE}={sealed}; HttpOnly; SameSite=Lax; Path=/auth/{max_age}")
 }
 
-/// Behind a proxy that says the page is https.
+/// Served over TLS, or behind a proxy that says the page is https.
 fn secure_scheme(req: &Request<Incoming>) -> bool {
-    req.headers()
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|p| p.eq_ignore_ascii_case("https"))
+    req.extensions().get::<OverTls>().is_some()
+        || req
+            .headers()
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|p| p.eq_ignore_ascii_case("https"))
 }
 
 fn redirect(location: &str) -> Response<Body> {

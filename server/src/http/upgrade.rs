@@ -20,6 +20,7 @@ use tracing::debug;
 
 use super::per_ip::IpSlot;
 use super::response::{text, text_owned, Body};
+use super::tls::TlsIo;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{self, Auth, Authenticated};
@@ -314,15 +315,21 @@ impl Upgrades {
                 return;
             }
         };
-        // Take the bare TCP stream back from hyper: no boxing on the hot path, vectored writes.
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
+        // Take the bare TCP (or TLS) stream back from hyper: no boxing on the hot path, vectored
+        // writes, and an idle connection waits on the socket without a read buffer.
+        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
-                // Copied out, so hyper's read buffer (8 KiB) is freed now rather than kept for
-                // the connection's life by `parts`.
-                let hyper::upgrade::Parts { io, read_buf, .. } = parts;
-                let leftover = BytesMut::from(&read_buf[..]);
-                drop(read_buf);
-                self.run_endpoint(io.into_inner(), leftover, endpoint, deflate, client)
+                let (io, leftover) = unwrap_parts(parts);
+                self.run_endpoint(io, leftover, endpoint, deflate, client)
+                    .await;
+                return drop(ip_slot);
+            }
+            Err(upgraded) => upgraded,
+        };
+        match upgraded.downcast::<TokioIo<TlsIo>>() {
+            Ok(parts) => {
+                let (io, leftover) = unwrap_parts(parts);
+                self.run_endpoint(io, leftover, endpoint, deflate, client)
                     .await;
             }
             Err(upgraded) => {
@@ -444,4 +451,13 @@ where
     E: Endpoint,
 {
     async move { ws::drive(&mut socket, shutdown, &mut endpoint).await }
+}
+
+/// The socket hyper upgraded and what it had read past the request. The bytes are copied out,
+/// so hyper's read buffer (8 KiB) is freed now rather than kept for the connection's life.
+fn unwrap_parts<S>(parts: hyper::upgrade::Parts<TokioIo<S>>) -> (S, BytesMut) {
+    let hyper::upgrade::Parts { io, read_buf, .. } = parts;
+    let leftover = BytesMut::from(&read_buf[..]);
+    drop(read_buf);
+    (io.into_inner(), leftover)
 }

@@ -216,8 +216,8 @@ pub struct Handles {
     pub bus_gap_fills: Counter,
     /// Messages dropped on the way to Redis (its queue full).
     pub bus_dropped: Counter,
-    /// Connections accepted, per listener (`http`, `stomp_tcp`).
-    pub accepted: [Counter; 2],
+    /// Connections accepted, per listener (`http`, `stomp_tcp`, `stomp_tls`).
+    pub accepted: [Counter; 3],
     /// Connections refused at the door: over the connection cap, over the address's cap.
     pub refused_connections: [Counter; 2],
 }
@@ -235,7 +235,7 @@ pub fn handles() -> &'static Handles {
         bus_reconnects: counter!("parley_bus_reconnects_total"),
         bus_gap_fills: counter!("parley_bus_gap_fills_total"),
         bus_dropped: counter!("parley_bus_dropped_total"),
-        accepted: ["http", "stomp_tcp"]
+        accepted: ["http", "stomp_tcp", "stomp_tls"]
             .map(|l| counter!("parley_connections_accepted_total", "listener" => l)),
         refused_connections: ["max_connections", "per_ip"]
             .map(|r| counter!("parley_connections_refused_total", "reason" => r)),

@@ -149,6 +149,7 @@ class ParleyServer:
     proc: subprocess.Popen | None = None
     http_port: int = 0
     stomp_port: int = 0
+    stomp_tls_port: int = 0  # with --tls-cert in extra_args
     _lines: "queue.Queue[str | None]" = field(default_factory=queue.Queue)
 
     def start(self) -> "ParleyServer":
@@ -172,10 +173,13 @@ class ParleyServer:
         log.close()
         threading.Thread(target=self._pump, daemon=True).start()
         deadline = time.monotonic() + STARTUP_TIMEOUT
-        http_re = re.compile(r"^parley listening on http://127\.0\.0\.1:(\d+)$")
+        http_re = re.compile(r"^parley listening on https?://127\.0\.0\.1:(\d+)$")
+        # With TLS a third line names STOMP over TLS's port.
+        tls = "--tls-cert" in self.extra_args
+        want = 3 if tls else 2
         stomp_re = re.compile(r"^parley stomp listening on tcp://127\.0\.0\.1:(\d+)$")
         got = []
-        while len(got) < 2:
+        while len(got) < want:
             left = deadline - time.monotonic()
             try:
                 line = self._lines.get(timeout=max(left, 0.01)) if left > 0 else None
@@ -193,6 +197,12 @@ class ParleyServer:
             self.stop()
             raise RuntimeError(f"unexpected parley stdout lines {got!r}")
         self.http_port, self.stomp_port = int(m1.group(1)), int(m2.group(1))
+        if tls:
+            m3 = re.match(r"^parley stomp-tls listening on tcp://127\.0\.0\.1:(\d+)$", got[2])
+            if not m3:
+                self.stop()
+                raise RuntimeError(f"unexpected parley stdout lines {got!r}")
+            self.stomp_tls_port = int(m3.group(1))
         return self
 
     def _pump(self):

@@ -19,7 +19,6 @@ use parley_stomp::destination::Destination;
 use parley_stomp::session::{AccessPolicy, Flow, Session, SessionConfig};
 use parley_stomp::{Command, Decoder, Frame, Limits, Version};
 use tokio::io::AsyncWrite;
-use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -96,15 +95,18 @@ impl Stomp {
         })
     }
 
-    /// Runs STOMP over one plain TCP connection; `read` holds what was already read from it
-    /// (past a PROXY protocol header).
-    pub fn serve_tcp(
+    /// Runs STOMP over one TCP connection (plain or TLS); `read` holds what was already read
+    /// from it (past a PROXY protocol header).
+    pub fn serve_tcp<S>(
         &self,
-        stream: TcpStream,
+        stream: S,
         read: BytesMut,
         caller: Caller,
         shutdown: CancellationToken,
-    ) -> impl Future<Output = ()> + Send + '_ {
+    ) -> impl Future<Output = ()> + Send + '_
+    where
+        S: ReadReady + AsyncWrite + Send + 'static,
+    {
         let transport = Tcp::new(stream, self.settings.write_timeout);
         let mut conn = self.conn(transport, caller, Carrier::Tcp);
         conn.inbound = read;

@@ -1,4 +1,4 @@
-//! How STOMP bytes travel: as they are on TCP (port 61613), inside WebSocket messages on
+//! How STOMP bytes travel: as they are on TCP (port 61613, or inside TLS on 61614), inside WebSocket messages on
 //! `/stomp` (the one WebSocket driver, [`WsSocket`]), inside SockJS messages (a session's
 //! [`AppEnd`]).
 
@@ -9,7 +9,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use parley_protocol::{CloseCode, Event, Message};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
 use crate::endpoints::pipe::AppEnd;
@@ -39,15 +38,15 @@ pub(super) trait Transport {
     async fn abort(&mut self, code: CloseCode);
 }
 
-/// STOMP over plain TCP.
-pub(super) struct Tcp {
-    stream: TcpStream,
+/// STOMP over a byte stream: plain TCP, or TLS over it.
+pub(super) struct Tcp<S> {
+    stream: S,
     outbox: VecDeque<Bytes>,
     write_timeout: Duration,
 }
 
-impl Tcp {
-    pub(super) fn new(stream: TcpStream, write_timeout: Duration) -> Self {
+impl<S> Tcp<S> {
+    pub(super) fn new(stream: S, write_timeout: Duration) -> Self {
         Self {
             stream,
             outbox: VecDeque::new(),
@@ -56,7 +55,7 @@ impl Tcp {
     }
 }
 
-impl Transport for Tcp {
+impl<S: ReadReady + AsyncWrite + Send> Transport for Tcp<S> {
     async fn read(&mut self, inbound: &mut BytesMut) -> io::Result<bool> {
         Ok(read_when_ready(&mut self.stream, inbound).await? > 0)
     }

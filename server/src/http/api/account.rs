@@ -14,6 +14,7 @@ use super::{Api, Refused};
 use crate::auth::{
     session_cookie, LoginError, RefreshError, RegisterError, TokenPair, SESSION_COOKIE,
 };
+use crate::http::tls::OverTls;
 
 /// A username and password, as registration and login take them.
 #[derive(Deserialize)]
@@ -55,7 +56,7 @@ impl Api<'_> {
     }
 
     pub(super) async fn login(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        let secure = secure_cookies(req.headers());
+        let secure = secure_cookies(&req);
         let creds: LoginBody = match self.json_body(req).await {
             Ok(c) => c,
             Err(resp) => return resp,
@@ -120,7 +121,7 @@ impl Api<'_> {
     /// come with an allowed `Origin`: CSRF). Also says whether it came from the cookie, and
     /// whether cookies are `Secure` here.
     async fn refresh_token(&self, req: Request<Incoming>) -> Result<(String, bool, bool), Refused> {
-        let secure = secure_cookies(req.headers());
+        let secure = secure_cookies(&req);
         let cookie = session_cookie(req.headers()).map(str::to_owned);
         let csrf_ok = self.cookie_origin_ok(req.headers(), true);
         let body: RefreshBody = self.json_body_or_empty(req).await?;
@@ -198,8 +199,14 @@ fn throttled(why: &str, wait: std::time::Duration) -> Response<Full<Bytes>> {
     resp
 }
 
-/// Cookies are `Secure` unless the page is plain http on this machine (development).
-pub(in crate::http) fn secure_cookies(headers: &http::HeaderMap) -> bool {
+/// Cookies are `Secure` unless the page is plain http on this machine (development): always
+/// when the request came over TLS. `X-Forwarded-Proto: https` counts from anyone, as it can
+/// only add `Secure`.
+pub(in crate::http) fn secure_cookies<B>(req: &Request<B>) -> bool {
+    req.extensions().get::<OverTls>().is_some() || secure_by_headers(req.headers())
+}
+
+fn secure_by_headers(headers: &http::HeaderMap) -> bool {
     let https = headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
@@ -248,14 +255,21 @@ mod tests {
             "[::1]:8080",
             "127.0.0.1",
         ] {
-            assert!(!secure_cookies(&headers(&[("host", host)])), "{host}");
+            assert!(!secure_by_headers(&headers(&[("host", host)])), "{host}");
         }
-        assert!(secure_cookies(&headers(&[("host", "chat.example")])));
-        assert!(secure_cookies(&headers(&[("host", "10.0.0.5:8080")])));
-        assert!(secure_cookies(&headers(&[
+        assert!(secure_by_headers(&headers(&[("host", "chat.example")])));
+        assert!(secure_by_headers(&headers(&[("host", "10.0.0.5:8080")])));
+        assert!(secure_by_headers(&headers(&[
             ("host", "127.0.0.1:8080"),
             ("x-forwarded-proto", "https")
         ])));
-        assert!(secure_cookies(&headers(&[])), "no Host: stay safe");
+        assert!(secure_by_headers(&headers(&[])), "no Host: stay safe");
+        let mut over_tls = Request::new(());
+        over_tls
+            .headers_mut()
+            .insert(header::HOST, "127.0.0.1:8443".parse().unwrap());
+        assert!(!secure_cookies(&over_tls));
+        over_tls.extensions_mut().insert(OverTls);
+        assert!(secure_cookies(&over_tls), "TLS on this machine too");
     }
 }

@@ -54,7 +54,7 @@ impl Api<'_> {
 
     /// `POST /api/auth/signup {"name"}`: the account, signed in (refresh token in the cookie).
     pub(super) async fn complete_signup(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        let secure = secure_cookies(req.headers());
+        let secure = secure_cookies(&req);
         let pending = cookie(req.headers(), SIGNUP_COOKIE).map(str::to_owned);
         let body: ChosenName = match self.json_body(req).await {
             Ok(body) => body,

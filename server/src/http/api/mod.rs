@@ -51,6 +51,8 @@ pub struct Api<'a> {
     pub auth: &'a Arc<Auth>,
     /// Where STOMP over TCP listens, if it does.
     pub stomp_tcp: Option<SocketAddr>,
+    /// Where STOMP over TLS listens, if it does.
+    pub stomp_tls: Option<SocketAddr>,
     /// The client's address.
     pub peer: IpAddr,
     /// Longest wait for a whole request body (`--body-timeout`).
@@ -207,6 +209,7 @@ impl Api<'_> {
                     "max_client_id": crate::hub::MAX_CLIENT_ID,
                 },
                 "stomp_tcp": self.stomp_tcp.map(|a| a.to_string()),
+                "stomp_tls": self.stomp_tls.map(|a| a.to_string()),
             }),
         )
     }
