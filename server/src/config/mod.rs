@@ -432,13 +432,11 @@ impl ServeArgs {
             stomp_tcp: stomp_tcp(self.stomp_tcp.or(file.stomp_tcp).as_deref())?,
             tls: self.tls.resolve(file.tls)?,
             stomp_max_body: pick(self.stomp_max_body, file.stomp_max_body, 2 << 20),
-            stomp_heart_beat: heart_beat(
-                self.stomp_heart_beat.or(file.stomp_heart_beat).as_deref(),
-            )?,
+            stomp_heart_beat: heart_beat(self.stomp_heart_beat.or(file.stomp_heart_beat))?,
             stomp_outbox: pick(self.stomp_outbox, file.stomp_outbox, 1024).max(1),
             limits: self.limits.resolve(file.limits),
             transports: self.transports.resolve(file.transports)?,
-            operations: self.operations.clone().resolve(file.operations.clone())?,
+            operations: self.operations.resolve(file.operations)?,
             operators: self.admin.resolve(file.admin)?,
             stomp_idle_timeout: Some(pick(
                 self.stomp_idle_timeout,
@@ -566,7 +564,7 @@ fn trusted_proxies(values: Option<&Vec<String>>) -> anyhow::Result<Vec<Cidr>> {
 }
 
 /// `--stomp-heart-beat SEND_MS,RECEIVE_MS`; the default is 10 s each way.
-fn heart_beat(value: Option<&str>) -> anyhow::Result<(u64, u64)> {
+fn heart_beat(value: Option<String>) -> anyhow::Result<(u64, u64)> {
     let Some(v) = value else {
         return Ok((10_000, 10_000));
     };
