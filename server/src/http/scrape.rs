@@ -110,6 +110,7 @@ async fn answer(
     if let Ok(figures) = &figures {
         process::render(figures, &mut text);
     }
+    render_busiest_rooms(&server, &mut text);
     let mut resp = plain(StatusCode::OK, text);
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -122,6 +123,29 @@ fn plain(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     resp
+}
+
+/// Rooms named in labels: the busiest few now, so the series stay few however many rooms exist.
+const BUSIEST_ROOMS: usize = 10;
+
+/// The busiest rooms as a gauge with a `room` label, written here rather than through the
+/// recorder, which would keep a series for every room that was ever among them.
+fn render_busiest_rooms(server: &Server, out: &mut String) {
+    use std::fmt::Write as _;
+    let (rooms, _) = server.hub.busiest_rooms(BUSIEST_ROOMS);
+    let _ = write!(
+        out,
+        "# HELP parley_busiest_room_messages Messages numbered here over the last 30 to 60 s in \
+         the {BUSIEST_ROOMS} busiest rooms (no series for the others).\n\
+         # TYPE parley_busiest_room_messages gauge\n"
+    );
+    for (room, count) in rooms {
+        let room = room
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
+        let _ = writeln!(out, "parley_busiest_room_messages{{room=\"{room}\"}} {count}");
+    }
 }
 
 /// Levels read at scrape time: open connections, the hub's sizes and queues, its counters.
