@@ -1,13 +1,13 @@
 //! Readiness: whether this node can do its work now — reach storage and, in a cluster, publish
 //! and receive on the bus. Background probes keep [`Health`] current; `/readyz` answers from
-//! it, and metrics export it (`parley_ready`, per component).
+//! it, and metrics export it (`parley_ready`, and `parley_component_up` per component).
 //!
 //! A probe runs every [`PROBE_EVERY`]; a component is down as soon as a probe fails or has no
 //! answer within [`PROBE_TIMEOUT`], and up again after the next probe that succeeds. Storage
 //! is also down while the journal keeps delivered messages it cannot write.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tracing::{info, warn};
@@ -47,8 +47,6 @@ pub struct Health {
     storage: AtomicBool,
     /// `None` when the node runs alone (no `--cluster`).
     bus: Option<AtomicBool>,
-    /// Why each component is down, for `/readyz`'s body. A mutex held only to swap a string.
-    why: Mutex<[Option<String>; 2]>,
 }
 
 impl Health {
@@ -57,11 +55,10 @@ impl Health {
         Arc::new(Self {
             storage: AtomicBool::new(true),
             bus: clustered.then(|| AtomicBool::new(true)),
-            why: Mutex::new([None, None]),
         })
     }
 
-    /// This node's components and whether each is up (`parley_ready{component=…}`).
+    /// This node's components and whether each is up (`parley_component_up{component=…}`).
     pub fn components(&self) -> Vec<(&'static str, bool)> {
         let mut all = vec![(Component::Storage.name(), self.is_up(Component::Storage))];
         if self.bus.is_some() {
@@ -75,16 +72,13 @@ impl Health {
         self.components().iter().all(|(_, up)| *up)
     }
 
-    /// One line per component that is down, saying why.
+    /// One line per component that is down. `/readyz` answers anyone, so the reason (which
+    /// may name hosts and ports) goes to the log only, when the component goes down.
     pub fn report(&self) -> String {
-        let why = self.why.lock().map(|w| w.clone()).unwrap_or_default();
         let down: String = [Component::Storage, Component::Bus]
             .into_iter()
             .filter(|&c| !self.is_up(c))
-            .map(|c| {
-                let reason = why[c as usize].as_deref().unwrap_or("down");
-                format!("{} down: {reason}\n", c.name())
-            })
+            .map(|c| format!("{} down: the reason is in the node's log\n", c.name()))
             .collect();
         if down.is_empty() {
             "ready\n".to_owned()
@@ -110,9 +104,6 @@ impl Health {
             (Err(why), true) => warn!(component = component.name(), %why, "not ready"),
             (Ok(()), false) => info!(component = component.name(), "back: ready"),
             _ => {}
-        }
-        if let Ok(mut reasons) = self.why.lock() {
-            reasons[component as usize] = outcome.err();
         }
     }
 

@@ -117,12 +117,14 @@ impl Journal {
 
     /// Queues `job`; never blocks. Gives it back when the queue is full or the writer gone.
     fn send(&self, job: Job) -> Option<Job> {
+        // Counted before it can be taken, so the writer's decrement never comes first.
+        self.queued.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(job) {
-            Ok(()) => {
-                self.queued.fetch_add(1, Ordering::Relaxed);
-                None
+            Ok(()) => None,
+            Err(mpsc::TrySendError::Full(job) | mpsc::TrySendError::Disconnected(job)) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                Some(job)
             }
-            Err(mpsc::TrySendError::Full(job) | mpsc::TrySendError::Disconnected(job)) => Some(job),
         }
     }
 

@@ -39,8 +39,10 @@ pub struct Clients {
 
 /// Connects to Redis at `url`, in cluster mode when the URL says so or the server it names is
 /// a Redis Cluster node. Fails, saying why, when Redis cannot be reached within 10 s.
-pub async fn connect(url: &str, incoming_capacity: usize) -> anyhow::Result<Clients> {
-    let mut config = Config::from_url(url).with_context(|| format!("--cluster {url:?}"))?;
+pub async fn connect(secret_url: &str, incoming_capacity: usize) -> anyhow::Result<Clients> {
+    // What logs and errors show: without the password.
+    let url = &crate::store::redact_url(secret_url);
+    let mut config = Config::from_url(secret_url).with_context(|| format!("--cluster {url:?}"))?;
     let mode = match &config.server {
         ServerConfig::Clustered { .. } => Mode::Cluster,
         ServerConfig::Centralized { server } => {

@@ -476,7 +476,9 @@ impl Server {
                 }
                 let server = server.clone();
                 let upgrade = upgrade.clone();
-                async move { Ok::<_, Infallible>(server.route(req, peer, &upgrade).await) }
+                let span = response::request_span();
+                let answer = async move { server.route(req, peer, &upgrade).await };
+                async move { Ok::<_, Infallible>(answer.instrument(span).await) }
             })
         };
         let conn = http1::Builder::new()

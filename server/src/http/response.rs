@@ -99,3 +99,14 @@ pub(super) async fn refuse(mut stream: TcpStream, answer: &[u8]) {
     };
     let _ = timeout(LINGER, drain).await;
 }
+
+/// A request's own span: a kept-alive connection (a balancer's) carries many users' requests,
+/// so who a request was is recorded on it (`protocol`, `session`, `user`), not on `conn`.
+pub(super) fn request_span() -> tracing::Span {
+    tracing::info_span!(
+        "req",
+        protocol = tracing::field::Empty,
+        session = tracing::field::Empty,
+        user = tracing::field::Empty,
+    )
+}

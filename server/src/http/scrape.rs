@@ -3,7 +3,6 @@
 //! to read than to count (connections, the hub's levels, the process), then renders.
 
 use std::convert::Infallible;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -144,7 +143,10 @@ fn render_busiest_rooms(server: &Server, out: &mut String) {
             .replace('\\', "\\\\")
             .replace('"', "\\\"")
             .replace('\n', "\\n");
-        let _ = writeln!(out, "parley_busiest_room_messages{{room=\"{room}\"}} {count}");
+        let _ = writeln!(
+            out,
+            "parley_busiest_room_messages{{room=\"{room}\"}} {count}"
+        );
     }
 }
 
@@ -181,9 +183,4 @@ fn record_levels(server: &Server) {
         ready &= up;
     }
     metrics::set_gauge("parley_ready", f64::from(u8::from(ready)));
-    let s = &hub.stats;
-    metrics::set_counter(
-        "parley_slow_consumers_total",
-        s.slow_consumers.load(Ordering::Relaxed),
-    );
 }

@@ -62,23 +62,38 @@ impl Activity {
     /// The `n` busiest rooms at `now_ms` with their messages over the last one to two windows,
     /// busiest first (ties by name); and how many milliseconds that covers.
     pub fn top(&self, n: usize, now_ms: u64) -> (Vec<(String, u64)>, u64) {
+        // One pass keeping the best `n`: publishers wait on this lock, so nothing here
+        // allocates per room or sorts them all.
         let mut w = self.lock();
         w.roll(now_ms);
-        let mut all: HashMap<&str, u64> = HashMap::new();
-        for (room, count) in w.current.iter().chain(w.previous.iter()) {
-            *all.entry(room).or_default() += count;
+        let w = &*w;
+        let mut best: Vec<(&str, u64)> = Vec::with_capacity(n + 1);
+        for (room, count) in &w.current {
+            let total = count + w.previous.get(room).copied().unwrap_or(0);
+            keep_best(&mut best, n, room, total);
         }
-        let mut rooms: Vec<(String, u64)> =
-            all.into_iter().map(|(r, c)| (r.to_owned(), c)).collect();
-        rooms.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        rooms.truncate(n);
+        for (room, count) in &w.previous {
+            if !w.current.contains_key(room) {
+                keep_best(&mut best, n, room, *count);
+            }
+        }
         let covered = now_ms.saturating_sub(w.started_ms) + WINDOW_MS;
+        let rooms = best.into_iter().map(|(r, c)| (r.to_owned(), c)).collect();
         (rooms, covered)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Windows> {
         // Plain counters: a panic cannot leave them inconsistent.
         self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Puts `room` among the `n` busiest in `best` (busiest first, ties by name) if it belongs.
+fn keep_best<'a>(best: &mut Vec<(&'a str, u64)>, n: usize, room: &'a str, count: u64) {
+    let at = best.partition_point(|(r, c)| *c > count || (*c == count && *r < room));
+    if at < n {
+        best.insert(at, (room, count));
+        best.truncate(n);
     }
 }
 

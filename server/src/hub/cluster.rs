@@ -130,7 +130,7 @@ impl Hub {
                 BrokerEvent::Deliver(d) => pending.push(d),
                 BrokerEvent::Evict { session, reason } => {
                     if let Some(outbox) = outboxes.get(&session) {
-                        outbox.evicted.evict_slow(reason);
+                        self.evict_slow(outbox, session, reason);
                     }
                 }
                 _ => {}

@@ -268,11 +268,6 @@ pub fn set_labelled(name: &'static str, label: &'static str, value: &'static str
     gauge!(name, label => value).set(v);
 }
 
-/// Sets a counter kept elsewhere (an atomic), read at scrape time.
-pub fn set_counter(name: &'static str, value: u64) {
-    counter!(name).absolute(value);
-}
-
 /// What each metric is, as `# HELP` says it (Prometheus tooling wants a help line for every
 /// name); histograms of times are in seconds.
 const DESCRIPTIONS: &[(Kind, &str, &str)] = &[
@@ -294,7 +289,6 @@ const DESCRIPTIONS: &[(Kind, &str, &str)] = &[
     (Kind::Counter, "parley_connections_refused_total", "TCP connections refused at the door, by reason."),
     (Kind::Counter, "parley_refusals_total", "Client requests refused, by code (limits, rates, rules)."),
     (Kind::Counter, "parley_auth_total", "Authentication attempts, by method and result."),
-    (Kind::Counter, "parley_slow_consumers_total", "Sessions closed for not keeping up with their messages."),
     (Kind::Gauge, "parley_connections_open", "Open TCP connections (HTTP, WebSocket, STOMP)."),
     (Kind::Gauge, "parley_broker_sessions", "Sessions connected to the broker."),
     (Kind::Gauge, "parley_subscriptions", "Subscriptions to rooms, side channels and user destinations."),

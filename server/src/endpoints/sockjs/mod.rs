@@ -313,14 +313,14 @@ impl SockJs {
             }
             !stale
         });
-        for (key, session) in gone {
+        for (_, session) in gone {
             if let Some(count) = table.per_ip.get_mut(&session.counted_as) {
                 *count -= 1;
                 if *count == 0 {
                     table.per_ip.remove(&session.counted_as);
                 }
             }
-            debug!(session = %key, "SockJS session closed: no receiving request");
+            debug!("SockJS session closed: no receiving request");
             session.peer.leave();
         }
     }

@@ -63,10 +63,14 @@ impl Certificates {
 
     /// Reads and checks the files again (blocking: run it off the runtime). On success new
     /// handshakes get the new pair; on failure the served one stays.
+    /// Reloads run one at a time (SIGHUP and the file watcher may ask at once): the stamps
+    /// lock is held throughout, so an older read can never be installed after a newer one.
     pub(super) fn reload(&self) -> anyhow::Result<SystemTime> {
-        *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = stamps(&self.cert, &self.key);
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        *seen = stamps(&self.cert, &self.key);
         let loaded = read_pair(&self.cert, &self.key, &self.provider, SystemTime::now())?;
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = loaded.key;
+        drop(seen);
         Ok(loaded.not_after)
     }
 

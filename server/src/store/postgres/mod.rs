@@ -18,6 +18,7 @@ mod stream;
 mod tokens;
 mod users;
 
+use super::redact_url as redact;
 use super::{to_i64, to_u64};
 use super::{
     user_key, AccessToken, Conversation, Link, LinkedIdentity, ReadState, RefreshRecord, Role,
@@ -180,18 +181,6 @@ fn off_runtime<R>(f: impl FnOnce() -> R) -> R {
             tokio::task::block_in_place(f)
         }
         _ => f(),
-    }
-}
-
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{}{user}{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
     }
 }
 
