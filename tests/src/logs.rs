@@ -3,7 +3,7 @@
 //! — and its stderr is kept in `DIR`; the helpers note every credential they send or receive
 //! (passwords, access and refresh tokens, session cookies, personal access tokens, sign-in
 //! states) in `DIR/secrets-<pid>.txt`. [`scan`] then finds any of them, or anything shaped
-//! like a JWT or a personal access token, in any log, and any JSON log line that does not
+//! like a JWT, a personal access token or a password hash, in any log, and any JSON log line that does not
 //! parse. `.ci/run` runs the auth suites so and scans (`tests/tests/logs.rs`).
 
 use std::collections::HashSet;
@@ -245,8 +245,8 @@ pub fn bad_json_line(line: &str) -> Option<String> {
         .map(|key| format!("no string {key:?}"))
 }
 
-/// What in `line` is shaped like a credential: a JWT (`eyJ…` three base64url parts) or a
-/// personal access token (`pat_` and 20 or more base64url characters).
+/// What in `line` is shaped like a credential: a JWT (`eyJ…` three base64url parts), a
+/// personal access token (`pat_` and 20 or more base64url characters), a password hash.
 pub fn shaped_secrets(line: &str) -> Vec<String> {
     let b64 = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
     let mut found = Vec::new();
@@ -259,6 +259,9 @@ pub fn shaped_secrets(line: &str) -> Vec<String> {
         if parts.len() >= 3 && parts[..3].iter().all(|p| p.len() >= 4) {
             found.push(format!("a JWT ({run})"));
         }
+    }
+    if line.contains("$argon2") {
+        found.push("a password hash".to_owned());
     }
     for (at, _) in line.match_indices("pat_") {
         let tail = line[at + 4..].chars().take_while(|&c| b64(c)).count();
@@ -281,7 +284,8 @@ mod tests {
             shaped_secrets("pat_0123456789abcdefghijABCDEFGHIJ_-xyz").len(),
             1
         );
-        assert!(shaped_secrets("eyJ alone, pat_short, ordinary words").is_empty());
+        assert_eq!(shaped_secrets(r#"["alice", "$argon2id$v=19$m=19456"]"#).len(), 1);
+        assert!(shaped_secrets("eyJ alone, pat_short, argon2, ordinary words").is_empty());
     }
 
     #[test]

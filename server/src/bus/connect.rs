@@ -40,7 +40,10 @@ pub struct Clients {
 /// Connects to Redis at `url`, in cluster mode when the URL says so or the server it names is
 /// a Redis Cluster node. Fails, saying why, when Redis cannot be reached within 10 s.
 pub async fn connect(url: &str, incoming_capacity: usize) -> anyhow::Result<Clients> {
-    let mut config = Config::from_url(url).with_context(|| format!("--cluster {url:?}"))?;
+    let config = Config::from_url(url);
+    // From here on the URL is only shown (logs, errors): never its password.
+    let url = &redact(url);
+    let mut config = config.with_context(|| format!("--cluster {url:?}"))?;
     let mode = match &config.server {
         ServerConfig::Clustered { .. } => Mode::Cluster,
         ServerConfig::Centralized { server } => {
@@ -112,6 +115,19 @@ async fn is_cluster_node(config: &Config, url: &str) -> anyhow::Result<bool> {
     Ok(cluster_enabled(&info))
 }
 
+/// The URL without its password (`redis://user:secret@host` → `redis://user@host`), for
+/// messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{user}{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// `INFO cluster` says `cluster_enabled:1`.
 fn cluster_enabled(info: &str) -> bool {
     info.lines().any(|line| line.trim() == "cluster_enabled:1")
@@ -172,5 +188,12 @@ mod tests {
         assert!(cluster_enabled("# Cluster\r\ncluster_enabled:1\r\n"));
         assert!(!cluster_enabled("# Cluster\r\ncluster_enabled:0\r\n"));
         assert!(!cluster_enabled(""));
+    }
+
+    #[test]
+    fn shown_urls_hold_no_password() {
+        assert_eq!(redact("redis://:hunter22@r:6379"), "redis://@r:6379");
+        assert_eq!(redact("redis://u:hunter22@r/0"), "redis://u@r/0");
+        assert_eq!(redact("redis://r:6379"), "redis://r:6379");
     }
 }
