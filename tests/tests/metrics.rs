@@ -3,14 +3,17 @@
 //! the raw protocol, and what its HTTP API answers matches what the bots counted (messages,
 //! deliveries, sessions) — the numbers are exact where both sides count the same thing; the
 //! histograms and process figures are there; `/metrics` is only on its own listener, which
-//! serves nothing else and does not exist without `--metrics`.
+//! serves nothing else and does not exist without `--metrics`. The shipped Grafana dashboard
+//! (deploy/grafana-dashboard.json) queries only metrics the server exports, each of them, and
+//! every query runs on that Prometheus; deploy/prometheus.yml passes `promtool check config`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use parley_tests::http;
 use parley_tests::prometheus::{self, promtool_check_metrics, Prometheus};
-use parley_tests::{bots, ServerProcess};
+use parley_tests::{bots, workspace_root, ServerProcess};
 use serde_json::Value;
 
 /// Two STOMP groups (WebSocket and TCP) in one room: three bots each, five messages a second.
@@ -179,6 +182,11 @@ async fn prometheus_sees_what_the_bots_counted() {
     assert_eq!(q("parley_slow_consumers_total").await, 0.0);
     assert!(q("parley_rooms").await >= 2.0);
 
+    // The dashboard's queries are PromQL this Prometheus runs.
+    for expr in dashboard_queries() {
+        prom.query(&expr).await;
+    }
+
     // Every label set now exists: the exposition still passes.
     let text = exposition(metrics).await;
     assert!(text.contains("parley_deliveries_total{protocol=\"raw\""), "{text}");
@@ -204,4 +212,117 @@ async fn metrics_listen_apart_and_only_when_asked() {
     assert_eq!(plain.stdout_line(Duration::from_millis(500)), None);
     assert_eq!(http::get(plain.addr(), "/metrics", &[]).await.status, 404);
     assert_eq!(server.stdout_line(Duration::from_millis(10)), None);
+}
+
+/// The metrics the server describes (`DESCRIPTIONS` in server/src/metrics/mod.rs) with their
+/// kind, and the `process_*` figures it renders (server/src/metrics/process.rs, gauges but for
+/// the CPU counter).
+fn server_metrics() -> BTreeMap<String, &'static str> {
+    let root = workspace_root().join("server/src/metrics");
+    let source = std::fs::read_to_string(root.join("mod.rs")).expect("read metrics/mod.rs");
+    let table = source
+        .split_once("const DESCRIPTIONS")
+        .and_then(|(_, rest)| rest.split_once("\n];"))
+        .expect("the DESCRIPTIONS table")
+        .0;
+    let mut names = BTreeMap::new();
+    for entry in table.split("Kind::").skip(1) {
+        let kind = match entry.split(',').next().map(str::trim) {
+            Some("Counter") => "counter",
+            Some("Gauge") => "gauge",
+            Some("Histogram") => "histogram",
+            other => panic!("unknown kind {other:?} in DESCRIPTIONS"),
+        };
+        let name = entry.split('"').nth(1).expect("a quoted name after the kind");
+        names.insert(name.to_owned(), kind);
+    }
+    let process = std::fs::read_to_string(root.join("process.rs")).expect("read process.rs");
+    for name in process.split('"').filter(|s| s.starts_with("process_")) {
+        let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+        names.insert(name.to_owned(), kind);
+    }
+    assert!(names.len() > 30, "{names:?}");
+    names
+}
+
+/// Every query of the shipped dashboard, with its variables given values Prometheus takes.
+fn dashboard_queries() -> Vec<String> {
+    let path = workspace_root().join("deploy/grafana-dashboard.json");
+    let text = std::fs::read_to_string(&path).expect("read deploy/grafana-dashboard.json");
+    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    assert!(dashboard["schemaVersion"].as_u64() >= Some(36), "schemaVersion");
+    assert_eq!(dashboard["__inputs"][0]["name"], "DS_PROMETHEUS");
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        if panel["type"] == "row" {
+            continue;
+        }
+        assert_eq!(panel["datasource"]["uid"], "${DS_PROMETHEUS}", "{panel}");
+        let targets = panel["targets"].as_array().expect("a panel's targets");
+        assert!(!targets.is_empty(), "{panel}");
+        for target in targets {
+            let expr = target["expr"].as_str().expect("a target's expr");
+            queries.push(
+                expr.replace("$__rate_interval", "1m")
+                    .replace("$instance", ".*"),
+            );
+        }
+    }
+    queries
+}
+
+/// The metric names in PromQL `expr` (identifiers starting `parley_` or `process_`).
+fn names_in(expr: &str) -> Vec<&str> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|w| w.starts_with("parley_") || w.starts_with("process_"))
+        .collect()
+}
+
+/// The dashboard's queries name only metrics the server has — histograms' series only on
+/// histograms — and show every one of them.
+#[test]
+fn the_dashboard_queries_what_the_server_exports() {
+    let known = server_metrics();
+    let mut shown = BTreeSet::new();
+    for expr in dashboard_queries() {
+        for name in names_in(&expr) {
+            let (base, want) = match ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+            {
+                Some(base) if known.get(base) == Some(&"histogram") => (base, "histogram"),
+                _ => (name, ""),
+            };
+            let kind = known
+                .get(base)
+                .unwrap_or_else(|| panic!("{name} (in {expr}) is not a metric the server exports"));
+            assert!(
+                want.is_empty() || *kind == want,
+                "{name} in {expr}: {base} is a {kind}"
+            );
+            assert!(
+                *kind != "histogram" || !want.is_empty(),
+                "{name} in {expr} is a histogram: query its _bucket, _sum or _count"
+            );
+            assert!(
+                *kind != "counter" || expr.contains("rate(") || expr.contains("increase("),
+                "{name} in {expr} is a counter: chart its rate or increase"
+            );
+            shown.insert(base.to_owned());
+        }
+    }
+    let missing: Vec<_> = known.keys().filter(|n| !shown.contains(*n)).collect();
+    assert!(missing.is_empty(), "the dashboard shows nothing of {missing:?}");
+}
+
+#[test]
+fn the_shipped_prometheus_config_is_valid() {
+    let path = workspace_root().join("deploy/prometheus.yml");
+    let out = std::process::Command::new("promtool")
+        .arg("check")
+        .arg("config")
+        .arg(&path)
+        .output()
+        .expect("run promtool (Debian package prometheus)");
+    assert!(out.status.success(), "{out:?}");
 }
