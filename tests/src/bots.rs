@@ -30,7 +30,12 @@ pub fn run_json(http: SocketAddr, stomp: SocketAddr, text: &str) -> (Option<i32>
     let child = Command::new(binary())
         .arg("run")
         .arg(&scenario)
-        .args(["--http", &http.to_string(), "--stomp-tcp", &stomp.to_string()])
+        .args([
+            "--http",
+            &http.to_string(),
+            "--stomp-tcp",
+            &stomp.to_string(),
+        ])
         .arg("--json")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

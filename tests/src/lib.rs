@@ -325,7 +325,9 @@ impl ServerProcess {
         line.strip_prefix(METRICS_LISTENING_PREFIX)
             .and_then(|rest| rest.strip_suffix("/metrics"))
             .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| panic!("printed {line:?}, expected `{METRICS_LISTENING_PREFIX}ADDR/metrics`"))
+            .unwrap_or_else(|| {
+                panic!("printed {line:?}, expected `{METRICS_LISTENING_PREFIX}ADDR/metrics`")
+            })
     }
 
     /// The STOMP-over-TCP address the server reported.

@@ -75,7 +75,7 @@ pub fn remember(secret: &str) {
     if secret.len() < MIN_SECRET || secret.contains(['\n', '\r']) {
         return;
     }
-    let seen = SEEN.get_or_init(|| Mutex::default());
+    let seen = SEEN.get_or_init(Mutex::default);
     let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
     if !seen.0.insert(secret.to_owned()) {
         return;
@@ -190,7 +190,10 @@ pub fn scan(dir: &Path) -> Scan {
     let mut logs = Vec::new();
     for entry in std::fs::read_dir(dir).expect("read the log folder") {
         let path = entry.expect("a folder entry").path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if name.starts_with("secrets-") {
             let text = std::fs::read_to_string(&path).expect("read a secrets file");
             secrets.extend(text.lines().map(str::to_owned));
@@ -230,7 +233,8 @@ pub fn scan(dir: &Path) -> Scan {
     result
 }
 
-/// Why `line` is not a well-formed JSON log line, if it is not.
+/// Why `line` is not a well-formed JSON log line, if it is not: not a JSON object, without a
+/// string `timestamp`, `level` or `target`, or with one of those (or `message`) twice.
 pub fn bad_json_line(line: &str) -> Option<String> {
     let value: Value = match serde_json::from_str(line) {
         Ok(v) => v,
@@ -239,6 +243,13 @@ pub fn bad_json_line(line: &str) -> Option<String> {
     let Some(object) = value.as_object() else {
         return Some("not a JSON object".to_owned());
     };
+    // A key written twice parses (the last one wins): look for it in the text, where a key's
+    // quotes are bare and those inside strings escaped.
+    for key in ["timestamp", "level", "target", "message", "spans"] {
+        if line.matches(&format!("\"{key}\":")).count() > 1 {
+            return Some(format!("{key:?} twice"));
+        }
+    }
     ["timestamp", "level", "target"]
         .iter()
         .find(|key| !object.get(**key).is_some_and(Value::is_string))
@@ -279,12 +290,18 @@ mod tests {
     #[test]
     fn shapes_are_found() {
         let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ";
-        assert_eq!(shaped_secrets(&format!("uri=/ws?access_token={jwt}")).len(), 1);
+        assert_eq!(
+            shaped_secrets(&format!("uri=/ws?access_token={jwt}")).len(),
+            1
+        );
         assert_eq!(
             shaped_secrets("pat_0123456789abcdefghijABCDEFGHIJ_-xyz").len(),
             1
         );
-        assert_eq!(shaped_secrets(r#"["alice", "$argon2id$v=19$m=19456"]"#).len(), 1);
+        assert_eq!(
+            shaped_secrets(r#"["alice", "$argon2id$v=19$m=19456"]"#).len(),
+            1
+        );
         assert!(shaped_secrets("eyJ alone, pat_short, argon2, ordinary words").is_empty());
     }
 
@@ -294,5 +311,10 @@ mod tests {
         assert_eq!(bad_json_line(good), None);
         assert!(bad_json_line("INFO parley: hi").is_some());
         assert!(bad_json_line(r#"{"level":"INFO","target":"x"}"#).is_some());
+        let twice = r#"{"timestamp":"t","level":"DEBUG","message":"a","message":"b","target":"x"}"#;
+        assert!(bad_json_line(twice).is_some());
+        let quoted =
+            r#"{"timestamp":"t","level":"DEBUG","message":"a \"message\": b","target":"x"}"#;
+        assert_eq!(bad_json_line(quoted), None);
     }
 }

@@ -53,7 +53,10 @@ impl Prometheus {
         let log = std::fs::File::create(dir.join("prometheus.log")).expect("create the log");
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .arg("--log.level=warn")
             .stdin(Stdio::null())
@@ -105,7 +108,10 @@ impl Prometheus {
         assert_eq!(resp.status, 200, "{expr}: {body}");
         assert_eq!(body["status"], "success", "{expr}: {body}");
         assert_eq!(body["data"]["resultType"], "vector", "{expr}: {body}");
-        body["data"]["result"].as_array().cloned().unwrap_or_default()
+        body["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The single value of `expr`, which must give exactly one series.

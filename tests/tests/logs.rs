@@ -113,7 +113,10 @@ async fn json_lines_carry_their_connection() {
         &["protocol=stomp", "user=visitor"],
         &["protocol=sse", "user=alice"],
     ] {
-        assert!(seen(want), "no connection's lines show {want:?}: {conns:?}\n{log}");
+        assert!(
+            seen(want),
+            "no connection's lines show {want:?}: {conns:?}\n{log}"
+        );
     }
     // The same id never names two users.
     for (id, facts) in &conns {
@@ -128,7 +131,9 @@ async fn text_lines_carry_their_connection_too() {
     let mut server = SpawnedServer::start(&data, &["--allow-guests"], &[("RUST_LOG", "debug")]);
     let mut guest = Stomp::tcp(server.stomp_addr()).await;
     let _ = guest.connect(&[("login", "visitor")]).await;
-    guest.send("SEND", &[("destination", "/nowhere")], b"x").await;
+    guest
+        .send("SEND", &[("destination", "/nowhere")], b"x")
+        .await;
     let _ = guest.next(Duration::from_secs(5)).await;
     drop(guest);
     let _ = http::get(server.addr(), "/healthz", &[]).await;
@@ -136,9 +141,9 @@ async fn text_lines_carry_their_connection_too() {
     server.kill();
     let log = server.log();
     assert!(
-        log.lines()
-            .any(|l| l.contains("conn{id=") && l.contains("protocol=\"stomp\"")
-                && l.contains("user=\"visitor\"")),
+        log.lines().any(|l| l.contains("conn{id=")
+            && l.contains("protocol=\"stomp\"")
+            && l.contains("user=\"visitor\"")),
         "{log}"
     );
 }

@@ -155,7 +155,10 @@ async fn prometheus_sees_what_the_bots_counted() {
     }
     let connections =
         count(&stomp_report, "connections", "up") + count(&raw_report, "connections", "up");
-    assert_eq!(q("sum(parley_sessions_opened_total)").await, connections as f64);
+    assert_eq!(
+        q("sum(parley_sessions_opened_total)").await,
+        connections as f64
+    );
     assert_eq!(q("sum(parley_sessions_open)").await, 0.0);
     assert!(q("sum(parley_connections_accepted_total)").await >= connections as f64);
     assert_eq!(
@@ -189,7 +192,10 @@ async fn prometheus_sees_what_the_bots_counted() {
 
     // Every label set now exists: the exposition still passes.
     let text = exposition(metrics).await;
-    assert!(text.contains("parley_deliveries_total{protocol=\"raw\""), "{text}");
+    assert!(
+        text.contains("parley_deliveries_total{protocol=\"raw\""),
+        "{text}"
+    );
     assert_promtool_passes(&text, "after traffic");
 }
 
@@ -233,12 +239,19 @@ fn server_metrics() -> BTreeMap<String, &'static str> {
             Some("Histogram") => "histogram",
             other => panic!("unknown kind {other:?} in DESCRIPTIONS"),
         };
-        let name = entry.split('"').nth(1).expect("a quoted name after the kind");
+        let name = entry
+            .split('"')
+            .nth(1)
+            .expect("a quoted name after the kind");
         names.insert(name.to_owned(), kind);
     }
     let process = std::fs::read_to_string(root.join("process.rs")).expect("read process.rs");
     for name in process.split('"').filter(|s| s.starts_with("process_")) {
-        let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
         names.insert(name.to_owned(), kind);
     }
     assert!(names.len() > 30, "{names:?}");
@@ -250,7 +263,10 @@ fn dashboard_queries() -> Vec<String> {
     let path = workspace_root().join("deploy/grafana-dashboard.json");
     let text = std::fs::read_to_string(&path).expect("read deploy/grafana-dashboard.json");
     let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
-    assert!(dashboard["schemaVersion"].as_u64() >= Some(36), "schemaVersion");
+    assert!(
+        dashboard["schemaVersion"].as_u64() >= Some(36),
+        "schemaVersion"
+    );
     assert_eq!(dashboard["__inputs"][0]["name"], "DS_PROMETHEUS");
     let mut queries = Vec::new();
     for panel in dashboard["panels"].as_array().expect("panels") {
@@ -312,7 +328,10 @@ fn the_dashboard_queries_what_the_server_exports() {
         }
     }
     let missing: Vec<_> = known.keys().filter(|n| !shown.contains(*n)).collect();
-    assert!(missing.is_empty(), "the dashboard shows nothing of {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "the dashboard shows nothing of {missing:?}"
+    );
 }
 
 #[test]
