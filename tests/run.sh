@@ -3,8 +3,8 @@
 # failover suites use is there — a PostgreSQL server on 127.0.0.1:5432 with a database `test`
 # that `postgres` reaches without a password from loopback, redis-server and redis-cli (the
 # suites start their own Redis, some a three-shard Redis Cluster), nginx with its stream
-# module, and haproxy — installing (apt), starting and preparing what is missing, or stopping at
-# once with what to do. The suites' temporary folders go in one folder of this run's, removed
+# module, haproxy, and Prometheus with promtool (the metrics suite) — installing (apt),
+# starting and preparing what is missing, or stopping at once with what to do. The suites' temporary folders go in one folder of this run's, removed
 # at the end. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -26,6 +26,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || die "missing ${missing[*]}; installing needs root: apt-get install -y ${missing[*]}"
   say "installing ${missing[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+# The metrics suite starts a Prometheus of its own (a free loopback port, a temporary folder)
+# and runs promtool. Nothing uses the system service the package may start (nor the node
+# exporter it recommends, left out).
+if ! { command -v prometheus && command -v promtool; } >/dev/null; then
+  [ "$(id -u)" = 0 ] || die "missing prometheus; installing needs root: apt-get install -y prometheus"
+  say "installing prometheus"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends prometheus
 fi
 
 # PostgreSQL: running, a `test` database, trust for loopback connections as `postgres`.

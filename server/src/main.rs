@@ -73,8 +73,24 @@ enum AdminCommand {
     },
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+/// Set once logs are JSON: a fatal error is then one more JSON line, not free text.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+                tracing::error!(error = %format!("{error:#}"), "exiting");
+            } else {
+                eprintln!("Error: {error:?}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let settings = args.resolve()?;
@@ -132,7 +148,13 @@ fn main() -> anyhow::Result<()> {
 /// carry the spans they happen in (a connection's id, its peer, protocol, user), outermost
 /// first.
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The PostgreSQL client logs every statement's parameters at debug (password hashes, token
+    // hashes, messages): never, unless RUST_LOG names it.
+    if !std::env::var("RUST_LOG").is_ok_and(|l| l.contains("tokio_postgres")) {
+        // A literal directive: it parses.
+        filter = filter.add_directive("tokio_postgres=info".parse().expect("a valid directive"));
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -140,12 +162,15 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(true)
-            .init(),
+        LogFormat::Json => {
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(true)
+                .init();
+            JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 

@@ -40,7 +40,9 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The password the helpers give user `name` (≥ 8 characters, unique per user).
 pub fn password_for(name: &str) -> String {
-    format!("pw-{name}-correct-horse")
+    let password = format!("pw-{name}-correct-horse");
+    crate::logs::remember(&password);
+    password
 }
 
 /// `Bearer <token>`.
@@ -451,8 +453,6 @@ impl SpawnedServer {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<SpawnedServer, String> {
-        let log = scratch_dir().join("stderr.log");
-        let log_file = File::create(&log).expect("create the log file");
         let mut cmd = Command::new(parley_binary());
         cmd.arg("serve")
             .arg("--data")
@@ -465,8 +465,14 @@ impl SpawnedServer {
             )
             .args(args)
             .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
+            .envs(env.iter().copied());
+        // PARLEY_TEST_LOG_DIR: the log is kept there, at debug level, for the secret scan.
+        let (log, log_file) = crate::logs::debug_log(&mut cmd, args).unwrap_or_else(|| {
+            let log = scratch_dir().join("stderr.log");
+            let file = File::create(&log).expect("create the log file");
+            (log, file)
+        });
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file));
         let mut child = cmd.spawn().expect("spawn parley serve");
@@ -558,6 +564,8 @@ pub async fn ws_connect(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<Ws, (u16, String)> {
+    crate::logs::note_path(path);
+    crate::logs::note_headers(headers);
     let mut request = format!("ws://{addr}{path}")
         .into_client_request()
         .expect("valid ws url");
@@ -610,6 +618,7 @@ pub async fn ws_status(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -
 
 /// Sends one JSON message.
 pub async fn ws_send(ws: &mut Ws, value: &Value) {
+    crate::logs::note_json(value);
     timeout(WAIT, ws.send(Message::text(value.to_string())))
         .await
         .expect("send timed out")
@@ -811,6 +820,7 @@ impl Stomp {
 
     /// Sends a frame (headers verbatim, `content-length` added for a non-empty body).
     pub async fn send(&mut self, command: &str, headers: &[(&str, &str)], body: &[u8]) {
+        crate::logs::note_headers(headers);
         let mut out = format!("{command}\n").into_bytes();
         for (k, v) in headers {
             out.extend_from_slice(format!("{k}:{v}\n").as_bytes());

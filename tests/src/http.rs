@@ -199,11 +199,24 @@ async fn request_inner(
         .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
     stream.set_nodelay(true).expect("set TCP_NODELAY");
     let bytes = request_bytes(addr, method, path, headers, body.unwrap_or_default());
+    crate::logs::note_path(path);
+    crate::logs::note_headers(headers);
+    crate::logs::note_body(body.unwrap_or_default());
     stream
         .write_all(&bytes)
         .await
         .unwrap_or_else(|e| panic!("{method} {path}: write failed: {e}"));
-    read_response(&mut stream, method == "HEAD").await
+    let response = read_response(&mut stream, method == "HEAD").await;
+    if crate::logs::log_dir().is_some() {
+        let headers: Vec<(&str, &str)> = response
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        crate::logs::note_headers(&headers);
+        crate::logs::note_body(&response.body);
+    }
+    response
 }
 
 /// The bytes of request `method path` to `addr` with `headers` and `body`: `Host: <addr>`,

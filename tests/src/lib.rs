@@ -4,8 +4,11 @@
 
 pub mod arch;
 pub mod auth;
+pub mod bots;
 pub mod cluster;
 pub mod http;
+pub mod logs;
+pub mod prometheus;
 pub mod raw;
 pub mod redis;
 pub mod relay;
@@ -37,6 +40,8 @@ pub const STOMP_LISTENING_PREFIX: &str = "parley stomp listening on tcp://";
 
 /// Prefix of the line after that with TLS on, unless `--stomp-tls off`.
 pub const STOMP_TLS_LISTENING_PREFIX: &str = "parley stomp-tls listening on tcp://";
+/// Prefix of the line a server started with `--metrics ADDR` prints after those.
+pub const METRICS_LISTENING_PREFIX: &str = "parley metrics listening on http://";
 
 /// The Cargo workspace root (the parent of this crate's manifest directory).
 pub fn workspace_root() -> PathBuf {
@@ -150,6 +155,8 @@ pub struct ServerProcess {
     stomp_tls_addr: Option<SocketAddr>,
     stderr: Arc<Mutex<Vec<u8>>>,
     stderr_thread: Option<JoinHandle<()>>,
+    /// Lines of stdout after the listening lines, as they come.
+    stdout: Mutex<mpsc::Receiver<std::io::Result<String>>>,
 }
 
 impl ServerProcess {
@@ -204,10 +211,13 @@ impl ServerProcess {
                 command.args(["--database", &url]);
             }
         }
-        let mut child = command
+        command
             .args(["--http", http, "--stomp-tcp", stomp])
             .args(args)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn");
+        // PARLEY_TEST_LOG_DIR: a debug log of every server, kept for the secret scan.
+        let log_file = logs::debug_log(&mut command, args).map(|(_, file)| file);
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -218,12 +228,18 @@ impl ServerProcess {
         let stderr_thread = {
             let sink = Arc::clone(&stderr);
             let mut pipe = child.stderr.take().expect("stderr is piped");
+            let mut log_file = log_file;
             thread::spawn(move || {
                 let mut chunk = [0u8; 4096];
                 loop {
                     match pipe.read(&mut chunk) {
                         Ok(0) | Err(_) => break,
-                        Ok(n) => sink.lock().unwrap().extend_from_slice(&chunk[..n]),
+                        Ok(n) => {
+                            if let Some(file) = &mut log_file {
+                                let _ = std::io::Write::write_all(file, &chunk[..n]);
+                            }
+                            sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+                        }
                     }
                 }
             })
@@ -233,19 +249,19 @@ impl ServerProcess {
         let (tx, rx) = mpsc::channel();
         let tls = args.contains(&"--tls-cert");
         let stomp_tls = tls && !args.windows(2).any(|w| w == ["--stomp-tls", "off"]);
-        let lines = if stomp_tls { 3 } else { 2 };
         thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
-            // The HTTP line, then the STOMP TCP line (the harness always enables STOMP TCP),
-            // then STOMP over TLS's.
-            for _ in 0..lines {
+            // The HTTP line, the STOMP TCP line (the harness always enables STOMP TCP), then
+            // whatever follows (STOMP over TLS's, the metrics line). Once nobody listens, keep draining so output
+            // can never block the server or hit a closed pipe.
+            loop {
                 let mut line = String::new();
                 let read = reader.read_line(&mut line).map(|_| line);
-                if tx.send(read).is_err() {
-                    return;
+                let end = !matches!(&read, Ok(line) if !line.is_empty());
+                if tx.send(read).is_err() || end {
+                    break;
                 }
             }
-            // Keep draining so later output can never block the server or hit a closed pipe.
             let _ = std::io::copy(&mut reader, &mut std::io::sink());
         });
 
@@ -257,8 +273,10 @@ impl ServerProcess {
             stomp_tls_addr: None,
             stderr,
             stderr_thread: Some(stderr_thread),
+            stdout: Mutex::new(rx),
         };
-        let line = match rx.recv_timeout(STARTUP_TIMEOUT) {
+        let first = server.stdout.lock().unwrap().recv_timeout(STARTUP_TIMEOUT);
+        let line = match first {
             Ok(Ok(line)) if !line.is_empty() => line,
             Ok(Ok(_)) => server.fail_startup("closed stdout without printing the listening line"),
             Ok(Err(e)) => server.fail_startup(&format!("stdout read failed: {e}")),
@@ -283,7 +301,8 @@ impl ServerProcess {
             "listening line names {addr}, expected 127.0.0.1 and the real (non-zero) port"
         );
         server.addr = addr;
-        let line = match rx.recv_timeout(STARTUP_TIMEOUT) {
+        let second = server.stdout.lock().unwrap().recv_timeout(STARTUP_TIMEOUT);
+        let line = match second {
             Ok(Ok(line)) if !line.is_empty() => line,
             _ => server.fail_startup("printed no STOMP listening line"),
         };
@@ -298,7 +317,8 @@ impl ServerProcess {
             )),
         }
         if stomp_tls {
-            let line = match rx.recv_timeout(STARTUP_TIMEOUT) {
+            let third = server.stdout.lock().unwrap().recv_timeout(STARTUP_TIMEOUT);
+            let line = match third {
                 Ok(Ok(line)) if !line.is_empty() => line,
                 _ => server.fail_startup("printed no STOMP-over-TLS listening line"),
             };
@@ -319,6 +339,29 @@ impl ServerProcess {
     /// The STOMP-over-TLS address the server reported (with `--tls-cert`).
     pub fn stomp_tls_addr(&self) -> Option<SocketAddr> {
         self.stomp_tls_addr
+    }
+
+    /// The next line the server printed on stdout after its listening lines, without its line
+    /// end; `None` if it prints none within `within` (or closed stdout).
+    pub fn stdout_line(&self, within: Duration) -> Option<String> {
+        match self.stdout.lock().unwrap().recv_timeout(within) {
+            Ok(Ok(line)) => Some(line.trim_end_matches(['\r', '\n']).to_owned()),
+            _ => None,
+        }
+    }
+
+    /// The address of `/metrics` from the line a server started with `--metrics` prints
+    /// (`parley metrics listening on http://ADDR/metrics`); panics without it.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let line = self
+            .stdout_line(STARTUP_TIMEOUT)
+            .unwrap_or_else(|| panic!("no metrics line on stdout; stderr:\n{}", self.stderr_log()));
+        line.strip_prefix(METRICS_LISTENING_PREFIX)
+            .and_then(|rest| rest.strip_suffix("/metrics"))
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| {
+                panic!("printed {line:?}, expected `{METRICS_LISTENING_PREFIX}ADDR/metrics`")
+            })
     }
 
     /// The STOMP-over-TCP address the server reported.

@@ -175,4 +175,17 @@ mod tests {
         assert!(!cluster_enabled("# Cluster\r\ncluster_enabled:0\r\n"));
         assert!(!cluster_enabled(""));
     }
+
+    #[test]
+    fn shown_urls_hold_no_password() {
+        assert_eq!(
+            crate::store::redact_url("redis://:hunter22@r:6379"),
+            "redis://@r:6379"
+        );
+        assert_eq!(
+            crate::store::redact_url("redis://u:hunter22@r/0"),
+            "redis://u@r/0"
+        );
+        assert_eq!(crate::store::redact_url("redis://r:6379"), "redis://r:6379");
+    }
 }

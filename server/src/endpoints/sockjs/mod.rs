@@ -298,7 +298,7 @@ impl SockJs {
         let delay = self.settings.disconnect_delay;
         let mut table = self.table();
         let mut gone = Vec::new();
-        table.by_id.retain(|key, session| {
+        table.by_id.retain(|_, session| {
             let slot = session.slot();
             // A closed session goes however its client keeps asking (each ask would answer
             // the close frame and keep it another delay).
@@ -309,17 +309,18 @@ impl SockJs {
             let stale =
                 closed_long_ago || !slot.receiving && now.duration_since(slot.idle_since) >= delay;
             if stale {
-                gone.push((key.clone(), session.clone()));
+                gone.push(session.clone());
             }
             !stale
         });
-        for (_, session) in gone {
+        for session in gone {
             if let Some(count) = table.per_ip.get_mut(&session.counted_as) {
                 *count -= 1;
                 if *count == 0 {
                     table.per_ip.remove(&session.counted_as);
                 }
             }
+            // Not its id: a SockJS session id is as good as a credential for its address.
             debug!("SockJS session closed: no receiving request");
             session.peer.leave();
         }

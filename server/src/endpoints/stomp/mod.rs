@@ -592,7 +592,8 @@ impl<T: Transport> Conn<'_, T> {
             }
             Ending::Error(message, code) => {
                 crate::metrics::refused("stomp_error");
-                debug!(%message, "closing STOMP session with ERROR");
+                // Not `message`: a JSON line's own message would be written twice.
+                debug!(reason = %message, "closing STOMP session with ERROR");
                 let error = self.session.error_frame(&message, None);
                 self.transport.queue_frame(&[error], true);
                 code
