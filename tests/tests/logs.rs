@@ -93,13 +93,18 @@ async fn json_lines_carry_their_connection() {
             .unwrap_or_else(|| panic!("a connection span without an id: {line}"));
         assert!(conn["peer"].as_str().is_some(), "{line}");
         let facts = conns.entry(id).or_default();
-        for field in ["protocol", "user"] {
-            if let Some(v) = conn[field].as_str() {
-                facts.insert(format!("{field}={v}"));
+        // The connection's span, or a request's inside it (a kept-alive connection carries
+        // many requests, each naming its own session and user).
+        let spans = line["spans"].as_array().into_iter().flatten();
+        for span in spans.filter(|s| s["name"] == "conn" || s["name"] == "req") {
+            for field in ["protocol", "user"] {
+                if let Some(v) = span[field].as_str() {
+                    facts.insert(format!("{field}={v}"));
+                }
             }
-        }
-        if conn["session"].is_u64() {
-            facts.insert("session".to_owned());
+            if span["session"].is_u64() {
+                facts.insert("session".to_owned());
+            }
         }
     }
     let seen = |want: &[&str]| {

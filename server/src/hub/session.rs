@@ -155,8 +155,9 @@ impl HubSession {
     /// Says who the session is, once authenticated: operators see it under that name, and a
     /// banned user's session is closed at once. Every endpoint calls it when it knows.
     pub fn identify(&self, identity: &parley_stomp::session::Identity) {
-        // Named in the connection's log lines from here on.
+        // Named in the connection's (or request's) log lines from here on.
         tracing::Span::current().record("user", &*identity.name);
+        tracing::debug!("session identified");
         self.hub.identify(self.id, identity);
     }
 
