@@ -144,7 +144,10 @@ fn render_busiest_rooms(server: &Server, out: &mut String) {
             .replace('\\', "\\\\")
             .replace('"', "\\\"")
             .replace('\n', "\\n");
-        let _ = writeln!(out, "parley_busiest_room_messages{{room=\"{room}\"}} {count}");
+        let _ = writeln!(
+            out,
+            "parley_busiest_room_messages{{room=\"{room}\"}} {count}"
+        );
     }
 }
 
