@@ -2,8 +2,8 @@
 //! banning users, closing rooms, deleting messages, the slow consumers, the busiest rooms, the
 //! counters the `/admin` page charts, and the audit log. Anonymous callers get 401, everyone
 //! but an operator with a full-scope credential 403. Every call of a signed-in caller is logged
-//! (`parley::audit`; refused ones too), and every operator's call that changes something (not
-//! a `GET`) is also recorded in storage's audit log. See `docs/operations.md#administer`.
+//! (`parley::audit`; refused ones too), and every operator's call that changes something (a
+//! `POST` or `DELETE`) is also recorded in storage's audit log. See `docs/operations.md#administer`.
 
 use std::sync::atomic::Ordering;
 
@@ -88,7 +88,7 @@ impl Api<'_> {
     /// Serves `/api/admin/<path>`: checks the caller is an operator, answers, and audits.
     pub(super) async fn admin(&self, req: Request<Incoming>, path: &[&str]) -> Answer {
         let action = action_of(req.method(), path);
-        let req_changes = req.method() != Method::GET;
+        let changes = matches!(*req.method(), Method::POST | Method::DELETE);
         let who = match self.caller(&req).await {
             Ok(Some(who)) => who,
             Ok(None) => return error(StatusCode::UNAUTHORIZED, "sign in first"),
@@ -114,7 +114,7 @@ impl Api<'_> {
             detail = %done.detail, peer = %self.peer, %outcome, "admin call");
         // Reads change nothing: the log line above is their record, and the table stays the
         // size of what operators did.
-        if req_changes {
+        if changes {
             let entry = AuditEntry {
                 at_ms: now_ms(),
                 actor: who.name.to_string(),
