@@ -3,7 +3,8 @@
 //! counters the `/admin` page charts, and the audit log. Anonymous callers get 401, everyone
 //! but an operator with a full-scope credential 403. Every call of a signed-in caller is logged
 //! (`parley::audit`; refused ones too), and every operator's call that changes something (a
-//! `POST` or `DELETE`) is also recorded in storage's audit log. See `docs/operations.md#administer`.
+//! `POST` or `DELETE`) is also recorded in storage's audit log. See
+//! `docs/operations.md#administer`.
 
 use std::sync::atomic::Ordering;
 
