@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What recording metrics costs on the hot path: the fan-out under load (1 → 1000 listeners,
-# 64 B, 64 in flight; STOMP and raw) with a build from before the metrics and with this build
-# serving them (`--metrics`, and Prometheus-style scrapes every second during the run),
-# alternating in one sitting. Prints server CPU µs per delivery for each run and the medians.
+# 64 B, 64 in flight; STOMP and raw) with a build from before the metrics (`before`), this
+# build without `--metrics` (`off`: connection log spans, no recorder) and this build serving
+# them (`on`: `--metrics`, scraped every second during the run), alternating in one sitting.
+# Prints server CPU µs per delivery for each run and the medians.
 #
 #   BEFORE_BIN=path/to/old/parley bench/metrics-cost.sh [REPS]
 #
@@ -51,16 +52,16 @@ size = 64
 in_flight = 64
 TOML
 
-run() { # VARIANT PROTO → prints µs/delivery
+run() { # BIN PROTO VARIANT → prints µs/delivery, deliveries/s, errors
   local bin=$1 proto=$2 variant=$3 extra=() pid
-  [ "$variant" = after ] && extra=(--metrics 127.0.0.1:19090)
+  [ "$variant" = on ] && extra=(--metrics 127.0.0.1:19090)
   rm -rf "$OUT/data"
   taskset -c 0 "$bin" serve --data "$OUT/data" --http 127.0.0.1:18080 --stomp-tcp off \
     --allow-guests --guests-create-rooms --rate-limit 0 --max-connections-per-ip 0 \
     ${extra[@]+"${extra[@]}"} > "$OUT/server.log" 2>&1 &
   SPID=$!
   for _ in $(seq 1 100); do [ -s "$OUT/data/jwt-secret" ] && grep -q listening "$OUT/server.log" && break; sleep 0.1; done
-  if [ "$variant" = after ]; then
+  if [ "$variant" = on ]; then
     ( while :; do curl -s -o /dev/null http://127.0.0.1:19090/metrics; sleep 1; done ) &
     SCRAPER=$!
   fi
@@ -75,8 +76,8 @@ run() { # VARIANT PROTO → prints µs/delivery
 printf '%-6s %-9s %-6s %10s %14s %7s\n' rep proto build 'µs/deliv' 'deliveries/s' errors
 for rep in $(seq 1 "$REPS"); do
   for proto in stomp-ws raw; do
-    for variant in before after; do
-      bin=$BEFORE; [ "$variant" = after ] && bin=$AFTER
+    for variant in before off on; do
+      bin=$BEFORE; [ "$variant" = before ] || bin=$AFTER
       read -r us rate errors < <(run "$bin" "$proto" "$variant")
       printf '%-6s %-9s %-6s %10s %14.0f %7s\n' "$rep" "$proto" "$variant" "$us" "$rate" "$errors"
       echo "$proto $variant $us" >> "$OUT/all"
@@ -88,7 +89,9 @@ python3 - "$OUT/all" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 for proto in ("stomp-ws", "raw"):
-    b = statistics.median(float(r[2]) for r in rows if r[0] == proto and r[1] == "before")
-    a = statistics.median(float(r[2]) for r in rows if r[0] == proto and r[1] == "after")
-    print(f"{proto:9} median µs/delivery: before {b:.3f}, after (metrics on, scraped 1/s) {a:.3f}: {100 * (a - b) / b:+.1f} %")
+    m = {v: statistics.median(float(r[2]) for r in rows if r[0] == proto and r[1] == v)
+         for v in ("before", "off", "on")}
+    print(f"{proto:9} median µs/delivery: before {m['before']:.3f}, off {m['off']:.3f} "
+          f"({100 * (m['off'] - m['before']) / m['before']:+.1f} %), on (scraped 1/s) {m['on']:.3f} "
+          f"({100 * (m['on'] - m['off']) / m['off']:+.1f} % vs off)")
 PY

@@ -1,6 +1,6 @@
-// The /admin page: live counters charted from GET /api/admin/overview (polled every few seconds,
-// which the audit log does not store), the lists operators act on (refreshed on load, after an
-// action, and with the Refresh button: every other admin call is stored in the audit log), and
+// The /admin page: live counters charted from GET /api/admin/overview (polled every few seconds),
+// the lists operators act on (refreshed on load, after an action, and with the Refresh button;
+// reads are logged by the server but not stored in the audit log, which keeps the actions), and
 // their actions. Signs in like the chat page: the session cookie's refresh token, or a login.
 
 const POLL_MS = 3000;

@@ -157,6 +157,8 @@ pub async fn parts(
     // is refused and a closed room stays closed.
     hub.remember_sent(sent);
     hub.reload_admin().await?;
+    hub.warn_unclaimed_operators().await?;
+    hub.start_admin_upkeep(settings.admin.audit_retention);
     Ok(Parts {
         stomp: Stomp::new(hub.clone(), auth.clone(), stomp_settings(settings)),
         chat: Arc::new(ChatSettings {
@@ -205,7 +207,7 @@ fn start_hub(
             max_body: settings.max_body,
         },
         bans,
-        operators: settings.operators.clone(),
+        operators: settings.admin.operators.clone(),
     };
     let hub = Hub::new(hub_settings, store, journal, acl, bus, last_ids);
     Ok((hub, failing))

@@ -393,7 +393,12 @@ impl Bus {
             .try_send((ACL_CHANNEL.to_owned(), payload))
             .is_err()
         {
-            warn!("cluster bus backlog full: an operator's action did not reach other nodes");
+            // They read bans and closed rooms back from storage every 30 s (hub/admin.rs).
+            warn!(
+                ?event,
+                "cluster bus backlog full: an operator's action did not reach other \
+                nodes (they catch up on bans and closed rooms from storage; a kick is lost)"
+            );
         }
     }
 

@@ -26,6 +26,11 @@ impl Bans {
         }
     }
 
+    /// Nobody is banned.
+    pub fn is_empty(&self) -> bool {
+        !self.any.load(Ordering::Acquire)
+    }
+
     /// Why `name` is banned, if it is.
     pub fn reason(&self, name: &str) -> Option<String> {
         if !self.any.load(Ordering::Acquire) {
@@ -48,11 +53,22 @@ impl Bans {
         self.any.store(!reasons.is_empty(), Ordering::Release);
     }
 
-    /// Replaces every ban with `bans` (name, reason): what storage holds.
-    pub fn replace(&self, bans: impl IntoIterator<Item = (String, String)>) {
+    /// Replaces every ban with `bans` (name, reason): what storage holds. Returns the names
+    /// (by key) that were not banned before, with their reasons.
+    pub fn replace(
+        &self,
+        bans: impl IntoIterator<Item = (String, String)>,
+    ) -> HashMap<String, String> {
         let mut reasons = self.write();
-        *reasons = bans.into_iter().map(|(n, r)| (user_key(&n), r)).collect();
+        let new: HashMap<String, String> =
+            bans.into_iter().map(|(n, r)| (user_key(&n), r)).collect();
+        let old = std::mem::replace(&mut *reasons, new);
         self.any.store(!reasons.is_empty(), Ordering::Release);
+        reasons
+            .iter()
+            .filter(|(key, _)| !old.contains_key(*key))
+            .map(|(key, why)| (key.clone(), why.clone()))
+            .collect()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, String>> {
@@ -86,7 +102,16 @@ mod tests {
         assert_eq!(bans.check("MALLORY").unwrap_err(), "banned: spam");
         bans.unban("mallory");
         assert!(bans.check("Mallory").is_ok());
-        bans.replace([("eve".to_owned(), String::new())]);
+        let newly = bans.replace([("Eve".to_owned(), String::new())]);
+        assert_eq!(newly.keys().collect::<Vec<_>>(), ["eve"]);
         assert_eq!(bans.check("eve").unwrap_err(), "banned: by an operator");
+        assert!(bans
+            .replace([("EVE".to_owned(), "x".to_owned())])
+            .is_empty());
+        assert_eq!(
+            bans.check("eve").unwrap_err(),
+            "banned: x",
+            "the stored reason"
+        );
     }
 }

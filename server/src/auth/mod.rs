@@ -306,36 +306,50 @@ impl Auth {
         ip: IpAddr,
     ) -> Result<TokenPair, LoginError> {
         self.check_password(name, password, ip).await?;
-        Ok(self.start_session(name).await?)
+        self.start_session(name).await
     }
 
-    /// A new session of `user`: an access token and a refresh token starting a new family.
-    pub(crate) async fn start_session(&self, user: &str) -> anyhow::Result<TokenPair> {
+    /// A new session of `user`: an access token and a refresh token starting a new family;
+    /// refused (`banned: <reason>`) while an operator bans `user`.
+    pub(crate) async fn start_session(&self, user: &str) -> Result<TokenPair, LoginError> {
+        self.bans.check(user).map_err(LoginError::Banned)?;
         let (refresh_token, record) = self.new_refresh(user, random_token(16));
         store::run(&self.store, move |store| store.insert_refresh(&record)).await?;
         Ok(self.pair(user, refresh_token))
     }
 
-    /// Rotates a refresh token into a new pair.
+    /// Rotates a refresh token into a new pair. A banned user's token is refused before it is
+    /// rotated, so it still works once the ban is lifted.
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair, RefreshError> {
+        let refreshed = self.rotate(refresh_token).await;
+        let result = if refreshed.is_ok() {
+            "success"
+        } else {
+            "failure"
+        };
+        metrics::auth("refresh", result);
+        refreshed
+    }
+
+    async fn rotate(&self, refresh_token: &str) -> Result<TokenPair, RefreshError> {
         let old = hash_token(refresh_token);
+        if !self.bans.is_empty() {
+            let hash = old;
+            let user = store::run(&self.store, move |s| s.refresh_user(&hash, now_ms())).await?;
+            if let Some(user) = user {
+                self.bans.check(&user).map_err(RefreshError::Banned)?;
+            }
+        }
         // The successor inherits the old token's family and user inside the store.
         let (new_token, record) = self.new_refresh("", String::new());
         let rotation = store::run(&self.store, move |store| {
             store.rotate_refresh(&old, &record, now_ms())
         })
         .await?;
-        let result = if matches!(rotation, Rotation::Rotated { .. }) {
-            "success"
-        } else {
-            "failure"
-        };
-        metrics::auth("refresh", result);
         match rotation {
-            Rotation::Rotated { user } => match self.bans.check(&user) {
-                Ok(()) => Ok(self.pair(&user, new_token)),
-                Err(why) => Err(RefreshError::Banned(why)),
-            },
+            // A ban made since the check above: the pair is refused wherever it is presented
+            // while the ban lasts (every credential check asks), and works once it is lifted.
+            Rotation::Rotated { user } => Ok(self.pair(&user, new_token)),
             Rotation::Reused => Err(RefreshError::Reused),
             Rotation::Invalid => Err(RefreshError::Invalid),
         }
@@ -759,6 +773,27 @@ mod tests {
         assert!(auth.revoke_token("alice", &record.id).await.unwrap());
         assert!(who.revoked.unwrap().is_cancelled(), "its sessions end");
         assert!(auth.verify_any(&token).await.is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn banned_users_get_no_session_and_keep_their_refresh_tokens() {
+        let dir = std::env::temp_dir().join(format!("parley-auth-ban-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let auth = auth_over(Arc::new(crate::store::SqliteStore::open(&dir).unwrap()));
+        let pair = auth.start_session("alice").await.unwrap();
+        auth.bans().ban("ALICE", "spam");
+        // What signing in through a provider (or choosing a name there) gets.
+        let refused = auth.start_session("alice").await.unwrap_err();
+        assert!(
+            matches!(&refused, LoginError::Banned(why) if why == "banned: spam"),
+            "{refused:?}"
+        );
+        let refused = auth.refresh(&pair.refresh_token).await.unwrap_err();
+        assert!(matches!(refused, RefreshError::Banned(_)), "{refused:?}");
+        auth.bans().unban("alice");
+        let renewed = auth.refresh(&pair.refresh_token).await;
+        assert!(renewed.is_ok(), "not used up by the refused refresh");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

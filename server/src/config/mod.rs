@@ -22,7 +22,7 @@ mod limits;
 mod operations;
 mod tls;
 mod transports;
-pub use admin::AdminArgs;
+pub use admin::{AdminArgs, AdminSettings};
 pub use identity::IdentityArgs;
 pub use limits::{LimitArgs, Limits};
 pub use operations::{LogFormat, Operations, OperationsArgs};
@@ -346,8 +346,8 @@ pub struct Settings {
     pub stomp_idle_timeout: Option<Duration>,
     /// How often an ongoing storage failure is logged.
     pub storage_log_interval: Duration,
-    /// Accounts that are operators by configuration (`--operator`).
-    pub operators: Vec<String>,
+    /// Operators by configuration, the audit log's retention.
+    pub admin: AdminSettings,
 }
 
 impl ServeArgs {
@@ -437,7 +437,7 @@ impl ServeArgs {
             limits: self.limits.resolve(file.limits),
             transports: self.transports.resolve(file.transports)?,
             operations: self.operations.resolve(file.operations)?,
-            operators: self.admin.resolve(file.admin)?,
+            admin: self.admin.resolve(file.admin)?,
             stomp_idle_timeout: Some(pick(
                 self.stomp_idle_timeout,
                 file.stomp_idle_timeout,

@@ -13,7 +13,7 @@ use super::response::Body;
 use super::tls::OverTls;
 use crate::auth::oauth::state::STATE_COOKIE;
 use crate::auth::oauth::{Failure, Finished};
-use crate::auth::{cookie, session_cookie, Auth};
+use crate::auth::{cookie, session_cookie, Auth, LoginError};
 use crate::hub::Hub;
 
 /// Serves `/auth/<provider>/login` and `/auth/<provider>/callback`; `None` for other paths.
@@ -102,8 +102,13 @@ async fn callback(
             return_to,
             created,
         }) => {
-            let Ok(tokens) = auth.start_session(&user).await else {
-                return failure(&Failure::Storage);
+            let tokens = match auth.start_session(&user).await {
+                Ok(tokens) => tokens,
+                Err(LoginError::Banned(why)) => {
+                    tracing::info!(%user, "a sign-in through a provider refused: {why}");
+                    return failure(&Failure::Banned(why));
+                }
+                Err(_) => return failure(&Failure::Storage),
             };
             if created {
                 // Guests who held this name lose it: from now on it means the account.

@@ -2,14 +2,17 @@
 //! messages, carried out here and (through the bus) on every other node; and what operators
 //! see: who is connected, the slow consumers, the busiest rooms. The admin API checks who may.
 
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use parley_protocol::CloseCode;
 use parley_stomp::broker::{Publish, Published, SessionId};
 use parley_stomp::destination::{Destination, RoomName};
 use parley_stomp::session::{Identity, Scope};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::message::chat_headers;
 use super::refusal::{publish_refusal, Refusal};
@@ -19,7 +22,7 @@ use crate::auth::bans::banned;
 use crate::auth::Bans;
 use crate::bus::AdminEvent;
 use crate::clock::now_ms;
-use crate::store::{self, Kind};
+use crate::store::{self, user_key, Kind, MAX_HELD};
 
 /// Close code (4403, like HTTP 403) of a session an operator ended: kicked, or its user banned.
 /// The reason says which (`kicked: …`, `banned: …`).
@@ -27,6 +30,17 @@ pub const CLOSE_REMOVED: CloseCode = match CloseCode::from_wire(4403) {
     Some(code) => code,
     None => CloseCode::POLICY_VIOLATION,
 };
+
+/// How often, in cluster mode, a node reads the bans and closed rooms back from storage: what
+/// it holds is storage's within this long even if a bus message was lost.
+pub const ADMIN_RELOAD_EVERY: Duration = Duration::from_secs(30);
+
+/// How often audit rows past their retention are deleted.
+const AUDIT_PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Reads of storage a reload makes at most while operators' actions keep changing the bans and
+/// closed rooms under it; the next reload tries again.
+const RELOAD_TRIES: usize = 3;
 
 impl Hub {
     /// This node's name: its id in the cluster, or `local` alone.
@@ -40,18 +54,45 @@ impl Hub {
     }
 
     /// Is `who` an operator: an account (not a guest) with a full-scope credential, named by
-    /// `--operator` or granted in storage (`parley admin grant`)? Storage is read every time,
-    /// so a grant or revocation holds at once on every node.
+    /// `--operator` (in any case, as account names are unique) or granted in storage (`parley
+    /// admin grant`)? Storage is read every time (one indexed row), so a grant or revocation
+    /// holds at once on every node. A configured name counts only once it is an account's:
+    /// another identity (an external provider's user) may otherwise carry it.
     pub async fn is_operator(&self, who: &Identity) -> anyhow::Result<bool> {
         if who.guest || who.scope != Scope::All {
             return Ok(false);
         }
-        if self.settings.operators.iter().any(|o| **o == *who.name) {
-            return Ok(true);
-        }
         let name = who.name.to_string();
-        let granted = store::run(&self.store, |s| s.operators()).await?;
-        Ok(granted.iter().any(|o| o.name == name))
+        let key = user_key(&name);
+        let configured = self.settings.operators.iter().any(|o| user_key(o) == key);
+        store::run(&self.store, move |s| {
+            if configured && s.account_like(&name)?.is_some_and(|a| a == name) {
+                return Ok(true);
+            }
+            s.is_operator(&name)
+        })
+        .await
+    }
+
+    /// Warns, at start, of each `--operator` name no account has yet: whoever registers it
+    /// first becomes an operator.
+    pub async fn warn_unclaimed_operators(&self) -> anyhow::Result<()> {
+        let names = self.settings.operators.clone();
+        let unclaimed = store::run(&self.store, move |s| {
+            let mut unclaimed = Vec::new();
+            for name in names {
+                if s.account_like(&name)?.is_none() {
+                    unclaimed.push(name);
+                }
+            }
+            Ok(unclaimed)
+        })
+        .await?;
+        for name in unclaimed {
+            warn!(operator = %name, "--operator {name}: no account has this name yet, and \
+                whoever creates it becomes an operator; create it now (parley user add {name})");
+        }
+        Ok(())
     }
 
     /// The accounts that are operators by configuration (`--operator`).
@@ -81,19 +122,21 @@ impl Hub {
             } if node == self.node() => usize::from(self.remove_session(*session, &kicked(reason))),
             AdminEvent::KickSession { .. } => 0,
             AdminEvent::Ban { user, reason } => {
-                self.bans().ban(user, reason);
+                self.admin_generation
+                    .change(|| self.bans().ban(user, reason));
                 self.remove_user(user, &banned(reason))
             }
             AdminEvent::Unban { user } => {
-                self.bans().unban(user);
+                self.admin_generation.change(|| self.bans().unban(user));
                 0
             }
             AdminEvent::CloseRoom { room, reason } => {
-                self.closed.close(room, reason);
+                self.admin_generation
+                    .change(|| self.closed.close(room, reason));
                 self.end_room(room, reason)
             }
             AdminEvent::ReopenRoom { room } => {
-                self.closed.reopen(room);
+                self.admin_generation.change(|| self.closed.reopen(room));
                 0
             }
         }
@@ -150,40 +193,54 @@ impl Hub {
     }
 
     /// This node's sessions (of `user` only, any spelling, if given): at most `limit`, oldest
-    /// first, and how many there are in all.
+    /// first, and how many there are in all. Under the hub's lock: one pass keeping the keys of
+    /// the `limit` oldest (no allocation per session), then those `limit` built.
     pub fn connections(&self, user: Option<&str>, limit: usize) -> (Vec<Connection>, usize) {
         let guard = self.lock();
-        let mut all: Vec<Connection> = guard
-            .outboxes
-            .iter()
-            .filter(|(_, o)| user.is_none_or(|u| is_user(&o.info, u)))
-            .map(|(&id, o)| connection(id, o))
+        let mut total = 0;
+        let mut oldest = BinaryHeap::with_capacity(limit.saturating_add(1).min(1024));
+        for (&id, outbox) in &guard.outboxes {
+            if user.is_some_and(|u| !is_user(&outbox.info, u)) {
+                continue;
+            }
+            total += 1;
+            oldest.push((outbox.info.since_ms, id));
+            if oldest.len() > limit {
+                oldest.pop();
+            }
+        }
+        let list = oldest
+            .into_sorted_vec()
+            .into_iter()
+            .filter_map(|(_, id)| guard.outboxes.get(&id).map(|o| connection(id, o)))
             .collect();
-        drop(guard);
-        let total = all.len();
-        all.sort_by_key(|c| (c.since_ms, c.session));
-        all.truncate(limit);
-        (all, total)
+        (list, total)
     }
 
     /// The `n` sessions with the most waiting in their outbox now (none with an empty one),
-    /// and the slow consumers evicted lately, newest first.
+    /// and the slow consumers evicted lately, newest first. Under the hub's lock: one pass
+    /// reading each outbox's depth and keeping the `n` deepest keys, then those `n` built.
     pub fn slow_consumers(&self, n: usize) -> (Vec<Connection>, Vec<Eviction>) {
         let guard = self.lock();
-        let mut deepest: Vec<Connection> = guard
-            .outboxes
-            .iter()
-            .map(|(&id, o)| connection(id, o))
-            .filter(|c| c.outbox > 0)
+        // Smallest key first is deepest first; the heap drops its largest, the shallowest.
+        let mut deepest = BinaryHeap::with_capacity(n.saturating_add(1).min(1024));
+        for (&id, outbox) in &guard.outboxes {
+            let (waiting, bytes) = outbox_depth(outbox);
+            if waiting == 0 {
+                continue;
+            }
+            deepest.push((Reverse(bytes), id));
+            if deepest.len() > n {
+                deepest.pop();
+            }
+        }
+        let list = deepest
+            .into_sorted_vec()
+            .into_iter()
+            .filter_map(|(_, id)| guard.outboxes.get(&id).map(|o| connection(id, o)))
             .collect();
         drop(guard);
-        deepest.sort_by(|a, b| {
-            b.outbox_bytes
-                .cmp(&a.outbox_bytes)
-                .then(a.session.cmp(&b.session))
-        });
-        deepest.truncate(n);
-        (deepest, self.evictions.list())
+        (list, self.evictions.list())
     }
 
     /// The `n` rooms with the most messages numbered here lately, busiest first, and the
@@ -216,29 +273,105 @@ impl Hub {
             .map_err(publish_refusal)
     }
 
-    /// Reads the bans and closed rooms back from storage (at start, and in cluster mode when the
-    /// bus may have lost an operator's action), closing what they newly forbid.
+    /// Reads the bans and closed rooms back from storage (at start, in cluster mode every
+    /// [`ADMIN_RELOAD_EVERY`] and when the bus may have lost an operator's action), closing
+    /// what they newly forbid. An action applied here while storage was read makes it read
+    /// again, so the older read never erases it.
     pub async fn reload_admin(&self) -> anyhow::Result<()> {
-        let (bans, closed) =
-            store::run(&self.store, |s| Ok((s.bans()?, s.closed_rooms()?))).await?;
-        self.bans()
-            .replace(bans.into_iter().map(|b| (b.name, b.reason)));
-        let newly = self
-            .closed
-            .replace(closed.into_iter().map(|c| (c.name, c.reason)));
-        let bans = self.bans().clone();
-        let guard = self.lock();
-        for outbox in guard.outboxes.values() {
-            let reason = outbox.info.user.as_ref().and_then(|(n, _)| bans.reason(n));
-            if let Some(reason) = reason {
-                outbox.evicted.evict(CLOSE_REMOVED, banned(&reason));
+        for _ in 0..RELOAD_TRIES {
+            let seen = self.admin_generation.now();
+            let (bans, closed) = store::run(&self.store, |s| {
+                Ok((s.bans("", MAX_HELD)?, s.closed_rooms("", MAX_HELD)?))
+            })
+            .await?;
+            for (what, n) in [("bans", bans.len()), ("closed rooms", closed.len())] {
+                if n >= MAX_HELD {
+                    warn!(
+                        held = MAX_HELD,
+                        "storage holds more {what} than a node keeps: \
+                        only the first {MAX_HELD} by name hold"
+                    );
+                }
+            }
+            let replaced = self.admin_generation.replace_if(seen, || {
+                let bans = self
+                    .bans()
+                    .replace(bans.into_iter().map(|b| (b.name, b.reason)));
+                let rooms = self
+                    .closed
+                    .replace(closed.into_iter().map(|c| (c.name, c.reason)));
+                (bans, rooms)
+            });
+            if let Some((newly_banned, newly_closed)) = replaced {
+                self.remove_banned(&newly_banned);
+                for (room, reason) in newly_closed {
+                    self.end_room(&room, &reason);
+                }
+                return Ok(());
             }
         }
-        drop(guard);
-        for (room, reason) in newly {
-            self.end_room(&room, &reason);
-        }
+        warn!(
+            "bans and closed rooms kept changing while read from storage; the next reload \
+            reads them again"
+        );
         Ok(())
+    }
+
+    /// Closes the sessions of `banned` (user keys and reasons), newly banned by a reload.
+    fn remove_banned(&self, banned_now: &HashMap<String, String>) {
+        if banned_now.is_empty() {
+            return;
+        }
+        let guard = self.lock();
+        for outbox in guard.outboxes.values() {
+            let key = outbox.info.user.as_ref().map(|(n, _)| user_key(n));
+            if let Some(reason) = key.and_then(|k| banned_now.get(&k)) {
+                outbox.evicted.evict(CLOSE_REMOVED, banned(reason));
+            }
+        }
+    }
+
+    /// Starts the upkeep of operators' state until the hub is dropped: audit rows older than
+    /// `audit_retention` deleted every hour and, in cluster mode, the bans and closed rooms
+    /// reloaded every [`ADMIN_RELOAD_EVERY`] (what repairs an action the bus dropped).
+    pub fn start_admin_upkeep(self: &Arc<Self>, audit_retention: Duration) {
+        let me = Arc::downgrade(self);
+        self.runtime.spawn(async move {
+            let mut every = tokio::time::interval(AUDIT_PURGE_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(hub) = me.upgrade() else { return };
+                hub.purge_audit(audit_retention).await;
+            }
+        });
+        if !self.is_clustered() {
+            return;
+        }
+        let me = Arc::downgrade(self);
+        self.runtime.spawn(async move {
+            let mut every = tokio::time::interval(ADMIN_RELOAD_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every.tick().await; // the first tick is now: the start read them already
+            loop {
+                every.tick().await;
+                let Some(hub) = me.upgrade() else { return };
+                if let Err(error) = hub.reload_admin().await {
+                    warn!(%error, "reloading bans and closed rooms failed");
+                }
+            }
+        });
+    }
+
+    /// Deletes the audit rows older than `retention`.
+    async fn purge_audit(&self, retention: Duration) {
+        let retention_ms = retention.as_millis().try_into().unwrap_or(u64::MAX);
+        let before = now_ms().saturating_sub(retention_ms);
+        match store::run(&self.store, move |s| s.purge_audit(before)).await {
+            Ok(0) => {}
+            Ok(n) => info!(purged = n, "audit rows past their retention deleted"),
+            Err(e) => error!(error = %e, "purging the audit log failed"),
+        }
     }
 
     /// [`Hub::reload_admin`] off the caller's task, logging a failure.
@@ -268,10 +401,16 @@ fn kicked(reason: &str) -> String {
     }
 }
 
-/// One session as operators see it.
-fn connection(id: SessionId, outbox: &super::outbox::Outbox) -> Connection {
+/// What waits in `outbox`: deliveries and notices, and their bytes.
+fn outbox_depth(outbox: &super::outbox::Outbox) -> (usize, usize) {
     let (deliveries, delivery_bytes) = outbox.deliveries.depth();
     let (notices, notice_bytes) = outbox.notices.depth();
+    (deliveries + notices, delivery_bytes + notice_bytes)
+}
+
+/// One session as operators see it.
+fn connection(id: SessionId, outbox: &super::outbox::Outbox) -> Connection {
+    let (waiting, waiting_bytes) = outbox_depth(outbox);
     let info = &outbox.info;
     Connection {
         session: id,
@@ -281,7 +420,7 @@ fn connection(id: SessionId, outbox: &super::outbox::Outbox) -> Connection {
         transport: info.origin.transport,
         address: info.origin.address,
         since_ms: info.since_ms,
-        outbox: deliveries + notices,
-        outbox_bytes: delivery_bytes + notice_bytes,
+        outbox: waiting,
+        outbox_bytes: waiting_bytes,
     }
 }

@@ -15,7 +15,8 @@
 //! gap fill in cluster mode), `outbox` and `mailbox` (the queues to each session), `people`
 //! (who is online, server-wide), `admin` (operators' actions: kicks, bans, closed rooms,
 //! deletions, on every node), `registry` (who is connected, recent evictions), `activity` (the
-//! busiest rooms now), `closed` (closed rooms).
+//! busiest rooms now), `closed` (closed rooms), `generation` (changes to the bans and closed
+//! rooms, so reloads from storage lose none).
 
 mod activity;
 mod admin;
@@ -26,6 +27,7 @@ mod cluster;
 mod direct;
 mod edits;
 mod gauges;
+mod generation;
 mod history;
 pub mod mailbox;
 mod message;
@@ -153,6 +155,8 @@ pub struct Hub {
     activity: activity::Activity,
     /// Rooms operators closed.
     closed: closed::ClosedRooms,
+    /// Changes to the bans and closed rooms, so a reload never erases one made while it read.
+    admin_generation: generation::Generation,
     /// The last slow consumers evicted.
     evictions: registry::RecentEvictions,
 }
@@ -225,6 +229,7 @@ impl Hub {
             runtime: tokio::runtime::Handle::current(),
             activity: Default::default(),
             closed: Default::default(),
+            admin_generation: Default::default(),
             evictions: Default::default(),
         });
         if let Some(bus) = &hub.bus {

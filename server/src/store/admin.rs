@@ -53,9 +53,11 @@ pub(crate) const GRANT: &str = "INSERT INTO operators (username, granted_by, gra
     VALUES ($1, $2, $3) ON CONFLICT (username) DO NOTHING";
 /// Ends `username`'s operator rights.
 pub(crate) const REVOKE: &str = "DELETE FROM operators WHERE username = $1";
-/// Every operator, by name.
+/// Operators after `$1` by name, at most `$2`.
 pub(crate) const OPERATORS: &str = "SELECT username, '', granted_by, granted_ms FROM operators
-    ORDER BY username LIMIT 10000";
+    WHERE username > $1 ORDER BY username LIMIT $2";
+/// Whether `$1` (as registered) is granted.
+pub(crate) const IS_OPERATOR: &str = "SELECT username FROM operators WHERE username = $1";
 /// Bans a user, or replaces the reason of a ban.
 pub(crate) const BAN: &str = "INSERT INTO bans (user_key, username, reason, banned_by, banned_ms)
     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_key) DO UPDATE SET
@@ -63,25 +65,31 @@ pub(crate) const BAN: &str = "INSERT INTO bans (user_key, username, reason, bann
     banned_ms = excluded.banned_ms";
 /// Lifts a ban.
 pub(crate) const UNBAN: &str = "DELETE FROM bans WHERE user_key = $1";
-/// Every ban, by name.
+/// Bans after key `$1` by name key, at most `$2`.
 pub(crate) const BANS: &str = "SELECT username, reason, banned_by, banned_ms FROM bans
-    ORDER BY user_key LIMIT 100000";
+    WHERE user_key > $1 ORDER BY user_key LIMIT $2";
 /// Closes a room, or replaces the reason it is closed for.
 pub(crate) const CLOSE_ROOM: &str = "INSERT INTO closed_rooms (room, reason, closed_by, closed_ms)
     VALUES ($1, $2, $3, $4) ON CONFLICT (room) DO UPDATE SET reason = excluded.reason,
     closed_by = excluded.closed_by, closed_ms = excluded.closed_ms";
 /// Opens a closed room again.
 pub(crate) const REOPEN_ROOM: &str = "DELETE FROM closed_rooms WHERE room = $1";
-/// Every closed room, by name.
+/// Closed rooms after `$1` by name, at most `$2`.
 pub(crate) const CLOSED_ROOMS: &str = "SELECT room, reason, closed_by, closed_ms FROM closed_rooms
-    ORDER BY room LIMIT 100000";
+    WHERE room > $1 ORDER BY room LIMIT $2";
 /// Records one admin call.
 pub(crate) const AUDIT: &str =
     "INSERT INTO audit (at_ms, actor, action, target, detail, node, outcome)
     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+/// Deletes the audit rows older than `$1`.
+pub(crate) const PURGE_AUDIT: &str = "DELETE FROM audit WHERE at_ms < $1";
 /// A page of the audit log, newest first, older than `$1`.
 pub(crate) const AUDIT_PAGE: &str = "SELECT id, at_ms, actor, action, target, detail, node, outcome
     FROM audit WHERE id < $1 ORDER BY id DESC LIMIT $2";
+
+/// Most bans, or closed rooms, a node holds in memory: a reload reads at most this many (and
+/// logs a warning when there are more).
+pub const MAX_HELD: usize = 100_000;
 
 /// An operator, a ban or a closed room: what or whom, why, by whom and when.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

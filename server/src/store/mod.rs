@@ -12,7 +12,7 @@ mod sqlite;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub use self::admin::{AdminRecord, AuditEntry};
+pub use self::admin::{AdminRecord, AuditEntry, MAX_HELD};
 pub use self::identities::{Link, LinkedIdentity, Unlink};
 pub use self::postgres::PgStore;
 pub use self::sqlite::SqliteStore;
@@ -479,9 +479,16 @@ pub trait Store: Send + Sync {
         let _ = name;
         anyhow::bail!("this store keeps no operators")
     }
-    /// The operators granted in storage, by name.
-    fn operators(&self) -> anyhow::Result<Vec<AdminRecord>> {
+    /// The operators granted in storage, by name: at most `limit` after `after` (`""`: from
+    /// the first).
+    fn operators(&self, after: &str, limit: usize) -> anyhow::Result<Vec<AdminRecord>> {
+        let _ = (after, limit);
         Ok(Vec::new())
+    }
+    /// Is `name` (spelt as registered) granted operator rights in storage?
+    fn is_operator(&self, name: &str) -> anyhow::Result<bool> {
+        let _ = name;
+        Ok(false)
     }
     /// Bans `ban.name` (every spelling of it), or replaces the ban's reason.
     fn ban(&self, ban: &AdminRecord) -> anyhow::Result<()> {
@@ -493,8 +500,9 @@ pub trait Store: Send + Sync {
         let _ = name;
         anyhow::bail!("this store keeps no bans")
     }
-    /// Every ban, by name.
-    fn bans(&self) -> anyhow::Result<Vec<AdminRecord>> {
+    /// Bans by name (in any case): at most `limit` after `after`'s (`""`: from the first).
+    fn bans(&self, after: &str, limit: usize) -> anyhow::Result<Vec<AdminRecord>> {
+        let _ = (after, limit);
         Ok(Vec::new())
     }
     /// Closes room `closed.name`, or replaces the reason it is closed for.
@@ -507,14 +515,20 @@ pub trait Store: Send + Sync {
         let _ = room;
         anyhow::bail!("this store keeps no closed rooms")
     }
-    /// Every closed room, by name.
-    fn closed_rooms(&self) -> anyhow::Result<Vec<AdminRecord>> {
+    /// Closed rooms by name: at most `limit` after `after` (`""`: from the first).
+    fn closed_rooms(&self, after: &str, limit: usize) -> anyhow::Result<Vec<AdminRecord>> {
+        let _ = (after, limit);
         Ok(Vec::new())
     }
     /// Appends one admin call to the audit log (its `id` is given by storage).
     fn audit(&self, entry: &AuditEntry) -> anyhow::Result<()> {
         let _ = entry;
         anyhow::bail!("this store keeps no audit log")
+    }
+    /// Deletes the audit entries made before `before_ms`; returns how many.
+    fn purge_audit(&self, before_ms: u64) -> anyhow::Result<usize> {
+        let _ = before_ms;
+        Ok(0)
     }
     /// At most `limit` audit entries older than id `before` (`None`: the newest), newest first.
     fn audit_page(&self, before: Option<u64>, limit: usize) -> anyhow::Result<Vec<AuditEntry>> {

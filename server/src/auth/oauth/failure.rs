@@ -34,6 +34,8 @@ pub enum Failure {
     Throttled,
     /// Too many sign-ins from this address lately.
     TooManySignIns,
+    /// An operator banned the account (`banned: <reason>`).
+    Banned(String),
     /// Storage failed.
     Storage,
 }
@@ -71,6 +73,7 @@ impl Failure {
             Self::TooManySignIns => {
                 "Too many sign-ins from your address lately; try again in a minute.".into()
             }
+            Self::Banned(why) => format!("This account cannot sign in: {why}."),
             Self::Storage => "Parley could not finish the sign-in (storage error).".into(),
         }
     }
@@ -81,6 +84,7 @@ impl Failure {
             Self::UnknownProvider => 404,
             Self::Timeout(_) | Self::Unreachable(_) | Self::ProviderError(..) => 502,
             Self::Throttled | Self::TooManySignIns => 429,
+            Self::Banned(_) => 403,
             Self::Storage => 503,
             _ => 400,
         }

@@ -92,13 +92,9 @@ impl Api<'_> {
                 resp
             }
             Err(RefreshError::Storage(e)) => storage_error(&e),
-            Err(RefreshError::Banned(why)) => {
-                let mut resp = error(StatusCode::FORBIDDEN, &why);
-                if from_cookie {
-                    clear_cookie(&mut resp, secure);
-                }
-                resp
-            }
+            // The cookie stays: its token was not used up, and works again once the ban is
+            // lifted.
+            Err(RefreshError::Banned(why)) => error(StatusCode::FORBIDDEN, &why),
         }
     }
 

@@ -1,9 +1,10 @@
 //! The admin API (`/api/admin/…`), for operators only: who is connected, kicking sessions,
 //! banning users, closing rooms, deleting messages, the slow consumers, the busiest rooms, the
 //! counters the `/admin` page charts, and the audit log. Anonymous callers get 401, everyone
-//! but an operator with a full-scope credential 403. Every call is logged
-//! (`parley::audit`), and every call of an operator but the page's poll of `overview` is also
-//! recorded in storage's audit log. See `docs/admin.md`.
+//! but an operator with a full-scope credential 403. Every call of a signed-in caller is logged
+//! (`parley::audit`; refused ones too), and every operator's call that changes something (a
+//! `POST` or `DELETE`) is also recorded in storage's audit log. See
+//! `docs/operations.md#administer`.
 
 use std::sync::atomic::Ordering;
 
@@ -26,8 +27,10 @@ use crate::store::{AdminRecord, AuditEntry};
 pub const MAX_REASON_CHARS: usize = 200;
 /// Connections listed unless fewer are asked for.
 const CONNECTION_PAGE: usize = 200;
-/// Most connections, slow consumers, rooms or audit entries one answer lists.
+/// Most connections, slow consumers, rooms, bans, operators or audit entries one answer lists.
 const MAX_LISTED: usize = 5000;
+/// Bans, closed rooms or operators listed unless fewer are asked for.
+const RECORD_PAGE: usize = 1000;
 
 type Answer = Response<Full<Bytes>>;
 
@@ -86,6 +89,7 @@ impl Api<'_> {
     /// Serves `/api/admin/<path>`: checks the caller is an operator, answers, and audits.
     pub(super) async fn admin(&self, req: Request<Incoming>, path: &[&str]) -> Answer {
         let action = action_of(req.method(), path);
+        let changes = matches!(*req.method(), Method::POST | Method::DELETE);
         let who = match self.caller(&req).await {
             Ok(Some(who)) => who,
             Ok(None) => return error(StatusCode::UNAUTHORIZED, "sign in first"),
@@ -109,19 +113,23 @@ impl Api<'_> {
         };
         tracing::info!(target: "parley::audit", actor = %who.name, %action, target = %done.target,
             detail = %done.detail, peer = %self.peer, %outcome, "admin call");
-        if action != "GET overview" {
+        // Reads change nothing: the log line above is their record, and the table stays the
+        // size of what operators did.
+        if changes {
             let entry = AuditEntry {
                 at_ms: now_ms(),
                 actor: who.name.to_string(),
-                action,
+                action: action.clone(),
                 target: done.target,
                 detail: done.detail,
                 node: self.hub.node().to_owned(),
                 outcome,
                 ..AuditEntry::default()
             };
-            if let Err(e) = self.store(move |s| s.audit(&entry)).await {
-                return e;
+            // The action happened: its answer stands even if its record cannot be written.
+            if let Err(e) = crate::store::run(self.hub.store(), move |s| s.audit(&entry)).await {
+                tracing::error!(target: "parley::audit", actor = %who.name, %action, error = %e,
+                    "an admin call was carried out but could not be stored in the audit log");
             }
         }
         done.answer
@@ -137,14 +145,14 @@ impl Api<'_> {
                 Ok(kick) => self.kick(kick),
                 Err(answer) => answer.into(),
             },
-            (Method::GET, ["bans"]) => self.bans().await.into(),
+            (Method::GET, ["bans"]) => self.bans(&query).await.into(),
             (Method::POST, ["bans"]) => match self.json_body::<NewBan>(req).await {
                 Ok(ban) => self.ban(ban, who).await,
                 Err(answer) => answer.into(),
             },
             (Method::DELETE, ["bans", user]) => self.unban(user).await,
-            (Method::GET, ["operators"]) => self.operators().await.into(),
-            (Method::GET, ["rooms"]) => self.closed_rooms().await.into(),
+            (Method::GET, ["operators"]) => self.operators(&query).await.into(),
+            (Method::GET, ["rooms"]) => self.closed_rooms(&query).await.into(),
             (Method::POST, ["rooms", room, "close"]) => {
                 let room = (*room).to_owned();
                 match self.json_body_or_empty::<Close>(req).await {
@@ -238,10 +246,14 @@ impl Api<'_> {
         Done::new(answer, target, reason)
     }
 
-    /// `GET bans`.
-    async fn bans(&self) -> Answer {
-        match self.store(|s| s.bans()).await {
-            Ok(bans) => respond(StatusCode::OK, &json!({"bans": records(&bans, "user")})),
+    /// `GET bans?after=&limit=`: by name; `next` is the next page's `after`.
+    async fn bans(&self, query: &str) -> Answer {
+        let (after, limit) = (
+            param(query, "after").unwrap_or_default(),
+            limit(query, RECORD_PAGE),
+        );
+        match self.store(move |s| s.bans(&after, limit)).await {
+            Ok(bans) => respond(StatusCode::OK, &page(&bans, limit, "bans", "user")),
             Err(answer) => answer,
         }
     }
@@ -292,24 +304,31 @@ impl Api<'_> {
         Done::new(super::no_content(), user, "")
     }
 
-    /// `GET operators`: by configuration and granted in storage.
-    async fn operators(&self) -> Answer {
-        match self.store(|s| s.operators()).await {
-            Ok(granted) => respond(
-                StatusCode::OK,
-                &json!({
-                    "configured": self.hub.configured_operators(),
-                    "granted": records(&granted, "user"),
-                }),
-            ),
+    /// `GET operators?after=&limit=`: by configuration, and granted in storage by name
+    /// (`next` is the next page's `after`).
+    async fn operators(&self, query: &str) -> Answer {
+        let (after, limit) = (
+            param(query, "after").unwrap_or_default(),
+            limit(query, RECORD_PAGE),
+        );
+        match self.store(move |s| s.operators(&after, limit)).await {
+            Ok(granted) => {
+                let mut answer = page(&granted, limit, "granted", "user");
+                answer["configured"] = json!(self.hub.configured_operators());
+                respond(StatusCode::OK, &answer)
+            }
             Err(answer) => answer,
         }
     }
 
-    /// `GET rooms`: the closed rooms.
-    async fn closed_rooms(&self) -> Answer {
-        match self.store(|s| s.closed_rooms()).await {
-            Ok(rooms) => respond(StatusCode::OK, &json!({"closed": records(&rooms, "room")})),
+    /// `GET rooms?after=&limit=`: the closed rooms by name; `next` is the next page's `after`.
+    async fn closed_rooms(&self, query: &str) -> Answer {
+        let (after, limit) = (
+            param(query, "after").unwrap_or_default(),
+            limit(query, RECORD_PAGE),
+        );
+        match self.store(move |s| s.closed_rooms(&after, limit)).await {
+            Ok(rooms) => respond(StatusCode::OK, &page(&rooms, limit, "closed", "room")),
             Err(answer) => answer,
         }
     }
@@ -478,6 +497,17 @@ fn eviction(e: &Eviction) -> Value {
         "address": e.address.to_string(),
         "reason": e.reason,
     })
+}
+
+/// A page of records under `key` (each's name under `name`), and `next`: the name to ask for
+/// the page after (`?after=`), or null on the last.
+fn page(list: &[AdminRecord], limit: usize, key: &str, name: &str) -> Value {
+    let next = (list.len() == limit)
+        .then(|| list.last().map(|r| r.name.clone()))
+        .flatten();
+    let mut page = json!({ "next": next });
+    page[key] = json!(records(list, name));
+    page
 }
 
 /// Records as JSON, the name under `name`.

@@ -10,9 +10,9 @@ use serde_json::json;
 
 use super::account::{secure_cookies, set_cookie};
 use super::{error, no_content, respond, storage_error, Api};
-use crate::auth::cookie;
 use crate::auth::oauth::state::SIGNUP_COOKIE;
 use crate::auth::oauth::SignupError;
+use crate::auth::{cookie, LoginError};
 use crate::store::Unlink;
 
 #[derive(Deserialize)]
@@ -77,7 +77,8 @@ impl Api<'_> {
                 set_cookie(&mut resp, &signup_cookie(""), secure);
                 resp
             }
-            Err(e) => storage_error(&e),
+            Err(LoginError::Banned(why)) => error(StatusCode::FORBIDDEN, &why),
+            Err(e) => storage_error(&anyhow::anyhow!(e)),
         }
     }
 

@@ -14,8 +14,14 @@ fn record(row: &Row) -> AdminRecord {
     }
 }
 
-fn records(conn: &mut Client, sql: &str) -> anyhow::Result<Vec<AdminRecord>> {
-    Ok(conn.query(sql, &[])?.iter().map(record).collect())
+fn records(
+    conn: &mut Client,
+    sql: &str,
+    after: &str,
+    limit: usize,
+) -> anyhow::Result<Vec<AdminRecord>> {
+    let rows = conn.query(sql, &[&after, &to_i64(limit as u64)])?;
+    Ok(rows.iter().map(record).collect())
 }
 
 pub(super) fn grant(conn: &mut Client, r: &AdminRecord) -> anyhow::Result<bool> {
@@ -26,8 +32,16 @@ pub(super) fn revoke(conn: &mut Client, name: &str) -> anyhow::Result<bool> {
     Ok(conn.execute(admin::REVOKE, &[&name])? > 0)
 }
 
-pub(super) fn operators(conn: &mut Client) -> anyhow::Result<Vec<AdminRecord>> {
-    records(conn, admin::OPERATORS)
+pub(super) fn operators(
+    conn: &mut Client,
+    after: &str,
+    limit: usize,
+) -> anyhow::Result<Vec<AdminRecord>> {
+    records(conn, admin::OPERATORS, after, limit)
+}
+
+pub(super) fn is_operator(conn: &mut Client, name: &str) -> anyhow::Result<bool> {
+    Ok(conn.query_opt(admin::IS_OPERATOR, &[&name])?.is_some())
 }
 
 pub(super) fn ban(conn: &mut Client, r: &AdminRecord) -> anyhow::Result<()> {
@@ -43,8 +57,12 @@ pub(super) fn unban(conn: &mut Client, name: &str) -> anyhow::Result<bool> {
     Ok(conn.execute(admin::UNBAN, &[&user_key(name)])? > 0)
 }
 
-pub(super) fn bans(conn: &mut Client) -> anyhow::Result<Vec<AdminRecord>> {
-    records(conn, admin::BANS)
+pub(super) fn bans(
+    conn: &mut Client,
+    after: &str,
+    limit: usize,
+) -> anyhow::Result<Vec<AdminRecord>> {
+    records(conn, admin::BANS, &user_key(after), limit)
 }
 
 pub(super) fn close_room(conn: &mut Client, r: &AdminRecord) -> anyhow::Result<()> {
@@ -59,8 +77,12 @@ pub(super) fn reopen_room(conn: &mut Client, room: &str) -> anyhow::Result<bool>
     Ok(conn.execute(admin::REOPEN_ROOM, &[&room])? > 0)
 }
 
-pub(super) fn closed_rooms(conn: &mut Client) -> anyhow::Result<Vec<AdminRecord>> {
-    records(conn, admin::CLOSED_ROOMS)
+pub(super) fn closed_rooms(
+    conn: &mut Client,
+    after: &str,
+    limit: usize,
+) -> anyhow::Result<Vec<AdminRecord>> {
+    records(conn, admin::CLOSED_ROOMS, after, limit)
 }
 
 pub(super) fn audit(conn: &mut Client, e: &AuditEntry) -> anyhow::Result<()> {
@@ -77,6 +99,10 @@ pub(super) fn audit(conn: &mut Client, e: &AuditEntry) -> anyhow::Result<()> {
         ],
     )?;
     Ok(())
+}
+
+pub(super) fn purge_audit(conn: &mut Client, before_ms: u64) -> anyhow::Result<usize> {
+    Ok(conn.execute(admin::PURGE_AUDIT, &[&to_i64(before_ms)])? as usize)
 }
 
 pub(super) fn audit_page(

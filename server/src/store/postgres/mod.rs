@@ -625,8 +625,12 @@ impl Store for PgStore {
         self.with(|conn| admin::revoke(conn, name))
     }
 
-    fn operators(&self) -> anyhow::Result<Vec<AdminRecord>> {
-        self.with(admin::operators)
+    fn operators(&self, after: &str, limit: usize) -> anyhow::Result<Vec<AdminRecord>> {
+        self.with(|conn| admin::operators(conn, after, limit))
+    }
+
+    fn is_operator(&self, name: &str) -> anyhow::Result<bool> {
+        self.with(|conn| admin::is_operator(conn, name))
     }
 
     fn ban(&self, ban: &AdminRecord) -> anyhow::Result<()> {
@@ -637,8 +641,8 @@ impl Store for PgStore {
         self.with(|conn| admin::unban(conn, name))
     }
 
-    fn bans(&self) -> anyhow::Result<Vec<AdminRecord>> {
-        self.with(admin::bans)
+    fn bans(&self, after: &str, limit: usize) -> anyhow::Result<Vec<AdminRecord>> {
+        self.with(|conn| admin::bans(conn, after, limit))
     }
 
     fn close_room(&self, closed: &AdminRecord) -> anyhow::Result<()> {
@@ -649,8 +653,8 @@ impl Store for PgStore {
         self.with(|conn| admin::reopen_room(conn, room))
     }
 
-    fn closed_rooms(&self) -> anyhow::Result<Vec<AdminRecord>> {
-        self.with(admin::closed_rooms)
+    fn closed_rooms(&self, after: &str, limit: usize) -> anyhow::Result<Vec<AdminRecord>> {
+        self.with(|conn| admin::closed_rooms(conn, after, limit))
     }
 
     fn audit(&self, entry: &AuditEntry) -> anyhow::Result<()> {
@@ -659,6 +663,10 @@ impl Store for PgStore {
 
     fn audit_page(&self, before: Option<u64>, limit: usize) -> anyhow::Result<Vec<AuditEntry>> {
         self.with(|conn| admin::audit_page(conn, before, limit))
+    }
+
+    fn purge_audit(&self, before_ms: u64) -> anyhow::Result<usize> {
+        self.with(|conn| admin::purge_audit(conn, before_ms))
     }
 }
 

@@ -14,9 +14,14 @@ fn record(row: &Row<'_>) -> rusqlite::Result<AdminRecord> {
     })
 }
 
-fn records(conn: &Connection, sql: &str) -> anyhow::Result<Vec<AdminRecord>> {
+fn records(
+    conn: &Connection,
+    sql: &str,
+    after: &str,
+    limit: usize,
+) -> anyhow::Result<Vec<AdminRecord>> {
     let mut stmt = conn.prepare_cached(sql)?;
-    let rows = stmt.query_map([], record)?;
+    let rows = stmt.query_map(params![after, to_i64(limit as u64)], record)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -28,8 +33,17 @@ pub(super) fn revoke(conn: &Connection, name: &str) -> anyhow::Result<bool> {
     Ok(conn.execute(admin::REVOKE, params![name])? > 0)
 }
 
-pub(super) fn operators(conn: &Connection) -> anyhow::Result<Vec<AdminRecord>> {
-    records(conn, admin::OPERATORS)
+pub(super) fn operators(
+    conn: &Connection,
+    after: &str,
+    limit: usize,
+) -> anyhow::Result<Vec<AdminRecord>> {
+    records(conn, admin::OPERATORS, after, limit)
+}
+
+pub(super) fn is_operator(conn: &Connection, name: &str) -> anyhow::Result<bool> {
+    let mut stmt = conn.prepare_cached(admin::IS_OPERATOR)?;
+    Ok(stmt.exists(params![name])?)
 }
 
 pub(super) fn ban(conn: &Connection, r: &AdminRecord) -> anyhow::Result<()> {
@@ -45,8 +59,12 @@ pub(super) fn unban(conn: &Connection, name: &str) -> anyhow::Result<bool> {
     Ok(conn.execute(admin::UNBAN, params![user_key(name)])? > 0)
 }
 
-pub(super) fn bans(conn: &Connection) -> anyhow::Result<Vec<AdminRecord>> {
-    records(conn, admin::BANS)
+pub(super) fn bans(
+    conn: &Connection,
+    after: &str,
+    limit: usize,
+) -> anyhow::Result<Vec<AdminRecord>> {
+    records(conn, admin::BANS, &user_key(after), limit)
 }
 
 pub(super) fn close_room(conn: &Connection, r: &AdminRecord) -> anyhow::Result<()> {
@@ -61,8 +79,12 @@ pub(super) fn reopen_room(conn: &Connection, room: &str) -> anyhow::Result<bool>
     Ok(conn.execute(admin::REOPEN_ROOM, params![room])? > 0)
 }
 
-pub(super) fn closed_rooms(conn: &Connection) -> anyhow::Result<Vec<AdminRecord>> {
-    records(conn, admin::CLOSED_ROOMS)
+pub(super) fn closed_rooms(
+    conn: &Connection,
+    after: &str,
+    limit: usize,
+) -> anyhow::Result<Vec<AdminRecord>> {
+    records(conn, admin::CLOSED_ROOMS, after, limit)
 }
 
 pub(super) fn audit(conn: &Connection, e: &AuditEntry) -> anyhow::Result<()> {
@@ -79,6 +101,10 @@ pub(super) fn audit(conn: &Connection, e: &AuditEntry) -> anyhow::Result<()> {
         ],
     )?;
     Ok(())
+}
+
+pub(super) fn purge_audit(conn: &Connection, before_ms: u64) -> anyhow::Result<usize> {
+    Ok(conn.execute(admin::PURGE_AUDIT, params![to_i64(before_ms)])?)
 }
 
 pub(super) fn audit_page(

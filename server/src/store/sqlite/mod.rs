@@ -519,8 +519,12 @@ impl Store for SqliteStore {
         admin::revoke(&lock(&self.writer), name)
     }
 
-    fn operators(&self) -> anyhow::Result<Vec<AdminRecord>> {
-        admin::operators(&lock(&self.reader))
+    fn operators(&self, after: &str, limit: usize) -> anyhow::Result<Vec<AdminRecord>> {
+        admin::operators(&lock(&self.reader), after, limit)
+    }
+
+    fn is_operator(&self, name: &str) -> anyhow::Result<bool> {
+        admin::is_operator(&lock(&self.reader), name)
     }
 
     fn ban(&self, ban: &AdminRecord) -> anyhow::Result<()> {
@@ -531,8 +535,8 @@ impl Store for SqliteStore {
         admin::unban(&lock(&self.writer), name)
     }
 
-    fn bans(&self) -> anyhow::Result<Vec<AdminRecord>> {
-        admin::bans(&lock(&self.reader))
+    fn bans(&self, after: &str, limit: usize) -> anyhow::Result<Vec<AdminRecord>> {
+        admin::bans(&lock(&self.reader), after, limit)
     }
 
     fn close_room(&self, closed: &AdminRecord) -> anyhow::Result<()> {
@@ -543,8 +547,8 @@ impl Store for SqliteStore {
         admin::reopen_room(&lock(&self.writer), room)
     }
 
-    fn closed_rooms(&self) -> anyhow::Result<Vec<AdminRecord>> {
-        admin::closed_rooms(&lock(&self.reader))
+    fn closed_rooms(&self, after: &str, limit: usize) -> anyhow::Result<Vec<AdminRecord>> {
+        admin::closed_rooms(&lock(&self.reader), after, limit)
     }
 
     fn audit(&self, entry: &AuditEntry) -> anyhow::Result<()> {
@@ -553,5 +557,9 @@ impl Store for SqliteStore {
 
     fn audit_page(&self, before: Option<u64>, limit: usize) -> anyhow::Result<Vec<AuditEntry>> {
         admin::audit_page(&lock(&self.reader), before, limit)
+    }
+
+    fn purge_audit(&self, before_ms: u64) -> anyhow::Result<usize> {
+        admin::purge_audit(&lock(&self.writer), before_ms)
     }
 }
