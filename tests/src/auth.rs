@@ -378,7 +378,8 @@ pub fn scratch_dir() -> PathBuf {
     dir
 }
 
-fn openssl(args: &[&str]) {
+/// Runs the openssl CLI with `args`, failing the test if it fails.
+pub(crate) fn openssl(args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
         .stdin(Stdio::null())

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject as _;
@@ -15,7 +14,7 @@ use tokio::time::timeout;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::auth::scratch_dir;
+use crate::auth::{openssl, scratch_dir};
 use crate::http::{read_response, request_bytes, Response, HTTP_TIMEOUT};
 
 /// A certificate authority for one test, and the server certificates it issues.
@@ -247,17 +246,4 @@ fn serial() -> String {
 
 fn path(p: &Path) -> &str {
     p.to_str().expect("scratch paths are UTF-8")
-}
-
-fn openssl(args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the openssl CLI");
-    assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

@@ -3,47 +3,19 @@
 //! (`--token`) authenticate on every protocol, and the conversations scenario exercises edits, reactions and DMs.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::{mpsc, OnceLock};
+use std::process::Output;
 use std::time::Duration;
 
 use parley_tests::auth::{account, get_as, post_as};
-use parley_tests::{build_binary, fresh_data_dir, workspace_root, ServerProcess};
+use parley_tests::{fresh_data_dir, workspace_root, ServerProcess};
 use serde_json::Value;
 
 /// A bots run never takes longer than this; past it the test kills it and fails.
 const RUN_LIMIT: Duration = Duration::from_secs(90);
 
-/// Path of the `parley-bots` binary, built once per test process (as the harness builds
-/// `parley`).
-fn bots_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| build_binary("parley-bots", "parley-bots"))
-}
-
 /// Runs `parley-bots ARGS...`, killing it if it outlives [`RUN_LIMIT`].
 fn bots(args: &[&str]) -> Output {
-    let child = Command::new(bots_binary())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn parley-bots");
-    let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(RUN_LIMIT) {
-        Ok(output) => output.expect("wait for parley-bots"),
-        Err(_) => {
-            // SAFETY: kill(2) has no memory-safety preconditions; the child is not reaped yet
-            // (wait_with_output has not returned), so the pid is still ours.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("parley-bots {args:?} ran longer than {RUN_LIMIT:?}");
-        }
-    }
+    parley_tests::bots::run(args, RUN_LIMIT)
 }
 
 /// Runs a scenario with `--json` against `server`; returns the exit code and the report.
@@ -474,7 +446,7 @@ reconnect = true
     let http = nginx.http.to_string();
     let stomp = nginx.stomp.to_string();
     let path = scenario.to_str().expect("UTF-8 path").to_owned();
-    bots_binary(); // built before the run starts, not while the clock below runs
+    parley_tests::bots::binary(); // built before the run starts, not while the clock below runs
     let run = std::thread::spawn(move || {
         bots(&[
             "run",

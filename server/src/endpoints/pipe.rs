@@ -289,6 +289,19 @@ impl PeerEnd {
     }
 }
 
+/// The log span of an app that outlives the request that opened it (SockJS, Socket.IO): its
+/// lines carry the hub session and user, never the transport's session id, which is as good as
+/// a credential.
+pub fn app_span(transport: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "app",
+        transport,
+        protocol = tracing::field::Empty,
+        session = tracing::field::Empty,
+        user = tracing::field::Empty,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,7 @@ use self::engine::{EngineSession, Opening, Refused, Table};
 pub use self::server::{Apps, Service, Timing};
 pub use self::websocket::EngineWebSocket;
 use crate::auth::Authenticated;
-use crate::endpoints::pipe::pipe;
+use crate::endpoints::pipe::{app_span, pipe};
 
 /// Engine.IO timing and bounds.
 #[derive(Clone, Debug)]
@@ -145,15 +145,7 @@ impl SocketIo {
         let sid = session.sid().to_owned();
         let timing = self.timing(service);
         let (apps, shutdown) = (self.apps.clone(), self.shutdown.clone());
-        // The app outlives the request that opened it: its lines carry its hub session (never
-        // the sid, which is as good as a credential).
-        let span = tracing::info_span!(
-            "app",
-            transport = "engineio",
-            protocol = tracing::field::Empty,
-            session = tracing::field::Empty,
-            user = tracing::field::Empty,
-        );
+        let span = app_span("engineio");
         let run = async move {
             server::run(end, service, timing, pre, client, apps, shutdown).await;
             me.table().remove(&sid);

@@ -26,7 +26,7 @@ use self::apps::Apps;
 use self::frames::Wrap;
 pub use self::websocket::SockJsWebSocket;
 use crate::auth::Auth;
-use crate::endpoints::pipe::{pipe, Busy, PeerEnd};
+use crate::endpoints::pipe::{app_span, pipe, Busy, PeerEnd};
 use crate::endpoints::stomp::Stomp;
 use crate::endpoints::streaming::{streamed, Feed, Streamed};
 use crate::hub::{ChatSettings, Hub};
@@ -217,15 +217,7 @@ impl SockJs {
             table.by_id.insert(key.to_owned(), session.clone());
         }
         let run = self.apps.run(app, end, self.shutdown.clone());
-        // The app outlives the request that opened it: its lines carry its hub session (not
-        // the SockJS id, which is as good as a credential for its address).
-        let span = tracing::info_span!(
-            "app",
-            transport = "sockjs",
-            protocol = tracing::field::Empty,
-            session = tracing::field::Empty,
-            user = tracing::field::Empty,
-        );
+        let span = app_span("sockjs");
         self.tracker
             .spawn(tracing::Instrument::instrument(run, span));
         Ok(session)
