@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::close::{CloseCode, CloseFrame};
-use crate::deflate::{DeflateParams, Deflater, Inflater};
+use crate::deflate::{self, DeflateParams, Deflater, Inflater};
 use crate::error::ProtocolError;
 use crate::frame::{self, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use crate::mask::apply_mask;
@@ -132,10 +132,19 @@ struct Assembly {
     buf: Vec<u8>,
 }
 
+/// permessage-deflate on one connection: boxed, as most connections never negotiate it.
+struct DeflateState {
+    params: DeflateParams,
+    /// Only with context takeover, made on first use; otherwise messages are compressed alone
+    /// by the thread's compressor ([`deflate::compress_alone`]).
+    deflater: Option<Deflater>,
+    inflater: Inflater,
+}
+
 /// The server side of one WebSocket connection.
 pub struct Connection {
     limits: Limits,
-    deflate: Option<(Deflater, Inflater)>,
+    deflate: Option<Box<DeflateState>>,
     pending: Option<PendingFrame>,
     message: Option<Assembly>,
     utf8: Utf8Validator,
@@ -149,7 +158,13 @@ impl Connection {
     pub fn new(limits: Limits, deflate: Option<DeflateParams>) -> Self {
         Self {
             limits,
-            deflate: deflate.map(|p| (Deflater::new(&p), Inflater::new(&p))),
+            deflate: deflate.map(|params| {
+                Box::new(DeflateState {
+                    params,
+                    deflater: None,
+                    inflater: Inflater::new(&params),
+                })
+            }),
             pending: None,
             message: None,
             utf8: Utf8Validator::default(),
@@ -329,7 +344,7 @@ impl Connection {
         });
         let is_text = msg.opcode == OpCode::Text;
         if msg.compressed {
-            let Some((_, inflater)) = self.deflate.as_mut() else {
+            let Some(inflater) = self.deflate.as_mut().map(|d| &mut d.inflater) else {
                 return Err(ProtocolError::ReservedBitsSet);
             };
             let start = msg.buf.len();
@@ -390,8 +405,13 @@ impl Connection {
 
     fn send_data(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), ConnectionClosed> {
         self.ensure_open()?;
-        match self.deflate.as_mut() {
-            Some((deflater, _)) => {
+        match self.deflate.as_deref_mut() {
+            Some(d) if d.params.server_no_context_takeover => {
+                let compressed = Bytes::from(deflate::compress_alone(&payload, &d.params));
+                self.queue_frame(opcode, true, compressed);
+            }
+            Some(d) => {
+                let deflater = d.deflater.get_or_insert_with(|| Deflater::new(&d.params));
                 let compressed = Bytes::from(deflater.compress(&payload));
                 self.queue_frame(opcode, true, compressed);
             }
@@ -400,10 +420,16 @@ impl Connection {
         Ok(())
     }
 
+    /// The permessage-deflate parameters negotiated, if any.
+    pub fn deflate(&self) -> Option<&DeflateParams> {
+        self.deflate.as_deref().map(|d| &d.params)
+    }
+
     /// Queues a frame already encoded by [`frame::encode`], shared with other connections.
     ///
-    /// It is sent as is, uncompressed even where permessage-deflate was negotiated (allowed:
-    /// RSV1 clear means "not compressed", RFC 7692 §6).
+    /// It is sent as is: compressed if its RSV1 says so, otherwise uncompressed even where
+    /// permessage-deflate was negotiated (allowed: RSV1 clear means "not compressed", RFC 7692
+    /// §6).
     pub fn send_encoded(&mut self, frame: Bytes) -> Result<(), ConnectionClosed> {
         self.ensure_open()?;
         self.push_out(frame);

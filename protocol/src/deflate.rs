@@ -1,5 +1,8 @@
 //! permessage-deflate (RFC 7692): negotiated parameters, compressor and size-limited inflater.
 
+use std::cell::RefCell;
+
+use bytes::BufMut;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 use crate::error::ProtocolError;
@@ -110,6 +113,56 @@ impl Deflater {
         }
         out
     }
+}
+
+/// Compresses one whole message on its own, as a connection that negotiated
+/// `server_no_context_takeover` sends it: nothing from earlier messages is referred to, so the
+/// same input always gives the same bytes and one compression can go to every connection with
+/// these parameters. The compressor is the calling thread's, kept between calls, so no
+/// connection holds compression memory of its own.
+pub fn compress_alone(input: &[u8], params: &DeflateParams) -> Vec<u8> {
+    thread_local! {
+        /// One compressor per (level, window) this thread has used: a few at most.
+        static DEFLATERS: RefCell<Vec<((u32, u8), Deflater)>> = const { RefCell::new(Vec::new()) };
+    }
+    let alone = DeflateParams {
+        server_no_context_takeover: true,
+        ..*params
+    };
+    let key = (
+        alone.level.min(9),
+        alone.server_max_window_bits.clamp(9, 15),
+    );
+    DEFLATERS.with(|cell| {
+        let mut deflaters = cell.borrow_mut();
+        let at = match deflaters.iter().position(|(k, _)| *k == key) {
+            Some(at) => at,
+            None => {
+                deflaters.push((key, Deflater::new(&alone)));
+                deflaters.len() - 1
+            }
+        };
+        deflaters[at].1.compress(input)
+    })
+}
+
+/// Appends `data` as uncompressed (stored), non-final deflate blocks that end on a byte
+/// boundary, so a message compressed alone can follow them in the same payload: a part that
+/// differs per connection goes first, uncompressed, before bytes compressed once for all.
+pub fn put_stored(out: &mut impl BufMut, data: &[u8]) {
+    for chunk in data.chunks(usize::from(u16::MAX)) {
+        let len = chunk.len() as u16;
+        // BFINAL 0, BTYPE 00, then padding to the byte boundary: one zero byte.
+        out.put_u8(0);
+        out.put_u16_le(len);
+        out.put_u16_le(!len);
+        out.put_slice(chunk);
+    }
+}
+
+/// Bytes [`put_stored`] writes for `len` bytes of data.
+pub fn stored_len(len: usize) -> usize {
+    len + 5 * len.div_ceil(usize::from(u16::MAX))
 }
 
 /// Inflates incoming messages frame by frame, never producing more than a limit.
@@ -305,6 +358,30 @@ mod tests {
         i.inflate(&d.compress(b"ok"), &mut out, 100).unwrap();
         i.finish_message(&mut out, 100).unwrap();
         assert_eq!(out, b"ok");
+    }
+
+    #[test]
+    fn compressed_alone_is_the_same_every_time_and_can_follow_stored_blocks() {
+        let p = params(true, true, 15);
+        let body = b"{\"type\":\"message\",\"room\":\"general\",\"body\":\"hello hello hello\"}";
+        let once = compress_alone(body, &p);
+        assert_eq!(compress_alone(body, &p), once, "same input, same bytes");
+        assert!(once.len() < body.len());
+        for prefix in [
+            &b""[..],
+            b"MESSAGE\nsubscription:sub-0\n",
+            &[7u8; 70_000][..],
+        ] {
+            let mut payload = Vec::new();
+            put_stored(&mut payload, prefix);
+            assert_eq!(payload.len(), stored_len(prefix.len()));
+            payload.extend_from_slice(&once);
+            let mut i = Inflater::new(&p);
+            let mut out = Vec::new();
+            i.inflate(&payload, &mut out, 1 << 20).unwrap();
+            i.finish_message(&mut out, 1 << 20).unwrap();
+            assert_eq!(out, [prefix, &body[..]].concat());
+        }
     }
 
     #[test]

@@ -202,6 +202,18 @@ pub fn encode(opcode: OpCode, payload: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// Encodes one unmasked, final server frame whose payload is compressed (RSV1 set: RFC 7692
+/// §6), for as many connections as negotiated the parameters it was compressed with.
+pub fn encode_compressed(opcode: OpCode, compressed: &[u8]) -> Bytes {
+    let header = FrameHeader {
+        rsv1: true,
+        ..FrameHeader::server(opcode, compressed.len())
+    };
+    let mut out = BytesMut::new();
+    encode_into(&mut out, &header, compressed);
+    out.freeze()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

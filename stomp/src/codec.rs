@@ -368,6 +368,15 @@ pub fn encode(frame: &Frame, version: Version) -> Bytes {
     out.freeze()
 }
 
+/// Which encoding of a [`SharedMessage`] a compressed form is of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    /// The shared part for a STOMP version ([`SharedMessage::shared`]).
+    Stomp(Version),
+    /// The other wire format ([`SharedMessage::other_wire`]).
+    Other,
+}
+
 /// A MESSAGE published once and delivered to many subscribers.
 ///
 /// The shared part — headers common to every delivery, the empty line, the body and the NUL —
@@ -380,6 +389,8 @@ pub struct SharedMessage {
     encoded: [OnceLock<Bytes>; 3],
     body_is_utf8: OnceLock<bool>,
     other_wire: OnceLock<Bytes>,
+    /// Compressed forms (see [`SharedMessage::compressed`]), allocated only once one is asked for.
+    compressed: OnceLock<Box<[OnceLock<Bytes>; 4]>>,
     /// What the message holds against the server's memory budget, while anyone holds it.
     charge: Option<Charge>,
 }
@@ -393,6 +404,7 @@ impl SharedMessage {
             encoded: Default::default(),
             body_is_utf8: OnceLock::new(),
             other_wire: OnceLock::new(),
+            compressed: OnceLock::new(),
             charge: None,
         }
     }
@@ -426,6 +438,17 @@ impl SharedMessage {
     /// clients), built by `encode` on first use and shared by every later recipient.
     pub fn other_wire(&self, encode: impl FnOnce(&Self) -> Bytes) -> &Bytes {
         self.other_wire.get_or_init(|| encode(self))
+    }
+
+    /// A compressed form of the message for `wire` (the STOMP shared part of a version, or the
+    /// other wire format), built by `compress` on first use and shared by every recipient that
+    /// negotiated the same compression: compressed once, not once per recipient.
+    pub fn compressed(&self, wire: Wire, compress: impl FnOnce(&Self) -> Bytes) -> &Bytes {
+        let index = match wire {
+            Wire::Stomp(version) => version.index(),
+            Wire::Other => 3,
+        };
+        self.compressed.get_or_init(Default::default)[index].get_or_init(|| compress(self))
     }
 
     /// A header of the shared part (first one wins).

@@ -14,6 +14,6 @@ pub mod frame;
 pub mod rate;
 pub mod session;
 
-pub use codec::{Decoder, Limits, SharedMessage};
+pub use codec::{Decoder, Limits, SharedMessage, Wire};
 pub use error::StompError;
 pub use frame::{Command, Frame, Version};

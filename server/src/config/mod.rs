@@ -244,7 +244,7 @@ pub struct ServeArgs {
     #[serde(default, with = "humantime_serde")]
     pub storage_log_interval: Option<Duration>,
 
-    /// Accept permessage-deflate offers on /echo [default: true].
+    /// Accept permessage-deflate offers on /echo, /ws and /stomp [default: true].
     #[arg(long, env = "PARLEY_DEFLATE", num_args = 0..=1, default_missing_value = "true")]
     pub deflate: Option<bool>,
 

@@ -72,22 +72,30 @@ pub(super) struct Handshakes {
     echo: HandshakeConfig,
     stomp: HandshakeConfig,
     raw: HandshakeConfig,
+    /// SockJS and Engine.IO WebSockets: their frames are their own, uncompressed.
+    plain: HandshakeConfig,
 }
 
 impl Handshakes {
-    /// permessage-deflate only on `/echo`: STOMP and raw frames are encoded once for every
-    /// subscriber, and compressing per connection would undo that.
+    /// permessage-deflate: on `/echo` as any client offers it; on `/stomp` and `/ws` without
+    /// context takeover, so a message is compressed once for every subscriber and no
+    /// connection keeps compression state ([`crate::ws::deflate`]).
     pub(super) fn new(deflate: bool) -> Self {
         // Origins are checked before the handshake (they depend on the Host: same-origin).
         let origin = OriginPolicy::AllowAny;
+        let chat = deflate.then(crate::ws::deflate::chat_config);
         Self {
             echo: HandshakeConfig::default()
                 .with_origin(origin.clone())
                 .with_deflate(deflate.then(DeflateConfig::default)),
             stomp: HandshakeConfig::default()
                 .with_origin(origin.clone())
-                .with_subprotocols(STOMP_SUBPROTOCOLS),
-            raw: HandshakeConfig::default().with_origin(origin),
+                .with_subprotocols(STOMP_SUBPROTOCOLS)
+                .with_deflate(chat.clone()),
+            raw: HandshakeConfig::default()
+                .with_origin(origin.clone())
+                .with_deflate(chat),
+            plain: HandshakeConfig::default().with_origin(origin),
         }
     }
 }
@@ -193,11 +201,11 @@ impl Upgrades {
             },
             UpgradeKind::SockJs(app, framed) => {
                 match self.sockjs_app(&req, app, client, true).await {
-                    Ok(app) => (WsEndpoint::SockJs(app, framed), &self.handshakes.raw),
+                    Ok(app) => (WsEndpoint::SockJs(app, framed), &self.handshakes.plain),
                     Err(refusal) => return refusal,
                 }
             }
-            UpgradeKind::Engine(ws) => (WsEndpoint::Engine(ws), &self.handshakes.raw),
+            UpgradeKind::Engine(ws) => (WsEndpoint::Engine(ws), &self.handshakes.plain),
         };
         match handshake::accept(&req, config) {
             Ok(accepted) => {
@@ -373,7 +381,7 @@ impl Upgrades {
             }
             WsEndpoint::Stomp(pre) => {
                 // One WebSocket message carries at most about a frame's worth of STOMP bytes.
-                let socket = socket(self.stomp_max_body + MESSAGE_OVERHEAD, None);
+                let socket = socket(self.stomp_max_body + MESSAGE_OVERHEAD, deflate);
                 let caller = Caller { pre, peer: client };
                 Box::pin(self.stomp.serve_websocket(socket, caller, shutdown)).await;
             }
@@ -390,10 +398,12 @@ impl Upgrades {
             }
             WsEndpoint::Raw(who) => {
                 let max = self.max_body.max(1 << 20) + MESSAGE_OVERHEAD;
-                let socket = socket(max, None);
+                let socket = socket(max, deflate);
                 let (auth, chat) = (self.auth.clone(), self.chat.clone());
                 let origin = Origin::new(Protocol::Raw, Transport::WebSocket, client);
-                let client = RawClient::open(&self.hub, auth, chat, who, origin);
+                let shared = deflate.is_some_and(|p| crate::ws::deflate::shares(&p));
+                let client =
+                    RawClient::open(&self.hub, auth, chat, who, origin).with_shared_deflate(shared);
                 Box::pin(drive(socket, shutdown, client)).await;
             }
         }

@@ -328,14 +328,20 @@ impl Session {
         ack: Option<u64>,
         message: &SharedMessage,
     ) -> [Bytes; 2] {
+        [
+            self.message_prefix(subscription, ack),
+            message.shared(self.version).clone(),
+        ]
+    }
+
+    /// The part of a MESSAGE for `subscription` that is this subscriber's own (see
+    /// [`Session::message_parts`]).
+    pub fn message_prefix(&self, subscription: &str, ack: Option<u64>) -> Bytes {
         // 1.0/1.1 clients acknowledge by message-id; only 1.2 has the `ack` header.
         let ack = ack
             .filter(|_| self.version == Version::V1_2)
             .map(|a| a.to_string());
-        [
-            SharedMessage::prefix(subscription, ack.as_deref(), self.version),
-            message.shared(self.version).clone(),
-        ]
+        SharedMessage::prefix(subscription, ack.as_deref(), self.version)
     }
 
     fn connect(

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parley_protocol::{CloseCode, Connection, Event, Message};
 use parley_stomp::broker::{Delivery, Published, Receipt};
+use parley_stomp::SharedMessage;
 use serde_json::{json, Map, Value};
 
 use self::reads::Place;
@@ -21,7 +22,7 @@ use crate::hub::{
     Origin, Refusal, SendExtras, Target, CLOSE_REMOVED, CLOSE_UNAUTHORIZED,
 };
 use crate::store::ReadState;
-use crate::ws::{Endpoint, Outbound};
+use crate::ws::{deflate, Endpoint, Outbound};
 
 /// Errors in a row after which a client is disconnected (1008) instead of answered.
 const MAX_ERRORS_IN_A_ROW: u32 = 20;
@@ -39,6 +40,8 @@ pub struct RawClient {
     send_refs: Vec<Option<String>>,
     /// Cluster mode: the read state of rooms whose `joined` answer is still to come.
     join_reads: HashMap<String, ReadState>,
+    /// Deliveries go in the compressed form shared by every such subscriber.
+    shared_deflate: bool,
 }
 
 /// Where a waiting send goes.
@@ -119,7 +122,15 @@ impl RawClient {
             inbox: Vec::new(),
             send_refs: Vec::new(),
             join_reads: HashMap::new(),
+            shared_deflate: false,
         }
+    }
+
+    /// Sends deliveries in their compressed form, made once for every subscriber whose
+    /// permessage-deflate parameters allow it ([`deflate::shares`]).
+    pub fn with_shared_deflate(mut self, shared: bool) -> Self {
+        self.shared_deflate = shared;
+        self
     }
 
     /// Handles one client message; returns the reply, if any.
@@ -349,7 +360,9 @@ impl RawClient {
             Next::Delivery(first) => {
                 let user = self.chat.identity().name.clone();
                 let batch = self.chat.session().batch(first);
-                return Outbound::Frames(batch.filter_map(|d| frame_for(&d, &user)).collect());
+                let shared = self.shared_deflate;
+                let frames = batch.filter_map(|d| frame_for(&d, &user, shared));
+                return Outbound::Frames(frames.collect());
             }
             Next::Held(Held::Replay { messages, .. }) => match messages {
                 Ok(messages) => {
@@ -481,7 +494,7 @@ impl RawClient {
 }
 
 /// The frame a delivery becomes for `user`'s client, or `None` for their own typing.
-fn frame_for(delivery: &Delivery, user: &str) -> Option<Bytes> {
+fn frame_for(delivery: &Delivery, user: &str, shared_deflate: bool) -> Option<Bytes> {
     let message = &delivery.message;
     let is_typing = message
         .header("destination")
@@ -492,7 +505,12 @@ fn frame_for(delivery: &Delivery, user: &str) -> Option<Bytes> {
     if reads::is_mark(message) {
         return Some(message.other_wire(reads::mark_frame).clone());
     }
-    Some(message.other_wire(|m| wire::message_frame(m, user)).clone())
+    let plain = |m: &SharedMessage| wire::message_frame(m, user);
+    Some(if shared_deflate {
+        deflate::shared_frame(message, plain)
+    } else {
+        message.other_wire(plain).clone()
+    })
 }
 
 fn refused(code: &'static str, message: impl Into<String>) -> Refusal {

@@ -502,8 +502,9 @@ impl<T: Transport> Conn<'_, T> {
             }) => {
                 for m in messages {
                     let message = live_from_stored(m);
-                    let parts = self.session.message_parts(&subscription, None, &message);
-                    self.transport.queue_frame(&parts, message.body_is_utf8());
+                    let prefix = self.session.message_prefix(&subscription, None);
+                    let version = self.session.version();
+                    self.transport.queue_message(prefix, &message, version);
                 }
             }
             Next::Held(Held::Replay { .. } | Held::Lost) => {
@@ -615,23 +616,23 @@ fn queue_delivery<T: Transport>(
     prefix: &mut PrefixCache,
     d: Delivery,
 ) {
-    let parts = if d.ack.is_none() || session.version() != Version::V1_2 {
+    let own = if d.ack.is_none() || session.version() != Version::V1_2 {
         // No `ack` header: the per-subscriber part is the same for every message of this
         // subscription, so it is built once, not per delivery.
         match prefix {
             Some((subscription, bytes)) if Arc::ptr_eq(subscription, &d.subscription) => {
-                [bytes.clone(), d.message.shared(session.version()).clone()]
+                bytes.clone()
             }
             _ => {
-                let parts = session.message_parts(&d.subscription, None, &d.message);
-                *prefix = Some((d.subscription.clone(), parts[0].clone()));
-                parts
+                let own = session.message_prefix(&d.subscription, None);
+                *prefix = Some((d.subscription.clone(), own.clone()));
+                own
             }
         }
     } else {
-        session.message_parts(&d.subscription, d.ack, &d.message)
+        session.message_prefix(&d.subscription, d.ack)
     };
-    transport.queue_frame(&parts, d.message.body_is_utf8());
+    transport.queue_message(own, &d.message, session.version());
 }
 
 /// Cluster mode: the fan-out keys the SUBSCRIBE frames among `frames` will watch, and the rooms

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use parley_protocol::{CloseCode, Event, Message};
+use parley_stomp::{SharedMessage, Version};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::{timeout, Instant};
 
@@ -23,6 +24,11 @@ pub(super) trait Transport {
     async fn read(&mut self, inbound: &mut BytesMut) -> io::Result<bool>;
     /// Queues one STOMP frame made of `parts`; `text` says its body is UTF-8.
     fn queue_frame(&mut self, parts: &[Bytes], text: bool);
+    /// Queues a MESSAGE: one subscriber's `prefix`, then the part shared by every subscriber.
+    fn queue_message(&mut self, prefix: Bytes, message: &SharedMessage, version: Version) {
+        let shared = message.shared(version).clone();
+        self.queue_frame(&[prefix, shared], message.body_is_utf8());
+    }
     /// Writes everything queued.
     async fn flush(&mut self) -> io::Result<()>;
     /// The transport itself finished (WebSocket close handshake).
@@ -122,6 +128,10 @@ impl<S: ReadReady + AsyncWrite + Send> Transport for Ws<S> {
 
     fn queue_frame(&mut self, parts: &[Bytes], text: bool) {
         self.0.send_parts(parts, text);
+    }
+
+    fn queue_message(&mut self, prefix: Bytes, message: &SharedMessage, version: Version) {
+        self.0.send_message(prefix, message, version);
     }
 
     async fn flush(&mut self) -> io::Result<()> {

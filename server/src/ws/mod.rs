@@ -5,6 +5,8 @@
 //!
 //! One task per connection owns the socket and the protocol state, so neither needs a lock.
 
+pub mod deflate;
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -13,6 +15,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use parley_protocol::frame::{FrameHeader, OpCode};
 use parley_protocol::{CloseCode, Connection, Event};
+use parley_stomp::{SharedMessage, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
@@ -118,19 +121,59 @@ impl<S: ReadReady + AsyncWrite> WsSocket<S> {
     }
 
     /// Queues one message made of `parts` (text or binary), never copying them: a header from
-    /// a shared scratch buffer, then the parts as they are.
+    /// a shared scratch buffer, then the parts as they are. Under permessage-deflate a large
+    /// enough message is compressed alone instead.
     pub fn send_parts(&mut self, parts: &[Bytes], text: bool) {
+        if let Some(params) = self.conn.deflate() {
+            if let Some(frame) = deflate::compress_parts(parts, text, params) {
+                let _ = self.conn.send_encoded(frame);
+                return;
+            }
+        }
         let len = parts.iter().map(Bytes::len).sum();
         let opcode = if text { OpCode::Text } else { OpCode::Binary };
-        // One scratch allocation serves ~100 headers.
+        FrameHeader::server(opcode, len).write(self.scratch());
+        let head = self.heads.split().freeze();
+        self.send_all(&[head], parts);
+    }
+
+    /// Queues a STOMP MESSAGE for one subscriber: its own `prefix`, then the message's shared
+    /// part, encoded (and, under permessage-deflate, compressed) once for every subscriber.
+    pub fn send_message(&mut self, prefix: Bytes, message: &SharedMessage, version: Version) {
+        if self.conn.deflate().is_some_and(deflate::shares) {
+            let heads = self.scratch();
+            if let Some(parts) = deflate::stomp_message(&prefix, message, version, heads) {
+                return self.send_all(&parts, &[]);
+            }
+        }
+        let shared = message.shared(version).clone();
+        self.send_parts(&[prefix, shared], message.body_is_utf8());
+    }
+
+    /// Queues a complete frame: as it is, or compressed alone when permessage-deflate was
+    /// negotiated and it is an uncompressed message large enough to gain from it.
+    pub fn send_frame(&mut self, frame: Bytes) {
+        let frame = match self.conn.deflate() {
+            Some(params) => deflate::compress_frame(&frame, params),
+            None => frame,
+        };
+        let _ = self.conn.send_encoded(frame);
+    }
+
+    /// The header scratch buffer, with room for a header and a little more: one allocation
+    /// serves many headers.
+    fn scratch(&mut self) -> &mut BytesMut {
         if self.heads.capacity() - self.heads.len() < 14 {
             self.heads = BytesMut::with_capacity(HEAD_SCRATCH);
         }
-        FrameHeader::server(opcode, len).write(&mut self.heads);
-        let head = self.heads.split().freeze();
-        if self.conn.send_encoded(head).is_ok() {
-            for part in parts {
-                let _ = self.conn.send_encoded(part.clone());
+        &mut self.heads
+    }
+
+    /// Queues the buffers of one frame, in order.
+    fn send_all(&mut self, first: &[Bytes], then: &[Bytes]) {
+        for part in first.iter().chain(then) {
+            if self.conn.send_encoded(part.clone()).is_err() {
+                return;
             }
         }
     }
@@ -251,7 +294,7 @@ where
             out = endpoint.outbound() => match out {
                 Outbound::Frames(frames) => {
                     for frame in frames {
-                        let _ = socket.conn.send_encoded(frame);
+                        socket.send_frame(frame);
                     }
                     None
                 }
