@@ -1414,7 +1414,11 @@ fn a_commit_reserves_the_budget_for_all_its_messages_or_applies_none() {
     bob_sends(&mut w);
     let before = budget.used();
     w.ok(2, tx_frame(Command::Commit, "tx"));
-    assert_eq!(w.broker.queue_depth("q"), 2, "a COMMIT that fits applies every SEND");
+    assert_eq!(
+        w.broker.queue_depth("q"),
+        2,
+        "a COMMIT that fits applies every SEND"
+    );
     assert!(before < budget.used(), "{before} {}", budget.used());
 
     // No room: others filled the budget while the transaction was open. The old check (budget
@@ -1430,7 +1434,11 @@ fn a_commit_reserves_the_budget_for_all_its_messages_or_applies_none() {
     assert_error(flow, &replies, None);
     let message = replies[0].get("message").unwrap_or_default();
     assert!(message.contains("server busy"), "{message}");
-    assert_eq!(w.broker.queue_depth("q"), 0, "a refused COMMIT applied a SEND");
+    assert_eq!(
+        w.broker.queue_depth("q"),
+        0,
+        "a refused COMMIT applied a SEND"
+    );
 }
 #[test]
 fn a_commit_with_a_room_message_while_storage_fails_applies_none() {
@@ -1440,8 +1448,14 @@ fn a_commit_with_a_room_message_while_storage_fails_applies_none() {
     w.ok(1, subscribe("s", "/topic/side.channel", "auto"));
     w.ok(2, tx_frame(Command::Begin, "tx"));
     w.ok(2, send("/queue/q", "queued").header("transaction", "tx"));
-    w.ok(2, send("/topic/side.channel", "not a room").header("transaction", "tx"));
-    w.ok(2, send("/topic/room", "a room's").header("transaction", "tx"));
+    w.ok(
+        2,
+        send("/topic/side.channel", "not a room").header("transaction", "tx"),
+    );
+    w.ok(
+        2,
+        send("/topic/room", "a room's").header("transaction", "tx"),
+    );
     w.broker.set_storage_failing(true);
     let (flow, replies) = w.handle(2, tx_frame(Command::Commit, "tx"));
     assert_error(flow, &replies, None);

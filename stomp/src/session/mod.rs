@@ -8,9 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::broker::is_room;
-use crate::broker::{
-    AckMode, AckRef, Broker, BrokerError, BrokerEvent, Publish, SessionId,
-};
+use crate::broker::{AckMode, AckRef, Broker, BrokerError, BrokerEvent, Publish, SessionId};
 use crate::budget::{Charge, MemoryBudget};
 use crate::codec::{self, SharedMessage};
 use crate::destination::Destination;

@@ -36,7 +36,11 @@ impl Session {
 
     /// Checks a SEND when it arrives, in a transaction or not: its destination, the rules, the
     /// room body limit and the rate limit (the broker refuses it past the memory budget).
-    pub(super) fn admit_send(&mut self, frame: &Frame, now_ms: u64) -> Result<Destination, Refusal> {
+    pub(super) fn admit_send(
+        &mut self,
+        frame: &Frame,
+        now_ms: u64,
+    ) -> Result<Destination, Refusal> {
         let destination = Destination::parse(required(frame, "destination")?)
             .map_err(|e| Refusal(e.to_string()))?;
         self.allowed(|access, who| access.send(who, &destination))?;
