@@ -493,6 +493,12 @@ impl SharedMessage {
     }
 }
 
+/// What a message of `body` bytes with `headers` bytes of header names and values is charged
+/// against the memory budget ([`SharedMessage::charged`]).
+pub fn charge_for(body: usize, headers: usize) -> usize {
+    2 * body + headers + 256
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -834,10 +840,4 @@ mod tests {
             let _ = decode_all(&mut d, &input);
         }
     }
-}
-
-/// What a message of `body` bytes with `headers` bytes of header names and values is charged
-/// against the memory budget ([`SharedMessage::charged`]).
-pub fn charge_for(body: usize, headers: usize) -> usize {
-    2 * body + headers + 256
 }

@@ -73,9 +73,9 @@ impl Hub {
         });
     }
 
-    /// Lets `who` use `room` (a join, a SUBSCRIBE, or an accepted SEND to `/topic/<room>`): an unknown
-    /// room is created for them if the rules allow ([`Acl::enter`]) and stored through the
-    /// journal, in order with the room's messages. The one explicit create besides
+    /// Lets `who` use `room` (a join, a SUBSCRIBE, or an accepted SEND to `/topic/<room>`): an
+    /// unknown room is created for them if the rules allow ([`Acl::enter`]) and stored through
+    /// the journal, in order with the room's messages. The one explicit create besides
     /// [`Hub::claim_room`]; side channels never create ([`Acl::may_use_side_channel`]).
     pub fn enter_room(&self, who: &Identity, room: &str) -> Result<(), Refused> {
         if let Some(reason) = self.closed.reason(room) {
