@@ -285,6 +285,40 @@ impl Acl {
         self.create_for(who, room, false, owner_now)
     }
 
+    /// Would [`Acl::enter`] let `who` use every one of `rooms`, creating the unknown ones (within
+    /// the quota all together)? Creates nothing: a SEND creates its room only once accepted.
+    pub fn may_enter(&self, who: &Identity, rooms: &[&str]) -> Result<(), Refused> {
+        let known = self.read();
+        let mut new: Vec<&str> = Vec::new();
+        for &room in rooms {
+            who.scope.reads(Some(room)).map_err(Refused::Scope)?;
+            match known.rules.get(room) {
+                Some(rules) if !admits(rules, who) => {
+                    return Err(Refused::Private(room.to_owned()))
+                }
+                Some(_) => {}
+                None if !new.contains(&room) => new.push(room),
+                None => {}
+            }
+        }
+        let Some(&first) = new.first() else {
+            return Ok(());
+        };
+        who.scope.creates_rooms().map_err(Refused::Scope)?;
+        if who.guest {
+            return match self.limits.guests_create {
+                true => Ok(()),
+                false => Err(Refused::NoSuchRoom(first.to_owned())),
+            };
+        }
+        let max = self.limits.max_per_account;
+        let created = known.created.get(&*who.name).copied().unwrap_or(0);
+        if max > 0 && created + new.len() > max {
+            return Err(Refused::Quota(max));
+        }
+        Ok(())
+    }
+
     /// May `who` use a side channel (`<room>.typing`, `<room>.presence`, `<room>.x`) of `room`?
     /// Of a room that exists: as the room. Of an unknown room: accounts may listen (the channel
     /// creates nothing, and a private room made later ends what others hold); guests not.

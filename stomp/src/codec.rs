@@ -413,7 +413,7 @@ impl SharedMessage {
     /// counts the body twice: once as received, once inside the encoding subscribers share.
     pub fn charged(mut self, budget: &Arc<MemoryBudget>) -> Self {
         let headers: usize = self.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
-        self.charge = Some(budget.charge(2 * self.body.len() + headers + 256));
+        self.charge = Some(budget.charge(charge_for(self.body.len(), headers)));
         self
     }
 
@@ -491,6 +491,12 @@ impl SharedMessage {
         }
         out.freeze()
     }
+}
+
+/// What a message of `body` bytes with `headers` bytes of header names and values is charged
+/// against the memory budget ([`SharedMessage::charged`]).
+pub fn charge_for(body: usize, headers: usize) -> usize {
+    2 * body + headers + 256
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use parley_stomp::broker::{Broker, BrokerError, BrokerEvent, BrokerLimits, Publish, SessionId};
+use parley_stomp::budget::MemoryBudget;
 use parley_stomp::codec;
 use parley_stomp::destination::{valid_user, Destination};
 use parley_stomp::session::{
@@ -1382,4 +1383,133 @@ fn transaction_bytes_are_capped_and_returned() {
             .contains("transactions hold more than 4096 bytes"),
         "{replies:?}"
     );
+}
+
+/// A world whose transactions and broker charge one budget of `limit` bytes.
+fn world_with_budget(limit: usize) -> (World, Arc<MemoryBudget>) {
+    let budget = MemoryBudget::new(limit);
+    let mut config = SessionConfig::default();
+    config.budget = budget.clone();
+    let mut w = World::with(BrokerLimits::default(), config);
+    w.broker.set_budget(budget.clone());
+    (w, budget)
+}
+
+#[test]
+fn a_commit_reserves_the_budget_for_all_its_messages_or_applies_none() {
+    // A message is charged about twice its body: bob's two SENDs of 2,000 bytes are about
+    // 8,600 bytes once published, 4,400 while buffered.
+    let bob_body = "b".repeat(2000);
+    let bob_sends = |w: &mut World| {
+        w.connect(2, Some("1.2"), Some("bob"));
+        w.ok(2, tx_frame(Command::Begin, "tx"));
+        w.ok(2, send("/queue/q", &bob_body).header("transaction", "tx"));
+        w.ok(2, send("/queue/q", &bob_body).header("transaction", "tx"));
+    };
+    // Room for the whole COMMIT: its own first message, charged as it is made, passes the
+    // limit together with the reservation, and must not refuse its second.
+    let (mut w, budget) = world_with_budget(20_000);
+    w.connect(1, Some("1.2"), Some("alice"));
+    w.ok(1, send("/queue/held", &"a".repeat(4000)));
+    bob_sends(&mut w);
+    let before = budget.used();
+    w.ok(2, tx_frame(Command::Commit, "tx"));
+    assert_eq!(
+        w.broker.queue_depth("q"),
+        2,
+        "a COMMIT that fits applies every SEND"
+    );
+    assert!(before < budget.used(), "{before} {}", budget.used());
+
+    // No room: others filled the budget while the transaction was open. The old check (budget
+    // not spent yet) let the first SEND go and refused the second.
+    let (mut w, budget) = world_with_budget(20_000);
+    w.connect(1, Some("1.2"), Some("alice"));
+    bob_sends(&mut w);
+    w.ok(1, send("/queue/held", &"a".repeat(4000)));
+    w.ok(1, send("/queue/held", &"a".repeat(3800)));
+    let held = budget.used();
+    assert!((20_000..24_000).contains(&held), "{held}");
+    let (flow, replies) = w.handle(2, tx_frame(Command::Commit, "tx"));
+    assert_error(flow, &replies, None);
+    let message = replies[0].get("message").unwrap_or_default();
+    assert!(message.contains("server busy"), "{message}");
+    assert_eq!(
+        w.broker.queue_depth("q"),
+        0,
+        "a refused COMMIT applied a SEND"
+    );
+}
+#[test]
+fn a_commit_with_a_room_message_while_storage_fails_applies_none() {
+    let mut w = World::new();
+    w.connect(1, Some("1.2"), Some("alice"));
+    w.connect(2, Some("1.2"), Some("bob"));
+    w.ok(1, subscribe("s", "/topic/side.channel", "auto"));
+    w.ok(2, tx_frame(Command::Begin, "tx"));
+    w.ok(2, send("/queue/q", "queued").header("transaction", "tx"));
+    w.ok(
+        2,
+        send("/topic/side.channel", "not a room").header("transaction", "tx"),
+    );
+    w.ok(
+        2,
+        send("/topic/room", "a room's").header("transaction", "tx"),
+    );
+    w.broker.set_storage_failing(true);
+    let (flow, replies) = w.handle(2, tx_frame(Command::Commit, "tx"));
+    assert_error(flow, &replies, None);
+    let message = replies[0].get("message").unwrap_or_default();
+    assert!(message.contains("storage unavailable"), "{message}");
+    assert_eq!(w.broker.queue_depth("q"), 0, "the queue SEND went out");
+    assert!(w.messages(1).is_empty(), "the side-channel SEND went out");
+}
+
+/// Rules that record what SENDs they were asked to accept (where a server creates rooms).
+#[derive(Default)]
+struct RecordsAccepted(std::sync::Mutex<Vec<String>>);
+
+impl Access for RecordsAccepted {
+    fn subscribe(&self, _: &Identity, _: &Destination) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn send(&self, _: &Identity, _: &Destination) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn accept(&self, _: &Identity, destination: &Destination) -> Result<(), String> {
+        let mut accepted = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        accepted.push(destination.to_string());
+        Ok(())
+    }
+}
+
+#[test]
+fn only_a_send_nothing_refuses_is_accepted() {
+    let rules = Arc::new(RecordsAccepted::default());
+    let mut config = SessionConfig::default();
+    config.access = AccessPolicy(rules.clone());
+    config.max_room_body = 10;
+    let mut w = World::with(BrokerLimits::default(), config);
+    let accepted = || rules.0.lock().map(|a| a.clone()).unwrap_or_default();
+    w.connect(1, Some("1.2"), Some("alice"));
+    let (flow, replies) = w.handle(1, send("/topic/big", &"x".repeat(11)));
+    assert_error(flow, &replies, None);
+    w.connect(2, Some("1.2"), Some("bob"));
+    w.ok(2, tx_frame(Command::Begin, "tx"));
+    w.ok(2, send("/topic/aborted", "x").header("transaction", "tx"));
+    w.ok(2, tx_frame(Command::Abort, "tx"));
+    w.broker.set_storage_failing(true);
+    let (flow, replies) = w.handle(2, send("/topic/failing", "x"));
+    assert_error(flow, &replies, None);
+    assert!(accepted().is_empty(), "{:?}", accepted());
+    w.broker.set_storage_failing(false);
+    w.connect(3, Some("1.2"), Some("carol"));
+    w.ok(3, tx_frame(Command::Begin, "tx"));
+    w.ok(3, send("/topic/committed", "x").header("transaction", "tx"));
+    assert!(accepted().is_empty(), "accepted before COMMIT");
+    w.ok(3, tx_frame(Command::Commit, "tx"));
+    w.ok(3, send("/topic/sent", "x"));
+    assert_eq!(accepted(), ["/topic/committed", "/topic/sent"]);
 }

@@ -73,9 +73,9 @@ impl Hub {
         });
     }
 
-    /// Lets `who` use `room` (a join, or a SUBSCRIBE or SEND to `/topic/<room>`): an unknown
-    /// room is created for them if the rules allow ([`Acl::enter`]) and stored through the
-    /// journal, in order with the room's messages. The one explicit create besides
+    /// Lets `who` use `room` (a join, a SUBSCRIBE, or an accepted SEND to `/topic/<room>`): an
+    /// unknown room is created for them if the rules allow ([`Acl::enter`]) and stored through
+    /// the journal, in order with the room's messages. The one explicit create besides
     /// [`Hub::claim_room`]; side channels never create ([`Acl::may_use_side_channel`]).
     pub fn enter_room(&self, who: &Identity, room: &str) -> Result<(), Refused> {
         if let Some(reason) = self.closed.reason(room) {
@@ -251,16 +251,45 @@ impl Access for Hub {
     }
 
     fn send(&self, who: &Identity, destination: &Destination) -> Result<(), String> {
-        let room = match destination {
-            Destination::Topic(topic) => Some(room_of_topic(topic)),
-            _ => None,
-        };
-        who.scope.writes(room)?;
-        match destination {
-            Destination::Topic(topic) if topic.ends_with(".presence") || topic == ROOMS_TOPIC => {
-                Err("it is written by the server".into())
+        self.send_all(who, std::slice::from_ref(destination))
+    }
+
+    /// Checks only: a new room is created when a SEND to it is accepted ([`Access::accept`]),
+    /// so a SEND refused (too large, too fast, in a transaction aborted) creates nothing. The
+    /// rooms a COMMIT would create count against the quota together.
+    fn send_all(&self, who: &Identity, destinations: &[Destination]) -> Result<(), String> {
+        let mut rooms = Vec::new();
+        for destination in destinations {
+            let room = match destination {
+                Destination::Topic(topic) => Some(room_of_topic(topic)),
+                _ => None,
+            };
+            who.scope.writes(room)?;
+            let Destination::Topic(topic) = destination else {
+                continue;
+            };
+            if topic.ends_with(".presence") || topic == ROOMS_TOPIC {
+                return Err("it is written by the server".into());
             }
-            Destination::Topic(topic) => self.use_topic(who, topic),
+            let room = room_of_topic(topic);
+            if let Some(reason) = self.closed.reason(room) {
+                return Err(Refused::Closed(room.to_owned(), reason).to_string());
+            }
+            if room.len() == topic.len() {
+                rooms.push(room);
+            } else {
+                (self.acl.may_use_side_channel(who, room)).map_err(|r| r.to_string())?;
+            }
+        }
+        self.acl.may_enter(who, &rooms).map_err(|r| r.to_string())
+    }
+
+    /// A checked SEND to a room that does not exist yet creates it ([`Hub::enter_room`]).
+    fn accept(&self, who: &Identity, destination: &Destination) -> Result<(), String> {
+        match destination {
+            Destination::Topic(topic) if room_of_topic(topic).len() == topic.len() => {
+                self.enter_room(who, topic).map_err(|r| r.to_string())
+            }
             _ => Ok(()),
         }
     }

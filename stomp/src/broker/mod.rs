@@ -12,7 +12,7 @@ mod types;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use crate::budget::MemoryBudget;
+use crate::budget::{Charge, MemoryBudget};
 use crate::codec::SharedMessage;
 use crate::destination::Destination;
 
@@ -39,6 +39,8 @@ pub struct Broker {
     forwarding: bool,
     /// What messages are charged to; sends are refused while it is spent.
     budget: Option<Arc<MemoryBudget>>,
+    /// A COMMIT's bytes held while its messages are published ([`Broker::reserve`]).
+    reservation: Option<Charge>,
     /// Body bytes held by all queues.
     queued_bytes: usize,
     /// Per user, the queues their sends or subscriptions created that still exist.

@@ -7,7 +7,7 @@ use super::types::{build_message, is_room, track, Route};
 use super::{
     AckMode, Broker, BrokerError, BrokerEvent, Delivery, Forwarded, Publish, Published, SessionId,
 };
-use crate::codec::SharedMessage;
+use crate::codec::{charge_for, SharedMessage};
 use crate::destination::Destination;
 
 impl Broker {
@@ -149,12 +149,14 @@ impl Broker {
     }
 
     /// Refuses, before anything is published, what [`Broker::publish`] would refuse of these
-    /// sends (destination, body bytes) from `session` taken together: a COMMIT applies all of
-    /// its frames or none.
+    /// messages from `session` taken together (one SEND, or all of a COMMIT's, which applies all
+    /// of its frames or none): a destination it cannot send to, a room or stored conversation
+    /// while storage fails, the memory budget spent, queues without room for them all. For a
+    /// COMMIT the caller then holds their bytes with [`Broker::reserve`].
     pub fn check_publishes(
         &self,
         session: SessionId,
-        sends: &[(Destination, usize)],
+        sends: &[(&Destination, &Publish)],
     ) -> Result<(), BrokerError> {
         let entry = self
             .sessions
@@ -165,12 +167,17 @@ impl Broker {
         }
         self.check_budget()?;
         let mut per_queue: HashMap<&str, (usize, usize)> = HashMap::new();
-        for (destination, body) in sends {
+        for (destination, publish) in sends {
             route_of(destination)?;
+            let stored = publish.stream.is_some()
+                || matches!(destination, Destination::Topic(name) if is_room(name));
+            if stored && self.storage_failing {
+                return Err(BrokerError::StorageUnavailable);
+            }
             if let Destination::Queue(name) = destination {
                 let (count, bytes) = per_queue.entry(name).or_default();
                 *count += 1;
-                *bytes += body;
+                *bytes += publish.body.len();
             }
         }
         let adds: Vec<_> = per_queue
@@ -178,6 +185,29 @@ impl Broker {
             .map(|(name, (count, bytes))| (name, count, bytes))
             .collect();
         self.check_queue_room(&entry.user, &adds)
+    }
+
+    /// Holds what a checked COMMIT's messages will be charged in the memory budget, or refuses
+    /// with [`BrokerError::Busy`] if it does not fit under it. Until [`Broker::end_reservation`],
+    /// sessions' publishes are not refused for the budget: the COMMIT's first messages,
+    /// charged as they are made, must not refuse its last ones.
+    pub fn reserve(&mut self, sends: &[(&Destination, &Publish)]) -> Result<(), BrokerError> {
+        if let Some(budget) = &self.budget {
+            let bytes = sends
+                .iter()
+                .map(|(_, publish)| {
+                    let headers = publish.headers.iter().map(|(n, v)| n.len() + v.len());
+                    charge_for(publish.body.len(), headers.sum())
+                })
+                .sum();
+            self.reservation = Some(budget.try_charge(bytes).ok_or(BrokerError::Busy)?);
+        }
+        Ok(())
+    }
+
+    /// Returns what [`Broker::reserve`] held (the messages charge the budget themselves).
+    pub fn end_reservation(&mut self) {
+        self.reservation = None;
     }
 
     pub(super) fn fan_out_to(

@@ -240,10 +240,13 @@ impl Broker {
         Ok(())
     }
 
-    /// Refuses a session's new work while the memory budget is spent.
+    /// Refuses a session's new work while the memory budget is spent (but for a COMMIT's
+    /// messages, whose bytes are reserved).
     pub(super) fn check_budget(&self) -> Result<(), BrokerError> {
         match &self.budget {
-            Some(budget) if budget.is_exhausted() => Err(BrokerError::Busy),
+            Some(budget) if self.reservation.is_none() && budget.is_exhausted() => {
+                Err(BrokerError::Busy)
+            }
             _ => Ok(()),
         }
     }

@@ -8,9 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::broker::is_room;
-use crate::broker::{
-    AckMode, AckRef, Broker, BrokerError, BrokerEvent, Publish, Receipt, SessionId,
-};
+use crate::broker::{AckMode, AckRef, Broker, BrokerError, BrokerEvent, Publish, SessionId};
 use crate::budget::{Charge, MemoryBudget};
 use crate::codec::{self, SharedMessage};
 use crate::destination::Destination;
@@ -18,6 +16,7 @@ use crate::frame::{Command, Frame, Version};
 use crate::rate::TokenBucket;
 
 mod scope;
+mod send;
 mod transaction;
 
 pub use scope::Scope;
@@ -69,8 +68,20 @@ impl Identity {
 pub trait Access: Send + Sync {
     /// May `who` SUBSCRIBE to `destination`? `Err` says why not.
     fn subscribe(&self, who: &Identity, destination: &Destination) -> Result<(), String>;
-    /// May `who` SEND to `destination`? `Err` says why not.
+    /// May `who` SEND to `destination`? `Err` says why not. A check only: what a SEND brings
+    /// into existence (a new room) is made by [`Access::accept`], once nothing refuses it.
     fn send(&self, who: &Identity, destination: &Destination) -> Result<(), String>;
+    /// May `who` SEND to all of `destinations` together (a COMMIT)? By default each alone;
+    /// the server counts the rooms they would create against its quota together.
+    fn send_all(&self, who: &Identity, destinations: &[Destination]) -> Result<(), String> {
+        destinations.iter().try_for_each(|d| self.send(who, d))
+    }
+    /// A SEND to `destination` passed every check and is published next (at COMMIT for a
+    /// transaction): the server creates what it needs, such as a new room. `Err` refuses it.
+    fn accept(&self, who: &Identity, destination: &Destination) -> Result<(), String> {
+        let _ = (who, destination);
+        Ok(())
+    }
     /// Shapes an allowed SEND from `who` just before it is published: the server may address
     /// it elsewhere or number and store it ([`Publish::stream`], [`Publish::copy_to`]), as for
     /// direct messages. `Err` refuses it. By default it goes as it is.
@@ -397,8 +408,7 @@ impl Session {
                     return self.buffer(tx, frame, now_ms).map(|()| Flow::Continue);
                 }
                 if frame.command == Command::Send {
-                    let destination = self.admit_send(&frame, now_ms)?;
-                    self.publish(&frame, &destination, broker, now_ms, events)?;
+                    self.send(&frame, broker, now_ms, events)?;
                 } else {
                     self.acknowledge(&frame, broker, events)?;
                 }
@@ -455,79 +465,6 @@ impl Session {
                 Refusal(format!("{} is a server frame", frame.command.as_str())),
             ),
         }
-    }
-
-    /// Checks a SEND when it arrives, in a transaction or not: its destination, the rules, the
-    /// room body limit and the rate limit (the broker refuses it past the memory budget).
-    fn admit_send(&mut self, frame: &Frame, now_ms: u64) -> Result<Destination, Refusal> {
-        let destination = Destination::parse(required(frame, "destination")?)
-            .map_err(|e| Refusal(e.to_string()))?;
-        self.allowed(|access, who| access.send(who, &destination))?;
-        self.queue_allowed(&destination)?;
-        if matches!(&destination, Destination::Topic(t) if is_room(t))
-            && frame.body.len() > self.config.max_room_body
-        {
-            return Err(Refusal(format!(
-                "body exceeds {} bytes, the limit for room messages",
-                self.config.max_room_body
-            )));
-        }
-        if !self.sends.take(now_ms, self.config.rate_limit) {
-            return Err(Refusal(format!(
-                "rate limited: more than {} messages per second",
-                self.config.rate_limit
-            )));
-        }
-        Ok(destination)
-    }
-
-    /// Publishes an admitted SEND (now, or at COMMIT).
-    fn publish(
-        &mut self,
-        frame: &Frame,
-        destination: &Destination,
-        broker: &mut Broker,
-        now_ms: u64,
-        events: &mut dyn FnMut(BrokerEvent),
-    ) -> Result<(), Refusal> {
-        let mut headers = Vec::new();
-        for (name, value) in &frame.headers {
-            let reserved = RESERVED_HEADERS.contains(&name.as_str()) || name == "content-length";
-            // First occurrence wins, so repeats are not passed on.
-            if !reserved && !headers.iter().any(|(n, _): &(String, String)| n == name) {
-                headers.push((name.clone(), value.clone()));
-            }
-        }
-        // A SEND outside a transaction is acknowledged only once a room message is durable:
-        // the RECEIPT travels with the message to storage.
-        let receipt = match (frame.get("receipt"), frame.get("transaction")) {
-            (Some(id), None) => {
-                let bytes = codec::encode(
-                    &Frame::new(Command::Receipt).header("receipt-id", id),
-                    self.version,
-                );
-                Some(Receipt(Arc::new(move |_| bytes.clone())))
-            }
-            _ => None,
-        };
-        let defers_receipt = receipt.is_some();
-        let mut publish = Publish {
-            headers,
-            body: frame.body.clone(),
-            now_ms,
-            receipt,
-            ..Publish::default()
-        };
-        let mut destination = destination.clone();
-        self.allowed(|access, who| access.route(who, &mut destination, &mut publish))?;
-        if broker
-            .publish(self.id, &destination, publish, events)?
-            .stored
-            && defers_receipt
-        {
-            self.receipt_deferred = true;
-        }
-        Ok(())
     }
 
     /// Carries out an ACK or NACK.

@@ -1,6 +1,7 @@
 //! STOMP transactions: frames checked when they arrive, buffered within a byte budget, and
 //! applied all or nothing at COMMIT.
 
+use super::send::Outgoing;
 use super::{required, Refusal, Session, FRAME_OVERHEAD, MAX_TRANSACTIONS, MAX_TRANSACTION_FRAMES};
 use crate::broker::{Broker, BrokerEvent};
 use crate::budget::BUSY_MESSAGE;
@@ -49,7 +50,10 @@ impl Session {
     }
 
     /// COMMIT: applies every frame of the transaction, or none. Everything that could refuse a
-    /// frame is checked for the whole transaction first, under the same broker lock.
+    /// frame is checked for the whole transaction first, under the same broker lock: the rules
+    /// (rooms it would create count against the quota together), the server's routing, the
+    /// broker's checks (queues, storage, budget), and the acknowledgements. The budget for its
+    /// messages is then reserved, so its own publishes cannot spend it half-way.
     pub(super) fn commit(
         &mut self,
         frame: &Frame,
@@ -63,14 +67,13 @@ impl Session {
             .remove(tx)
             .ok_or_else(|| Refusal(format!("unknown transaction {tx:?}")))?;
         self.release_transaction(&frames);
-        let mut sends = Vec::new();
+        let mut destinations = Vec::new();
         for f in &frames {
             if f.command == Command::Send {
-                let destination = Destination::parse(required(f, "destination")?)
-                    .map_err(|e| Refusal(e.to_string()))?;
-                // Access may have been revoked since the frame arrived.
-                self.allowed(|access, who| access.send(who, &destination))?;
-                sends.push((destination, f.body.len()));
+                destinations.push(
+                    Destination::parse(required(f, "destination")?)
+                        .map_err(|e| Refusal(e.to_string()))?,
+                );
             } else if !broker.is_unacked(self.id, &self.ack_ref(f)?) {
                 return Err(Refusal(format!(
                     "no unacknowledged message for {} in transaction {tx:?}",
@@ -78,12 +81,43 @@ impl Session {
                 )));
             }
         }
-        broker.check_publishes(self.id, &sends)?;
-        let mut destinations = sends.into_iter().map(|(destination, _)| destination);
-        for f in &frames {
+        // Access may have been revoked since the frames arrived.
+        self.allowed(|access, who| access.send_all(who, &destinations))?;
+        let sends = frames.iter().filter(|f| f.command == Command::Send);
+        let outgoing = sends
+            .zip(&destinations)
+            .map(|(f, destination)| self.prepare(f, destination, now_ms))
+            .collect::<Result<Vec<_>, _>>()?;
+        let checks: Vec<_> = outgoing
+            .iter()
+            .map(|out| (&out.destination, &out.publish))
+            .collect();
+        broker.check_publishes(self.id, &checks)?;
+        if !outgoing.is_empty() {
+            broker.reserve(&checks)?;
+        }
+        let applied = self.apply(&frames, outgoing, broker, events);
+        broker.end_reservation();
+        applied
+    }
+
+    /// Applies a checked transaction's frames in order: first what its SENDs create, then
+    /// each frame.
+    fn apply(
+        &mut self,
+        frames: &[Frame],
+        outgoing: Vec<Outgoing>,
+        broker: &mut Broker,
+        events: &mut dyn FnMut(BrokerEvent),
+    ) -> Result<(), Refusal> {
+        for out in &outgoing {
+            self.accept(out)?;
+        }
+        let mut outgoing = outgoing.into_iter();
+        for f in frames {
             if f.command == Command::Send {
-                let destination = destinations.next().expect("one destination per SEND");
-                self.publish(f, &destination, broker, now_ms, events)?;
+                let out = outgoing.next().expect("one outgoing message per SEND");
+                self.publish(out, broker, events)?;
             } else {
                 match self.acknowledge(f, broker, events) {
                     // Settled by an earlier cumulative ACK of this transaction.

@@ -383,3 +383,74 @@ async fn room_creation_follows_the_same_rules_on_every_node() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// A room is created by the SEND that is accepted, never by one refused (too large) or left in
+/// a transaction that is aborted or refused: such a SEND leaves the name free for others. The
+/// rooms one COMMIT would create count against the quota together.
+#[tokio::test]
+async fn a_refused_or_aborted_send_creates_no_room() {
+    let server = ServerProcess::start_strict(&[
+        "--allow-guests",
+        "--max-body",
+        "1024",
+        "--max-rooms-per-account",
+        "2",
+    ]);
+    let (addr, stomp) = (server.addr(), server.stomp_addr());
+    let alice = account(addr, "alice").await;
+    let mallory = account(addr, "mallory").await;
+    let mut m = Stomp::with_token(stomp, &mallory, "mallory").await;
+    let f = m
+        .send_receipt(&[("destination", "/topic/big")], &[b'x'; 2000])
+        .await;
+    assert_stomp_error(&f, "body exceeds", "a SEND over the room body limit");
+
+    let mut m = Stomp::with_token(stomp, &mallory, "mallory").await;
+    let tx = [("transaction", "t")];
+    m.send("BEGIN", &tx, b"").await;
+    m.send("SEND", &[("destination", "/topic/aborted"), tx[0]], b"hi")
+        .await;
+    m.send("ABORT", &[tx[0], ("receipt", "a")], b"").await;
+    let f = m.recv().await.expect("an answer to ABORT");
+    assert_eq!(
+        (f.command.as_str(), f.header("receipt-id")),
+        ("RECEIPT", "a"),
+        "{f:?}"
+    );
+
+    // Three new rooms in one COMMIT, with a quota of two: none is created.
+    m.send("BEGIN", &tx, b"").await;
+    for room in ["q1", "q2", "q3"] {
+        let to = format!("/topic/{room}");
+        m.send("SEND", &[("destination", &to), tx[0]], b"hi").await;
+    }
+    m.send("COMMIT", &[tx[0], ("receipt", "c")], b"").await;
+    let f = m.recv().await.expect("an answer to COMMIT");
+    assert_stomp_error(&f, "quota", "a COMMIT creating rooms past the quota");
+    for room in ["big", "aborted", "q1", "q2", "q3"] {
+        assert!(!listed(addr, &alice, room).await, "{room} was created");
+    }
+    for room in ["big", "aborted"] {
+        post_as(addr, "/api/rooms", &alice, &json!({"name": room}))
+            .await
+            .assert_status(201, &format!("{room}: the name is still free"));
+    }
+
+    // Within the quota the COMMIT creates its rooms, owned by their sender.
+    let mut m = Stomp::with_token(stomp, &mallory, "mallory").await;
+    m.send("BEGIN", &tx, b"").await;
+    for room in ["q1", "q2"] {
+        let to = format!("/topic/{room}");
+        m.send("SEND", &[("destination", &to), tx[0]], b"hi").await;
+    }
+    m.send("COMMIT", &[tx[0], ("receipt", "c")], b"").await;
+    let f = m.recv().await.expect("an answer to COMMIT");
+    assert_eq!(f.command, "RECEIPT", "{f:?}");
+    for room in ["q1", "q2"] {
+        assert!(listed(addr, &alice, room).await, "{room} was not created");
+        let path = format!("/api/rooms/{room}/members");
+        post_as(addr, &path, &mallory, &json!({"user": "alice"}))
+            .await
+            .assert_status(204, &format!("mallory owns {room}"));
+    }
+}
