@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use parley_tests::auth::{Stomp, StompEvent};
 use parley_tests::ServerProcess;
+use serde_json::{json, Value};
+
+use crate::json_client::{raw, recv, send, Ws};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
@@ -268,13 +271,21 @@ async fn queued_messages_expire() {
 
 /// Item 3: the server-wide memory budget. Many sessions each filling a transaction to its
 /// per-session limit would hold 48 MiB; with `--memory-budget 8MiB` the frames past it are
-/// refused as "server busy", RSS stays under the budget plus a margin, other sessions keep
-/// working, and once the hoarders leave new work is accepted again.
+/// refused as "server busy", RSS stays under the budget plus a margin, and sessions that were
+/// there before keep working: a STOMP subscriber and a raw client stay connected and keep
+/// answering while it is spent (a raw send is told `busy`, not closed), both receive the
+/// room's messages before and after, and once the hoarders leave new work is accepted again.
 #[tokio::test]
 async fn memory_budget_refuses_new_work_and_keeps_others_working() {
     let server = ServerProcess::start(&["--memory-budget", "8388608"]);
     let mut bystander = guest(&server, "bystander").await;
     bystander.subscribe_ok("b", "/topic/calm").await;
+    let mut watcher = raw(&server, "watcher").await;
+    send(&mut watcher, json!({"type": "join", "room": "calm"})).await;
+    assert!(next_of(&mut watcher, "joined").await.is_some());
+    let mut publisher = guest(&server, "publisher").await;
+    publish_and_see(&mut publisher, &mut bystander, &mut watcher, "before").await;
+
     let before = rss_bytes(&server);
     let body = vec![b'm'; 200 * KIB];
     let mut hoarders = Vec::new();
@@ -314,24 +325,75 @@ async fn memory_budget_refuses_new_work_and_keeps_others_working() {
         grown < 8 * MIB + 24 * MIB,
         "RSS grew by {grown} bytes past an 8 MiB budget"
     );
-    // Existing sessions keep receiving what is already accepted: the budget is spent, so a
-    // new room message is refused, but the bystander is still connected and answers.
-    let f = bystander
-        .send_receipt(&[("destination", "/user/bystander/queue/ping")], b"p")
-        .await;
+
+    // Meanwhile the raw client's send is answered — acknowledged if the few bytes left under
+    // the budget take it, else `busy` — and the connection stays; the STOMP subscriber still
+    // has its frames answered.
+    send(
+        &mut watcher,
+        json!({"type": "send", "room": "calm", "body": "x", "ref": "w1"}),
+    )
+    .await;
+    let answer = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let v = recv(&mut watcher).await;
+            if v["ref"] == "w1" {
+                return v;
+            }
+        }
+    })
+    .await
+    .expect("the raw send was answered");
     assert!(
-        f.command == "RECEIPT" || f.header("message").contains("server busy"),
-        "{f:?}"
+        answer["type"] == "ack" || answer["code"] == "busy",
+        "{answer}"
     );
+    send(&mut watcher, json!({"type": "ping"})).await;
+    assert!(
+        next_of(&mut watcher, "pong").await.is_some(),
+        "raw client dropped"
+    );
+    bystander.subscribe_ok("b2", "/topic/calm-too").await;
+
     drop(hoarders);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut after = guest(&server, "afterwards").await;
-    after.subscribe_ok("c", "/topic/calm").await;
-    let f = after
-        .send_receipt(&[("destination", "/topic/calm")], b"back")
+    // The budget came back: the sessions that lived through it receive again.
+    publish_and_see(&mut publisher, &mut bystander, &mut watcher, "after").await;
+}
+
+/// `publisher` sends `body` to room `calm`; it is acknowledged, and both the STOMP `stomp` and
+/// the raw `ws` subscriber receive it.
+async fn publish_and_see(publisher: &mut Stomp, stomp: &mut Stomp, ws: &mut Ws, body: &str) {
+    let f = publisher
+        .send_receipt(&[("destination", "/topic/calm")], body.as_bytes())
         .await;
-    assert_eq!(
-        f.command, "RECEIPT",
-        "the budget was returned when the hoarders left: {f:?}"
-    );
+    assert_eq!(f.command, "RECEIPT", "{body}: {f:?}");
+    loop {
+        match stomp.next(Duration::from_secs(10)).await {
+            StompEvent::Frame(f) if f.command == "MESSAGE" && f.body == body.as_bytes() => break,
+            StompEvent::Frame(_) => continue,
+            other => panic!("the STOMP subscriber did not get {body:?}: {other:?}"),
+        }
+    }
+    loop {
+        let m = next_of(ws, "message").await;
+        let m = m.unwrap_or_else(|| panic!("the raw client did not get {body:?}"));
+        if m["body"] == body {
+            break;
+        }
+    }
+}
+
+/// The next raw message of `kind` within 10 s (others skipped).
+async fn next_of(ws: &mut Ws, kind: &str) -> Option<Value> {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let v = recv(ws).await;
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    })
+    .await
+    .ok()
 }
