@@ -85,23 +85,41 @@ pub struct Sender<T>(Arc<Shared<T>>);
 impl<T: Weigh> Sender<T> {
     /// Queues `value` without waiting, waking the receiver if it waits.
     pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
+        self.try_send_all(std::iter::once(value)).map(|_| ())
+    }
+
+    /// Queues the values in order under one lock, waking the receiver once: how a fan-out hands
+    /// one subscriber its share of a batch. Stops at the first value that does not fit and
+    /// returns it (the values after it are left in the iterator); otherwise how many were
+    /// queued.
+    pub fn try_send_all(
+        &self,
+        values: impl IntoIterator<Item = T>,
+    ) -> Result<usize, TrySendError<T>> {
         let mut state = self.0.lock();
-        if state.receiver_gone {
-            return Err(TrySendError::Closed(value));
+        let mut queued = 0;
+        let mut result = Ok(());
+        for value in values {
+            if state.receiver_gone {
+                result = Err(TrySendError::Closed(value));
+                break;
+            }
+            let weight = value.weight();
+            let too_heavy = state.bytes + weight > self.0.max_bytes && !state.queue.is_empty();
+            if state.queue.len() >= self.0.capacity || too_heavy {
+                result = Err(TrySendError::Full(value));
+                break;
+            }
+            state.bytes += weight;
+            state.queue.push_back(value);
+            queued += 1;
         }
-        let weight = value.weight();
-        let too_heavy = state.bytes + weight > self.0.max_bytes && !state.queue.is_empty();
-        if state.queue.len() >= self.0.capacity || too_heavy {
-            return Err(TrySendError::Full(value));
-        }
-        state.bytes += weight;
-        state.queue.push_back(value);
-        let waker = state.waker.take();
+        let waker = if queued > 0 { state.waker.take() } else { None };
         drop(state);
         if let Some(waker) = waker {
             waker.wake();
         }
-        Ok(())
+        result.map(|()| queued)
     }
 }
 
@@ -220,6 +238,20 @@ mod tests {
         assert_eq!(rx.try_recv(), Some(2));
         assert_eq!(rx.try_recv(), Some(4));
         assert_eq!(rx.try_recv(), None);
+    }
+
+    #[test]
+    fn a_run_is_queued_in_order_until_one_does_not_fit() {
+        let (tx, mut rx) = channel::<u32>(3, usize::MAX);
+        let mut values = [1, 2, 3, 4, 5].into_iter();
+        assert!(matches!(
+            tx.try_send_all(values.by_ref()),
+            Err(TrySendError::Full(4))
+        ));
+        assert_eq!(values.next(), Some(5), "what follows is left");
+        assert_eq!(tx.try_send_all([]).unwrap(), 0);
+        assert_eq!([rx.try_recv(), rx.try_recv(), rx.try_recv()], [Some(1), Some(2), Some(3)]);
+        assert_eq!(tx.try_send_all([6, 7]).unwrap(), 2);
     }
 
     #[test]

@@ -306,24 +306,32 @@ impl Hub {
         result
     }
 
-    /// Hands the operation's deliveries to their outboxes, each session's together. The sort is
-    /// stable, so each session keeps its deliveries' order.
+    /// Hands the operation's deliveries to their outboxes, each session's together: one outbox
+    /// lookup, one lock and one wake-up per session and batch. The sort is stable, so each
+    /// session keeps its deliveries' order.
     fn deliver(&self, outboxes: &HashMap<SessionId, Outbox>, pending: &mut Vec<Delivery>) {
         if pending.len() > 1 {
             pending.sort_by_key(|d| d.session);
         }
         let mut delivered = 0;
-        for delivery in pending.drain(..) {
-            let Some(outbox) = outboxes.get(&delivery.session) else {
+        let mut rest = pending.drain(..).peekable();
+        while let Some(first) = rest.next() {
+            let session = first.session;
+            let more = std::iter::from_fn(|| rest.next_if(|d| d.session == session));
+            let mut run = std::iter::once(first).chain(more);
+            let Some(outbox) = outboxes.get(&session) else {
+                run.for_each(drop);
                 continue;
             };
-            match outbox.deliveries.try_send(delivery) {
-                Ok(()) => delivered += 1,
-                Err(mailbox::TrySendError::Full(d)) => {
-                    self.evict_slow(outbox, d.session, "too many messages waiting to be written");
+            match outbox.deliveries.try_send_all(run.by_ref()) {
+                Ok(n) => delivered += n as u64,
+                Err(mailbox::TrySendError::Full(_)) => {
+                    self.evict_slow(outbox, session, "too many messages waiting to be written");
                 }
                 Err(mailbox::TrySendError::Closed(_)) => {}
             }
+            // What did not fit goes with the evicted session.
+            run.for_each(drop);
         }
         self.stats
             .deliveries
