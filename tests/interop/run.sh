@@ -116,7 +116,7 @@ if [[ " $SUITES " == *" js "* ]]; then
   t0=$SECONDS
   if (cd "$JS" && node --test --test-concurrency=1 --test-timeout=120000 stompjs.test.mjs sockjs.test.mjs \
     socketio-protocol.test.mjs socketio-chat.test.mjs socketio-cluster.test.mjs \
-    tls.test.mjs "$OIDC/selfcheck.mjs" oauth.test.mjs oauth-cluster.test.mjs); then :; else
+    tls.test.mjs deflate.test.mjs "$OIDC/selfcheck.mjs" oauth.test.mjs oauth-cluster.test.mjs); then :; else
     failed+=("node --test (exit $?)")
   fi
   log "node --test took $((SECONDS - t0)) s"
