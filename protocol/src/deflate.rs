@@ -207,7 +207,10 @@ impl Inflater {
                 });
             }
             if out.capacity() == out.len() {
-                let target = (out.capacity() * 2).max(INFLATE_STEP).min(max + 1);
+                // A small message gets a small buffer (chat messages are a few hundred bytes);
+                // doubling from there keeps growth amortised.
+                let first = (input.len() * 4).clamp(256, INFLATE_STEP);
+                let target = (out.capacity() * 2).max(first).min(max + 1);
                 out.reserve_exact(target - out.len());
             }
             let before_in = d.total_in();
