@@ -344,13 +344,18 @@ impl Connection {
         });
         let is_text = msg.opcode == OpCode::Text;
         if msg.compressed {
-            let Some(inflater) = self.deflate.as_mut().map(|d| &mut d.inflater) else {
+            let Some(d) = self.deflate.as_deref_mut() else {
                 return Err(ProtocolError::ReservedBitsSet);
             };
             let start = msg.buf.len();
-            inflater.inflate(payload, &mut msg.buf, max)?;
-            if h.fin {
-                inflater.finish_message(&mut msg.buf, max)?;
+            if h.fin && d.params.client_no_context_takeover && d.inflater.is_idle() {
+                // The whole message is here and stands alone: the thread's inflater serves.
+                deflate::inflate_alone(payload, &mut msg.buf, max, &d.params)?;
+            } else {
+                d.inflater.inflate(payload, &mut msg.buf, max)?;
+                if h.fin {
+                    d.inflater.finish_message(&mut msg.buf, max)?;
+                }
             }
             if is_text {
                 self.utf8

@@ -146,6 +146,46 @@ pub fn compress_alone(input: &[u8], params: &DeflateParams) -> Vec<u8> {
     })
 }
 
+/// Inflates one whole message that was compressed alone (the peer agreed to no context
+/// takeover and the message came in one frame) with the calling thread's inflater, appending
+/// to `out` and failing past `max` like [`Inflater::inflate`]. No connection keeps an inflater
+/// (about 40 KiB with its window) or allocates one per message for this.
+pub fn inflate_alone(
+    input: &[u8],
+    out: &mut Vec<u8>,
+    max: usize,
+    params: &DeflateParams,
+) -> Result<(), ProtocolError> {
+    thread_local! {
+        /// One inflater per window size this thread has used, reset after every message.
+        static INFLATERS: RefCell<Vec<Inflater>> = const { RefCell::new(Vec::new()) };
+    }
+    let bits = params.client_max_window_bits.clamp(9, 15);
+    INFLATERS.with(|cell| {
+        let mut inflaters = cell.borrow_mut();
+        let at = match inflaters.iter().position(|i| i.window_bits == bits) {
+            Some(at) => at,
+            None => {
+                inflaters.push(Inflater {
+                    decompress: None,
+                    window_bits: bits,
+                    reset_each_message: false,
+                });
+                inflaters.len() - 1
+            }
+        };
+        let inflater = &mut inflaters[at];
+        let result = inflater
+            .inflate(input, out, max)
+            .and_then(|()| inflater.inflate(&TAIL, out, max));
+        // Whatever happened, the next message starts from nothing.
+        if let Some(d) = inflater.decompress.as_mut() {
+            d.reset(false);
+        }
+        result
+    })
+}
+
 /// Appends `data` as uncompressed (stored), non-final deflate blocks that end on a byte
 /// boundary, so a message compressed alone can follow them in the same payload: a part that
 /// differs per connection goes first, uncompressed, before bytes compressed once for all.
@@ -247,6 +287,11 @@ impl Inflater {
                 };
             }
         }
+    }
+
+    /// Holds no state: no message is being inflated and none taken over.
+    pub fn is_idle(&self) -> bool {
+        self.decompress.is_none()
     }
 
     /// Ends a message: feeds the stripped tail and resets if the client does not take over
@@ -385,6 +430,29 @@ mod tests {
             i.finish_message(&mut out, 1 << 20).unwrap();
             assert_eq!(out, [prefix, &body[..]].concat());
         }
+    }
+
+    #[test]
+    fn messages_inflated_alone_share_the_threads_inflater_and_errors_leave_it_clean() {
+        let p = params(true, true, 15);
+        let mut d = Deflater::new(&p);
+        for round in 0..3 {
+            let msg = format!("message {round} message {round} message {round}");
+            let mut out = Vec::new();
+            inflate_alone(&d.compress(msg.as_bytes()), &mut out, 1 << 20, &p).unwrap();
+            assert_eq!(out, msg.as_bytes());
+            let mut junk = Vec::new();
+            assert!(inflate_alone(&[0xff, 0xff, 0xff], &mut junk, 100, &p).is_err());
+        }
+        let bomb = d.compress(&vec![0u8; 1 << 20]);
+        let mut out = Vec::new();
+        assert!(matches!(
+            inflate_alone(&bomb, &mut out, 1000, &p),
+            Err(ProtocolError::MessageTooBig { .. })
+        ));
+        let mut out = Vec::new();
+        inflate_alone(&d.compress(b"after"), &mut out, 100, &p).unwrap();
+        assert_eq!(out, b"after");
     }
 
     #[test]
