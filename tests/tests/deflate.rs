@@ -401,9 +401,8 @@ async fn rss_growth(count: usize, deflate: bool) -> usize {
 /// No compression memory per connection: 1,000 connections that negotiated deflate, each
 /// sending a compressed message and receiving a compressed room message, cost about what
 /// 1,000 plain ones doing the same do. A zlib compressor kept per connection would be ~256
-/// KiB each, an inflater kept ~40 KiB. The bound is 8 KiB, not less: in some runs the deflate
-/// server's heap grows a few MiB more (0-4 KiB per connection seen), where the allocator put
-/// the messages' transient inflate buffers (~56 KiB each); a later round adds nothing.
+/// KiB each, an inflater kept ~40 KiB; one allocated per message (as before the thread's
+/// inflater served whole messages) left the heap fragmented by 2-9 KiB per connection here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deflate_costs_no_memory_per_connection() {
     const COUNT: usize = 1000;
@@ -415,7 +414,7 @@ async fn deflate_costs_no_memory_per_connection() {
          difference {per_conn:.0} B per connection"
     );
     assert!(
-        per_conn < 8192.0,
+        per_conn < 2048.0,
         "deflate costs {per_conn:.0} B more per connection"
     );
 }
