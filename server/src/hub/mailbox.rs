@@ -250,7 +250,10 @@ mod tests {
         ));
         assert_eq!(values.next(), Some(5), "what follows is left");
         assert_eq!(tx.try_send_all([]).unwrap(), 0);
-        assert_eq!([rx.try_recv(), rx.try_recv(), rx.try_recv()], [Some(1), Some(2), Some(3)]);
+        assert_eq!(
+            [rx.try_recv(), rx.try_recv(), rx.try_recv()],
+            [Some(1), Some(2), Some(3)]
+        );
         assert_eq!(tx.try_send_all([6, 7]).unwrap(), 2);
     }
 
