@@ -107,8 +107,8 @@ for r in rows:
     groups.setdefault((r["server"], r["proto"], r["deflate"]), []).append(r)
 def fmt(v, d=1):
     return "–" if v is None else f"{v:,.{d}f}"
-out = ["| server | compression | wire B / delivery | vs uncompressed | server CPU µs / delivery | vs uncompressed | server KiB / connection | p50 | p99 | lost | 50-message history page |",
-       "|---|---|---|---|---|---|---|---|---|---|---|"]
+out = ["| server | compression | wire B / delivery | vs uncompressed | server CPU µs / delivery | vs uncompressed | server KiB / connection | p50 | p99 | client cores | lost | 50-message history page |",
+       "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 names = {("parley", "raw"): "Parley raw /ws", ("parley", "stomp"): "Parley STOMP /stomp", ("node-ws", "broadcast"): "Node ws"}
 for (server, proto), name in names.items():
     plain = groups.get((server, proto, False), [])
@@ -131,6 +131,7 @@ for (server, proto), name in names.items():
                    f"{fmt(cpu / pc, 2) + '×' if cpu and pc else '–'} | {fmt(med([r['server_rss_kib_per_connection'] for r in g]), 2)} | "
                    f"{fmt(med([r['p50_us'] for r in g]) / 1000 if med([r['p50_us'] for r in g]) else None, 2)} ms | "
                    f"{fmt(med([r['p99_us'] for r in g]) / 1000 if med([r['p99_us'] for r in g]) else None, 2)} ms | "
+                   f"{fmt(med([r.get('client_cores') for r in g]), 2)} | "
                    f"{sum(r['lost'] for r in g)} | {page} |")
 print("\n".join(out))
 EOF

@@ -141,6 +141,7 @@ async function main() {
   const bytesRead = () => subs.reduce((n, ws) => n + ws._socket.bytesRead, 0);
   const wire0 = bytesRead();
   const cpu0 = PID ? cpuTicks(PID) : 0;
+  const client0 = process.cpuUsage();
   const t0 = Date.now();
   measuring = true;
   let sent = 0;
@@ -157,6 +158,8 @@ async function main() {
   }), 20000, 'deliveries').catch(() => {});
   measuring = false;
   const cpuTicksUsed = PID ? cpuTicks(PID) - cpu0 : 0;
+  const clientCpu = process.cpuUsage(client0);
+  const elapsed = (Date.now() - t0) / 1000;
   const wire = bytesRead() - wire0;
   const rssAfter = PID ? rssKib(PID) : 0;
 
@@ -185,6 +188,7 @@ async function main() {
     wire_bytes_per_delivery: delivered ? wire / delivered : null,
     body_bytes_per_delivery: delivered ? payloadBytes / delivered : null,
     server_cpu_us_per_delivery: PID && delivered ? (cpuTicksUsed / HZ) * 1e6 / delivered : null,
+    client_cores: (clientCpu.user + clientCpu.system) / 1e6 / elapsed,
     server_rss_kib_per_connection: PID ? (rssAfter - rssBefore) / (N + 1) : null,
     p50_us: percentile(latencies, 0.5),
     p99_us: percentile(latencies, 0.99),
