@@ -11,6 +11,18 @@ use tokio::time::timeout;
 /// How long any single wait may take.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// A frame's bytes: `command`, `headers` written verbatim, `content-length`, `body`, NUL.
+pub fn encode_frame(command: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("{command}\n").into_bytes();
+    for (k, v) in headers {
+        out.extend_from_slice(format!("{k}:{v}\n").as_bytes());
+    }
+    out.extend_from_slice(format!("content-length:{}\n\n", body.len()).as_bytes());
+    out.extend_from_slice(body);
+    out.push(0);
+    out
+}
+
 /// A received frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
@@ -132,14 +144,7 @@ impl StompClient {
 
     /// Sends a frame built from `command`, `headers` (written verbatim) and `body`.
     pub async fn send(&mut self, command: &str, headers: &[(&str, &str)], body: &[u8]) {
-        let mut out = format!("{command}\n").into_bytes();
-        for (k, v) in headers {
-            out.extend_from_slice(format!("{k}:{v}\n").as_bytes());
-        }
-        out.extend_from_slice(format!("content-length:{}\n\n", body.len()).as_bytes());
-        out.extend_from_slice(body);
-        out.push(0);
-        self.send_raw(&out).await;
+        self.send_raw(&encode_frame(command, headers, body)).await;
     }
 
     /// SUBSCRIBE with a receipt, waiting for the receipt so later SENDs are seen.

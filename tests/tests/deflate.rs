@@ -330,16 +330,6 @@ async fn context_takeover_against_the_agreement_closes_that_connection_only() {
     assert_eq!(seen["from"], "other");
 }
 
-fn rss_bytes(server: &ServerProcess) -> usize {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
-    let kib: usize = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status");
-    kib * 1024
-}
-
 /// Messages the memory test has in flight at once.
 const IN_FLIGHT: usize = 10;
 
@@ -383,7 +373,7 @@ async fn rss_growth(count: usize, deflate: bool) -> usize {
     }
     let (warm, busy) = clients.split_at_mut(64);
     join_all(warm.iter_mut().enumerate().map(|(i, c)| chat(c, i))).await;
-    let before = rss_bytes(&server);
+    let before = server.rss_bytes();
     for (n, batch) in busy.chunks_mut(IN_FLIGHT).enumerate() {
         let first = 64 + n * IN_FLIGHT;
         join_all(
@@ -394,7 +384,7 @@ async fn rss_growth(count: usize, deflate: bool) -> usize {
         )
         .await;
     }
-    let after = rss_bytes(&server);
+    let after = server.rss_bytes();
     after.saturating_sub(before)
 }
 

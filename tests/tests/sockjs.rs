@@ -311,18 +311,11 @@ async fn sends_over_the_body_limit_are_refused_with_413() {
     assert_eq!(xhr_send(&s, br#"["small"]"#).await, 204);
 }
 
-/// The server's resident memory in KiB.
-fn rss_kib(server: &ServerProcess) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[tokio::test]
 async fn a_flood_nobody_collects_is_refused_and_memory_stays_bounded() {
     let server = ServerProcess::start(&["--echo", "--outbox-bytes", "262144"]);
     let s = open(&server, "/sockjs-test/echo", Transport::Xhr, "").await;
-    let before = rss_kib(&server);
+    let before = server.rss_bytes() as u64 / 1024;
     let chunk = serde_json::to_string(&["y".repeat(30_000)]).unwrap();
     let (mut accepted, mut refused) = (0, 0);
     for _ in 0..400 {
@@ -333,7 +326,7 @@ async fn a_flood_nobody_collects_is_refused_and_memory_stays_bounded() {
         }
     }
     // 12 MB sent; what the echo could not hand to a client is not kept.
-    let grown = rss_kib(&server).saturating_sub(before);
+    let grown = (server.rss_bytes() as u64 / 1024).saturating_sub(before);
     assert!(
         grown < 8 * 1024,
         "the server grew by {grown} KiB ({accepted} accepted, {refused} refused)"

@@ -5,23 +5,14 @@ use std::time::Duration;
 
 use parley_tests::auth::{Stomp, StompEvent};
 use parley_tests::ServerProcess;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::json_client::{raw, recv, send, Ws};
+use crate::json_client::{next_of, raw, recv, send, Ws};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
-
-/// The server's resident memory, from /proc.
-fn rss_bytes(server: &ServerProcess) -> usize {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
-    let kib: usize = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status");
-    kib * KIB
-}
+/// How long a raw client waits for an answer.
+const WAIT: Duration = Duration::from_secs(10);
 
 async fn guest(server: &ServerProcess, name: &str) -> Stomp {
     Stomp::tcp_connected(server.stomp_addr(), &[("login", name)], name).await
@@ -47,7 +38,7 @@ async fn transaction_bytes_are_capped_per_session() {
     let mut s = guest(&server, "hoarder").await;
     s.send("BEGIN", &[("transaction", "t")], b"").await;
     let body = vec![b'x'; 256 * KIB];
-    let before = rss_bytes(&server);
+    let before = server.rss_bytes();
     let mut refused_at = None;
     for i in 0..64 {
         let receipt = format!("r{i}");
@@ -80,7 +71,7 @@ async fn transaction_bytes_are_capped_per_session() {
         refused_at <= 4,
         "1 MiB by default: refused at SEND #{refused_at}"
     );
-    let grown = rss_bytes(&server).saturating_sub(before);
+    let grown = server.rss_bytes().saturating_sub(before);
     assert!(grown < 16 * MIB, "RSS grew by {grown} bytes");
 }
 
@@ -196,7 +187,7 @@ async fn queues_are_bounded_in_bytes_and_count() {
         "--queues-per-user",
         "5",
     ]);
-    let before = rss_bytes(&server);
+    let before = server.rss_bytes();
     let body = vec![b'z'; 256 * KIB];
     let mut s = guest(&server, "filler").await;
     for i in 0..4 {
@@ -225,7 +216,7 @@ async fn queues_are_bounded_in_bytes_and_count() {
         }
     }
     assert!(total_refused, "3 MiB across queues was not enforced");
-    let grown = rss_bytes(&server).saturating_sub(before);
+    let grown = server.rss_bytes().saturating_sub(before);
     assert!(
         grown < 24 * MIB,
         "RSS grew by {grown} bytes for 3 MiB of queues"
@@ -282,11 +273,11 @@ async fn memory_budget_refuses_new_work_and_keeps_others_working() {
     bystander.subscribe_ok("b", "/topic/calm").await;
     let mut watcher = raw(&server, "watcher").await;
     send(&mut watcher, json!({"type": "join", "room": "calm"})).await;
-    assert!(next_of(&mut watcher, "joined").await.is_some());
+    assert!(next_of(&mut watcher, "joined", WAIT).await.is_some());
     let mut publisher = guest(&server, "publisher").await;
     publish_and_see(&mut publisher, &mut bystander, &mut watcher, "before").await;
 
-    let before = rss_bytes(&server);
+    let before = server.rss_bytes();
     let body = vec![b'm'; 200 * KIB];
     let mut hoarders = Vec::new();
     let mut busy = 0;
@@ -320,7 +311,7 @@ async fn memory_budget_refuses_new_work_and_keeps_others_working() {
         busy >= 30,
         "only {busy} of 48 sessions were refused past an 8 MiB budget"
     );
-    let grown = rss_bytes(&server).saturating_sub(before);
+    let grown = server.rss_bytes().saturating_sub(before);
     assert!(
         grown < 8 * MIB + 24 * MIB,
         "RSS grew by {grown} bytes past an 8 MiB budget"
@@ -350,7 +341,7 @@ async fn memory_budget_refuses_new_work_and_keeps_others_working() {
     );
     send(&mut watcher, json!({"type": "ping"})).await;
     assert!(
-        next_of(&mut watcher, "pong").await.is_some(),
+        next_of(&mut watcher, "pong", WAIT).await.is_some(),
         "raw client dropped"
     );
     bystander.subscribe_ok("b2", "/topic/calm-too").await;
@@ -376,24 +367,10 @@ async fn publish_and_see(publisher: &mut Stomp, stomp: &mut Stomp, ws: &mut Ws, 
         }
     }
     loop {
-        let m = next_of(ws, "message").await;
+        let m = next_of(ws, "message", WAIT).await;
         let m = m.unwrap_or_else(|| panic!("the raw client did not get {body:?}"));
         if m["body"] == body {
             break;
         }
     }
-}
-
-/// The next raw message of `kind` within 10 s (others skipped).
-async fn next_of(ws: &mut Ws, kind: &str) -> Option<Value> {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let v = recv(ws).await;
-            if v["type"] == kind {
-                return v;
-            }
-        }
-    })
-    .await
-    .ok()
 }

@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 
 use parley_tests::stomp::StompClient;
 use parley_tests::{fresh_data_dir, ServerProcess};
-use serde_json::{json, Value};
-use tokio::time::timeout;
+use serde_json::json;
 
-use crate::json_client::{raw, recv, send, Ws};
+use crate::json_client::{next_of, raw, send, Ws};
 
 /// Sets the soft limit on the size of files process `pid` may write (`None`: no limit).
 fn limit_file_size(pid: u32, soft: Option<u64>) {
@@ -33,20 +32,6 @@ fn limit_file_size(pid: u32, soft: Option<u64>) {
     // SAFETY: as above.
     let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &new, std::ptr::null_mut()) };
     assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
-}
-
-/// The next message of `type` on `ws` (others skipped), or `None` within `limit`.
-async fn next_of(ws: &mut Ws, kind: &str, limit: Duration) -> Option<Value> {
-    timeout(limit, async {
-        loop {
-            let v = recv(ws).await;
-            if v["type"] == kind {
-                return v;
-            }
-        }
-    })
-    .await
-    .ok()
 }
 
 async fn joined(server: &ServerProcess, name: &str) -> Ws {

@@ -112,13 +112,7 @@ impl Client {
         body: &[u8],
         compress: bool,
     ) {
-        let mut out = format!("{command}\n").into_bytes();
-        for (k, v) in headers {
-            out.extend_from_slice(format!("{k}:{v}\n").as_bytes());
-        }
-        out.extend_from_slice(format!("content-length:{}\n\n", body.len()).as_bytes());
-        out.extend_from_slice(body);
-        out.push(0);
+        let out = parley_tests::stomp::encode_frame(command, headers, body);
         self.send(&out, compress).await;
     }
 

@@ -35,6 +35,20 @@ pub async fn send(ws: &mut Ws, value: Value) {
         .expect("send");
 }
 
+/// The next message of type `kind` within `limit` (others skipped), or `None`.
+pub async fn next_of(ws: &mut Ws, kind: &str, limit: std::time::Duration) -> Option<Value> {
+    timeout(limit, async {
+        loop {
+            let v = recv(ws).await;
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
 /// The next JSON message (pings and pongs skipped); checks that `type` comes first.
 pub async fn recv(ws: &mut Ws) -> Value {
     loop {
