@@ -7,6 +7,8 @@
 mod acl;
 mod app;
 mod auth;
+#[doc(hidden)]
+pub mod benching;
 mod bus;
 mod clock;
 mod config;

@@ -17,13 +17,13 @@ const TEST_SUPPORT: &[&str] = &["tests/src"];
 /// The layers of `server/src`, highest first, by top-level module (`hub` is `hub.rs` or
 /// `hub/`, and everything under it). `main` is the binary's `main.rs`, which reaches the library
 /// as `parley_server::…`; `lib` is the library's root `lib.rs` (module declarations and the few
-/// re-exports `main` uses); `fuzzing` is the fuzz targets' way in, beside `main` so neither uses
-/// the other. A file may refer to its own top-level module and to modules on LATER lines only.
+/// re-exports `main` uses); `fuzzing` and `benching` are the fuzz targets' and the benchmarks'
+/// ways in, beside `main` so none uses another. A file may refer to its own top-level module and to modules on LATER lines only.
 /// Modules sharing a line are peers: they must not refer to each other, except as listed in
 /// [`SAME_LAYER_ALLOWED`]. A top-level module missing from this table fails the test: give it a
 /// place here.
 const LAYERS: &[&[&str]] = &[
-    &["main", "fuzzing"],
+    &["main", "fuzzing", "benching"],
     &["lib"],
     &["app"],
     &["config"],

@@ -21,7 +21,7 @@ use super::registry::Origin;
 use super::rooms::ROOMS_TOPIC;
 use super::session::{Held, HubSession};
 use super::tables::SentKey;
-use super::Hub;
+use super::{Hub, Outcome, Step};
 use crate::clock::now_ms;
 use crate::store::Kind;
 
@@ -367,8 +367,9 @@ impl ChatSession {
         self.session.hub().recall_sent(&key, stream).await;
     }
 
-    /// Publishes the queued sends in one step under the broker's lock, so their fan-out reaches
-    /// each subscriber as one batch (one wake-up, one write). One result per send, in order.
+    /// Publishes the queued sends in order, room messages in their rooms' turns: each turn's
+    /// fan-out reaches each subscriber as one batch (one wake-up, one write). One result per
+    /// send, in order.
     pub fn flush(&mut self) -> Vec<Result<Published, Refusal>> {
         if self.sends.is_empty() {
             return Vec::new();
@@ -377,32 +378,32 @@ impl ChatSession {
         let mut sends = std::mem::take(&mut self.sends);
         let hub = self.session.hub().clone();
         let mut retried = Vec::new();
-        let results: Vec<_> = hub.apply(|broker, events| {
-            sends
-                .drain(..)
-                .map(|(destination, mut publish, key)| {
-                    let Some(key) = key else {
-                        return broker
-                            .publish(id, &destination, publish, events)
-                            .map_err(publish_refusal);
-                    };
+        let results = hub.publish_each(
+            sends.drain(..),
+            |(destination, mut publish, key), publisher| {
+                // In the room's turn, so a retry racing its first send sees it.
+                publisher.enter(&destination);
+                if let Some(key) = &key {
                     // A retry: the first one's ack, never a second message.
-                    if let Some(first) = hub.sent_before(&key) {
+                    if let Some(first) = hub.sent_before(key) {
                         let stored = matches!(&destination, Destination::Topic(_))
                             || publish.stream.is_some();
                         if let (true, Some(receipt)) = (stored, publish.receipt.take()) {
-                            retried.push((key, receipt));
+                            retried.push((key.clone(), receipt));
                         }
-                        return Ok(Published { id: first, stored });
+                        return Step::Done(Ok(Published { id: first, stored }));
                     }
-                    let published = broker
-                        .publish(id, &destination, publish, events)
-                        .map_err(publish_refusal)?;
-                    hub.remember(&key, published.id);
-                    Ok(published)
-                })
-                .collect()
-        });
+                }
+                let published = match publisher.publish(id, &destination, publish) {
+                    Outcome::Alone(publish) => return Step::Alone((destination, publish, key)),
+                    Outcome::Done(published) => published.map_err(publish_refusal),
+                };
+                if let (Some(key), Ok(published)) = (&key, &published) {
+                    hub.remember(key, published.id);
+                }
+                Step::Done(published)
+            },
+        );
         for (key, receipt) in retried {
             hub.acknowledge_again(&self.session, key, receipt);
         }

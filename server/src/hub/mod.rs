@@ -1,14 +1,17 @@
 //! The chat hub: every session of every protocol, the rooms they share and the fan-out between
 //! them. It knows no wire format: endpoints encode what it hands them.
 //!
-//! The broker (sans-IO, in `parley-stomp`) sits behind one mutex here. An operation runs under
-//! that lock and hands its deliveries to each subscriber's bounded outbox before the lock is
-//! released, so every subscriber sees a topic's messages in one order and no publisher ever
-//! waits for a subscriber. A session whose outbox is full is a slow consumer and is evicted
+//! The broker (sans-IO, in `parley-stomp`) sits behind a read-write lock here. An operation
+//! that changes it (a subscription, a session, a queue, a DM) holds it alone; a plain room
+//! message needs it only shared plus its room's turn (`publisher`), so rooms publish at the same
+//! time. Either way the deliveries reach each subscriber's bounded outbox before the lock or
+//! turn is released, so every subscriber sees a topic's messages in one order and no publisher
+//! ever waits for a subscriber. A session whose outbox is full is a slow consumer and is evicted
 //! (nats-server's policy).
 //!
 //! Files: `session` (a connection's handle: open, next thing to send, close), `chat`
-//! (protocol-neutral chat commands: join, leave, send, typing, history), `history` (catch-up
+//! (protocol-neutral chat commands: join, leave, send, typing, history), `publisher` (sends
+//! published with the broker shared), `history` (catch-up
 //! and history reads), `rooms` (room creation and rules, revocation), `presence`, `reads` (read
 //! marks and unread counts), `message`
 //! (stored ↔ live message conversion and the journal), `cluster` (numbering, per-room order and
@@ -35,6 +38,7 @@ mod order;
 mod outbox;
 mod people;
 mod presence;
+mod publisher;
 mod reads;
 mod refusal;
 mod registry;
@@ -47,7 +51,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use parley_stomp::broker::SessionId;
 use parley_stomp::broker::{Broker, BrokerEvent, BrokerLimits, Delivery, Forwarded, Receipt};
@@ -65,6 +69,7 @@ pub use self::message::{
 use self::order::{RoomOrder, Watching};
 use self::outbox::Outbox;
 pub use self::outbox::{Notice, CLOSE_UNAUTHORIZED};
+pub use self::publisher::{Outcome, Step};
 pub use self::reads::{READ_LAST, READ_ROOM, READ_WITH};
 pub use self::refusal::Refusal;
 pub use self::registry::{Connection, Eviction, Origin, Protocol, Transport};
@@ -130,7 +135,7 @@ pub struct HubStats {
 
 /// The broker, every session's outbox, and what connects them to storage and other nodes.
 pub struct Hub {
-    inner: Mutex<HubInner>,
+    inner: RwLock<HubInner>,
     settings: HubSettings,
     next_session: AtomicU64,
     /// Each user's rate of edits, deletions and reactions.
@@ -206,7 +211,7 @@ impl Hub {
             broker.seed_room(&room, last);
         }
         let hub = Arc::new_cyclic(|me| Self {
-            inner: Mutex::new(HubInner {
+            inner: RwLock::new(HubInner {
                 broker,
                 outboxes: HashMap::new(),
                 pending: Vec::new(),
@@ -403,10 +408,18 @@ impl Hub {
         self.stats.sessions.fetch_sub(1, Ordering::Relaxed);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HubInner> {
+    /// The broker alone.
+    fn lock(&self) -> RwLockWriteGuard<'_, HubInner> {
         // A panic while holding the lock would be a bug in the broker; keep serving the rest.
         self.inner
-            .lock()
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The broker shared: for publishing in rooms' turns ([`Hub::publish_each`]).
+    fn read(&self) -> RwLockReadGuard<'_, HubInner> {
+        self.inner
+            .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

@@ -216,6 +216,13 @@ impl HubSession {
         }
     }
 
+    /// Takes and drops everything queued for the session now: how many deliveries there were.
+    /// For benchmarks, which consume without writing anywhere.
+    pub fn discard_queued(&mut self) -> usize {
+        while self.notices.try_recv().is_some() {}
+        std::iter::from_fn(|| self.deliveries.try_recv()).count()
+    }
+
     /// `first` and the deliveries queued behind it, up to [`DELIVERY_BATCH`] in all.
     pub fn batch(&mut self, first: Delivery) -> Batch<'_> {
         if metrics::enabled() {

@@ -222,6 +222,68 @@ async fn publishers_interleave_but_every_subscriber_sees_one_order() {
     }
 }
 
+/// Publishers whose every batch alternates between two rooms (a turn taken and given up per
+/// message, the broker shared): a member of both sees each room's ids consecutive and each
+/// publisher's messages to a room in the order sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_across_rooms_keep_each_room_in_order() {
+    let t = TestHub::new("rooms-order", 8192);
+    let mut reader = t.client("reader");
+    for room in ["east", "west"] {
+        reader.join(room, None).await.expect("joined");
+    }
+    let (publishers, batches) = (2, 100);
+    let mut tasks = Vec::new();
+    for p in 0..publishers {
+        let mut publisher = t.client(&format!("q{p}"));
+        for room in ["east", "west"] {
+            publisher.join(room, None).await.expect("joined");
+        }
+        tasks.push(tokio::task::spawn_blocking(move || {
+            for batch in 0..batches {
+                for (n, room) in ["east", "west", "east", "west"].into_iter().enumerate() {
+                    let receipt = Receipt(Arc::new(|id| Bytes::from(id.to_string())));
+                    let body = format!("q{p}-{room}-{}", batch * 2 + n / 2);
+                    let sent =
+                        publisher
+                            .0
+                            .send(Target::Room(room), &body, Default::default(), receipt);
+                    sent.expect("send accepted");
+                }
+                for result in publisher.0.flush() {
+                    result.expect("published");
+                }
+            }
+            publisher
+        }));
+    }
+    let mut ids: HashMap<String, Vec<u64>> = HashMap::new();
+    let mut got: HashMap<String, Vec<String>> = HashMap::new();
+    for _ in 0..publishers * batches * 4 {
+        let (id, body) = reader.message().await;
+        let mut parts = body.splitn(3, '-');
+        let (who, room) = (parts.next().unwrap(), parts.next().unwrap());
+        ids.entry(room.to_owned()).or_default().push(id);
+        got.entry(format!("{who}-{room}"))
+            .or_default()
+            .push(body.clone());
+    }
+    for task in tasks {
+        task.await.expect("publisher finished");
+    }
+    for room in ["east", "west"] {
+        let expected: Vec<u64> = (1..=(publishers * batches * 2) as u64).collect();
+        assert_eq!(
+            ids[room], expected,
+            "{room}: ids consecutive in delivery order"
+        );
+        for p in 0..publishers {
+            let mine = bodies(&format!("q{p}-{room}"), 0..batches * 2);
+            assert_eq!(got[&format!("q{p}-{room}")], mine);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catching_up_during_sends_misses_nothing_and_repeats_nothing() {
     let t = TestHub::new("catchup", 4096);

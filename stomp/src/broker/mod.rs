@@ -7,20 +7,22 @@
 mod online;
 mod publish;
 mod queues;
+mod turns;
 mod types;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::budget::{Charge, MemoryBudget};
 use crate::codec::SharedMessage;
 use crate::destination::Destination;
 
 pub use self::online::OnlineChange;
-use self::types::{dedup, Queue, Route, SessionEntry, Subscription};
+use self::types::{dedup, last_mut, lock, Queue, Route, SessionEntry, Subscribers, Subscription};
 pub use self::types::{
     is_room, AckMode, AckRef, BrokerError, BrokerEvent, BrokerLimits, Delivery, Forwarded, Publish,
-    Published, Receipt, SessionId,
+    Published, Receipt, SessionId, Shared, Turn,
 };
 
 /// Destinations, subscriptions and unacknowledged messages of every session.
@@ -28,11 +30,12 @@ pub use self::types::{
 pub struct Broker {
     limits: BrokerLimits,
     sessions: HashMap<SessionId, SessionEntry>,
-    fan_out: HashMap<String, Vec<(SessionId, Arc<str>)>>,
+    fan_out: HashMap<String, Subscribers>,
     /// Per topic, each present user's number of subscriptions (several tabs are one member).
     present: HashMap<String, HashMap<Arc<str>, usize>>,
-    /// Last message id of each room.
-    room_ids: HashMap<String, u64>,
+    /// Last message id of each room, locked from numbering a message until it is delivered
+    /// when the broker is shared ([`Broker::turn`]).
+    room_ids: HashMap<String, Mutex<u64>>,
     queues: HashMap<String, Queue>,
     next_message_id: u64,
     /// Cluster mode: topic and user messages are forwarded, not delivered here.
@@ -46,7 +49,7 @@ pub struct Broker {
     /// Per user, the queues their sends or subscriptions created that still exist.
     queue_owners: HashMap<Arc<str>, usize>,
     /// Storage is failing: room messages are refused rather than numbered and delivered.
-    storage_failing: bool,
+    storage_failing: AtomicBool,
     /// Who is connected, and changes of that not yet taken.
     online: online::Online,
 }
@@ -100,8 +103,8 @@ impl Broker {
     /// While storage is failing, a room message could be delivered and then never kept (a gap
     /// in its room's ids, in history and catch-up): publishing to a room is refused with
     /// [`BrokerError::StorageUnavailable`] until the server says storage works again.
-    pub fn set_storage_failing(&mut self, failing: bool) {
-        self.storage_failing = failing;
+    pub fn set_storage_failing(&self, failing: bool) {
+        self.storage_failing.store(failing, Ordering::Relaxed);
     }
 
     /// Registers a connected session of account `user`.
@@ -140,7 +143,7 @@ impl Broker {
             .collect();
         let mut queues = Vec::new();
         for (id, sub) in &entry.subscriptions {
-            self.unroute(session, &entry.user, entry.guest, id, &sub.route, events);
+            self.unroute(session, &entry.user, entry.guest, id, sub, events);
             if let Route::Queue(name) = &sub.route {
                 queues.push(name.clone());
             }
@@ -221,10 +224,11 @@ impl Broker {
                     }
                 }
                 let subscribers = self.fan_out.entry(key.clone()).or_default();
-                if subscribers.is_empty() && self.forwarding {
+                if subscribers.list.is_empty() && self.forwarding {
                     events(BrokerEvent::Watch { key });
                 }
-                subscribers.push((session, id));
+                subscribers.list.push((session, id));
+                subscribers.acking += usize::from(ack != AckMode::Auto);
             }
             Route::Queue(name) => {
                 self.queue_for(&name, &user).consumers.push((session, id));
@@ -260,7 +264,7 @@ impl Broker {
             }
             !mine
         });
-        self.unroute(session, &user, guest, &id, &sub.route, events);
+        self.unroute(session, &user, guest, &id, &sub, events);
         self.requeue(requeue, None, events);
         if let Route::Queue(name) = &sub.route {
             self.forget_idle_queue(name);
@@ -275,15 +279,16 @@ impl Broker {
         user: &Arc<str>,
         guest: bool,
         id: &Arc<str>,
-        route: &Route,
+        sub: &Subscription,
         events: &mut dyn FnMut(BrokerEvent),
     ) {
         let is_this = |(s, sid): &(SessionId, Arc<str>)| *s == session && sid == id;
-        match route {
+        match &sub.route {
             Route::FanOut(key) => {
                 if let Some(subs) = self.fan_out.get_mut(key) {
-                    subs.retain(|s| !is_this(s));
-                    if subs.is_empty() {
+                    subs.list.retain(|s| !is_this(s));
+                    subs.acking -= usize::from(sub.ack != AckMode::Auto);
+                    if subs.list.is_empty() {
                         self.fan_out.remove(key);
                         if self.forwarding {
                             events(BrokerEvent::Unwatch { key: key.clone() });
@@ -413,24 +418,26 @@ impl Broker {
 
     /// Continues a room's numbering (e.g. from storage after a restart).
     pub fn seed_room(&mut self, room: &str, last_id: u64) {
-        let id = self.room_ids.entry(room.to_owned()).or_default();
+        let id = last_mut(self.room_ids.entry(room.to_owned()).or_default());
         *id = (*id).max(last_id);
     }
 
     /// Somebody here subscribes to fan-out key `key` (`/topic/x`, `/user/bob/queue/messages`).
     pub fn has_subscribers(&self, key: &str) -> bool {
-        self.fan_out.get(key).is_some_and(|subs| !subs.is_empty())
+        self.fan_out
+            .get(key)
+            .is_some_and(|subs| !subs.list.is_empty())
     }
 
     /// How much the broker holds now, for monitoring: one pass over its tables.
     pub fn sizes(&self) -> BrokerSizes {
         BrokerSizes {
             sessions: self.sessions.len(),
-            subscriptions: self.fan_out.values().map(Vec::len).sum(),
+            subscriptions: self.fan_out.values().map(|subs| subs.list.len()).sum(),
             topics: self
                 .fan_out
                 .values()
-                .filter(|subs| !subs.is_empty())
+                .filter(|subs| !subs.list.is_empty())
                 .count(),
             queues: self.queues.len(),
             queued_bytes: self.queued_bytes,
@@ -439,6 +446,6 @@ impl Broker {
 
     /// The last id given to a message of `room` (0 if none).
     pub fn room_last_id(&self, room: &str) -> u64 {
-        self.room_ids.get(room).copied().unwrap_or(0)
+        self.room_ids.get(room).map_or(0, |last| *lock(last))
     }
 }

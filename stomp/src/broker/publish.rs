@@ -1,9 +1,10 @@
 //! Publishing: numbering, fan-out to subscribers, and (cluster mode) forwarding.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::types::{build_message, is_room, track, Route};
+use super::types::{build_message, deliver_to_all, is_room, last_mut, track, Route};
 use super::{
     AckMode, Broker, BrokerError, BrokerEvent, Delivery, Forwarded, Publish, Published, SessionId,
 };
@@ -16,7 +17,7 @@ impl Broker {
     pub fn deliver_forwarded(&mut self, message: Forwarded, events: &mut dyn FnMut(BrokerEvent)) {
         let id = match &message.room {
             Some(room) => {
-                let last = self.room_ids.entry(room.clone()).or_default();
+                let last = last_mut(self.room_ids.entry(room.clone()).or_default());
                 *last = (*last).max(message.id);
                 message.id
             }
@@ -89,7 +90,7 @@ impl Broker {
             Destination::Topic(name) if is_room(name) => Some(name.clone()),
             _ => publish.stream.clone(),
         };
-        if room.is_some() && self.storage_failing {
+        if room.is_some() && self.storage_failing.load(Ordering::Relaxed) {
             return Err(BrokerError::StorageUnavailable);
         }
         if let (true, Route::FanOut(key)) = (self.forwarding, &route) {
@@ -171,7 +172,7 @@ impl Broker {
             route_of(destination)?;
             let stored = publish.stream.is_some()
                 || matches!(destination, Destination::Topic(name) if is_room(name));
-            if stored && self.storage_failing {
+            if stored && self.storage_failing.load(Ordering::Relaxed) {
                 return Err(BrokerError::StorageUnavailable);
             }
             if let Destination::Queue(name) = destination {
@@ -220,8 +221,11 @@ impl Broker {
         let Some(subs) = self.fan_out.get(key) else {
             return;
         };
+        if subs.acking == 0 {
+            return deliver_to_all(subs, message, events);
+        }
         let max_unacked = self.limits.max_unacked;
-        for (session, sub_id) in subs {
+        for (session, sub_id) in &subs.list {
             let Some(entry) = self.sessions.get_mut(session) else {
                 continue;
             };
@@ -253,7 +257,7 @@ impl Broker {
     fn next_id(&mut self, room: Option<&str>) -> u64 {
         match room {
             Some(room) => {
-                let last = self.room_ids.entry(room.to_owned()).or_default();
+                let last = last_mut(self.room_ids.entry(room.to_owned()).or_default());
                 *last += 1;
                 *last
             }
@@ -266,7 +270,7 @@ impl Broker {
 }
 
 /// Where a destination's messages are routed, and the `destination` subscribers see.
-fn route_of(destination: &Destination) -> Result<(Route, String), BrokerError> {
+pub(super) fn route_of(destination: &Destination) -> Result<(Route, String), BrokerError> {
     Ok(match destination {
         Destination::Topic(_) => (
             Route::FanOut(destination.to_string()),

@@ -2,7 +2,7 @@
 //! (events, errors, deliveries), and the records it keeps per session and queue.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
@@ -240,6 +240,14 @@ pub(super) struct SessionEntry {
     pub(super) next_ack: u64,
 }
 
+/// A fan-out key's subscriptions, and how many of them acknowledge messages (those are
+/// tracked per session, so only a broker held alone delivers to them).
+#[derive(Default)]
+pub(super) struct Subscribers {
+    pub(super) list: Vec<(SessionId, Arc<str>)>,
+    pub(super) acking: usize,
+}
+
 pub(super) struct Subscription {
     pub(super) route: Route,
     pub(super) ack: AckMode,
@@ -412,4 +420,57 @@ pub(super) fn dedup(mut v: Vec<String>) -> Vec<String> {
     v.sort_unstable();
     v.dedup();
     v
+}
+
+/// A room's turn: whoever holds it numbers the room's next message and hands its deliveries on
+/// before anyone else numbers one, so every subscriber sees the room in id order.
+pub struct Turn<'a> {
+    pub(super) room: &'a str,
+    pub(super) last: MutexGuard<'a, u64>,
+}
+
+impl Turn<'_> {
+    /// The room this turn is of.
+    pub fn room(&self) -> &str {
+        self.room
+    }
+}
+
+/// What [`Broker::publish_in_turn`] did.
+#[derive(Debug)]
+pub enum Shared {
+    /// Numbered, handed to storage and to the subscribers.
+    Published(Published),
+    /// Refused; nothing happened.
+    Refused(BrokerError),
+    /// Not done: this publish needs the broker to itself ([`Broker::publish`]).
+    Exclusive(Publish),
+}
+
+/// Hands `message` to every subscriber of a key none of whose subscribers acknowledges: nothing
+/// to track, so no session needs looking up.
+pub(super) fn deliver_to_all(
+    subs: &Subscribers,
+    message: &Arc<SharedMessage>,
+    events: &mut dyn FnMut(BrokerEvent),
+) {
+    for (session, sub_id) in &subs.list {
+        events(BrokerEvent::Deliver(Delivery {
+            session: *session,
+            subscription: sub_id.clone(),
+            ack: None,
+            message: message.clone(),
+        }));
+    }
+}
+
+/// A room's last id, locked. A panic while it was held left a number that was given: go on.
+pub(super) fn lock(last: &Mutex<u64>) -> MutexGuard<'_, u64> {
+    last.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A room's last id, reached through the broker held alone (no lock taken).
+pub(super) fn last_mut(last: &mut Mutex<u64>) -> &mut u64 {
+    last.get_mut()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

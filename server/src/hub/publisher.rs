@@ -1,0 +1,188 @@
+//! Publishing a session's sends without the broker to one's self: plain room messages go in
+//! their room's turn while the broker is shared, so publishes to different rooms run at the same
+//! time; anything else (a first message, a DM, a queue, cluster mode) takes the broker alone.
+
+use parley_stomp::broker::{
+    BrokerError, BrokerEvent, Delivery, Publish, Published, SessionId, Shared, Turn,
+};
+use parley_stomp::destination::Destination;
+
+use super::{Effects, Hub, HubInner};
+use crate::metrics;
+
+thread_local! {
+    /// This thread's buffer of deliveries, kept between runs for its allocation.
+    static PENDING: std::cell::Cell<Vec<Delivery>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// What one step of [`Hub::publish_each`] came to.
+pub enum Step<T, R> {
+    /// Its result.
+    Done(R),
+    /// Handed back, to be stepped again with the broker held alone.
+    Alone(T),
+}
+
+/// What [`Publisher::publish`] came to.
+pub enum Outcome {
+    /// Published or refused, as [`parley_stomp::broker::Broker::publish`] would have.
+    Done(Result<Published, BrokerError>),
+    /// Not done: it needs the broker alone; hand the step back with [`Step::Alone`].
+    Alone(Publish),
+}
+
+/// Publishes one step's message, for [`Hub::publish_each`].
+pub enum Publisher<'a, 'b> {
+    /// The broker is shared: plain room messages only.
+    Shared(&'a mut SharedRun<'b>),
+    /// The broker is held alone: anything.
+    Alone {
+        broker: &'a mut parley_stomp::broker::Broker,
+        events: &'a mut dyn FnMut(BrokerEvent),
+    },
+}
+
+/// Sends published while the broker is shared, one room's turn at a time.
+pub struct SharedRun<'b> {
+    hub: &'b Hub,
+    inner: &'b HubInner,
+    turn: Option<Turn<'b>>,
+    /// The turn's deliveries, handed on before the turn ends.
+    pending: Vec<Delivery>,
+    started: Option<std::time::Instant>,
+}
+
+impl Publisher<'_, '_> {
+    /// Takes the turn of the room `destination` names, so what the step checks before publishing
+    /// (a client id seen before, say) cannot change until it has published.
+    pub fn enter(&mut self, destination: &Destination) {
+        if let (Self::Shared(run), Destination::Topic(room)) = (self, destination) {
+            run.enter(room);
+        }
+    }
+
+    /// Publishes `publish` from `session` to `destination`, or hands it back when that needs the
+    /// broker alone.
+    pub fn publish(
+        &mut self,
+        session: SessionId,
+        destination: &Destination,
+        publish: Publish,
+    ) -> Outcome {
+        match self {
+            Self::Alone { broker, events } => {
+                Outcome::Done(broker.publish(session, destination, publish, &mut **events))
+            }
+            Self::Shared(run) => {
+                if let Destination::Topic(room) = destination {
+                    run.enter(room);
+                }
+                run.publish(session, destination, publish)
+            }
+        }
+    }
+}
+
+impl<'b> SharedRun<'b> {
+    fn enter(&mut self, room: &str) {
+        if self.turn.as_ref().is_some_and(|turn| turn.room() == room) {
+            return;
+        }
+        self.finish();
+        self.turn = self.inner.broker.turn(room);
+        self.started = metrics::start();
+    }
+
+    fn publish(
+        &mut self,
+        session: SessionId,
+        destination: &Destination,
+        publish: Publish,
+    ) -> Outcome {
+        let Some(turn) = &mut self.turn else {
+            return Outcome::Alone(publish);
+        };
+        let (hub, inner) = (self.hub, self.inner);
+        let (mut presence, mut forwards, mut watch_changes) = (Vec::new(), Vec::new(), Vec::new());
+        let mut effects = Effects {
+            pending: &mut self.pending,
+            forwards: &mut forwards,
+            watch_changes: &mut watch_changes,
+        };
+        let shared =
+            inner
+                .broker
+                .publish_in_turn(turn, session, destination, publish, &mut |event| {
+                    hub.dispatch(&inner.outboxes, event, &mut presence, &mut effects)
+                });
+        // A shared publish only stores and delivers.
+        debug_assert!(presence.is_empty() && forwards.is_empty() && watch_changes.is_empty());
+        match shared {
+            Shared::Published(published) => Outcome::Done(Ok(published)),
+            Shared::Refused(why) => Outcome::Done(Err(why)),
+            Shared::Exclusive(publish) => Outcome::Alone(publish),
+        }
+    }
+
+    /// Hands the turn's deliveries to their outboxes, then ends the turn.
+    fn finish(&mut self) {
+        if !self.pending.is_empty() {
+            self.hub.deliver(&self.inner.outboxes, &mut self.pending);
+            metrics::observe_since(&metrics::handles().fanout, self.started);
+        }
+        self.turn = None;
+    }
+}
+
+impl Hub {
+    /// Steps through `items` in order, one result each: while the broker is shared, each step
+    /// publishing plain room messages in their rooms' turns; a step that hands its item back
+    /// ([`Step::Alone`]) is stepped again with the broker held alone, then sharing resumes.
+    /// Each turn's deliveries reach each subscriber as one batch.
+    pub fn publish_each<T, R>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        mut step: impl FnMut(T, &mut Publisher<'_, '_>) -> Step<T, R>,
+    ) -> Vec<R> {
+        let mut items = items.into_iter();
+        let mut results = Vec::new();
+        loop {
+            let mut alone = None;
+            {
+                let inner = self.read();
+                // Read with the broker held, as `apply` does, so no room message is numbered
+                // after the journal kept a failed batch.
+                inner.broker.set_storage_failing(self.journal.is_failing());
+                let mut run = SharedRun {
+                    hub: self,
+                    inner: &inner,
+                    turn: None,
+                    pending: PENDING.take(),
+                    started: None,
+                };
+                for item in items.by_ref() {
+                    match step(item, &mut Publisher::Shared(&mut run)) {
+                        Step::Done(result) => results.push(result),
+                        Step::Alone(item) => {
+                            alone = Some(item);
+                            break;
+                        }
+                    }
+                }
+                run.finish();
+                PENDING.set(std::mem::take(&mut run.pending));
+            }
+            let Some(mut item) = alone else {
+                return results;
+            };
+            // The broker held alone publishes anything, so this ends at the second step at most.
+            let result = self.apply(|broker, events| loop {
+                match step(item, &mut Publisher::Alone { broker, events }) {
+                    Step::Done(result) => break result,
+                    Step::Alone(again) => item = again,
+                }
+            });
+            results.push(result);
+        }
+    }
+}
