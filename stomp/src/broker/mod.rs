@@ -2,7 +2,8 @@
 //!
 //! Sessions are named by [`SessionId`]. Every operation reports what must happen elsewhere as
 //! [`BrokerEvent`]s through a callback, in order, so a caller holding the broker under one lock
-//! hands every subscriber a topic's messages in the same order.
+//! hands every subscriber a topic's messages in the same order. A plain room message can also be
+//! published with the broker shared, in its room's turn (`turns`), so rooms publish at once.
 
 mod online;
 mod publish;
