@@ -69,16 +69,12 @@ impl Publisher<'_, '_> {
         destination: &Destination,
         publish: Publish,
     ) -> Outcome {
+        self.enter(destination);
         match self {
             Self::Alone { broker, events } => {
                 Outcome::Done(broker.publish(session, destination, publish, &mut **events))
             }
-            Self::Shared(run) => {
-                if let Destination::Topic(room) = destination {
-                    run.enter(room);
-                }
-                run.publish(session, destination, publish)
-            }
+            Self::Shared(run) => run.publish(session, destination, publish),
         }
     }
 }
