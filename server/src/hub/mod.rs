@@ -69,7 +69,7 @@ pub use self::message::{
 use self::order::{RoomOrder, Watching};
 use self::outbox::Outbox;
 pub use self::outbox::{Notice, CLOSE_UNAUTHORIZED};
-pub use self::publisher::{Outcome, Step};
+pub use self::publisher::{Outcome, Publisher, Step};
 pub use self::reads::{READ_LAST, READ_ROOM, READ_WITH};
 pub use self::refusal::Refusal;
 pub use self::registry::{Connection, Eviction, Origin, Protocol, Transport};

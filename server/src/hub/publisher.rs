@@ -56,8 +56,24 @@ impl Publisher<'_, '_> {
     /// Takes the turn of the room `destination` names, so what the step checks before publishing
     /// (a client id seen before, say) cannot change until it has published.
     pub fn enter(&mut self, destination: &Destination) {
-        if let (Self::Shared(run), Destination::Topic(room)) = (self, destination) {
+        if let Destination::Topic(room) = destination {
+            self.enter_room(room);
+        }
+    }
+
+    /// Takes the turn of `room` ([`Publisher::enter`]).
+    pub fn enter_room(&mut self, room: &str) {
+        if let Self::Shared(run) = self {
             run.enter(room);
+        }
+    }
+
+    /// Whether a plain message to the room entered last can be published here: the broker is
+    /// held alone, or the room has a turn (it is numbered here and has been published to).
+    pub fn in_turn(&self) -> bool {
+        match self {
+            Self::Alone { .. } => true,
+            Self::Shared(run) => run.turn.is_some(),
         }
     }
 

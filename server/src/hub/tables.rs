@@ -114,6 +114,11 @@ impl SentKey {
         &self.0 .0
     }
 
+    /// Where it was sent.
+    pub fn destination(&self) -> &str {
+        &self.0 .1
+    }
+
     /// The sender's id for it.
     pub fn client_id(&self) -> &str {
         &self.0 .2

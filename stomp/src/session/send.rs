@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use super::{required, Refusal, Session, RESERVED_HEADERS};
+use bytes::Bytes;
+
+use super::{required, Refusal, Session, State, RESERVED_HEADERS};
 use crate::broker::{is_room, Broker, BrokerEvent, Publish, Receipt};
 use crate::codec;
 use crate::destination::Destination;
@@ -17,7 +19,52 @@ pub(super) struct Outgoing {
     defers_receipt: bool,
 }
 
+/// What [`Session::send_shared`] made of a SEND.
+pub enum SharedSend {
+    /// Not a plain room message: nothing was changed; apply it with [`Session::handle`].
+    Exclusive,
+    /// Checked and accepted: publish it; its RECEIPT, if any, travels with the message.
+    Ready(Destination, Publish),
+    /// Refused: the ERROR to send, then end the session with [`Session::close`].
+    Refused(Bytes),
+}
+
 impl Session {
+    /// The room a SEND goes to if [`Session::send_shared`] can take it: the session connected,
+    /// the frame a SEND to `/topic/<room>` outside a transaction.
+    pub fn shared_room<'f>(&self, frame: &'f Frame) -> Option<&'f str> {
+        let plain = self.state == State::Connected
+            && frame.command == Command::Send
+            && frame.get("transaction").is_none();
+        let topic = frame.get("destination")?.strip_prefix("/topic/")?;
+        (plain && is_room(topic)).then_some(topic)
+    }
+
+    /// A plain room message, checked and accepted as [`Session::handle`] would, without the
+    /// broker: for publishing in the room's turn while the broker is shared. The room must have
+    /// been published to before (its turn exists), so accepting it creates nothing.
+    pub fn send_shared(&mut self, frame: &Frame, now_ms: u64) -> SharedSend {
+        let Some(Ok(destination)) = self.shared_room(frame).map(|_| parse_destination(frame))
+        else {
+            return SharedSend::Exclusive;
+        };
+        // Routed first (it changes nothing): only a message still for the room goes on here.
+        let out = match self.prepare(frame, &destination, now_ms) {
+            Ok(out) if matches!(&out.destination, Destination::Topic(t) if is_room(t)) => out,
+            _ => return SharedSend::Exclusive,
+        };
+        match self
+            .admit(frame, &destination, now_ms)
+            .and_then(|()| self.accept(&out))
+        {
+            Ok(()) => SharedSend::Ready(out.destination, out.publish),
+            Err(Refusal(why)) => {
+                let receipt = frame.get("receipt").map(str::to_owned);
+                SharedSend::Refused(self.error_frame(&why, receipt))
+            }
+        }
+    }
+
     /// A SEND outside a transaction: every check first (the frame's, the rules', the broker's),
     /// then what it creates, then the publish.
     pub(super) fn send(
@@ -41,11 +88,21 @@ impl Session {
         frame: &Frame,
         now_ms: u64,
     ) -> Result<Destination, Refusal> {
-        let destination = Destination::parse(required(frame, "destination")?)
-            .map_err(|e| Refusal(e.to_string()))?;
-        self.allowed(|access, who| access.send(who, &destination))?;
-        self.queue_allowed(&destination)?;
-        if matches!(&destination, Destination::Topic(t) if is_room(t))
+        let destination = parse_destination(frame)?;
+        self.admit(frame, &destination, now_ms)?;
+        Ok(destination)
+    }
+
+    /// [`Session::admit_send`]'s checks of a SEND to `destination`.
+    fn admit(
+        &mut self,
+        frame: &Frame,
+        destination: &Destination,
+        now_ms: u64,
+    ) -> Result<(), Refusal> {
+        self.allowed(|access, who| access.send(who, destination))?;
+        self.queue_allowed(destination)?;
+        if matches!(destination, Destination::Topic(t) if is_room(t))
             && frame.body.len() > self.config.max_room_body
         {
             return Err(Refusal(format!(
@@ -59,7 +116,7 @@ impl Session {
                 self.config.rate_limit
             )));
         }
-        Ok(destination)
+        Ok(())
     }
 
     /// The message an admitted SEND publishes, routed by the server's rules (which may refuse
@@ -127,4 +184,9 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// A SEND's `destination` header, parsed.
+fn parse_destination(frame: &Frame) -> Result<Destination, Refusal> {
+    Destination::parse(required(frame, "destination")?).map_err(|e| Refusal(e.to_string()))
 }

@@ -109,6 +109,29 @@ pub(super) struct Sent {
     last: u64,
 }
 
+/// For a SEND with a `client-id`: a retry ([`Err`]) or the key to remember once it is
+/// published ([`Hub::remember`]). In cluster mode, after [`recall_sent`].
+pub(super) fn sent_key(
+    hub: &Hub,
+    session: &Session,
+    frame: &Frame,
+) -> Option<Result<SentKey, Retried>> {
+    let user = &session.identity()?.name;
+    let destination = frame.get("destination")?;
+    let client_id = frame.get(CLIENT_ID)?;
+    if frame.command != Command::Send {
+        return None;
+    }
+    let key = SentKey::new(user.clone(), destination.to_owned(), client_id.to_owned());
+    if hub.sent_before(&key).is_some() {
+        let receipt = frame
+            .get("receipt")
+            .map(|id| receipt(id, session.version()));
+        return Some(Err(Retried(key, receipt)));
+    }
+    Some(Ok(key))
+}
+
 impl Sent {
     /// For a SEND with a `client-id`: a retry ([`Err`]) or a first send to remember.
     pub(super) fn before(
@@ -117,20 +140,12 @@ impl Sent {
         session: &Session,
         frame: &Frame,
     ) -> Option<Result<Sent, Retried>> {
-        let user = &session.identity()?.name;
-        let destination = frame.get("destination")?;
-        let client_id = frame.get(CLIENT_ID)?;
-        if frame.command != Command::Send {
-            return None;
-        }
-        let key = SentKey::new(user.clone(), destination.to_owned(), client_id.to_owned());
-        if hub.sent_before(&key).is_some() {
-            let receipt = frame
-                .get("receipt")
-                .map(|id| receipt(id, session.version()));
-            return Some(Err(Retried(key, receipt)));
-        }
-        let room = destination
+        let key = match sent_key(hub, session, frame)? {
+            Ok(key) => key,
+            Err(retried) => return Some(Err(retried)),
+        };
+        let room = key
+            .destination()
             .strip_prefix("/topic/")
             .filter(|room| !room.contains('.'))
             .map(str::to_owned);

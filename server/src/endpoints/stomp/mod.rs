@@ -2,6 +2,7 @@
 //! frames, applies them to the hub's broker through the sans-IO [`Session`], and writes
 //! replies, deliveries and heart-beats. See `docs/stomp.md`.
 
+mod apply;
 mod chat;
 mod connect;
 mod read;
@@ -26,11 +27,10 @@ use tracing::debug;
 pub use self::connect::Caller;
 use self::transport::{Sock, Tcp, Transport, Ws};
 use crate::auth::Auth;
-use crate::clock::{far_future, instant_at, now_ms};
+use crate::clock::{far_future, instant_at};
 use crate::endpoints::pipe::AppEnd;
 use crate::hub::{
-    catch_up_range, live_from_stored, Held, Hub, HubSession, Next, Notice, Origin, Protocol,
-    Transport as Carrier,
+    live_from_stored, Held, Hub, HubSession, Next, Notice, Origin, Protocol, Transport as Carrier,
 };
 use crate::ws::{release_if_empty, ReadReady, WsSocket};
 
@@ -391,99 +391,6 @@ impl<T: Transport> Conn<'_, T> {
             .auth
             .renew(me, token)
             .map_err(|e| format!("authentication failed: {e}"))
-    }
-
-    /// Applies client frames in one step under the broker's lock, stopping at the first that
-    /// closes the session: a publisher's frames from one read are fanned out together, so each
-    /// subscriber is woken once for all of them. Replies (CONNECTED, RECEIPT, ERROR) are
-    /// queued on the transport; catch-ups start.
-    async fn apply(&mut self, frames: &mut Vec<Frame>) -> Flow {
-        let hub = self.hub.hub().clone();
-        if hub.is_clustered() {
-            let (keys, rooms) = subscriptions(&self.session, frames);
-            Box::pin(hub.prepare_rooms(rooms)).await;
-            self.live_wait.extend(keys);
-        }
-        // Boxed, and only for DMs: every idle connection's future is as large as its largest wait.
-        let found = match chat::has_direct(frames) {
-            true => Box::pin(chat::find_recipients(&hub, frames)).await,
-            false => Ok(()),
-        };
-        if let Err(why) = found {
-            let receipt = frames
-                .first()
-                .and_then(|f| f.get("receipt"))
-                .map(str::to_owned);
-            let error = self.session.error_frame(&why, receipt);
-            self.transport.queue_frame(&[error], true);
-            frames.clear();
-            return Flow::Close;
-        }
-        if hub.is_clustered() {
-            Box::pin(chat::recall_sent(&hub, &self.session, frames)).await;
-        }
-        let mut replies = Vec::new();
-        let mut catch_ups = Vec::new();
-        let mut retried = Vec::new();
-        let mut sends = 0;
-        let version = self.session.version();
-        let session = &mut self.session;
-        let flow = hub.apply(|broker, events| {
-            for mut frame in frames.drain(..) {
-                if let Err(why) = chat::check_send(&mut frame) {
-                    let receipt = frame.get("receipt").map(str::to_owned);
-                    replies.push(session.error_frame(&why, receipt));
-                    return Flow::Close;
-                }
-                // Never the headers: CONNECT carries passwords and tokens.
-                tracing::trace!(
-                    user = session.user().map(|u| &**u),
-                    command = frame.command.as_str(),
-                    destination = frame.get("destination"),
-                    "STOMP frame"
-                );
-                let is_send = frame.command == Command::Send;
-                let sent = match chat::Sent::before(&hub, broker, session, &frame) {
-                    Some(Err(retry)) => {
-                        retried.push(retry);
-                        continue;
-                    }
-                    Some(Ok(sent)) => Some(sent),
-                    None => None,
-                };
-                let catch_up = parley_stomp::session::catch_up(&frame, version);
-                if session.handle(frame, broker, now_ms(), &mut replies, events) == Flow::Close {
-                    return Flow::Close;
-                }
-                if let Some(sent) = sent {
-                    sent.after(&hub, broker);
-                }
-                sends += u64::from(is_send);
-                if let Some((room, subscription, since)) = catch_up {
-                    if let Some((since, last)) = catch_up_range(broker, &room, since) {
-                        catch_ups.push((room, subscription, since, last));
-                    }
-                }
-            }
-            Flow::Continue
-        });
-        frames.clear();
-        for reply in replies {
-            self.transport.queue_frame(&[reply], true);
-        }
-        hub.stats
-            .messages_in
-            .fetch_add(sends, std::sync::atomic::Ordering::Relaxed);
-        self.hub.count_messages_in(sends);
-        for (room, subscription, since, last) in catch_ups {
-            self.hub.replay(room, subscription, since, last);
-        }
-        for chat::Retried(key, receipt) in retried {
-            if let Some(receipt) = receipt {
-                hub.acknowledge_again(&self.hub, key, receipt);
-            }
-        }
-        flow
     }
 
     /// Writes what the hub handed this session.
