@@ -41,15 +41,18 @@ if [ "$QUICK" = 1 ]; then
   REPS=${REPS:-1}
   RAMP=1s; WARMUP=1s; MEASURE=3s; SLOW_MEASURE=5s
   IDLE_COUNTS=${IDLE_COUNTS:-"1000 5000"}
-  ROOMS=${ROOMS:-1000}; MR_RAMP=4s; MR_MEASURE=3s; MR_LIGHT=${MR_LIGHT:-1000}
+  ROOMS=${ROOMS:-1000}; MR_RAMP=4s; MR_MEASURE=3s; MR_LIGHT=${MR_LIGHT:-1000}; FIXED_MEASURE=4s
 else
   REPS=${REPS:-3}
   RAMP=2s; WARMUP=1s; MEASURE=4s; SLOW_MEASURE=10s
   IDLE_COUNTS=${IDLE_COUNTS:-"1000 5000 19000"}
   # 4,750 × 4 = 19,000 connections: the open-file limit here is 20,000 per process (hard), for
   # the bots as for the server.
-  ROOMS=${ROOMS:-4750}; MR_RAMP=12s; MR_MEASURE=5s; MR_LIGHT=${MR_LIGHT:-1000}
+  ROOMS=${ROOMS:-4750}; MR_RAMP=12s; MR_MEASURE=5s; MR_LIGHT=${MR_LIGHT:-1000}; FIXED_MEASURE=10s
 fi
+# One publisher rate for every server, low enough that the bots stay well under half a core
+# (1,000 subscribers → 10,000 deliveries a second): the latency there is the server's.
+FIXED_RATE=${FIXED_RATE:-10}
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=${OUT:-$BENCH/results/$STAMP}
@@ -366,6 +369,9 @@ bench_server() {
   else
     warn "$server: no fan-out rate measured, latency runs skipped"
   fi
+  say "$server, repetition $rep: latency at a fixed $FIXED_RATE msg/s"
+  f=$(gen_fanout fixed-$listeners "$listeners" "$FIXED_RATE" 64 64 "$FIXED_MEASURE" 0)
+  run_bots "$server" fixed "$rep" "$FIXED_RATE" "$f" || true
 
   if [ "$rep" = 1 ]; then
     say "$server, repetition $rep: slow-consumer baseline (100 msg/s of 1 KiB, no slow one)"
@@ -413,7 +419,7 @@ bench_server() {
   echo "  \"date\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\","
   echo "  \"quick\": $QUICK, \"reps\": $REPS, \"listeners\": $LISTENERS, \"rooms\": $ROOMS,"
   echo "  \"rabbit_max_conns\": $RABBIT_MAX_CONNS, \"idle_counts\": \"$IDLE_COUNTS\","
-  echo "  \"measure\": \"$MEASURE\", \"slow_measure\": \"$SLOW_MEASURE\","
+  echo "  \"measure\": \"$MEASURE\", \"slow_measure\": \"$SLOW_MEASURE\", \"fixed_rate\": $FIXED_RATE, \"fixed_measure\": \"$FIXED_MEASURE\","
   echo "  \"cpu_model\": \"$(lscpu | sed -n 's/^Model name: *//p' | head -1)\","
   echo "  \"cores\": $(nproc), \"kernel\": \"$(uname -r)\", \"mem_total_kib\": $(awk '/MemTotal/ {print $2}' /proc/meminfo),"
   echo "  \"parley_commit\": \"$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo +changes)\","
