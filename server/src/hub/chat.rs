@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use parley_stomp::broker::{AckMode, Publish, Published, Receipt};
+use parley_stomp::broker::{is_room, AckMode, Publish, Published, Receipt};
 use parley_stomp::destination::{Destination, RoomName};
 use parley_stomp::rate::TokenBucket;
 use parley_stomp::session::Identity;
@@ -380,6 +380,7 @@ impl ChatSession {
         let mut retried = Vec::new();
         let results = hub.publish_each(
             sends.drain(..),
+            |(destination, ..)| !matches!(destination, Destination::Topic(t) if is_room(t)),
             |(destination, mut publish, key), publisher| {
                 // In the room's turn, so a retry racing its first send sees it.
                 publisher.enter(&destination);

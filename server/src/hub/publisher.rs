@@ -149,14 +149,16 @@ impl<'b> SharedRun<'b> {
 impl Hub {
     /// Steps through `items` in order, one result each: while the broker is shared, each step
     /// publishing plain room messages in their rooms' turns; a step that hands its item back
-    /// ([`Step::Alone`]) is stepped again with the broker held alone, then sharing resumes.
-    /// Each turn's deliveries reach each subscriber as one batch.
+    /// ([`Step::Alone`]) is stepped again with the broker held alone, and so are the items after
+    /// it that `alone_too` says need it anyway (a run of subscriptions takes the lock once);
+    /// then sharing resumes. Each turn's deliveries reach each subscriber as one batch.
     pub fn publish_each<T, R>(
         &self,
         items: impl IntoIterator<Item = T>,
+        alone_too: impl Fn(&T) -> bool,
         mut step: impl FnMut(T, &mut Publisher<'_, '_>) -> Step<T, R>,
     ) -> Vec<R> {
-        let mut items = items.into_iter();
+        let mut items = items.into_iter().peekable();
         let mut results = Vec::new();
         loop {
             let mut alone = None;
@@ -184,17 +186,23 @@ impl Hub {
                 run.finish();
                 PENDING.set(std::mem::take(&mut run.pending));
             }
-            let Some(mut item) = alone else {
+            let Some(first) = alone else {
                 return results;
             };
-            // The broker held alone publishes anything, so this ends at the second step at most.
-            let result = self.apply(|broker, events| loop {
-                match step(item, &mut Publisher::Alone { broker, events }) {
-                    Step::Done(result) => break result,
-                    Step::Alone(again) => item = again,
+            self.apply(|broker, events| {
+                let mut next = Some(first);
+                while let Some(mut item) = next.take() {
+                    // The broker held alone publishes anything: two steps at most.
+                    let result = loop {
+                        match step(item, &mut Publisher::Alone { broker, events }) {
+                            Step::Done(result) => break result,
+                            Step::Alone(again) => item = again,
+                        }
+                    };
+                    results.push(result);
+                    next = items.next_if(&alone_too);
                 }
             });
-            results.push(result);
         }
     }
 }

@@ -20,7 +20,7 @@ mod send;
 mod transaction;
 
 pub use scope::Scope;
-pub use send::SharedSend;
+pub use send::{room_of_send, SharedSend};
 
 /// Headers a SEND may not pass through to subscribers: the broker sets them, or they only
 /// concern the sender's own frame.

@@ -33,11 +33,7 @@ impl Session {
     /// The room a SEND goes to if [`Session::send_shared`] can take it: the session connected,
     /// the frame a SEND to `/topic/<room>` outside a transaction.
     pub fn shared_room<'f>(&self, frame: &'f Frame) -> Option<&'f str> {
-        let plain = self.state == State::Connected
-            && frame.command == Command::Send
-            && frame.get("transaction").is_none();
-        let topic = frame.get("destination")?.strip_prefix("/topic/")?;
-        (plain && is_room(topic)).then_some(topic)
+        room_of_send(frame).filter(|_| self.state == State::Connected)
     }
 
     /// A plain room message, checked and accepted as [`Session::handle`] would, without the
@@ -184,6 +180,16 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// The room of a SEND to `/topic/<room>` outside a transaction: what a room's turn may take
+/// ([`Session::shared_room`], once connected).
+pub fn room_of_send(frame: &Frame) -> Option<&str> {
+    if frame.command != Command::Send || frame.get("transaction").is_some() {
+        return None;
+    }
+    let topic = frame.get("destination")?.strip_prefix("/topic/")?;
+    is_room(topic).then_some(topic)
 }
 
 /// A SEND's `destination` header, parsed.

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use parley_stomp::broker::{Broker, BrokerError, BrokerEvent, Publish, SessionId};
 use parley_stomp::destination::Destination;
-use parley_stomp::session::{Flow, Session, SharedSend};
+use parley_stomp::session::{room_of_send, Flow, Session, SharedSend};
 use parley_stomp::{Command, Frame};
 
 use super::transport::Transport;
@@ -74,9 +74,16 @@ impl<T: Transport> Conn<'_, T> {
             flow: Flow::Continue,
         };
         let id = self.hub.id();
-        hub.publish_each(frames.drain(..).map(Item::Frame), |item, publisher| {
-            applying.step(id, item, publisher)
-        });
+        // A run of frames no turn takes (SUBSCRIBEs, ACKs) is applied under one hold.
+        let alone_too = |item: &Item| match item {
+            Item::Frame(frame) => room_of_send(frame).is_none(),
+            _ => true,
+        };
+        hub.publish_each(
+            frames.drain(..).map(Item::Frame),
+            alone_too,
+            |item, publisher| applying.step(id, item, publisher),
+        );
         let Applying {
             replies,
             catch_ups,
