@@ -8,7 +8,7 @@
 # tungstenite, rabbitmq. The server runs pinned to CPU 0 (taskset), the bots to CPU 1.
 # Loopback only; every step is bounded by a timeout; every server this script started is
 # stopped at the end, and RabbitMQ's STOMP plugins are disabled again (also on failure).
-# A full run takes about 25 minutes, --quick (one repetition, smaller counts) about 5.
+# A full run takes about 33 minutes, --quick (one repetition, smaller counts) about 5.
 # PARLEY_BIN and BOTS_BIN run given binaries instead of building this checkout's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
