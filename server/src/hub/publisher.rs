@@ -161,8 +161,10 @@ impl Hub {
         let mut items = items.into_iter().peekable();
         let mut results = Vec::new();
         loop {
-            let mut alone = None;
-            {
+            // Straight to the broker alone when the next item needs it anyway (a read of only
+            // SUBSCRIBEs, say): no shared pass that would hand it back.
+            let mut alone = items.next_if(&alone_too);
+            if alone.is_none() {
                 let inner = self.read();
                 // Read with the broker held, as `apply` does, so no room message is numbered
                 // after the journal kept a failed batch.

@@ -270,7 +270,7 @@ impl Broker {
 }
 
 /// Where a destination's messages are routed, and the `destination` subscribers see.
-pub(super) fn route_of(destination: &Destination) -> Result<(Route, String), BrokerError> {
+fn route_of(destination: &Destination) -> Result<(Route, String), BrokerError> {
     Ok(match destination {
         Destination::Topic(_) => (
             Route::FanOut(destination.to_string()),
