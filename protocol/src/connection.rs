@@ -468,6 +468,13 @@ impl Connection {
         Some(bytes)
     }
 
+    /// Everything queued to write, in order, taken at once: the queue's storage goes with it,
+    /// so a connection with nothing to send keeps none.
+    pub fn take_transmit(&mut self) -> VecDeque<Bytes> {
+        self.out_len = 0;
+        std::mem::take(&mut self.out)
+    }
+
     /// Bytes queued and not yet taken by [`Connection::poll_transmit`].
     pub fn buffered_output(&self) -> usize {
         self.out_len

@@ -13,6 +13,7 @@ mod response;
 pub mod scrape;
 mod socketio;
 mod sockjs;
+mod stomp_tcp;
 pub mod tls;
 mod upgrade;
 mod web;
@@ -24,13 +25,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use futures_util::FutureExt as _;
 use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
@@ -41,7 +42,7 @@ use tracing::{debug, warn, Instrument as _};
 use self::per_ip::{IpSlot, PerIp};
 use self::proxy::{canonical, TrustedProxies};
 use self::response::{
-    add_security_headers, refuse, text, text_owned, too_many, Body, HTTP_TOO_MANY, STOMP_TOO_MANY,
+    add_security_headers, refuse, text, text_owned, too_many, Body, HTTP_TOO_MANY,
 };
 use self::tls::{OverTls, Tls};
 use self::upgrade::{Handshakes, PendingUpgrade, Upgrades};
@@ -49,7 +50,7 @@ use crate::auth::Auth;
 use crate::endpoints::socketio::{self as socketio_endpoint, SocketIo, SocketIoSettings};
 use crate::endpoints::sockjs::{SockJs, SockJsParts, SockJsSettings};
 use crate::endpoints::sse::FeedSettings;
-use crate::endpoints::stomp::{Caller, Stomp};
+use crate::endpoints::stomp::Stomp;
 use crate::endpoints::streaming::{whole, Reply};
 use crate::health::Health;
 use crate::hub::{ChangeRates, ChatSettings, Hub};
@@ -309,98 +310,11 @@ impl Server {
                 session = tracing::field::Empty,
                 user = tracing::field::Empty,
             );
-            self.tracker.spawn(
-                async move {
-                    connection.await;
-                    debug!("connection closed");
-                }
-                .instrument(span),
-            );
+            // `map`, not an `async move` block awaiting it: such a block keeps the connection's
+            // future twice (as captured and as awaited), for the connection's whole life.
+            let connection = connection.map(|()| debug!("connection closed"));
+            self.tracker.spawn(connection.instrument(span));
         }
-    }
-
-    /// STOMP over TCP, unless the node is draining. A trusted balancer's PROXY header names
-    /// the client; the client's address must have room under its connection cap.
-    async fn serve_stomp_tcp(
-        self: Arc<Self>,
-        mut stream: TcpStream,
-        peer: SocketAddr,
-        _permit: OwnedSemaphorePermit,
-    ) {
-        if self.draining.is_cancelled() {
-            let refusal = b"ERROR\nmessage:server draining: connect to another node\n\n\0";
-            let _ = timeout(Duration::from_secs(1), stream.write_all(refusal)).await;
-            return;
-        }
-        let peer = canonical(peer.ip());
-        let trusted = &self.settings.trusted;
-        let (client, leftover) = if trusted.trusts(peer) {
-            // Boxed: a wait at the start only, whose state the task must not carry for life.
-            match Box::pin(trusted.read_header(&mut stream, peer)).await {
-                Ok(found) => found,
-                Err(error) => {
-                    debug!(%peer, %error, "PROXY header refused");
-                    return;
-                }
-            }
-        } else {
-            (peer, BytesMut::new())
-        };
-        let Some(_slot) = self.per_ip.try_acquire(client) else {
-            // Not a warning: a hostile client makes one per attempt.
-            metrics::handles().refused_connections[1].increment(1);
-            debug!(%client, "per-address connection cap reached; refusing STOMP");
-            Box::pin(refuse(stream, STOMP_TOO_MANY)).await;
-            return;
-        };
-        let caller = Caller {
-            pre: None,
-            peer: client,
-        };
-        Box::pin(
-            self.stomp
-                .serve_tcp(stream, leftover, caller, self.shutdown.clone()),
-        )
-        .await;
-    }
-
-    /// STOMP over TLS, unless the node is draining. No PROXY header is read (a balancer in
-    /// front passes TLS through untouched): a trusted proxy's connections are counted under
-    /// no address, as its HTTP ones are.
-    async fn serve_stomp_tls(
-        self: Arc<Self>,
-        stream: TcpStream,
-        peer: SocketAddr,
-        _permit: OwnedSemaphorePermit,
-    ) {
-        let Some(tls) = self.tls.clone() else {
-            return;
-        };
-        let client = canonical(peer.ip());
-        let _slot = if self.settings.trusted.trusts(client) {
-            None
-        } else {
-            let Some(slot) = self.per_ip.try_acquire(client) else {
-                metrics::handles().refused_connections[1].increment(1);
-                debug!(%client, "per-address connection cap reached; refusing STOMP over TLS");
-                return;
-            };
-            Some(slot)
-        };
-        let draining = self.draining.is_cancelled();
-        let Some(stream) = Box::pin(tls.accept_stomp(stream, draining)).await else {
-            return;
-        };
-        let caller = Caller {
-            pre: None,
-            peer: client,
-        };
-        let shutdown = self.shutdown.clone();
-        Box::pin(
-            self.stomp
-                .serve_tcp(stream, BytesMut::new(), caller, shutdown),
-        )
-        .await;
     }
 
     async fn serve_connection(
@@ -429,20 +343,34 @@ impl Server {
             }
         };
         // Two steps in one task: HTTP until an upgrade, then the WebSocket. Each step's state
-        // is boxed, so the task itself stays a few bytes and a long-lived WebSocket carries
-        // neither the HTTP state nor the largest of the other endpoints' state machines.
+        // is boxed, so the task itself stays a few hundred bytes and a long-lived WebSocket
+        // carries neither the HTTP state nor the largest of the other endpoints' state
+        // machines. Each box is made in a statement of its own: a future built in the
+        // statement that awaits it keeps a slot in this one's state, boxed or not.
         let pending = match self.tls.clone() {
-            None => Box::pin(self.clone().serve_http(stream, peer, false)).await,
+            None => {
+                let http = Box::pin(self.clone().serve_http(stream, peer, false));
+                http.await
+            }
             Some(tls) => {
-                let Some(stream) = Box::pin(tls.accept_https(stream)).await else {
+                let handshake = Box::pin(tls.accept_https(stream));
+                let Some(stream) = handshake.await else {
                     return;
                 };
-                Box::pin(self.clone().serve_http(stream, peer, true)).await
+                let https = Box::pin(self.clone().serve_http(stream, peer, true));
+                https.await
             }
         };
-        if let Some(pending) = pending {
-            self.upgrades.run_websocket(pending).await;
-        }
+        let Some(pending) = pending else {
+            return;
+        };
+        // Boxed while hyper hands the socket over, then gone: for the rest of its life the
+        // task holds the endpoint's future and the slots it counts under.
+        let upgrade = Box::pin(self.upgrades.upgraded(pending));
+        let Some((websocket, _ip_slot)) = upgrade.await else {
+            return;
+        };
+        websocket.await;
     }
 
     /// Serves HTTP on `io` as for a connection from `peer`, without running the WebSocket an

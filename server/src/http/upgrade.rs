@@ -4,12 +4,13 @@
 
 use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 use http::{header, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use parley_protocol::deflate::{DeflateConfig, DeflateParams};
 use parley_protocol::handshake::{self, HandshakeConfig, OriginPolicy};
@@ -112,6 +113,9 @@ enum WsEndpoint {
     /// An Engine.IO session's WebSocket.
     Engine(EngineWebSocket),
 }
+
+/// A WebSocket endpoint running on its socket.
+pub(super) type Running<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// An accepted handshake whose upgraded socket is still to come.
 pub(super) struct PendingUpgrade {
@@ -307,8 +311,13 @@ impl Upgrades {
         }
     }
 
-    /// Runs the endpoint of an accepted upgrade on its socket until the connection ends.
-    pub(super) async fn run_websocket(&self, pending: PendingUpgrade) {
+    /// Waits for the socket of an accepted upgrade, then makes its endpoint's future; the
+    /// client's place under the per-address cap, if the upgrade holds one, is to be kept as
+    /// long as that future runs.
+    pub(super) async fn upgraded(
+        &self,
+        pending: PendingUpgrade,
+    ) -> Option<(Running<'_>, Option<IpSlot>)> {
         let PendingUpgrade {
             on_upgrade,
             endpoint,
@@ -320,48 +329,53 @@ impl Upgrades {
             Ok(upgraded) => upgraded,
             Err(error) => {
                 debug!(%error, "upgrade failed");
-                return;
+                return None;
             }
         };
-        // Take the bare TCP (or TLS) stream back from hyper: no boxing on the hot path, vectored
-        // writes, and an idle connection waits on the socket without a read buffer.
+        Some((self.start(upgraded, endpoint, deflate, client), ip_slot))
+    }
+
+    /// The endpoint's future on the upgraded socket. Taking the bare TCP (or TLS) stream back
+    /// from hyper: no boxing on the hot path, vectored writes, and an idle connection waits on
+    /// the socket without a read buffer.
+    fn start(
+        &self,
+        upgraded: Upgraded,
+        endpoint: WsEndpoint,
+        deflate: Option<DeflateParams>,
+        client: IpAddr,
+    ) -> Running<'_> {
         let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let (io, leftover) = unwrap_parts(parts);
-                self.run_endpoint(io, leftover, endpoint, deflate, client)
-                    .await;
-                return drop(ip_slot);
+                return self.endpoint(io, leftover, endpoint, deflate, client);
             }
             Err(upgraded) => upgraded,
         };
         match upgraded.downcast::<TokioIo<TlsIo>>() {
             Ok(parts) => {
                 let (io, leftover) = unwrap_parts(parts);
-                self.run_endpoint(io, leftover, endpoint, deflate, client)
-                    .await;
+                self.endpoint(io, leftover, endpoint, deflate, client)
             }
             Err(upgraded) => {
                 let io = TokioIo::new(upgraded);
-                let leftover = BytesMut::new();
-                self.run_endpoint(io, leftover, endpoint, deflate, client)
-                    .await;
+                self.endpoint(io, BytesMut::new(), endpoint, deflate, client)
             }
         }
-        drop(ip_slot);
     }
 
-    /// Runs the endpoint. Each endpoint's state is boxed on its own, so a connection carries
-    /// only its own endpoint's state, not the largest of them (a task's future is as large as
-    /// its largest variant).
-    async fn run_endpoint<S>(
-        &self,
+    /// The endpoint's future, boxed on its own: a connection's task holds a pointer to it,
+    /// neither the largest endpoint's state nor a TLS stream it does not have.
+    fn endpoint<'a, S>(
+        &'a self,
         io: S,
         leftover: BytesMut,
         endpoint: WsEndpoint,
         deflate: Option<DeflateParams>,
         client: IpAddr,
-    ) where
-        S: ReadReady + AsyncWrite + Send,
+    ) -> Running<'a>
+    where
+        S: ReadReady + AsyncWrite + Send + 'a,
     {
         let cfg = self.driver;
         let shutdown = self.shutdown.clone();
@@ -377,24 +391,24 @@ impl Upgrades {
             WsEndpoint::Echo => {
                 let max = self.echo.unwrap_or_default();
                 let socket = socket(max, deflate);
-                Box::pin(drive(socket, shutdown, Echo)).await;
+                Box::pin(drive(socket, shutdown, Echo))
             }
             WsEndpoint::Stomp(pre) => {
                 // One WebSocket message carries at most about a frame's worth of STOMP bytes.
                 let socket = socket(self.stomp_max_body + MESSAGE_OVERHEAD, deflate);
                 let caller = Caller { pre, peer: client };
-                Box::pin(self.stomp.serve_websocket(socket, caller, shutdown)).await;
+                Box::pin(self.stomp.serve_websocket(socket, caller, shutdown))
             }
             WsEndpoint::SockJs(app, framed) => {
                 // Messages travel JSON-quoted inside SockJS frames: room for the quoting.
                 let max = 2 * self.stomp_max_body.max(self.max_body) + MESSAGE_OVERHEAD;
                 let socket = socket(max, None);
                 let endpoint = self.sockjs.websocket(app, framed);
-                Box::pin(drive(socket, shutdown, endpoint)).await;
+                Box::pin(drive(socket, shutdown, endpoint))
             }
             WsEndpoint::Engine(endpoint) => {
                 let socket = socket(self.engine_max_payload, None);
-                Box::pin(drive(socket, shutdown, endpoint)).await;
+                Box::pin(drive(socket, shutdown, endpoint))
             }
             WsEndpoint::Raw(who) => {
                 let max = self.max_body.max(1 << 20) + MESSAGE_OVERHEAD;
@@ -404,7 +418,7 @@ impl Upgrades {
                 let shared = deflate.is_some_and(|p| crate::ws::deflate::shares(&p));
                 let client =
                     RawClient::open(&self.hub, auth, chat, who, origin).with_shared_deflate(shared);
-                Box::pin(drive(socket, shutdown, client)).await;
+                Box::pin(drive(socket, shutdown, client))
             }
         }
     }

@@ -6,7 +6,6 @@
 //! exists only while messages wait. One consumer; senders are cheap to clone.
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -158,13 +157,16 @@ impl<T> Drop for Sender<T> {
 pub struct Receiver<T>(Arc<Shared<T>>);
 
 impl<T: Weigh> Receiver<T> {
-    /// The next message; `None` once every sender is gone and the queue is empty.
-    /// Cancel-safe: dropping the future loses nothing.
+    /// [`Receiver::poll_recv`] as a future.
+    #[cfg(test)]
     pub async fn recv(&mut self) -> Option<T> {
-        poll_fn(|cx| self.poll_recv(cx)).await
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+    /// The next message; `None` once every sender is gone and the queue is empty. Polled by
+    /// hand ([`HubSession::next`](super::HubSession::next)), so a waiting connection keeps no
+    /// future for it.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let mut state = self.0.lock();
         if let Some(value) = state.pop() {
             return Poll::Ready(Some(value));

@@ -1,12 +1,14 @@
 //! The hub's side of one session: its bounded queues and its eviction flag, and what the hub
 //! may tell a session besides deliveries.
 
+use std::future::poll_fn;
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use parley_protocol::CloseCode;
 use parley_stomp::broker::Delivery;
-use tokio_util::sync::CancellationToken;
 
 use super::mailbox;
 use super::registry::SessionInfo;
@@ -91,13 +93,34 @@ pub(super) fn tell(notices: &mailbox::Sender<Notice>, evicted: &Eviction, notice
 pub struct Eviction {
     /// The WebSocket close code and the reason, which is also a STOMP ERROR's message.
     reason: OnceLock<(CloseCode, String)>,
-    token: CancellationToken,
+    /// The session's task while it waits for the eviction (one task owns a session). A waker,
+    /// not a cancellation token: nothing allocated per session, no future kept to wait on it.
+    waker: AtomicWaker,
 }
 
 impl Eviction {
-    /// Cancelled once the session must be closed.
-    pub fn token(&self) -> &CancellationToken {
-        &self.token
+    /// The session must be closed.
+    pub fn is_evicted(&self) -> bool {
+        self.reason.get().is_some()
+    }
+
+    /// Ready once the session must be closed.
+    pub fn poll_evicted(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_evicted() {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // Evicted between the check and the registration: its wake may have missed us.
+        if self.is_evicted() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Waits until the session must be closed.
+    pub async fn evicted(&self) {
+        poll_fn(|cx| self.poll_evicted(cx)).await;
     }
 
     /// The close code and why the session must be closed.
@@ -118,7 +141,7 @@ impl Eviction {
     /// Closes the session with `code` and `reason`; `true` the first time.
     pub fn evict(&self, code: CloseCode, reason: String) -> bool {
         let first = self.reason.set((code, reason)).is_ok();
-        self.token.cancel();
+        self.waker.wake();
         first
     }
 }

@@ -2,14 +2,18 @@
 //! when the connection ends. Every protocol's connection loop waits on [`HubSession::next`].
 
 use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use parley_protocol::CloseCode;
 use parley_stomp::broker::{Broker, BrokerEvent, Delivery, SessionId};
 use parley_stomp::budget::Charge;
 use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
+use tokio::time::{sleep_until, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::outbox::{Eviction, Notice, Outbox, CLOSE_UNAUTHORIZED};
 use super::registry::{Origin, SessionInfo};
@@ -81,8 +85,11 @@ pub struct HubSession {
     held: VecDeque<oneshot::Receiver<Held>>,
     /// When the session's credential runs out (ms since the epoch); `None`: never.
     expires_ms: Option<u64>,
-    /// Cancelled when the personal access token that opened the session is revoked.
-    revoked: Option<Arc<CancellationToken>>,
+    /// The timer for `expires_ms`, made when first waited on. It and `revoked` are boxed
+    /// futures kept by the session, so that waiting in [`HubSession::next`] keeps none.
+    expiry_timer: Option<Pin<Box<Sleep>>>,
+    /// Resolves when the personal access token that opened the session is revoked.
+    revoked: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     closed: bool,
     /// Its protocol and transport's counters.
     metrics: &'static SessionMetrics,
@@ -129,6 +136,7 @@ impl Hub {
             evicted,
             held: VecDeque::new(),
             expires_ms: None,
+            expiry_timer: None,
             revoked: None,
             closed: false,
             metrics,
@@ -164,11 +172,13 @@ impl HubSession {
     /// Sets when the session's credential runs out (ms since the epoch; `None`: never).
     pub fn set_expiry(&mut self, expires_ms: Option<u64>) {
         self.expires_ms = expires_ms;
+        self.expiry_timer = None;
     }
 
     /// Ends the session when `revoked` is cancelled (its personal access token was revoked).
     pub fn set_revocation(&mut self, revoked: Option<Arc<CancellationToken>>) {
-        self.revoked = revoked;
+        self.revoked =
+            revoked.map(|token| Box::pin(CancellationToken::clone(&token).cancelled_owned()));
     }
 
     /// When the session's credential runs out.
@@ -186,34 +196,51 @@ impl HubSession {
     /// then notices and deliveries once nothing is held. Cancel-safe: dropping the future
     /// (another `select!` branch won) loses nothing.
     pub async fn next(&mut self) -> Next {
-        let expiry = self.expires_ms.map(instant_at);
-        let Self {
-            deliveries,
-            notices,
-            evicted,
-            held,
-            revoked,
-            ..
-        } = self;
-        let nothing_held = held.is_empty();
-        tokio::select! {
-            biased;
-            () = evicted.token().cancelled() => {
-                let (code, reason) = evicted.reason();
-                Next::Evicted(code, reason.to_owned())
+        poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// [`HubSession::next`] by hand: an idle connection waits on it without a future per
+    /// thing it waits for.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Next> {
+        if self.evicted.poll_evicted(cx).is_ready() {
+            let (code, reason) = self.evicted.reason();
+            return Poll::Ready(Next::Evicted(code, reason.to_owned()));
+        }
+        if self.poll_expired(cx).is_ready() {
+            return Poll::Ready(Next::Expired);
+        }
+        if let Some(revoked) = &mut self.revoked {
+            if revoked.as_mut().poll(cx).is_ready() {
+                let reason = "the access token was revoked".to_owned();
+                return Poll::Ready(Next::Evicted(CLOSE_UNAUTHORIZED, reason));
             }
-            () = until(expiry) => Next::Expired,
-            () = cancelled(revoked.as_deref()) => Next::Evicted(
-                CLOSE_UNAUTHORIZED,
-                "the access token was revoked".to_owned(),
-            ),
-            answer = front(held) => Next::Held(answer),
-            Some(notice) = notices.recv(), if nothing_held => Next::Notice(notice),
-            delivery = deliveries.recv(), if nothing_held => match delivery {
+        }
+        if let Some(first) = self.held.front_mut() {
+            // Notices and deliveries wait until every held answer is out.
+            let answer = ready!(Pin::new(first).poll(cx)).unwrap_or(Held::Lost);
+            self.held.pop_front();
+            return Poll::Ready(Next::Held(answer));
+        }
+        if let Poll::Ready(Some(notice)) = self.notices.poll_recv(cx) {
+            return Poll::Ready(Next::Notice(notice));
+        }
+        self.deliveries
+            .poll_recv(cx)
+            .map(|delivery| match delivery {
                 Some(delivery) => Next::Delivery(delivery),
                 None => Next::Evicted(CloseCode::INTERNAL_ERROR, "internal error".to_owned()),
-            },
-        }
+            })
+    }
+
+    /// Ready once the credential has run out; never without an expiry.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(at) = self.expires_ms else {
+            return Poll::Pending;
+        };
+        let timer = self
+            .expiry_timer
+            .get_or_insert_with(|| Box::pin(sleep_until(instant_at(at))));
+        timer.as_mut().poll(cx)
     }
 
     /// Takes and drops everything queued for the session now: how many deliveries there were.
@@ -300,7 +327,7 @@ impl HubSession {
 
 impl HubSession {
     fn ended_why(&self) -> Ended {
-        if !self.evicted.token().is_cancelled() {
+        if !self.evicted.is_evicted() {
             Ended::Closed
         } else if self.evicted.reason().1.starts_with("slow consumer") {
             Ended::SlowConsumer
@@ -355,31 +382,4 @@ impl Drop for HubSession {
         let id = self.id;
         self.close(|broker, events| broker.disconnect(id, events));
     }
-}
-
-/// Sleeps until `at`; forever without one.
-async fn until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Waits for `token` to be cancelled; forever without one.
-async fn cancelled(token: Option<&CancellationToken>) {
-    match token {
-        Some(token) => token.cancelled().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The oldest held answer once it is ready; never resolves when nothing is held.
-async fn front(held: &mut VecDeque<oneshot::Receiver<Held>>) -> Held {
-    let Some(first) = held.front_mut() else {
-        return std::future::pending().await;
-    };
-    // Polled by reference, so a select! that picks another branch loses nothing.
-    let answer = first.await.unwrap_or(Held::Lost);
-    held.pop_front();
-    answer
 }

@@ -8,8 +8,9 @@
 pub mod deflate;
 
 use std::collections::VecDeque;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -180,8 +181,11 @@ impl<S: ReadReady + AsyncWrite> WsSocket<S> {
 
     /// Writes everything queued; an idle connection keeps no header scratch or queue storage.
     pub async fn flush(&mut self) -> io::Result<()> {
-        while let Some(bytes) = self.conn.poll_transmit() {
-            self.outbox.push_back(bytes);
+        let queued = self.conn.take_transmit();
+        if self.outbox.is_empty() {
+            self.outbox = queued;
+        } else {
+            self.outbox.extend(queued);
         }
         write_all(&mut self.io, &mut self.outbox, self.cfg.write_timeout).await?;
         self.heads = BytesMut::new();
@@ -280,12 +284,16 @@ where
             debug!(%error, "WebSocket write failed");
             return;
         }
+        // The ways out are boxed (each in a statement of its own): an idle connection's
+        // future is as large as its largest step, and these are the largest.
         if socket.is_closed() {
-            return socket.shutdown(socket.cfg.write_timeout).await;
+            let shutdown = Box::pin(socket.shutdown(socket.cfg.write_timeout));
+            return shutdown.await;
         }
         if socket.conn.is_closing() {
             // The endpoint closed (e.g. too many errors): the peer has the close wait to answer.
-            return socket.finish_close().await;
+            let finish = Box::pin(socket.finish_close());
+            return finish.await;
         }
         let deadline = socket.idle_deadline();
         let closing = tokio::select! {
@@ -309,7 +317,8 @@ where
                 .then(|| (CloseCode::NORMAL, "idle timeout".to_owned())),
         };
         if let Some((code, reason)) = closing {
-            return socket.close(code, &reason).await;
+            let close = Box::pin(socket.close(code, &reason));
+            return close.await;
         }
     }
 }
@@ -317,25 +326,28 @@ where
 /// A byte stream that can say when a read would find data, so an idle connection waits with no
 /// read buffer allocated and only reserves one when bytes are there.
 pub trait ReadReady: AsyncRead + Unpin {
-    /// Resolves when a read would not block (at once for streams that cannot tell).
-    fn ready(&self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Ready when a read would not block (at once for streams that cannot tell). Polled, not
+    /// awaited: a connection waiting for input keeps no future for it.
+    fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
 
 impl ReadReady for tokio::net::TcpStream {
-    fn ready(&self) -> impl Future<Output = io::Result<()>> + Send {
-        self.readable()
+    fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_read_ready(cx)
     }
 }
 
 impl ReadReady for hyper_util::rt::TokioIo<hyper::upgrade::Upgraded> {
-    fn ready(&self) -> impl Future<Output = io::Result<()>> + Send {
-        std::future::ready(Ok(()))
+    fn poll_ready(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
 
 /// Waits for data, then reads it into `buf`, reserving room only now; `Ok(0)` at end of stream.
 pub async fn read_when_ready<S: ReadReady>(io: &mut S, buf: &mut BytesMut) -> io::Result<usize> {
-    io.ready().await?;
+    // The closure holds `&mut S` (not `&S`), so the future is `Send` without `S: Sync`.
+    let waiting = &mut *io;
+    poll_fn(move |cx| waiting.poll_ready(cx)).await?;
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(READ_CHUNK);
     }
@@ -349,9 +361,10 @@ pub fn release_if_empty(buf: &mut BytesMut) {
     }
 }
 
-/// Frees a drained write queue's storage once a burst made it large.
+/// Frees a drained write queue's storage: an idle connection keeps none (the next write
+/// allocates a few slots again).
 pub fn shrink_idle_queue(queue: &mut VecDeque<Bytes>) {
-    if queue.is_empty() && queue.capacity() > 64 {
+    if queue.is_empty() && queue.capacity() > 0 {
         *queue = VecDeque::new();
     }
 }

@@ -223,7 +223,7 @@ impl<T: Transport> Conn<'_, T> {
             // at once instead of after the write timeout.
             let flushed = tokio::select! {
                 flushed = self.transport.flush() => flushed,
-                () = self.hub.evicted().token().cancelled() => {
+                () = self.hub.evicted().evicted() => {
                     Err(io::Error::other("slow consumer evicted while writing"))
                 }
             };

@@ -207,15 +207,11 @@ pub struct TlsIo {
 }
 
 impl ReadReady for TlsIo {
-    fn ready(&self) -> impl Future<Output = io::Result<()>> + Send {
-        let more = self.more;
-        let tcp = self.stream.get_ref().0;
-        async move {
-            if more {
-                Ok(())
-            } else {
-                tcp.readable().await
-            }
+    fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.more {
+            Poll::Ready(Ok(()))
+        } else {
+            self.stream.get_ref().0.poll_read_ready(cx)
         }
     }
 }
