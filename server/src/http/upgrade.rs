@@ -243,7 +243,10 @@ impl Upgrades {
     ) -> Result<App, Response<Body>> {
         Ok(match app {
             SockApp::Stomp => App::Stomp(Caller {
-                pre: self.who(req, false, cookie_needs_origin).await?,
+                pre: self
+                    .who(req, false, cookie_needs_origin)
+                    .await?
+                    .map(Box::new),
                 peer: client,
             }),
             SockApp::Raw => match self.who(req, true, cookie_needs_origin).await? {
@@ -396,7 +399,10 @@ impl Upgrades {
             WsEndpoint::Stomp(pre) => {
                 // One WebSocket message carries at most about a frame's worth of STOMP bytes.
                 let socket = socket(self.stomp_max_body + MESSAGE_OVERHEAD, deflate);
-                let caller = Caller { pre, peer: client };
+                let caller = Caller {
+                    pre: pre.map(Box::new),
+                    peer: client,
+                };
                 Box::pin(self.stomp.serve_websocket(socket, caller, shutdown))
             }
             WsEndpoint::SockJs(app, framed) => {

@@ -8,6 +8,7 @@
 mod online;
 mod publish;
 mod queues;
+mod subscriptions;
 mod turns;
 mod types;
 
@@ -118,7 +119,7 @@ impl Broker {
         let entry = SessionEntry {
             user,
             guest,
-            subscriptions: HashMap::new(),
+            subscriptions: Default::default(),
             unacked: VecDeque::new(),
             next_ack: 0,
         };
@@ -143,7 +144,7 @@ impl Broker {
             .filter_map(|u| u.queue.map(|q| (q, u.message_id, u.message)))
             .collect();
         let mut queues = Vec::new();
-        for (id, sub) in &entry.subscriptions {
+        for (id, sub) in entry.subscriptions.iter() {
             self.unroute(session, &entry.user, entry.guest, id, sub, events);
             if let Route::Queue(name) = &sub.route {
                 queues.push(name.clone());

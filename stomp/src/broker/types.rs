@@ -1,11 +1,12 @@
 //! The broker's vocabulary: what callers hand it (publishes, limits), what it reports back
 //! (events, errors, deliveries), and the records it keeps per session and queue.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
+use super::subscriptions::Subscriptions;
 use crate::codec::SharedMessage;
 
 /// Headers the broker sets on every MESSAGE; publishers cannot supply them.
@@ -234,7 +235,7 @@ pub(super) struct SessionEntry {
     /// A guest (no account): the broker marks its messages and presence so nobody mistakes it
     /// for the account of the same name.
     pub(super) guest: bool,
-    pub(super) subscriptions: HashMap<Arc<str>, Subscription>,
+    pub(super) subscriptions: Subscriptions<Subscription>,
     /// Deliveries awaiting ACK/NACK, oldest first.
     pub(super) unacked: VecDeque<Unacked>,
     pub(super) next_ack: u64,

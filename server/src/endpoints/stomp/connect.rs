@@ -14,8 +14,9 @@ const PASSWORD_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the transport knows about a STOMP client before its CONNECT.
 pub struct Caller {
-    /// Who the WebSocket upgrade request authenticated, if anyone.
-    pub pre: Option<Authenticated>,
+    /// Who the WebSocket upgrade request authenticated, if anyone. Boxed: every connection
+    /// keeps its caller, and most have none.
+    pub pre: Option<Box<Authenticated>>,
     /// The client's address, for login throttling.
     pub peer: IpAddr,
 }
@@ -52,7 +53,7 @@ pub(super) async fn authenticate(
                 Err(_) => Err(failed("the server is busy; try again")),
             }
         }
-        (name, None) => match &caller.pre {
+        (name, None) => match caller.pre.as_deref() {
             // The upgrade request already said who this is.
             Some(pre) if name.is_none_or(|n| n == &*pre.identity.name) => Ok(pre.clone()),
             _ => auth.guest(name).await.map_err(|e| failed(&e)),
