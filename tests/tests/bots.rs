@@ -113,7 +113,20 @@ fn fallback_transports_scenario_passes() {
     assert_eq!(report["connections"]["up"], 12, "{report:#}");
     let sent = report["messages"]["sent"].as_u64().unwrap_or_default();
     assert!(sent > 0, "{report:#}");
-    assert_eq!(report["messages"]["acked"], sent, "{report:#}");
+    assert_every_send_acked(&report);
+}
+
+/// Every measured send was acknowledged. Counts are taken from the end of the warm-up on, so a
+/// send just before it may have its acknowledgement counted and itself not: at most each
+/// bot's in-flight sends (16 by default) more acknowledgements than sends.
+fn assert_every_send_acked(report: &Value) {
+    let count = |key: &str| report["messages"][key].as_u64().unwrap_or_default();
+    let (sent, acked) = (count("sent"), count("acked"));
+    let straddling = report["bots"].as_u64().unwrap_or_default() * 16;
+    assert!(
+        (sent..=sent + straddling).contains(&acked),
+        "{sent} sent, {acked} acknowledged: {report:#}"
+    );
 }
 
 /// Socket.IO bots on WebSocket and on long-polling in one room: every message reaches every
@@ -500,8 +513,11 @@ reconnect = true
     // Only a message never acknowledged (sent to the node as it died, never stored) may be
     // missing, and then at every receiver; everything else is resumed from storage.
     let missing = errors["missing"].as_u64().expect("missing is reported");
-    let unacked = report["messages"]["sent"].as_u64().unwrap_or(0)
-        - report["messages"]["acked"].as_u64().unwrap_or(0);
+    // Saturating: a send just before the warm-up ended may be counted acknowledged, not sent.
+    let unacked = report["messages"]["sent"]
+        .as_u64()
+        .unwrap_or(0)
+        .saturating_sub(report["messages"]["acked"].as_u64().unwrap_or(0));
     let receivers = report["bots"].as_u64().unwrap_or(0);
     assert!(
         missing <= unacked * receivers,
