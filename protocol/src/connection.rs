@@ -475,7 +475,8 @@ impl Connection {
         std::mem::take(&mut self.out)
     }
 
-    /// Bytes queued and not yet taken by [`Connection::poll_transmit`].
+    /// Bytes queued and not yet taken by [`Connection::poll_transmit`] or
+    /// [`Connection::take_transmit`].
     pub fn buffered_output(&self) -> usize {
         self.out_len
     }

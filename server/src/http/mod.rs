@@ -336,7 +336,8 @@ impl Server {
                     debug!(%peer, "per-address connection cap reached; refusing");
                     // Over TLS a plain answer would be noise; the handshake is not worth it.
                     if self.tls.is_none() {
-                        Box::pin(refuse(stream, HTTP_TOO_MANY)).await;
+                        let refusal = Box::pin(refuse(stream, HTTP_TOO_MANY));
+                        refusal.await;
                     }
                     return;
                 }

@@ -1,6 +1,6 @@
-//! STOMP's own listeners: a connection to the STOMP TCP port (plain, or behind a PROXY header
-//! from a trusted balancer) or the STOMP TLS port, admitted under the per-address cap and
-//! served by the STOMP endpoint. Each wait is boxed in a statement of its own, so the
+//! Connections accepted on STOMP's own ports: the TCP port (plain, or behind a PROXY header
+//! from a trusted balancer) and the TLS port, admitted under the per-address cap and served by
+//! the STOMP endpoint. Each wait is boxed in a statement of its own, so the
 //! connection's task carries none of their state for its life.
 
 use std::net::SocketAddr;

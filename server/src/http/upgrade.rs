@@ -1,6 +1,6 @@
 //! WebSocket upgrades: which endpoint a request asks for (`/echo`, `/stomp`, `/ws`), who it is
-//! (Origin, credentials, guests), our own handshake (`parley_protocol::handshake`), and running
-//! the endpoint on the upgraded socket.
+//! (Origin, credentials, guests), our own handshake (`parley_protocol::handshake`), and the
+//! endpoint's future on the upgraded socket (its connection's task runs it).
 
 use std::future::Future;
 use std::net::IpAddr;

@@ -104,8 +104,9 @@ impl Eviction {
         self.reason.get().is_some()
     }
 
-    /// Ready once the session must be closed.
-    pub fn poll_evicted(&self, cx: &mut Context<'_>) -> Poll<()> {
+    /// Ready once the session must be closed. One waiter: the session's own task (the last
+    /// registration wins).
+    pub(crate) fn poll_evicted(&self, cx: &mut Context<'_>) -> Poll<()> {
         if self.is_evicted() {
             return Poll::Ready(());
         }
@@ -118,9 +119,15 @@ impl Eviction {
         }
     }
 
-    /// Waits until the session must be closed.
-    pub async fn evicted(&self) {
+    /// Waits until the session must be closed; the session's own task only (see
+    /// [`Eviction::poll_evicted`]).
+    pub(crate) async fn evicted(&self) {
         poll_fn(|cx| self.poll_evicted(cx)).await;
+    }
+
+    /// Drops the waiting task's waker: the session is over.
+    pub(super) fn forget_waiter(&self) {
+        drop(self.waker.take());
     }
 
     /// The close code and why the session must be closed.

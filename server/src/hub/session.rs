@@ -237,6 +237,11 @@ impl HubSession {
         let Some(at) = self.expires_ms else {
             return Poll::Pending;
         };
+        // The wall clock decides (the timer only wakes us): a clock step after the timer was
+        // set must not keep an expired credential alive.
+        if crate::clock::now_ms() >= at {
+            return Poll::Ready(());
+        }
         let timer = self
             .expiry_timer
             .get_or_insert_with(|| Box::pin(sleep_until(instant_at(at))));
@@ -379,6 +384,8 @@ impl Drop for Batch<'_> {
 
 impl Drop for HubSession {
     fn drop(&mut self) {
+        // Others may keep the eviction flag a while; they must not keep this task's waker.
+        self.evicted.forget_waiter();
         let id = self.id;
         self.close(|broker, events| broker.disconnect(id, events));
     }

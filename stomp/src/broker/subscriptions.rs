@@ -1,5 +1,5 @@
-//! A session's subscriptions by id: a vector sorted by id, grown one slot at a time while
-//! small. A session usually has one or two subscriptions; a hash table would take four slots
+//! A session's subscriptions by id: a vector sorted by id, grown exactly (one slot for the
+//! first subscription, doubling up to 64 slots at a time). A session usually has one or two subscriptions; a hash table would take four slots
 //! (≈ 260 bytes) for the first, and a sorted vector finds an id among a few faster than
 //! hashing it. The broker caps subscriptions per session, so the binary search and the
 //! shifting insert stay bounded.
