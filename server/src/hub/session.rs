@@ -245,7 +245,13 @@ impl HubSession {
         let timer = self
             .expiry_timer
             .get_or_insert_with(|| Box::pin(sleep_until(instant_at(at))));
-        timer.as_mut().poll(cx)
+        if timer.as_mut().poll(cx).is_ready() {
+            // The timer ran out before the wall clock did (it was stepped back): wait again,
+            // from now. Polled once more so it wakes us.
+            timer.as_mut().reset(instant_at(at));
+            let _ = timer.as_mut().poll(cx);
+        }
+        Poll::Pending
     }
 
     /// Takes and drops everything queued for the session now: how many deliveries there were.
