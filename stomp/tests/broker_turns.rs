@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parley_stomp::broker::{
-    AckMode, Broker, BrokerError, BrokerEvent, BrokerLimits, Publish, SessionId, Shared,
+    AckMode, Broker, BrokerError, BrokerEvent, BrokerLimits, Delivery, Publish, SessionId, Shared,
+    Turn,
 };
 use parley_stomp::budget::MemoryBudget;
 use parley_stomp::destination::Destination;
@@ -50,7 +51,22 @@ fn in_turn(broker: &Broker, room: &str, to: &str, publish: Publish) -> (Shared, 
     let shared = broker.publish_in_turn(&mut turn, ALICE, &topic(to), publish, &mut |e| {
         events.push(e)
     });
+    deliver(&mut turn, &mut |e| events.push(e));
     (shared, events)
+}
+
+/// Hands the turn's deliveries on as the events the broker held alone would have made.
+fn deliver(turn: &mut Turn<'_>, events: &mut dyn FnMut(BrokerEvent)) {
+    turn.deliver(&mut |session, subscription, messages| {
+        for message in messages.iter() {
+            events(BrokerEvent::Deliver(Delivery {
+                session,
+                subscription: subscription.clone(),
+                ack: None,
+                message: message.clone(),
+            }));
+        }
+    });
 }
 
 #[test]
@@ -171,15 +187,14 @@ fn two_threads_in_two_rooms_at_once_keep_each_room_in_order() {
                             ALICE,
                             &topic(room),
                             msg(&n.to_string()),
-                            &mut |e| {
-                                if let BrokerEvent::Deliver(d) = e {
-                                    ids.push(
-                                        d.message.header("message-id").unwrap().parse().unwrap(),
-                                    );
-                                }
-                            },
+                            &mut drop,
                         );
                         assert!(matches!(shared, Shared::Published(_)));
+                        deliver(&mut turn, &mut |e| {
+                            if let BrokerEvent::Deliver(d) = e {
+                                ids.push(d.message.header("message-id").unwrap().parse().unwrap());
+                            }
+                        });
                     }
                     ids
                 })
@@ -192,4 +207,35 @@ fn two_threads_in_two_rooms_at_once_keep_each_room_in_order() {
     }
     assert_eq!(broker.room_last_id("a"), EACH);
     assert_eq!(broker.room_last_id("b"), EACH);
+}
+
+#[test]
+fn a_turn_hands_each_subscription_its_messages_as_one_run() {
+    let mut broker = lobby();
+    broker.connect(CAROL, Arc::from("carol"));
+    broker
+        .subscribe(CAROL, "c", &topic("lobby"), AckMode::Auto, &mut drop)
+        .unwrap();
+    let mut turn = broker.turn("lobby").unwrap();
+    for body in ["a", "b", "c"] {
+        let shared =
+            broker.publish_in_turn(&mut turn, ALICE, &topic("lobby"), msg(body), &mut drop);
+        assert!(matches!(shared, Shared::Published(_)));
+    }
+    let mut runs = Vec::new();
+    turn.deliver(&mut |session, subscription, messages| {
+        let ids: Vec<_> = messages
+            .iter()
+            .map(|m| m.header("message-id").unwrap().to_owned())
+            .collect();
+        runs.push((session, subscription.to_string(), ids));
+    });
+    runs.sort();
+    let ids = || vec!["2".to_owned(), "3".to_owned(), "4".to_owned()];
+    assert_eq!(
+        runs,
+        [(BOB, "s".to_owned(), ids()), (CAROL, "c".to_owned(), ids())]
+    );
+    // Handed on once: a second call has nothing.
+    turn.deliver(&mut |_, _, _| panic!("delivered twice"));
 }

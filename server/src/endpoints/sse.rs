@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, HeaderValue, Response};
-use parley_stomp::broker::Delivery;
 use parley_stomp::budget::Charge;
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -21,8 +20,8 @@ use super::raw::wire;
 use super::streaming::{streamed, Feed, Streamed};
 use crate::auth::Authenticated;
 use crate::hub::{
-    live_from_stored, ChatSession, ChatSettings, Held, Hub, Next, Notice, Origin, Protocol,
-    Refusal, Transport,
+    live_from_stored, ChatSession, ChatSettings, Delivered, Held, Hub, Next, Notice, Origin,
+    Protocol, Queued, Refusal, Transport,
 };
 use crate::store::StoredMessage;
 
@@ -149,8 +148,8 @@ impl RoomFeed {
         match next {
             Next::Evicted(..) | Next::Expired => return None,
             Next::Delivery(first) => {
-                let batch: Vec<Delivery> = self.chat.session().batch(first).collect();
-                for delivery in &batch {
+                let batch: Vec<Queued> = self.chat.session().batch(first).collect();
+                for delivery in batch.iter().flat_map(Queued::iter) {
                     self.push_delivery(&mut out, delivery);
                 }
             }
@@ -187,8 +186,8 @@ impl RoomFeed {
 
     /// One delivery as an event: the room's messages and events with their id, presence and
     /// typing named; what else reaches a chat session (its DMs, read marks) is not the feed's.
-    fn push_delivery(&self, out: &mut BytesMut, delivery: &Delivery) {
-        let message = &delivery.message;
+    fn push_delivery(&self, out: &mut BytesMut, delivery: Delivered<'_>) {
+        let message = delivery.message;
         let Some((channel, room)) = delivery.subscription.split_once(':') else {
             return;
         };

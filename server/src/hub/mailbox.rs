@@ -12,19 +12,26 @@ use std::task::{Context, Poll, Waker};
 /// A drained queue keeps at most this many slots; a burst's larger storage is freed.
 const KEEP_SLOTS: usize = 16;
 
-/// How many bytes a queued message keeps alive, for the queue's byte bound.
+/// How many bytes a queued value keeps alive, for the queue's byte bound, and how many messages
+/// it carries, for its count bound.
 pub trait Weigh {
     /// Bytes, roughly.
     fn weight(&self) -> usize;
+
+    /// Messages (a value may carry a run of them).
+    fn count(&self) -> usize {
+        1
+    }
 }
 
-/// A queue holding at most `capacity` messages and (beyond its first message) `max_bytes`.
+/// A queue holding at most `capacity` messages and `max_bytes` beyond its first value.
 pub fn channel<T: Weigh>(capacity: usize, max_bytes: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         capacity,
         max_bytes,
         state: Mutex::new(State {
             bytes: 0,
+            len: 0,
             queue: VecDeque::new(),
             waker: None,
             senders: 1,
@@ -44,6 +51,8 @@ struct State<T> {
     queue: VecDeque<T>,
     /// Weight of `queue`.
     bytes: usize,
+    /// Messages in `queue`.
+    len: usize,
     waker: Option<Waker>,
     senders: usize,
     receiver_gone: bool,
@@ -61,6 +70,7 @@ impl<T: Weigh> State<T> {
         let value = self.queue.pop_front();
         if let Some(v) = &value {
             self.bytes -= v.weight();
+            self.len -= v.count();
         }
         if self.queue.is_empty() && self.queue.capacity() > KEEP_SLOTS {
             self.queue = VecDeque::new();
@@ -95,7 +105,11 @@ impl<T: Weigh> Sender<T> {
         &self,
         values: impl IntoIterator<Item = T>,
     ) -> Result<usize, TrySendError<T>> {
+        let values = values.into_iter();
         let mut state = self.0.lock();
+        // One allocation for a run whose length is known (a fan-out's), not a doubling series.
+        let room = self.0.capacity.saturating_sub(state.len);
+        state.queue.reserve(values.size_hint().0.min(room));
         let mut queued = 0;
         let mut result = Ok(());
         for value in values {
@@ -103,13 +117,15 @@ impl<T: Weigh> Sender<T> {
                 result = Err(TrySendError::Closed(value));
                 break;
             }
-            let weight = value.weight();
-            let too_heavy = state.bytes + weight > self.0.max_bytes && !state.queue.is_empty();
-            if state.queue.len() >= self.0.capacity || too_heavy {
+            let (weight, count) = (value.weight(), value.count());
+            let too_many = state.len + count > self.0.capacity;
+            let too_heavy = state.bytes + weight > self.0.max_bytes;
+            if (too_many || too_heavy) && !state.queue.is_empty() {
                 result = Err(TrySendError::Full(value));
                 break;
             }
             state.bytes += weight;
+            state.len += count;
             state.queue.push_back(value);
             queued += 1;
         }
@@ -126,7 +142,7 @@ impl<T> Sender<T> {
     /// Messages waiting, and their weight in bytes.
     pub fn depth(&self) -> (usize, usize) {
         let state = self.0.lock();
-        (state.queue.len(), state.bytes)
+        (state.len, state.bytes)
     }
 }
 
@@ -187,6 +203,46 @@ impl<T: Weigh> Receiver<T> {
     /// The next message if one is queued.
     pub fn try_recv(&mut self) -> Option<T> {
         self.0.lock().pop()
+    }
+
+    /// Queued values carrying up to `max` messages (at least one value if any is queued),
+    /// oldest first, under one lock: the queue's own storage when it holds no more than that.
+    /// What the caller does not use goes back with [`Receiver::put_back`].
+    pub fn take(&mut self, max: usize) -> VecDeque<T> {
+        let mut state = self.0.lock();
+        if state.len <= max {
+            (state.bytes, state.len) = (0, 0);
+            return std::mem::take(&mut state.queue);
+        }
+        let mut taken = VecDeque::new();
+        let mut messages = 0;
+        while let Some(next) = state.queue.front() {
+            if messages > 0 && messages + next.count() > max {
+                break;
+            }
+            messages += next.count();
+            taken.extend(state.pop());
+        }
+        taken
+    }
+
+    /// Returns what a [`Receiver::take`] did not use, ahead of anything queued since; an empty
+    /// batch's storage is kept for the next run when it is small (as a drained queue's is).
+    pub fn put_back(&mut self, mut rest: VecDeque<T>) {
+        let mut state = self.0.lock();
+        if rest.is_empty() {
+            if state.queue.capacity() == 0 && rest.capacity() <= KEEP_SLOTS {
+                std::mem::swap(&mut state.queue, &mut rest);
+            }
+        } else {
+            state.bytes += rest.iter().map(Weigh::weight).sum::<usize>();
+            state.len += rest.iter().map(Weigh::count).sum::<usize>();
+            rest.extend(state.queue.drain(..));
+            std::mem::swap(&mut state.queue, &mut rest);
+        }
+        drop(state);
+        // Freed outside the lock.
+        drop(rest);
     }
 }
 
@@ -257,6 +313,58 @@ mod tests {
             [Some(1), Some(2), Some(3)]
         );
         assert_eq!(tx.try_send_all([6, 7]).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_batch_taken_at_once_keeps_its_order_and_what_is_put_back_comes_first() {
+        let (tx, mut rx) = channel::<u32>(10, 100);
+        tx.try_send_all([1, 2, 3, 4, 5]).unwrap();
+        let mut first = rx.take(3);
+        assert_eq!(first, [1, 2, 3]);
+        assert_eq!(first.pop_front(), Some(1));
+        tx.try_send(6).unwrap();
+        rx.put_back(first);
+        let all = rx.take(10);
+        assert_eq!(all, [2, 3, 4, 5, 6]);
+        assert_eq!(rx.0.lock().bytes, 0);
+        rx.put_back(all);
+        // What was put back weighs again: 20 bytes, so 80 more fit and 81 do not.
+        assert!(matches!(tx.try_send(81), Err(TrySendError::Full(81))));
+        tx.try_send(80).unwrap();
+        assert_eq!(rx.take(10), [2, 3, 4, 5, 6, 80]);
+    }
+
+    /// A run of messages in one value.
+    #[derive(Debug, PartialEq)]
+    struct Run(usize);
+
+    impl Weigh for Run {
+        fn weight(&self) -> usize {
+            self.0
+        }
+        fn count(&self) -> usize {
+            self.0
+        }
+    }
+
+    #[test]
+    fn runs_count_every_message_they_carry() {
+        let (tx, mut rx) = channel::<Run>(10, usize::MAX);
+        tx.try_send(Run(12)).unwrap();
+        assert!(
+            matches!(tx.try_send(Run(1)), Err(TrySendError::Full(Run(1)))),
+            "an empty queue takes a long run; nothing fits after it"
+        );
+        assert_eq!(
+            rx.take(5),
+            [Run(12)],
+            "one run, even past the most asked for"
+        );
+        tx.try_send_all([Run(4), Run(4), Run(2)]).unwrap();
+        assert_eq!(tx.depth().0, 10);
+        assert!(matches!(tx.try_send(Run(1)), Err(TrySendError::Full(_))));
+        assert_eq!(rx.take(5), [Run(4)]);
+        assert_eq!(rx.take(6), [Run(4), Run(2)]);
     }
 
     #[test]

@@ -54,7 +54,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use parley_stomp::broker::SessionId;
-use parley_stomp::broker::{Broker, BrokerEvent, BrokerLimits, Delivery, Forwarded, Receipt};
+use parley_stomp::broker::{Broker, BrokerEvent, BrokerLimits, Delivery, Forwarded, Receipt, Turn};
 use parley_stomp::budget::MemoryBudget;
 use tracing::info;
 
@@ -67,8 +67,8 @@ pub use self::message::{
     check_room_send, live_from_stored, CLIENT_ID, KIND, MAX_CLIENT_ID, REPLY_TO, TARGET,
 };
 use self::order::{RoomOrder, Watching};
-use self::outbox::Outbox;
-pub use self::outbox::{Notice, CLOSE_UNAUTHORIZED};
+use self::outbox::{weight_of, Outbox};
+pub use self::outbox::{Delivered, Notice, Queued, CLOSE_UNAUTHORIZED};
 pub use self::publisher::{Outcome, Publisher, Step};
 pub use self::reads::{READ_LAST, READ_ROOM, READ_WITH};
 pub use self::refusal::Refusal;
@@ -323,24 +323,62 @@ impl Hub {
         while let Some(first) = rest.next() {
             let session = first.session;
             let more = std::iter::from_fn(|| rest.next_if(|d| d.session == session));
-            let mut run = std::iter::once(first).chain(more);
-            let Some(outbox) = outboxes.get(&session) else {
-                run.for_each(drop);
-                continue;
-            };
-            match outbox.deliveries.try_send_all(run.by_ref()) {
-                Ok(n) => delivered += n as u64,
-                Err(mailbox::TrySendError::Full(_)) => {
-                    self.evict_slow(outbox, session, "too many messages waiting to be written");
-                }
-                Err(mailbox::TrySendError::Closed(_)) => {}
-            }
+            let mut run = std::iter::once(first).chain(more).map(Queued::One);
+            delivered += self.hand_over(outboxes, session, run.by_ref());
             // What did not fit goes with the evicted session.
             run.for_each(drop);
         }
         self.stats
             .deliveries
             .fetch_add(delivered, Ordering::Relaxed);
+    }
+
+    /// Hands the messages a room's turn published to its subscribers, walking them once: every
+    /// subscription's outbox gets one entry sharing the whole run (no list of deliveries to
+    /// sort, no reference per message and subscriber). `true` if anything was published.
+    fn deliver_turn(&self, outboxes: &HashMap<SessionId, Outbox>, turn: &mut Turn<'_>) -> bool {
+        let mut published = false;
+        let mut delivered = 0;
+        let mut weight = 0;
+        turn.deliver(&mut |session, subscription, messages| {
+            if !published {
+                published = true;
+                weight = messages.iter().map(|m| weight_of(m)).sum();
+            }
+            let run = Queued::Run {
+                subscription: subscription.clone(),
+                messages: messages.clone(),
+                weight,
+            };
+            delivered += self.hand_over(outboxes, session, std::iter::once(run));
+        });
+        self.stats
+            .deliveries
+            .fetch_add(delivered, Ordering::Relaxed);
+        published
+    }
+
+    /// Queues one session's run of deliveries; a session too slow to take them all is evicted.
+    /// How many were queued.
+    fn hand_over(
+        &self,
+        outboxes: &HashMap<SessionId, Outbox>,
+        session: SessionId,
+        run: impl Iterator<Item = Queued>,
+    ) -> u64 {
+        let Some(outbox) = outboxes.get(&session) else {
+            return 0;
+        };
+        let mut messages = 0;
+        let counted = run.inspect(|queued| messages += mailbox::Weigh::count(queued) as u64);
+        match outbox.deliveries.try_send_all(counted) {
+            Ok(_) => messages,
+            Err(mailbox::TrySendError::Full(_)) => {
+                self.evict_slow(outbox, session, "too many messages waiting to be written");
+                0
+            }
+            Err(mailbox::TrySendError::Closed(_)) => 0,
+        }
     }
 
     /// Closes a session that cannot keep up, counting it once and remembering it.

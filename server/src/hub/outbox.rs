@@ -8,7 +8,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use parley_protocol::CloseCode;
-use parley_stomp::broker::Delivery;
+use parley_stomp::broker::{Delivery, Run};
+use parley_stomp::SharedMessage;
 
 use super::mailbox;
 use super::registry::SessionInfo;
@@ -43,10 +44,87 @@ pub enum Notice {
     },
 }
 
-impl mailbox::Weigh for Delivery {
+/// What a session's delivery queue holds: one delivery, or the run of messages a room's turn
+/// published, one run shared by every subscriber of the room (one queue entry and one
+/// reference per subscriber, not one per message).
+#[derive(Debug)]
+pub enum Queued {
+    /// One delivery.
+    One(Delivery),
+    /// A turn's messages for one subscription, oldest first (none acknowledged by the client).
+    Run {
+        /// The subscription's id, as the client chose it.
+        subscription: Arc<str>,
+        /// The messages.
+        messages: Run,
+        /// What the messages weigh ([`mailbox::Weigh`]), counted once per turn.
+        weight: usize,
+    },
+}
+
+/// One delivery of a [`Queued`] value, borrowed from it.
+#[derive(Clone, Copy)]
+pub struct Delivered<'a> {
+    /// The subscription's id, as the client chose it.
+    pub subscription: &'a Arc<str>,
+    /// The 1.2 `ack` value, for client ack modes.
+    pub ack: Option<u64>,
+    /// The shared, encode-once message.
+    pub message: &'a Arc<SharedMessage>,
+}
+
+impl Queued {
+    /// Its deliveries, in order.
+    pub fn iter(&self) -> impl Iterator<Item = Delivered<'_>> {
+        let (one, run, subscription) = match self {
+            Queued::One(d) => (Some(d), &[][..], &d.subscription),
+            Queued::Run {
+                subscription,
+                messages,
+                ..
+            } => (None, &messages[..], subscription),
+        };
+        let one = one.map(|d| Delivered {
+            subscription: &d.subscription,
+            ack: d.ack,
+            message: &d.message,
+        });
+        one.into_iter()
+            .chain(run.iter().map(move |message| Delivered {
+                subscription,
+                ack: None,
+                message,
+            }))
+    }
+
+    /// Its first message.
+    pub fn first(&self) -> Option<&Arc<SharedMessage>> {
+        match self {
+            Queued::One(d) => Some(&d.message),
+            Queued::Run { messages, .. } => messages.first(),
+        }
+    }
+}
+
+/// What a backlog of `message` keeps alive (the message is shared with other subscribers, but
+/// a backlog keeps it).
+pub(super) fn weight_of(message: &SharedMessage) -> usize {
+    message.body().len() + 64
+}
+
+impl mailbox::Weigh for Queued {
     fn weight(&self) -> usize {
-        // The message is shared with other subscribers, but a backlog keeps it alive.
-        self.message.body().len() + 64
+        match self {
+            Queued::One(d) => weight_of(&d.message),
+            Queued::Run { weight, .. } => *weight,
+        }
+    }
+
+    fn count(&self) -> usize {
+        match self {
+            Queued::One(_) => 1,
+            Queued::Run { messages, .. } => messages.len(),
+        }
     }
 }
 
@@ -65,7 +143,7 @@ impl mailbox::Weigh for Notice {
 /// The sending side of a session's queues, kept by the hub.
 pub(super) struct Outbox {
     /// Room deliveries.
-    pub(super) deliveries: mailbox::Sender<Delivery>,
+    pub(super) deliveries: mailbox::Sender<Queued>,
     /// Acknowledgements and other notices.
     pub(super) notices: mailbox::Sender<Notice>,
     /// Set when the session must go.

@@ -2,18 +2,11 @@
 //! their room's turn while the broker is shared, so publishes to different rooms run at the same
 //! time; anything else (a first message, a DM, a queue, cluster mode) takes the broker alone.
 
-use parley_stomp::broker::{
-    BrokerError, BrokerEvent, Delivery, Publish, Published, SessionId, Shared, Turn,
-};
+use parley_stomp::broker::{BrokerError, BrokerEvent, Publish, Published, SessionId, Shared, Turn};
 use parley_stomp::destination::Destination;
 
 use super::{Effects, Hub, HubInner};
 use crate::metrics;
-
-thread_local! {
-    /// This thread's buffer of deliveries, kept between runs for its allocation.
-    static PENDING: std::cell::Cell<Vec<Delivery>> = const { std::cell::Cell::new(Vec::new()) };
-}
 
 /// What one step of [`Hub::publish_each`] came to.
 pub enum Step<T, R> {
@@ -46,9 +39,8 @@ pub enum Publisher<'a, 'b> {
 pub struct SharedRun<'b> {
     hub: &'b Hub,
     inner: &'b HubInner,
+    /// The room's turn, with what it published (handed on before the turn ends).
     turn: Option<Turn<'b>>,
-    /// The turn's deliveries, handed on before the turn ends.
-    pending: Vec<Delivery>,
     started: Option<std::time::Instant>,
 }
 
@@ -116,8 +108,10 @@ impl<'b> SharedRun<'b> {
         };
         let (hub, inner) = (self.hub, self.inner);
         let (mut presence, mut forwards, mut watch_changes) = (Vec::new(), Vec::new(), Vec::new());
+        // The turn keeps its deliveries; the broker's events here only store.
+        let mut pending = Vec::new();
         let mut effects = Effects {
-            pending: &mut self.pending,
+            pending: &mut pending,
             forwards: &mut forwards,
             watch_changes: &mut watch_changes,
         };
@@ -127,8 +121,9 @@ impl<'b> SharedRun<'b> {
                 .publish_in_turn(turn, session, destination, publish, &mut |event| {
                     hub.dispatch(&inner.outboxes, event, &mut presence, &mut effects)
                 });
-        // A shared publish only stores and delivers.
-        debug_assert!(presence.is_empty() && forwards.is_empty() && watch_changes.is_empty());
+        // A shared publish only stores.
+        debug_assert!(pending.is_empty() && presence.is_empty());
+        debug_assert!(forwards.is_empty() && watch_changes.is_empty());
         match shared {
             Shared::Published(published) => Outcome::Done(Ok(published)),
             Shared::Refused(why) => Outcome::Done(Err(why)),
@@ -138,11 +133,11 @@ impl<'b> SharedRun<'b> {
 
     /// Hands the turn's deliveries to their outboxes, then ends the turn.
     fn finish(&mut self) {
-        if !self.pending.is_empty() {
-            self.hub.deliver(&self.inner.outboxes, &mut self.pending);
-            metrics::observe_since(&metrics::handles().fanout, self.started);
+        if let Some(mut turn) = self.turn.take() {
+            if self.hub.deliver_turn(&self.inner.outboxes, &mut turn) {
+                metrics::observe_since(&metrics::handles().fanout, self.started);
+            }
         }
-        self.turn = None;
     }
 }
 
@@ -173,7 +168,6 @@ impl Hub {
                     hub: self,
                     inner: &inner,
                     turn: None,
-                    pending: PENDING.take(),
                     started: None,
                 };
                 for item in items.by_ref() {
@@ -186,7 +180,6 @@ impl Hub {
                     }
                 }
                 run.finish();
-                PENDING.set(std::mem::take(&mut run.pending));
             }
             let Some(first) = alone else {
                 return results;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use parley_protocol::CloseCode;
-use parley_stomp::broker::{Broker, BrokerEvent, Delivery, SessionId};
+use parley_stomp::broker::{Broker, BrokerEvent, SessionId};
 use parley_stomp::budget::Charge;
 use tokio::sync::oneshot;
 use tokio::time::{sleep_until, Sleep};
@@ -17,7 +17,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::outbox::{Eviction, Notice, Outbox, CLOSE_UNAUTHORIZED};
 use super::registry::{Origin, SessionInfo};
-use super::{mailbox, Hub};
+use super::{mailbox, Hub, Queued};
 use crate::clock::instant_at;
 use crate::metrics::{self, Ended, SessionMetrics};
 use crate::store::StoredMessage;
@@ -67,15 +67,15 @@ pub enum Next {
     Held(Held),
     /// Something the hub tells this session.
     Notice(Notice),
-    /// A room delivery; more may follow at once ([`HubSession::batch`]).
-    Delivery(Delivery),
+    /// Room deliveries (one, or a room's run); more may follow at once ([`HubSession::batch`]).
+    Delivery(Queued),
 }
 
 /// One session's end of the hub, owned by its connection's task.
 pub struct HubSession {
     hub: Arc<Hub>,
     id: SessionId,
-    deliveries: mailbox::Receiver<Delivery>,
+    deliveries: mailbox::Receiver<Queued>,
     notices: mailbox::Receiver<Notice>,
     /// A sender into `notices`, for answers computed off the connection's task.
     notice_tx: mailbox::Sender<Notice>,
@@ -258,16 +258,20 @@ impl HubSession {
     /// For benchmarks, which consume without writing anywhere.
     pub fn discard_queued(&mut self) -> usize {
         while self.notices.try_recv().is_some() {}
-        std::iter::from_fn(|| self.deliveries.try_recv()).count()
+        std::iter::from_fn(|| self.deliveries.try_recv())
+            .map(|queued| mailbox::Weigh::count(&queued))
+            .sum()
     }
 
     /// `first` and the deliveries queued behind it, up to [`DELIVERY_BATCH`] in all.
-    pub fn batch(&mut self, first: Delivery) -> Batch<'_> {
+    pub fn batch(&mut self, first: Queued) -> Batch<'_> {
         if metrics::enabled() {
             observe_delay(&first);
         }
+        let rest = self.deliveries.take(DELIVERY_BATCH - 1);
         Batch {
             first: Some(first),
+            rest,
             deliveries: &mut self.deliveries,
             taken: 0,
             counter: &self.metrics.deliveries,
@@ -349,8 +353,8 @@ impl HubSession {
 }
 
 /// Records how long ago `delivery`'s message was published (its `timestamp`, in ms).
-fn observe_delay(delivery: &Delivery) {
-    let published = delivery.message.header("timestamp");
+fn observe_delay(delivery: &Queued) {
+    let published = delivery.first().and_then(|m| m.header("timestamp"));
     if let Some(ms) = published.and_then(|t| t.parse::<u64>().ok()) {
         let delay = crate::clock::now_ms().saturating_sub(ms);
         metrics::handles()
@@ -359,25 +363,26 @@ fn observe_delay(delivery: &Delivery) {
     }
 }
 
-/// A session's batch of deliveries ([`HubSession::batch`]); counts what was taken when
-/// dropped, one atomic add per batch.
+/// A session's batch of deliveries ([`HubSession::batch`]), each entry one delivery or a
+/// room's run ([`Queued::iter`] walks them); counts what was taken when dropped, one atomic add
+/// per batch.
 pub struct Batch<'a> {
-    first: Option<Delivery>,
-    deliveries: &'a mut mailbox::Receiver<Delivery>,
+    first: Option<Queued>,
+    /// Taken from the queue at once (one lock); what is left goes back when dropped.
+    rest: VecDeque<Queued>,
+    deliveries: &'a mut mailbox::Receiver<Queued>,
     taken: u64,
     counter: &'static metrics::Counter,
 }
 
 impl Iterator for Batch<'_> {
-    type Item = Delivery;
+    type Item = Queued;
 
-    fn next(&mut self) -> Option<Delivery> {
-        let next = match self.first.take() {
-            Some(first) => Some(first),
-            None if self.taken < DELIVERY_BATCH as u64 => self.deliveries.try_recv(),
-            None => None,
-        };
-        self.taken += u64::from(next.is_some());
+    fn next(&mut self) -> Option<Queued> {
+        let next = self.first.take().or_else(|| self.rest.pop_front());
+        if let Some(queued) = &next {
+            self.taken += mailbox::Weigh::count(queued) as u64;
+        }
         next
     }
 }
@@ -385,6 +390,7 @@ impl Iterator for Batch<'_> {
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
         self.counter.increment(self.taken);
+        self.deliveries.put_back(std::mem::take(&mut self.rest));
     }
 }
 

@@ -1,13 +1,15 @@
 //! The hub without sockets: sessions opened in memory over a temporary SQLite store, driven
 //! through the same [`ChatSession`] and [`HubSession`] calls the endpoints make.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use parley_protocol::CloseCode;
-use parley_stomp::broker::{Delivery, Receipt};
+use parley_stomp::broker::Receipt;
 use parley_stomp::session::Identity;
+use parley_stomp::SharedMessage;
 
 use super::*;
 use crate::journal::JournalSettings;
@@ -56,7 +58,10 @@ impl TestHub {
             rate_limit: 0,
         });
         let origin = Origin::new(Protocol::Raw, Transport::WebSocket, [127, 0, 0, 1].into());
-        Client(ChatSession::open(&self.hub, identity, settings, origin))
+        Client(
+            ChatSession::open(&self.hub, identity, settings, origin),
+            VecDeque::new(),
+        )
     }
 }
 
@@ -66,8 +71,9 @@ impl Drop for TestHub {
     }
 }
 
-/// One session, as an endpoint would hold it.
-struct Client(ChatSession);
+/// One session, as an endpoint would hold it, and the delivered messages it has not looked at
+/// yet (a room's run arrives as one entry).
+struct Client(ChatSession, VecDeque<Arc<SharedMessage>>);
 
 impl Client {
     async fn join(&mut self, room: &str, since: Option<u64>) -> Result<JoinAnswer, Refusal> {
@@ -94,13 +100,23 @@ impl Client {
             .expect("the hub handed the session nothing")
     }
 
+    /// The next delivered message, one at a time (anything else the hub hands over skipped).
+    async fn delivered(&mut self) -> Arc<SharedMessage> {
+        loop {
+            if let Some(message) = self.1.pop_front() {
+                return message;
+            }
+            if let Next::Delivery(queued) = self.next().await {
+                self.1.extend(queued.iter().map(|d| d.message.clone()));
+            }
+        }
+    }
+
     /// The next room message or DM (presence and typing skipped): id and body.
     async fn message(&mut self) -> (u64, String) {
         loop {
-            if let Next::Delivery(d) = self.next().await {
-                if let Some(message) = chat_message(&d) {
-                    return message;
-                }
+            if let Some(message) = chat_message(&*self.delivered().await) {
+                return message;
             }
         }
     }
@@ -108,10 +124,7 @@ impl Client {
     /// The next presence change: (user, event).
     async fn presence(&mut self) -> (String, String) {
         loop {
-            let Next::Delivery(d) = self.next().await else {
-                continue;
-            };
-            let m = &d.message;
+            let m = self.delivered().await;
             if m.header("destination")
                 .is_some_and(|d| d.ends_with(".presence"))
             {
@@ -124,10 +137,7 @@ impl Client {
     /// The next read mark of the account: (room, last read id).
     async fn read_mark(&mut self) -> (String, u64) {
         loop {
-            let Next::Delivery(d) = self.next().await else {
-                continue;
-            };
-            let m = &d.message;
+            let m = self.delivered().await;
             if m.header("destination") == Some("/user/queue/read") {
                 let last = m.header(READ_LAST).and_then(|l| l.parse().ok());
                 let room = m.header(READ_ROOM).unwrap_or_default().to_owned();
@@ -148,8 +158,7 @@ impl Client {
 }
 
 /// A room message or DM's id and body; `None` for presence and typing.
-fn chat_message(d: &Delivery) -> Option<(u64, String)> {
-    let m = &d.message;
+fn chat_message(m: &SharedMessage) -> Option<(u64, String)> {
     let destination = m.header("destination").unwrap_or_default();
     if destination.ends_with(".presence") || destination.ends_with(".typing") {
         return None;
@@ -308,7 +317,11 @@ async fn catching_up_during_sends_misses_nothing_and_repeats_nothing() {
             Next::Held(Held::Replay { messages, .. }) => {
                 ids.extend(messages.expect("stored messages").iter().map(|m| m.id));
             }
-            Next::Delivery(d) => ids.extend(chat_message(&d).map(|(id, _)| id)),
+            Next::Delivery(queued) => ids.extend(
+                queued
+                    .iter()
+                    .filter_map(|d| chat_message(d.message).map(|(id, _)| id)),
+            ),
             _ => {}
         }
     }

@@ -24,7 +24,7 @@ pub use self::online::OnlineChange;
 use self::types::{dedup, last_mut, lock, Queue, Route, SessionEntry, Subscribers, Subscription};
 pub use self::types::{
     is_room, AckMode, AckRef, BrokerError, BrokerEvent, BrokerLimits, Delivery, Forwarded, Publish,
-    Published, Receipt, SessionId, Shared, Turn,
+    Published, Receipt, Run, SessionId, Shared, Turn,
 };
 
 /// Destinations, subscriptions and unacknowledged messages of every session.

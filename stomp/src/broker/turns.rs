@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::types::{build_message, deliver_to_all, is_room, lock, Shared, Turn};
+use super::types::{build_message, is_room, lock, Shared, Turn};
 use super::{Broker, BrokerError, BrokerEvent, Publish, Published, SessionId};
 use crate::destination::Destination;
 
@@ -16,14 +16,18 @@ impl Broker {
             return None;
         }
         let (room, last) = self.room_ids.get_key_value(room)?;
+        let key = Destination::Topic(room.clone()).to_string();
         Some(Turn {
             room,
             last: lock(last),
+            subscribers: self.fan_out.get(&key),
+            published: Vec::new(),
         })
     }
 
     /// Publishes a plain room message from `from` in `turn` (the room's), as
-    /// [`Broker::publish`] would. Hands it back when it needs more than a shared broker: another
+    /// [`Broker::publish`] would, except that its deliveries wait in the turn for
+    /// [`Turn::deliver`]. Hands it back when it needs more than a shared broker: another
     /// destination, a copy or a stream, or a subscriber who acknowledges (tracked per session).
     pub fn publish_in_turn(
         &self,
@@ -39,9 +43,7 @@ impl Broker {
         if !plain {
             return Shared::Exclusive(publish);
         }
-        let key = destination.to_string();
-        let subscribers = self.fan_out.get(&key);
-        if subscribers.is_some_and(|subs| subs.acking > 0) {
+        if turn.subscribers.is_some_and(|subs| subs.acking > 0) {
             return Shared::Exclusive(publish);
         }
         let Some(sender) = self.sessions.get(&from) else {
@@ -56,7 +58,7 @@ impl Broker {
         *turn.last += 1;
         let id = *turn.last;
         let message = self.share(build_message(
-            key,
+            destination.to_string(),
             id,
             publish.now_ms,
             &sender.user,
@@ -71,8 +73,8 @@ impl Broker {
             message: message.clone(),
             receipt: publish.receipt,
         });
-        if let Some(subscribers) = subscribers {
-            deliver_to_all(subscribers, &message, events);
+        if turn.subscribers.is_some() {
+            turn.published.push(message);
         }
         Shared::Published(Published { id, stored: true })
     }

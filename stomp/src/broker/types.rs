@@ -423,17 +423,55 @@ pub(super) fn dedup(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
+/// Messages one room's turn published, oldest first: one list shared by all its subscribers.
+pub type Run = Arc<[Arc<SharedMessage>]>;
+
 /// A room's turn: whoever holds it numbers the room's next message and hands its deliveries on
 /// before anyone else numbers one, so every subscriber sees the room in id order.
+///
+/// The turn keeps what it published and hands it on in one walk of the room's subscribers
+/// ([`Turn::deliver`]): each subscriber gets the turn's messages as one run, with no per-delivery
+/// event to sort back into runs. The subscribers cannot change during the turn (subscribing
+/// takes the broker alone).
 pub struct Turn<'a> {
     pub(super) room: &'a str,
     pub(super) last: MutexGuard<'a, u64>,
+    /// The room's subscribers, if it has any.
+    pub(super) subscribers: Option<&'a Subscribers>,
+    /// Published in this turn, not yet handed to the subscribers.
+    pub(super) published: Vec<Arc<SharedMessage>>,
 }
 
 impl Turn<'_> {
     /// The room this turn is of.
     pub fn room(&self) -> &str {
         self.room
+    }
+
+    /// Hands the messages published since the last call to the room's subscribers, oldest
+    /// first: `to` runs once per subscription with the session, the subscription's id and the
+    /// messages, one shared list for all. Every subscription gets all of them (a shared publish
+    /// never picks).
+    pub fn deliver(&mut self, to: &mut dyn FnMut(SessionId, &Arc<str>, &Run)) {
+        if self.published.is_empty() {
+            return;
+        }
+        let run: Run = std::mem::take(&mut self.published).into();
+        if let Some(subscribers) = self.subscribers {
+            for (session, subscription) in &subscribers.list {
+                to(*session, subscription, &run);
+            }
+        }
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        // Numbered and stored but never delivered would be a gap every subscriber keeps.
+        debug_assert!(
+            self.published.is_empty() || std::thread::panicking(),
+            "a turn ended with messages it did not deliver"
+        );
     }
 }
 

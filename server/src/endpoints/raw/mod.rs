@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parley_protocol::{CloseCode, Connection, Event, Message};
-use parley_stomp::broker::{Delivery, Published, Receipt};
+use parley_stomp::broker::{Published, Receipt};
 use parley_stomp::SharedMessage;
 use serde_json::{json, Map, Value};
 
@@ -359,10 +359,15 @@ impl RawClient {
             }
             Next::Delivery(first) => {
                 let user = self.chat.identity().name.clone();
-                let batch = self.chat.session().batch(first);
                 let shared = self.shared_deflate;
-                let frames = batch.filter_map(|d| frame_for(&d, &user, shared));
-                return Outbound::Frames(frames.collect());
+                let mut frames = Vec::new();
+                for queued in self.chat.session().batch(first) {
+                    let each = queued
+                        .iter()
+                        .filter_map(|d| frame_for(d.message, &user, shared));
+                    frames.extend(each);
+                }
+                return Outbound::Frames(frames);
             }
             Next::Held(Held::Replay { messages, .. }) => match messages {
                 Ok(messages) => {
@@ -493,9 +498,8 @@ impl RawClient {
     }
 }
 
-/// The frame a delivery becomes for `user`'s client, or `None` for their own typing.
-fn frame_for(delivery: &Delivery, user: &str, shared_deflate: bool) -> Option<Bytes> {
-    let message = &delivery.message;
+/// The frame a delivered message becomes for `user`'s client, or `None` for their own typing.
+fn frame_for(message: &SharedMessage, user: &str, shared_deflate: bool) -> Option<Bytes> {
     let is_typing = message
         .header("destination")
         .is_some_and(|d| d.ends_with(".typing"));

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use parley_protocol::CloseCode;
-use parley_stomp::broker::Delivery;
 use parley_stomp::destination::Destination;
 use parley_stomp::session::{AccessPolicy, Flow, Session, SessionConfig};
 use parley_stomp::{Command, Decoder, Frame, Limits, Version};
@@ -30,7 +29,8 @@ use crate::auth::Auth;
 use crate::clock::{far_future, instant_at};
 use crate::endpoints::pipe::AppEnd;
 use crate::hub::{
-    live_from_stored, Held, Hub, HubSession, Next, Notice, Origin, Protocol, Transport as Carrier,
+    live_from_stored, Delivered, Held, Hub, HubSession, Next, Notice, Origin, Protocol,
+    Transport as Carrier,
 };
 use crate::ws::{release_if_empty, ReadReady, WsSocket};
 
@@ -425,8 +425,10 @@ impl<T: Transport> Conn<'_, T> {
                     prefix,
                     ..
                 } = self;
-                for delivery in hub.batch(first) {
-                    queue_delivery(transport, session, prefix, delivery);
+                for queued in hub.batch(first) {
+                    for delivery in queued.iter() {
+                        queue_delivery(transport, session, prefix, delivery);
+                    }
                 }
             }
         }
@@ -521,25 +523,25 @@ fn queue_delivery<T: Transport>(
     transport: &mut T,
     session: &Session,
     prefix: &mut PrefixCache,
-    d: Delivery,
+    d: Delivered<'_>,
 ) {
     let own = if d.ack.is_none() || session.version() != Version::V1_2 {
         // No `ack` header: the per-subscriber part is the same for every message of this
         // subscription, so it is built once, not per delivery.
         match prefix {
-            Some((subscription, bytes)) if Arc::ptr_eq(subscription, &d.subscription) => {
+            Some((subscription, bytes)) if Arc::ptr_eq(subscription, d.subscription) => {
                 bytes.clone()
             }
             _ => {
-                let own = session.message_prefix(&d.subscription, None);
+                let own = session.message_prefix(d.subscription, None);
                 *prefix = Some((d.subscription.clone(), own.clone()));
                 own
             }
         }
     } else {
-        session.message_prefix(&d.subscription, d.ack)
+        session.message_prefix(d.subscription, d.ack)
     };
-    transport.queue_message(own, &d.message, session.version());
+    transport.queue_message(own, d.message, session.version());
 }
 
 /// Cluster mode: the fan-out keys the SUBSCRIBE frames among `frames` will watch, and the rooms
