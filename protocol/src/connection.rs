@@ -19,6 +19,13 @@ use crate::utf8::Utf8Validator;
 /// Payloads up to this size are copied out of the read buffer rather than sharing it, so a
 /// small message does not pin the whole buffer and the buffer can be reused in place.
 const COPY_THRESHOLD: usize = 4096;
+/// Output pieces up to this size are copied into one buffer with the pieces around them: a
+/// vectored write then hands the kernel a few large buffers instead of many small ones, and no
+/// small piece is reference-counted. Larger pieces (a shared frame worth not copying) are queued
+/// as they are.
+pub const COALESCE_MAX: usize = 512;
+/// Smallest allocation of the coalescing buffer.
+const COALESCE_CHUNK: usize = 4096;
 /// Most read-buffer space reserved at once for a partial frame.
 const MAX_RESERVE_STEP: usize = 64 * 1024;
 
@@ -150,6 +157,8 @@ pub struct Connection {
     utf8: Utf8Validator,
     close: CloseState,
     out: VecDeque<Bytes>,
+    /// Small output after everything in `out`, not yet sealed into it ([`COALESCE_MAX`]).
+    tail: BytesMut,
     out_len: usize,
 }
 
@@ -170,6 +179,7 @@ impl Connection {
             utf8: Utf8Validator::default(),
             close: CloseState::Open,
             out: VecDeque::new(),
+            tail: BytesMut::new(),
             out_len: 0,
         }
     }
@@ -441,6 +451,14 @@ impl Connection {
         Ok(())
     }
 
+    /// Queues bytes already framed (as [`Connection::send_encoded`]) by copying them: for
+    /// pieces up to [`COALESCE_MAX`] that the caller holds by reference.
+    pub fn send_copied(&mut self, bytes: &[u8]) -> Result<(), ConnectionClosed> {
+        self.ensure_open()?;
+        self.push_copied(bytes);
+        Ok(())
+    }
+
     /// Queues a ping; the payload is cut to 125 bytes.
     pub fn ping(&mut self, payload: &[u8]) -> Result<(), ConnectionClosed> {
         self.ensure_open()?;
@@ -463,6 +481,9 @@ impl Connection {
 
     /// The next bytes to write to the socket, in order.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        if self.out.is_empty() {
+            self.seal_all();
+        }
         let bytes = self.out.pop_front()?;
         self.out_len -= bytes.len();
         Some(bytes)
@@ -471,6 +492,7 @@ impl Connection {
     /// Everything queued to write, in order, taken at once: the queue's storage goes with it,
     /// so a connection with nothing to send keeps none.
     pub fn take_transmit(&mut self) -> VecDeque<Bytes> {
+        self.seal_all();
         self.out_len = 0;
         std::mem::take(&mut self.out)
     }
@@ -503,7 +525,11 @@ impl Connection {
             rsv1: compressed,
             ..FrameHeader::server(opcode, payload.len())
         };
-        if payload.len() <= COPY_THRESHOLD {
+        if payload.len() <= COALESCE_MAX {
+            let before = self.tail.len();
+            frame::encode_into(&mut self.tail, &header, &payload);
+            self.out_len += self.tail.len() - before;
+        } else if payload.len() <= COPY_THRESHOLD {
             let mut out = BytesMut::new();
             frame::encode_into(&mut out, &header, &payload);
             self.push_out(out.freeze());
@@ -517,8 +543,36 @@ impl Connection {
     }
 
     fn push_out(&mut self, bytes: Bytes) {
+        if bytes.len() <= COALESCE_MAX {
+            return self.push_copied(&bytes);
+        }
+        self.seal();
         self.out_len += bytes.len();
         self.out.push_back(bytes);
+    }
+
+    fn push_copied(&mut self, bytes: &[u8]) {
+        if self.tail.capacity() - self.tail.len() < bytes.len() {
+            self.tail.reserve(bytes.len().max(COALESCE_CHUNK));
+        }
+        self.tail.extend_from_slice(bytes);
+        self.out_len += bytes.len();
+    }
+
+    /// Moves the small output gathered so far into the queue, keeping the buffer's spare room
+    /// for what follows.
+    fn seal(&mut self) {
+        if !self.tail.is_empty() {
+            let sealed = self.tail.split().freeze();
+            self.out.push_back(sealed);
+        }
+    }
+
+    /// [`Connection::seal`], and lets go of the spare room too: a connection with nothing to
+    /// send keeps no buffer.
+    fn seal_all(&mut self) {
+        self.seal();
+        self.tail = BytesMut::new();
     }
 }
 
@@ -992,7 +1046,7 @@ mod tests {
 
     #[test]
     fn shared_frames_are_sent_verbatim() {
-        let shared = frame::encode(OpCode::Text, b"fan-out");
+        let shared = frame::encode(OpCode::Text, &[b'x'; COALESCE_MAX + 1]);
         let mut a = conn();
         let mut b = conn();
         a.send_encoded(shared.clone()).unwrap();
@@ -1000,6 +1054,45 @@ mod tests {
         let out_a = a.poll_transmit().unwrap();
         assert_eq!(out_a.as_ptr(), shared.as_ptr(), "same bytes, not a copy");
         assert_eq!(b.poll_transmit().unwrap(), shared);
+    }
+
+    #[test]
+    fn small_output_is_gathered_into_few_buffers_in_order() {
+        let large = frame::encode(OpCode::Binary, &[b'L'; COALESCE_MAX + 1]);
+        let mut c = conn();
+        c.send_encoded(frame::encode(OpCode::Text, b"one")).unwrap();
+        c.send_copied(&frame::encode(OpCode::Text, b"two")).unwrap();
+        c.send(&Message::Text(Bytes::from_static(b"three")))
+            .unwrap();
+        c.send_encoded(large.clone()).unwrap();
+        c.ping(b"four").unwrap();
+        c.send_encoded(frame::encode(OpCode::Text, b"five"))
+            .unwrap();
+        let total = c.buffered_output();
+        let queued = c.take_transmit();
+        assert_eq!(queued.len(), 3, "small, large, small: {queued:?}");
+        assert_eq!(
+            queued[1].as_ptr(),
+            large.as_ptr(),
+            "the large frame is shared"
+        );
+        assert_eq!(queued.iter().map(Bytes::len).sum::<usize>(), total);
+        assert_eq!(c.buffered_output(), 0);
+        let out: Vec<u8> = queued.iter().flat_map(|b| b.to_vec()).collect();
+        let frames = server_frames(&out);
+        let payloads: Vec<&[u8]> = frames.iter().map(|(_, _, p)| &p[..]).collect();
+        assert_eq!(
+            payloads,
+            [
+                &b"one"[..],
+                b"two",
+                b"three",
+                &[b'L'; COALESCE_MAX + 1],
+                b"four",
+                b"five"
+            ]
+        );
+        assert_eq!(c.tail.capacity(), 0, "nothing kept once taken");
     }
 
     fn message_strategy() -> impl Strategy<Value = (bool, Vec<u8>, Vec<usize>)> {

@@ -3,7 +3,7 @@
 //! to every connection that negotiated the shared parameters, small messages left as they are,
 //! and no compression state kept per connection.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use parley_protocol::deflate::{compress_alone, put_stored, stored_len, DeflateConfig};
 use parley_protocol::frame::{self, FrameHeader, OpCode};
 use parley_protocol::DeflateParams;
@@ -73,12 +73,12 @@ pub fn shared_frame(message: &SharedMessage, plain: impl FnOnce(&SharedMessage) 
 /// A STOMP MESSAGE for one subscriber as a compressed WebSocket message: `prefix` (its own
 /// `MESSAGE` line and `subscription`) in stored blocks, then the shared part compressed once for
 /// every subscriber. `None` if it is too small to compress.
-pub fn stomp_message(
+pub fn stomp_message<'m>(
     prefix: &Bytes,
-    message: &SharedMessage,
+    message: &'m SharedMessage,
     version: Version,
-    heads: &mut BytesMut,
-) -> Option<[Bytes; 2]> {
+    head: &mut Vec<u8>,
+) -> Option<&'m Bytes> {
     let shared = message.shared(version);
     if prefix.len() + shared.len() < MIN_COMPRESSED {
         return None;
@@ -95,10 +95,10 @@ pub fn stomp_message(
         rsv1: true,
         ..FrameHeader::server(opcode, stored_len(prefix.len()) + compressed.len())
     };
-    heads.reserve(header.encoded_len() + stored_len(prefix.len()));
-    header.write(heads);
-    put_stored(heads, prefix);
-    Some([heads.split().freeze(), compressed.clone()])
+    head.reserve(header.encoded_len() + stored_len(prefix.len()));
+    header.write(head);
+    put_stored(head, prefix);
+    Some(compressed)
 }
 
 /// One message made of `parts`, compressed alone with `params`; `None` if it is too small.
@@ -160,24 +160,24 @@ mod tests {
             vec![("destination".into(), "/topic/general".into())],
             Bytes::from(chat_json()),
         );
-        let mut heads = BytesMut::new();
+        let (mut head_a, mut head_b) = (Vec::new(), Vec::new());
         let a = stomp_message(
             &Bytes::from_static(b"MESSAGE\nsubscription:0\n"),
             &message,
             Version::V1_2,
-            &mut heads,
+            &mut head_a,
         )
         .unwrap();
         let b = stomp_message(
             &Bytes::from_static(b"MESSAGE\nsubscription:sub-77\n"),
             &message,
             Version::V1_2,
-            &mut heads,
+            &mut head_b,
         )
         .unwrap();
-        assert_eq!(a[1].as_ptr(), b[1].as_ptr(), "the same compressed bytes");
-        for (parts, sub) in [(a, "0"), (b, "sub-77")] {
-            let frame = [&parts[0][..], &parts[1][..]].concat();
+        assert_eq!(a.as_ptr(), b.as_ptr(), "the same compressed bytes");
+        for (head, compressed, sub) in [(head_a, a, "0"), (head_b, b, "sub-77")] {
+            let frame = [&head[..], &compressed[..]].concat();
             let (header, data) = payload(&frame);
             assert!(header.rsv1);
             let mut expected = format!("MESSAGE\nsubscription:{sub}\n").into_bytes();

@@ -14,7 +14,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use parley_protocol::frame::{FrameHeader, OpCode};
+use parley_protocol::connection::COALESCE_MAX;
+use parley_protocol::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use parley_protocol::{CloseCode, Connection, Event};
 use parley_stomp::{SharedMessage, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -26,8 +27,12 @@ use tracing::debug;
 const READ_CHUNK: usize = 4096;
 /// Most buffers handed to one vectored write.
 const MAX_IOVECS: usize = 512;
-/// Bytes of frame-header scratch allocated at a time (see [`WsSocket::send_parts`]).
-const HEAD_SCRATCH: usize = 1024;
+
+thread_local! {
+    /// Where a compressed STOMP MESSAGE's own part is put together before it is copied out
+    /// (`WsSocket::send_message`): one buffer per thread, none per connection.
+    static DEFLATE_HEAD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// Timing rules for one WebSocket connection.
 #[derive(Clone, Copy, Debug)]
@@ -72,8 +77,6 @@ pub struct WsSocket<S> {
     rbuf: BytesMut,
     conn: Connection,
     outbox: VecDeque<Bytes>,
-    /// Where frame headers are written; see `send_parts`.
-    heads: BytesMut,
     cfg: DriverConfig,
     last_input: Instant,
     ping_sent: bool,
@@ -87,7 +90,6 @@ impl<S: ReadReady + AsyncWrite> WsSocket<S> {
             rbuf: leftover,
             conn,
             outbox: VecDeque::new(),
-            heads: BytesMut::new(),
             cfg,
             last_input: Instant::now(),
             ping_sent: false,
@@ -121,9 +123,9 @@ impl<S: ReadReady + AsyncWrite> WsSocket<S> {
         Ok(true)
     }
 
-    /// Queues one message made of `parts` (text or binary), never copying them: a header from
-    /// a shared scratch buffer, then the parts as they are. Under permessage-deflate a large
-    /// enough message is compressed alone instead.
+    /// Queues one message made of `parts` (text or binary): its header, then the parts, small
+    /// ones copied into the connection's output buffer, larger ones shared as they are. Under
+    /// permessage-deflate a large enough message is compressed alone instead.
     pub fn send_parts(&mut self, parts: &[Bytes], text: bool) {
         if let Some(params) = self.conn.deflate() {
             if let Some(frame) = deflate::compress_parts(parts, text, params) {
@@ -131,24 +133,65 @@ impl<S: ReadReady + AsyncWrite> WsSocket<S> {
                 return;
             }
         }
-        let len = parts.iter().map(Bytes::len).sum();
-        let opcode = if text { OpCode::Text } else { OpCode::Binary };
-        FrameHeader::server(opcode, len).write(self.scratch());
-        let head = self.heads.split().freeze();
-        self.send_all(&[head], parts);
+        self.send_uncompressed(parts.iter(), text);
     }
 
     /// Queues a STOMP MESSAGE for one subscriber: its own `prefix`, then the message's shared
     /// part, encoded (and, under permessage-deflate, compressed) once for every subscriber.
-    pub fn send_message(&mut self, prefix: Bytes, message: &SharedMessage, version: Version) {
+    pub fn send_message(&mut self, prefix: &Bytes, message: &SharedMessage, version: Version) {
         if self.conn.deflate().is_some_and(deflate::shares) {
-            let heads = self.scratch();
-            if let Some(parts) = deflate::stomp_message(&prefix, message, version, heads) {
-                return self.send_all(&parts, &[]);
+            let conn = &mut self.conn;
+            let sent = DEFLATE_HEAD.with_borrow_mut(|head| {
+                head.clear();
+                let Some(compressed) = deflate::stomp_message(prefix, message, version, head)
+                else {
+                    return false;
+                };
+                let _ = conn.send_copied(head);
+                let _ = conn.send_encoded(compressed.clone());
+                true
+            });
+            if sent {
+                return;
             }
         }
-        let shared = message.shared(version).clone();
-        self.send_parts(&[prefix, shared], message.body_is_utf8());
+        let shared = message.shared(version);
+        let text = message.body_is_utf8();
+        if self.conn.deflate().is_some() {
+            return self.send_parts(&[prefix.clone(), shared.clone()], text);
+        }
+        // By reference: a small prefix and message are copied, not reference-counted.
+        self.send_uncompressed([prefix, shared].into_iter(), text);
+    }
+
+    /// Queues one uncompressed data frame made of `parts`.
+    fn send_uncompressed<'p>(
+        &mut self,
+        parts: impl Iterator<Item = &'p Bytes> + Clone,
+        text: bool,
+    ) {
+        let len = parts.clone().map(Bytes::len).sum();
+        let opcode = if text { OpCode::Text } else { OpCode::Binary };
+        let header = FrameHeader::server(opcode, len);
+        let mut head = [0; MAX_HEADER_LEN];
+        header.write(&mut &mut head[..]);
+        if self
+            .conn
+            .send_copied(&head[..header.encoded_len()])
+            .is_err()
+        {
+            return;
+        }
+        for part in parts {
+            let queued = if part.len() <= COALESCE_MAX {
+                self.conn.send_copied(part)
+            } else {
+                self.conn.send_encoded(part.clone())
+            };
+            if queued.is_err() {
+                return;
+            }
+        }
     }
 
     /// Queues a complete frame: as it is, or compressed alone when permessage-deflate was
@@ -161,25 +204,7 @@ impl<S: ReadReady + AsyncWrite> WsSocket<S> {
         let _ = self.conn.send_encoded(frame);
     }
 
-    /// The header scratch buffer, with room for a header and a little more: one allocation
-    /// serves many headers.
-    fn scratch(&mut self) -> &mut BytesMut {
-        if self.heads.capacity() - self.heads.len() < 14 {
-            self.heads = BytesMut::with_capacity(HEAD_SCRATCH);
-        }
-        &mut self.heads
-    }
-
-    /// Queues the buffers of one frame, in order.
-    fn send_all(&mut self, first: &[Bytes], then: &[Bytes]) {
-        for part in first.iter().chain(then) {
-            if self.conn.send_encoded(part.clone()).is_err() {
-                return;
-            }
-        }
-    }
-
-    /// Writes everything queued; an idle connection keeps no header scratch or queue storage.
+    /// Writes everything queued; an idle connection keeps no queue storage.
     pub async fn flush(&mut self) -> io::Result<()> {
         let queued = self.conn.take_transmit();
         if self.outbox.is_empty() {
@@ -188,7 +213,6 @@ impl<S: ReadReady + AsyncWrite> WsSocket<S> {
             self.outbox.extend(queued);
         }
         write_all(&mut self.io, &mut self.outbox, self.cfg.write_timeout).await?;
-        self.heads = BytesMut::new();
         shrink_idle_queue(&mut self.outbox);
         Ok(())
     }

@@ -411,7 +411,7 @@ impl<T: Transport> Conn<'_, T> {
                     let message = live_from_stored(m);
                     let prefix = self.session.message_prefix(&subscription, None);
                     let version = self.session.version();
-                    self.transport.queue_message(prefix, &message, version);
+                    self.transport.queue_message(&prefix, &message, version);
                 }
             }
             Next::Held(Held::Replay { .. } | Held::Lost) => {
@@ -525,23 +525,23 @@ fn queue_delivery<T: Transport>(
     prefix: &mut PrefixCache,
     d: Delivered<'_>,
 ) {
-    let own = if d.ack.is_none() || session.version() != Version::V1_2 {
-        // No `ack` header: the per-subscriber part is the same for every message of this
-        // subscription, so it is built once, not per delivery.
-        match prefix {
-            Some((subscription, bytes)) if Arc::ptr_eq(subscription, d.subscription) => {
-                bytes.clone()
-            }
-            _ => {
-                let own = session.message_prefix(d.subscription, None);
-                *prefix = Some((d.subscription.clone(), own.clone()));
-                own
-            }
-        }
-    } else {
-        session.message_prefix(d.subscription, d.ack)
-    };
-    transport.queue_message(own, d.message, session.version());
+    let version = session.version();
+    if d.ack.is_some() && version == Version::V1_2 {
+        let own = session.message_prefix(d.subscription, d.ack);
+        return transport.queue_message(&own, d.message, version);
+    }
+    // No `ack` header: the per-subscriber part is the same for every message of this
+    // subscription, so it is built once, not per delivery.
+    let cached = prefix
+        .as_ref()
+        .is_some_and(|(subscription, _)| Arc::ptr_eq(subscription, d.subscription));
+    if !cached {
+        let own = session.message_prefix(d.subscription, None);
+        *prefix = Some((d.subscription.clone(), own));
+    }
+    if let Some((_, own)) = prefix {
+        transport.queue_message(own, d.message, version);
+    }
 }
 
 /// Cluster mode: the fan-out keys the SUBSCRIBE frames among `frames` will watch, and the rooms

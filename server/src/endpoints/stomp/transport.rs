@@ -25,9 +25,9 @@ pub(super) trait Transport {
     /// Queues one STOMP frame made of `parts`; `text` says its body is UTF-8.
     fn queue_frame(&mut self, parts: &[Bytes], text: bool);
     /// Queues a MESSAGE: one subscriber's `prefix`, then the part shared by every subscriber.
-    fn queue_message(&mut self, prefix: Bytes, message: &SharedMessage, version: Version) {
+    fn queue_message(&mut self, prefix: &Bytes, message: &SharedMessage, version: Version) {
         let shared = message.shared(version).clone();
-        self.queue_frame(&[prefix, shared], message.body_is_utf8());
+        self.queue_frame(&[prefix.clone(), shared], message.body_is_utf8());
     }
     /// Writes everything queued.
     async fn flush(&mut self) -> io::Result<()>;
@@ -130,7 +130,7 @@ impl<S: ReadReady + AsyncWrite + Send> Transport for Ws<S> {
         self.0.send_parts(parts, text);
     }
 
-    fn queue_message(&mut self, prefix: Bytes, message: &SharedMessage, version: Version) {
+    fn queue_message(&mut self, prefix: &Bytes, message: &SharedMessage, version: Version) {
         self.0.send_message(prefix, message, version);
     }
 
