@@ -222,6 +222,7 @@ fn a_turn_hands_each_subscription_its_messages_as_one_run() {
             broker.publish_in_turn(&mut turn, ALICE, &topic("lobby"), msg(body), &mut drop);
         assert!(matches!(shared, Shared::Published(_)));
     }
+    assert_eq!(turn.waiting(), 3);
     let mut runs = Vec::new();
     turn.deliver(&mut |session, subscription, messages| {
         let ids: Vec<_> = messages
@@ -237,5 +238,6 @@ fn a_turn_hands_each_subscription_its_messages_as_one_run() {
         [(BOB, "s".to_owned(), ids()), (CAROL, "c".to_owned(), ids())]
     );
     // Handed on once: a second call has nothing.
+    assert_eq!(turn.waiting(), 0);
     turn.deliver(&mut |_, _, _| panic!("delivered twice"));
 }

@@ -5,6 +5,7 @@
 use parley_stomp::broker::{BrokerError, BrokerEvent, Publish, Published, SessionId, Shared, Turn};
 use parley_stomp::destination::Destination;
 
+use super::session::DELIVERY_BATCH;
 use super::{Effects, Hub, HubInner};
 use crate::metrics;
 
@@ -124,6 +125,11 @@ impl<'b> SharedRun<'b> {
         // A shared publish only stores.
         debug_assert!(pending.is_empty() && presence.is_empty());
         debug_assert!(forwards.is_empty() && watch_changes.is_empty());
+        // A subscriber takes at most one batch at a time (and copies small messages into its
+        // output): a turn's runs stay within one.
+        if turn.waiting() >= DELIVERY_BATCH {
+            hub.deliver_turn(&inner.outboxes, turn);
+        }
         match shared {
             Shared::Published(published) => Outcome::Done(Ok(published)),
             Shared::Refused(why) => Outcome::Done(Err(why)),

@@ -11,6 +11,7 @@ use parley_stomp::broker::Receipt;
 use parley_stomp::session::Identity;
 use parley_stomp::SharedMessage;
 
+use super::session::DELIVERY_BATCH;
 use super::*;
 use crate::journal::JournalSettings;
 use crate::metrics::{Protocol, Transport};
@@ -234,6 +235,39 @@ async fn publishers_interleave_but_every_subscriber_sees_one_order() {
 /// Publishers whose every batch alternates between two rooms (a turn taken and given up per
 /// message, the broker shared): a member of both sees each room's ids consecutive and each
 /// publisher's messages to a room in the order sent.
+/// One read's worth of sends bigger than a batch: the turn hands its subscribers runs of at
+/// most one batch each (what a subscriber copies into its output at once), every id once, in
+/// order, and the outbox counts each message of a run.
+#[tokio::test]
+async fn a_long_turn_is_handed_on_in_runs_of_at_most_one_batch() {
+    let t = TestHub::new("long-turn", 8192);
+    let mut reader = t.client("reader");
+    let mut writer = t.client("writer");
+    for c in [&mut reader, &mut writer] {
+        c.join("big", None).await.expect("joined");
+    }
+    // The room's first message takes the broker alone; the rest go in its turn.
+    writer.send(Target::Room("big"), &bodies("m", 0..1));
+    let total = 1 + 3 * DELIVERY_BATCH + 7;
+    writer.send(Target::Room("big"), &bodies("m", 1..total));
+    let mut ids = Vec::new();
+    let mut runs = Vec::new();
+    while ids.len() < total {
+        let Next::Delivery(queued) = reader.next().await else {
+            continue;
+        };
+        runs.push(mailbox::Weigh::count(&queued));
+        ids.extend(
+            queued
+                .iter()
+                .filter_map(|d| chat_message(d.message).map(|(id, _)| id)),
+        );
+    }
+    assert_eq!(ids, (1..=total as u64).collect::<Vec<_>>());
+    assert!(runs.iter().all(|&n| n <= DELIVERY_BATCH), "runs: {runs:?}");
+    assert!(runs.contains(&DELIVERY_BATCH), "runs: {runs:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_across_rooms_keep_each_room_in_order() {
     let t = TestHub::new("rooms-order", 8192);

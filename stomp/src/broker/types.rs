@@ -448,6 +448,11 @@ impl Turn<'_> {
         self.room
     }
 
+    /// Messages published in this turn and not yet handed on ([`Turn::deliver`]).
+    pub fn waiting(&self) -> usize {
+        self.published.len()
+    }
+
     /// Hands the messages published since the last call to the room's subscribers, oldest
     /// first: `to` runs once per subscription with the session, the subscription's id and the
     /// messages, one shared list for all. Every subscription gets all of them (a shared publish
