@@ -1,9 +1,11 @@
 //! A WebSocket endpoint (the raw JSON protocol) hosted where there is no WebSocket — inside a
 //! SockJS or Socket.IO session: client messages go in as text messages, and what the endpoint
 //! writes (whole WebSocket frames, encoded once for every subscriber) comes back out as the
-//! messages' payloads, sharing their bytes, and its close as a close.
+//! messages' payloads — large ones sharing their bytes, small ones copied out of the
+//! connection's gathered output so none keeps that buffer alive — and its close as a close.
 
 use bytes::{Bytes, BytesMut};
+use parley_protocol::connection::COALESCE_MAX;
 use parley_protocol::frame::{FrameHeader, OpCode};
 use parley_protocol::{CloseCode, Connection, Event, Limits, Message};
 
@@ -22,7 +24,7 @@ pub enum Out {
 pub struct Hosted<E: Endpoint> {
     endpoint: E,
     conn: Connection,
-    /// Frames written and not yet taken apart.
+    /// The start of a frame whose rest was still queued (a large payload after its header).
     buf: BytesMut,
 }
 
@@ -69,23 +71,20 @@ impl<E: Endpoint> Hosted<E> {
 
     /// Everything the endpoint wrote since the last call, in order; a close is the last.
     pub fn drain(&mut self, into: &mut Vec<Out>) {
-        while let Some(bytes) = self.conn.poll_transmit() {
-            if self.buf.is_empty() && whole_frame(&bytes) {
-                // The usual case, one shared frame: its payload is sliced, not copied.
-                split(bytes, into);
-            } else {
-                self.buf.extend_from_slice(&bytes);
+        while let Some(mut bytes) = self.conn.poll_transmit() {
+            if self.buf.is_empty() {
+                // The usual case: whole frames, one shared frame or several small ones
+                // gathered, taken apart where they are.
+                while let Some(len) = whole_frame_len(&bytes) {
+                    split(bytes.split_to(len), into);
+                }
             }
+            self.buf.extend_from_slice(&bytes);
         }
-        while let Ok(Some((header, head_len))) = FrameHeader::parse(&self.buf) {
-            let Ok(len) = usize::try_from(header.payload_len) else {
-                break;
-            };
-            if self.buf.len() < head_len + len {
-                break;
-            }
-            split(self.buf.split_to(head_len + len).freeze(), into);
+        while let Some(len) = whole_frame_len(&self.buf) {
+            split(self.buf.split_to(len).freeze(), into);
         }
+        crate::ws::release_if_empty(&mut self.buf);
     }
 
     /// The endpoint closed, or was closed.
@@ -100,9 +99,11 @@ impl<E: Endpoint> Drop for Hosted<E> {
     }
 }
 
-/// `bytes` is exactly one frame.
-fn whole_frame(bytes: &Bytes) -> bool {
-    matches!(FrameHeader::parse(bytes), Ok(Some((h, head))) if usize::try_from(h.payload_len).is_ok_and(|len| head + len == bytes.len()))
+/// The length of the whole frame `bytes` starts with, if it holds all of it.
+fn whole_frame_len(bytes: &[u8]) -> Option<usize> {
+    let (header, head_len) = FrameHeader::parse(bytes).ok()??;
+    let len = head_len.checked_add(usize::try_from(header.payload_len).ok()?)?;
+    (bytes.len() >= len).then_some(len)
 }
 
 /// One whole frame into what it carries (pings and pongs carry nothing for the client).
@@ -110,7 +111,13 @@ fn split(frame: Bytes, into: &mut Vec<Out>) {
     let Ok(Some((header, head_len))) = FrameHeader::parse(&frame) else {
         return;
     };
-    let payload = frame.slice(head_len..);
+    // A small payload is copied: sliced, it would keep the whole gathered buffer alive while
+    // it waits to be collected (and the outbox counts only the payload).
+    let payload = if frame.len() - head_len <= COALESCE_MAX {
+        Bytes::copy_from_slice(&frame[head_len..])
+    } else {
+        frame.slice(head_len..)
+    };
     match header.opcode {
         OpCode::Text | OpCode::Binary | OpCode::Continuation => into.push(Out::Message(payload)),
         OpCode::Close => {

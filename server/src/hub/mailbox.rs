@@ -119,8 +119,8 @@ impl<T: Weigh> Sender<T> {
             }
             let (weight, count) = (value.weight(), value.count());
             let too_many = state.len + count > self.0.capacity;
-            let too_heavy = state.bytes + weight > self.0.max_bytes;
-            if (too_many || too_heavy) && !state.queue.is_empty() {
+            let too_heavy = state.bytes + weight > self.0.max_bytes && !state.queue.is_empty();
+            if too_many || too_heavy {
                 result = Err(TrySendError::Full(value));
                 break;
             }
@@ -205,9 +205,9 @@ impl<T: Weigh> Receiver<T> {
         self.0.lock().pop()
     }
 
-    /// Queued values carrying up to `max` messages (at least one value if any is queued),
-    /// oldest first, under one lock: the queue's own storage when it holds no more than that.
-    /// What the caller does not use goes back with [`Receiver::put_back`].
+    /// Queued values carrying at most `max` messages in all, oldest first, under one lock: the
+    /// queue's own storage when it holds no more than that. What the caller does not use goes
+    /// back with [`Receiver::put_back`].
     pub fn take(&mut self, max: usize) -> VecDeque<T> {
         let mut state = self.0.lock();
         if state.len <= max {
@@ -217,7 +217,7 @@ impl<T: Weigh> Receiver<T> {
         let mut taken = VecDeque::new();
         let mut messages = 0;
         while let Some(next) = state.queue.front() {
-            if messages > 0 && messages + next.count() > max {
+            if messages + next.count() > max {
                 break;
             }
             messages += next.count();
@@ -350,19 +350,14 @@ mod tests {
     #[test]
     fn runs_count_every_message_they_carry() {
         let (tx, mut rx) = channel::<Run>(10, usize::MAX);
-        tx.try_send(Run(12)).unwrap();
         assert!(
-            matches!(tx.try_send(Run(1)), Err(TrySendError::Full(Run(1)))),
-            "an empty queue takes a long run; nothing fits after it"
-        );
-        assert_eq!(
-            rx.take(5),
-            [Run(12)],
-            "one run, even past the most asked for"
+            matches!(tx.try_send(Run(12)), Err(TrySendError::Full(Run(12)))),
+            "a run longer than the capacity never fits"
         );
         tx.try_send_all([Run(4), Run(4), Run(2)]).unwrap();
         assert_eq!(tx.depth().0, 10);
         assert!(matches!(tx.try_send(Run(1)), Err(TrySendError::Full(_))));
+        assert_eq!(rx.take(3), [], "no more than asked for");
         assert_eq!(rx.take(5), [Run(4)]);
         assert_eq!(rx.take(6), [Run(4), Run(2)]);
     }

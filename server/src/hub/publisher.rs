@@ -126,8 +126,8 @@ impl<'b> SharedRun<'b> {
         debug_assert!(pending.is_empty() && presence.is_empty());
         debug_assert!(forwards.is_empty() && watch_changes.is_empty());
         // A subscriber takes at most one batch at a time (and copies small messages into its
-        // output): a turn's runs stay within one.
-        if turn.waiting() >= DELIVERY_BATCH {
+        // output): a turn's runs stay within one, and within an outbox's capacity.
+        if turn.waiting() >= DELIVERY_BATCH.min(hub.settings.outbox_capacity) {
             hub.deliver_turn(&inner.outboxes, turn);
         }
         match shared {

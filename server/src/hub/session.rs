@@ -268,7 +268,8 @@ impl HubSession {
         if metrics::enabled() {
             observe_delay(&first);
         }
-        let rest = self.deliveries.take(DELIVERY_BATCH - 1);
+        let room = DELIVERY_BATCH.saturating_sub(mailbox::Weigh::count(&first));
+        let rest = self.deliveries.take(room);
         Batch {
             first: Some(first),
             rest,

@@ -235,12 +235,11 @@ async fn publishers_interleave_but_every_subscriber_sees_one_order() {
 /// Publishers whose every batch alternates between two rooms (a turn taken and given up per
 /// message, the broker shared): a member of both sees each room's ids consecutive and each
 /// publisher's messages to a room in the order sent.
-/// One read's worth of sends bigger than a batch: the turn hands its subscribers runs of at
-/// most one batch each (what a subscriber copies into its output at once), every id once, in
-/// order, and the outbox counts each message of a run.
-#[tokio::test]
-async fn a_long_turn_is_handed_on_in_runs_of_at_most_one_batch() {
-    let t = TestHub::new("long-turn", 8192);
+/// One read's worth of sends bigger than a batch, read by a subscriber whose outbox holds
+/// `outbox_capacity`, in batches as an endpoint takes them: each batch's size in messages
+/// (every id once, in order, checked).
+async fn long_turn(name: &str, outbox_capacity: usize) -> Vec<usize> {
+    let t = TestHub::new(name, outbox_capacity);
     let mut reader = t.client("reader");
     let mut writer = t.client("writer");
     for c in [&mut reader, &mut writer] {
@@ -249,21 +248,32 @@ async fn a_long_turn_is_handed_on_in_runs_of_at_most_one_batch() {
     // The room's first message takes the broker alone; the rest go in its turn.
     writer.send(Target::Room("big"), &bodies("m", 0..1));
     let total = 1 + 3 * DELIVERY_BATCH + 7;
+    let reading = tokio::spawn(async move {
+        let (mut ids, mut runs) = (Vec::new(), Vec::new());
+        while ids.len() < total {
+            let first = match reader.next().await {
+                Next::Delivery(queued) => queued,
+                Next::Evicted(_, why) => panic!("evicted: {why}"),
+                _ => continue,
+            };
+            let batch: Vec<Queued> = reader.0.session().batch(first).collect();
+            runs.push(batch.iter().map(mailbox::Weigh::count).sum());
+            let delivered = batch.iter().flat_map(Queued::iter);
+            ids.extend(delivered.filter_map(|d| chat_message(d.message).map(|(id, _)| id)));
+        }
+        (ids, runs)
+    });
     writer.send(Target::Room("big"), &bodies("m", 1..total));
-    let mut ids = Vec::new();
-    let mut runs = Vec::new();
-    while ids.len() < total {
-        let Next::Delivery(queued) = reader.next().await else {
-            continue;
-        };
-        runs.push(mailbox::Weigh::count(&queued));
-        ids.extend(
-            queued
-                .iter()
-                .filter_map(|d| chat_message(d.message).map(|(id, _)| id)),
-        );
-    }
+    let (ids, runs) = reading.await.expect("read everything");
     assert_eq!(ids, (1..=total as u64).collect::<Vec<_>>());
+    runs
+}
+
+/// The turn hands its subscribers runs of at most one batch each, and a batch taken from the
+/// outbox never holds more (it is what a subscriber copies into its output at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_turn_is_handed_on_in_runs_of_at_most_one_batch() {
+    let runs = long_turn("long-turn", 8192).await;
     assert!(runs.iter().all(|&n| n <= DELIVERY_BATCH), "runs: {runs:?}");
     assert!(runs.contains(&DELIVERY_BATCH), "runs: {runs:?}");
 }
