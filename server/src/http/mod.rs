@@ -317,16 +317,46 @@ impl Server {
         }
     }
 
-    async fn serve_connection(
+    /// Serves one HTTP connection and, if a request upgrades it, the WebSocket after it. The
+    /// task keeps this future for the connection's whole life, so it holds only what a
+    /// WebSocket needs for that life (the endpoint's boxed future, the connection limit's
+    /// permit, the address slots): HTTP, TLS and the handover are one boxed future before it.
+    fn serve_connection(
         self: Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
-        _permit: OwnedSemaphorePermit,
-    ) {
+        permit: OwnedSemaphorePermit,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let http = Box::pin(self.clone().serve_until_upgrade(stream, peer));
+        async move {
+            // Held, not used: released when the connection ends. (Captured once, as it is.)
+            let _ = &permit;
+            // Each box in a statement of its own, and what built it out of scope before the
+            // long wait: a value still in scope at an `.await` keeps a slot in this state.
+            let upgrade = {
+                let Some((pending, slot)) = http.await else {
+                    return;
+                };
+                Box::pin(self.upgrades.upgraded(pending, slot))
+            };
+            let Some((websocket, _slot)) = upgrade.await else {
+                return;
+            };
+            websocket.await;
+        }
+    }
+
+    /// A connection up to its upgrade: the per-address cap, TLS, then HTTP until a request
+    /// upgrades it (`None` if none did). The address's slot is handed on with the upgrade.
+    async fn serve_until_upgrade(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> Option<(PendingUpgrade, Option<IpSlot>)> {
         // A trusted proxy's connection carries many clients: its requests name theirs, and
         // WebSockets through it are counted under those (see `route`).
         let peer_ip = canonical(peer.ip());
-        let _slot = if self.settings.trusted.trusts(peer_ip) {
+        let slot = if self.settings.trusted.trusts(peer_ip) {
             None
         } else {
             match self.per_ip.try_acquire(peer_ip) {
@@ -336,42 +366,20 @@ impl Server {
                     debug!(%peer, "per-address connection cap reached; refusing");
                     // Over TLS a plain answer would be noise; the handshake is not worth it.
                     if self.tls.is_none() {
-                        let refusal = Box::pin(refuse(stream, HTTP_TOO_MANY));
-                        refusal.await;
+                        refuse(stream, HTTP_TOO_MANY).await;
                     }
-                    return;
+                    return None;
                 }
             }
         };
-        // Two steps in one task: HTTP until an upgrade, then the WebSocket. Each step's state
-        // is boxed, so the task itself stays a few hundred bytes and a long-lived WebSocket
-        // carries neither the HTTP state nor the largest of the other endpoints' state
-        // machines. Each box is made in a statement of its own: a future built in the
-        // statement that awaits it keeps a slot in this one's state, boxed or not.
         let pending = match self.tls.clone() {
-            None => {
-                let http = Box::pin(self.clone().serve_http(stream, peer, false));
-                http.await
-            }
+            None => self.serve_http(stream, peer, false).await,
             Some(tls) => {
-                let handshake = Box::pin(tls.accept_https(stream));
-                let Some(stream) = handshake.await else {
-                    return;
-                };
-                let https = Box::pin(self.clone().serve_http(stream, peer, true));
-                https.await
+                let stream = tls.accept_https(stream).await?;
+                self.serve_http(stream, peer, true).await
             }
         };
-        let Some(pending) = pending else {
-            return;
-        };
-        // Boxed while hyper hands the socket over, then gone: for the rest of its life the
-        // task holds the endpoint's future and the slots it counts under.
-        let upgrade = Box::pin(self.upgrades.upgraded(pending));
-        let Some((websocket, _ip_slot)) = upgrade.await else {
-            return;
-        };
-        websocket.await;
+        Some((pending?, slot))
     }
 
     /// Serves HTTP on `io` as for a connection from `peer`, without running the WebSocket an

@@ -3,6 +3,7 @@
 //! the STOMP endpoint. Each wait is boxed in a statement of its own, so the
 //! connection's task carries none of their state for its life.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::timeout;
 use tracing::debug;
 
+use super::per_ip::IpSlot;
 use super::proxy::canonical;
 use super::response::{refuse, STOMP_TOO_MANY};
 use super::Server;
@@ -23,46 +25,65 @@ use crate::metrics;
 impl Server {
     /// STOMP over TCP, unless the node is draining. A trusted balancer's PROXY header names
     /// the client; the client's address must have room under its connection cap.
-    pub(super) async fn serve_stomp_tcp(
+    ///
+    /// The task keeps this future for the connection's life, so it holds only the session's
+    /// boxed future, the permit and the address's slot: admission is a boxed future before it.
+    pub(super) fn serve_stomp_tcp(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let admission = Box::pin(self.clone().admit_stomp_tcp(stream, peer));
+        async move {
+            // Held, not used: released when the connection ends.
+            let _ = &permit;
+            let Some((stream, leftover, caller, _slot)) = admission.await else {
+                return;
+            };
+            let shutdown = self.shutdown.clone();
+            let session = Box::pin(self.stomp.serve_tcp(stream, leftover, caller, shutdown));
+            session.await;
+        }
+    }
+
+    /// A STOMP TCP connection's admission: refused while draining, its PROXY header read
+    /// when a trusted balancer sends one, then a place under the client's address cap.
+    async fn admit_stomp_tcp(
         self: Arc<Self>,
         mut stream: TcpStream,
         peer: SocketAddr,
-        _permit: OwnedSemaphorePermit,
-    ) {
+    ) -> Option<(TcpStream, BytesMut, Caller, IpSlot)> {
         if self.draining.is_cancelled() {
             let refusal = b"ERROR\nmessage:server draining: connect to another node\n\n\0";
             let _ = timeout(Duration::from_secs(1), stream.write_all(refusal)).await;
-            return;
+            return None;
         }
         let peer = canonical(peer.ip());
         let trusted = &self.settings.trusted;
         let (client, leftover) = if trusted.trusts(peer) {
-            // Boxed: a wait at the start only, whose state the task must not carry for life.
-            let header = Box::pin(trusted.read_header(&mut stream, peer));
-            match header.await {
+            match trusted.read_header(&mut stream, peer).await {
                 Ok(found) => found,
                 Err(error) => {
                     debug!(%peer, %error, "PROXY header refused");
-                    return;
+                    return None;
                 }
             }
         } else {
             (peer, BytesMut::new())
         };
-        let Some(_slot) = self.per_ip.try_acquire(client) else {
+        let Some(slot) = self.per_ip.try_acquire(client) else {
             // Not a warning: a hostile client makes one per attempt.
             metrics::handles().refused_connections[1].increment(1);
             debug!(%client, "per-address connection cap reached; refusing STOMP");
-            let refusal = Box::pin(refuse(stream, STOMP_TOO_MANY));
-            return refusal.await;
+            refuse(stream, STOMP_TOO_MANY).await;
+            return None;
         };
         let caller = Caller {
             pre: None,
             peer: client,
         };
-        let shutdown = self.shutdown.clone();
-        let session = Box::pin(self.stomp.serve_tcp(stream, leftover, caller, shutdown));
-        session.await;
+        Some((stream, leftover, caller, slot))
     }
 
     /// STOMP over TLS, unless the node is draining. No PROXY header is read (a balancer in

@@ -314,12 +314,14 @@ impl Upgrades {
         }
     }
 
-    /// Waits for the socket of an accepted upgrade, then makes its endpoint's future; the
-    /// client's place under the per-address cap, if the upgrade holds one, is to be kept as
-    /// long as that future runs.
+    /// Waits for the socket of an accepted upgrade, then makes its endpoint's future. Also
+    /// hands back the place under the per-address cap that the connection keeps as long as that
+    /// future runs: the proxied client's when the upgrade came through a trusted proxy (which
+    /// has no place of its own), else `peer_slot`, the peer's.
     pub(super) async fn upgraded(
         &self,
         pending: PendingUpgrade,
+        peer_slot: Option<IpSlot>,
     ) -> Option<(Running<'_>, Option<IpSlot>)> {
         let PendingUpgrade {
             on_upgrade,
@@ -335,7 +337,8 @@ impl Upgrades {
                 return None;
             }
         };
-        Some((self.start(upgraded, endpoint, deflate, client), ip_slot))
+        let slot = ip_slot.or(peer_slot);
+        Some((self.start(upgraded, endpoint, deflate, client), slot))
     }
 
     /// The endpoint's future on the upgraded socket. Taking the bare TCP (or TLS) stream back

@@ -18,7 +18,7 @@ use parley_protocol::connection::COALESCE_MAX;
 use parley_protocol::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use parley_protocol::{CloseCode, Connection, Event};
 use parley_stomp::{SharedMessage, Version};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -368,14 +368,27 @@ impl ReadReady for hyper_util::rt::TokioIo<hyper::upgrade::Upgraded> {
 }
 
 /// Waits for data, then reads it into `buf`, reserving room only now; `Ok(0)` at end of stream.
+/// Polled by hand: a connection waiting for input keeps two references, not a read future.
 pub async fn read_when_ready<S: ReadReady>(io: &mut S, buf: &mut BytesMut) -> io::Result<usize> {
-    // The closure holds `&mut S` (not `&S`), so the future is `Send` without `S: Sync`.
-    let waiting = &mut *io;
-    poll_fn(move |cx| waiting.poll_ready(cx)).await?;
+    poll_fn(|cx| poll_read_when_ready(io, buf, cx)).await
+}
+
+/// One poll of [`read_when_ready`].
+fn poll_read_when_ready<S: ReadReady>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    std::task::ready!(io.poll_ready(cx))?;
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(READ_CHUNK);
     }
-    io.read_buf(buf).await
+    let read = tokio_util::io::poll_read_buf(std::pin::Pin::new(io), cx, buf);
+    if read.is_pending() {
+        // The readiness was stale: wait again without the buffer.
+        release_if_empty(buf);
+    }
+    read
 }
 
 /// Gives back a read buffer that holds nothing, so an idle connection keeps no allocation.
