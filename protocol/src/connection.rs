@@ -152,7 +152,7 @@ struct DeflateState {
 pub struct Connection {
     limits: Limits,
     deflate: Option<Box<DeflateState>>,
-    pending: Option<PendingFrame>,
+    pending: Option<Box<PendingFrame>>,
     message: Option<Assembly>,
     utf8: Utf8Validator,
     close: CloseState,
@@ -197,7 +197,7 @@ impl Connection {
                 return Ok(None);
             }
             let mut pending = match self.pending.take() {
-                Some(p) => p,
+                Some(p) => *p,
                 None => match FrameHeader::parse(buf) {
                     Ok(None) => return Ok(None),
                     Ok(Some((header, header_len))) => match self.check_header(header, header_len) {
@@ -223,7 +223,8 @@ impl Connection {
                 // it), grown as data arrives: a header alone must not make us reserve a whole
                 // max-size frame.
                 buf.reserve((end - buf.len() + MAX_HEADER_LEN).min(MAX_RESERVE_STEP));
-                self.pending = Some(pending);
+                // Boxed only while a frame is still arriving: an idle connection keeps 8 bytes.
+                self.pending = Some(Box::new(pending));
                 return Ok(None);
             }
             let payload = if pending.payload_len <= COPY_THRESHOLD {

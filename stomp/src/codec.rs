@@ -65,7 +65,8 @@ pub struct Decoder {
     /// Offset up to which the header block was scanned without finding its end.
     scanned: usize,
     headers_seen: usize,
-    pending: Option<PendingBody>,
+    /// A frame whose body is still arriving (boxed: most connections wait between frames).
+    pending: Option<Box<PendingBody>>,
 }
 
 impl Decoder {
@@ -92,89 +93,59 @@ impl Decoder {
 
     /// Decodes the next frame from the front of `buf`, consuming it; `Ok(None)` needs more bytes.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, StompError> {
-        if self.pending.is_none() {
-            if self.scanned == 0 {
-                skip_heartbeats(buf);
-            }
-            match self.scan_head(buf)? {
-                Some(head_len) => {
-                    let (frame, content_length) = parse_head(&buf[..head_len], self.version)?;
-                    if let Some(len) = content_length {
-                        if len > self.limits.max_body {
-                            return Err(StompError::BodyTooLarge {
-                                size: len,
-                                max: self.limits.max_body,
-                            });
-                        }
-                        if head_len + len + 1 > self.limits.max_frame {
-                            return Err(StompError::FrameTooLarge {
-                                max: self.limits.max_frame,
-                            });
-                        }
-                    }
-                    self.scanned = 0;
-                    self.headers_seen = 0;
-                    self.pending = Some(PendingBody {
-                        frame,
-                        body_start: head_len,
-                        content_length,
-                        searched: 0,
-                    });
-                }
+        let mut pending = match self.pending.take() {
+            Some(pending) => *pending,
+            None => match self.head(buf)? {
+                Some(pending) => pending,
                 None => return Ok(None),
-            }
-        }
-        let Some(p) = self.pending.as_mut() else {
+            },
+        };
+        let Some(body_len) = body_len(&self.limits, &mut pending, buf)? else {
+            // Boxed only while a body is still arriving: an idle connection keeps 8 bytes.
+            self.pending = Some(Box::new(pending));
             return Ok(None);
         };
-        let body_len = match p.content_length {
-            Some(len) => {
-                if buf.len() < p.body_start + len + 1 {
-                    return Ok(None);
-                }
-                if buf[p.body_start + len] != 0 {
-                    return Err(StompError::MissingNul);
-                }
-                len
-            }
-            None => {
-                let from = p.body_start + p.searched;
-                // The body seen so far (all of it once the NUL is found) against the limits; a
-                // partial body only grows, so the verdict does not depend on read boundaries.
-                let (body_len, complete) = match memchr::memchr(0, &buf[from..]) {
-                    Some(i) => (from + i - p.body_start, true),
-                    None => (buf.len() - p.body_start, false),
-                };
-                if body_len > self.limits.max_body {
-                    return Err(StompError::BodyTooLarge {
-                        size: body_len,
-                        max: self.limits.max_body,
-                    });
-                }
-                if p.body_start + body_len + 1 > self.limits.max_frame {
-                    return Err(StompError::FrameTooLarge {
-                        max: self.limits.max_frame,
-                    });
-                }
-                if !complete {
-                    p.searched = body_len;
-                    return Ok(None);
-                }
-                body_len
-            }
-        };
-        let Some(PendingBody {
+        let PendingBody {
             mut frame,
             body_start,
             ..
-        }) = self.pending.take()
-        else {
-            return Ok(None);
-        };
+        } = pending;
         buf.advance(body_start);
         frame.body = buf.split_to(body_len).freeze();
         buf.advance(1); // the NUL
         Ok(Some(frame))
+    }
+
+    /// The next frame's command and headers, once all of them are in `buf`.
+    fn head(&mut self, buf: &mut BytesMut) -> Result<Option<PendingBody>, StompError> {
+        if self.scanned == 0 {
+            skip_heartbeats(buf);
+        }
+        let Some(head_len) = self.scan_head(buf)? else {
+            return Ok(None);
+        };
+        let (frame, content_length) = parse_head(&buf[..head_len], self.version)?;
+        if let Some(len) = content_length {
+            if len > self.limits.max_body {
+                return Err(StompError::BodyTooLarge {
+                    size: len,
+                    max: self.limits.max_body,
+                });
+            }
+            if head_len + len + 1 > self.limits.max_frame {
+                return Err(StompError::FrameTooLarge {
+                    max: self.limits.max_frame,
+                });
+            }
+        }
+        self.scanned = 0;
+        self.headers_seen = 0;
+        Ok(Some(PendingBody {
+            frame,
+            body_start: head_len,
+            content_length,
+            searched: 0,
+        }))
     }
 
     /// Finds the end of the command line and headers (the empty line), enforcing line and
@@ -221,6 +192,42 @@ impl Decoder {
             line_start = next;
         }
     }
+}
+
+/// The body's length once all of it and its NUL are in `buf` (`None`: more bytes needed),
+/// checked against `limits` as it grows: a partial body only grows, so the verdict does not
+/// depend on read boundaries.
+fn body_len(limits: &Limits, p: &mut PendingBody, buf: &[u8]) -> Result<Option<usize>, StompError> {
+    if let Some(len) = p.content_length {
+        if buf.len() < p.body_start + len + 1 {
+            return Ok(None);
+        }
+        if buf[p.body_start + len] != 0 {
+            return Err(StompError::MissingNul);
+        }
+        return Ok(Some(len));
+    }
+    let from = p.body_start + p.searched;
+    let (body_len, complete) = match memchr::memchr(0, &buf[from..]) {
+        Some(i) => (from + i - p.body_start, true),
+        None => (buf.len() - p.body_start, false),
+    };
+    if body_len > limits.max_body {
+        return Err(StompError::BodyTooLarge {
+            size: body_len,
+            max: limits.max_body,
+        });
+    }
+    if p.body_start + body_len + 1 > limits.max_frame {
+        return Err(StompError::FrameTooLarge {
+            max: limits.max_frame,
+        });
+    }
+    if !complete {
+        p.searched = body_len;
+        return Ok(None);
+    }
+    Ok(Some(body_len))
 }
 
 /// Skips the EOLs clients send as heart-beats; a lone trailing `\r` waits for its `\n`.

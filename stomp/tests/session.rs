@@ -962,6 +962,32 @@ fn commit_applies_buffered_sends_in_order() {
 }
 
 #[test]
+fn transactions_end_one_by_one_and_the_others_keep_their_frames() {
+    let mut w = World::new();
+    w.connect(1, Some("1.2"), Some("alice"));
+    w.connect(2, Some("1.2"), Some("bob"));
+    w.ok(1, subscribe("s", "/topic/t", "auto"));
+    for tx in ["a", "b", "c"] {
+        w.ok(2, tx_frame(Command::Begin, tx));
+        w.ok(2, send("/topic/t", tx).header("transaction", tx));
+    }
+    w.ok(2, tx_frame(Command::Abort, "b"));
+    w.ok(2, tx_frame(Command::Commit, "c"));
+    assert_eq!(w.bodies(1), ["c"]);
+    // The last one open, then none: a new one starts from nothing.
+    w.ok(2, send("/topic/t", "a2").header("transaction", "a"));
+    w.ok(2, tx_frame(Command::Commit, "a"));
+    assert_eq!(w.bodies(1), ["a", "a2"]);
+    let (flow, replies) = w.handle(2, send("/topic/t", "x").header("transaction", "a"));
+    assert_error(flow, &replies, None);
+    w.connect(3, Some("1.2"), Some("carol"));
+    w.ok(3, tx_frame(Command::Begin, "a"));
+    w.ok(3, send("/topic/t", "carol").header("transaction", "a"));
+    w.ok(3, tx_frame(Command::Commit, "a"));
+    assert_eq!(w.bodies(1), ["carol"]);
+}
+
+#[test]
 fn abort_discards_buffered_sends() {
     let mut w = World::new();
     w.connect(1, Some("1.2"), Some("alice"));

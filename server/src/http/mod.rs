@@ -199,11 +199,11 @@ impl Server {
             echo: settings.echo.then_some(settings.echo_max_message),
             max_body: settings.max_body,
             stomp_max_body: settings.stomp_max_body,
-            driver: DriverConfig {
+            driver: Arc::new(DriverConfig {
                 idle_timeout: settings.idle_timeout,
                 write_timeout: settings.write_timeout,
                 close_timeout: settings.shutdown_grace,
-            },
+            }),
             hub: parts.hub.clone(),
             stomp: parts.stomp.clone(),
             chat: parts.chat.clone(),

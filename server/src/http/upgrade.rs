@@ -49,7 +49,7 @@ pub(super) struct Upgrades {
     /// Largest STOMP frame body (sizes `/stomp` WebSocket messages).
     pub(super) stomp_max_body: usize,
     /// Idle, write and close timing of every WebSocket.
-    pub(super) driver: DriverConfig,
+    pub(super) driver: Arc<DriverConfig>,
     /// The chat hub.
     pub(super) hub: Arc<Hub>,
     /// The STOMP endpoint.
@@ -383,7 +383,7 @@ impl Upgrades {
     where
         S: ReadReady + AsyncWrite + Send + 'a,
     {
-        let cfg = self.driver;
+        let cfg = self.driver.clone();
         let shutdown = self.shutdown.clone();
         let socket = |max: usize, deflate| {
             WsSocket::new(

@@ -201,13 +201,20 @@ pub struct Session {
     /// Set by [`Session::authenticate`] before CONNECT; CONNECT without it is refused.
     identity: Option<Identity>,
     heart_beat: HeartBeat,
-    transactions: HashMap<String, Vec<Frame>>,
-    /// What the frames buffered in `transactions` hold against the memory budget.
-    transaction_bytes: Option<Charge>,
+    /// Open transactions, boxed while there are any: most sessions never open one.
+    transactions: Option<Box<Transactions>>,
     /// The current frame's RECEIPT waits for storage instead of going out now.
     receipt_deferred: bool,
     /// Rate limit on SEND.
     sends: TokenBucket,
+}
+
+/// A session's open transactions and what their buffered frames hold against the memory
+/// budget.
+#[derive(Default)]
+struct Transactions {
+    open: HashMap<String, Vec<Frame>>,
+    charge: Option<Charge>,
 }
 
 /// An error answered with an ERROR frame, then a close.
@@ -229,8 +236,7 @@ impl Session {
             version: Version::V1_0,
             identity: None,
             heart_beat: HeartBeat::default(),
-            transactions: HashMap::new(),
-            transaction_bytes: None,
+            transactions: None,
             receipt_deferred: false,
             sends: TokenBucket::default(),
         }
@@ -328,8 +334,7 @@ impl Session {
         if self.state == State::Connected {
             broker.disconnect(self.id, events);
         }
-        self.transactions.clear();
-        self.transaction_bytes = None;
+        self.transactions = None;
         self.state = State::Closed;
     }
 
@@ -454,11 +459,7 @@ impl Session {
                 .map(|()| Flow::Continue),
             Command::Abort => {
                 let tx = required(&frame, "transaction")?;
-                let frames = self
-                    .transactions
-                    .remove(tx)
-                    .ok_or_else(|| Refusal(format!("unknown transaction {tx:?}")))?;
-                self.release_transaction(&frames);
+                self.end_transaction(tx)?;
                 Ok(Flow::Continue)
             }
             Command::Disconnect => Ok(Flow::Close),

@@ -12,15 +12,16 @@ impl Session {
     /// BEGIN: opens a transaction.
     pub(super) fn begin(&mut self, frame: &Frame) -> Result<(), Refusal> {
         let tx = required(frame, "transaction")?;
-        if self.transactions.contains_key(tx) {
+        let open = &mut self.transactions.get_or_insert_default().open;
+        if open.contains_key(tx) {
             return Err(Refusal(format!("transaction {tx:?} already started")));
         }
-        if self.transactions.len() >= MAX_TRANSACTIONS {
+        if open.len() >= MAX_TRANSACTIONS {
             return Err(Refusal(format!(
                 "more than {MAX_TRANSACTIONS} open transactions"
             )));
         }
-        self.transactions.insert(tx.to_owned(), Vec::new());
+        open.insert(tx.to_owned(), Vec::new());
         Ok(())
     }
 
@@ -30,7 +31,8 @@ impl Session {
     pub(super) fn buffer(&mut self, tx: String, frame: Frame, now_ms: u64) -> Result<(), Refusal> {
         let frames = self
             .transactions
-            .get(&tx)
+            .as_ref()
+            .and_then(|t| t.open.get(&tx))
             .ok_or_else(|| Refusal(format!("unknown transaction {tx:?}")))?;
         if frames.len() >= MAX_TRANSACTION_FRAMES {
             return Err(Refusal(format!(
@@ -43,7 +45,7 @@ impl Session {
             self.ack_ref(&frame)?;
         }
         self.charge(frame_size(&frame))?;
-        if let Some(frames) = self.transactions.get_mut(&tx) {
+        if let Some(frames) = self.transactions.as_mut().and_then(|t| t.open.get_mut(&tx)) {
             frames.push(frame);
         }
         Ok(())
@@ -62,11 +64,7 @@ impl Session {
         events: &mut dyn FnMut(BrokerEvent),
     ) -> Result<(), Refusal> {
         let tx = required(frame, "transaction")?;
-        let frames = self
-            .transactions
-            .remove(tx)
-            .ok_or_else(|| Refusal(format!("unknown transaction {tx:?}")))?;
-        self.release_transaction(&frames);
+        let frames = self.end_transaction(tx)?;
         let mut destinations = Vec::new();
         for f in &frames {
             if f.command == Command::Send {
@@ -129,28 +127,41 @@ impl Session {
         Ok(())
     }
 
-    /// Returns what the frames of an ended transaction held.
-    pub(super) fn release_transaction(&mut self, frames: &[Frame]) {
-        let bytes: usize = frames.iter().map(frame_size).sum();
-        if let Some(charge) = &mut self.transaction_bytes {
-            charge.shrink(bytes);
+    /// Ends transaction `tx` (COMMIT, ABORT): its frames, and what they held returned. The
+    /// box goes with the last open transaction.
+    pub(super) fn end_transaction(&mut self, tx: &str) -> Result<Vec<Frame>, Refusal> {
+        let transactions = self.transactions.as_mut();
+        let frames = transactions
+            .and_then(|t| t.open.remove(tx))
+            .ok_or_else(|| Refusal(format!("unknown transaction {tx:?}")))?;
+        if let Some(t) = &mut self.transactions {
+            let bytes: usize = frames.iter().map(frame_size).sum();
+            if let Some(charge) = &mut t.charge {
+                charge.shrink(bytes);
+            }
+            if t.open.is_empty() {
+                self.transactions = None;
+            }
         }
+        Ok(frames)
     }
 
     /// Adds `bytes` to what the session's transactions hold, within its limit and the budget.
     fn charge(&mut self, bytes: usize) -> Result<(), Refusal> {
-        let held = self.transaction_bytes.as_ref().map_or(0, |c| c.bytes());
         let max = self.config.max_transaction_bytes;
+        let budget = &self.config.budget;
+        let t = self.transactions.get_or_insert_default();
+        let held = t.charge.as_ref().map_or(0, |c| c.bytes());
         if held + bytes > max {
             return Err(Refusal(format!(
                 "transactions hold more than {max} bytes: commit or abort first"
             )));
         }
-        let charged = match &mut self.transaction_bytes {
+        let charged = match &mut t.charge {
             Some(charge) => charge.try_grow(bytes),
             None => {
-                self.transaction_bytes = self.config.budget.try_charge(bytes);
-                self.transaction_bytes.is_some()
+                t.charge = budget.try_charge(bytes);
+                t.charge.is_some()
             }
         };
         if charged {
