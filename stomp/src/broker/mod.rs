@@ -32,9 +32,9 @@ pub use self::types::{
 pub struct Broker {
     limits: BrokerLimits,
     sessions: HashMap<SessionId, SessionEntry>,
-    fan_out: HashMap<String, Subscribers>,
+    fan_out: HashMap<Arc<str>, Subscribers>,
     /// Per topic, each present user's number of subscriptions (several tabs are one member).
-    present: HashMap<String, HashMap<Arc<str>, usize>>,
+    present: HashMap<Arc<str>, HashMap<Arc<str>, usize>>,
     /// Last message id of each room, locked from numbering a message until it is delivered
     /// when the broker is shared ([`Broker::turn`]).
     room_ids: HashMap<String, Mutex<u64>>,
@@ -177,9 +177,9 @@ impl Broker {
             return Err(BrokerError::TooManySubscriptions(max));
         }
         let route = match destination {
-            Destination::Topic(_) => Route::FanOut(destination.to_string()),
+            Destination::Topic(_) => Route::FanOut(destination.to_string().into()),
             Destination::OwnUserQueue(queue) => {
-                Route::FanOut(format!("/user/{}/queue/{queue}", entry.user))
+                Route::FanOut(format!("/user/{}/queue/{queue}", entry.user).into())
             }
             Destination::Queue(name) => Route::Queue(name.clone()),
             Destination::UserQueue { .. } => {
@@ -189,6 +189,14 @@ impl Broker {
             }
         };
         let user = entry.user.clone();
+        // The key's one copy, kept by the fan-out table while anybody subscribes to it.
+        let route = match route {
+            Route::FanOut(key) => Route::FanOut(match self.fan_out.get_key_value(&*key) {
+                Some((shared, _)) => shared.clone(),
+                None => key,
+            }),
+            queue => queue,
+        };
         if let Route::Queue(name) = &route {
             if !self.queues.contains_key(name) {
                 self.check_queue_quota(&user, 1)?;
@@ -219,7 +227,7 @@ impl Broker {
                     *count += 1;
                     if *count == 1 {
                         events(BrokerEvent::Joined {
-                            topic: key.clone(),
+                            topic: key.to_string(),
                             user,
                             guest,
                         });
@@ -227,7 +235,9 @@ impl Broker {
                 }
                 let subscribers = self.fan_out.entry(key.clone()).or_default();
                 if subscribers.list.is_empty() && self.forwarding {
-                    events(BrokerEvent::Watch { key });
+                    events(BrokerEvent::Watch {
+                        key: key.to_string(),
+                    });
                 }
                 subscribers.list.push((session, id));
                 subscribers.acking += usize::from(ack != AckMode::Auto);
@@ -293,7 +303,9 @@ impl Broker {
                     if subs.list.is_empty() {
                         self.fan_out.remove(key);
                         if self.forwarding {
-                            events(BrokerEvent::Unwatch { key: key.clone() });
+                            events(BrokerEvent::Unwatch {
+                                key: key.to_string(),
+                            });
                         }
                     }
                 }
@@ -303,7 +315,7 @@ impl Broker {
                         if *count == 0 {
                             users.remove(user);
                             events(BrokerEvent::Left {
-                                topic: key.clone(),
+                                topic: key.to_string(),
                                 user: user.clone(),
                                 guest,
                             });
@@ -352,7 +364,7 @@ impl Broker {
                 e.subscriptions
                     .iter()
                     .filter(|(_, sub)| {
-                        matches!(&sub.route, Route::FanOut(k) if *k == topic || k.starts_with(&side))
+                        matches!(&sub.route, Route::FanOut(k) if **k == *topic || k.starts_with(&side))
                     })
                     .map(move |(id, _)| (session, id.clone()))
             })
@@ -384,7 +396,7 @@ impl Broker {
     pub fn members(&self, topic: &Destination) -> Vec<Arc<str>> {
         let mut users: Vec<Arc<str>> = self
             .present
-            .get(&topic.to_string())
+            .get(topic.to_string().as_str())
             .map(|m| m.keys().cloned().collect())
             .unwrap_or_default();
         users.sort_unstable();

@@ -98,7 +98,7 @@ impl Broker {
             events(BrokerEvent::Forward {
                 session,
                 message: Forwarded {
-                    key: key.clone(),
+                    key: key.to_string(),
                     shown,
                     room,
                     id: 0,
@@ -136,7 +136,7 @@ impl Broker {
         match route {
             Route::FanOut(key) => {
                 self.fan_out_to(&key, id, &message, events);
-                if let Some(copy) = publish.copy_to.filter(|copy| *copy != key) {
+                if let Some(copy) = publish.copy_to.filter(|copy| **copy != *key) {
                     self.fan_out_to(&copy, id, &message, events);
                 }
             }
@@ -273,12 +273,12 @@ impl Broker {
 fn route_of(destination: &Destination) -> Result<(Route, String), BrokerError> {
     Ok(match destination {
         Destination::Topic(_) => (
-            Route::FanOut(destination.to_string()),
+            Route::FanOut(destination.to_string().into()),
             destination.to_string(),
         ),
         Destination::Queue(name) => (Route::Queue(name.clone()), destination.to_string()),
         Destination::UserQueue { queue, .. } => (
-            Route::FanOut(destination.to_string()),
+            Route::FanOut(destination.to_string().into()),
             format!("/user/queue/{queue}"),
         ),
         Destination::OwnUserQueue(_) => {

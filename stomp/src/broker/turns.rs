@@ -20,7 +20,7 @@ impl Broker {
         Some(Turn {
             room,
             last: lock(last),
-            subscribers: self.fan_out.get(&key),
+            subscribers: self.fan_out.get(key.as_str()),
             published: Vec::new(),
         })
     }

@@ -258,8 +258,9 @@ pub(super) struct Subscription {
 /// Where a subscription is registered.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) enum Route {
-    /// Fan-out key: `/topic/x` or `/user/<user>/queue/x`.
-    FanOut(String),
+    /// Fan-out key: `/topic/x` or `/user/<user>/queue/x`; a subscription shares the key's one
+    /// copy with the fan-out table.
+    FanOut(Arc<str>),
     /// Queue name.
     Queue(String),
 }
