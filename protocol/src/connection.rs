@@ -196,7 +196,9 @@ impl Connection {
                 buf.clear();
                 return Ok(None);
             }
-            let mut pending = match self.pending.take() {
+            // A box kept from an earlier read is reused; a frame read whole is never boxed.
+            let mut boxed = self.pending.take();
+            let mut pending = match boxed.as_deref() {
                 Some(p) => *p,
                 None => match FrameHeader::parse(buf) {
                     Ok(None) => return Ok(None),
@@ -224,7 +226,11 @@ impl Connection {
                 // max-size frame.
                 buf.reserve((end - buf.len() + MAX_HEADER_LEN).min(MAX_RESERVE_STEP));
                 // Boxed only while a frame is still arriving: an idle connection keeps 8 bytes.
-                self.pending = Some(Box::new(pending));
+                match &mut boxed {
+                    Some(b) => **b = pending,
+                    None => boxed = Some(Box::new(pending)),
+                }
+                self.pending = boxed;
                 return Ok(None);
             }
             let payload = if pending.payload_len <= COPY_THRESHOLD {

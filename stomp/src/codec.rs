@@ -92,28 +92,24 @@ impl Decoder {
     }
 
     /// Decodes the next frame from the front of `buf`, consuming it; `Ok(None)` needs more bytes.
+    /// After an error the stream cannot be decoded further (its frame boundaries are lost).
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, StompError> {
-        let mut pending = match self.pending.take() {
-            Some(pending) => *pending,
-            None => match self.head(buf)? {
-                Some(pending) => pending,
-                None => return Ok(None),
-            },
-        };
-        let Some(body_len) = body_len(&self.limits, &mut pending, buf)? else {
-            // Boxed only while a body is still arriving: an idle connection keeps 8 bytes.
-            self.pending = Some(Box::new(pending));
+        if let Some(mut waiting) = self.pending.take() {
+            let Some(body_len) = body_len(&self.limits, &mut waiting, buf)? else {
+                self.pending = Some(waiting);
+                return Ok(None);
+            };
+            return Ok(Some(take_frame(*waiting, buf, body_len)));
+        }
+        let Some(mut head) = self.head(buf)? else {
             return Ok(None);
         };
-        let PendingBody {
-            mut frame,
-            body_start,
-            ..
-        } = pending;
-        buf.advance(body_start);
-        frame.body = buf.split_to(body_len).freeze();
-        buf.advance(1); // the NUL
-        Ok(Some(frame))
+        let Some(body_len) = body_len(&self.limits, &mut head, buf)? else {
+            // Boxed only while a body is still arriving: an idle connection keeps 8 bytes.
+            self.pending = Some(Box::new(head));
+            return Ok(None);
+        };
+        Ok(Some(take_frame(head, buf, body_len)))
     }
 
     /// The next frame's command and headers, once all of them are in `buf`.
@@ -192,6 +188,19 @@ impl Decoder {
             line_start = next;
         }
     }
+}
+
+/// The frame whose whole body (`body_len` bytes) and NUL are at the front of `buf`, taken out.
+fn take_frame(pending: PendingBody, buf: &mut BytesMut, body_len: usize) -> Frame {
+    let PendingBody {
+        mut frame,
+        body_start,
+        ..
+    } = pending;
+    buf.advance(body_start);
+    frame.body = buf.split_to(body_len).freeze();
+    buf.advance(1); // the NUL
+    frame
 }
 
 /// The body's length once all of it and its NUL are in `buf` (`None`: more bytes needed),

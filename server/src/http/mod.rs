@@ -320,7 +320,7 @@ impl Server {
     /// Serves one HTTP connection and, if a request upgrades it, the WebSocket after it. The
     /// task keeps this future for the connection's whole life, so it holds only what a
     /// WebSocket needs for that life (the endpoint's boxed future, the connection limit's
-    /// permit, the address slots): HTTP, TLS and the handover are one boxed future before it.
+    /// permit, one address slot): HTTP, TLS and the handover are boxed futures before it.
     fn serve_connection(
         self: Arc<Self>,
         stream: TcpStream,
@@ -329,7 +329,7 @@ impl Server {
     ) -> impl Future<Output = ()> + Send + 'static {
         let http = Box::pin(self.clone().serve_until_upgrade(stream, peer));
         async move {
-            // Held, not used: released when the connection ends. (Captured once, as it is.)
+            // Held, not used: released when the connection ends.
             let _ = &permit;
             // Each box in a statement of its own, and what built it out of scope before the
             // long wait: a value still in scope at an `.await` keeps a slot in this state.

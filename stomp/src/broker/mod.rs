@@ -176,10 +176,11 @@ impl Broker {
         if entry.subscriptions.len() >= max {
             return Err(BrokerError::TooManySubscriptions(max));
         }
+        let user = entry.user.clone();
         let route = match destination {
-            Destination::Topic(_) => Route::FanOut(destination.to_string().into()),
+            Destination::Topic(_) => Route::FanOut(self.shared_key(destination.to_string())),
             Destination::OwnUserQueue(queue) => {
-                Route::FanOut(format!("/user/{}/queue/{queue}", entry.user).into())
+                Route::FanOut(self.shared_key(format!("/user/{user}/queue/{queue}")))
             }
             Destination::Queue(name) => Route::Queue(name.clone()),
             Destination::UserQueue { .. } => {
@@ -187,15 +188,6 @@ impl Broker {
                     "subscribe to /user/queue/NAME to receive your own messages",
                 ))
             }
-        };
-        let user = entry.user.clone();
-        // The key's one copy, kept by the fan-out table while anybody subscribes to it.
-        let route = match route {
-            Route::FanOut(key) => Route::FanOut(match self.fan_out.get_key_value(&*key) {
-                Some((shared, _)) => shared.clone(),
-                None => key,
-            }),
-            queue => queue,
         };
         if let Route::Queue(name) = &route {
             if !self.queues.contains_key(name) {
@@ -434,6 +426,15 @@ impl Broker {
     pub fn seed_room(&mut self, room: &str, last_id: u64) {
         let id = last_mut(self.room_ids.entry(room.to_owned()).or_default());
         *id = (*id).max(last_id);
+    }
+
+    /// `key` as the fan-out table's own copy when somebody subscribes to it: one copy per key,
+    /// however many subscriptions and publishes name it.
+    pub(super) fn shared_key(&self, key: String) -> Arc<str> {
+        match self.fan_out.get_key_value(key.as_str()) {
+            Some((shared, _)) => shared.clone(),
+            None => key.into(),
+        }
     }
 
     /// Somebody here subscribes to fan-out key `key` (`/topic/x`, `/user/bob/queue/messages`).

@@ -78,7 +78,7 @@ impl Broker {
         publish: Publish,
         events: &mut dyn FnMut(BrokerEvent),
     ) -> Result<Published, BrokerError> {
-        let (route, shown) = route_of(destination)?;
+        let (route, shown) = self.route_of(destination)?;
         if session.is_some() {
             self.check_budget()?;
         }
@@ -169,7 +169,7 @@ impl Broker {
         self.check_budget()?;
         let mut per_queue: HashMap<&str, (usize, usize)> = HashMap::new();
         for (destination, publish) in sends {
-            route_of(destination)?;
+            self.route_of(destination)?;
             let stored = publish.stream.is_some()
                 || matches!(destination, Destination::Topic(name) if is_room(name));
             if stored && self.storage_failing.load(Ordering::Relaxed) {
@@ -269,22 +269,24 @@ impl Broker {
     }
 }
 
-/// Where a destination's messages are routed, and the `destination` subscribers see.
-fn route_of(destination: &Destination) -> Result<(Route, String), BrokerError> {
-    Ok(match destination {
-        Destination::Topic(_) => (
-            Route::FanOut(destination.to_string().into()),
-            destination.to_string(),
-        ),
-        Destination::Queue(name) => (Route::Queue(name.clone()), destination.to_string()),
-        Destination::UserQueue { queue, .. } => (
-            Route::FanOut(destination.to_string().into()),
-            format!("/user/queue/{queue}"),
-        ),
-        Destination::OwnUserQueue(_) => {
-            return Err(BrokerError::WrongUserDestination(
-                "send to /user/USER/queue/NAME to reach a user",
-            ))
-        }
-    })
+impl Broker {
+    /// Where a destination's messages are routed, and the `destination` subscribers see.
+    fn route_of(&self, destination: &Destination) -> Result<(Route, String), BrokerError> {
+        Ok(match destination {
+            Destination::Topic(_) => (
+                Route::FanOut(self.shared_key(destination.to_string())),
+                destination.to_string(),
+            ),
+            Destination::Queue(name) => (Route::Queue(name.clone()), destination.to_string()),
+            Destination::UserQueue { queue, .. } => (
+                Route::FanOut(self.shared_key(destination.to_string())),
+                format!("/user/queue/{queue}"),
+            ),
+            Destination::OwnUserQueue(_) => {
+                return Err(BrokerError::WrongUserDestination(
+                    "send to /user/USER/queue/NAME to reach a user",
+                ))
+            }
+        })
+    }
 }
