@@ -466,6 +466,18 @@ impl Connection {
         Ok(())
     }
 
+    /// Queues bytes already framed (as [`Connection::send_encoded`]) that the caller keeps:
+    /// copied when small ([`COALESCE_MAX`]), shared (one reference more) when larger.
+    pub fn send_shared(&mut self, bytes: &Bytes) -> Result<(), ConnectionClosed> {
+        self.ensure_open()?;
+        if bytes.len() <= COALESCE_MAX {
+            self.push_copied(bytes);
+        } else {
+            self.push_out(bytes.clone());
+        }
+        Ok(())
+    }
+
     /// Queues a ping; the payload is cut to 125 bytes.
     pub fn ping(&mut self, payload: &[u8]) -> Result<(), ConnectionClosed> {
         self.ensure_open()?;
@@ -1100,6 +1112,28 @@ mod tests {
             ]
         );
         assert_eq!(c.tail.capacity(), 0, "nothing kept once taken");
+    }
+
+    #[test]
+    fn shared_output_is_copied_when_small_and_referenced_when_large() {
+        let small = frame::encode(OpCode::Text, b"small");
+        let large = frame::encode(OpCode::Binary, &[b'L'; COALESCE_MAX + 1]);
+        let mut c = conn();
+        c.send_shared(&small).unwrap();
+        c.send_shared(&large).unwrap();
+        let queued = c.take_transmit();
+        assert_eq!(queued.len(), 2);
+        assert_eq!(queued[0], small);
+        assert_ne!(
+            queued[0].as_ptr(),
+            small.as_ptr(),
+            "the small frame is copied"
+        );
+        assert_eq!(
+            queued[1].as_ptr(),
+            large.as_ptr(),
+            "the large frame is shared"
+        );
     }
 
     fn message_strategy() -> impl Strategy<Value = (bool, Vec<u8>, Vec<usize>)> {

@@ -15,7 +15,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use parley_protocol::connection::COALESCE_MAX;
 use parley_protocol::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use parley_protocol::{CloseCode, Connection, Event};
 use parley_stomp::{SharedMessage, Version};
@@ -150,7 +149,7 @@ impl<S: ReadReady + AsyncWrite> WsSocket<S> {
                     return false;
                 };
                 let _ = conn.send_copied(head);
-                let _ = conn.send_encoded(compressed.clone());
+                let _ = conn.send_shared(compressed);
                 true
             });
             if sent {
@@ -185,12 +184,7 @@ impl<S: ReadReady + AsyncWrite> WsSocket<S> {
             return;
         }
         for part in parts {
-            let queued = if part.len() <= COALESCE_MAX {
-                self.conn.send_copied(part)
-            } else {
-                self.conn.send_encoded(part.clone())
-            };
-            if queued.is_err() {
+            if self.conn.send_shared(part).is_err() {
                 return;
             }
         }
