@@ -12,7 +12,7 @@ use parley_stomp::broker::BrokerLimits;
 use parley_stomp::budget::MemoryBudget;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::acl::Acl;
 use crate::auth::{Auth, Bans, Keys};
@@ -117,6 +117,7 @@ pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
         tokio::spawn(tls.clone().watch(shutdown.clone()));
     }
     parts.tls = tls;
+    let hub = parts.hub.clone();
     let server = Server::new(http_settings(&settings), parts);
     if let Some((listener, handle)) = metrics {
         tokio::spawn(scrape::serve(listener, handle, server.clone(), shutdown));
@@ -124,6 +125,14 @@ pub async fn serve(mut settings: Settings) -> anyhow::Result<()> {
     server
         .run(listener, stomp_listener, stomp_tls_listener)
         .await;
+    // The journal's thread is not joined: messages delivered in its last commit interval
+    // would be lost with the process (their senders were not yet acknowledged, but their
+    // subscribers saw them). Wait for them, within reason.
+    match tokio::time::timeout(STORE_ON_EXIT, hub.durable()).await {
+        Ok(true) => {}
+        Ok(false) => warn!("messages delivered last could not be stored before exit"),
+        Err(_) => warn!("storage took too long to finish before exit"),
+    }
     info!("shut down");
     Ok(())
 }
@@ -286,6 +295,10 @@ fn sockjs_settings(settings: &Settings) -> SockJsSettings {
 /// File descriptors the process needs besides its connections (listeners, storage, Redis,
 /// the runtime, logs).
 const RESERVED_FILES: u64 = 64;
+
+/// How long the last commit may take once the connections are closed, before the process
+/// exits anyway.
+const STORE_ON_EXIT: Duration = Duration::from_secs(10);
 
 /// Raises the open-file soft limit to the hard one, and warns when `--max-connections` does
 /// not fit under it: past it accept fails (EMFILE) before the connection cap refuses anyone.
