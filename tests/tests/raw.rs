@@ -163,6 +163,37 @@ async fn direct_messages_reach_only_the_recipient_on_every_protocol() {
     );
 }
 
+/// A client that has its 101 already receives its direct messages: the server registers the
+/// session while answering the upgrade, not once the connection's task first runs.
+#[tokio::test]
+async fn a_direct_message_sent_right_after_the_recipient_connects_arrives() {
+    let server = ServerProcess::start(&[]);
+    let mut alice = raw(&server, "alice").await;
+    for i in 0..30 {
+        let name = format!("bob{i}");
+        let t = std::time::Instant::now();
+        let mut bob = raw(&server, &name).await;
+
+        let body = format!("hi {i}");
+        let sent = json!({"type": "send", "to": name, "body": body, "ref": format!("d{i}")});
+        send(&mut alice, sent).await;
+        let m = recv(&mut bob).await;
+        assert_eq!(
+            (&m["from"], &m["body"]),
+            (&json!("alice"), &json!(body)),
+            "{m}"
+        );
+        // Alice's ack and own copy, in either order.
+        let mut got = [
+            recv(&mut alice).await["type"].clone(),
+            recv(&mut alice).await["type"].clone(),
+        ];
+        got.sort_by_key(|t| t.to_string());
+        assert_eq!(got, [json!("ack"), json!("message")]);
+        eprintln!("iter {:?}", t.elapsed());
+    }
+}
+
 #[tokio::test]
 async fn every_error_is_answered_and_the_connection_stays_open() {
     let server = ServerProcess::start(&["--max-body", "16"]);

@@ -106,8 +106,9 @@ enum WsEndpoint {
     Echo,
     /// STOMP; the upgrade request may already have authenticated the client.
     Stomp(Option<Authenticated>),
-    /// The raw JSON protocol, for an authenticated user or a guest.
-    Raw(Authenticated),
+    /// The raw JSON protocol, its session already open for an authenticated user or a guest:
+    /// a client that has its 101 receives its direct messages from then on.
+    Raw(Box<RawClient>),
     /// A SockJS session's app, SockJS-framed or not.
     SockJs(App, bool),
     /// An Engine.IO session's WebSocket.
@@ -199,7 +200,10 @@ impl Upgrades {
                 Err(refusal) => return refusal,
             },
             UpgradeKind::Raw => match self.who(&req, true, true).await {
-                Ok(Some(who)) => (WsEndpoint::Raw(who), &self.handshakes.raw),
+                Ok(Some(who)) => (
+                    WsEndpoint::Raw(self.open_raw(who, client)),
+                    &self.handshakes.raw,
+                ),
                 Ok(None) => return unauthorized("sign in first"),
                 Err(refusal) => return refusal,
             },
@@ -314,6 +318,13 @@ impl Upgrades {
         }
     }
 
+    /// Opens the raw session of `who`, connecting from `client`, in the hub.
+    fn open_raw(&self, who: Authenticated, client: IpAddr) -> Box<RawClient> {
+        let (auth, chat) = (self.auth.clone(), self.chat.clone());
+        let origin = Origin::new(Protocol::Raw, Transport::WebSocket, client);
+        Box::new(RawClient::open(&self.hub, auth, chat, who, origin))
+    }
+
     /// Waits for the socket of an accepted upgrade, then makes its endpoint's future. Also
     /// hands back the place under the per-address cap that the connection keeps as long as that
     /// future runs: the proxied client's when the upgrade came through a trusted proxy (which
@@ -419,15 +430,13 @@ impl Upgrades {
                 let socket = socket(self.engine_max_payload, None);
                 Box::pin(drive(socket, shutdown, endpoint))
             }
-            WsEndpoint::Raw(who) => {
+            WsEndpoint::Raw(client) => {
                 let max = self.max_body.max(1 << 20) + MESSAGE_OVERHEAD;
                 let socket = socket(max, deflate);
-                let (auth, chat) = (self.auth.clone(), self.chat.clone());
-                let origin = Origin::new(Protocol::Raw, Transport::WebSocket, client);
                 let shared = deflate.is_some_and(|p| crate::ws::deflate::shares(&p));
-                let client =
-                    RawClient::open(&self.hub, auth, chat, who, origin).with_shared_deflate(shared);
-                Box::pin(drive(socket, shutdown, client))
+                // Opened in the request's span; from here on its connection's lines name it.
+                client.name_span();
+                Box::pin(drive(socket, shutdown, client.with_shared_deflate(shared)))
             }
         }
     }

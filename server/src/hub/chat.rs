@@ -125,6 +125,11 @@ impl ChatSession {
         &mut self.session
     }
 
+    /// Names the session in the current span's log lines ([`HubSession::name_span`]).
+    pub fn name_span(&self) {
+        self.session.name_span(&self.identity.name);
+    }
+
     /// The hub it belongs to.
     pub fn hub(&self) -> &Arc<Hub> {
         self.session.hub()

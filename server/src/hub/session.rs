@@ -16,7 +16,7 @@ use tokio::time::{sleep_until, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::outbox::{Eviction, Notice, Outbox, CLOSE_UNAUTHORIZED};
-use super::registry::{Origin, SessionInfo};
+use super::registry::{Origin, Protocol, SessionInfo};
 use super::{mailbox, Hub, Queued};
 use crate::clock::instant_at;
 use crate::metrics::{self, Ended, SessionMetrics};
@@ -91,6 +91,8 @@ pub struct HubSession {
     /// Resolves when the personal access token that opened the session is revoked.
     revoked: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     closed: bool,
+    /// Its protocol, named in its connection's log lines.
+    protocol: Protocol,
     /// Its protocol and transport's counters.
     metrics: &'static SessionMetrics,
 }
@@ -139,6 +141,7 @@ impl Hub {
             expiry_timer: None,
             revoked: None,
             closed: false,
+            protocol: origin.protocol,
             metrics,
         }
     }
@@ -167,6 +170,15 @@ impl HubSession {
         tracing::Span::current().record("user", &*identity.name);
         tracing::debug!("session identified");
         self.hub.identify(self.id, identity);
+    }
+
+    /// Names the session (protocol, id, `user`) in the current span's log lines: for a session
+    /// opened while its upgrade request was answered, in the connection's span that follows.
+    pub fn name_span(&self, user: &str) {
+        let span = tracing::Span::current();
+        span.record("protocol", self.protocol.name());
+        span.record("session", self.id);
+        span.record("user", user);
     }
 
     /// Sets when the session's credential runs out (ms since the epoch; `None`: never).

@@ -133,6 +133,12 @@ impl RawClient {
         self
     }
 
+    /// Names the session in the current span's log lines: a session opened while its upgrade
+    /// request was answered, in its connection's span.
+    pub fn name_span(&self) {
+        self.chat.name_span();
+    }
+
     /// Handles one client message; returns the reply, if any.
     fn handle(&mut self, message: Message, conn: &mut Connection) -> Result<Step, Failed> {
         let Message::Text(text) = message else {
