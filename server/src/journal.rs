@@ -40,7 +40,7 @@ const BUSY_COMMIT_INTERVAL: Duration = Duration::from_millis(5);
 /// message; a lone client must not wait longer for it). Messages numbered by the store (cluster
 /// mode) are delivered only once committed, so there the wait stays short: it is delivery
 /// latency, not only the sender's acknowledgement.
-fn busy_interval(batch: &[Job]) -> Duration {
+fn interval_after(batch: &[Job]) -> Duration {
     let messages = batch
         .iter()
         .filter(|job| matches!(job, Job::Store(..)))
@@ -233,7 +233,7 @@ impl Writer {
                 }
                 self.queued.fetch_sub(1, Ordering::Relaxed);
             }
-            interval = busy_interval(&jobs);
+            interval = interval_after(&jobs);
             self.write(jobs);
             last_commit = Instant::now();
         }
@@ -601,22 +601,22 @@ mod tests {
         let store = |id| Job::Store(message(id), None);
         let numbered = |id| Job::StoreNumbered(message(id), Box::new(|_| {}));
         // A lone sender waiting for each receipt: its acknowledgement is not held back.
-        assert_eq!(busy_interval(&[store(1)]), COMMIT_INTERVAL);
-        assert_eq!(busy_interval(&[store(1), store(2)]), BUSY_COMMIT_INTERVAL);
+        assert_eq!(interval_after(&[store(1)]), COMMIT_INTERVAL);
+        assert_eq!(interval_after(&[store(1), store(2)]), BUSY_COMMIT_INTERVAL);
         // A REST edit's barrier, or a room's creation, rides with one message: not busy.
         let barrier = || Job::Barrier(Box::new(|_| {}));
-        assert_eq!(busy_interval(&[store(1), barrier()]), COMMIT_INTERVAL);
+        assert_eq!(interval_after(&[store(1), barrier()]), COMMIT_INTERVAL);
         let room = Job::CreateRoom(Room {
             name: "r".into(),
             private: false,
             owner: None,
         });
         assert_eq!(
-            busy_interval(&[room, barrier(), barrier()]),
+            interval_after(&[room, barrier(), barrier()]),
             COMMIT_INTERVAL
         );
         // Cluster mode delivers numbered messages only once stored: no longer wait there.
-        assert_eq!(busy_interval(&[store(1), numbered(2)]), COMMIT_INTERVAL);
+        assert_eq!(interval_after(&[store(1), numbered(2)]), COMMIT_INTERVAL);
         assert!(BUSY_COMMIT_INTERVAL > COMMIT_INTERVAL);
     }
 
