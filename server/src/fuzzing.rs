@@ -263,6 +263,9 @@ impl Harness {
                 Ok(Outbound::Frames(frames)) => {
                     frames.iter().for_each(|f| out.written.extend_from_slice(f))
                 }
+                Ok(Outbound::Ready(ready)) => {
+                    client.write_ready(ready, |frame| out.written.extend_from_slice(frame))
+                }
                 Ok(Outbound::Close(code, reason)) => {
                     out.closed = Some((code.as_u16(), reason));
                     break;

@@ -101,6 +101,9 @@ async fn presence_and_typing() {
         recv(&mut alice).await,
         json!({"type": "typing", "room": "lobby", "user": "carol", "guest": true})
     );
+    // Nobody is told their own typing, in any tab.
+    quiet(&mut carol2).await;
+    quiet(&mut carol).await;
 
     send(&mut carol, json!({"type": "leave", "room": "lobby"})).await;
     quiet(&mut alice).await;

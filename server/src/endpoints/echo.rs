@@ -1,7 +1,10 @@
 //! The `/echo` endpoint (off unless `--echo`): every WebSocket message goes back as it came.
 //! It exists for conformance testing (the Autobahn suite drives it).
 
+use std::convert::Infallible;
 use std::future::Future;
+
+use bytes::Bytes;
 
 use parley_protocol::{Connection, Event};
 
@@ -11,6 +14,8 @@ use crate::ws::{Endpoint, Outbound};
 pub struct Echo;
 
 impl Endpoint for Echo {
+    type Ready = Infallible;
+
     fn on_event(&mut self, conn: &mut Connection, event: Event) {
         if let Event::Message(message) = event {
             // After our close frame went out, nothing more may be sent; dropping is correct.
@@ -22,5 +27,9 @@ impl Endpoint for Echo {
 
     fn outbound(&mut self) -> impl Future<Output = Outbound> + Send {
         std::future::pending()
+    }
+
+    fn write_ready(&mut self, ready: Infallible, _: impl FnMut(&Bytes)) {
+        match ready {}
     }
 }

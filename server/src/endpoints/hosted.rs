@@ -48,17 +48,23 @@ impl<E: Endpoint> Hosted<E> {
     }
 
     /// Waits for something the endpoint sends on its own (room messages, say).
-    pub async fn outbound(&mut self) -> Outbound {
+    pub async fn outbound(&mut self) -> Outbound<E::Ready> {
         self.endpoint.outbound().await
     }
 
     /// Takes in what [`Hosted::outbound`] returned.
-    pub fn apply(&mut self, out: Outbound) {
+    pub fn apply(&mut self, out: Outbound<E::Ready>) {
         match out {
             Outbound::Frames(frames) => {
                 for frame in frames {
                     let _ = self.conn.send_encoded(frame);
                 }
+            }
+            Outbound::Ready(ready) => {
+                let conn = &mut self.conn;
+                self.endpoint.write_ready(ready, |frame| {
+                    let _ = conn.send_shared(frame);
+                });
             }
             Outbound::Close(code, reason) => self.conn.close(code, &reason),
         }

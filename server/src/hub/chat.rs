@@ -29,6 +29,20 @@ use crate::store::Kind;
 /// raw sessions of accounts are subscribed to it when they open.
 pub const READ_QUEUE: &str = "read";
 
+/// The id of a session's subscription to its read marks.
+pub const READ_SUBSCRIPTION: &str = "read";
+
+/// The side channel of a room where typing goes (`<room>.typing`), and the prefix of a joined
+/// room's subscription to it (`typing:<room>`).
+const TYPING: &str = "typing";
+
+/// Whether a chat session's subscription (by id) is a joined room's typing channel: endpoints
+/// tell deliveries apart by their subscription, not by reading each message's headers.
+pub fn is_typing_subscription(id: &str) -> bool {
+    id.strip_prefix(TYPING)
+        .is_some_and(|room| room.starts_with(':'))
+}
+
 /// Limits of chat clients.
 #[derive(Clone, Debug)]
 pub struct ChatSettings {
@@ -107,7 +121,7 @@ impl ChatSession {
             if !guest {
                 // An account's read marks, from this session and its others.
                 let reads = Destination::OwnUserQueue(READ_QUEUE.to_owned());
-                let _ = broker.subscribe(id, "read", &reads, AckMode::Auto, events);
+                let _ = broker.subscribe(id, READ_SUBSCRIPTION, &reads, AckMode::Auto, events);
             }
         });
         Self {
@@ -187,7 +201,7 @@ impl ChatSession {
         let answer_slot = hub.is_clustered().then(|| self.session.hold());
         if let Some(catch_up) = joined {
             hub.apply(|broker, events| {
-                for channel in ["typing", "presence"] {
+                for channel in [TYPING, "presence"] {
                     let dest = Destination::Topic(format!("{room}.{channel}"));
                     let sub = format!("{channel}:{room}");
                     let _ = broker.subscribe(id, &sub, &dest, AckMode::Auto, events);
@@ -239,7 +253,7 @@ impl ChatSession {
         self.session.hub().apply(|broker, events| {
             for sub in [
                 format!("presence:{room}"),
-                format!("typing:{room}"),
+                format!("{TYPING}:{room}"),
                 format!("room:{room}"),
             ] {
                 let _ = broker.unsubscribe(id, &sub, events);
@@ -254,7 +268,7 @@ impl ChatSession {
         let room = self.joined(room)?;
         self.may_post(&room)?;
         let id = self.session.id();
-        let destination = Destination::Topic(format!("{room}.typing"));
+        let destination = Destination::Topic(format!("{room}.{TYPING}"));
         let publish = Publish {
             now_ms: now_ms(),
             ..Publish::default()

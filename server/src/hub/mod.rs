@@ -59,7 +59,10 @@ use parley_stomp::budget::MemoryBudget;
 use tracing::info;
 
 pub use self::admin::CLOSE_REMOVED;
-pub use self::chat::{ChatSession, ChatSettings, JoinAnswer, SendExtras, Target, READ_QUEUE};
+pub use self::chat::{
+    is_typing_subscription, ChatSession, ChatSettings, JoinAnswer, SendExtras, Target,
+    READ_SUBSCRIPTION,
+};
 pub use self::direct::{peer_in, DM_QUEUE, RECIPIENT};
 pub use self::edits::{Change, MAX_EMOJI_BYTES};
 pub use self::history::{catch_up_range, DEFAULT_PAGE, MAX_PAGE};

@@ -62,12 +62,13 @@ pub fn compress_frame(frame: &Bytes, params: &DeflateParams) -> Bytes {
 
 /// The raw protocol's frame for a shared message, compressed once for every subscriber with
 /// the shared parameters; `plain` is the uncompressed frame, cached on the message too.
-pub fn shared_frame(message: &SharedMessage, plain: impl FnOnce(&SharedMessage) -> Bytes) -> Bytes {
-    message
-        .compressed(Wire::Other, |m| {
-            compress_frame(m.other_wire(plain), &SHARED)
-        })
-        .clone()
+pub fn shared_frame(
+    message: &SharedMessage,
+    plain: impl FnOnce(&SharedMessage) -> Bytes,
+) -> &Bytes {
+    message.compressed(Wire::Other, |m| {
+        compress_frame(m.other_wire(plain), &SHARED)
+    })
 }
 
 /// A STOMP MESSAGE for one subscriber as a compressed WebSocket message: `prefix` (its own
@@ -187,6 +188,6 @@ mod tests {
         let raw = shared_frame(&message, |m| frame::encode(OpCode::Text, m.body()));
         let again = shared_frame(&message, |_| unreachable!("cached"));
         assert_eq!(raw.as_ptr(), again.as_ptr());
-        assert_eq!(inflate(payload(&raw).1), chat_json());
+        assert_eq!(inflate(payload(raw).1), chat_json());
     }
 }

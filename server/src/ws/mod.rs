@@ -8,6 +8,7 @@
 pub mod deflate;
 
 use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::sync::Arc;
@@ -47,6 +48,10 @@ pub struct DriverConfig {
 
 /// What a WebSocket endpoint (echo, raw chat…) does with a connection [`drive`] runs.
 pub trait Endpoint {
+    /// What [`Outbound::Ready`] carries: output the endpoint writes by reference
+    /// ([`Endpoint::write_ready`]), so frames shared by many connections are not cloned for each.
+    type Ready: Send;
+
     /// Handles one event from the peer (pongs and close answers are already queued).
     fn on_event(&mut self, conn: &mut Connection, event: Event);
 
@@ -56,16 +61,21 @@ pub trait Endpoint {
 
     /// Waits for something to send that did not come from the peer (e.g. a room message).
     /// Endpoints that only answer never resolve.
-    fn outbound(&mut self) -> impl Future<Output = Outbound> + Send;
+    fn outbound(&mut self) -> impl Future<Output = Outbound<Self::Ready>> + Send;
+
+    /// Writes what [`Outbound::Ready`] carried, frame by frame, into `out`.
+    fn write_ready(&mut self, ready: Self::Ready, out: impl FnMut(&Bytes));
 
     /// Called once the connection is over, however it ended.
     fn finish(&mut self) {}
 }
 
 /// Something an endpoint wants to send on its own.
-pub enum Outbound {
+pub enum Outbound<R = Infallible> {
     /// Frames already encoded (the driver writes them as they are).
     Frames(Vec<Bytes>),
+    /// Output to write by reference with [`Endpoint::write_ready`].
+    Ready(R),
     /// Close the connection with this code and reason.
     Close(CloseCode, String),
 }
@@ -200,6 +210,17 @@ impl<S: ReadReady + AsyncWrite> WsSocket<S> {
         let _ = self.conn.send_encoded(frame);
     }
 
+    /// [`WsSocket::send_frame`] for a frame held by reference (shared by many connections):
+    /// copied when small, else shared, never cloned for nothing.
+    pub fn send_shared_frame(&mut self, frame: &Bytes) {
+        let _ = match self.conn.deflate() {
+            Some(params) => self
+                .conn
+                .send_encoded(deflate::compress_frame(frame, params)),
+            None => self.conn.send_shared(frame),
+        };
+    }
+
     /// Writes everything queued; an idle connection keeps no queue storage.
     pub async fn flush(&mut self) -> io::Result<()> {
         let queued = self.conn.take_transmit();
@@ -324,6 +345,10 @@ where
                     for frame in frames {
                         socket.send_frame(frame);
                     }
+                    None
+                }
+                Outbound::Ready(ready) => {
+                    endpoint.write_ready(ready, |frame| socket.send_shared_frame(frame));
                     None
                 }
                 Outbound::Close(code, reason) => Some((code, reason)),

@@ -18,8 +18,9 @@ use self::reads::Place;
 use crate::auth::{Auth, Authenticated};
 use crate::clock::now_ms;
 use crate::hub::{
-    live_from_stored, Change, ChatSession, ChatSettings, Held, Hub, JoinAnswer, Next, Notice,
-    Origin, Refusal, SendExtras, Target, CLOSE_REMOVED, CLOSE_UNAUTHORIZED,
+    is_typing_subscription, live_from_stored, Change, ChatSession, ChatSettings, Delivered, Held,
+    Hub, JoinAnswer, Next, Notice, Origin, Queued, Refusal, SendExtras, Target, CLOSE_REMOVED,
+    CLOSE_UNAUTHORIZED, READ_SUBSCRIPTION,
 };
 use crate::store::ReadState;
 use crate::ws::{deflate, Endpoint, Outbound};
@@ -351,8 +352,8 @@ impl RawClient {
         }
     }
 
-    /// The frames of what the hub handed this session.
-    fn frames_for(&mut self, next: Next) -> Outbound {
+    /// The frames of what the hub handed this session; deliveries are written by reference.
+    fn frames_for(&mut self, next: Next) -> Outbound<Deliveries> {
         let frame = match next {
             Next::Evicted(code, reason) if code == CLOSE_REMOVED && !self.told_removed => {
                 // Kicked or banned: said as JSON first, then the close (whose reason may be cut).
@@ -363,18 +364,7 @@ impl RawClient {
             Next::Expired => {
                 return Outbound::Close(CLOSE_UNAUTHORIZED, "token expired".to_owned())
             }
-            Next::Delivery(first) => {
-                let user = self.chat.identity().name.clone();
-                let shared = self.shared_deflate;
-                let mut frames = Vec::new();
-                for queued in self.chat.session().batch(first) {
-                    let each = queued
-                        .iter()
-                        .filter_map(|d| frame_for(d.message, &user, shared));
-                    frames.extend(each);
-                }
-                return Outbound::Frames(frames);
-            }
+            Next::Delivery(first) => return Outbound::Ready(Deliveries(first)),
             Next::Held(Held::Replay { messages, .. }) => match messages {
                 Ok(messages) => {
                     // In the shape of live messages and events, so a client handles one kind.
@@ -406,7 +396,12 @@ impl RawClient {
     }
 }
 
+/// Deliveries the hub handed a raw session, the first of a batch ([`RawClient::write_ready`]).
+pub struct Deliveries(Queued);
+
 impl Endpoint for RawClient {
+    type Ready = Deliveries;
+
     fn on_event(&mut self, _conn: &mut Connection, event: Event) {
         if let Event::Message(message) = event {
             self.inbox.push(message);
@@ -485,9 +480,23 @@ impl Endpoint for RawClient {
         self.close_if_hopeless(conn);
     }
 
-    async fn outbound(&mut self) -> Outbound {
+    async fn outbound(&mut self) -> Outbound<Deliveries> {
         let next = self.chat.session().next().await;
         self.frames_for(next)
+    }
+
+    /// The batch `first` starts: each message's frame, shared by every raw recipient, written
+    /// by reference (copied into the output when small, never cloned per recipient).
+    fn write_ready(&mut self, Deliveries(first): Deliveries, mut out: impl FnMut(&Bytes)) {
+        let user = self.chat.identity().name.clone();
+        let shared = self.shared_deflate;
+        for queued in self.chat.session().batch(first) {
+            for delivered in queued.iter() {
+                if let Some(frame) = frame_for(&delivered, &user, shared) {
+                    out(frame);
+                }
+            }
+        }
     }
 
     fn finish(&mut self) {
@@ -504,22 +513,22 @@ impl RawClient {
     }
 }
 
-/// The frame a delivered message becomes for `user`'s client, or `None` for their own typing.
-fn frame_for(message: &SharedMessage, user: &str, shared_deflate: bool) -> Option<Bytes> {
-    let is_typing = message
-        .header("destination")
-        .is_some_and(|d| d.ends_with(".typing"));
-    if is_typing && message.header("sender") == Some(user) {
+/// The frame a delivery becomes for `user`'s client, or `None` for their own typing. What it
+/// is comes from its subscription, so a room message costs no header lookup.
+fn frame_for<'m>(delivered: &Delivered<'m>, user: &str, shared_deflate: bool) -> Option<&'m Bytes> {
+    let message: &'m SharedMessage = delivered.message;
+    let subscription = &**delivered.subscription;
+    if is_typing_subscription(subscription) && message.header("sender") == Some(user) {
         return None;
     }
-    if reads::is_mark(message) {
-        return Some(message.other_wire(reads::mark_frame).clone());
+    if subscription == READ_SUBSCRIPTION {
+        return Some(message.other_wire(reads::mark_frame));
     }
     let plain = |m: &SharedMessage| wire::message_frame(m, user);
     Some(if shared_deflate {
         deflate::shared_frame(message, plain)
     } else {
-        message.other_wire(plain).clone()
+        message.other_wire(plain)
     })
 }
 

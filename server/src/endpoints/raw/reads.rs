@@ -6,7 +6,7 @@ use parley_stomp::SharedMessage;
 use serde_json::{json, Value};
 
 use super::wire;
-use crate::hub::{ChatSession, Refusal, READ_LAST, READ_QUEUE, READ_ROOM, READ_WITH};
+use crate::hub::{ChatSession, Refusal, READ_LAST, READ_ROOM, READ_WITH};
 use crate::store::ReadState;
 
 /// What a `read` marks: a room, or the conversation `with` someone.
@@ -36,13 +36,6 @@ pub(super) async fn state_of(chat: &ChatSession, room: &str) -> Option<ReadState
         .read_states(chat.identity(), vec![room.to_owned()])
         .await?;
     states.remove(room)
-}
-
-/// Whether a delivery is a read mark (from the account's user queue of marks).
-pub(super) fn is_mark(m: &SharedMessage) -> bool {
-    m.header("destination")
-        .and_then(|d| d.strip_prefix("/user/queue/"))
-        == Some(READ_QUEUE)
 }
 
 /// `{"type":"read","room":…,"id":…}` (a conversation's: `"with"` instead of `"room"`), the

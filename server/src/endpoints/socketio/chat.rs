@@ -17,9 +17,12 @@ use serde_json::{json, Map, Value};
 use super::packet;
 use crate::auth::{Auth, Authenticated};
 use crate::endpoints::hosted::{Hosted, Out};
-use crate::endpoints::raw::RawClient;
+use crate::endpoints::raw::{Deliveries, RawClient};
 use crate::hub::{ChatSettings, Hub, Origin, Protocol, Transport};
 use crate::ws::Outbound;
+
+/// What the chat sends on its own ([`ChatNsp::outbound`]).
+pub type Sent = Outbound<Deliveries>;
 
 /// Most rooms and conversations an offset may name.
 pub const MAX_OFFSET_ENTRIES: usize = 1024;
@@ -217,12 +220,12 @@ impl ChatNsp {
     }
 
     /// Waits for something the raw endpoint sends on its own.
-    pub async fn outbound(&mut self) -> Outbound {
+    pub async fn outbound(&mut self) -> Sent {
         self.raw.outbound().await
     }
 
     /// Takes in what [`ChatNsp::outbound`] returned; the messages go to `into`.
-    pub fn apply(&mut self, sent: Outbound, into: &mut Vec<Bytes>) -> Result<(), Ended> {
+    pub fn apply(&mut self, sent: Sent, into: &mut Vec<Bytes>) -> Result<(), Ended> {
         self.raw.apply(sent);
         self.translate(into)
     }

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::chat::{self, ChatNsp, Ended};
+use super::chat::{self, ChatNsp, Ended, Sent};
 use super::engine::new_id;
 use super::packet::{self, EnginePacket, Kind, Packet};
 use crate::auth::{Auth, Authenticated};
@@ -353,7 +353,7 @@ impl SocketIo {
     }
 
     /// Waits for what the chat sends on its own (never, without the chat).
-    async fn chat_outbound(&mut self) -> crate::ws::Outbound {
+    async fn chat_outbound(&mut self) -> Sent {
         match &mut self.chat {
             Some(chat) => chat.outbound().await,
             None => std::future::pending().await,
@@ -362,11 +362,7 @@ impl SocketIo {
 
     /// Takes in `sent` and whatever else the chat has ready now, so that a backlog goes to the
     /// client in one step.
-    fn chat_apply_all(
-        &mut self,
-        sent: crate::ws::Outbound,
-        out: &mut Vec<Bytes>,
-    ) -> Result<(), (u16, String)> {
+    fn chat_apply_all(&mut self, sent: Sent, out: &mut Vec<Bytes>) -> Result<(), (u16, String)> {
         self.chat_apply(sent, out)?;
         for _ in 0..MAX_BATCH {
             let ready = {
@@ -385,11 +381,7 @@ impl SocketIo {
         Ok(())
     }
 
-    fn chat_apply(
-        &mut self,
-        sent: crate::ws::Outbound,
-        out: &mut Vec<Bytes>,
-    ) -> Result<(), (u16, String)> {
+    fn chat_apply(&mut self, sent: Sent, out: &mut Vec<Bytes>) -> Result<(), (u16, String)> {
         let Some(chat) = &mut self.chat else {
             return Ok(());
         };

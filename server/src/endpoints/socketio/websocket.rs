@@ -2,6 +2,7 @@
 //! packets as binary messages). A WebSocket opened with a polling session's `sid` first
 //! probes (`2probe` → `3probe`) and takes the session over at `5`.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -81,6 +82,8 @@ impl EngineWebSocket {
 }
 
 impl Endpoint for EngineWebSocket {
+    type Ready = Infallible;
+
     fn on_event(&mut self, conn: &mut Connection, event: Event) {
         let packet = match event {
             Event::Message(Message::Text(payload)) if !self.active => {
@@ -106,6 +109,10 @@ impl Endpoint for EngineWebSocket {
     }
 
     async fn after_events(&mut self, _conn: &mut Connection) {}
+
+    fn write_ready(&mut self, ready: Infallible, _: impl FnMut(&Bytes)) {
+        match ready {}
+    }
 
     async fn outbound(&mut self) -> Outbound {
         if let Some(open) = self.open.take() {

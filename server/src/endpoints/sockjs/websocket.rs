@@ -2,6 +2,7 @@
 //! and `h` heartbeats, the client's as JSON arrays (or single strings); or, unframed, one app
 //! message per WebSocket message (`<prefix>/websocket` of the conformance services).
 
+use std::convert::Infallible;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -63,6 +64,8 @@ impl SockJsWebSocket {
 }
 
 impl Endpoint for SockJsWebSocket {
+    type Ready = Infallible;
+
     fn on_event(&mut self, conn: &mut Connection, event: Event) {
         let Event::Message(Message::Text(payload) | Message::Binary(payload)) = event else {
             return;
@@ -90,6 +93,10 @@ impl Endpoint for SockJsWebSocket {
     }
 
     async fn after_events(&mut self, _conn: &mut Connection) {}
+
+    fn write_ready(&mut self, ready: Infallible, _: impl FnMut(&Bytes)) {
+        match ready {}
+    }
 
     async fn outbound(&mut self) -> Outbound {
         if !self.opened {
