@@ -115,6 +115,12 @@ enum WsEndpoint {
     Engine(EngineWebSocket),
 }
 
+/// An accepted request's endpoint; a raw client's session opens only once its handshake is.
+enum Accepting {
+    Ready(WsEndpoint),
+    Raw(Authenticated),
+}
+
 /// A WebSocket endpoint running on its socket.
 pub(super) type Running<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
@@ -194,29 +200,39 @@ impl Upgrades {
             return text(StatusCode::FORBIDDEN, "origin not allowed\n");
         }
         let (endpoint, config) = match kind {
-            UpgradeKind::Echo => (WsEndpoint::Echo, &self.handshakes.echo),
+            UpgradeKind::Echo => (Accepting::Ready(WsEndpoint::Echo), &self.handshakes.echo),
             UpgradeKind::Stomp => match self.who(&req, false, true).await {
-                Ok(known) => (WsEndpoint::Stomp(known), &self.handshakes.stomp),
+                Ok(known) => (
+                    Accepting::Ready(WsEndpoint::Stomp(known)),
+                    &self.handshakes.stomp,
+                ),
                 Err(refusal) => return refusal,
             },
             UpgradeKind::Raw => match self.who(&req, true, true).await {
-                Ok(Some(who)) => (
-                    WsEndpoint::Raw(self.open_raw(who, client)),
-                    &self.handshakes.raw,
-                ),
+                Ok(Some(who)) => (Accepting::Raw(who), &self.handshakes.raw),
                 Ok(None) => return unauthorized("sign in first"),
                 Err(refusal) => return refusal,
             },
             UpgradeKind::SockJs(app, framed) => {
                 match self.sockjs_app(&req, app, client, true).await {
-                    Ok(app) => (WsEndpoint::SockJs(app, framed), &self.handshakes.plain),
+                    Ok(app) => (
+                        Accepting::Ready(WsEndpoint::SockJs(app, framed)),
+                        &self.handshakes.plain,
+                    ),
                     Err(refusal) => return refusal,
                 }
             }
-            UpgradeKind::Engine(ws) => (WsEndpoint::Engine(ws), &self.handshakes.plain),
+            UpgradeKind::Engine(ws) => (
+                Accepting::Ready(WsEndpoint::Engine(ws)),
+                &self.handshakes.plain,
+            ),
         };
         match handshake::accept(&req, config) {
             Ok(accepted) => {
+                let endpoint = match endpoint {
+                    Accepting::Ready(endpoint) => endpoint,
+                    Accepting::Raw(who) => WsEndpoint::Raw(self.open_raw(who, client).await),
+                };
                 let pending = PendingUpgrade {
                     on_upgrade: hyper::upgrade::on(&mut req),
                     endpoint,
@@ -318,11 +334,15 @@ impl Upgrades {
         }
     }
 
-    /// Opens the raw session of `who`, connecting from `client`, in the hub.
-    fn open_raw(&self, who: Authenticated, client: IpAddr) -> Box<RawClient> {
+    /// Opens the raw session of `who`, connecting from `client`, in the hub, before its 101
+    /// goes out: a client that has its 101 receives its direct messages (in cluster mode once
+    /// this node hears the user's channel, which it waits for).
+    async fn open_raw(&self, who: Authenticated, client: IpAddr) -> Box<RawClient> {
         let (auth, chat) = (self.auth.clone(), self.chat.clone());
         let origin = Origin::new(Protocol::Raw, Transport::WebSocket, client);
-        Box::new(RawClient::open(&self.hub, auth, chat, who, origin))
+        let client = Box::new(RawClient::open(&self.hub, auth, chat, who, origin));
+        client.until_live().await;
+        client
     }
 
     /// Waits for the socket of an accepted upgrade, then makes its endpoint's future. Also

@@ -40,7 +40,7 @@ const TYPING: &str = "typing";
 /// tell deliveries apart by their subscription, not by reading each message's headers.
 pub fn is_typing_subscription(id: &str) -> bool {
     id.strip_prefix(TYPING)
-        .is_some_and(|room| room.starts_with(':'))
+        .is_some_and(|rest| rest.starts_with(':'))
 }
 
 /// Limits of chat clients.
@@ -142,6 +142,14 @@ impl ChatSession {
     /// Names the session in the current span's log lines ([`HubSession::name_span`]).
     pub fn name_span(&self) {
         self.session.name_span(&self.identity.name);
+    }
+
+    /// Cluster mode: waits (a few seconds at most) until this node hears the user's channel
+    /// from the bus, so what another node sends the user from then on (direct messages, read
+    /// marks) reaches this session. At once on a single node.
+    pub async fn until_live(&self) {
+        let key = format!("/user/{}/queue/{DM_QUEUE}", self.identity.name);
+        self.session.hub().until_live(&[key]).await;
     }
 
     /// The hub it belongs to.

@@ -123,7 +123,9 @@ impl Hub {
         );
         self.stats.sessions.fetch_add(1, Ordering::Relaxed);
         let metrics = metrics::session(origin.protocol, origin.transport);
-        // Named in the connection's log lines from here on (see `http::Server::accept_loop`).
+        // Named in the current span's log lines from here on: the connection's (see
+        // `http::Server::accept_loop`), or for `/ws` the upgrade request's (`name_span` then
+        // names the connection's).
         let span = tracing::Span::current();
         span.record("protocol", origin.protocol.name());
         span.record("session", id);

@@ -140,6 +140,11 @@ impl RawClient {
         self.chat.name_span();
     }
 
+    /// Waits (cluster mode) until this node hears the user's channel ([`ChatSession::until_live`]).
+    pub async fn until_live(&self) {
+        self.chat.until_live().await;
+    }
+
     /// Handles one client message; returns the reply, if any.
     fn handle(&mut self, message: Message, conn: &mut Connection) -> Result<Step, Failed> {
         let Message::Text(text) = message else {
@@ -486,7 +491,7 @@ impl Endpoint for RawClient {
     }
 
     /// The batch `first` starts: each message's frame, shared by every raw recipient, written
-    /// by reference (copied into the output when small, never cloned per recipient).
+    /// by reference (the writer copies it when small; no list of frames per wake-up).
     fn write_ready(&mut self, Deliveries(first): Deliveries, mut out: impl FnMut(&Bytes)) {
         let user = self.chat.identity().name.clone();
         let shared = self.shared_deflate;
