@@ -48,16 +48,24 @@ pub fn shares(params: &DeflateParams) -> bool {
 /// A complete, uncompressed data frame compressed alone with `params`; the frame as it is when
 /// it is small, already compressed, fragmented or a control frame.
 pub fn compress_frame(frame: &Bytes, params: &DeflateParams) -> Bytes {
+    compressed_frame(frame, params).unwrap_or_else(|| frame.clone())
+}
+
+/// [`compress_frame`]'s new frame, or `None` when the frame goes as it is.
+pub fn compressed_frame(frame: &[u8], params: &DeflateParams) -> Option<Bytes> {
     let Ok(Some((header, header_len))) = FrameHeader::parse(frame) else {
-        return frame.clone();
+        return None;
     };
     let payload = &frame[header_len..];
     let whole = header.payload_len == payload.len() as u64;
     let data = matches!(header.opcode, OpCode::Text | OpCode::Binary);
     if !whole || !data || !header.fin || header.rsv1 || payload.len() < MIN_COMPRESSED {
-        return frame.clone();
+        return None;
     }
-    frame::encode_compressed(header.opcode, &compress_alone(payload, params))
+    Some(frame::encode_compressed(
+        header.opcode,
+        &compress_alone(payload, params),
+    ))
 }
 
 /// The raw protocol's frame for a shared message, compressed once for every subscriber with

@@ -211,12 +211,15 @@ impl<S: ReadReady + AsyncWrite> WsSocket<S> {
     }
 
     /// [`WsSocket::send_frame`] for a frame held by reference (shared by many connections):
-    /// copied when small, else shared, never cloned for nothing.
+    /// copied into the output when small, else one more reference to the same bytes. A frame
+    /// already compressed (shared permessage-deflate) goes the same way.
     pub fn send_shared_frame(&mut self, frame: &Bytes) {
-        let _ = match self.conn.deflate() {
-            Some(params) => self
-                .conn
-                .send_encoded(deflate::compress_frame(frame, params)),
+        let compressed = self
+            .conn
+            .deflate()
+            .and_then(|params| deflate::compressed_frame(frame, params));
+        let _ = match compressed {
+            Some(compressed) => self.conn.send_encoded(compressed),
             None => self.conn.send_shared(frame),
         };
     }
