@@ -52,6 +52,39 @@ async fn stomp_message(stomp: &mut Stomp) -> parley_tests::stomp::Frame {
     }
 }
 
+/// Read marks come from the server alone: a STOMP SEND to another account's (or one's own)
+/// queue of marks is refused and tells nobody anything.
+#[tokio::test]
+async fn nobody_forges_a_read_mark() {
+    let server = ServerProcess::start(&[]);
+    let addr = server.addr();
+    let alice = account(addr, "alice").await;
+    let mallory = account(addr, "mallory").await;
+    let mut tab = ws_bearer(addr, &alice).await;
+    let mut stomp = Stomp::with_token(server.stomp_addr(), &mallory, "mallory").await;
+    for destination in ["/user/alice/queue/read", "/user/mallory/queue/read"] {
+        let f = stomp
+            .send_receipt(
+                &[
+                    ("destination", destination),
+                    ("room", "general"),
+                    ("last-read", "9"),
+                ],
+                b"",
+            )
+            .await;
+        assert_eq!(f.command, "ERROR", "{destination}: {f:?}");
+        let why = format!(
+            "{} {}",
+            f.header("message"),
+            String::from_utf8_lossy(&f.body)
+        );
+        assert!(why.contains("written by the server"), "{f:?}");
+        stomp = Stomp::with_token(server.stomp_addr(), &mallory, "mallory").await;
+    }
+    ws_quiet(&mut tab, Duration::from_millis(300), |_| false).await;
+}
+
 #[tokio::test]
 async fn a_read_in_one_tab_reaches_the_other_tabs_and_stomp() {
     let server = ServerProcess::start(&[]);

@@ -8,6 +8,7 @@ use parley_stomp::destination::Destination;
 use parley_stomp::session::{Access, Identity};
 use tracing::warn;
 
+use super::chat::READ_QUEUE;
 use super::direct::{address, is_conversation, DM_QUEUE};
 use super::outbox::{Notice, CLOSE_UNAUTHORIZED};
 use super::Hub;
@@ -265,8 +266,13 @@ impl Access for Hub {
                 _ => None,
             };
             who.scope.writes(room)?;
-            let Destination::Topic(topic) = destination else {
-                continue;
+            let topic = match destination {
+                Destination::Topic(topic) => topic,
+                // Read marks are told by the server alone: no one forges another's.
+                Destination::UserQueue { queue, .. } if queue == READ_QUEUE => {
+                    return Err("it is written by the server".into());
+                }
+                _ => continue,
             };
             if topic.ends_with(".presence") || topic == ROOMS_TOPIC {
                 return Err("it is written by the server".into());
