@@ -16,6 +16,7 @@ use super::direct::{address, direct, Recipient, DM_QUEUE};
 use super::history::catch_up_range;
 use super::message::{chat_headers, check_client_id};
 use super::outbox::{tell, Notice};
+use super::reads::READ_QUEUE;
 use super::refusal::{publish_refusal, Refusal};
 use super::registry::Origin;
 use super::rooms::ROOMS_TOPIC;
@@ -24,10 +25,6 @@ use super::tables::SentKey;
 use super::{Hub, Outcome, Step};
 use crate::clock::now_ms;
 use crate::store::Kind;
-
-/// The user queue read marks go to (`reads.rs`): STOMP clients subscribe to `/user/queue/read`,
-/// raw sessions of accounts are subscribed to it when they open.
-pub const READ_QUEUE: &str = "read";
 
 /// The id of a session's subscription to its read marks.
 pub const READ_SUBSCRIPTION: &str = "read";

@@ -13,13 +13,16 @@ use parley_stomp::broker::Publish;
 use parley_stomp::destination::Destination;
 use parley_stomp::session::Identity;
 
-use super::chat::READ_QUEUE;
 use super::checks::STORE_WAIT;
 use super::direct::peer_in;
 use super::refusal::Refusal;
 use super::Hub;
 use crate::clock::now_ms;
 use crate::store::{self, ReadState};
+
+/// The user queue read marks go to: STOMP clients subscribe to `/user/queue/read`, raw
+/// sessions of accounts are subscribed to it when they open ([`super::ChatSession::open`]).
+pub const READ_QUEUE: &str = "read";
 
 /// Longest wait for the counts a join or a room list carries: past it they go without (a slow
 /// database must not hold up joins).

@@ -8,9 +8,9 @@ use parley_stomp::destination::Destination;
 use parley_stomp::session::{Access, Identity};
 use tracing::warn;
 
-use super::chat::READ_QUEUE;
 use super::direct::{address, is_conversation, DM_QUEUE};
 use super::outbox::{Notice, CLOSE_UNAUTHORIZED};
+use super::reads::READ_QUEUE;
 use super::Hub;
 use crate::acl::{room_of_topic, Refused};
 use crate::store::{self, Room};
