@@ -12,7 +12,7 @@ use parley_stomp::destination::{Destination, RoomName};
 use parley_stomp::rate::TokenBucket;
 use parley_stomp::session::Identity;
 
-use super::direct::{address, direct, Recipient, DM_QUEUE};
+use super::direct::{address, direct, dm_key, Recipient, DM_QUEUE};
 use super::history::catch_up_range;
 use super::message::{chat_headers, check_client_id};
 use super::outbox::{tell, Notice};
@@ -29,9 +29,16 @@ use crate::store::Kind;
 /// The id of a session's subscription to its read marks.
 pub const READ_SUBSCRIPTION: &str = "read";
 
-/// The side channel of a room where typing goes (`<room>.typing`), and the prefix of a joined
-/// room's subscription to it (`typing:<room>`).
+/// A joined room's channels: the room itself, and its side channels (`<room>.typing`,
+/// `<room>.presence`). The session subscribes to each as `<channel>:<room>`.
+const ROOM: &str = "room";
 const TYPING: &str = "typing";
+const PRESENCE: &str = "presence";
+
+/// The id of a session's subscription to `channel` of the joined `room`.
+fn subscription_id(channel: &str, room: &str) -> String {
+    format!("{channel}:{room}")
+}
 
 /// Whether a chat session's subscription (by id) is a joined room's typing channel: endpoints
 /// tell deliveries apart by their subscription, not by reading each message's headers.
@@ -138,14 +145,14 @@ impl ChatSession {
 
     /// Names the session in the current span's log lines ([`HubSession::name_span`]).
     pub fn name_span(&self) {
-        self.session.name_span(&self.identity.name);
+        self.session.name_span(Some(&self.identity.name));
     }
 
     /// Cluster mode: waits (a few seconds at most) until this node hears the user's channel
     /// from the bus, so what another node sends the user from then on (direct messages, read
     /// marks) reaches this session. At once on a single node.
     pub async fn until_live(&self) {
-        let key = format!("/user/{}/queue/{DM_QUEUE}", self.identity.name);
+        let key = dm_key(&self.identity.name);
         self.session.hub().until_live(&[key]).await;
     }
 
@@ -182,7 +189,7 @@ impl ChatSession {
         let room = parse_room(room)?;
         let hub = self.session.hub().clone();
         hub.prepare_rooms(vec![room.clone()]).await;
-        let (id, sub) = (self.session.id(), format!("room:{room}"));
+        let (id, sub) = (self.session.id(), subscription_id(ROOM, &room));
         let topic = Destination::Topic(room.clone());
         let identity = &self.identity;
         // The broker, not our own list, says whether we are subscribed: a removal may have
@@ -206,9 +213,9 @@ impl ChatSession {
         let answer_slot = hub.is_clustered().then(|| self.session.hold());
         if let Some(catch_up) = joined {
             hub.apply(|broker, events| {
-                for channel in [TYPING, "presence"] {
+                for channel in [TYPING, PRESENCE] {
                     let dest = Destination::Topic(format!("{room}.{channel}"));
-                    let sub = format!("{channel}:{room}");
+                    let sub = subscription_id(channel, &room);
                     let _ = broker.subscribe(id, &sub, &dest, AckMode::Auto, events);
                 }
             });
@@ -256,11 +263,8 @@ impl ChatSession {
         let room = self.joined(room)?;
         let id = self.session.id();
         self.session.hub().apply(|broker, events| {
-            for sub in [
-                format!("presence:{room}"),
-                format!("{TYPING}:{room}"),
-                format!("room:{room}"),
-            ] {
+            for channel in [PRESENCE, TYPING, ROOM] {
+                let sub = subscription_id(channel, &room);
                 let _ = broker.unsubscribe(id, &sub, events);
             }
         });

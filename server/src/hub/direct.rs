@@ -87,7 +87,7 @@ impl Hub {
                 account: true,
             });
         }
-        let queue = format!("/user/{name}/queue/{DM_QUEUE}");
+        let queue = dm_key(&name);
         if self.is_clustered() || self.apply(|broker, _| broker.has_subscribers(&queue)) {
             return Ok(Recipient {
                 name: name.into(),
@@ -101,6 +101,11 @@ impl Hub {
     }
 }
 
+/// The fan-out key of `user`'s direct messages: every session of theirs that reads them.
+pub fn dm_key(user: &str) -> String {
+    format!("/user/{user}/queue/{DM_QUEUE}")
+}
+
 /// Addresses a direct message from `from` to `to`: to every session of both; between two
 /// accounts numbered and stored in their conversation. Its destination is returned.
 pub fn address(from: &Identity, to: &Recipient, publish: &mut Publish) -> Destination {
@@ -110,7 +115,7 @@ pub fn address(from: &Identity, to: &Recipient, publish: &mut Publish) -> Destin
         .push((RECIPIENT.to_owned(), to.name.to_string()));
     let stored = to.account && !from.guest;
     publish.stream = stored.then(|| conversation(&from.name, &to.name));
-    publish.copy_to = Some(format!("/user/{}/queue/{DM_QUEUE}", from.name));
+    publish.copy_to = Some(dm_key(&from.name));
     Destination::UserQueue {
         user: to.name.to_string(),
         queue: DM_QUEUE.to_owned(),

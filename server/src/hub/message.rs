@@ -10,7 +10,7 @@ use parley_stomp::destination::valid_user;
 use parley_stomp::SharedMessage;
 use tracing::warn;
 
-use super::direct::{peer_in, DM_QUEUE, RECIPIENT};
+use super::direct::{dm_key, peer_in, DM_QUEUE, RECIPIENT};
 use super::outbox::{tell, Notice, Outbox};
 use super::refusal::Refusal;
 use super::Hub;
@@ -197,9 +197,9 @@ pub fn forwarded_from_stored(m: StoredMessage) -> Forwarded {
     }
     let (key, shown, also) = match peer_in(&m.room, &m.from) {
         Some(to) => {
-            let key = format!("/user/{to}/queue/{DM_QUEUE}");
+            let key = dm_key(&to);
             headers.push((RECIPIENT.to_owned(), to));
-            let also = format!("/user/{}/queue/{DM_QUEUE}", m.from);
+            let also = dm_key(&m.from);
             (key, format!("/user/queue/{DM_QUEUE}"), Some(also))
         }
         None => {

@@ -123,15 +123,9 @@ impl Hub {
         );
         self.stats.sessions.fetch_add(1, Ordering::Relaxed);
         let metrics = metrics::session(origin.protocol, origin.transport);
-        // Named in the current span's log lines from here on: the connection's (see
-        // `http::Server::accept_loop`), or for `/ws` the upgrade request's (`name_span` then
-        // names the connection's).
-        let span = tracing::Span::current();
-        span.record("protocol", origin.protocol.name());
-        span.record("session", id);
         metrics.opened.increment(1);
         metrics.open.increment(1.0);
-        HubSession {
+        let session = HubSession {
             hub: self.clone(),
             id,
             deliveries,
@@ -145,7 +139,12 @@ impl Hub {
             closed: false,
             protocol: origin.protocol,
             metrics,
-        }
+        };
+        // Named in the current span's log lines from here on: the connection's (see
+        // `http::Server::accept_loop`), or for `/ws` the upgrade request's (`name_span` then
+        // names the connection's).
+        session.name_span(None);
+        session
     }
 }
 
@@ -174,13 +173,16 @@ impl HubSession {
         self.hub.identify(self.id, identity);
     }
 
-    /// Names the session (protocol, id, `user`) in the current span's log lines: for a session
-    /// opened while its upgrade request was answered, in the connection's span that follows.
-    pub fn name_span(&self, user: &str) {
+    /// Names the session (protocol, id, and `user` once known) in the current span's log lines;
+    /// again in the connection's span for a session opened while its upgrade request was
+    /// answered.
+    pub fn name_span(&self, user: Option<&str>) {
         let span = tracing::Span::current();
         span.record("protocol", self.protocol.name());
         span.record("session", self.id);
-        span.record("user", user);
+        if let Some(user) = user {
+            span.record("user", user);
+        }
     }
 
     /// Sets when the session's credential runs out (ms since the epoch; `None`: never).

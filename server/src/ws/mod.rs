@@ -203,25 +203,24 @@ impl<S: ReadReady + AsyncWrite> WsSocket<S> {
     /// Queues a complete frame: as it is, or compressed alone when permessage-deflate was
     /// negotiated and it is an uncompressed message large enough to gain from it.
     pub fn send_frame(&mut self, frame: Bytes) {
-        let frame = match self.conn.deflate() {
-            Some(params) => deflate::compress_frame(&frame, params),
-            None => frame,
-        };
-        let _ = self.conn.send_encoded(frame);
+        let compressed = self.compressed(&frame);
+        let _ = self.conn.send_encoded(compressed.unwrap_or(frame));
     }
 
     /// [`WsSocket::send_frame`] for a frame held by reference (shared by many connections):
     /// copied into the output when small, else one more reference to the same bytes. A frame
     /// already compressed (shared permessage-deflate) goes the same way.
     pub fn send_shared_frame(&mut self, frame: &Bytes) {
-        let compressed = self
-            .conn
-            .deflate()
-            .and_then(|params| deflate::compressed_frame(frame, params));
-        let _ = match compressed {
+        let _ = match self.compressed(frame) {
             Some(compressed) => self.conn.send_encoded(compressed),
             None => self.conn.send_shared(frame),
         };
+    }
+
+    /// `frame` compressed alone, if permessage-deflate was negotiated and it gains from it.
+    fn compressed(&self, frame: &[u8]) -> Option<Bytes> {
+        let params = self.conn.deflate()?;
+        deflate::compressed_frame(frame, params)
     }
 
     /// Writes everything queued; an idle connection keeps no queue storage.
