@@ -47,6 +47,7 @@ use self::response::{
 use self::tls::{OverTls, Tls};
 use self::upgrade::{Handshakes, PendingUpgrade, Upgrades};
 use crate::auth::Auth;
+use crate::clock::wheel;
 use crate::endpoints::socketio::{self as socketio_endpoint, SocketIo, SocketIoSettings};
 use crate::endpoints::sockjs::{SockJs, SockJsParts, SockJsSettings};
 use crate::endpoints::sse::FeedSettings;
@@ -247,6 +248,7 @@ impl Server {
         stomp_tls: Option<TcpListener>,
     ) {
         tokio::spawn(self.sockjs.clone().sweep());
+        tokio::spawn(wheel::wake_all_at(self.shutdown.clone()));
         let stomp_accept = stomp_listener
             .map(|l| tokio::spawn(self.clone().accept_loop(l, 1, Self::serve_stomp_tcp)));
         let stomp_tls_accept =

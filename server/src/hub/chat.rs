@@ -113,7 +113,6 @@ impl ChatSession {
         let session = hub.open_session(origin);
         session.identify(&identity);
         let (id, user, guest) = (session.id(), identity.name.clone(), identity.guest);
-        tracing::Span::current().record("user", &*user);
         // A one-room credential reads no direct messages.
         let reads_dms = identity.scope.reads(None).is_ok();
         hub.apply(|broker, events| {

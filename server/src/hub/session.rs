@@ -12,13 +12,13 @@ use parley_protocol::CloseCode;
 use parley_stomp::broker::{Broker, BrokerEvent, SessionId};
 use parley_stomp::budget::Charge;
 use tokio::sync::oneshot;
-use tokio::time::{sleep_until, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::outbox::{Eviction, Notice, Outbox, CLOSE_UNAUTHORIZED};
 use super::registry::{Origin, Protocol, SessionInfo};
 use super::{mailbox, Hub, Queued};
 use crate::clock::instant_at;
+use crate::clock::wheel::Timer;
 use crate::metrics::{self, Ended, SessionMetrics};
 use crate::store::StoredMessage;
 
@@ -85,9 +85,9 @@ pub struct HubSession {
     held: VecDeque<oneshot::Receiver<Held>>,
     /// When the session's credential runs out (ms since the epoch); `None`: never.
     expires_ms: Option<u64>,
-    /// The timer for `expires_ms`, made when first waited on. It and `revoked` are boxed
-    /// futures kept by the session, so that waiting in [`HubSession::next`] keeps none.
-    expiry_timer: Option<Pin<Box<Sleep>>>,
+    /// Wakes the session at `expires_ms` (a slot in the shared wheel; `revoked` is a boxed
+    /// future kept by the session, so that waiting in [`HubSession::next`] keeps none).
+    expiry_timer: Timer,
     /// Resolves when the personal access token that opened the session is revoked.
     revoked: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     closed: bool,
@@ -134,7 +134,7 @@ impl Hub {
             evicted,
             held: VecDeque::new(),
             expires_ms: None,
-            expiry_timer: None,
+            expiry_timer: Timer::default(),
             revoked: None,
             closed: false,
             protocol: origin.protocol,
@@ -188,7 +188,6 @@ impl HubSession {
     /// Sets when the session's credential runs out (ms since the epoch; `None`: never).
     pub fn set_expiry(&mut self, expires_ms: Option<u64>) {
         self.expires_ms = expires_ms;
-        self.expiry_timer = None;
     }
 
     /// Ends the session when `revoked` is cancelled (its personal access token was revoked).
@@ -211,8 +210,8 @@ impl HubSession {
     /// Waits for what to send next: an eviction or expiry first, then held answers in order,
     /// then notices and deliveries once nothing is held. Cancel-safe: dropping the future
     /// (another `select!` branch won) loses nothing.
-    pub async fn next(&mut self) -> Next {
-        poll_fn(|cx| self.poll_next(cx)).await
+    pub fn next(&mut self) -> impl Future<Output = Next> + Send + '_ {
+        poll_fn(|cx| self.poll_next(cx))
     }
 
     /// [`HubSession::next`] by hand: an idle connection waits on it without a future per
@@ -258,14 +257,14 @@ impl HubSession {
         if crate::clock::now_ms() >= at {
             return Poll::Ready(());
         }
-        let timer = self
+        // Woken at the instant the wall clock says now; past it (a clock stepped back) the
+        // timer is simply set again, from now.
+        if self
             .expiry_timer
-            .get_or_insert_with(|| Box::pin(sleep_until(instant_at(at))));
-        if timer.as_mut().poll(cx).is_ready() {
-            // The timer ran out before the wall clock did (it was stepped back): wait again,
-            // from now. Polled once more so it wakes us.
-            timer.as_mut().reset(instant_at(at));
-            let _ = timer.as_mut().poll(cx);
+            .poll_at(instant_at(at).into_std(), cx)
+            .is_ready()
+        {
+            cx.waker().wake_by_ref(); // within the millisecond: look again
         }
         Poll::Pending
     }

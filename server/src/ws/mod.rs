@@ -20,9 +20,11 @@ use parley_protocol::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use parley_protocol::{CloseCode, Connection, Event};
 use parley_stomp::{SharedMessage, Version};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
+
+use crate::clock::wheel::Timer;
 
 /// Read granularity: enough for a burst of small frames in one syscall.
 const READ_CHUNK: usize = 4096;
@@ -93,6 +95,16 @@ pub struct WsSocket<S> {
     ping_sent: bool,
 }
 
+/// What [`WsSocket::wait_input`] saw first.
+pub enum Input {
+    /// A read: `Ok(false)` at end of stream.
+    Read(io::Result<bool>),
+    /// The idle rule needs attention ([`WsSocket::idle_expired`]).
+    Idle,
+    /// Shutdown began.
+    ShuttingDown,
+}
+
 impl<S: ReadReady + AsyncWrite> WsSocket<S> {
     /// A socket whose upgrade left `leftover` bytes unread.
     pub fn new(io: S, leftover: BytesMut, conn: Connection, cfg: Arc<DriverConfig>) -> Self {
@@ -124,14 +136,45 @@ impl<S: ReadReady + AsyncWrite> WsSocket<S> {
 
     /// Waits for bytes, reserving a read buffer only once they are there; `Ok(false)` at end of
     /// stream.
-    pub async fn read_more(&mut self) -> io::Result<bool> {
+    pub fn read_more(&mut self) -> impl Future<Output = io::Result<bool>> + '_ {
         release_if_empty(&mut self.rbuf);
-        if read_when_ready(&mut self.io, &mut self.rbuf).await? == 0 {
-            return Ok(false);
+        poll_fn(|cx| {
+            let read = std::task::ready!(poll_read_when_ready(&mut self.io, &mut self.rbuf, cx));
+            Poll::Ready(read.map(|n| self.got_input(n)))
+        })
+    }
+
+    /// Notes that a read brought `n` bytes (none: end of stream), and says whether it did.
+    fn got_input(&mut self, n: usize) -> bool {
+        if n > 0 {
+            self.last_input = Instant::now();
+            self.ping_sent = false;
         }
-        self.last_input = Instant::now();
-        self.ping_sent = false;
-        Ok(true)
+        n > 0
+    }
+
+    /// Waits for bytes (reading them as [`WsSocket::read_more`] does), the idle rule's
+    /// deadline (on `timer`, a slot in the shared wheel) or shutdown, with no future for
+    /// either.
+    pub fn wait_input<'a>(
+        &'a mut self,
+        timer: &'a mut Timer,
+        shutdown: &'a CancellationToken,
+    ) -> impl Future<Output = Input> + 'a {
+        release_if_empty(&mut self.rbuf);
+        poll_fn(move |cx| {
+            let deadline = self.idle_deadline().into_std();
+            // Set before the shutdown check, so a shutdown after it wakes us.
+            let due = timer.poll_at(deadline, cx).is_ready();
+            if shutdown.is_cancelled() {
+                return Poll::Ready(Input::ShuttingDown);
+            }
+            match poll_read_when_ready(&mut self.io, &mut self.rbuf, cx) {
+                Poll::Ready(read) => Poll::Ready(Input::Read(read.map(|n| self.got_input(n)))),
+                Poll::Pending if due => Poll::Ready(Input::Idle),
+                Poll::Pending => Poll::Pending,
+            }
+        })
     }
 
     /// Queues one message made of `parts` (text or binary): its header, then the parts, small
@@ -320,9 +363,19 @@ where
     S: ReadReady + AsyncWrite,
     E: Endpoint,
 {
+    let mut timer = Timer::default();
     loop {
-        socket.events(|conn, event| endpoint.on_event(conn, event));
-        endpoint.after_events(&mut socket.conn).await;
+        let mut handled = false;
+        socket.events(|conn, event| {
+            handled = true;
+            endpoint.on_event(conn, event);
+        });
+        if handled {
+            // Boxed, and only when something came in: a connection's future is as large as
+            // its largest wait, and an idle one (or one only writing deliveries) needs none
+            // of this.
+            Box::pin(endpoint.after_events(&mut socket.conn)).await;
+        }
         if let Err(error) = socket.flush().await {
             debug!(%error, "WebSocket write failed");
             return;
@@ -338,10 +391,13 @@ where
             let finish = Box::pin(socket.finish_close());
             return finish.await;
         }
-        let deadline = socket.idle_deadline();
+        // Checked here too: the wait below sees it only when nothing else is ready.
+        if shutdown.is_cancelled() {
+            let close = Box::pin(socket.close(CloseCode::GOING_AWAY, "server shutting down"));
+            return close.await;
+        }
         let closing = tokio::select! {
             biased;
-            () = shutdown.cancelled() => Some((CloseCode::GOING_AWAY, "server shutting down".to_owned())),
             out = endpoint.outbound() => match out {
                 Outbound::Frames(frames) => {
                     for frame in frames {
@@ -355,13 +411,16 @@ where
                 }
                 Outbound::Close(code, reason) => Some((code, reason)),
             },
-            read = socket.read_more() => match read {
-                Ok(true) => None,
-                Ok(false) | Err(_) => return,
+            input = socket.wait_input(&mut timer, &shutdown) => match input {
+                Input::Read(Ok(true)) => None,
+                Input::Read(Ok(false) | Err(_)) => return,
+                Input::Idle => socket
+                    .idle_expired()
+                    .then(|| (CloseCode::NORMAL, "idle timeout".to_owned())),
+                Input::ShuttingDown => {
+                    Some((CloseCode::GOING_AWAY, "server shutting down".to_owned()))
+                }
             },
-            () = sleep_until(deadline) => socket
-                .idle_expired()
-                .then(|| (CloseCode::NORMAL, "idle timeout".to_owned())),
         };
         if let Some((code, reason)) = closing {
             let close = Box::pin(socket.close(code, &reason));
@@ -392,8 +451,11 @@ impl ReadReady for hyper_util::rt::TokioIo<hyper::upgrade::Upgraded> {
 
 /// Waits for data, then reads it into `buf`, reserving room only now; `Ok(0)` at end of stream.
 /// Polled by hand: a connection waiting for input keeps two references, not a read future.
-pub async fn read_when_ready<S: ReadReady>(io: &mut S, buf: &mut BytesMut) -> io::Result<usize> {
-    poll_fn(|cx| poll_read_when_ready(io, buf, cx)).await
+pub fn read_when_ready<'a, S: ReadReady>(
+    io: &'a mut S,
+    buf: &'a mut BytesMut,
+) -> impl Future<Output = io::Result<usize>> + 'a {
+    poll_fn(|cx| poll_read_when_ready(io, buf, cx))
 }
 
 /// One poll of [`read_when_ready`].
@@ -429,37 +491,53 @@ pub fn shrink_idle_queue(queue: &mut VecDeque<Bytes>) {
     }
 }
 
-/// Writes everything queued, several buffers per syscall.
-pub async fn write_all<S: AsyncWrite + Unpin>(
-    io: &mut S,
-    outbox: &mut VecDeque<Bytes>,
+/// Writes everything queued, several buffers per syscall; a write making no progress for
+/// `write_timeout` fails. Polled by hand, with the deadline on the shared wheel (set only when
+/// a write has to wait): a connection's future holds no timer for it.
+pub fn write_all<'a, S: AsyncWrite + Unpin>(
+    io: &'a mut S,
+    outbox: &'a mut VecDeque<Bytes>,
     write_timeout: Duration,
-) -> io::Result<()> {
-    while !outbox.is_empty() {
-        // The iovec array lives only inside one poll, not in the future: an idle connection's
-        // task must not carry it.
-        let queued = &*outbox;
-        let write = std::future::poll_fn(|cx| {
+) -> impl Future<Output = io::Result<()>> + 'a {
+    let mut timer = Timer::default();
+    let mut deadline = std::time::Instant::now() + write_timeout;
+    poll_fn(move |cx| {
+        while !outbox.is_empty() {
+            // The iovec array lives only inside one poll, not in the future.
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut count = 0;
-            for (slot, bytes) in slices.iter_mut().zip(queued.iter()) {
+            for (slot, bytes) in slices.iter_mut().zip(outbox.iter()) {
                 *slot = IoSlice::new(bytes);
                 count += 1;
             }
-            std::pin::Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count])
-        });
-        let written = timeout(write_timeout, write)
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))??;
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
+            match std::pin::Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(written)) => {
+                    consume(outbox, written);
+                    deadline = std::time::Instant::now() + write_timeout;
+                }
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => return timed_out(&mut timer, deadline, cx),
+            }
         }
-        consume(outbox, written);
-    }
-    // A no-op on TCP; TLS may still hold encrypted bytes the socket would not take.
-    timeout(write_timeout, io.flush())
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))?
+        // A no-op on TCP; TLS may still hold encrypted bytes the socket would not take.
+        match std::pin::Pin::new(&mut *io).poll_flush(cx) {
+            Poll::Ready(flushed) => Poll::Ready(flushed),
+            Poll::Pending => timed_out(&mut timer, deadline, cx),
+        }
+    })
+}
+
+/// A write that has to wait: an error once `deadline` has passed, else pending until it does
+/// (or the socket wakes us first).
+fn timed_out(
+    timer: &mut Timer,
+    deadline: std::time::Instant,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    timer
+        .poll_at(deadline, cx)
+        .map(|()| Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")))
 }
 
 /// Drops `n` written bytes from the front of the queue.

@@ -19,13 +19,14 @@ use parley_stomp::destination::Destination;
 use parley_stomp::session::{AccessPolicy, Flow, Session, SessionConfig};
 use parley_stomp::{Command, Decoder, Frame, Limits, Version};
 use tokio::io::AsyncWrite;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 pub use self::connect::Caller;
 use self::transport::{Sock, Tcp, Transport, Ws};
 use crate::auth::Auth;
+use crate::clock::wheel::{Due, Timer};
 use crate::clock::{far_future, instant_at};
 use crate::endpoints::pipe::AppEnd;
 use crate::hub::{
@@ -156,6 +157,7 @@ impl Stomp {
             caller,
             prefix: None,
             live_wait: Vec::new(),
+            timer: Timer::default(),
             started: Instant::now(),
             last_in: Instant::now(),
             last_out: Instant::now(),
@@ -175,6 +177,16 @@ enum Ending {
     WriteFailed,
 }
 
+/// A heart-beat is due a timer tick early: the wheel may wake us up to a tick late, and the
+/// client's interval is a promise.
+fn beat_early(every: Duration) -> Duration {
+    every.saturating_sub(crate::clock::wheel::TICK)
+}
+
+fn shutting_down() -> Ending {
+    Ending::Error("server shutting down".to_owned(), CloseCode::GOING_AWAY)
+}
+
 /// The last subscription's MESSAGE prefix (`MESSAGE` + `subscription`), reused while it repeats.
 type PrefixCache = Option<(Arc<str>, Bytes)>;
 
@@ -190,6 +202,8 @@ struct Conn<'a, T> {
     prefix: PrefixCache,
     /// Cluster mode: fan-out keys whose bus channels must be live before replies go out.
     live_wait: Vec<String>,
+    /// Its place in the shared timer wheel, for [`Conn::deadline`].
+    timer: Timer,
     started: Instant,
     last_in: Instant,
     last_out: Instant,
@@ -211,8 +225,13 @@ impl<T: Transport> Conn<'_, T> {
     /// The connection loop: apply what arrived, write, then wait for the next thing to do.
     async fn run(&mut self, shutdown: &CancellationToken) -> Ending {
         loop {
-            if let Some(ending) = self.handle_input().await {
-                return ending;
+            // Boxed, and only when something came in: a connection's future is as large as
+            // its largest wait, and an idle one (or one only writing deliveries) needs none
+            // of this.
+            if !self.inbound.is_empty() {
+                if let Some(ending) = Box::pin(self.handle_input()).await {
+                    return ending;
+                }
             }
             if !self.live_wait.is_empty() {
                 let keys = std::mem::take(&mut self.live_wait);
@@ -239,12 +258,13 @@ impl<T: Transport> Conn<'_, T> {
             if self.session.is_connected() && self.hub.is_expired() {
                 return self.error("token expired");
             }
-            let deadline = self.deadline();
+            // Checked here too: the timer's wait below sees it only when nothing else is ready.
+            if shutdown.is_cancelled() {
+                return shutting_down();
+            }
+            let deadline = self.deadline().into_std();
             let ending = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => {
-                    Some(Ending::Error("server shutting down".to_owned(), CloseCode::GOING_AWAY))
-                }
                 next = self.hub.next() => self.on_next(next),
                 read = self.transport.read(&mut self.inbound) => match read {
                     Ok(true) => {
@@ -253,7 +273,10 @@ impl<T: Transport> Conn<'_, T> {
                     }
                     Ok(false) | Err(_) => Some(Ending::PeerLeft),
                 },
-                () = sleep_until(deadline) => self.on_deadline(),
+                due = self.timer.until(deadline, shutdown) => match due {
+                    Due::Deadline => self.on_deadline(),
+                    Due::ShuttingDown => Some(shutting_down()),
+                },
             };
             match ending {
                 // What came before the peer's close (or end of stream) still counts: a client
@@ -442,7 +465,7 @@ impl<T: Transport> Conn<'_, T> {
         let beat = self.session.heart_beat();
         let mut deadline = if self.session.is_connected() {
             let recv = beat.expect_within.map(|d| self.last_in + d);
-            let send = beat.send_every.map(|d| self.last_out + d);
+            let send = beat.send_every.map(|d| self.last_out + beat_early(d));
             let expiry = self.hub.expiry().map(instant_at);
             let idle = self.stomp.settings.idle_timeout.map(|d| self.last_in + d);
             [recv, send, expiry, idle].into_iter().flatten().min()
@@ -478,7 +501,10 @@ impl<T: Transport> Conn<'_, T> {
         if self.transport.idle_expired() {
             return Some(self.error("idle timeout"));
         }
-        if beat.send_every.is_some_and(|d| now >= self.last_out + d) {
+        if beat
+            .send_every
+            .is_some_and(|d| now >= self.last_out + beat_early(d))
+        {
             self.transport
                 .queue_frame(&[Bytes::from_static(b"\n")], true);
             self.last_out = now;

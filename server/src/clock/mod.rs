@@ -1,4 +1,7 @@
-//! Wall-clock time for message timestamps and token expiry, and turning it into tokio deadlines.
+//! Wall-clock time for message timestamps and token expiry, turning it into tokio deadlines,
+//! and the one timer wheel connections wait on ([`wheel`]).
+
+pub mod wheel;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
