@@ -153,7 +153,8 @@ pub struct Connection {
     limits: Limits,
     deflate: Option<Box<DeflateState>>,
     pending: Option<Box<PendingFrame>>,
-    message: Option<Assembly>,
+    /// Boxed: only a fragmented or compressed message needs it, and only while it arrives.
+    message: Option<Box<Assembly>>,
     utf8: Utf8Validator,
     close: CloseState,
     out: VecDeque<Bytes>,
@@ -354,10 +355,12 @@ impl Connection {
         payload: &[u8],
     ) -> Result<Option<Event>, ProtocolError> {
         let max = self.limits.max_message_size;
-        let msg = self.message.get_or_insert_with(|| Assembly {
-            opcode: h.opcode,
-            compressed: h.rsv1,
-            buf: Vec::new(),
+        let msg = self.message.get_or_insert_with(|| {
+            Box::new(Assembly {
+                opcode: h.opcode,
+                compressed: h.rsv1,
+                buf: Vec::new(),
+            })
         });
         let is_text = msg.opcode == OpCode::Text;
         if msg.compressed {

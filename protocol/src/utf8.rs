@@ -6,7 +6,8 @@
 pub struct Utf8Validator {
     /// The start of a character cut off at the end of the previous piece.
     partial: [u8; 4],
-    partial_len: usize,
+    /// How much of `partial` holds it (0–3; a byte, so a connection carries 5 bytes for this).
+    partial_len: u8,
 }
 
 /// The input is not valid UTF-8.
@@ -17,12 +18,14 @@ impl Utf8Validator {
     /// Checks the next piece of the message.
     pub fn feed(&mut self, mut input: &[u8]) -> Result<(), InvalidUtf8> {
         if self.partial_len > 0 {
+            let held = usize::from(self.partial_len);
             let width = char_width(self.partial[0]);
-            let take = (width - self.partial_len).min(input.len());
-            self.partial[self.partial_len..self.partial_len + take].copy_from_slice(&input[..take]);
-            self.partial_len += take;
+            let take = (width - held).min(input.len());
+            self.partial[held..held + take].copy_from_slice(&input[..take]);
+            let held = held + take;
+            self.partial_len = held as u8; // at most 4
             input = &input[take..];
-            match std::str::from_utf8(&self.partial[..self.partial_len]) {
+            match std::str::from_utf8(&self.partial[..held]) {
                 Ok(_) => self.partial_len = 0,
                 Err(e) if e.error_len().is_some() => return Err(InvalidUtf8),
                 // Still a valid prefix: the piece ended inside the same character.
@@ -36,7 +39,7 @@ impl Utf8Validator {
                 // A valid prefix of a character at the very end: keep it for the next piece.
                 let tail = &input[e.valid_up_to()..];
                 self.partial[..tail.len()].copy_from_slice(tail);
-                self.partial_len = tail.len();
+                self.partial_len = tail.len() as u8; // under 4
                 Ok(())
             }
         }
