@@ -3,7 +3,7 @@
 //! shared table instead of a timer future of its own, and the wheel's thread wakes it when its
 //! tick comes.
 //!
-//! A deadline is met at most one [`TICK`] late, never early. Slots are a slab with a linked
+//! A deadline is met at most one [`TICK`] late (plus the thread's own scheduling), never early. Slots are a slab with a linked
 //! list per bucket, so setting, moving and dropping a timer are O(1) under one short lock; a
 //! timer already set for no later than it needs costs no lock at all, which is the common case
 //! of a connection whose deadline only moves later.
@@ -145,7 +145,9 @@ fn wheel() -> &'static Wheel {
         std::thread::Builder::new()
             .name("parley-timers".into())
             .spawn(|| loop {
-                std::thread::sleep(TICK);
+                // To the next tick's boundary, not a fixed `TICK`: sleeps overshoot, and
+                // a drifting thread would fire a deadline up to two ticks late.
+                std::thread::sleep(wheel().until_next_tick());
                 wheel().turn();
             })
             .expect("the timer thread starts");
@@ -175,6 +177,14 @@ impl Wheel {
         let nanos = (since.as_secs().saturating_mul(1_000_000_000))
             .saturating_add(u64::from(since.subsec_nanos()));
         nanos.div_ceil(TICK_NANOS)
+    }
+
+    /// How long until the next tick to fire has passed (a microsecond past its end, so the
+    /// turn finds it over).
+    fn until_next_tick(&self) -> Duration {
+        let next = self.fired.load(Ordering::Acquire) + 1;
+        let at = self.origin + Duration::from_nanos(next.saturating_mul(TICK_NANOS) + 1_000);
+        at.saturating_duration_since(Instant::now())
     }
 
     /// Sets `timer` to wake `waker` at `deadline` (in the future).

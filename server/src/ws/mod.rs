@@ -500,7 +500,9 @@ pub fn write_all<'a, S: AsyncWrite + Unpin>(
     write_timeout: Duration,
 ) -> impl Future<Output = io::Result<()>> + 'a {
     let mut timer = Timer::default();
-    let mut deadline = std::time::Instant::now() + write_timeout;
+    // `None`: a timeout too long to reach, i.e. none (`checked_add`: no overflow panic).
+    let after = move || std::time::Instant::now().checked_add(write_timeout);
+    let mut deadline = after();
     poll_fn(move |cx| {
         while !outbox.is_empty() {
             // The iovec array lives only inside one poll, not in the future.
@@ -514,7 +516,7 @@ pub fn write_all<'a, S: AsyncWrite + Unpin>(
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(written)) => {
                     consume(outbox, written);
-                    deadline = std::time::Instant::now() + write_timeout;
+                    deadline = after();
                 }
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
                 Poll::Pending => return timed_out(&mut timer, deadline, cx),
@@ -532,9 +534,12 @@ pub fn write_all<'a, S: AsyncWrite + Unpin>(
 /// (or the socket wakes us first).
 fn timed_out(
     timer: &mut Timer,
-    deadline: std::time::Instant,
+    deadline: Option<std::time::Instant>,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<()>> {
+    let Some(deadline) = deadline else {
+        return Poll::Pending;
+    };
     timer
         .poll_at(deadline, cx)
         .map(|()| Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")))
@@ -559,6 +564,16 @@ fn consume(outbox: &mut VecDeque<Bytes>, mut n: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_write_timeout_too_long_to_reach_means_none() {
+        let mut outbox: VecDeque<Bytes> = [Bytes::from_static(b"hello")].into();
+        let mut sink = tokio::io::sink();
+        write_all(&mut sink, &mut outbox, Duration::MAX)
+            .await
+            .expect("written");
+        assert!(outbox.is_empty());
+    }
 
     #[test]
     fn consume_handles_partial_buffers() {

@@ -177,10 +177,11 @@ enum Ending {
     WriteFailed,
 }
 
-/// A heart-beat is due a timer tick early: the wheel may wake us up to a tick late, and the
-/// client's interval is a promise.
+/// When a heart-beat is due: the wheel may wake us up to a tick late (plus scheduling), and
+/// the client's interval is a promise, so two ticks early — or a quarter early for intervals so
+/// short that two ticks would be most of them (never zero, which would spin).
 fn beat_early(every: Duration) -> Duration {
-    every.saturating_sub(crate::clock::wheel::TICK)
+    every - (2 * crate::clock::wheel::TICK).min(every / 4)
 }
 
 fn shutting_down() -> Ending {
@@ -599,4 +600,23 @@ fn subscriptions(session: &Session, frames: &[Frame]) -> (Vec<String>, Vec<Strin
         }
     }
     (keys, rooms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heart_beat_is_sent_early_but_never_at_once() {
+        assert_eq!(
+            beat_early(Duration::from_secs(1)),
+            Duration::from_millis(980)
+        );
+        // Short intervals lose a quarter, not two ticks: never zero, which would spin.
+        assert_eq!(
+            beat_early(Duration::from_millis(10)),
+            Duration::from_micros(7_500)
+        );
+        assert!(beat_early(Duration::from_millis(1)) > Duration::ZERO);
+    }
 }
