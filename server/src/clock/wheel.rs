@@ -73,14 +73,22 @@ impl Timer {
         deadline: Instant,
         shutdown: &'a CancellationToken,
     ) -> impl Future<Output = Due> + Send + 'a {
-        poll_fn(move |cx| {
-            // Set before the check: a shutdown after the check wakes the timer.
-            let due = self.poll_at(deadline, cx);
-            if shutdown.is_cancelled() {
-                return Poll::Ready(Due::ShuttingDown);
-            }
-            due.map(|()| Due::Deadline)
-        })
+        poll_fn(move |cx| self.poll_until(deadline, shutdown, cx))
+    }
+
+    /// One poll of [`Timer::until`], for waits that watch other things too.
+    pub fn poll_until(
+        &mut self,
+        deadline: Instant,
+        shutdown: &CancellationToken,
+        cx: &mut Context<'_>,
+    ) -> Poll<Due> {
+        // Set before the check: a shutdown after the check wakes the timer.
+        let due = self.poll_at(deadline, cx);
+        if shutdown.is_cancelled() {
+            return Poll::Ready(Due::ShuttingDown);
+        }
+        due.map(|()| Due::Deadline)
     }
 }
 

@@ -24,7 +24,7 @@ use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::clock::wheel::Timer;
+use crate::clock::wheel::{Due, Timer};
 
 /// Read granularity: enough for a burst of small frames in one syscall.
 const READ_CHUNK: usize = 4096;
@@ -163,12 +163,11 @@ impl<S: ReadReady + AsyncWrite> WsSocket<S> {
     ) -> impl Future<Output = Input> + 'a {
         release_if_empty(&mut self.rbuf);
         poll_fn(move |cx| {
-            let deadline = self.idle_deadline().into_std();
-            // Set before the shutdown check, so a shutdown after it wakes us.
-            let due = timer.poll_at(deadline, cx).is_ready();
-            if shutdown.is_cancelled() {
-                return Poll::Ready(Input::ShuttingDown);
-            }
+            let due = match timer.poll_until(self.idle_deadline().into_std(), shutdown, cx) {
+                Poll::Ready(Due::ShuttingDown) => return Poll::Ready(Input::ShuttingDown),
+                Poll::Ready(Due::Deadline) => true,
+                Poll::Pending => false,
+            };
             match poll_read_when_ready(&mut self.io, &mut self.rbuf, cx) {
                 Poll::Ready(read) => Poll::Ready(Input::Read(read.map(|n| self.got_input(n)))),
                 Poll::Pending if due => Poll::Ready(Input::Idle),
@@ -500,9 +499,9 @@ pub fn write_all<'a, S: AsyncWrite + Unpin>(
     write_timeout: Duration,
 ) -> impl Future<Output = io::Result<()>> + 'a {
     let mut timer = Timer::default();
-    // `None`: a timeout too long to reach, i.e. none (`checked_add`: no overflow panic).
-    let after = move || std::time::Instant::now().checked_add(write_timeout);
-    let mut deadline = after();
+    // Since when the write has made no progress: read from the clock only once it has to wait,
+    // so a write that goes through at once (nearly every one) costs no clock read.
+    let mut stalled: Option<std::time::Instant> = None;
     poll_fn(move |cx| {
         while !outbox.is_empty() {
             // The iovec array lives only inside one poll, not in the future.
@@ -516,28 +515,31 @@ pub fn write_all<'a, S: AsyncWrite + Unpin>(
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(written)) => {
                     consume(outbox, written);
-                    deadline = after();
+                    stalled = None;
                 }
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                Poll::Pending => return timed_out(&mut timer, deadline, cx),
+                Poll::Pending => return timed_out(&mut timer, &mut stalled, write_timeout, cx),
             }
         }
         // A no-op on TCP; TLS may still hold encrypted bytes the socket would not take.
         match std::pin::Pin::new(&mut *io).poll_flush(cx) {
             Poll::Ready(flushed) => Poll::Ready(flushed),
-            Poll::Pending => timed_out(&mut timer, deadline, cx),
+            Poll::Pending => timed_out(&mut timer, &mut stalled, write_timeout, cx),
         }
     })
 }
 
-/// A write that has to wait: an error once `deadline` has passed, else pending until it does
-/// (or the socket wakes us first).
+/// A write that has to wait: an error once it has made no progress for `write_timeout`, else
+/// pending until then (or until the socket wakes us first).
 fn timed_out(
     timer: &mut Timer,
-    deadline: Option<std::time::Instant>,
+    stalled: &mut Option<std::time::Instant>,
+    write_timeout: Duration,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<()>> {
-    let Some(deadline) = deadline else {
+    let since = *stalled.get_or_insert_with(std::time::Instant::now);
+    // `checked_add`: a timeout too long to reach is none, not an overflow panic.
+    let Some(deadline) = since.checked_add(write_timeout) else {
         return Poll::Pending;
     };
     timer
@@ -565,14 +567,40 @@ fn consume(outbox: &mut VecDeque<Bytes>, mut n: usize) {
 mod tests {
     use super::*;
 
+    /// A peer that takes 8 bytes and then reads nothing, and 64 bytes queued for it.
+    fn stalled_peer() -> (
+        tokio::io::DuplexStream,
+        tokio::io::DuplexStream,
+        VecDeque<Bytes>,
+    ) {
+        let (ours, theirs) = tokio::io::duplex(8);
+        (ours, theirs, [Bytes::from(vec![b'x'; 64])].into())
+    }
+
+    #[tokio::test]
+    async fn a_write_making_no_progress_times_out() {
+        let (mut io, _peer, mut outbox) = stalled_peer();
+        let start = std::time::Instant::now();
+        let error = write_all(&mut io, &mut outbox, Duration::from_millis(50))
+            .await
+            .expect_err("the peer reads nothing");
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(50) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+    }
+
     #[tokio::test]
     async fn a_write_timeout_too_long_to_reach_means_none() {
-        let mut outbox: VecDeque<Bytes> = [Bytes::from_static(b"hello")].into();
-        let mut sink = tokio::io::sink();
-        write_all(&mut sink, &mut outbox, Duration::MAX)
-            .await
-            .expect("written");
-        assert!(outbox.is_empty());
+        let (mut io, _peer, mut outbox) = stalled_peer();
+        let write = write_all(&mut io, &mut outbox, Duration::MAX);
+        let waited = tokio::time::timeout(Duration::from_millis(100), write).await;
+        assert!(
+            waited.is_err(),
+            "still waiting, neither failed nor panicked"
+        );
     }
 
     #[test]
