@@ -4,7 +4,8 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use parley_server::{check_new_account, hash_now, open_store, reserved_for_guests, serve};
-use parley_server::{AdminRecord, AuditEntry, Keys, LogFormat, ServeArgs};
+use parley_server::{AdminRecord, AuditEntry, Keys, LogFormat, ServeArgs, WithConn};
+use tracing_subscriber::fmt::format::JsonFields;
 use tracing_subscriber::EnvFilter;
 
 /// Parley: a realtime chat server speaking WebSocket and STOMP.
@@ -147,7 +148,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// Logs to stderr as `format` says, at the level `RUST_LOG` gives (default `info`). JSON lines
 /// carry the spans they happen in (a connection's id, its peer, protocol, user), outermost
 /// first.
-fn init_logging(format: LogFormat) {
+fn init_logging(kind: LogFormat) {
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // The PostgreSQL client logs every statement's parameters at debug (password hashes, token
     // hashes, messages): never, unless RUST_LOG names it.
@@ -158,16 +159,22 @@ fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match format {
+    // A connection's lines carry its `conn` span, kept by the connection, not by tracing.
+    let format = tracing_subscriber::fmt::format();
+    match kind {
         LogFormat::Text => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .event_format(WithConn::text(format))
             .init(),
         LogFormat::Json => {
-            builder
+            let json = format
                 .json()
                 .flatten_event(true)
                 .with_current_span(false)
-                .with_span_list(true)
+                .with_span_list(true);
+            builder
+                .fmt_fields(JsonFields::new())
+                .event_format(WithConn::json(json))
                 .init();
             JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);
         }

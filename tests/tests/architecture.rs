@@ -34,7 +34,7 @@ const LAYERS: &[&[&str]] = &[
     &["health"],
     &["acl", "auth", "journal", "bus"],
     &["store"],
-    &["clock", "metrics"],
+    &["clock", "metrics", "logs"],
 ];
 
 /// References allowed between peers of one layer, as `(from, to)`: one direction each.

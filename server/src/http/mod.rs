@@ -55,6 +55,7 @@ use crate::endpoints::stomp::Stomp;
 use crate::endpoints::streaming::{whole, Reply};
 use crate::health::Health;
 use crate::hub::{ChangeRates, ChatSettings, Hub};
+use crate::logs::{ConnLog, Logged};
 use crate::metrics;
 use crate::ws::DriverConfig;
 
@@ -304,18 +305,11 @@ impl Server {
             // Every line logged while serving the connection carries its id; endpoints add
             // the protocol, the session and the user once known.
             let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
-            let span = tracing::info_span!(
-                "conn",
-                id,
-                %peer,
-                protocol = tracing::field::Empty,
-                session = tracing::field::Empty,
-                user = tracing::field::Empty,
-            );
             // `map`, not an `async move` block awaiting it: such a block keeps the connection's
             // future twice (as captured and as awaited), for the connection's whole life.
             let connection = connection.map(|()| debug!("connection closed"));
-            self.tracker.spawn(connection.instrument(span));
+            self.tracker
+                .spawn(Logged::new(ConnLog::new(id, peer), connection));
         }
     }
 

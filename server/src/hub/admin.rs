@@ -149,7 +149,7 @@ impl Hub {
             .outboxes
             .values()
             .filter(|o| is_user(&o.info, user))
-            .filter(|o| o.evicted.evict(CLOSE_REMOVED, reason.to_owned()))
+            .filter(|o| o.evicted().evict(CLOSE_REMOVED, reason.to_owned()))
             .count()
     }
 
@@ -159,7 +159,7 @@ impl Hub {
         guard
             .outboxes
             .get(&session)
-            .is_some_and(|o| o.evicted.evict(CLOSE_REMOVED, reason.to_owned()))
+            .is_some_and(|o| o.evicted().evict(CLOSE_REMOVED, reason.to_owned()))
     }
 
     /// Ends every subscription to closed `room` and its side channels, telling their sessions.
@@ -188,7 +188,7 @@ impl Hub {
         // Under the hub's lock, after the name is set: a ban made meanwhile either finds the
         // session by its name or is seen here.
         if let Some(reason) = self.bans().reason(&identity.name) {
-            outbox.evicted.evict(CLOSE_REMOVED, banned(&reason));
+            outbox.evicted().evict(CLOSE_REMOVED, banned(&reason));
         }
     }
 
@@ -326,7 +326,7 @@ impl Hub {
         for outbox in guard.outboxes.values() {
             let key = outbox.info.user.as_ref().map(|(n, _)| user_key(n));
             if let Some(reason) = key.and_then(|k| banned_now.get(&k)) {
-                outbox.evicted.evict(CLOSE_REMOVED, banned(reason));
+                outbox.evicted().evict(CLOSE_REMOVED, banned(reason));
             }
         }
     }
@@ -403,8 +403,7 @@ fn kicked(reason: &str) -> String {
 
 /// What waits in `outbox`: deliveries and notices, and their bytes.
 fn outbox_depth(outbox: &super::outbox::Outbox) -> (usize, usize) {
-    let (deliveries, delivery_bytes) = outbox.deliveries.depth();
-    let (notices, notice_bytes) = outbox.notices.depth();
+    let [(notices, notice_bytes), (deliveries, delivery_bytes)] = outbox.mail.depth();
     (deliveries + notices, delivery_bytes + notice_bytes)
 }
 

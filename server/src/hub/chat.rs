@@ -504,13 +504,13 @@ impl ChatSession {
 
     fn read_history(&self, room: String, before: Option<u64>, limit: usize) {
         let hub = self.session.hub().clone();
-        let (notices, evicted) = self.session.notifier();
+        let mail = self.session.notifier();
         tokio::spawn(async move {
             let messages = hub
                 .history(room.clone(), before, limit)
                 .await
                 .map_err(|error| tracing::error!(%error, "storage error"));
-            tell(&notices, &evicted, Notice::History { room, messages });
+            tell(&mail, Notice::History { room, messages });
         });
     }
 

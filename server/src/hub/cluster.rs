@@ -73,12 +73,12 @@ impl Hub {
             }
             let stored = stored_from_forwarded(room, &message);
             let sender = session.and_then(|s| inner.outboxes.get(&s));
-            let ack = sender.map(|o| (o.notices.clone(), o.evicted.clone()));
+            let ack = sender.map(|o| o.mail.clone());
             let hub = self.me.clone();
             let done: crate::journal::Numbered = Box::new(move |numbered| {
                 let Some(id) = numbered else {
-                    if let Some((_, evicted)) = ack {
-                        evicted.evict(
+                    if let Some(mail) = ack {
+                        mail.companion().evict(
                             CloseCode::INTERNAL_ERROR,
                             "storage error: the message could not be stored".to_owned(),
                         );
@@ -93,14 +93,14 @@ impl Hub {
                     }
                     hub.accept_forwarded(message);
                 }
-                if let (Some((notices, evicted)), Some(receipt)) = (ack, receipt) {
-                    tell(&notices, &evicted, Notice::Encoded((receipt.0)(id)));
+                if let (Some(mail), Some(receipt)) = (ack, receipt) {
+                    tell(&mail, Notice::Encoded((receipt.0)(id)));
                 }
             });
             if self.journal.push_numbered(stored, done).is_err() {
                 warn!("storage cannot keep up; closing the sender");
                 if let Some(outbox) = session.and_then(|s| inner.outboxes.get(&s)) {
-                    outbox.evicted.evict_slow("storage overloaded");
+                    outbox.evicted().evict_slow("storage overloaded");
                 }
             }
         }

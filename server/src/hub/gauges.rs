@@ -37,7 +37,7 @@ impl Hub {
         let inner = self.lock();
         gauges.broker = inner.broker.sizes();
         for outbox in inner.outboxes.values() {
-            let (messages, bytes) = outbox.deliveries.depth();
+            let [_, (messages, bytes)] = outbox.mail.depth();
             gauges.outbox_messages += messages;
             gauges.outbox_bytes += bytes;
             gauges.outbox_deepest = gauges.outbox_deepest.max(messages);

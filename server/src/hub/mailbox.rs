@@ -1,9 +1,12 @@
-//! Bounded queues from the hub to a connection's task that hold no storage while empty.
+//! A session's bounded queues from the hub to its connection's task, in one allocation that
+//! holds no storage while empty: notices (answers, acknowledgements) and deliveries, each with
+//! its own bounds, notices first; and a companion both sides share (the hub's eviction flag).
 //!
 //! tokio's `mpsc` allocates its cache-padded channel and a first block of 32 slots up front,
 //! about 2 KiB per queue; with two queues per connection that was a quarter of an idle
-//! connection's memory. Here an empty queue is one small allocation, and message storage
-//! exists only while messages wait. One consumer; senders are cheap to clone.
+//! connection's memory. Here an idle session's queues are one small allocation (one lock, one
+//! waker), and message storage exists only while messages wait. One consumer; senders are
+//! cheap to clone.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,58 +27,116 @@ pub trait Weigh {
     }
 }
 
-/// A queue holding at most `capacity` messages and `max_bytes` beyond its first value.
-pub fn channel<T: Weigh>(capacity: usize, max_bytes: usize) -> (Sender<T>, Receiver<T>) {
+/// Queues each holding at most `capacity` messages and `max_bytes` beyond its first value,
+/// with `companion` beside them.
+pub fn channel<N, D, X>(
+    capacity: usize,
+    max_bytes: usize,
+    companion: X,
+) -> (Sender<N, D, X>, Receiver<N, D, X>) {
     let shared = Arc::new(Shared {
         capacity,
         max_bytes,
         state: Mutex::new(State {
-            bytes: 0,
-            len: 0,
-            queue: VecDeque::new(),
+            notices: Queue::default(),
+            deliveries: Queue::default(),
             waker: None,
             senders: 1,
             receiver_gone: false,
         }),
+        companion,
     });
     (Sender(shared.clone()), Receiver(shared))
 }
 
-struct Shared<T> {
-    capacity: usize,
-    max_bytes: usize,
-    state: Mutex<State<T>>,
+/// What the receiver takes next: notices come first.
+#[derive(Debug, PartialEq)]
+pub enum Mail<N, D> {
+    /// A notice.
+    Notice(N),
+    /// A delivery.
+    Delivery(D),
 }
 
-struct State<T> {
-    queue: VecDeque<T>,
-    /// Weight of `queue`.
-    bytes: usize,
-    /// Messages in `queue`.
-    len: usize,
+struct Shared<N, D, X> {
+    capacity: usize,
+    max_bytes: usize,
+    state: Mutex<State<N, D>>,
+    companion: X,
+}
+
+struct State<N, D> {
+    notices: Queue<N>,
+    deliveries: Queue<D>,
     waker: Option<Waker>,
     senders: usize,
     receiver_gone: bool,
 }
 
-impl<T> Shared<T> {
-    fn lock(&self) -> MutexGuard<'_, State<T>> {
+/// One bounded queue.
+struct Queue<T> {
+    values: VecDeque<T>,
+    /// Weight of `values`.
+    bytes: usize,
+    /// Messages in `values`.
+    len: usize,
+}
+
+impl<T> Default for Queue<T> {
+    fn default() -> Self {
+        Self {
+            values: VecDeque::new(),
+            bytes: 0,
+            len: 0,
+        }
+    }
+}
+
+impl<N, D, X> Shared<N, D, X> {
+    fn lock(&self) -> MutexGuard<'_, State<N, D>> {
         // Nothing panics while holding the lock; recover anyway rather than spread a panic.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-impl<T: Weigh> State<T> {
+impl<T: Weigh> Queue<T> {
     fn pop(&mut self) -> Option<T> {
-        let value = self.queue.pop_front();
+        let value = self.values.pop_front();
         if let Some(v) = &value {
             self.bytes -= v.weight();
             self.len -= v.count();
         }
-        if self.queue.is_empty() && self.queue.capacity() > KEEP_SLOTS {
-            self.queue = VecDeque::new();
+        if self.values.is_empty() && self.values.capacity() > KEEP_SLOTS {
+            self.values = VecDeque::new();
         }
         value
+    }
+
+    /// Queues the values in order until one does not fit (returned); how many were queued.
+    fn push_all(
+        &mut self,
+        values: impl IntoIterator<Item = T>,
+        capacity: usize,
+        max_bytes: usize,
+    ) -> (usize, Result<(), T>) {
+        let values = values.into_iter();
+        // One allocation for a run whose length is known (a fan-out's), not a doubling series.
+        let room = capacity.saturating_sub(self.len);
+        self.values.reserve(values.size_hint().0.min(room));
+        let mut queued = 0;
+        for value in values {
+            let (weight, count) = (value.weight(), value.count());
+            let too_many = self.len + count > capacity;
+            let too_heavy = self.bytes + weight > max_bytes && !self.values.is_empty();
+            if too_many || too_heavy {
+                return (queued, Err(value));
+            }
+            self.bytes += weight;
+            self.len += count;
+            self.values.push_back(value);
+            queued += 1;
+        }
+        (queued, Ok(()))
     }
 }
 
@@ -89,71 +150,74 @@ pub enum TrySendError<T> {
 }
 
 /// The sending side; clone it for more senders.
-pub struct Sender<T>(Arc<Shared<T>>);
+pub struct Sender<N, D, X>(Arc<Shared<N, D, X>>);
 
-impl<T: Weigh> Sender<T> {
-    /// Queues `value` without waiting, waking the receiver if it waits.
-    pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
-        self.try_send_all(std::iter::once(value)).map(|_| ())
+impl<N: Weigh, D: Weigh, X> Sender<N, D, X> {
+    /// Queues a notice without waiting, waking the receiver if it waits.
+    pub fn try_send_notice(&self, notice: N) -> Result<(), TrySendError<N>> {
+        self.send(|state| &mut state.notices, std::iter::once(notice))
+            .map(|_| ())
     }
 
-    /// Queues the values in order under one lock, waking the receiver once: how a fan-out hands
-    /// one subscriber its share of a batch. Stops at the first value that does not fit and
-    /// returns it (the values after it are left in the iterator); otherwise how many were
+    /// Queues deliveries in order under one lock, waking the receiver once: how a fan-out
+    /// hands one subscriber its share of a batch. Stops at the first value that does not fit
+    /// and returns it (the values after it are left in the iterator); otherwise how many were
     /// queued.
-    pub fn try_send_all(
+    pub fn try_send_deliveries(
         &self,
+        values: impl IntoIterator<Item = D>,
+    ) -> Result<usize, TrySendError<D>> {
+        self.send(|state| &mut state.deliveries, values)
+    }
+
+    fn send<T: Weigh>(
+        &self,
+        queue: impl FnOnce(&mut State<N, D>) -> &mut Queue<T>,
         values: impl IntoIterator<Item = T>,
     ) -> Result<usize, TrySendError<T>> {
-        let values = values.into_iter();
         let mut state = self.0.lock();
-        // One allocation for a run whose length is known (a fan-out's), not a doubling series.
-        let room = self.0.capacity.saturating_sub(state.len);
-        state.queue.reserve(values.size_hint().0.min(room));
-        let mut queued = 0;
-        let mut result = Ok(());
-        for value in values {
-            if state.receiver_gone {
-                result = Err(TrySendError::Closed(value));
-                break;
-            }
-            let (weight, count) = (value.weight(), value.count());
-            let too_many = state.len + count > self.0.capacity;
-            let too_heavy = state.bytes + weight > self.0.max_bytes && !state.queue.is_empty();
-            if too_many || too_heavy {
-                result = Err(TrySendError::Full(value));
-                break;
-            }
-            state.bytes += weight;
-            state.len += count;
-            state.queue.push_back(value);
-            queued += 1;
+        let mut values = values.into_iter();
+        if state.receiver_gone {
+            return match values.next() {
+                Some(value) => Err(TrySendError::Closed(value)),
+                None => Ok(0),
+            };
         }
+        let (queued, result) =
+            queue(&mut state).push_all(values, self.0.capacity, self.0.max_bytes);
         let waker = if queued > 0 { state.waker.take() } else { None };
         drop(state);
         if let Some(waker) = waker {
             waker.wake();
         }
-        result.map(|()| queued)
+        result.map(|()| queued).map_err(TrySendError::Full)
     }
 }
 
-impl<T> Sender<T> {
-    /// Messages waiting, and their weight in bytes.
-    pub fn depth(&self) -> (usize, usize) {
+impl<N, D, X> Sender<N, D, X> {
+    /// Notices waiting and their weight in bytes, then the same for deliveries.
+    pub fn depth(&self) -> [(usize, usize); 2] {
         let state = self.0.lock();
-        (state.len, state.bytes)
+        [
+            (state.notices.len, state.notices.bytes),
+            (state.deliveries.len, state.deliveries.bytes),
+        ]
+    }
+
+    /// What the queues' two sides share.
+    pub fn companion(&self) -> &X {
+        &self.0.companion
     }
 }
 
-impl<T> Clone for Sender<T> {
+impl<N, D, X> Clone for Sender<N, D, X> {
     fn clone(&self) -> Self {
         self.0.lock().senders += 1;
         Self(self.0.clone())
     }
 }
 
-impl<T> Drop for Sender<T> {
+impl<N, D, X> Drop for Sender<N, D, X> {
     fn drop(&mut self) {
         let mut state = self.0.lock();
         state.senders -= 1;
@@ -170,22 +234,26 @@ impl<T> Drop for Sender<T> {
 }
 
 /// The receiving side.
-pub struct Receiver<T>(Arc<Shared<T>>);
+pub struct Receiver<N, D, X>(Arc<Shared<N, D, X>>);
 
-impl<T: Weigh> Receiver<T> {
+impl<N: Weigh, D: Weigh, X> Receiver<N, D, X> {
     /// [`Receiver::poll_recv`] as a future.
     #[cfg(test)]
-    pub async fn recv(&mut self) -> Option<T> {
+    pub async fn recv(&mut self) -> Option<Mail<N, D>> {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    /// The next message; `None` once every sender is gone and the queue is empty. Polled by
-    /// hand ([`HubSession::next`](super::HubSession::next)), so a waiting connection keeps no
+    /// The next notice or, with none waiting, the next delivery; `None` once every sender is
+    /// gone and both queues are empty. Polled by hand
+    /// ([`HubSession::next`](super::HubSession::next)), so a waiting connection keeps no
     /// future for it.
-    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Mail<N, D>>> {
         let mut state = self.0.lock();
-        if let Some(value) = state.pop() {
-            return Poll::Ready(Some(value));
+        if let Some(notice) = state.notices.pop() {
+            return Poll::Ready(Some(Mail::Notice(notice)));
+        }
+        if let Some(delivery) = state.deliveries.pop() {
+            return Poll::Ready(Some(Mail::Delivery(delivery)));
         }
         if state.senders == 0 {
             return Poll::Ready(None);
@@ -200,45 +268,52 @@ impl<T: Weigh> Receiver<T> {
         Poll::Pending
     }
 
-    /// The next message if one is queued.
-    pub fn try_recv(&mut self) -> Option<T> {
-        self.0.lock().pop()
+    /// The next notice or delivery if one is queued, as [`Receiver::poll_recv`] orders them.
+    pub fn try_recv(&mut self) -> Option<Mail<N, D>> {
+        let mut state = self.0.lock();
+        match state.notices.pop() {
+            Some(notice) => Some(Mail::Notice(notice)),
+            None => state.deliveries.pop().map(Mail::Delivery),
+        }
     }
 
-    /// Queued values carrying at most `max` messages in all, oldest first, under one lock: the
-    /// queue's own storage when it holds no more than that. What the caller does not use goes
-    /// back with [`Receiver::put_back`].
-    pub fn take(&mut self, max: usize) -> VecDeque<T> {
+    /// Queued deliveries carrying at most `max` messages in all, oldest first, under one lock:
+    /// the queue's own storage when it holds no more than that. What the caller does not use
+    /// goes back with [`Receiver::put_back`].
+    pub fn take(&mut self, max: usize) -> VecDeque<D> {
         let mut state = self.0.lock();
-        if state.len <= max {
-            (state.bytes, state.len) = (0, 0);
-            return std::mem::take(&mut state.queue);
+        let queue = &mut state.deliveries;
+        if queue.len <= max {
+            (queue.bytes, queue.len) = (0, 0);
+            return std::mem::take(&mut queue.values);
         }
         let mut taken = VecDeque::new();
         let mut messages = 0;
-        while let Some(next) = state.queue.front() {
+        while let Some(next) = queue.values.front() {
             if messages + next.count() > max {
                 break;
             }
             messages += next.count();
-            taken.extend(state.pop());
+            taken.extend(queue.pop());
         }
         taken
     }
 
-    /// Returns what a [`Receiver::take`] did not use, ahead of anything queued since; an empty
-    /// batch's storage is kept for the next run when it is small (as a drained queue's is).
-    pub fn put_back(&mut self, mut rest: VecDeque<T>) {
+    /// Returns deliveries a [`Receiver::take`] did not use, ahead of anything queued since; an
+    /// empty batch's storage is kept for the next run when it is small (as a drained queue's
+    /// is).
+    pub fn put_back(&mut self, mut rest: VecDeque<D>) {
         let mut state = self.0.lock();
+        let queue = &mut state.deliveries;
         if rest.is_empty() {
-            if state.queue.capacity() == 0 && rest.capacity() <= KEEP_SLOTS {
-                std::mem::swap(&mut state.queue, &mut rest);
+            if queue.values.capacity() == 0 && rest.capacity() <= KEEP_SLOTS {
+                std::mem::swap(&mut queue.values, &mut rest);
             }
         } else {
-            state.bytes += rest.iter().map(Weigh::weight).sum::<usize>();
-            state.len += rest.iter().map(Weigh::count).sum::<usize>();
-            rest.extend(state.queue.drain(..));
-            std::mem::swap(&mut state.queue, &mut rest);
+            queue.bytes += rest.iter().map(Weigh::weight).sum::<usize>();
+            queue.len += rest.iter().map(Weigh::count).sum::<usize>();
+            rest.extend(queue.values.drain(..));
+            std::mem::swap(&mut queue.values, &mut rest);
         }
         drop(state);
         // Freed outside the lock.
@@ -246,14 +321,28 @@ impl<T: Weigh> Receiver<T> {
     }
 }
 
-impl<T> Drop for Receiver<T> {
+impl<N, D, X> Receiver<N, D, X> {
+    /// One more sender, e.g. for a task that answers the session later.
+    pub fn sender(&self) -> Sender<N, D, X> {
+        self.0.lock().senders += 1;
+        Sender(self.0.clone())
+    }
+
+    /// What the queues' two sides share.
+    pub fn companion(&self) -> &X {
+        &self.0.companion
+    }
+}
+
+impl<N, D, X> Drop for Receiver<N, D, X> {
     fn drop(&mut self) {
         let mut state = self.0.lock();
         state.receiver_gone = true;
         state.waker = None;
-        let queued = std::mem::take(&mut state.queue);
+        let notices = std::mem::take(&mut state.notices);
+        let deliveries = std::mem::take(&mut state.deliveries);
         drop(state);
-        drop(queued);
+        drop((notices, deliveries));
     }
 }
 
@@ -269,56 +358,108 @@ mod tests {
         }
     }
 
+    /// A mailbox whose deliveries the test uses (notices are `u32`s too).
+    fn one<D>(capacity: usize, max_bytes: usize) -> (Sender<u32, D, ()>, Receiver<u32, D, ()>) {
+        channel(capacity, max_bytes, ())
+    }
+
+    impl<D: Weigh> Sender<u32, D, ()> {
+        fn try_send(&self, value: D) -> Result<(), TrySendError<D>> {
+            self.try_send_deliveries([value]).map(|_| ())
+        }
+    }
+
+    impl<D: Weigh> Receiver<u32, D, ()> {
+        fn next_delivery(&mut self) -> Option<D> {
+            match self.try_recv()? {
+                Mail::Delivery(delivery) => Some(delivery),
+                Mail::Notice(notice) => panic!("a notice: {notice}"),
+            }
+        }
+    }
+
+    #[test]
+    fn notices_come_first_and_each_queue_has_its_own_bounds() {
+        let (tx, mut rx) = channel::<u32, u32, &str>(2, usize::MAX, "shared");
+        tx.try_send_deliveries([1, 2]).unwrap();
+        assert!(matches!(
+            tx.try_send_deliveries([3]),
+            Err(TrySendError::Full(3))
+        ));
+        tx.try_send_notice(10).unwrap();
+        tx.try_send_notice(11).unwrap();
+        assert!(matches!(
+            tx.try_send_notice(12),
+            Err(TrySendError::Full(12))
+        ));
+        assert_eq!(tx.depth(), [(2, 21), (2, 3)]);
+        assert_eq!(rx.try_recv(), Some(Mail::Notice(10)));
+        let later = rx.sender();
+        assert_eq!(*later.companion(), "shared");
+        later.try_send_notice(12).unwrap();
+        let order: Vec<_> = std::iter::from_fn(|| rx.try_recv()).collect();
+        assert_eq!(
+            order,
+            [
+                Mail::Notice(11),
+                Mail::Notice(12),
+                Mail::Delivery(1),
+                Mail::Delivery(2)
+            ]
+        );
+        assert!(rx.take(10).is_empty(), "deliveries only, and none left");
+    }
+
     #[test]
     fn holds_at_most_max_bytes_beyond_the_first_message() {
-        let (tx, mut rx) = channel::<u32>(100, 10);
+        let (tx, mut rx) = one::<u32>(100, 10);
         tx.try_send(50).unwrap();
         assert!(
             matches!(tx.try_send(1), Err(TrySendError::Full(1))),
             "past 10 bytes"
         );
-        assert_eq!(rx.try_recv(), Some(50));
+        assert_eq!(rx.next_delivery(), Some(50));
         tx.try_send(6).unwrap();
         tx.try_send(4).unwrap();
         assert!(matches!(tx.try_send(1), Err(TrySendError::Full(1))));
-        assert_eq!(rx.try_recv(), Some(6));
+        assert_eq!(rx.next_delivery(), Some(6));
         tx.try_send(5).unwrap();
     }
 
     #[test]
     fn holds_at_most_capacity_and_keeps_order() {
-        let (tx, mut rx) = channel::<u32>(2, usize::MAX);
+        let (tx, mut rx) = one::<u32>(2, usize::MAX);
         tx.try_send(1).unwrap();
         tx.try_send(2).unwrap();
         assert!(matches!(tx.try_send(3), Err(TrySendError::Full(3))));
-        assert_eq!(rx.try_recv(), Some(1));
+        assert_eq!(rx.next_delivery(), Some(1));
         tx.try_send(4).unwrap();
-        assert_eq!(rx.try_recv(), Some(2));
-        assert_eq!(rx.try_recv(), Some(4));
-        assert_eq!(rx.try_recv(), None);
+        assert_eq!(rx.next_delivery(), Some(2));
+        assert_eq!(rx.next_delivery(), Some(4));
+        assert_eq!(rx.next_delivery(), None);
     }
 
     #[test]
     fn a_run_is_queued_in_order_until_one_does_not_fit() {
-        let (tx, mut rx) = channel::<u32>(3, usize::MAX);
+        let (tx, mut rx) = one::<u32>(3, usize::MAX);
         let mut values = [1, 2, 3, 4, 5].into_iter();
         assert!(matches!(
-            tx.try_send_all(values.by_ref()),
+            tx.try_send_deliveries(values.by_ref()),
             Err(TrySendError::Full(4))
         ));
         assert_eq!(values.next(), Some(5), "what follows is left");
-        assert_eq!(tx.try_send_all([]).unwrap(), 0);
+        assert_eq!(tx.try_send_deliveries([]).unwrap(), 0);
         assert_eq!(
-            [rx.try_recv(), rx.try_recv(), rx.try_recv()],
+            [rx.next_delivery(), rx.next_delivery(), rx.next_delivery()],
             [Some(1), Some(2), Some(3)]
         );
-        assert_eq!(tx.try_send_all([6, 7]).unwrap(), 2);
+        assert_eq!(tx.try_send_deliveries([6, 7]).unwrap(), 2);
     }
 
     #[test]
     fn a_batch_taken_at_once_keeps_its_order_and_what_is_put_back_comes_first() {
-        let (tx, mut rx) = channel::<u32>(10, 100);
-        tx.try_send_all([1, 2, 3, 4, 5]).unwrap();
+        let (tx, mut rx) = one::<u32>(10, 100);
+        tx.try_send_deliveries([1, 2, 3, 4, 5]).unwrap();
         let mut first = rx.take(3);
         assert_eq!(first, [1, 2, 3]);
         assert_eq!(first.pop_front(), Some(1));
@@ -326,7 +467,7 @@ mod tests {
         rx.put_back(first);
         let all = rx.take(10);
         assert_eq!(all, [2, 3, 4, 5, 6]);
-        assert_eq!(rx.0.lock().bytes, 0);
+        assert_eq!(rx.0.lock().deliveries.bytes, 0);
         rx.put_back(all);
         // What was put back weighs again: 20 bytes, so 80 more fit and 81 do not.
         assert!(matches!(tx.try_send(81), Err(TrySendError::Full(81))));
@@ -349,13 +490,13 @@ mod tests {
 
     #[test]
     fn runs_count_every_message_they_carry() {
-        let (tx, mut rx) = channel::<Run>(10, usize::MAX);
+        let (tx, mut rx) = one::<Run>(10, usize::MAX);
         assert!(
             matches!(tx.try_send(Run(12)), Err(TrySendError::Full(Run(12)))),
             "a run longer than the capacity never fits"
         );
-        tx.try_send_all([Run(4), Run(4), Run(2)]).unwrap();
-        assert_eq!(tx.depth().0, 10);
+        tx.try_send_deliveries([Run(4), Run(4), Run(2)]).unwrap();
+        assert_eq!(tx.depth()[1].0, 10);
         assert!(matches!(tx.try_send(Run(1)), Err(TrySendError::Full(_))));
         assert_eq!(rx.take(3), [], "no more than asked for");
         assert_eq!(rx.take(5), [Run(4)]);
@@ -364,7 +505,7 @@ mod tests {
 
     #[test]
     fn senders_see_a_dropped_receiver() {
-        let (tx, rx) = channel::<u32>(4, usize::MAX);
+        let (tx, rx) = one::<u32>(4, usize::MAX);
         tx.try_send(1).unwrap();
         drop(rx);
         assert!(matches!(tx.try_send(2), Err(TrySendError::Closed(2))));
@@ -372,22 +513,22 @@ mod tests {
 
     #[test]
     fn storage_is_freed_once_a_burst_is_drained() {
-        let (tx, mut rx) = channel::<u32>(1000, usize::MAX);
+        let (tx, mut rx) = one::<u32>(1000, usize::MAX);
         for i in 0..500 {
             tx.try_send(i).unwrap();
         }
-        while rx.try_recv().is_some() {}
-        assert_eq!(rx.0.lock().queue.capacity(), 0);
+        while rx.next_delivery().is_some() {}
+        assert_eq!(rx.0.lock().deliveries.values.capacity(), 0);
     }
 
     #[tokio::test]
     async fn a_waiting_receiver_wakes_on_send_and_ends_when_senders_go() {
-        let (tx, mut rx) = channel::<u32>(4, usize::MAX);
+        let (tx, mut rx) = one::<u32>(4, usize::MAX);
         let extra = tx.clone();
         let reader = tokio::spawn(async move {
             let mut got = Vec::new();
-            while let Some(v) = rx.recv().await {
-                got.push(v);
+            while let Some(mail) = rx.recv().await {
+                got.push(mail);
             }
             got
         });
@@ -401,6 +542,6 @@ mod tests {
             .await
             .expect("receiver ended")
             .unwrap();
-        assert_eq!(got, vec![7, 8]);
+        assert_eq!(got, [Mail::Delivery(7), Mail::Delivery(8)]);
     }
 }

@@ -245,12 +245,12 @@ impl Hub {
         let stored = stored_from_live(room, id, message);
         let done = match (sender, receipt) {
             (Some(outbox), Some(receipt)) => {
-                let (notices, evicted) = (outbox.notices.clone(), outbox.evicted.clone());
+                let mail = outbox.mail.clone();
                 let done: Completion = Box::new(move |ok| {
                     if ok {
-                        tell(&notices, &evicted, Notice::Encoded((receipt.0)(id)));
+                        tell(&mail, Notice::Encoded((receipt.0)(id)));
                     } else {
-                        evicted.evict(
+                        mail.companion().evict(
                             CloseCode::INTERNAL_ERROR,
                             "storage error: the message could not be stored".to_owned(),
                         );
@@ -263,7 +263,7 @@ impl Hub {
         if self.journal.push(stored, done).is_err() {
             warn!("storage cannot keep up; closing the sender");
             if let Some(outbox) = sender {
-                outbox.evicted.evict_slow("storage overloaded");
+                outbox.evicted().evict_slow("storage overloaded");
             }
         }
     }

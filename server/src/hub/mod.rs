@@ -374,7 +374,7 @@ impl Hub {
         };
         let mut messages = 0;
         let counted = run.inspect(|queued| messages += mailbox::Weigh::count(queued) as u64);
-        match outbox.deliveries.try_send_all(counted) {
+        match outbox.mail.try_send_deliveries(counted) {
             Ok(_) => messages,
             Err(mailbox::TrySendError::Full(_)) => {
                 self.evict_slow(outbox, session, "too many messages waiting to be written");
@@ -386,7 +386,7 @@ impl Hub {
 
     /// Closes a session that cannot keep up, counting it once and remembering it.
     fn evict_slow(&self, outbox: &Outbox, session: SessionId, reason: &str) {
-        if outbox.evicted.evict_slow(reason) {
+        if outbox.evicted().evict_slow(reason) {
             self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
             info!(session, reason, "slow consumer disconnected");
             let info = &outbox.info;

@@ -140,14 +140,18 @@ impl mailbox::Weigh for Notice {
     }
 }
 
-/// The sending side of a session's queues, kept by the hub.
+/// The sending side of a session's queues — notices (acknowledgements and the like), room
+/// deliveries, and beside them the flag set when the session must go — kept by the hub, and
+/// by tasks that answer the session later.
+pub type Notifier = mailbox::Sender<Notice, Queued, Eviction>;
+
+/// The receiving side of a session's queues, kept by the session.
+pub(super) type Mailbox = mailbox::Receiver<Notice, Queued, Eviction>;
+
+/// A session as the hub keeps it.
 pub(super) struct Outbox {
-    /// Room deliveries.
-    pub(super) deliveries: mailbox::Sender<Queued>,
-    /// Acknowledgements and other notices.
-    pub(super) notices: mailbox::Sender<Notice>,
-    /// Set when the session must go.
-    pub(super) evicted: Arc<Eviction>,
+    /// Its queues and eviction flag.
+    pub(super) mail: Notifier,
     /// Who and where it is, for operators.
     pub(super) info: SessionInfo,
 }
@@ -155,14 +159,20 @@ pub(super) struct Outbox {
 impl Outbox {
     /// Queues `notice`; a session too slow to take it is evicted.
     pub(super) fn notify(&self, notice: Notice) {
-        tell(&self.notices, &self.evicted, notice);
+        tell(&self.mail, notice);
+    }
+
+    /// Set when the session must go.
+    pub(super) fn evicted(&self) -> &Eviction {
+        self.mail.companion()
     }
 }
 
-/// Queues `notice` on `notices`, evicting the session if it is full.
-pub(super) fn tell(notices: &mailbox::Sender<Notice>, evicted: &Eviction, notice: Notice) {
-    if let Err(mailbox::TrySendError::Full(_)) = notices.try_send(notice) {
-        evicted.evict_slow("too many notices waiting to be written");
+/// Queues `notice` for a session, evicting the session if its notices are full.
+pub(super) fn tell(mail: &Notifier, notice: Notice) {
+    if let Err(mailbox::TrySendError::Full(_)) = mail.try_send_notice(notice) {
+        mail.companion()
+            .evict_slow("too many notices waiting to be written");
     }
 }
 

@@ -141,7 +141,7 @@ impl Hub {
         let guard = self.lock();
         for session in guard.broker.sessions_of(name, true) {
             if let Some(outbox) = guard.outboxes.get(&session) {
-                outbox.evicted.evict(
+                outbox.evicted().evict(
                     CLOSE_UNAUTHORIZED,
                     format!("the name {name:?} now belongs to a registered user"),
                 );

@@ -71,7 +71,7 @@ impl Hub {
     /// before is durable (the first one included).
     pub fn acknowledge_again(&self, session: &HubSession, key: SentKey, receipt: Receipt) {
         let durable = self.durable_signal();
-        let (notices, evicted) = session.notifier();
+        let mail = session.notifier();
         let hub = self.me.clone();
         self.runtime.spawn(async move {
             if !matches!(durable.await, Ok(true)) {
@@ -80,7 +80,7 @@ impl Hub {
             let Some(id) = hub.upgrade().and_then(|hub| hub.sent.find(&key)) else {
                 return;
             };
-            tell(&notices, &evicted, Notice::Encoded((receipt.0)(id)));
+            tell(&mail, Notice::Encoded((receipt.0)(id)));
         });
     }
 }

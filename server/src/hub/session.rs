@@ -14,7 +14,8 @@ use parley_stomp::budget::Charge;
 use tokio::sync::oneshot;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use super::outbox::{Eviction, Notice, Outbox, CLOSE_UNAUTHORIZED};
+use super::mailbox::Mail;
+use super::outbox::{Eviction, Mailbox, Notice, Notifier, Outbox, CLOSE_UNAUTHORIZED};
 use super::registry::{Origin, Protocol, SessionInfo};
 use super::{mailbox, Hub, Queued};
 use crate::clock::instant_at;
@@ -27,6 +28,10 @@ pub const MAX_HELD: usize = 64;
 
 /// Deliveries taken from the outbox at a time, so a busy session writes in batches.
 pub const DELIVERY_BATCH: usize = 256;
+
+/// A session whose credential never runs out: an expiry stored as a plain number, not an
+/// `Option` (8 bytes less in every connection's state).
+const NEVER: u64 = u64::MAX;
 
 /// An answer that must reach the client in order, before any delivery or notice after it.
 #[derive(Debug)]
@@ -75,16 +80,15 @@ pub enum Next {
 pub struct HubSession {
     hub: Arc<Hub>,
     id: SessionId,
-    deliveries: mailbox::Receiver<Queued>,
-    notices: mailbox::Receiver<Notice>,
-    /// A sender into `notices`, for answers computed off the connection's task.
-    notice_tx: mailbox::Sender<Notice>,
-    evicted: Arc<Eviction>,
+    /// Its notices and deliveries, and the flag set when it must go: one allocation.
+    mail: Mailbox,
     /// Answers to write in order before anything after them: catch-up replays and (cluster
-    /// mode) join answers. Live deliveries and notices wait while any is pending.
-    held: VecDeque<oneshot::Receiver<Held>>,
-    /// When the session's credential runs out (ms since the epoch); `None`: never.
-    expires_ms: Option<u64>,
+    /// mode) join answers. Live deliveries and notices wait while any is pending. Boxed, and
+    /// only while one is: most sessions never hold an answer.
+    #[allow(clippy::box_collection)] // on purpose: 8 bytes in every session, not 32
+    held: Option<Box<VecDeque<oneshot::Receiver<Held>>>>,
+    /// When the session's credential runs out (ms since the epoch); [`NEVER`]: never.
+    expires_ms: u64,
     /// Wakes the session at `expires_ms` (a slot in the shared wheel; `revoked` is a boxed
     /// future kept by the session, so that waiting in [`HubSession::next`] keeps none).
     expiry_timer: Timer,
@@ -105,15 +109,11 @@ impl Hub {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let capacity = self.settings.outbox_capacity;
         let bytes = self.settings.outbox_bytes;
-        let (deliveries_tx, deliveries) = mailbox::channel(capacity, bytes);
-        let (notice_tx, notices) = mailbox::channel(capacity, bytes);
-        let evicted = Arc::new(Eviction::default());
+        let (sender, mail) = mailbox::channel(capacity, bytes, Eviction::default());
         self.lock().outboxes.insert(
             id,
             Outbox {
-                deliveries: deliveries_tx,
-                notices: notice_tx.clone(),
-                evicted: evicted.clone(),
+                mail: sender,
                 info: SessionInfo {
                     origin,
                     since_ms: crate::clock::now_ms(),
@@ -128,12 +128,9 @@ impl Hub {
         let session = HubSession {
             hub: self.clone(),
             id,
-            deliveries,
-            notices,
-            notice_tx,
-            evicted,
-            held: VecDeque::new(),
-            expires_ms: None,
+            mail,
+            held: None,
+            expires_ms: NEVER,
             expiry_timer: Timer::default(),
             revoked: None,
             closed: false,
@@ -161,33 +158,27 @@ impl HubSession {
 
     /// Set when the hub decides the session must go.
     pub fn evicted(&self) -> &Eviction {
-        &self.evicted
+        self.mail.companion()
     }
 
     /// Says who the session is, once authenticated: operators see it under that name, and a
     /// banned user's session is closed at once. Every endpoint calls it when it knows.
     pub fn identify(&self, identity: &parley_stomp::session::Identity) {
         // Named in the connection's (or request's) log lines from here on.
-        tracing::Span::current().record("user", &*identity.name);
+        crate::logs::name_user(&identity.name);
         tracing::debug!("session identified");
         self.hub.identify(self.id, identity);
     }
 
-    /// Names the session (protocol, id, and `user` once known) in the current span's log lines;
-    /// again in the connection's span for a session opened while its upgrade request was
-    /// answered.
-    pub fn name_span(&self, user: Option<&str>) {
-        let span = tracing::Span::current();
-        span.record("protocol", self.protocol.name());
-        span.record("session", self.id);
-        if let Some(user) = user {
-            span.record("user", user);
-        }
+    /// Names the session (protocol, id, and `user` once known) in the log lines from here on:
+    /// the current request's or, outside one, the connection's ([`crate::logs`]).
+    pub fn name_span(&self, user: Option<&Arc<str>>) {
+        crate::logs::name_session(self.protocol.name(), self.id, user);
     }
 
     /// Sets when the session's credential runs out (ms since the epoch; `None`: never).
     pub fn set_expiry(&mut self, expires_ms: Option<u64>) {
-        self.expires_ms = expires_ms;
+        self.expires_ms = expires_ms.unwrap_or(NEVER);
     }
 
     /// Ends the session when `revoked` is cancelled (its personal access token was revoked).
@@ -198,13 +189,12 @@ impl HubSession {
 
     /// When the session's credential runs out.
     pub fn expiry(&self) -> Option<u64> {
-        self.expires_ms
+        (self.expires_ms != NEVER).then_some(self.expires_ms)
     }
 
     /// The credential has run out.
     pub fn is_expired(&self) -> bool {
-        self.expires_ms
-            .is_some_and(|at| crate::clock::now_ms() >= at)
+        self.expiry().is_some_and(|at| crate::clock::now_ms() >= at)
     }
 
     /// Waits for what to send next: an eviction or expiry first, then held answers in order,
@@ -217,8 +207,9 @@ impl HubSession {
     /// [`HubSession::next`] by hand: an idle connection waits on it without a future per
     /// thing it waits for.
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Next> {
-        if self.evicted.poll_evicted(cx).is_ready() {
-            let (code, reason) = self.evicted.reason();
+        let evicted = self.mail.companion();
+        if evicted.poll_evicted(cx).is_ready() {
+            let (code, reason) = evicted.reason();
             return Poll::Ready(Next::Evicted(code, reason.to_owned()));
         }
         if self.poll_expired(cx).is_ready() {
@@ -230,26 +221,27 @@ impl HubSession {
                 return Poll::Ready(Next::Evicted(CLOSE_UNAUTHORIZED, reason));
             }
         }
-        if let Some(first) = self.held.front_mut() {
+        if let Some(held) = &mut self.held {
             // Notices and deliveries wait until every held answer is out.
-            let answer = ready!(Pin::new(first).poll(cx)).unwrap_or(Held::Lost);
-            self.held.pop_front();
-            return Poll::Ready(Next::Held(answer));
+            if let Some(first) = held.front_mut() {
+                let answer = ready!(Pin::new(first).poll(cx)).unwrap_or(Held::Lost);
+                held.pop_front();
+                if held.is_empty() {
+                    self.held = None;
+                }
+                return Poll::Ready(Next::Held(answer));
+            }
         }
-        if let Poll::Ready(Some(notice)) = self.notices.poll_recv(cx) {
-            return Poll::Ready(Next::Notice(notice));
-        }
-        self.deliveries
-            .poll_recv(cx)
-            .map(|delivery| match delivery {
-                Some(delivery) => Next::Delivery(delivery),
-                None => Next::Evicted(CloseCode::INTERNAL_ERROR, "internal error".to_owned()),
-            })
+        self.mail.poll_recv(cx).map(|mail| match mail {
+            Some(Mail::Notice(notice)) => Next::Notice(notice),
+            Some(Mail::Delivery(delivery)) => Next::Delivery(delivery),
+            None => Next::Evicted(CloseCode::INTERNAL_ERROR, "internal error".to_owned()),
+        })
     }
 
     /// Ready once the credential has run out; never without an expiry.
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(at) = self.expires_ms else {
+        let Some(at) = self.expiry() else {
             return Poll::Pending;
         };
         // The wall clock decides (the timer only wakes us): a clock step after the timer was
@@ -272,9 +264,11 @@ impl HubSession {
     /// Takes and drops everything queued for the session now: how many deliveries there were.
     /// For benchmarks, which consume without writing anywhere.
     pub fn discard_queued(&mut self) -> usize {
-        while self.notices.try_recv().is_some() {}
-        std::iter::from_fn(|| self.deliveries.try_recv())
-            .map(|queued| mailbox::Weigh::count(&queued))
+        std::iter::from_fn(|| self.mail.try_recv())
+            .map(|mail| match mail {
+                Mail::Delivery(queued) => mailbox::Weigh::count(&queued),
+                Mail::Notice(_) => 0,
+            })
             .sum()
     }
 
@@ -284,11 +278,11 @@ impl HubSession {
             observe_delay(&first);
         }
         let room = DELIVERY_BATCH.saturating_sub(mailbox::Weigh::count(&first));
-        let rest = self.deliveries.take(room);
+        let rest = self.mail.take(room);
         Batch {
             first: Some(first),
             rest,
-            deliveries: &mut self.deliveries,
+            mail: &mut self.mail,
             taken: 0,
             counter: &self.metrics.deliveries,
         }
@@ -305,7 +299,8 @@ impl HubSession {
     /// fails at once as if storage had (the endpoint tells the client to retry).
     pub fn replay(&mut self, room: String, subscription: String, since: u64, last: u64) {
         let (tx, rx) = oneshot::channel();
-        let refused = self.hub.budget().is_exhausted() || self.held.len() >= MAX_HELD;
+        let refused = self.hub.budget().is_exhausted()
+            || self.held.as_ref().map_or(0, |held| held.len()) >= MAX_HELD;
         let read = (!refused).then(|| self.hub.stored_between(room.clone(), since, last));
         let budget = self.hub.budget().clone();
         tokio::spawn(async move {
@@ -331,19 +326,19 @@ impl HubSession {
                 charge,
             });
         });
-        self.held.push_back(rx);
+        self.held.get_or_insert_default().push_back(rx);
     }
 
     /// Reserves the next place among the held answers; what is sent on it is written there.
     pub fn hold(&mut self) -> oneshot::Sender<Held> {
         let (tx, rx) = oneshot::channel();
-        self.held.push_back(rx);
+        self.held.get_or_insert_default().push_back(rx);
         tx
     }
 
     /// Queues a notice for this session from elsewhere (a task answering it later).
-    pub fn notifier(&self) -> (mailbox::Sender<Notice>, Arc<Eviction>) {
-        (self.notice_tx.clone(), self.evicted.clone())
+    pub fn notifier(&self) -> Notifier {
+        self.mail.sender()
     }
 
     /// Ends the session: its outbox goes, then `close` takes it out of the broker (with the
@@ -358,9 +353,10 @@ impl HubSession {
 
 impl HubSession {
     fn ended_why(&self) -> Ended {
-        if !self.evicted.is_evicted() {
+        let evicted = self.mail.companion();
+        if !evicted.is_evicted() {
             Ended::Closed
-        } else if self.evicted.reason().1.starts_with("slow consumer") {
+        } else if evicted.reason().1.starts_with("slow consumer") {
             Ended::SlowConsumer
         } else {
             Ended::Evicted
@@ -386,7 +382,7 @@ pub struct Batch<'a> {
     first: Option<Queued>,
     /// Taken from the queue at once (one lock); what is left goes back when dropped.
     rest: VecDeque<Queued>,
-    deliveries: &'a mut mailbox::Receiver<Queued>,
+    mail: &'a mut Mailbox,
     taken: u64,
     counter: &'static metrics::Counter,
 }
@@ -406,14 +402,14 @@ impl Iterator for Batch<'_> {
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
         self.counter.increment(self.taken);
-        self.deliveries.put_back(std::mem::take(&mut self.rest));
+        self.mail.put_back(std::mem::take(&mut self.rest));
     }
 }
 
 impl Drop for HubSession {
     fn drop(&mut self) {
         // Others may keep the eviction flag a while; they must not keep this task's waker.
-        self.evicted.forget_waiter();
+        self.mail.companion().forget_waiter();
         let id = self.id;
         self.close(|broker, events| broker.disconnect(id, events));
     }
