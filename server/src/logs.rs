@@ -6,8 +6,9 @@
 //! connection keeps its few facts ([`ConnLog`], 48 B inline), its task marks them current
 //! while it runs ([`Logged`]), and the event formatter ([`WithConn`]) writes them as the
 //! outermost span, `conn`, exactly where tracing would have: `conn{id=… peer=…}:` in text,
-//! the first entry of `spans` in JSON. Spans that live shorter (an HTTP request's `req`) or
-//! elsewhere (a SockJS or Socket.IO app's `app`) are still tracing spans, inside `conn`.
+//! the first entry of `spans` in JSON. An HTTP request's `req` is still a tracing span, inside
+//! `conn`; so is a SockJS or Socket.IO app's `app`, whose task outlives the request that opened
+//! it and which names that connection in fields of its own (`conn`, `peer`).
 
 use std::cell::Cell;
 use std::fmt::{self, Write as _};
@@ -27,6 +28,8 @@ use tracing_subscriber::registry::LookupSpan;
 thread_local! {
     /// The connection whose task this thread is running, if any (see [`Logged`]).
     static CURRENT: Cell<*const ConnLog> = const { Cell::new(std::ptr::null()) };
+    /// How many HTTP requests' futures this thread is polling (see [`in_request`]).
+    static IN_REQUEST: Cell<u32> = const { Cell::new(0) };
 }
 
 /// What a connection's log lines say about it: fixed at accept (`id`, `peer`), the rest once
@@ -120,9 +123,15 @@ fn with_current<R>(f: impl FnOnce(&ConnLog) -> R) -> Option<R> {
     (!current.is_null()).then(|| f(unsafe { &*current }))
 }
 
+/// The connection being served on this thread, if any: its id and peer, for a span that
+/// outlives it (a SockJS or Socket.IO app's).
+pub fn current_conn() -> Option<(u64, SocketAddr)> {
+    with_current(|conn| (conn.id, conn.peer))
+}
+
 /// Names a session in the log lines it is in from here on: an HTTP request's (or an app's)
 /// span if one is current — a kept-alive connection carries many users' requests — otherwise
-/// its connection's.
+/// its connection's. Inside a request whose span the log level leaves out, nowhere.
 pub fn name_session(protocol: &'static str, session: u64, user: Option<&Arc<str>>) {
     let span = tracing::Span::current();
     if !span.is_none() {
@@ -131,6 +140,9 @@ pub fn name_session(protocol: &'static str, session: u64, user: Option<&Arc<str>
         if let Some(user) = user {
             span.record("user", &**user);
         }
+        return;
+    }
+    if IN_REQUEST.get() > 0 {
         return;
     }
     with_current(|conn| {
@@ -147,10 +159,31 @@ pub fn name_session(protocol: &'static str, session: u64, user: Option<&Arc<str>
 /// Names the user in the log lines from here on, as [`name_session`] does.
 pub fn name_user(user: &Arc<str>) {
     let span = tracing::Span::current();
-    if span.is_none() {
-        with_current(|conn| conn.rename(|named| named.user = Some(user.clone())));
-    } else {
+    if !span.is_none() {
         span.record("user", &**user);
+    } else if IN_REQUEST.get() == 0 {
+        with_current(|conn| conn.rename(|named| named.user = Some(user.clone())));
+    }
+}
+
+/// Runs an HTTP request's future: who it names is its own (its `req` span's), never its
+/// connection's, even when the log level leaves that span out.
+pub async fn in_request<F: Future>(request: F) -> F::Output {
+    let mut request = std::pin::pin!(request);
+    std::future::poll_fn(|cx| {
+        IN_REQUEST.set(IN_REQUEST.get() + 1);
+        let _done = InRequest;
+        request.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// Leaves a request's poll (also when it panics).
+struct InRequest;
+
+impl Drop for InRequest {
+    fn drop(&mut self) {
+        IN_REQUEST.set(IN_REQUEST.get() - 1);
     }
 }
 
@@ -355,6 +388,29 @@ mod tests {
         splice_json(&mut line, &conn());
         let value: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(value["spans"][0]["peer"], "203.0.113.7:51234");
+    }
+
+    #[test]
+    fn inside_a_request_names_never_go_to_the_connection() {
+        let waker = std::task::Waker::noop();
+        let mut logged = Box::pin(Logged::new(conn(), async {
+            // No subscriber here: the request's span is left out, as at `RUST_LOG=warn`.
+            in_request(async { name_user(&Arc::from("bob")) }).await;
+            let in_request_named = with_current(|log| log.named().user);
+            name_user(&Arc::from("carol"));
+            (in_request_named, with_current(|log| log.named().user))
+        }));
+        let Poll::Ready((during, after)) = logged.as_mut().poll(&mut Context::from_waker(waker))
+        else {
+            panic!("pending");
+        };
+        assert_eq!(
+            during.unwrap().as_deref(),
+            Some("alice"),
+            "bob's request named nothing"
+        );
+        assert_eq!(after.unwrap().as_deref(), Some("carol"));
+        assert_eq!(IN_REQUEST.get(), 0);
     }
 
     #[test]

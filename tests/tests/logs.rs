@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use parley_tests::auth::*;
 use parley_tests::logs::{self, bad_json_line};
+use parley_tests::sockjs::{session_id, Session, SockJsUrl, Transport};
 use parley_tests::sse::Sse;
 use parley_tests::{fresh_data_dir, http};
 use serde_json::{json, Value};
@@ -59,6 +60,17 @@ async fn json_lines_carry_their_connection() {
     let mut sse = Sse::open(addr, "/api/rooms/den/events", &[("Authorization", &auth)]).await;
     let _ = sse.next_within(Duration::from_millis(500)).await;
     drop(sse);
+    // STOMP over SockJS (xhr polling), as a guest: its app runs in a task of its own.
+    let url = SockJsUrl::new(addr, "/stomp", &session_id());
+    let mut sockjs = Session::open(url, Transport::Xhr).await;
+    let connect = "CONNECT\naccept-version:1.2\nlogin:wanderer\n\n\0";
+    sockjs
+        .url
+        .send(&[connect])
+        .await
+        .expect("CONNECT over SockJS");
+    let _ = tokio::time::timeout(Duration::from_secs(2), sockjs.next_frame()).await;
+    drop(sockjs);
     tokio::time::sleep(Duration::from_millis(500)).await;
     server.kill();
 
@@ -71,6 +83,18 @@ async fn json_lines_carry_their_connection() {
         lines.push(serde_json::from_str::<Value>(text).expect("checked above"));
     }
     assert!(lines.len() > 10, "{log}");
+    // An app's lines name the connection that opened it.
+    let apps: Vec<&Value> = (lines.iter())
+        .flat_map(|l| l["spans"].as_array().into_iter().flatten())
+        .filter(|s| s["name"] == "app")
+        .collect();
+    assert!(!apps.is_empty(), "no SockJS app logged anything\n{log}");
+    for app in apps {
+        assert!(
+            app["conn"].is_u64() && app["peer"].is_string(),
+            "{app}\n{log}"
+        );
+    }
     // What each connection's lines say about it, by id.
     let mut conns: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
     for line in &lines {

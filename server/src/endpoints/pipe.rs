@@ -290,16 +290,23 @@ impl PeerEnd {
 }
 
 /// The log span of an app that outlives the request that opened it (SockJS, Socket.IO): its
-/// lines carry the hub session and user, never the transport's session id, which is as good as
-/// a credential.
+/// lines carry the connection that opened it (`conn`, `peer`), the hub session and user, never
+/// the transport's session id, which is as good as a credential.
 pub fn app_span(transport: &'static str) -> tracing::Span {
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "app",
         transport,
+        conn = tracing::field::Empty,
+        peer = tracing::field::Empty,
         protocol = tracing::field::Empty,
         session = tracing::field::Empty,
         user = tracing::field::Empty,
-    )
+    );
+    if let Some((conn, peer)) = crate::logs::current_conn() {
+        span.record("conn", conn);
+        span.record("peer", tracing::field::display(peer));
+    }
+    span
 }
 
 #[cfg(test)]

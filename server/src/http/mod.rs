@@ -411,7 +411,8 @@ impl Server {
                 let upgrade = upgrade.clone();
                 let span = response::request_span();
                 let answer = async move { server.route(req, peer, &upgrade).await };
-                async move { Ok::<_, Infallible>(answer.instrument(span).await) }
+                let answer = crate::logs::in_request(answer.instrument(span));
+                async move { Ok::<_, Infallible>(answer.await) }
             })
         };
         let conn = http1::Builder::new()

@@ -44,7 +44,9 @@ impl<T: Transport> Conn<'_, T> {
         if hub.is_clustered() {
             let (keys, rooms) = subscriptions(&self.session, frames);
             Box::pin(hub.prepare_rooms(rooms)).await;
-            self.live_wait.get_or_insert_default().extend(keys);
+            if !keys.is_empty() {
+                self.live_wait.get_or_insert_default().extend(keys);
+            }
         }
         // Boxed, and only for DMs: every idle connection's future is as large as its largest wait.
         let found = match chat::has_direct(frames) {
