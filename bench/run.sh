@@ -152,12 +152,15 @@ EOF
 }
 
 # idle NAME COUNT AUTH
+# Held open until every bot is up: joins that announce presence to a room's other members (raw
+# JSON, ~190 per room at 19,000) queue the last connections for seconds past the ramp, and a
+# measurement then divides everyone's memory by the connections already up.
 gen_idle() {
-  local f=$OUT/scenarios/$1.toml ramp=$(( $2 / 2000 + 1 ))
+  local f=$OUT/scenarios/$1.toml ramp=$(( $2 / 2000 + 1 )) hold=$(( $2 / 1500 + 2 ))
   cat > "$f" <<EOF
 name = "$1"
 ramp_up = "${ramp}s"
-duration = "2s"
+duration = "${hold}s"
 drain = "0s"
 connect_concurrency = 256
 connect_timeout = "30s"
