@@ -12,7 +12,7 @@ mod subscriptions;
 mod turns;
 mod types;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -120,8 +120,7 @@ impl Broker {
             user,
             guest,
             subscriptions: Default::default(),
-            unacked: VecDeque::new(),
-            next_ack: 0,
+            acks: None,
         };
         self.online.connected(&entry.user, guest);
         if let Some(old) = self.sessions.insert(session, entry) {
@@ -138,9 +137,8 @@ impl Broker {
             return;
         };
         self.online.disconnected(session, &entry.user);
-        let requeue: Vec<_> = entry
-            .unacked
-            .into_iter()
+        let unacked = entry.acks.map(|acks| acks.unacked).unwrap_or_default();
+        let requeue: Vec<_> = (unacked.into_iter())
             .filter_map(|u| u.queue.map(|q| (q, u.message_id, u.message)))
             .collect();
         let mut queues = Vec::new();
@@ -259,15 +257,17 @@ impl Broker {
             .ok_or_else(|| BrokerError::UnknownSubscription(id.to_owned()))?;
         let (user, guest) = (entry.user.clone(), entry.guest);
         let mut requeue = Vec::new();
-        entry.unacked.retain(|u| {
-            let mine = u.subscription == id;
-            if mine {
-                if let Some(q) = &u.queue {
-                    requeue.push((q.clone(), u.message_id, u.message.clone()));
+        if let Some(acks) = &mut entry.acks {
+            acks.unacked.retain(|u| {
+                let mine = u.subscription == id;
+                if mine {
+                    if let Some(q) = &u.queue {
+                        requeue.push((q.clone(), u.message_id, u.message.clone()));
+                    }
                 }
-            }
-            !mine
-        });
+                !mine
+            });
+        }
         self.unroute(session, &user, guest, &id, &sub, events);
         self.requeue(requeue, None, events);
         if let Route::Queue(name) = &sub.route {

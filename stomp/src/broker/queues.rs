@@ -47,7 +47,8 @@ impl Broker {
     pub fn is_unacked(&self, session: SessionId, which: &AckRef) -> bool {
         self.sessions
             .get(&session)
-            .is_some_and(|entry| entry.unacked.iter().any(|u| settles(which, u)))
+            .and_then(|entry| entry.acks.as_deref())
+            .is_some_and(|acks| acks.unacked.iter().any(|u| settles(which, u)))
     }
 
     /// Messages held by `/queue/<name>`, for stats and tests.
@@ -71,12 +72,14 @@ impl Broker {
                 AckRef::MessageId { message_id, .. } => message_id.to_string(),
             })
         };
-        let pos = entry
-            .unacked
-            .iter()
+        let unacked = match entry.acks.as_deref_mut() {
+            Some(acks) => &mut acks.unacked,
+            None => return Err(unknown()),
+        };
+        let pos = (unacked.iter())
             .position(|u| settles(which, u))
             .ok_or_else(unknown)?;
-        let sub_id = entry.unacked[pos].subscription.clone();
+        let sub_id = unacked[pos].subscription.clone();
         let mode = entry
             .subscriptions
             .get(&sub_id)
@@ -88,14 +91,14 @@ impl Broker {
             let mut remaining = pos + 1;
             while remaining > 0 {
                 remaining -= 1;
-                if entry.unacked[i].subscription == sub_id {
-                    settled.extend(entry.unacked.remove(i));
+                if unacked[i].subscription == sub_id {
+                    settled.extend(unacked.remove(i));
                 } else {
                     i += 1;
                 }
             }
         } else {
-            settled.extend(entry.unacked.remove(pos));
+            settled.extend(unacked.remove(pos));
         }
         if let Some(sub) = entry.subscriptions.get_mut(&sub_id) {
             sub.unacked -= settled.len().min(sub.unacked);

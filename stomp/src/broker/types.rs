@@ -236,8 +236,17 @@ pub(super) struct SessionEntry {
     /// for the account of the same name.
     pub(super) guest: bool,
     pub(super) subscriptions: Subscriptions<Subscription>,
+    /// Boxed, and only once the session has a subscription that acknowledges: most never do,
+    /// and every connected session has an entry (8 bytes instead of 40).
+    pub(super) acks: Option<Box<Acks>>,
+}
+
+/// What a session that acknowledges messages keeps.
+#[derive(Default)]
+pub(super) struct Acks {
     /// Deliveries awaiting ACK/NACK, oldest first.
     pub(super) unacked: VecDeque<Unacked>,
+    /// The last `ack` id handed out.
     pub(super) next_ack: u64,
 }
 
@@ -402,12 +411,13 @@ pub(super) fn track(
     queue: Option<&str>,
     message: &Arc<SharedMessage>,
 ) -> u64 {
-    entry.next_ack += 1;
-    let ack_id = entry.next_ack;
+    let acks = entry.acks.get_or_insert_default();
+    acks.next_ack += 1;
+    let ack_id = acks.next_ack;
     if let Some(sub) = entry.subscriptions.get_mut(sub_id) {
         sub.unacked += 1;
     }
-    entry.unacked.push_back(Unacked {
+    acks.unacked.push_back(Unacked {
         ack_id,
         message_id,
         subscription: sub_id.clone(),
