@@ -152,9 +152,10 @@ EOF
 }
 
 # idle NAME COUNT AUTH
-# Held open until every bot is up: joins that announce presence to a room's other members (raw
-# JSON, ~190 per room at 19,000) queue the last connections for seconds past the ramp, and a
-# measurement then divides everyone's memory by the connections already up.
+# Held open long enough for every bot to be up on the reference VM (run_bots warns when fewer
+# were): joins that announce presence to a room's other members (raw JSON, ~190 per room at
+# 19,000) queue the last connections for seconds past the ramp, and memory read earlier is
+# divided by the connections already up.
 gen_idle() {
   local f=$OUT/scenarios/$1.toml ramp=$(( $2 / 2000 + 1 )) hold=$(( $2 / 1500 + 2 ))
   cat > "$f" <<EOF
@@ -300,9 +301,12 @@ run_bots() {
   fi
   printf '{"server":"%s","scenario":"%s","rep":%s,"param":%s,"rss_before_kib":%s,"slab_growth_kib":%s,"file":"json/%s.json"}\n' \
     "$server" "$scenario" "$rep" "$param" "$rss_before" "$slab" "$tag" >> "$RESULTS"
-  python3 - "$OUT/json/$tag.json" "$tag" <<'EOF'
+  python3 - "$OUT/json/$tag.json" "$tag" "$scenario" "$param" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1])); s = r.get("server") or {}; l = r["latency_us"]; e = r["errors"]
+if sys.argv[3] == "idle" and r["connections"]["up"] < int(sys.argv[4]):
+    print(f"    WARNING {sys.argv[2]}: only {r['connections']['up']} of {sys.argv[4]} bots up when "
+          "memory was read: its figure per connection is not comparable (hold it longer)")
 print(f"    {sys.argv[2]}: {r['connections']['up']} up/{r['connections']['failed']} failed, "
       f"{r['messages']['delivered_per_s']:.0f} deliveries/s, server {s.get('cpu_us_per_delivery')} µs/delivery, "
       f"p99 {l['p99']} µs, rss {s.get('rss_kib')} KiB, errors {e['total']}")
