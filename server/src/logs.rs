@@ -133,36 +133,42 @@ pub fn current_conn() -> Option<(u64, SocketAddr)> {
 /// span if one is current — a kept-alive connection carries many users' requests — otherwise
 /// its connection's. Inside a request whose span the log level leaves out, nowhere.
 pub fn name_session(protocol: &'static str, session: u64, user: Option<&Arc<str>>) {
-    let span = tracing::Span::current();
-    if !span.is_none() {
-        span.record("protocol", protocol);
-        span.record("session", session);
-        if let Some(user) = user {
-            span.record("user", &**user);
-        }
-        return;
-    }
-    if IN_REQUEST.get() > 0 {
-        return;
-    }
-    with_current(|conn| {
-        conn.rename(|named| {
+    name(
+        |span| {
+            span.record("protocol", protocol);
+            span.record("session", session);
+            if let Some(user) = user {
+                span.record("user", &**user);
+            }
+        },
+        |named| {
             named.protocol = Some(protocol);
             named.session = NonZeroU64::new(session);
             if let Some(user) = user {
                 named.user = Some(user.clone());
             }
-        })
-    });
+        },
+    );
 }
 
 /// Names the user in the log lines from here on, as [`name_session`] does.
 pub fn name_user(user: &Arc<str>) {
+    name(
+        |span| {
+            span.record("user", &**user);
+        },
+        |named| named.user = Some(user.clone()),
+    );
+}
+
+/// Where names go, the one rule for both: the current span; inside a request whose span the
+/// log level leaves out, nowhere; otherwise the connection's.
+fn name(in_span: impl FnOnce(&tracing::Span), in_conn: impl FnOnce(&mut Named)) {
     let span = tracing::Span::current();
     if !span.is_none() {
-        span.record("user", &**user);
+        in_span(&span);
     } else if IN_REQUEST.get() == 0 {
-        with_current(|conn| conn.rename(|named| named.user = Some(user.clone())));
+        with_current(|conn| conn.rename(in_conn));
     }
 }
 
