@@ -21,6 +21,7 @@ mod hub;
 mod journal;
 mod logs;
 mod metrics;
+mod park;
 mod store;
 mod ws;
 

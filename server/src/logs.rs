@@ -129,6 +129,22 @@ pub fn current_conn() -> Option<(u64, SocketAddr)> {
     with_current(|conn| (conn.id, conn.peer))
 }
 
+/// The connection being served on this thread, moved out with what it has been named, for a
+/// parked connection to take along (what stays behind keeps the id and peer).
+pub fn detach_current() -> Option<ConnLog> {
+    with_current(|conn| ConnLog {
+        id: conn.id,
+        peer: conn.peer,
+        named: Cell::new(conn.named.take()),
+    })
+}
+
+/// Runs `f` as connection `log`: how a parked connection is polled outside any task.
+pub fn as_conn<R>(log: &ConnLog, f: impl FnOnce() -> R) -> R {
+    let _entered = Entered::new(log);
+    f()
+}
+
 /// Names a session in the log lines it is in from here on: an HTTP request's (or an app's)
 /// span if one is current — a kept-alive connection carries many users' requests — otherwise
 /// its connection's. Inside a request whose span the log level leaves out, nowhere.

@@ -34,6 +34,7 @@ const LAYERS: &[&[&str]] = &[
     &["health"],
     &["acl", "auth", "journal", "bus"],
     &["store"],
+    &["park"],
     &["clock", "metrics", "logs"],
 ];
 

@@ -25,7 +25,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::FutureExt as _;
 use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -36,6 +35,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn, Instrument as _};
 
@@ -55,8 +55,9 @@ use crate::endpoints::stomp::Stomp;
 use crate::endpoints::streaming::{whole, Reply};
 use crate::health::Health;
 use crate::hub::{ChangeRates, ChatSettings, Hub};
-use crate::logs::{ConnLog, Logged};
+use crate::logs::ConnLog;
 use crate::metrics;
+use crate::park::{self, Parked};
 use crate::ws::DriverConfig;
 
 /// Largest request head hyper buffers (its minimum is 8 KiB).
@@ -107,6 +108,17 @@ pub struct HttpSettings {
 
 /// Room in a SockJS send beyond the messages' bytes (JSON quoting, brackets).
 const SEND_OVERHEAD: usize = 64 * 1024;
+
+/// How a connection's task ends: done, or parked with what it keeps (`crate::park`).
+type Served = Option<(Parked, Kept)>;
+
+/// What a connection keeps while it lives, also parked: its places under the connection limit
+/// and its address's cap, and in the tracker that shutdown waits on.
+struct Kept {
+    _permit: OwnedSemaphorePermit,
+    _slot: Option<IpSlot>,
+    _tracked: TaskTrackerToken,
+}
 
 /// What every connection task shares; read-only after start.
 pub struct Server {
@@ -277,7 +289,7 @@ impl Server {
     async fn accept_loop<F, Fut>(self: Arc<Self>, listener: TcpListener, which: usize, serve: F)
     where
         F: Fn(Arc<Self>, TcpStream, SocketAddr, OwnedSemaphorePermit) -> Fut,
-        Fut: Future<Output = ()> + Send + 'static,
+        Fut: Future<Output = Served> + Send + 'static,
     {
         loop {
             let accepted = tokio::select! {
@@ -305,11 +317,8 @@ impl Server {
             // Every line logged while serving the connection carries its id; endpoints add
             // the protocol, the session and the user once known.
             let id = self.next_connection.fetch_add(1, Ordering::Relaxed);
-            // `map`, not an `async move` block awaiting it: such a block keeps the connection's
-            // future twice (as captured and as awaited), for the connection's whole life.
-            let connection = connection.map(|()| debug!("connection closed"));
             self.tracker
-                .spawn(Logged::new(ConnLog::new(id, peer), connection));
+                .spawn(park::task(ConnLog::new(id, peer), connection));
         }
     }
 
@@ -322,7 +331,7 @@ impl Server {
         stream: TcpStream,
         peer: SocketAddr,
         permit: OwnedSemaphorePermit,
-    ) -> impl Future<Output = ()> + Send + 'static {
+    ) -> impl Future<Output = Served> + Send + 'static {
         let http = Box::pin(self.clone().serve_until_upgrade(stream, peer));
         async move {
             // Held, not used: released when the connection ends.
@@ -330,15 +339,21 @@ impl Server {
             // Each box in a statement of its own, and what built it out of scope before the
             // long wait: a value still in scope at an `.await` keeps a slot in this state.
             let upgrade = {
-                let Some((pending, slot)) = http.await else {
-                    return;
-                };
+                let (pending, slot) = http.await?;
                 Box::pin(self.upgrades.upgraded(pending, slot))
             };
-            let Some((websocket, _slot)) = upgrade.await else {
-                return;
-            };
-            websocket.await;
+            let (websocket, slot) = upgrade.await?;
+            let parked = websocket.await?;
+            Some((parked, self.kept(permit, slot)))
+        }
+    }
+
+    /// What a parked connection keeps: its places under the limits, and in the tracker.
+    fn kept(&self, permit: OwnedSemaphorePermit, slot: Option<IpSlot>) -> Kept {
+        Kept {
+            _permit: permit,
+            _slot: slot,
+            _tracked: self.tracker.token(),
         }
     }
 

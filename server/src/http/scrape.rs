@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 
 use super::Server;
 use crate::metrics::{self, process};
+use crate::park;
 
 /// Scrapes served at once; more wait for the accept loop.
 const MAX_SCRAPERS: usize = 16;
@@ -154,6 +155,7 @@ fn render_busiest_rooms(server: &Server, out: &mut String) {
 fn record_levels(server: &Server) {
     let open = server.settings.max_connections - server.connections.available_permits();
     metrics::set_gauge("parley_connections_open", open as f64);
+    metrics::set_gauge("parley_connections_parked", park::parked() as f64);
     let hub = &server.hub;
     let g = hub.gauges();
     metrics::set_gauge("parley_broker_sessions", g.broker.sessions as f64);

@@ -20,7 +20,7 @@ use super::per_ip::IpSlot;
 use super::proxy::canonical;
 use super::response::{refuse, STOMP_TOO_MANY};
 use super::tls::TlsIo;
-use super::Server;
+use super::{Served, Server};
 use crate::endpoints::stomp::Caller;
 use crate::metrics;
 use crate::ws::ReadReady;
@@ -40,7 +40,7 @@ impl Server {
         stream: TcpStream,
         peer: SocketAddr,
         permit: OwnedSemaphorePermit,
-    ) -> impl Future<Output = ()> + Send + 'static {
+    ) -> impl Future<Output = Served> + Send + 'static {
         let admission = Box::pin(self.clone().admit_stomp_tcp(stream, peer));
         self.serve_stomp(admission, permit)
     }
@@ -53,18 +53,17 @@ impl Server {
         self: Arc<Self>,
         admission: Pin<Box<impl Future<Output = Option<Admitted<S>>> + Send + 'static>>,
         permit: OwnedSemaphorePermit,
-    ) -> impl Future<Output = ()> + Send + 'static
+    ) -> impl Future<Output = Served> + Send + 'static
     where
         S: ReadReady + AsyncWrite + Send + 'static,
     {
         async move {
             let _ = &permit;
-            let Some((stream, leftover, caller, _slot)) = admission.await else {
-                return;
-            };
+            let (stream, leftover, caller, slot) = admission.await?;
             let shutdown = self.shutdown.clone();
             let session = Box::pin(self.stomp.serve_tcp(stream, leftover, caller, shutdown));
-            session.await;
+            let parked = session.await?;
+            Some((parked, self.kept(permit, slot)))
         }
     }
 
@@ -116,7 +115,7 @@ impl Server {
         stream: TcpStream,
         peer: SocketAddr,
         permit: OwnedSemaphorePermit,
-    ) -> impl Future<Output = ()> + Send + 'static {
+    ) -> impl Future<Output = Served> + Send + 'static {
         let admission = Box::pin(self.clone().admit_stomp_tls(stream, peer));
         self.serve_stomp(admission, permit)
     }

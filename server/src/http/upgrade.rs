@@ -31,6 +31,7 @@ use crate::endpoints::socketio::EngineWebSocket;
 use crate::endpoints::sockjs::{App, SockJs};
 use crate::endpoints::stomp::{Caller, Stomp};
 use crate::hub::{ChatSettings, Hub, Origin, Protocol, Transport};
+use crate::park::Parked;
 use crate::ws::{self, DriverConfig, Endpoint, ReadReady, WsSocket};
 
 /// STOMP subprotocols, most preferred first.
@@ -122,7 +123,8 @@ enum Accepting {
 }
 
 /// A WebSocket endpoint running on its socket.
-pub(super) type Running<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+/// It ends done, or parked (STOMP only: `crate::park`).
+pub(super) type Running<'a> = Pin<Box<dyn Future<Output = Option<Parked>> + Send + 'a>>;
 
 /// An accepted handshake whose upgraded socket is still to come.
 pub(super) struct PendingUpgrade {
@@ -412,7 +414,7 @@ impl Upgrades {
         client: IpAddr,
     ) -> Running<'a>
     where
-        S: ReadReady + AsyncWrite + Send + 'a,
+        S: ReadReady + AsyncWrite + Send + 'static,
     {
         let cfg = self.driver.clone();
         let shutdown = self.shutdown.clone();
@@ -507,12 +509,15 @@ fn drive<S, E>(
     mut socket: WsSocket<S>,
     shutdown: CancellationToken,
     mut endpoint: E,
-) -> impl Future<Output = ()>
+) -> impl Future<Output = Option<Parked>>
 where
     S: ReadReady + AsyncWrite,
     E: Endpoint,
 {
-    async move { ws::drive(&mut socket, shutdown, &mut endpoint).await }
+    async move {
+        ws::drive(&mut socket, shutdown, &mut endpoint).await;
+        None
+    }
 }
 
 /// The socket hyper upgraded and what it had read past the request. The bytes are copied out,

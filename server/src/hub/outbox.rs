@@ -180,7 +180,8 @@ pub(super) fn tell(mail: &Notifier, notice: Notice) {
 #[derive(Default)]
 pub struct Eviction {
     /// The WebSocket close code and the reason, which is also a STOMP ERROR's message.
-    reason: OnceLock<(CloseCode, String)>,
+    /// Boxed: only evicted sessions have one, and every session has this (see `mailbox`).
+    reason: OnceLock<Box<(CloseCode, String)>>,
     /// The session's task while it waits for the eviction (one task owns a session). A waker,
     /// not a cancellation token: nothing allocated per session, no future kept to wait on it.
     waker: AtomicWaker,
@@ -222,7 +223,7 @@ impl Eviction {
     pub fn reason(&self) -> (CloseCode, &str) {
         self.reason
             .get()
-            .map_or((CloseCode::POLICY_VIOLATION, "evicted"), |(c, r)| (*c, r))
+            .map_or((CloseCode::POLICY_VIOLATION, "evicted"), |b| (b.0, &b.1))
     }
 
     /// Closes a consumer that cannot keep up (1008); `true` the first time.
@@ -235,7 +236,7 @@ impl Eviction {
 
     /// Closes the session with `code` and `reason`; `true` the first time.
     pub fn evict(&self, code: CloseCode, reason: String) -> bool {
-        let first = self.reason.set((code, reason)).is_ok();
+        let first = self.reason.set(Box::new((code, reason))).is_ok();
         self.waker.wake();
         first
     }

@@ -95,6 +95,9 @@ pub struct HubSession {
     /// Resolves when the personal access token that opened the session is revoked.
     revoked: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     closed: bool,
+    /// Its owner's own deadline covers the expiry (STOMP's does), so `expiry_timer` stays
+    /// unset: one wheel slot per session, not two.
+    owner_times_expiry: bool,
     /// Its protocol, named in its connection's log lines.
     protocol: Protocol,
     /// Its protocol and transport's counters.
@@ -134,6 +137,7 @@ impl Hub {
             expiry_timer: Timer::default(),
             revoked: None,
             closed: false,
+            owner_times_expiry: false,
             protocol: origin.protocol,
             metrics,
         };
@@ -239,6 +243,37 @@ impl HubSession {
         })
     }
 
+    /// `Ready` when [`HubSession::next`] would be, taking nothing: for a parked connection
+    /// (`crate::park`), whose waker this registers. Not while catch-up answers are held (see
+    /// [`HubSession::parks`]).
+    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.held.is_some() || self.mail.companion().poll_evicted(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        if self.poll_expired(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        if let Some(revoked) = &mut self.revoked {
+            // Polled again after it is ready, it is ready again: nothing is taken.
+            if revoked.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        self.mail.poll_ready(cx)
+    }
+
+    /// Whether the session can wait parked: not while answers it holds are being read (their
+    /// futures need a task to poll them).
+    pub fn parks(&self) -> bool {
+        self.held.is_none()
+    }
+
+    /// The owner wakes itself at the expiry (its own deadline includes [`HubSession::expiry`])
+    /// and checks [`HubSession::is_expired`] then: the session sets no timer for it.
+    pub fn owner_times_expiry(&mut self) {
+        self.owner_times_expiry = true;
+    }
+
     /// Ready once the credential has run out; never without an expiry.
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let Some(at) = self.expiry() else {
@@ -248,6 +283,9 @@ impl HubSession {
         // set must not keep an expired credential alive.
         if crate::clock::now_ms() >= at {
             return Poll::Ready(());
+        }
+        if self.owner_times_expiry {
+            return Poll::Pending;
         }
         // Woken at the instant the wall clock says now; past it (a clock stepped back) the
         // timer is simply set again, from now.

@@ -290,6 +290,7 @@ const DESCRIPTIONS: &[(Kind, &str, &str)] = &[
     (Kind::Counter, "parley_refusals_total", "Client requests refused, by code (limits, rates, rules)."),
     (Kind::Counter, "parley_auth_total", "Authentication attempts, by method and result."),
     (Kind::Gauge, "parley_connections_open", "Open TCP connections (HTTP, WebSocket, STOMP)."),
+    (Kind::Gauge, "parley_connections_parked", "Idle connections waiting parked, without a task."),
     (Kind::Gauge, "parley_broker_sessions", "Sessions connected to the broker."),
     (Kind::Gauge, "parley_subscriptions", "Subscriptions to rooms, side channels and user destinations."),
     (Kind::Gauge, "parley_rooms_active", "Fan-out keys (rooms, side channels) with a subscriber here."),

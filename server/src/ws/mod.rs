@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::clock::wheel::{Due, Timer};
+use crate::clock::Stamp;
 
 /// Read granularity: enough for a burst of small frames in one syscall.
 const READ_CHUNK: usize = 4096;
@@ -91,7 +92,7 @@ pub struct WsSocket<S> {
     outbox: VecDeque<Bytes>,
     /// Shared by every connection: 8 bytes each instead of three durations.
     cfg: Arc<DriverConfig>,
-    last_input: Instant,
+    last_input: Stamp,
     ping_sent: bool,
 }
 
@@ -114,7 +115,7 @@ impl<S: ReadReady + AsyncWrite> WsSocket<S> {
             conn,
             outbox: VecDeque::new(),
             cfg,
-            last_input: Instant::now(),
+            last_input: Stamp::now(),
             ping_sent: false,
         }
     }
@@ -147,10 +148,15 @@ impl<S: ReadReady + AsyncWrite> WsSocket<S> {
     /// Notes that a read brought `n` bytes (none: end of stream), and says whether it did.
     fn got_input(&mut self, n: usize) -> bool {
         if n > 0 {
-            self.last_input = Instant::now();
+            self.last_input = Stamp::now();
             self.ping_sent = false;
         }
         n > 0
+    }
+
+    /// Registers `cx` for input; `Ready` when a read may make progress (see [`ReadReady`]).
+    pub fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.io.poll_ready(cx).map(|_| ())
     }
 
     /// Waits for bytes (reading them as [`WsSocket::read_more`] does), the idle rule's
@@ -431,6 +437,10 @@ where
 /// A byte stream that can say when a read would find data, so an idle connection waits with no
 /// read buffer allocated and only reserves one when bytes are there.
 pub trait ReadReady: AsyncRead + Unpin {
+    /// Whether `poll_ready` waits for the socket, so that an idle connection on it may park
+    /// (`crate::park`): one whose readiness is always `Ready` would wake as soon as it parked.
+    const PARKS: bool = true;
+
     /// Ready when a read would not block (at once for streams that cannot tell). Polled, not
     /// awaited: a connection waiting for input keeps no future for it.
     fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
@@ -443,6 +453,8 @@ impl ReadReady for tokio::net::TcpStream {
 }
 
 impl ReadReady for hyper_util::rt::TokioIo<hyper::upgrade::Upgraded> {
+    const PARKS: bool = false;
+
     fn poll_ready(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }

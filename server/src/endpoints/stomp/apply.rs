@@ -34,7 +34,7 @@ struct Applying<'a> {
     flow: Flow,
 }
 
-impl<T: Transport> Conn<'_, T> {
+impl<T: Transport> Conn<T> {
     /// Applies client frames, stopping at the first that closes the session: a publisher's
     /// frames from one read are fanned out together, so each subscriber is woken once for those
     /// to one room. Replies (CONNECTED, RECEIPT, ERROR) are queued on the transport; catch-ups

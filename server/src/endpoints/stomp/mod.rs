@@ -11,6 +11,7 @@ mod transport;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -27,12 +28,13 @@ pub use self::connect::Caller;
 use self::transport::{Sock, Tcp, Transport, Ws};
 use crate::auth::Auth;
 use crate::clock::wheel::{Due, Timer};
-use crate::clock::{far_future, instant_at};
+use crate::clock::{far_future, instant_at, Stamp};
 use crate::endpoints::pipe::AppEnd;
 use crate::hub::{
     live_from_stored, Delivered, Held, Hub, HubSession, Next, Notice, Origin, Protocol,
     Transport as Carrier,
 };
+use crate::park::{Parkable, Parked, Resumed};
 use crate::ws::{release_if_empty, ReadReady, WsSocket};
 
 /// The destination a STOMP client SENDs a fresh access token to, to renew its session in-band.
@@ -43,6 +45,10 @@ pub const READ_DESTINATION: &str = "/app/read";
 const MAX_FRAME_BATCH: usize = 64;
 /// SUBSCRIBEs per batch whose rooms are prepared in cluster mode (each new room costs a read).
 const MAX_PREPARED: usize = 16;
+/// A connection that read and wrote nothing for this long parks (`crate::park`): it keeps its
+/// state but no task. Long enough that a connection in a conversation (or receiving a room's
+/// messages) stays running; each wake of a parked one costs a task spawn.
+const PARK_AFTER: Duration = Duration::from_secs(2);
 
 /// Settings of the STOMP endpoint.
 #[derive(Clone, Debug)]
@@ -99,56 +105,70 @@ impl Stomp {
     /// Runs STOMP over one TCP connection (plain or TLS); `read` holds what was already read
     /// from it (past a PROXY protocol header).
     pub fn serve_tcp<S>(
-        &self,
+        self: &Arc<Self>,
         stream: S,
         read: BytesMut,
         caller: Caller,
         shutdown: CancellationToken,
-    ) -> impl Future<Output = ()> + Send + '_
+    ) -> impl Future<Output = Option<Parked>> + Send + 'static
     where
         S: ReadReady + AsyncWrite + Send + 'static,
     {
         let transport = Tcp::new(stream, self.settings.write_timeout);
-        let mut conn = self.conn(transport, caller, Carrier::Tcp);
+        let mut conn = self.conn(transport, caller, Carrier::Tcp, shutdown);
         conn.inbound = read;
-        conn.serve(shutdown)
+        conn.serve()
     }
 
     /// Runs STOMP over an upgraded WebSocket.
-    pub fn serve_websocket<'a, S>(
-        &'a self,
+    pub fn serve_websocket<S>(
+        self: &Arc<Self>,
         socket: WsSocket<S>,
         caller: Caller,
         shutdown: CancellationToken,
-    ) -> impl Future<Output = ()> + Send + 'a
+    ) -> impl Future<Output = Option<Parked>> + Send + 'static
     where
-        S: ReadReady + AsyncWrite + Send + 'a,
+        S: ReadReady + AsyncWrite + Send + 'static,
     {
-        self.conn(Ws(socket), caller, Carrier::WebSocket)
-            .serve(shutdown)
+        self.conn(Ws(socket), caller, Carrier::WebSocket, shutdown)
+            .serve()
     }
 
     /// Runs STOMP over a SockJS session.
     pub fn serve_sockjs(
-        &self,
+        self: &Arc<Self>,
         end: AppEnd,
         caller: Caller,
         shutdown: CancellationToken,
-    ) -> impl Future<Output = ()> + Send + '_ {
+    ) -> impl Future<Output = ()> + Send + 'static {
         let transport = Sock::new(end, self.settings.write_timeout);
-        self.conn(transport, caller, Carrier::SockJs)
-            .serve(shutdown)
+        let serve = self
+            .conn(transport, caller, Carrier::SockJs, shutdown)
+            .serve();
+        // Never parked: a SockJS session has no socket of its own to wait on.
+        async move {
+            serve.await;
+        }
     }
 
-    /// A new connection's state. Built before the connection's future, which then holds it
-    /// once: every idle connection carries that future, so it is kept small.
-    fn conn<T: Transport>(&self, transport: T, caller: Caller, carrier: Carrier) -> Conn<'_, T> {
-        let hub = self
+    /// A new connection's state, boxed: its future holds a pointer, and a parked connection
+    /// (`crate::park`) is this box.
+    fn conn<T: Transport>(
+        self: &Arc<Self>,
+        transport: T,
+        caller: Caller,
+        carrier: Carrier,
+        shutdown: CancellationToken,
+    ) -> Box<Conn<T>> {
+        let mut hub = self
             .hub
             .open_session(Origin::new(Protocol::Stomp, carrier, caller.peer));
+        // `Conn::deadline` includes the expiry, and `Conn::on_deadline` acts on it.
+        hub.owner_times_expiry();
         let session = Session::new(hub.id(), self.config.clone());
-        Conn {
-            stomp: self,
+        Box::new(Conn {
+            stomp: self.clone(),
+            shutdown,
             transport,
             inbound: BytesMut::new(),
             decoder: Decoder::new(self.settings.limits.clone()),
@@ -158,10 +178,10 @@ impl Stomp {
             prefix: None,
             live_wait: None,
             timer: Timer::default(),
-            started: Instant::now(),
-            last_in: Instant::now(),
-            last_out: Instant::now(),
-        }
+            started: Stamp::now(),
+            last_in: Stamp::now(),
+            last_out: Stamp::now(),
+        })
     }
 }
 
@@ -175,6 +195,8 @@ enum Ending {
     PeerLeft,
     /// A write failed or a slow consumer was cut loose mid-write: no waiting on the peer.
     WriteFailed,
+    /// Not an end: quiet for [`PARK_AFTER`], the connection waits parked.
+    Park,
 }
 
 /// When a heart-beat is due: the wheel may wake us up to a tick late (plus scheduling), and
@@ -193,8 +215,9 @@ fn shutting_down() -> Ending {
 type PrefixCache = Option<Box<(Arc<str>, Bytes)>>;
 
 /// One STOMP connection.
-struct Conn<'a, T> {
-    stomp: &'a Stomp,
+struct Conn<T> {
+    stomp: Arc<Stomp>,
+    shutdown: CancellationToken,
     transport: T,
     inbound: BytesMut,
     decoder: Decoder,
@@ -210,26 +233,50 @@ struct Conn<'a, T> {
     live_wait: Option<Box<Vec<String>>>,
     /// Its place in the shared timer wheel, for [`Conn::deadline`].
     timer: Timer,
-    started: Instant,
-    last_in: Instant,
-    last_out: Instant,
+    started: Stamp,
+    last_in: Stamp,
+    last_out: Stamp,
 }
 
-impl<'a, T: Transport + 'a> Conn<'a, T> {
-    /// Serves the connection until it ends, then closes it. An `async move` block keeps the
-    /// connection's state once (an `async fn` would hold its argument and a moved copy).
+impl<T: Transport + Send + 'static> Conn<T> {
+    /// Serves the connection until it ends, then closes it; or until it parks, and then it is
+    /// what this ends with. An `async move` block holds its argument once (an `async fn` would
+    /// hold it and a moved copy).
     #[allow(clippy::manual_async_fn)] // on purpose: see above
-    fn serve(mut self, shutdown: CancellationToken) -> impl Future<Output = ()> + 'a {
+    fn serve(mut self: Box<Self>) -> impl Future<Output = Option<Parked>> + Send + 'static {
         async move {
-            let ending = self.run(&shutdown).await;
+            let ending = self.run().await;
+            if let Ending::Park = ending {
+                return Some(self as Parked);
+            }
             self.finish(ending).await;
+            None
         }
     }
 }
 
-impl<T: Transport> Conn<'_, T> {
+impl<T: Transport + Send + 'static> Parkable for Conn<T> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let deadline = self.deadline().into_std();
+        if self
+            .timer
+            .poll_until(deadline, &self.shutdown, cx)
+            .is_ready()
+            || self.transport.poll_input(cx).is_ready()
+        {
+            return Poll::Ready(());
+        }
+        self.hub.poll_ready(cx)
+    }
+
+    fn resume(self: Box<Self>) -> Resumed {
+        Box::pin(self.serve())
+    }
+}
+
+impl<T: Transport> Conn<T> {
     /// The connection loop: apply what arrived, write, then wait for the next thing to do.
-    async fn run(&mut self, shutdown: &CancellationToken) -> Ending {
+    async fn run(&mut self) -> Ending {
         loop {
             // Boxed, and only when something came in: a connection's future is as large as
             // its largest wait, and an idle one (or one only writing deliveries) needs none
@@ -264,21 +311,24 @@ impl<T: Transport> Conn<'_, T> {
                 return self.error("token expired");
             }
             // Checked here too: the timer's wait below sees it only when nothing else is ready.
-            if shutdown.is_cancelled() {
+            if self.shutdown.is_cancelled() {
                 return shutting_down();
             }
-            let deadline = self.deadline().into_std();
+            let deadline = self.deadline();
+            let wake_at = self.park_at().map_or(deadline, |at| at.min(deadline));
             let ending = tokio::select! {
                 biased;
                 next = self.hub.next() => self.on_next(next),
                 read = self.transport.read(&mut self.inbound) => match read {
                     Ok(true) => {
-                        self.last_in = Instant::now();
+                        self.last_in = Stamp::now();
                         None
                     }
                     Ok(false) | Err(_) => Some(Ending::PeerLeft),
                 },
-                due = self.timer.until(deadline, shutdown) => match due {
+                due = self.timer.until(wake_at.into_std(), &self.shutdown) => match due {
+                    // It was time to park, not yet the deadline.
+                    Due::Deadline if Instant::now() < deadline => Some(Ending::Park),
                     Due::Deadline => self.on_deadline(),
                     Due::ShuttingDown => Some(shutting_down()),
                 },
@@ -463,7 +513,7 @@ impl<T: Transport> Conn<'_, T> {
                 }
             }
         }
-        self.last_out = Instant::now();
+        self.last_out = Stamp::now();
         None
     }
 
@@ -484,6 +534,13 @@ impl<T: Transport> Conn<'_, T> {
             deadline = Some(deadline.map_or(idle, |d| d.min(idle)));
         }
         deadline.unwrap_or_else(far_future)
+    }
+
+    /// When the connection parks if nothing happens first: [`PARK_AFTER`] after it last read
+    /// or wrote. Never while its transport or session needs a task to wait.
+    fn park_at(&self) -> Option<Instant> {
+        let parks = T::PARKS && self.hub.parks();
+        parks.then(|| self.last_in.max(self.last_out) + PARK_AFTER)
     }
 
     /// Whatever came due.
@@ -515,7 +572,7 @@ impl<T: Transport> Conn<'_, T> {
         {
             self.transport
                 .queue_frame(&[Bytes::from_static(b"\n")], true);
-            self.last_out = now;
+            self.last_out = Stamp::at(now);
         }
         None
     }
@@ -542,7 +599,7 @@ impl<T: Transport> Conn<'_, T> {
                 self.transport.queue_frame(&[error], true);
                 code
             }
-            Ending::Done | Ending::PeerLeft => CloseCode::NORMAL,
+            Ending::Done | Ending::PeerLeft | Ending::Park => CloseCode::NORMAL,
         };
         Box::pin(async {
             let _ = self.transport.flush().await;

@@ -8,7 +8,7 @@ use parley_stomp::{Command, Frame};
 use super::transport::Transport;
 use super::{Conn, Ending};
 
-impl<T: Transport> Conn<'_, T> {
+impl<T: Transport> Conn<T> {
     /// Stores the mark of a `SEND /app/read` and answers its receipt; a refusal is an ERROR
     /// (then the connection ends, as for every STOMP error).
     pub(super) async fn mark_read(&mut self, frame: Frame) -> Option<Ending> {

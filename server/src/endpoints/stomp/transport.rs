@@ -3,7 +3,9 @@
 //! [`AppEnd`]).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -21,7 +23,7 @@ const ABORT_WAIT: Duration = Duration::from_millis(100);
 /// A byte stream STOMP frames travel on.
 pub(super) trait Transport {
     /// Reads more STOMP bytes into `inbound`; `Ok(false)` once the peer is gone.
-    async fn read(&mut self, inbound: &mut BytesMut) -> io::Result<bool>;
+    fn read(&mut self, inbound: &mut BytesMut) -> impl Future<Output = io::Result<bool>> + Send;
     /// Queues one STOMP frame made of `parts`; `text` says its body is UTF-8.
     fn queue_frame(&mut self, parts: &[Bytes], text: bool);
     /// Queues a MESSAGE: one subscriber's `prefix`, then the part shared by every subscriber.
@@ -30,7 +32,14 @@ pub(super) trait Transport {
         self.queue_frame(&[prefix.clone(), shared], message.body_is_utf8());
     }
     /// Writes everything queued.
-    async fn flush(&mut self) -> io::Result<()>;
+    fn flush(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Whether an idle connection on this transport may park (`crate::park`): it can wait for
+    /// input with [`Transport::poll_input`].
+    const PARKS: bool = false;
+    /// Registers `cx` for input; `Ready` when a read may make progress.
+    fn poll_input(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
+        Poll::Ready(())
+    }
     /// The transport itself finished (WebSocket close handshake).
     fn is_closed(&self) -> bool;
     /// When the transport's own liveness rule next needs attention, if it has one.
@@ -39,9 +48,9 @@ pub(super) trait Transport {
     /// idle too long.
     fn idle_expired(&mut self) -> bool;
     /// Ends the connection in order; a WebSocket closes with `code`.
-    async fn close(&mut self, code: CloseCode);
+    fn close(&mut self, code: CloseCode) -> impl Future<Output = ()> + Send;
     /// Ends a connection whose peer stopped taking what it is sent, without waiting on it.
-    async fn abort(&mut self, code: CloseCode);
+    fn abort(&mut self, code: CloseCode) -> impl Future<Output = ()> + Send;
 }
 
 /// STOMP over a byte stream: plain TCP, or TLS over it.
@@ -74,6 +83,12 @@ impl<S: ReadReady + AsyncWrite + Send> Transport for Tcp<S> {
         write_all(&mut self.stream, &mut self.outbox, self.write_timeout).await?;
         shrink_idle_queue(&mut self.outbox);
         Ok(())
+    }
+
+    const PARKS: bool = S::PARKS;
+
+    fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.stream.poll_ready(cx).map(|_| ())
     }
 
     fn is_closed(&self) -> bool {
@@ -136,6 +151,12 @@ impl<S: ReadReady + AsyncWrite + Send> Transport for Ws<S> {
 
     async fn flush(&mut self) -> io::Result<()> {
         self.0.flush().await
+    }
+
+    const PARKS: bool = S::PARKS;
+
+    fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.poll_input(cx)
     }
 
     fn is_closed(&self) -> bool {

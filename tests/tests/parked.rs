@@ -1,0 +1,223 @@
+//! Parked connections: a STOMP connection quiet for two seconds gives up its task and waits
+//! parked (`parley_connections_parked` counts them). Each thing a connection waits for must
+//! still reach it there: a delivery, its client's input, its client's close, its heart-beat
+//! timer, and shutdown — over TCP and over WebSocket.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use parley_tests::http;
+use parley_tests::stomp::{StompClient, WAIT};
+use parley_tests::ServerProcess;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{sleep, timeout};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const ROOM: &str = "/topic/parked";
+
+/// A gauge's value on `/metrics`.
+async fn gauge(metrics: SocketAddr, name: &str) -> f64 {
+    let text = http::get(metrics, "/metrics", &[]).await.text();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// Waits until `name` is `want` (connections park two seconds after their last traffic).
+async fn until_gauge(metrics: SocketAddr, name: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = gauge(metrics, name).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} is {got}, expected {want}"
+        );
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn until_parked(metrics: SocketAddr, n: usize) {
+    until_gauge(metrics, "parley_connections_parked", n as f64).await;
+}
+
+/// STOMP over WebSocket as `login`, subscribed to [`ROOM`].
+async fn ws_subscriber(server: &ServerProcess, login: &str) -> Ws {
+    let mut req = server.ws_url("/stomp").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "v12.stomp".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let connect = format!("CONNECT\naccept-version:1.2\nhost:/\nlogin:{login}\n\n\0");
+    ws.send(Message::text(connect)).await.unwrap();
+    assert!(ws_frame(&mut ws).await.starts_with("CONNECTED\n"));
+    let subscribe = format!("SUBSCRIBE\nid:0\ndestination:{ROOM}\nreceipt:r\n\n\0");
+    ws.send(Message::text(subscribe)).await.unwrap();
+    assert!(ws_frame(&mut ws).await.starts_with("RECEIPT\n"));
+    ws
+}
+
+/// The next STOMP frame on `ws` (heart-beats skipped).
+async fn ws_frame(ws: &mut Ws) -> String {
+    loop {
+        let message = timeout(WAIT, ws.next())
+            .await
+            .expect("no WebSocket message in time")
+            .expect("the WebSocket ended")
+            .unwrap();
+        match message {
+            Message::Text(t) if t.as_str() != "\n" => return t.to_string(),
+            Message::Text(_) | Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("expected a STOMP frame, got {other:?}"),
+        }
+    }
+}
+
+async fn tcp_subscriber(server: &ServerProcess, login: &str) -> StompClient {
+    let mut client = StompClient::connect(server.stomp_addr(), login).await;
+    client.subscribe("0", ROOM).await;
+    client
+}
+
+async fn say(client: &mut StompClient, body: &str) {
+    client
+        .send("SEND", &[("destination", ROOM)], body.as_bytes())
+        .await;
+}
+
+async fn expect_tcp(client: &mut StompClient, body: &str) {
+    let frame = client.recv().await.expect("a MESSAGE");
+    assert_eq!(frame.command, "MESSAGE", "{frame:?}");
+    assert_eq!(frame.body, body.as_bytes());
+}
+
+async fn expect_ws(ws: &mut Ws, body: &str) {
+    let frame = ws_frame(ws).await;
+    assert!(
+        frame.starts_with("MESSAGE\n") && frame.ends_with(&format!("\n\n{body}\0")),
+        "{frame:?}"
+    );
+}
+
+/// Runs `test` on a thread with a large stack: in a debug build, polling these tests' futures
+/// takes more than a test thread's 2 MiB.
+fn on_large_stack(test: impl Future<Output = ()> + Send + 'static) {
+    let thread = std::thread::Builder::new()
+        .stack_size(32 << 20)
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(test);
+        });
+    if let Err(panic) = thread.unwrap().join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+#[test]
+fn parked_connections_wake_for_deliveries_input_and_close() {
+    on_large_stack(deliveries_input_and_close());
+}
+
+async fn deliveries_input_and_close() {
+    let server = ServerProcess::start(&["--metrics", "127.0.0.1:0"]);
+    let metrics = server.metrics_addr();
+    let mut alice = tcp_subscriber(&server, "alice").await;
+    let mut bob = ws_subscriber(&server, "bob").await;
+    until_parked(metrics, 2).await;
+
+    // A delivery wakes both.
+    let mut carol = tcp_subscriber(&server, "carol").await;
+    say(&mut carol, "one").await;
+    expect_tcp(&mut alice, "one").await;
+    expect_ws(&mut bob, "one").await;
+    expect_tcp(&mut carol, "one").await;
+
+    // Input wakes the one that sends, over TCP and over WebSocket.
+    until_parked(metrics, 3).await;
+    say(&mut alice, "two").await;
+    expect_tcp(&mut alice, "two").await;
+    expect_ws(&mut bob, "two").await;
+    expect_tcp(&mut carol, "two").await;
+    until_parked(metrics, 3).await;
+    let send = format!("SEND\ndestination:{ROOM}\n\nthree\0");
+    bob.send(Message::text(send)).await.unwrap();
+    expect_ws(&mut bob, "three").await;
+    expect_tcp(&mut alice, "three").await;
+    expect_tcp(&mut carol, "three").await;
+
+    // A client leaving while parked ends its session.
+    until_parked(metrics, 3).await;
+    drop(alice);
+    bob.close(None).await.unwrap();
+    until_gauge(metrics, "parley_broker_sessions", 1.0).await;
+    until_parked(metrics, 1).await;
+    say(&mut carol, "four").await;
+    expect_tcp(&mut carol, "four").await;
+}
+
+#[test]
+fn a_parked_connection_keeps_its_heart_beats_and_hears_shutdown() {
+    on_large_stack(heart_beats_and_shutdown());
+}
+
+async fn heart_beats_and_shutdown() {
+    let mut server = ServerProcess::start(&[
+        "--metrics",
+        "127.0.0.1:0",
+        "--stomp-heart-beat",
+        "3000,0",
+        "--shutdown-grace",
+        "5s",
+    ]);
+    let metrics = server.metrics_addr();
+    let mut stream = TcpStream::connect(server.stomp_addr()).await.unwrap();
+    // Beats from the server every 3 s: after 2 quiet seconds the connection parks, and its
+    // timer must wake it for each beat.
+    stream
+        .write_all(b"CONNECT\naccept-version:1.2\nhost:/\nlogin:dora\nheart-beat:0,3000\n\n\0")
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    let mut chunk = [0; 1024];
+    let mut read = async |received: &mut Vec<u8>, stream: &mut TcpStream| {
+        let n = timeout(Duration::from_secs(5), stream.read(&mut chunk))
+            .await
+            .expect("the server went quiet")
+            .unwrap();
+        received.extend_from_slice(&chunk[..n]);
+        n
+    };
+    while !received.ends_with(b"\0") {
+        assert!(read(&mut received, &mut stream).await > 0);
+    }
+    assert!(received.starts_with(b"CONNECTED\n"), "{received:?}");
+    for beat in 0..2 {
+        until_parked(metrics, 1).await;
+        received.clear();
+        assert!(read(&mut received, &mut stream).await > 0);
+        assert_eq!(received, b"\n", "heart-beat {beat}");
+    }
+
+    until_parked(metrics, 1).await;
+    server.terminate();
+    received.clear();
+    while read(&mut received, &mut stream).await > 0 {}
+    let text = String::from_utf8_lossy(&received);
+    assert!(
+        text.contains("ERROR\nmessage:server shutting down"),
+        "{text:?}"
+    );
+    let status = server.wait_exit(Duration::from_secs(5));
+    assert!(status.success(), "parley exited with {status}");
+}
