@@ -139,7 +139,8 @@ pub fn detach_current() -> Option<ConnLog> {
     })
 }
 
-/// Runs `f` as connection `log`: how a parked connection is polled outside any task.
+/// Runs `f` as connection `log`: how a connection being parked is polled, its log context
+/// already detached from the task that is ending.
 pub fn as_conn<R>(log: &ConnLog, f: impl FnOnce() -> R) -> R {
     let _entered = Entered::new(log);
     f()

@@ -1,7 +1,8 @@
-//! Parked connections: a STOMP connection quiet for two seconds gives up its task and waits
-//! parked (`parley_connections_parked` counts them). Each thing a connection waits for must
-//! still reach it there: a delivery, its client's input, its client's close, its heart-beat
-//! timer, and shutdown — over TCP and over WebSocket.
+//! Parked connections: a STOMP connection with no frame either way for two seconds (its
+//! client's heart-beats aside) gives up its task and waits parked (`parley_connections_parked`
+//! counts them). Each thing a connection waits for must still reach it there: a delivery, its
+//! client's input, its client's close, its heart-beat timer, and shutdown — over TCP and over
+//! WebSocket.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -176,22 +177,29 @@ async fn heart_beats_and_shutdown() {
         "--metrics",
         "127.0.0.1:0",
         "--stomp-heart-beat",
-        "3000,0",
+        "3000,1000",
         "--shutdown-grace",
         "5s",
     ]);
     let metrics = server.metrics_addr();
-    let mut stream = TcpStream::connect(server.stomp_addr()).await.unwrap();
+    let stream = TcpStream::connect(server.stomp_addr()).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
     // Beats from the server every 3 s: after 2 quiet seconds the connection parks, and its
-    // timer must wake it for each beat.
-    stream
-        .write_all(b"CONNECT\naccept-version:1.2\nhost:/\nlogin:dora\nheart-beat:0,3000\n\n\0")
+    // timer must wake it for each beat. The client beats every 0.5 s (1 s agreed): heart-beats
+    // wake it, but do not keep it from parking.
+    writer
+        .write_all(b"CONNECT\naccept-version:1.2\nhost:/\nlogin:dora\nheart-beat:1000,3000\n\n\0")
         .await
         .unwrap();
+    let beats = tokio::spawn(async move {
+        while writer.write_all(b"\n").await.is_ok() {
+            sleep(Duration::from_millis(500)).await;
+        }
+    });
     let mut received = Vec::new();
     let mut chunk = [0; 1024];
-    let mut read = async |received: &mut Vec<u8>, stream: &mut TcpStream| {
-        let n = timeout(Duration::from_secs(5), stream.read(&mut chunk))
+    let mut read = async |received: &mut Vec<u8>| {
+        let n = timeout(Duration::from_secs(5), reader.read(&mut chunk))
             .await
             .expect("the server went quiet")
             .unwrap();
@@ -199,20 +207,24 @@ async fn heart_beats_and_shutdown() {
         n
     };
     while !received.ends_with(b"\0") {
-        assert!(read(&mut received, &mut stream).await > 0);
+        assert!(read(&mut received).await > 0);
     }
     assert!(received.starts_with(b"CONNECTED\n"), "{received:?}");
+    assert!(
+        String::from_utf8_lossy(&received).contains("heart-beat:3000,1000"),
+        "{received:?}"
+    );
     for beat in 0..2 {
         until_parked(metrics, 1).await;
         received.clear();
-        assert!(read(&mut received, &mut stream).await > 0);
+        assert!(read(&mut received).await > 0);
         assert_eq!(received, b"\n", "heart-beat {beat}");
     }
 
     until_parked(metrics, 1).await;
     server.terminate();
     received.clear();
-    while read(&mut received, &mut stream).await > 0 {}
+    while read(&mut received).await > 0 {}
     let text = String::from_utf8_lossy(&received);
     assert!(
         text.contains("ERROR\nmessage:server shutting down"),
@@ -220,4 +232,5 @@ async fn heart_beats_and_shutdown() {
     );
     let status = server.wait_exit(Duration::from_secs(5));
     assert!(status.success(), "parley exited with {status}");
+    beats.abort();
 }

@@ -147,7 +147,8 @@ impl Stomp {
             .serve();
         // Never parked: a SockJS session has no socket of its own to wait on.
         async move {
-            serve.await;
+            let parked = serve.await;
+            debug_assert!(parked.is_none(), "a SockJS STOMP session parked");
         }
     }
 
@@ -181,6 +182,7 @@ impl Stomp {
             started: Stamp::now(),
             last_in: Stamp::now(),
             last_out: Stamp::now(),
+            last_busy: Stamp::now(),
         })
     }
 }
@@ -236,6 +238,9 @@ struct Conn<T> {
     started: Stamp,
     last_in: Stamp,
     last_out: Stamp,
+    /// When it last read a frame or wrote anything but a heart-beat: what parking counts from,
+    /// so that heart-beats alone do not keep a connection from parking.
+    last_busy: Stamp,
 }
 
 impl<T: Transport + Send + 'static> Conn<T> {
@@ -354,7 +359,10 @@ impl<T: Transport> Conn<T> {
         let mut malformed = None;
         loop {
             let frame = match self.decoder.decode(&mut self.inbound) {
-                Ok(Some(frame)) => frame,
+                Ok(Some(frame)) => {
+                    self.last_busy = Stamp::now();
+                    frame
+                }
                 Ok(None) => break,
                 Err(error) => {
                     malformed = Some(format!("malformed frame: {error}"));
@@ -514,6 +522,7 @@ impl<T: Transport> Conn<T> {
             }
         }
         self.last_out = Stamp::now();
+        self.last_busy = self.last_out;
         None
     }
 
@@ -537,10 +546,11 @@ impl<T: Transport> Conn<T> {
     }
 
     /// When the connection parks if nothing happens first: [`PARK_AFTER`] after it last read
-    /// or wrote. Never while its transport or session needs a task to wait.
+    /// a frame or wrote anything but a heart-beat. Never while its transport or session needs
+    /// a task to wait.
     fn park_at(&self) -> Option<Instant> {
         let parks = T::PARKS && self.hub.parks();
-        parks.then(|| self.last_in.max(self.last_out) + PARK_AFTER)
+        parks.then(|| self.last_busy + PARK_AFTER)
     }
 
     /// Whatever came due.
