@@ -367,3 +367,27 @@ async fn read_chunked<S: AsyncRead + Unpin>(stream: &mut S, mut buf: Vec<u8>) ->
         buf.drain(..size + 2);
     }
 }
+
+/// An unlabelled metric's value on a `--metrics` listener's `/metrics`.
+pub async fn metric(metrics: SocketAddr, name: &str) -> f64 {
+    let text = get(metrics, "/metrics", &[]).await.text();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// Waits (up to 10 s) until [`metric`] `name` is `want`.
+pub async fn until_metric(metrics: SocketAddr, name: &str, want: f64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = metric(metrics, name).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} is {got}, expected {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use parley_tests::auth::*;
+use parley_tests::http::until_metric;
 use parley_tests::{fresh_data_dir, ServerProcess};
 use serde_json::{json, Value};
 
@@ -290,6 +291,31 @@ async fn room_tokens_stay_in_their_room() {
         .map(|r| r["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["lobby"], "{rooms}");
+}
+
+/// A STOMP session waiting parked (idle for 2 s: `parley_connections_parked`) hears its
+/// token's revocation as soon as a running one would.
+#[tokio::test]
+async fn revoking_a_token_reaches_a_parked_session() {
+    let data = fresh_data_dir();
+    let server = ServerProcess::start_strict_with_data(&data, &["--metrics", "127.0.0.1:0"]);
+    let (addr, metrics) = (server.addr(), server.metrics_addr());
+    let jwt = account(addr, "alice").await;
+    let made = make(addr, &jwt, "parked", "all").await;
+    let token = token_of(&made);
+    let mut stomp = Stomp::with_token(server.stomp_addr(), &token, "alice").await;
+    until_metric(metrics, "parley_connections_parked", 1.0).await;
+    let id = made["id"].as_str().unwrap();
+    delete_as(addr, &format!("/api/tokens/{id}"), &jwt)
+        .await
+        .assert_status(204, "revoke");
+    match stomp.next(Duration::from_secs(5)).await {
+        StompEvent::Frame(f) => {
+            assert_eq!(f.command, "ERROR");
+            assert!(f.header("message").contains("revoked"), "{f:?}");
+        }
+        other => panic!("expected an ERROR, got {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -1,54 +1,33 @@
 //! Parked connections: a STOMP connection with no frame either way for two seconds (its
 //! client's heart-beats aside) gives up its task and waits parked (`parley_connections_parked`
 //! counts them). Each thing a connection waits for must still reach it there: a delivery, its
-//! client's input, its client's close, its heart-beat timer, and shutdown — over TCP and over
-//! WebSocket.
+//! client's input, its client's close, its heart-beat timer, and shutdown — over TCP, TLS,
+//! WebSocket and WebSocket over TLS.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use parley_tests::http;
+use parley_tests::http::until_metric;
 use parley_tests::stomp::{StompClient, WAIT};
+use parley_tests::tls::{self, TestCa};
 use parley_tests::ServerProcess;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout};
+use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Wss = WebSocketStream<TlsStream<TcpStream>>;
 
 const ROOM: &str = "/topic/parked";
 
-/// A gauge's value on `/metrics`.
-async fn gauge(metrics: SocketAddr, name: &str) -> f64 {
-    let text = http::get(metrics, "/metrics", &[]).await.text();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-}
-
-/// Waits until `name` is `want` (connections park two seconds after their last traffic).
-async fn until_gauge(metrics: SocketAddr, name: &str, want: f64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = gauge(metrics, name).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} is {got}, expected {want}"
-        );
-        sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn until_parked(metrics: SocketAddr, n: usize) {
-    until_gauge(metrics, "parley_connections_parked", n as f64).await;
+    until_metric(metrics, "parley_connections_parked", n as f64).await;
 }
 
 /// STOMP over WebSocket as `login`, subscribed to [`ROOM`].
@@ -57,17 +36,34 @@ async fn ws_subscriber(server: &ServerProcess, login: &str) -> Ws {
     req.headers_mut()
         .insert("Sec-WebSocket-Protocol", "v12.stomp".parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let connect = format!("CONNECT\naccept-version:1.2\nhost:/\nlogin:{login}\n\n\0");
-    ws.send(Message::text(connect)).await.unwrap();
-    assert!(ws_frame(&mut ws).await.starts_with("CONNECTED\n"));
-    let subscribe = format!("SUBSCRIBE\nid:0\ndestination:{ROOM}\nreceipt:r\n\n\0");
-    ws.send(Message::text(subscribe)).await.unwrap();
-    assert!(ws_frame(&mut ws).await.starts_with("RECEIPT\n"));
+    stomp_over(&mut ws, login).await;
     ws
 }
 
+/// STOMP over `wss://` as `login`, subscribed to [`ROOM`].
+async fn wss_subscriber(ca: &TestCa, server: &ServerProcess, login: &str) -> Wss {
+    let stream = tls::connect(&ca.client(&[b"http/1.1"]), server.addr()).await;
+    let url = format!("wss://{}/stomp", server.addr());
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "v12.stomp".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::client_async(req, stream).await.unwrap();
+    stomp_over(&mut ws, login).await;
+    ws
+}
+
+/// CONNECT as `login` and SUBSCRIBE to [`ROOM`] on a WebSocket.
+async fn stomp_over<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, login: &str) {
+    let connect = format!("CONNECT\naccept-version:1.2\nhost:/\nlogin:{login}\n\n\0");
+    ws.send(Message::text(connect)).await.unwrap();
+    assert!(ws_frame(ws).await.starts_with("CONNECTED\n"));
+    let subscribe = format!("SUBSCRIBE\nid:0\ndestination:{ROOM}\nreceipt:r\n\n\0");
+    ws.send(Message::text(subscribe)).await.unwrap();
+    assert!(ws_frame(ws).await.starts_with("RECEIPT\n"));
+}
+
 /// The next STOMP frame on `ws` (heart-beats skipped).
-async fn ws_frame(ws: &mut Ws) -> String {
+async fn ws_frame<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) -> String {
     loop {
         let message = timeout(WAIT, ws.next())
             .await
@@ -100,7 +96,7 @@ async fn expect_tcp(client: &mut StompClient, body: &str) {
     assert_eq!(frame.body, body.as_bytes());
 }
 
-async fn expect_ws(ws: &mut Ws, body: &str) {
+async fn expect_ws<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, body: &str) {
     let frame = ws_frame(ws).await;
     assert!(
         frame.starts_with("MESSAGE\n") && frame.ends_with(&format!("\n\n{body}\0")),
@@ -161,10 +157,61 @@ async fn deliveries_input_and_close() {
     until_parked(metrics, 3).await;
     drop(alice);
     bob.close(None).await.unwrap();
-    until_gauge(metrics, "parley_broker_sessions", 1.0).await;
+    until_metric(metrics, "parley_broker_sessions", 1.0).await;
     until_parked(metrics, 1).await;
     say(&mut carol, "four").await;
     expect_tcp(&mut carol, "four").await;
+}
+
+#[test]
+fn parked_connections_over_tls_wake_for_deliveries_and_input() {
+    on_large_stack(over_tls());
+}
+
+/// STOMP over TLS and over `wss://`: the socket's readiness under TLS wakes them.
+async fn over_tls() {
+    let ca = TestCa::new();
+    let pair = ca.served("localhost");
+    let (cert, key) = (
+        pair.cert.display().to_string(),
+        pair.key.display().to_string(),
+    );
+    let server = ServerProcess::start(&[
+        "--metrics",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--stomp-tls",
+        "127.0.0.1:0",
+    ]);
+    let metrics = server.metrics_addr();
+    let stream = tls::connect(&ca.client(&[]), server.stomp_tls_addr().unwrap()).await;
+    let mut erin = StompClient::connect_over(stream, "erin").await;
+    erin.subscribe("0", ROOM).await;
+    let mut finn = wss_subscriber(&ca, &server, "finn").await;
+    until_parked(metrics, 2).await;
+
+    let mut gus = tcp_subscriber(&server, "gus").await;
+    say(&mut gus, "one").await;
+    expect_tcp(&mut erin, "one").await;
+    expect_ws(&mut finn, "one").await;
+    expect_tcp(&mut gus, "one").await;
+
+    until_parked(metrics, 3).await;
+    say(&mut erin, "two").await;
+    for client in [&mut erin, &mut gus] {
+        expect_tcp(client, "two").await;
+    }
+    expect_ws(&mut finn, "two").await;
+    until_parked(metrics, 3).await;
+    let send = format!("SEND\ndestination:{ROOM}\n\nthree\0");
+    finn.send(Message::text(send)).await.unwrap();
+    expect_ws(&mut finn, "three").await;
+    for client in [&mut erin, &mut gus] {
+        expect_tcp(client, "three").await;
+    }
 }
 
 #[test]
