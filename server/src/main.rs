@@ -77,13 +77,6 @@ enum AdminCommand {
 /// Set once logs are JSON: a fatal error is then one more JSON line, not free text.
 static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// mimalloc rather than the system allocator: size-classed pages with no header per object,
-/// so the many small allocations each connection keeps cost less, and fan-out is a little
-/// faster. Built without transparent huge pages (`no_thp`): RSS would grow in 2 MiB pages
-/// that idle connections only partly use (docs/performance.md, sixth round).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,

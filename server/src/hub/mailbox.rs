@@ -59,7 +59,7 @@ pub enum Mail<N, D> {
 }
 
 /// One per session, so kept small: u32 bounds (4 GiB and 4 billion messages are more than any
-/// queue is allowed), which with mimalloc's size classes makes the allocation 192 bytes, not 224.
+/// queue is allowed).
 struct Shared<N, D, X> {
     capacity: u32,
     max_bytes: u32,
