@@ -6,7 +6,7 @@
 //! ([`Parkable`] decides when) ends its task with its state boxed. Its socket, its session's
 //! mailbox and its timer then hold this cell's waker instead of a task's: any of them waking it
 //! spawns a task that resumes the connection where it stopped. Until then the connection costs
-//! its state and one cell (about 0.1 KiB).
+//! its state and one cell (160 B).
 //!
 //! Waking is race-free without holding the cell's lock while polling: a wake that finds the
 //! cell empty marks it woken, and the parker, finding the mark where it would put the state,

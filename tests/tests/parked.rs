@@ -131,27 +131,7 @@ async fn deliveries_input_and_close() {
     let metrics = server.metrics_addr();
     let mut alice = tcp_subscriber(&server, "alice").await;
     let mut bob = ws_subscriber(&server, "bob").await;
-    until_parked(metrics, 2).await;
-
-    // A delivery wakes both.
-    let mut carol = tcp_subscriber(&server, "carol").await;
-    say(&mut carol, "one").await;
-    expect_tcp(&mut alice, "one").await;
-    expect_ws(&mut bob, "one").await;
-    expect_tcp(&mut carol, "one").await;
-
-    // Input wakes the one that sends, over TCP and over WebSocket.
-    until_parked(metrics, 3).await;
-    say(&mut alice, "two").await;
-    expect_tcp(&mut alice, "two").await;
-    expect_ws(&mut bob, "two").await;
-    expect_tcp(&mut carol, "two").await;
-    until_parked(metrics, 3).await;
-    let send = format!("SEND\ndestination:{ROOM}\n\nthree\0");
-    bob.send(Message::text(send)).await.unwrap();
-    expect_ws(&mut bob, "three").await;
-    expect_tcp(&mut alice, "three").await;
-    expect_tcp(&mut carol, "three").await;
+    let mut carol = wake_each_way(&server, metrics, &mut alice, &mut bob).await;
 
     // A client leaving while parked ends its session.
     until_parked(metrics, 3).await;
@@ -191,27 +171,38 @@ async fn over_tls() {
     let mut erin = StompClient::connect_over(stream, "erin").await;
     erin.subscribe("0", ROOM).await;
     let mut finn = wss_subscriber(&ca, &server, "finn").await;
-    until_parked(metrics, 2).await;
+    wake_each_way(&server, metrics, &mut erin, &mut finn).await;
+}
 
-    let mut gus = tcp_subscriber(&server, "gus").await;
-    say(&mut gus, "one").await;
-    expect_tcp(&mut erin, "one").await;
-    expect_ws(&mut finn, "one").await;
-    expect_tcp(&mut gus, "one").await;
+/// With `stomp` and `ws` subscribed: once both park, a third client's message wakes both;
+/// once all three park, each of the two is woken by its own SEND. The third client (plain
+/// TCP) is returned.
+async fn wake_each_way<S: AsyncRead + AsyncWrite + Unpin>(
+    server: &ServerProcess,
+    metrics: SocketAddr,
+    stomp: &mut StompClient,
+    ws: &mut WebSocketStream<S>,
+) -> StompClient {
+    until_parked(metrics, 2).await;
+    let mut third = tcp_subscriber(server, "third").await;
+    say(&mut third, "one").await;
+    expect_tcp(stomp, "one").await;
+    expect_ws(ws, "one").await;
+    expect_tcp(&mut third, "one").await;
 
     until_parked(metrics, 3).await;
-    say(&mut erin, "two").await;
-    for client in [&mut erin, &mut gus] {
-        expect_tcp(client, "two").await;
-    }
-    expect_ws(&mut finn, "two").await;
+    say(stomp, "two").await;
+    expect_tcp(stomp, "two").await;
+    expect_ws(ws, "two").await;
+    expect_tcp(&mut third, "two").await;
+
     until_parked(metrics, 3).await;
     let send = format!("SEND\ndestination:{ROOM}\n\nthree\0");
-    finn.send(Message::text(send)).await.unwrap();
-    expect_ws(&mut finn, "three").await;
-    for client in [&mut erin, &mut gus] {
-        expect_tcp(client, "three").await;
-    }
+    ws.send(Message::text(send)).await.unwrap();
+    expect_ws(ws, "three").await;
+    expect_tcp(stomp, "three").await;
+    expect_tcp(&mut third, "three").await;
+    third
 }
 
 #[test]

@@ -211,19 +211,8 @@ impl HubSession {
     /// [`HubSession::next`] by hand: an idle connection waits on it without a future per
     /// thing it waits for.
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Next> {
-        let evicted = self.mail.companion();
-        if evicted.poll_evicted(cx).is_ready() {
-            let (code, reason) = evicted.reason();
-            return Poll::Ready(Next::Evicted(code, reason.to_owned()));
-        }
-        if self.poll_expired(cx).is_ready() {
-            return Poll::Ready(Next::Expired);
-        }
-        if let Some(revoked) = &mut self.revoked {
-            if revoked.as_mut().poll(cx).is_ready() {
-                let reason = "the access token was revoked".to_owned();
-                return Poll::Ready(Next::Evicted(CLOSE_UNAUTHORIZED, reason));
-            }
+        if let Poll::Ready(end) = self.poll_end(cx) {
+            return Poll::Ready(end);
         }
         if let Some(held) = &mut self.held {
             // Notices and deliveries wait until every held answer is out.
@@ -243,21 +232,32 @@ impl HubSession {
         })
     }
 
+    /// Why the session must end, once it must: evicted, its credential expired or revoked.
+    /// Each stays ready once it is (nothing is taken), so [`HubSession::poll_ready`] may look.
+    fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<Next> {
+        let evicted = self.mail.companion();
+        if evicted.poll_evicted(cx).is_ready() {
+            let (code, reason) = evicted.reason();
+            return Poll::Ready(Next::Evicted(code, reason.to_owned()));
+        }
+        if self.poll_expired(cx).is_ready() {
+            return Poll::Ready(Next::Expired);
+        }
+        if let Some(revoked) = &mut self.revoked {
+            if revoked.as_mut().poll(cx).is_ready() {
+                let reason = "the access token was revoked".to_owned();
+                return Poll::Ready(Next::Evicted(CLOSE_UNAUTHORIZED, reason));
+            }
+        }
+        Poll::Pending
+    }
+
     /// `Ready` when [`HubSession::next`] would be, taking nothing: for a parked connection
     /// (`crate::park`), whose waker this registers. Not while catch-up answers are held (see
     /// [`HubSession::parks`]).
     pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.held.is_some() || self.mail.companion().poll_evicted(cx).is_ready() {
+        if self.held.is_some() || self.poll_end(cx).is_ready() {
             return Poll::Ready(());
-        }
-        if self.poll_expired(cx).is_ready() {
-            return Poll::Ready(());
-        }
-        if let Some(revoked) = &mut self.revoked {
-            // Polled again after it is ready, it is ready again: nothing is taken.
-            if revoked.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(());
-            }
         }
         self.mail.poll_ready(cx)
     }

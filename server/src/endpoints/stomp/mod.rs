@@ -45,8 +45,8 @@ pub const READ_DESTINATION: &str = "/app/read";
 const MAX_FRAME_BATCH: usize = 64;
 /// SUBSCRIBEs per batch whose rooms are prepared in cluster mode (each new room costs a read).
 const MAX_PREPARED: usize = 16;
-/// A connection that read and wrote nothing for this long parks (`crate::park`): it keeps its
-/// state but no task. Long enough that a connection in a conversation (or receiving a room's
+/// A connection that read and wrote no frame for this long (heart-beats aside) parks
+/// (`crate::park`): it keeps its state but no task. Long enough that a connection in a conversation (or receiving a room's
 /// messages) stays running; each wake of a parked one costs a task spawn.
 const PARK_AFTER: Duration = Duration::from_secs(2);
 
