@@ -150,7 +150,7 @@ struct DeflateState {
 
 /// The server side of one WebSocket connection.
 pub struct Connection {
-    limits: Limits,
+    limits: Bounds,
     deflate: Option<Box<DeflateState>>,
     pending: Option<Box<PendingFrame>>,
     /// Boxed: only a fragmented or compressed message needs it, and only while it arrives.
@@ -163,11 +163,39 @@ pub struct Connection {
     out_len: usize,
 }
 
+/// [`Limits`] as every connection holds them: 32-bit (8 bytes, not 16), a limit past 4 GiB
+/// being 4 GiB.
+#[derive(Clone, Copy, Debug)]
+struct Bounds {
+    max_frame_size: u32,
+    max_message_size: u32,
+}
+
+impl Bounds {
+    fn max_frame_size(self) -> usize {
+        self.max_frame_size as usize
+    }
+
+    fn max_message_size(self) -> usize {
+        self.max_message_size as usize
+    }
+}
+
+impl From<Limits> for Bounds {
+    fn from(limits: Limits) -> Self {
+        let narrow = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Self {
+            max_frame_size: narrow(limits.max_frame_size),
+            max_message_size: narrow(limits.max_message_size),
+        }
+    }
+}
+
 impl Connection {
     /// A connection after a successful handshake, with the negotiated deflate parameters.
     pub fn new(limits: Limits, deflate: Option<DeflateParams>) -> Self {
         Self {
-            limits,
+            limits: limits.into(),
             deflate: deflate.map(|params| {
                 Box::new(DeflateState {
                     params,
@@ -281,9 +309,9 @@ impl Connection {
             // overhead on data that does not compress; inflation enforces the message limit.
             let compressed = self.message.as_ref().map_or(h.rsv1, |m| m.compressed);
             let max_frame = if compressed {
-                deflate_bound(self.limits.max_frame_size)
+                deflate_bound(self.limits.max_frame_size())
             } else {
-                self.limits.max_frame_size
+                self.limits.max_frame_size()
             };
             if h.payload_len > max_frame as u64 {
                 return Err(ProtocolError::FrameTooBig {
@@ -300,12 +328,12 @@ impl Connection {
         };
         if !h.opcode.is_control()
             && !compressed
-            && so_far + payload_len > self.limits.max_message_size
+            && so_far + payload_len > self.limits.max_message_size()
         {
             let size = (so_far + payload_len) as u64;
             return Err(ProtocolError::MessageTooBig {
                 size,
-                max: self.limits.max_message_size,
+                max: self.limits.max_message_size(),
             });
         }
         Ok(PendingFrame {
@@ -354,7 +382,7 @@ impl Connection {
         h: FrameHeader,
         payload: &[u8],
     ) -> Result<Option<Event>, ProtocolError> {
-        let max = self.limits.max_message_size;
+        let max = self.limits.max_message_size();
         let msg = self.message.get_or_insert_with(|| {
             Box::new(Assembly {
                 opcode: h.opcode,
@@ -517,6 +545,18 @@ impl Connection {
         self.seal_all();
         self.out_len = 0;
         std::mem::take(&mut self.out)
+    }
+
+    /// Gives back the unwritten end of what [`Connection::take_transmit`] took, to go out before
+    /// anything queued since: a writer stopped mid-way loses nothing.
+    pub fn untake_transmit(&mut self, mut rest: VecDeque<Bytes>) {
+        if rest.is_empty() {
+            return;
+        }
+        self.seal_all();
+        self.out_len += rest.iter().map(Bytes::len).sum::<usize>();
+        rest.append(&mut self.out);
+        self.out = rest;
     }
 
     /// Bytes queued and not yet taken by [`Connection::poll_transmit`] or
@@ -1115,6 +1155,28 @@ mod tests {
             ]
         );
         assert_eq!(c.tail.capacity(), 0, "nothing kept once taken");
+    }
+
+    #[test]
+    fn output_given_back_goes_out_first_and_is_counted() {
+        let mut c = conn();
+        c.send_encoded(frame::encode(OpCode::Text, b"one")).unwrap();
+        let mut taken = c.take_transmit();
+        // A writer got two bytes of it out, then stopped.
+        let written = taken[0].split_to(2);
+        c.send_encoded(frame::encode(OpCode::Text, b"two")).unwrap();
+        let later = c.buffered_output();
+        let unwritten = taken[0].len();
+        c.untake_transmit(taken);
+        assert_eq!(c.buffered_output(), later + unwritten);
+        let mut out = written.to_vec();
+        out.extend(c.take_transmit().iter().flat_map(|b| b.to_vec()));
+        let payloads: Vec<Vec<u8>> = server_frames(&out)
+            .into_iter()
+            .map(|(_, _, p)| p.to_vec())
+            .collect();
+        assert_eq!(payloads, [&b"one"[..], b"two"]);
+        assert_eq!(c.buffered_output(), 0);
     }
 
     #[test]

@@ -169,7 +169,12 @@ pub async fn parts(
     hub.warn_unclaimed_operators().await?;
     hub.start_admin_upkeep(settings.admin.audit_retention);
     Ok(Parts {
-        stomp: Stomp::new(hub.clone(), auth.clone(), stomp_settings(settings)),
+        stomp: Stomp::new(
+            hub.clone(),
+            auth.clone(),
+            stomp_settings(settings),
+            shutdown.clone(),
+        ),
         chat: Arc::new(ChatSettings {
             max_body: settings.max_body,
             rate_limit: settings.rate_limit,
@@ -231,7 +236,7 @@ fn journal_settings(settings: &Settings) -> JournalSettings {
 
 fn stomp_settings(settings: &Settings) -> StompSettings {
     StompSettings {
-        limits: parley_stomp::Limits::default().with_max_body(settings.stomp_max_body),
+        limits: Arc::new(parley_stomp::Limits::default().with_max_body(settings.stomp_max_body)),
         heart_beat: settings.stomp_heart_beat,
         max_room_body: settings.max_body,
         rate_limit: settings.rate_limit,

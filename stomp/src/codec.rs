@@ -60,20 +60,21 @@ struct PendingBody {
 /// frames are skipped. Every limit is checked before the bytes it guards are buffered further.
 #[derive(Debug)]
 pub struct Decoder {
-    limits: Limits,
+    /// Shared: every connection's decoder holds a pointer, not four limits.
+    limits: Arc<Limits>,
     version: Version,
     /// Offset up to which the header block was scanned without finding its end.
     scanned: usize,
-    headers_seen: usize,
+    headers_seen: u32,
     /// A frame whose body is still arriving (boxed: most connections wait between frames).
     pending: Option<Box<PendingBody>>,
 }
 
 impl Decoder {
     /// A decoder for a new connection; header escapes follow `version` (see [`Decoder::set_version`]).
-    pub fn new(limits: Limits) -> Self {
+    pub fn new(limits: impl Into<Arc<Limits>>) -> Self {
         Self {
-            limits,
+            limits: limits.into(),
             version: Version::V1_0,
             scanned: 0,
             headers_seen: 0,
@@ -173,8 +174,8 @@ impl Decoder {
                 return Ok(Some(next));
             }
             if line_start > 0 {
-                self.headers_seen += 1;
-                if self.headers_seen > limits.max_headers {
+                self.headers_seen = self.headers_seen.saturating_add(1);
+                if self.headers_seen as usize > limits.max_headers {
                     return Err(StompError::TooManyHeaders {
                         max: limits.max_headers,
                     });

@@ -60,8 +60,7 @@ impl Server {
         async move {
             let _ = &permit;
             let (stream, leftover, caller, slot) = admission.await?;
-            let shutdown = self.shutdown.clone();
-            let session = Box::pin(self.stomp.serve_tcp(stream, leftover, caller, shutdown));
+            let session = Box::pin(self.stomp.serve_tcp(stream, leftover, caller));
             let parked = session.await?;
             Some((parked, self.kept(permit, slot)))
         }

@@ -439,7 +439,7 @@ impl Upgrades {
                     pre: pre.map(Box::new),
                     peer: client,
                 };
-                Box::pin(self.stomp.serve_websocket(socket, caller, shutdown))
+                Box::pin(self.stomp.serve_websocket(socket, caller))
             }
             WsEndpoint::SockJs(app, framed) => {
                 // Messages travel JSON-quoted inside SockJS frames: room for the quoting.

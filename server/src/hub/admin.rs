@@ -184,7 +184,8 @@ impl Hub {
         let Some(outbox) = guard.outboxes.get_mut(&session) else {
             return;
         };
-        outbox.info.user = Some((identity.name.clone(), identity.guest));
+        outbox.info.user = Some(identity.name.clone());
+        outbox.info.guest = identity.guest;
         // Under the hub's lock, after the name is set: a ban made meanwhile either finds the
         // session by its name or is seen here.
         if let Some(reason) = self.bans().reason(&identity.name) {
@@ -324,7 +325,7 @@ impl Hub {
         }
         let guard = self.lock();
         for outbox in guard.outboxes.values() {
-            let key = outbox.info.user.as_ref().map(|(n, _)| user_key(n));
+            let key = outbox.info.user.as_deref().map(user_key);
             if let Some(reason) = key.and_then(|k| banned_now.get(&k)) {
                 outbox.evicted().evict(CLOSE_REMOVED, banned(reason));
             }
@@ -389,7 +390,7 @@ impl Hub {
 fn is_user(info: &SessionInfo, user: &str) -> bool {
     info.user
         .as_ref()
-        .is_some_and(|(name, _)| name.eq_ignore_ascii_case(user))
+        .is_some_and(|name| name.eq_ignore_ascii_case(user))
 }
 
 /// What a kicked session is told.
@@ -413,8 +414,8 @@ fn connection(id: SessionId, outbox: &super::outbox::Outbox) -> Connection {
     let info = &outbox.info;
     Connection {
         session: id,
-        user: info.user.as_ref().map(|(name, _)| name.clone()),
-        guest: info.user.as_ref().is_some_and(|(_, guest)| *guest),
+        user: info.user.clone(),
+        guest: info.user.is_some() && info.guest,
         protocol: info.origin.protocol,
         transport: info.origin.transport,
         address: info.origin.address,

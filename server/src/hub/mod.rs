@@ -393,7 +393,7 @@ impl Hub {
             self.evictions.record(registry::Eviction {
                 at_ms: now_ms(),
                 session,
-                user: info.user.as_ref().map(|(name, _)| name.clone()),
+                user: info.user.clone(),
                 protocol: info.origin.protocol,
                 address: info.origin.address,
                 reason: reason.to_owned(),

@@ -90,8 +90,9 @@ pub struct HubSession {
     /// When the session's credential runs out (ms since the epoch); [`NEVER`]: never.
     expires_ms: u64,
     /// Wakes the session at `expires_ms` (a slot in the shared wheel; `revoked` is a boxed
-    /// future kept by the session, so that waiting in [`HubSession::next`] keeps none).
-    expiry_timer: Timer,
+    /// future kept by the session, so that waiting in [`HubSession::next`] keeps none). Boxed
+    /// once first set: sessions that time their own expiry (STOMP) or have none keep 8 bytes.
+    expiry_timer: Option<Box<Timer>>,
     /// Resolves when the personal access token that opened the session is revoked.
     revoked: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     closed: bool,
@@ -121,6 +122,7 @@ impl Hub {
                     origin,
                     since_ms: crate::clock::now_ms(),
                     user: None,
+                    guest: false,
                 },
             },
         );
@@ -134,7 +136,7 @@ impl Hub {
             mail,
             held: None,
             expires_ms: NEVER,
-            expiry_timer: Timer::default(),
+            expiry_timer: None,
             revoked: None,
             closed: false,
             owner_times_expiry: false,
@@ -291,6 +293,7 @@ impl HubSession {
         // timer is simply set again, from now.
         if self
             .expiry_timer
+            .get_or_insert_with(Box::default)
             .poll_at(instant_at(at).into_std(), cx)
             .is_ready()
         {

@@ -83,17 +83,28 @@ pub enum Outbound<R = Infallible> {
     Close(CloseCode, String),
 }
 
-/// One WebSocket over a socket: the protocol state, the read buffer, what waits to be written,
-/// and when the peer was last heard from.
+/// One WebSocket over a socket: the protocol state (which holds what waits to be written), the
+/// read buffer, and when the peer was last heard from.
 pub struct WsSocket<S> {
     io: S,
     rbuf: BytesMut,
     conn: Connection,
-    outbox: VecDeque<Bytes>,
     /// Shared by every connection: 8 bytes each instead of three durations.
     cfg: Arc<DriverConfig>,
     last_input: Stamp,
     ping_sent: bool,
+}
+
+/// Output taken from a connection to write; what is left of it when dropped goes back.
+struct Unwritten<'a> {
+    queue: VecDeque<Bytes>,
+    conn: &'a mut Connection,
+}
+
+impl Drop for Unwritten<'_> {
+    fn drop(&mut self) {
+        self.conn.untake_transmit(std::mem::take(&mut self.queue));
+    }
 }
 
 /// What [`WsSocket::wait_input`] saw first.
@@ -113,7 +124,6 @@ impl<S: ReadReady + AsyncWrite> WsSocket<S> {
             io,
             rbuf: leftover,
             conn,
-            outbox: VecDeque::new(),
             cfg,
             last_input: Stamp::now(),
             ping_sent: false,
@@ -271,17 +281,14 @@ impl<S: ReadReady + AsyncWrite> WsSocket<S> {
         deflate::compressed_frame(frame, params)
     }
 
-    /// Writes everything queued; an idle connection keeps no queue storage.
+    /// Writes everything queued; an idle connection keeps no queue storage. Stopped mid-way
+    /// (its future dropped), what it had not written goes back to the connection, in order.
     pub async fn flush(&mut self) -> io::Result<()> {
-        let queued = self.conn.take_transmit();
-        if self.outbox.is_empty() {
-            self.outbox = queued;
-        } else {
-            self.outbox.extend(queued);
-        }
-        write_all(&mut self.io, &mut self.outbox, self.cfg.write_timeout).await?;
-        shrink_idle_queue(&mut self.outbox);
-        Ok(())
+        let mut writing = Unwritten {
+            queue: self.conn.take_transmit(),
+            conn: &mut self.conn,
+        };
+        write_all(&mut self.io, &mut writing.queue, self.cfg.write_timeout).await
     }
 
     /// The protocol state.

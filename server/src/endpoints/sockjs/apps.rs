@@ -49,7 +49,7 @@ impl Apps {
         match app {
             App::Stomp(caller) => {
                 let stomp = self.stomp.clone();
-                Box::pin(async move { stomp.serve_sockjs(end, caller, shutdown).await })
+                Box::pin(async move { stomp.serve_sockjs(end, caller).await })
             }
             App::Raw(who, address) => {
                 let origin = Origin::new(Protocol::Raw, Transport::SockJs, address);

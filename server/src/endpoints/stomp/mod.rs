@@ -53,8 +53,8 @@ const PARK_AFTER: Duration = Duration::from_secs(2);
 /// Settings of the STOMP endpoint.
 #[derive(Clone, Debug)]
 pub struct StompSettings {
-    /// Frame limits.
-    pub limits: Limits,
+    /// Frame limits (shared by every connection's decoder).
+    pub limits: Arc<Limits>,
     /// Server heart-beat offer (send, receive) in ms.
     pub heart_beat: (u64, u64),
     /// Largest body of a room message.
@@ -78,13 +78,21 @@ pub struct StompSettings {
 pub struct Stomp {
     hub: Arc<Hub>,
     auth: Arc<Auth>,
+    /// Cancelled when the server shuts down: every connection says so and closes.
+    shutdown: CancellationToken,
     config: Arc<SessionConfig>,
     settings: StompSettings,
 }
 
 impl Stomp {
-    /// The endpoint for `hub`; CONNECTs are authenticated by `auth`.
-    pub fn new(hub: Arc<Hub>, auth: Arc<Auth>, settings: StompSettings) -> Arc<Self> {
+    /// The endpoint for `hub`; CONNECTs are authenticated by `auth`; connections close once
+    /// `shutdown` is cancelled.
+    pub fn new(
+        hub: Arc<Hub>,
+        auth: Arc<Auth>,
+        settings: StompSettings,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
         let mut config = SessionConfig::default();
         config.access = AccessPolicy(hub.clone());
         config.server = format!("parley/{}", env!("CARGO_PKG_VERSION"));
@@ -97,6 +105,7 @@ impl Stomp {
         Arc::new(Self {
             hub,
             auth,
+            shutdown,
             config: Arc::new(config),
             settings,
         })
@@ -109,13 +118,12 @@ impl Stomp {
         stream: S,
         read: BytesMut,
         caller: Caller,
-        shutdown: CancellationToken,
     ) -> impl Future<Output = Option<Parked>> + Send + 'static
     where
         S: ReadReady + AsyncWrite + Send + 'static,
     {
         let transport = Tcp::new(stream, self.settings.write_timeout);
-        let mut conn = self.conn(transport, caller, Carrier::Tcp, shutdown);
+        let mut conn = self.conn(transport, caller, Carrier::Tcp);
         conn.inbound = read;
         conn.serve()
     }
@@ -125,13 +133,11 @@ impl Stomp {
         self: &Arc<Self>,
         socket: WsSocket<S>,
         caller: Caller,
-        shutdown: CancellationToken,
     ) -> impl Future<Output = Option<Parked>> + Send + 'static
     where
         S: ReadReady + AsyncWrite + Send + 'static,
     {
-        self.conn(Ws(socket), caller, Carrier::WebSocket, shutdown)
-            .serve()
+        self.conn(Ws(socket), caller, Carrier::WebSocket).serve()
     }
 
     /// Runs STOMP over a SockJS session.
@@ -139,12 +145,9 @@ impl Stomp {
         self: &Arc<Self>,
         end: AppEnd,
         caller: Caller,
-        shutdown: CancellationToken,
     ) -> impl Future<Output = ()> + Send + 'static {
         let transport = Sock::new(end, self.settings.write_timeout);
-        let serve = self
-            .conn(transport, caller, Carrier::SockJs, shutdown)
-            .serve();
+        let serve = self.conn(transport, caller, Carrier::SockJs).serve();
         // Never parked: a SockJS session has no socket of its own to wait on.
         async move {
             let parked = serve.await;
@@ -159,7 +162,6 @@ impl Stomp {
         transport: T,
         caller: Caller,
         carrier: Carrier,
-        shutdown: CancellationToken,
     ) -> Box<Conn<T>> {
         let mut hub = self
             .hub
@@ -169,7 +171,6 @@ impl Stomp {
         let session = Session::new(hub.id(), self.config.clone());
         Box::new(Conn {
             stomp: self.clone(),
-            shutdown,
             transport,
             inbound: BytesMut::new(),
             decoder: Decoder::new(self.settings.limits.clone()),
@@ -179,7 +180,6 @@ impl Stomp {
             prefix: None,
             live_wait: None,
             timer: Timer::default(),
-            started: Stamp::now(),
             last_in: Stamp::now(),
             last_out: Stamp::now(),
             last_busy: Stamp::now(),
@@ -219,7 +219,6 @@ type PrefixCache = Option<Box<(Arc<str>, Bytes)>>;
 /// One STOMP connection.
 struct Conn<T> {
     stomp: Arc<Stomp>,
-    shutdown: CancellationToken,
     transport: T,
     inbound: BytesMut,
     decoder: Decoder,
@@ -235,8 +234,8 @@ struct Conn<T> {
     live_wait: Option<Box<Vec<String>>>,
     /// Its place in the shared timer wheel, for [`Conn::deadline`].
     timer: Timer,
-    started: Stamp,
     last_in: Stamp,
+    /// When it last wrote; until CONNECT, when it opened (what CONNECT's deadline counts from).
     last_out: Stamp,
     /// When it last read a frame or wrote anything but a heart-beat: what parking counts from,
     /// so that heart-beats alone do not keep a connection from parking.
@@ -265,7 +264,7 @@ impl<T: Transport + Send + 'static> Parkable for Conn<T> {
         let deadline = self.deadline().into_std();
         if self
             .timer
-            .poll_until(deadline, &self.shutdown, cx)
+            .poll_until(deadline, &self.stomp.shutdown, cx)
             .is_ready()
             || self.transport.poll_input(cx).is_ready()
         {
@@ -316,7 +315,7 @@ impl<T: Transport> Conn<T> {
                 return self.error("token expired");
             }
             // Checked here too: the timer's wait below sees it only when nothing else is ready.
-            if self.shutdown.is_cancelled() {
+            if self.stomp.shutdown.is_cancelled() {
                 return shutting_down();
             }
             let deadline = self.deadline();
@@ -331,7 +330,7 @@ impl<T: Transport> Conn<T> {
                     }
                     Ok(false) | Err(_) => Some(Ending::PeerLeft),
                 },
-                due = self.timer.until(wake_at.into_std(), &self.shutdown) => match due {
+                due = self.timer.until(wake_at.into_std(), &self.stomp.shutdown) => match due {
                     // It was time to park, not yet the deadline.
                     Due::Deadline if Instant::now() < deadline => Some(Ending::Park),
                     Due::Deadline => self.on_deadline(),
@@ -521,8 +520,12 @@ impl<T: Transport> Conn<T> {
                 }
             }
         }
-        self.last_out = Stamp::now();
-        self.last_busy = self.last_out;
+        let now = Stamp::now();
+        // Until CONNECT `last_out` stays when the connection opened: the deadline for CONNECT.
+        if self.session.is_connected() {
+            self.last_out = now;
+        }
+        self.last_busy = now;
         None
     }
 
@@ -537,7 +540,7 @@ impl<T: Transport> Conn<T> {
             let idle = self.stomp.settings.idle_timeout.map(|d| self.last_in + d);
             [recv, send, expiry, idle].into_iter().flatten().min()
         } else {
-            Some(self.started + self.stomp.settings.connect_timeout)
+            Some(self.last_out + self.stomp.settings.connect_timeout)
         };
         if let Some(idle) = self.transport.idle_deadline() {
             deadline = Some(deadline.map_or(idle, |d| d.min(idle)));
