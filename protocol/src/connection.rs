@@ -163,8 +163,8 @@ pub struct Connection {
     out_len: usize,
 }
 
-/// [`Limits`] as every connection holds them: 32-bit (8 bytes, not 16), a limit past 4 GiB
-/// being 4 GiB.
+/// [`Limits`] as every connection holds them: 32-bit (8 bytes, not 16); a limit of 4 GiB or
+/// more is `u32::MAX` bytes.
 #[derive(Clone, Copy, Debug)]
 struct Bounds {
     max_frame_size: u32,
@@ -560,7 +560,8 @@ impl Connection {
     }
 
     /// Bytes queued and not yet taken by [`Connection::poll_transmit`] or
-    /// [`Connection::take_transmit`].
+    /// [`Connection::take_transmit`] (what was given back with
+    /// [`Connection::untake_transmit`] counts again).
     pub fn buffered_output(&self) -> usize {
         self.out_len
     }

@@ -195,7 +195,8 @@ impl Harness {
         let shutdown = CancellationToken::new();
         let parts = Parts {
             hub: self.hub.clone(),
-            stomp: self.stomp.clone(),
+            // Its STOMP connections, too, close when this exchange's server shuts down.
+            stomp: self.stomp.with_shutdown(shutdown.clone()),
             chat: self.chat.clone(),
             auth: self.auth.clone(),
             health: Health::new(false),

@@ -111,6 +111,18 @@ impl Stomp {
         })
     }
 
+    /// The same endpoint, its connections closing once `shutdown` is cancelled instead: for a
+    /// server of its own over shared parts (the fuzz harness makes one per exchange).
+    pub fn with_shutdown(self: &Arc<Self>, shutdown: CancellationToken) -> Arc<Self> {
+        Arc::new(Self {
+            hub: self.hub.clone(),
+            auth: self.auth.clone(),
+            shutdown,
+            config: self.config.clone(),
+            settings: self.settings.clone(),
+        })
+    }
+
     /// Runs STOMP over one TCP connection (plain or TLS); `read` holds what was already read
     /// from it (past a PROXY protocol header).
     pub fn serve_tcp<S>(
