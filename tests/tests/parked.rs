@@ -1,8 +1,10 @@
-//! Parked connections: a STOMP connection with no frame either way for two seconds (its
-//! client's heart-beats aside) gives up its task and waits parked (`parley_connections_parked`
-//! counts them). Each thing a connection waits for must still reach it there: a delivery, its
-//! client's input, its client's close, its heart-beat timer, and shutdown — over TCP, TLS,
-//! WebSocket and WebSocket over TLS.
+//! Parked connections: a STOMP or raw JSON connection with no frame either way for two seconds
+//! (heart-beats, pings and pongs aside) gives up its task and waits parked
+//! (`parley_connections_parked` counts them). Each thing a connection waits for must still
+//! reach it there: a delivery, its client's input, its client's close, its heart-beat timer,
+//! and shutdown — over TCP, TLS, WebSocket and WebSocket over TLS.
+
+mod json_client;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,6 +15,7 @@ use parley_tests::http::until_metric;
 use parley_tests::stomp::{StompClient, WAIT};
 use parley_tests::tls::{self, TestCa};
 use parley_tests::ServerProcess;
+use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout};
@@ -203,6 +206,69 @@ async fn wake_each_way<S: AsyncRead + AsyncWrite + Unpin>(
     expect_tcp(stomp, "three").await;
     expect_tcp(&mut third, "three").await;
     third
+}
+
+#[test]
+fn parked_raw_clients_wake_for_deliveries_input_close_and_shutdown() {
+    on_large_stack(raw_clients());
+}
+
+/// The raw protocol at `/ws` parks as STOMP does: a room's message, the client's own send, a
+/// client leaving and shutdown each reach a parked one.
+async fn raw_clients() {
+    let mut server = ServerProcess::start(&["--metrics", "127.0.0.1:0"]);
+    let metrics = server.metrics_addr();
+    let mut alice = json_client::raw(&server, "alice").await;
+    raw_join(&mut alice).await;
+    let mut carol = json_client::raw(&server, "carol").await;
+    raw_join(&mut carol).await;
+    let mut bob = tcp_subscriber(&server, "bob").await;
+
+    until_parked(metrics, 3).await;
+    say(&mut bob, "one").await;
+    expect_tcp(&mut bob, "one").await;
+    expect_raw(&mut alice, "one").await;
+    expect_raw(&mut carol, "one").await;
+
+    until_parked(metrics, 3).await;
+    let send = json!({"type": "send", "room": "parked", "body": "two", "ref": "r2"});
+    json_client::send(&mut alice, send).await;
+    let ack = json_client::next_of(&mut alice, "ack", WAIT).await;
+    assert_eq!(ack.expect("an ack")["ref"], "r2");
+    expect_raw(&mut carol, "two").await;
+    expect_tcp(&mut bob, "two").await;
+
+    until_parked(metrics, 3).await;
+    carol.close(None).await.unwrap();
+    until_metric(metrics, "parley_broker_sessions", 2.0).await;
+
+    until_parked(metrics, 2).await;
+    server.terminate();
+    let close = loop {
+        match timeout(WAIT, alice.next()).await.expect("no close in time") {
+            Some(Ok(Message::Close(frame))) => break frame.expect("a close code"),
+            Some(Ok(_)) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1001, "{close:?}");
+    // Gone rather than answering the close: the server's close wait ends at once.
+    drop((alice, bob));
+    let status = server.wait_exit(Duration::from_secs(5));
+    assert!(status.success(), "parley exited with {status}");
+}
+
+/// Joins the room [`ROOM`] names, as a raw client.
+async fn raw_join(ws: &mut json_client::Ws) {
+    json_client::send(ws, json!({"type": "join", "room": "parked"})).await;
+    let joined = json_client::next_of(ws, "joined", WAIT).await;
+    assert!(joined.is_some(), "no joined answer");
+}
+
+/// The next room message a raw client gets (presence and the like skipped) has `body`.
+async fn expect_raw(ws: &mut json_client::Ws, body: &str) {
+    let message = json_client::next_of(ws, "message", WAIT).await;
+    assert_eq!(message.expect("a message")["body"], body);
 }
 
 #[test]

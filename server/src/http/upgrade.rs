@@ -32,7 +32,7 @@ use crate::endpoints::sockjs::{App, SockJs};
 use crate::endpoints::stomp::{Caller, Stomp};
 use crate::hub::{ChatSettings, Hub, Origin, Protocol, Transport};
 use crate::park::Parked;
-use crate::ws::{self, DriverConfig, Endpoint, ReadReady, WsSocket};
+use crate::ws::{drive, DriverConfig, ReadReady, WsSocket};
 
 /// STOMP subprotocols, most preferred first.
 const STOMP_SUBPROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
@@ -499,25 +499,6 @@ pub(super) fn unauthorized(why: &str) -> Response<Body> {
         header::HeaderValue::from_static("Bearer"),
     );
     resp
-}
-
-/// Runs `endpoint` on `socket`, both owned, so the box holding this future holds them too.
-/// An `async move` block rather than an `async fn`: a block keeps what it captured in place,
-/// where an `async fn` would keep its arguments twice (as arguments and as moved locals).
-#[allow(clippy::manual_async_fn)]
-fn drive<S, E>(
-    mut socket: WsSocket<S>,
-    shutdown: CancellationToken,
-    mut endpoint: E,
-) -> impl Future<Output = Option<Parked>>
-where
-    S: ReadReady + AsyncWrite,
-    E: Endpoint,
-{
-    async move {
-        ws::drive(&mut socket, shutdown, &mut endpoint).await;
-        None
-    }
 }
 
 /// The socket hyper upgraded and what it had read past the request. The bytes are copied out,

@@ -142,6 +142,11 @@ impl ChatSession {
         &mut self.session
     }
 
+    /// Whether its connection may wait parked ([`HubSession::parks`]).
+    pub fn parks(&self) -> bool {
+        self.session.parks()
+    }
+
     /// Names the session in the current span's log lines ([`HubSession::name_span`]).
     pub fn name_span(&self) {
         self.session.name_span(Some(&self.identity.name));

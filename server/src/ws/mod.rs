@@ -1,9 +1,11 @@
 //! The one WebSocket driver: a [`WsSocket`] runs a [`Connection`] over a socket (reads without
 //! an idle buffer, vectored writes, idle pings, the close handshake with its configured wait),
-//! and [`drive`] runs an [`Endpoint`] (echo, raw JSON) on it. STOMP over WebSocket uses the same
-//! [`WsSocket`] as one of its transports.
+//! and [`drive`] runs an [`Endpoint`] (echo, raw JSON) on it; an idle connection of an endpoint
+//! that allows it parks (`crate::park`). STOMP over WebSocket uses the same [`WsSocket`] as one
+//! of its transports.
 //!
-//! One task per connection owns the socket and the protocol state, so neither needs a lock.
+//! One task per running connection (none while it is parked) owns the socket and the protocol
+//! state, so neither needs a lock.
 
 pub mod deflate;
 
@@ -26,6 +28,7 @@ use tracing::debug;
 
 use crate::clock::wheel::{Due, Timer};
 use crate::clock::Stamp;
+use crate::park::{Parkable, Parked, Resumed};
 
 /// Read granularity: enough for a burst of small frames in one syscall.
 const READ_CHUNK: usize = 4096;
@@ -71,6 +74,21 @@ pub trait Endpoint {
 
     /// Called once the connection is over, however it ended.
     fn finish(&mut self) {}
+
+    /// Whether an idle connection of this endpoint may park (`crate::park`): it then answers
+    /// [`Endpoint::poll_outbound`].
+    const PARKS: bool = false;
+
+    /// Registers `cx` with what [`Endpoint::outbound`] waits on; `Ready` when it would not
+    /// wait. Polled only for endpoints that park.
+    fn poll_outbound(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
+        Poll::Ready(())
+    }
+
+    /// Whether it may park now: not while it waits on something only a task can poll.
+    fn parks_now(&self) -> bool {
+        Self::PARKS
+    }
 }
 
 /// Something an endpoint wants to send on its own.
@@ -113,6 +131,8 @@ pub enum Input {
     Read(io::Result<bool>),
     /// The idle rule needs attention ([`WsSocket::idle_expired`]).
     Idle,
+    /// The time to park came before anything else.
+    Park,
     /// Shutdown began.
     ShuttingDown,
 }
@@ -170,22 +190,27 @@ impl<S: ReadReady + AsyncWrite> WsSocket<S> {
     }
 
     /// Waits for bytes (reading them as [`WsSocket::read_more`] does), the idle rule's
-    /// deadline (on `timer`, a slot in the shared wheel) or shutdown, with no future for
-    /// either.
+    /// deadline or `park_at`, whichever is first (on `timer`, a slot in the shared wheel), or
+    /// shutdown, with no future for either.
     pub fn wait_input<'a>(
         &'a mut self,
         timer: &'a mut Timer,
         shutdown: &'a CancellationToken,
+        park_at: Option<Instant>,
     ) -> impl Future<Output = Input> + 'a {
         release_if_empty(&mut self.rbuf);
         poll_fn(move |cx| {
-            let due = match timer.poll_until(self.idle_deadline().into_std(), shutdown, cx) {
+            let idle = self.idle_deadline();
+            let wake = park_at.map_or(idle, |at| at.min(idle));
+            let due = match timer.poll_until(wake.into_std(), shutdown, cx) {
                 Poll::Ready(Due::ShuttingDown) => return Poll::Ready(Input::ShuttingDown),
                 Poll::Ready(Due::Deadline) => true,
                 Poll::Pending => false,
             };
             match poll_read_when_ready(&mut self.io, &mut self.rbuf, cx) {
                 Poll::Ready(read) => Poll::Ready(Input::Read(read.map(|n| self.got_input(n)))),
+                // The timer is never early: before the idle deadline, it was parking's.
+                Poll::Pending if due && Instant::now() < idle => Poll::Ready(Input::Park),
                 Poll::Pending if due => Poll::Ready(Input::Idle),
                 Poll::Pending => Poll::Pending,
             }
@@ -359,84 +384,180 @@ impl<S: ReadReady + AsyncWrite> WsSocket<S> {
     }
 }
 
-/// Runs `endpoint` on the socket until the connection closes; the endpoint's `finish` runs
-/// however it ended.
-pub async fn drive<S, E>(socket: &mut WsSocket<S>, shutdown: CancellationToken, endpoint: &mut E)
+/// A connection that did nothing for this long parks (`crate::park`) if its endpoint and socket
+/// allow it (see [`Endpoint::PARKS`]): long enough that a connection in a conversation stays
+/// running; each wake of a parked one costs a task spawn. Pings and pongs do not count.
+const PARK_AFTER: Duration = Duration::from_secs(2);
+
+/// Runs `endpoint` on the socket until the connection closes (the endpoint's `finish` runs
+/// however it ended), or until it parks: then the future ends with the connection's state.
+pub fn drive<S, E>(
+    socket: WsSocket<S>,
+    shutdown: CancellationToken,
+    endpoint: E,
+) -> impl Future<Output = Option<Parked>> + Send + 'static
 where
-    S: ReadReady + AsyncWrite,
-    E: Endpoint,
+    S: ReadReady + AsyncWrite + Send + 'static,
+    E: Endpoint + Send + 'static,
 {
-    drive_inner(socket, shutdown, endpoint).await;
-    endpoint.finish();
+    let driven = Box::new(Driven {
+        socket,
+        endpoint,
+        shutdown,
+        timer: Timer::default(),
+        last_busy: Stamp::now(),
+    });
+    driven.serve()
 }
 
-async fn drive_inner<S, E>(socket: &mut WsSocket<S>, shutdown: CancellationToken, endpoint: &mut E)
+/// A connection [`drive`] runs, boxed: the socket, its endpoint, and what its loop keeps
+/// between turns. A parked connection is this box.
+struct Driven<S, E> {
+    socket: WsSocket<S>,
+    endpoint: E,
+    shutdown: CancellationToken,
+    /// Its place in the shared timer wheel: the idle rule's deadline, or parking's.
+    timer: Timer,
+    /// When it last got a message or wrote something of the endpoint's: what parking counts
+    /// from.
+    last_busy: Stamp,
+}
+
+/// Why the connection loop stopped.
+enum Stop {
+    /// The connection is over.
+    Done,
+    /// Quiet for [`PARK_AFTER`]: it waits parked.
+    Park,
+}
+
+impl<S, E> Driven<S, E>
+where
+    S: ReadReady + AsyncWrite + Send + 'static,
+    E: Endpoint + Send + 'static,
+{
+    /// Runs the connection until it ends or parks. An `async move` block holds its argument
+    /// once (an `async fn` would hold it and a moved copy).
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    fn serve(mut self: Box<Self>) -> impl Future<Output = Option<Parked>> + Send + 'static {
+        async move {
+            if let Stop::Park = self.run().await {
+                return Some(self as Parked);
+            }
+            self.endpoint.finish();
+            None
+        }
+    }
+}
+
+impl<S, E> Parkable for Driven<S, E>
+where
+    S: ReadReady + AsyncWrite + Send + 'static,
+    E: Endpoint + Send + 'static,
+{
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let idle = self.socket.idle_deadline().into_std();
+        if self.timer.poll_until(idle, &self.shutdown, cx).is_ready()
+            || self.socket.poll_input(cx).is_ready()
+        {
+            return Poll::Ready(());
+        }
+        self.endpoint.poll_outbound(cx)
+    }
+
+    fn resume(self: Box<Self>) -> Resumed {
+        Box::pin(self.serve())
+    }
+}
+
+impl<S, E> Driven<S, E>
 where
     S: ReadReady + AsyncWrite,
     E: Endpoint,
 {
-    let mut timer = Timer::default();
-    loop {
-        let mut handled = false;
-        socket.events(|conn, event| {
-            handled = true;
-            endpoint.on_event(conn, event);
-        });
-        if handled {
-            // Boxed, and only when something came in: a connection's future is as large as
-            // its largest wait, and an idle one (or one only writing deliveries) needs none
-            // of this.
-            Box::pin(endpoint.after_events(&mut socket.conn)).await;
-        }
-        if let Err(error) = socket.flush().await {
-            debug!(%error, "WebSocket write failed");
-            return;
-        }
-        // The ways out are boxed (each in a statement of its own): an idle connection's
-        // future is as large as its largest step, and these are the largest.
-        if socket.is_closed() {
-            let shutdown = Box::pin(socket.shutdown(socket.cfg.write_timeout));
-            return shutdown.await;
-        }
-        if socket.conn.is_closing() {
-            // The endpoint closed (e.g. too many errors): the peer has the close wait to answer.
-            let finish = Box::pin(socket.finish_close());
-            return finish.await;
-        }
-        // Checked here too: the wait below sees it only when nothing else is ready.
-        if shutdown.is_cancelled() {
-            let close = Box::pin(socket.close(CloseCode::GOING_AWAY, "server shutting down"));
-            return close.await;
-        }
-        let closing = tokio::select! {
-            biased;
-            out = endpoint.outbound() => match out {
-                Outbound::Frames(frames) => {
-                    for frame in frames {
-                        socket.send_frame(frame);
+    /// The connection loop: hand over what arrived, write, then wait for the next thing to do.
+    async fn run(&mut self) -> Stop {
+        let Self {
+            socket,
+            endpoint,
+            shutdown,
+            timer,
+            last_busy,
+        } = self;
+        loop {
+            let (mut handled, mut busy) = (false, false);
+            socket.events(|conn, event| {
+                handled = true;
+                busy |= matches!(event, Event::Message(_));
+                endpoint.on_event(conn, event);
+            });
+            if busy {
+                *last_busy = Stamp::now();
+            }
+            if handled {
+                // Boxed, and only when something came in: a connection's future is as large as
+                // its largest wait, and an idle one (or one only writing deliveries) needs none
+                // of this.
+                Box::pin(endpoint.after_events(&mut socket.conn)).await;
+            }
+            if let Err(error) = socket.flush().await {
+                debug!(%error, "WebSocket write failed");
+                return Stop::Done;
+            }
+            // The ways out are boxed (each in a statement of its own): an idle connection's
+            // future is as large as its largest step, and these are the largest.
+            if socket.is_closed() {
+                let shutdown = Box::pin(socket.shutdown(socket.cfg.write_timeout));
+                shutdown.await;
+                return Stop::Done;
+            }
+            if socket.conn.is_closing() {
+                // The endpoint closed (e.g. too many errors): the peer has the close wait to answer.
+                Box::pin(socket.finish_close()).await;
+                return Stop::Done;
+            }
+            // Checked here too: the wait below sees it only when nothing else is ready.
+            if shutdown.is_cancelled() {
+                let close = Box::pin(socket.close(CloseCode::GOING_AWAY, "server shutting down"));
+                close.await;
+                return Stop::Done;
+            }
+            let parks = S::PARKS && E::PARKS && endpoint.parks_now();
+            let park_at = parks.then(|| *last_busy + PARK_AFTER);
+            let closing = tokio::select! {
+                biased;
+                out = endpoint.outbound() => {
+                    *last_busy = Stamp::now();
+                    match out {
+                        Outbound::Frames(frames) => {
+                            for frame in frames {
+                                socket.send_frame(frame);
+                            }
+                            None
+                        }
+                        Outbound::Ready(ready) => {
+                            endpoint.write_ready(ready, |frame| socket.send_shared_frame(frame));
+                            None
+                        }
+                        Outbound::Close(code, reason) => Some((code, reason)),
                     }
-                    None
-                }
-                Outbound::Ready(ready) => {
-                    endpoint.write_ready(ready, |frame| socket.send_shared_frame(frame));
-                    None
-                }
-                Outbound::Close(code, reason) => Some((code, reason)),
-            },
-            input = socket.wait_input(&mut timer, &shutdown) => match input {
-                Input::Read(Ok(true)) => None,
-                Input::Read(Ok(false) | Err(_)) => return,
-                Input::Idle => socket
-                    .idle_expired()
-                    .then(|| (CloseCode::NORMAL, "idle timeout".to_owned())),
-                Input::ShuttingDown => {
-                    Some((CloseCode::GOING_AWAY, "server shutting down".to_owned()))
-                }
-            },
-        };
-        if let Some((code, reason)) = closing {
-            let close = Box::pin(socket.close(code, &reason));
-            return close.await;
+                },
+                input = socket.wait_input(timer, shutdown, park_at) => match input {
+                    Input::Read(Ok(true)) => None,
+                    Input::Read(Ok(false) | Err(_)) => return Stop::Done,
+                    Input::Idle => socket
+                        .idle_expired()
+                        .then(|| (CloseCode::NORMAL, "idle timeout".to_owned())),
+                    Input::Park => return Stop::Park,
+                    Input::ShuttingDown => {
+                        Some((CloseCode::GOING_AWAY, "server shutting down".to_owned()))
+                    }
+                },
+            };
+            if let Some((code, reason)) = closing {
+                Box::pin(socket.close(code, &reason)).await;
+                return Stop::Done;
+            }
         }
     }
 }

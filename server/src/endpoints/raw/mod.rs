@@ -7,6 +7,7 @@ pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use parley_protocol::{CloseCode, Connection, Event, Message};
@@ -488,6 +489,16 @@ impl Endpoint for RawClient {
     async fn outbound(&mut self) -> Outbound<Deliveries> {
         let next = self.chat.session().next().await;
         self.frames_for(next)
+    }
+
+    const PARKS: bool = true;
+
+    fn poll_outbound(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.chat.session().poll_ready(cx)
+    }
+
+    fn parks_now(&self) -> bool {
+        self.chat.parks()
     }
 
     /// The batch `first` starts: each message's frame, shared by every raw recipient, written
