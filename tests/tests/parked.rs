@@ -231,7 +231,7 @@ async fn raw_clients() {
     expect_raw(&mut carol, "one").await;
 
     until_parked(metrics, 3).await;
-    let send = json!({"type": "send", "room": "parked", "body": "two", "ref": "r2"});
+    let send = json!({"type": "send", "room": RAW_ROOM, "body": "two", "ref": "r2"});
     json_client::send(&mut alice, send).await;
     let ack = json_client::next_of(&mut alice, "ack", WAIT).await;
     assert_eq!(ack.expect("an ack")["ref"], "r2");
@@ -241,6 +241,9 @@ async fn raw_clients() {
     until_parked(metrics, 3).await;
     carol.close(None).await.unwrap();
     until_metric(metrics, "parley_broker_sessions", 2.0).await;
+    // Carol's leaving woke Alice too: she must be parked again before the shutdown.
+    let left = json_client::next_of(&mut alice, "presence", WAIT).await;
+    assert_eq!(left.expect("carol's leaving")["event"], "leave");
 
     until_parked(metrics, 2).await;
     server.terminate();
@@ -258,9 +261,12 @@ async fn raw_clients() {
     assert!(status.success(), "parley exited with {status}");
 }
 
-/// Joins the room [`ROOM`] names, as a raw client.
+/// The room [`ROOM`] names, as raw clients name it.
+const RAW_ROOM: &str = "parked";
+
+/// Joins [`RAW_ROOM`], as a raw client.
 async fn raw_join(ws: &mut json_client::Ws) {
-    json_client::send(ws, json!({"type": "join", "room": "parked"})).await;
+    json_client::send(ws, json!({"type": "join", "room": RAW_ROOM})).await;
     let joined = json_client::next_of(ws, "joined", WAIT).await;
     assert!(joined.is_some(), "no joined answer");
 }

@@ -255,8 +255,8 @@ impl HubSession {
     }
 
     /// `Ready` when [`HubSession::next`] would be, taking nothing: for a parked connection
-    /// (`crate::park`), whose waker this registers. Not while catch-up answers are held (see
-    /// [`HubSession::parks`]).
+    /// (`crate::park`), whose waker this registers. Not while answers are held (catch-up,
+    /// cluster joins; see [`HubSession::parks`]).
     pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if self.held.is_some() || self.poll_end(cx).is_ready() {
             return Poll::Ready(());

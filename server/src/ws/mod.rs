@@ -418,8 +418,8 @@ struct Driven<S, E> {
     shutdown: CancellationToken,
     /// Its place in the shared timer wheel: the idle rule's deadline, or parking's.
     timer: Timer,
-    /// When it last got a message or wrote something of the endpoint's: what parking counts
-    /// from.
+    /// When it last got a message or its endpoint had output for it: what parking counts from
+    /// (kept only where it may park).
     last_busy: Stamp,
 }
 
@@ -491,7 +491,7 @@ where
                 busy |= matches!(event, Event::Message(_));
                 endpoint.on_event(conn, event);
             });
-            if busy {
+            if busy && S::PARKS && E::PARKS {
                 *last_busy = Stamp::now();
             }
             if handled {
@@ -527,7 +527,9 @@ where
             let closing = tokio::select! {
                 biased;
                 out = endpoint.outbound() => {
-                    *last_busy = Stamp::now();
+                    if S::PARKS && E::PARKS {
+                        *last_busy = Stamp::now();
+                    }
                     match out {
                         Outbound::Frames(frames) => {
                             for frame in frames {
