@@ -17,11 +17,18 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tracing::debug;
 
 use crate::logs::{self, ConnLog, Logged};
+
+/// A connection that read and wrote no frame for this long (heart-beats, pings and pongs
+/// aside) parks, where its endpoint and socket allow it: long enough that a connection in a
+/// conversation (or receiving a room's messages) stays running; each wake of a parked one
+/// costs a task spawn.
+pub const PARK_AFTER: Duration = Duration::from_secs(2);
 
 /// Connections parked now, for `/metrics`.
 static PARKED: AtomicUsize = AtomicUsize::new(0);

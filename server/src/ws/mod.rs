@@ -28,7 +28,7 @@ use tracing::debug;
 
 use crate::clock::wheel::{Due, Timer};
 use crate::clock::Stamp;
-use crate::park::{Parkable, Parked, Resumed};
+use crate::park::{Parkable, Parked, Resumed, PARK_AFTER};
 
 /// Read granularity: enough for a burst of small frames in one syscall.
 const READ_CHUNK: usize = 4096;
@@ -383,11 +383,6 @@ impl<S: ReadReady + AsyncWrite> WsSocket<S> {
         let _ = timeout(wait, self.io.shutdown()).await;
     }
 }
-
-/// A connection that did nothing for this long parks (`crate::park`) if its endpoint and socket
-/// allow it (see [`Endpoint::PARKS`]): long enough that a connection in a conversation stays
-/// running; each wake of a parked one costs a task spawn. Pings and pongs do not count.
-const PARK_AFTER: Duration = Duration::from_secs(2);
 
 /// Runs `endpoint` on the socket until the connection closes (the endpoint's `finish` runs
 /// however it ended), or until it parks: then the future ends with the connection's state.

@@ -34,7 +34,7 @@ use crate::hub::{
     live_from_stored, Delivered, Held, Hub, HubSession, Next, Notice, Origin, Protocol,
     Transport as Carrier,
 };
-use crate::park::{Parkable, Parked, Resumed};
+use crate::park::{Parkable, Parked, Resumed, PARK_AFTER};
 use crate::ws::{release_if_empty, ReadReady, WsSocket};
 
 /// The destination a STOMP client SENDs a fresh access token to, to renew its session in-band.
@@ -45,10 +45,6 @@ pub const READ_DESTINATION: &str = "/app/read";
 const MAX_FRAME_BATCH: usize = 64;
 /// SUBSCRIBEs per batch whose rooms are prepared in cluster mode (each new room costs a read).
 const MAX_PREPARED: usize = 16;
-/// A connection that read and wrote no frame for this long (heart-beats aside) parks
-/// (`crate::park`): it keeps its state but no task. Long enough that a connection in a conversation (or receiving a room's
-/// messages) stays running; each wake of a parked one costs a task spawn.
-const PARK_AFTER: Duration = Duration::from_secs(2);
 
 /// Settings of the STOMP endpoint.
 #[derive(Clone, Debug)]
